@@ -1,0 +1,169 @@
+"""Catalogue validation of samples and frames, with every rejection counted.
+
+Nothing is dropped silently: a value outside its unit's range, a NaN where the metric does not
+allow one, or a metric the catalogue does not know is refused, counted in `Rejections` by
+(component, measurement, field, reason), and logged once per batch with an example value.
+The counts are themselves exported as ``computewatch_samples_rejected_total``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from computewatch import catalog
+from computewatch.samples import TIME, Sample
+
+__all__ = ["InvalidSampleError", "Rejections", "check_sample", "filter_samples", "validate_frame"]
+
+log = logging.getLogger(__name__)
+
+
+class InvalidSampleError(ValueError):
+    """A sample the catalogue refuses; the message names the metric, value and labels."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Rejections:
+    """Thread-safe counts of refused values, exportable as samples."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[tuple[str, str, str, str]] = Counter()
+        self._lock = threading.Lock()
+
+    def add(self, component: str, measurement: str, field: str, reason: str, n: int = 1) -> None:
+        if n:
+            with self._lock:
+                self._counts[(component, measurement, field, reason)] += n
+
+    def total(self) -> int:
+        with self._lock:
+            return sum(self._counts.values())
+
+    def counts(self) -> dict[tuple[str, str, str, str], int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def as_samples(self, time: datetime | None = None) -> list[Sample]:
+        time = time or datetime.now(UTC)
+        return [
+            Sample.of("computewatch.samples_rejected_total", float(n),
+                      {"component": c, "measurement": m, "field": f, "reason": r}, time)
+            for (c, m, f, r), n in self.counts().items()
+        ]
+
+
+def _reason_code(why: str) -> str:
+    if why.startswith("NaN"):
+        return "nan"
+    if why.startswith("not a number"):
+        return "not_a_number"
+    return "out_of_range"
+
+
+def check_sample(sample: Sample) -> Sample:
+    """Return the sample if the catalogue accepts it, else raise InvalidSampleError."""
+    try:
+        m = catalog.metric(sample.name)
+    except catalog.UnknownMetricError as exc:
+        raise InvalidSampleError(str(exc), "unknown_metric") from None
+    extra = [k for k, _ in sample.labels if k not in m.labels]
+    if extra:
+        raise InvalidSampleError(
+            f"{sample.name}: unknown label {extra[0]!r} (allowed: {', '.join(m.labels)})",
+            "unknown_label",
+        )
+    why = m.check(sample.value)
+    if why is not None:
+        where = ",".join(f"{k}={v}" for k, v in sample.labels)
+        raise InvalidSampleError(f"{sample.name}{{{where}}}: {why}", _reason_code(why))
+    return sample
+
+
+def filter_samples(samples: Iterable[Sample], rejections: Rejections,
+                   component: str) -> list[Sample]:
+    """Keep the valid samples; count and log (once per batch and reason) the others."""
+    kept: list[Sample] = []
+    first_error: dict[str, str] = {}
+    for s in samples:
+        try:
+            kept.append(check_sample(s))
+        except InvalidSampleError as exc:
+            rejections.add(component, s.measurement, s.field, exc.reason)
+            first_error.setdefault(exc.reason, str(exc))
+    for msg in first_error.values():
+        log.warning("%s: rejected sample: %s", component, msg)
+    return kept
+
+
+def validate_frame(measurement: str, table: pa.Table, rejections: Rejections,
+                   component: str) -> pa.Table:
+    """Return ``table`` with refused values set to null and unknown columns removed.
+
+    Every refused cell is counted. An unknown measurement refuses the whole frame, counted
+    under field ``*``; the caller gets an empty table of the same rows.
+    """
+    try:
+        spec = catalog.measurement(measurement)
+    except catalog.UnknownMetricError as exc:
+        rejections.add(component, measurement, "*", "unknown_metric", table.num_rows)
+        log.warning("%s: rejected %d rows: %s", component, table.num_rows, exc)
+        return table.select([TIME]) if TIME in table.column_names else table.select([])
+    if TIME not in table.column_names:
+        raise ValueError(f"{component}: frame for {measurement!r} has no {TIME!r} column")
+    keep = [TIME]
+    for name in table.column_names:
+        if name == TIME:
+            continue
+        if name in spec.labels:
+            keep.append(name)
+            continue
+        try:
+            m = spec.metric(name)
+        except catalog.UnknownMetricError as exc:
+            reason = "unknown_metric"
+            n = table.num_rows - table.column(name).null_count
+            rejections.add(component, measurement, name, reason, n)
+            log.warning("%s: rejected %d values: %s", component, n, exc)
+            continue
+        keep.append(name)
+        table = _null_invalid(table, name, m, rejections, component)
+    return table.select(keep)
+
+
+def _null_invalid(table: pa.Table, name: str, m: catalog.Metric, rejections: Rejections,
+                  component: str) -> pa.Table:
+    col = table.column(name)
+    if not pa.types.is_floating(col.type):
+        try:
+            col = col.cast(pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            n = table.num_rows - col.null_count
+            rejections.add(component, m.measurement, m.field, "not_a_number", n)
+            log.warning("%s: %s: column of type %s is not numeric (%s)", component, m.name,
+                        col.type, exc)
+            return table.set_column(table.schema.get_field_index(name), name,
+                                    pa.nulls(table.num_rows, pa.float64()))
+    low, high = m.valid_range
+    is_nan = pc.is_nan(col)
+    bad_range = pc.or_(pc.less(col, low), pc.greater(col, high))
+    bad = pc.fill_null(pc.or_(bad_range, is_nan) if not m.nan_ok else bad_range, False)
+    n_bad = pc.sum(bad).as_py() or 0
+    if n_bad:
+        n_nan = 0 if m.nan_ok else (pc.sum(pc.fill_null(is_nan, False)).as_py() or 0)
+        rejections.add(component, m.measurement, m.field, "nan", n_nan)
+        rejections.add(component, m.measurement, m.field, "out_of_range", n_bad - n_nan)
+        example = pc.filter(col, bad)[0].as_py()
+        log.warning("%s: %s: rejected %d values, e.g. %r (valid range [%g, %g])", component,
+                    m.name, n_bad, example, low, high)
+        col = pc.if_else(bad, pa.scalar(None, pa.float64()), col)
+    return table.set_column(table.schema.get_field_index(name), name, col)

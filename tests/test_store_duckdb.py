@@ -1,0 +1,193 @@
+"""The embedded store's windowed aggregation, checked against pandas on random data."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from computewatch.store import Aggregate, DuckDBStore, Query, StoreError, open_store
+
+T0 = datetime(2026, 10, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def random_frame() -> pd.DataFrame:
+    rng = np.random.default_rng(7)
+    n = 20_000
+    sites = np.array(["bj-1", "bj-2", "sh-1", "gy-1"])
+    hubs = {"bj-1": "jjj", "bj-2": "jjj", "sh-1": "yrd", "gy-1": "guizhou"}
+    site = rng.choice(sites, n)
+    device = np.char.add(site.astype(str), np.char.add("-", rng.integers(0, 5, n).astype(str)))
+    seconds = rng.choice(6 * 3600, n, replace=False)  # unique, so "last" is well defined
+    return pd.DataFrame({
+        "time": pd.to_datetime(T0) + pd.to_timedelta(seconds, unit="s"),
+        "site": site,
+        "hub": [hubs[s] for s in site],
+        "device": device,
+        "utilization_ratio": rng.random(n),
+        "power_watts": rng.random(n) * 700,
+    })
+
+
+@pytest.fixture
+def store(tmp_path, random_frame) -> DuckDBStore:
+    s = DuckDBStore(tmp_path / "t.duckdb")
+    # Two writes, so the series index must match label sets across batches.
+    half = len(random_frame) // 2
+    s.write("accelerator", random_frame.iloc[:half])
+    s.write("accelerator", pa.Table.from_pandas(random_frame.iloc[half:], preserve_index=False))
+    yield s
+    s.close()
+
+
+def _pandas_windowed(df: pd.DataFrame, start: datetime, end: datetime, window: timedelta,
+                     by: list[str], field: str, how) -> pd.DataFrame:
+    d = df[(df.time >= start) & (df.time < end)].copy()
+    d["bucket"] = start + ((d.time - start) // window) * window
+    out = d.groupby(["bucket", *by])[field].agg(how).reset_index()
+    return out.rename(columns={"bucket": "time"}).sort_values(["time", *by]).reset_index(
+        drop=True)
+
+
+@pytest.mark.parametrize(("agg", "how"), [
+    (Aggregate.MEAN, "mean"), (Aggregate.MIN, "min"), (Aggregate.MAX, "max"),
+    (Aggregate.SUM, "sum"), (Aggregate.COUNT, "count"),
+])
+def test_windowed_aggregate_matches_pandas(store, random_frame, agg, how):
+    start = T0 + timedelta(minutes=17)  # windows are aligned to the query's start
+    end = T0 + timedelta(hours=5, minutes=3)
+    window = timedelta(minutes=45)
+    got = store.query(Query("accelerator", ("utilization_ratio",), start, end,
+                            group_by=("site",), window=window, agg=agg))
+    want = _pandas_windowed(random_frame, start, end, window, ["site"], "utilization_ratio", how)
+    assert len(got) == len(want) > 20
+    assert list(got.time) == list(want.time)
+    assert list(got.site) == list(want.site)
+    np.testing.assert_allclose(got.utilization_ratio.astype(float),
+                               want.utilization_ratio.astype(float), rtol=1e-9)
+
+
+def test_quantile_matches_pandas_linear_interpolation(store, random_frame):
+    end = T0 + timedelta(hours=6)
+    got = store.query(Query("accelerator", ("power_watts",), T0, end, group_by=("hub",),
+                            window=timedelta(hours=2), agg=Aggregate.QUANTILE, quantile=0.95))
+    want = _pandas_windowed(random_frame, T0, end, timedelta(hours=2), ["hub"], "power_watts",
+                            lambda x: x.quantile(0.95))
+    np.testing.assert_allclose(got.power_watts, want.power_watts, rtol=1e-9)
+
+
+def test_last_takes_the_latest_sample_of_the_group(store, random_frame):
+    end = T0 + timedelta(hours=6)
+    got = store.query(Query("accelerator", ("power_watts",), T0, end, group_by=("device",),
+                            agg=Aggregate.LAST))
+    want = random_frame.sort_values("time").groupby("device").power_watts.last()
+    assert len(got) == random_frame.device.nunique()
+    np.testing.assert_allclose(got.set_index("device").power_watts.sort_index(),
+                               want.sort_index(), rtol=1e-12)
+
+
+def test_tag_filters_and_multiple_fields(store, random_frame):
+    end = T0 + timedelta(hours=6)
+    got = store.query(Query("accelerator", ("utilization_ratio", "power_watts"), T0, end,
+                            where={"hub": "jjj", "site": ["bj-1", "sh-1"]}))
+    sel = random_frame[random_frame.site == "bj-1"]
+    assert len(got) == 1
+    assert got.time[0] == T0
+    assert got.utilization_ratio[0] == pytest.approx(sel.utilization_ratio.mean(), rel=1e-12)
+    assert got.power_watts[0] == pytest.approx(sel.power_watts.mean(), rel=1e-12)
+
+
+def test_series_index_holds_each_label_set_once(store, random_frame):
+    series = store.series("accelerator")
+    assert len(series) == random_frame.device.nunique()
+    assert set(series.columns) >= {"hub", "cluster", "site", "device", "vendor"}
+    assert (series.cluster == "").all()  # absent labels are stored as ''
+    assert len(store.series("accelerator", where={"site": "gy-1"})) == \
+        random_frame[random_frame.site == "gy-1"].device.nunique()
+
+
+def test_time_bounds_and_retention(store, random_frame):
+    lo, hi = store.time_bounds("accelerator")
+    assert lo == random_frame.time.min() and hi == random_frame.time.max()
+    cutoff = T0 + timedelta(hours=3)
+    deleted = store.drop_before(cutoff)
+    assert deleted == int((random_frame.time < cutoff).sum())
+    assert store.time_bounds("accelerator")[0] >= cutoff
+
+
+def test_invalid_values_are_nulled_and_counted(tmp_path):
+    s = DuckDBStore(tmp_path / "v.duckdb")
+    # An Arrow table: in a pandas frame NaN means "missing" and arrives as null.
+    frame = pa.table({
+        "time": pa.array([T0, T0 + timedelta(minutes=1), T0 + timedelta(minutes=2)]),
+        "device": ["a", "a", "a"],
+        "utilization_ratio": [0.5, 1.7, float("nan")],
+        "power_watts": [100.0, -3.0, 200.0],
+    })
+    result = s.write("accelerator", frame)
+    assert result.rows == 3 and result.rejected == 3
+    counts = s.rejections.counts()
+    comp = f"store {s.url}"
+    assert counts[(comp, "accelerator", "utilization_ratio", "out_of_range")] == 1
+    assert counts[(comp, "accelerator", "utilization_ratio", "nan")] == 1
+    assert counts[(comp, "accelerator", "power_watts", "out_of_range")] == 1
+    got = s.query(Query("accelerator", ("utilization_ratio", "power_watts"), T0,
+                        T0 + timedelta(hours=1), agg=Aggregate.COUNT))
+    assert got.utilization_ratio[0] == 1 and got.power_watts[0] == 2
+
+
+def test_unknown_field_never_reaches_the_table(tmp_path):
+    s = DuckDBStore(tmp_path / "u.duckdb")
+    frame = pd.DataFrame({"time": pd.to_datetime([T0]), "device": ["a"], "bogus": [1.0],
+                          "power_watts": [10.0]})
+    s.write("accelerator", frame)
+    assert s.rejections.counts()[(f"store {s.url}", "accelerator", "bogus", "unknown_metric")] == 1
+    with pytest.raises(Exception, match="bogus"):
+        s.query(Query("accelerator", ("bogus",), T0, T0 + timedelta(hours=1)))
+
+
+def test_query_of_unwritten_field_and_measurement(tmp_path):
+    s = DuckDBStore(tmp_path / "e.duckdb")
+    empty = s.query(Query("pue", ("energy_ratio",), T0, T0 + timedelta(hours=1)))
+    assert empty.empty and list(empty.columns) == ["time", "energy_ratio"]
+    s.write("accelerator", pd.DataFrame({"time": pd.to_datetime([T0]), "device": ["a"],
+                                         "power_watts": [10.0]}))
+    got = s.query(Query("accelerator", ("power_watts", "temperature_celsius"), T0,
+                        T0 + timedelta(hours=1)))
+    assert got.power_watts[0] == 10.0 and pd.isna(got.temperature_celsius[0])
+
+
+def test_bad_queries_name_the_problem(store):
+    with pytest.raises(StoreError, match="no tag 'nope'"):
+        store.query(Query("accelerator", ("power_watts",), T0, T0 + timedelta(hours=1),
+                          where={"nope": "x"}))
+    with pytest.raises(ValueError, match="timezone"):
+        Query("accelerator", ("power_watts",), datetime(2026, 1, 1), T0)
+    with pytest.raises(ValueError, match="not after"):
+        Query("accelerator", ("power_watts",), T0, T0)
+
+
+def test_open_store_by_url(tmp_path):
+    s = open_store(f"duckdb:///{tmp_path}/x.duckdb")
+    assert isinstance(s, DuckDBStore) and (tmp_path / "x.duckdb").exists()
+    s.close()
+    with pytest.raises(StoreError, match="unknown store URL"):
+        open_store("carrierpigeon://x")
+
+
+def test_data_survives_reopen(tmp_path):
+    path = tmp_path / "r.duckdb"
+    with DuckDBStore(path) as s:
+        s.write("accelerator", pd.DataFrame({"time": pd.to_datetime([T0]), "device": ["a"],
+                                             "power_watts": [42.0]}))
+    with DuckDBStore(path) as s:
+        s.write("accelerator", pd.DataFrame({"time": pd.to_datetime([T0]), "device": ["a"],
+                                             "temperature_celsius": [50.0]}))
+        got = s.query(Query("accelerator", ("power_watts", "temperature_celsius"), T0,
+                            T0 + timedelta(minutes=1), agg=Aggregate.MAX))
+        assert got.power_watts[0] == 42.0 and got.temperature_celsius[0] == 50.0
+        assert len(s.series("accelerator")) == 1
