@@ -1,0 +1,5 @@
+"""`python -m computewatch` runs the command line."""
+
+from computewatch.cli import main
+
+main()

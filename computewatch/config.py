@@ -1,0 +1,375 @@
+"""Load YAML config into pydantic models, with errors that point at file, line and field.
+
+Operators edit topology and policy files by hand; an error they cannot locate is an error
+they cannot fix. So every failure becomes one `ConfigError` line:
+
+    topology.yaml:57: sites[3].hub: unknown hub 'xyz' (known: gba, jjj, yrd)
+    topology.yaml:12: sites[0].lat: must be <= 90 (got 200)
+
+Field checks come from pydantic. Cross-reference checks (an id that names nothing, a
+duplicate) live in the models' `model_validator(mode="after")` and raise `PathError`, which
+carries the offending field's path relative to the model that raised it; pydantic keeps the
+exception object in the error's context, so the loader can join the two paths and find the line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+__all__ = [
+    "MAX_LISTED",
+    "ConfigError",
+    "FieldPath",
+    "PathError",
+    "format_path",
+    "load_yaml_model",
+    "load_yaml_model_from_text",
+    "suggest_known",
+]
+
+T = TypeVar("T", bound=BaseModel)
+
+FieldPath = tuple[str | int, ...]
+"""Keys and list indexes from the document root to a value, e.g. ("sites", 3, "hub")."""
+
+_UNSET: Any = object()
+_MAX_VALUE_REPR = 80
+MAX_LISTED = 12
+"""Error messages list at most this many known ids; longer lists shrink to close matches."""
+_IDENT = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; `str()` is one line: file:line: path: message."""
+
+    def __init__(
+        self,
+        source: str,
+        message: str,
+        *,
+        line: int | None = None,
+        path: FieldPath = (),
+        value: Any = _UNSET,
+    ) -> None:
+        self.source = source
+        self.line = line
+        self.path = tuple(path)
+        self.message = message
+        self.value = None if value is _UNSET else value
+        self.has_value = value is not _UNSET
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = self.source if self.line is None else f"{self.source}:{self.line}"
+        parts = [where]
+        if self.path:
+            parts.append(format_path(self.path))
+        text = self.message
+        if self.has_value:
+            shown = _short_repr(self.value)
+            # Validators often quote a bad id in the message already; do not say it twice.
+            if not (isinstance(self.value, str) and shown in text):
+                text = f"{text} (got {shown})"
+        parts.append(text)
+        return ": ".join(parts).replace("\n", " ")
+
+
+class PathError(ValueError):
+    """Raised by model validators: `path` is relative to the model whose validator raised it.
+
+    A ValueError subclass so pydantic turns it into a validation error; the loader recovers
+    the object (and its path) from the error context.
+    """
+
+    def __init__(self, path: FieldPath, message: str, value: Any = _UNSET) -> None:
+        self.path = tuple(path)
+        self.message = message
+        self.value = value
+        shown = "" if value is _UNSET else f" (got {_short_repr(value)})"
+        super().__init__(f"{format_path(self.path)}: {message}{shown}")
+
+
+def format_path(path: FieldPath) -> str:
+    """Render ("sites", 3, "hub") as "sites[3].hub"."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _IDENT.match(part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{part!r}]"
+    return out
+
+
+def load_yaml_model(path: Path, model: type[T], *, context: dict[str, Any] | None = None) -> T:
+    """Read, parse and validate one YAML file; every failure is a `ConfigError`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), "file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(str(path), "is a directory, expected a YAML file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read: {exc.strerror}") from None
+    return load_yaml_model_from_text(text, model, source_name=str(path), context=context)
+
+
+def load_yaml_model_from_text(
+    text: str,
+    model: type[T],
+    *,
+    source_name: str,
+    context: dict[str, Any] | None = None,
+) -> T:
+    """Like `load_yaml_model` for text already in memory; `source_name` labels errors."""
+    data, lines = _parse(text, source_name)
+    if data is None:
+        raise ConfigError(source_name, "file is empty", line=1)
+    try:
+        return model.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise _to_config_error(exc, data, lines, source_name, model) from None
+
+
+def suggest_known(value: str, known: list[str]) -> str:
+    """All known ids when few; otherwise the close ones, so the message stays one short line."""
+    if len(known) <= MAX_LISTED:
+        return f"known: {', '.join(known)}"
+    close = difflib.get_close_matches(value, known, n=3, cutoff=0.5)
+    if close:
+        return f"did you mean {', '.join(close)}? {len(known)} known"
+    return f"{len(known)} known: {', '.join(known[:MAX_LISTED])}, ..."
+
+
+# --- YAML with line numbers -------------------------------------------------------------
+
+
+def _parse(text: str, source: str) -> tuple[Any, dict[FieldPath, int]]:
+    """Compose the YAML node graph, build plain data from it and map each path to its line."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, {}
+        # Constructing first lets SafeConstructor flatten merge keys (<<) into the node itself.
+        data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        # An error "at end of input" sits past the last line; point at the last line instead.
+        last = max(1, len(text.splitlines()))
+        line = min(mark.line + 1, last) if mark is not None else None
+        problem = exc.problem or "invalid YAML"
+        if exc.context:
+            started = exc.context_mark
+            at = f" (from line {started.line + 1})" if started is not None else ""
+            problem = f"{exc.context}{at}: {problem}"
+        raise ConfigError(source, f"YAML syntax error: {problem}", line=line) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, f"YAML error: {exc}") from None
+    finally:
+        loader.dispose()
+    lines: dict[FieldPath, int] = {}
+    _index_lines(node, (), node.start_mark.line + 1, lines, source, set())
+    return data, lines
+
+
+def _index_lines(
+    node: yaml.Node,
+    path: FieldPath,
+    line: int,
+    lines: dict[FieldPath, int],
+    source: str,
+    seen: set[int],
+) -> None:
+    """Record `line` for `path`; entries of a mapping take their key's line."""
+    lines.setdefault(path, line)
+    if id(node) in seen:  # anchors/aliases can share (and, in theory, cycle) nodes
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first_line: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = _scalar_key(key_node)
+            key_line = key_node.start_mark.line + 1
+            if key is None:
+                continue
+            if key in first_line:
+                raise ConfigError(
+                    source,
+                    f"duplicate key {key!r} (first at line {first_line[key]})",
+                    line=key_line,
+                    path=(*path, key),
+                )
+            first_line[key] = key_line
+            _index_lines(value_node, (*path, key), key_line, lines, source, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _index_lines(item, (*path, index), item.start_mark.line + 1, lines, source, seen)
+
+
+def _scalar_key(node: yaml.Node) -> str | int | None:
+    """The Python key a scalar key node constructs to (strings and ints are all we index)."""
+    if not isinstance(node, yaml.ScalarNode):
+        return None
+    if node.tag == "tag:yaml.org,2002:int":
+        try:
+            return int(node.value.replace("_", ""), 0)
+        except ValueError:
+            return node.value
+    return node.value
+
+
+def _line_for(path: FieldPath, lines: Mapping[FieldPath, int]) -> int | None:
+    """The line of `path`, or of its nearest ancestor present in the file."""
+    for end in range(len(path), -1, -1):
+        if path[:end] in lines:
+            return lines[path[:end]]
+    return None
+
+
+# --- pydantic errors -> ConfigError ------------------------------------------------------
+
+
+def _to_config_error(
+    exc: ValidationError,
+    data: Any,
+    lines: Mapping[FieldPath, int],
+    source: str,
+    model: type[BaseModel],
+) -> ConfigError:
+    """Turn the first pydantic error into a one-line ConfigError."""
+    errors = exc.errors()
+    err = errors[0]
+    if err["type"] == "missing":
+        # A misspelt key shows up as "missing" plus "unknown key"; the unknown key says why.
+        parent = err["loc"][:-1]
+        err = next(
+            (e for e in errors if e["type"] == "extra_forbidden" and e["loc"][:-1] == parent),
+            err,
+        )
+    path = _data_path(err["loc"], data)
+    value: Any = err.get("input", _UNSET)
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, PathError):
+        path = path + cause.path
+        return ConfigError(
+            source, cause.message, line=_line_for(path, lines), path=path, value=cause.value
+        )
+    kind = err["type"]
+    if kind == "missing" or (kind == "extra_forbidden" and isinstance(value, dict | list)):
+        value = _UNSET  # the parent mapping, or a whole block: too long to be useful
+    message = _message(err, model, path)
+    return ConfigError(source, message, line=_line_for(path, lines), path=path, value=value)
+
+
+def _data_path(loc: tuple[Any, ...], data: Any) -> FieldPath:
+    """Keep the parts of a pydantic `loc` that name real keys/indexes (drop union tags)."""
+    path: list[str | int] = []
+    current = data
+    for part in loc:
+        if part == "[key]":
+            continue
+        if _has(current, part):
+            path.append(part)
+            current = current[part]
+        elif isinstance(current, Mapping) and isinstance(part, str) and _IDENT.match(part):
+            path.append(part)  # a missing field: name it, nothing below it exists
+            break
+    return tuple(path)
+
+
+def _has(container: Any, part: Any) -> bool:
+    if isinstance(container, Mapping):
+        return part in container
+    return isinstance(container, list) and isinstance(part, int) and 0 <= part < len(container)
+
+
+_BOUNDS = {
+    "less_than_equal": ("le", "<="),
+    "less_than": ("lt", "<"),
+    "greater_than_equal": ("ge", ">="),
+    "greater_than": ("gt", ">"),
+}
+
+
+def _message(err: Mapping[str, Any], model: type[BaseModel], path: FieldPath) -> str:
+    """Short, operator-facing wording for the common pydantic error types."""
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    if kind in _BOUNDS:
+        key, op = _BOUNDS[kind]
+        return f"must be {op} {_number(ctx[key])}"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        key = str(path[-1]) if path else ""
+        allowed = _allowed_keys(model, path[:-1])
+        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.75)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        known = f" ({hint}allowed: {', '.join(allowed)})" if allowed else ""
+        return f"unknown key {key!r}{known}"
+    if kind == "string_pattern_mismatch":
+        return f"must match {ctx.get('pattern')}"
+    if kind == "value_error":
+        return str(err["msg"]).removeprefix("Value error, ")
+    msg = str(err["msg"])
+    return (
+        "must be " + msg.removeprefix("Input should be ")
+        if msg.startswith("Input should be ")
+        else msg
+    )
+
+
+def _allowed_keys(model: type[BaseModel], path: FieldPath) -> list[str]:
+    """Field names of the model at `path`, to suggest the right spelling of an unknown key."""
+    current: Any = model
+    for part in path:
+        if isinstance(part, int):
+            current = _item_type(current)
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        fields = {f.alias or name: f for name, f in current.model_fields.items()}
+        if part not in fields:
+            return []
+        current = _strip_optional(fields[part].annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return sorted(f.alias or name for name, f in current.model_fields.items())
+    return []
+
+
+def _item_type(annotation: Any) -> Any:
+    """The element type of list[X] / tuple[X, ...]."""
+    args = get_args(annotation)
+    return _strip_optional(args[0]) if args else None
+
+
+def _strip_optional(annotation: Any) -> Any:
+    """X | None -> X; anything else unchanged."""
+    if get_origin(annotation) in (Union, UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def _number(value: Any) -> Any:
+    """90.0 -> 90, so limits read as the file wrote them."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _MAX_VALUE_REPR else text[: _MAX_VALUE_REPR - 3] + "..."

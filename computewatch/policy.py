@@ -1,0 +1,223 @@
+"""The editable policy: utilization minimums, PUE targets and latency budgets, each sourced.
+
+Regulators need to know which threshold a report applied and where it comes from, so every
+value in `data/policy.yaml` is a `{value, source}` pair and lookups can return the pair
+(`*_entry` methods) as well as the bare number. A value with no official basis says so in
+its source instead of pretending to one.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    model_validator,
+)
+
+from computewatch.config import (
+    ConfigError,
+    PathError,
+    load_yaml_model,
+    load_yaml_model_from_text,
+    suggest_known,
+)
+from computewatch.topology import Tier, Topology
+
+__all__ = [
+    "LEVELS",
+    "ConfigError",
+    "LatencyPolicy",
+    "LevelMinimum",
+    "Policy",
+    "PuePolicy",
+    "Sourced",
+    "UtilizationPolicy",
+    "load_policy",
+]
+
+V = TypeVar("V")
+
+Level = Literal["accelerator", "node", "site", "cluster", "hub", "province"]
+LEVELS: tuple[Level, ...] = ("accelerator", "node", "site", "cluster", "hub", "province")
+Region = Literal["east", "west"]
+RttSemantics = Literal["round_trip", "one_way"]
+
+Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
+PueValue = Annotated[float, Field(ge=1.0)]  # PUE = total / IT energy, so never below 1
+Seconds = Annotated[float, Field(gt=0.0)]
+Hours = Annotated[float, Field(gt=0.0)]
+Inflation = Annotated[float, Field(ge=1.0)]
+
+
+def _check_source(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must say where the value comes from")
+    return text
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Sourced(_Model, Generic[V]):
+    """A policy value and where it comes from: a regulation, a report or 'computewatch default'."""
+
+    value: V
+    source: Annotated[str, AfterValidator(_check_source)]
+
+
+class LevelMinimum(_Model):
+    """Minimum utilization at one level; `subjects` are per-id overrides (site ids at 'site')."""
+
+    default: Sourced[Ratio]
+    regions: dict[Region, Sourced[Ratio]] = {}
+    subjects: dict[str, Sourced[Ratio]] = {}
+
+
+class Minimums(_Model):
+    accelerator: LevelMinimum
+    node: LevelMinimum
+    site: LevelMinimum
+    cluster: LevelMinimum
+    hub: LevelMinimum
+    province: LevelMinimum
+
+
+class UtilizationPolicy(_Model):
+    """busy_level: utilization above which a sample counts as busy (time share is what's
+    compared with the minimums). sustained_hours: how long a shortfall must last to count."""
+
+    busy_level: Sourced[Ratio]
+    sustained_hours: Sourced[Hours]
+    minimums: Minimums
+
+
+class PuePolicy(_Model):
+    """A site exceeds its target when its energy-based PUE is above it."""
+
+    default_target: Sourced[PueValue]
+    targets: dict[Region, Sourced[PueValue]] = {}
+    sites: dict[str, Sourced[PueValue]] = {}
+    min_completeness: Sourced[Ratio]
+
+
+class TierBudgets(_Model):
+    metro: Sourced[Seconds]
+    regional: Sourced[Seconds]
+    national: Sourced[Seconds]
+
+
+class LatencyPolicy(_Model):
+    """Tier budgets are read as `rtt_semantics` says; `budget_rtt_s` always returns an RTT."""
+
+    rtt_semantics: Sourced[RttSemantics]
+    tiers: TierBudgets
+    route_inflation_limit: Sourced[Inflation]
+
+    @model_validator(mode="after")
+    def _budgets_grow_with_tier(self) -> LatencyPolicy:
+        """A wider circle cannot have a tighter budget; a swap is the likely typo."""
+        previous: Tier | None = None
+        for tier in Tier:
+            if previous is not None:
+                low = getattr(self.tiers, previous.value).value
+                here = getattr(self.tiers, tier.value).value
+                if here < low:
+                    raise PathError(
+                        ("tiers", tier.value, "value"),
+                        f"must be >= the {previous.value} budget ({low})",
+                        here,
+                    )
+            previous = tier
+        return self
+
+
+class Policy(_Model):
+    """The whole policy file."""
+
+    utilization: UtilizationPolicy
+    pue: PuePolicy
+    latency: LatencyPolicy
+
+    @model_validator(mode="after")
+    def _ids_exist(self, info: ValidationInfo) -> Policy:
+        """With a topology in the validation context, per-id overrides must name real ids."""
+        topology = (info.context or {}).get("topology")
+        if not isinstance(topology, Topology):
+            return self
+        known = {
+            "site": sorted(s.id for s in topology.sites),
+            "cluster": sorted(c.id for c in topology.clusters),
+            "hub": sorted(h.id for h in topology.hubs),
+        }
+        for level, ids in known.items():
+            for subject in getattr(self.utilization.minimums, level).subjects:
+                if subject not in ids:
+                    raise PathError(
+                        ("utilization", "minimums", level, "subjects", subject),
+                        f"unknown {level} {subject!r} ({suggest_known(subject, ids)})",
+                        subject,
+                    )
+        for site_id in self.pue.sites:
+            if site_id not in known["site"]:
+                raise PathError(
+                    ("pue", "sites", site_id),
+                    f"unknown site {site_id!r} ({suggest_known(site_id, known['site'])})",
+                    site_id,
+                )
+        return self
+
+    def utilization_minimum_entry(
+        self, level: Level, region: Region | None = None, subject: str | None = None
+    ) -> Sourced[float]:
+        """The applicable minimum with its source: subject override, else region, else default."""
+        if level not in LEVELS:
+            raise KeyError(f"unknown level {level!r} (known: {', '.join(LEVELS)})")
+        rule: LevelMinimum = getattr(self.utilization.minimums, level)
+        if subject is not None and subject in rule.subjects:
+            return rule.subjects[subject]
+        if region is not None and region in rule.regions:
+            return rule.regions[region]
+        return rule.default
+
+    def utilization_minimum(
+        self, level: Level, region: Region | None = None, subject: str | None = None
+    ) -> float:
+        return self.utilization_minimum_entry(level, region, subject).value
+
+    def pue_target_entry(self, region: Region | None, site_id: str | None = None) -> Sourced[float]:
+        """The applicable PUE target with its source: site override, else region, else default."""
+        if site_id is not None and site_id in self.pue.sites:
+            return self.pue.sites[site_id]
+        if region is not None and region in self.pue.targets:
+            return self.pue.targets[region]
+        return self.pue.default_target
+
+    def pue_target(self, region: Region | None, site_id: str | None = None) -> float:
+        return self.pue_target_entry(region, site_id).value
+
+    def budget_rtt_s(self, tier: Tier | str) -> float:
+        """The tier's budget as a round-trip time, so callers always compare measured RTT."""
+        budget: float = getattr(self.latency.tiers, Tier(tier).value).value
+        return budget * 2 if self.latency.rtt_semantics.value == "one_way" else budget
+
+
+def load_policy(path: Path | None = None, *, topology: Topology | None = None) -> Policy:
+    """Load and validate a policy file; None means the shipped default policy.
+
+    Given a topology, per-site/cluster/hub overrides are checked against its ids.
+    """
+    context: dict[str, Any] = {"topology": topology} if topology is not None else {}
+    if path is not None:
+        return load_yaml_model(Path(path), Policy, context=context)
+    resource = resources.files("computewatch") / "data" / "policy.yaml"
+    return load_yaml_model_from_text(
+        resource.read_text(encoding="utf-8"), Policy, source_name=str(resource), context=context
+    )

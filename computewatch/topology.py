@@ -1,0 +1,435 @@
+"""Hubs, clusters, sites and the links between them; the latency tier of any site pair.
+
+The national network (东数西算) is 8 hub nodes holding 10 data-center clusters; sites are
+the places telemetry comes from. Everything that ranks, maps or budgets by place (latency
+tiers, utilization by hub, PUE by region) asks this module, so the shipped
+`data/topology.yaml` is validated strictly and every error names its file, line and field.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from computewatch.config import (
+    ConfigError,
+    PathError,
+    load_yaml_model,
+    load_yaml_model_from_text,
+    suggest_known,
+)
+
+__all__ = [
+    "EARTH_RADIUS_KM",
+    "FIBER_RTT_S_PER_KM",
+    "METRO_MAX_KM",
+    "REGIONAL_MAX_KM",
+    "AcceleratorInventory",
+    "Cluster",
+    "ConfigError",
+    "DemandCity",
+    "Hub",
+    "Link",
+    "LinkOverride",
+    "Node",
+    "Site",
+    "Tier",
+    "Topology",
+    "fiber_min_rtt_s",
+    "great_circle_km",
+    "load_topology",
+]
+
+EARTH_RADIUS_KM = 6371.0088
+"""IUGG mean Earth radius; the usual choice for haversine distances."""
+
+FIBER_RTT_S_PER_KM = 10e-6
+"""Light in fiber travels ~200,000 km/s: 5 µs per km one way, 10 µs per km round trip."""
+
+METRO_MAX_KM = 50.0
+"""Sites closer than this are one metro even in different cities: the great-circle fiber RTT
+is then <= 0.5 ms, half the 1 ms metro budget, which leaves room for the 1.5x route inflation
+the MIIT plan allows (0.75 ms) plus equipment delay."""
+
+REGIONAL_MAX_KM = 500.0
+"""Beyond this the great-circle fiber RTT alone (5 ms) uses the whole 5 ms regional budget,
+so no real route can meet it: such pairs are national unless they share a hub."""
+
+_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_NODE_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")  # node ids are often hostnames
+
+
+def _check_id(value: str) -> str:
+    if not _ID_PATTERN.match(value):
+        raise ValueError(f"must be a lowercase id matching {_ID_PATTERN.pattern}")
+    return value
+
+
+def _check_node_id(value: str) -> str:
+    if not _NODE_ID_PATTERN.match(value):
+        raise ValueError(f"must be a lowercase host-style id matching {_NODE_ID_PATTERN.pattern}")
+    return value
+
+
+Id = Annotated[str, AfterValidator(_check_id)]
+NodeId = Annotated[str, AfterValidator(_check_node_id)]
+Latitude = Annotated[float, Field(ge=-90, le=90)]
+Longitude = Annotated[float, Field(ge=-180, le=180)]
+Region = Literal["east", "west"]
+Role = Literal["hub", "regional", "edge"]
+LinkMode = Literal["full_mesh", "hub_and_spoke"]
+
+
+class Tier(StrEnum):
+    """Latency circles of the national plan: 1 ms city, 5 ms region, 20 ms cross-hub."""
+
+    METRO = "metro"
+    REGIONAL = "regional"
+    NATIONAL = "national"
+
+
+def great_circle_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Haversine distance on a sphere of radius EARTH_RADIUS_KM."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp = p2 - p1
+    dl = math.radians(lon2 - lon1)
+    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
+
+
+def fiber_min_rtt_s(km: float) -> float:
+    """Lowest possible round-trip time over `km` of fiber; real routes are longer."""
+    return km * FIBER_RTT_S_PER_KM
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Hub(_Model):
+    """One of the 8 national hub nodes (枢纽节点)."""
+
+    id: Id
+    name: str
+    name_zh: str
+    region: Region
+    provinces: list[str]
+    lat: Latitude
+    lon: Longitude
+
+
+class Cluster(_Model):
+    """A data-center cluster (集群) inside a hub; `zones` are its starting zones."""
+
+    id: Id
+    name: str
+    name_zh: str
+    hub: Id
+    province: str
+    lat: Latitude
+    lon: Longitude
+    zones: list[str] = []
+
+
+class DemandCity(_Model):
+    """A city whose users the latency circles are drawn around; `hub` serves it."""
+
+    id: Id
+    name: str
+    name_zh: str
+    province: str
+    hub: Id
+    lat: Latitude
+    lon: Longitude
+
+
+class AcceleratorInventory(_Model):
+    """How many accelerators of one model a site or node holds."""
+
+    vendor: Literal["nvidia", "huawei"]
+    model: str = Field(min_length=1)
+    count: int = Field(ge=0)
+
+    @property
+    def ecosystem(self) -> Literal["cuda", "cann"]:
+        """Software stack the cards run: CUDA for NVIDIA, CANN for Huawei Ascend."""
+        return "cuda" if self.vendor == "nvidia" else "cann"
+
+
+def _by_model(inventory: list[AcceleratorInventory]) -> dict[tuple[str, str], int]:
+    totals: dict[tuple[str, str], int] = {}
+    for item in inventory:
+        key = (item.vendor, item.model)
+        totals[key] = totals.get(key, 0) + item.count
+    return totals
+
+
+class Node(_Model):
+    """One server running the agent."""
+
+    id: NodeId
+    accelerators: list[AcceleratorInventory] = []
+
+
+class Site(_Model):
+    """A compute center telemetry comes from; `cluster` is None outside the 10 clusters."""
+
+    id: Id
+    name: str
+    province: str
+    city: str
+    hub: Id
+    cluster: Id | None = None
+    lat: Latitude
+    lon: Longitude
+    role: Role
+    accelerators: list[AcceleratorInventory]
+    it_capacity_kw: float = Field(gt=0)
+    nodes: list[Node] = []
+
+    @property
+    def accelerator_count(self) -> int:
+        return sum(item.count for item in self.accelerators)
+
+    @model_validator(mode="after")
+    def _nodes_within_inventory(self) -> Site:
+        """Nodes cannot hold cards the site does not have."""
+        site_totals = _by_model(self.accelerators)
+        node_totals: dict[tuple[str, str], int] = {}
+        for n, node in enumerate(self.nodes):
+            for a, item in enumerate(node.accelerators):
+                key = (item.vendor, item.model)
+                node_totals[key] = node_totals.get(key, 0) + item.count
+                if node_totals[key] > site_totals.get(key, 0):
+                    raise PathError(
+                        ("nodes", n, "accelerators", a, "count"),
+                        f"nodes hold more {item.vendor} {item.model} than the site lists "
+                        f"({node_totals[key]} > {site_totals.get(key, 0)})",
+                        item.count,
+                    )
+        return self
+
+
+class LinkOverride(_Model):
+    """An operator's tier for one unordered site pair, overriding the distance rule."""
+
+    a: Id
+    b: Id
+    tier: Tier | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Link:
+    """A site pair with its great-circle distance, physical RTT floor and latency tier."""
+
+    a: str
+    b: str
+    distance_km: float
+    fiber_min_rtt_s: float
+    tier: Tier
+    overridden: bool
+
+
+class Topology(_Model):
+    """The whole network. Lookups raise KeyError naming the unknown id."""
+
+    hubs: list[Hub]
+    clusters: list[Cluster]
+    demand_cities: list[DemandCity]
+    sites: list[Site]
+    link_overrides: list[LinkOverride] = Field(default=[], alias="links")
+    """Written `links:` in YAML; the attribute is renamed so `links()` can be the method."""
+
+    _hubs: dict[str, Hub] = PrivateAttr(default_factory=dict)
+    _clusters: dict[str, Cluster] = PrivateAttr(default_factory=dict)
+    _sites: dict[str, Site] = PrivateAttr(default_factory=dict)
+    _overrides: dict[frozenset[str], LinkOverride] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> Topology:
+        """Unique ids and references that resolve; errors carry the offending field's path."""
+        self._hubs = _unique("hubs", self.hubs, "hub")
+        self._clusters = _unique("clusters", self.clusters, "cluster")
+        _unique("demand_cities", self.demand_cities, "demand city")
+        self._sites = _unique("sites", self.sites, "site")
+        hub_ids = sorted(self._hubs)
+        for i, cluster in enumerate(self.clusters):
+            _known(("clusters", i, "hub"), "hub", cluster.hub, hub_ids)
+        for i, city in enumerate(self.demand_cities):
+            _known(("demand_cities", i, "hub"), "hub", city.hub, hub_ids)
+        node_seen: dict[str, str] = {}
+        for i, site in enumerate(self.sites):
+            _known(("sites", i, "hub"), "hub", site.hub, hub_ids)
+            if site.cluster is not None:
+                _known(("sites", i, "cluster"), "cluster", site.cluster, sorted(self._clusters))
+                owner = self._clusters[site.cluster].hub
+                if owner != site.hub:
+                    raise PathError(
+                        ("sites", i, "cluster"),
+                        f"cluster {site.cluster!r} belongs to hub {owner!r}, "
+                        f"not to the site's hub {site.hub!r}",
+                        site.cluster,
+                    )
+            for n, node in enumerate(site.nodes):
+                if node.id in node_seen:
+                    raise PathError(
+                        ("sites", i, "nodes", n, "id"),
+                        f"duplicate node id {node.id!r} (also in site {node_seen[node.id]!r})",
+                        node.id,
+                    )
+                node_seen[node.id] = site.id
+        site_ids = sorted(self._sites)
+        overrides: dict[frozenset[str], LinkOverride] = {}
+        for i, link in enumerate(self.link_overrides):
+            _known(("links", i, "a"), "site", link.a, site_ids)
+            _known(("links", i, "b"), "site", link.b, site_ids)
+            if link.a == link.b:
+                raise PathError(("links", i, "b"), f"a link needs two sites, got {link.b!r} twice")
+            pair = frozenset((link.a, link.b))
+            if pair in overrides:
+                raise PathError(("links", i), f"duplicate override for {link.a!r}-{link.b!r}")
+            overrides[pair] = link
+        self._overrides = overrides
+        return self
+
+    # --- lookups ---
+
+    def site(self, site_id: str) -> Site:
+        return _get(self._sites, site_id, "site")
+
+    def hub(self, hub_id: str) -> Hub:
+        return _get(self._hubs, hub_id, "hub")
+
+    def cluster(self, cluster_id: str) -> Cluster:
+        return _get(self._clusters, cluster_id, "cluster")
+
+    def city(self, name_or_id: str) -> DemandCity:
+        """Demand city by id, English or Chinese name, ignoring case ('Shanghai', 'xian')."""
+        wanted = name_or_id.strip().casefold()
+        for city in self.demand_cities:
+            if wanted in (city.id.casefold(), city.name.casefold(), city.name_zh.casefold()):
+                return city
+        known = ", ".join(c.name for c in self.demand_cities)
+        raise KeyError(f"unknown demand city {name_or_id!r} (known: {known})")
+
+    def region_of(self, site_id: str) -> Region:
+        """East or west, from the site's hub."""
+        return self.hub(self.site(site_id).hub).region
+
+    def sites_of_hub(self, hub_id: str) -> list[Site]:
+        self.hub(hub_id)
+        return [s for s in self.sites if s.hub == hub_id]
+
+    def sites_of_cluster(self, cluster_id: str) -> list[Site]:
+        self.cluster(cluster_id)
+        return [s for s in self.sites if s.cluster == cluster_id]
+
+    @property
+    def accelerator_count(self) -> int:
+        return sum(site.accelerator_count for site in self.sites)
+
+    # --- geometry and tiers ---
+
+    def distance_km(self, a: str, b: str) -> float:
+        sa, sb = self.site(a), self.site(b)
+        return great_circle_km(sa.lat, sa.lon, sb.lat, sb.lon)
+
+    def distance_km_to_point(self, site_id: str, lat: float, lon: float) -> float:
+        site = self.site(site_id)
+        return great_circle_km(site.lat, site.lon, lat, lon)
+
+    def link(self, a: str, b: str) -> Link:
+        """The pair (a, b) in the order given; an override for the unordered pair wins."""
+        sa, sb = self.site(a), self.site(b)
+        if a == b:
+            raise ValueError(f"a link needs two different sites, got {a!r} twice")
+        km = great_circle_km(sa.lat, sa.lon, sb.lat, sb.lon)
+        override = self._overrides.get(frozenset((a, b)))
+        if override is not None and override.tier is not None:
+            tier, overridden = override.tier, True
+        else:
+            tier, overridden = _tier_by_rule(sa, sb, km), False
+        return Link(a, b, km, fiber_min_rtt_s(km), tier, overridden)
+
+    def links(self, mode: LinkMode = "full_mesh") -> list[Link]:
+        """Links to probe and check.
+
+        full_mesh: every unordered site pair. hub_and_spoke: each site to the role-'hub'
+        sites of its own hub, plus the role-'hub' sites of different hubs among themselves.
+        Pairs follow file order and appear once.
+        """
+        if mode == "full_mesh":
+            return [
+                self.link(a.id, b.id) for i, a in enumerate(self.sites) for b in self.sites[i + 1 :]
+            ]
+        if mode != "hub_and_spoke":
+            raise ValueError(f"unknown link mode {mode!r} (known: full_mesh, hub_and_spoke)")
+        order = {s.id: i for i, s in enumerate(self.sites)}
+        cores = [s for s in self.sites if s.role == "hub"]
+        pairs: set[tuple[str, str]] = set()
+        for site in self.sites:
+            for core in cores:
+                if core.id != site.id and core.hub == site.hub:
+                    pairs.add(_ordered(site.id, core.id, order))
+        for i, a in enumerate(cores):
+            for b in cores[i + 1 :]:
+                if a.hub != b.hub:
+                    pairs.add(_ordered(a.id, b.id, order))
+        return [self.link(a, b) for a, b in sorted(pairs, key=lambda p: (order[p[0]], order[p[1]]))]
+
+
+def _tier_by_rule(a: Site, b: Site, km: float) -> Tier:
+    if a.city.strip().casefold() == b.city.strip().casefold() or km <= METRO_MAX_KM:
+        return Tier.METRO
+    if a.hub == b.hub or km <= REGIONAL_MAX_KM:
+        return Tier.REGIONAL
+    return Tier.NATIONAL
+
+
+def _ordered(a: str, b: str, order: dict[str, int]) -> tuple[str, str]:
+    return (a, b) if order[a] < order[b] else (b, a)
+
+
+def _unique(field: str, items: list[Any], what: str) -> dict[str, Any]:
+    index: dict[str, Any] = {}
+    first: dict[str, int] = {}
+    for i, item in enumerate(items):
+        if item.id in index:
+            raise PathError(
+                (field, i, "id"),
+                f"duplicate {what} id {item.id!r} (first at {field}[{first[item.id]}])",
+                item.id,
+            )
+        index[item.id] = item
+        first[item.id] = i
+    return index
+
+
+def _known(path: tuple[str | int, ...], what: str, value: str, known: list[str]) -> None:
+    if value not in known:
+        raise PathError(path, f"unknown {what} {value!r} ({suggest_known(value, known)})", value)
+
+
+def _get(index: dict[str, Any], key: str, what: str) -> Any:
+    try:
+        return index[key]
+    except KeyError:
+        raise KeyError(f"unknown {what} {key!r} ({suggest_known(key, sorted(index))})") from None
+
+
+def load_topology(path: Path | None = None) -> Topology:
+    """Load and validate a topology file; None means the shipped reference topology."""
+    if path is not None:
+        return load_yaml_model(Path(path), Topology)
+    resource = resources.files("computewatch") / "data" / "topology.yaml"
+    return load_yaml_model_from_text(
+        resource.read_text(encoding="utf-8"), Topology, source_name=str(resource)
+    )

@@ -1,0 +1,119 @@
+"""The `computewatch` command as a user runs it: a real subprocess, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from computewatch.status import ExitStatus
+from computewatch.store import Aggregate, DuckDBStore, Query
+
+SHIPPED = Path(__file__).resolve().parents[1] / "computewatch" / "data" / "topology.yaml"
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "computewatch", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+def _broken_topology(tmp_path: Path, edit) -> Path:
+    doc = yaml.safe_load(SHIPPED.read_text(encoding="utf-8"))
+    edit(doc)
+    path = tmp_path / "topology.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _line_of(path: Path, needle: str) -> int:
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if needle in line:
+            return n
+    raise AssertionError(needle)
+
+
+@pytest.mark.parametrize(("edit", "field", "value"), [
+    (lambda d: d["sites"][3].update(hub="atlantis"), "sites[3].hub", "atlantis"),
+    (lambda d: d["sites"][5].update(lat=200), "sites[5].lat", "200"),
+    (lambda d: d["sites"][7].update(id=d["sites"][2]["id"]), "sites[7].id", None),
+])
+def test_bad_topology_gives_one_line_naming_field_and_value(tmp_path, edit, field, value):
+    path = _broken_topology(tmp_path, edit)
+    proc = run("topology", "check", str(path))
+    assert proc.returncode == ExitStatus.BAD_INPUT
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert field in lines[0] and str(path.name) in lines[0]
+    if value is None:  # the duplicate: the message names the repeated id
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        value = doc["sites"][7]["id"]
+    assert value in lines[0]
+
+
+def test_bad_topology_error_names_the_line(tmp_path):
+    path = _broken_topology(tmp_path, lambda d: d["sites"][3].update(hub="atlantis"))
+    proc = run("topology", "check", str(path))
+    assert f"topology.yaml:{_line_of(path, 'hub: atlantis')}:" in proc.stderr
+
+
+def test_demo_with_a_bad_topology_stops_before_writing(tmp_path):
+    path = _broken_topology(tmp_path, lambda d: d["sites"][0].update(lat=200))
+    proc = run("demo", "--topology", str(path), "--store", f"duckdb:///{tmp_path}/d.duckdb")
+    assert proc.returncode == ExitStatus.BAD_INPUT and "sites[0].lat" in proc.stderr
+    assert not (tmp_path / "d.duckdb").exists()
+
+
+def test_shipped_topology_checks_clean():
+    proc = run("topology", "check")
+    assert proc.returncode == 0, proc.stderr
+    assert "8 hubs, 10 clusters" in proc.stdout
+
+
+def test_demo_small_fleet_prints_the_national_summary(tmp_path):
+    store = f"duckdb:///{tmp_path}/demo.duckdb"
+    proc = run("demo", "--sites", "12", "--accelerators", "600", "--hours", "2", "--seed", "5",
+               "--store", store, "--truth", str(tmp_path / "truth.json"), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    national = next(r for r in doc["rows"] if r["level"] == "national")
+    assert national["accelerators"] == 600 and national["sites"] == 12
+    assert 0.05 < national["mean_utilization"] < 0.95
+    assert 1.0 < national["pue"] < 2.0
+    hubs = [r for r in doc["rows"] if r["level"] == "hub"]
+    assert len(hubs) == 8 and sum(r["accelerators"] for r in hubs) == 600
+    assert (tmp_path / "truth.json").exists()
+    # The summary command reads the same store back and agrees.
+    again = run("summary", "--store", store, "--since", "2h", "--format", "json")
+    assert again.returncode == 0, again.stderr
+    national2 = next(r for r in json.loads(again.stdout)["rows"] if r["level"] == "national")
+    assert national2["mean_utilization"] == pytest.approx(national["mean_utilization"],
+                                                          rel=1e-9)
+
+
+def test_demo_table_output_and_rerun_does_not_double(tmp_path):
+    store = f"duckdb:///{tmp_path}/demo.duckdb"
+    args = ("demo", "--sites", "10", "--accelerators", "300", "--hours", "1", "--store", store,
+            "--truth", str(tmp_path / "t.json"))
+    first = run(*args)
+    assert first.returncode == 0, first.stderr
+    assert "National" in first.stdout and "PUE" in first.stdout
+    second = run(*args)
+    assert second.returncode == 0
+    with DuckDBStore(tmp_path / "demo.duckdb") as s:
+        lo, hi = s.time_bounds("accelerator")
+        got = s.query(Query("accelerator", ("utilization_ratio",), lo, hi + timedelta(minutes=1),
+                            agg=Aggregate.COUNT))
+    assert got.health[0] == 300 * 60  # one hour of 300 cards, not two
+
+
+def test_usage_errors_exit_2():
+    assert run("demo", "--format", "xml").returncode == ExitStatus.BAD_INPUT
+    assert run("demo", "--hours", "many").returncode == ExitStatus.BAD_INPUT
+    proc = run("summary", "--store", "nosuch://x")
+    assert proc.returncode == ExitStatus.BAD_INPUT and "unknown store URL" in proc.stderr
