@@ -107,7 +107,7 @@ def test_demo_table_output_and_rerun_does_not_double(tmp_path):
     assert second.returncode == 0
     with DuckDBStore(tmp_path / "demo.duckdb") as s:
         lo, hi = s.time_bounds("accelerator")
-        got = s.query(Query("accelerator", ("utilization_ratio",), lo, hi + timedelta(minutes=1),
+        got = s.query(Query("accelerator", ("health",), lo, hi + timedelta(minutes=1),
                             agg=Aggregate.COUNT))
     assert got.health[0] == 300 * 60  # one hour of 300 cards, not two
 
