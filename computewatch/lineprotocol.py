@@ -23,10 +23,10 @@ all left out is not written. Each line ends with ``\\n``, so payloads concatenat
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from math import isfinite
 from numbers import Real
 
 import numpy as np
@@ -123,28 +123,42 @@ def _timestamp(t: datetime, factor: int) -> int:
 def encode_samples(samples: Iterable[Sample], precision: str = "ns") -> EncodeResult:
     """Encode samples, one line per (measurement, labels, time) with their fields merged."""
     factor = _factor(precision)
-    groups: dict[tuple[str, tuple[tuple[str, str], ...], datetime], dict[str, str]] = {}
+    groups: dict[tuple[str, tuple[tuple[str, str], ...], datetime], dict[str, float]] = {}
     skipped = 0
     for s in samples:
         v = s.value
-        if isinstance(v, bool) or not isinstance(v, Real):
-            raise TypeError(f"line protocol: {s.name} value {v!r} is not a number")
-        fields = groups.setdefault((s.measurement, s.labels, s.time), {})
-        v = float(v)
-        if math.isfinite(v):
-            fields[s.field] = _format_float(v)
+        if type(v) is not float:
+            if isinstance(v, bool) or not isinstance(v, Real):
+                raise TypeError(f"line protocol: {s.name} value {v!r} is not a number")
+            v = float(v)
+        key = (s.measurement, s.labels, s.time)
+        fields = groups.get(key)
+        if fields is None:
+            fields = groups[key] = {}
+        if isfinite(v):
+            fields[s.field] = v
         else:
             skipped += 1
     prefixes: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
+    stamps: dict[datetime, str] = {}
+    keys: dict[str, str] = {}
     lines: list[str] = []
     for (meas, labels, time), fields in groups.items():
         if not fields:
             continue
         prefix = prefixes.get((meas, labels))
         if prefix is None:
-            prefix = prefixes[(meas, labels)] = _prefix(meas, labels)
-        body = ",".join(f"{escape_field_key(k)}={fields[k]}" for k in sorted(fields))
-        lines.append(f"{prefix} {body} {_timestamp(time, factor)}\n")
+            prefix = prefixes[(meas, labels)] = _prefix(meas, labels) + " "
+        stamp = stamps.get(time)
+        if stamp is None:
+            stamp = stamps[time] = f" {_timestamp(time, factor)}\n"
+        body = []
+        for k in sorted(fields):
+            ek = keys.get(k)
+            if ek is None:
+                ek = keys[k] = escape_field_key(k) + "="
+            body.append(ek + _format_float(fields[k]))
+        lines.append(prefix + ",".join(body) + stamp)
     return EncodeResult("".join(lines).encode(), len(lines), skipped)
 
 

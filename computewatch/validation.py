@@ -70,22 +70,28 @@ def _reason_code(why: str) -> str:
     return "out_of_range"
 
 
+def _subject(sample: Sample) -> str:
+    where = ",".join(f"{k}={v}" for k, v in sample.labels)
+    return f"{sample.name}{{{where}}}"
+
+
 def check_sample(sample: Sample) -> Sample:
     """Return the sample if the catalogue accepts it, else raise InvalidSampleError."""
     try:
         m = catalog.metric(sample.name)
     except catalog.UnknownMetricError as exc:
-        raise InvalidSampleError(str(exc), "unknown_metric") from None
+        raise InvalidSampleError(f"{_subject(sample)} = {sample.value!r}: {exc}",
+                                 "unknown_metric") from None
     extra = [k for k, _ in sample.labels if k not in m.labels]
     if extra:
         raise InvalidSampleError(
-            f"{sample.name}: unknown label {extra[0]!r} (allowed: {', '.join(m.labels)})",
+            f"{_subject(sample)} = {sample.value!r}: unknown label {extra[0]!r} "
+            f"(allowed: {', '.join(m.labels)})",
             "unknown_label",
         )
     why = m.check(sample.value)
     if why is not None:
-        where = ",".join(f"{k}={v}" for k, v in sample.labels)
-        raise InvalidSampleError(f"{sample.name}{{{where}}}: {why}", _reason_code(why))
+        raise InvalidSampleError(f"{_subject(sample)}: {why}", _reason_code(why))
     return sample
 
 

@@ -1,0 +1,33 @@
+"""`make bench`: every benchmark in turn, each printing its figures and ratio."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+
+from bench import bench_demo, bench_ingest, bench_lineprotocol, bench_query
+
+
+def main() -> None:
+    which = sys.argv[1:] or ["demo", "query", "ingest", "lineprotocol"]
+    print(f"computewatch benchmarks on {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores, Python {platform.python_version()}")
+    store = bench_demo.STORE
+    for name in which:
+        print()
+        if name == "demo":
+            store = bench_demo.main()
+        elif name == "query":
+            if not store.exists():
+                store = bench_demo.main()
+            bench_query.main(store)
+        elif name == "ingest":
+            bench_ingest.main()
+        elif name == "lineprotocol":
+            bench_lineprotocol.main()
+        else:
+            sys.exit(f"unknown benchmark {name!r}: demo, query, ingest, lineprotocol")
+
+
+main()

@@ -1,0 +1,318 @@
+"""Line protocol: byte-equal to influxdb-client's Point, frames equal to samples, no loss."""
+
+from __future__ import annotations
+
+import calendar
+import math
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from influxdb_client import Point, WritePrecision
+
+from computewatch.lineprotocol import (
+    EncodeResult,
+    encode_frame,
+    encode_samples,
+    escape_field_key,
+    escape_measurement,
+    escape_string,
+    escape_tag,
+)
+from computewatch.samples import Sample, samples_to_frames
+
+T0 = datetime(2026, 5, 9, 7, 35, 25, 123456, tzinfo=UTC)
+T0_S = calendar.timegm((2026, 5, 9, 7, 35, 25))  # 1778312125, computed independently
+NASTY = '北京 "A", x=1\n'
+
+LABEL_VALUES = [
+    NASTY,
+    "plain",
+    "数据中心-贵阳",
+    'quote"d',
+    "back\\slash",
+    "ends in backslash\\",
+    "tab\there",
+    "carriage\rreturn",
+    "a=b,c d",
+    "",  # empty: omitted by both
+]
+
+
+def _samples(labels: dict[str, str], values: dict[str, float], t: datetime = T0,
+             measurement: str = "accelerator") -> list[Sample]:
+    return [Sample.of(f"{measurement}.{f}", v, labels, t) for f, v in values.items()]
+
+
+def _point_line(labels: dict[str, str], values: dict[str, float], t: datetime = T0,
+                measurement: str = "accelerator", precision: str = WritePrecision.NS) -> str:
+    p = Point(measurement)
+    for k, v in labels.items():
+        p.tag(k, v)
+    for f, v in values.items():
+        p.field(f, v)
+    return p.time(t, write_precision=precision).to_line_protocol()
+
+
+def _frame_payload(samples: list[Sample], precision: str = "ns") -> EncodeResult:
+    frames = samples_to_frames(samples)
+    assert len(frames) == 1
+    ((meas, table),) = frames.items()
+    return encode_frame(meas, table, precision)
+
+
+# --- escaping -----------------------------------------------------------------------------
+
+def test_escape_tag_matches_point_rules() -> None:
+    assert escape_tag(NASTY) == '北京\\ "A"\\,\\ x\\=1\\n'
+    assert escape_tag("a\tb\rc") == "a\\tb\\rc"
+    assert escape_tag("back\\slash") == "back\\slash"  # backslash itself is not escaped
+    assert escape_tag("ends\\") == "ends\\ "  # cannot escape the delimiter after it
+    assert escape_field_key("f=1, x") == "f\\=1\\,\\ x"
+
+
+def test_escape_measurement() -> None:
+    assert escape_measurement("a b,c=d\n") == "a\\ b\\,c=d\\n"  # '=' is fine in a measurement
+    with pytest.raises(ValueError, match="starts with '#'"):
+        escape_measurement("#comment")
+    with pytest.raises(ValueError, match="empty"):
+        escape_measurement("")
+
+
+def test_escape_string_field() -> None:
+    assert escape_string('say "hi" \\ ok\n') == 'say \\"hi\\" \\\\ ok\n'
+
+
+# --- equal to influxdb-client's Point -------------------------------------------------------
+
+@pytest.mark.parametrize("value", LABEL_VALUES)
+def test_samples_equal_point(value: str) -> None:
+    labels = {"site": value, "vendor": "nvidia", "model": "H100 SXM", "hub": "京津冀"}
+    values = {"power_watts": 612.25, "temperature_celsius": 61.0, "utilization_ratio": 0.1,
+              "memory_used_bytes": 85899345920.0, "energy_joules_total": 12345678901.234,
+              "sm_clock_hertz": 1.98e9}
+    expected = (_point_line(labels, values) + "\n").encode()
+    got = encode_samples(_samples(labels, values))
+    assert got == EncodeResult(expected, 1, 0)
+    assert _frame_payload(_samples(labels, values)) == got
+
+
+def test_nasty_label_exact_bytes() -> None:
+    got = encode_samples(_samples({"site": NASTY, "model": ""}, {"power_watts": 300.5}))
+    assert got.payload == (
+        'accelerator,site=北京\\ "A"\\,\\ x\\=1\\n power_watts=300.5 1778312125123456000\n'
+    ).encode()
+    assert got.payload.count(b"\n") == 1  # the newline in the value did not break the line
+
+
+@pytest.mark.parametrize("value", [0.1, 1 / 3, 2.0, -0.0, 1e-05, 1.5e-06, 1e-07, 1e-10,
+                                   12345678901.5, 1e15, 9007199254740993.0, 1e16, 1.5e16,
+                                   1e22, 5e-324, 1.7976931348623157e308, -273.15])
+def test_float_text_equals_point(value: float) -> None:
+    labels = {"site": "s"}
+    expected = (_point_line(labels, {"v": value}) + "\n").encode()
+    assert encode_samples(_samples(labels, {"v": value})).payload == expected
+    frame = pa.table({"time": pa.array([T0], pa.timestamp("us", tz="UTC")),
+                      "site": ["s"], "v": [value]})
+    assert encode_frame("accelerator", frame).payload == expected
+
+
+# --- frames equal samples -----------------------------------------------------------------
+
+def _random_samples(n_series: int, n_times: int, seed: int) -> list[Sample]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for s in range(n_series):
+        labels = {"site": LABEL_VALUES[s % len(LABEL_VALUES)], "node": f"n{s}",
+                  "vendor": ["nvidia", "huawei", ""][s % 3]}
+        if s % 4 == 0:
+            labels["xid"] = str(s % 7)  # a label only some series carry
+        for i in range(n_times):
+            t = T0 + timedelta(seconds=15 * i)
+            for f in ("power_watts", "temperature_celsius", "memory_used_bytes",
+                      "utilization_ratio"):
+                if rng.uniform() < 0.2:
+                    continue  # a field this scrape did not report
+                kind = rng.integers(6)
+                v = [float(rng.uniform(0, 1)), float(rng.integers(0, 2**37)),
+                     float(10 ** rng.uniform(-12, 20)), math.nan, math.inf,
+                     float(np.frombuffer(rng.bytes(8))[0])][kind]
+                out.append(Sample.of(f"accelerator.{f}", v, labels, t))
+    return out
+
+
+def test_frame_encoder_equals_sample_encoder() -> None:
+    samples = _random_samples(40, 25, seed=7)
+    by_samples = encode_samples(samples)
+    by_frame = _frame_payload(samples)
+    assert by_frame == by_samples
+    assert by_samples.skipped == sum(not math.isfinite(s.value) for s in samples)
+    assert by_samples.lines == by_samples.payload.count(b"\n") > 0
+
+
+def test_frame_with_dictionary_labels_and_chunks() -> None:
+    samples = _random_samples(12, 10, seed=3)
+    table = samples_to_frames(samples)["accelerator"]
+    expected = encode_frame("accelerator", table)
+    half = table.num_rows // 2
+    parts = []
+    for piece in (table.slice(0, half), table.slice(half)):  # two chunks, two dictionaries
+        cols = [c.dictionary_encode() if pa.types.is_string(c.type) else c
+                for c in piece.columns]
+        parts.append(pa.table(cols, names=piece.column_names))
+    chunked = pa.concat_tables(parts)
+    assert chunked.column("site").num_chunks == 2
+    assert encode_frame("accelerator", chunked) == expected
+
+
+def test_label_columns_are_sorted_and_field_columns_too() -> None:
+    table = pa.table({"time": pa.array([T0], pa.timestamp("s", tz="UTC")),
+                      "zone": ["z"], "b": [2.0], "a": [1.0], "alpha": ["x"]})
+    assert encode_frame("m", table).payload == b"m,alpha=x,zone=z a=1,b=2 1778312125000000000\n"
+
+
+# --- NaN, nulls, empty tags -----------------------------------------------------------------
+
+def test_nan_and_inf_skipped_and_counted() -> None:
+    labels = {"site": "bj"}
+    samples = _samples(labels, {"power_watts": math.nan, "temperature_celsius": math.inf,
+                                "utilization_ratio": 0.5})
+    samples += _samples({"site": "sh"}, {"power_watts": -math.inf})  # nothing left: no line
+    want = EncodeResult(b"accelerator,site=bj utilization_ratio=0.5 1778312125123456000\n", 1, 3)
+    assert encode_samples(samples) == want
+    assert _frame_payload(samples) == want
+
+
+def test_nulls_omitted_and_all_null_rows_dropped() -> None:
+    table = pa.table({
+        "time": pa.array([T0, T0, T0], pa.timestamp("us", tz="UTC")),
+        "site": ["a", "b", None],
+        "power_watts": pa.array([None, 250.0, None], pa.float64()),
+        "temperature_celsius": pa.array([None, None, 40.0], pa.float64()),
+    })
+    got = encode_frame("accelerator", table)
+    assert got == EncodeResult(
+        b"accelerator,site=b power_watts=250 1778312125123456000\n"
+        b"accelerator temperature_celsius=40 1778312125123456000\n", 2, 0)
+
+
+def test_empty_tag_values_omitted() -> None:
+    samples = _samples({"site": "bj", "model": "", "vendor": "nvidia"}, {"power_watts": 1.5})
+    payload = b"accelerator,site=bj,vendor=nvidia power_watts=1.5 1778312125123456000\n"
+    assert encode_samples(samples).payload == payload
+    assert _frame_payload(samples).payload == payload
+
+
+def test_empty_inputs() -> None:
+    assert encode_samples([]) == EncodeResult(b"", 0, 0)
+    empty = pa.table({"time": pa.array([], pa.timestamp("us", tz="UTC")),
+                      "power_watts": pa.array([], pa.float64())})
+    assert encode_frame("accelerator", empty) == EncodeResult(b"", 0, 0)
+    only_nan = pa.table({"time": pa.array([T0], pa.timestamp("us", tz="UTC")),
+                         "power_watts": [math.nan]})
+    assert encode_frame("accelerator", only_nan) == EncodeResult(b"", 0, 1)
+
+
+# --- numbers ------------------------------------------------------------------------------
+
+def test_ints_are_written_as_floats() -> None:
+    samples = _samples({"site": "bj"}, {"pcie_replays_total": 7, "power_watts": 7.0})
+    payload = b"accelerator,site=bj pcie_replays_total=7,power_watts=7 1778312125123456000\n"
+    assert encode_samples(samples).payload == payload
+    table = pa.table({"time": pa.array([T0], pa.timestamp("us", tz="UTC")), "site": ["bj"],
+                      "pcie_replays_total": pa.array([7], pa.int64()), "power_watts": [7.0]})
+    assert encode_frame("accelerator", table).payload == payload
+
+
+def test_non_numbers_refused() -> None:
+    with pytest.raises(TypeError, match=r"accelerator.health value True"):
+        encode_samples(_samples({}, {"health": True}))  # type: ignore[dict-item]
+    table = pa.table({"time": pa.array([T0], pa.timestamp("us", tz="UTC")),
+                      "health": [True]})
+    with pytest.raises(TypeError, match=r"accelerator.health: column type bool"):
+        encode_frame("accelerator", table)
+
+
+def test_floats_round_trip_exactly() -> None:
+    rng = np.random.default_rng(11)
+    values = np.concatenate([
+        np.frombuffer(rng.bytes(8 * 20_000), dtype=np.float64),  # any bit pattern
+        10 ** rng.uniform(-12, 20, 20_000) * rng.choice([-1, 1], 20_000),
+        np.round(rng.uniform(0, 1e16, 5_000)),
+        rng.integers(10**10, 10**16, 5_000) + rng.choice([0.5, 0.25, 0.1], 5_000),
+    ])
+    values = values[np.isfinite(values)]
+    table = pa.table({"time": pa.array(np.full(len(values), 0), pa.timestamp("s", tz="UTC")),
+                      "i": pa.array(np.arange(len(values)).astype(str)), "v": values})
+    payload = encode_frame("m", table).payload.decode()
+    texts = [line.split(" ")[1].removeprefix("v=") for line in payload.splitlines()]
+    assert len(texts) == len(values)
+    assert [float(t) for t in texts] == values.tolist()  # bit-exact (NaN excluded above)
+    expected = [repr(v).removesuffix(".0") for v in values.tolist()]
+    assert texts == expected
+
+
+# --- time ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("precision", "stamp"), [
+    ("ns", T0_S * 10**9 + 123456000),
+    ("us", T0_S * 10**6 + 123456),
+    ("ms", T0_S * 10**3 + 123),
+    ("s", T0_S),
+])
+def test_precision(precision: str, stamp: int) -> None:
+    samples = _samples({"site": "bj"}, {"power_watts": 1.0})
+    payload = f"accelerator,site=bj power_watts=1 {stamp}\n".encode()
+    assert encode_samples(samples, precision).payload == payload
+    assert _frame_payload(samples, precision).payload == payload
+
+
+def test_precision_from_frame_time_units() -> None:
+    for unit, raw in (("s", T0_S), ("ms", T0_S * 1000 + 123), ("ns", T0_S * 10**9 + 5)):
+        table = pa.table({"time": pa.array([raw], pa.timestamp(unit, tz="Asia/Shanghai")),
+                          "v": [1.0]})
+        ns = raw * {"s": 10**9, "ms": 10**6, "ns": 1}[unit]
+        assert encode_frame("m", table, "ns").payload == f"m v=1 {ns}\n".encode()
+        assert encode_frame("m", table, "s").payload == f"m v=1 {T0_S}\n".encode()
+
+
+def test_times_before_1970_floor() -> None:
+    t = datetime(1969, 12, 31, 23, 59, 59, 500000, tzinfo=UTC)
+    samples = _samples({}, {"power_watts": 1.0}, t)
+    assert encode_samples(samples, "s").payload == b"accelerator power_watts=1 -1\n"
+    assert _frame_payload(samples, "s").payload == b"accelerator power_watts=1 -1\n"
+    assert encode_samples(samples, "ms").payload == b"accelerator power_watts=1 -500\n"
+
+
+def test_point_agrees_at_coarser_precision_on_whole_seconds() -> None:
+    t = datetime(2026, 5, 9, 7, 35, 25, tzinfo=UTC)
+    for precision in ("s", "ms"):
+        expected = _point_line({"site": "bj"}, {"power_watts": 2.5}, t, precision=precision)
+        got = encode_samples(_samples({"site": "bj"}, {"power_watts": 2.5}, t), precision)
+        assert got.payload == (expected + "\n").encode()
+
+
+def test_bad_precision_and_time() -> None:
+    samples = _samples({}, {"power_watts": 1.0})
+    with pytest.raises(ValueError, match="unknown precision 'h'"):
+        encode_samples(samples, "h")
+    naive = pa.table({"time": pa.array([0], pa.timestamp("us")), "v": [1.0]})
+    with pytest.raises(ValueError, match="no timezone"):
+        encode_frame("m", naive)
+    with pytest.raises(ValueError, match="no 'time' column"):
+        encode_frame("m", pa.table({"v": [1.0]}))
+    naive_sample = Sample("accelerator", "power_watts", 1.0, (), datetime(2026, 1, 1))
+    with pytest.raises(ValueError, match="no timezone"):
+        encode_samples([naive_sample])
+
+
+def test_lines_merge_fields_per_series_and_time() -> None:
+    a = _samples({"site": "bj"}, {"power_watts": 1.0, "temperature_celsius": 50.0})
+    b = _samples({"site": "bj"}, {"power_watts": 2.0}, T0 + timedelta(seconds=15))
+    c = _samples({"site": "sh"}, {"power_watts": 3.0})
+    got = encode_samples([a[0], b[0], c[0], a[1]])  # interleaved
+    assert got == EncodeResult(
+        b"accelerator,site=bj power_watts=1,temperature_celsius=50 1778312125123456000\n"
+        b"accelerator,site=bj power_watts=2 1778312140123456000\n"
+        b"accelerator,site=sh power_watts=3 1778312125123456000\n", 3, 0)
