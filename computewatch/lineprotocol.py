@@ -188,8 +188,6 @@ def _join(*parts: pa.Array | pa.Scalar) -> pa.Array:
 
 def _concat_present(parts: list[pa.Array | pa.Scalar]) -> pa.Array:
     """Concatenate element-wise, reading a null part as the empty string."""
-    if len(parts) == 1:
-        return pc.fill_null(parts[0], _s(""))
     return pc.binary_join_element_wise(*parts, _s(""), null_handling="replace",
                                        null_replacement="")
 
@@ -308,7 +306,8 @@ def _prefixes(meas: str, labels: list[tuple[str, pa.Array]], n: int) -> pa.Array
         # One fragment per dictionary entry, plus a null one (code len) for absent labels.
         frag = _join(_s(f",{escape_tag(key)}="), _escape_tags(values))
         frags.append(pa.concat_arrays([frag, pa.nulls(1, _STR)]))
-        codes.append(pc.fill_null(enc.indices, len(values)).to_numpy().astype(np.int64))
+        indices = enc.indices.cast(pa.int64())  # int8 indices cannot hold the extra code
+        codes.append(pc.fill_null(indices, len(values)).to_numpy())
     # One integer per row naming its label combination (mixed radix, re-encoded before the
     # product could overflow), then a dictionary of the combinations that occur.
     key_codes, size = codes[0], len(frags[0])

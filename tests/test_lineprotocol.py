@@ -316,3 +316,18 @@ def test_lines_merge_fields_per_series_and_time() -> None:
         b"accelerator,site=bj power_watts=1,temperature_celsius=50 1778312125123456000\n"
         b"accelerator,site=bj power_watts=2 1778312140123456000\n"
         b"accelerator,site=sh power_watts=3 1778312125123456000\n", 3, 0)
+
+
+def test_small_dictionary_indices_with_absent_labels() -> None:
+    # int8 indices with a full 128-entry dictionary: the "absent" code must not overflow
+    n = 300
+    site = pa.DictionaryArray.from_arrays(
+        pa.array([None if i % 5 == 0 else i % 128 for i in range(n)], pa.int8()),
+        pa.array([f"s{i}" for i in range(128)]))
+    table = pa.table({"time": pa.array([T0] * n, pa.timestamp("us", tz="UTC")),
+                      "site": site, "v": [1.0] * n})
+    lines = encode_frame("m", table).payload.decode().splitlines()
+    assert len(lines) == n
+    assert lines[0] == "m v=1 1778312125123456000"
+    assert lines[127] == "m,site=s127 v=1 1778312125123456000"
+    assert lines[129] == "m,site=s1 v=1 1778312125123456000"
