@@ -105,6 +105,8 @@ class Metric:
             return f"not a number: {value!r}"
         if math.isnan(value):
             return None if self.nan_ok else "NaN not allowed"
+        if math.isinf(value):  # no reading is infinite, whatever the unit's range
+            return f"{value!r} is not a finite reading"
         low, high = self.valid_range
         if value < low or value > high:
             return f"{value!r} outside [{low:g}, {high:g}] ({UNITS[self.unit].description})"

@@ -73,7 +73,10 @@ def samples_to_frames(samples: Iterable[Sample]) -> dict[str, pa.Table]:
         rows.setdefault(s.measurement, {}).setdefault((s.time, s.labels), {})[s.field] = s.value
     frames = {}
     for meas_name, by_key in rows.items():
-        spec = catalog.measurement(meas_name)
+        try:
+            spec = catalog.measurement(meas_name)
+        except catalog.UnknownMetricError:  # kept whole: validation names and counts it
+            spec = catalog.Measurement(meas_name, (), ())
         present = {k for _, lab in by_key for k, _ in lab}
         # Unknown labels are kept so that validation can name and count them.
         label_keys = [k for k in spec.labels if k in present] + sorted(present - set(spec.labels))

@@ -133,11 +133,20 @@ def validate_frame(measurement: str, table: pa.Table, rejections: Rejections,
         if name in spec.labels:
             keep.append(name)
             continue
+        col = table.column(name)
+        if name not in spec.fields and (pa.types.is_string(col.type)
+                                        or pa.types.is_dictionary(col.type)):
+            # A label the catalogue does not declare: dropped, every non-empty value counted.
+            n = table.num_rows - col.null_count
+            rejections.add(component, measurement, name, "unknown_label", n)
+            log.warning("%s: %s: dropped %d values of unknown label %r (labels: %s)", component,
+                        measurement, n, name, ", ".join(spec.labels))
+            continue
         try:
             m = spec.metric(name)
         except catalog.UnknownMetricError as exc:
             reason = "unknown_metric"
-            n = table.num_rows - table.column(name).null_count
+            n = table.num_rows - col.null_count
             rejections.add(component, measurement, name, reason, n)
             log.warning("%s: rejected %d values: %s", component, n, exc)
             continue
@@ -161,7 +170,7 @@ def _null_invalid(table: pa.Table, name: str, m: catalog.Metric, rejections: Rej
                                     pa.nulls(table.num_rows, pa.float64()))
     low, high = m.valid_range
     is_nan = pc.is_nan(col)
-    bad_range = pc.or_(pc.less(col, low), pc.greater(col, high))
+    bad_range = pc.or_(pc.or_(pc.less(col, low), pc.greater(col, high)), pc.is_inf(col))
     bad = pc.fill_null(pc.or_(bad_range, is_nan) if not m.nan_ok else bad_range, False)
     n_bad = pc.sum(bad).as_py() or 0
     if n_bad:

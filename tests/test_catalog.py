@@ -401,3 +401,10 @@ def test_rejections_come_back_as_samples() -> None:
     assert sample_value(samples, name, {"measurement": "accelerator", "field": "power_watts",
                                         "reason": "nan"}) == 1.0
     assert [check_sample(s) for s in samples] == samples  # the counts are valid metrics
+
+
+def test_infinite_readings_are_refused_even_for_open_ended_units() -> None:
+    power = metric("accelerator.power_watts")
+    assert power.check(math.inf) is not None and "finite" in power.check(math.inf)
+    assert metric("finding.observed").check(-math.inf) is not None
+    assert power.check(1e12) is None

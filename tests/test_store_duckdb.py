@@ -191,3 +191,22 @@ def test_data_survives_reopen(tmp_path):
                             T0 + timedelta(minutes=1), agg=Aggregate.MAX))
         assert got.power_watts[0] == 42.0 and got.temperature_celsius[0] == 50.0
         assert len(s.series("accelerator")) == 1
+
+
+def test_infinite_values_and_unknown_labels_are_refused_and_counted(tmp_path):
+    s = DuckDBStore(tmp_path / "i.duckdb")
+    frame = pa.table({
+        "time": pa.array([T0, T0 + timedelta(minutes=1)]),
+        "device": ["a", "a"],
+        "rack": ["r1", "r2"],
+        "power_watts": [float("inf"), 300.0],
+    })
+    s.write("accelerator", frame)
+    counts = s.rejections.counts()
+    comp = f"store {s.url}"
+    assert counts[(comp, "accelerator", "power_watts", "out_of_range")] == 1
+    assert counts[(comp, "accelerator", "rack", "unknown_label")] == 2
+    got = s.query(Query("accelerator", ("power_watts",), T0, T0 + timedelta(hours=1),
+                        agg=Aggregate.MAX))
+    assert got.power_watts[0] == 300.0
+    assert "rack" not in s.series("accelerator").columns
