@@ -404,7 +404,7 @@ def test_rejections_come_back_as_samples() -> None:
 
 
 def test_infinite_readings_are_refused_even_for_open_ended_units() -> None:
-    power = metric("accelerator.power_watts")
+    power = catalog.metric("accelerator.power_watts")
     assert power.check(math.inf) is not None and "finite" in power.check(math.inf)
-    assert metric("finding.observed").check(-math.inf) is not None
+    assert catalog.metric("finding.observed").check(-math.inf) is not None
     assert power.check(1e12) is None
