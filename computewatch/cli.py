@@ -73,6 +73,10 @@ def demo(
     truth: Annotated[Path, typer.Option(help="Where to save the simulator's ground truth.")]
     = Path("var/demo-truth.json"),
     output: Annotated[str, typer.Option("--format", help="table | json | csv")] = "table",
+    replace: Annotated[bool | None, typer.Option(
+        "--replace/--no-replace", help="Empty the store before the backfill. Default: yes for "
+        "the demo's own store, and a refusal for any other store that already holds data.")]
+    = None,
 ) -> None:
     """Simulate the national fleet, backfill the store, and print the national summary."""
     from computewatch.demo import run_demo
@@ -84,6 +88,11 @@ def demo(
     st = open_store(store)
     console = _err()
     try:
+        if replace is None:
+            replace = store == DEFAULT_DEMO_STORE or st.time_bounds("accelerator") is None
+        if not replace:
+            raise _UserError(f"{store} already holds data and the demo would delete all of it; "
+                             f"pass --replace to allow that, or choose another --store")
         with Progress(TextColumn("[bold]backfill"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("hours · {task.fields[samples]:,} samples"),
                       TimeElapsedColumn(), console=console, transient=False) as bar:

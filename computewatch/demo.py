@@ -46,7 +46,8 @@ def run_demo(store: Store, topology: Topology, policy: Policy, *, sites: int | N
     if end is None:
         end = datetime.now(UTC).replace(second=0, microsecond=0)
     history = simulate(fleet, hours=hours, end=end, policy=policy)
-    # A rerun replaces the demo's period instead of doubling it.
+    # A rerun replaces the demo's data instead of doubling it. The caller decides whether
+    # the store may be emptied (the CLI refuses for a store it did not create).
     store.drop_before(end + timedelta(days=1))
     samples: dict[str, int] = {}
     rejected = 0

@@ -8,6 +8,7 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -103,8 +104,8 @@ def test_demo_table_output_and_rerun_does_not_double(tmp_path):
     first = run(*args)
     assert first.returncode == 0, first.stderr
     assert "National" in first.stdout and "PUE" in first.stdout
-    second = run(*args)
-    assert second.returncode == 0
+    second = run(*args, "--replace")
+    assert second.returncode == 0, second.stderr
     with DuckDBStore(tmp_path / "demo.duckdb") as s:
         lo, hi = s.time_bounds("accelerator")
         got = s.query(Query("accelerator", ("health",), lo, hi + timedelta(minutes=1),
@@ -117,3 +118,19 @@ def test_usage_errors_exit_2():
     assert run("demo", "--hours", "many").returncode == ExitStatus.BAD_INPUT
     proc = run("summary", "--store", "nosuch://x")
     assert proc.returncode == ExitStatus.BAD_INPUT and "unknown store URL" in proc.stderr
+
+
+def test_demo_refuses_to_empty_a_store_it_did_not_make(tmp_path):
+    path = tmp_path / "prod.duckdb"
+    with DuckDBStore(path) as s:
+        s.write("accelerator", pd.DataFrame({
+            "time": pd.to_datetime(["2026-01-01T00:00Z"]), "device": ["keep-me"],
+            "power_watts": [100.0]}))
+    proc = run("demo", "--sites", "10", "--accelerators", "100", "--hours", "1",
+               "--store", f"duckdb:///{path}", "--truth", str(tmp_path / "t.json"))
+    assert proc.returncode == ExitStatus.BAD_INPUT and "--replace" in proc.stderr
+    with DuckDBStore(path) as s:
+        assert s.series("accelerator").device.tolist() == ["keep-me"]
+    proc = run("demo", "--sites", "10", "--accelerators", "100", "--hours", "1", "--replace",
+               "--store", f"duckdb:///{path}", "--truth", str(tmp_path / "t.json"))
+    assert proc.returncode == 0, proc.stderr

@@ -229,7 +229,6 @@ class History:
         site_it_w = np.zeros((n_t, len(f.sites)))
         for s in range(len(f.sites)):  # a few dozen sites: one vector sum each
             site_it_w[:, s] = power[:, f.device_site == s].sum(axis=1)
-        rows = n_t * n_d
         invalid = None if valid.all() else ~valid.ravel()
 
         def col(a: np.ndarray) -> pa.Array:
@@ -246,7 +245,6 @@ class History:
             "temperature_celsius": col(np.round(temp, 1)),
             "health": pa.array(health.ravel(), pa.float64()),
         })
-        assert table.num_rows == rows
         return table, site_it_w * HOST_FACTOR
 
     def _facility_hour(self, hour: int, it_w: np.ndarray) -> pa.Table:
