@@ -1,0 +1,56 @@
+"""The public surface: every package imports, and each __all__ names what really exists."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import pathlib
+
+import pytest
+
+PACKAGES = {
+    "computewatch": {"__version__"},
+    "computewatch.catalog": {"CATALOG", "Metric", "Measurement", "metric", "measurement"},
+    "computewatch.samples": {"Sample", "samples_to_frames", "sample_value"},
+    "computewatch.validation": {"Rejections", "check_sample", "filter_samples",
+                                "validate_frame"},
+    "computewatch.store": {"Store", "Query", "Aggregate", "open_store", "DuckDBStore"},
+    "computewatch.sim": {"build_fleet", "simulate", "GroundTruth", "Incident"},
+    "computewatch.lineprotocol": {"encode_frame", "encode_samples"},
+    "collectors": {"Collector"},
+    "collectors.export": set(),
+    "pipelines": set(),
+    "alerts": set(),
+    "dashboards": set(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PACKAGES))
+def test_package_imports_and_exports_what_it_declares(name):
+    module = importlib.import_module(name)
+    exported = set(module.__all__)
+    assert PACKAGES[name] <= exported
+    for symbol in exported:
+        assert hasattr(module, symbol), f"{name}.__all__ names missing {symbol!r}"
+
+
+def _imports(path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_collectors_never_import_pipelines_and_back():
+    """The flow runs one way: collectors and pipelines speak only through computewatch."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+    for src, banned in (("collectors", "pipelines"), ("pipelines", "collectors")):
+        for path in (root / src).rglob("*.py"):
+            assert not any(m.split(".")[0] == banned for m in _imports(path)), path
+    for path in (root / "computewatch").rglob("*.py"):
+        if path.name not in ("cli.py", "__main__.py"):
+            assert "computewatch.cli" not in _imports(path), path
