@@ -1,0 +1,176 @@
+"""One simulated server, read live: what its drivers would report at a given moment.
+
+The fake NVML (`computewatch.sim.fake_nvml`) and the fake ``npu-smi``
+(`computewatch.sim.fake_npusmi`) read their numbers from a `NodeSim`, so the collectors run
+their real code path against a node of the simulated fleet. The load model is the history
+generator's (site target, diurnal and weekly swing, hourly job allocation), evaluated for one
+node and one instant instead of a whole fleet and an hour.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from computewatch.sim.fleet import DEVICES_PER_NODE, Fleet, SiteProfile
+from computewatch.sim.hardware import AcceleratorSpec, spec_for
+
+__all__ = ["DeviceReading", "NodeSim", "mixed_node", "node_from_fleet"]
+
+_CHINA_UTC_OFFSET_H = 8
+
+
+def _unit(*parts: object) -> float:
+    """A deterministic uniform number in [0, 1) from the given parts."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+@dataclass
+class DeviceReading:
+    """What a driver reports for one device at one instant; None where it cannot say."""
+
+    index: int
+    vendor: str  # nvidia | huawei
+    model: str
+    uuid: str
+    pci_bus_id: str
+    lost: bool = False
+    healthy: bool = True
+    utilization: float | None = None
+    memory_utilization: float | None = None
+    memory_used_bytes: float | None = None
+    memory_total_bytes: float | None = None
+    power_w: float | None = None
+    energy_j: float | None = None
+    temperature_c: float | None = None
+    memory_temperature_c: float | None = None
+    sm_clock_hz: float | None = None
+    memory_clock_hz: float | None = None
+
+
+@dataclass
+class _Device:
+    index: int
+    vendor: str
+    spec: AcceleratorSpec
+    uuid: str
+    pci_bus_id: str
+    energy_at_boot_j: float
+
+
+@dataclass
+class NodeSim:
+    """A server with its accelerators; `readings(t)` is what its drivers say at ``t``."""
+
+    node: str
+    profile: SiteProfile
+    devices: list[_Device]
+    seed: int = 0
+    driver_version: str = "550.127.08"
+    cann_version: str = "24.1.RC2"
+    boot: datetime = field(default_factory=lambda: datetime(2026, 1, 1, tzinfo=UTC))
+    lost: set[tuple[str, int]] = field(default_factory=set)  # (vendor, index)
+    unhealthy: set[tuple[str, int]] = field(default_factory=set)
+
+    @property
+    def site(self) -> str:
+        return self.profile.site.id
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """The placement labels an agent on this node is configured with."""
+        s = self.profile.site
+        return {"node": self.node, "site": s.id, "cluster": s.cluster or "", "hub": s.hub}
+
+    def of_vendor(self, vendor: str) -> list[_Device]:
+        return [d for d in self.devices if d.vendor == vendor]
+
+    def lose(self, index: int, vendor: str = "nvidia") -> None:
+        """The device falls off the bus: NVML answers 'GPU is lost', npu-smi health Alarm."""
+        self.lost.add((vendor, index))
+
+    def _utilization(self, dev: _Device, t: datetime) -> float:
+        p = self.profile
+        ts = t.timestamp()
+        local_h = (ts / 3600.0 + _CHINA_UTC_OFFSET_H) % 24.0
+        weekday = int((ts / 86400.0 + _CHINA_UTC_OFFSET_H / 24.0 + 3) % 7)
+        shape = 1.0 + p.diurnal_amplitude * math.sin(2 * math.pi * (local_h - 9.0) / 24.0)
+        if weekday >= 5:
+            shape *= 1.0 - 0.5 * p.diurnal_amplitude
+        alloc_p = min(1.0, p.target_utilization / 0.88 * shape)
+        hour = int(ts // 3600)
+        allocated = _unit(self.seed, self.node, dev.vendor, dev.index, hour) < alloc_p
+        noise = _unit(self.seed, self.node, dev.vendor, dev.index, int(ts // 15)) - 0.5
+        if allocated:
+            return min(1.0, max(0.3, 0.88 + 0.12 * noise))
+        return max(0.0, 0.01 + 0.02 * noise)
+
+    def readings(self, t: datetime | None = None) -> list[DeviceReading]:
+        t = t or datetime.now(UTC)
+        up_s = max(0.0, (t - self.boot).total_seconds())
+        out = []
+        for d in self.devices:
+            r = DeviceReading(d.index, d.vendor, d.spec.model, d.uuid, d.pci_bus_id)
+            if (d.vendor, d.index) in self.lost:
+                r.lost, r.healthy = True, False
+                out.append(r)
+                continue
+            u = self._utilization(d, t)
+            spec = d.spec
+            power = spec.idle_w + (spec.tdp_w - spec.idle_w) * u ** 0.85
+            busy = u > 0.2
+            r.healthy = (d.vendor, d.index) not in self.unhealthy
+            r.utilization = round(u, 2)
+            r.memory_utilization = round(u * 0.6, 2)
+            r.memory_total_bytes = spec.memory_bytes
+            r.memory_used_bytes = float(int((512 * 2**20 + (0.8 * spec.memory_bytes
+                                                              if busy else 0.0)) // 2**20)
+                                        * 2**20)
+            r.power_w = round(power, 1)
+            # Energy since boot: the mean power of the node's load so far, plus a per-card offset.
+            r.energy_j = round(d.energy_at_boot_j + up_s * (spec.idle_w + 0.5 * (
+                spec.tdp_w - spec.idle_w) * self.profile.target_utilization), 3)
+            r.temperature_c = round(self.profile.ambient_c + 8.0 + 45.0 * u)
+            r.memory_temperature_c = round(self.profile.ambient_c + 10.0 + 40.0 * u)
+            r.sm_clock_hz = spec.max_clock_hz if busy else round(spec.max_clock_hz * 0.25, -6)
+            r.memory_clock_hz = spec.memory_clock_hz
+            out.append(r)
+        return out
+
+
+def _uuid(seed: int, node: str, index: int) -> str:
+    h = hashlib.blake2b(f"{seed}/{node}/{index}".encode(), digest_size=16).hexdigest()
+    return f"GPU-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+
+
+def _device(seed: int, node: str, index: int, vendor: str, model: str) -> _Device:
+    bus = 0x18 + 0x10 * index
+    pci = f"00000000:{bus:02X}:00.0" if vendor == "nvidia" else f"0000:{bus:02X}:00.0"
+    return _Device(index, vendor, spec_for(model),
+                   _uuid(seed, node, index) if vendor == "nvidia" else "", pci,
+                   round(_unit(seed, node, index, "boot") * 5e8, 3))
+
+
+def node_from_fleet(fleet: Fleet, node: str) -> NodeSim:
+    """The fleet's node ``node`` (e.g. ``bj-ai-n0003``), with its eight accelerators."""
+    positions = [i for i, n in enumerate(fleet.device_node) if n == node]
+    if not positions:
+        examples = ", ".join(sorted(set(fleet.device_node[:3])))
+        raise KeyError(f"no node {node!r} in the simulated fleet (e.g. {examples})")
+    profile = fleet.sites[fleet.device_site[positions[0]]]
+    devices = [_device(fleet.seed, node, int(fleet.device_index[i]), str(fleet.device_vendor[i]),
+                       str(fleet.device_model[i])) for i in positions]
+    return NodeSim(node, profile, devices, seed=fleet.seed)
+
+
+def mixed_node(fleet: Fleet, *, gpus: int = DEVICES_PER_NODE, npus: int = DEVICES_PER_NODE,
+               gpu_model: str = "H100", npu_model: str = "Ascend 910B") -> NodeSim:
+    """A test node holding both kinds side by side (GPUs first, then NPUs)."""
+    profile = max(fleet.sites, key=lambda p: p.site.accelerator_count)
+    node = f"{profile.site.id}-mixed0"
+    devices = [_device(fleet.seed, node, i, "nvidia", gpu_model) for i in range(gpus)]
+    devices += [_device(fleet.seed, node, i, "huawei", npu_model) for i in range(npus)]
+    return NodeSim(node, profile, devices, seed=fleet.seed)
