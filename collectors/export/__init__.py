@@ -1,4 +1,6 @@
-"""Exports: one module per wire format (Prometheus exposition, OTLP, line protocol), fed
-only Samples; the durable on-disk buffer for remote writes lives here too."""
+"""Exports: one module per wire format (Prometheus exposition, OTLP, line protocol to a
+store), fed only Samples. See `collectors.export._base` for the contract."""
 
-__all__: list[str] = []
+from collectors.export._base import Exporter, ExportOutcome, ExportResult
+
+__all__ = ["ExportOutcome", "ExportResult", "Exporter"]
