@@ -148,6 +148,111 @@ def summary(
     render_summary(result, fmt, sys.stdout)
 
 
+SimulateOpt = Annotated[str | None, typer.Option(
+    "--simulate", help="Replace the drivers with the simulator's fake NVML and npu-smi: "
+    "bare --simulate is a node with 8 GPUs and 8 NPUs, --simulate=NODE a node of the "
+    "simulated fleet (e.g. bj-ai-n0003).")]
+ConfigOpt = Annotated[Path | None, typer.Option(
+    "--config", help="Node config YAML (default: this host, every collector enabled).")]
+CompatOpt = Annotated[str | None, typer.Option(
+    "--compat", help="Also expose compatible names: dcgm, npu-exporter (comma-separated).")]
+
+
+def _simulated(simulate: str | None, seed: int):
+    if simulate is None:
+        return None
+    from computewatch.sim.node import simulated_node
+
+    try:
+        return simulated_node(simulate, seed=seed)
+    except KeyError as exc:
+        raise _UserError(f"--simulate={simulate}: {exc.args[0]}") from None
+
+
+def _compat(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    from collectors.export.prometheus import COMPAT_CHOICES
+
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    bad = [c for c in names if c not in COMPAT_CHOICES]
+    if bad:
+        raise _UserError(f"bad --compat {bad[0]!r}: choose from {', '.join(COMPAT_CHOICES)}")
+    return names
+
+
+@app.command()
+def collect(
+    once: Annotated[bool, typer.Option("--once", help="One snapshot, then exit (the only "
+                                       "mode; kept for symmetry with the agent).")] = True,
+    output: Annotated[str, typer.Option("--format",
+                                        help="prometheus | influx | json | table")] = "table",
+    config: ConfigOpt = None,
+    simulate: SimulateOpt = None,
+    compat: CompatOpt = None,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated fleet.")] = 0,
+) -> None:
+    """Print one snapshot of every enabled collector and exit."""
+    from collectors.config import load_node_config
+    from collectors.export.formats import SampleFormat, format_samples
+    from collectors.setup import build_agent
+
+    try:
+        fmt = SampleFormat(output)
+    except ValueError:
+        raise _UserError(f"bad --format {output!r}: one of prometheus, influx, json, "
+                         f"table") from None
+    cfg = load_node_config(config)
+    agent = build_agent(cfg, simulate=_simulated(simulate, seed), exporters=[])
+    try:
+        samples = agent.run_once()
+    finally:
+        agent.close()
+    sys.stdout.write(format_samples(samples, fmt, _compat(compat) or cfg.exports.prometheus.compat))
+
+
+@app.command()
+def agent(
+    config: ConfigOpt = None,
+    listen: Annotated[str | None, typer.Option(
+        help="Serve /metrics here (host:port; default from the config, 127.0.0.1:9400).")]
+    = None,
+    compat: CompatOpt = None,
+    simulate: SimulateOpt = None,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated fleet.")] = 0,
+    duration: Annotated[str | None, typer.Option(
+        help="Stop after this long (e.g. 10m); default: run until interrupted.")] = None,
+) -> None:
+    """Run the node agent: collect on schedule and export (Prometheus, OTLP, store)."""
+    import signal
+    import threading
+
+    from collectors.config import load_node_config
+    from collectors.setup import build_agent, build_exporters
+
+    cfg = load_node_config(config)
+    node = _simulated(simulate, seed)
+    labels = node.labels if node else cfg.labels
+    try:
+        exporters = build_exporters(cfg, labels=labels, listen=listen, compat=_compat(compat))
+    except (ValueError, OSError) as exc:
+        raise _UserError(f"cannot start exporters: {exc}") from None
+    runner = build_agent(cfg, simulate=node, exporters=exporters)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    if duration:
+        threading.Timer(_parse_duration(duration).total_seconds(), stop.set).start()
+    where = ", ".join(e.name + (f" on :{e.port}" if hasattr(e, "port") else "")
+                      for e in exporters) or "no exporter"
+    _err().print(f"computewatch agent on {labels['node']}: "
+                 f"{', '.join(runner.collector_names)} -> {where}")
+    try:
+        runner.run(stop)
+    finally:
+        runner.close()
+
+
 @topology_app.command("check")
 def topology_check(
     path: Annotated[Path | None, typer.Argument(help="Topology YAML (default: shipped).")]
@@ -181,11 +286,23 @@ def _parse_time(text: str) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
+def _bare_simulate(argv: list[str]) -> list[str]:
+    """``--simulate`` with no value means the mixed node (click has no optional values)."""
+    from computewatch.sim.node import MIXED
+
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--simulate" and (i + 1 == len(out) or out[i + 1].startswith("-")):
+            out[i] = f"--simulate={MIXED}"
+    return out
+
+
 def main() -> None:
     """Console-script entry point: maps user errors to one line and exit code 2."""
     from computewatch.store import StoreError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    sys.argv[1:] = _bare_simulate(sys.argv[1:])
     try:
         app()  # usage errors are click's: it prints them and exits with code 2
     except (ConfigError, _UserError, StoreError) as exc:

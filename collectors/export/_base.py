@@ -1,6 +1,8 @@
 """The exporter contract: the agent decides when, an exporter decides where.
 
-``export(batch)`` receives one collection cycle's Samples and returns an `ExportResult`
+``export(batch, source)`` receives one collector run's Samples (``source`` names the
+collector, so a pull exporter can replace just that collector's part of its snapshot) and
+returns an `ExportResult`
 instead of raising (as the OpenTelemetry SDK's exporters do), so a broken destination never
 reaches the collection loop; ``flush`` and ``close`` take deadlines.
 """
@@ -44,7 +46,7 @@ class ExportResult:
 class Exporter(Protocol):
     name: str
 
-    def export(self, batch: Sequence[Sample]) -> ExportResult: ...
+    def export(self, batch: Sequence[Sample], source: str = "") -> ExportResult: ...
 
     def flush(self, timeout_s: float = 10.0) -> bool: ...
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from computewatch.sim.fleet import DEVICES_PER_NODE, Fleet, SiteProfile
 from computewatch.sim.hardware import AcceleratorSpec, spec_for
 
-__all__ = ["DeviceReading", "NodeSim", "mixed_node", "node_from_fleet"]
+__all__ = ["MIXED", "DeviceReading", "NodeSim", "mixed_node", "node_from_fleet", "simulated_node"]
 
 _CHINA_UTC_OFFSET_H = 8
 
@@ -174,3 +174,16 @@ def mixed_node(fleet: Fleet, *, gpus: int = DEVICES_PER_NODE, npus: int = DEVICE
     devices = [_device(fleet.seed, node, i, "nvidia", gpu_model) for i in range(gpus)]
     devices += [_device(fleet.seed, node, i, "huawei", npu_model) for i in range(npus)]
     return NodeSim(node, profile, devices, seed=fleet.seed)
+
+
+MIXED = "mixed"
+"""`--simulate` without a node name: a node with 8 GPUs and 8 NPUs side by side."""
+
+
+def simulated_node(name: str = MIXED, *, seed: int = 0) -> NodeSim:
+    """The node a ``--simulate[=NODE]`` flag names, from the fleet of the shipped topology."""
+    from computewatch.sim.fleet import build_fleet
+    from computewatch.topology import load_topology
+
+    fleet = build_fleet(load_topology(), seed=seed)
+    return mixed_node(fleet) if name == MIXED else node_from_fleet(fleet, name)

@@ -1,0 +1,242 @@
+"""The node agent: runs each collector on its own interval, isolated, and fans out the samples.
+
+Scheduling is kept apart from delivery. Each collector runs in its own worker thread on a
+fixed grid (``start + k x interval`` on the monotonic clock, so runs never drift); a run that
+outlasts its timeout is abandoned and counted (a Python thread cannot be killed, so a hung
+collector keeps its worker and skips its later slots, counted as timeouts, until it
+returns), and never delays another collector. Each finished run's samples are validated
+against the catalogue, then handed to every exporter; an exporter that fails is counted,
+never retried here (the durable buffer of the stores issue does that).
+
+The agent reports on itself in the catalogue's ``agent`` measurement: up and result code,
+duration, errors by type and samples collected per collector; samples exported and dropped
+per exporter; catalogue rejections as ``computewatch.samples_rejected_total``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from collectors._base import Collector, CollectorError, ResultCode, placement_labels
+from collectors.export._base import Exporter, ExportOutcome
+from computewatch.samples import Sample
+from computewatch.validation import Rejections, filter_samples
+
+__all__ = ["Agent", "RunResult", "Scheduled"]
+
+log = logging.getLogger(__name__)
+
+SELF = "agent"
+"""Pseudo-collector name under which the agent's own metrics are exported."""
+
+
+@dataclass
+class Scheduled:
+    """A collector with its interval and timeout (seconds)."""
+
+    collector: Collector
+    interval_s: float = 15.0
+    timeout_s: float = 10.0
+
+    @property
+    def name(self) -> str:
+        return self.collector.name
+
+
+@dataclass
+class RunResult:
+    name: str
+    code: ResultCode
+    duration_s: float
+    samples: list[Sample] = field(default_factory=list)
+    error: str = ""
+
+
+class _Slot:
+    """Per-collector state: its worker, the run in flight and its counters."""
+
+    def __init__(self, spec: Scheduled) -> None:
+        self.spec = spec
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"collect-{spec.name}")
+        self.inflight: Future | None = None
+        self.last: RunResult | None = None
+        self.errors: Counter[str] = Counter()
+        self.collected = 0
+        self.logged_absent = False
+
+
+class Agent:
+    """Runs collectors and feeds exporters; `run_once` for one cycle, `run` until stopped."""
+
+    def __init__(self, collectors: Sequence[Scheduled], exporters: Sequence[Exporter],
+                 labels: dict[str, str], *, clock: Callable[[], float] = time.monotonic) -> None:
+        names = [c.name for c in collectors]
+        if len(set(names)) != len(names):
+            raise ValueError(f"collector names must be unique, got {names}")
+        self.labels = placement_labels(labels)
+        self.exporters = list(exporters)
+        self.rejections = Rejections()
+        self._slots = {c.name: _Slot(c) for c in collectors}
+        self._exported: Counter[str] = Counter()
+        self._dropped: Counter[tuple[str, str]] = Counter()
+        self._failing: set[str] = set()
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    @property
+    def collector_names(self) -> list[str]:
+        return list(self._slots)
+
+    # -- one collector run ---------------------------------------------------------------
+    def _collect(self, spec: Scheduled) -> RunResult:
+        t0 = self._clock()
+        try:
+            samples = list(spec.collector.collect())
+            return RunResult(spec.name, ResultCode.OK, self._clock() - t0, samples)
+        except CollectorError as exc:
+            return RunResult(spec.name, exc.code, self._clock() - t0, [], str(exc))
+        except Exception as exc:  # a collector bug must not stop the agent
+            log.exception("collector %s crashed", spec.name)
+            return RunResult(spec.name, ResultCode.ERROR, self._clock() - t0, [],
+                             f"{type(exc).__name__}: {exc}")
+
+    def _start(self, slot: _Slot) -> Future | None:
+        if slot.inflight is not None and not slot.inflight.done():
+            return None  # still hung in an earlier run
+        slot.inflight = slot.pool.submit(self._collect, slot.spec)
+        return slot.inflight
+
+    def _finish(self, slot: _Slot, fut: Future | None, deadline: float) -> RunResult:
+        spec = slot.spec
+        if fut is None:
+            result = RunResult(spec.name, ResultCode.TIMEOUT, spec.timeout_s, [],
+                               f"previous run still busy after {spec.timeout_s:g} s")
+        else:
+            try:
+                result = fut.result(timeout=max(0.0, deadline - self._clock()))
+            except FutureTimeout:
+                result = RunResult(spec.name, ResultCode.TIMEOUT, spec.timeout_s, [],
+                                   f"no answer within {spec.timeout_s:g} s")
+        self._record(slot, result)
+        return result
+
+    def _record(self, slot: _Slot, result: RunResult) -> None:
+        if result.code is not ResultCode.OK:
+            kind = {ResultCode.ABSENT: "absent", ResultCode.PARSE_ERROR: "parse_error",
+                    ResultCode.TIMEOUT: "timeout"}.get(result.code, "error")
+            slot.errors[kind] += 1
+            if result.code is ResultCode.ABSENT:
+                if not slot.logged_absent:  # one clear line, not one per cycle
+                    log.warning("collector %s disabled: %s", result.name, result.error)
+                    slot.logged_absent = True
+            else:
+                log.warning("collector %s: %s", result.name, result.error)
+        else:
+            slot.logged_absent = False
+        result.samples = filter_samples(result.samples, self.rejections,
+                                        f"collector {result.name}")
+        slot.collected += len(result.samples)
+        slot.last = result
+
+    # -- self metrics ---------------------------------------------------------------------
+    def self_samples(self, now: datetime | None = None) -> list[Sample]:
+        now = now or datetime.now(UTC)
+        out: list[Sample] = []
+        for name, slot in self._slots.items():
+            lab = {**self.labels, "collector": name}
+            if slot.last is not None:
+                code = slot.last.code
+                out.append(Sample.of("agent.collector_up", float(code is ResultCode.OK), lab, now))
+                out.append(Sample.of("agent.collector_result_code", float(code), lab, now))
+                out.append(Sample.of("agent.collector_duration_seconds", slot.last.duration_s,
+                                     lab, now))
+            for kind, n in slot.errors.items():
+                out.append(Sample.of("agent.collector_errors_total", float(n),
+                                     {**lab, "error_type": kind}, now))
+            out.append(Sample.of("agent.samples_collected_total", float(slot.collected), lab,
+                                 now))
+        with self._lock:
+            for exp, n in self._exported.items():
+                out.append(Sample.of("agent.samples_exported_total", float(n),
+                                     {**self.labels, "exporter": exp}, now))
+            for (exp, reason), n in self._dropped.items():
+                out.append(Sample.of("agent.samples_dropped_total", float(n),
+                                     {**self.labels, "exporter": exp, "reason": reason}, now))
+        out.extend(self.rejections.as_samples(now))
+        return out
+
+    # -- delivery -------------------------------------------------------------------------
+    def _deliver(self, source: str, batch: list[Sample]) -> None:
+        for exp in self.exporters:
+            try:
+                res = exp.export(batch, source)
+            except Exception as exc:  # an exporter must not raise; count it if it does
+                log.exception("exporter %s raised", exp.name)
+                res = None
+                reason = type(exc).__name__
+            with self._lock:
+                if res is not None and res.outcome is ExportOutcome.SUCCESS:
+                    self._exported[exp.name] += res.exported
+                    if exp.name in self._failing:
+                        log.warning("exporter %s recovered", exp.name)
+                        self._failing.discard(exp.name)
+                    continue
+                n = res.dropped if res is not None else len(batch)
+                reason = res.reason if res is not None else reason
+                self._dropped[(exp.name, reason or "error")] += n
+                if exp.name not in self._failing:  # logged once per episode
+                    log.warning("exporter %s failing: %s", exp.name, reason)
+                    self._failing.add(exp.name)
+
+    # -- driving --------------------------------------------------------------------------
+    def run_once(self) -> list[Sample]:
+        """Run every collector once, concurrently, then export; returns all samples."""
+        started = {name: (self._start(slot), self._clock() + slot.spec.timeout_s)
+                   for name, slot in self._slots.items()}
+        everything: list[Sample] = []
+        for name, (fut, deadline) in started.items():
+            result = self._finish(self._slots[name], fut, deadline)
+            self._deliver(name, result.samples)
+            everything.extend(result.samples)
+        own = self.self_samples()
+        self._deliver(SELF, own)
+        return everything + own
+
+    def run(self, stop: threading.Event) -> None:
+        """Run until ``stop`` is set; each collector on its own drift-free grid."""
+        t0 = self._clock()
+        due = {name: t0 for name in self._slots}
+        pending: dict[str, tuple[Future | None, float]] = {}
+        while not stop.is_set():
+            now = self._clock()
+            for name, slot in self._slots.items():
+                if name not in pending and now >= due[name]:
+                    pending[name] = (self._start(slot), now + slot.spec.timeout_s)
+                    k = int((now - t0) // slot.spec.interval_s) + 1
+                    due[name] = t0 + k * slot.spec.interval_s  # the grid, not now + interval
+            for name, (fut, deadline) in list(pending.items()):
+                if fut is None or fut.done() or self._clock() >= deadline:
+                    result = self._finish(self._slots[name], fut, deadline)
+                    del pending[name]
+                    self._deliver(name, result.samples)
+                    self._deliver(SELF, self.self_samples())
+            wake = min([*due.values(), *(d for _, d in pending.values())])
+            stop.wait(min(max(0.0, wake - self._clock()), 0.05 if pending else 1.0))
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        for exp in self.exporters:
+            try:
+                exp.flush(timeout_s)
+                exp.close(timeout_s)
+            except Exception:
+                log.exception("exporter %s failed to close", exp.name)
+        for slot in self._slots.values():
+            slot.pool.shutdown(wait=False, cancel_futures=True)

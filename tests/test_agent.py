@@ -1,0 +1,183 @@
+"""The agent's isolation and accounting, with collectors that behave, fail, hang or crash."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from collectors import CollectorError, DriverAbsent, ResultCode
+from collectors.agent import Agent, Scheduled
+from collectors.export import ExportResult
+from computewatch.samples import Sample, sample_value
+
+LABELS = {"node": "n1", "site": "bj-ai", "hub": "jjj", "cluster": ""}
+
+
+class Good:
+    name = "good"
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def collect(self):
+        self.runs += 1
+        return [Sample.of("accelerator.power_watts", 100.0 + self.runs,
+                          {"node": "n1", "device": "d0"})]
+
+
+class Hangs:
+    name = "hangs"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def collect(self):
+        self.release.wait(5)
+        return []
+
+
+class Absent:
+    name = "absent"
+
+    def collect(self):
+        raise DriverAbsent("libnvidia-ml.so not found")
+
+
+class Broken:
+    name = "broken"
+
+    def collect(self):
+        raise ZeroDivisionError("bug")
+
+
+class Bad:
+    name = "bad"
+
+    def collect(self):
+        return [Sample.of("accelerator.utilization_ratio", 1.7, {"device": "d1"}),
+                Sample.of("accelerator.utilization_ratio", 0.5, {"device": "d2"})]
+
+
+class Recorder:
+    name = "rec"
+
+    def __init__(self, fail: bool = False) -> None:
+        self.batches: list[tuple[str, list[Sample]]] = []
+        self.fail = fail
+
+    def export(self, batch: Sequence[Sample], source: str = "") -> ExportResult:
+        if self.fail:
+            return ExportResult.failed(len(batch), "server down")
+        self.batches.append((source, list(batch)))
+        return ExportResult.ok(len(batch))
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        return True
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        pass
+
+
+def test_one_bad_collector_never_stops_the_others():
+    hang = Hangs()
+    rec = Recorder()
+    agent = Agent([Scheduled(Good(), 1, 1), Scheduled(hang, 1, 0.2), Scheduled(Absent(), 1, 1),
+                   Scheduled(Broken(), 1, 1)], [rec], LABELS)
+    t0 = time.monotonic()
+    samples = agent.run_once()
+    assert time.monotonic() - t0 < 1.5  # the hang costs its timeout, not more
+    assert sample_value(samples, "accelerator.power_watts") == 101.0
+
+    def code(name):
+        return sample_value(samples, "agent.collector_result_code", {"collector": name})
+
+    assert code("good") == ResultCode.OK and code("hangs") == ResultCode.TIMEOUT
+    assert code("absent") == ResultCode.ABSENT and code("broken") == ResultCode.ERROR
+    assert sample_value(samples, "agent.collector_up", {"collector": "good"}) == 1
+    assert sample_value(samples, "agent.collector_up", {"collector": "hangs"}) == 0
+    # The hung run is still in its worker: the next cycle counts another timeout at once.
+    samples = agent.run_once()
+    assert sample_value(samples, "agent.collector_errors_total",
+                        {"collector": "hangs", "error_type": "timeout"}) == 2
+    assert sample_value(samples, "agent.collector_errors_total",
+                        {"collector": "absent", "error_type": "absent"}) == 2
+    assert sample_value(samples, "accelerator.power_watts") == 102.0
+    hang.release.set()
+    agent.close()
+    sources = {s for s, _ in rec.batches}
+    assert {"good", "hangs", "absent", "broken", "agent"} <= sources
+
+
+def test_driver_absent_is_logged_once(caplog):
+    agent = Agent([Scheduled(Absent(), 1, 1)], [], LABELS)
+    for _ in range(3):
+        agent.run_once()
+    lines = [r for r in caplog.records if "disabled" in r.getMessage()]
+    assert len(lines) == 1 and "libnvidia-ml.so not found" in lines[0].getMessage()
+
+
+def test_invalid_samples_are_refused_and_counted():
+    rec = Recorder()
+    agent = Agent([Scheduled(Bad(), 1, 1)], [rec], LABELS)
+    samples = agent.run_once()
+    values = [s for s in samples if s.name == "accelerator.utilization_ratio"]
+    assert [s.value for s in values] == [0.5]
+    assert sample_value(samples, "computewatch.samples_rejected_total",
+                        {"field": "utilization_ratio", "reason": "out_of_range"}) == 1
+    assert sample_value(samples, "agent.samples_collected_total", {"collector": "bad"}) == 1
+
+
+def test_exporter_failures_are_counted_per_exporter_and_reason(caplog):
+    good, bad = Recorder(), Recorder(fail=True)
+    bad.name = "down"
+    agent = Agent([Scheduled(Good(), 1, 1)], [good, bad], LABELS)
+    agent.run_once()
+    samples = agent.run_once()
+    assert sample_value(samples, "agent.samples_dropped_total",
+                        {"exporter": "down", "reason": "server down"}) > 0
+    assert sample_value(samples, "agent.samples_exported_total", {"exporter": "rec"}) > 0
+    assert sum("failing" in r.getMessage() for r in caplog.records) == 1  # once per episode
+
+
+def test_run_keeps_each_collector_on_its_grid():
+    class Stamp:
+        def __init__(self, name):
+            self.name, self.times = name, []
+
+        def collect(self):
+            self.times.append(time.monotonic())
+            time.sleep(0.03)  # work that must not push later runs back
+            return []
+
+    fast, slow = Stamp("fast"), Stamp("slow")
+    agent = Agent([Scheduled(fast, 0.1, 1), Scheduled(slow, 0.25, 1)], [], LABELS)
+    stop = threading.Event()
+    t = threading.Thread(target=agent.run, args=(stop,))
+    t.start()
+    time.sleep(1.02)
+    stop.set()
+    t.join(5)
+    agent.close()
+    assert len(fast.times) in (10, 11) and len(slow.times) in (4, 5)
+    t0 = fast.times[0]
+    drift = [abs((ts - t0) - k * 0.1) for k, ts in enumerate(fast.times)]
+    assert max(drift) < 0.05  # on the grid, not accumulating 30 ms a run
+
+
+def test_duplicate_collector_names_are_refused():
+    with pytest.raises(ValueError, match="unique"):
+        Agent([Scheduled(Good()), Scheduled(Good())], [], LABELS)
+
+
+def test_collector_error_message_reaches_the_log(caplog):
+    class Fails:
+        name = "fails"
+
+        def collect(self):
+            raise CollectorError("npu-smi exited 1: permission denied")
+
+    Agent([Scheduled(Fails(), 1, 1)], [], LABELS).run_once()
+    assert any("permission denied" in r.getMessage() for r in caplog.records)
