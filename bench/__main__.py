@@ -6,11 +6,11 @@ import os
 import platform
 import sys
 
-from bench import bench_demo, bench_ingest, bench_lineprotocol, bench_query
+from bench import bench_agent, bench_demo, bench_ingest, bench_lineprotocol, bench_query
 
 
 def main() -> None:
-    which = sys.argv[1:] or ["demo", "query", "ingest", "lineprotocol"]
+    which = sys.argv[1:] or ["demo", "query", "ingest", "lineprotocol", "agent"]
     print(f"computewatch benchmarks on {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, Python {platform.python_version()}")
     store = bench_demo.STORE
@@ -26,8 +26,10 @@ def main() -> None:
             bench_ingest.main()
         elif name == "lineprotocol":
             bench_lineprotocol.main()
+        elif name == "agent":
+            bench_agent.main()
         else:
-            sys.exit(f"unknown benchmark {name!r}: demo, query, ingest, lineprotocol")
+            sys.exit(f"unknown benchmark {name!r}: demo, query, ingest, lineprotocol, agent")
 
 
 main()
