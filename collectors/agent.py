@@ -16,6 +16,7 @@ per exporter; catalogue rejections as ``computewatch.samples_rejected_total``.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections import Counter
@@ -58,6 +59,15 @@ class RunResult:
     duration_s: float
     samples: list[Sample] = field(default_factory=list)
     error: str = ""
+
+
+def _reason_code(reason: str) -> str:
+    """A label-safe reason: exporters' short codes pass, free text becomes export_failed.
+
+    Free-text reasons (an HTTP status line, an exception message) would make a new series of
+    ``agent.samples_dropped_total`` per distinct message; the text goes to the log instead.
+    """
+    return reason if re.fullmatch(r"[a-z][a-z0-9_]{0,39}", reason or "") else "export_failed"
 
 
 class _Slot:
@@ -191,7 +201,7 @@ class Agent:
                     continue
                 n = res.dropped if res is not None else len(batch)
                 reason = res.reason if res is not None else reason
-                self._dropped[(exp.name, reason or "error")] += n
+                self._dropped[(exp.name, _reason_code(reason))] += n
                 if exp.name not in self._failing:  # logged once per episode
                     log.warning("exporter %s failing: %s", exp.name, reason)
                     self._failing.add(exp.name)

@@ -141,8 +141,9 @@ CATALOG: tuple[Metric, ...] = (
          npu_exporter="npu_chip_info_utilization", compat_scale=100.0),
     _acc("memory_utilization_ratio", "1", Kind.GAUGE,
          "Share of time device memory was being read or written (NVML memory utilization; "
-         "npu-smi HBM bandwidth usage).",
-         otel="hw.gpu.memory.utilization", dcgm="DCGM_FI_DEV_MEM_COPY_UTIL",
+         "npu-smi HBM bandwidth usage). Not OTel's hw.gpu.memory.utilization, which is "
+         "usage / limit.",
+         dcgm="DCGM_FI_DEV_MEM_COPY_UTIL",
          npu_exporter="npu_chip_info_hbm_utilization", compat_scale=100.0),
     _acc("vector_utilization_ratio", "1", Kind.GAUGE,
          "Ascend AI-vector unit usage (npu-smi Aivector Usage Rate); absent on NVIDIA.",

@@ -137,7 +137,7 @@ def test_exporter_failures_are_counted_per_exporter_and_reason(caplog):
     agent.run_once()
     samples = agent.run_once()
     assert sample_value(samples, "agent.samples_dropped_total",
-                        {"exporter": "down", "reason": "server down"}) > 0
+                        {"exporter": "down", "reason": "export_failed"}) > 0
     assert sample_value(samples, "agent.samples_exported_total", {"exporter": "rec"}) > 0
     assert sum("failing" in r.getMessage() for r in caplog.records) == 1  # once per episode
 
