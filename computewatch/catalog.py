@@ -244,7 +244,8 @@ CATALOG: tuple[Metric, ...] = (
            ("node", *_PLACE, "collector"), "Wall time of the collector's last run."),
     Metric("agent", "collector_errors_total", "{count}", Kind.COUNTER,
            ("node", *_PLACE, "collector", "error_type"),
-           "Failed runs by error_type: absent, parse_error, timeout, error."),
+           "Failed runs by error_type (absent, parse_error, timeout, error), and per-field "
+           "driver errors such as nvml_no_permission."),
     Metric("agent", "parse_errors_total", "{count}", Kind.COUNTER,
            ("node", *_PLACE, "collector", "source"),
            "Device outputs that could not be parsed, by the command or file they came from."),
