@@ -143,8 +143,7 @@ CATALOG: tuple[Metric, ...] = (
          "Share of time device memory was being read or written (NVML memory utilization; "
          "npu-smi HBM bandwidth usage). Not OTel's hw.gpu.memory.utilization, which is "
          "usage / limit.",
-         dcgm="DCGM_FI_DEV_MEM_COPY_UTIL",
-         npu_exporter="npu_chip_info_hbm_utilization", compat_scale=100.0),
+         dcgm="DCGM_FI_DEV_MEM_COPY_UTIL", compat_scale=100.0),
     _acc("vector_utilization_ratio", "1", Kind.GAUGE,
          "Ascend AI-vector unit usage (npu-smi Aivector Usage Rate); absent on NVIDIA.",
          npu_exporter="npu_chip_info_vector_utilization", compat_scale=100.0),
