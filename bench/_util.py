@@ -6,11 +6,10 @@ import resource
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-
-from computewatch.sim import build_fleet, simulate
-from computewatch.topology import load_topology
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 END = datetime(2026, 11, 2, tzinfo=UTC)
 
@@ -32,6 +31,9 @@ def peak_rss_mb(children: bool = False) -> float:
 
 def accelerator_hours(accelerators: int, hours: int, seed: int = 0) -> list[pa.Table]:
     """``hours`` simulated hours of accelerator frames for a fleet of that size."""
+    from computewatch.sim import build_fleet, simulate
+    from computewatch.topology import load_topology
+
     fleet = build_fleet(load_topology(), accelerators=accelerators, seed=seed)
     history = simulate(fleet, hours=hours, end=END)
     return [t for m, t in history.chunks() if m == "accelerator"]

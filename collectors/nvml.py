@@ -345,8 +345,11 @@ class NvmlCollector:
     def _gpu_fields(self, nv: Any, dev: _Dev, h: Any, labels: dict[str, str], now: datetime,
                     out: list[Sample]) -> bool:
         """Append the GPU's fields to ``out``; return False when they say it is unhealthy."""
+        base = tuple(sorted(labels.items()))  # sorted once per GPU, not once per sample
+
         def emit(name: str, value: float, **extra: str) -> None:
-            out.append(Sample.of(f"accelerator.{name}", float(value), {**labels, **extra}, now))
+            lab = tuple(sorted({**labels, **extra}.items())) if extra else base
+            out.append(Sample("accelerator", name, float(value), lab, now))
 
         healthy = True
         self._common_fields(nv, dev, h, emit)

@@ -8,13 +8,16 @@ collector code is the same as on real hardware.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from collectors.agent import Agent, Scheduled
 from collectors.ascend import AscendCollector
 from collectors.config import NodeConfig
 from collectors.export._base import Exporter
 from collectors.nvml import NvmlCollector
-from computewatch.sim.node import NodeSim
+
+if TYPE_CHECKING:  # the simulator is only imported when --simulate asks for it
+    from computewatch.sim.node import NodeSim
 
 __all__ = ["build_agent", "build_collectors", "build_exporters"]
 

@@ -313,8 +313,16 @@ def measurement(name: str) -> Measurement:
         ) from None
 
 
+_BY_NAME = {m.name: m for m in CATALOG}
+LABEL_SETS: dict[str, frozenset[str]] = {m.name: frozenset(m.labels) for m in CATALOG}
+"""Each metric's allowed labels as a set, for validation on the agent's hot path."""
+
+
 def metric(name: str) -> Metric:
     """Look a metric up by ``measurement.field``."""
+    found = _BY_NAME.get(name)
+    if found is not None:
+        return found
     meas, _, field_ = name.partition(".")
     if not field_:
         raise UnknownMetricError(f"unknown metric {name!r}: expected 'measurement.field'")

@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-
-import pyarrow as pa
+from typing import TYPE_CHECKING
 
 from computewatch import catalog
+
+if TYPE_CHECKING:  # pyarrow is imported where frames are built: the agent does not need it
+    import pyarrow as pa
 
 __all__ = ["TIME", "Sample", "sample_value", "samples_to_frames"]
 
@@ -67,6 +69,8 @@ def sample_value(samples: Iterable[Sample], name: str,
 
 def samples_to_frames(samples: Iterable[Sample]) -> dict[str, pa.Table]:
     """Pivot samples into one frame per measurement, one row per (time, label set)."""
+    import pyarrow as pa
+
     rows: dict[str, dict[tuple[datetime, tuple[tuple[str, str], ...]], dict[str, float]]] = {}
     for s in samples:
         # Labels that only some fields carry (xid, error_type) make their own rows.

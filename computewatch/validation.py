@@ -13,12 +13,13 @@ import threading
 from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
-
-import pyarrow as pa
-import pyarrow.compute as pc
+from typing import TYPE_CHECKING
 
 from computewatch import catalog
 from computewatch.samples import TIME, Sample
+
+if TYPE_CHECKING:  # imported where frames are validated: the agent's Sample path needs none
+    import pyarrow as pa
 
 __all__ = ["InvalidSampleError", "Rejections", "check_sample", "filter_samples", "validate_frame"]
 
@@ -75,20 +76,31 @@ def _subject(sample: Sample) -> str:
     return f"{sample.name}{{{where}}}"
 
 
+_SCHEMA_OK: dict[tuple[str, tuple[str, ...]], catalog.Metric] = {}
+"""(metric name, label keys) pairs already checked against the catalogue: an agent sends the
+same few shapes every cycle, so only their values need checking again."""
+
+
 def check_sample(sample: Sample) -> Sample:
     """Return the sample if the catalogue accepts it, else raise InvalidSampleError."""
-    try:
-        m = catalog.metric(sample.name)
-    except catalog.UnknownMetricError as exc:
-        raise InvalidSampleError(f"{_subject(sample)} = {sample.value!r}: {exc}",
-                                 "unknown_metric") from None
-    extra = [k for k, _ in sample.labels if k not in m.labels]
-    if extra:
-        raise InvalidSampleError(
-            f"{_subject(sample)} = {sample.value!r}: unknown label {extra[0]!r} "
-            f"(allowed: {', '.join(m.labels)})",
-            "unknown_label",
-        )
+    key = (sample.name, tuple(k for k, _ in sample.labels))
+    m = _SCHEMA_OK.get(key)
+    if m is None:
+        try:
+            m = catalog.metric(sample.name)
+        except catalog.UnknownMetricError as exc:
+            raise InvalidSampleError(f"{_subject(sample)} = {sample.value!r}: {exc}",
+                                     "unknown_metric") from None
+        allowed = catalog.LABEL_SETS[m.name]
+        extra = [k for k in key[1] if k not in allowed]
+        if extra:
+            raise InvalidSampleError(
+                f"{_subject(sample)} = {sample.value!r}: unknown label {extra[0]!r} "
+                f"(allowed: {', '.join(m.labels)})",
+                "unknown_label",
+            )
+        if len(_SCHEMA_OK) < 10_000:
+            _SCHEMA_OK[key] = m
     why = m.check(sample.value)
     if why is not None:
         raise InvalidSampleError(f"{_subject(sample)}: {why}", _reason_code(why))
@@ -118,6 +130,8 @@ def validate_frame(measurement: str, table: pa.Table, rejections: Rejections,
     Every refused cell is counted. An unknown measurement refuses the whole frame, counted
     under field ``*``; the caller gets an empty table of the same rows.
     """
+    import pyarrow as pa
+
     try:
         spec = catalog.measurement(measurement)
     except catalog.UnknownMetricError as exc:
@@ -157,6 +171,9 @@ def validate_frame(measurement: str, table: pa.Table, rejections: Rejections,
 
 def _null_invalid(table: pa.Table, name: str, m: catalog.Metric, rejections: Rejections,
                   component: str) -> pa.Table:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     col = table.column(name)
     if not pa.types.is_floating(col.type):
         try:

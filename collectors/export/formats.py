@@ -35,17 +35,23 @@ _TABLE_FIELDS = (("utilization_ratio", "util", "{:.0%}"), ("memory_used_bytes", 
 
 def _table(samples: Sequence[Sample]) -> str:
     """Accelerators as rows (the view an operator wants), then the agent's own metrics."""
-    devices: dict[tuple[str, str], dict[str, object]] = {}
+    devices: dict[tuple[str, str, str], dict[str, object]] = {}
     for s in samples:
         if s.measurement == "accelerator" and not ({"xid", "error_type", "reason"}
                                                    & {k for k, _ in s.labels}):
-            row = devices.setdefault((s.label("vendor") or "", s.label("device") or ""),
-                                     {"labels": dict(s.labels)})
+            key = (s.label("node") or "", s.label("vendor") or "", s.label("device") or "")
+            row = devices.setdefault(key, {"labels": dict(s.labels)})
             row[s.field] = s.value
     table = Table(title=f"{len(devices)} accelerators", title_justify="left")
     for col in ("node", "index", "vendor", "model", *(t for _, t, _ in _TABLE_FIELDS)):
         table.add_column(col, justify="left" if col in ("node", "vendor", "model") else "right")
-    for (_, _), row in sorted(devices.items()):
+    def order(item: tuple[tuple[str, str, str], dict[str, object]]) -> tuple:
+        lab = item[1]["labels"]
+        assert isinstance(lab, dict)
+        idx = str(lab.get("index", ""))
+        return (item[0][0], item[0][1], [int(p) if p.isdigit() else p for p in idx.split(":")])
+
+    for _, row in sorted(devices.items(), key=order):
         lab = row["labels"]
         assert isinstance(lab, dict)
         cells = [lab.get("node", ""), lab.get("index", ""), lab.get("vendor", ""),
