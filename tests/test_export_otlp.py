@@ -455,3 +455,29 @@ def test_after_close_export_fails_and_close_is_idempotent(receiver):
     res = exp.export(fleet())
     assert res.outcome is ExportOutcome.FAILURE and res.reason == "exporter closed"
     assert receiver.bodies == []
+
+
+def test_agent_with_otlp_enabled_pushes_the_simulated_node(receiver):
+    """The node config's otlp section, through the agent, to a receiver: the whole path."""
+    from collectors.config import NodeConfig
+    from collectors.setup import build_agent, build_exporters
+    from computewatch.sim.node import simulated_node
+
+    node = simulated_node()
+    cfg = NodeConfig.model_validate({"exports": {"prometheus": {"enabled": False},
+                                                 "otlp": {"enabled": True,
+                                                          "endpoint": receiver.url}}})
+    agent = build_agent(cfg, simulate=node,
+                        exporters=build_exporters(cfg, labels=node.labels))
+    try:
+        agent.run_once()
+    finally:
+        agent.close()
+    reqs = receiver.requests()
+    assert len(reqs) >= 2  # one per collector run, plus the agent's own
+    resource = attrs(reqs[0].resource_metrics[0].resource.attributes)
+    assert resource["host.name"] == node.node and resource["computewatch.site"] == "bj-ai"
+    util = [p for r in reqs for m in metrics(r).values() if m.name == "hw.gpu.utilization"
+            for p in points(m)]
+    vendors = [attrs(p.attributes)["hw.vendor"] for p in util]
+    assert vendors.count("nvidia") == 8 and vendors.count("huawei") == 8
