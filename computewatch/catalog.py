@@ -82,6 +82,9 @@ class Metric:
     nan_ok: bool = False
     low: float | None = None
     high: float | None = None
+    histogram: str | None = None
+    """Set on the ``_bucket`` (label ``le``), ``_count`` and ``_sum`` parts of a histogram:
+    the family name they are exposed under together (Prometheus histogram type)."""
 
     @property
     def name(self) -> str:
@@ -200,6 +203,11 @@ CATALOG: tuple[Metric, ...] = (
            low=1.0, nan_ok=True),
     Metric("pue", "completeness_ratio", "1", Kind.GAUGE, (*_PLACE, "window"),
            "Share of the expected meter readings that arrived in the window."),
+    Metric("pue", "facility_joules", "J", Kind.GAUGE, (*_PLACE, "window"),
+           "Facility energy in the window (the numerator of the energy-based PUE).",
+           nan_ok=True),
+    Metric("pue", "it_joules", "J", Kind.GAUGE, (*_PLACE, "window"),
+           "IT energy in the window (the denominator of the energy-based PUE).", nan_ok=True),
     # --- link_latency: one series per probed site pair, one point per window ---------------
     Metric("link_latency", "rtt_min_seconds", "s", Kind.GAUGE, _LINK, "Minimum RTT in the window.",
            nan_ok=True),
@@ -219,6 +227,22 @@ CATALOG: tuple[Metric, ...] = (
            "Probes sent in the window."),
     Metric("link_latency", "fiber_min_seconds", "s", Kind.GAUGE, _LINK,
            "Physical minimum RTT over the great-circle distance (10 µs per km)."),
+    Metric("link_latency", "budget_seconds", "s", Kind.GAUGE, _LINK,
+           "The link's tier budget as an RTT (policy), for comparison with the percentiles."),
+    Metric("link_latency", "route_inflation", "{factor}", Kind.GAUGE, _LINK,
+           "Measured minimum RTT / fiber minimum; the MIIT plan limits direct links to 1.5.",
+           nan_ok=True),
+    Metric("link_latency", "requests_total", "{count}", Kind.COUNTER, _LINK,
+           "Probes sent since the prober started (smokeping_requests_total)."),
+    Metric("link_latency", "rtt_seconds_bucket", "{count}", Kind.COUNTER, (*_LINK, "le"),
+           "RTT of probe replies since the prober started, as a histogram (le: upper bound "
+           "in seconds, smokeping_prober's buckets).",
+           histogram="link_latency_rtt_seconds"),
+    Metric("link_latency", "rtt_seconds_count", "{count}", Kind.COUNTER, _LINK,
+           "Replies received since the prober started.", histogram="link_latency_rtt_seconds"),
+    Metric("link_latency", "rtt_seconds_sum", "s", Kind.COUNTER, _LINK,
+           "Sum of the RTTs of all replies since the prober started.",
+           histogram="link_latency_rtt_seconds"),
     # --- finding: pipeline results written back for dashboards and alerts ------------------
     Metric("finding", "severity", "{state}", Kind.GAUGE,
            ("pipeline", "rule", "subject_type", "subject", *_PLACE),

@@ -49,6 +49,10 @@ def test_names_are_snake_case_and_unique() -> None:
 def test_prometheus_name_ends_with_unit_suffix(m: catalog.Metric) -> None:
     suffix = UNITS[m.unit].prometheus_suffix
     name = m.prometheus
+    if m.histogram:  # exposed as the parts of one histogram family, named by Prometheus' rule
+        assert name in {f"{m.histogram}_{part}" for part in ("bucket", "count", "sum")}, name
+        assert m.histogram.endswith("_seconds") and m.kind is Kind.COUNTER
+        return
     if m.kind is Kind.COUNTER:
         assert name.endswith("_total"), name
         name = name.removesuffix("_total")
@@ -59,8 +63,11 @@ def test_prometheus_name_ends_with_unit_suffix(m: catalog.Metric) -> None:
 
 
 def test_counters_are_energy_or_counts() -> None:
-    counters = {m.name: m.unit for m in CATALOG if m.kind is Kind.COUNTER}
+    counters = {m.name: m.unit for m in CATALOG if m.kind is Kind.COUNTER and not m.histogram}
     assert set(counters.values()) <= {"J", "{count}"}
+    # A histogram's _sum adds up its observations (seconds); its other parts are counts.
+    sums = {m.name: m.unit for m in CATALOG if m.histogram and m.field.endswith("_sum")}
+    assert sums == {"link_latency.rtt_seconds_sum": "s"}
     assert counters["accelerator.energy_joules_total"] == "J"
     assert counters["facility_power.joules_total"] == "J"
     assert counters["computewatch.samples_rejected_total"] == "{count}"

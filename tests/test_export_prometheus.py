@@ -100,3 +100,22 @@ def test_http_server_serves_the_latest_snapshot_per_source():
 def test_bad_listen_address_is_refused():
     with pytest.raises(ValueError, match="host:port"):
         PrometheusExporter("9400")
+
+
+def test_histogram_parts_are_exposed_as_one_histogram_family():
+    link = {"src_site": "bj-ai", "dst_site": "zjk-a", "tier": "regional", "probe": "udp"}
+    samples = [Sample.of("link_latency.rtt_seconds_bucket", n, {**link, "le": le})
+               for le, n in (("0.001", 3.0), ("0.002", 7.0), ("+Inf", 9.0))]
+    samples += [Sample.of("link_latency.rtt_seconds_count", 9.0, link),
+                Sample.of("link_latency.rtt_seconds_sum", 0.0123, link)]
+    text = exposition(samples).decode()
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    hist = fams["link_latency_rtt_seconds"]
+    assert hist.type == "histogram"
+    buckets = {s.labels["le"]: s.value for s in hist.samples if s.name.endswith("_bucket")}
+    assert buckets == {"0.001": 3.0, "0.002": 7.0, "+Inf": 9.0}
+    assert [s.value for s in hist.samples if s.name.endswith("_count")] == [9.0]
+    if shutil.which("promtool"):
+        proc = subprocess.run(["promtool", "check", "metrics"], input=text.encode(),
+                              capture_output=True, timeout=30)
+        assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -59,9 +59,19 @@ def families(samples: Iterable[Sample], compat: Sequence[str] = ()) -> list[Metr
     for s in samples:
         by_metric.setdefault(s.name, []).append(s)
     out = []
+    histograms: dict[str, Metric] = {}
     for m in catalog.CATALOG:
         group = by_metric.get(m.name)
         if not group:
+            continue
+        if m.histogram:  # _bucket, _count and _sum parts go into one histogram family
+            fam = histograms.get(m.histogram)
+            if fam is None:
+                # The family's help is its first part's (the _bucket entry, by catalogue order).
+                fam = histograms[m.histogram] = Metric(m.histogram, m.help, "histogram")
+                out.append(fam)
+            for s in group:
+                fam.add_sample(m.prometheus, dict(s.labels), s.value)
             continue
         fam = _family(m)
         for s in group:
