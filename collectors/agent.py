@@ -250,3 +250,9 @@ class Agent:
                 log.exception("exporter %s failed to close", exp.name)
         for slot in self._slots.values():
             slot.pool.shutdown(wait=False, cancel_futures=True)
+            close = getattr(slot.spec.collector, "close", None)
+            if callable(close):  # connections, sessions, a prober thread
+                try:
+                    close()
+                except Exception:
+                    log.exception("collector %s failed to close", slot.spec.name)

@@ -253,6 +253,44 @@ def agent(
         runner.close()
 
 
+@app.command()
+def responder(
+    listen: Annotated[str, typer.Option(help="host:port to answer UDP probes on.")]
+    = "0.0.0.0:9410",
+    delay: Annotated[str | None, typer.Option(
+        help="Hold each reply this long (testing only, e.g. 3ms).")] = None,
+    drop: Annotated[float, typer.Option(help="Share of probes to drop (testing only).")] = 0.0,
+) -> None:
+    """Answer other sites' UDP latency probes (run one per site)."""
+    import signal
+    import threading
+
+    from collectors.latency import serve_responder
+
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise _UserError(f"--listen {listen!r}: expected host:port, e.g. 0.0.0.0:9410")
+    if not 0.0 <= drop < 1.0:
+        raise _UserError(f"--drop {drop}: must be in [0, 1)")
+    delay_s = 0.0
+    if delay:
+        from collectors.config import parse_duration
+
+        try:
+            delay_s = parse_duration(delay)
+        except ValueError as exc:
+            raise _UserError(f"--delay: {exc}") from None
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        serve_responder(host.strip("[]"), int(port), delay_s, drop, stop,
+                        ready=lambda addr: _err().print(
+                            f"computewatch responder on udp {addr[0]}:{addr[1]}"))
+    except OSError as exc:
+        raise _UserError(f"cannot listen on udp {listen}: {exc}") from None
+
+
 @topology_app.command("check")
 def topology_check(
     path: Annotated[Path | None, typer.Argument(help="Topology YAML (default: shipped).")]
