@@ -11,47 +11,16 @@ hub: jjj
 
 from __future__ import annotations
 
-import re
 import socket
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import Field
 
+from collectors._settings import CollectorConfig, Duration, _Model, parse_duration
 from computewatch.config import load_yaml_model
 
 __all__ = ["NodeConfig", "load_node_config", "parse_duration"]
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_FACTOR = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from ``15s``, ``2m``, ``500ms``, ``1h`` or a bare number of seconds."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        m = _DURATION.match(str(value))
-        if not m:
-            raise ValueError(f"not a duration: {value!r} (write e.g. 15s, 2m, 500ms)")
-        seconds = float(m.group(1)) * _FACTOR[m.group(2)]
-    if seconds <= 0:
-        raise ValueError(f"a duration must be positive, got {value!r}")
-    return seconds
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class CollectorConfig(_Model):
-    enabled: bool = True
-    interval: Duration | None = None  # default: the node's interval
-    timeout: Duration | None = None  # default: the node's timeout
-
 
 class NvmlConfig(CollectorConfig):
     pass
@@ -71,13 +40,13 @@ class Collectors(_Model):
 class PrometheusExport(_Model):
     enabled: bool = True
     listen: str = "127.0.0.1:9400"
-    compat: list[Literal["dcgm", "npu-exporter"]] = []
+    compat: list[Literal["dcgm", "npu-exporter"]] = Field(default_factory=list)
 
 
 class OtlpExport(_Model):
     enabled: bool = False
     endpoint: str = "http://127.0.0.1:4318/v1/metrics"
-    headers: dict[str, str] = {}
+    headers: dict[str, str] = Field(default_factory=dict)
     timeout: Duration = 10.0
 
 

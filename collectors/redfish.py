@@ -120,7 +120,7 @@ from urllib.parse import urljoin, urlsplit
 from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
 
 from collectors._base import placement_labels
-from collectors.config import Duration
+from collectors._settings import Duration
 from computewatch import catalog
 from computewatch.config import PathError
 from computewatch.samples import Sample
