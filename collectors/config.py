@@ -18,6 +18,9 @@ from typing import Literal
 from pydantic import Field
 
 from collectors._settings import CollectorConfig, Duration, _Model, parse_duration
+from collectors.modbus import ModbusMeter
+from collectors.redfish import RedfishEndpoint
+from collectors.snmp import SnmpDevice
 from computewatch.config import load_yaml_model
 
 __all__ = ["NodeConfig", "load_node_config", "parse_duration"]
@@ -32,9 +35,55 @@ class AscendConfig(CollectorConfig):
     detail: bool = True
 
 
+class RedfishConfig(CollectorConfig):
+    endpoints: list[RedfishEndpoint] = Field(default_factory=list)
+
+
+class SnmpConfig(CollectorConfig):
+    devices: list[SnmpDevice] = Field(default_factory=list)
+
+
+class ModbusConfig(CollectorConfig):
+    meters: list[ModbusMeter] = Field(default_factory=list)
+
+
+class RaplConfig(CollectorConfig):
+    enabled: bool = False
+    root: Path = Path("/sys/class/powercap")
+
+
+class PueConfig(_Model):
+    """PUE derived from this agent's own meters; on whenever a power collector is."""
+
+    enabled: bool = True
+    windows: list[Literal["15m", "1h"]] = Field(default_factory=lambda: ["15m", "1h"])
+    min_completeness: float = Field(0.9, ge=0.0, le=1.0)
+    max_gap: Duration = 300.0
+
+
+class LatencyConfig(CollectorConfig):
+    """Probes from this node's site to its peers; each peer runs `computewatch responder`."""
+
+    enabled: bool = False
+    peers: dict[str, str] = Field(default_factory=dict)  # site id -> host[:port]
+    mode: Literal["full_mesh", "hub_and_spoke"] = "full_mesh"
+    kind: Literal["udp", "tcp", "icmp"] = "udp"
+    probe_interval: Duration = 1.0
+    probe_timeout: Duration = 1.0
+    window: Duration = 60.0
+    topology: Path | None = None  # default: the shipped national topology
+    policy: Path | None = None  # default: the shipped policy
+
+
 class Collectors(_Model):
     nvml: NvmlConfig = NvmlConfig()
     ascend: AscendConfig = AscendConfig()
+    redfish: RedfishConfig = RedfishConfig()
+    snmp: SnmpConfig = SnmpConfig()
+    modbus: ModbusConfig = ModbusConfig()
+    rapl: RaplConfig = RaplConfig()
+    pue: PueConfig = PueConfig()
+    latency: LatencyConfig = LatencyConfig()
 
 
 class PrometheusExport(_Model):

@@ -113,7 +113,9 @@ class PueCollector:
                     out.append(Sample.of("pue.energy_ratio", r.pue, labels, end))
         watts = self.tap.frame("watts")
         if not watts.empty:
-            latest = watts[watts.time == watts.time.max()]
+            # Each meter's latest reading (meters are read one after another, not at once).
+            latest = watts.sort_values("time").groupby("meter", as_index=False).last()
+            latest["time"] = latest.groupby("site").time.transform("max")
             for r in power_ratio(latest).itertuples():
                 if r.power_ratio == r.power_ratio:  # below 1 is refused and counted by the agent
                     labels = {"site": r.site, "window": "instant"}

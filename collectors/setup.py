@@ -8,8 +8,10 @@ collector code is the same as on real hardware.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from collectors._settings import CollectorConfig
 from collectors.agent import Agent, Scheduled
 from collectors.ascend import AscendCollector
 from collectors.config import NodeConfig
@@ -46,7 +48,56 @@ def build_collectors(config: NodeConfig, simulate: NodeSim | None = None) -> lis
                                              detail=c.ascend.detail),
                              c.ascend.interval or config.interval,
                              c.ascend.timeout or config.timeout))
+    out += _power_collectors(config, labels)
+    if (latency := _latency_collector(config, labels)) is not None:
+        out.append(latency)
     return out
+
+
+def _power_collectors(config: NodeConfig, labels: dict[str, str]) -> list[Scheduled]:
+    c = config.collectors
+    out = []
+
+    def sched(collector: object, cfg: CollectorConfig) -> Scheduled:
+        return Scheduled(collector, cfg.interval or config.interval,  # type: ignore[arg-type]
+                         cfg.timeout or config.timeout)
+
+    if c.redfish.enabled and c.redfish.endpoints:
+        from collectors.redfish import RedfishCollector
+
+        out.append(sched(RedfishCollector(labels, c.redfish.endpoints), c.redfish))
+    if c.snmp.enabled and c.snmp.devices:
+        from collectors.snmp import SnmpCollector
+
+        out.append(sched(SnmpCollector(labels, c.snmp.devices), c.snmp))
+    if c.modbus.enabled and c.modbus.meters:
+        from collectors.modbus import ModbusCollector
+
+        out.append(sched(ModbusCollector(labels, c.modbus.meters), c.modbus))
+    if c.rapl.enabled:
+        from collectors.rapl import RaplCollector
+
+        out.append(sched(RaplCollector(labels, c.rapl.root), c.rapl))
+    return out
+
+
+def _latency_collector(config: NodeConfig, labels: dict[str, str]) -> Scheduled | None:
+    lat = config.collectors.latency
+    if not (lat.enabled and lat.peers):
+        return None
+    from collectors.latency import LatencyCollector, targets_from_topology
+    from computewatch.policy import load_policy
+    from computewatch.topology import load_topology
+
+    topology = load_topology(lat.topology)
+    policy = load_policy(lat.policy, topology=topology)
+    if not labels.get("site"):
+        raise ValueError("collectors.latency needs the node's `site` to know its links")
+    targets = targets_from_topology(topology, policy, labels["site"], lat.peers, lat.mode,
+                                    lat.kind)
+    collector = LatencyCollector(labels, targets, window_s=lat.window,
+                                 interval_s=lat.probe_interval, timeout_s=lat.probe_timeout)
+    return Scheduled(collector, lat.interval or config.interval, lat.timeout or config.timeout)
 
 
 def build_exporters(config: NodeConfig, *, labels: dict[str, str] | None = None,
@@ -79,4 +130,15 @@ def build_agent(config: NodeConfig, *, simulate: NodeSim | None = None,
     labels = simulate.labels if simulate else config.labels
     if exporters is None:
         exporters = build_exporters(config, labels=labels)
-    return Agent(build_collectors(config, simulate), exporters, labels)
+    collectors = build_collectors(config, simulate)
+    power = {"redfish", "snmp", "modbus", "rapl"} & {s.name for s in collectors}
+    if power and config.collectors.pue.enabled:
+        from collectors.pue import MeterTap, PueCollector
+
+        p = config.collectors.pue
+        tap = MeterTap()
+        exporters = [*exporters, tap]
+        collectors.append(Scheduled(PueCollector(tap, p.windows, p.min_completeness,
+                                                 timedelta(seconds=p.max_gap)),
+                                    config.interval, config.timeout))
+    return Agent(collectors, exporters, labels)

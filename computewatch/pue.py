@@ -183,6 +183,8 @@ def power_ratio(watts: pd.DataFrame, by: Sequence[str] = ("site",)) -> pd.DataFr
     w = watts[watts.scope.isin(_REQUIRED_SCOPES)]
     pivot = w.pivot_table(index=["time", *by], columns="scope", values="watts", aggfunc="sum")
     out = pd.DataFrame(index=pivot.index)
-    it = pivot.get("it")
-    out["power_ratio"] = pivot.get("facility") / it.where(it > 0) if it is not None else np.nan
+    if "it" in pivot and "facility" in pivot:
+        out["power_ratio"] = pivot["facility"] / pivot["it"].where(pivot["it"] > 0)
+    else:  # one side not metered at that moment: no ratio
+        out["power_ratio"] = np.nan
     return out.reset_index()
