@@ -44,3 +44,24 @@ def test_bad_values_name_file_line_and_value(tmp_path):
     path.write_text("colectors: {}\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="colectors"):
         load_node_config(path)
+
+
+def test_example_power_and_latency_lines_are_valid_config(tmp_path):
+    """The commented entries in examples/node.yaml, uncommented, load as they stand."""
+    lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
+    out = []
+    for line in lines:
+        stripped = line.lstrip()
+        if stripped.startswith("# - {") or (stripped.startswith("#    ") and out and
+                                            out[-1].lstrip().startswith("- {")):
+            line = line.replace("# ", "", 1)
+        out.append(line)
+    text = "\n".join(out).replace("endpoints: []", "endpoints:").replace(
+        "devices: []", "devices:").replace("meters: []", "meters:")
+    path = tmp_path / "node.yaml"
+    path.write_text(text, encoding="utf-8")
+    cfg = load_node_config(path)
+    assert cfg.collectors.redfish.endpoints[0].scope == "it"
+    assert cfg.collectors.snmp.devices[0].profile == "apc_rpdu2"
+    assert cfg.collectors.modbus.meters[0].meter == "main-incomer"
+    assert cfg.collectors.pue.windows == ["15m", "1h"] and cfg.collectors.pue.max_gap == 300
