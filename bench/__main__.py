@@ -6,11 +6,18 @@ import os
 import platform
 import sys
 
-from bench import bench_agent, bench_demo, bench_ingest, bench_lineprotocol, bench_query
+from bench import (
+    bench_agent,
+    bench_demo,
+    bench_ingest,
+    bench_latency,
+    bench_lineprotocol,
+    bench_query,
+)
 
 
 def main() -> None:
-    which = sys.argv[1:] or ["demo", "query", "ingest", "lineprotocol", "agent"]
+    which = sys.argv[1:] or ["demo", "query", "ingest", "lineprotocol", "agent", "latency"]
     print(f"computewatch benchmarks on {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, Python {platform.python_version()}")
     store = bench_demo.STORE
@@ -28,8 +35,11 @@ def main() -> None:
             bench_lineprotocol.main()
         elif name == "agent":
             bench_agent.main()
+        elif name == "latency":
+            bench_latency.main()
         else:
-            sys.exit(f"unknown benchmark {name!r}: demo, query, ingest, lineprotocol, agent")
+            sys.exit(f"unknown benchmark {name!r}: demo, query, ingest, lineprotocol, agent, "
+                     f"latency")
 
 
 main()
