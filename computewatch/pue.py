@@ -41,8 +41,9 @@ __all__ = ["CHINA_TZ", "WINDOWS", "monotonic_energy", "power_ratio", "window_edg
 CHINA_TZ = "Asia/Shanghai"
 
 WINDOWS = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "1d": "D", "month": "MS",
-           "year": "YS"}
-"""Named windows: fixed lengths, or calendar periods (pandas offsets) in the window timezone."""
+           "year": "YS", "all": "all"}
+"""Named windows: fixed lengths, calendar periods (pandas offsets) in the window timezone, or
+``all``: the whole requested range as one window."""
 
 _REQUIRED_SCOPES = ("facility", "it")
 
@@ -55,12 +56,14 @@ def window_edges(start: datetime, end: datetime, window: str | timedelta,
     windows (1d, month, year) on local midnight, the first of the month, or of the year.
     """
     spec = WINDOWS.get(window, window) if isinstance(window, str) else window
-    if isinstance(spec, str) and spec not in ("D", "MS", "YS"):
+    if isinstance(spec, str) and spec not in ("D", "MS", "YS", "all"):
         raise ValueError(f"unknown window {window!r} (use {', '.join(WINDOWS)} or a timedelta)")
     lo = pd.Timestamp(start).tz_convert(tz)
     hi = pd.Timestamp(end).tz_convert(tz)
     if hi <= lo:
         return pd.DatetimeIndex([], tz="UTC")
+    if spec == "all":
+        return pd.DatetimeIndex([lo, hi]).tz_convert("UTC").as_unit("ns")
     if isinstance(spec, timedelta):
         step = pd.Timedelta(spec)
         first = lo.floor(step)

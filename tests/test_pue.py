@@ -147,3 +147,12 @@ def test_power_ratio_is_a_separate_instantaneous_quantity():
                       "watts": [1300.0, 1000.0, 1200.0, 0.0]})
     got = power_ratio(w)
     assert got.power_ratio[0] == pytest.approx(1.3) and np.isnan(got.power_ratio[1])
+
+
+def test_the_all_window_is_the_requested_range():
+    it = meter("s1", "s1-it", "it", [1000.0] * 90)
+    fac = meter("s1", "s1-main", "facility", [1200.0] * 30 + [1500.0] * 60)
+    start = T0 + timedelta(minutes=5)
+    got = window_pue(pd.concat([it, fac]), start, T0 + timedelta(minutes=65), "all")
+    assert len(got) == 1 and got.window_start[0] == pd.Timestamp(start)
+    assert got.pue[0] == pytest.approx((1200 * 25 + 1500 * 35) / (1000 * 60))

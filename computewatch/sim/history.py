@@ -111,7 +111,9 @@ class History:
         cooling_site = others[int(rng.integers(len(others)))] if others else fleet.site_ids[0]
         incidents = []
         if idle_cluster:
-            incidents.append(Incident("cluster_idle", "cluster", idle_cluster, at(0.40), at(0.65),
+            # Long enough (35% of the period: 8.4 h of a day) to pass the policy's sustained
+            # 6-hour rule at hourly resolution.
+            incidents.append(Incident("cluster_idle", "cluster", idle_cluster, at(0.35), at(0.70),
                                       {"sites": sorted(idle_sites)}))
         incidents.append(Incident("cooling_fault", "site", cooling_site, at(0.20), at(0.50),
                                   {"pue_increase": 0.35}))
@@ -139,8 +141,11 @@ class History:
                                              "node": str(fleet.device_node[lost]),
                                              "reason": "fell off the bus (XID 79)"}))
         underused = sorted(p.site.id for p in fleet.sites if p.underused)
+        doy = self.start.timetuple().tm_yday
+        seasonal = 0.06 * np.cos(2 * np.pi * (doy - 200) / 365.0)
+        site_pue = {p.site.id: round(float(p.pue_base + seasonal), 4) for p in fleet.sites}
         return GroundTruth(fleet.seed, self.start, self.end, self.step, incidents, underused,
-                           links)
+                           links, site_pue)
 
     def _accelerator_labels(self) -> _Labels:
         f = self.fleet
@@ -254,6 +259,7 @@ class History:
         n_t, n_s = it_w.shape
         doy = (self.start + timedelta(hours=hour)).timetuple().tm_yday
         seasonal = 0.06 * np.cos(2 * np.pi * (doy - 200) / 365.0)  # cooling peaks in July
+        # (the ground truth's site_pue uses the same term at the period's start)
         local_h = (times / 3.6e9 + _CHINA_UTC_OFFSET_H) % 24.0
         daily = 0.03 * np.sin(2 * np.pi * (local_h - 8.0) / 24.0)  # warmest mid-afternoon
         base = np.array([p.pue_base for p in f.sites])

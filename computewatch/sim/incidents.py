@@ -57,6 +57,8 @@ class GroundTruth:
     incidents: list[Incident]
     underused_sites: list[str]
     links: list[LinkTruth]
+    site_pue: dict[str, float] = field(default_factory=dict)
+    """Each site's configured typical PUE (climate and season, no incident)."""
 
     def incident(self, kind: str) -> Incident:
         for inc in self.incidents:
@@ -78,6 +80,7 @@ class GroundTruth:
             "underused_sites": self.underused_sites,
             "links": [asdict(lt) | {"over_budget_by_design": lt.over_budget_by_design}
                       for lt in self.links],
+            "site_pue": self.site_pue,
         }
         return json.dumps(doc, default=enc, indent=1, ensure_ascii=False)
 
@@ -96,4 +99,4 @@ class GroundTruth:
                  for lt in doc["links"]]
         return cls(doc["seed"], datetime.fromisoformat(doc["start"]),
                    datetime.fromisoformat(doc["end"]), timedelta(seconds=doc["step_s"]),
-                   incidents, doc["underused_sites"], links)
+                   incidents, doc["underused_sites"], links, doc.get("site_pue", {}))

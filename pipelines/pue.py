@@ -1,0 +1,105 @@
+"""PUE compliance: energy-based PUE per site per day and per month against its target.
+
+The energies come from the store as each meter's last counter reading per 15-minute bucket
+(a push-down query: meters x buckets rows), stamped at the bucket's end, and go through the
+one derivation, `computewatch.pue.window_pue` (resets, gaps and missing meters handled,
+completeness reported). Findings:
+
+- ``pue_over_target`` per site over the whole period, and per day and month the period covers
+  whole (China time): the window's PUE above the site's
+  regional target (policy, with its source); warning, critical more than 0.10 above;
+- ``pue_incomplete``: completeness below the policy floor (0.90, after 1711号): the site is
+  flagged as under-metered instead of being scored;
+- ``pue_excursion``: hours whose PUE rises more than ``excursion`` above the site's own
+  median over the period (a cooling fault, a failed chiller) for at least one hour, with the
+  episode's start and end, so NOC staff see when it happened and not only that a day failed.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+
+from computewatch.policy import Policy
+from computewatch.pue import window_pue
+from computewatch.store import Aggregate, Query, Store
+from computewatch.topology import Topology
+from pipelines._episodes import episodes
+from pipelines._findings import Finding, Period, Severity
+
+__all__ = ["meter_readings", "run"]
+
+BUCKET = timedelta(minutes=15)
+DEFINITION = ("energy-based PUE = facility energy / IT energy from meter counters over the "
+              "slots every meter covers (ISO/IEC 30134-2, GB 40879-2021 RM2); counter resets "
+              "restart from zero; windows in China time")
+
+
+def meter_readings(store: Store, period: Period) -> pd.DataFrame:
+    """Each meter's last counter reading per 15-minute bucket, stamped at the bucket's end."""
+    q = Query("facility_power", ("joules_total",), period.start, period.end,
+              group_by=("hub", "cluster", "site", "meter", "scope"), window=BUCKET,
+              agg=Aggregate.LAST)
+    df = store.query(q)
+    df = df[df.joules_total.notna()]
+    return df.assign(time=df.time + BUCKET).rename(columns={"joules_total": "joules"})
+
+
+def run(store: Store, period: Period, policy: Policy, topology: Topology, *,
+        excursion: float = 0.15,
+        windows: tuple[str, ...] = ("all", "1d", "month")) -> list[Finding]:
+    readings = meter_readings(store, period)
+    if readings.empty:
+        return []
+    floor = float(policy.pue.min_completeness.value)
+    places = readings.drop_duplicates("site").set_index("site")[["hub", "cluster"]]
+    opts = dict(slot=BUCKET, max_gap=2 * BUCKET, min_completeness=floor)
+    findings: list[Finding] = []
+    for name in windows:
+        got = window_pue(readings, period.start, period.end, name, **opts)
+        for r in got.itertuples():
+            if r.window_start < pd.Timestamp(period.start) or \
+                    r.window_end > pd.Timestamp(period.end):
+                continue  # only windows the period covers whole
+            hub, cluster = places.at[r.site, "hub"], places.at[r.site, "cluster"]
+            region = topology.hub(hub).region if hub in {h.id for h in topology.hubs} else None
+            entry = policy.pue_target_entry(region, r.site)
+            common = dict(completeness=float(r.completeness), hub=hub, cluster=cluster,
+                          site=r.site, start=r.window_start.to_pydatetime(),
+                          end=r.window_end.to_pydatetime())
+            if r.completeness < floor:
+                findings.append(Finding(
+                    "pue", "pue_incomplete", "site", r.site, Severity.WARNING,
+                    float(r.completeness), floor, "ratio", definition=DEFINITION,
+                    message=f"{r.site}: only {r.completeness:.0%} of the {name} window "
+                            f"metered ({r.flag}); PUE not stated", **common))
+                continue
+            if r.pue > entry.value:
+                sev = Severity.CRITICAL if r.pue > entry.value + 0.10 else Severity.WARNING
+                findings.append(Finding(
+                    "pue", "pue_over_target", "site", r.site, sev, float(r.pue),
+                    float(entry.value), "factor",
+                    definition=f"{DEFINITION}; {name} window; target source: {entry.source}",
+                    message=f"{r.site}: PUE {r.pue:.3f} > target {entry.value:.2f} over the "
+                            f"{name} window", **common))
+    hourly = window_pue(readings, period.start, period.end, "1h", **opts)
+    for site, g in hourly.groupby("site"):
+        pue = g.set_index("window_start").pue
+        median = float(np.nanmedian(pue.to_numpy())) if pue.notna().any() else np.nan
+        if np.isnan(median):
+            continue
+        for ep in episodes((pue > median + excursion).to_numpy(), 1):
+            sl = pue.iloc[ep.first: ep.last + 1]
+            findings.append(Finding(
+                "pue", "pue_excursion", "site", str(site), Severity.WARNING,
+                float(sl.max()), median + excursion, "factor",
+                sl.index[0].to_pydatetime(), (sl.index[-1] + timedelta(hours=1)).to_pydatetime(),
+                completeness=float(g.completeness.iloc[ep.first: ep.last + 1].mean()),
+                hub=places.at[site, "hub"], cluster=places.at[site, "cluster"], site=str(site),
+                definition=f"{DEFINITION}; hourly PUE more than {excursion} above the site's "
+                           f"median over the period",
+                message=f"{site}: hourly PUE up to {sl.max():.3f} against a median of "
+                        f"{median:.3f}, {len(sl)} h"))
+    return findings
