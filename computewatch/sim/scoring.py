@@ -16,6 +16,7 @@ limit; a site whose configured PUE exceeds its target.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
 import pandas as pd
 
 from computewatch.policy import Policy
