@@ -73,6 +73,9 @@ def demo(
     truth: Annotated[Path, typer.Option(help="Where to save the simulator's ground truth.")]
     = Path("var/demo-truth.json"),
     output: Annotated[str, typer.Option("--format", help="table | json | csv")] = "table",
+    analyze: Annotated[bool, typer.Option(
+        "--analyze/--no-analyze", help="Run the analytics pipelines after the backfill.")]
+    = True,
     replace: Annotated[bool | None, typer.Option(
         "--replace/--no-replace", help="Empty the store before the backfill. Default: yes for "
         "the demo's own store, and a refusal for any other store that already holds data.")]
@@ -102,7 +105,8 @@ def demo(
                 bar.update(task, completed=done, samples=samples)
 
             result = run_demo(st, topo, pol, sites=sites, accelerators=accelerators,
-                              hours=hours, seed=seed, truth_path=truth, progress=progress)
+                              hours=hours, seed=seed, truth_path=truth, progress=progress,
+                              analyze=analyze)
     finally:
         st.close()
     total = sum(result.samples.values())
@@ -112,6 +116,14 @@ def demo(
         f"samples) written to {store} in {result.seconds:.1f} s; {result.rejected} values "
         f"rejected. Ground truth: {truth}")
     render_summary(result.summary, fmt, sys.stdout)
+    if result.findings is not None and fmt.value == "table":
+        from computewatch.render import render_findings
+
+        df = result.findings
+        console.print(f"analytics: {len(df)} findings in {result.analysis_seconds:.1f} s, "
+                      f"written to the store as `finding`")
+        for name, group in df.groupby("pipeline", sort=False):
+            render_findings(group, fmt, sys.stdout, limit=5, title=f"Top {name} findings")
 
 
 @app.command()
@@ -289,6 +301,107 @@ def responder(
                             f"computewatch responder on udp {addr[0]}:{addr[1]}"))
     except OSError as exc:
         raise _UserError(f"cannot listen on udp {listen}: {exc}") from None
+
+
+@app.command()
+def analyze(
+    since: Annotated[str, typer.Option(help="Period length back from --until, e.g. 7d.")]
+    = "7d",
+    until: Annotated[str | None, typer.Option(help="End of the period (ISO 8601, UTC); "
+                                              "default: the last sample in the store.")] = None,
+    only: Annotated[str | None, typer.Option(
+        help="Comma-separated pipelines: underuse, latency, pue, anomaly, surplus.")] = None,
+    store: StoreOpt = DEFAULT_DEMO_STORE,
+    topology: TopologyOpt = None,
+    policy: PolicyOpt = None,
+    output: Annotated[str, typer.Option("--format", help="table | json | csv")] = "table",
+    limit: Annotated[int, typer.Option(help="Rows in the table (json/csv get all).")] = 40,
+) -> None:
+    """Run the analytics pipelines; findings are printed and written back to the store."""
+    from computewatch.render import render_findings
+    from computewatch.store import open_store
+    from pipelines.analyze import analyze as run_analysis
+
+    fmt = _format(output)
+    topo, pol = _load(topology, policy)
+    st = open_store(store)
+    try:
+        period = _period(st, since, until)
+        try:
+            df = run_analysis(st, period, pol, topo,
+                              only=[o.strip() for o in only.split(",")] if only else None)
+        except ValueError as exc:
+            raise _UserError(str(exc)) from None
+    finally:
+        st.close()
+    render_findings(df, fmt, sys.stdout, limit=limit if fmt.value == "table" else None,
+                    title=f"Findings {period.start:%Y-%m-%d %H:%M} – {period.end:%Y-%m-%d %H:%M}")
+
+
+@app.command()
+def surplus(
+    near: Annotated[str, typer.Option(help="Demand city, e.g. Shanghai.")],
+    within: Annotated[str, typer.Option(help="Latency circle as RTT, e.g. 5ms.")] = "5ms",
+    ecosystem: Annotated[str | None, typer.Option(help="cuda or cann.")] = None,
+    model: Annotated[str | None, typer.Option(help="Accelerator model, e.g. 'Ascend 910B'.")]
+    = None,
+    since: Annotated[str, typer.Option(help="Period for idle accelerator-hours.")] = "24h",
+    until: Annotated[str | None, typer.Option(help="End of the period (ISO 8601, UTC).")]
+    = None,
+    store: StoreOpt = DEFAULT_DEMO_STORE,
+    topology: TopologyOpt = None,
+    policy: PolicyOpt = None,
+    output: Annotated[str, typer.Option("--format", help="table | json | csv")] = "table",
+) -> None:
+    """Idle accelerators within a latency circle of a demand city."""
+    from computewatch.store import open_store
+    from pipelines.surplus import surplus as find_surplus
+
+    fmt = _format(output)
+    topo, pol = _load(topology, policy)
+    from collectors._settings import parse_duration
+
+    try:
+        within_s = parse_duration(within)
+    except ValueError as exc:
+        raise _UserError(f"--within: {exc}") from None
+    st = open_store(store)
+    try:
+        period = _period(st, since, until)
+        try:
+            df = find_surplus(st, period, pol, topo, near=near, within_s=within_s,
+                              ecosystem=ecosystem, model=model)
+        except ValueError as exc:
+            raise _UserError(str(exc)) from None
+    finally:
+        st.close()
+    if fmt.value == "json":
+        sys.stdout.write(df.to_json(orient="records", force_ascii=False, indent=1) + "\n")
+    elif fmt.value == "csv":
+        df.to_csv(sys.stdout, index=False)
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"Idle capacity within {within} of {near}", title_justify="left")
+        for col in df.columns:
+            table.add_column(str(col))
+        for row in df.itertuples(index=False):
+            table.add_row(*[f"{v:,.3f}" if isinstance(v, float) else str(v) for v in row])
+        Console(width=None if sys.stdout.isatty() else 160).print(table)
+
+
+def _period(st, since: str, until: str | None):
+    from pipelines import Period
+
+    if until is None:
+        bounds = st.time_bounds("accelerator")
+        if bounds is None:
+            raise _UserError(f"{st.url}: holds no accelerator samples; run `computewatch "
+                             f"demo` or an agent first")
+        end = bounds[1] + timedelta(minutes=1)
+    else:
+        end = _parse_time(until)
+    return Period(end - _parse_duration(since), end)
 
 
 @topology_app.command("check")

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
+
 from computewatch.policy import Policy
 from computewatch.sim import GroundTruth, build_fleet, simulate
 from computewatch.store import Store
@@ -34,12 +36,14 @@ class DemoResult:
     samples: dict[str, int]
     rejected: int
     seconds: float
+    findings: pd.DataFrame | None = None
+    analysis_seconds: float = 0.0
 
 
 def run_demo(store: Store, topology: Topology, policy: Policy, *, sites: int | None = None,
              accelerators: int | None = None, hours: int = 24, seed: int = 0,
              end: datetime | None = None, truth_path: Path | None = None,
-             progress: Progress | None = None) -> DemoResult:
+             progress: Progress | None = None, analyze: bool = True) -> DemoResult:
     """Backfill ``hours`` of simulated history ending at ``end`` (default now) and summarize."""
     t0 = time.perf_counter()
     fleet = build_fleet(topology, sites=sites, accelerators=accelerators, seed=seed)
@@ -64,5 +68,15 @@ def run_demo(store: Store, topology: Topology, policy: Policy, *, sites: int | N
         truth_path.parent.mkdir(parents=True, exist_ok=True)
         history.truth.save(truth_path)
     summary = national_summary(store, fleet.topology, policy, history.start, history.end)
+    backfill_s = time.perf_counter() - t0
+    findings, analysis_s = None, 0.0
+    if analyze:
+        from pipelines import Period
+        from pipelines.analyze import analyze as run_pipelines
+
+        t1 = time.perf_counter()
+        findings = run_pipelines(store, Period(history.start, history.end), policy,
+                                 fleet.topology)
+        analysis_s = time.perf_counter() - t1
     return DemoResult(summary, history.truth, fleet.topology, fleet.n_devices, len(fleet.sites),
-                      samples, rejected, time.perf_counter() - t0)
+                      samples, rejected, backfill_s, findings, analysis_s)

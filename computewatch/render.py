@@ -77,3 +77,44 @@ def render_summary(summary: NationalSummary, fmt: OutputFormat, out: TextIO,
         "sampling interval. PUE: facility energy / IT energy from meter counters over the "
         "period. Worst link: the largest 95th-percentile window p95 RTT relative to its tier "
         "budget (red: over budget).[/dim]")
+
+
+_SEVERITY = {0: "info", 1: "warning", 2: "critical"}
+
+
+def _fmt_value(v: float, unit: str) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    if unit == "ratio":
+        return f"{v:.1%}"
+    if unit == "s":
+        return f"{v * 1000:.2f} ms"
+    return f"{v:,.3f}" if abs(v) < 100 else f"{v:,.0f}"
+
+
+def render_findings(df: pd.DataFrame, fmt: OutputFormat, out: TextIO, *,
+                    limit: int | None = None, title: str = "Findings") -> None:
+    """Findings most severe first: a table for people, JSON or CSV for scripts."""
+    if fmt is OutputFormat.JSON:
+        out.write(json.dumps(_records(df.drop(columns=["detail"], errors="ignore")), indent=1,
+                             ensure_ascii=False, default=str) + "\n")
+        return
+    if fmt is OutputFormat.CSV:
+        df.drop(columns=["detail"], errors="ignore").to_csv(out, index=False)
+        return
+    console = Console(file=out, width=None if out.isatty() else 160)
+    shown = df if limit is None else df.head(limit)
+    table = Table(title=f"{title}: {len(df)}" + (f" (top {len(shown)})" if len(shown) < len(df)
+                                                 else ""), title_justify="left")
+    for col in ("severity", "pipeline", "rule", "subject", "observed", "threshold", "window",
+                "compl."):
+        table.add_column(col, justify="right" if col in ("observed", "threshold", "compl.")
+                         else "left")
+    for r in shown.itertuples():
+        sev = _SEVERITY.get(int(r.severity), str(r.severity))
+        colour = {"critical": "red", "warning": "yellow"}.get(sev)
+        window = f"{pd.Timestamp(r.start):%m-%d %H:%M} – {pd.Timestamp(r.end):%m-%d %H:%M}"
+        table.add_row(f"[{colour}]{sev}[/{colour}]" if colour else sev, r.pipeline, r.rule,
+                      r.subject, _fmt_value(r.observed, r.unit), _fmt_value(r.threshold, r.unit),
+                      window, f"{r.completeness:.0%}")
+    console.print(table)
