@@ -139,7 +139,7 @@ def run(store: Store, period: Period, policy: Policy, topology: Topology, *,
                                                      subject)
             threshold = float(entry.value)
             s = g.set_index("time").reindex(grid)
-            bad = (s.value < threshold).to_numpy()
+            bad = (s.value < threshold - 1e-9).to_numpy()  # not float rounding of a tie
             for ep in episodes(bad, min_windows):
                 sl = s.iloc[ep.first: ep.last + 1]
                 observed = float((sl.value * sl.weight).sum() / sl.weight.sum())

@@ -1,0 +1,135 @@
+"""Underuse on hand-computable data: thresholds, sustained episodes, gaps, definitions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from computewatch.policy import load_policy
+from computewatch.store import DuckDBStore
+from computewatch.topology import load_topology
+from pipelines import Period, Severity
+from pipelines import pue as pue_pipeline
+from pipelines.underuse import run
+
+T0 = datetime(2026, 10, 1, tzinfo=UTC)
+TOPO = load_topology()
+POLICY = load_policy()  # site minimum 0.30, sustained 6 h, busy level 0.10
+
+
+def write_site(store, site: str, hourly: list[float | None], devices: int = 4) -> None:
+    """Each device reports ``hourly[h]`` every 10 minutes of hour h (None: no data)."""
+    s = TOPO.site(site)
+    rows = []
+    for h, u in enumerate(hourly):
+        if u is None:
+            continue
+        for m in range(0, 60, 10):
+            for d in range(devices):
+                rows.append({"time": T0 + timedelta(hours=h, minutes=m), "site": site,
+                             "hub": s.hub, "cluster": s.cluster or "",
+                             "device": f"{site}-d{d}", "utilization_ratio": u})
+    store.write("accelerator", pd.DataFrame(rows))
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = DuckDBStore(tmp_path / "u.duckdb")
+    yield s
+    s.close()
+
+
+def site_findings(findings, site):
+    return [f for f in findings if f.rule == "site_below_minimum" and f.subject == site]
+
+
+def test_a_site_exactly_at_its_minimum_is_not_flagged(store):
+    write_site(store, "bj-ai", [0.30] * 12)
+    assert site_findings(run(store, Period(T0, T0 + timedelta(hours=12)), POLICY, TOPO),
+                         "bj-ai") == []
+
+
+def test_sustained_episode_with_its_period_severity_and_idle_hours(store):
+    # 3 h fine, 7 h at 0.10 (critical: below half of 0.30), 2 h fine.
+    write_site(store, "bj-ai", [0.6] * 3 + [0.10] * 7 + [0.6] * 2)
+    (f,) = site_findings(run(store, Period(T0, T0 + timedelta(hours=12)), POLICY, TOPO),
+                         "bj-ai")
+    assert f.start == T0 + timedelta(hours=3) and f.end == T0 + timedelta(hours=10)
+    assert f.observed == pytest.approx(0.10) and f.threshold == 0.30
+    assert f.severity is Severity.CRITICAL and f.completeness == 1.0
+    assert f.detail["idle_accelerator_hours"] == pytest.approx(4 * 7 * 0.9)
+    assert "time-weighted" in f.definition
+
+
+def test_a_shortfall_shorter_than_the_sustained_window_is_not_flagged(store):
+    write_site(store, "bj-ai", [0.6] * 3 + [0.2] * 5 + [0.6] * 4)
+    assert site_findings(run(store, Period(T0, T0 + timedelta(hours=12)), POLICY, TOPO),
+                         "bj-ai") == []
+    # With a 4-hour rule the same 5 hours are one warning episode (0.2 is not below 0.15).
+    (f,) = site_findings(run(store, Period(T0, T0 + timedelta(hours=12)), POLICY, TOPO,
+                             sustained_hours=4), "bj-ai")
+    assert f.severity is Severity.WARNING and f.end - f.start == timedelta(hours=5)
+
+
+def test_a_gap_in_the_data_breaks_the_episode(store):
+    # 4 h low, 1 h without data, 4 h low: neither run reaches 6 h, nothing is invented.
+    write_site(store, "bj-ai", [0.1] * 4 + [None] + [0.1] * 4)
+    period = Period(T0, T0 + timedelta(hours=9))
+    assert site_findings(run(store, period, POLICY, TOPO), "bj-ai") == []
+    (a, b) = sorted(site_findings(run(store, period, POLICY, TOPO, sustained_hours=4),
+                                  "bj-ai"), key=lambda f: f.start)
+    assert a.end == T0 + timedelta(hours=4) and b.start == T0 + timedelta(hours=5)
+
+
+def test_cluster_and_hub_levels_weight_sites_by_samples(store):
+    # Zhangjiakou sites: zjk-a 8 cards at 0.2, zjk-b 2 cards at 0.8 -> cluster 0.32 < 0.50.
+    write_site(store, "zjk-a", [0.2] * 8, devices=8)
+    write_site(store, "zjk-b", [0.8] * 8, devices=2)
+    findings = run(store, Period(T0, T0 + timedelta(hours=8)), POLICY, TOPO)
+    (cl,) = [f for f in findings if f.rule == "cluster_below_minimum"]
+    assert cl.subject == "zhangjiakou" and cl.observed == pytest.approx((8 * 0.2 + 2 * 0.8) / 10)
+
+
+def test_busy_fraction_definition(store):
+    # Two of four cards busy (0.5) and two idle (0.05): busy fraction 0.5; mean 0.275.
+    s = TOPO.site("bj-ai")
+    rows = [{"time": T0 + timedelta(hours=h, minutes=m), "site": "bj-ai", "hub": s.hub,
+             "device": f"d{d}", "utilization_ratio": 0.5 if d < 2 else 0.05}
+            for h in range(8) for m in range(0, 60, 10) for d in range(4)]
+    store.write("accelerator", pd.DataFrame(rows))
+    period = Period(T0, T0 + timedelta(hours=8))
+    (tw,) = site_findings(run(store, period, POLICY, TOPO), "bj-ai")
+    assert tw.observed == pytest.approx(0.275)
+    assert site_findings(run(store, period, POLICY, TOPO, definition="busy_fraction"),
+                         "bj-ai") == []  # 0.5 of card-hours busy: above 0.30
+    with pytest.raises(ValueError, match="unknown definition"):
+        run(store, period, POLICY, TOPO, definition="vibes")
+
+
+def test_pue_pipeline_month_with_a_day_of_missing_meter_readings(store):
+    start = datetime(2026, 9, 30, 16, tzinfo=UTC)  # October in China time
+    step = timedelta(minutes=15)
+    n = 31 * 96
+    rows = []
+    for scope, watts in (("facility", 1300.0), ("it", 1000.0)):
+        for k in range(n + 1):
+            t = start + k * step
+            if scope == "it" and start + timedelta(days=9) < t < start + timedelta(days=10):
+                continue  # October 10: the IT meter's readings never arrived
+            rows.append({"time": t, "site": "bj-ai", "hub": "jjj", "meter": f"bj-ai-{scope}",
+                         "scope": scope, "watts": watts,
+                         "joules_total": 1e9 + watts * step.total_seconds() * k})
+    store.write("facility_power", pd.DataFrame(rows))
+    findings = pue_pipeline.run(store, Period(start, start + timedelta(days=31)), POLICY, TOPO)
+    incomplete = [f for f in findings if f.rule == "pue_incomplete"]
+    assert [f.start for f in incomplete] == [start + timedelta(days=9)]
+    over = [f for f in findings if f.rule == "pue_over_target"]
+    (month,) = [f for f in over if f.end - f.start == timedelta(days=31)
+                and "month" in f.definition]
+    assert month.observed == pytest.approx(1.3) and month.threshold == 1.25
+    assert month.completeness == pytest.approx(30 / 31, abs=0.002)
+    days = [f for f in over if f.end - f.start == timedelta(days=1)]
+    assert len(days) == 30 and np.allclose([f.observed for f in days], 1.3)
