@@ -12,12 +12,14 @@ from bench import (
     bench_ingest,
     bench_latency,
     bench_lineprotocol,
+    bench_pipelines,
     bench_query,
 )
 
 
 def main() -> None:
-    which = sys.argv[1:] or ["demo", "query", "ingest", "lineprotocol", "agent", "latency"]
+    which = sys.argv[1:] or ["demo", "query", "ingest", "lineprotocol", "agent", "latency",
+                            "pipelines"]
     print(f"computewatch benchmarks on {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, Python {platform.python_version()}")
     store = bench_demo.STORE
@@ -37,9 +39,11 @@ def main() -> None:
             bench_agent.main()
         elif name == "latency":
             bench_latency.main()
+        elif name == "pipelines":
+            bench_pipelines.main()
         else:
             sys.exit(f"unknown benchmark {name!r}: demo, query, ingest, lineprotocol, agent, "
-                     f"latency")
+                     f"latency, pipelines")
 
 
 main()
