@@ -1,0 +1,361 @@
+"""Surplus: idle accelerators that can serve a demand city within a latency circle.
+
+The national plan asks for compute to reach users within 1 ms (metro), 5 ms (regional) or
+20 ms (national). This pipeline answers "which idle NPUs can serve Shanghai within 5 ms?":
+
+- RTT from a city to a site is *observed* where probes exist: the median over the period of
+  the window ``rtt_p50_seconds`` of each probed link between a site in the city (same city
+  name, or within `METRO_MAX_KM` of the city's coordinates) and the candidate site, either
+  direction; the lowest such link median wins (the city's best measured entry point).
+  Otherwise it is *estimated*: great-circle km x 10 µs/km x the policy's route-inflation limit,
+  the slowest route the MIIT plan allows, so an estimate never flatters a far site.
+- Idle accelerator-hours of a (site, ecosystem, model) group: the sum over its devices of
+  (1 - mean utilization) x hours with data, i.e. (samples - utilization sum) x sample interval,
+  read from one MEAN and one COUNT query grouped by site, ecosystem and model.
+- Idle cards now: devices whose mean utilization over the last hour of the period is below
+  the policy's busy level (one query grouped by device over that hour only).
+
+Memory grows with the devices of the last hour plus sites x groups, never with raw samples.
+Findings are INFO: surplus is an opportunity, not a violation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from computewatch.policy import Policy
+from computewatch.store import Aggregate, Query, Store
+from computewatch.topology import (
+    METRO_MAX_KM,
+    DemandCity,
+    Tier,
+    Topology,
+    fiber_min_rtt_s,
+    great_circle_km,
+)
+from pipelines._findings import Finding, Period, Severity
+
+__all__ = ["SURPLUS_COLUMNS", "run", "surplus"]
+
+PIPELINE = "surplus"
+RULE = "idle_capacity_within_circle"
+ECOSYSTEMS = ("cuda", "cann")
+DEFAULT_CIRCLES = (0.001, 0.005, 0.020)
+BEYOND = "beyond"
+"""tier_circle of a site outside the national budget (only with a within_s above it)."""
+
+SURPLUS_COLUMNS = ["site", "hub", "cluster", "city_rtt_s", "rtt_source", "tier_circle",
+                   "ecosystem", "model", "accelerators", "idle_cards",
+                   "idle_accelerator_hours", "mean_utilization"]
+
+DEFINITION = (
+    "RTT city->site: median over the period of the window p50 RTT of probed links between a "
+    "site in the city (same name or within {metro_km:g} km) and the site, either direction, "
+    "lowest link wins (observed); else great-circle km x 10 us/km x route inflation "
+    "{inflation:g} (estimated). Idle accelerator-hours: sum over devices of "
+    "(1 - mean utilization) x hours with data, sample interval inferred from the data. Idle "
+    "cards: devices whose mean utilization over the period's last hour is below {busy:g}.")
+
+_GROUP = ("site", "ecosystem", "model")
+_UTIL = "utilization_ratio"
+_RTT = "rtt_p50_seconds"
+
+
+def surplus(store: Store, period: Period, policy: Policy, topology: Topology, *, near: str,
+            within_s: float, ecosystem: str | None = None,
+            model: str | None = None) -> pd.DataFrame:
+    """Idle capacity per site, ecosystem and model within ``within_s`` RTT of city ``near``.
+
+    Sorted by RTT, then most idle cards first; see the module docstring for the method.
+    """
+    if not within_s > 0:
+        raise ValueError(f"within_s must be a positive RTT in seconds, got {within_s!r}")
+    city = _resolve_city(topology, near)
+    eco = _resolve_ecosystem(ecosystem)
+    rtt = _city_rtt(store, period, policy, topology, city)
+    rtt = rtt[rtt.city_rtt_s <= within_s]
+    if rtt.empty:
+        return pd.DataFrame(columns=SURPLUS_COLUMNS)
+    cap = _idle_capacity(store, period, policy, sites=rtt.site.tolist(), ecosystem=eco,
+                        model=model)
+    return _join(rtt, cap, topology)[SURPLUS_COLUMNS]
+
+
+def run(store: Store, period: Period, policy: Policy, topology: Topology, *,
+        cities: Iterable[str] | None = None,
+        circles: Sequence[float] = DEFAULT_CIRCLES) -> list[Finding]:
+    """One INFO finding per demand city and circle: idle cards and hours by ecosystem.
+
+    Capacity is read once for every site and the RTTs once per city, so the cost is a few
+    queries per city, not per circle.
+    """
+    if not circles or any(not c > 0 for c in circles):
+        raise ValueError(f"circles must be positive RTTs in seconds, got {tuple(circles)!r}")
+    chosen = (list(topology.demand_cities) if cities is None
+              else [_resolve_city(topology, c) for c in cities])
+    if not chosen:
+        return []
+    cap = _idle_capacity(store, period, policy, sites=[s.id for s in topology.sites])
+    definition = DEFINITION.format(metro_km=METRO_MAX_KM,
+                                   inflation=policy.latency.route_inflation_limit.value,
+                                   busy=policy.utilization.busy_level.value)
+    findings = []
+    for city in chosen:
+        rtt = _city_rtt(store, period, policy, topology, city)
+        joined = _join(rtt, cap, topology)
+        for circle in sorted(circles):
+            inside = joined[joined.city_rtt_s <= circle]
+            findings.append(_finding(city, circle, inside, period, policy, definition))
+    return findings
+
+
+# --- RTT -------------------------------------------------------------------------------------
+
+
+def _city_sites(topology: Topology, city: DemandCity) -> list[str]:
+    """Sites that stand for the city: same city name, or within the metro radius of it."""
+    names = {city.name.casefold(), city.name_zh.casefold(), city.id.casefold()}
+    return [s.id for s in topology.sites
+            if s.city.strip().casefold() in names
+            or great_circle_km(s.lat, s.lon, city.lat, city.lon) <= METRO_MAX_KM]
+
+
+def _city_rtt(store: Store, period: Period, policy: Policy, topology: Topology,
+             city: DemandCity) -> pd.DataFrame:
+    """Per topology site: ``site``, ``city_rtt_s``, ``rtt_source`` (observed | estimated),
+    ``tier_circle``; observed where a city site probes the site, else the inflated fiber floor.
+    """
+    inflation = policy.latency.route_inflation_limit.value
+    sites = [s.id for s in topology.sites]
+    estimated = np.array([fiber_min_rtt_s(topology.distance_km_to_point(s, city.lat, city.lon))
+                          * inflation for s in sites])
+    observed = _observed_rtt(store, period, _city_sites(topology, city))
+    obs = np.array([observed.get(s, np.nan) for s in sites], dtype=float)
+    has = ~np.isnan(obs)
+    out = pd.DataFrame({
+        "site": sites,
+        "city_rtt_s": np.where(has, obs, estimated),
+        "rtt_source": np.where(has, "observed", "estimated"),
+    })
+    out["tier_circle"] = [_tier_circle(policy, r) for r in out.city_rtt_s]
+    return out
+
+
+def _observed_rtt(store: Store, period: Period, anchors: list[str]) -> dict[str, float]:
+    """Lowest per-link median p50 from any anchor (city) site to each other site."""
+    if not anchors:
+        return {}
+    best: dict[str, float] = {}
+    for anchor_tag, other_tag in (("src_site", "dst_site"), ("dst_site", "src_site")):
+        df = store.query(Query("link_latency", (_RTT,), period.start, period.end,
+                               where={anchor_tag: anchors}, group_by=("src_site", "dst_site"),
+                               agg=Aggregate.QUANTILE, quantile=0.5))
+        df = df.dropna(subset=[_RTT])
+        df = df[df.src_site != df.dst_site]
+        for other, value in zip(df[other_tag], df[_RTT], strict=True):
+            if other and (other not in best or value < best[other]):
+                best[other] = float(value)
+    return best
+
+
+def _tier_circle(policy: Policy, rtt_s: float) -> str:
+    """The smallest latency circle whose RTT budget holds ``rtt_s``."""
+    for tier in Tier:
+        if rtt_s <= policy.budget_rtt_s(tier):
+            return tier.value
+    return BEYOND
+
+
+# --- capacity --------------------------------------------------------------------------------
+
+
+def _idle_capacity(store: Store, period: Period, policy: Policy, *,
+                  sites: Sequence[str] | None = None, ecosystem: str | None = None,
+                  model: str | None = None) -> pd.DataFrame:
+    """Per (site, ecosystem, model) with samples in the period: ``accelerators``,
+    ``idle_cards``, ``idle_accelerator_hours``, ``mean_utilization``, ``samples``, ``step_h``.
+    """
+    cols = [*_GROUP, "accelerators", "idle_cards", "idle_accelerator_hours",
+            "mean_utilization", "samples", "step_h"]
+    where: dict[str, str | list[str]] = {}
+    if sites is not None:
+        if not sites:
+            return pd.DataFrame(columns=cols)
+        where["site"] = list(sites)
+    if ecosystem is not None:
+        where["ecosystem"] = _resolve_ecosystem(ecosystem)
+    series = store.series("accelerator", where)
+    if model is not None:
+        resolved = _resolve_model(store, series, model)
+        if resolved is None:
+            return pd.DataFrame(columns=cols)
+        where["model"] = resolved
+        series = series[series.model == resolved]
+    bounds = store.time_bounds("accelerator")
+    if series.empty or bounds is None:
+        return pd.DataFrame(columns=cols)
+
+    def q(start: datetime, by: tuple[str, ...], agg: Aggregate) -> pd.DataFrame:
+        return store.query(Query("accelerator", (_UTIL,), start, period.end, where=where,
+                                 group_by=by, agg=agg)).drop(columns="time")
+
+    mean = q(period.start, _GROUP, Aggregate.MEAN).rename(columns={_UTIL: "mean_utilization"})
+    count = q(period.start, _GROUP, Aggregate.COUNT).rename(columns={_UTIL: "samples"})
+    out = mean.merge(count, on=list(_GROUP), how="inner")
+    out = out[out.samples > 0]
+    if out.empty:
+        return pd.DataFrame(columns=cols)
+
+    last_start = max(period.start, period.end - timedelta(hours=1))
+    dev_by = (*_GROUP, "device")
+    dev_mean = q(last_start, dev_by, Aggregate.MEAN)
+    dev_count = q(last_start, dev_by, Aggregate.COUNT)
+    busy = policy.utilization.busy_level.value
+    idle_now = dev_mean[dev_mean[_UTIL] < busy].groupby(list(_GROUP)).size() \
+        .rename("idle_cards").reset_index()
+
+    # The sample interval: from the last hour's per-device counts when there are any (the
+    # fullest device, so a card that fell off the bus does not stretch it), else from the
+    # period's samples per device, as computewatch/summary.py does.
+    step_h = 0.0
+    if len(dev_count) and dev_count[_UTIL].max() > 0:
+        step_h = _step_hours(bounds, last_start, period.end, float(dev_count[_UTIL].max()))
+    if step_h == 0.0:
+        per_series = float(out.samples.sum()) / max(series.device.nunique(), 1)
+        step_h = _step_hours(bounds, period.start, period.end, per_series)
+
+    devices = series.groupby(list(_GROUP)).device.nunique().rename("accelerators").reset_index()
+    out = out.merge(devices, on=list(_GROUP), how="left").merge(idle_now, on=list(_GROUP),
+                                                                how="left")
+    out["accelerators"] = out.accelerators.fillna(0).astype(int)
+    out["idle_cards"] = out.idle_cards.fillna(0).astype(int)
+    out["samples"] = out.samples.astype(float)
+    out["step_h"] = step_h
+    out["idle_accelerator_hours"] = out.samples * (1.0 - out.mean_utilization) * step_h
+    return out[cols].reset_index(drop=True)
+
+
+def _step_hours(bounds: tuple[datetime, datetime], start: datetime, end: datetime,
+                per_series: float) -> float:
+    """Sampling interval in hours from the covered span and samples per series.
+
+    Samples are read as covering [t, t + step): where data runs past ``end`` the span up to
+    ``end`` holds ``per_series`` intervals; where it stops inside, the span up to the last
+    sample holds ``per_series - 1``. This keeps a period inside a longer history exact.
+    """
+    first, last = bounds
+    lo = max(start, first)
+    if last >= end:
+        span, n = end - lo, per_series
+    else:
+        span, n = last - lo, per_series - 1
+    return span / timedelta(hours=1) / n if n > 0 and span > timedelta(0) else 0.0
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _join(rtt: pd.DataFrame, cap: pd.DataFrame, topology: Topology) -> pd.DataFrame:
+    """Capacity rows with their site's RTT, hub and cluster; sorted by RTT, idle cards."""
+    df = cap.merge(rtt, on="site", how="inner")
+    df["hub"] = [topology.site(s).hub for s in df.site]
+    df["cluster"] = [topology.site(s).cluster or "" for s in df.site]
+    df = df.sort_values(["city_rtt_s", "idle_cards", "site", "ecosystem", "model"],
+                        ascending=[True, False, True, True, True], kind="stable")
+    return df.reset_index(drop=True)
+
+
+def _resolve_city(topology: Topology, near: str) -> DemandCity:
+    try:
+        return topology.city(near)
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
+
+
+def _resolve_ecosystem(ecosystem: str | None) -> str | None:
+    if ecosystem is None:
+        return None
+    eco = ecosystem.strip().casefold()
+    if eco not in ECOSYSTEMS:
+        raise ValueError(f"unknown ecosystem {ecosystem!r} (known: {', '.join(ECOSYSTEMS)})")
+    return eco
+
+
+def _resolve_model(store: Store, series: pd.DataFrame, model: str) -> str | None:
+    """The stored spelling of ``model`` (case-insensitive); None when only other sites or
+    ecosystems hold it; a model the store never saw is a ValueError naming the known ones."""
+    wanted = model.strip().casefold()
+    for name in series.model.unique():
+        if str(name).casefold() == wanted:
+            return str(name)
+    known = sorted({str(m) for m in store.series("accelerator").model.unique() if m})
+    if any(m.casefold() == wanted for m in known) or not known:
+        return None
+    raise ValueError(f"unknown accelerator model {model!r} (known: {', '.join(known)})")
+
+
+def _finding(city: DemandCity, circle: float, inside: pd.DataFrame, period: Period,
+             policy: Policy, definition: str) -> Finding:
+    """Summarize the capacity within one circle of one city, by ecosystem."""
+    by_eco: dict[str, dict] = {}
+    for eco, g in inside.groupby("ecosystem", sort=True):
+        idle_models = g[g.idle_cards > 0].groupby("model").idle_cards.sum()
+        by_eco[str(eco)] = {
+            "accelerators": int(g.accelerators.sum()),
+            "idle_cards": int(g.idle_cards.sum()),
+            "idle_accelerator_hours": float(g.idle_accelerator_hours.sum()),
+            "models": sorted(idle_models.index.astype(str),
+                             key=lambda m: (-int(idle_models[m]), m)),
+            "sites": sorted(g[g.idle_cards > 0].site.unique().tolist()),
+        }
+    idle = sum(e["idle_cards"] for e in by_eco.values())
+    hours = sum(e["idle_accelerator_hours"] for e in by_eco.values())
+    expected = float((inside.accelerators * period.hours
+                      / inside.step_h.where(inside.step_h > 0)).sum()) if len(inside) else 0.0
+    completeness = min(float(inside.samples.sum()) / expected, 1.0) if expected > 0 else 0.0
+    ms = f"{circle * 1000:g} ms"
+    order = sorted(by_eco, key=lambda e: (-by_eco[e]["idle_cards"], e))
+    parts = [_cards(by_eco[e]["idle_cards"], e)
+             + (f" ({', '.join(by_eco[e]['models'])})" if by_eco[e]["models"] else "")
+             for e in order if by_eco[e]["idle_cards"]]
+    if parts:
+        head = " and ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts)
+    else:
+        head = "No idle cards"
+    message = f"{head} within {ms} of {city.name}"
+    if hours:
+        split = ", ".join(f"{e.upper()} {_hours(by_eco[e]['idle_accelerator_hours'])}"
+                          for e in order if by_eco[e]["idle_accelerator_hours"])
+        message += (f"; {_hours(hours)} idle accelerator-hours over {period.hours:g} h "
+                    f"({split})")
+    return Finding(
+        pipeline=PIPELINE, rule=RULE, subject_type="city", subject=city.id,
+        severity=Severity.INFO, observed=float(idle), threshold=0.0, unit="accelerators",
+        start=period.start, end=period.end, completeness=completeness, hub=city.hub,
+        definition=definition, message=message,
+        detail={"circle_s": circle, "tier": _circle_name(policy, circle), "idle_cards": idle,
+                "idle_accelerator_hours": hours, "sites": int(inside.site.nunique()),
+                "observed_rtt_sites": int(inside[inside.rtt_source == "observed"]
+                                          .site.nunique()),
+                "by_ecosystem": by_eco})
+
+
+def _cards(n: int, ecosystem: str) -> str:
+    return f"{n:,} idle {ecosystem.upper()} card{'' if n == 1 else 's'}"
+
+
+def _hours(h: float) -> str:
+    """Whole hours once they are many; one decimal while small enough to matter."""
+    return f"{h:,.0f}" if h >= 100 else f"{h:,.1f}"
+
+
+def _circle_name(policy: Policy, circle: float) -> str:
+    """The tier whose budget the circle is (metro 1 ms, ...), else the circle in ms."""
+    for tier in Tier:
+        if abs(circle - policy.budget_rtt_s(tier)) < 1e-9:
+            return tier.value
+    return f"{circle * 1000:g} ms"
