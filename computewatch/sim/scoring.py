@@ -100,7 +100,8 @@ def _true(r: pd.Series, truth: GroundTruth, policy: Policy, topology: Topology) 
     if r.pipeline == "anomaly":
         subjects = {i.subject for i in incidents} | {
             i.detail.get("site", "") for i in incidents} | {
-            s for i in incidents if i.kind == "cluster_idle" for s in i.detail["sites"]}
+            s for i in incidents if i.kind == "cluster_idle" for s in i.detail["sites"]} | {
+            s for i in incidents if i.kind == "link_degraded" for s in i.subject.split("|")}
         return r.subject in subjects or r.site in subjects or r.site in truth.underused_sites
     return True  # surplus findings are information, not claims of a fault
 
