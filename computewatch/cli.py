@@ -146,15 +146,8 @@ def summary(
     topo, pol = _load(topology, policy)
     st = open_store(store)
     try:
-        if until is None:
-            bounds = st.time_bounds("accelerator")
-            if bounds is None:
-                raise _UserError(f"{store}: holds no accelerator samples; run `computewatch "
-                                 f"demo` or an agent first")
-            end = bounds[1] + timedelta(minutes=1)
-        else:
-            end = _parse_time(until)
-        result = national_summary(st, topo, pol, end - _parse_duration(since), end)
+        period = _period(st, since, until)
+        result = national_summary(st, topo, pol, period.start, period.end)
     finally:
         st.close()
     render_summary(result, fmt, sys.stdout)
