@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from docstring_metrics import documented_fields
 
 import collectors.latency as latency_module
 from collectors.latency import (
@@ -603,26 +604,10 @@ def test_buckets_are_smokeping_probers():
     assert all(b == a * 2 for a, b in itertools.pairwise(BUCKETS))
 
 
-def _documented_fields(doc: str, measurement: str) -> list[str]:
-    lines = doc.splitlines()
-    start = lines.index(f"- {measurement}")
-    fields, in_fields = [], False
-    for line in lines[start + 1:]:
-        if line.startswith("- ") or (line and not line.startswith(" ")):
-            break
-        if line.strip() == "- fields:":
-            in_fields = True
-            continue
-        m = re.match(r"^    - (\w+) \(", line)
-        if in_fields and m:
-            fields.append(m.group(1))
-    return fields
-
-
 def test_docstring_metrics_table_matches_the_catalogue():
     doc = latency_module.__doc__ or ""
-    documented = {f"link_latency.{f}" for f in _documented_fields(doc, "link_latency")}
-    documented |= {f"agent.{f}" for f in _documented_fields(doc, "agent")}
+    documented = {f"link_latency.{f}" for f in documented_fields(doc, "link_latency")}
+    documented |= {f"agent.{f}" for f in documented_fields(doc, "agent")}
     assert documented == set(EMITTED)
     for name in EMITTED:
         catalog.metric(name)

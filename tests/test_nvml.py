@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import ctypes
-import re
 import sys
 from datetime import UTC, datetime
 
 import pynvml
 import pytest
+from docstring_metrics import documented_fields
 
 import collectors.nvml as nvml_module
 from collectors import CollectorError, DriverAbsent
@@ -395,27 +395,10 @@ def test_real_pynvml_on_this_machine(node):
 
 
 
-def _documented_fields(doc: str, measurement: str) -> list[str]:
-    """Field names listed under ``- <measurement>`` / ``- fields:`` in a Metrics table."""
-    lines = doc.splitlines()
-    start = lines.index(f"- {measurement}")
-    fields, in_fields = [], False
-    for line in lines[start + 1:]:
-        if line.startswith("- ") or (line and not line.startswith(" ")):
-            break  # the next measurement, or the end of the table
-        if line.strip() == "- fields:":
-            in_fields = True
-            continue
-        m = re.match(r"^    - (\w+) \(", line)
-        if in_fields and m:
-            fields.append(m.group(1))
-    return fields
-
-
 def test_docstring_metrics_table_matches_the_catalogue():
     doc = nvml_module.__doc__
-    documented = {f"accelerator.{f}" for f in _documented_fields(doc, "accelerator")}
-    documented |= {f"agent.{f}" for f in _documented_fields(doc, "agent")}
+    documented = {f"accelerator.{f}" for f in documented_fields(doc, "accelerator")}
+    documented |= {f"agent.{f}" for f in documented_fields(doc, "agent")}
     assert documented == set(EMITTED)
     for name in EMITTED:
         catalog.metric(name)  # raises for a name the catalogue does not declare

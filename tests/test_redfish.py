@@ -20,7 +20,6 @@ import base64
 import copy
 import json
 import logging
-import re
 import secrets
 import shutil
 import socket
@@ -37,6 +36,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
+from docstring_metrics import documented_fields
 
 import collectors.redfish as redfish_module
 from collectors.redfish import (
@@ -800,27 +800,10 @@ def test_environment_metrics_energy_in_kwh_or_joules(mockup):
 
 # --- the contract ---------------------------------------------------------------------------
 
-def _documented_fields(doc: str, measurement: str) -> list[str]:
-    """Field names listed under ``- <measurement>`` / ``- fields:`` in a Metrics table."""
-    lines = doc.splitlines()
-    start = lines.index(f"- {measurement}")
-    fields, in_fields = [], False
-    for line in lines[start + 1:]:
-        if line.startswith("- ") or (line and not line.startswith(" ")):
-            break
-        if line.strip() == "- fields:":
-            in_fields = True
-            continue
-        m = re.match(r"^    - (\w+) \(", line)
-        if in_fields and m:
-            fields.append(m.group(1))
-    return fields
-
-
 def test_docstring_metrics_table_matches_the_catalogue():
     doc = redfish_module.__doc__ or ""
-    documented = {f"facility_power.{f}" for f in _documented_fields(doc, "facility_power")}
-    documented |= {f"agent.{f}" for f in _documented_fields(doc, "agent")}
+    documented = {f"facility_power.{f}" for f in documented_fields(doc, "facility_power")}
+    documented |= {f"agent.{f}" for f in documented_fields(doc, "agent")}
     assert documented == set(EMITTED)
     assert [m.name for m in RedfishCollector({}, []).describe()] == list(EMITTED)
     for name in EMITTED:
