@@ -320,9 +320,9 @@ def test_the_schedule_does_not_drift(run):
 
 
 def probe_once(targets: list[ProbeTarget], window_s: float = 1.0, interval_s: float = 0.02,
-               **kw) -> tuple[Prober, dict[str, WindowResult]]:
+               timeout_s: float = 0.2, **kw) -> tuple[Prober, dict[str, WindowResult]]:
     results: list[WindowResult] = []
-    prober = Prober(targets, interval_s=interval_s, timeout_s=0.2, window_s=window_s,
+    prober = Prober(targets, interval_s=interval_s, timeout_s=timeout_s, window_s=window_s,
                     align_windows=False, on_result=results.append, **kw)
     asyncio.run(asyncio.wait_for(prober.run(windows=1), window_s + 10))
     return prober, {r.target.dst_site: r for r in results}
@@ -353,14 +353,14 @@ def test_tcp_connect_probe_and_a_closed_port():
         prober, results = probe_once([
             target("listening", server.getsockname()[1], "metro", kind="tcp"),
             target("closed", free_closed_port(), "metro", kind="tcp"),
-        ])
+        ], timeout_s=1.0)  # a loaded 2-core CI machine must not turn a slow accept into loss
     finally:
         stop.set()
         thread.join(2)
         server.close()
     ok, closed = results["listening"], results["closed"]
     assert ok.sent == 50 and ok.loss_ratio == 0.0
-    assert 0 < ok.rtt_p50_s < 0.005
+    assert 0 < ok.rtt_p50_s < 0.02  # loopback connect; generous for a loaded machine
     assert closed.sent == 50 and closed.received == 0 and closed.loss_ratio == 1.0
     assert math.isnan(closed.rtt_p50_s) and not closed.within_budget
     requests = {t.dst_site: n for t, n, *_ in prober.histograms()}
