@@ -51,12 +51,13 @@ def _load(topology: Path | None, policy: Path | None):
     return topo, load_policy(policy, topology=topo)
 
 
-def _parse_duration(text: str) -> timedelta:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+def _parse_duration(text: str, option: str = "duration") -> timedelta:
+    from computewatch.durations import parse_duration
+
     try:
-        return timedelta(seconds=float(text[:-1]) * units[text[-1]])
-    except (KeyError, ValueError, IndexError):
-        raise _UserError(f"bad duration {text!r}: write e.g. 90s, 15m, 24h, 7d") from None
+        return timedelta(seconds=parse_duration(text))
+    except ValueError as exc:
+        raise _UserError(f"bad {option}: {exc}") from None
 
 
 @app.command()
@@ -247,7 +248,7 @@ def agent(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     if duration:
-        threading.Timer(_parse_duration(duration).total_seconds(), stop.set).start()
+        threading.Timer(_parse_duration(duration, "--duration").total_seconds(), stop.set).start()
     where = ", ".join(e.name + (f" on :{e.port}" if hasattr(e, "port") else "")
                       for e in exporters) or "no exporter"
     _err().print(f"computewatch agent on {labels['node']}: "
@@ -277,14 +278,7 @@ def responder(
         raise _UserError(f"--listen {listen!r}: expected host:port, e.g. 0.0.0.0:9410")
     if not 0.0 <= drop < 1.0:
         raise _UserError(f"--drop {drop}: must be in [0, 1)")
-    delay_s = 0.0
-    if delay:
-        from collectors.config import parse_duration
-
-        try:
-            delay_s = parse_duration(delay)
-        except ValueError as exc:
-            raise _UserError(f"--delay: {exc}") from None
+    delay_s = _parse_duration(delay, "--delay").total_seconds() if delay else 0.0
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -352,12 +346,7 @@ def surplus(
 
     fmt = _format(output)
     topo, pol = _load(topology, policy)
-    from collectors._settings import parse_duration
-
-    try:
-        within_s = parse_duration(within)
-    except ValueError as exc:
-        raise _UserError(f"--within: {exc}") from None
+    within_s = _parse_duration(within, "--within").total_seconds()
     st = open_store(store)
     try:
         period = _period(st, since, until)
@@ -394,7 +383,7 @@ def _period(st, since: str, until: str | None):
         end = bounds[1] + timedelta(minutes=1)
     else:
         end = _parse_time(until)
-    return Period(end - _parse_duration(since), end)
+    return Period(end - _parse_duration(since, "--since"), end)
 
 
 @topology_app.command("check")

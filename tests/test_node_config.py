@@ -65,3 +65,10 @@ def test_example_power_and_latency_lines_are_valid_config(tmp_path):
     assert cfg.collectors.snmp.devices[0].profile == "apc_rpdu2"
     assert cfg.collectors.modbus.meters[0].meter == "main-incomer"
     assert cfg.collectors.pue.windows == ["15m", "1h"] and cfg.collectors.pue.max_gap == 300
+
+
+def test_days_and_weeks_and_bad_durations():
+    assert parse_duration("7d") == 7 * 86400 and parse_duration("1w") == 604800
+    for bad in ("soon", "-5s", "0", "5 parsecs"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
