@@ -52,7 +52,6 @@ class FakeNpuSmi:
         self.node = node
         # npu-smi's figures refresh about once a second; so does the fake's moment.
         self.clock = clock or (lambda: datetime.now(UTC).replace(microsecond=0))
-        self._cache: tuple[object, list[DeviceReading]] | None = None
 
     def __call__(self, argv: Sequence[str], timeout: float) -> str:
         args = list(argv[1:])
@@ -70,12 +69,8 @@ class FakeNpuSmi:
     # --- the views ---------------------------------------------------------------------
 
     def _npus(self) -> list[DeviceReading]:
-        """The node's NPU readings, computed again when the moment or the node's state moves."""
-        t = self.clock()
-        key = (t, frozenset(self.node.lost), frozenset(self.node.unhealthy))
-        if self._cache is None or self._cache[0] != key:
-            self._cache = (key, [r for r in self.node.readings(t) if r.vendor == "huawei"])
-        return self._cache[1]
+        """The node's NPU readings at the fake's current moment (cached by the node)."""
+        return self.node.readings_of("huawei", self.clock())
 
     def _table(self) -> str:
         v = self.node.cann_version

@@ -117,7 +117,6 @@ class FakeNvml:
         self._queue: deque[tuple[int, int]] = deque(xid_events)
         self._init_count = 0
         self._event_sets: dict[int, set[int]] = {}
-        self._cache: tuple[object, list[DeviceReading]] | None = None
         self._gpus = node.of_vendor("nvidia")
         self._handles: dict[int, tuple[int, int | None]] = {}
         for i in range(len(self._gpus)):
@@ -398,12 +397,8 @@ class FakeNvml:
             raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT) from None
 
     def _readings(self) -> list[DeviceReading]:
-        """The node's NVIDIA readings, computed again when the time or the node's state moves."""
-        t = self._clock()
-        key = (t, frozenset(self.node.lost), frozenset(self.node.unhealthy))
-        if self._cache is None or self._cache[0] != key:
-            self._cache = (key, [r for r in self.node.readings(t) if r.vendor == "nvidia"])
-        return self._cache[1]
+        """The node's NVIDIA readings at the fake's current moment (cached by the node)."""
+        return self.node.readings_of("nvidia", self._clock())
 
     def _device(self, fn: str, handle: Any) -> tuple[DeviceReading, int, int | None]:
         """The reading behind a handle, after the failures the knobs and the node call for."""

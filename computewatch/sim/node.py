@@ -74,6 +74,7 @@ class NodeSim:
     boot: datetime = field(default_factory=lambda: datetime(2026, 1, 1, tzinfo=UTC))
     lost: set[tuple[str, int]] = field(default_factory=set)  # (vendor, index)
     unhealthy: set[tuple[str, int]] = field(default_factory=set)
+    _cache: dict = field(default_factory=dict, repr=False)
 
     @property
     def site(self) -> str:
@@ -91,6 +92,17 @@ class NodeSim:
     def lose(self, index: int, vendor: str = "nvidia") -> None:
         """The device falls off the bus: NVML answers 'GPU is lost', npu-smi health Alarm."""
         self.lost.add((vendor, index))
+
+    def readings_of(self, vendor: str, t: datetime) -> list[DeviceReading]:
+        """One vendor's readings at ``t``, computed once per moment and node state.
+
+        Both fake drivers read through here: a collector's dozens of driver calls in one
+        cycle see one consistent snapshot, as from a real driver, at the cost of one.
+        """
+        key = (t, frozenset(self.lost), frozenset(self.unhealthy))
+        if self._cache.get("key") != key:
+            self._cache = {"key": key, "all": self.readings(t)}
+        return [r for r in self._cache["all"] if r.vendor == vendor]
 
     def _utilization(self, dev: _Device, t: datetime) -> float:
         p = self.profile
