@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Container health check for the computewatch image: `computewatch-healthcheck TARGET...`.
+
+The image is python:3.11-slim, which has neither curl nor wget, so compose health checks call
+this instead. A target is an HTTP(S) URL, healthy when it answers 2xx, or ``udp://host:port``,
+healthy when a latency responder there echoes one probe packet. Exit 0 when every target is
+healthy, 1 otherwise, with one line on stderr naming the target and what went wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from collectors.latency import MAGIC, PACKET_SIZE
+
+__all__ = ["check", "main"]
+
+
+def _check_http(url: str, timeout_s: float) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as reply:
+            return None if 200 <= reply.status < 300 else f"HTTP {reply.status}"
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}"
+    except (OSError, urllib.error.URLError) as exc:
+        return str(getattr(exc, "reason", exc))
+
+
+def _check_udp(host: str, port: int, timeout_s: float) -> str | None:
+    probe = MAGIC + os.urandom(PACKET_SIZE - len(MAGIC))  # echoed unchanged when valid
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout_s)
+        try:
+            sock.sendto(probe, (host, port))
+            reply, _ = sock.recvfrom(2048)
+        except OSError as exc:
+            return f"no echo ({exc or 'timed out'})"
+    return None if reply == probe else "reply is not our probe"
+
+
+def check(target: str, timeout_s: float = 3.0) -> str | None:
+    """None when ``target`` is healthy, else what is wrong with it."""
+    parsed = urllib.parse.urlsplit(target)
+    if parsed.scheme in ("http", "https"):
+        return _check_http(target, timeout_s)
+    if parsed.scheme == "udp" and parsed.hostname and parsed.port:
+        return _check_udp(parsed.hostname, parsed.port, timeout_s)
+    return "not a target: expected http(s)://host:port/path or udp://host:port"
+
+
+def main(argv: list[str] | None = None) -> int:
+    targets = sys.argv[1:] if argv is None else argv
+    if not targets:
+        print("usage: computewatch-healthcheck URL|udp://host:port ...", file=sys.stderr)
+        return 2
+    failed = 0
+    for target in targets:
+        problem = check(target)
+        if problem is not None:
+            print(f"unhealthy: {target}: {problem}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

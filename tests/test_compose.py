@@ -1,0 +1,314 @@
+"""docker-compose.yml and the Dockerfile, checked without a Docker engine.
+
+No engine runs here, so the stack is checked the ways that need none: `docker-compose config`
+(the Debian package) and `check-jsonschema --builtin-schema vendor.compose-spec` both accept
+the file and reject a broken copy; what the services mount, run and call exists in this
+repository and in the image; the Dockerfile passes hadolint and copies what the package needs.
+tests/test_stack_e2e.py runs the same topology as local processes.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import dockerfile
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+BIN = Path(sys.executable).parent
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+OUR_IMAGE = f"computewatch:{PYPROJECT['project']['version']}"
+HEALTHCHECK_BIN = "computewatch-healthcheck"
+
+
+def _docker_compose() -> str:
+    found = shutil.which("docker-compose")
+    assert found, "docker-compose is not installed; `make test` installs it (DEBIAN_PACKAGES)"
+    return found
+
+
+def compose_config(path: Path = COMPOSE, *args: str) -> subprocess.CompletedProcess:
+    """`docker-compose config` on ``path`` with the project directory at the repo root."""
+    return subprocess.run([_docker_compose(), "--project-directory", str(ROOT), "-f", str(path),
+                           "--profile", "influxdb", "config", *args],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT,
+                          env={"PATH": "/usr/bin:/bin"})
+
+
+def check_jsonschema(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "check-jsonschema"), "--builtin-schema",
+                           "vendor.compose-spec", str(path)],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def resolved() -> dict:
+    """The compose file as docker-compose resolves it: anchors merged, paths absolute."""
+    result = compose_config()
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def _broken_copy(tmp_path: Path, old: str, new: str) -> Path:
+    text = COMPOSE.read_text(encoding="utf-8")
+    assert text.count(old) == 1, f"{old!r} is not unique in docker-compose.yml"
+    path = tmp_path / "docker-compose.yml"
+    path.write_text(text.replace(old, new), encoding="utf-8")
+    return path
+
+
+VM_IMAGE_LINE = "    image: victoriametrics/victoria-metrics:"
+BREAKAGES = {
+    "misspelt service key": (VM_IMAGE_LINE, "    restrat: always\n" + VM_IMAGE_LINE),
+    "port is not a list": ('ports: ["${COMPUTEWATCH_BIND:-127.0.0.1}:8428:8428"]',
+                           "ports: 8428"),
+}
+
+
+# --- the two validators ------------------------------------------------------------------
+
+
+def test_docker_compose_config_accepts_the_file():
+    result = compose_config(COMPOSE, "-q")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("breakage", sorted(BREAKAGES))
+def test_docker_compose_config_rejects_a_broken_copy(tmp_path, breakage):
+    result = compose_config(_broken_copy(tmp_path, *BREAKAGES[breakage]), "-q")
+    assert result.returncode != 0
+    assert "invalid" in result.stderr.lower() or "error" in result.stderr.lower()
+
+
+def test_docker_compose_config_rejects_depending_on_an_undefined_service(tmp_path):
+    broken = _broken_copy(tmp_path, "      alert-bridge:\n        condition: service_healthy",
+                          "      alert-brigde:\n        condition: service_healthy")
+    result = compose_config(broken, "-q")
+    assert result.returncode != 0
+    assert "alert-brigde" in result.stderr
+
+
+def test_compose_spec_schema_accepts_the_file():
+    result = check_jsonschema(COMPOSE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("breakage", sorted(BREAKAGES))
+def test_compose_spec_schema_rejects_a_broken_copy(tmp_path, breakage):
+    result = check_jsonschema(_broken_copy(tmp_path, *BREAKAGES[breakage]))
+    assert result.returncode != 0
+    assert "victoriametrics" in result.stdout
+
+
+# --- what the services use exists ------------------------------------------------------------
+
+
+def test_every_bind_mount_and_secret_file_exists_in_the_repo(resolved):
+    sources = []
+    for name, service in resolved["services"].items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0] if isinstance(volume, str) else volume["source"]
+            if source.startswith("/"):
+                sources.append((name, Path(source)))
+            else:
+                assert source in resolved["volumes"], f"{name}: {source} is not a named volume"
+    sources += [(f"secret {k}", Path(v["file"])) for k, v in resolved["secrets"].items()]
+    assert sources
+    for who, path in sources:
+        assert path.is_relative_to(ROOT), f"{who} mounts {path}, outside the repository"
+        assert path.exists(), f"{who} mounts {path.relative_to(ROOT)}, which does not exist"
+
+
+def test_every_image_is_pinned(resolved):
+    for name, service in resolved["services"].items():
+        image = service["image"]
+        repo, _, tag = image.rpartition(":")
+        assert repo and "/" not in tag, f"{name}: image {image!r} has no tag"
+        assert tag != "latest" and re.search(r"\d+\.\d+", tag), \
+            f"{name}: image {image!r} is not pinned to a version"
+        if "build" in service:
+            assert image == OUR_IMAGE, f"{name}: builds {image!r}, pyproject says {OUR_IMAGE}"
+
+
+def test_every_service_has_a_health_check_restart_policy_and_healthy_dependencies(resolved):
+    services = resolved["services"]
+    for name, service in services.items():
+        test = service.get("healthcheck", {}).get("test")
+        assert test and test[0] in ("CMD", "CMD-SHELL") and len(test) > 1, \
+            f"{name} has no health check"
+        assert service.get("restart") == "unless-stopped", name
+        for dep, how in service.get("depends_on", {}).items():
+            assert how["condition"] == "service_healthy", f"{name} -> {dep}"
+            assert "healthcheck" in services[dep], f"{name} waits for {dep}, which has none"
+
+
+def test_our_images_health_checks_call_what_the_image_installs(resolved):
+    copied = {c.value[-1] for c in dockerfile.parse_file(str(DOCKERFILE)) if c.cmd == "COPY"}
+    assert f"/usr/local/bin/{HEALTHCHECK_BIN}" in copied
+    ours = [s for s in resolved["services"].values() if s["image"] == OUR_IMAGE]
+    assert len(ours) >= 8
+    for service in ours:
+        assert service["healthcheck"]["test"][:2] == ["CMD", HEALTHCHECK_BIN]
+
+
+def test_our_services_commands_parse_against_the_cli(resolved):
+    """Every `command:` of our image is a valid `computewatch` command line (parsed only)."""
+    import click
+    from typer.main import get_command
+
+    from computewatch.cli import app
+
+    group = get_command(app)
+    for name, service in resolved["services"].items():
+        if service["image"] != OUR_IMAGE:
+            continue
+        argv = service["command"]
+        sub = group.get_command(click.Context(group), argv[0])
+        assert sub is not None, f"{name}: no subcommand {argv[0]!r}"
+        try:
+            sub.make_context(argv[0], list(argv[1:]))
+        except click.UsageError as exc:
+            pytest.fail(f"{name}: `computewatch {' '.join(argv)}`: {exc.format_message()}")
+
+
+def test_simulated_nodes_exist_and_their_configs_load(resolved):
+    from collectors.config import load_node_config
+    from computewatch.sim.fleet import build_fleet
+    from computewatch.topology import load_topology
+
+    fleet_nodes = set(build_fleet(load_topology(), seed=0).device_node)
+    agents = {n: s for n, s in resolved["services"].items() if s.get("command", [""])[0] == "agent"}
+    assert len(agents) >= 4
+    sites = set()
+    for name, service in agents.items():
+        node = next(a.split("=", 1)[1] for a in service["command"]
+                    if a.startswith("--simulate="))
+        assert node in fleet_nodes, f"{name}: --simulate={node} is not a node of the fleet"
+        config = next(Path(v.split(":", 1)[0]) for v in service["volumes"]
+                      if v.split(":")[1] == "/etc/computewatch/node.yaml")
+        cfg = load_node_config(config)
+        assert cfg.node == node, f"{config.name} says node {cfg.node}, {name} simulates {node}"
+        assert cfg.exports.prometheus.listen.startswith("0.0.0.0:")
+        sites.add(cfg.site)
+        for peer, address in cfg.collectors.latency.peers.items():
+            host, _, port = address.rpartition(":")
+            assert host == f"responder-{peer}" and host in resolved["services"], (name, peer)
+            assert f"{port}/udp" in resolved["services"][host]["expose"]
+    assert len(sites) >= 3, "the simulated fleet should span several sites"
+
+
+def _prometheus_config() -> dict:
+    return yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text("utf-8"))
+
+
+def test_prometheus_config_is_valid_and_scrapes_every_agent_and_the_bridge(resolved):
+    result = subprocess.run(["promtool", "check", "config", "--syntax-only",
+                             str(ROOT / "deploy/prometheus/prometheus.yml")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    services = resolved["services"]
+    targets = {job["job_name"]: [t for sc in job["static_configs"] for t in sc["targets"]]
+               for job in _prometheus_config()["scrape_configs"]}
+    agents = {f"{n}:9400" for n, s in services.items()
+              if s.get("command", [""])[0] == "agent" and "profiles" not in s}
+    assert set(targets["computewatch-agent"]) == agents
+    assert targets["alert-bridge"] == ["alert-bridge:9095"]
+    for job, addresses in targets.items():
+        for address in addresses:
+            host, port = address.split(":")
+            if host != "localhost":
+                assert port in services[host]["expose"], f"{job}: {address} is not exposed"
+    prom = services["prometheus"]
+    rules_mount = next(v for v in prom["volumes"] if v.split(":")[1] == "/etc/prometheus/rules")
+    assert Path(rules_mount.split(":")[0]) == ROOT / "alerts" / "rules"
+    assert _prometheus_config()["rule_files"] == ["/etc/prometheus/rules/*.yml"]
+
+
+def _walk(node, path=()):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _walk(v, (*path, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _walk(v, (*path, i))
+    else:
+        yield path, node
+
+
+def test_alertmanager_reaches_the_bridge_with_a_mounted_credentials_file(resolved):
+    """The shipped alertmanager.yml's receiver URLs name compose services and exposed ports,
+    and every credentials file it reads is a secret the alertmanager service mounts."""
+    config = yaml.safe_load((ROOT / "alerts/alertmanager.yml").read_text(encoding="utf-8"))
+    am = resolved["services"]["alertmanager"]
+    mounted = {f"/run/secrets/{s if isinstance(s, str) else s['source']}"
+               for s in am.get("secrets", [])}
+    urls = [(p, v) for p, v in _walk(config) if p and p[-1] == "url"]
+    files = [v for p, v in _walk(config) if p and str(p[-1]).endswith("_file")]
+    assert urls and files
+    for path, url in urls:
+        parts = urlsplit(url)
+        assert parts.hostname == "alert-bridge", f"{path}: {url}"
+        assert str(parts.port) in resolved["services"]["alert-bridge"]["expose"], url
+        assert parts.path.startswith("/alertmanager/"), url
+    for file in files:
+        assert file in mounted, f"alertmanager.yml reads {file}; the service mounts {mounted}"
+
+
+# --- the Dockerfile -----------------------------------------------------------------------------
+
+
+def hadolint(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "hadolint"), "--no-color", str(path)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_dockerfile_passes_hadolint():
+    result = hadolint(DOCKERFILE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_rejects_a_broken_dockerfile(tmp_path):
+    broken = tmp_path / "Dockerfile"
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    broken.write_text(re.sub(r"^FROM \S+", "FROM python:latest", text, flags=re.M)
+                      .replace("COPY pipelines", "ADD pipelines"), encoding="utf-8")
+    result = hadolint(broken)
+    assert result.returncode != 0
+    assert "DL3007" in result.stdout and "DL3020" in result.stdout
+
+
+def test_dockerfile_copies_the_packages_and_installs_the_console_script():
+    commands = dockerfile.parse_file(str(DOCKERFILE))
+    by = lambda cmd: [c for c in commands if c.cmd == cmd]  # noqa: E731
+    (base,) = by("FROM")
+    assert re.fullmatch(r"python:3\.11(\.\d+)?-slim(-\w+)?", base.value[0])
+    for copy in by("COPY"):
+        assert not copy.flags or all(f.startswith("--chmod") for f in copy.flags)
+        for source in copy.value[:-1]:
+            assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
+    copied = {Path(s).parts[0] for c in by("COPY") for s in c.value[:-1]}
+    packages = {p.rstrip("*") for p in PYPROJECT["tool"]["setuptools"]["packages"]["find"]
+                ["include"]}
+    assert packages <= copied, f"the image misses {sorted(packages - copied)}"
+    assert {"pyproject.toml", PYPROJECT["project"]["readme"]} <= copied
+    installs = [c.value[0] for c in by("RUN") if "pip install" in c.value[0]]
+    assert installs == ["pip install . && rm -rf /src"], "installs the package, no test extra"
+    (entrypoint,) = by("ENTRYPOINT")
+    assert entrypoint.json and list(entrypoint.value) == list(PYPROJECT["project"]["scripts"])
+    (user,) = by("USER")
+    assert user.value[0].split(":")[0] not in ("0", "root")
+    assert commands[-1].cmd in ("CMD", "ENTRYPOINT") and by("USER")[-1] is user
+
+
+def test_dockerignore_keeps_secrets_and_local_state_out_of_the_build():
+    ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
+    assert {".git", ".venv", "var", "deploy/secrets"} <= set(ignored)
