@@ -30,17 +30,24 @@ def _runner(name: str) -> Callable[..., list[Finding]]:
 
 def analyze(store: Store, period: Period, policy: Policy, topology: Topology, *,
             only: Sequence[str] | None = None, write: bool = True) -> pd.DataFrame:
-    """Findings of every selected pipeline, most severe first; written as ``finding``."""
+    """Findings of every selected pipeline, most severe first; written as ``finding``.
+
+    ``attrs["pipelines"]`` and ``attrs["failed_pipelines"]`` say which ran and which failed."""
     names = list(only or PIPELINES)
     unknown = [n for n in names if n not in PIPELINES]
     if unknown:
         raise ValueError(f"unknown pipeline {unknown[0]!r} (choose from {', '.join(PIPELINES)})")
     findings: list[Finding] = []
+    failed: list[str] = []
     for name in names:
         try:
             findings.extend(_runner(name)(store, period, policy, topology))
         except Exception:
             log.exception("pipeline %s failed; the others still ran", name)
+            failed.append(name)
     if write:
         write_findings(store, findings)
-    return findings_frame(findings)
+    df = findings_frame(findings)
+    # Which pipelines ran and which failed: alerts must not resolve a failed pipeline's.
+    df.attrs.update(pipelines=names, failed_pipelines=failed)
+    return df

@@ -1,0 +1,27 @@
+"""Delivery targets, one module per kind, registered in one explicit table."""
+
+from __future__ import annotations
+
+from alerts.bridge.config import TargetConfig
+from alerts.bridge.targets._base import OK, Outcome, Prepared, Request, Target
+from alerts.bridge.targets.dingtalk import DingTalkTarget
+from alerts.bridge.targets.feishu import FeishuTarget
+from alerts.bridge.targets.slack import SlackTarget
+from alerts.bridge.targets.webhook import WebhookTarget, verify_signature
+from alerts.bridge.targets.wecom import WeComTarget
+
+__all__ = ["KINDS", "OK", "Outcome", "Prepared", "Request", "Target", "build_target",
+           "verify_signature"]
+
+KINDS: dict[str, type[Target]] = {
+    "dingtalk": DingTalkTarget,
+    "wecom": WeComTarget,
+    "feishu": FeishuTarget,
+    "slack": SlackTarget,
+    "webhook": WebhookTarget,
+}
+
+
+def build_target(name: str, config: TargetConfig, url: str, secret: str | None,
+                 link_base: str | None = None) -> Target:
+    return KINDS[config.kind](name, config, url, secret, link_base)

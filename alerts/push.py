@@ -1,0 +1,197 @@
+"""Findings as alerts: push them to Alertmanager's API v2, keep them alive, resolve them.
+
+Each finding becomes one alert whose labels say what and where, never when: ``alertname``
+(pipeline and rule, e.g. ``UnderuseSiteBelowMinimum``), ``source="computewatch-analyze"``,
+``pipeline``, ``rule``, ``subject_type``, ``subject``, ``severity`` and ``hub``/``cluster``/
+``site`` where known. The same finding in the next run has the same labels, so Alertmanager
+gives it the same fingerprint and notifies once. The numbers (observed, threshold, window,
+completeness) are annotations.
+
+A run pushes every current finding with ``endsAt = now + hold``: while runs keep finding it,
+each push moves endsAt forward; if runs stop (the scheduler died), Alertmanager resolves it
+by itself after ``hold``. A finding that has gone since the previous run is resolved at once
+(``endsAt = now``). Knowing what the previous run pushed needs no state file: the push asks
+Alertmanager (``GET /api/v2/alerts`` filtered on ``source``) which of our alerts are active,
+and resolves those the current run did not find, but only for pipelines that ran and
+succeeded, so ``--only latency`` or a failed pipeline never resolves another pipeline's
+alerts. (An Alertmanager restarted without its alerts has nothing to resolve, and the next
+run pushes what holds again.) Several analysers pushing to one Alertmanager must then use
+distinct ``source`` values.
+
+"Current" means the finding's window ends within ``recent`` of the analysed period's end:
+an episode that ended days ago is history for the report, not a page for the NOC.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import requests
+
+from pipelines import Finding, Severity
+
+__all__ = ["SOURCE", "PushError", "PushResult", "alert_name", "finding_alert",
+           "finding_labels", "push_findings"]
+
+SOURCE = "computewatch-analyze"
+_PLACE = ("hub", "cluster", "site")
+
+
+class PushError(RuntimeError):
+    """Alertmanager could not be reached or refused the alerts; the message says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    url: str
+    firing: int  # alerts pushed (new or refreshed)
+    resolved: int  # alerts resolved because their finding is gone
+    skipped: int = 0  # findings not pushed: below the severity floor or not current
+    resolved_names: tuple[str, ...] = field(default=(), repr=False)
+
+
+def alert_name(pipeline: str, rule: str) -> str:
+    """``underuse`` + ``site_below_minimum`` -> ``UnderuseSiteBelowMinimum``."""
+    words = re.split(r"[^A-Za-z0-9]+", f"{pipeline}_{rule}")
+    return "".join(w[:1].upper() + w[1:] for w in words if w)
+
+
+def _record(finding: Finding | Mapping[str, Any]) -> dict[str, Any]:
+    if dataclasses.is_dataclass(finding):
+        return {f.name: getattr(finding, f.name) for f in dataclasses.fields(finding)}
+    return dict(finding)  # type: ignore[arg-type]
+
+
+def _utc(value: Any) -> datetime:
+    t = pd.Timestamp(value)
+    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+    return t.to_pydatetime()
+
+
+def _severity(value: Any) -> Severity:
+    return value if isinstance(value, Severity) else Severity(int(value))
+
+
+def finding_labels(finding: Finding | Mapping[str, Any], source: str = SOURCE) -> dict[str, str]:
+    """The alert's identity: the same finding gives the same labels in every run."""
+    r = _record(finding)
+    labels = {"alertname": alert_name(r["pipeline"], r["rule"]), "source": source,
+              "pipeline": str(r["pipeline"]), "rule": str(r["rule"]),
+              "subject_type": str(r["subject_type"]), "subject": str(r["subject"]),
+              "severity": _severity(r["severity"]).name.lower()}
+    for key in _PLACE:
+        value = r.get(key)
+        if isinstance(value, str) and value:  # an empty label is no label in Alertmanager
+            labels[key] = value
+    return labels
+
+
+def _number(value: Any) -> str:
+    return f"{float(value):.6g}"
+
+
+def finding_alert(finding: Finding | Mapping[str, Any], *, now: datetime, hold: timedelta,
+                  source: str = SOURCE, generator_url: str | None = None) -> dict[str, Any]:
+    """One postable alert (API v2) for a finding that holds now."""
+    r = _record(finding)
+    start, end = _utc(r["start"]), _utc(r["end"])
+    summary = r.get("message") or (f"{r['subject_type']} {r['subject']}: {r['rule']} "
+                                   f"({_number(r['observed'])} vs {_number(r['threshold'])} "
+                                   f"{r['unit']})")
+    annotations = {"summary": str(summary), "observed": _number(r["observed"]),
+                   "threshold": _number(r["threshold"]), "unit": str(r["unit"]),
+                   "completeness": _number(r.get("completeness", 1.0)),
+                   "window_start": start.isoformat(), "window_end": end.isoformat()}
+    if r.get("definition"):
+        annotations["description"] = str(r["definition"])
+    alert = {"labels": finding_labels(r, source), "annotations": annotations,
+             "startsAt": min(start, now).isoformat(), "endsAt": (now + hold).isoformat()}
+    if generator_url:
+        alert["generatorURL"] = generator_url
+    return alert
+
+
+def _current(findings: Iterable[Finding | Mapping[str, Any]], min_severity: Severity,
+             period_end: datetime | None, recent: timedelta) -> tuple[list[dict], int]:
+    """Findings to alert on, one per label set (the latest window wins); and how many not."""
+    kept: dict[tuple, dict] = {}
+    skipped = 0
+    for f in findings:
+        r = _record(f)
+        if _severity(r["severity"]) < min_severity or (
+                period_end is not None and _utc(r["end"]) < period_end - recent):
+            skipped += 1
+            continue
+        key = tuple(sorted(finding_labels(r).items()))
+        if key in kept:  # several episodes of one finding: one alert, the latest window
+            skipped += 1
+            if _utc(kept[key]["end"]) >= _utc(r["end"]):
+                continue
+        kept[key] = r
+    return list(kept.values()), skipped
+
+
+def _active(session: requests.Session, base: str, source: str, timeout: float) -> list[dict]:
+    params = {"active": "true", "silenced": "true", "inhibited": "true",
+              "unprocessed": "true", "filter": f'source="{source}"'}
+    try:
+        resp = session.get(f"{base}/api/v2/alerts", params=params, timeout=timeout)
+    except requests.RequestException as exc:
+        raise PushError(f"{base}: cannot reach Alertmanager ({type(exc).__name__})") from None
+    if resp.status_code != 200:
+        raise PushError(f"{base}/api/v2/alerts: HTTP {resp.status_code}: {resp.text[:200]}")
+    return resp.json()
+
+
+def push_findings(alertmanager_url: str, findings: Iterable[Finding | Mapping[str, Any]], *,
+                  pipelines: Collection[str], hold: timedelta = timedelta(hours=1),
+                  now: datetime | None = None, period_end: datetime | None = None,
+                  recent: timedelta | None = None, min_severity: Severity = Severity.WARNING,
+                  source: str = SOURCE, generator_url: str | None = None,
+                  timeout: float = 10.0, session: requests.Session | None = None) -> PushResult:
+    """Push the current findings and resolve ours that are gone; one POST per run.
+
+    ``pipelines``: those that ran and succeeded; only their vanished alerts are resolved.
+    """
+    base = alertmanager_url.rstrip("/")
+    now = now or datetime.now(UTC)
+    recent = recent if recent is not None else max(hold, timedelta(hours=1))
+    own = session is None
+    session = session or requests.Session()
+    try:
+        current, skipped = _current(findings, min_severity, period_end, recent)
+        alerts = [finding_alert(r, now=now, hold=hold, source=source,
+                                generator_url=generator_url) for r in current]
+        keys = {tuple(sorted(a["labels"].items())) for a in alerts}
+        resolved = []
+        for old in _active(session, base, source, timeout):
+            labels = old.get("labels", {})
+            if tuple(sorted(labels.items())) in keys or labels.get("pipeline") not in pipelines:
+                continue
+            gone = {"labels": labels, "annotations": old.get("annotations", {}),
+                    "startsAt": old.get("startsAt") or now.isoformat(),
+                    "endsAt": now.isoformat()}
+            if old.get("generatorURL"):
+                gone["generatorURL"] = old["generatorURL"]
+            resolved.append(gone)
+        batch = alerts + resolved
+        if batch:
+            try:
+                resp = session.post(f"{base}/api/v2/alerts", json=batch, timeout=timeout)
+            except requests.RequestException as exc:
+                raise PushError(f"{base}: cannot reach Alertmanager "
+                                f"({type(exc).__name__})") from None
+            if resp.status_code != 200:
+                raise PushError(f"{base}/api/v2/alerts refused {len(batch)} alerts: "
+                                f"HTTP {resp.status_code}: {resp.text[:300]}")
+        return PushResult(base, len(alerts), len(resolved), skipped,
+                          tuple(r["labels"].get("alertname", "") for r in resolved))
+    finally:
+        if own:
+            session.close()
