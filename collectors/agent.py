@@ -10,7 +10,9 @@ never retried here (the durable buffer of the stores issue does that).
 
 The agent reports on itself in the catalogue's ``agent`` measurement: up and result code,
 duration, errors by type and samples collected per collector; samples exported and dropped
-per exporter; catalogue rejections as ``computewatch.samples_rejected_total``.
+per exporter; catalogue rejections as ``computewatch.samples_rejected_total``; and whatever an
+exporter with a ``self_samples(labels, now)`` method reports on itself (the remote-write
+exporter's ``agent_buffer_*`` queue metrics).
 """
 
 from __future__ import annotations
@@ -180,6 +182,13 @@ class Agent:
             for (exp, reason), n in self._dropped.items():
                 out.append(Sample.of("agent.samples_dropped_total", float(n),
                                      {**self.labels, "exporter": exp, "reason": reason}, now))
+        for exporter in self.exporters:  # exporters with state of their own (a durable queue)
+            own = getattr(exporter, "self_samples", None)
+            if callable(own):
+                try:
+                    out.extend(own(self.labels, now))
+                except Exception:
+                    log.exception("exporter %s failed to report on itself", exporter.name)
         out.extend(self.rejections.as_samples(now))
         return out
 

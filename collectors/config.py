@@ -15,9 +15,11 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ByteSize, Field, field_validator
 
 from collectors._settings import CollectorConfig, Duration, _Model, parse_duration
+from collectors.export.buffer import DEFAULT_MAX_BYTES
+from collectors.export.remote import DEFAULT_BATCH_SAMPLES, parse_write_url
 from collectors.modbus import ModbusMeter
 from collectors.redfish import RedfishEndpoint
 from collectors.snmp import SnmpDevice
@@ -104,10 +106,33 @@ class StoreExport(_Model):
     url: str = "duckdb:///var/agent.duckdb"
 
 
+class RemoteExport(_Model):
+    """Remote write through a durable on-disk queue (collectors/export/remote.py)."""
+
+    enabled: bool = False
+    url: str = "victoriametrics://127.0.0.1:8428"
+    buffer_dir: Path = Path("/var/lib/computewatch/buffer")
+    buffer_max_bytes: ByteSize = Field(ByteSize(DEFAULT_MAX_BYTES), ge=2**20)
+    buffer_fsync: Literal["always", "interval", "never"] = "always"
+    buffer_fsync_interval: Duration = 1.0
+    batch_max_samples: int = Field(DEFAULT_BATCH_SAMPLES, ge=1, le=1_000_000)
+    flush_interval: Duration = 1.0
+    max_backoff: Duration = 30.0
+    timeout: Duration = 10.0
+    gzip: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _known_url(cls, url: str) -> str:
+        parse_write_url(url)  # raises ValueError naming what is wrong
+        return url
+
+
 class Exports(_Model):
     prometheus: PrometheusExport = PrometheusExport()
     otlp: OtlpExport = OtlpExport()
     store: StoreExport = StoreExport()
+    remote: RemoteExport = RemoteExport()
 
 
 class NodeConfig(_Model):

@@ -26,6 +26,8 @@ PACKAGES = {
     "collectors.pue": {"MeterTap", "PueCollector"},
     "computewatch.pue": {"window_pue", "power_ratio"},
     "collectors.export": set(),
+    "collectors.export.buffer": {"DiskQueue", "Batch", "QueueStats", "DEFAULT_MAX_BYTES"},
+    "collectors.export.remote": {"RemoteExporter", "parse_write_url", "WriteTarget"},
     "pipelines": set(),
     "alerts": set(),
     "dashboards": set(),

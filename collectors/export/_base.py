@@ -4,7 +4,9 @@
 collector, so a pull exporter can replace just that collector's part of its snapshot) and
 returns an `ExportResult`
 instead of raising (as the OpenTelemetry SDK's exporters do), so a broken destination never
-reaches the collection loop; ``flush`` and ``close`` take deadlines.
+reaches the collection loop; ``flush`` and ``close`` take deadlines. An exporter with state of
+its own to report (the remote-write queue) may also have ``self_samples(labels, now) ->
+list[Sample]``; the agent adds those to its own metrics.
 """
 
 from __future__ import annotations

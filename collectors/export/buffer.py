@@ -52,7 +52,7 @@ import threading
 import time
 import zlib
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -99,7 +99,7 @@ def encode_record(payload: bytes, samples: int) -> bytes:
         + payload
 
 
-class BufferLockedError(RuntimeError):
+class BufferLockedError(OSError):
     """Another process (or queue) has the buffer directory open."""
 
 
@@ -157,6 +157,8 @@ class DiskQueue:
         self._changed = threading.Condition(self._lock)
         self._records: deque[_Record] = deque()
         self._inflight = 0
+        self._inflight_samples = 0
+        self._wakeups = 0
         self._segments: dict[int, int] = {}  # id -> bytes on disk, oldest first
         self._read_fds: dict[int, int] = {}
         self._bytes = 0
@@ -415,7 +417,7 @@ class DiskQueue:
                     break
                 picked.append(r)
                 n += r.samples
-            self._inflight = len(picked)
+            self._inflight, self._inflight_samples = len(picked), n
             fds = {r.segment: self._read_fd(r.segment) for r in picked}
         parts, samples, corrupt = [], 0, 0
         for r in picked:  # in-flight records are never cut or deleted: read without the lock
@@ -452,7 +454,7 @@ class DiskQueue:
     def pending_samples(self) -> int:
         """Samples queued and not in flight."""
         with self._lock:
-            return self._samples - sum(r.samples for r in islice(self._records, self._inflight))
+            return self._samples - self._inflight_samples
 
     def ack(self, batch: Batch, *, rejected: bool = False) -> None:
         """The batch in flight is done (stored, or refused for good and counted as
@@ -461,7 +463,7 @@ class DiskQueue:
             if self._closed or self._inflight != batch.records:
                 return
             done = [self._records.popleft() for _ in range(self._inflight)]
-            self._inflight = 0
+            self._inflight = self._inflight_samples = 0
             self._samples -= sum(r.samples for r in done)
             if rejected:
                 self.dropped["rejected"] += batch.samples
@@ -477,22 +479,33 @@ class DiskQueue:
         """Put the batch in flight back, unsent (the sender will take it again)."""
         with self._lock:
             if self._inflight == batch.records:
-                self._inflight = 0
+                self._inflight = self._inflight_samples = 0
                 self._changed.notify_all()
 
-    def wait(self, timeout_s: float, *, empty: bool = False) -> bool:
-        """Wait until there is something to take (or, with ``empty``, nothing left at all)."""
+    def wait(self, timeout_s: float, min_samples: int = 1) -> bool:
+        """Wait until at least ``min_samples`` (at least one record) wait to be taken."""
+        return self._wait_for(timeout_s, lambda: len(self._records) > self._inflight and
+                              self._samples - self._inflight_samples >= min_samples)
+
+    def wait_empty(self, timeout_s: float) -> bool:
+        """Wait until everything appended has been acknowledged."""
+        return self._wait_for(timeout_s, lambda: not self._records)
+
+    def _wait_for(self, timeout_s: float, ready: Callable[[], bool]) -> bool:
         deadline = time.monotonic() + timeout_s
         with self._changed:
+            woken = self._wakeups
             while True:
-                ready = (not self._records) if empty else len(self._records) > self._inflight
+                ok = ready()
                 left = deadline - time.monotonic()
-                if ready or self._closed or left <= 0:
-                    return ready
+                if ok or self._closed or left <= 0 or self._wakeups != woken:
+                    return ok
                 self._changed.wait(left)
 
     def wake(self) -> None:
+        """End every wait now (the sender is being stopped or hurried)."""
         with self._changed:
+            self._wakeups += 1
             self._changed.notify_all()
 
     # -- state ----------------------------------------------------------------------------
