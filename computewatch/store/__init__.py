@@ -28,6 +28,12 @@ __all__ = [
 DEFAULT_URL = "duckdb:///computewatch.duckdb"
 
 
+def _open_victoriametrics(url: str) -> Store:
+    from computewatch.store._victoriametrics import VictoriaMetricsStore
+
+    return VictoriaMetricsStore(url)
+
+
 def _open_duckdb(url: str) -> Store:
     parts = urlsplit(url)
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
@@ -38,7 +44,10 @@ def _open_duckdb(url: str) -> Store:
     return DuckDBStore(path, url=url)
 
 
-_BACKENDS: dict[str, Callable[[str], Store]] = {"duckdb": _open_duckdb}
+_BACKENDS: dict[str, Callable[[str], Store]] = {
+    "duckdb": _open_duckdb,
+    "victoriametrics": _open_victoriametrics,
+}
 
 
 def open_store(url: str = DEFAULT_URL) -> Store:

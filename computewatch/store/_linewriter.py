@@ -103,8 +103,13 @@ class LineProtocolWriter:
                              retryable=True) from None
 
     def close(self) -> None:
+        if self._client is None:
+            return
         self._api.close()
         self._client.close()
+        # influxdb-client's __del__ closes its pool again; at interpreter exit that fails
+        # noisily, so the last references go now.
+        self._api = self._client = None
 
     def __enter__(self) -> LineProtocolWriter:
         return self

@@ -1,0 +1,282 @@
+"""Reads through the Prometheus HTTP API (``/api/v1/...``), spoken by VictoriaMetrics too.
+
+`PromAPI` sends what `computewatch.store._promql` builds and turns the answers into the
+frames the `Store` protocol promises: ``time`` (window start, UTC), the group-by tags
+(``''`` where a series lacks one) and one column per field. Every request is a POST form
+(long ``where`` lists do not hit URL limits); instant queries are never used, because
+VictoriaMetrics hides the last 30 s from them (``-search.latencyOffset``), while
+``query_range`` answers what it holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import requests
+
+from computewatch import catalog
+from computewatch.samples import TIME
+from computewatch.store._promql import (
+    Dialect,
+    Evaluation,
+    evaluations,
+    expression,
+    matchers,
+    ms,
+    regex_escape,
+    selector,
+)
+from computewatch.store._protocol import Aggregate, Query, StoreError
+
+__all__ = ["PromAPI"]
+
+log = logging.getLogger(__name__)
+
+FUTURE = timedelta(days=2)
+"""How far past now a sample may lie (VictoriaMetrics accepts up to 2 days ahead)."""
+EARLIEST_MS = 86_400_000
+"""Where "all time" starts: 1970-01-02 (VictoriaMetrics 1.79 answers nothing for a range
+that reaches back to the epoch itself)."""
+
+
+def _seconds(t_ms: int) -> str:
+    return f"{t_ms // 1000}.{t_ms % 1000:03d}"
+
+
+class PromAPI:
+    """One Prometheus-compatible read endpoint: ``base`` is what ``/api/v1/...`` hangs off.
+
+    ``left_open`` says whether a range ``[r]`` at ``T`` covers ``(T-r, T]`` (VictoriaMetrics,
+    Prometheus 3) or ``[T-r, T]`` (Prometheus 2); None asks the server's build info.
+    ``params`` go with every request (VictoriaMetrics: ``nocache=1``).
+    """
+
+    def __init__(self, base: str, *, dialect: Dialect, source: str,
+                 left_open: bool | None = None, params: Mapping[str, str] | None = None,
+                 headers: Mapping[str, str] | None = None, timeout_s: float = 60.0) -> None:
+        self.base = base.rstrip("/")
+        self.dialect = dialect
+        self.source = source
+        self._left_open = left_open
+        self.params = dict(params or {})
+        self.timeout_s = timeout_s
+        self._http = requests.Session()
+        self._http.headers.update(headers or {})
+
+    # -- transport ------------------------------------------------------------------------
+    def call(self, path: str, data: Mapping[str, Any] | Sequence[tuple[str, Any]],
+             what: str) -> Any:
+        """POST a form to ``base + path``; the ``data`` of a success, else a StoreError."""
+        items = list(data.items()) if isinstance(data, Mapping) else list(data)
+        items += list(self.params.items())
+        url = self.base + path
+        try:
+            r = self._http.post(url, data=items, timeout=self.timeout_s)
+        except requests.RequestException as exc:
+            raise StoreError(f"{self.source}: {url}: {type(exc).__name__}: {exc}") from None
+        try:
+            body = r.json()
+        except ValueError:
+            body = None
+        if r.status_code >= 400 or not isinstance(body, dict) or body.get("status") != "success":
+            detail = (body.get("error") if isinstance(body, dict) else None) or r.text[:500]
+            raise StoreError(f"{self.source}: {what} failed: HTTP {r.status_code}: "
+                             f"{detail.strip()}")
+        return body.get("data")
+
+    def post(self, path: str, data: Sequence[tuple[str, Any]], what: str) -> None:
+        """POST a form whose answer has no body (VictoriaMetrics' delete_series: 204)."""
+        url = self.base + path
+        try:
+            r = self._http.post(url, data=[*data, *self.params.items()], timeout=self.timeout_s)
+        except requests.RequestException as exc:
+            raise StoreError(f"{self.source}: {url}: {type(exc).__name__}: {exc}") from None
+        if r.status_code >= 400:
+            raise StoreError(f"{self.source}: {what} failed: HTTP {r.status_code}: "
+                             f"{r.text[:500].strip()}")
+
+    def get(self, path: str) -> Any:
+        try:
+            r = self._http.get(self.base + path, params=self.params, timeout=self.timeout_s)
+            r.raise_for_status()
+            return r.json().get("data")
+        except (requests.RequestException, ValueError) as exc:
+            raise StoreError(f"{self.source}: {self.base + path}: {exc}") from None
+
+    def close(self) -> None:
+        self._http.close()
+
+    @property
+    def left_open(self) -> bool:
+        if self._left_open is None:
+            version = str((self.get("/api/v1/status/buildinfo") or {}).get("version", ""))
+            try:
+                major = int(version.split(".")[0])
+            except ValueError:
+                major = 2
+            self._left_open = major >= 3
+        return self._left_open
+
+    def query_range(self, expr: str, first_ms: int, last_ms: int, step_ms: int) -> list[dict]:
+        data = self.call("/api/v1/query_range",
+                         {"query": expr, "start": _seconds(first_ms), "end": _seconds(last_ms),
+                          "step": _seconds(step_ms)}, f"query {expr!r}")
+        if not isinstance(data, dict) or data.get("resultType") != "matrix":
+            raise StoreError(f"{self.source}: query {expr!r}: expected a matrix, got {data!r:.200}")
+        return data["result"]
+
+    # -- Store reads ----------------------------------------------------------------------
+    def query(self, q: Query) -> pd.DataFrame:
+        meas = catalog.measurement(q.measurement)
+        for f in q.fields:
+            meas.metric(f)
+        for g in q.group_by:
+            if g not in meas.labels:
+                raise StoreError(f"{self.source}: {meas.name!r} has no tag {g!r} to group by")
+        columns = [TIME, *q.group_by, *q.fields]
+        label_matchers = matchers(meas, q.where, self.source)
+        plans = list(evaluations(q, left_open=self.left_open, source=self.source)) \
+            if label_matchers is not None else []
+        keys = [TIME, *q.group_by]
+        merged: pd.DataFrame | None = None
+        for f in q.fields:
+            series = selector(meas.metric(f).prometheus, label_matchers or [])
+            part = self._field_frame(q, f, series, plans)
+            merged = part if merged is None else merged.merge(part, on=keys, how="outer")
+        if merged is None or merged.empty:
+            return _empty(columns, q)
+        if q.agg is Aggregate.COUNT:
+            merged[list(q.fields)] = merged[list(q.fields)].fillna(0).astype("int64")
+        merged = merged.sort_values(keys, ignore_index=True)
+        return merged[columns]
+
+    def _field_frame(self, q: Query, f: str, series: str,
+                     plans: Sequence[Evaluation]) -> pd.DataFrame:
+        times: list[datetime] = []
+        groups: list[list[str]] = [[] for _ in q.group_by]
+        values: list[float] = []
+        for ev in plans:
+            expr = expression(q, series, ev.range_ms, self.dialect)
+            for result in self.query_range(expr, ev.first_ms, ev.last_ms, ev.step_ms):
+                metric = result.get("metric", {})
+                labels = [metric.get(g, "") for g in q.group_by]
+                for t, v in result.get("values", ()):
+                    value = float(v)
+                    if math.isnan(value):
+                        continue
+                    times.append(ev.window_start(round(float(t) * 1000)))
+                    for col, lab in zip(groups, labels, strict=True):
+                        col.append(lab)
+                    values.append(value)
+        frame = {TIME: pd.to_datetime(times, utc=True).as_unit("us") if times
+                 else pd.DatetimeIndex([], tz=UTC).as_unit("us")}
+        frame.update({g: pd.Series(col, dtype="str") for g, col in zip(q.group_by, groups,
+                                                                          strict=True)})
+        frame[f] = pd.Series(values, dtype="float64")
+        out = pd.DataFrame(frame)
+        if out.duplicated([TIME, *q.group_by]).any():
+            raise StoreError(f"{self.source}: field {f!r} answered twice for one window and "
+                             "group; is a label used both as a tag and by the engine?")
+        return out
+
+    def names(self, meas: catalog.Measurement, label_matchers: Sequence[str]) -> list[str]:
+        """The field series of a measurement that exist (any time)."""
+        fields = "|".join(regex_escape(meas.metric(f).prometheus) for f in meas.fields)
+        match = "{" + ", ".join([f'__name__=~"{fields}"', *label_matchers]) + "}"
+        data = self.call("/api/v1/label/__name__/values",
+                         [("match[]", match), *self.all_time()], f"names of {meas.name!r}")
+        return sorted(data or [])
+
+    def all_time(self) -> list[tuple[str, str]]:
+        return [("start", _seconds(EARLIEST_MS)),
+                ("end", _seconds(ms(datetime.now(UTC) + FUTURE)))]
+
+    def all_time_range(self) -> tuple[int, str]:
+        """An evaluation time and the range selector suffix that covers all time before it."""
+        hi = ms(datetime.now(UTC) + FUTURE)
+        return hi, f"[{hi - EARLIEST_MS}ms]"
+
+    def series(self, measurement: str,
+               where: Mapping[str, str | Sequence[str]] | None = None) -> pd.DataFrame:
+        meas = catalog.measurement(measurement)
+        label_matchers = matchers(meas, where, self.source)
+        rows: set[tuple[str, ...]] = set()
+        if label_matchers is not None:
+            for name in self.names(meas, label_matchers):
+                data = self.call("/api/v1/series",
+                                 [("match[]", selector(name, label_matchers)), *self.all_time()],
+                                 f"series of {name!r}")
+                rows.update(tuple(s.get(lab, "") for lab in meas.labels) for s in data or [])
+        df = pd.DataFrame(sorted(rows), columns=list(meas.labels), dtype="str")
+        return df.reset_index(drop=True)
+
+    def any_series(self, meas: catalog.Measurement) -> str:
+        fields = "|".join(regex_escape(meas.metric(f).prometheus) for f in meas.fields)
+        return "{" + f'__name__=~"{fields}"' + "}"
+
+    def time_bounds(self, measurement: str) -> tuple[datetime, datetime] | None:
+        meas = catalog.measurement(measurement)
+        s = self.any_series(meas)
+        hi, r = self.all_time_range()
+        if self.dialect is Dialect.METRICSQL:
+            first = self._scalar(f"min(tfirst_over_time({s}{r}))", hi)
+            if first is None:
+                return None
+            last = self._scalar(f"max(tlast_over_time({s}{r}))", hi)
+            return _utc(round(first * 1000)), _utc(round((last or first) * 1000))
+        first_ms = self._bisect(s, EARLIEST_MS, hi, earliest=True)
+        if first_ms is None:
+            return None
+        last_ms = self._bisect(s, first_ms, hi, earliest=False)
+        return _utc(first_ms), _utc(last_ms if last_ms is not None else first_ms)
+
+    def _scalar(self, expr: str, at_ms: int) -> float | None:
+        result = self.query_range(expr, at_ms, at_ms, 1000)
+        for r in result:
+            for _, v in r.get("values", ()):
+                value = float(v)
+                if not math.isnan(value):
+                    return value
+        return None
+
+    def _bisect(self, s: str, lo: int, hi: int, *, earliest: bool) -> int | None:
+        """The first (or last) sample time in ``[lo, hi)``, narrowing 1000 windows at a time.
+
+        PromQL has no timestamp of the first sample in a range: count the samples in 1000
+        windows, keep the first (last) that holds any, and repeat inside it down to 2 ms;
+        the last step asks ``timestamp()`` of the latest sample at or before its end.
+        """
+        while hi - lo > 2:
+            step = max(2, -(-(hi - lo) // 1000))
+            points = -(-(hi - lo) // step)
+            r = step if self.left_open else step - 1
+            result = self.query_range(f"count(count_over_time({s}[{r}ms]))",
+                                      lo + step - 1, lo + (points - 1) * step + step - 1, step)
+            hits = sorted(round(float(t) * 1000) for res in result for t, v in res["values"]
+                          if float(v) > 0)
+            if not hits:
+                return None
+            end = hits[0] if earliest else hits[-1]  # evaluation time = window end - 1 ms
+            lo, hi = end - step + 1, min(end + 1, hi)
+        probe_at = lo if earliest else hi - 1
+        found = self._scalar(f"{'min' if earliest else 'max'}(timestamp({s}))", probe_at)
+        if earliest and (found is None or round(found * 1000) < lo):
+            return hi - 1  # nothing at lo itself, so the sample is the later millisecond
+        return round(found * 1000) if found is not None else lo
+
+
+def _utc(t_ms: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=t_ms)
+
+
+def _empty(columns: list[str], q: Query) -> pd.DataFrame:
+    frame = {TIME: pd.DatetimeIndex([], tz=UTC).as_unit("us")}
+    frame.update({g: pd.Series([], dtype="str") for g in q.group_by})
+    dtype = "int64" if q.agg is Aggregate.COUNT else "float64"
+    frame.update({f: pd.Series([], dtype=dtype) for f in q.fields})
+    return pd.DataFrame(frame)[columns]

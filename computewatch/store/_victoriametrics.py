@@ -1,0 +1,271 @@
+"""`Store` on VictoriaMetrics: line protocol in, MetricsQL out.
+
+URLs:
+
+- ``victoriametrics://host:8428``: single node; writes to ``/api/v2/write``, reads from
+  ``/api/v1/...``.
+- ``victoriametrics://host:port?tenant=0:0``: a cluster behind one address that routes
+  ``/insert/`` and ``/select/`` (vmauth, or a proxy): writes to
+  ``/insert/<tenant>/influx/api/v2/write``, reads from ``/select/<tenant>/prometheus/api/v1/``.
+- ``victoriametrics://?insert=vminsert:8480&select=vmselect:8481&tenant=7``: a cluster
+  with its two services at their own addresses (tenant ``accountID[:projectID]``, default 0).
+- ``&tls=1`` switches to https; ``&timeout=30s`` sets the HTTP timeout (default 60 s).
+- ``&flush=0``: a single node buffers new samples for about a second before a query sees
+  them; by default the store asks it to flush (``/internal/force_flush``) after every
+  ``write``, so a read right after a write sees it, as with the embedded store. A cluster
+  has no such endpoint on vminsert: there new samples show up within a second or so.
+
+The Debian package has the single-node binary only, so the tests run the single node and
+check the cluster URL forms without a cluster.
+
+**Writes.** A frame is validated against the catalogue (refusals counted, as everywhere),
+encoded with `encode_frame` at millisecond precision (VictoriaMetrics keeps milliseconds) and
+posted by `LineProtocolWriter` in bodies of about `BODY_BYTES` (gzip, influxdb-client). A body
+that fails with a retryable error (network, timeout, 429, 5xx) is sent again up to
+`ATTEMPTS` times with doubling backoff; any other failure stops the write with a StoreError
+that says how many rows were stored before it. VictoriaMetrics names a line-protocol field
+``{measurement}_{field}``, the catalogue's Prometheus name, and keeps non-empty tags as labels.
+
+**Reads** are MetricsQL through ``/api/v1/query_range`` with ``nocache=1`` (no step
+alignment, no cached answer from before the last write); how each aggregate is translated,
+and what is exact, is in `computewatch.store._promql`. In short: everything is exact except a
+quantile over a group of several series, approximated from merged ``histogram_over_time``
+buckets. ``series`` asks ``/api/v1/series`` once per field series (VictoriaMetrics caps one
+answer at ``-search.maxSeries``, 30,000 in 1.79); ``time_bounds`` is ``tfirst_over_time`` /
+``tlast_over_time`` over all time.
+
+**Retention.** VictoriaMetrics cannot delete part of a series: ``delete_series`` removes
+every sample of the series it matches, and ``-retentionPeriod`` removes old data whole
+months at a time. `VictoriaMetricsStore.drop_before` therefore deletes the series whose
+*every* sample is older than the cutoff (their samples are what it returns); older samples of
+series that continue past the cutoff stay until the server's retention drops them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import parse_qs, urlsplit
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from computewatch import catalog
+from computewatch.durations import parse_duration
+from computewatch.lineprotocol import encode_frame
+from computewatch.samples import TIME
+from computewatch.store._linewriter import LineProtocolWriter, WriteError
+from computewatch.store._promapi import PromAPI
+from computewatch.store._promql import Dialect, ms, quote
+from computewatch.store._protocol import Query, StoreError, WriteResult
+from computewatch.validation import Rejections, validate_frame
+
+__all__ = ["ATTEMPTS", "BODY_BYTES", "VMEndpoints", "VictoriaMetricsStore", "parse_vm_url"]
+
+log = logging.getLogger(__name__)
+
+BODY_BYTES = 8 << 20
+"""Uncompressed line protocol per request: big enough to amortize a request, small enough
+that a retry resends little (VictoriaMetrics reads line protocol as a stream)."""
+ATTEMPTS = 4
+BACKOFF_S = 0.25
+_TENANT = re.compile(r"^\d+(:\d+)?$")
+_KNOWN_PARAMS = {"tenant", "insert", "select", "tls", "timeout", "flush"}
+DELETE_BATCH = 200  # series selectors per delete request
+
+
+@dataclass(frozen=True, slots=True)
+class VMEndpoints:
+    """Where a VictoriaMetrics URL writes and reads."""
+
+    write: str  # base for LineProtocolWriter (``/api/v2/write`` is appended)
+    read: str  # base for ``/api/v1/...``
+    delete: str  # base for ``/api/v1/admin/tsdb/delete_series``
+    cluster: bool
+    flush: bool = False  # make each write searchable at once (single node only)
+
+
+def parse_vm_url(url: str) -> tuple[VMEndpoints, float]:
+    """Endpoints and HTTP timeout of a ``victoriametrics://`` URL; bad parts are named."""
+    parts = urlsplit(url)
+    if parts.scheme != "victoriametrics":
+        raise StoreError(f"{url}: not a victoriametrics:// URL")
+    params = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+    unknown = sorted(set(params) - _KNOWN_PARAMS)
+    if unknown:
+        raise StoreError(f"{url}: unknown parameter {unknown[0]!r} "
+                         f"(known: {', '.join(sorted(_KNOWN_PARAMS))})")
+    http = "https" if params.get("tls", "0").lower() in ("1", "true", "yes") else "http"
+    try:
+        timeout_s = parse_duration(params.get("timeout", "60s"))
+    except ValueError as exc:
+        raise StoreError(f"{url}: timeout: {exc}") from None
+    tenant = params.get("tenant")
+    if tenant is not None and not _TENANT.match(tenant):
+        raise StoreError(f"{url}: tenant {tenant!r} is not accountID or accountID:projectID "
+                         "(e.g. 0 or 42:7)")
+    insert, select = params.get("insert"), params.get("select")
+    for key, host in (("insert", insert), ("select", select)):
+        if host is not None and not re.match(r"^[\w.\-\[\]:]+:\d+$", host):
+            raise StoreError(f"{url}: {key} {host!r} is not host:port")
+    if (insert is None) != (select is None):
+        raise StoreError(f"{url}: give both insert=host:port and select=host:port, or neither")
+    flush = params.get("flush", "1").lower() in ("1", "true", "yes")
+    if insert is not None:
+        tenant = tenant or "0"
+        write = f"{http}://{insert}/insert/{tenant}/influx"
+        read = f"{http}://{select}/select/{tenant}/prometheus"
+        return VMEndpoints(write, read, f"{http}://{select}/delete/{tenant}/prometheus",
+                           True), timeout_s
+    if not parts.netloc:
+        raise StoreError(f"{url}: no host:port; write victoriametrics://host:8428")
+    base = f"{http}://{parts.netloc}{parts.path.rstrip('/')}"
+    if tenant is not None:
+        return VMEndpoints(f"{base}/insert/{tenant}/influx", f"{base}/select/{tenant}/prometheus",
+                           f"{base}/delete/{tenant}/prometheus", True), timeout_s
+    return VMEndpoints(base, base, base, False, flush), timeout_s
+
+
+def lp_table(table: pa.Table, meas: catalog.Measurement) -> pa.Table:
+    """A validated frame as `encode_frame` wants it: UTC times, string tags."""
+    t = table.column(TIME)
+    if not pa.types.is_timestamp(t.type):
+        raise StoreError(f"frame for {meas.name!r}: column {TIME!r} is {t.type}, not a timestamp")
+    if t.type.tz is None:  # naive times are UTC, as in the embedded store
+        table = table.set_column(table.schema.get_field_index(TIME), TIME,
+                                 t.cast(pa.timestamp(t.type.unit, tz="UTC")))
+    for lab in meas.labels:
+        if lab in table.column_names:
+            col = table.column(lab)
+            if not (pa.types.is_string(col.type) or pa.types.is_dictionary(col.type)):
+                table = table.set_column(table.schema.get_field_index(lab), lab,
+                                         pc.cast(col, pa.string()))
+    return table
+
+
+def post_with_retries(writer: LineProtocolWriter, body: bytes, precision: str, *,
+                      attempts: int | None = None, backoff_s: float | None = None) -> None:
+    """One body, sent again after a retryable failure (doubling pauses); raises the last."""
+    attempts = ATTEMPTS if attempts is None else attempts
+    backoff_s = BACKOFF_S if backoff_s is None else backoff_s
+    for attempt in range(attempts):
+        try:
+            writer.write(body, precision)
+            return
+        except WriteError as exc:
+            if not exc.retryable or attempt == attempts - 1:
+                raise
+            pause = backoff_s * 2 ** attempt
+            log.warning("%s; attempt %d of %d, again in %.2f s", exc, attempt + 1, attempts,
+                        pause)
+            time.sleep(pause)
+
+
+def write_frame(writer: LineProtocolWriter, measurement: str, frame: pa.Table | pd.DataFrame,
+                rejections: Rejections, source: str, precision: str) -> WriteResult:
+    """Validate, encode in bodies of about `BODY_BYTES`, post each with retries."""
+    table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(
+        frame, preserve_index=False)
+    before = rejections.total()
+    table = validate_frame(measurement, table, rejections, f"store {source}")
+    rejected = rejections.total() - before
+    if table.num_rows == 0 or len(table.column_names) <= 1:
+        return WriteResult(0, rejected)
+    table = lp_table(table, catalog.measurement(measurement))
+    n_fields = len(table.column_names) - 1
+    rows = max(100, BODY_BYTES // (100 + 30 * n_fields))  # a guess until a body is measured
+    written, offset = 0, 0
+    while offset < table.num_rows:
+        chunk = table.slice(offset, rows)
+        encoded = encode_frame(measurement, chunk, precision)
+        try:
+            post_with_retries(writer, encoded.payload, precision)
+        except WriteError as exc:
+            raise StoreError(f"{source}: write of {measurement!r} stopped after {written} of "
+                             f"{table.num_rows} rows: {exc}") from None
+        written += encoded.lines
+        offset += chunk.num_rows
+        if encoded.payload:  # size the next body from this one's bytes per row
+            rows = max(100, int(BODY_BYTES * chunk.num_rows / len(encoded.payload)))
+    return WriteResult(written, rejected)
+
+
+class VictoriaMetricsStore:
+    """`Store` on a VictoriaMetrics single node or cluster; see the module docstring."""
+
+    def __init__(self, url: str, *, rejections: Rejections | None = None) -> None:
+        self.url = url
+        self.endpoints, timeout_s = parse_vm_url(url)
+        self.rejections = rejections or Rejections()
+        self._writer = LineProtocolWriter(self.endpoints.write, timeout_s=timeout_s)
+        self._api = PromAPI(self.endpoints.read, dialect=Dialect.METRICSQL, source=url,
+                            left_open=True, params={"nocache": "1"}, timeout_s=timeout_s)
+        self._delete = PromAPI(self.endpoints.delete, dialect=Dialect.METRICSQL, source=url,
+                               left_open=True, timeout_s=timeout_s)
+
+    def write(self, measurement: str, frame: pa.Table | pd.DataFrame) -> WriteResult:
+        result = write_frame(self._writer, measurement, frame, self.rejections, self.url, "ms")
+        if self.endpoints.flush and result.rows:
+            self._api.post("/internal/force_flush", [], "flush after write")
+        return result
+
+    def query(self, query: Query) -> pd.DataFrame:
+        return self._api.query(query)
+
+    def series(self, measurement: str,
+               where: Mapping[str, str | Sequence[str]] | None = None) -> pd.DataFrame:
+        return self._api.series(measurement, where)
+
+    def time_bounds(self, measurement: str) -> tuple[datetime, datetime] | None:
+        return self._api.time_bounds(measurement)
+
+    def drop_before(self, cutoff: datetime) -> int:
+        """Delete the series whose every sample is older than ``cutoff``; see the docstring."""
+        c_s = ms(cutoff) / 1000
+        hi, r = self._api.all_time_range()
+        deleted = 0
+        for meas in catalog.measurements():
+            for name in self._api.names(meas, []):
+                s = f"{{__name__={quote(name)}}}{r}"
+                result = self._api.query_range(
+                    f"count_over_time({s}) and (tlast_over_time({s}) < {c_s!r})", hi, hi, 1000)
+                if not result:
+                    continue
+                only = f"{{__name__={quote(name)}}}"
+                known = self._api.call("/api/v1/labels",
+                                       [("match[]", only), *self._api.all_time()],
+                                       f"labels of {name!r}") or []
+                selectors = [exact_matcher(name, r.get("metric", {}), known) for r in result]
+                for i in range(0, len(selectors), DELETE_BATCH):
+                    self._delete.post("/api/v1/admin/tsdb/delete_series",
+                                      [("match[]", m) for m in selectors[i:i + DELETE_BATCH]],
+                                      f"delete of {name!r} series older than {cutoff}")
+                deleted += round(sum(float(v) for r in result for _, v in r.get("values", ())))
+        return deleted
+
+    def close(self) -> None:
+        self._writer.close()
+        self._api.close()
+        self._delete.close()
+
+    def __enter__(self) -> VictoriaMetricsStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<VictoriaMetricsStore {self.url}>"
+
+
+def exact_matcher(name: str, labels: Mapping[str, str], all_labels: Sequence[str]) -> str:
+    """A selector that matches one series only: every other known label must be absent."""
+    parts = [f"__name__={quote(name)}"]
+    parts += [f"{k}={quote(v)}" for k, v in sorted(labels.items()) if k != "__name__"]
+    parts += [f'{k}=""' for k in all_labels if k not in labels and k != "__name__"]
+    return "{" + ", ".join(parts) + "}"
