@@ -21,6 +21,7 @@ COPY collectors ./collectors
 COPY pipelines ./pipelines
 COPY alerts ./alerts
 COPY dashboards ./dashboards
+COPY reports ./reports
 # Runtime dependencies only: the `test` extra stays out of the image.
 RUN pip install . && rm -rf /src
 

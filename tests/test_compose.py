@@ -206,6 +206,24 @@ def test_simulated_nodes_exist_and_their_configs_load(resolved):
     assert len(sites) >= 3, "the simulated fleet should span several sites"
 
 
+def test_stack_topology_is_the_shipped_one_cut_to_the_stacks_sites(resolved):
+    shipped = yaml.safe_load((ROOT / "computewatch/data/topology.yaml").read_text("utf-8"))
+    stack = yaml.safe_load((ROOT / "deploy/topology.yaml").read_text("utf-8"))
+    for part in ("hubs", "clusters", "demand_cities"):
+        assert stack[part] == shipped[part], f"deploy/topology.yaml: {part} differ"
+    by_id = {s["id"]: s for s in shipped["sites"]}
+    for site in stack["sites"]:
+        assert site == by_id[site["id"]], f"deploy/topology.yaml: site {site['id']} differs"
+    agent_sites = {load_site(Path(v.split(":", 1)[0]))
+                   for s in resolved["services"].values() if s.get("command", [""])[0] == "agent"
+                   for v in s["volumes"] if v.split(":")[1] == "/etc/computewatch/node.yaml"}
+    assert {s["id"] for s in stack["sites"]} == agent_sites
+
+
+def load_site(node_yaml: Path) -> str:
+    return yaml.safe_load(node_yaml.read_text(encoding="utf-8"))["site"]
+
+
 def _prometheus_config() -> dict:
     return yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text("utf-8"))
 
@@ -244,23 +262,60 @@ def _walk(node, path=()):
         yield path, node
 
 
+def secret_paths(service: dict) -> dict[str, str]:
+    """Where each of a service's secrets appears inside it -> the secret's name."""
+    out = {}
+    for secret in service.get("secrets", []):
+        name, target = (secret, None) if isinstance(secret, str) else \
+            (secret["source"], secret.get("target"))
+        target = target or name
+        out[target if target.startswith("/") else f"/run/secrets/{target}"] = name
+    return out
+
+
+def hostnames(resolved: dict) -> dict[str, str]:
+    """Every name a service answers to on the stack's network (its own, its aliases)."""
+    out = {}
+    for name, service in resolved["services"].items():
+        out[name] = name
+        for net in (service.get("networks") or {}).values():
+            out.update({alias: name for alias in (net or {}).get("aliases", [])})
+    return out
+
+
 def test_alertmanager_reaches_the_bridge_with_a_mounted_credentials_file(resolved):
-    """The shipped alertmanager.yml's receiver URLs name compose services and exposed ports,
-    and every credentials file it reads is a secret the alertmanager service mounts."""
+    """The shipped alertmanager.yml's receiver URLs name the bridge at a port it exposes,
+    every receiver is one the bridge's config serves, and every credentials file it reads is
+    a secret the alertmanager service mounts there."""
     config = yaml.safe_load((ROOT / "alerts/alertmanager.yml").read_text(encoding="utf-8"))
-    am = resolved["services"]["alertmanager"]
-    mounted = {f"/run/secrets/{s if isinstance(s, str) else s['source']}"
-               for s in am.get("secrets", [])}
+    bridge = yaml.safe_load((ROOT / "deploy/alert-bridge.yaml").read_text(encoding="utf-8"))
+    mounted = secret_paths(resolved["services"]["alertmanager"])
+    names = hostnames(resolved)
     urls = [(p, v) for p, v in _walk(config) if p and p[-1] == "url"]
     files = [v for p, v in _walk(config) if p and str(p[-1]).endswith("_file")]
     assert urls and files
     for path, url in urls:
         parts = urlsplit(url)
-        assert parts.hostname == "alert-bridge", f"{path}: {url}"
+        assert names.get(parts.hostname) == "alert-bridge", f"{path}: {url}"
         assert str(parts.port) in resolved["services"]["alert-bridge"]["expose"], url
-        assert parts.path.startswith("/alertmanager/"), url
+        assert str(parts.port) == bridge["listen"].rpartition(":")[2], url
+        receiver = parts.path.removeprefix("/alertmanager/")
+        assert receiver in bridge["receivers"], f"{url}: the bridge has no receiver {receiver}"
     for file in files:
         assert file in mounted, f"alertmanager.yml reads {file}; the service mounts {mounted}"
+    assert set(mounted.values()) == {"bridge-token"}
+
+
+def test_the_bridge_reads_only_secrets_its_service_mounts(resolved):
+    service = resolved["services"]["alert-bridge"]
+    mounted = secret_paths(service)
+    config = (ROOT / "deploy/alert-bridge.yaml").read_text(encoding="utf-8")
+    files = re.findall(r"\{file: ([^}]+)\}", config)
+    assert files
+    assert {f.strip() for f in files} == set(mounted), "secrets read vs mounted"
+    state = next(v.split(":")[1] for v in service["volumes"] if v.startswith("bridge-state:"))
+    dead_letter = yaml.safe_load(config)["dead_letter"]
+    assert Path(dead_letter).is_relative_to(state), "dead letters go to the state volume"
 
 
 # --- the Dockerfile -----------------------------------------------------------------------------
@@ -312,3 +367,28 @@ def test_dockerfile_copies_the_packages_and_installs_the_console_script():
 def test_dockerignore_keeps_secrets_and_local_state_out_of_the_build():
     ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
     assert {".git", ".venv", "var", "deploy/secrets"} <= set(ignored)
+
+
+def test_influxdb_entrypoint_hands_the_token_secret_to_computewatch(resolved, tmp_path):
+    """The shell in front of `computewatch` in the influxdb profile: the secret's content in
+    INFLUX_TOKEN, the command's arguments unchanged (run here with a stand-in computewatch)."""
+    (tmp_path / "bin").mkdir()
+    fake = tmp_path / "bin" / "computewatch"
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "token=$INFLUX_TOKEN" "$@"\n', encoding="utf-8")
+    fake.chmod(0o755)
+    secret = tmp_path / "influxdb-token"
+    secret.write_text("s3cr3t-token\n", encoding="utf-8")
+    users = {n: s for n, s in resolved["services"].items() if "entrypoint" in s}
+    assert {"agent-influx-bj-ai", "pipelines-influx"} <= set(users)
+    for name, service in users.items():
+        assert "/run/secrets/influxdb-token" in secret_paths(service), name
+        argv = [a.replace("$$", "$").replace("/run/secrets/influxdb-token", str(secret))
+                for a in service["entrypoint"]] + service["command"]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30,
+                             env={"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"})
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.splitlines() == ["token=s3cr3t-token", *service["command"]], name
+        missing = subprocess.run([a.replace(str(secret), str(tmp_path / "nope")) for a in argv],
+                                 capture_output=True, text=True, timeout=30,
+                                 env={"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"})
+        assert missing.returncode != 0 and "token=" not in missing.stdout, name
