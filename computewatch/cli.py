@@ -25,6 +25,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Telemetry and observability for national compute networks.")
 topology_app = typer.Typer(no_args_is_help=True, help="Inspect and check topology files.")
 app.add_typer(topology_app, name="topology")
+dashboards_app = typer.Typer(no_args_is_help=True,
+                             help="Build the Grafana dashboards and upload them.")
+app.add_typer(dashboards_app, name="dashboards")
 
 DEFAULT_DEMO_STORE = "duckdb:///var/demo.duckdb"
 
@@ -303,26 +306,137 @@ def analyze(
     policy: PolicyOpt = None,
     output: Annotated[str, typer.Option("--format", help="table | json | csv")] = "table",
     limit: Annotated[int, typer.Option(help="Rows in the table (json/csv get all).")] = 40,
+    alert: Annotated[list[str] | None, typer.Option(
+        "--alert", help="Push the findings as alerts to this Alertmanager (base URL, "
+        "repeatable); findings gone since the last run are resolved.")] = None,
+    alert_hold: Annotated[str | None, typer.Option(
+        help="How long a pushed alert lasts unless a later run refreshes it "
+        "(default: 3 x --every, else 1h).")] = None,
+    alert_severity: Annotated[str, typer.Option(
+        help="Lowest severity pushed as an alert: info, warning or critical.")] = "warning",
+    every: Annotated[str | None, typer.Option(
+        help="Run again on this interval until interrupted, e.g. 15m.")] = None,
 ) -> None:
     """Run the analytics pipelines; findings are printed and written back to the store."""
     from computewatch.render import render_findings
-    from computewatch.store import open_store
+    from computewatch.store import StoreError, open_store
+    from pipelines import Severity
+    from pipelines.analyze import PIPELINES
     from pipelines.analyze import analyze as run_analysis
 
     fmt = _format(output)
     topo, pol = _load(topology, policy)
-    st = open_store(store)
+    names = [o.strip() for o in only.split(",")] if only else None
+    bad = [n for n in names or [] if n not in PIPELINES]
+    if bad:
+        raise _UserError(f"unknown pipeline {bad[0]!r} (choose from {', '.join(PIPELINES)})")
+    interval = _parse_duration(every, "--every") if every else None
+    hold = (_parse_duration(alert_hold, "--alert-hold") if alert_hold
+            else 3 * interval if interval else timedelta(hours=1))
     try:
-        period = _period(st, since, until)
+        min_severity = Severity[alert_severity.upper()]
+    except KeyError:
+        raise _UserError(f"bad --alert-severity {alert_severity!r}: one of info, warning, "
+                         f"critical") from None
+
+    def run_once() -> bool:
+        st = open_store(store)
         try:
-            df = run_analysis(st, period, pol, topo,
-                              only=[o.strip() for o in only.split(",")] if only else None)
-        except ValueError as exc:
-            raise _UserError(str(exc)) from None
+            period = _period(st, since, until)
+            try:
+                df = run_analysis(st, period, pol, topo, only=names)
+            except ValueError as exc:
+                raise _UserError(str(exc)) from None
+        finally:
+            st.close()
+        render_findings(df, fmt, sys.stdout, limit=limit if fmt.value == "table" else None,
+                        title=f"Findings {period.start:%Y-%m-%d %H:%M} – "
+                              f"{period.end:%Y-%m-%d %H:%M}")
+        return _push_alerts(alert or [], df, period.end, hold, min_severity)
+
+    if interval is None:
+        if not run_once():
+            raise typer.Exit(ExitStatus.ERROR)
+        return
+
+    import signal
+    import threading
+
+    from computewatch.schedule import run_every
+
+    def scheduled() -> None:
+        try:
+            run_once()
+        except (_UserError, StoreError, ConfigError) as exc:  # one line; the next run follows
+            _err().print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    run_every(interval.total_seconds(), scheduled, stop, name="analyze")
+
+
+def _push_alerts(urls: list[str], df, period_end: datetime, hold: timedelta,
+                 min_severity) -> bool:
+    """Push findings to each Alertmanager; one that fails does not stop the others."""
+    if not urls:
+        return True
+    from alerts.push import PushError, push_findings
+
+    ran = [p for p in df.attrs.get("pipelines", []) if p not in df.attrs.get(
+        "failed_pipelines", [])]
+    ok = True
+    for url in urls:
+        try:
+            res = push_findings(url, df.to_dict("records"), pipelines=ran, hold=hold,
+                                period_end=period_end, min_severity=min_severity)
+        except PushError as exc:
+            _err().print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+            ok = False
+            continue
+        _err().print(f"alerts: {res.firing} firing, {res.resolved} resolved, {res.skipped} "
+                     f"findings not pushed (below {min_severity.name.lower()} or not current) "
+                     f"at {res.url}", highlight=False)
+    return ok
+
+
+@app.command("alert-bridge")
+def alert_bridge(
+    config: Annotated[Path, typer.Option(
+        "--config", help="Bridge YAML (see examples/alert-bridge.yaml).")],
+    listen: Annotated[str | None, typer.Option(
+        help="host:port to serve on (default from the config, 127.0.0.1:9095).")] = None,
+    check: Annotated[bool, typer.Option(
+        "--check", help="Validate the config and read its secrets, then exit.")] = False,
+) -> None:
+    """Receive Alertmanager webhooks and deliver them to DingTalk, WeCom, Feishu, Slack and
+    signed webhooks."""
+    import signal
+    import threading
+
+    from alerts.bridge import open_bridge
+
+    bridge = open_bridge(config, listen)
+    routes = "; ".join(f"/alertmanager/{r} -> {', '.join(t)}"
+                       for r, t in bridge.config.receivers.items())
+    if check:
+        typer.echo(f"{config}: {len(bridge.config.targets)} targets, "
+                   f"{len(bridge.config.receivers)} receivers: {routes}")
+        return
+    logging.getLogger("alerts.bridge").setLevel(logging.INFO)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        bridge.start()
+    except OSError as exc:
+        raise _UserError(f"cannot listen on {listen or bridge.config.listen}: {exc}") from None
+    _err().print(f"computewatch alert-bridge on {bridge.url}: {routes}", highlight=False)
+    try:
+        while not stop.wait(1.0):
+            pass
     finally:
-        st.close()
-    render_findings(df, fmt, sys.stdout, limit=limit if fmt.value == "table" else None,
-                    title=f"Findings {period.start:%Y-%m-%d %H:%M} – {period.end:%Y-%m-%d %H:%M}")
+        bridge.stop()
 
 
 @app.command()
@@ -372,6 +486,102 @@ def surplus(
         Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
+REPORT_FORMATS = ("html", "pdf", "csv")
+
+
+@app.command()
+def report(
+    period: Annotated[str | None, typer.Option(
+        help="A month in China time (2026-10), a year, a day (2026-10-05), a range "
+             "(2026-10-01/2026-10-07) or a duration ending at the last sample (24h); "
+             "default: the month of the last sample.")] = None,
+    hub: Annotated[str | None, typer.Option(help="Only this hub and its sites, e.g. jjj.")]
+    = None,
+    store: StoreOpt = DEFAULT_DEMO_STORE,
+    topology: TopologyOpt = None,
+    policy: PolicyOpt = None,
+    output: Annotated[str, typer.Option("--format", help="html | pdf | csv")] = "html",
+    out: Annotated[str | None, typer.Option(
+        "--out", help="File to write, '-' for stdout (html, csv); default: "
+        "report-<period>[-<hub>].<format> in the current directory.")] = None,
+    definition: Annotated[str, typer.Option(
+        help="Utilization definition: time_weighted | busy_fraction.")] = "time_weighted",
+) -> None:
+    """The regulator report: utilization, PUE and latency tiers per site and hub, data
+    completeness, findings and the methodology with every threshold's source."""
+    import re
+    from zoneinfo import ZoneInfo
+
+    from computewatch.pue import CHINA_TZ
+    from computewatch.store import open_store
+    from reports import (
+        SHIPPED_POLICY,
+        ChromiumMissingError,
+        PdfError,
+        build_report,
+        html_to_pdf,
+        parse_period,
+        render_csv,
+        render_html,
+    )
+
+    fmt = output.lower()
+    if fmt not in REPORT_FORMATS:
+        raise _UserError(f"bad --format {output!r}: one of {', '.join(REPORT_FORMATS)}")
+    if out == "-" and fmt == "pdf":
+        raise _UserError("--format pdf cannot go to stdout; name a file with --out")
+    topo, pol = _load(topology, policy)
+    st = open_store(store)
+    console = _err()
+    try:
+        bounds = st.time_bounds("accelerator")
+        if period is None:
+            if bounds is None:
+                raise _UserError(f"{store}: holds no accelerator samples; run `computewatch "
+                                 f"demo` or an agent first, or pass --period")
+            period = f"{bounds[1].astimezone(ZoneInfo(CHINA_TZ)):%Y-%m}"
+        try:
+            rp = parse_period(period, last_sample_end=bounds[1] + timedelta(minutes=1)
+                              if bounds else None)
+            with console.status("report") as status:
+                result = build_report(st, topo, pol, rp, hub=hub, definition=definition,
+                                      policy_name=str(policy) if policy else SHIPPED_POLICY,
+                                      progress=lambda step: status.update(f"report: {step}"))
+        except ValueError as exc:  # a bad period, hub or definition; an empty period
+            raise _UserError(str(exc)) from None
+    finally:
+        st.close()
+    slug = re.sub(r"[^0-9A-Za-z]+", "-", rp.label).strip("-") + (f"-{hub}" if hub else "")
+    target = Path(out or f"report-{slug}.{fmt}")
+    if fmt == "csv":
+        if out == "-":
+            render_csv(result, sys.stdout)
+        else:
+            with target.open("w", encoding="utf-8", newline="") as f:
+                render_csv(result, f)
+    elif out == "-":
+        sys.stdout.write(render_html(result))
+    elif fmt == "html":
+        target.write_text(render_html(result), encoding="utf-8")
+    else:
+        try:
+            html_to_pdf(render_html(result), target)
+        except ChromiumMissingError as exc:
+            raise _UserError(str(exc)) from None
+        except PdfError as exc:
+            console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(ExitStatus.ERROR) from None
+    sites = result.sites
+    console.print(
+        f"report {rp.label} ({hub or 'national'}): {len(sites)} sites, "
+        f"{(sites.utilization_verdict == 'fail').sum()} below their utilization minimum, "
+        f"{(sites.pue_verdict == 'fail').sum()} over their PUE target, "
+        f"{(~sites.utilization_verdict.isin(['pass', 'fail'])).sum()} not scored; "
+        f"{result.coverage['period_completeness']:.1%} of the period holds data; "
+        f"{len(result.findings)} findings" + ("" if out == "-" else f" -> {target}"),
+        highlight=False, soft_wrap=True)
+
+
 def _period(st, since: str, until: str | None):
     from pipelines import Period
 
@@ -400,6 +610,76 @@ def topology_check(
                f"clusters, {len(topo.sites)} sites, {topo.accelerator_count:,} accelerators, "
                f"{len(links)} site pairs ("
                + ", ".join(f"{n} {t}" for t, n in sorted(tiers.items())) + ")")
+
+
+@dashboards_app.command("build")
+def dashboards_build(
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Directory to write into (default: the dashboards/ directory itself): "
+                      "json/*.json, the Geomap gazetteer and the recording rules.")] = None,
+    check: Annotated[bool, typer.Option(
+        "--check", help="Write nothing; exit 1 if the files under --out are stale.")] = False,
+    topology: TopologyOpt = None,
+    policy: PolicyOpt = None,
+) -> None:
+    """Regenerate the Grafana dashboards' JSON (grafana-foundation-sdk) and their companions."""
+    from dashboards import DASHBOARDS_DIR, build_files, stale_files, write_files
+
+    topo, pol = _load(topology, policy)
+    files = build_files(topo, pol)
+    root = out or DASHBOARDS_DIR
+    if check:
+        stale = stale_files(files, root)
+        for rel in stale:
+            typer.echo(f"stale: {root / rel}")
+        if stale:
+            typer.echo("run `computewatch dashboards build` and commit the result", err=True)
+            raise typer.Exit(ExitStatus.ERROR)
+        typer.echo(f"{len(files)} files under {root} are up to date")
+        return
+    for path in write_files(files, root):
+        typer.echo(f"wrote {path}")
+
+
+@dashboards_app.command("push")
+def dashboards_push(
+    url: Annotated[str, typer.Option("--url", envvar="GRAFANA_URL",
+                                     help="Grafana base URL, e.g. http://127.0.0.1:3000")],
+    token: Annotated[str | None, typer.Option(
+        "--token", envvar="GRAFANA_TOKEN", show_envvar=True,
+        help="Service-account token (Editor). Prefer --token-file or the environment: a "
+             "command line is visible to other users.")] = None,
+    token_file: Annotated[Path | None, typer.Option(
+        "--token-file", help="File holding the token (e.g. a Docker secret).")] = None,
+    folder: Annotated[str, typer.Option(help="Grafana folder to put the dashboards in.")]
+    = "computewatch",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each Grafana call.")]
+    = 10.0,
+    topology: TopologyOpt = None,
+    policy: PolicyOpt = None,
+) -> None:
+    """Upload the dashboards into a Grafana folder; idempotent by dashboard uid."""
+    from dashboards import GrafanaAuthError, PushError, build_dashboards, push_dashboards
+
+    if token_file is not None:
+        try:
+            token = token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise _UserError(f"--token-file {token_file}: {exc.strerror or exc}") from None
+        if not token:
+            raise _UserError(f"--token-file {token_file}: the file is empty")
+    topo, pol = _load(topology, policy)
+    try:
+        fuid, results = push_dashboards(build_dashboards(topo, pol), url, token or "",
+                                        folder=folder, timeout_s=timeout)
+    except GrafanaAuthError as exc:
+        raise _UserError(str(exc)) from None
+    except PushError as exc:
+        _err().print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(ExitStatus.ERROR) from None
+    for r in results:
+        typer.echo(f"{r.action:9} {r.uid}  {r.title}  {url.rstrip('/')}{r.url}")
+    typer.echo(f"{len(results)} dashboards in folder {folder!r} (uid {fuid})")
 
 
 def _format(text: str):

@@ -121,7 +121,8 @@ class Sink:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        daemon=True)
         self._thread.start()
 
     @property
@@ -167,14 +168,14 @@ class Sink:
             b = self.behaviour
             b.seen += 1
             seen = b.seen
-        if b.hang_s:
-            time.sleep(b.hang_s)
         status, answer = self._answer(problem, seen)
         record = Received(self.kind, at, parts.path, query, headers, body,
                           not problem and status == 200 and not self._refused(answer), problem)
         with self._arrived:
             self.received.append(record)
             self._arrived.notify_all()
+        if b.hang_s:  # recorded on arrival, answered (too) late
+            time.sleep(b.hang_s)
         data = answer.encode()
         try:
             h.send_response(status)

@@ -41,12 +41,12 @@ class Job:
 
 def backoff_delay(attempt: int, config: DeliveryConfig, retry_after: float | None = None,
                   rng: random.Random | None = None) -> float:
-    """Seconds before attempt ``attempt + 1``: doubling from ``backoff``, ±25% jitter so
-    many targets do not retry in step, capped at ``max_backoff``; at least Retry-After."""
+    """Seconds before attempt ``attempt + 1``: doubling from ``backoff`` with ±25% jitter
+    (so many targets do not retry in step), at least the target's Retry-After, and never
+    more than ``max_backoff``."""
     base = config.backoff * 2 ** (attempt - 1)
     jitter = 0.75 + 0.5 * (rng or random).random()
-    delay = min(config.max_backoff, base * jitter)
-    return max(delay, retry_after or 0.0)
+    return min(config.max_backoff, max(base * jitter, retry_after or 0.0))
 
 
 def _oserror_text(exc: BaseException) -> str:

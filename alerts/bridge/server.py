@@ -82,12 +82,12 @@ class AlertBridge:
         return f"http://{self._address[0]}:{self.port}"
 
     def start(self) -> AlertBridge:
+        handler = type("Handler", (_Handler,), {"bridge": self})
+        self._server = ThreadingHTTPServer(self._address, handler)  # binds: may raise OSError
         for worker in self.workers.values():
             worker.start()
-        handler = type("Handler", (_Handler,), {"bridge": self})
-        self._server = ThreadingHTTPServer(self._address, handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever,
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,),
                                         name="bridge-http", daemon=True)
         self._thread.start()
         return self
