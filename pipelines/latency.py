@@ -38,7 +38,7 @@ from computewatch.store import Aggregate, Query, Store
 from computewatch.topology import Tier, Topology
 from pipelines._findings import Finding, Period, Severity
 
-__all__ = ["run"]
+__all__ = ["COMPLIANCE_DEFINITION", "run", "window_compliance"]
 
 log = logging.getLogger(__name__)
 
@@ -418,6 +418,40 @@ def _physics_findings(ctx: _Context) -> list[Finding]:
         f"{ctx.budget[k] * 1e3:g} ms budget; no route can meet it",
         {"fiber_source": "store" if has[k] else "topology"})
         for k in np.flatnonzero(impossible)]
+
+
+# --- tier compliance (for reports) ---------------------------------------------------------
+
+COMPLIANCE_DEFINITION = (
+    "Per link and {window} window, the lowest per-minute p95 round-trip time (MIN in the store: "
+    "the p95 held for the whole window) is compared with the link's tier budget read as a "
+    "round-trip time; the window is within budget when that p95 <= budget, the complement of "
+    "the p95_over_budget rule. Share within budget = windows within / windows with data; "
+    "completeness = windows with data / windows in the period. Probe kinds of a link are "
+    "pooled; links of unknown tier are not scored.")
+
+
+def window_compliance(store: Store, period: Period, policy: Policy,
+                      topology: Topology | None = None, *,
+                      window: timedelta = timedelta(minutes=5)) -> pd.DataFrame:
+    """Per link: its budget and how many of the period's windows had data and kept within it.
+
+    The same windows and budget rule as ``p95_over_budget`` (see `COMPLIANCE_DEFINITION`), so a
+    report's compliance share and the pipeline's episodes never disagree. Columns: the link
+    labels, ``budget_s`` (NaN: unknown tier, not scored), ``windows``, ``windows_with_data``,
+    ``windows_within_budget``.
+    """
+    cols = [*LINK_LABELS, "budget_s", "windows", "windows_with_data", "windows_within_budget"]
+    links = _fetch(store, period, window, 0)
+    if links is None:
+        return pd.DataFrame(columns=cols)
+    budget = _budgets(links, policy, topology)
+    has = ~np.isnan(links.p95)
+    with np.errstate(invalid="ignore"):
+        within = has & (links.p95 <= budget[:, None])
+    return links.labels.assign(budget_s=budget, windows=links.n,
+                               windows_with_data=has.sum(axis=1),
+                               windows_within_budget=within.sum(axis=1))[cols]
 
 
 # --- entry point ----------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from computewatch.topology import Topology
 from pipelines._episodes import episodes
 from pipelines._findings import Finding, Period, Severity
 
-__all__ = ["meter_readings", "run"]
+__all__ = ["DEFINITION", "meter_readings", "run", "windowed_pue"]
 
 BUCKET = timedelta(minutes=15)
 DEFINITION = ("energy-based PUE = facility energy / IT energy from meter counters over the "
@@ -47,6 +47,15 @@ def meter_readings(store: Store, period: Period) -> pd.DataFrame:
     return df.assign(time=df.time + BUCKET).rename(columns={"joules_total": "joules"})
 
 
+def windowed_pue(readings: pd.DataFrame, period: Period, policy: Policy, window: str, *,
+                 by: tuple[str, ...] = ("site",)) -> pd.DataFrame:
+    """`window_pue` over `meter_readings` with this pipeline's slots (15 min), gap limit (two
+    slots) and the policy's completeness floor: the one PUE the findings and reports state."""
+    return window_pue(readings, period.start, period.end, window, by=by, slot=BUCKET,
+                      max_gap=2 * BUCKET,
+                      min_completeness=float(policy.pue.min_completeness.value))
+
+
 def run(store: Store, period: Period, policy: Policy, topology: Topology, *,
         excursion: float = 0.15,
         windows: tuple[str, ...] = ("all", "1d", "month")) -> list[Finding]:
@@ -55,10 +64,9 @@ def run(store: Store, period: Period, policy: Policy, topology: Topology, *,
         return []
     floor = float(policy.pue.min_completeness.value)
     places = readings.drop_duplicates("site").set_index("site")[["hub", "cluster"]]
-    opts = dict(slot=BUCKET, max_gap=2 * BUCKET, min_completeness=floor)
     findings: list[Finding] = []
     for name in windows:
-        got = window_pue(readings, period.start, period.end, name, **opts)
+        got = windowed_pue(readings, period, policy, name)
         for r in got.itertuples():
             if r.window_start < pd.Timestamp(period.start) or \
                     r.window_end > pd.Timestamp(period.end):
@@ -84,7 +92,7 @@ def run(store: Store, period: Period, policy: Policy, topology: Topology, *,
                     definition=f"{DEFINITION}; {name} window; target source: {entry.source}",
                     message=f"{r.site}: PUE {r.pue:.3f} > target {entry.value:.2f} over the "
                             f"{name} window", **common))
-    hourly = window_pue(readings, period.start, period.end, "1h", **opts)
+    hourly = windowed_pue(readings, period, policy, "1h")
     for site, g in hourly.groupby("site"):
         pue = g.set_index("window_start").pue
         median = float(np.nanmedian(pue.to_numpy())) if pue.notna().any() else np.nan

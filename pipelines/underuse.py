@@ -33,7 +33,8 @@ from computewatch.topology import Topology
 from pipelines._episodes import episodes
 from pipelines._findings import Finding, Period, Severity
 
-__all__ = ["DEFINITIONS", "LEVELS", "run", "utilization_by"]
+__all__ = ["DEFINITIONS", "IDLE_DEFINITION", "LEVELS", "run", "utilization_by",
+           "window_totals"]
 
 Definition = Literal["time_weighted", "busy_fraction"]
 DEFINITIONS: dict[str, str] = {
@@ -43,6 +44,9 @@ DEFINITIONS: dict[str, str] = {
                      "exceeds the busy level)",
 }
 LEVELS = ("site", "cluster", "hub", "province")
+IDLE_DEFINITION = ("idle accelerator-hours = sum over windows of accelerators with data x "
+                   "window hours x (1 - utilization, or busy share); windows without data "
+                   "count for nothing")
 
 
 def _site_windows(store: Store, period: Period, window: timedelta,
@@ -92,6 +96,21 @@ def utilization_by(store: Store, period: Period, topology: Topology, *,
     return out
 
 
+def window_totals(windows: pd.DataFrame, window: timedelta) -> tuple[float, float]:
+    """(value, idle accelerator-hours) of some `utilization_by` windows of one subject.
+
+    The value is the sample-weighted mean of the windows' values; windows without data (NaN)
+    count for neither, so a partly covered span is not diluted by the time it lacks. Shared by
+    the episodes here and the regulator report's period totals, so both state one number.
+    """
+    weight = float(windows.weight.sum())
+    observed = float((windows.value * windows.weight).sum() / weight) if weight else float("nan")
+    # Capacity left unused: accelerators x hours x (1 - utilization or busy share).
+    idle_ah = float((windows.accelerators * (1 - windows.value)).sum()
+                    * (window / timedelta(hours=1)))
+    return observed, idle_ah
+
+
 def _region(topology: Topology, level: str, subject: str) -> str | None:
     try:
         if level == "site":
@@ -130,7 +149,6 @@ def run(store: Store, period: Period, policy: Policy, topology: Topology, *,
     by_level = utilization_by(store, period, topology, window=window, definition=definition,
                               busy_level=busy)
     grid = pd.date_range(period.start, period.end, freq=window, inclusive="left")
-    hours = window / timedelta(hours=1)
     findings = []
     for level in levels:
         frame = by_level[level]
@@ -142,9 +160,7 @@ def run(store: Store, period: Period, policy: Policy, topology: Topology, *,
             bad = (s.value < threshold - 1e-9).to_numpy()  # not float rounding of a tie
             for ep in episodes(bad, min_windows):
                 sl = s.iloc[ep.first: ep.last + 1]
-                observed = float((sl.value * sl.weight).sum() / sl.weight.sum())
-                # Capacity left unused: accelerators x hours x (1 - utilization or busy share).
-                idle_ah = float((sl.accelerators * (1 - sl.value)).sum() * hours)
+                observed, idle_ah = window_totals(sl, window)
                 hub, cluster, site = _place(topology, level, subject)
                 start = grid[ep.first].to_pydatetime()
                 end = (grid[ep.last] + window).to_pydatetime()

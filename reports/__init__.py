@@ -1,0 +1,37 @@
+"""Regulator reports: per site and hub, utilization against its minimum, PUE against its
+target, latency-tier compliance, data completeness and findings, with the methodology.
+
+Where this sits in the flow (DESIGN.md): after the pipelines, next to dashboards/. A report
+reads the store and calls the pipelines' shared functions and the pipelines themselves; it
+derives no metric of its own, and nothing upstream imports it. Renderings: one
+self-contained HTML file, a CSV with the same numbers, and a PDF printed from the HTML by
+headless Chromium.
+"""
+
+from reports._chromium import HEADLESS_FLAGS, ChromiumMissingError, find_chromium
+from reports._csv import render_csv
+from reports._html import render_html
+from reports._methodology import Entry, methodology
+from reports._model import COLUMNS, SHIPPED_POLICY, EmptyPeriodError, Report, build_report
+from reports._pdf import PdfError, html_to_pdf
+from reports._period import PERIOD_FORMS, ReportPeriod, parse_period
+
+__all__ = [
+    "COLUMNS",
+    "HEADLESS_FLAGS",
+    "PERIOD_FORMS",
+    "SHIPPED_POLICY",
+    "ChromiumMissingError",
+    "EmptyPeriodError",
+    "Entry",
+    "PdfError",
+    "Report",
+    "ReportPeriod",
+    "build_report",
+    "find_chromium",
+    "html_to_pdf",
+    "methodology",
+    "parse_period",
+    "render_csv",
+    "render_html",
+]

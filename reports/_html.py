@@ -1,0 +1,193 @@
+"""The report as one self-contained HTML file: inline CSS, plots as inline SVG, no scripts and
+nothing fetched, so it can be filed, mailed and printed (the PDF is this file printed)."""
+
+from __future__ import annotations
+
+import math
+from itertools import groupby
+
+import pandas as pd
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from pipelines.underuse import DEFINITIONS
+from reports._methodology import methodology
+from reports._model import COLUMNS, Report
+from reports._period import CHINA
+from reports._plots import latency_plot, pue_plot, utilization_plot
+
+__all__ = ["FINDINGS_SHOWN", "render_html"]
+
+FINDINGS_SHOWN = 25
+"""Findings listed one by one per pipeline (most severe first), so a pipeline with thousands
+of link findings does not crowd out the utilization and PUE ones; the counts by rule always
+cover them all."""
+ORDER = ("underuse", "pue", "latency", "anomaly", "surplus")
+
+_VERDICTS = {"pass": "pass 达标", "fail": "fail 未达标", "incomplete": "incomplete 数据不足",
+             "no_data": "no data 无数据", "no_it_meter": "no IT meter 无IT计量",
+             "no_facility_meter": "no facility meter 无总计量"}
+_SEVERITY = {2: "critical", 1: "warning", 0: "info"}
+
+
+def _missing(x: object) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def pct(x: float) -> str:
+    return "—" if _missing(x) else f"{x * 100:.1f}%"
+
+
+def pct0(x: float) -> str:
+    return "—" if _missing(x) else f"{x * 100:.0f}%"
+
+
+def pue3(x: float) -> str:
+    return "—" if _missing(x) else f"{x:.3f}"
+
+
+def pue2(x: float) -> str:
+    return "—" if _missing(x) else f"{x:.2f}"
+
+
+def count(x: float) -> str:
+    return "—" if _missing(x) else f"{x:,.0f}"
+
+
+def _value(v: float, unit: str) -> str:
+    if _missing(v):
+        return "—"
+    if unit == "ratio":
+        return f"{v:.1%}"
+    if unit == "s":
+        return f"{v * 1e3:.2f} ms"
+    return f"{v:,.3f}" if abs(v) < 100 else f"{v:,.0f}"
+
+
+def _environment() -> Environment:
+    env = Environment(loader=PackageLoader("reports", "templates"),
+                      autoescape=select_autoescape(["html"]), trim_blocks=True,
+                      lstrip_blocks=True)
+    env.filters.update(pct=pct, pct0=pct0, pue=pue3, pue2=pue2, count_=count,
+                       verdict=lambda v: _VERDICTS.get(v, v))
+    return env
+
+
+def _local(t: pd.Timestamp | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    return "—" if t is None or pd.isna(t) else pd.Timestamp(t).tz_convert(CHINA).strftime(fmt)
+
+
+def _cards(report: Report) -> list[dict[str, str]]:
+    sites, f = report.sites, report.findings
+    scored = sites.utilization_verdict.isin(["pass", "fail"])
+    links_has = int(report.links.windows_with_data.sum()) if len(report.links) else 0
+    within = int(report.links.windows_within_budget.sum()) if len(report.links) else 0
+    sev = f.severity.astype(int) if len(f) else pd.Series(dtype=int)
+    return [
+        {"n": f"{len(sites)}", "label": "sites 中心"},
+        {"n": f"{(sites.utilization_verdict == 'fail').sum()} / {scored.sum()}",
+         "label": "below utilization minimum / scored 利用率未达标"},
+        {"n": f"{(sites.pue_verdict == 'fail').sum()} / "
+              f"{sites.pue_verdict.isin(['pass', 'fail']).sum()}",
+         "label": "over PUE target / scored PUE超标"},
+        {"n": f"{(~scored).sum()}", "label": "sites not scored (incomplete data) 数据不足"},
+        {"n": pct(within / links_has) if links_has else "—",
+         "label": f"link windows within tier budget ({within:,} of {links_has:,}) 时延达标"},
+        {"n": pct(report.coverage.get("period_completeness", 0.0)),
+         "label": "of the period's windows hold data 数据覆盖"},
+        {"n": f"{(sev == 2).sum()} / {(sev == 1).sum()} / {(sev == 0).sum()}",
+         "label": "findings critical / warning / info 发现"},
+    ]
+
+
+def _banner(report: Report) -> str:
+    c = report.coverage
+    share = float(c.get("period_completeness", 0.0))
+    if share >= report.floor:
+        return ""
+    return (f"The store holds accelerator data for {c['accelerator_windows']:,} of the "
+            f"{c['windows']:,} {report.window.total_seconds() / 60:g}-minute windows of the period "
+            f"({share:.1%}, about {share * report.period.days:.1f} of {report.period.days:g} "
+            f"days). Verdicts need at least {report.floor:.0%} completeness: rows below it "
+            "say incomplete, and their values describe only the time the store holds.")
+
+
+def _findings(report: Report) -> tuple[list[dict], list[dict]]:
+    f = report.findings
+    if f.empty:
+        return [], []
+    counts = (f.assign(sev=f.severity.astype(int)).groupby(["pipeline", "rule", "sev"]).size()
+              .unstack(fill_value=0))
+    by_rule = [{"pipeline": p, "rule": r, "critical": int(row.get(2, 0)),
+                "warning": int(row.get(1, 0)), "info": int(row.get(0, 0))}
+               for (p, r), row in counts.iterrows()]
+    shown = []
+    rank = {p: i for i, p in enumerate(ORDER)}
+    firsts = f.groupby("pipeline", sort=False).head(FINDINGS_SHOWN)  # keeps severity order
+    firsts = firsts.iloc[sorted(range(len(firsts)),
+                                key=lambda i: rank.get(firsts.pipeline.iloc[i], len(rank)))]
+    for r in firsts.itertuples():
+        shown.append({
+            "severity": int(r.severity), "severity_name": _SEVERITY.get(int(r.severity), ""),
+            "pipeline": r.pipeline, "rule": r.rule, "subject": r.subject,
+            "observed": _value(r.observed, r.unit), "threshold": _value(r.threshold, r.unit),
+            "window": f"{_local(pd.Timestamp(r.start), '%m-%d %H:%M')} – "
+                      f"{_local(pd.Timestamp(r.end), '%m-%d %H:%M')}",
+                    "completeness": pct0(r.completeness), "message": r.message})
+    return by_rule, shown
+
+
+def _coverage(report: Report) -> list[tuple[str, str]]:
+    c = report.coverage
+    unknown = c.get("unknown_sites") or []
+    return [
+        ("Accelerator data 加速卡数据", f"{c['accelerator_windows']:,} of {c['windows']:,} "
+         f"windows ({pct(c['period_completeness'])}), first {_local(c['first_window'])}, "
+         f"last {_local(c['last_window'])} (window starts, China time)"),
+        ("Meters 计量表", f"{c['meters']:,} meters with energy readings in the period"),
+        ("Links 链路", f"{c['links']:,} probed links in scope with a known tier"),
+        ("Left out 未纳入", ", ".join(unknown) + " (sites in the store but not in the "
+         "topology: their data is not in any row)" if unknown else "nothing: every site in "
+         "the store is in the topology"),
+        *((f"Pipeline {name}", text) for name, text in report.pipelines.items()),
+    ]
+
+
+def _plots(report: Report) -> list[dict[str, object]]:
+    return [
+        {"id": "utilization", "title": "利用率分布 Utilization distribution",
+         "svg": utilization_plot(report),
+         "caption": "Utilization of each site in each window of the period that holds data; "
+                    "dashed: the site minimums."},
+        {"id": "pue", "title": "各中心PUE PUE by site", "svg": pue_plot(report),
+         "caption": "Energy-based PUE over the period (green: within target, red: over, grey: "
+                    "not stated for lack of data) with each site's target."},
+        {"id": "latency", "title": "时延达标率 Latency-tier compliance",
+         "svg": latency_plot(report),
+         "caption": "Share of link windows whose sustained p95 RTT kept within the tier budget, "
+                    "per hub (links touching it) and tier."},
+    ]
+
+
+def render_html(report: Report) -> str:
+    """The whole report as one HTML document."""
+    start, end = report.period.local()
+    scope = f"hub {report.hub}" if report.hub else "national 全国"
+    title = (f"算力中心监管报告 Compute Center Regulatory Report — {report.period.label}"
+             + (f" — {report.hub}" if report.hub else ""))
+    by_rule, shown = _findings(report)
+    entries = methodology(report)
+    return _environment().get_template("report.html").render(
+        title=title, period_label=report.period.label,
+        local_start=f"{start:%Y-%m-%d %H:%M}", local_end=f"{end:%Y-%m-%d %H:%M}",
+        utc_start=f"{report.period.start:%Y-%m-%d %H:%M}",
+        utc_end=f"{report.period.end:%Y-%m-%d %H:%M}", scope=scope,
+        store_url=report.store_url, definition_text=DEFINITIONS[report.definition],
+        generated=f"{report.generated:%Y-%m-%d %H:%M}", banner=_banner(report),
+        cards=_cards(report), floor=f"{report.floor:.0%}",
+        sites=report.sites.to_dict("records"), hubs=report.hubs.to_dict("records"),
+        plots=_plots(report), findings_total=len(report.findings),
+        findings_shown=len(shown), per_pipeline=FINDINGS_SHOWN, by_rule=by_rule, findings=shown,
+        coverage=_coverage(report),
+        methodology=[(t, list(g)) for t, g in groupby(entries, key=lambda e: e.topic)],
+        policy_note=report.policy_name,
+        columns=list(COLUMNS.items()))

@@ -1,0 +1,159 @@
+"""The methodology section: every definition and threshold the report applied, with its source.
+
+Thresholds and their sources are read from the policy the report ran with, definitions from
+the pipelines that compute the numbers, so the text cannot drift from what was applied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from computewatch.policy import LEVELS, Sourced
+from computewatch.topology import METRO_MAX_KM, REGIONAL_MAX_KM, Tier
+from pipelines.latency import COMPLIANCE_DEFINITION
+from pipelines.pue import BUCKET
+from pipelines.pue import DEFINITION as PUE_DEFINITION
+from pipelines.underuse import DEFINITIONS, IDLE_DEFINITION
+from reports._model import COLUMNS, Report
+
+__all__ = ["Entry", "methodology"]
+
+METHOD = "computewatch method"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One line of the methodology: what, how it is defined, the value applied, its source."""
+
+    topic: str
+    name: str
+    definition: str
+    threshold: str
+    source: str
+
+
+def _minutes(td: timedelta) -> str:
+    return f"{td / timedelta(minutes=1):g}-minute"
+
+
+def _pct(x: float) -> str:
+    return f"{x:.0%}" if round(x * 100, 6).is_integer() else f"{x:.1%}"
+
+
+def _utilization(report: Report) -> list[Entry]:
+    u = report.policy.utilization
+    topic = "利用率 Utilization"
+    used = "used" if report.definition == "busy_fraction" else "not used by this report's " \
+        "time_weighted definition; applies to busy_fraction"
+    out = [
+        Entry(topic, f"utilization ({report.definition})",
+              f"{DEFINITIONS[report.definition]}, in {_minutes(report.window)} windows from the "
+              "period's start. The period value is the sample-weighted mean of the windows "
+              "that hold data (hub rows: of all the hub's sites); windows without data are "
+              "not scored. Pass when the value is at least the minimum.", "",
+              f"{METHOD} (pipelines/underuse.py)"),
+        Entry(topic, "busy level", "utilization above which an accelerator-window counts as "
+              f"busy ({used})", _pct(u.busy_level.value), u.busy_level.source),
+        Entry(topic, "sustained_hours", "an underuse finding needs a shortfall lasting at least "
+              "this long (the period verdict compares the period value)",
+              f"{u.sustained_hours.value:g} h", u.sustained_hours.source),
+    ]
+    for level in LEVELS:
+        rule = getattr(u.minimums, level)
+        out.append(Entry(topic, f"{level} minimum", f"minimum utilization of a {level} "
+                         "(default)", _pct(rule.default.value), rule.default.source))
+        for region, entry in rule.regions.items():
+            out.append(Entry(topic, f"{level} minimum, {region}", f"minimum utilization of a "
+                             f"{level} in the {region} region", _pct(entry.value),
+                             entry.source))
+        for subject, entry in rule.subjects.items():
+            out.append(Entry(topic, f"{level} minimum, {subject}",
+                             f"minimum utilization of {level} {subject}", _pct(entry.value),
+                             entry.source))
+    out.append(Entry(topic, "idle accelerator-hours", IDLE_DEFINITION, "",
+                     f"{METHOD} (pipelines/underuse.py)"))
+    return out
+
+
+def _pue(report: Report) -> list[Entry]:
+    pue = report.policy.pue
+    topic = "能效 PUE"
+
+    def target(name: str, what: str, entry: Sourced) -> Entry:
+        return Entry(topic, name, what, f"{entry.value:.2f}", entry.source)
+
+    out = [Entry(topic, "PUE", f"{PUE_DEFINITION}. Readings are each meter's last counter value "
+                 f"per {_minutes(BUCKET)} slot; a slot counts when every facility and IT meter "
+                 f"of the site has readings around it at most {_minutes(2 * BUCKET)} apart. "
+                 "Hub rows: the same over all the hub's meters. Pass when PUE <= target.",
+                 "", "ISO/IEC 30134-2; GB 40879-2021 (RM2); computewatch/pue.py"),
+           target("PUE target (default)", "PUE target where no regional target applies",
+                  pue.default_target)]
+    out += [target(f"PUE target, {region}", f"PUE target of sites in the {region} region",
+                   entry) for region, entry in pue.targets.items()]
+    out += [target(f"PUE target, {site}", f"PUE target of site {site}", entry)
+            for site, entry in pue.sites.items()]
+    return out
+
+
+def _latency(report: Report) -> list[Entry]:
+    lat = report.policy.latency
+    topic = "时延 Latency tiers"
+    tier_rule = {
+        Tier.METRO: f"both sites in the same city or within {METRO_MAX_KM:g} km",
+        Tier.REGIONAL: f"both sites in the same hub or within {REGIONAL_MAX_KM:g} km",
+        Tier.NATIONAL: "every other site pair (cross-hub)",
+    }
+    out = []
+    for tier in Tier:
+        entry = getattr(lat.tiers, tier.value)
+        out.append(Entry(topic, f"{tier.value} budget", f"{tier.value} tier: {tier_rule[tier]}",
+                         f"{entry.value * 1e3:g} ms", entry.source))
+    out += [
+        Entry(topic, "RTT semantics", "how a budget is compared with the probes' round-trip "
+              "times", lat.rtt_semantics.value, lat.rtt_semantics.source),
+        Entry(topic, "tier compliance",
+              COMPLIANCE_DEFINITION.format(window=_minutes(report.latency_window)), "",
+              f"{METHOD} (pipelines/latency.py); no official compliance share exists, so no "
+              "verdict is stated"),
+        Entry(topic, "route inflation limit", "minimum RTT / fiber minimum RTT above which a "
+              "route_inflation finding is raised", f"{lat.route_inflation_limit.value:g}×",
+              lat.route_inflation_limit.source),
+    ]
+    return out
+
+
+def _completeness(report: Report) -> list[Entry]:
+    floor = report.policy.pue.min_completeness
+    topic = "数据完整性 Data completeness"
+    return [
+        Entry(topic, "completeness floor", "a verdict (utilization, PUE) is stated only when "
+              "the data covers at least this share of the period; below it the row says "
+              "incomplete and its value covers only the time the store holds",
+              _pct(floor.value), floor.source),
+        Entry(topic, "utilization completeness", COLUMNS["utilization_completeness"], "",
+              METHOD),
+        Entry(topic, "PUE completeness", COLUMNS["pue_completeness"], "", "computewatch/pue.py"),
+        Entry(topic, "latency completeness", COLUMNS["latency_completeness"], "", METHOD),
+    ]
+
+
+def _findings(report: Report) -> list[Entry]:
+    topic = "发现 Findings"
+    out = [Entry(topic, "severity", "each pipeline grades its findings critical, warning or "
+                 "info by the size or length of the breach, as its rule states", "", METHOD)]
+    if report.findings.empty:
+        return out
+    firsts = report.findings.drop_duplicates(["pipeline", "rule"]).sort_values(
+        ["pipeline", "rule"])
+    for r in firsts.itertuples():
+        out.append(Entry(topic, f"{r.pipeline}: {r.rule}", r.definition or "(not stated)", "",
+                         f"{METHOD} (pipelines/{r.pipeline}.py)"))
+    return out
+
+
+def methodology(report: Report) -> list[Entry]:
+    """Every definition and threshold of the report, in the order the report uses them."""
+    return [*_utilization(report), *_pue(report), *_latency(report), *_completeness(report),
+            *_findings(report)]

@@ -1,0 +1,113 @@
+"""The period a report covers, as regulators name it: a month, a day or a range in China time.
+
+Regulators count months and days in local time (UTC+8), so ``2026-10`` is
+2026-09-30T16:00Z to 2026-10-31T16:00Z. Accepted forms:
+
+- ``2026-10`` a month, ``2026`` a year, ``2026-10-05`` a day (all China time);
+- ``START/END`` an ISO 8601 range: dates or date-times; a date-time without an offset is
+  China time; an end written as a date includes that day (``2026-10-01/2026-10-07`` is a week);
+- a duration such as ``24h`` or ``7d``: that long, ending at the store's last sample.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from computewatch.durations import parse_duration
+from computewatch.pue import CHINA_TZ
+from pipelines import Period
+
+__all__ = ["PERIOD_FORMS", "ReportPeriod", "parse_period"]
+
+CHINA = ZoneInfo(CHINA_TZ)
+PERIOD_FORMS = ("YYYY-MM (a month in China time), YYYY, YYYY-MM-DD, START/END (ISO 8601 "
+                "dates or date-times) or a duration ending at the last sample, e.g. 7d")
+
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+_YEAR = re.compile(r"^(\d{4})$")
+
+
+@dataclass(frozen=True)
+class ReportPeriod:
+    """A labelled half-open interval [start, end) in UTC."""
+
+    label: str
+    start: datetime
+    end: datetime
+
+    @property
+    def period(self) -> Period:
+        return Period(self.start, self.end)
+
+    @property
+    def days(self) -> float:
+        return (self.end - self.start) / timedelta(days=1)
+
+    def local(self) -> tuple[datetime, datetime]:
+        """Start and end in China time, for display."""
+        return self.start.astimezone(CHINA), self.end.astimezone(CHINA)
+
+
+def _midnight(d: date) -> datetime:
+    return datetime(d.year, d.month, d.day, tzinfo=CHINA).astimezone(UTC)
+
+
+def _bad(text: str, why: str) -> ValueError:
+    return ValueError(f"bad period {text!r}: {why}; write {PERIOD_FORMS}")
+
+
+def _point(text: str, whole: str, *, end: bool) -> datetime:
+    """One end of a range: a date (an end date includes its day) or a date-time."""
+    raw = text.strip()
+    try:
+        if len(raw) == 10:
+            d = date.fromisoformat(raw)
+            return _midnight(d + timedelta(days=1) if end else d)
+        t = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise _bad(whole, f"{raw!r} is not an ISO 8601 date or date-time ({exc})") from None
+    return (t if t.tzinfo else t.replace(tzinfo=CHINA)).astimezone(UTC)
+
+
+def parse_period(text: str, *, last_sample_end: datetime | None = None) -> ReportPeriod:
+    """Parse a period; ``last_sample_end`` anchors a duration (the end of the store's data).
+
+    Raises ValueError naming the text and the accepted forms.
+    """
+    raw = text.strip()
+    if not raw:
+        raise _bad(text, "empty")
+    if m := _MONTH.match(raw):
+        year, month = int(m[1]), int(m[2])
+        if not 1 <= month <= 12:
+            raise _bad(text, f"month {month} is not 01-12")
+        nxt = (year + month // 12, month % 12 + 1)
+        return ReportPeriod(raw, _midnight(date(year, month, 1)), _midnight(date(*nxt, 1)))
+    if m := _YEAR.match(raw):
+        year = int(m[1])
+        return ReportPeriod(raw, _midnight(date(year, 1, 1)), _midnight(date(year + 1, 1, 1)))
+    if "/" in raw:
+        a, _, b = raw.partition("/")
+        start, end = _point(a, text, end=False), _point(b, text, end=True)
+        if end <= start:
+            raise _bad(text, "the end is not after the start")
+        return ReportPeriod(raw, start, end)
+    if len(raw) == 10 and raw[4] == "-":
+        try:
+            d = date.fromisoformat(raw)
+        except ValueError as exc:
+            raise _bad(text, str(exc)) from None
+        return ReportPeriod(raw, _midnight(d), _midnight(d + timedelta(days=1)))
+    try:
+        seconds = parse_duration(raw)
+    except ValueError:
+        raise _bad(text, "not a month, day, range or duration") from None
+    if seconds <= 0:
+        raise _bad(text, "a duration must be positive")
+    if last_sample_end is None:
+        raise _bad(text, "a duration needs a store with data to end at")
+    return ReportPeriod(f"last {raw}", last_sample_end - timedelta(seconds=seconds),
+                        last_sample_end)

@@ -1,0 +1,107 @@
+"""The report's plots as inline SVG (matplotlib, text drawn as paths so no font is needed to
+view them): utilization distribution, PUE by site, latency-tier compliance by hub.
+
+Figures are built without pyplot: no global figure state and no GUI backend, so a report can
+be rendered in any thread or server."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+
+from computewatch.topology import Tier
+from reports._model import Report
+
+__all__ = ["latency_plot", "pue_plot", "utilization_plot"]
+
+PASS, FAIL, GREY = "#2b8a3e", "#c92a2a", "#adb5bd"
+TIER_COLOURS = {Tier.METRO: "#1c7ed6", Tier.REGIONAL: "#f08c00", Tier.NATIONAL: "#862e9c"}
+
+
+def _svg(fig: Figure) -> str:
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "path", "svg.hashsalt": "computewatch"}):
+        fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+    text = buf.getvalue()
+    text = text[text.index("<svg"):]  # drop the XML prolog and doctype: inline in HTML
+    return re.sub(r"<metadata>.*?</metadata>", "", text, count=1, flags=re.S)
+
+
+def utilization_plot(report: Report) -> str | None:
+    """Histogram of site-window utilization with the site minimums as lines."""
+    values = report.utilization_windows.value.dropna().to_numpy()
+    if values.size == 0:
+        return None
+    fig = Figure(figsize=(7.5, 3.2))
+    ax = fig.subplots()
+    ax.hist(values * 100, bins=np.linspace(0, 100, 41), color="#4c6ef5", edgecolor="white")
+    for minimum in sorted(set(report.sites.utilization_minimum.dropna())):
+        ax.axvline(minimum * 100, color=FAIL, linestyle="--", linewidth=1.2)
+        ax.annotate(f"site minimum {minimum:.0%}", (minimum * 100, 1), xycoords=("data",
+                    "axes fraction"), xytext=(4, -12), textcoords="offset points",
+                    color=FAIL, fontsize=8)
+    ax.set_xlabel(f"utilization per site and {report.window.total_seconds() / 60:g}-minute "
+                  "window (%)")
+    ax.set_ylabel("site-windows")
+    ax.set_xlim(0, 100)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _svg(fig)
+
+
+def pue_plot(report: Report) -> str | None:
+    """Each site's PUE as a bar against its target; sites without a stated PUE in grey."""
+    sites = report.sites.sort_values(["pue", "id"], na_position="first")
+    if sites.pue.isna().all() and (sites.pue_completeness == 0).all():
+        return None
+    fig = Figure(figsize=(7.5, 0.9 + 0.18 * len(sites)))
+    ax = fig.subplots()
+    y = np.arange(len(sites))
+    pue = sites.pue.to_numpy(dtype=float)
+    colour = [PASS if v == "pass" else FAIL if v == "fail" else GREY for v in sites.pue_verdict]
+    ax.barh(y, np.nan_to_num(pue - 1.0, nan=0.0), left=1.0, color=colour, height=0.7)
+    ax.scatter(sites.pue_target, y, marker="|", s=120, color="black", zorder=3,
+               label="target")
+    lo = 1.0
+    hi = max(float(np.nanmax(pue)) if np.isfinite(pue).any() else 1.3,
+             float(sites.pue_target.max())) + 0.05
+    for yi, (v, c) in enumerate(zip(pue, sites.pue_completeness, strict=True)):
+        if np.isnan(v):
+            ax.text(lo + 0.005, yi, f"not stated ({c:.0%} complete)", va="center", fontsize=7,
+                    color="#495057")
+    ax.set_yticks(y, sites.id, fontsize=7)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(-0.6, len(sites) - 0.4)
+    ax.set_xlabel("energy-based PUE over the period (bar) and target (|)")
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    return _svg(fig)
+
+
+def latency_plot(report: Report) -> str | None:
+    """Share of link windows within the tier budget, per hub and tier."""
+    links = report.links
+    if links.empty or links.windows_with_data.sum() == 0:
+        return None
+    hubs = [h for h in report.hubs.id]
+    fig = Figure(figsize=(7.5, 3.2))
+    ax = fig.subplots()
+    width = 0.8 / len(Tier)
+    for k, tier in enumerate(Tier):
+        shares = []
+        for h in hubs:
+            sel = links[((links.src_hub == h) | (links.dst_hub == h)) & (links.tier == tier)]
+            has = sel.windows_with_data.sum()
+            shares.append(sel.windows_within_budget.sum() / has * 100 if has else np.nan)
+        ax.bar(np.arange(len(hubs)) + (k - 1) * width, shares, width,
+               color=TIER_COLOURS[tier], label=f"{tier.value}")
+    ax.set_xticks(np.arange(len(hubs)), hubs, fontsize=8)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("link windows within budget (%)")
+    ax.legend(ncols=3, fontsize=8, frameon=False, loc="upper center",
+              bbox_to_anchor=(0.5, 1.15))
+    ax.spines[["top", "right"]].set_visible(False)
+    return _svg(fig)
