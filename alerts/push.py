@@ -9,8 +9,9 @@ completeness) are annotations.
 
 A run pushes every current finding with ``endsAt = now + hold``: while runs keep finding it,
 each push moves endsAt forward; if runs stop (the scheduler died), Alertmanager resolves it
-by itself after ``hold``. A finding that has gone since the previous run is resolved at once
-(``endsAt = now``). Knowing what the previous run pushed needs no state file: the push asks
+by itself after ``hold``. (Alertmanager only ever moves a firing alert's endsAt later, so
+a shorter hold takes effect once the longer one has passed.) A finding that has gone since
+the previous run is resolved at once (``endsAt = now``). Knowing what the previous run pushed needs no state file: the push asks
 Alertmanager (``GET /api/v2/alerts`` filtered on ``source``) which of our alerts are active,
 and resolves those the current run did not find, but only for pipelines that ran and
 succeeded, so ``--only latency`` or a failed pipeline never resolves another pipeline's
