@@ -30,7 +30,11 @@ PACKAGES = {
     "collectors.export.remote": {"RemoteExporter", "parse_write_url", "WriteTarget"},
     "pipelines": set(),
     "alerts": set(),
-    "dashboards": set(),
+    "dashboards": {"build_dashboards", "build_files", "push_dashboards", "stale_files",
+                   "write_files", "PushError", "GrafanaAuthError", "GrafanaUnreachable"},
+    "dashboards.query": {"series", "recorded", "Agg", "OverTime", "Bin", "by_place",
+                         "constant_like", "RANGE", "INTERVAL"},
+    "dashboards.push": {"push_dashboards", "folder_uid", "PushResult"},
 }
 
 

@@ -1,0 +1,124 @@
+"""Energy and PUE: each site's energy-based PUE against its target, and energy by meter scope.
+
+PUE here is energy-based (facility energy / IT energy over the same period, ISO/IEC 30134-2,
+GB 40879-2021 RM2), from the meters' energy counters, so a site is judged on the energy it
+used, not on a power reading taken at one moment.
+"""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import bargauge, table, timeseries
+from grafana_foundation_sdk.builders import common as cb
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.models import common as cm
+from grafana_foundation_sdk.models import dashboard as dm
+
+from computewatch.policy import Policy
+from computewatch.topology import Topology
+from dashboards._panels import DATASOURCE, merge, organize, prom, steps
+from dashboards.query import (
+    INTERVAL,
+    RANGE,
+    Agg,
+    Expr,
+    OverTime,
+    by_place,
+    constant_like,
+    recorded,
+    series,
+)
+from dashboards.rules import PLACE
+from dashboards.thresholds import pue_target_rules
+
+__all__ = ["UID", "energy_dashboard", "period_pue", "pue_target_text"]
+
+UID = "computewatch-energy"
+
+
+def period_pue(by: tuple[str, ...] = PLACE) -> Expr:
+    """Energy-based PUE of each site over the dashboard's period, from the meters' counters."""
+    joules = series("facility_power.joules_total")
+
+    def energy(scope: str) -> Expr:
+        return Agg("sum", OverTime("increase", joules.where(scope=scope), RANGE), by=by)
+
+    return energy("facility") / energy("it")
+
+
+def pue_target_text(policy: Policy) -> str:
+    parts = [f"{region} {e.value:g}" for region, e in sorted(policy.pue.targets.items())]
+    parts.append(f"elsewhere {policy.pue.default_target.value:g}")
+    parts += [f"{site} {e.value:g}" for site, e in sorted(policy.pue.sites.items())]
+    return ", ".join(parts)
+
+
+def _pue_table(topology: Topology, policy: Policy) -> table.Panel:
+    rules = pue_target_rules(topology, policy)
+    pue = period_pue()
+    target = by_place(pue, rules, constant_like)
+    excess = by_place(pue, rules, lambda e, v: e - v)
+    return (table.Panel().title("PUE per site against target").datasource(DATASOURCE)
+            .description("Energy-based PUE of each site over the selected period, its target "
+                         f"({pue_target_text(policy)}) and the excess over it (red: over).")
+            .height(12).span(10)
+            .with_target(prom(pue, "A", instant=True, table=True))
+            .with_target(prom(target, "B", instant=True, table=True))
+            .with_target(prom(excess, "C", instant=True, table=True))
+            .with_transformation(merge())
+            .with_transformation(organize(
+                {"Value #A": "PUE", "Value #B": "target", "Value #C": "over target"},
+                order=("site", "hub", "cluster", "Value #A", "Value #B", "Value #C")))
+            .sort_by([cb.TableSortByFieldState().display_name("over target").desc(True)])
+            .decimals(3)
+            .override_by_name("over target", [
+                dm.DynamicConfigValue("custom.cellOptions", {"type": "color-background"}),
+                dm.DynamicConfigValue("thresholds", steps("green", (0.0001, "red")).build())]))
+
+
+def _pue_over_time() -> timeseries.Panel:
+    return (timeseries.Panel().title("PUE per site (trailing hour)").datasource(DATASOURCE)
+            .description("Energy-based PUE over each trailing hour (recording rule "
+                         "site:pue_energy_ratio:1h).")
+            .height(12).span(14)
+            .with_target(prom(recorded("site:pue_energy_ratio:1h"), legend="{{site}}"))
+            .decimals(2)
+            .legend(cb.VizLegendOptions().show_legend(True)
+                    .display_mode(cm.LegendDisplayMode.TABLE)
+                    .placement(cm.LegendPlacement.RIGHT).calcs(["mean", "max"])))
+
+
+def _energy_by_scope() -> timeseries.Panel:
+    joules = series("facility_power.joules_total")
+    acc = series("accelerator.energy_joules_total")
+    return (timeseries.Panel().title("Energy by scope").datasource(DATASOURCE)
+            .description("Energy per interval through all meters by scope (facility: whole "
+                         "sites; it, cooling, other), and the accelerators' own counters (part "
+                         "of it).")
+            .height(9).span(14)
+            .with_target(prom(Agg("sum", OverTime("increase", joules, INTERVAL), by=("scope",)),
+                              "A", legend="{{scope}}"))
+            .with_target(prom(Agg("sum", OverTime("increase", acc, INTERVAL)), "B",
+                              legend="accelerators"))
+            .unit("joule").draw_style(cm.GraphDrawStyle.BARS).fill_opacity(60))
+
+
+def _energy_by_hub() -> bargauge.Panel:
+    joules = series("facility_power.joules_total")
+    return (bargauge.Panel().title("Energy by hub and scope").datasource(DATASOURCE)
+            .description("Energy each hub's meters recorded over the selected period, by scope.")
+            .height(9).span(10)
+            .with_target(prom(Agg("sum", OverTime("increase", joules, RANGE),
+                                  by=("hub", "scope")), instant=True, legend="{{hub}} {{scope}}"))
+            .unit("joule").display_mode(cm.BarGaugeDisplayMode.GRADIENT)
+            .orientation(cm.VizOrientation.HORIZONTAL)
+            .color_scheme(db.FieldColor().mode(dm.FieldColorModeId.CONTINUOUS_BL_PU)))
+
+
+def energy_dashboard(topology: Topology, policy: Policy) -> db.Dashboard:
+    return (db.Dashboard("computewatch · Energy and PUE").uid(UID)
+            .tags(["computewatch", "energy", "pue"]).time("now-24h", "now").refresh("5m")
+            .timezone("browser").tooltip(dm.DashboardCursorSync.CROSSHAIR)
+            .description("Energy-based PUE of every site against its target, and where the "
+                         "energy goes.")
+            .with_panel(_pue_table(topology, policy)).with_panel(_pue_over_time())
+            .with_panel(_energy_by_scope()).with_panel(_energy_by_hub()))

@@ -1,0 +1,237 @@
+"""National overview: the map of China with every site, cluster and hub, and the headline figures.
+
+What NOC staff look at all day: where capacity sits idle, where PUE runs high, which links
+break their latency tier, and how each hub's utilization moves through the day.
+"""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import common as cb
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.builders import geomap, stat, table, timeseries
+from grafana_foundation_sdk.models import common as cm
+from grafana_foundation_sdk.models import dashboard as dm
+from grafana_foundation_sdk.models import geomap as gm
+
+from computewatch.policy import Policy
+from computewatch.topology import Topology
+from dashboards._panels import DATASOURCE, GAZETTEER, merge, organize, prom, steps, value_field
+from dashboards.query import (
+    RANGE,
+    RANGE_SECONDS,
+    Agg,
+    Expr,
+    OverTime,
+    by_place,
+    constant_like,
+    recorded,
+    series,
+)
+from dashboards.rules import PLACE
+from dashboards.thresholds import site_minimum_rules, tier_budget_rules
+
+__all__ = ["UID", "national_dashboard", "pue_steps", "utilization_steps"]
+
+UID = "computewatch-national"
+SITE_DASHBOARD = "/d/computewatch-site/computewatch-site-drill-down"
+
+
+def utilization_steps(policy: Policy) -> db.ThresholdsConfig:
+    """Red below the site minimum, orange below the cluster/hub minimum, green above."""
+    site_min = policy.utilization.minimums.site.default.value
+    hub_min = policy.utilization.minimums.hub.default.value
+    return steps("red", (site_min, "orange"), (hub_min, "green"))
+
+
+def pue_steps(policy: Policy) -> db.ThresholdsConfig:
+    """PUE bands anchored on the policy's targets: green within the tightest (western) target,
+    yellow within the eastern one, orange within the default, red beyond it."""
+    targets = sorted({e.value for e in policy.pue.targets.values()})
+    colors = ["yellow", "orange"][: len(targets)]
+    levels = list(zip(targets, colors, strict=False))
+    default = policy.pue.default_target.value
+    return steps("green", *levels, (default, "red")) if default not in targets else \
+        steps("green", *levels)
+
+
+def idle_accelerator_hours(where: dict | None = None) -> Expr:
+    idle = recorded("site:accelerator_idle:count", **(where or {}))
+    return OverTime("avg_over_time", idle, RANGE)
+
+
+def energy_weighted_pue() -> Expr:
+    joules = series("facility_power.joules_total")
+    return (Agg("sum", OverTime("increase", joules.where(scope="facility"), RANGE))
+            / Agg("sum", OverTime("increase", joules.where(scope="it"), RANGE)))
+
+
+def links_in_violation(policy: Policy) -> Expr:
+    p95 = series("link_latency.rtt_p95_seconds")
+    return Agg("count", by_place(p95, tier_budget_rules(policy), lambda e, v: e.gt(v)))
+
+
+def _site_link() -> list[db.DashboardLink]:
+    return [db.DashboardLink("Open site drill-down").url(
+        SITE_DASHBOARD + "?var-hub=${__data.fields.hub}&var-site=${__data.fields.site}"
+        "&${__url_time_range}")]
+
+
+def _stats(policy: Policy) -> list[stat.Panel]:
+    def panel(title: str, description: str) -> stat.Panel:
+        return (stat.Panel().title(title).description(description).datasource(DATASOURCE)
+                .height(4).span(4 if title == "Links in violation" else 5)
+                .graph_mode(cm.BigValueGraphMode.AREA).color_mode(cm.BigValueColorMode.VALUE))
+
+    online = Agg("sum", series("accelerator.health"), by=("ecosystem",))
+    return [
+        panel("Accelerators online", "Accelerators reporting healthy now, by software "
+              "ecosystem: cuda (NVIDIA) and cann (Huawei Ascend).")
+        .with_target(prom(online, legend="{{ecosystem}}"))
+        .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]))
+        .text_mode(cm.BigValueTextMode.VALUE_AND_NAME).unit("short").decimals(0)
+        .color_scheme(db.FieldColor().mode(dm.FieldColorModeId.FIXED).fixed_color("blue")),
+        panel("National mean utilization", "Mean utilization of every accelerator over the "
+              "selected period (recording rule national:accelerator_utilization_ratio:avg).")
+        .with_target(prom(recorded("national:accelerator_utilization_ratio:avg"),
+                          legend="national"))
+        .reduce_options(cb.ReduceDataOptions().calcs(["mean"]))
+        .unit("percentunit").decimals(1).min(0).max(1).thresholds(utilization_steps(policy)),
+        panel("Idle accelerator-hours", "Accelerator-hours spent at or below the policy's busy "
+              f"level ({policy.utilization.busy_level.value:g}) over the selected period: the "
+              "mean number of idle accelerators times the period's hours.")
+        .with_target(prom(Agg("sum", idle_accelerator_hours()) * RANGE_SECONDS / 3600,
+                          instant=True, legend="idle accelerator-hours"))
+        .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]))
+        .graph_mode(cm.BigValueGraphMode.NONE).unit("short").decimals(0)
+        .color_scheme(db.FieldColor().mode(dm.FieldColorModeId.FIXED).fixed_color("orange")),
+        panel("Energy-weighted PUE", "National PUE over the selected period: all facility "
+              "energy / all IT energy from the meters' counters, so each site weighs by its "
+              "energy (ISO/IEC 30134-2).")
+        .with_target(prom(energy_weighted_pue(), instant=True, legend="PUE"))
+        .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]))
+        .graph_mode(cm.BigValueGraphMode.NONE).decimals(3).thresholds(pue_steps(policy)),
+        panel("Links in violation", "Site pairs whose latest p95 RTT exceeds their tier's "
+              "budget (metro {:g} ms, regional {:g} ms, national {:g} ms, round trip)."
+              .format(*(v * 1e3 for _, v in tier_budget_rules(policy))))
+        .with_target(prom(links_in_violation(policy), legend="links"))
+        .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]))
+        .no_value("0").decimals(0).thresholds(steps("green", (1, "red"))),
+    ]
+
+
+def _marker_layer(name: str, ref: str, lookup: str, color_field: str, *, size: int,
+                  symbol: str, opacity: float, text: bool) -> cb.MapLayerOptions:
+    style: dict[str, object] = {
+        "color": {"field": color_field, "fixed": "blue"},
+        "opacity": opacity,
+        "size": {"fixed": size, "min": size, "max": size},
+        "symbol": {"fixed": f"img/icons/marker/{symbol}.svg", "mode": "fixed"},
+        "symbolAlign": {"horizontal": "center", "vertical": "center"},
+    }
+    if text:
+        style["text"] = {"field": lookup, "fixed": "", "mode": "field"}
+        style["textConfig"] = {"fontSize": 11, "offsetX": size, "offsetY": 0,
+                               "textAlign": "left", "textBaseline": "middle"}
+    return (cb.MapLayerOptions().type("markers").name(name).tooltip(True)
+            .location(cb.FrameGeometrySource().mode(cm.FrameGeometrySourceMode.LOOKUP)
+                      .lookup(lookup).gazetteer(GAZETTEER))
+            .filter_data({"id": "byRefId", "options": ref})
+            .config({"showLegend": True, "style": style}))
+
+
+def _map(policy: Policy) -> geomap.Panel:
+    queries = [
+        ("C", "Hubs: utilization", recorded("hub:accelerator_utilization_ratio:avg"), "hub"),
+        ("D", "Clusters: utilization", recorded("cluster:accelerator_utilization_ratio:avg"),
+         "cluster"),
+        ("B", "Sites: PUE (last hour)", recorded("site:pue_energy_ratio:1h"), "site"),
+        ("A", "Sites: utilization", recorded("site:accelerator_utilization_ratio:avg"), "site"),
+    ]
+    n = len(queries)
+    looks = {"C": (34, "circle", 0.25, True), "D": (12, "triangle", 0.8, False),
+             "B": (16, "circle", 0.5, False), "A": (7, "circle", 1.0, False)}
+    panel = (geomap.Panel().title("Sites, clusters and hubs").datasource(DATASOURCE)
+             .description("Each site's inner dot is its accelerators' mean utilization now "
+                          "(red below the site minimum, orange below the cluster and hub "
+                          "minimum, green above); its halo is the site's energy-based PUE over "
+                          "the last hour (green within the western target, yellow within the "
+                          "eastern one, orange within the default, red beyond). Triangles are "
+                          "the 10 clusters, large circles the 8 hubs, colored by utilization.")
+             .height(15).span(16)
+             .view(geomap.MapViewConfig().id("coords").lat(35).lon(105).zoom(4))
+             .controls(geomap.ControlsOptions().show_zoom(True).mouse_wheel_zoom(True)
+                       .show_scale(True))
+             .basemap(cb.MapLayerOptions().type("default").name("Basemap"))
+             .tooltip(geomap.TooltipOptions().mode(gm.TooltipMode.DETAILS))
+             .unit("percentunit").decimals(1).thresholds(utilization_steps(policy))
+             .data_links(_site_link())
+             .override_by_name(value_field("B", n), [
+                 dm.DynamicConfigValue("unit", "none"), dm.DynamicConfigValue("decimals", 2),
+                 dm.DynamicConfigValue("thresholds", pue_steps(policy).build())]))
+    for ref, _, expr, _ in queries:
+        panel = panel.with_target(prom(expr, ref, instant=True, table=True))
+    return panel.layers([
+        _marker_layer(name, ref, lookup, value_field(ref, n), size=looks[ref][0],
+                      symbol=looks[ref][1], opacity=looks[ref][2], text=looks[ref][3])
+        for ref, name, _, lookup in queries])
+
+
+def _underused_table(topology: Topology, policy: Policy) -> table.Panel:
+    rules = site_minimum_rules(topology, policy)
+    mean = OverTime("avg_over_time", recorded("site:accelerator_utilization_ratio:avg"), RANGE)
+    below = by_place(mean, rules, lambda e, v: e.lt(v))
+    minimum = by_place(mean, rules, lambda e, v: constant_like(e.lt(v), v))
+    idle_hours = Agg("sum", idle_accelerator_hours(), by=PLACE) * RANGE_SECONDS / 3600
+    idle = (idle_hours & below).matching(PLACE)
+    entry = policy.utilization.minimums.site.default
+    return (table.Panel().title("Underused sites").datasource(DATASOURCE)
+            .description("Sites whose mean utilization over the selected period is below their "
+                         f"policy minimum (default {entry.value:g}: {entry.source.strip()}), "
+                         "with the idle accelerator-hours of the period.")
+            .height(15).span(8)
+            .with_target(prom(below, "A", instant=True, table=True))
+            .with_target(prom(minimum, "B", instant=True, table=True))
+            .with_target(prom(idle, "C", instant=True, table=True))
+            .with_transformation(merge())
+            .with_transformation(organize(
+                {"Value #A": "utilization", "Value #B": "minimum", "Value #C": "idle acc-h"},
+                order=("site", "hub", "cluster", "Value #A", "Value #B", "Value #C")))
+            .sort_by([cb.TableSortByFieldState().display_name("utilization")])
+            .data_links(_site_link())
+            .override_by_name("utilization", [
+                dm.DynamicConfigValue("unit", "percentunit"),
+                dm.DynamicConfigValue("decimals", 1),
+                dm.DynamicConfigValue("custom.cellOptions", {"type": "color-text"}),
+                dm.DynamicConfigValue("thresholds", utilization_steps(policy).build())])
+            .override_by_name("minimum", [dm.DynamicConfigValue("unit", "percentunit"),
+                                          dm.DynamicConfigValue("decimals", 0)])
+            .override_by_name("idle acc-h", [dm.DynamicConfigValue("decimals", 0)]))
+
+
+def _hub_utilization(policy: Policy) -> timeseries.Panel:
+    hub_min = policy.utilization.minimums.hub.default
+    return (timeseries.Panel().title("Utilization by hub").datasource(DATASOURCE)
+            .description("Mean accelerator utilization of each hub; the dashed line is the "
+                         f"hub minimum ({hub_min.value:g}: {hub_min.source.strip()}).")
+            .height(9).span(24)
+            .with_target(prom(recorded("hub:accelerator_utilization_ratio:avg"),
+                              legend="{{hub}}"))
+            .unit("percentunit").min(0).max(1)
+            .thresholds(steps("transparent", (hub_min.value, "red")))
+            .thresholds_style(cb.GraphThresholdsStyleConfig()
+                              .mode(cm.GraphThresholdsStyleMode.DASHED))
+            .legend(cb.VizLegendOptions().show_legend(True)
+                    .display_mode(cm.LegendDisplayMode.TABLE)
+                    .placement(cm.LegendPlacement.RIGHT).calcs(["mean", "min", "max"])))
+
+
+def national_dashboard(topology: Topology, policy: Policy) -> db.Dashboard:
+    d = (db.Dashboard("computewatch · National overview").uid(UID)
+         .tags(["computewatch", "national"]).time("now-24h", "now").refresh("1m")
+         .timezone("browser").tooltip(dm.DashboardCursorSync.CROSSHAIR)
+         .description("China's national compute network at a glance: utilization, PUE and "
+                      "latency compliance of every hub, cluster and site."))
+    for p in _stats(policy):
+        d = d.with_panel(p)
+    return (d.with_panel(_map(policy)).with_panel(_underused_table(topology, policy))
+            .with_panel(_hub_utilization(policy)))

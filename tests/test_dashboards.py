@@ -1,0 +1,182 @@
+"""Dashboards as code: the committed files are what a build makes, the query model refuses
+what the catalogue does not declare, and policy thresholds render per place."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from computewatch.cli import app
+from computewatch.policy import load_policy
+from computewatch.status import ExitStatus
+from computewatch.topology import load_topology
+from dashboards import DASHBOARDS_DIR, DashboardError, build_dashboards, build_files, stale_files
+from dashboards.build import _check_records
+from dashboards.places import PlacesError, gazetteer
+from dashboards.query import (
+    RANGE,
+    Agg,
+    OverTime,
+    QueryError,
+    Var,
+    by_place,
+    recorded,
+    series,
+)
+from dashboards.thresholds import pue_target_rules, tier_budget_rules
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    topology = load_topology()
+    return topology, load_policy(topology=topology)
+
+
+@pytest.fixture(scope="module")
+def files(shipped):
+    return build_files(*shipped)
+
+
+def test_committed_files_are_what_a_build_makes(files):
+    stale = stale_files(files, DASHBOARDS_DIR)
+    assert not stale, (f"stale generated files {stale}: run `computewatch dashboards build` "
+                       "and commit the result")
+
+
+def test_a_stale_file_is_caught(files, tmp_path):
+    from dashboards import write_files
+
+    write_files(files, tmp_path)
+    assert stale_files(files, tmp_path) == []
+    path = tmp_path / "json" / "computewatch-national.json"
+    path.write_text(path.read_text().replace("National overview", "Old overview"))
+    (tmp_path / "json" / "computewatch-gone.json").write_text("{}")
+    assert stale_files(files, tmp_path) == ["json/computewatch-national.json",
+                                            "json/computewatch-gone.json"]
+
+
+def test_build_is_deterministic(shipped, files):
+    assert build_files(*shipped) == files
+
+
+def test_cli_build_writes_the_committed_files_and_check_reports_staleness(tmp_path, files):
+    runner = CliRunner()
+    result = runner.invoke(app, ["dashboards", "build", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    for rel, text in files.items():
+        assert (tmp_path / rel).read_text() == (DASHBOARDS_DIR / rel).read_text() == text
+    ok = runner.invoke(app, ["dashboards", "build", "--out", str(tmp_path), "--check"])
+    assert ok.exit_code == 0, ok.output
+    (tmp_path / "rules" / "computewatch-dashboards.yml").write_text("groups: []\n")
+    stale = runner.invoke(app, ["dashboards", "build", "--out", str(tmp_path), "--check"])
+    assert stale.exit_code == ExitStatus.ERROR
+    assert "computewatch-dashboards.yml" in stale.output
+
+
+def test_every_panel_reads_the_provisioned_datasource(files):
+    ds = yaml.safe_load((DASHBOARDS_DIR / "provisioning/datasources/victoriametrics.yaml")
+                        .read_text())["datasources"]
+    (vm,) = [d for d in ds if d["type"] == "prometheus"]
+    for rel, text in files.items():
+        if not rel.startswith("json/"):
+            continue
+        model = json.loads(text)
+        for panel in model["panels"]:
+            if panel["type"] in ("row", "text"):
+                continue
+            assert panel["datasource"] == {"type": "prometheus", "uid": vm["uid"]}, rel
+            for target in panel["targets"]:
+                assert target["datasource"]["uid"] == vm["uid"]
+                assert target["refId"]
+        ids = [p["id"] for p in model["panels"]]
+        assert ids == list(range(1, len(ids) + 1))
+        for p in model["panels"]:
+            g = p["gridPos"]
+            assert g["x"] >= 0 and g["x"] + g["w"] <= 24, (rel, p["title"], g)
+
+
+def test_provisioning_points_at_the_generated_json():
+    provider = yaml.safe_load((DASHBOARDS_DIR / "provisioning/dashboards/computewatch.yaml")
+                              .read_text())["providers"][0]
+    assert provider["type"] == "file"
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+def test_geomap_layers_look_places_up_in_the_gazetteer(files):
+    model = json.loads(files["json/computewatch-national.json"])
+    (geo,) = [p for p in model["panels"] if p["type"] == "geomap"]
+    refs = {t["refId"] for t in geo["targets"]}
+    lookups = {layer["location"]["lookup"] for layer in geo["options"]["layers"]}
+    assert {layer["filterData"]["options"] for layer in geo["options"]["layers"]} == refs
+    assert lookups == {"site", "cluster", "hub"}
+    assert all(layer["location"]["mode"] == "lookup" for layer in geo["options"]["layers"])
+    entries = json.loads(files["provisioning/gazetteer/computewatch-places.json"])
+    keys = {e["key"] for e in entries}
+    topology = load_topology()
+    assert keys == ({s.id for s in topology.sites} | {c.id for c in topology.clusters}
+                    | {h.id for h in topology.hubs})
+
+
+def test_gazetteer_refuses_an_id_shared_by_two_kinds(shipped):
+    topology, _ = shipped
+    clash = topology.model_copy(update={"sites": [
+        topology.sites[0].model_copy(update={"id": topology.hubs[0].id})]})
+    with pytest.raises(PlacesError, match=f"hub id '{topology.hubs[0].id}' is also a site"):
+        gazetteer(clash)
+
+
+# --- the query model ----------------------------------------------------------------------
+
+def test_series_renders_the_catalogue_name_and_checks_labels():
+    q = series("accelerator.utilization_ratio", site=Var("site"), vendor="nvidia")
+    assert q.promql() == 'accelerator_utilization_ratio{site=~"$site", vendor="nvidia"}'
+    with pytest.raises(QueryError, match="unknown field 'utilisation_ratio'"):
+        series("accelerator.utilisation_ratio")
+    with pytest.raises(QueryError, match="no label rack"):
+        series("accelerator.utilization_ratio", rack="r1")
+
+
+def test_operators_render_with_explicit_grouping():
+    util = series("accelerator.utilization_ratio")
+    q = Agg("avg", OverTime("avg_over_time", util.lt(0.1, bool_=True), RANGE), by=("site",))
+    assert q.promql() == ("avg by (site) (avg_over_time((accelerator_utilization_ratio < "
+                          "bool 0.1)[$__range:]))")
+    with pytest.raises(QueryError, match="needs a counter series"):
+        OverTime("increase", util * 2, RANGE)
+    with pytest.raises(QueryError, match="parameter"):
+        Agg("topk", util)
+    with pytest.raises(QueryError, match="recording-rule name"):
+        recorded("no_colons_here")
+
+
+def test_by_place_renders_policy_rules_most_specific_first(shipped):
+    topology, policy = shipped
+    pue = recorded("site:pue_energy_ratio:1h")
+    text = by_place(pue, pue_target_rules(topology, policy), lambda e, v: e.gt(v)).promql()
+    east = "|".join(h.id for h in topology.hubs if h.region == "east")
+    assert text.startswith(f'((site:pue_energy_ratio:1h{{hub=~"{east}"}} > 1.25)')
+    assert text.endswith("or (site:pue_energy_ratio:1h > 1.5)")
+    budgets = dict((m["tier"], v) for m, v in tier_budget_rules(policy))
+    assert budgets == {"metro": 0.001, "regional": 0.005, "national": 0.02}
+
+
+def test_a_panel_reading_an_unknown_recording_rule_is_refused(shipped):
+    model = {"uid": "x", "panels": [{"title": "t", "targets": [
+        {"expr": "avg(site:accelerator_utilisation_ratio:avg)"}]}]}
+    with pytest.raises(DashboardError, match="site:accelerator_utilisation_ratio:avg"):
+        _check_records(model, {"site:accelerator_utilization_ratio:avg"})
+
+
+def test_rules_already_recorded_by_alerts_are_not_repeated(shipped, tmp_path):
+    topology, policy = shipped
+    (tmp_path / "a.yml").write_text(yaml.safe_dump({"groups": [{"name": "g", "rules": [
+        {"record": "site:pue_energy_ratio:1h", "expr": "vector(1)"}]}]}))
+    ours = yaml.safe_load(build_files(topology, policy, tmp_path)
+                          ["rules/computewatch-dashboards.yml"])
+    names = [r["record"] for r in ours["groups"][0]["rules"]]
+    assert "site:pue_energy_ratio:1h" not in names
+    assert "site:accelerator_utilization_ratio:avg" in names  # not in this alerts dir
+    build_dashboards(topology, policy, tmp_path)  # every rule read is still known
