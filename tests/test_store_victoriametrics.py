@@ -18,11 +18,10 @@ from computewatch.store import Aggregate, DuckDBStore, Query, StoreError, open_s
 from computewatch.store import _victoriametrics as vmstore
 from computewatch.store._victoriametrics import VictoriaMetricsStore, parse_vm_url
 from tests.servers import free_port, start_victoriametrics
-from tests.store_compare import HOURS, T0, assert_same, random_accelerators
+from tests.store_compare import HOURS, START, T0, assert_same, random_accelerators
 
 FIELDS = ("utilization_ratio", "power_watts")
-START = T0 + timedelta(seconds=13, microseconds=250)  # not on a window, not on a millisecond
-END = T0 + timedelta(hours=HOURS - 1, seconds=7)
+END = T0 + timedelta(hours=HOURS - 1, seconds=7)  # the last window is cut short
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +99,17 @@ def test_last_is_the_latest_sample_across_the_groups_series(stores, frame):
     latest = d.sort_values("time").groupby(["bucket", "site"]).utilization_ratio.last()
     assert got.set_index(["time", "site"]).utilization_ratio.to_dict() == pytest.approx(
         latest.to_dict(), rel=1e-11)
+
+
+def test_bounds_between_milliseconds(stores):
+    """Times with microseconds: a sample belongs to [start, end) by its whole millisecond."""
+    duck, vm, _ = stores
+    q = Query("accelerator", FIELDS, START - timedelta(microseconds=250),
+              END + timedelta(microseconds=999), group_by=("site",),
+              window=timedelta(minutes=10), agg=Aggregate.SUM)
+    assert_same(vm.query(q), duck.query(q), ["time", "site"], list(FIELDS))
+    q = Query("accelerator", FIELDS, START + timedelta(microseconds=250), END, agg=Aggregate.COUNT)
+    assert_same(vm.query(q), duck.query(q), ["time"], list(FIELDS))
 
 
 def test_more_windows_than_one_request_may_ask(stores):

@@ -34,6 +34,12 @@ def _open_victoriametrics(url: str) -> Store:
     return VictoriaMetricsStore(url)
 
 
+def _open_prometheus(url: str) -> Store:
+    from computewatch.store._prometheus import PrometheusStore
+
+    return PrometheusStore(url)
+
+
 def _open_duckdb(url: str) -> Store:
     parts = urlsplit(url)
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
@@ -47,6 +53,7 @@ def _open_duckdb(url: str) -> Store:
 _BACKENDS: dict[str, Callable[[str], Store]] = {
     "duckdb": _open_duckdb,
     "victoriametrics": _open_victoriametrics,
+    "prometheus": _open_prometheus,
 }
 
 

@@ -70,13 +70,17 @@ class PromAPI:
 
     # -- transport ------------------------------------------------------------------------
     def call(self, path: str, data: Mapping[str, Any] | Sequence[tuple[str, Any]],
-             what: str) -> Any:
-        """POST a form to ``base + path``; the ``data`` of a success, else a StoreError."""
+             what: str, *, method: str = "POST") -> Any:
+        """POST a form (or GET, where the API has no POST) to ``base + path``; the ``data``
+        of a success, else a StoreError."""
         items = list(data.items()) if isinstance(data, Mapping) else list(data)
         items += list(self.params.items())
         url = self.base + path
         try:
-            r = self._http.post(url, data=items, timeout=self.timeout_s)
+            if method == "GET":
+                r = self._http.get(url, params=items, timeout=self.timeout_s)
+            else:
+                r = self._http.post(url, data=items, timeout=self.timeout_s)
         except requests.RequestException as exc:
             raise StoreError(f"{self.source}: {url}: {type(exc).__name__}: {exc}") from None
         try:
@@ -188,8 +192,9 @@ class PromAPI:
         """The field series of a measurement that exist (any time)."""
         fields = "|".join(regex_escape(meas.metric(f).prometheus) for f in meas.fields)
         match = "{" + ", ".join([f'__name__=~"{fields}"', *label_matchers]) + "}"
-        data = self.call("/api/v1/label/__name__/values",
-                         [("match[]", match), *self.all_time()], f"names of {meas.name!r}")
+        data = self.call("/api/v1/label/__name__/values",  # GET only in Prometheus 2
+                         [("match[]", match), *self.all_time()], f"names of {meas.name!r}",
+                         method="GET")
         return sorted(data or [])
 
     def all_time(self) -> list[tuple[str, str]]:
@@ -247,15 +252,17 @@ class PromAPI:
     def _bisect(self, s: str, lo: int, hi: int, *, earliest: bool) -> int | None:
         """The first (or last) sample time in ``[lo, hi)``, narrowing 1000 windows at a time.
 
-        PromQL has no timestamp of the first sample in a range: count the samples in 1000
-        windows, keep the first (last) that holds any, and repeat inside it down to 2 ms;
-        the last step asks ``timestamp()`` of the latest sample at or before its end.
+        PromQL has no timestamp of the first sample in a range: count the series with samples
+        in 1000 windows, keep the first (last) window that has any, and repeat inside it
+        down to 2 ms, then ask which of the two milliseconds holds it.
         """
         while hi - lo > 2:
             step = max(2, -(-(hi - lo) // 1000))
             points = -(-(hi - lo) // step)
             r = step if self.left_open else step - 1
-            result = self.query_range(f"count(count_over_time({s}[{r}ms]))",
+            # last_over_time keeps the metric name, so series of different fields with the
+            # same labels stay apart (count_over_time would make them collide)
+            result = self.query_range(f"count(last_over_time({s}[{r}ms]))",
                                       lo + step - 1, lo + (points - 1) * step + step - 1, step)
             hits = sorted(round(float(t) * 1000) for res in result for t, v in res["values"]
                           if float(v) > 0)
@@ -263,11 +270,18 @@ class PromAPI:
                 return None
             end = hits[0] if earliest else hits[-1]  # evaluation time = window end - 1 ms
             lo, hi = end - step + 1, min(end + 1, hi)
-        probe_at = lo if earliest else hi - 1
-        found = self._scalar(f"{'min' if earliest else 'max'}(timestamp({s}))", probe_at)
-        if earliest and (found is None or round(found * 1000) < lo):
-            return hi - 1  # nothing at lo itself, so the sample is the later millisecond
-        return round(found * 1000) if found is not None else lo
+        if hi - lo <= 1:
+            return lo
+        # [lo, lo+2) holds the sample: ask a 1 ms range which of the two milliseconds it is.
+        # Earliest: at lo, (lo-1, lo] or [lo-1, lo], and nothing lies before lo. Latest: lo+1,
+        # as (lo, lo+1] or [lo+1, lo+2], and nothing lies at lo+2 or after.
+        if earliest:
+            return lo if self._present(s, lo) else lo + 1
+        return lo + 1 if self._present(s, lo + 1 if self.left_open else lo + 2) else lo
+
+    def _present(self, s: str, at_ms: int) -> bool:
+        value = self._scalar(f"count(last_over_time({s}[1ms]))", at_ms)
+        return bool(value)
 
 
 def _utc(t_ms: int) -> datetime:

@@ -1,0 +1,102 @@
+"""`Store` on Prometheus: read-only, PromQL out.
+
+``prometheus://host:9090`` (``/prefix`` after the port when Prometheus runs under
+``--web.route-prefix``; ``?tls=1`` for https, ``?timeout=30s``). Prometheus scrapes the
+agents' ``/metrics``; nobody writes to it, so `PrometheusStore.write` refuses with a
+StoreError that says so, and `PrometheusStore.drop_before` refuses too (Prometheus applies
+its own ``--storage.tsdb.retention.time``).
+
+Reads are the same translation as VictoriaMetrics (`computewatch.store._promql`) in plain
+PromQL, with two differences that PromQL forces:
+
+- *last* over a group of several series is the largest of their last values (PromQL cannot
+  ask for the timestamp of a range's last sample); exact when a group is one series;
+- *quantile* over a group of several series is the same quantile of the series' own
+  quantiles; exact when a group is one series.
+
+Range semantics follow the server's version: Prometheus 2 ranges include both ends, 3 only
+the right one; the store asks ``/api/v1/status/buildinfo`` once and picks the range that
+covers ``[t, t+window)`` exactly. Scrape labels (``job``, ``instance``) are neither tags
+nor fields: they are ignored by ``series`` and merged by every aggregate.
+``time_bounds`` narrows 1000 windows at a time down to the millisecond (PromQL has no
+timestamp of a range's first sample).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from urllib.parse import parse_qs, urlsplit
+
+import pandas as pd
+import pyarrow as pa
+
+from computewatch.durations import parse_duration
+from computewatch.store._promapi import PromAPI
+from computewatch.store._promql import Dialect
+from computewatch.store._protocol import Query, StoreError, WriteResult
+
+__all__ = ["PrometheusStore", "parse_prometheus_url"]
+
+_KNOWN_PARAMS = {"tls", "timeout"}
+
+
+def parse_prometheus_url(url: str) -> tuple[str, float]:
+    """The HTTP base and timeout of a ``prometheus://`` URL; bad parts are named."""
+    parts = urlsplit(url)
+    if parts.scheme != "prometheus":
+        raise StoreError(f"{url}: not a prometheus:// URL")
+    if not parts.netloc:
+        raise StoreError(f"{url}: no host:port; write prometheus://host:9090")
+    params = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+    unknown = sorted(set(params) - _KNOWN_PARAMS)
+    if unknown:
+        raise StoreError(f"{url}: unknown parameter {unknown[0]!r} "
+                         f"(known: {', '.join(sorted(_KNOWN_PARAMS))})")
+    http = "https" if params.get("tls", "0").lower() in ("1", "true", "yes") else "http"
+    try:
+        timeout_s = parse_duration(params.get("timeout", "60s"))
+    except ValueError as exc:
+        raise StoreError(f"{url}: timeout: {exc}") from None
+    return f"{http}://{parts.netloc}{parts.path.rstrip('/')}", timeout_s
+
+
+class PrometheusStore:
+    """Read-only `Store` on a Prometheus server; see the module docstring."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        base, timeout_s = parse_prometheus_url(url)
+        self._api = PromAPI(base, dialect=Dialect.PROMQL, source=url, timeout_s=timeout_s)
+
+    def write(self, measurement: str, frame: pa.Table | pd.DataFrame) -> WriteResult:
+        raise StoreError(f"{self.url}: Prometheus is read-only here: it scrapes the agents' "
+                         f"/metrics and is not written to (not writing {measurement!r}); "
+                         "write to victoriametrics://, influxdb:// or duckdb:// instead")
+
+    def query(self, query: Query) -> pd.DataFrame:
+        return self._api.query(query)
+
+    def series(self, measurement: str,
+               where: Mapping[str, str | Sequence[str]] | None = None) -> pd.DataFrame:
+        return self._api.series(measurement, where)
+
+    def time_bounds(self, measurement: str) -> tuple[datetime, datetime] | None:
+        return self._api.time_bounds(measurement)
+
+    def drop_before(self, cutoff: datetime) -> int:
+        raise StoreError(f"{self.url}: Prometheus keeps its own retention "
+                         "(--storage.tsdb.retention.time); the store deletes nothing "
+                         f"(asked to drop samples before {cutoff.isoformat()})")
+
+    def close(self) -> None:
+        self._api.close()
+
+    def __enter__(self) -> PrometheusStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<PrometheusStore {self.url}>"
