@@ -37,8 +37,9 @@ def _check_udp(host: str, port: int, timeout_s: float) -> str | None:
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout_s)
         try:
-            sock.sendto(probe, (host, port))
-            reply, _ = sock.recvfrom(2048)
+            sock.connect((host, port))  # so a closed port is refused at once, not timed out
+            sock.send(probe)
+            reply = sock.recv(2048)
         except OSError as exc:
             return f"no echo ({exc or 'timed out'})"
     return None if reply == probe else "reply is not our probe"

@@ -245,10 +245,9 @@ def test_prometheus_config_is_valid_and_scrapes_every_agent_and_the_bridge(resol
             host, port = address.split(":")
             if host != "localhost":
                 assert port in services[host]["expose"], f"{job}: {address} is not exposed"
-    prom = services["prometheus"]
-    rules_mount = next(v for v in prom["volumes"] if v.split(":")[1] == "/etc/prometheus/rules")
-    assert Path(rules_mount.split(":")[0]) == ROOT / "alerts" / "rules"
-    assert _prometheus_config()["rule_files"] == ["/etc/prometheus/rules/*.yml"]
+    mounts = {v.split(":")[1]: Path(v.split(":")[0]) for v in services["prometheus"]["volumes"]}
+    loaded = {mounts[Path(f).parent.as_posix()] for f in _prometheus_config()["rule_files"]}
+    assert loaded == {ROOT / "alerts" / "rules", ROOT / "dashboards" / "rules"}
 
 
 def _walk(node, path=()):
@@ -392,3 +391,37 @@ def test_influxdb_entrypoint_hands_the_token_secret_to_computewatch(resolved, tm
                                  capture_output=True, text=True, timeout=30,
                                  env={"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"})
         assert missing.returncode != 0 and "token=" not in missing.stdout, name
+
+
+def test_image_healthcheck_reports_what_is_down(tmp_path):
+    """deploy/healthcheck.py (the image's computewatch-healthcheck) fails on a closed HTTP
+    port, a UDP port with no responder and a target it cannot probe; the e2e test sees it pass
+    against the running services."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    script = ROOT / "deploy/healthcheck.py"
+    for target in (f"http://127.0.0.1:{closed}/metrics", f"udp://127.0.0.1:{closed}",
+                   "ftp://127.0.0.1/"):
+        run = subprocess.run([sys.executable, str(script), target], capture_output=True,
+                             text=True, timeout=30, cwd=ROOT)
+        assert run.returncode == 1, target
+        assert run.stderr.startswith(f"unhealthy: {target}: "), run.stderr
+    usage = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                           timeout=30, cwd=ROOT)
+    assert usage.returncode == 2 and "usage" in usage.stderr
+
+
+def test_the_two_rule_directories_prometheus_loads_record_different_series():
+    """alerts/rules and dashboards/rules both load into the stack's one Prometheus: a series
+    recorded by both would get two values for each timestamp."""
+    def recorded(folder: str) -> set[str]:
+        return {r["record"] for f in sorted((ROOT / folder).glob("*.yml"))
+                for g in yaml.safe_load(f.read_text(encoding="utf-8"))["groups"]
+                for r in g["rules"] if "record" in r}
+
+    alerts, dashboards = recorded("alerts/rules"), recorded("dashboards/rules")
+    assert alerts and dashboards
+    assert not alerts & dashboards

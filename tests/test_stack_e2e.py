@@ -154,7 +154,7 @@ def speed_up(service: str, path: str, text: str) -> str:
         doc["global"].update(scrape_interval="1s", evaluation_interval="1s",
                              scrape_timeout="1s")
         return yaml.safe_dump(doc, sort_keys=False)
-    if service == "prometheus" and path.startswith("/etc/prometheus/rules/"):
+    if service == "prometheus" and path.startswith("/etc/prometheus/rules"):
         doc = yaml.safe_load(text)
         for group in doc.get("groups", []):
             group["interval"] = "1s"
