@@ -17,6 +17,7 @@ from grafana_foundation_sdk.models import prometheus as pm
 from dashboards.query import Expr
 
 __all__ = [
+    "BY_THRESHOLDS",
     "DATASOURCE",
     "DATASOURCE_UID",
     "GAZETTEER",
@@ -35,6 +36,10 @@ DATASOURCE = dm.DataSourceRef(type_val="prometheus", uid=DATASOURCE_UID)
 GAZETTEER = "public/gazetteer/computewatch-places.json"
 """The Geomap lookup file, served by Grafana from its public/gazetteer directory (the compose
 file mounts dashboards/provisioning/gazetteer/computewatch-places.json there)."""
+
+
+BY_THRESHOLDS = db.FieldColor().mode(dm.FieldColorModeId.THRESHOLDS)
+"""Colour values by the panel's thresholds (tables, the map), not by series."""
 
 
 def prom(expr: Expr, ref: str = "A", *, legend: str | None = None, instant: bool = False,
@@ -67,7 +72,7 @@ def merge() -> dm.DataTransformerConfig:
     return dm.DataTransformerConfig(id_val="merge", options={})
 
 
-def organize(rename: Mapping[str, str], exclude: Sequence[str] = ("Time",),
+def organize(rename: Mapping[str, str], exclude: Sequence[str] = ("Time", "__name__"),
              order: Sequence[str] = ()) -> dm.DataTransformerConfig:
     """Rename, hide and order table columns."""
     return dm.DataTransformerConfig(id_val="organize", options={

@@ -15,7 +15,7 @@ from grafana_foundation_sdk.models import dashboard as dm
 
 from computewatch.policy import Policy
 from computewatch.topology import Topology
-from dashboards._panels import DATASOURCE, merge, organize, prom, steps
+from dashboards._panels import BY_THRESHOLDS, DATASOURCE, merge, organize, prom, steps
 from dashboards.query import (
     INTERVAL,
     RANGE,
@@ -69,7 +69,7 @@ def _pue_table(topology: Topology, policy: Policy) -> table.Panel:
                 {"Value #A": "PUE", "Value #B": "target", "Value #C": "over target"},
                 order=("site", "hub", "cluster", "Value #A", "Value #B", "Value #C")))
             .sort_by([cb.TableSortByFieldState().display_name("over target").desc(True)])
-            .decimals(3)
+            .decimals(3).color_scheme(BY_THRESHOLDS)
             .override_by_name("over target", [
                 dm.DynamicConfigValue("custom.cellOptions", {"type": "color-background"}),
                 dm.DynamicConfigValue("thresholds", steps("green", (0.0001, "red")).build())]))

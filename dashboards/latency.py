@@ -15,7 +15,7 @@ from grafana_foundation_sdk.models import dashboard as dm
 
 from computewatch.policy import Policy
 from computewatch.topology import Tier, Topology
-from dashboards._panels import DATASOURCE, prom, steps
+from dashboards._panels import BY_THRESHOLDS, DATASOURCE, prom, steps
 from dashboards.query import RANGE, Agg, Expr, OverTime, Var, by_place, series
 from dashboards.thresholds import tier_budget_rules
 
@@ -75,7 +75,7 @@ def _matrix(policy: Policy) -> table.Panel:
                 "columnField": "dst_site", "rowField": "src_site", "valueField": "Value",
                 "emptyValue": "null"}))
             .unit("percentunit").decimals(0)
-            .thresholds(steps("green", (0.8, "yellow"), (1.0, "red")))
+            .thresholds(steps("green", (0.8, "yellow"), (1.0, "red"))).color_scheme(BY_THRESHOLDS)
             .cell_options(cm.TableColoredBackgroundCellOptions()))
 
 

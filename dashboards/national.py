@@ -15,7 +15,16 @@ from grafana_foundation_sdk.models import geomap as gm
 
 from computewatch.policy import Policy
 from computewatch.topology import Topology
-from dashboards._panels import DATASOURCE, GAZETTEER, merge, organize, prom, steps, value_field
+from dashboards._panels import (
+    BY_THRESHOLDS,
+    DATASOURCE,
+    GAZETTEER,
+    merge,
+    organize,
+    prom,
+    steps,
+    value_field,
+)
 from dashboards.query import (
     RANGE,
     RANGE_SECONDS,
@@ -164,7 +173,7 @@ def _map(policy: Policy) -> geomap.Panel:
              .basemap(cb.MapLayerOptions().type("default").name("Basemap"))
              .tooltip(geomap.TooltipOptions().mode(gm.TooltipMode.DETAILS))
              .unit("percentunit").decimals(1).thresholds(utilization_steps(policy))
-             .data_links(_site_link())
+             .color_scheme(BY_THRESHOLDS).data_links(_site_link())
              .override_by_name(value_field("B", n), [
                  dm.DynamicConfigValue("unit", "none"), dm.DynamicConfigValue("decimals", 2),
                  dm.DynamicConfigValue("thresholds", pue_steps(policy).build())]))
@@ -197,7 +206,7 @@ def _underused_table(topology: Topology, policy: Policy) -> table.Panel:
                 {"Value #A": "utilization", "Value #B": "minimum", "Value #C": "idle acc-h"},
                 order=("site", "hub", "cluster", "Value #A", "Value #B", "Value #C")))
             .sort_by([cb.TableSortByFieldState().display_name("utilization")])
-            .data_links(_site_link())
+            .color_scheme(BY_THRESHOLDS).data_links(_site_link())
             .override_by_name("utilization", [
                 dm.DynamicConfigValue("unit", "percentunit"),
                 dm.DynamicConfigValue("decimals", 1),

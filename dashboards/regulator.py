@@ -16,7 +16,7 @@ from grafana_foundation_sdk.models import text as tm
 
 from computewatch.policy import Policy
 from computewatch.topology import Topology
-from dashboards._panels import DATASOURCE, merge, organize, prom, steps
+from dashboards._panels import BY_THRESHOLDS, DATASOURCE, merge, organize, prom, steps
 from dashboards.energy import period_pue, pue_target_text
 from dashboards.query import (
     RANGE,
@@ -93,7 +93,8 @@ def _compliance_table(topology: Topology, policy: Policy) -> table.Panel:
     panel = (panel.with_transformation(merge())
              .with_transformation(organize(rename, order=("site", "hub", "cluster",
                                                           *rename)))
-             .sort_by([cb.TableSortByFieldState().display_name("site")]).decimals(3))
+             .sort_by([cb.TableSortByFieldState().display_name("site")]).decimals(3)
+             .color_scheme(BY_THRESHOLDS))
     for name in ("utilization", "minimum"):
         panel = panel.override_by_name(name, [dm.DynamicConfigValue("unit", "percentunit"),
                                               dm.DynamicConfigValue("decimals", 1)])

@@ -43,7 +43,7 @@ def _variables() -> list[db.QueryVariable]:
 
     def var(name: str, label: str, query: str, *, include_all: bool) -> db.QueryVariable:
         v = (db.QueryVariable(name).label(label).datasource(DATASOURCE)
-             .query({"query": query, "refId": f"{name}-values"})
+             .query(query)
              .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
              .sort(dm.VariableSort.ALPHABETICAL_ASC))
         if include_all:
