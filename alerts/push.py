@@ -2,8 +2,9 @@
 
 Each finding becomes one alert whose labels say what and where, never when: ``alertname``
 (pipeline and rule, e.g. ``UnderuseSiteBelowMinimum``), ``source="computewatch-analyze"``,
-``pipeline``, ``rule``, ``subject_type``, ``subject``, ``severity`` and ``hub``/``cluster``/
-``site`` where known. The same finding in the next run has the same labels, so Alertmanager
+``pipeline``, ``rule``, ``subject_type``, ``subject``, ``severity``, ``hub``/``cluster``/
+``site`` where known, and ``kind`` (the pipeline) and ``scope`` (the subject type) as the
+shipped rules (alerts/rules) label theirs. The same finding in the next run has the same labels, so Alertmanager
 gives it the same fingerprint and notifies once. The numbers (observed, threshold, window,
 completeness) are annotations.
 
@@ -85,7 +86,10 @@ def finding_labels(finding: Finding | Mapping[str, Any], source: str = SOURCE) -
     labels = {"alertname": alert_name(r["pipeline"], r["rule"]), "source": source,
               "pipeline": str(r["pipeline"]), "rule": str(r["rule"]),
               "subject_type": str(r["subject_type"]), "subject": str(r["subject"]),
-              "severity": _severity(r["severity"]).name.lower()}
+              "severity": _severity(r["severity"]).name.lower(),
+              # kind and scope as the shipped rules label theirs, so routes and inhibitions
+              # in alerts/alertmanager.yml treat findings like rule alerts of the same kind
+              "kind": str(r["pipeline"]), "scope": str(r["subject_type"])}
     for key in _PLACE:
         value = r.get(key)
         if isinstance(value, str) and value:  # an empty label is no label in Alertmanager

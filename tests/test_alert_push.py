@@ -65,7 +65,8 @@ def test_alert_name_and_labels_are_stable_and_timeless():
     assert finding_labels(early) == finding_labels(late) == {
         "alertname": "UnderuseSiteBelowMinimum", "source": "computewatch-analyze",
         "pipeline": "underuse", "rule": "site_below_minimum", "subject_type": "site",
-        "subject": "bj-ai", "severity": "warning", "hub": "jjj", "site": "bj-ai"}
+        "subject": "bj-ai", "severity": "warning", "kind": "underuse", "scope": "site",
+        "hub": "jjj", "site": "bj-ai"}
 
 
 def test_pushed_findings_appear_with_labels_annotations_and_endsat(alertmanager):
