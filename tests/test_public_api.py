@@ -25,6 +25,8 @@ PACKAGES = {
     "collectors.rapl": {"RaplCollector"},
     "collectors.pue": {"MeterTap", "PueCollector"},
     "computewatch.pue": {"window_pue", "power_ratio"},
+    "reports": {"build_report", "parse_period", "render_html", "render_csv", "html_to_pdf",
+                "methodology", "COLUMNS"},
     "collectors.export": set(),
     "collectors.export.buffer": {"DiskQueue", "Batch", "QueueStats", "DEFAULT_MAX_BYTES"},
     "collectors.export.remote": {"RemoteExporter", "parse_write_url", "WriteTarget"},
