@@ -559,3 +559,25 @@ def test_payload_parser_rejects_non_objects():
         parse_notification(b"[]")
     with pytest.raises(PayloadError, match="not UTF-8"):
         parse_notification(b'{"a": "\xff"}')
+
+
+# --- the shipped example and its contract with alerts/alertmanager.yml -----------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_example_config_is_valid_and_serves_every_alertmanager_receiver():
+    import yaml
+
+    config = load_bridge_config(ROOT / "examples" / "alert-bridge.yaml")
+    assert {t.kind for t in config.targets.values()} == {"dingtalk", "wecom", "feishu", "slack",
+                                                         "webhook"}
+    assert config.targets["tickets"].effective_rate_limits == ()
+    assert config.targets["noc-dingtalk"].effective_rate_limits[0].messages == 20
+    am = yaml.safe_load((ROOT / "alerts" / "alertmanager.yml").read_text(encoding="utf-8"))
+    paths = {hook["url"].rsplit("/alertmanager/", 1)[1]
+             for r in am["receivers"] for hook in r.get("webhook_configs", [])}
+    assert paths and paths <= set(config.receivers), paths - set(config.receivers)
+    assert config.listen.endswith(":9095") and all(
+        hook["url"].startswith("http://alert-bridge:9095/")
+        for r in am["receivers"] for hook in r.get("webhook_configs", []))
