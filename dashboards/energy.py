@@ -23,7 +23,6 @@ from dashboards.query import (
     Expr,
     OverTime,
     by_place,
-    constant_like,
     recorded,
     series,
 )
@@ -55,8 +54,8 @@ def pue_target_text(policy: Policy) -> str:
 def _pue_table(topology: Topology, policy: Policy) -> table.Panel:
     rules = pue_target_rules(topology, policy)
     pue = period_pue()
-    target = by_place(pue, rules, constant_like)
-    excess = by_place(pue, rules, lambda e, v: e - v)
+    target = by_place(pue, rules)
+    excess = pue - target
     return (table.Panel().title("PUE per site against target").datasource(DATASOURCE)
             .description("Energy-based PUE of each site over the selected period, its target "
                          f"({pue_target_text(policy)}) and the excess over it (red: over).")

@@ -31,7 +31,7 @@ def _p95_share_of_budget(policy: Policy, *, at_end: bool = False) -> Expr:
     """Each pair's p95 of its window p95s over the period, as a share of its tier's budget."""
     p95 = series("link_latency.rtt_p95_seconds", **TIER)
     over_period = OverTime("quantile_over_time", p95, RANGE, param=0.95, at_end=at_end)
-    return by_place(over_period, tier_budget_rules(policy), lambda e, v: e / v)
+    return over_period / by_place(over_period, tier_budget_rules(policy))
 
 
 def _tier_variable() -> db.CustomVariable:
@@ -42,8 +42,7 @@ def _tier_variable() -> db.CustomVariable:
 
 def _stats(policy: Policy) -> list[stat.Panel]:
     p95 = series("link_latency.rtt_p95_seconds", **TIER)
-    over = Agg("count", by_place(p95, tier_budget_rules(policy), lambda e, v: e.gt(v)),
-               by=("tier",))
+    over = Agg("count", p95.gt(by_place(p95, tier_budget_rules(policy))), by=("tier",))
     probed = Agg("count", p95, by=("tier",))
     budgets = ", ".join(f"{m['tier']} {v * 1e3:g} ms" for m, v in tier_budget_rules(policy))
     return [

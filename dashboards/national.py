@@ -32,7 +32,6 @@ from dashboards.query import (
     Expr,
     OverTime,
     by_place,
-    constant_like,
     recorded,
     series,
 )
@@ -76,7 +75,7 @@ def energy_weighted_pue() -> Expr:
 
 def links_in_violation(policy: Policy) -> Expr:
     p95 = series("link_latency.rtt_p95_seconds")
-    return Agg("count", by_place(p95, tier_budget_rules(policy), lambda e, v: e.gt(v)))
+    return Agg("count", p95.gt(by_place(p95, tier_budget_rules(policy))))
 
 
 def _site_link() -> list[db.DashboardLink]:
@@ -188,8 +187,9 @@ def _map(policy: Policy) -> geomap.Panel:
 def _underused_table(topology: Topology, policy: Policy) -> table.Panel:
     rules = site_minimum_rules(topology, policy)
     mean = OverTime("avg_over_time", recorded("site:accelerator_utilization_ratio:avg"), RANGE)
-    below = by_place(mean, rules, lambda e, v: e.lt(v))
-    minimum = by_place(mean, rules, lambda e, v: constant_like(e.lt(v), v))
+    threshold = by_place(mean, rules)
+    below = mean.lt(threshold)
+    minimum = threshold & below
     idle_hours = Agg("sum", idle_accelerator_hours(), by=PLACE) * RANGE_SECONDS / 3600
     idle = (idle_hours & below).matching(PLACE)
     entry = policy.utilization.minimums.site.default

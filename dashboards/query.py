@@ -14,7 +14,7 @@ Windows are Grafana's: `RANGE` (``$__range``), `INTERVAL` (``$__interval``) and
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -370,18 +370,21 @@ def constant_like(expr: Expr, value: float) -> Expr:
     return expr * 0 + value
 
 
-def by_place(expr: Expr, rules: Sequence[tuple[Mapping[str, Matcher], float]],
-             build: Callable[[Expr, float], Expr]) -> Expr:
-    """Apply a per-place policy value: ``build(expr{matchers}, value)`` per rule, joined by `or`.
+def by_place(expr: Expr, rules: Sequence[tuple[Mapping[str, Matcher], float]]) -> Expr:
+    """A policy value per subject: series with ``expr``'s labels, valued by the first rule
+    whose matchers the subject meets, rules joined by ``or``.
 
     Rules are given most specific first (per-site overrides, then regions, then the default
-    with no matchers). PromQL's ``or`` keeps the left side's series, so each subject gets the
-    first rule that matches it, exactly as `Policy.pue_target_entry` and
-    `Policy.utilization_minimum_entry` resolve it.
+    with no matchers). Each part is `constant_like`, which keeps every series it matches, and
+    PromQL's ``or`` keeps the left side's series, so each subject gets the first rule that
+    matches it, exactly as `Policy.pue_target_entry` and `Policy.utilization_minimum_entry`
+    resolve it. Compare with the result (``expr.lt(by_place(expr, rules))``), never inside a
+    part: a comparison drops the series that pass it, and ``or`` would then fall through to
+    the next, wrong, rule.
     """
     if not rules:
         raise QueryError("by_place needs at least one rule")
-    parts = [build(expr.where(**dict(m)), value) for m, value in rules]
+    parts = [constant_like(expr.where(**dict(m)), value) for m, value in rules]
     out = parts[0]
     for p in parts[1:]:
         out = out | p

@@ -28,7 +28,6 @@ from dashboards.query import (
     OverTime,
     Selector,
     by_place,
-    constant_like,
     re_any,
     recorded,
     series,
@@ -61,12 +60,12 @@ def _queries(topology: Topology, policy: Policy) -> list[tuple[str, str, Expr]]:
     meters = series("facility_power.joules_total").where(scope=re_any(["facility", "it"]))
     return [
         ("A", "utilization", util),
-        ("B", "minimum", by_place(util, minimum, constant_like)),
-        ("C", "utilization ok", by_place(util, minimum, lambda e, v: e.ge(v, bool_=True))),
+        ("B", "minimum", by_place(util, minimum)),
+        ("C", "utilization ok", util.ge(by_place(util, minimum), bool_=True)),
         ("D", "utilization data", completeness(series("accelerator.utilization_ratio"))),
         ("E", "PUE", pue),
-        ("F", "PUE target", by_place(pue, target, constant_like)),
-        ("G", "PUE ok", by_place(pue, target, lambda e, v: e.le(v, bool_=True))),
+        ("F", "PUE target", by_place(pue, target)),
+        ("G", "PUE ok", pue.le(by_place(pue, target), bool_=True)),
         ("H", "meter data", completeness(meters)),
     ]
 

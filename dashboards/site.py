@@ -26,7 +26,6 @@ from dashboards.query import (
     OverTime,
     Var,
     by_place,
-    constant_like,
     recorded,
     series,
 )
@@ -118,7 +117,7 @@ def _accelerators(policy: Policy) -> list[object]:
 
 def _facility(topology: Topology, policy: Policy) -> list[object]:
     pue = recorded("site:pue_energy_ratio:1h", **SITE)
-    target = by_place(pue, pue_target_rules(topology, policy), constant_like)
+    target = by_place(pue, pue_target_rules(topology, policy))
     return [
         _timeseries("PUE against target", "Energy-based PUE over each trailing hour, and the "
                     "site's target from the policy (site override, else its region's, else "

@@ -361,3 +361,31 @@ def test_completeness_is_the_share_of_expected_samples_received(loaded):
     got = {r["metric"]["site"]: float(r["value"][1]) for r in rows}
     assert got == pytest.approx(want.to_dict(), rel=1e-9)
     assert min(got.values()) < max(got.values()), "the lost device must show"
+
+
+@pytest.mark.parametrize("offset, verdict", [(-0.05, 1.0), (0.05, 0.0)])
+def test_utilization_verdicts_apply_each_sites_own_minimum(loaded, tmp_path, offset, verdict):
+    """Give every site its own minimum just below (or above) its mean: every verdict must
+    then be 'meets' (or 'fails') and the underused table must list no site (or every site),
+    whatever the default minimum says. A filtering comparison made inside the per-place rules
+    would fall through to the default rule and list the sites below it."""
+    frame = _window(loaded.accelerator).select(["site", "utilization_ratio"]).to_pandas()
+    means = frame.groupby("site", observed=True)["utilization_ratio"].mean()
+    subjects = "".join(f"\n        {site}: {{value: {min(max(m + offset, 0), 1):.4f}, "
+                       f"source: test}}" for site, m in means.items())
+    text = (Path(__file__).resolve().parents[1] / "computewatch" / "data" / "policy.yaml") \
+        .read_text(encoding="utf-8")
+    assert text.count("      subjects: {}") == 1
+    text = text.replace("      subjects: {}", "      subjects:" + subjects)
+    (tmp_path / "policy.yaml").write_text(text, encoding="utf-8")
+    policy = load_policy(tmp_path / "policy.yaml", topology=loaded.topology)
+    model = build_dashboards(loaded.topology, policy)["computewatch-regulator"]
+    rows = _target_rows(loaded, "computewatch-regulator", "Compliance per site", "C",
+                        model=model)
+    got = {r["metric"]["site"]: float(r["value"][1]) for r in rows}
+    assert got == {site: verdict for site in means.index}
+    national = build_dashboards(loaded.topology, policy)["computewatch-national"]
+    listed = {r["metric"]["site"] for r in
+              _target_rows(loaded, "computewatch-national", "Underused sites", model=national)}
+    assert listed == (set() if verdict else set(means.index))
+    assert (means < policy.utilization_minimum("site")).any()  # the default would list some
