@@ -20,6 +20,7 @@ import argparse
 import sys
 import textwrap
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from computewatch.config import ConfigError
@@ -27,7 +28,7 @@ from computewatch.policy import Policy, Sourced, load_policy
 from computewatch.status import ExitStatus
 from computewatch.topology import Tier, Topology, load_topology
 
-__all__ = ["GROUP_NAME", "main", "policy_rules", "render_policy_rules"]
+__all__ = ["GROUP_NAME", "ThresholdRule", "main", "policy_rules", "render_policy_rules"]
 
 GROUP_NAME = "computewatch-policy"
 
@@ -39,16 +40,20 @@ RTT_BUDGET = "policy:link_latency_rtt_seconds:budget"
 ROUTE_INFLATION_LIMIT = "policy:link_latency_route_inflation:limit"
 
 
-class _Rule:
-    """One constant recording rule: series name, value, labels, and where the value is from."""
+@dataclass(frozen=True, slots=True)
+class ThresholdRule:
+    """One constant recording rule: series name, value, labels, and where the value is from
+    (``path``: the policy field that applied; ``source``: that field's stated source)."""
 
-    def __init__(self, record: str, value: float, labels: dict[str, str], source: str,
-                 path: str) -> None:
-        self.record, self.value, self.labels = record, value, labels
-        self.source, self.path = " ".join(source.split()), path
+    record: str
+    value: float
+    labels: dict[str, str]
+    source: str
+    path: str
 
     def render(self) -> str:
-        comment = textwrap.wrap(f"{self.path}: {self.source}", width=90)
+        source = " ".join(self.source.split())
+        comment = textwrap.wrap(f"{self.path}: {source}", width=90)
         lines = [f"      # {line}" for line in comment]
         lines.append(f"      - record: {self.record}")
         lines.append(f"        expr: vector({self.value!r})")
@@ -83,41 +88,42 @@ def _minimum(policy: Policy, level: str, region: str, subject: str) -> tuple[Sou
     return entry, where
 
 
-def policy_rules(policy: Policy, topology: Topology) -> list[_Rule]:
+def policy_rules(policy: Policy, topology: Topology) -> list[ThresholdRule]:
     """Every threshold series, in a stable order: global ones, then per hub, cluster, site."""
     u, p, lat = policy.utilization, policy.pue, policy.latency
+    rule = ThresholdRule
     rules = [
-        _Rule(BUSY_LEVEL, u.busy_level.value, {}, u.busy_level.source, "utilization.busy_level"),
-        _Rule(PUE_MIN_COMPLETENESS, p.min_completeness.value, {}, p.min_completeness.source,
-              "pue.min_completeness"),
+        rule(BUSY_LEVEL, u.busy_level.value, {}, u.busy_level.source, "utilization.busy_level"),
+        rule(PUE_MIN_COMPLETENESS, p.min_completeness.value, {}, p.min_completeness.source,
+             "pue.min_completeness"),
     ]
     for tier in Tier:
         entry = getattr(lat.tiers, tier.value)
         note = "" if lat.rtt_semantics.value == "round_trip" else " (one-way budget, doubled)"
-        rules.append(_Rule(RTT_BUDGET, policy.budget_rtt_s(tier), {"tier": tier.value},
-                           entry.source + note, f"latency.tiers.{tier.value}"))
-    rules.append(_Rule(ROUTE_INFLATION_LIMIT, lat.route_inflation_limit.value, {},
-                       lat.route_inflation_limit.source, "latency.route_inflation_limit"))
+        rules.append(rule(RTT_BUDGET, policy.budget_rtt_s(tier), {"tier": tier.value},
+                          entry.source + note, f"latency.tiers.{tier.value}"))
+    rules.append(rule(ROUTE_INFLATION_LIMIT, lat.route_inflation_limit.value, {},
+                      lat.route_inflation_limit.source, "latency.route_inflation_limit"))
     for hub in topology.hubs:
         entry, where = _minimum(policy, "hub", hub.region, hub.id)
-        rules.append(_Rule(UTILIZATION_MINIMUM, entry.value, {"level": "hub", **_place(hub.id)},
-                           entry.source, where))
+        rules.append(rule(UTILIZATION_MINIMUM, entry.value, {"level": "hub", **_place(hub.id)},
+                          entry.source, where))
     for cluster in topology.clusters:
         region = topology.hub(cluster.hub).region
         entry, where = _minimum(policy, "cluster", region, cluster.id)
-        rules.append(_Rule(UTILIZATION_MINIMUM, entry.value,
-                           {"level": "cluster", **_place(cluster.hub, cluster.id)},
-                           entry.source, where))
+        rules.append(rule(UTILIZATION_MINIMUM, entry.value,
+                          {"level": "cluster", **_place(cluster.hub, cluster.id)},
+                          entry.source, where))
     for site in topology.sites:
         region = topology.region_of(site.id)
         place = _place(site.hub, site.cluster, site.id)
         entry, where = _minimum(policy, "site", region, site.id)
-        rules.append(_Rule(UTILIZATION_MINIMUM, entry.value, {"level": "site", **place},
-                           entry.source, where))
+        rules.append(rule(UTILIZATION_MINIMUM, entry.value, {"level": "site", **place},
+                          entry.source, where))
         target = policy.pue_target_entry(region, site.id)
         where = (f"pue.sites.{site.id}" if site.id in p.sites
                  else f"pue.targets.{region}" if region in p.targets else "pue.default_target")
-        rules.append(_Rule(PUE_TARGET, target.value, place, target.source, where))
+        rules.append(rule(PUE_TARGET, target.value, place, target.source, where))
     return rules
 
 
