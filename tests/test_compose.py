@@ -425,3 +425,17 @@ def test_the_two_rule_directories_prometheus_loads_record_different_series():
     alerts, dashboards = recorded("alerts/rules"), recorded("dashboards/rules")
     assert alerts and dashboards
     assert not alerts & dashboards
+
+
+def test_every_store_url_the_services_use_is_one_computewatch_opens(resolved, monkeypatch):
+    """The pipelines' --store URLs name a backend and parse (opening connects to nothing); the
+    influxdb profile's token arrives as INFLUX_TOKEN from its entrypoint."""
+    from computewatch.store import open_store
+
+    monkeypatch.setenv("INFLUX_TOKEN", "test-token")
+    urls = {n: s["command"][s["command"].index("--store") + 1]
+            for n, s in resolved["services"].items() if "--store" in s.get("command", [])}
+    assert {"pipelines", "pipelines-influx"} <= set(urls)
+    for name, url in urls.items():
+        store = open_store(url)
+        store.close()

@@ -4,8 +4,9 @@ The topology is read from docker-compose.yml itself (as `docker-compose config` 
 every service's command, its mounted configs and secrets, the addresses services use to reach
 each other. Each ``service:port`` becomes a free port on 127.0.0.1, each mounted path a file
 or directory under tmp_path, and then the processes start in the order depends_on gives:
-VictoriaMetrics, Prometheus and Alertmanager from the Debian packages (tests/servers.py), our
-services as `computewatch` subprocesses, each waited for with its own compose health check.
+the compose command lines of VictoriaMetrics, Prometheus and Alertmanager run by the Debian
+packages' binaries (tests/servers.py's `Server`), our services as `computewatch`
+subprocesses, each waited for with its own compose health check.
 
 What the test changes (`speed_up`) is only how fast things happen: scrape and rule evaluation
 every second instead of 15 s / 1 min, agents collecting every second, Alertmanager's
@@ -41,17 +42,21 @@ from pathlib import Path
 import pytest
 import yaml
 from alert_sinks import Sink
-from servers import (
-    Server,
-    free_port,
-    start_alertmanager,
-    start_prometheus,
-    start_victoriametrics,
-)
+from servers import ALERTMANAGER, PROMETHEUS, VICTORIA_METRICS, Server, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
 NOT_RUN = {"grafana"}  # no Grafana here
+# The Debian packages' binaries run the compose command lines of these images (translated);
+# the test adds only where to listen and, for Alertmanager, no cluster gossip port.
+THIRD_PARTY = {
+    "victoriametrics": (VICTORIA_METRICS, "/health", lambda port: []),
+    "prometheus": (PROMETHEUS, "/-/ready",
+                   lambda port: [f"--web.listen-address=127.0.0.1:{port}"]),
+    "alertmanager": (ALERTMANAGER, "/-/ready",
+                     lambda port: [f"--web.listen-address=127.0.0.1:{port}",
+                                   "--cluster.listen-address="]),
+}
 KILLED_AGENT = "agent-qingyang-a"
 TRIGGERED_ALERT = "AgentDown"
 HISTORY = ["--sites", "4", "--accelerators", "128", "--hours", "24"]  # the backfilled day
@@ -256,17 +261,14 @@ class Stack:
         return self.mounts[name]
 
     def start_third_party(self, name: str) -> Server:
+        """The service's compose command, translated, run by the Debian package's binary."""
+        binary, ready, listen = THIRD_PARTY[name]
+        assert Path(binary).exists(), f"{binary} missing: `make test` installs it"
         (port,) = self.tr.ports[name].values()
-        data, paths = self.work / name / "data", self.paths(name)
-        if name == "victoriametrics":
-            server = start_victoriametrics(data, port=port)
-        elif name == "prometheus":
-            server = start_prometheus(data, paths["/etc/prometheus/prometheus.yml"], port=port)
-        else:
-            server = start_alertmanager(data, paths["/etc/alertmanager/alertmanager.yml"],
-                                        port=port)
+        argv = [binary, *self.argv(name), *listen(port)]
+        server = Server(name, argv, port, ready, self.work / name / "server.log")
         self.servers[name] = server
-        return server
+        return server.start()
 
     def argv(self, name: str) -> list[str]:
         return [self.tr.text(a, name, self.paths(name)) for a in self.services[name]["command"]]
