@@ -437,5 +437,8 @@ def test_every_store_url_the_services_use_is_one_computewatch_opens(resolved, mo
             for n, s in resolved["services"].items() if "--store" in s.get("command", [])}
     assert {"pipelines", "pipelines-influx"} <= set(urls)
     for name, url in urls.items():
-        store = open_store(url)
+        try:
+            store = open_store(url)
+        except Exception as exc:
+            pytest.fail(f"{name}: --store {url}: {exc}")
         store.close()
