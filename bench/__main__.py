@@ -14,12 +14,13 @@ from bench import (
     bench_lineprotocol,
     bench_pipelines,
     bench_query,
+    bench_remote_write,
 )
 
 
 def main() -> None:
     which = sys.argv[1:] or ["demo", "query", "ingest", "lineprotocol", "agent", "latency",
-                            "pipelines"]
+                            "pipelines", "remote_write"]
     print(f"computewatch benchmarks on {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, Python {platform.python_version()}")
     store = bench_demo.STORE
@@ -41,9 +42,11 @@ def main() -> None:
             bench_latency.main()
         elif name == "pipelines":
             bench_pipelines.main()
+        elif name == "remote_write":
+            bench_remote_write.main()
         else:
             sys.exit(f"unknown benchmark {name!r}: demo, query, ingest, lineprotocol, agent, "
-                     f"latency, pipelines")
+                     f"latency, pipelines, remote_write")
 
 
 main()

@@ -137,7 +137,8 @@ def _segment_name(seg: int) -> str:
 
 
 class DiskQueue:
-    """Append-only segment files with a persisted read cursor; one appender, one sender."""
+    """Append-only segment files with a persisted read cursor; appenders take turns, and one
+    sender takes batches."""
 
     def __init__(self, directory: Path | str, max_bytes: int = DEFAULT_MAX_BYTES, *,
                  segment_bytes: int | None = None, fsync: FsyncPolicy = "always",
@@ -154,6 +155,7 @@ class DiskQueue:
         self.fsync = fsync
         self.fsync_interval_s = fsync_interval_s
         self._lock = threading.Lock()
+        self._append_lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._records: deque[_Record] = deque()
         self._inflight = 0
@@ -294,6 +296,10 @@ class DiskQueue:
     def append(self, payload: bytes, samples: int) -> bool:
         """Append one record; False when it alone exceeds the bound (counted as ``full``)."""
         record = encode_record(payload, samples)
+        with self._append_lock:  # appenders in turn; the sender only waits for the write
+            return self._append(record, samples)
+
+    def _append(self, record: bytes, samples: int) -> bool:
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"buffer {self.name} is closed")
@@ -318,12 +324,13 @@ class DiskQueue:
             self._segments[self._tail] = size + len(record)
             self._bytes += len(record)
             self._samples += samples
-            self._dirty = True
-            if self.fsync == "always":
-                self._sync()
-            elif self.fsync == "interval":
+            self._dirty = self.fsync != "always"
+            if self.fsync == "interval":
                 self._sync_if_due()
             self._changed.notify_all()
+            fd = self._tail_fd
+        if self.fsync == "always":  # outside the lock: the sender may take and send meanwhile
+            os.fdatasync(fd)
         return True
 
     def _sync(self) -> None:
@@ -515,7 +522,7 @@ class DiskQueue:
                               dict(self.dropped), self.corrupt_segments)
 
     def close(self) -> None:
-        with self._lock:
+        with self._append_lock, self._lock:
             if self._closed:
                 return
             self._closed = True
