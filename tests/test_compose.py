@@ -442,3 +442,11 @@ def test_every_store_url_the_services_use_is_one_computewatch_opens(resolved, mo
         except Exception as exc:
             pytest.fail(f"{name}: --store {url}: {exc}")
         store.close()
+
+
+def test_grafana_image_is_the_version_the_dashboards_are_built_for(resolved):
+    extras = PYPROJECT["project"].get("optional-dependencies", {}).values()
+    deps = [*PYPROJECT["project"]["dependencies"], *(d for extra in extras for d in extra)]
+    (sdk,) = [d for d in deps if d.startswith("grafana-foundation-sdk")]
+    built_for = sdk.rpartition("!")[2]
+    assert resolved["services"]["grafana"]["image"] == f"grafana/grafana:{built_for}"
