@@ -4,24 +4,25 @@ Each finding becomes one alert whose labels say what and where, never when: ``al
 (pipeline and rule, e.g. ``UnderuseSiteBelowMinimum``), ``source="computewatch-analyze"``,
 ``pipeline``, ``rule``, ``subject_type``, ``subject``, ``severity``, ``hub``/``cluster``/
 ``site`` where known, and ``kind`` (the pipeline) and ``scope`` (the subject type) as the
-shipped rules (alerts/rules) label theirs. The same finding in the next run has the same labels, so Alertmanager
-gives it the same fingerprint and notifies once. The numbers (observed, threshold, window,
-completeness) are annotations.
+shipped rules (alerts/rules) label theirs. The same finding in the next run has the same
+labels, so Alertmanager gives it the same fingerprint and notifies once. The numbers
+(observed, threshold, window, completeness) are annotations.
 
 A run pushes every current finding with ``endsAt = now + hold``: while runs keep finding it,
 each push moves endsAt forward; if runs stop (the scheduler died), Alertmanager resolves it
-by itself after ``hold``. (Alertmanager only ever moves a firing alert's endsAt later, so
-a shorter hold takes effect once the longer one has passed.) A finding that has gone since
-the previous run is resolved at once (``endsAt = now``). Knowing what the previous run pushed needs no state file: the push asks
-Alertmanager (``GET /api/v2/alerts`` filtered on ``source``) which of our alerts are active,
-and resolves those the current run did not find, but only for pipelines that ran and
-succeeded, so ``--only latency`` or a failed pipeline never resolves another pipeline's
-alerts. (An Alertmanager restarted without its alerts has nothing to resolve, and the next
-run pushes what holds again.) Several analysers pushing to one Alertmanager must then use
-distinct ``source`` values.
+by itself after ``hold``. (Alertmanager only ever moves a firing alert's endsAt later, so a
+shorter hold takes effect once the longer one has passed.) A finding that has gone since the
+previous run is resolved at once (``endsAt = now``). Knowing what the previous run pushed
+needs no state file: the push asks Alertmanager (``GET /api/v2/alerts`` filtered on
+``source``) which of our alerts are active, and resolves those the current run did not find,
+but only for pipelines that ran and succeeded, so ``--only latency`` or a failed pipeline
+never resolves another pipeline's alerts. (An Alertmanager restarted without its alerts has
+nothing to resolve, and the next run pushes what holds again.) Several analysers pushing to
+one Alertmanager must then use distinct ``source`` values (the ``source`` argument; the
+command always uses the default).
 
-"Current" means the finding's window ends within ``recent`` of the analysed period's end:
-an episode that ended days ago is history for the report, not a page for the NOC.
+"Current" means the finding's window ends within ``recent`` of the analysed period's end: an
+episode that ended days ago is history for the report, not a page for the NOC.
 """
 
 from __future__ import annotations

@@ -269,6 +269,26 @@ def test_untruncated_message_is_left_whole():
     assert msg.text.count("**[critical] AgentDown**") == 3
 
 
+def test_mixed_groups_list_firing_first_and_say_what_alertmanager_left_out():
+    doc = notification(2)
+    doc["alerts"][0] = {**doc["alerts"][0], "status": "resolved",
+                        "endsAt": "2026-05-09T08:05:00Z"}
+    doc["truncatedAlerts"] = 5
+    n = parse_notification(json.dumps(doc).encode())
+    zh = render(n, language="zh", style="markdown").text
+    assert zh.index("[严重] AgentDown") < zh.index("[已恢复] [严重] AgentDown")
+    assert "Alertmanager 另有 5 条告警未发送" in zh
+    en = render(n, language="en", style="slack").text
+    assert "Alertmanager left out 5 more alerts" in en
+
+
+def test_slack_text_is_escaped():
+    doc = notification(1, summary="p95 > budget & <rising>")
+    text = render(parse_notification(json.dumps(doc).encode()), language="en",
+                  style="slack").text
+    assert "p95 &gt; budget &amp; &lt;rising&gt; #0" in text
+
+
 # --- rate limits, retries, timeouts, dead letters --------------------------------------------
 
 def test_sliding_window_never_allows_more_than_n_per_window():

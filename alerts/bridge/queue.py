@@ -102,6 +102,10 @@ class TargetWorker:
             return False
         return True
 
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
     def has_room(self) -> bool:
         return not self._closing and not self.queue.full()
 

@@ -247,8 +247,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         job = Job(receiver, notification, time.time())
         for w in workers:
-            if not w.submit(job):  # filled up since the check: do not lose it
-                w.dead_letter(job, None, "queue_full", 0, "queue filled while accepting")
+            if not w.submit(job):  # filled up (or began closing) since the check: keep it
+                reason = "shutdown" if w.closing else "queue_full"
+                w.dead_letter(job, None, reason, 0, f"{reason} while accepting")
         bridge.metrics.received.labels(receiver=receiver).inc()
         log.info("webhook for %s: %s, %d alerts -> %s", receiver, notification.status,
                  len(notification.alerts), ", ".join(w.target.name for w in workers))
