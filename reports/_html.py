@@ -93,7 +93,7 @@ def _cards(report: Report) -> list[dict[str, str]]:
         {"n": pct(within / links_has) if links_has else "—",
          "label": f"link windows within tier budget ({within:,} of {links_has:,}) 时延达标"},
         {"n": pct(report.coverage.get("period_completeness", 0.0)),
-         "label": "of the period's windows hold data 数据覆盖"},
+         "label": "of the period's site-windows hold data 数据覆盖"},
         {"n": f"{(sev == 2).sum()} / {(sev == 1).sum()} / {(sev == 0).sum()}",
          "label": "findings critical / warning / info 发现"},
     ]
@@ -104,11 +104,13 @@ def _banner(report: Report) -> str:
     share = float(c.get("period_completeness", 0.0))
     if share >= report.floor:
         return ""
-    return (f"The store holds accelerator data for {c['accelerator_windows']:,} of the "
-            f"{c['windows']:,} {report.window.total_seconds() / 60:g}-minute windows of the period "
-            f"({share:.1%}, about {share * report.period.days:.1f} of {report.period.days:g} "
-            f"days). Verdicts need at least {report.floor:.0%} completeness: rows below it "
-            "say incomplete, and their values describe only the time the store holds.")
+    return (f"The store holds accelerator data for {c['site_windows_with_data']:,} of the "
+            f"{c['site_windows']:,} site-windows of the period ({c['sites']} sites x "
+            f"{c['windows']:,} "
+            f"{report.window.total_seconds() / 60:g}-minute windows): {share:.1%}, the "
+            f"equivalent of {share * report.period.days:.1f} of {report.period.days:g} days. "
+            f"Verdicts need at least {report.floor:.0%} completeness: rows below it say "
+            "incomplete, and their values describe only the time the store holds.")
 
 
 def _findings(report: Report) -> tuple[list[dict], list[dict]]:
@@ -140,9 +142,10 @@ def _coverage(report: Report) -> list[tuple[str, str]]:
     c = report.coverage
     unknown = c.get("unknown_sites") or []
     return [
-        ("Accelerator data 加速卡数据", f"{c['accelerator_windows']:,} of {c['windows']:,} "
-         f"windows ({pct(c['period_completeness'])}), first {_local(c['first_window'])}, "
-         f"last {_local(c['last_window'])} (window starts, China time)"),
+        ("Accelerator data 加速卡数据", f"{c['site_windows_with_data']:,} of "
+         f"{c['site_windows']:,} site-windows ({pct(c['period_completeness'])}; "
+         f"{c['sites']} sites x {c['windows']:,} windows); first window "
+         f"{_local(c['first_window'])}, last {_local(c['last_window'])} (China time)"),
         ("Meters 计量表", f"{c['meters']:,} meters with energy readings in the period"),
         ("Links 链路", f"{c['links']:,} probed links in scope with a known tier"),
         ("Left out 未纳入", ", ".join(unknown) + " (sites in the store but not in the "
@@ -153,18 +156,18 @@ def _coverage(report: Report) -> list[tuple[str, str]]:
 
 
 def _plots(report: Report) -> list[dict[str, object]]:
-    return [
+    return [  # the two small plots side by side, the PUE of every site below them
         {"id": "utilization", "title": "利用率分布 Utilization distribution",
          "svg": utilization_plot(report),
          "caption": "Utilization of each site in each window of the period that holds data; "
                     "dashed: the site minimums."},
-        {"id": "pue", "title": "各中心PUE PUE by site", "svg": pue_plot(report),
-         "caption": "Energy-based PUE over the period (green: within target, red: over, grey: "
-                    "not stated for lack of data) with each site's target."},
         {"id": "latency", "title": "时延达标率 Latency-tier compliance",
          "svg": latency_plot(report),
          "caption": "Share of link windows whose sustained p95 RTT kept within the tier budget, "
                     "per hub (links touching it) and tier."},
+        {"id": "pue", "title": "各中心PUE PUE by site", "svg": pue_plot(report), "wide": True,
+         "caption": "Energy-based PUE over the period (green: within target, red: over, grey: "
+                    "not stated for lack of data) with each site's target (black tick)."},
     ]
 
 

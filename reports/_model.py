@@ -295,7 +295,8 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
     return Report(period, hub, store.url, datetime.now(UTC), policy, topology, definition,
                   window, latency_window, frame, site_util.reset_index(drop=True),
                   links.reset_index(drop=True), findings, status,
-                  _coverage(store, period, site_util, readings, links, topology, n_windows),
+                  _coverage(store, site_util, readings, links, topology, len(sites),
+                            n_windows),
                   policy_name)
 
 
@@ -309,17 +310,20 @@ def _empty_message(store: Store, period: ReportPeriod, hub: str | None) -> str:
             f"({period.start:%Y-%m-%d %H:%M} – {period.end:%Y-%m-%d %H:%M} UTC){scope}; {held}")
 
 
-def _coverage(store: Store, period: ReportPeriod, site_util: pd.DataFrame,
-              readings: pd.DataFrame, links: pd.DataFrame, topology: Topology,
+def _coverage(store: Store, site_util: pd.DataFrame, readings: pd.DataFrame,
+              links: pd.DataFrame, topology: Topology, n_sites: int,
               n_windows: int) -> dict[str, object]:
     """What the store holds of the period, and what was left out because the topology lacks it."""
-    covered = site_util.time.nunique() if len(site_util) else 0
+    covered = int(site_util.value.notna().sum()) if len(site_util) else 0
+    expected = n_sites * n_windows
     known = {s.id for s in topology.sites}
     stored = store.series("accelerator")
     unknown = sorted(set(stored.site.dropna()) - known) if "site" in stored else []
     return {
-        "accelerator_windows": int(covered), "windows": n_windows,
-        "period_completeness": covered / n_windows if n_windows else 0.0,
+        "site_windows_with_data": covered, "site_windows": expected, "sites": n_sites,
+        "windows": n_windows,
+        # Every site of the scope is expected in every window: a silent site counts as missing.
+        "period_completeness": covered / expected if expected else 0.0,
         "first_window": site_util.time.min() if len(site_util) else None,
         "last_window": site_util.time.max() if len(site_util) else None,
         "meters": int(readings.meter.nunique()) if len(readings) else 0,

@@ -54,30 +54,29 @@ def utilization_plot(report: Report) -> str | None:
 
 def pue_plot(report: Report) -> str | None:
     """Each site's PUE as a bar against its target; sites without a stated PUE in grey."""
-    sites = report.sites.sort_values(["pue", "id"], na_position="first")
+    sites = report.sites.sort_values(["pue", "id"], ascending=[False, True], na_position="last")
     if sites.pue.isna().all() and (sites.pue_completeness == 0).all():
         return None
-    fig = Figure(figsize=(7.5, 0.9 + 0.18 * len(sites)))
+    fig = Figure(figsize=(max(7.5, 1.5 + 0.22 * len(sites)), 3.4))
     ax = fig.subplots()
-    y = np.arange(len(sites))
+    x = np.arange(len(sites))
     pue = sites.pue.to_numpy(dtype=float)
     colour = [PASS if v == "pass" else FAIL if v == "fail" else GREY for v in sites.pue_verdict]
-    ax.barh(y, np.nan_to_num(pue - 1.0, nan=0.0), left=1.0, color=colour, height=0.7)
-    ax.scatter(sites.pue_target, y, marker="|", s=120, color="black", zorder=3,
+    ax.bar(x, np.nan_to_num(pue - 1.0, nan=0.0), bottom=1.0, color=colour, width=0.75)
+    ax.scatter(x, sites.pue_target, marker="_", s=50, linewidths=2, color="black", zorder=3,
                label="target")
-    lo = 1.0
     hi = max(float(np.nanmax(pue)) if np.isfinite(pue).any() else 1.3,
              float(sites.pue_target.max())) + 0.05
-    for yi, (v, c) in enumerate(zip(pue, sites.pue_completeness, strict=True)):
+    for xi, (v, c) in enumerate(zip(pue, sites.pue_completeness, strict=True)):
         if np.isnan(v):
-            ax.text(lo + 0.005, yi, f"not stated ({c:.0%} complete)", va="center", fontsize=7,
-                    color="#495057")
-    ax.set_yticks(y, sites.id, fontsize=7)
-    ax.set_xlim(lo, hi)
-    ax.set_ylim(-0.6, len(sites) - 0.4)
-    ax.set_xlabel("energy-based PUE over the period (bar) and target (|)")
+            ax.text(xi, 1.005, f"not stated, {c:.0%} metered", rotation=90, ha="center",
+                    va="bottom", fontsize=6, color="#495057")
+    ax.set_xticks(x, sites.id, rotation=90, fontsize=7)
+    ax.set_xlim(-0.6, len(sites) - 0.4)
+    ax.set_ylim(1.0, hi)
+    ax.set_ylabel("energy-based PUE")
     ax.spines[["top", "right"]].set_visible(False)
-    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    ax.legend(loc="upper right", fontsize=8, frameon=False)
     return _svg(fig)
 
 

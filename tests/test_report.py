@@ -3,6 +3,7 @@ the CSV against the HTML, the methodology against the policy, the period parser,
 
 from __future__ import annotations
 
+import ast
 import csv
 import io
 import re
@@ -12,6 +13,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -181,8 +183,10 @@ def test_a_month_with_one_day_of_data_is_one_31st_complete(tmp_path):
     store = DuckDBStore(tmp_path / "month.duckdb")
     try:
         day = START + timedelta(days=4)  # 2026-10-05 in China time
-        write_accelerators(store, TOPO, "zjk-a", 2, [0.4] * 24, 24, start=day)
-        got = build_report(store, TOPO, POLICY, parse_period("2026-10"), pipelines=())
+        for site in TOPO.sites_of_hub("jjj"):  # every site of the scope, for one day
+            write_accelerators(store, TOPO, site.id, 2, [0.4] * 24, 24, start=day)
+        got = build_report(store, TOPO, POLICY, parse_period("2026-10"), hub="jjj",
+                           pipelines=())
     finally:
         store.close()
     zjk = row(got, "site", "zjk-a")
@@ -192,8 +196,8 @@ def test_a_month_with_one_day_of_data_is_one_31st_complete(tmp_path):
     assert zjk["idle_accelerator_hours"] == pytest.approx(2 * 24 * 0.6)
     assert got.coverage["period_completeness"] == pytest.approx(1 / 31)
     html = render_html(got)
-    assert "for 24 of the 744 60-minute windows of the period" in html
-    assert "about 1.0 of 31 days" in html
+    assert "for 168 of the 5,208 site-windows of the period (7 sites x 744 " in html
+    assert "the equivalent of 1.0 of 31 days" in html
 
 
 def test_an_empty_period_names_what_the_store_holds(fleet_path):
@@ -423,3 +427,19 @@ def test_cli_on_an_empty_store_says_how_to_fill_it(tmp_path):
     proc = cli("--store", f"duckdb:///{tmp_path / 'empty.duckdb'}")
     assert proc.returncode == ExitStatus.BAD_INPUT
     assert "holds no accelerator samples" in proc.stderr
+
+
+def test_nothing_upstream_imports_the_reports():
+    """Reports come after the pipelines in the flow: collectors, pipelines and the shared
+    package never import them (only the CLI does)."""
+    root = Path(__file__).resolve().parents[1]
+    for package in ("computewatch", "collectors", "pipelines"):
+        for path in (root / package).rglob("*.py"):
+            if path.name in ("cli.py", "__main__.py"):
+                continue
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import)
+                     for a in n.names}
+            names |= {n.module for n in ast.walk(tree)
+                      if isinstance(n, ast.ImportFrom) and n.module}
+            assert not any(m.split(".")[0] == "reports" for m in names), path
