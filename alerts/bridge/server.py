@@ -151,6 +151,7 @@ class _Handler(BaseHTTPRequestHandler):
     bridge: AlertBridge
     server_version = "computewatch-alert-bridge"
     protocol_version = "HTTP/1.1"
+    timeout = 30  # seconds a client may stall mid-request before its connection is dropped
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("%s %s", self.address_string(), format % args)
