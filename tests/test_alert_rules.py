@@ -86,7 +86,8 @@ def _recorded() -> set[str]:
 
 
 def test_promtool_check_rules_is_clean():
-    result = _run(_tool("promtool"), "check", "rules", *map(str, _rule_files()))
+    result = _run(_tool("promtool"), "check", "rules", "--lint=all", "--lint-fatal",
+                  *map(str, _rule_files()))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
@@ -319,6 +320,80 @@ def test_loss_alert_uses_the_latency_pipelines_loss_limit():
         "description"]
 
 
+
+def _promql_series(name: str, labels: dict[str, str]) -> str:
+    def quote(v: str) -> str:
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    return name + "{" + ",".join(f"{k}={quote(v)}" for k, v in sorted(labels.items())) + "}"
+
+
+def test_rules_evaluate_what_a_real_agent_exposes(tmp_path):
+    """The rules read the label shapes the agent really exposes: one simulated node (fake
+    drivers, the real collectors and exposition) is replayed through the recording rules and
+    the counts are checked against the snapshot itself."""
+    import sys
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    snapshot = subprocess.run([sys.executable, "-m", "computewatch", "collect", "--once",
+                               "--simulate", "--format", "prometheus"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert snapshot.returncode == 0, snapshot.stderr
+    samples = [s for fam in text_string_to_metric_families(snapshot.stdout) for s in fam.samples]
+    health = [s for s in samples if s.name == "accelerator_health"]
+    util = [s for s in samples if s.name == "accelerator_utilization_ratio"]
+    assert health and util and {s.labels["ecosystem"] for s in health} == {"cuda", "cann"}
+    busy = load_policy().utilization.busy_level.value
+
+    def place(labels: dict[str, str], *extra: str) -> dict[str, str]:
+        keys = ("hub", "cluster", "site", *extra)
+        return {k: labels[k] for k in keys if labels.get(k)}
+
+    def grouped(items, key, value) -> dict[tuple, float]:
+        out: dict[tuple, float] = {}
+        for s in items:
+            k = tuple(sorted(key(s.labels).items()))
+            out[k] = out.get(k, 0.0) + value(s)
+        return out
+
+    checks = [
+        ("node:accelerators:count", grouped(health, lambda lab: place(lab, "node"),
+                                            lambda s: 1)),
+        ("site_ecosystem:accelerators_online:count",
+         grouped(health, lambda lab: place(lab, "ecosystem"), lambda s: s.value)),
+        ("site_ecosystem:accelerators_idle:count",
+         grouped(util, lambda lab: place(lab, "ecosystem"), lambda s: float(s.value <= busy))),
+    ]
+    sums = grouped(util, place, lambda s: s.value)
+    counts = grouped(util, place, lambda s: 1)
+    test = {
+        "rule_files": [str(RULES / f) for f in ("policy.yml", "recording.yml",
+                                                 "hardware.yml", "availability.yml")],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [{"series": _promql_series(s.name, s.labels),
+                              "values": f"{s.value!r}x30"} for s in samples],
+            "promql_expr_test": [
+                *({"expr": record, "eval_time": "5m",
+                   "exp_samples": [{"labels": _promql_series(record, dict(k)), "value": v}
+                                   for k, v in expected.items()]}
+                  for record, expected in checks),
+                {"expr": "round(1e6 * site:accelerator_utilization_ratio:avg)", "eval_time": "5m",
+                 "exp_samples": [{"labels": _promql_series("", dict(k)),
+                                  "value": round(1e6 * sums[k] / counts[k])} for k in sums]},
+            ],
+            "alert_rule_test": [{"eval_time": "20m", "alertname": name, "exp_alerts": []}
+                                for name in ("AcceleratorsMissing", "CollectorFailing",
+                                             "PolicyThresholdMissing", "PolicyRulesMissing")],
+        }],
+    }
+    path = tmp_path / "agent_test.yml"
+    path.write_text(yaml.safe_dump(test, allow_unicode=True), encoding="utf-8")
+    result = _run(_tool("promtool"), "test", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
 # --- Alertmanager: routes, receivers, inhibition, delivery -----------------------------------
 
 
@@ -440,6 +515,11 @@ INHIBITION_CASES: dict[str, tuple[dict, set[str]]] = {
                            scope="link", src_site="gz-tianhe", dst_site="sz-nanshan",
                            src_hub="gba", dst_hub="gba", tier="regional", probe="udp",
                            hub="gba", site="gz-tianhe"), {"hub_links"}),
+    "unreachable_in_hub": (_alert(alertname="LinkUnreachable", severity="critical",
+                                  kind="latency", scope="link", src_site="gz-tianhe",
+                                  dst_site="shaoguan-a", src_hub="gba", dst_hub="gba",
+                                  tier="regional", probe="udp", hub="gba", site="gz-tianhe"),
+                           set()),
     "unreachable": (_alert(alertname="LinkUnreachable", severity="critical", kind="latency",
                            scope="link", src_site="cd-gaoxin", dst_site="guian-a",
                            src_hub="chengyu", dst_hub="guizhou", tier="national",
