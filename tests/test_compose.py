@@ -378,7 +378,7 @@ def test_influxdb_entrypoint_hands_the_token_secret_to_computewatch(resolved, tm
     secret = tmp_path / "influxdb-token"
     secret.write_text("s3cr3t-token\n", encoding="utf-8")
     users = {n: s for n, s in resolved["services"].items() if "entrypoint" in s}
-    assert {"agent-influx-bj-ai", "pipelines-influx"} <= set(users)
+    assert {"agent-influx-bj-ai", "agent-influx-guian-a"} <= set(users)
     for name, service in users.items():
         assert "/run/secrets/influxdb-token" in secret_paths(service), name
         argv = [a.replace("$$", "$").replace("/run/secrets/influxdb-token", str(secret))
@@ -427,16 +427,19 @@ def test_the_two_rule_directories_prometheus_loads_record_different_series():
     assert not alerts & dashboards
 
 
-def test_every_store_url_the_services_use_is_one_computewatch_opens(resolved, monkeypatch):
-    """The pipelines' --store URLs name a backend and parse (opening connects to nothing); the
-    influxdb profile's token arrives as INFLUX_TOKEN from its entrypoint."""
+def test_every_store_url_the_services_use_is_one_computewatch_opens(resolved, tmp_path):
+    """The pipelines' --store URLs name a backend and parse (opening connects to nothing),
+    with every secret they read mounted in their service (here: a local stand-in file)."""
     from computewatch.store import open_store
 
-    monkeypatch.setenv("INFLUX_TOKEN", "test-token")
     urls = {n: s["command"][s["command"].index("--store") + 1]
             for n, s in resolved["services"].items() if "--store" in s.get("command", [])}
     assert {"pipelines", "pipelines-influx"} <= set(urls)
     for name, url in urls.items():
+        for inside, secret in secret_paths(resolved["services"][name]).items():
+            (tmp_path / secret).write_text("test-token\n", encoding="utf-8")
+            url = url.replace(inside, str(tmp_path / secret))
+        assert "/run/secrets/" not in url, f"{name} reads a secret it does not mount: {url}"
         try:
             store = open_store(url)
         except Exception as exc:
