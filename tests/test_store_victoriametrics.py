@@ -14,8 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from computewatch.store import Aggregate, DuckDBStore, Query, StoreError, open_store
-from computewatch.store import _victoriametrics as vmstore
+from computewatch.store import Aggregate, DuckDBStore, Query, StoreError, _batches, open_store
 from computewatch.store._victoriametrics import VictoriaMetricsStore, parse_vm_url
 from tests.servers import free_port, start_victoriametrics
 from tests.store_compare import HOURS, START, T0, assert_same, random_accelerators
@@ -233,8 +232,8 @@ def flaky():
 
 
 def test_bodies_are_bounded_and_retryable_failures_sent_again(flaky, frame, monkeypatch):
-    monkeypatch.setattr(vmstore, "BODY_BYTES", 100_000)
-    monkeypatch.setattr(vmstore, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(_batches, "BODY_BYTES", 100_000)
+    monkeypatch.setattr(_batches, "BACKOFF_S", 0.01)
     flaky.statuses = [503, 429]  # the first body fails twice, then goes through
     with VictoriaMetricsStore(f"victoriametrics://127.0.0.1:{flaky.server_port}") as vm:
         result = vm.write("accelerator", frame)
@@ -248,7 +247,7 @@ def test_bodies_are_bounded_and_retryable_failures_sent_again(flaky, frame, monk
 
 
 def test_a_refused_body_stops_the_write_and_says_how_far_it_got(flaky, frame, monkeypatch):
-    monkeypatch.setattr(vmstore, "BODY_BYTES", 100_000)
+    monkeypatch.setattr(_batches, "BODY_BYTES", 100_000)
     flaky.statuses = [204, 400]
     with VictoriaMetricsStore(f"victoriametrics://127.0.0.1:{flaky.server_port}") as vm, \
             pytest.raises(StoreError, match=r"stopped after \d+ of 12000 rows: .*HTTP 400") as info:

@@ -40,6 +40,12 @@ def _open_prometheus(url: str) -> Store:
     return PrometheusStore(url)
 
 
+def _open_influxdb(url: str) -> Store:
+    from computewatch.store._influxdb import InfluxDBStore
+
+    return InfluxDBStore(url)
+
+
 def _open_duckdb(url: str) -> Store:
     parts = urlsplit(url)
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
@@ -54,6 +60,7 @@ _BACKENDS: dict[str, Callable[[str], Store]] = {
     "duckdb": _open_duckdb,
     "victoriametrics": _open_victoriametrics,
     "prometheus": _open_prometheus,
+    "influxdb": _open_influxdb,
 }
 
 

@@ -20,11 +20,10 @@ check the cluster URL forms without a cluster.
 
 **Writes.** A frame is validated against the catalogue (refusals counted, as everywhere),
 encoded with `encode_frame` at millisecond precision (VictoriaMetrics keeps milliseconds) and
-posted by `LineProtocolWriter` in bodies of about `BODY_BYTES` (gzip, influxdb-client). A body
-that fails with a retryable error (network, timeout, 429, 5xx) is sent again up to
-`ATTEMPTS` times with doubling backoff; any other failure stops the write with a StoreError
-that says how many rows were stored before it. VictoriaMetrics names a line-protocol field
-``{measurement}_{field}``, the catalogue's Prometheus name, and keeps non-empty tags as labels.
+posted by `LineProtocolWriter` in bodies of about 8 MB (gzip, influxdb-client), each sent
+again after a retryable failure (see `computewatch.store._batches`). VictoriaMetrics names a
+line-protocol field ``{measurement}_{field}``, the catalogue's Prometheus name, and keeps
+non-empty tags as labels.
 
 **Reads** are MetricsQL through ``/api/v1/query_range`` with ``nocache=1`` (no step
 alignment, no cached answer from before the last write); how each aggregate is translated,
@@ -45,7 +44,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -53,27 +51,20 @@ from urllib.parse import parse_qs, urlsplit
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from computewatch import catalog
 from computewatch.durations import parse_duration
-from computewatch.lineprotocol import encode_frame
-from computewatch.samples import TIME
-from computewatch.store._linewriter import LineProtocolWriter, WriteError
+from computewatch.store._batches import write_frame
+from computewatch.store._linewriter import LineProtocolWriter
 from computewatch.store._promapi import PromAPI
 from computewatch.store._promql import Dialect, ms, quote
 from computewatch.store._protocol import Query, StoreError, WriteResult
-from computewatch.validation import Rejections, validate_frame
+from computewatch.validation import Rejections
 
-__all__ = ["ATTEMPTS", "BODY_BYTES", "VMEndpoints", "VictoriaMetricsStore", "parse_vm_url"]
+__all__ = ["VMEndpoints", "VictoriaMetricsStore", "parse_vm_url"]
 
 log = logging.getLogger(__name__)
 
-BODY_BYTES = 8 << 20
-"""Uncompressed line protocol per request: big enough to amortize a request, small enough
-that a retry resends little (VictoriaMetrics reads line protocol as a stream)."""
-ATTEMPTS = 4
-BACKOFF_S = 0.25
 _TENANT = re.compile(r"^\d+(:\d+)?$")
 _KNOWN_PARAMS = {"tenant", "insert", "select", "tls", "timeout", "flush"}
 DELETE_BATCH = 200  # series selectors per delete request
@@ -129,70 +120,6 @@ def parse_vm_url(url: str) -> tuple[VMEndpoints, float]:
         return VMEndpoints(f"{base}/insert/{tenant}/influx", f"{base}/select/{tenant}/prometheus",
                            f"{base}/delete/{tenant}/prometheus", True), timeout_s
     return VMEndpoints(base, base, base, False, flush), timeout_s
-
-
-def lp_table(table: pa.Table, meas: catalog.Measurement) -> pa.Table:
-    """A validated frame as `encode_frame` wants it: UTC times, string tags."""
-    t = table.column(TIME)
-    if not pa.types.is_timestamp(t.type):
-        raise StoreError(f"frame for {meas.name!r}: column {TIME!r} is {t.type}, not a timestamp")
-    if t.type.tz is None:  # naive times are UTC, as in the embedded store
-        table = table.set_column(table.schema.get_field_index(TIME), TIME,
-                                 t.cast(pa.timestamp(t.type.unit, tz="UTC")))
-    for lab in meas.labels:
-        if lab in table.column_names:
-            col = table.column(lab)
-            if not (pa.types.is_string(col.type) or pa.types.is_dictionary(col.type)):
-                table = table.set_column(table.schema.get_field_index(lab), lab,
-                                         pc.cast(col, pa.string()))
-    return table
-
-
-def post_with_retries(writer: LineProtocolWriter, body: bytes, precision: str, *,
-                      attempts: int | None = None, backoff_s: float | None = None) -> None:
-    """One body, sent again after a retryable failure (doubling pauses); raises the last."""
-    attempts = ATTEMPTS if attempts is None else attempts
-    backoff_s = BACKOFF_S if backoff_s is None else backoff_s
-    for attempt in range(attempts):
-        try:
-            writer.write(body, precision)
-            return
-        except WriteError as exc:
-            if not exc.retryable or attempt == attempts - 1:
-                raise
-            pause = backoff_s * 2 ** attempt
-            log.warning("%s; attempt %d of %d, again in %.2f s", exc, attempt + 1, attempts,
-                        pause)
-            time.sleep(pause)
-
-
-def write_frame(writer: LineProtocolWriter, measurement: str, frame: pa.Table | pd.DataFrame,
-                rejections: Rejections, source: str, precision: str) -> WriteResult:
-    """Validate, encode in bodies of about `BODY_BYTES`, post each with retries."""
-    table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(
-        frame, preserve_index=False)
-    before = rejections.total()
-    table = validate_frame(measurement, table, rejections, f"store {source}")
-    rejected = rejections.total() - before
-    if table.num_rows == 0 or len(table.column_names) <= 1:
-        return WriteResult(0, rejected)
-    table = lp_table(table, catalog.measurement(measurement))
-    n_fields = len(table.column_names) - 1
-    rows = max(100, BODY_BYTES // (100 + 30 * n_fields))  # a guess until a body is measured
-    written, offset = 0, 0
-    while offset < table.num_rows:
-        chunk = table.slice(offset, rows)
-        encoded = encode_frame(measurement, chunk, precision)
-        try:
-            post_with_retries(writer, encoded.payload, precision)
-        except WriteError as exc:
-            raise StoreError(f"{source}: write of {measurement!r} stopped after {written} of "
-                             f"{table.num_rows} rows: {exc}") from None
-        written += encoded.lines
-        offset += chunk.num_rows
-        if encoded.payload:  # size the next body from this one's bytes per row
-            rows = max(100, int(BODY_BYTES * chunk.num_rows / len(encoded.payload)))
-    return WriteResult(written, rejected)
 
 
 class VictoriaMetricsStore:
