@@ -1,8 +1,17 @@
 """Stores chosen by URL; everything downstream talks to the `Store` protocol only.
 
-``duckdb:///path/to/file.duckdb`` (the default, embedded, no server) and
-``duckdb:///:memory:``. Later backends register their scheme in `_BACKENDS`; third-party
-backends can register through the ``computewatch.stores`` entry-point group.
+- ``duckdb:///path/to/file.duckdb``, ``duckdb:///:memory:``: embedded DuckDB, no server
+  (`_duckdb`);
+- ``victoriametrics://host:8428`` (cluster: ``?tenant=0:0``, ``?insert=h:8480&select=h:8481``):
+  line protocol in, MetricsQL out (`_victoriametrics`);
+- ``prometheus://host:9090``: read-only, Prometheus scrapes the agents (`_prometheus`);
+- ``influxdb://host:8086?org=...&bucket=...`` (``&version=3``, ``&query=sql|influxql``):
+  InfluxDB 2 with Flux reads, or 3 with SQL or InfluxQL reads (`_influxdb`).
+
+Each backend module's docstring states its URL forms, how the `Query` is translated and
+what is exact or approximate. The server backends (and influxdb-client) are imported when
+first used, so opening the embedded store stays quick. Third-party backends can register
+through the ``computewatch.stores`` entry-point group.
 """
 
 from __future__ import annotations
@@ -18,12 +27,33 @@ __all__ = [
     "DEFAULT_URL",
     "Aggregate",
     "DuckDBStore",
+    "InfluxDBStore",
+    "LineProtocolWriter",
+    "PrometheusStore",
     "Query",
     "Store",
     "StoreError",
+    "VictoriaMetricsStore",
+    "WriteError",
     "WriteResult",
     "open_store",
 ]
+
+_LAZY = {
+    "InfluxDBStore": "computewatch.store._influxdb",
+    "LineProtocolWriter": "computewatch.store._linewriter",
+    "PrometheusStore": "computewatch.store._prometheus",
+    "VictoriaMetricsStore": "computewatch.store._victoriametrics",
+    "WriteError": "computewatch.store._linewriter",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 DEFAULT_URL = "duckdb:///computewatch.duckdb"
 
