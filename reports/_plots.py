@@ -36,7 +36,7 @@ def utilization_plot(report: Report) -> str | None:
     values = report.utilization_windows.value.dropna().to_numpy()
     if values.size == 0:
         return None
-    fig = Figure(figsize=(7.5, 3.2))
+    fig = Figure(figsize=(7.5, 2.9))
     ax = fig.subplots()
     ax.hist(values * 100, bins=np.linspace(0, 100, 41), color="#4c6ef5", edgecolor="white")
     for minimum in sorted(set(report.sites.utilization_minimum.dropna())):
@@ -57,7 +57,7 @@ def pue_plot(report: Report) -> str | None:
     sites = report.sites.sort_values(["pue", "id"], ascending=[False, True], na_position="last")
     if sites.pue.isna().all() and (sites.pue_completeness == 0).all():
         return None
-    fig = Figure(figsize=(max(7.5, 1.5 + 0.22 * len(sites)), 3.4))
+    fig = Figure(figsize=(max(7.5, 1.5 + 0.22 * len(sites)), 3.1))
     ax = fig.subplots()
     x = np.arange(len(sites))
     pue = sites.pue.to_numpy(dtype=float)
@@ -86,7 +86,7 @@ def latency_plot(report: Report) -> str | None:
     if links.empty or links.windows_with_data.sum() == 0:
         return None
     hubs = [h for h in report.hubs.id]
-    fig = Figure(figsize=(7.5, 3.2))
+    fig = Figure(figsize=(7.5, 2.9))
     ax = fig.subplots()
     width = 0.8 / len(Tier)
     for k, tier in enumerate(Tier):

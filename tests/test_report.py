@@ -171,6 +171,15 @@ def test_a_failing_pipeline_is_stated_and_the_report_still_builds(fleet_path):
     assert got.pipelines["underuse"].endswith("findings")
 
 
+def test_busy_fraction_definition(fleet_path):
+    got = build(fleet_path, parse_period(PERIOD), definition="busy_fraction", pipelines=())
+    # bj-ai's cards are above the 0.10 busy level from hour 11 (0.05 + 0.005 h > 0.10) on.
+    busy = sum(u > 0.10 for u in BJ_AI_HOURLY) / len(BJ_AI_HOURLY)
+    assert row(got, "site", "bj-ai")["utilization"] == pytest.approx(busy)
+    assert row(got, "site", "zjk-a")["utilization"] == pytest.approx(1.0)
+    assert set(got.rows.utilization_definition) == {"busy_fraction"}
+
+
 def test_one_hub_scope(fleet_path):
     got = build(fleet_path, parse_period(PERIOD), hub="jjj", pipelines=("underuse",))
     assert set(got.sites.hub) == {"jjj"} and list(got.hubs.id) == ["jjj"]
@@ -415,6 +424,7 @@ def test_cli_writes_csv_and_html(fleet_path, tmp_path):
     (("--period", "2026-08"), "no accelerator, meter or link data in 2026-08"),
     (("--period", PERIOD, "--hub", "atlantis"), "unknown hub"),
     (("--period", PERIOD, "--format", "docx"), "bad --format 'docx'"),
+    (("--period", PERIOD, "--definition", "vibes"), "--definition 'vibes': unknown"),
     (("--period", PERIOD, "--format", "pdf", "--out", "-"), "cannot go to stdout"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(fleet_path, args, message):
