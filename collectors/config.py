@@ -19,7 +19,7 @@ from pydantic import ByteSize, Field, field_validator
 
 from collectors._settings import CollectorConfig, Duration, _Model, parse_duration
 from collectors.export.buffer import DEFAULT_MAX_BYTES
-from collectors.export.remote import DEFAULT_BATCH_SAMPLES, parse_write_url
+from collectors.export.remote import DEFAULT_BATCH_SAMPLES, check_write_url
 from collectors.modbus import ModbusMeter
 from collectors.redfish import RedfishEndpoint
 from collectors.snmp import SnmpDevice
@@ -124,8 +124,7 @@ class RemoteExport(_Model):
     @field_validator("url")
     @classmethod
     def _known_url(cls, url: str) -> str:
-        parse_write_url(url)  # raises ValueError naming what is wrong
-        return url
+        return check_write_url(url)  # the rest is checked when the exporter starts
 
 
 class Exports(_Model):

@@ -126,11 +126,15 @@ def build_exporters(config: NodeConfig, *, labels: dict[str, str] | None = None,
         from collectors.export.remote import RemoteExporter
 
         r = e.remote
-        out.append(RemoteExporter(r.url, r.buffer_dir, max_bytes=int(r.buffer_max_bytes),
-                                  batch_max_samples=r.batch_max_samples,
-                                  flush_interval_s=r.flush_interval, fsync=r.buffer_fsync,
-                                  fsync_interval_s=r.buffer_fsync_interval,
-                                  max_backoff_s=r.max_backoff, timeout_s=r.timeout, gzip=r.gzip))
+        try:
+            out.append(RemoteExporter(r.url, r.buffer_dir, max_bytes=int(r.buffer_max_bytes),
+                                      batch_max_samples=r.batch_max_samples,
+                                      flush_interval_s=r.flush_interval, fsync=r.buffer_fsync,
+                                      fsync_interval_s=r.buffer_fsync_interval,
+                                      max_backoff_s=r.max_backoff, timeout_s=r.timeout,
+                                      gzip=r.gzip))
+        except ValueError as exc:
+            raise ValueError(f"exports.remote: {exc}") from None
     return out
 
 

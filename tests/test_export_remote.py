@@ -224,35 +224,56 @@ def test_nan_cannot_travel_as_line_protocol_and_is_counted(tmp_path):
 
 @pytest.mark.parametrize(("url", "target"), [
     ("victoriametrics://vm:8428", WriteTarget("http://vm:8428")),
-    ("victoriametrics+https://vm:443", WriteTarget("https://vm:443")),
+    ("victoriametrics://vm:443?tls=1", WriteTarget("https://vm:443")),
     ("victoriametrics://vminsert:8480?tenant=7:1",
      WriteTarget("http://vminsert:8480/insert/7:1/influx")),
-    ("influxdb://db:8086?org=o&bucket=b&token_env=TOK",
-     WriteTarget("http://db:8086", "o", "b", "TOK")),
+    ("victoriametrics://?insert=vi:8480&select=vs:8481&tenant=3",
+     WriteTarget("http://vi:8480/insert/3/influx")),
+    ("influxdb://db:8086?org=o&bucket=b&token_env=CW_TEST_TOKEN",
+     WriteTarget("http://db:8086", "o", "b", "s3cret")),
+    ("influxdb://db:8181?bucket=b&version=3&token_env=CW_TEST_TOKEN",
+     WriteTarget("http://db:8181", None, "b", "s3cret")),
     ("http://vm:8428/", WriteTarget("http://vm:8428")),
 ])
-def test_write_urls(url, target):
-    assert parse_write_url(url) == target
+def test_write_urls_are_read_as_the_stores_read_them(url, target, monkeypatch):
+    monkeypatch.setenv("CW_TEST_TOKEN", "s3cret")
+    got = parse_write_url(url)
+    assert got == target
+    assert "s3cret" not in repr(got)  # a token never reaches a log line
 
 
 @pytest.mark.parametrize(("url", "message"), [
     ("mysql://db:3306", "scheme 'mysql' is not one of"),
-    ("victoriametrics://vm", "expected host:port"),
-    ("victoriametrics://vm:port", "Port could not be cast"),
+    ("victoriametrics:///", "no host:port"),
     ("victoriametrics://vm:8480?tenant=abc", "tenant 'abc'"),
     ("victoriametrics://vm:8480?bucket=x", "unknown parameter 'bucket'"),
-    ("influxdb://db:8086?org=o", "missing bucket"),
+    ("influxdb://db:8086?org=o", "no bucket"),
+    ("influxdb://db:8086?org=o&bucket=b&token=abc", "a token in the URL is refused"),
+    ("influxdb://db:8086?org=o&bucket=b&token_env=CW_NO_SUCH_TOKEN", "CW_NO_SUCH_TOKEN"),
 ])
-def test_bad_write_urls_say_what_is_wrong(url, message):
+def test_bad_write_urls_say_what_is_wrong(url, message, monkeypatch):
+    monkeypatch.delenv("CW_NO_SUCH_TOKEN", raising=False)
     with pytest.raises(ValueError, match=message):
         parse_write_url(url)
 
 
-def test_a_missing_token_variable_is_named(tmp_path, monkeypatch):
-    monkeypatch.delenv("CW_NO_SUCH_TOKEN", raising=False)
-    with pytest.raises(ValueError, match="CW_NO_SUCH_TOKEN"):
-        RemoteExporter("influxdb://db:8086?org=o&bucket=b&token_env=CW_NO_SUCH_TOKEN",
-                       tmp_path / "buf")
+def test_a_bad_remote_in_the_node_config_is_named(tmp_path):
+    from collectors.config import load_node_config
+    from collectors.setup import build_exporters
+    from computewatch.config import ConfigError
+
+    path = tmp_path / "node.yaml"
+    path.write_text("exports:\n  remote:\n    url: kafka://broker:9092\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"node.yaml:3: exports.remote.url: .*kafka"):
+        load_node_config(path)
+    path.write_text("exports:\n  remote:\n    buffer_max_bytes: 1kB\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"node.yaml:3: exports.remote.buffer_max_bytes"):
+        load_node_config(path)
+    path.write_text("exports:\n  prometheus: {enabled: false}\n  remote:\n    enabled: true\n"
+                    "    url: victoriametrics://vm:8428?tenant=x\n"
+                    f"    buffer_dir: {tmp_path / 'buf'}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"exports.remote: .*tenant 'x'"):
+        build_exporters(load_node_config(path))
 
 
 def test_the_agent_reports_the_buffer_with_its_labels(tmp_path):

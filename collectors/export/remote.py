@@ -14,12 +14,12 @@ thread drains the queue in order through `LineProtocolWriter`, one attempt per c
 - ``flush`` waits for the queue to drain (not while the store is down: the data is on disk
   and goes out after the restart); ``close`` stops the sender to a deadline.
 
-URLs: ``victoriametrics://host:8428`` (single node), ``victoriametrics://host:8480?tenant=0:0``
-(cluster vminsert, written to ``/insert/<tenant>/influx``),
-``influxdb://host:8086?org=ORG&bucket=BUCKET&token_env=VAR`` (InfluxDB 2 or 3; the token is
-read from the environment variable, never from the file), or a plain ``http(s)://`` base URL
-of any ``/api/v2/write`` endpoint. ``+https`` after the scheme (``victoriametrics+https://``)
-uses TLS.
+URLs are read as the stores read them: ``victoriametrics://host:8428`` (single node),
+``victoriametrics://host:8480?tenant=0:0`` or ``victoriametrics://?insert=vminsert:8480&
+select=vmselect:8481&tenant=0`` (cluster: written to vminsert's ``/insert/<tenant>/influx``),
+``influxdb://host:8086?org=ORG&bucket=BUCKET`` (InfluxDB 2 or 3; the token from
+``token_env=VAR``, ``token_file=PATH`` or ``INFLUX_TOKEN``, never from the URL), ``&tls=1``
+for https; or a plain ``http(s)://`` base URL of any ``/api/v2/write`` endpoint.
 
 The agent's own ``agent_buffer_*`` metrics (`self_samples`) report the queue: bytes on disk
 and the bound, samples queued, samples sent, retries, corrupt segments, and samples dropped
@@ -34,7 +34,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from math import isfinite
 from pathlib import Path
@@ -54,6 +54,7 @@ __all__ = [
     "DROP_REASONS",
     "RemoteExporter",
     "WriteTarget",
+    "check_write_url",
     "parse_write_url",
 ]
 
@@ -79,57 +80,49 @@ class WriteTarget:
     base_url: str
     org: str | None = None
     bucket: str | None = None
-    token_env: str | None = None
+    token: str | None = field(default=None, repr=False)
 
-    @property
-    def token(self) -> str | None:
-        if self.token_env is None:
-            return None
-        value = os.environ.get(self.token_env)
-        if not value:
-            raise ValueError(f"token_env {self.token_env}: the environment variable is not set")
-        return value
+
+_SCHEMES = ("victoriametrics", "influxdb", "http", "https")
+
+
+def check_write_url(url: str) -> str:
+    """A quick look at a remote URL (no I/O, no store code imported), for config validation;
+    `parse_write_url` checks the rest when the exporter starts."""
+    parts = urlsplit(url)
+    if parts.scheme not in _SCHEMES:
+        raise ValueError(f"{url!r}: scheme {parts.scheme!r} is not one of {', '.join(_SCHEMES)}")
+    if not parts.netloc and "insert=" not in parts.query:
+        raise ValueError(f"{url!r}: no host:port, e.g. victoriametrics://127.0.0.1:8428")
+    return url
 
 
 def parse_write_url(url: str) -> WriteTarget:
-    """The write target of a remote URL; a ValueError names what is wrong with it."""
+    """The write target of a remote URL, read as the stores read it (`parse_vm_url`,
+    `parse_influx_url`: tenants, ``insert=``, ``tls=1``, ``token_env``/``token_file``)."""
+    from computewatch.store import StoreError
+    from computewatch.store._influxdb import parse_influx_url
+    from computewatch.store._victoriametrics import parse_vm_url
+
+    check_write_url(url)
     parts = urlsplit(url)
-    scheme, _, tls = parts.scheme.partition("+")
-    if tls not in ("", "https"):
-        raise ValueError(f"{url!r}: {parts.scheme!r} is not a scheme here (write e.g. "
-                         "victoriametrics+https://)")
     try:
-        port = parts.port
-    except ValueError as exc:  # a port that is not a number
-        raise ValueError(f"{url!r}: {exc}") from None
-    if not parts.hostname or (port is None and scheme not in ("http", "https")):
-        raise ValueError(f"{url!r}: expected host:port, e.g. victoriametrics://127.0.0.1:8428")
+        if parts.scheme == "victoriametrics":
+            return WriteTarget(parse_vm_url(url)[0].write)
+        if parts.scheme == "influxdb":
+            s = parse_influx_url(url)
+            return WriteTarget(s.base, s.org, s.bucket, s.token)
+    except StoreError as exc:
+        raise ValueError(str(exc)) from None
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    http = "https" if tls else "http"
-    if scheme in ("http", "https"):
-        return WriteTarget(url.split("?")[0].rstrip("/"), query.get("org"), query.get("bucket"),
-                           query.get("token_env"))
-    if scheme == "victoriametrics":
-        unknown = set(query) - {"tenant"}
-        if unknown:
-            raise ValueError(f"{url!r}: unknown parameter {sorted(unknown)[0]!r} (victoriametrics "
-                             "takes tenant=ACCOUNT[:PROJECT] for a vminsert)")
-        base = f"{http}://{parts.netloc}"
-        if "tenant" in query:
-            tenant = query["tenant"]
-            if not all(p.isdigit() for p in tenant.split(":", 1)):
-                raise ValueError(f"{url!r}: tenant {tenant!r} is not ACCOUNT[:PROJECT] numbers")
-            base += f"/insert/{tenant}/influx"
-        return WriteTarget(base)
-    if scheme == "influxdb":
-        missing = [k for k in ("org", "bucket") if not query.get(k)]
-        if missing:
-            raise ValueError(f"{url!r}: influxdb needs ?org=...&bucket=... (missing "
-                             f"{', '.join(missing)})")
-        return WriteTarget(f"{http}://{parts.netloc}", query["org"], query["bucket"],
-                           query.get("token_env"))
-    raise ValueError(f"{url!r}: scheme {parts.scheme!r} is not one of victoriametrics, "
-                     "influxdb, http, https")
+    token = None
+    if "token_env" in query:
+        token = os.environ.get(query["token_env"])
+        if not token:
+            raise ValueError(f"{url}: token_env {query['token_env']!r}: the environment "
+                             "variable is not set")
+    return WriteTarget(url.split("?")[0].rstrip("/"), query.get("org"), query.get("bucket"),
+                       token)
 
 
 def _chunks(batch: Sequence[Sample], size: int) -> Iterator[Sequence[Sample]]:
@@ -258,17 +251,22 @@ class RemoteExporter:
         if batch_max_samples < 1:
             raise ValueError(f"batch_max_samples must be at least 1, got {batch_max_samples}")
         self.url = url
-        target = parse_write_url(url)
+        target = parse_write_url(url)  # a bad URL or token fails before anything is opened
+        self.queue = DiskQueue(buffer_dir, max_bytes, fsync=fsync,
+                               fsync_interval_s=fsync_interval_s, name=str(buffer_dir))
         if writer is None:
             from computewatch.store._linewriter import LineProtocolWriter
 
-            writer = LineProtocolWriter(target.base_url, token=target.token, org=target.org,
-                                        bucket=target.bucket, gzip=gzip, timeout_s=timeout_s)
+            try:
+                writer = LineProtocolWriter(target.base_url, token=target.token, org=target.org,
+                                            bucket=target.bucket, gzip=gzip,
+                                            timeout_s=timeout_s)
+            except Exception:
+                self.queue.close()
+                raise
         self.writer = writer
         self.precision = precision
         self.batch_max_samples = batch_max_samples
-        self.queue = DiskQueue(buffer_dir, max_bytes, fsync=fsync,
-                               fsync_interval_s=fsync_interval_s, name=str(buffer_dir))
         self.nan_dropped = 0
         self._lock = threading.Lock()
         self._sender = _Sender(self.queue, writer, label=url, precision=precision,
