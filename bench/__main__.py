@@ -15,12 +15,13 @@ from bench import (
     bench_pipelines,
     bench_query,
     bench_remote_write,
+    bench_store_victoriametrics,
 )
 
 
 def main() -> None:
     which = sys.argv[1:] or ["demo", "query", "ingest", "lineprotocol", "agent", "latency",
-                            "pipelines", "remote_write"]
+                            "pipelines", "remote_write", "store_vm"]
     print(f"computewatch benchmarks on {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, Python {platform.python_version()}")
     store = bench_demo.STORE
@@ -44,9 +45,11 @@ def main() -> None:
             bench_pipelines.main()
         elif name == "remote_write":
             bench_remote_write.main()
+        elif name == "store_vm":
+            bench_store_victoriametrics.main()
         else:
             sys.exit(f"unknown benchmark {name!r}: demo, query, ingest, lineprotocol, agent, "
-                     f"latency, pipelines, remote_write")
+                     f"latency, pipelines, remote_write, store_vm")
 
 
 main()

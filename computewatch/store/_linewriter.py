@@ -31,7 +31,8 @@ GZIP_LEVEL = 1
 """influxdb-client compresses with ``gzip.compress``'s default level 9: on simulated accelerator
 line protocol that runs at about 35 MB/s (~250 k lines/s, a third of what `encode_frame` makes)
 against about 185 MB/s at level 1, for bodies about 25% smaller. The writer uses level 1; the
-header, the client and the wire format are unchanged."""
+header, the client and the wire format are unchanged. End to end into VictoriaMetrics the
+store writes 1.5x the samples/s of level 9 (``python -m bench store_vm``)."""
 
 # VictoriaMetrics ignores org and bucket; influxdb-client refuses to send without them.
 _PLACEHOLDER = "computewatch"
