@@ -154,11 +154,11 @@ class VictoriaMetricsStore:
     def drop_before(self, cutoff: datetime) -> int:
         """Delete the series whose every sample is older than ``cutoff``; see the docstring."""
         c_s = ms(cutoff) / 1000
-        hi, r = self._api.all_time_range()
+        hi, all_time = self._api.all_time_range()
         deleted = 0
         for meas in catalog.measurements():
             for name in self._api.names(meas, []):
-                s = f"{{__name__={quote(name)}}}{r}"
+                s = f"{{__name__={quote(name)}}}{all_time}"
                 result = self._api.query_range(
                     f"count_over_time({s}) and (tlast_over_time({s}) < {c_s!r})", hi, hi, 1000)
                 if not result:
