@@ -231,3 +231,29 @@ def test_sigkill_loses_nothing_that_was_appended(tmp_path, policy):
     values = [int(line.split(b"=")[1].split(b" ")[0]) for line in lines[::50]]
     assert values == list(range(len(values)))  # in order, nothing missing in between
     assert len(values) - 1 >= acknowledged  # every append that returned is there
+
+
+def test_data_after_a_fully_drained_restart_is_not_taken_for_acknowledged(tmp_path):
+    with DiskQueue(tmp_path) as q:
+        q.append(payload(0), 1)
+        assert drain(q) == [payload(0)]  # the cursor now points into segment 1
+    with DiskQueue(tmp_path) as q:  # nothing left: segment 1 is gone
+        q.append(payload(1), 1)  # the store is down: never acknowledged
+    with DiskQueue(tmp_path) as q:
+        assert drain(q) == [payload(1)]
+
+
+def test_a_corrupt_length_in_the_middle_does_not_take_the_rest_of_the_segment(tmp_path, caplog):
+    with DiskQueue(tmp_path) as q:
+        for i in range(5):
+            q.append(payload(i), 4)
+    seg = segments(tmp_path)[0]
+    data = bytearray(seg.read_bytes())
+    second = HEADER_BYTES + len(payload(0))
+    data[second + 4:second + 8] = (10**6).to_bytes(4, "little")  # length far past the end
+    seg.write_bytes(bytes(data))
+    caplog.set_level(logging.ERROR)
+    with DiskQueue(tmp_path) as q:
+        assert q.stats().dropped == {"corrupt": 4} and q.stats().corrupt_segments == 1
+        assert "bad record length" in caplog.records[-1].getMessage()
+        assert drain(q) == [payload(i) for i in (0, 2, 3, 4)]

@@ -182,8 +182,10 @@ class DiskQueue:
             raise BufferLockedError(f"buffer {self.directory} is in use by another process "
                                     "(give each agent and exporter its own buffer_dir)") from None
         self._cursor_fd = os.open(self.directory / "cursor", os.O_RDWR | os.O_CREAT, 0o644)
-        self._recover()
-        self._tail = max(self._segments, default=0) + 1
+        cursor_segment = self._recover()
+        # Past the cursor's segment even when every segment is gone: whatever lies at or
+        # before the cursor is taken for acknowledged at the next open.
+        self._tail = max(*self._segments, cursor_segment, 0) + 1
         self._tail_fd = self._open_segment(self._tail)
         self._make_room(0)  # a smaller bound than the data found on disk
 
@@ -205,7 +207,8 @@ class DiskQueue:
         raw = _CURSOR.pack(_CURSOR_MAGIC, seg, off, 0)[:-4]
         os.pwrite(self._cursor_fd, raw + struct.pack("<I", zlib.crc32(raw)), 0)
 
-    def _recover(self) -> None:
+    def _recover(self) -> int:
+        """Index the unacknowledged records on disk; returns the cursor's segment."""
         cur_seg, cur_off = self._read_cursor()
         found = sorted(int(p.name[: -len(_SUFFIX)]) for p in self.directory.glob("*" + _SUFFIX)
                        if p.name[: -len(_SUFFIX)].isdigit())
@@ -224,6 +227,7 @@ class DiskQueue:
             self._bytes += len(data)
             self._records.extend(found_records)
             self._samples += sum(r.samples for r in found_records)
+        return cur_seg
 
     def _scan(self, seg: int, data: bytes, pos: int) -> Iterator[_Record]:
         """The valid records of one segment from ``pos``; bad stretches logged and counted."""
@@ -252,20 +256,24 @@ class DiskQueue:
         if left < HEADER_BYTES:
             return f"torn record header ({left} of {HEADER_BYTES} bytes)", len(view), 0
         magic, length, samples, crc = _HEADER.unpack_from(view, pos)
-        if magic == MAGIC:
-            end = pos + HEADER_BYTES + length
-            if end > len(view):
-                return (f"torn record ({left} of {HEADER_BYTES + length} bytes, "
-                        f"{samples} samples)", len(view), samples)
-            if _crc(length, samples, view[pos + HEADER_BYTES:end]) == crc:
-                return None, end, samples
+        end = pos + HEADER_BYTES + length
+        if magic == MAGIC and end <= len(view) and \
+                _crc(length, samples, view[pos + HEADER_BYTES:end]) == crc:
+            return None, end, samples
+        nxt = bytes(view[pos + 1:]).find(MAGIC)  # where a record may start again
+        nxt = len(view) if nxt < 0 else pos + 1 + nxt
+        if magic != MAGIC:
+            return "unreadable bytes (no valid record header)", nxt, 0
+        stated = samples if samples <= length else 0  # a sample takes a byte at least
+        if end <= len(view):
             # The length may be what is corrupt: trust it only if a record follows it.
             if end == len(view) or bytes(view[end:end + 4]) == MAGIC:
                 return f"bad checksum (record of {length} bytes, {samples} samples)", end, \
-                    samples
-        nxt = bytes(view[pos + 1:]).find(MAGIC)
-        nxt = len(view) if nxt < 0 else pos + 1 + nxt
-        return "unreadable bytes (no valid record header)", nxt, 0
+                    stated
+        elif nxt == len(view):  # nothing after it: the last write was cut short
+            return (f"torn record ({left} of {HEADER_BYTES + length} bytes, {samples} "
+                    "samples)", len(view), stated)
+        return f"bad record length ({length} bytes, {samples} samples)", nxt, stated
 
     # -- appending ------------------------------------------------------------------------
     def _open_segment(self, seg: int) -> int:
