@@ -1,4 +1,4 @@
-"""THE fault test of durable delivery (about 2.5 minutes): 2,000 samples/s into a real
+"""THE fault test of durable delivery (about 2 minutes): 2,000 samples/s into a real
 VictoriaMetrics for 2 minutes; the server is stopped for the middle 60 s, and the agent is
 SIGKILLed and restarted once during the outage. Afterwards VictoriaMetrics holds exactly the
 samples generated minus the counted drops, each once, and the drops are 0 with the default
