@@ -401,9 +401,12 @@ def test_the_compose_topology_runs_end_to_end(stack):
     series = eventually("every agent's accelerator_power_watts in VictoriaMetrics",
                         agents_in_vm, 45, stack)
     assert not [s for s in series if "job" in s or "instance" in s]
-    sent = eventually("the buffers report samples sent", lambda: prom_query(
-        stack, 'agent_buffer_sent_samples_total{job="computewatch-agent"} > 0'), 30, stack)
-    assert {r["metric"]["node"] for r in sent} == set(nodes.values())
+    def every_buffer_sent():
+        sent = prom_query(stack, 'agent_buffer_sent_samples_total{job="computewatch-agent"} > 0')
+        return sent if {r["metric"]["node"] for r in sent} == set(nodes.values()) else None
+
+    # Prometheus scrapes each agent on its own schedule, so wait for all of them, not the first.
+    eventually("every agent's buffer reports samples sent", every_buffer_sent, 30, stack)
 
     # 2. Prometheus scrapes every target it is given, and they are all up.
     def all_up():
