@@ -100,9 +100,8 @@ def check_write_url(url: str) -> str:
 def parse_write_url(url: str) -> WriteTarget:
     """The write target of a remote URL, read as the stores read it (`parse_vm_url`,
     `parse_influx_url`: tenants, ``insert=``, ``tls=1``, ``token_env``/``token_file``)."""
-    from computewatch.store import StoreError
-    from computewatch.store._influxdb import parse_influx_url
-    from computewatch.store._victoriametrics import parse_vm_url
+    from computewatch.store._protocol import StoreError
+    from computewatch.store._urls import parse_influx_url, parse_vm_url
 
     check_write_url(url)
     parts = urlsplit(url)

@@ -9,9 +9,9 @@
   InfluxDB 2 with Flux reads, or 3 with SQL or InfluxQL reads (`_influxdb`).
 
 Each backend module's docstring states its URL forms, how the `Query` is translated and
-what is exact or approximate. The server backends (and influxdb-client) are imported when
-first used, so opening the embedded store stays quick. Third-party backends can register
-through the ``computewatch.stores`` entry-point group.
+what is exact or approximate. Every backend (DuckDB and pandas included) is imported when
+first used, so an agent that only writes line protocol (`_linewriter`, `_urls`) stays small.
+Third-party backends can register through the ``computewatch.stores`` entry-point group.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from urllib.parse import urlsplit
 
-from computewatch.store._duckdb import DuckDBStore
 from computewatch.store._protocol import Aggregate, Query, Store, StoreError, WriteResult
 
 __all__ = [
@@ -40,6 +39,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "DuckDBStore": "computewatch.store._duckdb",
     "InfluxDBStore": "computewatch.store._influxdb",
     "LineProtocolWriter": "computewatch.store._linewriter",
     "PrometheusStore": "computewatch.store._prometheus",
@@ -77,6 +77,8 @@ def _open_influxdb(url: str) -> Store:
 
 
 def _open_duckdb(url: str) -> Store:
+    from computewatch.store._duckdb import DuckDBStore
+
     parts = urlsplit(url)
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
     if parts.netloc:  # duckdb://relative/file.duckdb

@@ -32,12 +32,9 @@ parsed. Nothing has been run against a live InfluxDB.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pandas as pd
 import pyarrow as pa
@@ -46,7 +43,6 @@ from influxdb_client import InfluxDBClient
 from influxdb_client.rest import ApiException
 
 from computewatch import catalog
-from computewatch.durations import parse_duration
 from computewatch.samples import TIME
 from computewatch.store._batches import write_frame
 from computewatch.store._flux import (
@@ -67,82 +63,15 @@ from computewatch.store._influx3 import (
 )
 from computewatch.store._linewriter import LineProtocolWriter
 from computewatch.store._protocol import Aggregate, Query, StoreError, WriteResult
+from computewatch.store._urls import InfluxSettings, parse_influx_url
 from computewatch.validation import Rejections
 
 __all__ = ["InfluxDBStore", "InfluxSettings", "parse_influx_url"]
 
 log = logging.getLogger(__name__)
 
-_KNOWN_PARAMS = {"org", "bucket", "database", "version", "query", "token_env", "token_file",
-                 "tls", "timeout"}
-_LANGUAGES = {"2": ("flux",), "3": ("sql", "influxql")}
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(2262, 1, 1, tzinfo=UTC)  # InfluxDB's int64 nanoseconds end in 2262
-
-
-class InfluxSettings:
-    """What an ``influxdb://`` URL says; `parse_influx_url` builds it."""
-
-    def __init__(self, base: str, org: str | None, bucket: str, version: str, language: str,
-                 token: str | None, timeout_s: float) -> None:
-        self.base, self.org, self.bucket = base, org, bucket
-        self.version, self.language = version, language
-        self.token, self.timeout_s = token, timeout_s
-
-
-def _token(url: str, params: Mapping[str, str]) -> str | None:
-    if "token_file" in params:
-        path = Path(params["token_file"])
-        try:
-            return path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise StoreError(f"{url}: token_file {str(path)!r}: {exc.strerror}") from None
-    name = params.get("token_env")
-    if name is not None:
-        value = os.environ.get(name)
-        if not value:
-            raise StoreError(f"{url}: token_env {name!r}: the environment variable is not set")
-        return value
-    return os.environ.get("INFLUX_TOKEN") or None
-
-
-def parse_influx_url(url: str) -> InfluxSettings:
-    """The settings of an ``influxdb://`` URL; a bad or missing part is named."""
-    parts = urlsplit(url)
-    if parts.scheme != "influxdb":
-        raise StoreError(f"{url}: not an influxdb:// URL")
-    if not parts.netloc:
-        raise StoreError(f"{url}: no host:port; write influxdb://host:8086?org=...&bucket=...")
-    raw = parse_qs(parts.query, keep_blank_values=True)
-    if "token" in raw:
-        raise StoreError(f"{url}: a token in the URL is refused; use token_env=NAME or "
-                         "token_file=PATH")
-    params = {k: v[-1] for k, v in raw.items()}
-    unknown = sorted(set(params) - _KNOWN_PARAMS)
-    if unknown:
-        raise StoreError(f"{url}: unknown parameter {unknown[0]!r} "
-                         f"(known: {', '.join(sorted(_KNOWN_PARAMS))})")
-    version = params.get("version", "2")
-    if version not in _LANGUAGES:
-        raise StoreError(f"{url}: version {version!r} is not 2 or 3")
-    language = params.get("query", _LANGUAGES[version][0])
-    if language not in _LANGUAGES[version]:
-        raise StoreError(f"{url}: query {language!r} is not available on InfluxDB {version} "
-                         f"(choose {' or '.join(_LANGUAGES[version])})")
-    bucket = params.get("bucket") or params.get("database")
-    if not bucket:
-        raise StoreError(f"{url}: no bucket; add ?bucket=NAME")
-    org = params.get("org")
-    if version == "2" and not org:
-        raise StoreError(f"{url}: InfluxDB 2 needs an organization; add &org=NAME")
-    http = "https" if params.get("tls", "0").lower() in ("1", "true", "yes") else "http"
-    try:
-        timeout_s = parse_duration(params.get("timeout", "60s"))
-    except ValueError as exc:
-        raise StoreError(f"{url}: timeout: {exc}") from None
-    base = f"{http}://{parts.netloc}{parts.path.rstrip('/')}"
-    return InfluxSettings(base, org, bucket, version, language, _token(url, params), timeout_s)
-
 
 def _empty(q: Query) -> pd.DataFrame:
     frame: dict[str, Any] = {TIME: pd.DatetimeIndex([], tz=UTC).as_unit("us")}

@@ -13,10 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-import pandas as pd
-import pyarrow as pa
+if TYPE_CHECKING:  # annotations only: the agent's remote write imports this without pandas
+    import pandas as pd
+    import pyarrow as pa
 
 __all__ = ["Aggregate", "Query", "Store", "StoreError", "WriteResult"]
 

@@ -43,84 +43,26 @@ series that continue past the cutoff stay until the server's retention drops the
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from urllib.parse import parse_qs, urlsplit
 
 import pandas as pd
 import pyarrow as pa
 
 from computewatch import catalog
-from computewatch.durations import parse_duration
 from computewatch.store._batches import write_frame
 from computewatch.store._linewriter import LineProtocolWriter
 from computewatch.store._promapi import PromAPI
 from computewatch.store._promql import Dialect, ms, quote
-from computewatch.store._protocol import Query, StoreError, WriteResult
+from computewatch.store._protocol import Query, WriteResult
+from computewatch.store._urls import VMEndpoints, parse_vm_url
 from computewatch.validation import Rejections
 
 __all__ = ["VMEndpoints", "VictoriaMetricsStore", "parse_vm_url"]
 
 log = logging.getLogger(__name__)
 
-_TENANT = re.compile(r"^\d+(:\d+)?$")
-_KNOWN_PARAMS = {"tenant", "insert", "select", "tls", "timeout", "flush"}
 DELETE_BATCH = 200  # series selectors per delete request
-
-
-@dataclass(frozen=True, slots=True)
-class VMEndpoints:
-    """Where a VictoriaMetrics URL writes and reads."""
-
-    write: str  # base for LineProtocolWriter (``/api/v2/write`` is appended)
-    read: str  # base for ``/api/v1/...``
-    delete: str  # base for ``/api/v1/admin/tsdb/delete_series``
-    cluster: bool
-    flush: bool = False  # make each write searchable at once (single node only)
-
-
-def parse_vm_url(url: str) -> tuple[VMEndpoints, float]:
-    """Endpoints and HTTP timeout of a ``victoriametrics://`` URL; bad parts are named."""
-    parts = urlsplit(url)
-    if parts.scheme != "victoriametrics":
-        raise StoreError(f"{url}: not a victoriametrics:// URL")
-    params = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-    unknown = sorted(set(params) - _KNOWN_PARAMS)
-    if unknown:
-        raise StoreError(f"{url}: unknown parameter {unknown[0]!r} "
-                         f"(known: {', '.join(sorted(_KNOWN_PARAMS))})")
-    http = "https" if params.get("tls", "0").lower() in ("1", "true", "yes") else "http"
-    try:
-        timeout_s = parse_duration(params.get("timeout", "60s"))
-    except ValueError as exc:
-        raise StoreError(f"{url}: timeout: {exc}") from None
-    tenant = params.get("tenant")
-    if tenant is not None and not _TENANT.match(tenant):
-        raise StoreError(f"{url}: tenant {tenant!r} is not accountID or accountID:projectID "
-                         "(e.g. 0 or 42:7)")
-    insert, select = params.get("insert"), params.get("select")
-    for key, host in (("insert", insert), ("select", select)):
-        if host is not None and not re.match(r"^[\w.\-\[\]:]+:\d+$", host):
-            raise StoreError(f"{url}: {key} {host!r} is not host:port")
-    if (insert is None) != (select is None):
-        raise StoreError(f"{url}: give both insert=host:port and select=host:port, or neither")
-    flush = params.get("flush", "1").lower() in ("1", "true", "yes")
-    if insert is not None:
-        tenant = tenant or "0"
-        write = f"{http}://{insert}/insert/{tenant}/influx"
-        read = f"{http}://{select}/select/{tenant}/prometheus"
-        return VMEndpoints(write, read, f"{http}://{select}/delete/{tenant}/prometheus",
-                           True), timeout_s
-    if not parts.netloc:
-        raise StoreError(f"{url}: no host:port; write victoriametrics://host:8428")
-    base = f"{http}://{parts.netloc}{parts.path.rstrip('/')}"
-    if tenant is not None:
-        return VMEndpoints(f"{base}/insert/{tenant}/influx", f"{base}/select/{tenant}/prometheus",
-                           f"{base}/delete/{tenant}/prometheus", True), timeout_s
-    return VMEndpoints(base, base, base, False, flush), timeout_s
-
 
 class VictoriaMetricsStore:
     """`Store` on a VictoriaMetrics single node or cluster; see the module docstring."""

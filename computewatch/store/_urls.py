@@ -1,0 +1,145 @@
+"""What ``victoriametrics://`` and ``influxdb://`` URLs say, read without the backends.
+
+The agent's remote write (collectors/export/remote.py) needs the write endpoint of a store
+URL but none of the query machinery: this module imports neither pandas, pyarrow nor
+influxdb-client, so an agent that only writes stays small (the agent benchmark's RSS aim).
+The backends import their parsers from here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from computewatch.durations import parse_duration
+from computewatch.store._protocol import StoreError
+
+__all__ = ["InfluxSettings", "VMEndpoints", "parse_influx_url", "parse_vm_url"]
+
+_TENANT = re.compile(r"^\d+(:\d+)?$")
+_VM_PARAMS = {"tenant", "insert", "select", "tls", "timeout", "flush"}
+
+
+@dataclass(frozen=True, slots=True)
+class VMEndpoints:
+    """Where a VictoriaMetrics URL writes and reads."""
+
+    write: str  # base for LineProtocolWriter (``/api/v2/write`` is appended)
+    read: str  # base for ``/api/v1/...``
+    delete: str  # base for ``/api/v1/admin/tsdb/delete_series``
+    cluster: bool
+    flush: bool = False  # make each write searchable at once (single node only)
+
+
+def parse_vm_url(url: str) -> tuple[VMEndpoints, float]:
+    """Endpoints and HTTP timeout of a ``victoriametrics://`` URL; bad parts are named."""
+    parts = urlsplit(url)
+    if parts.scheme != "victoriametrics":
+        raise StoreError(f"{url}: not a victoriametrics:// URL")
+    params = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+    unknown = sorted(set(params) - _VM_PARAMS)
+    if unknown:
+        raise StoreError(f"{url}: unknown parameter {unknown[0]!r} "
+                         f"(known: {', '.join(sorted(_VM_PARAMS))})")
+    http = "https" if params.get("tls", "0").lower() in ("1", "true", "yes") else "http"
+    try:
+        timeout_s = parse_duration(params.get("timeout", "60s"))
+    except ValueError as exc:
+        raise StoreError(f"{url}: timeout: {exc}") from None
+    tenant = params.get("tenant")
+    if tenant is not None and not _TENANT.match(tenant):
+        raise StoreError(f"{url}: tenant {tenant!r} is not accountID or accountID:projectID "
+                         "(e.g. 0 or 42:7)")
+    insert, select = params.get("insert"), params.get("select")
+    for key, host in (("insert", insert), ("select", select)):
+        if host is not None and not re.match(r"^[\w.\-\[\]:]+:\d+$", host):
+            raise StoreError(f"{url}: {key} {host!r} is not host:port")
+    if (insert is None) != (select is None):
+        raise StoreError(f"{url}: give both insert=host:port and select=host:port, or neither")
+    flush = params.get("flush", "1").lower() in ("1", "true", "yes")
+    if insert is not None:
+        tenant = tenant or "0"
+        write = f"{http}://{insert}/insert/{tenant}/influx"
+        read = f"{http}://{select}/select/{tenant}/prometheus"
+        return VMEndpoints(write, read, f"{http}://{select}/delete/{tenant}/prometheus",
+                           True), timeout_s
+    if not parts.netloc:
+        raise StoreError(f"{url}: no host:port; write victoriametrics://host:8428")
+    base = f"{http}://{parts.netloc}{parts.path.rstrip('/')}"
+    if tenant is not None:
+        return VMEndpoints(f"{base}/insert/{tenant}/influx", f"{base}/select/{tenant}/prometheus",
+                           f"{base}/delete/{tenant}/prometheus", True), timeout_s
+    return VMEndpoints(base, base, base, False, flush), timeout_s
+
+
+_INFLUX_PARAMS = {"org", "bucket", "database", "version", "query", "token_env", "token_file",
+                 "tls", "timeout"}
+_LANGUAGES = {"2": ("flux",), "3": ("sql", "influxql")}
+
+
+class InfluxSettings:
+    """What an ``influxdb://`` URL says; `parse_influx_url` builds it."""
+
+    def __init__(self, base: str, org: str | None, bucket: str, version: str, language: str,
+                 token: str | None, timeout_s: float) -> None:
+        self.base, self.org, self.bucket = base, org, bucket
+        self.version, self.language = version, language
+        self.token, self.timeout_s = token, timeout_s
+
+
+def _token(url: str, params: Mapping[str, str]) -> str | None:
+    if "token_file" in params:
+        path = Path(params["token_file"])
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise StoreError(f"{url}: token_file {str(path)!r}: {exc.strerror}") from None
+    name = params.get("token_env")
+    if name is not None:
+        value = os.environ.get(name)
+        if not value:
+            raise StoreError(f"{url}: token_env {name!r}: the environment variable is not set")
+        return value
+    return os.environ.get("INFLUX_TOKEN") or None
+
+
+def parse_influx_url(url: str) -> InfluxSettings:
+    """The settings of an ``influxdb://`` URL; a bad or missing part is named."""
+    parts = urlsplit(url)
+    if parts.scheme != "influxdb":
+        raise StoreError(f"{url}: not an influxdb:// URL")
+    if not parts.netloc:
+        raise StoreError(f"{url}: no host:port; write influxdb://host:8086?org=...&bucket=...")
+    raw = parse_qs(parts.query, keep_blank_values=True)
+    if "token" in raw:
+        raise StoreError(f"{url}: a token in the URL is refused; use token_env=NAME or "
+                         "token_file=PATH")
+    params = {k: v[-1] for k, v in raw.items()}
+    unknown = sorted(set(params) - _INFLUX_PARAMS)
+    if unknown:
+        raise StoreError(f"{url}: unknown parameter {unknown[0]!r} "
+                         f"(known: {', '.join(sorted(_INFLUX_PARAMS))})")
+    version = params.get("version", "2")
+    if version not in _LANGUAGES:
+        raise StoreError(f"{url}: version {version!r} is not 2 or 3")
+    language = params.get("query", _LANGUAGES[version][0])
+    if language not in _LANGUAGES[version]:
+        raise StoreError(f"{url}: query {language!r} is not available on InfluxDB {version} "
+                         f"(choose {' or '.join(_LANGUAGES[version])})")
+    bucket = params.get("bucket") or params.get("database")
+    if not bucket:
+        raise StoreError(f"{url}: no bucket; add ?bucket=NAME")
+    org = params.get("org")
+    if version == "2" and not org:
+        raise StoreError(f"{url}: InfluxDB 2 needs an organization; add &org=NAME")
+    http = "https" if params.get("tls", "0").lower() in ("1", "true", "yes") else "http"
+    try:
+        timeout_s = parse_duration(params.get("timeout", "60s"))
+    except ValueError as exc:
+        raise StoreError(f"{url}: timeout: {exc}") from None
+    base = f"{http}://{parts.netloc}{parts.path.rstrip('/')}"
+    return InfluxSettings(base, org, bucket, version, language, _token(url, params), timeout_s)
