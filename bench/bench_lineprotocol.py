@@ -87,8 +87,7 @@ def bench_samples(rows: list[dict]) -> tuple[float, int]:
     return time.perf_counter() - t0, res.lines
 
 
-def main() -> None:
-    rows = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+def main(rows: int = 1_000_000) -> None:
     table = make_frame(rows)
     encode_frame("accelerator", table.slice(0, 1000))  # warm up
     best = math.inf
@@ -113,4 +112,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000)
