@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from computewatch import catalog
 from computewatch.samples import TIME
-from computewatch.store._protocol import Aggregate, Query, StoreError, WriteResult
+from computewatch.store._protocol import Aggregate, Query, StoreError, WriteResult, check_query
 from computewatch.validation import Rejections, validate_frame
 
 __all__ = ["DuckDBStore"]
@@ -200,12 +200,7 @@ class DuckDBStore:
         raise StoreError(f"unsupported aggregate {q.agg!r}")
 
     def query(self, q: Query) -> pd.DataFrame:
-        meas = catalog.measurement(q.measurement)
-        for f in q.fields:
-            meas.metric(f)
-        for g in q.group_by:
-            if g not in meas.labels:
-                raise StoreError(f"{self.url}: {meas.name!r} has no tag {g!r} to group by")
+        meas = check_query(q, self.url)
         columns = [TIME, *q.group_by, *q.fields]
         if not self._has(q.measurement):
             return pd.DataFrame(columns=columns)

@@ -62,7 +62,7 @@ from computewatch.store._influx3 import (
     sql_time_bounds,
 )
 from computewatch.store._linewriter import LineProtocolWriter
-from computewatch.store._protocol import Aggregate, Query, StoreError, WriteResult
+from computewatch.store._protocol import Aggregate, Query, StoreError, WriteResult, check_query
 from computewatch.store._urls import InfluxSettings, parse_influx_url
 from computewatch.validation import Rejections
 
@@ -159,12 +159,7 @@ class InfluxDBStore:
 
     # -- reads ----------------------------------------------------------------------------
     def query(self, q: Query) -> pd.DataFrame:
-        meas = catalog.measurement(q.measurement)
-        for f in q.fields:
-            meas.metric(f)
-        for g in q.group_by:
-            if g not in meas.labels:
-                raise StoreError(f"{self.url}: {meas.name!r} has no tag {g!r} to group by")
+        meas = check_query(q, self.url)
         if self.settings.version == "2":
             return self._query_flux(q, meas)
         return self._query_v3(q, meas)

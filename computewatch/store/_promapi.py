@@ -31,7 +31,7 @@ from computewatch.store._promql import (
     regex_escape,
     selector,
 )
-from computewatch.store._protocol import Aggregate, Query, StoreError
+from computewatch.store._protocol import Aggregate, Query, StoreError, check_query
 
 __all__ = ["PromAPI"]
 
@@ -136,12 +136,7 @@ class PromAPI:
 
     # -- Store reads ----------------------------------------------------------------------
     def query(self, q: Query) -> pd.DataFrame:
-        meas = catalog.measurement(q.measurement)
-        for f in q.fields:
-            meas.metric(f)
-        for g in q.group_by:
-            if g not in meas.labels:
-                raise StoreError(f"{self.source}: {meas.name!r} has no tag {g!r} to group by")
+        meas = check_query(q, self.source)
         columns = [TIME, *q.group_by, *q.fields]
         label_matchers = matchers(meas, q.where, self.source)
         plans = list(evaluations(q, left_open=self.left_open, source=self.source)) \

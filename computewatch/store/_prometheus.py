@@ -26,40 +26,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from urllib.parse import parse_qs, urlsplit
 
 import pandas as pd
 import pyarrow as pa
 
-from computewatch.durations import parse_duration
 from computewatch.store._promapi import PromAPI
 from computewatch.store._promql import Dialect
 from computewatch.store._protocol import Query, StoreError, WriteResult
+from computewatch.store._urls import parse_prometheus_url
 
 __all__ = ["PrometheusStore", "parse_prometheus_url"]
-
-_KNOWN_PARAMS = {"tls", "timeout"}
-
-
-def parse_prometheus_url(url: str) -> tuple[str, float]:
-    """The HTTP base and timeout of a ``prometheus://`` URL; bad parts are named."""
-    parts = urlsplit(url)
-    if parts.scheme != "prometheus":
-        raise StoreError(f"{url}: not a prometheus:// URL")
-    if not parts.netloc:
-        raise StoreError(f"{url}: no host:port; write prometheus://host:9090")
-    params = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-    unknown = sorted(set(params) - _KNOWN_PARAMS)
-    if unknown:
-        raise StoreError(f"{url}: unknown parameter {unknown[0]!r} "
-                         f"(known: {', '.join(sorted(_KNOWN_PARAMS))})")
-    http = "https" if params.get("tls", "0").lower() in ("1", "true", "yes") else "http"
-    try:
-        timeout_s = parse_duration(params.get("timeout", "60s"))
-    except ValueError as exc:
-        raise StoreError(f"{url}: timeout: {exc}") from None
-    return f"{http}://{parts.netloc}{parts.path.rstrip('/')}", timeout_s
-
 
 class PrometheusStore:
     """Read-only `Store` on a Prometheus server; see the module docstring."""

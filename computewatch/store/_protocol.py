@@ -15,11 +15,13 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from computewatch import catalog
+
 if TYPE_CHECKING:  # annotations only: the agent's remote write imports this without pandas
     import pandas as pd
     import pyarrow as pa
 
-__all__ = ["Aggregate", "Query", "Store", "StoreError", "WriteResult"]
+__all__ = ["Aggregate", "Query", "Store", "StoreError", "WriteResult", "check_query"]
 
 
 class StoreError(RuntimeError):
@@ -67,6 +69,20 @@ class Query:
             raise ValueError(f"quantile must be in [0, 1], got {self.quantile}")
         if not self.fields:
             raise ValueError("query names no field")
+
+
+def check_query(q: Query, source: str) -> catalog.Measurement:
+    """The query's measurement, once every field and group-by tag is known to the catalogue.
+
+    Every backend calls this before translating, so a typo fails the same way on each.
+    """
+    meas = catalog.measurement(q.measurement)
+    for f in q.fields:
+        meas.metric(f)
+    for g in q.group_by:
+        if g not in meas.labels:
+            raise StoreError(f"{source}: {meas.name!r} has no tag {g!r} to group by")
+    return meas
 
 
 @dataclass(frozen=True, slots=True)

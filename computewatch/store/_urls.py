@@ -1,4 +1,4 @@
-"""What ``victoriametrics://`` and ``influxdb://`` URLs say, read without the backends.
+"""What ``victoriametrics://``, ``influxdb://`` and ``prometheus://`` URLs say, without backends.
 
 The agent's remote write (collectors/export/remote.py) needs the write endpoint of a store
 URL but none of the query machinery: this module imports neither pandas, pyarrow nor
@@ -18,7 +18,27 @@ from urllib.parse import parse_qs, urlsplit
 from computewatch.durations import parse_duration
 from computewatch.store._protocol import StoreError
 
-__all__ = ["InfluxSettings", "VMEndpoints", "parse_influx_url", "parse_vm_url"]
+__all__ = ["InfluxSettings", "VMEndpoints", "parse_influx_url", "parse_prometheus_url",
+           "parse_vm_url"]
+
+def _params(url: str, known: set[str]) -> dict[str, str]:
+    """The URL's query parameters (the last of each), refusing one the backend does not know."""
+    params = {k: v[-1] for k, v in parse_qs(urlsplit(url).query, keep_blank_values=True).items()}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise StoreError(f"{url}: unknown parameter {unknown[0]!r} "
+                         f"(known: {', '.join(sorted(known))})")
+    return params
+
+
+def _http_and_timeout(url: str, params: Mapping[str, str]) -> tuple[str, float]:
+    """``http`` or ``https`` (``tls=1``) and the request timeout (``timeout=60s``)."""
+    http = "https" if params.get("tls", "0").lower() in ("1", "true", "yes") else "http"
+    try:
+        return http, parse_duration(params.get("timeout", "60s"))
+    except ValueError as exc:
+        raise StoreError(f"{url}: timeout: {exc}") from None
+
 
 _TENANT = re.compile(r"^\d+(:\d+)?$")
 _VM_PARAMS = {"tenant", "insert", "select", "tls", "timeout", "flush"}
@@ -40,16 +60,8 @@ def parse_vm_url(url: str) -> tuple[VMEndpoints, float]:
     parts = urlsplit(url)
     if parts.scheme != "victoriametrics":
         raise StoreError(f"{url}: not a victoriametrics:// URL")
-    params = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-    unknown = sorted(set(params) - _VM_PARAMS)
-    if unknown:
-        raise StoreError(f"{url}: unknown parameter {unknown[0]!r} "
-                         f"(known: {', '.join(sorted(_VM_PARAMS))})")
-    http = "https" if params.get("tls", "0").lower() in ("1", "true", "yes") else "http"
-    try:
-        timeout_s = parse_duration(params.get("timeout", "60s"))
-    except ValueError as exc:
-        raise StoreError(f"{url}: timeout: {exc}") from None
+    params = _params(url, _VM_PARAMS)
+    http, timeout_s = _http_and_timeout(url, params)
     tenant = params.get("tenant")
     if tenant is not None and not _TENANT.match(tenant):
         raise StoreError(f"{url}: tenant {tenant!r} is not accountID or accountID:projectID "
@@ -114,15 +126,10 @@ def parse_influx_url(url: str) -> InfluxSettings:
         raise StoreError(f"{url}: not an influxdb:// URL")
     if not parts.netloc:
         raise StoreError(f"{url}: no host:port; write influxdb://host:8086?org=...&bucket=...")
-    raw = parse_qs(parts.query, keep_blank_values=True)
-    if "token" in raw:
+    if "token" in parse_qs(parts.query, keep_blank_values=True):
         raise StoreError(f"{url}: a token in the URL is refused; use token_env=NAME or "
                          "token_file=PATH")
-    params = {k: v[-1] for k, v in raw.items()}
-    unknown = sorted(set(params) - _INFLUX_PARAMS)
-    if unknown:
-        raise StoreError(f"{url}: unknown parameter {unknown[0]!r} "
-                         f"(known: {', '.join(sorted(_INFLUX_PARAMS))})")
+    params = _params(url, _INFLUX_PARAMS)
     version = params.get("version", "2")
     if version not in _LANGUAGES:
         raise StoreError(f"{url}: version {version!r} is not 2 or 3")
@@ -136,10 +143,20 @@ def parse_influx_url(url: str) -> InfluxSettings:
     org = params.get("org")
     if version == "2" and not org:
         raise StoreError(f"{url}: InfluxDB 2 needs an organization; add &org=NAME")
-    http = "https" if params.get("tls", "0").lower() in ("1", "true", "yes") else "http"
-    try:
-        timeout_s = parse_duration(params.get("timeout", "60s"))
-    except ValueError as exc:
-        raise StoreError(f"{url}: timeout: {exc}") from None
+    http, timeout_s = _http_and_timeout(url, params)
     base = f"{http}://{parts.netloc}{parts.path.rstrip('/')}"
     return InfluxSettings(base, org, bucket, version, language, _token(url, params), timeout_s)
+
+
+_PROMETHEUS_PARAMS = {"tls", "timeout"}
+
+
+def parse_prometheus_url(url: str) -> tuple[str, float]:
+    """The HTTP base and timeout of a ``prometheus://`` URL; bad parts are named."""
+    parts = urlsplit(url)
+    if parts.scheme != "prometheus":
+        raise StoreError(f"{url}: not a prometheus:// URL")
+    if not parts.netloc:
+        raise StoreError(f"{url}: no host:port; write prometheus://host:9090")
+    http, timeout_s = _http_and_timeout(url, _params(url, _PROMETHEUS_PARAMS))
+    return f"{http}://{parts.netloc}{parts.path.rstrip('/')}", timeout_s
