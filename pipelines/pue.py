@@ -38,8 +38,12 @@ DEFINITION = ("energy-based PUE = facility energy / IT energy from meter counter
 
 
 def meter_readings(store: Store, period: Period) -> pd.DataFrame:
-    """Each meter's last counter reading per 15-minute bucket, stamped at the bucket's end."""
-    q = Query("facility_power", ("joules_total",), period.start, period.end,
+    """Each meter's last counter reading per 15-minute bucket, stamped at the bucket's end.
+
+    The query starts one bucket early: the reading just before the period opens is the
+    baseline of its first slot, without which no window could ever be 100% complete.
+    """
+    q = Query("facility_power", ("joules_total",), period.start - BUCKET, period.end,
               group_by=("hub", "cluster", "site", "meter", "scope"), window=BUCKET,
               agg=Aggregate.LAST)
     df = store.query(q)

@@ -133,3 +133,22 @@ def test_pue_pipeline_month_with_a_day_of_missing_meter_readings(store):
     assert month.completeness == pytest.approx(30 / 31, abs=0.002)
     days = [f for f in over if f.end - f.start == timedelta(days=1)]
     assert len(days) == 30 and np.allclose([f.observed for f in days], 1.3)
+
+
+def test_pue_pipeline_fully_metered_days_are_complete(store):
+    """The reading just before the period opens is the first slot's baseline: a day metered
+    throughout is 100% complete, not 95/96."""
+    start = datetime(2026, 9, 30, 16, tzinfo=UTC)  # October 1 in China time
+    step = timedelta(minutes=15)
+    rows = [{"time": start + k * step - timedelta(minutes=1), "site": "bj-ai", "hub": "jjj",
+             "meter": f"bj-ai-{scope}", "scope": scope, "watts": watts,
+             "joules_total": 1e9 + watts * step.total_seconds() * k}
+            for scope, watts in (("facility", 1300.0), ("it", 1000.0))
+            for k in range(2 * 96 + 2)]
+    store.write("facility_power", pd.DataFrame(rows))
+    findings = pue_pipeline.run(store, Period(start, start + timedelta(days=2)), POLICY, TOPO)
+    days = [f for f in findings if f.rule == "pue_over_target"
+            and f.end - f.start == timedelta(days=1)]
+    assert [f.start for f in days] == [start, start + timedelta(days=1)]
+    assert [f.completeness for f in days] == [1.0, 1.0]
+    assert all(f.observed == pytest.approx(1.3) for f in days)
