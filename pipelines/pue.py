@@ -69,6 +69,7 @@ def run(store: Store, period: Period, policy: Policy, topology: Topology, *,
     floor = float(policy.pue.min_completeness.value)
     places = readings.drop_duplicates("site").set_index("site")[["hub", "cluster"]]
     findings: list[Finding] = []
+    incomplete: dict[tuple[str, str], list] = {}
     for name in windows:
         got = windowed_pue(readings, period, policy, name)
         for r in got.itertuples():
@@ -82,11 +83,7 @@ def run(store: Store, period: Period, policy: Policy, topology: Topology, *,
                           site=r.site, start=r.window_start.to_pydatetime(),
                           end=r.window_end.to_pydatetime())
             if r.completeness < floor:
-                findings.append(Finding(
-                    "pue", "pue_incomplete", "site", r.site, Severity.WARNING,
-                    float(r.completeness), floor, "ratio", definition=DEFINITION,
-                    message=f"{r.site}: only {r.completeness:.0%} of the {name} window "
-                            f"metered ({r.flag}); PUE not stated", **common))
+                incomplete.setdefault((r.site, name), []).append(r)
                 continue
             if r.pue > entry.value:
                 sev = Severity.CRITICAL if r.pue > entry.value + 0.10 else Severity.WARNING
@@ -96,6 +93,9 @@ def run(store: Store, period: Period, policy: Policy, topology: Topology, *,
                     definition=f"{DEFINITION}; {name} window; target source: {entry.source}",
                     message=f"{r.site}: PUE {r.pue:.3f} > target {entry.value:.2f} over the "
                             f"{name} window", **common))
+    for (site, name), rows in incomplete.items():
+        findings.extend(_incomplete_findings(site, name, rows, floor,
+                                             places.at[site, "hub"], places.at[site, "cluster"]))
     hourly = windowed_pue(readings, period, policy, "1h")
     for site, g in hourly.groupby("site"):
         pue = g.set_index("window_start").pue
@@ -115,3 +115,31 @@ def run(store: Store, period: Period, policy: Policy, topology: Topology, *,
                 message=f"{site}: hourly PUE up to {sl.max():.3f} against a median of "
                         f"{median:.3f}, {len(sl)} h"))
     return findings
+
+
+def _incomplete_findings(site: str, name: str, rows: list, floor: float, hub: str,
+                         cluster: str) -> list[Finding]:
+    """One ``pue_incomplete`` finding per run of adjacent under-metered windows.
+
+    A month of which the store holds one day would otherwise raise thirty daily findings for
+    one fact (the meters were not read); the run's completeness is the mean of its windows'.
+    """
+    runs: list[list] = []
+    for r in rows:  # windows come in time order
+        if runs and runs[-1][-1].window_end == r.window_start:
+            runs[-1].append(r)
+        else:
+            runs.append([r])
+    out = []
+    for run in runs:
+        completeness = float(np.mean([r.completeness for r in run]))
+        flags = ", ".join(sorted({str(r.flag) for r in run}))
+        span = f"the {name} window" if len(run) == 1 else f"{len(run)} consecutive {name} windows"
+        out.append(Finding(
+            "pue", "pue_incomplete", "site", site, Severity.WARNING, completeness, floor,
+            "ratio", run[0].window_start.to_pydatetime(), run[-1].window_end.to_pydatetime(),
+            completeness=completeness, hub=hub, cluster=cluster, site=site,
+            definition=DEFINITION,
+            message=f"{site}: only {completeness:.0%} of {span} metered ({flags}); "
+                    "PUE not stated"))
+    return out

@@ -152,3 +152,28 @@ def test_pue_pipeline_fully_metered_days_are_complete(store):
     assert [f.start for f in days] == [start, start + timedelta(days=1)]
     assert [f.completeness for f in days] == [1.0, 1.0]
     assert all(f.observed == pytest.approx(1.3) for f in days)
+
+
+def test_pue_pipeline_merges_adjacent_unmetered_days_into_one_finding(store):
+    """A month of which the store holds two days: one finding for the 29 days without meter
+    readings (and one each for the month and the whole period), not 29."""
+    start = datetime(2026, 9, 30, 16, tzinfo=UTC)  # October in China time
+    step = timedelta(minutes=15)
+    rows = [{"time": start + k * step - timedelta(minutes=1), "site": "bj-ai", "hub": "jjj",
+             "meter": f"bj-ai-{scope}", "scope": scope, "watts": watts,
+             "joules_total": 1e9 + watts * step.total_seconds() * k}
+            for scope, watts in (("facility", 1300.0), ("it", 1000.0))
+            for k in range(2 * 96 + 1)]
+    store.write("facility_power", pd.DataFrame(rows))
+    month_end = start + timedelta(days=31)
+    findings = pue_pipeline.run(store, Period(start, month_end), POLICY, TOPO)
+    incomplete = sorted((f for f in findings if f.rule == "pue_incomplete"),
+                        key=lambda f: (f.end - f.start, f.start))
+    days, *whole = incomplete
+    assert (days.start, days.end) == (start + timedelta(days=2), month_end)
+    assert days.completeness == 0.0 and "29 consecutive 1d windows" in days.message
+    assert [(f.start, f.end) for f in whole] == [(start, month_end)] * 2  # "all" and month
+    assert all(f.completeness == pytest.approx(2 / 31) for f in whole)
+    over = [f for f in findings if f.rule == "pue_over_target" and f.end - f.start ==
+            timedelta(days=1)]
+    assert [f.start for f in over] == [start, start + timedelta(days=1)]
