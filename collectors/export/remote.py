@@ -320,15 +320,21 @@ class RemoteExporter:
         return self._sender.failing
 
     def flush(self, timeout_s: float = 10.0) -> bool:
-        """Wait for the queue to drain; gives up early while the store is down."""
+        """Wait for the queue to drain; gives up early while the store is down.
+
+        "Down" means an attempt made during this flush failed: a sender still marked failing
+        from before (backing off) gets its next attempt, which may find the store back.
+        """
         deadline = time.monotonic() + timeout_s
+        retries_before = self._sender.retries
         self._sender.hurry.set()
         self.queue.wake()
         try:
             while (left := deadline - time.monotonic()) > 0:
                 if self.queue.wait_empty(min(left, 0.2)):
                     return True
-                if self._sender.failing or not self._sender.is_alive():
+                failed_now = self._sender.failing and self._sender.retries > retries_before
+                if failed_now or not self._sender.is_alive():
                     return False
             return False
         finally:
