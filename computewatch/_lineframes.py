@@ -1,0 +1,234 @@
+"""The vectorized half of `computewatch.lineprotocol`: whole Arrow frames in a few passes.
+
+Kept apart so that what only encodes Samples (the agent's remote write, ``collect --format
+influx``) never imports numpy or pyarrow; `computewatch.lineprotocol.encode_frame` imports
+this module on first use. The escaping rules are the ones `computewatch.lineprotocol` states.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from computewatch.lineprotocol import (
+    _CONTROL,
+    EncodeResult,
+    _factor,
+    escape_field_key,
+    escape_measurement,
+    escape_tag,
+)
+from computewatch.samples import TIME
+
+__all__ = ["encode_frame"]
+
+_STR = pa.large_string()  # large offsets: a payload of millions of lines passes 2 GiB
+
+
+def _s(text: str) -> pa.Scalar:
+    return pa.scalar(text, _STR)
+
+
+def _join(*parts: pa.Array | pa.Scalar) -> pa.Array:
+    """Concatenate element-wise; a null part makes the result null.
+
+    (``null_handling="skip"`` is avoided: in pyarrow it drops rows whose parts are all null,
+    so its result is shorter than its input.)
+    """
+    return pc.binary_join_element_wise(*parts, _s(""))
+
+
+def _concat_present(parts: list[pa.Array | pa.Scalar]) -> pa.Array:
+    """Concatenate element-wise, reading a null part as the empty string."""
+    return pc.binary_join_element_wise(*parts, _s(""), null_handling="replace",
+                                       null_replacement="")
+
+
+def encode_frame(measurement: str, table: pa.Table, precision: str = "ns") -> EncodeResult:
+    """Encode a frame (``time``, string label columns, numeric field columns), vectorized.
+
+    Tag sets are escaped once per distinct label combination and floats are formatted by
+    Arrow, so the cost per row is a handful of columnar passes, not Python code.
+    """
+    factor = _factor(precision)
+    meas = escape_measurement(measurement)
+    if TIME not in table.column_names:
+        raise ValueError(f"line protocol: frame for {measurement!r} has no {TIME!r} column")
+    if table.num_rows == 0:
+        return EncodeResult(b"", 0, 0)
+    table = table.unify_dictionaries().combine_chunks()
+    labels: list[tuple[str, pa.Array]] = []
+    fields: list[tuple[str, pa.Array]] = []
+    for name in table.column_names:
+        if name == TIME:
+            continue
+        col = table.column(name).chunk(0)
+        kind = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            if name != "":
+                labels.append((name, col))
+        elif pa.types.is_floating(col.type) or pa.types.is_integer(col.type):
+            if name == "":
+                raise ValueError(f"line protocol: frame for {measurement!r} has an unnamed field")
+            fields.append((name, col))
+        else:
+            raise TypeError(f"line protocol: {measurement}.{name}: column type {col.type} is "
+                            "neither a string label nor a numeric field")
+    labels.sort(key=lambda kv: kv[0])
+    fields.sort(key=lambda kv: kv[0])
+
+    if not fields:
+        return EncodeResult(b"", 0, 0)
+    skipped = 0
+    columns: list[pa.Array] = []
+    valid = np.empty((len(fields), table.num_rows), dtype=bool)
+    for i, (_, col) in enumerate(fields):
+        values = col.cast(pa.float64())
+        finite = pc.is_finite(values)
+        n_finite = pc.sum(finite).as_py() or 0
+        if n_finite < len(values) - values.null_count:
+            skipped += len(values) - values.null_count - n_finite
+            values = pc.if_else(finite, values, pa.scalar(None, pa.float64()))
+        columns.append(values)
+        valid[i] = np.asarray(values.is_valid())
+    present = valid.any(axis=0)
+    times = _time_strings(table.column(TIME).chunk(0), factor, measurement)
+    prefix = _prefixes(meas, labels, table.num_rows)
+    if not present.all():  # a row whose fields are all left out makes no line
+        keep = pa.array(present)
+        columns = [c.filter(keep) for c in columns]
+        valid, times = valid[:, present], times.filter(keep)
+        if isinstance(prefix, pa.Array):
+            prefix = prefix.filter(keep)
+        if not present.any():
+            return EncodeResult(b"", 0, skipped)
+    # Each field contributes a separator ("" when absent, " key=" when it is the row's first
+    # field, ",key=" otherwise) and its value, so one join builds every line.
+    first = valid.argmax(axis=0)
+    parts: list[pa.Array | pa.Scalar] = [prefix]
+    for i, ((name, _), values) in enumerate(zip(fields, columns, strict=True)):
+        key = escape_field_key(name)
+        code = np.where(valid[i], np.where(first == i, 1, 2), 0).astype(np.int32)
+        parts.append(pa.array(["", f" {key}=", f",{key}="], _STR).take(pa.array(code)))
+        parts.append(_format_floats(values))
+    parts += [_s(" "), times, _s("\n")]
+    lines = _concat_present(parts)
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)[lines.offset:]
+    start, end = int(offsets[0]), int(offsets[len(lines)])
+    return EncodeResult(lines.buffers()[2][start:end].to_pybytes(), len(lines), skipped)
+
+
+def _time_strings(col: pa.Array, factor: int, measurement: str) -> pa.Array:
+    if not pa.types.is_timestamp(col.type):
+        raise TypeError(f"line protocol: {measurement}.{TIME} is {col.type}, not a timestamp")
+    if col.type.tz is None:
+        raise ValueError(f"line protocol: {measurement}.{TIME} has no timezone")
+    if col.null_count:
+        raise ValueError(f"line protocol: {measurement}.{TIME} has {col.null_count} null times")
+    unit_ns = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}[col.type.unit]
+    raw = col.cast(pa.int64()).to_numpy()
+    if unit_ns >= factor:
+        scale = unit_ns // factor
+        limit = np.iinfo(np.int64).max // scale
+        if scale > 1 and len(raw) and np.abs(raw).max() > limit:
+            raise ValueError(f"line protocol: {measurement}.{TIME} overflows at precision "
+                             f"{factor} ns")
+        out = raw * scale
+    else:
+        out = raw // (factor // unit_ns)  # floor, like the sample path
+    return pa.array(out).cast(_STR)
+
+
+def _escape_tags(values: pa.Array) -> pa.Array:
+    for char, escaped in ((",", r"\,"), ("=", r"\="), (" ", r"\ "), *_CONTROL.items()):
+        values = pc.replace_substring(values, char, escaped)
+    return pc.replace_substring_regex(values, r"\\$", r"\\ ")
+
+
+def _prefixes(meas: str, labels: list[tuple[str, pa.Array]], n: int) -> pa.Array | pa.Scalar:
+    """The escaped ``measurement,tag=value,...`` of every row, built once per label set."""
+    if not labels:
+        return _s(meas)
+    frags: list[pa.Array] = []
+    codes: list[np.ndarray] = []
+    for key, col in labels:
+        enc = col if pa.types.is_dictionary(col.type) else pc.dictionary_encode(col)
+        values = enc.dictionary.cast(_STR)
+        values = pc.if_else(pc.equal(values, _s("")), pa.scalar(None, _STR), values)
+        # One fragment per dictionary entry, plus a null one (code len) for absent labels.
+        frag = _join(_s(f",{escape_tag(key)}="), _escape_tags(values))
+        frags.append(pa.concat_arrays([frag, pa.nulls(1, _STR)]))
+        indices = enc.indices.cast(pa.int64())  # int8 indices cannot hold the extra code
+        codes.append(pc.fill_null(indices, len(values)).to_numpy())
+    # One integer per row naming its label combination (mixed radix, re-encoded before the
+    # product could overflow), then a dictionary of the combinations that occur.
+    key_codes, size = codes[0], len(frags[0])
+    for frag, code in zip(frags[1:], codes[1:], strict=True):
+        if size * len(frag) >= 2**62:
+            key_codes = pc.dictionary_encode(pa.array(key_codes)).indices.to_numpy()
+            key_codes = key_codes.astype(np.int64)
+            size = int(key_codes.max()) + 1
+        key_codes = key_codes * len(frag) + code
+        size *= len(frag)
+    combos = pc.dictionary_encode(pa.array(key_codes))
+    row_combo = combos.indices
+    example = np.empty(len(combos.dictionary), dtype=np.int64)
+    example[row_combo.to_numpy()] = np.arange(n, dtype=np.int64)  # any row of each combination
+    parts = [frag.take(pa.array(code[example])) for frag, code in zip(frags, codes, strict=True)]
+    unique = _concat_present([_s(meas), *parts])
+    return unique.take(row_combo)
+
+
+# Python's repr and Arrow's float-to-string cast choose the same shortest digits, but Arrow
+# writes decimal exponents -6..9 positionally and repr -4..15, and Arrow writes "1e-7" where
+# repr writes "1e-07". These rewrite Arrow's text into repr's where the two differ.
+_SMALL_FIXES = (
+    (r"^(-?)0\.0000([1-9])(\d*)$", r"\1\2.\3e-05"),
+    (r"^(-?)0\.00000([1-9])(\d*)$", r"\1\2.\3e-06"),
+    (r"\.e", "e"),
+    (r"e-(\d)$", r"e-0\1"),
+)
+
+
+def _format_floats(values: pa.Array) -> pa.Array:
+    """Format finite float64 values (nulls stay null) exactly as ``_format_float`` would."""
+    text = pc.cast(values, _STR)
+    x = np.abs(values.to_numpy(zero_copy_only=False))
+    with np.errstate(invalid="ignore"):
+        small = (x < 1e-4) & (x > 0)
+        big = (x >= 1e10) & (x < 1e16)
+    if small.any():
+        sub = text.filter(pa.array(small))
+        for pattern, replacement in _SMALL_FIXES:
+            sub = pc.replace_substring_regex(sub, pattern, replacement)
+        text = pc.replace_with_mask(text, pa.array(small), sub)
+    if big.any():
+        # An integral value below 1e16 prints as that integer (below 2**53 every integer is
+        # a double; above it the zero-padded shortest digits are even, hence exact).
+        whole = big & (np.floor(x) == x)
+        if whole.any():
+            ints = values.filter(whole).to_numpy().astype(np.int64)
+            text = pc.replace_with_mask(text, pa.array(whole), pa.array(ints).cast(_STR))
+        frac = big & ~whole
+        if frac.any():
+            text = pc.replace_with_mask(text, pa.array(frac), _positional(values.filter(frac),
+                                                                          text.filter(frac)))
+    return text
+
+
+def _positional(values: pa.Array, text: pa.Array) -> pa.Array:
+    """Rewrite Arrow's ``d.ddde+X`` (X in 10..15) of non-integral values positionally.
+
+    A non-integral value's shortest digits always reach past the decimal point.
+    """
+    x = np.abs(values.to_numpy())
+    exponent = np.full(len(x), 10)
+    for k in range(11, 16):
+        exponent += x >= 10.0**k  # powers of ten up to 1e22 are exact doubles
+    for e in np.unique(exponent):
+        mask = pa.array(exponent == e)
+        sub = pc.replace_substring_regex(text.filter(mask), rf"^(-?\d)\.(\d{{{e}}})(\d+)e\+{e}$",
+                                         r"\1\2.\3")
+        text = pc.replace_with_mask(text, mask, sub)
+    return text
