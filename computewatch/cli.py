@@ -316,6 +316,10 @@ def analyze(
         help="Lowest severity pushed as an alert: info, warning or critical.")] = "warning",
     every: Annotated[str | None, typer.Option(
         help="Run again on this interval until interrupted, e.g. 15m.")] = None,
+    heartbeat: Annotated[Path | None, typer.Option(
+        help="After each run in which every pipeline ran and every push succeeded, write "
+        "the time to this file (for a health check: computewatch-healthcheck "
+        "file://PATH?max_age=...).")] = None,
 ) -> None:
     """Run the analytics pipelines; findings are printed and written back to the store."""
     from computewatch.render import render_findings
@@ -352,7 +356,12 @@ def analyze(
         render_findings(df, fmt, sys.stdout, limit=limit if fmt.value == "table" else None,
                         title=f"Findings {period.start:%Y-%m-%d %H:%M} – "
                               f"{period.end:%Y-%m-%d %H:%M}")
-        return _push_alerts(alert or [], df, period.end, hold, min_severity)
+        ok = _push_alerts(alert or [], df, period.end, hold, min_severity)
+        if ok and heartbeat is not None and not df.attrs.get("failed_pipelines"):
+            from computewatch.schedule import write_heartbeat
+
+            write_heartbeat(heartbeat)
+        return ok
 
     if interval is None:
         if not run_once():

@@ -9,11 +9,14 @@ schedule.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
 
-__all__ = ["run_every"]
+__all__ = ["run_every", "write_heartbeat"]
 
 log = logging.getLogger(__name__)
 
@@ -39,3 +42,14 @@ def run_every(interval_s: float, job: Callable[[], object], stop: threading.Even
         if stop.wait(max(0.0, next_tick - elapsed)):
             break
     return runs
+
+
+def write_heartbeat(path: Path) -> None:
+    """Record that a scheduled run completed: the file's time is what a health check reads.
+
+    Written to a temporary file and renamed, so a reader never sees a half-written one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(datetime.now(UTC).isoformat() + "\n", encoding="utf-8")
+    os.replace(tmp, path)

@@ -2,9 +2,11 @@
 """Container health check for the computewatch image: `computewatch-healthcheck TARGET...`.
 
 The image is python:3.11-slim, which has neither curl nor wget, so compose health checks call
-this instead. A target is an HTTP(S) URL, healthy when it answers 2xx, or ``udp://host:port``,
-healthy when a latency responder there echoes one probe packet. Exit 0 when every target is
-healthy, 1 otherwise, with one line on stderr naming the target and what went wrong.
+this instead. A target is an HTTP(S) URL, healthy when it answers 2xx, ``udp://host:port``,
+healthy when a latency responder there echoes one probe packet, or ``file:///path?max_age=40m``,
+healthy when that heartbeat file (`computewatch analyze --heartbeat`) is younger than max_age.
+Exit 0 when every target is healthy, 1 otherwise, with one line on stderr naming the target
+and what went wrong.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -45,6 +48,24 @@ def _check_udp(host: str, port: int, timeout_s: float) -> str | None:
     return None if reply == probe else "reply is not our probe"
 
 
+def _check_file(path: str, query: str) -> str | None:
+    """A heartbeat file (`computewatch analyze --heartbeat`) modified within ``max_age``."""
+    from computewatch.durations import parse_duration
+
+    params = urllib.parse.parse_qs(query)
+    try:
+        max_age_s = parse_duration(params.get("max_age", ["1h"])[-1])
+    except ValueError as exc:
+        return f"max_age: {exc}"
+    try:
+        age_s = time.time() - os.stat(path).st_mtime
+    except OSError as exc:
+        return f"no heartbeat ({exc.strerror})"
+    if age_s > max_age_s:
+        return f"heartbeat is {age_s:.0f} s old (max_age {max_age_s:.0f} s)"
+    return None
+
+
 def check(target: str, timeout_s: float = 3.0) -> str | None:
     """None when ``target`` is healthy, else what is wrong with it."""
     parsed = urllib.parse.urlsplit(target)
@@ -52,13 +73,17 @@ def check(target: str, timeout_s: float = 3.0) -> str | None:
         return _check_http(target, timeout_s)
     if parsed.scheme == "udp" and parsed.hostname and parsed.port:
         return _check_udp(parsed.hostname, parsed.port, timeout_s)
-    return "not a target: expected http(s)://host:port/path or udp://host:port"
+    if parsed.scheme == "file" and parsed.path:
+        return _check_file(parsed.path, parsed.query)
+    return ("not a target: expected http(s)://host:port/path, udp://host:port or "
+            "file:///path?max_age=DURATION")
 
 
 def main(argv: list[str] | None = None) -> int:
     targets = sys.argv[1:] if argv is None else argv
     if not targets:
-        print("usage: computewatch-healthcheck URL|udp://host:port ...", file=sys.stderr)
+        print("usage: computewatch-healthcheck URL|udp://host:port|file:///path ...",
+              file=sys.stderr)
         return 2
     failed = 0
     for target in targets:

@@ -9,10 +9,12 @@ tests/test_stack_e2e.py runs the same topology as local processes.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -403,12 +405,19 @@ def test_image_healthcheck_reports_what_is_down(tmp_path):
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
     script = ROOT / "deploy/healthcheck.py"
+    stale = tmp_path / "stale.heartbeat"
+    stale.write_text("2026-01-01T00:00:00+00:00\n")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
     for target in (f"http://127.0.0.1:{closed}/metrics", f"udp://127.0.0.1:{closed}",
-                   "ftp://127.0.0.1/"):
+                   "ftp://127.0.0.1/", f"file://{tmp_path}/missing.heartbeat",
+                   f"file://{stale}?max_age=35m"):
         run = subprocess.run([sys.executable, str(script), target], capture_output=True,
                              text=True, timeout=30, cwd=ROOT)
         assert run.returncode == 1, target
         assert run.stderr.startswith(f"unhealthy: {target}: "), run.stderr
+    fresh = subprocess.run([sys.executable, str(script), f"file://{stale}?max_age=2h"],
+                           capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert fresh.returncode == 0, fresh.stderr
     usage = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                            timeout=30, cwd=ROOT)
     assert usage.returncode == 2 and "usage" in usage.stderr

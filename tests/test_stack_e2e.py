@@ -286,7 +286,8 @@ class Stack:
     def health_targets(self, name: str) -> list[str]:
         """The URLs the service's compose health check probes, on loopback."""
         test = self.services[name]["healthcheck"]["test"]
-        return [self.tr.text(a, name) for a in test[1:] if re.match(r"(https?|udp)://", a)]
+        return [self.tr.text(a, name) for a in test[1:]
+                if re.match(r"(https?|udp|file)://", a)]
 
     def wait_healthy(self, names: list[str], timeout_s: float = 60.0) -> None:
         """Until each service passes its own health check, as Docker would run it."""
@@ -450,9 +451,14 @@ def test_the_compose_topology_runs_end_to_end(stack):
     command = stack.argv("pipelines")
     every = command.index("--every")
     once = command[:every] + command[every + 2:]
+    heartbeat = Path(once[once.index("--heartbeat") + 1])
+    heartbeat.unlink(missing_ok=True)
+    targets = stack.health_targets("pipelines")
+    assert targets and all(healthcheck.check(t) is not None for t in targets)  # no run yet
     run = subprocess.run([sys.executable, "-m", "computewatch", *once], capture_output=True,
                          text=True, timeout=120, cwd=stack.work / "pipelines")
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert [healthcheck.check(t) for t in targets] == [None] * len(targets)  # a run completed
     pushed = get_json(stack.url("alertmanager") + "/api/v2/alerts",
                       filter='source="computewatch-analyze"')
     assert pushed, run.stderr[-2000:]
