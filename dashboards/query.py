@@ -14,6 +14,7 @@ Windows are Grafana's: `RANGE` (``$__range``), `INTERVAL` (``$__interval``) and
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -101,15 +102,16 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-class Expr:
+class Expr(ABC):
     """A node of a logical query. Subclasses render themselves with `promql()`."""
 
-    def promql(self) -> str:  # pragma: no cover - every subclass overrides it
-        raise NotImplementedError
+    @abstractmethod
+    def promql(self) -> str:
+        """The expression in PromQL."""
 
+    @abstractmethod
     def where(self, **matchers: Matcher) -> Expr:
         """The same expression with ``matchers`` added to every series it reads."""
-        raise NotImplementedError  # pragma: no cover
 
     def selectors(self) -> list[Selector]:
         """Every series this expression reads, for checks against catalogue and rules."""

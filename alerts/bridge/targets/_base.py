@@ -11,6 +11,7 @@ from __future__ import annotations
 import email.utils
 import json
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -104,7 +105,7 @@ def errcode_outcome(body: bytes, *, code_keys: tuple[str, ...], message_keys: tu
     return Outcome(False, False, "rejected", f"error {code}: {msg}")
 
 
-class Target:
+class Target(ABC):
     """One configured destination. Subclasses set `kind` and build the document and request."""
 
     kind: ClassVar[str] = ""
@@ -138,8 +139,9 @@ class Target:
                       max_bytes=max_bytes, timezone=self.config.effective_timezone,
                       link_base=self.link_base)
 
+    @abstractmethod
     def document(self, message: Message, notification: Notification) -> dict[str, Any]:
-        raise NotImplementedError
+        """The JSON document this kind of target posts for one rendered message."""
 
     def prepare(self, notification: Notification) -> Prepared:
         """Render within the limit; where the limit is on the body, shrink until it fits."""
