@@ -113,9 +113,9 @@ class Expr(ABC):
     def where(self, **matchers: Matcher) -> Expr:
         """The same expression with ``matchers`` added to every series it reads."""
 
+    @abstractmethod
     def selectors(self) -> list[Selector]:
         """Every series this expression reads, for checks against catalogue and rules."""
-        raise NotImplementedError  # pragma: no cover
 
     # Arithmetic and set operators build Bin nodes; comparisons are methods (`lt`, `gt`)
     # because Python's `<` must stay a boolean.
