@@ -210,3 +210,15 @@ def test_infinite_values_and_unknown_labels_are_refused_and_counted(tmp_path):
                         agg=Aggregate.MAX))
     assert got.power_watts[0] == 300.0
     assert "rack" not in s.series("accelerator").columns
+
+
+def test_where_that_accepts_nothing_is_an_empty_answer_and_bad_values_are_named(store):
+    """The same `check_where` rule as the server backends: an empty value list matches no
+    series (not a SQL error), and a value that is not a string names the tag."""
+    q = Query("accelerator", ("utilization_ratio",), T0, T0 + timedelta(hours=6),
+              where={"site": []}, group_by=("site",))
+    assert store.query(q).empty
+    assert store.series("accelerator", {"site": []}).empty
+    assert len(store.series("accelerator", {"site": ["bj-1", "sh-1", "bj-1"]})) == 10
+    with pytest.raises(StoreError, match=r"where\['site'\] value 7 is not a string"):
+        store.series("accelerator", {"site": [7]})

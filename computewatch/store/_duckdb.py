@@ -26,7 +26,14 @@ import pyarrow.compute as pc
 
 from computewatch import catalog
 from computewatch.samples import TIME
-from computewatch.store._protocol import Aggregate, Query, StoreError, WriteResult, check_query
+from computewatch.store._protocol import (
+    Aggregate,
+    Query,
+    StoreError,
+    WriteResult,
+    check_query,
+    check_where,
+)
 from computewatch.validation import Rejections, validate_frame
 
 __all__ = ["DuckDBStore"]
@@ -170,12 +177,11 @@ class DuckDBStore:
     # -- read -----------------------------------------------------------------------------
     def _where(self, meas: catalog.Measurement,
                where: Mapping[str, str | Sequence[str]] | None) -> tuple[list[str], list]:
+        filters = check_where(meas, where, self.url)
+        if filters is None:  # a tag that accepts no value: nothing matches
+            return ["FALSE"], []
         clauses, params = [], []
-        for tag, want in (where or {}).items():
-            if tag not in meas.labels:
-                raise StoreError(f"{self.url}: {meas.name!r} has no tag {tag!r} "
-                                 f"(tags: {', '.join(meas.labels)})")
-            values = [want] if isinstance(want, str) else list(want)
+        for tag, values in filters:
             clauses.append(f"s.{_ident(tag)} IN ({', '.join('?' for _ in values)})")
             params.extend(values)
         return clauses, params

@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from computewatch import catalog
-from computewatch.store._protocol import Aggregate, Query, StoreError
+from computewatch.store._protocol import Aggregate, Query, check_where
 
 __all__ = ["duration", "flux_query", "flux_series", "flux_string", "flux_time",
            "flux_time_bounds", "tag_filter"]
@@ -61,14 +61,11 @@ def duration(d: timedelta) -> str:
 def tag_filter(meas: catalog.Measurement, where: Mapping[str, str | Sequence[str]] | None,
                source: str) -> list[str] | None:
     """One ``filter`` predicate per tag; None when a tag accepts no value."""
+    filters = check_where(meas, where, source)
+    if filters is None:
+        return None
     out = []
-    for tag, want in (where or {}).items():
-        if tag not in meas.labels:
-            raise StoreError(f"{source}: {meas.name!r} has no tag {tag!r} "
-                             f"(tags: {', '.join(meas.labels)})")
-        values = [want] if isinstance(want, str) else sorted(set(want))
-        if not values:
-            return None
+    for tag, values in filters:
         ref = f"r[{flux_string(tag)}]"
         terms = [f"(not exists {ref} or {ref} == \"\")" if v == "" else
                  f"{ref} == {flux_string(v)}" for v in values]

@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from computewatch import catalog
-from computewatch.store._protocol import Aggregate, Query, StoreError
+from computewatch.store._protocol import Aggregate, Query, check_where
 
 __all__ = ["columns_sql", "influxql_query", "sql_literal", "sql_query", "sql_series",
            "sql_time_bounds"]
@@ -63,20 +63,6 @@ def _timestamp(t: datetime) -> str:
 def columns_sql(measurement: str) -> str:
     return ("SELECT column_name FROM information_schema.columns WHERE table_name = "
             f"{sql_literal(measurement)}")
-
-
-def _check(meas: catalog.Measurement, where: Mapping[str, str | Sequence[str]] | None,
-           source: str) -> list[tuple[str, list[str]]] | None:
-    out = []
-    for tag, want in (where or {}).items():
-        if tag not in meas.labels:
-            raise StoreError(f"{source}: {meas.name!r} has no tag {tag!r} "
-                             f"(tags: {', '.join(meas.labels)})")
-        values = [want] if isinstance(want, str) else sorted(set(want))
-        if not values:
-            return None
-        out.append((tag, values))
-    return out
 
 
 def _tag(tag: str, have: set[str]) -> str:
@@ -110,7 +96,7 @@ def _sql_agg(q: Query, f: str, have: set[str]) -> str:
 
 def sql_query(q: Query, meas: catalog.Measurement, have: set[str], source: str) -> str | None:
     """The SQL text of a windowed aggregate; None when ``where`` accepts nothing."""
-    filters = _check(meas, q.where, source)
+    filters = check_where(meas, q.where, source)
     if filters is None:
         return None
     select, group = [], []
@@ -134,7 +120,7 @@ def sql_query(q: Query, meas: catalog.Measurement, have: set[str], source: str) 
 def sql_series(meas: catalog.Measurement, have: set[str],
                where: Mapping[str, str | Sequence[str]] | None, start: datetime,
                end: datetime, source: str) -> str | None:
-    filters = _check(meas, where, source)
+    filters = check_where(meas, where, source)
     if filters is None:
         return None
     tags = ", ".join(f"{_tag(t, have)} AS {ident(t)}" for t in meas.labels)
@@ -152,7 +138,7 @@ def _influxql_literal(s: str) -> str:
 
 def influxql_query(q: Query, meas: catalog.Measurement, source: str) -> str | None:
     """The InfluxQL text of a windowed aggregate; None when ``where`` accepts nothing."""
-    filters = _check(meas, q.where, source)
+    filters = check_where(meas, q.where, source)
     if filters is None:
         return None
     if q.agg is Aggregate.QUANTILE:

@@ -49,7 +49,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from computewatch import catalog
-from computewatch.store._protocol import Aggregate, Query, StoreError
+from computewatch.store._protocol import Aggregate, Query, StoreError, check_where
 
 __all__ = [
     "MAX_POINTS",
@@ -99,23 +99,12 @@ def regex_escape(value: str) -> str:
 def matchers(meas: catalog.Measurement, where: Mapping[str, str | Sequence[str]] | None,
              source: str) -> list[str] | None:
     """Label matchers for ``where``; None when a tag accepts no value (nothing can match)."""
-    out: list[str] = []
-    for tag, want in (where or {}).items():
-        if tag not in meas.labels:
-            raise StoreError(f"{source}: {meas.name!r} has no tag {tag!r} "
-                             f"(tags: {', '.join(meas.labels)})")
-        values = [want] if isinstance(want, str) else list(want)
-        for v in values:
-            if not isinstance(v, str):
-                raise StoreError(f"{source}: where[{tag!r}] value {v!r} is not a string")
-        if not values:
-            return None
-        if len(values) == 1:
-            out.append(f"{tag}={quote(values[0])}")
-        else:
-            alternation = "|".join(regex_escape(v) for v in sorted(set(values)))
-            out.append(f"{tag}=~{quote(alternation)}")
-    return out
+    filters = check_where(meas, where, source)
+    if filters is None:
+        return None
+    return [f"{tag}={quote(values[0])}" if len(values) == 1 else
+            f"{tag}=~{quote('|'.join(regex_escape(v) for v in values))}"
+            for tag, values in filters]
 
 
 def selector(name: str, label_matchers: Sequence[str]) -> str:

@@ -21,7 +21,8 @@ if TYPE_CHECKING:  # annotations only: the agent's remote write imports this wit
     import pandas as pd
     import pyarrow as pa
 
-__all__ = ["Aggregate", "Query", "Store", "StoreError", "WriteResult", "check_query"]
+__all__ = ["Aggregate", "Query", "Store", "StoreError", "WriteResult", "check_query",
+           "check_where"]
 
 
 class StoreError(RuntimeError):
@@ -83,6 +84,28 @@ def check_query(q: Query, source: str) -> catalog.Measurement:
         if g not in meas.labels:
             raise StoreError(f"{source}: {meas.name!r} has no tag {g!r} to group by")
     return meas
+
+
+def check_where(meas: catalog.Measurement, where: Mapping[str, str | Sequence[str]] | None,
+                source: str) -> list[tuple[str, list[str]]] | None:
+    """``where`` checked against the catalogue: each tag with its sorted distinct values.
+
+    None when some tag accepts no value at all (an empty list): nothing can match, and each
+    backend answers with an empty result rather than sending a query.
+    """
+    out: list[tuple[str, list[str]]] = []
+    for tag, want in (where or {}).items():
+        if tag not in meas.labels:
+            raise StoreError(f"{source}: {meas.name!r} has no tag {tag!r} "
+                             f"(tags: {', '.join(meas.labels)})")
+        values = [want] if isinstance(want, str) else list(want)
+        for v in values:
+            if not isinstance(v, str):
+                raise StoreError(f"{source}: where[{tag!r}] value {v!r} is not a string")
+        if not values:
+            return None
+        out.append((tag, sorted(set(values))))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
