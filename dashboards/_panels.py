@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from grafana_foundation_sdk.builders import dashboard as db
-from grafana_foundation_sdk.builders import prometheus
+from grafana_foundation_sdk.builders import prometheus, table
 from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models import prometheus as pm
 
@@ -23,6 +23,7 @@ __all__ = [
     "GAZETTEER",
     "merge",
     "organize",
+    "place_table",
     "prom",
     "steps",
     "value_field",
@@ -70,6 +71,16 @@ def value_field(ref: str, queries: int) -> str:
 def merge() -> dm.DataTransformerConfig:
     """Join table-format queries into one table on their shared label columns."""
     return dm.DataTransformerConfig(id_val="merge", options={})
+
+
+def place_table(panel: table.Panel, columns: Sequence[tuple[str, str, Expr]]) -> table.Panel:
+    """One row per place: each ``(ref, column name, expr)`` an instant table query, merged on
+    their shared labels, the columns renamed and ordered after site, hub and cluster."""
+    for ref, _, expr in columns:
+        panel = panel.with_target(prom(expr, ref, instant=True, table=True))
+    rename = {f"Value #{ref}": name for ref, name, _ in columns}
+    return (panel.with_transformation(merge())
+            .with_transformation(organize(rename, order=("site", "hub", "cluster", *rename))))
 
 
 def organize(rename: Mapping[str, str], exclude: Sequence[str] = ("Time", "__name__"),

@@ -15,7 +15,7 @@ from grafana_foundation_sdk.models import dashboard as dm
 
 from computewatch.policy import Policy
 from computewatch.topology import Topology
-from dashboards._panels import BY_THRESHOLDS, DATASOURCE, merge, organize, prom, steps
+from dashboards._panels import BY_THRESHOLDS, DATASOURCE, place_table, prom, steps
 from dashboards.query import (
     INTERVAL,
     RANGE,
@@ -56,17 +56,12 @@ def _pue_table(topology: Topology, policy: Policy) -> table.Panel:
     pue = period_pue()
     target = by_place(pue, rules)
     excess = pue - target
-    return (table.Panel().title("PUE per site against target").datasource(DATASOURCE)
-            .description("Energy-based PUE of each site over the selected period, its target "
-                         f"({pue_target_text(policy)}) and the excess over it (red: over).")
-            .height(12).span(10)
-            .with_target(prom(pue, "A", instant=True, table=True))
-            .with_target(prom(target, "B", instant=True, table=True))
-            .with_target(prom(excess, "C", instant=True, table=True))
-            .with_transformation(merge())
-            .with_transformation(organize(
-                {"Value #A": "PUE", "Value #B": "target", "Value #C": "over target"},
-                order=("site", "hub", "cluster", "Value #A", "Value #B", "Value #C")))
+    panel = (table.Panel().title("PUE per site against target").datasource(DATASOURCE)
+             .description("Energy-based PUE of each site over the selected period, its target "
+                          f"({pue_target_text(policy)}) and the excess over it (red: over).")
+             .height(12).span(10))
+    return (place_table(panel, [("A", "PUE", pue), ("B", "target", target),
+                                ("C", "over target", excess)])
             .sort_by([cb.TableSortByFieldState().display_name("over target").desc(True)])
             .decimals(3).color_scheme(BY_THRESHOLDS)
             .override_by_name("over target", [

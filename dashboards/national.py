@@ -19,8 +19,7 @@ from dashboards._panels import (
     BY_THRESHOLDS,
     DATASOURCE,
     GAZETTEER,
-    merge,
-    organize,
+    place_table,
     prom,
     steps,
     value_field,
@@ -193,18 +192,14 @@ def _underused_table(topology: Topology, policy: Policy) -> table.Panel:
     idle_hours = Agg("sum", idle_accelerator_hours(), by=PLACE) * RANGE_SECONDS / 3600
     idle = (idle_hours & below).matching(PLACE)
     entry = policy.utilization.minimums.site.default
-    return (table.Panel().title("Underused sites").datasource(DATASOURCE)
-            .description("Sites whose mean utilization over the selected period is below their "
-                         f"policy minimum (default {entry.value:g}: {entry.source.strip()}), "
-                         "with the idle accelerator-hours of the period.")
-            .height(15).span(8)
-            .with_target(prom(below, "A", instant=True, table=True))
-            .with_target(prom(minimum, "B", instant=True, table=True))
-            .with_target(prom(idle, "C", instant=True, table=True))
-            .with_transformation(merge())
-            .with_transformation(organize(
-                {"Value #A": "utilization", "Value #B": "minimum", "Value #C": "idle acc-h"},
-                order=("site", "hub", "cluster", "Value #A", "Value #B", "Value #C")))
+    panel = (table.Panel().title("Underused sites").datasource(DATASOURCE)
+             .description("Sites whose mean utilization over the selected period is below "
+                          f"their policy minimum (default {entry.value:g}: "
+                          f"{entry.source.strip()}), with the idle accelerator-hours of the "
+                          "period.")
+             .height(15).span(8))
+    return (place_table(panel, [("A", "utilization", below), ("B", "minimum", minimum),
+                                ("C", "idle acc-h", idle)])
             .sort_by([cb.TableSortByFieldState().display_name("utilization")])
             .color_scheme(BY_THRESHOLDS).data_links(_site_link())
             .override_by_name("utilization", [

@@ -16,7 +16,7 @@ from grafana_foundation_sdk.models import text as tm
 
 from computewatch.policy import Policy
 from computewatch.topology import Topology
-from dashboards._panels import BY_THRESHOLDS, DATASOURCE, merge, organize, prom, steps
+from dashboards._panels import BY_THRESHOLDS, DATASOURCE, place_table, prom, steps
 from dashboards.energy import period_pue, pue_target_text
 from dashboards.query import (
     RANGE,
@@ -86,12 +86,7 @@ def _compliance_table(topology: Topology, policy: Policy) -> table.Panel:
                           f"{floor:.0%} of the expected data is not a finding (the completeness "
                           "cell turns red).")
              .height(16).span(24))
-    for ref, _, expr in queries:
-        panel = panel.with_target(prom(expr, ref, instant=True, table=True))
-    rename = {f"Value #{ref}": name for ref, name, _ in queries}
-    panel = (panel.with_transformation(merge())
-             .with_transformation(organize(rename, order=("site", "hub", "cluster",
-                                                          *rename)))
+    panel = (place_table(panel, queries)
              .sort_by([cb.TableSortByFieldState().display_name("site")]).decimals(3)
              .color_scheme(BY_THRESHOLDS))
     for name in ("utilization", "minimum"):
