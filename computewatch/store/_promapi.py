@@ -33,7 +33,7 @@ from computewatch.store._promql import (
 )
 from computewatch.store._protocol import Aggregate, Query, StoreError, check_query
 
-__all__ = ["PromAPI"]
+__all__ = ["PromAPI", "PromAPIReads"]
 
 log = logging.getLogger(__name__)
 
@@ -289,3 +289,29 @@ def _empty(columns: list[str], q: Query) -> pd.DataFrame:
     dtype = "int64" if q.agg is Aggregate.COUNT else "float64"
     frame.update({f: pd.Series([], dtype=dtype) for f in q.fields})
     return pd.DataFrame(frame)[columns]
+
+
+class PromAPIReads:
+    """The read half of a `Store` whose ``_api`` is a `PromAPI`: VictoriaMetrics and
+    Prometheus answer `query`, `series` and `time_bounds` the same way."""
+
+    _api: PromAPI
+
+    def query(self, query: Query) -> pd.DataFrame:
+        return self._api.query(query)
+
+    def series(self, measurement: str,
+               where: Mapping[str, str | Sequence[str]] | None = None) -> pd.DataFrame:
+        return self._api.series(measurement, where)
+
+    def time_bounds(self, measurement: str) -> tuple[datetime, datetime] | None:
+        return self._api.time_bounds(measurement)
+
+    def close(self) -> None:
+        self._api.close()
+
+    def __enter__(self) -> PromAPIReads:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

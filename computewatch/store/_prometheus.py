@@ -24,20 +24,19 @@ timestamp of a range's first sample).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 import pandas as pd
 import pyarrow as pa
 
-from computewatch.store._promapi import PromAPI
+from computewatch.store._promapi import PromAPI, PromAPIReads
 from computewatch.store._promql import Dialect
-from computewatch.store._protocol import Query, StoreError, WriteResult
+from computewatch.store._protocol import StoreError, WriteResult
 from computewatch.store._urls import parse_prometheus_url
 
 __all__ = ["PrometheusStore", "parse_prometheus_url"]
 
-class PrometheusStore:
+class PrometheusStore(PromAPIReads):
     """Read-only `Store` on a Prometheus server; see the module docstring."""
 
     def __init__(self, url: str) -> None:
@@ -50,29 +49,10 @@ class PrometheusStore:
                          f"/metrics and is not written to (not writing {measurement!r}); "
                          "write to victoriametrics://, influxdb:// or duckdb:// instead")
 
-    def query(self, query: Query) -> pd.DataFrame:
-        return self._api.query(query)
-
-    def series(self, measurement: str,
-               where: Mapping[str, str | Sequence[str]] | None = None) -> pd.DataFrame:
-        return self._api.series(measurement, where)
-
-    def time_bounds(self, measurement: str) -> tuple[datetime, datetime] | None:
-        return self._api.time_bounds(measurement)
-
     def drop_before(self, cutoff: datetime) -> int:
         raise StoreError(f"{self.url}: Prometheus keeps its own retention "
                          "(--storage.tsdb.retention.time); the store deletes nothing "
                          f"(asked to drop samples before {cutoff.isoformat()})")
-
-    def close(self) -> None:
-        self._api.close()
-
-    def __enter__(self) -> PrometheusStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<PrometheusStore {self.url}>"

@@ -52,9 +52,9 @@ import pyarrow as pa
 from computewatch import catalog
 from computewatch.store._batches import write_frame
 from computewatch.store._linewriter import LineProtocolWriter
-from computewatch.store._promapi import PromAPI
+from computewatch.store._promapi import PromAPI, PromAPIReads
 from computewatch.store._promql import Dialect, ms, quote
-from computewatch.store._protocol import Query, WriteResult
+from computewatch.store._protocol import WriteResult
 from computewatch.store._urls import VMEndpoints, parse_vm_url
 from computewatch.validation import Rejections
 
@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 
 DELETE_BATCH = 200  # series selectors per delete request
 
-class VictoriaMetricsStore:
+class VictoriaMetricsStore(PromAPIReads):
     """`Store` on a VictoriaMetrics single node or cluster; see the module docstring."""
 
     def __init__(self, url: str, *, rejections: Rejections | None = None) -> None:
@@ -82,16 +82,6 @@ class VictoriaMetricsStore:
         if self.endpoints.flush and result.rows:
             self._api.post("/internal/force_flush", [], "flush after write")
         return result
-
-    def query(self, query: Query) -> pd.DataFrame:
-        return self._api.query(query)
-
-    def series(self, measurement: str,
-               where: Mapping[str, str | Sequence[str]] | None = None) -> pd.DataFrame:
-        return self._api.series(measurement, where)
-
-    def time_bounds(self, measurement: str) -> tuple[datetime, datetime] | None:
-        return self._api.time_bounds(measurement)
 
     def drop_before(self, cutoff: datetime) -> int:
         """Delete the series whose every sample is older than ``cutoff``; see the docstring."""
@@ -121,12 +111,6 @@ class VictoriaMetricsStore:
         self._writer.close()
         self._api.close()
         self._delete.close()
-
-    def __enter__(self) -> VictoriaMetricsStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<VictoriaMetricsStore {self.url}>"
