@@ -39,6 +39,7 @@ from computewatch.sim.node import node_from_fleet
 from computewatch.store import open_store
 from computewatch.topology import Topology, load_topology
 from dashboards import DASHBOARDS_DIR, build_dashboards
+from dashboards.build import _panels  # every panel, rows and their children included
 from dashboards.places import GAZETTEER_FILE
 
 END = datetime(2026, 1, 14, tzinfo=UTC)
@@ -175,12 +176,6 @@ def loaded(tmp_path_factory) -> Loaded:
 
 # --- running queries the way Grafana does --------------------------------------------------
 
-def _panels(model: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    for p in model.get("panels", []):
-        out.append(p)
-        out.extend(p.get("panels", []))
-    return out
 
 
 def _substitute(expr: str, values: dict[str, str]) -> str:

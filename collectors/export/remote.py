@@ -183,18 +183,12 @@ class _Sender(threading.Thread):
         while True:
             try:
                 self.writer.write(batch.payload, self.precision)
-            except WriteError as exc:
-                if exc.retryable:
-                    self._retry_later(exc)
-                    if self.stop_event.wait(self._backoff(attempt)):
-                        self.queue.release(batch)
-                        return
-                    attempt += 1
-                    continue
-                self._refused(batch, exc)
-                return
-            except Exception as exc:  # not the store's answer: keep the data, try later
-                log.exception("remote write %s: unexpected error", self.label)
+            except Exception as exc:
+                if isinstance(exc, WriteError) and not exc.retryable:
+                    self._refused(batch, exc)
+                    return
+                if not isinstance(exc, WriteError):  # not the store's answer: keep the data
+                    log.exception("remote write %s: unexpected error", self.label)
                 self._retry_later(exc)
                 if self.stop_event.wait(self._backoff(attempt)):
                     self.queue.release(batch)

@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from computewatch import catalog
+from computewatch.store._flux import flux_time as rfc3339  # the same RFC 3339 UTC text
 from computewatch.store._protocol import Aggregate, Query, check_where
 
 __all__ = ["columns_sql", "influxql_query", "sql_literal", "sql_query", "sql_series",
@@ -54,12 +55,6 @@ def ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _timestamp(t: datetime) -> str:
-    if t.tzinfo is None:
-        raise ValueError(f"time {t.isoformat()} has no timezone")
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def columns_sql(measurement: str) -> str:
     return ("SELECT column_name FROM information_schema.columns WHERE table_name = "
             f"{sql_literal(measurement)}")
@@ -71,8 +66,8 @@ def _tag(tag: str, have: set[str]) -> str:
 
 def _sql_where(q_start: datetime, q_end: datetime, filters: list[tuple[str, list[str]]],
                have: set[str]) -> str:
-    clauses = [f"time >= TIMESTAMP {sql_literal(_timestamp(q_start))}",
-               f"time < TIMESTAMP {sql_literal(_timestamp(q_end))}"]
+    clauses = [f"time >= TIMESTAMP {sql_literal(rfc3339(q_start))}",
+               f"time < TIMESTAMP {sql_literal(rfc3339(q_end))}"]
     for tag, values in filters:
         clauses.append(f"{_tag(tag, have)} IN ({', '.join(sql_literal(v) for v in values)})")
     return " AND ".join(clauses)
@@ -103,7 +98,7 @@ def sql_query(q: Query, meas: catalog.Measurement, have: set[str], source: str) 
     if q.window is not None:
         micros = q.window // timedelta(microseconds=1)
         window = (f"date_bin(INTERVAL '{micros} microseconds', time, "
-                  f"TIMESTAMP {sql_literal(_timestamp(q.start))})")
+                  f"TIMESTAMP {sql_literal(rfc3339(q.start))})")
         select.append(f"{window} AS {ident(WINDOW)}")
         group.append(window)
     for g in q.group_by:
@@ -147,8 +142,8 @@ def influxql_query(q: Query, meas: catalog.Measurement, source: str) -> str | No
     else:
         fn = _INFLUXQL_FN[q.agg] + "({})"
     select = ", ".join(f"{fn.format(ident(f))} AS {ident(f)}" for f in q.fields)
-    clauses = [f"time >= {_influxql_literal(_timestamp(q.start))}",
-               f"time < {_influxql_literal(_timestamp(q.end))}"]
+    clauses = [f"time >= {_influxql_literal(rfc3339(q.start))}",
+               f"time < {_influxql_literal(rfc3339(q.end))}"]
     for tag, values in filters:
         clauses.append("(" + " OR ".join(f"{ident(tag)} = {_influxql_literal(v)}"
                                          for v in values) + ")")
