@@ -13,7 +13,7 @@ from rich.table import Table
 
 from computewatch.summary import NationalSummary
 
-__all__ = ["OutputFormat", "render_summary"]
+__all__ = ["OutputFormat", "format_value", "render_summary"]
 
 
 class OutputFormat(StrEnum):
@@ -82,7 +82,8 @@ def render_summary(summary: NationalSummary, fmt: OutputFormat, out: TextIO,
 _SEVERITY = {0: "info", 1: "warning", 2: "critical"}
 
 
-def _fmt_value(v: float, unit: str) -> str:
+def format_value(v: float, unit: str) -> str:
+    """A finding's observed value or threshold in its unit, as tables and reports show it."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
     if unit == "ratio":
@@ -115,6 +116,6 @@ def render_findings(df: pd.DataFrame, fmt: OutputFormat, out: TextIO, *,
         colour = {"critical": "red", "warning": "yellow"}.get(sev)
         window = f"{pd.Timestamp(r.start):%m-%d %H:%M} – {pd.Timestamp(r.end):%m-%d %H:%M}"
         table.add_row(f"[{colour}]{sev}[/{colour}]" if colour else sev, r.pipeline, r.rule,
-                      r.subject, _fmt_value(r.observed, r.unit), _fmt_value(r.threshold, r.unit),
-                      window, f"{r.completeness:.0%}")
+                      r.subject, format_value(r.observed, r.unit),
+                      format_value(r.threshold, r.unit), window, f"{r.completeness:.0%}")
     console.print(table)

@@ -9,6 +9,7 @@ from itertools import groupby
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from computewatch.render import format_value
 from pipelines.underuse import DEFINITIONS
 from reports._methodology import methodology
 from reports._model import COLUMNS, Report
@@ -51,16 +52,6 @@ def pue2(x: float) -> str:
 
 def count(x: float) -> str:
     return "—" if _missing(x) else f"{x:,.0f}"
-
-
-def _value(v: float, unit: str) -> str:
-    if _missing(v):
-        return "—"
-    if unit == "ratio":
-        return f"{v:.1%}"
-    if unit == "s":
-        return f"{v * 1e3:.2f} ms"
-    return f"{v:,.3f}" if abs(v) < 100 else f"{v:,.0f}"
 
 
 def _environment() -> Environment:
@@ -131,10 +122,11 @@ def _findings(report: Report) -> tuple[list[dict], list[dict]]:
         shown.append({
             "severity": int(r.severity), "severity_name": _SEVERITY.get(int(r.severity), ""),
             "pipeline": r.pipeline, "rule": r.rule, "subject": r.subject,
-            "observed": _value(r.observed, r.unit), "threshold": _value(r.threshold, r.unit),
+            "observed": format_value(r.observed, r.unit),
+            "threshold": format_value(r.threshold, r.unit),
             "window": f"{_local(pd.Timestamp(r.start), '%m-%d %H:%M')} – "
                       f"{_local(pd.Timestamp(r.end), '%m-%d %H:%M')}",
-                    "completeness": pct0(r.completeness), "message": r.message})
+            "completeness": pct0(r.completeness), "message": r.message})
     return by_rule, shown
 
 
