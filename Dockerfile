@@ -15,7 +15,7 @@ RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/computewatch -
     && chown -R computewatch:computewatch /var/lib/computewatch
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY computewatch ./computewatch
 COPY collectors ./collectors
 COPY pipelines ./pipelines

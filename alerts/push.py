@@ -37,7 +37,7 @@ from typing import Any
 import pandas as pd
 import requests
 
-from pipelines import Finding, Severity
+from computewatch.pipelines import Finding, Severity
 
 __all__ = ["SOURCE", "PushError", "PushResult", "alert_name", "finding_alert",
            "finding_labels", "push_findings"]

@@ -76,8 +76,8 @@ def nvidia_smi_cycle() -> int:
 
 def _child() -> None:
     """Runs in a fresh interpreter: warm up, then time CYCLES agent cycles."""
-    from collectors.config import NodeConfig
-    from collectors.setup import build_agent
+    from computewatch.collectors.config import NodeConfig
+    from computewatch.collectors.setup import build_agent
     from computewatch.sim.node import simulated_node
 
     node = simulated_node()

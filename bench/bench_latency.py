@@ -57,7 +57,7 @@ def _peak_rss_mb() -> float:
 
 
 def _quantiles(values: list[float], qs: tuple[float, ...]) -> list[float]:
-    from collectors.latency import percentile
+    from computewatch.collectors.latency import percentile
 
     ordered = sorted(values)
     return [percentile(ordered, q) for q in qs]
@@ -69,7 +69,7 @@ def _responders_child() -> None:
     One thread and one responder loop for all ports (`serve_responder` runs one port per
     call): threads of one process would queue for the GIL when a send round reaches five
     ports at once, and that wait would show up as timing error."""
-    from collectors.latency import new_responder_loop, open_responder
+    from computewatch.collectors.latency import new_responder_loop, open_responder
 
     loop = new_responder_loop()
     responders = [loop.run_until_complete(open_responder("127.0.0.1", 0, DELAY_S))
@@ -85,7 +85,7 @@ def _responders_child() -> None:
 
 
 def _targets(ports: list[int]) -> list:
-    from collectors.latency import ProbeTarget
+    from computewatch.collectors.latency import ProbeTarget
 
     return [ProbeTarget("bench", f"peer{i:04d}", "127.0.0.1", ports[i % len(ports)], "udp",
                         "national", 0.0, 0.020) for i in range(TARGETS)]
@@ -93,7 +93,7 @@ def _targets(ports: list[int]) -> list:
 
 def _prober_child(ports: list[int], seconds: float) -> None:
     """Probe TARGETS targets for one window of ``seconds``; print the figures as JSON."""
-    from collectors.latency import Prober, WindowResult
+    from computewatch.collectors.latency import Prober, WindowResult
 
     results: list[WindowResult] = []
     prober = Prober(_targets(ports), interval_s=INTERVAL_S, timeout_s=TIMEOUT_S,
@@ -115,7 +115,7 @@ def _prober_child(ports: list[int], seconds: float) -> None:
 
 def _naive_child(ports: list[int], seconds: float) -> None:
     """The baseline: a thread per target, blocking send/recv, then sleep(interval)."""
-    from collectors.latency import MAGIC
+    from computewatch.collectors.latency import MAGIC
 
     start = time.monotonic() + 0.5
     stop_at = start + seconds

@@ -43,12 +43,12 @@ def _child(kind: str, hours: int) -> None:
 
     import duckdb
 
+    from computewatch.pipelines import Period
+    from computewatch.pipelines.analyze import analyze
     from computewatch.policy import load_policy
     from computewatch.sim import build_fleet
     from computewatch.store import DuckDBStore
     from computewatch.topology import load_topology
-    from pipelines import Period
-    from pipelines.analyze import analyze
 
     period = Period(END - timedelta(hours=hours), END)
     t0 = time.perf_counter()

@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from bench._util import row
 from bench.bench_lineprotocol import FIELDS, LABELS, SERIES, make_frame
-from collectors.export.remote import DEFAULT_BATCH_SAMPLES, RemoteExporter
+from computewatch.collectors.export.remote import DEFAULT_BATCH_SAMPLES, RemoteExporter
 from computewatch.lineprotocol import encode_frame
 from computewatch.store._linewriter import LineProtocolWriter
 

@@ -4,7 +4,7 @@ Collectors import only from ``computewatch`` (catalogue, samples, topology), nev
 pipelines/. See `collectors._base` for the protocol and the error contract.
 """
 
-from collectors._base import (
+from computewatch.collectors._base import (
     Collector,
     CollectorError,
     DriverAbsent,

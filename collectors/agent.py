@@ -28,8 +28,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from collectors._base import Collector, CollectorError, ResultCode, placement_labels
-from collectors.export._base import Exporter, ExportOutcome
+from computewatch.collectors._base import Collector, CollectorError, ResultCode, placement_labels
+from computewatch.collectors.export._base import Exporter, ExportOutcome
 from computewatch.samples import Sample
 from computewatch.validation import Rejections, filter_samples
 

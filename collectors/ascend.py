@@ -83,7 +83,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from collectors._base import (
+from computewatch.collectors._base import (
     CollectorError,
     DriverAbsent,
     ParseError,

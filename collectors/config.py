@@ -17,12 +17,12 @@ from typing import Literal
 
 from pydantic import ByteSize, Field, field_validator
 
-from collectors._settings import CollectorConfig, Duration, _Model, parse_duration
-from collectors.export.buffer import DEFAULT_MAX_BYTES
-from collectors.export.remote import DEFAULT_BATCH_SAMPLES, check_write_url
-from collectors.modbus import ModbusMeter
-from collectors.redfish import RedfishEndpoint
-from collectors.snmp import SnmpDevice
+from computewatch.collectors._settings import CollectorConfig, Duration, _Model, parse_duration
+from computewatch.collectors.export.buffer import DEFAULT_MAX_BYTES
+from computewatch.collectors.export.remote import DEFAULT_BATCH_SAMPLES, check_write_url
+from computewatch.collectors.modbus import ModbusMeter
+from computewatch.collectors.redfish import RedfishEndpoint
+from computewatch.collectors.snmp import SnmpDevice
 from computewatch.config import load_yaml_model
 
 __all__ = ["NodeConfig", "load_node_config", "parse_duration"]

@@ -141,9 +141,9 @@ try:
 except ImportError:  # not on Windows; the responder then holds replies from its wake-up
     fcntl = None  # type: ignore[assignment]
 
-from collectors._base import CollectorError, placement_labels
-from collectors._settings import parse_duration
 from computewatch import catalog
+from computewatch.collectors._base import CollectorError, placement_labels
+from computewatch.collectors._settings import parse_duration
 from computewatch.policy import Policy
 from computewatch.samples import Sample
 from computewatch.topology import LinkMode, Tier, Topology

@@ -102,9 +102,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from collectors._base import DriverAbsent, placement_labels
-from collectors._settings import Duration
 from computewatch import catalog
+from computewatch.collectors._base import DriverAbsent, placement_labels
+from computewatch.collectors._settings import Duration
 from computewatch.config import ConfigError, PathError, load_yaml_model, suggest_known
 from computewatch.samples import Sample
 

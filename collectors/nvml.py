@@ -107,8 +107,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
-from collectors._base import CollectorError, DriverAbsent, placement_labels
 from computewatch import catalog
+from computewatch.collectors._base import CollectorError, DriverAbsent, placement_labels
 from computewatch.samples import Sample
 
 __all__ = ["EMITTED", "THROTTLE_REASONS", "NvmlCollector"]

@@ -74,8 +74,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from collectors._base import DriverAbsent, placement_labels
 from computewatch import catalog
+from computewatch.collectors._base import DriverAbsent, placement_labels
 from computewatch.samples import Sample
 
 __all__ = ["EMITTED", "RaplCollector"]

@@ -119,9 +119,9 @@ from urllib.parse import urljoin, urlsplit
 
 from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
 
-from collectors._base import placement_labels
-from collectors._settings import Duration
 from computewatch import catalog
+from computewatch.collectors._base import placement_labels
+from computewatch.collectors._settings import Duration
 from computewatch.config import PathError
 from computewatch.samples import Sample
 

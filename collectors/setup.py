@@ -11,12 +11,12 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from collectors._settings import CollectorConfig
-from collectors.agent import Agent, Scheduled
-from collectors.ascend import AscendCollector
-from collectors.config import NodeConfig
-from collectors.export._base import Exporter
-from collectors.nvml import NvmlCollector
+from computewatch.collectors._settings import CollectorConfig
+from computewatch.collectors.agent import Agent, Scheduled
+from computewatch.collectors.ascend import AscendCollector
+from computewatch.collectors.config import NodeConfig
+from computewatch.collectors.export._base import Exporter
+from computewatch.collectors.nvml import NvmlCollector
 
 if TYPE_CHECKING:  # the simulator is only imported when --simulate asks for it
     from computewatch.sim.node import NodeSim
@@ -63,19 +63,19 @@ def _power_collectors(config: NodeConfig, labels: dict[str, str]) -> list[Schedu
                          cfg.timeout or config.timeout)
 
     if c.redfish.enabled and c.redfish.endpoints:
-        from collectors.redfish import RedfishCollector
+        from computewatch.collectors.redfish import RedfishCollector
 
         out.append(sched(RedfishCollector(labels, c.redfish.endpoints), c.redfish))
     if c.snmp.enabled and c.snmp.devices:
-        from collectors.snmp import SnmpCollector
+        from computewatch.collectors.snmp import SnmpCollector
 
         out.append(sched(SnmpCollector(labels, c.snmp.devices), c.snmp))
     if c.modbus.enabled and c.modbus.meters:
-        from collectors.modbus import ModbusCollector
+        from computewatch.collectors.modbus import ModbusCollector
 
         out.append(sched(ModbusCollector(labels, c.modbus.meters), c.modbus))
     if c.rapl.enabled:
-        from collectors.rapl import RaplCollector
+        from computewatch.collectors.rapl import RaplCollector
 
         out.append(sched(RaplCollector(labels, c.rapl.root), c.rapl))
     return out
@@ -85,7 +85,7 @@ def _latency_collector(config: NodeConfig, labels: dict[str, str]) -> Scheduled 
     lat = config.collectors.latency
     if not (lat.enabled and lat.peers):
         return None
-    from collectors.latency import LatencyCollector, targets_from_topology
+    from computewatch.collectors.latency import LatencyCollector, targets_from_topology
     from computewatch.policy import load_policy
     from computewatch.topology import load_topology
 
@@ -103,7 +103,7 @@ def _latency_collector(config: NodeConfig, labels: dict[str, str]) -> Scheduled 
 def build_exporters(config: NodeConfig, *, labels: dict[str, str] | None = None,
                     listen: str | None = None,
                     compat: Sequence[str] | None = None) -> list[Exporter]:
-    from collectors.export.prometheus import PrometheusExporter
+    from computewatch.collectors.export.prometheus import PrometheusExporter
 
     e = config.exports
     out: list[Exporter] = []
@@ -111,7 +111,7 @@ def build_exporters(config: NodeConfig, *, labels: dict[str, str] | None = None,
         out.append(PrometheusExporter(listen or e.prometheus.listen,
                                       compat if compat is not None else e.prometheus.compat))
     if e.otlp.enabled:
-        from collectors.export.otlp import OtlpExporter
+        from computewatch.collectors.export.otlp import OtlpExporter
 
         labels = labels or config.labels
         resource = {"host.name": labels["node"], "service.name": "computewatch-agent",
@@ -119,11 +119,11 @@ def build_exporters(config: NodeConfig, *, labels: dict[str, str] | None = None,
         out.append(OtlpExporter(e.otlp.endpoint, resource=resource, headers=e.otlp.headers,
                                 timeout_s=e.otlp.timeout))
     if e.store.enabled:
-        from collectors.export.store import StoreExporter
+        from computewatch.collectors.export.store import StoreExporter
 
         out.append(StoreExporter(e.store.url))
     if e.remote.enabled:
-        from collectors.export.remote import RemoteExporter
+        from computewatch.collectors.export.remote import RemoteExporter
 
         r = e.remote
         try:
@@ -146,7 +146,7 @@ def build_agent(config: NodeConfig, *, simulate: NodeSim | None = None,
     collectors = build_collectors(config, simulate)
     power = {"redfish", "snmp", "modbus", "rapl"} & {s.name for s in collectors}
     if power and config.collectors.pue.enabled:
-        from collectors.pue import MeterTap, PueCollector
+        from computewatch.collectors.pue import MeterTap, PueCollector
 
         p = config.collectors.pue
         tap = MeterTap()

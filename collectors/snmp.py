@@ -125,9 +125,9 @@ from pydantic import (
     model_validator,
 )
 
-from collectors._base import DriverAbsent, placement_labels
-from collectors._settings import Duration
 from computewatch import catalog
+from computewatch.collectors._base import DriverAbsent, placement_labels
+from computewatch.collectors._settings import Duration
 from computewatch.config import (
     ConfigError,
     PathError,
@@ -315,7 +315,7 @@ class SnmpProfile(_Model):
 @cache
 def shipped_profiles() -> tuple[str, ...]:
     """Names of the profiles shipped in ``collectors/snmp_profiles/``."""
-    folder = resources.files("collectors") / _PROFILE_DIR
+    folder = resources.files("computewatch.collectors") / _PROFILE_DIR
     return tuple(sorted(p.name.removesuffix(".yaml") for p in folder.iterdir()
                         if p.name.endswith(".yaml")))
 
@@ -331,7 +331,8 @@ def load_profile(ref: str) -> SnmpProfile:
         if ref not in known:
             raise ConfigError(ref, f"unknown SNMP profile ({suggest_known(ref, known)}); "
                                    "give a shipped name or a path to a YAML file")
-        text = (resources.files("collectors") / _PROFILE_DIR / f"{ref}.yaml").read_text("utf-8")
+        shipped = resources.files("computewatch.collectors") / _PROFILE_DIR / f"{ref}.yaml"
+        text = shipped.read_text("utf-8")
         profile = load_yaml_model_from_text(text, SnmpProfile,
                                             source_name=f"collectors/{_PROFILE_DIR}/{ref}.yaml")
         stem = ref

@@ -181,7 +181,7 @@ def _simulated(simulate: str | None, seed: int):
 def _compat(text: str | None) -> list[str] | None:
     if text is None:
         return None
-    from collectors.export.prometheus import COMPAT_CHOICES
+    from computewatch.collectors.export.prometheus import COMPAT_CHOICES
 
     names = [c.strip() for c in text.split(",") if c.strip()]
     bad = [c for c in names if c not in COMPAT_CHOICES]
@@ -202,9 +202,9 @@ def collect(
     seed: Annotated[int, typer.Option(help="Seed of the simulated fleet.")] = 0,
 ) -> None:
     """Print one snapshot of every enabled collector and exit."""
-    from collectors.config import load_node_config
-    from collectors.export.formats import SampleFormat, format_samples
-    from collectors.setup import build_agent
+    from computewatch.collectors.config import load_node_config
+    from computewatch.collectors.export.formats import SampleFormat, format_samples
+    from computewatch.collectors.setup import build_agent
 
     try:
         fmt = SampleFormat(output)
@@ -236,8 +236,8 @@ def agent(
     import signal
     import threading
 
-    from collectors.config import load_node_config
-    from collectors.setup import build_agent, build_exporters
+    from computewatch.collectors.config import load_node_config
+    from computewatch.collectors.setup import build_agent, build_exporters
 
     cfg = load_node_config(config)
     node = _simulated(simulate, seed)
@@ -274,7 +274,7 @@ def responder(
     import signal
     import threading
 
-    from collectors.latency import serve_responder
+    from computewatch.collectors.latency import serve_responder
 
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit():
@@ -322,11 +322,11 @@ def analyze(
         "file://PATH?max_age=...).")] = None,
 ) -> None:
     """Run the analytics pipelines; findings are printed and written back to the store."""
+    from computewatch.pipelines import Severity
+    from computewatch.pipelines.analyze import PIPELINES
+    from computewatch.pipelines.analyze import analyze as run_analysis
     from computewatch.render import render_findings
     from computewatch.store import StoreError, open_store
-    from pipelines import Severity
-    from pipelines.analyze import PIPELINES
-    from pipelines.analyze import analyze as run_analysis
 
     fmt = _format(output)
     topo, pol = _load(topology, policy)
@@ -390,7 +390,7 @@ def _push_alerts(urls: list[str], df, period_end: datetime, hold: timedelta,
     """Push findings to each Alertmanager; one that fails does not stop the others."""
     if not urls:
         return True
-    from alerts.push import PushError, push_findings
+    from computewatch.alerts.push import PushError, push_findings
 
     ran = [p for p in df.attrs.get("pipelines", []) if p not in df.attrs.get(
         "failed_pipelines", [])]
@@ -423,7 +423,7 @@ def alert_bridge(
     import signal
     import threading
 
-    from alerts.bridge import open_bridge
+    from computewatch.alerts.bridge import open_bridge
 
     bridge = open_bridge(config, listen)
     routes = "; ".join(f"/alertmanager/{r} -> {', '.join(t)}"
@@ -432,7 +432,7 @@ def alert_bridge(
         typer.echo(f"{config}: {len(bridge.config.targets)} targets, "
                    f"{len(bridge.config.receivers)} receivers: {routes}")
         return
-    logging.getLogger("alerts.bridge").setLevel(logging.INFO)
+    logging.getLogger("computewatch.alerts.bridge").setLevel(logging.INFO)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -464,8 +464,8 @@ def surplus(
     output: Annotated[str, typer.Option("--format", help="table | json | csv")] = "table",
 ) -> None:
     """Idle accelerators within a latency circle of a demand city."""
+    from computewatch.pipelines.surplus import surplus as find_surplus
     from computewatch.store import open_store
-    from pipelines.surplus import surplus as find_surplus
 
     fmt = _format(output)
     topo, pol = _load(topology, policy)
@@ -522,8 +522,7 @@ def report(
     from zoneinfo import ZoneInfo
 
     from computewatch.pue import CHINA_TZ
-    from computewatch.store import open_store
-    from reports import (
+    from computewatch.reports import (
         SHIPPED_POLICY,
         ChromiumMissingError,
         PdfError,
@@ -533,6 +532,7 @@ def report(
         render_csv,
         render_html,
     )
+    from computewatch.store import open_store
 
     fmt = output.lower()
     if fmt not in REPORT_FORMATS:
@@ -592,7 +592,7 @@ def report(
 
 
 def _period(st, since: str, until: str | None):
-    from pipelines import Period
+    from computewatch.pipelines import Period
 
     if until is None:
         bounds = st.time_bounds("accelerator")
@@ -632,7 +632,7 @@ def dashboards_build(
     policy: PolicyOpt = None,
 ) -> None:
     """Regenerate the Grafana dashboards' JSON (grafana-foundation-sdk) and their companions."""
-    from dashboards import DASHBOARDS_DIR, build_files, stale_files, write_files
+    from computewatch.dashboards import DASHBOARDS_DIR, build_files, stale_files, write_files
 
     topo, pol = _load(topology, policy)
     files = build_files(topo, pol)
@@ -668,7 +668,12 @@ def dashboards_push(
     policy: PolicyOpt = None,
 ) -> None:
     """Upload the dashboards into a Grafana folder; idempotent by dashboard uid."""
-    from dashboards import GrafanaAuthError, PushError, build_dashboards, push_dashboards
+    from computewatch.dashboards import (
+        GrafanaAuthError,
+        PushError,
+        build_dashboards,
+        push_dashboards,
+    )
 
     if token_file is not None:
         try:

@@ -71,8 +71,8 @@ def run_demo(store: Store, topology: Topology, policy: Policy, *, sites: int | N
     backfill_s = time.perf_counter() - t0
     findings, analysis_s = None, 0.0
     if analyze:
-        from pipelines import Period
-        from pipelines.analyze import analyze as run_pipelines
+        from computewatch.pipelines import Period
+        from computewatch.pipelines.analyze import analyze as run_pipelines
 
         t1 = time.perf_counter()
         findings = run_pipelines(store, Period(history.start, history.end), policy,

@@ -7,7 +7,7 @@ dashboards/ (JSON, the Geomap gazetteer, the recording rules the panels read);
 `push_dashboards` uploads the dashboards to a Grafana.
 """
 
-from dashboards.build import (
+from computewatch.dashboards.build import (
     DASHBOARDS_DIR,
     DashboardError,
     build_dashboards,
@@ -15,7 +15,7 @@ from dashboards.build import (
     stale_files,
     write_files,
 )
-from dashboards.push import (
+from computewatch.dashboards.push import (
     GrafanaAuthError,
     GrafanaUnreachable,
     PushError,

@@ -14,7 +14,7 @@ from grafana_foundation_sdk.builders import prometheus, table
 from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models import prometheus as pm
 
-from dashboards.query import Expr
+from computewatch.dashboards.query import Expr
 
 __all__ = [
     "BY_THRESHOLDS",

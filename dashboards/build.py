@@ -18,11 +18,11 @@ from typing import Any
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
+from computewatch.dashboards import energy, latency, national, regulator, site
+from computewatch.dashboards.places import GAZETTEER_FILE, render_gazetteer
+from computewatch.dashboards.rules import RULES_FILE, alerts_records, known_records, render_rules
 from computewatch.policy import Policy
 from computewatch.topology import Topology
-from dashboards import energy, latency, national, regulator, site
-from dashboards.places import GAZETTEER_FILE, render_gazetteer
-from dashboards.rules import RULES_FILE, alerts_records, known_records, render_rules
 
 __all__ = [
     "ALERTS_RULES_DIR",

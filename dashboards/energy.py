@@ -13,10 +13,8 @@ from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
-from computewatch.policy import Policy
-from computewatch.topology import Topology
-from dashboards._panels import BY_THRESHOLDS, DATASOURCE, place_table, prom, steps
-from dashboards.query import (
+from computewatch.dashboards._panels import BY_THRESHOLDS, DATASOURCE, place_table, prom, steps
+from computewatch.dashboards.query import (
     INTERVAL,
     RANGE,
     Agg,
@@ -26,8 +24,10 @@ from dashboards.query import (
     recorded,
     series,
 )
-from dashboards.rules import PLACE
-from dashboards.thresholds import pue_target_rules
+from computewatch.dashboards.rules import PLACE
+from computewatch.dashboards.thresholds import pue_target_rules
+from computewatch.policy import Policy
+from computewatch.topology import Topology
 
 __all__ = ["UID", "energy_dashboard", "period_pue", "pue_target_text"]
 

@@ -13,11 +13,11 @@ from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
+from computewatch.dashboards._panels import BY_THRESHOLDS, DATASOURCE, prom, steps
+from computewatch.dashboards.query import RANGE, Agg, Expr, OverTime, Var, by_place, series
+from computewatch.dashboards.thresholds import tier_budget_rules
 from computewatch.policy import Policy
 from computewatch.topology import Tier, Topology
-from dashboards._panels import BY_THRESHOLDS, DATASOURCE, prom, steps
-from dashboards.query import RANGE, Agg, Expr, OverTime, Var, by_place, series
-from dashboards.thresholds import tier_budget_rules
 
 __all__ = ["UID", "latency_dashboard"]
 

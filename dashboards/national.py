@@ -13,9 +13,7 @@ from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models import geomap as gm
 
-from computewatch.policy import Policy
-from computewatch.topology import Topology
-from dashboards._panels import (
+from computewatch.dashboards._panels import (
     BY_THRESHOLDS,
     DATASOURCE,
     GAZETTEER,
@@ -24,7 +22,7 @@ from dashboards._panels import (
     steps,
     value_field,
 )
-from dashboards.query import (
+from computewatch.dashboards.query import (
     RANGE,
     RANGE_SECONDS,
     Agg,
@@ -34,8 +32,10 @@ from dashboards.query import (
     recorded,
     series,
 )
-from dashboards.rules import PLACE
-from dashboards.thresholds import site_minimum_rules, tier_budget_rules
+from computewatch.dashboards.rules import PLACE
+from computewatch.dashboards.thresholds import site_minimum_rules, tier_budget_rules
+from computewatch.policy import Policy
+from computewatch.topology import Topology
 
 __all__ = ["UID", "national_dashboard", "pue_steps", "utilization_steps"]
 

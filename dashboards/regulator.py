@@ -14,11 +14,9 @@ from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models import text as tm
 
-from computewatch.policy import Policy
-from computewatch.topology import Topology
-from dashboards._panels import BY_THRESHOLDS, DATASOURCE, place_table, prom, steps
-from dashboards.energy import period_pue, pue_target_text
-from dashboards.query import (
+from computewatch.dashboards._panels import BY_THRESHOLDS, DATASOURCE, place_table, prom, steps
+from computewatch.dashboards.energy import period_pue, pue_target_text
+from computewatch.dashboards.query import (
     RANGE,
     RANGE_SECONDS,
     Agg,
@@ -32,8 +30,10 @@ from dashboards.query import (
     recorded,
     series,
 )
-from dashboards.rules import PLACE
-from dashboards.thresholds import pue_target_rules, site_minimum_rules
+from computewatch.dashboards.rules import PLACE
+from computewatch.dashboards.thresholds import pue_target_rules, site_minimum_rules
+from computewatch.policy import Policy
+from computewatch.topology import Topology
 
 __all__ = ["SAMPLE_INTERVALS", "UID", "completeness", "regulator_dashboard"]
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
+from computewatch.dashboards.query import Agg, Expr, Match, OverTime, Window, series
 from computewatch.policy import Policy
-from dashboards.query import Agg, Expr, Match, OverTime, Window, series
 
 __all__ = [
     "PLACE",

@@ -13,11 +13,9 @@ from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
-from computewatch.policy import Policy
-from computewatch.topology import Topology
-from dashboards._panels import DATASOURCE, prom, steps
-from dashboards.national import pue_steps, utilization_steps
-from dashboards.query import (
+from computewatch.dashboards._panels import DATASOURCE, prom, steps
+from computewatch.dashboards.national import pue_steps, utilization_steps
+from computewatch.dashboards.query import (
     RANGE,
     RATE_INTERVAL,
     Agg,
@@ -29,7 +27,9 @@ from dashboards.query import (
     recorded,
     series,
 )
-from dashboards.thresholds import pue_target_rules
+from computewatch.dashboards.thresholds import pue_target_rules
+from computewatch.policy import Policy
+from computewatch.topology import Topology
 
 __all__ = ["UID", "site_dashboard"]
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from computewatch.dashboards.query import Matcher, re_any
 from computewatch.policy import Policy
 from computewatch.topology import Tier, Topology
-from dashboards.query import Matcher, re_any
 
 __all__ = ["PlaceRules", "pue_target_rules", "site_minimum_rules", "tier_budget_rules"]
 

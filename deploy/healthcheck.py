@@ -19,7 +19,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from collectors.latency import MAGIC, PACKET_SIZE
+from computewatch.collectors.latency import MAGIC, PACKET_SIZE
 
 __all__ = ["check", "main"]
 

@@ -6,7 +6,7 @@ from collectors/. Aggregation is pushed down into the store's windowed queries, 
 grows with subjects x windows, not with raw samples.
 """
 
-from pipelines._findings import (
+from computewatch.pipelines._findings import (
     FINDING_COLUMNS,
     Finding,
     Period,

@@ -12,10 +12,10 @@ from importlib import import_module
 
 import pandas as pd
 
+from computewatch.pipelines._findings import Finding, Period, findings_frame, write_findings
 from computewatch.policy import Policy
 from computewatch.store import Store
 from computewatch.topology import Topology
-from pipelines._findings import Finding, Period, findings_frame, write_findings
 
 __all__ = ["PIPELINES", "analyze"]
 
@@ -25,7 +25,7 @@ PIPELINES = ("underuse", "latency", "pue", "anomaly", "surplus")
 
 
 def _runner(name: str) -> Callable[..., list[Finding]]:
-    return import_module(f"pipelines.{name}").run
+    return import_module(f"computewatch.pipelines.{name}").run
 
 
 def analyze(store: Store, period: Period, policy: Policy, topology: Topology, *,

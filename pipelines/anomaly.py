@@ -65,12 +65,12 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import IsolationForest
 
+from computewatch.pipelines._episodes import episodes
+from computewatch.pipelines._findings import Finding, Period, Severity
 from computewatch.policy import Policy
 from computewatch.pue import window_edges, window_pue
 from computewatch.store import Aggregate, Query, Store
 from computewatch.topology import Site, Topology
-from pipelines._episodes import episodes
-from pipelines._findings import Finding, Period, Severity
 
 __all__ = ["FEATURES", "FLOORS", "HEALTH_STEP", "Z_ALONE", "Z_CRITICAL", "Z_MIN", "run"]
 

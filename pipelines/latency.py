@@ -33,10 +33,10 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from computewatch.pipelines._findings import Finding, Period, Severity
 from computewatch.policy import Policy
 from computewatch.store import Aggregate, Query, Store
 from computewatch.topology import Tier, Topology
-from pipelines._findings import Finding, Period, Severity
 
 __all__ = ["COMPLIANCE_DEFINITION", "run", "window_compliance"]
 

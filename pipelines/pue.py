@@ -22,12 +22,12 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 
+from computewatch.pipelines._episodes import episodes
+from computewatch.pipelines._findings import Finding, Period, Severity
 from computewatch.policy import Policy
 from computewatch.pue import window_pue
 from computewatch.store import Aggregate, Query, Store
 from computewatch.topology import Topology
-from pipelines._episodes import episodes
-from pipelines._findings import Finding, Period, Severity
 
 __all__ = ["DEFINITION", "meter_readings", "run", "windowed_pue"]
 

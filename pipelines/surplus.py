@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from computewatch.pipelines._findings import Finding, Period, Severity
 from computewatch.policy import Policy
 from computewatch.store import Aggregate, Query, Store
 from computewatch.topology import (
@@ -37,7 +38,6 @@ from computewatch.topology import (
     fiber_min_rtt_s,
     great_circle_km,
 )
-from pipelines._findings import Finding, Period, Severity
 
 __all__ = ["SURPLUS_COLUMNS", "run", "surplus"]
 

@@ -27,11 +27,11 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from computewatch.pipelines._episodes import episodes
+from computewatch.pipelines._findings import Finding, Period, Severity
 from computewatch.policy import Policy
 from computewatch.store import Aggregate, Query, Store
 from computewatch.topology import Topology
-from pipelines._episodes import episodes
-from pipelines._findings import Finding, Period, Severity
 
 __all__ = ["DEFINITIONS", "IDLE_DEFINITION", "LEVELS", "run", "utilization_by",
            "window_totals"]

@@ -8,13 +8,19 @@ self-contained HTML file, a CSV with the same numbers, and a PDF printed from th
 headless Chromium.
 """
 
-from reports._chromium import HEADLESS_FLAGS, ChromiumMissingError, find_chromium
-from reports._csv import render_csv
-from reports._html import render_html
-from reports._methodology import Entry, methodology
-from reports._model import COLUMNS, SHIPPED_POLICY, EmptyPeriodError, Report, build_report
-from reports._pdf import PdfError, html_to_pdf
-from reports._period import PERIOD_FORMS, ReportPeriod, parse_period
+from computewatch.reports._chromium import HEADLESS_FLAGS, ChromiumMissingError, find_chromium
+from computewatch.reports._csv import render_csv
+from computewatch.reports._html import render_html
+from computewatch.reports._methodology import Entry, methodology
+from computewatch.reports._model import (
+    COLUMNS,
+    SHIPPED_POLICY,
+    EmptyPeriodError,
+    Report,
+    build_report,
+)
+from computewatch.reports._pdf import PdfError, html_to_pdf
+from computewatch.reports._period import PERIOD_FORMS, ReportPeriod, parse_period
 
 __all__ = [
     "COLUMNS",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from reports._model import COLUMNS, Report
+from computewatch.reports._model import COLUMNS, Report
 
 __all__ = ["render_csv"]
 

@@ -9,12 +9,12 @@ from itertools import groupby
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from computewatch.pipelines.underuse import DEFINITIONS
 from computewatch.render import format_value
-from pipelines.underuse import DEFINITIONS
-from reports._methodology import methodology
-from reports._model import COLUMNS, Report
-from reports._period import CHINA
-from reports._plots import latency_plot, pue_plot, utilization_plot
+from computewatch.reports._methodology import methodology
+from computewatch.reports._model import COLUMNS, Report
+from computewatch.reports._period import CHINA
+from computewatch.reports._plots import latency_plot, pue_plot, utilization_plot
 
 __all__ = ["FINDINGS_SHOWN", "render_html"]
 
@@ -55,7 +55,7 @@ def count(x: float) -> str:
 
 
 def _environment() -> Environment:
-    env = Environment(loader=PackageLoader("reports", "templates"),
+    env = Environment(loader=PackageLoader("computewatch.reports", "templates"),
                       autoescape=select_autoescape(["html"]), trim_blocks=True,
                       lstrip_blocks=True)
     env.filters.update(pct=pct, pct0=pct0, pue=pue3, pue2=pue2, count_=count,

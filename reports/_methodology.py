@@ -9,13 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from computewatch.pipelines.latency import COMPLIANCE_DEFINITION
+from computewatch.pipelines.pue import BUCKET
+from computewatch.pipelines.pue import DEFINITION as PUE_DEFINITION
+from computewatch.pipelines.underuse import DEFINITIONS, IDLE_DEFINITION
 from computewatch.policy import LEVELS, Sourced
+from computewatch.reports._model import COLUMNS, Report
 from computewatch.topology import METRO_MAX_KM, REGIONAL_MAX_KM, Tier
-from pipelines.latency import COMPLIANCE_DEFINITION
-from pipelines.pue import BUCKET
-from pipelines.pue import DEFINITION as PUE_DEFINITION
-from pipelines.underuse import DEFINITIONS, IDLE_DEFINITION
-from reports._model import COLUMNS, Report
 
 __all__ = ["Entry", "methodology"]
 

@@ -25,15 +25,15 @@ import numpy as np
 import pandas as pd
 
 from computewatch.config import suggest_known
+from computewatch.pipelines import Finding, findings_frame
+from computewatch.pipelines.analyze import PIPELINES
+from computewatch.pipelines.latency import window_compliance
+from computewatch.pipelines.pue import meter_readings, windowed_pue
+from computewatch.pipelines.underuse import DEFINITIONS, utilization_by, window_totals
 from computewatch.policy import Policy
+from computewatch.reports._period import ReportPeriod
 from computewatch.store import Store
 from computewatch.topology import Topology
-from pipelines import Finding, findings_frame
-from pipelines.analyze import PIPELINES
-from pipelines.latency import window_compliance
-from pipelines.pue import meter_readings, windowed_pue
-from pipelines.underuse import DEFINITIONS, utilization_by, window_totals
-from reports._period import ReportPeriod
 
 __all__ = ["COLUMNS", "SHIPPED_POLICY", "EmptyPeriodError", "Report", "build_report"]
 
@@ -185,8 +185,8 @@ def _run_pipelines(store: Store, report_period: ReportPeriod, policy: Policy,
     for name in names:
         progress(f"findings: {name}")
         try:
-            got = import_module(f"pipelines.{name}").run(store, report_period.period, policy,
-                                                         topology)
+            run = import_module(f"computewatch.pipelines.{name}").run
+            got = run(store, report_period.period, policy, topology)
         except Exception as exc:  # one broken pipeline never stops the report
             log.exception("pipeline %s failed; the report states it", name)
             status[name] = f"failed: {type(exc).__name__}: {exc}"

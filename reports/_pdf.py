@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from reports._chromium import HEADLESS_FLAGS, find_chromium
+from computewatch.reports._chromium import HEADLESS_FLAGS, find_chromium
 
 __all__ = ["PDF_TIMEOUT_S", "PdfError", "html_to_pdf"]
 

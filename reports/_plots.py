@@ -13,8 +13,8 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from computewatch.reports._model import Report
 from computewatch.topology import Tier
-from reports._model import Report
 
 __all__ = ["latency_plot", "pue_plot", "utilization_plot"]
 

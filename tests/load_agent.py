@@ -18,9 +18,9 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
-from collectors.agent import Agent, Scheduled
-from collectors.config import load_node_config
-from collectors.setup import build_exporters
+from computewatch.collectors.agent import Agent, Scheduled
+from computewatch.collectors.config import load_node_config
+from computewatch.collectors.setup import build_exporters
 from computewatch.samples import Sample
 
 

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from collectors import CollectorError, DriverAbsent, ResultCode
-from collectors.agent import Agent, Scheduled
-from collectors.export import ExportResult
+from computewatch.collectors import CollectorError, DriverAbsent, ResultCode
+from computewatch.collectors.agent import Agent, Scheduled
+from computewatch.collectors.export import ExportResult
 from computewatch.samples import Sample, sample_value
 
 LABELS = {"node": "n1", "site": "bj-ai", "hub": "jjj", "cluster": ""}

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from collectors.agent import Agent, Scheduled
-from collectors.pue import MeterTap, PueCollector
+from computewatch.collectors.agent import Agent, Scheduled
+from computewatch.collectors.pue import MeterTap, PueCollector
 from computewatch.samples import Sample, sample_value
 
 NOW = datetime(2026, 10, 1, 2, 3, tzinfo=UTC)

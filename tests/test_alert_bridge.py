@@ -22,18 +22,18 @@ from alert_sinks import Sink
 from prometheus_client.parser import text_string_to_metric_families
 from servers import free_port
 
-from alerts.bridge import (
+from computewatch import catalog
+from computewatch.alerts.bridge import (
     load_bridge_config,
     open_bridge,
     parse_notification,
     read_dead_letters,
     render,
 )
-from alerts.bridge.payload import PayloadError
-from alerts.bridge.ratelimit import SlidingWindowLimiter
-from alerts.bridge.targets import verify_signature
-from alerts.bridge.templates import cut_utf8, utf8_len
-from computewatch import catalog
+from computewatch.alerts.bridge.payload import PayloadError
+from computewatch.alerts.bridge.ratelimit import SlidingWindowLimiter
+from computewatch.alerts.bridge.targets import verify_signature
+from computewatch.alerts.bridge.templates import cut_utf8, utf8_len
 from computewatch.config import ConfigError
 from computewatch.status import ExitStatus
 

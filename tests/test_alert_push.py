@@ -18,9 +18,9 @@ import pytest
 import requests
 from servers import free_port, start_alertmanager
 
-from alerts.push import PushError, alert_name, finding_labels, push_findings
+from computewatch.alerts.push import PushError, alert_name, finding_labels, push_findings
+from computewatch.pipelines import Finding, Severity
 from computewatch.status import ExitStatus
-from pipelines import Finding, Severity
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 HOUR = timedelta(hours=1)

@@ -25,8 +25,8 @@ import pytest
 import yaml
 from servers import start_alertmanager
 
-from alerts.policy_rules import main as policy_rules_main
-from alerts.policy_rules import render_policy_rules
+from computewatch.alerts.policy_rules import main as policy_rules_main
+from computewatch.alerts.policy_rules import render_policy_rules
 from computewatch.catalog import CATALOG
 from computewatch.durations import parse_duration
 from computewatch.policy import load_policy
@@ -208,7 +208,7 @@ def test_generated_policy_rules_are_not_stale():
     topology = load_topology()
     expected = render_policy_rules(load_policy(topology=topology), topology)
     assert POLICY_RULES.read_text(encoding="utf-8") == expected, (
-        "alerts/rules/policy.yml is stale: run `python -m alerts.policy_rules "
+        "alerts/rules/policy.yml is stale: run `python -m computewatch.alerts.policy_rules "
         "-o alerts/rules/policy.yml`")
 
 
@@ -310,7 +310,7 @@ def test_underuse_alerts_wait_the_policys_sustained_hours():
 
 
 def test_loss_alert_uses_the_latency_pipelines_loss_limit():
-    from pipelines.latency import run
+    from computewatch.pipelines.latency import run
 
     limit = inspect.signature(run).parameters["loss_limit"].default
     found = re.search(r"link_latency_loss_ratio\s*>\s*([0-9.]+)",

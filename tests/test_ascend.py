@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-import collectors.ascend as ascend_module
-from collectors._base import CollectorError, DriverAbsent, ParseError, ResultCode
-from collectors.ascend import (
+import computewatch.collectors.ascend as ascend_module
+from computewatch import catalog
+from computewatch.collectors._base import CollectorError, DriverAbsent, ParseError, ResultCode
+from computewatch.collectors.ascend import (
     AscendCollector,
     ChipRow,
     NpuSmiTimeout,
@@ -29,7 +30,6 @@ from collectors.ascend import (
     parse_key_values,
     parse_mapping,
 )
-from computewatch import catalog
 from computewatch.samples import Sample, sample_value
 from computewatch.sim import build_fleet
 from computewatch.sim.fake_npusmi import FakeNpuSmi, FakeNpuSmiError

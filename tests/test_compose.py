@@ -183,7 +183,7 @@ def test_our_services_commands_parse_against_the_cli(resolved):
 
 
 def test_simulated_nodes_exist_and_their_configs_load(resolved):
-    from collectors.config import load_node_config
+    from computewatch.collectors.config import load_node_config
     from computewatch.sim.fleet import build_fleet
     from computewatch.topology import load_topology
 

@@ -10,13 +10,16 @@ import yaml
 from typer.testing import CliRunner
 
 from computewatch.cli import app
-from computewatch.policy import load_policy
-from computewatch.status import ExitStatus
-from computewatch.topology import load_topology
-from dashboards import DASHBOARDS_DIR, DashboardError, build_dashboards, build_files, stale_files
-from dashboards.build import _check_records
-from dashboards.places import PlacesError, gazetteer
-from dashboards.query import (
+from computewatch.dashboards import (
+    DASHBOARDS_DIR,
+    DashboardError,
+    build_dashboards,
+    build_files,
+    stale_files,
+)
+from computewatch.dashboards.build import _check_records
+from computewatch.dashboards.places import PlacesError, gazetteer
+from computewatch.dashboards.query import (
     RANGE,
     Agg,
     OverTime,
@@ -26,7 +29,10 @@ from dashboards.query import (
     recorded,
     series,
 )
-from dashboards.thresholds import pue_target_rules, tier_budget_rules
+from computewatch.dashboards.thresholds import pue_target_rules, tier_budget_rules
+from computewatch.policy import load_policy
+from computewatch.status import ExitStatus
+from computewatch.topology import load_topology
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +53,7 @@ def test_committed_files_are_what_a_build_makes(files):
 
 
 def test_a_stale_file_is_caught(files, tmp_path):
-    from dashboards import write_files
+    from computewatch.dashboards import write_files
 
     write_files(files, tmp_path)
     assert stale_files(files, tmp_path) == []

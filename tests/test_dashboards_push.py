@@ -19,16 +19,16 @@ from servers import free_port
 from typer.testing import CliRunner
 
 from computewatch.cli import app
-from computewatch.policy import load_policy
-from computewatch.status import ExitStatus
-from computewatch.topology import load_topology
-from dashboards import (
+from computewatch.dashboards import (
     GrafanaAuthError,
     GrafanaUnreachable,
     PushError,
     build_dashboards,
     push_dashboards,
 )
+from computewatch.policy import load_policy
+from computewatch.status import ExitStatus
+from computewatch.topology import load_topology
 
 TOKEN = "glsa_test_token_123"
 

@@ -30,7 +30,10 @@ import requests
 import yaml
 from servers import free_port, start_victoriametrics
 
-from collectors.nvml import NvmlCollector
+from computewatch.collectors.nvml import NvmlCollector
+from computewatch.dashboards import DASHBOARDS_DIR, build_dashboards
+from computewatch.dashboards.build import _panels  # every panel, rows and their children included
+from computewatch.dashboards.places import GAZETTEER_FILE
 from computewatch.policy import Policy, load_policy
 from computewatch.samples import samples_to_frames
 from computewatch.sim import build_fleet, simulate
@@ -38,9 +41,6 @@ from computewatch.sim.fake_nvml import FakeNvml
 from computewatch.sim.node import node_from_fleet
 from computewatch.store import open_store
 from computewatch.topology import Topology, load_topology
-from dashboards import DASHBOARDS_DIR, build_dashboards
-from dashboards.build import _panels  # every panel, rows and their children included
-from dashboards.places import GAZETTEER_FILE
 
 END = datetime(2026, 1, 14, tzinfo=UTC)
 HOURS = 24

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from collectors.export.buffer import HEADER_BYTES, BufferLockedError, DiskQueue
+from computewatch.collectors.export.buffer import HEADER_BYTES, BufferLockedError, DiskQueue
 
 
 def payload(i: int) -> bytes:
@@ -202,7 +202,7 @@ def test_bad_settings_are_refused():
 
 WRITER = textwrap.dedent("""
     import sys
-    from collectors.export.buffer import DiskQueue
+    from computewatch.collectors.export.buffer import DiskQueue
     q = DiskQueue(sys.argv[1], fsync=sys.argv[2])
     i = 0
     while True:

@@ -18,8 +18,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, Metric
 
-from collectors.export._base import Exporter, ExportOutcome
-from collectors.export.otlp import OtlpExporter, resource_attributes
+from computewatch.collectors.export._base import Exporter, ExportOutcome
+from computewatch.collectors.export.otlp import OtlpExporter, resource_attributes
 from computewatch.samples import Sample
 
 T0 = datetime(2026, 5, 9, 7, 35, 25, tzinfo=UTC)
@@ -459,8 +459,8 @@ def test_after_close_export_fails_and_close_is_idempotent(receiver):
 
 def test_agent_with_otlp_enabled_pushes_the_simulated_node(receiver):
     """The node config's otlp section, through the agent, to a receiver: the whole path."""
-    from collectors.config import NodeConfig
-    from collectors.setup import build_agent, build_exporters
+    from computewatch.collectors.config import NodeConfig
+    from computewatch.collectors.setup import build_agent, build_exporters
     from computewatch.sim.node import simulated_node
 
     node = simulated_node()

@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from collectors.export.prometheus import PrometheusExporter, exposition
+from computewatch.collectors.export.prometheus import PrometheusExporter, exposition
 from computewatch.samples import Sample
 
 AWKWARD = ['北京 "A", x=1\n', "back\\slash", "tab\there", "", "comma,space =eq"]

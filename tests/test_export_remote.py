@@ -20,8 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from servers import free_port, start_victoriametrics
 from vmexport import exported, sample_count, wait_for_count
 
-from collectors.agent import Agent
-from collectors.export.remote import RemoteExporter, WriteTarget, parse_write_url
+from computewatch.collectors.agent import Agent
+from computewatch.collectors.export.remote import RemoteExporter, WriteTarget, parse_write_url
 from computewatch.samples import Sample, sample_value
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
@@ -79,7 +79,7 @@ def test_samples_arrive_exactly_once_with_their_times(vm, tmp_path):
 
 
 def test_an_outage_is_buffered_on_disk_and_drained_after_it(vm, tmp_path, caplog):
-    caplog.set_level(logging.WARNING, logger="collectors.export.remote")
+    caplog.set_level(logging.WARNING, logger="computewatch.collectors.export.remote")
     exp = RemoteExporter(f"victoriametrics://127.0.0.1:{vm.port}", tmp_path / "buf",
                          flush_interval_s=0.05, max_backoff_s=0.5)
     try:
@@ -122,7 +122,7 @@ def test_data_queued_before_a_restart_is_sent_by_the_next_process(tmp_path):
 
 
 def test_a_store_that_refuses_for_good_gets_the_data_dropped_and_counted(vm, tmp_path, caplog):
-    caplog.set_level(logging.ERROR, logger="collectors.export.remote")
+    caplog.set_level(logging.ERROR, logger="computewatch.collectors.export.remote")
     # VictoriaMetrics answers 400 "unsupported path" under an unknown prefix: not retryable.
     exp = RemoteExporter(f"http://127.0.0.1:{vm.port}/no-such-prefix", tmp_path / "buf",
                          flush_interval_s=0.05)
@@ -258,8 +258,8 @@ def test_bad_write_urls_say_what_is_wrong(url, message, monkeypatch):
 
 
 def test_a_bad_remote_in_the_node_config_is_named(tmp_path):
-    from collectors.config import load_node_config
-    from collectors.setup import build_exporters
+    from computewatch.collectors.config import load_node_config
+    from computewatch.collectors.setup import build_exporters
     from computewatch.config import ConfigError
 
     path = tmp_path / "node.yaml"

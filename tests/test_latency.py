@@ -22,8 +22,9 @@ import numpy as np
 import pytest
 from docstring_metrics import documented_fields
 
-import collectors.latency as latency_module
-from collectors.latency import (
+import computewatch.collectors.latency as latency_module
+from computewatch import catalog
+from computewatch.collectors.latency import (
     BUCKETS,
     EMITTED,
     ICMP_DISABLED,
@@ -40,7 +41,6 @@ from collectors.latency import (
     split_host_port,
     targets_from_topology,
 )
-from computewatch import catalog
 from computewatch.policy import load_policy
 from computewatch.samples import Sample, sample_value
 from computewatch.topology import load_topology

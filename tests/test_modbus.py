@@ -19,9 +19,10 @@ import pytest
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-import collectors.modbus as modbus_module
-from collectors import DriverAbsent
-from collectors.modbus import (
+import computewatch.collectors.modbus as modbus_module
+from computewatch import catalog
+from computewatch.collectors import DriverAbsent
+from computewatch.collectors.modbus import (
     EMITTED,
     ModbusCollector,
     ModbusMeter,
@@ -29,7 +30,6 @@ from collectors.modbus import (
     load_register_map,
     shipped_maps,
 )
-from computewatch import catalog
 from computewatch.config import ConfigError, load_yaml_model_from_text
 from computewatch.samples import Sample, sample_value
 from computewatch.validation import check_sample
@@ -305,7 +305,7 @@ def test_a_reset_that_is_not_a_wrap_restarts_the_series(serve, counter_map, capl
     collector = ModbusCollector(LABELS, [meter(server.port, counter_map)])
     assert value(collect(collector), "joules_total") == 3e9 * 3600
     server.set(1, "holding", 200, [0, 10])  # a drop far from the top of the range: a reset
-    with caplog.at_level(logging.WARNING, logger="collectors.modbus"):
+    with caplog.at_level(logging.WARNING, logger="computewatch.collectors.modbus"):
         samples = collect(collector)
     assert value(samples, "joules_total") == 10 * 3600.0
     assert any("counter reset" in r.getMessage() for r in caplog.records)
@@ -364,7 +364,7 @@ registers:
     collector = ModbusCollector(LABELS, [meter(server.port, path, "bad"),
                                          meter(server.port, "schneider-pm5000", "good",
                                                unit_id=2)])
-    with caplog.at_level(logging.WARNING, logger="collectors.modbus"):
+    with caplog.at_level(logging.WARNING, logger="computewatch.collectors.modbus"):
         first = collect(collector)
         second = collect(collector)
     for samples in (first, second):
@@ -387,7 +387,7 @@ def test_an_unreachable_meter_is_counted_and_the_others_still_report(serve, coun
     port = free_port()
     collector = ModbusCollector(LABELS, [meter(port, counter_map, "down"),
                                          meter(good.port, counter_map, "up")])
-    with caplog.at_level(logging.INFO, logger="collectors.modbus"):
+    with caplog.at_level(logging.INFO, logger="computewatch.collectors.modbus"):
         samples = collect(collector)
         assert value(samples, "watts", "up") == 10.0
         assert value(samples, "watts", "down") is None
@@ -448,7 +448,7 @@ def test_a_connection_dropped_by_the_peer_is_reopened_without_losing_a_reading(s
 def test_a_value_the_catalogue_refuses_is_a_bad_value(serve, power, why, caplog):
     server = serve({1: {"holding": {3059: power, 3203: [0, 0, 0, 42]}}})
     collector = ModbusCollector(LABELS, [meter(server.port, "schneider-pm5000")])
-    with caplog.at_level(logging.WARNING, logger="collectors.modbus"):
+    with caplog.at_level(logging.WARNING, logger="computewatch.collectors.modbus"):
         samples = collect(collector)
     assert value(samples, "watts") is None
     assert value(samples, "joules_total") == 42 * 3600.0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from collectors.config import NodeConfig, load_node_config, parse_duration
+from computewatch.collectors.config import NodeConfig, load_node_config, parse_duration
 from computewatch.config import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "node.yaml"

@@ -10,10 +10,10 @@ import pynvml
 import pytest
 from docstring_metrics import documented_fields
 
-import collectors.nvml as nvml_module
-from collectors import CollectorError, DriverAbsent
-from collectors.nvml import EMITTED, THROTTLE_REASONS, NvmlCollector
+import computewatch.collectors.nvml as nvml_module
 from computewatch import catalog
+from computewatch.collectors import CollectorError, DriverAbsent
+from computewatch.collectors.nvml import EMITTED, THROTTLE_REASONS, NvmlCollector
 from computewatch.samples import Sample, sample_value
 from computewatch.sim import build_fleet
 from computewatch.sim.fake_nvml import FakeNvml, marketing_name

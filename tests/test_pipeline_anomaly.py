@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from computewatch.pipelines import Finding, Period, Severity, anomaly, findings_frame
 from computewatch.policy import load_policy
 from computewatch.sim import build_fleet, simulate
 from computewatch.sim.incidents import GroundTruth
 from computewatch.store import DuckDBStore
 from computewatch.topology import load_topology
-from pipelines import Finding, Period, Severity, anomaly, findings_frame
 
 T0 = datetime(2026, 10, 1, 0, 0, tzinfo=UTC)  # 08:00 China time: windows align on the hour
 MIN = timedelta(minutes=1)

@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from computewatch.pipelines import Period, Severity
+from computewatch.pipelines.latency import LINK_LABELS, run
 from computewatch.policy import load_policy
 from computewatch.sim import build_fleet, simulate
 from computewatch.store import Aggregate, DuckDBStore
 from computewatch.topology import load_topology
-from pipelines import Period, Severity
-from pipelines.latency import LINK_LABELS, run
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 W = timedelta(minutes=5)

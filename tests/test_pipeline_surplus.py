@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from computewatch.pipelines import Period, Severity
+from computewatch.pipelines.surplus import SURPLUS_COLUMNS, run, surplus
 from computewatch.policy import load_policy
 from computewatch.sim import build_fleet, simulate
 from computewatch.store import Aggregate, DuckDBStore, Query
 from computewatch.topology import Site, Topology, great_circle_km, load_topology
-from pipelines import Period, Severity
-from pipelines.surplus import SURPLUS_COLUMNS, run, surplus
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
 MIN = timedelta(minutes=1)

@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from computewatch.pipelines import Period, Severity
+from computewatch.pipelines import pue as pue_pipeline
+from computewatch.pipelines.underuse import run
 from computewatch.policy import load_policy
 from computewatch.store import DuckDBStore
 from computewatch.topology import load_topology
-from pipelines import Period, Severity
-from pipelines import pue as pue_pipeline
-from pipelines.underuse import run
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
 TOPO = load_topology()

@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
+from computewatch.pipelines import Period
+from computewatch.pipelines.analyze import PIPELINES, analyze
 from computewatch.policy import load_policy
 from computewatch.sim import build_fleet, simulate
 from computewatch.store import Aggregate, DuckDBStore, Query, open_store
 from computewatch.topology import load_topology
-from pipelines import Period
-from pipelines.analyze import PIPELINES, analyze
 from tests.servers import start_victoriametrics
 from tests.store_compare import assert_same
 

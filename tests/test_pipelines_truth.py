@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 
 import pytest
 
+from computewatch.pipelines import Period
+from computewatch.pipelines.analyze import analyze
 from computewatch.policy import load_policy
 from computewatch.sim import build_fleet, simulate
 from computewatch.sim.scoring import score
 from computewatch.store import Aggregate, DuckDBStore, Query
 from computewatch.topology import load_topology
-from pipelines import Period
-from pipelines.analyze import analyze
 
 END = datetime(2026, 10, 2, tzinfo=UTC)
 

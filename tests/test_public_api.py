@@ -19,31 +19,37 @@ PACKAGES = {
                            "LineProtocolWriter", "WriteError"},
     "computewatch.sim": {"build_fleet", "simulate", "GroundTruth", "Incident"},
     "computewatch.lineprotocol": {"encode_frame", "encode_samples"},
-    "collectors": {"Collector"},
-    "collectors.latency": {"LatencyCollector", "Prober", "Responder", "serve_responder"},
-    "collectors.redfish": {"RedfishCollector", "RedfishEndpoint"},
-    "collectors.snmp": {"SnmpCollector", "SnmpDevice"},
-    "collectors.modbus": {"ModbusCollector", "ModbusMeter"},
-    "collectors.rapl": {"RaplCollector"},
-    "collectors.pue": {"MeterTap", "PueCollector"},
+    "computewatch.collectors": {"Collector"},
+    "computewatch.collectors.latency": {"LatencyCollector", "Prober", "Responder",
+                                        "serve_responder"},
+    "computewatch.collectors.redfish": {"RedfishCollector", "RedfishEndpoint"},
+    "computewatch.collectors.snmp": {"SnmpCollector", "SnmpDevice"},
+    "computewatch.collectors.modbus": {"ModbusCollector", "ModbusMeter"},
+    "computewatch.collectors.rapl": {"RaplCollector"},
+    "computewatch.collectors.pue": {"MeterTap", "PueCollector"},
     "computewatch.pue": {"window_pue", "power_ratio"},
-    "reports": {"build_report", "parse_period", "render_html", "render_csv", "html_to_pdf",
-                "methodology", "COLUMNS"},
-    "collectors.export": set(),
-    "collectors.export.buffer": {"DiskQueue", "Batch", "QueueStats", "DEFAULT_MAX_BYTES"},
-    "collectors.export.remote": {"RemoteExporter", "parse_write_url", "WriteTarget"},
-    "pipelines": set(),
-    "alerts": set(),
-    "alerts.push": {"push_findings", "finding_labels", "finding_alert", "PushError"},
-    "alerts.bridge": {"AlertBridge", "open_bridge", "load_bridge_config", "parse_notification",
-                      "render", "verify_signature", "read_dead_letters"},
+    "computewatch.reports": {"build_report", "parse_period", "render_html", "render_csv",
+                             "html_to_pdf", "methodology", "COLUMNS"},
+    "computewatch.collectors.export": set(),
+    "computewatch.collectors.export.buffer": {"DiskQueue", "Batch", "QueueStats",
+                                              "DEFAULT_MAX_BYTES"},
+    "computewatch.collectors.export.remote": {"RemoteExporter", "parse_write_url",
+                                              "WriteTarget"},
+    "computewatch.pipelines": set(),
+    "computewatch.alerts": set(),
+    "computewatch.alerts.push": {"push_findings", "finding_labels", "finding_alert",
+                                 "PushError"},
+    "computewatch.alerts.bridge": {"AlertBridge", "open_bridge", "load_bridge_config",
+                                   "parse_notification", "render", "verify_signature",
+                                   "read_dead_letters"},
     "computewatch.schedule": {"run_every"},
-    "alerts.policy_rules": {"render_policy_rules", "policy_rules", "main"},
-    "dashboards": {"build_dashboards", "build_files", "push_dashboards", "stale_files",
-                   "write_files", "PushError", "GrafanaAuthError", "GrafanaUnreachable"},
-    "dashboards.query": {"series", "recorded", "Agg", "OverTime", "Bin", "by_place",
-                         "constant_like", "RANGE", "INTERVAL"},
-    "dashboards.push": {"push_dashboards", "folder_uid", "PushResult"},
+    "computewatch.alerts.policy_rules": {"render_policy_rules", "policy_rules", "main"},
+    "computewatch.dashboards": {"build_dashboards", "build_files", "push_dashboards",
+                                "stale_files", "write_files", "PushError", "GrafanaAuthError",
+                                "GrafanaUnreachable"},
+    "computewatch.dashboards.query": {"series", "recorded", "Agg", "OverTime", "Bin",
+                                      "by_place", "constant_like", "RANGE", "INTERVAL"},
+    "computewatch.dashboards.push": {"push_dashboards", "folder_uid", "PushResult"},
 }
 
 
@@ -72,7 +78,8 @@ def test_collectors_never_import_pipelines_and_back():
     root = pathlib.Path(__file__).resolve().parents[1]
     for src, banned in (("collectors", "pipelines"), ("pipelines", "collectors")):
         for path in (root / src).rglob("*.py"):
-            assert not any(m.split(".")[0] == banned for m in _imports(path)), path
+            assert not any(m == f"computewatch.{banned}" or m.startswith(f"computewatch.{banned}.")
+                           for m in _imports(path)), path
     for path in (root / "computewatch").rglob("*.py"):
         if path.name not in ("cli.py", "__main__.py"):
             assert "computewatch.cli" not in _imports(path), path

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-import collectors.rapl as rapl_module
-from collectors import DriverAbsent
-from collectors.rapl import EMITTED, RaplCollector
+import computewatch.collectors.rapl as rapl_module
 from computewatch import catalog
+from computewatch.collectors import DriverAbsent
+from computewatch.collectors.rapl import EMITTED, RaplCollector
 from computewatch.samples import Sample, sample_value
 from computewatch.validation import check_sample
 
@@ -176,7 +176,7 @@ def test_every_energy_uj_unreadable_is_driver_absent_saying_how_to_fix_it(tree, 
 def test_some_zones_unreadable_are_counted_and_the_rest_reported(tree, monkeypatch, caplog):
     _deny(monkeypatch, {tree / "intel-rapl:0:1" / "energy_uj"})
     collector = RaplCollector(LABELS, tree)
-    with caplog.at_level(logging.WARNING, logger="collectors.rapl"):
+    with caplog.at_level(logging.WARNING, logger="computewatch.collectors.rapl"):
         first = collect(collector)
         second = collect(collector)
     assert value(second, "joules_total", "package-0-dram") is None

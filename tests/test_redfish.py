@@ -38,8 +38,9 @@ from urllib.parse import parse_qs
 import pytest
 from docstring_metrics import documented_fields
 
-import collectors.redfish as redfish_module
-from collectors.redfish import (
+import computewatch.collectors.redfish as redfish_module
+from computewatch import catalog
+from computewatch.collectors.redfish import (
     EMITTED,
     ERROR_TYPES,
     RedfishCollector,
@@ -48,7 +49,6 @@ from collectors.redfish import (
     power_control_watts,
     sensor_reading,
 )
-from computewatch import catalog
 from computewatch.config import ConfigError, load_yaml_model_from_text
 from computewatch.samples import Sample, sample_value
 from computewatch.validation import check_sample
@@ -394,7 +394,7 @@ def source_of(url: str) -> str:
 
 def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records
-            if r.name == "collectors.redfish" and r.levelno >= logging.WARNING]
+            if r.name == "computewatch.collectors.redfish" and r.levelno >= logging.WARNING]
 
 
 # --- readings from sushy-static -------------------------------------------------------------
@@ -436,7 +436,7 @@ def test_session_auth_against_sushy_static_fails_clearly(sushy, make_collector, 
     """sushy-static answers the login POST with 204 and no X-Auth-Token: no sessions."""
     monkeypatch.setenv("BMC_PASSWORD", PASSWORD)
     c = make_collector(endpoint(sushy.url, username="monitor", password_env="BMC_PASSWORD"))
-    with caplog.at_level(logging.DEBUG, logger="collectors.redfish"):
+    with caplog.at_level(logging.DEBUG, logger="computewatch.collectors.redfish"):
         samples = collect(c)
     assert power(samples, "watts") is None
     assert errors(samples) == {"redfish_auth_failed": 1.0}
@@ -509,7 +509,7 @@ def test_session_login_relogin_on_401_and_logout(make_stub, make_collector, monk
     monkeypatch.setenv("BMC_PASSWORD", PASSWORD)
     stub = make_stub(user="monitor", password=PASSWORD)
     c = make_collector(endpoint(stub.url, username="monitor", password_env="BMC_PASSWORD"))
-    with caplog.at_level(logging.DEBUG, logger="collectors.redfish"):
+    with caplog.at_level(logging.DEBUG, logger="computewatch.collectors.redfish"):
         assert power(collect(c), "watts") == 374
         posts = [(p, b) for m, p, _, b in stub.requests if m == "POST"]
         assert posts == [("/redfish/v1/SessionService/Sessions",

@@ -14,9 +14,7 @@ from PIL import Image
 from report_fixtures import PERIOD, write_fleet
 
 from computewatch.policy import load_policy
-from computewatch.store import DuckDBStore
-from computewatch.topology import load_topology
-from reports import (
+from computewatch.reports import (
     HEADLESS_FLAGS,
     ChromiumMissingError,
     build_report,
@@ -25,6 +23,8 @@ from reports import (
     parse_period,
     render_html,
 )
+from computewatch.store import DuckDBStore
+from computewatch.topology import load_topology
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from test_modbus import MeterServer, f32
 
-from collectors.config import load_node_config
-from collectors.setup import build_agent
+from computewatch.collectors.config import load_node_config
+from computewatch.collectors.setup import build_agent
 from computewatch.samples import sample_value
 
 

@@ -25,9 +25,10 @@ from pathlib import Path
 import pytest
 import snmpsim_data
 
-import collectors.snmp as snmp_module
-from collectors import DriverAbsent
-from collectors.snmp import (
+import computewatch.collectors.snmp as snmp_module
+from computewatch import catalog
+from computewatch.collectors import DriverAbsent
+from computewatch.collectors.snmp import (
     EMITTED,
     ERROR_TYPES,
     SnmpCollector,
@@ -35,7 +36,6 @@ from collectors.snmp import (
     load_profile,
     shipped_profiles,
 )
-from computewatch import catalog
 from computewatch.config import ConfigError, load_yaml_model_from_text
 from computewatch.samples import Sample, sample_value
 from computewatch.validation import check_sample
@@ -169,7 +169,7 @@ def run(request):
 
 def warnings_of(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records
-            if r.name == "collectors.snmp" and r.levelno >= logging.WARNING]
+            if r.name == "computewatch.collectors.snmp" and r.levelno >= logging.WARNING]
 
 
 # --- real recordings --------------------------------------------------------------------------
@@ -193,7 +193,7 @@ def test_apc_rack_pdus_report_the_recorded_power_and_energy(simulator, run):
 
 def test_unmetered_pdu_falls_back_to_legacy_watts_and_has_no_energy(simulator, run, caplog):
     c = run([device(simulator, "apc_rpdu2", "apc-7902b")])
-    caplog.set_level(logging.INFO, logger="collectors.snmp")
+    caplog.set_level(logging.INFO, logger="computewatch.collectors.snmp")
     for _ in range(2):
         samples = collect(c)
         assert value(samples, "watts", "apc-7902b") == AP7902B_LEGACY_W
@@ -246,7 +246,7 @@ def test_dead_devices_are_counted_fast_and_concurrently_without_touching_the_oth
 
 
 def test_recovery_is_logged_and_the_next_failure_is_a_new_episode(simulator, run, caplog):
-    caplog.set_level(logging.INFO, logger="collectors.snmp")
+    caplog.set_level(logging.INFO, logger="computewatch.collectors.snmp")
     dev = device(simulator, "apc_rpdu", "apc-8932", **FAST)
     c = run([dev])
     good = c._devices[0].secrets["community"]

@@ -6,12 +6,12 @@ application API, not group robots; this is the piece in between. Run it with
 ``computewatch alert-bridge --config bridge.yaml`` (example: examples/alert-bridge.yaml).
 """
 
-from alerts.bridge.config import BridgeConfig, load_bridge_config, resolve_secrets
-from alerts.bridge.deadletter import read_dead_letters
-from alerts.bridge.payload import Alert, Notification, PayloadError, parse_notification
-from alerts.bridge.server import AlertBridge, open_bridge
-from alerts.bridge.targets import KINDS, verify_signature
-from alerts.bridge.templates import render
+from computewatch.alerts.bridge.config import BridgeConfig, load_bridge_config, resolve_secrets
+from computewatch.alerts.bridge.deadletter import read_dead_letters
+from computewatch.alerts.bridge.payload import Alert, Notification, PayloadError, parse_notification
+from computewatch.alerts.bridge.server import AlertBridge, open_bridge
+from computewatch.alerts.bridge.targets import KINDS, verify_signature
+from computewatch.alerts.bridge.templates import render
 
 __all__ = [
     "KINDS",

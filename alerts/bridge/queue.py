@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 import requests
 
-from alerts.bridge.config import DeliveryConfig
-from alerts.bridge.deadletter import DeadLetterLog
-from alerts.bridge.metrics import BridgeMetrics
-from alerts.bridge.payload import Notification
-from alerts.bridge.ratelimit import SlidingWindowLimiter
-from alerts.bridge.targets import Outcome, Prepared, Target
+from computewatch.alerts.bridge.config import DeliveryConfig
+from computewatch.alerts.bridge.deadletter import DeadLetterLog
+from computewatch.alerts.bridge.metrics import BridgeMetrics
+from computewatch.alerts.bridge.payload import Notification
+from computewatch.alerts.bridge.ratelimit import SlidingWindowLimiter
+from computewatch.alerts.bridge.targets import Outcome, Prepared, Target
 
 __all__ = ["Job", "TargetWorker", "backoff_delay"]
 

@@ -30,13 +30,18 @@ from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from alerts.bridge.config import BridgeConfig, ResolvedSecrets, load_bridge_config, resolve_secrets
-from alerts.bridge.deadletter import DeadLetterLog
-from alerts.bridge.metrics import BridgeMetrics
-from alerts.bridge.payload import PayloadError, parse_notification
-from alerts.bridge.queue import Job, TargetWorker
-from alerts.bridge.ratelimit import SlidingWindowLimiter
-from alerts.bridge.targets import build_target
+from computewatch.alerts.bridge.config import (
+    BridgeConfig,
+    ResolvedSecrets,
+    load_bridge_config,
+    resolve_secrets,
+)
+from computewatch.alerts.bridge.deadletter import DeadLetterLog
+from computewatch.alerts.bridge.metrics import BridgeMetrics
+from computewatch.alerts.bridge.payload import PayloadError, parse_notification
+from computewatch.alerts.bridge.queue import Job, TargetWorker
+from computewatch.alerts.bridge.ratelimit import SlidingWindowLimiter
+from computewatch.alerts.bridge.targets import build_target
 from computewatch.config import suggest_known
 
 __all__ = ["AlertBridge", "open_bridge"]

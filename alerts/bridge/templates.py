@@ -16,7 +16,7 @@ from datetime import datetime
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from alerts.bridge.payload import Alert, Notification
+from computewatch.alerts.bridge.payload import Alert, Notification
 
 __all__ = ["STYLES", "Message", "Style", "cut_utf8", "group_link", "render", "utf8_len"]
 

@@ -14,7 +14,7 @@ from io import StringIO
 from rich.console import Console
 from rich.table import Table
 
-from collectors.export.prometheus import exposition
+from computewatch.collectors.export.prometheus import exposition
 from computewatch.lineprotocol import encode_samples
 from computewatch.samples import Sample
 

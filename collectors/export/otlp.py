@@ -90,8 +90,8 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 
 import computewatch
-from collectors.export._base import ExportOutcome, ExportResult
 from computewatch import catalog
+from computewatch.collectors.export._base import ExportOutcome, ExportResult
 from computewatch.samples import Sample
 
 __all__ = ["DEFAULT_ENDPOINT", "OtlpExporter", "resource_attributes"]

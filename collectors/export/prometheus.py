@@ -17,8 +17,8 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.core import Metric
 
-from collectors.export._base import ExportResult
 from computewatch import catalog
+from computewatch.collectors.export._base import ExportResult
 from computewatch.samples import Sample
 
 __all__ = ["COMPAT_CHOICES", "PrometheusExporter", "SnapshotCollector", "exposition"]

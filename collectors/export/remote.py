@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from collectors.export._base import ExportResult
-from collectors.export.buffer import DEFAULT_MAX_BYTES, Batch, DiskQueue, FsyncPolicy
+from computewatch.collectors.export._base import ExportResult
+from computewatch.collectors.export.buffer import DEFAULT_MAX_BYTES, Batch, DiskQueue, FsyncPolicy
 from computewatch.lineprotocol import encode_samples
 from computewatch.samples import Sample
 

@@ -10,7 +10,7 @@ import logging
 import threading
 from collections.abc import Sequence
 
-from collectors.export._base import ExportResult
+from computewatch.collectors.export._base import ExportResult
 from computewatch.samples import Sample, samples_to_frames
 from computewatch.store import Store, StoreError, open_store
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from alerts.bridge.config import TargetConfig
-from alerts.bridge.targets._base import OK, Outcome, Prepared, Request, Target
-from alerts.bridge.targets.dingtalk import DingTalkTarget
-from alerts.bridge.targets.feishu import FeishuTarget
-from alerts.bridge.targets.slack import SlackTarget
-from alerts.bridge.targets.webhook import WebhookTarget, verify_signature
-from alerts.bridge.targets.wecom import WeComTarget
+from computewatch.alerts.bridge.config import TargetConfig
+from computewatch.alerts.bridge.targets._base import OK, Outcome, Prepared, Request, Target
+from computewatch.alerts.bridge.targets.dingtalk import DingTalkTarget
+from computewatch.alerts.bridge.targets.feishu import FeishuTarget
+from computewatch.alerts.bridge.targets.slack import SlackTarget
+from computewatch.alerts.bridge.targets.webhook import WebhookTarget, verify_signature
+from computewatch.alerts.bridge.targets.wecom import WeComTarget
 
 __all__ = ["KINDS", "OK", "Outcome", "Prepared", "Request", "Target", "build_target",
            "verify_signature"]

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from alerts.bridge.config import TargetConfig
-from alerts.bridge.payload import Notification
-from alerts.bridge.templates import STYLES, Message, Style, render
+from computewatch.alerts.bridge.config import TargetConfig
+from computewatch.alerts.bridge.payload import Notification
+from computewatch.alerts.bridge.templates import STYLES, Message, Style, render
 
 __all__ = ["OK", "Outcome", "Prepared", "Request", "Target", "errcode_outcome", "http_outcome",
            "json_body"]

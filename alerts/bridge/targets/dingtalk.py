@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import quote_plus
 
-from alerts.bridge.payload import Notification
-from alerts.bridge.targets._base import (
+from computewatch.alerts.bridge.payload import Notification
+from computewatch.alerts.bridge.targets._base import (
     Outcome,
     Prepared,
     Request,
@@ -27,7 +27,7 @@ from alerts.bridge.targets._base import (
     http_outcome,
     json_body,
 )
-from alerts.bridge.templates import Message
+from computewatch.alerts.bridge.templates import Message
 
 __all__ = ["DingTalkTarget", "dingtalk_sign"]
 

@@ -15,8 +15,8 @@ import hmac
 from collections.abc import Mapping
 from typing import Any
 
-from alerts.bridge.payload import Notification
-from alerts.bridge.targets._base import (
+from computewatch.alerts.bridge.payload import Notification
+from computewatch.alerts.bridge.targets._base import (
     Outcome,
     Prepared,
     Request,
@@ -25,7 +25,7 @@ from alerts.bridge.targets._base import (
     http_outcome,
     json_body,
 )
-from alerts.bridge.templates import Message
+from computewatch.alerts.bridge.templates import Message
 
 __all__ = ["FeishuTarget", "feishu_sign"]
 

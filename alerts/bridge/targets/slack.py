@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from alerts.bridge.payload import Notification
-from alerts.bridge.targets._base import OK, Outcome, Target, http_outcome
-from alerts.bridge.templates import Message
+from computewatch.alerts.bridge.payload import Notification
+from computewatch.alerts.bridge.targets._base import OK, Outcome, Target, http_outcome
+from computewatch.alerts.bridge.templates import Message
 
 __all__ = ["SlackTarget"]
 

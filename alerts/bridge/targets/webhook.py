@@ -20,9 +20,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from alerts.bridge.payload import Notification
-from alerts.bridge.targets._base import Prepared, Request, Target, json_body
-from alerts.bridge.templates import Message
+from computewatch.alerts.bridge.payload import Notification
+from computewatch.alerts.bridge.targets._base import Prepared, Request, Target, json_body
+from computewatch.alerts.bridge.templates import Message
 
 __all__ = ["REPLAY_WINDOW_S", "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "WebhookTarget",
            "verify_signature", "webhook_signature"]

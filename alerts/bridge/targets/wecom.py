@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from alerts.bridge.payload import Notification
-from alerts.bridge.targets._base import Outcome, Target, errcode_outcome, http_outcome
-from alerts.bridge.templates import Message
+from computewatch.alerts.bridge.payload import Notification
+from computewatch.alerts.bridge.targets._base import Outcome, Target, errcode_outcome, http_outcome
+from computewatch.alerts.bridge.templates import Message
 
 __all__ = ["WeComTarget"]
 
