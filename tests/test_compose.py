@@ -9,6 +9,7 @@ tests/test_stack_e2e.py runs the same topology as local processes.
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shutil
@@ -352,10 +353,12 @@ def test_dockerfile_copies_the_packages_and_installs_the_console_script():
         for source in copy.value[:-1]:
             assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
     copied = {Path(s).parts[0] for c in by("COPY") for s in c.value[:-1]}
-    packages = {p.rstrip("*") for p in PYPROJECT["tool"]["setuptools"]["packages"]["find"]
-                ["include"]}
+    setup_py = ast.parse((ROOT / "setup.py").read_text(encoding="utf-8"))
+    (layers,) = [ast.literal_eval(node.value) for node in setup_py.body
+                 if isinstance(node, ast.Assign) and node.targets[0].id == "LAYERS"]
+    packages = {"computewatch", *layers}
     assert packages <= copied, f"the image misses {sorted(packages - copied)}"
-    assert {"pyproject.toml", PYPROJECT["project"]["readme"]} <= copied
+    assert {"pyproject.toml", "setup.py", PYPROJECT["project"]["readme"]} <= copied
     installs = [c.value[0] for c in by("RUN") if "pip install" in c.value[0]]
     assert installs == ["pip install . && rm -rf /src"], "installs the package, no test extra"
     (entrypoint,) = by("ENTRYPOINT")
