@@ -30,8 +30,7 @@ import pyarrow as pa
 from bench._util import row
 from bench.bench_lineprotocol import FIELDS, LABELS, SERIES, make_frame
 from computewatch.collectors.export.remote import DEFAULT_BATCH_SAMPLES, RemoteExporter
-from computewatch.lineprotocol import encode_frame
-from computewatch.store._linewriter import LineProtocolWriter
+from computewatch.lineprotocol import LineProtocolWriter, encode_frame
 
 ROWS = 500_000
 BASELINE_ROWS = 50_000

@@ -29,10 +29,9 @@ import pandas as pd
 import requests
 
 from bench._util import accelerator_hours, row
-from computewatch.lineprotocol import encode_frame
+from computewatch.lineprotocol import LineProtocolWriter, encode_frame
 from computewatch.store import Aggregate, Query
 from computewatch.store._batches import BODY_BYTES
-from computewatch.store._linewriter import LineProtocolWriter
 from computewatch.store._victoriametrics import VictoriaMetricsStore
 
 ACCELERATORS = 2_000

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from computewatch.lineprotocol import LineProtocolWriter, WriteError
 from computewatch.store import StoreError
-from computewatch.store._linewriter import LineProtocolWriter, WriteError
 from tests.servers import free_port, start_victoriametrics
 
 

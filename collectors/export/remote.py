@@ -2,7 +2,8 @@
 
 `export` encodes the batch (`encode_samples`) and appends it to the on-disk queue
 (`collectors.export.buffer`), so the collection loop never waits on the network; a sender
-thread drains the queue in order through `LineProtocolWriter`, one attempt per call:
+thread drains the queue in order through a `Writer` (`LineProtocolWriter` unless one is
+given), one attempt per call:
 
 - a retryable failure (no connection, timeout, 408/429, 5xx) keeps the batch and tries it
   again after an exponential backoff with jitter (0.5 s doubling up to ``max_backoff_s``,
@@ -14,9 +15,10 @@ thread drains the queue in order through `LineProtocolWriter`, one attempt per c
 - ``flush`` waits for the queue to drain (not while the store is down: the data is on disk
   and goes out after the restart); ``close`` stops the sender to a deadline.
 
-URLs are read as the stores read them: ``victoriametrics://host:8428`` (single node),
-``victoriametrics://host:8480?tenant=0:0`` or ``victoriametrics://?insert=vminsert:8480&
-select=vmselect:8481&tenant=0`` (cluster: written to vminsert's ``/insert/<tenant>/influx``),
+URLs are read as the stores read them (`computewatch.lineprotocol.parse_write_url`):
+``victoriametrics://host:8428`` (single node), ``victoriametrics://host:8480?tenant=0:0``
+or ``victoriametrics://?insert=vminsert:8480&select=vmselect:8481&tenant=0`` (cluster:
+written to vminsert's ``/insert/<tenant>/influx``),
 ``influxdb://host:8086?org=ORG&bucket=BUCKET`` (InfluxDB 2 or 3; the token from
 ``token_env=VAR``, ``token_file=PATH`` or ``INFLUX_TOKEN``, never from the URL), ``&tls=1``
 for https; or a plain ``http(s)://`` base URL of any ``/api/v2/write`` endpoint.
@@ -29,25 +31,25 @@ by reason (``full``, ``corrupt``, ``rejected``, and ``nan``: line protocol canno
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from math import isfinite
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
-from urllib.parse import parse_qs, urlsplit
 
 from computewatch.collectors.export._base import ExportResult
 from computewatch.collectors.export.buffer import DEFAULT_MAX_BYTES, Batch, DiskQueue, FsyncPolicy
-from computewatch.lineprotocol import encode_samples
+from computewatch.lineprotocol import (
+    WriteError,
+    Writer,
+    WriteTarget,
+    check_write_url,
+    encode_samples,
+    parse_write_url,
+)
 from computewatch.samples import Sample
-
-if TYPE_CHECKING:
-    from computewatch.store._linewriter import WriteError
 
 __all__ = [
     "DEFAULT_BATCH_SAMPLES",
@@ -65,63 +67,6 @@ DEFAULT_BATCH_SAMPLES = 10_000
 
 DROP_REASONS = ("full", "corrupt", "rejected", "nan")
 INITIAL_BACKOFF_S = 0.5
-
-
-class Writer(Protocol):
-    def write(self, body: bytes, precision: str = "ns") -> None: ...
-
-    def close(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class WriteTarget:
-    """Where line protocol goes: the writer's base URL and InfluxDB's org, bucket, token."""
-
-    base_url: str
-    org: str | None = None
-    bucket: str | None = None
-    token: str | None = field(default=None, repr=False)
-
-
-_SCHEMES = ("victoriametrics", "influxdb", "http", "https")
-
-
-def check_write_url(url: str) -> str:
-    """A quick look at a remote URL (no I/O, no store code imported), for config validation;
-    `parse_write_url` checks the rest when the exporter starts."""
-    parts = urlsplit(url)
-    if parts.scheme not in _SCHEMES:
-        raise ValueError(f"{url!r}: scheme {parts.scheme!r} is not one of {', '.join(_SCHEMES)}")
-    if not parts.netloc and "insert=" not in parts.query:
-        raise ValueError(f"{url!r}: no host:port, e.g. victoriametrics://127.0.0.1:8428")
-    return url
-
-
-def parse_write_url(url: str) -> WriteTarget:
-    """The write target of a remote URL, read as the stores read it (`parse_vm_url`,
-    `parse_influx_url`: tenants, ``insert=``, ``tls=1``, ``token_env``/``token_file``)."""
-    from computewatch.store._protocol import StoreError
-    from computewatch.store._urls import parse_influx_url, parse_vm_url
-
-    check_write_url(url)
-    parts = urlsplit(url)
-    try:
-        if parts.scheme == "victoriametrics":
-            return WriteTarget(parse_vm_url(url)[0].write)
-        if parts.scheme == "influxdb":
-            s = parse_influx_url(url)
-            return WriteTarget(s.base, s.org, s.bucket, s.token)
-    except StoreError as exc:
-        raise ValueError(str(exc)) from None
-    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    token = None
-    if "token_env" in query:
-        token = os.environ.get(query["token_env"])
-        if not token:
-            raise ValueError(f"{url}: token_env {query['token_env']!r}: the environment "
-                             "variable is not set")
-    return WriteTarget(url.split("?")[0].rstrip("/"), query.get("org"), query.get("bucket"),
-                       token)
 
 
 def _chunks(batch: Sequence[Sample], size: int) -> Iterator[Sequence[Sample]]:
@@ -177,8 +122,6 @@ class _Sender(threading.Thread):
         return random.uniform(d / 2, d)
 
     def _deliver(self, batch: Batch) -> None:
-        from computewatch.store._linewriter import WriteError
-
         attempt = 0
         while True:
             try:
@@ -248,7 +191,7 @@ class RemoteExporter:
         self.queue = DiskQueue(buffer_dir, max_bytes, fsync=fsync,
                                fsync_interval_s=fsync_interval_s, name=str(buffer_dir))
         if writer is None:
-            from computewatch.store._linewriter import LineProtocolWriter
+            from computewatch.lineprotocol import LineProtocolWriter  # influxdb-client
 
             try:
                 writer = LineProtocolWriter(target.base_url, token=target.token, org=target.org,

@@ -10,7 +10,8 @@
 
 Each backend module's docstring states its URL forms, how the `Query` is translated and
 what is exact or approximate. Every backend (DuckDB and pandas included) is imported when
-first used, so an agent that only writes line protocol (`_linewriter`, `_urls`) stays small.
+first used, so an agent that only writes line protocol (`computewatch.lineprotocol`) stays
+small. `LineProtocolWriter` and `WriteError` are `computewatch.lineprotocol`'s, named here too.
 Third-party backends can register through the ``computewatch.stores`` entry-point group.
 """
 
@@ -41,10 +42,10 @@ __all__ = [
 _LAZY = {
     "DuckDBStore": "computewatch.store._duckdb",
     "InfluxDBStore": "computewatch.store._influxdb",
-    "LineProtocolWriter": "computewatch.store._linewriter",
+    "LineProtocolWriter": "computewatch.lineprotocol",
     "PrometheusStore": "computewatch.store._prometheus",
     "VictoriaMetricsStore": "computewatch.store._victoriametrics",
-    "WriteError": "computewatch.store._linewriter",
+    "WriteError": "computewatch.lineprotocol",
 }
 
 

@@ -18,9 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from computewatch import catalog
-from computewatch.lineprotocol import encode_frame
+from computewatch.lineprotocol import WriteError, Writer, encode_frame
 from computewatch.samples import TIME
-from computewatch.store._linewriter import LineProtocolWriter, WriteError
 from computewatch.store._protocol import StoreError, WriteResult
 from computewatch.validation import Rejections, validate_frame
 
@@ -53,7 +52,7 @@ def lp_table(table: pa.Table, meas: catalog.Measurement) -> pa.Table:
     return table
 
 
-def post_with_retries(writer: LineProtocolWriter, body: bytes, precision: str, *,
+def post_with_retries(writer: Writer, body: bytes, precision: str, *,
                       attempts: int | None = None, backoff_s: float | None = None) -> None:
     """One body, sent again after a retryable failure (doubling pauses); raises the last."""
     attempts = ATTEMPTS if attempts is None else attempts
@@ -71,7 +70,7 @@ def post_with_retries(writer: LineProtocolWriter, body: bytes, precision: str, *
             time.sleep(pause)
 
 
-def write_frame(writer: LineProtocolWriter, measurement: str, frame: pa.Table | pd.DataFrame,
+def write_frame(writer: Writer, measurement: str, frame: pa.Table | pd.DataFrame,
                 rejections: Rejections, source: str, precision: str) -> WriteResult:
     """Validate, encode in bodies of about `BODY_BYTES`, post each with retries."""
     table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(

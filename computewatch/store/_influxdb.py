@@ -43,6 +43,7 @@ from influxdb_client import InfluxDBClient
 from influxdb_client.rest import ApiException
 
 from computewatch import catalog
+from computewatch.lineprotocol import InfluxSettings, LineProtocolWriter, parse_influx_url
 from computewatch.samples import TIME
 from computewatch.store._batches import write_frame
 from computewatch.store._flux import (
@@ -61,9 +62,7 @@ from computewatch.store._influx3 import (
     sql_series,
     sql_time_bounds,
 )
-from computewatch.store._linewriter import LineProtocolWriter
 from computewatch.store._protocol import Aggregate, Query, StoreError, WriteResult, check_query
-from computewatch.store._urls import InfluxSettings, parse_influx_url
 from computewatch.validation import Rejections
 
 __all__ = ["InfluxDBStore", "InfluxSettings", "parse_influx_url"]

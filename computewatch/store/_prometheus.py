@@ -29,10 +29,10 @@ from datetime import datetime
 import pandas as pd
 import pyarrow as pa
 
+from computewatch.lineprotocol import parse_prometheus_url
 from computewatch.store._promapi import PromAPI, PromAPIReads
 from computewatch.store._promql import Dialect
 from computewatch.store._protocol import StoreError, WriteResult
-from computewatch.store._urls import parse_prometheus_url
 
 __all__ = ["PrometheusStore", "parse_prometheus_url"]
 

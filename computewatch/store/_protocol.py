@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from computewatch import catalog
+from computewatch.errors import StoreError
 
 if TYPE_CHECKING:  # annotations only: the agent's remote write imports this without pandas
     import pandas as pd
@@ -23,10 +24,6 @@ if TYPE_CHECKING:  # annotations only: the agent's remote write imports this wit
 
 __all__ = ["Aggregate", "Query", "Store", "StoreError", "WriteResult", "check_query",
            "check_where"]
-
-
-class StoreError(RuntimeError):
-    """A store could not be opened, written or queried; the message names the URL."""
 
 
 class Aggregate(StrEnum):

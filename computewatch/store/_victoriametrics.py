@@ -50,12 +50,11 @@ import pandas as pd
 import pyarrow as pa
 
 from computewatch import catalog
+from computewatch.lineprotocol import LineProtocolWriter, VMEndpoints, parse_vm_url
 from computewatch.store._batches import write_frame
-from computewatch.store._linewriter import LineProtocolWriter
 from computewatch.store._promapi import PromAPI, PromAPIReads
 from computewatch.store._promql import Dialect, ms, quote
 from computewatch.store._protocol import WriteResult
-from computewatch.store._urls import VMEndpoints, parse_vm_url
 from computewatch.validation import Rejections
 
 __all__ = ["VMEndpoints", "VictoriaMetricsStore", "parse_vm_url"]

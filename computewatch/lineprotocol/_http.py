@@ -1,12 +1,12 @@
-"""One line-protocol POST to ``/api/v2/write``, through influxdb-client, with a typed error.
+"""`LineProtocolWriter`: one line-protocol POST to ``/api/v2/write``, through influxdb-client.
 
 VictoriaMetrics (single node at ``http://host:8428``, cluster vminsert at
 ``http://host:8480/insert/<tenant>/influx``), InfluxDB 2 and InfluxDB 3 all accept line protocol
 on ``/api/v2/write``. The body is sent as influxdb-client's raw ``bytes`` record through its
 synchronous write API, gzip-compressed by the client (``enable_gzip``), with the client's own
-retries off: `LineProtocolWriter.write` makes exactly ONE attempt. Whoever calls it decides
-about retrying, from `WriteError.retryable`: the stores retry a few times with backoff, the
-agent's durable queue keeps the body on disk and tries again later.
+retries off: `LineProtocolWriter.write` makes exactly ONE attempt, as every `Writer` does
+(`computewatch.lineprotocol._transport`). influxdb-client is imported with this module, which
+`computewatch.lineprotocol` loads on first use of the writer.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
 
-from computewatch.lineprotocol import PRECISIONS
-from computewatch.store._protocol import StoreError
+from computewatch.errors import StoreError
+from computewatch.lineprotocol._common import PRECISIONS
+from computewatch.lineprotocol._transport import WriteError, is_retryable_status
 
-__all__ = ["GZIP_LEVEL", "LineProtocolWriter", "WriteError", "is_retryable_status"]
+__all__ = ["GZIP_LEVEL", "LineProtocolWriter"]
 
 log = logging.getLogger(__name__)
 
@@ -38,32 +39,13 @@ store writes 1.5x the samples/s of level 9 (``python -m bench store_vm``)."""
 _PLACEHOLDER = "computewatch"
 
 
-class WriteError(StoreError):
-    """A write attempt failed; ``retryable`` says whether the same body may succeed later.
-
-    Network errors, timeouts, 429 and 5xx are retryable; any other 4xx is not (the body or
-    the credentials are wrong, and sending them again will not help). ``status`` is the HTTP
-    status, or None when no response came back.
-    """
-
-    def __init__(self, message: str, *, retryable: bool, status: int | None = None) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-        self.status = status
-
-
-def is_retryable_status(status: int) -> bool:
-    """429 (rate limited), 408 (request timeout) and every 5xx may succeed when sent again."""
-    return status in (408, 429) or status >= 500
-
-
 class LineProtocolWriter:
     """Posts line-protocol bodies to one ``/api/v2/write`` endpoint, one attempt per call.
 
     ``url`` is the base ``http(s)://host:port``, plus a path prefix where the endpoint has one
     (VictoriaMetrics cluster: ``http://vminsert:8480/insert/0:0/influx``). ``token`` is sent as
     ``Authorization: Token ...`` (InfluxDB 2 and 3; VictoriaMetrics ignores it). Thread-safe
-    for concurrent ``write`` calls (urllib3's pool).
+    for concurrent ``write`` calls (urllib3's pool). A `Writer`.
     """
 
     def __init__(self, url: str, *, token: str | None = None, org: str | None = None,

@@ -1,8 +1,9 @@
-"""The vectorized half of `computewatch.lineprotocol`: whole Arrow frames in a few passes.
+"""Whole Arrow frames to line protocol, vectorized: a few columnar passes per frame.
 
 Kept apart so that what only encodes Samples (the agent's remote write, ``collect --format
-influx``) never imports numpy or pyarrow; `computewatch.lineprotocol.encode_frame` imports
-this module on first use. The escaping rules are the ones `computewatch.lineprotocol` states.
+influx``) never imports numpy or pyarrow; `computewatch.lineprotocol` imports this module on
+first use of `encode_frame`. The escaping rules are the ones `computewatch.lineprotocol`
+states, and each value is formatted as `encode_samples` formats it.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from computewatch.lineprotocol import (
-    _CONTROL,
+from computewatch.lineprotocol._common import (
+    CONTROL,
     EncodeResult,
-    _factor,
     escape_field_key,
     escape_measurement,
     escape_tag,
+    precision_factor,
 )
 from computewatch.samples import TIME
 
@@ -51,7 +52,7 @@ def encode_frame(measurement: str, table: pa.Table, precision: str = "ns") -> En
     Tag sets are escaped once per distinct label combination and floats are formatted by
     Arrow, so the cost per row is a handful of columnar passes, not Python code.
     """
-    factor = _factor(precision)
+    factor = precision_factor(precision)
     meas = escape_measurement(measurement)
     if TIME not in table.column_names:
         raise ValueError(f"line protocol: frame for {measurement!r} has no {TIME!r} column")
@@ -141,7 +142,7 @@ def _time_strings(col: pa.Array, factor: int, measurement: str) -> pa.Array:
 
 
 def _escape_tags(values: pa.Array) -> pa.Array:
-    for char, escaped in ((",", r"\,"), ("=", r"\="), (" ", r"\ "), *_CONTROL.items()):
+    for char, escaped in ((",", r"\,"), ("=", r"\="), (" ", r"\ "), *CONTROL.items()):
         values = pc.replace_substring(values, char, escaped)
     return pc.replace_substring_regex(values, r"\\$", r"\\ ")
 
@@ -192,7 +193,7 @@ _SMALL_FIXES = (
 
 
 def _format_floats(values: pa.Array) -> pa.Array:
-    """Format finite float64 values (nulls stay null) exactly as ``_format_float`` would."""
+    """Format finite float64 values (nulls stay null) exactly as `encode_samples` formats them."""
     text = pc.cast(values, _STR)
     x = np.abs(values.to_numpy(zero_copy_only=False))
     with np.errstate(invalid="ignore"):

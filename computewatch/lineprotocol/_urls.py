@@ -1,9 +1,13 @@
-"""What ``victoriametrics://``, ``influxdb://`` and ``prometheus://`` URLs say, without backends.
+"""What store URLs say: ``victoriametrics://``, ``influxdb://``, ``prometheus://`` and the
+plain ``http(s)://`` write URL, without any backend.
 
-The agent's remote write (collectors/export/remote.py) needs the write endpoint of a store
-URL but none of the query machinery: this module imports neither pandas, pyarrow nor
+The stores and the agent's remote write read a URL the same way (tenants, ``insert=``,
+``tls=1``, ``token_env``/``token_file``): the backends take their endpoints from
+`parse_vm_url`, `parse_influx_url` and `parse_prometheus_url`; the remote exporter takes its
+`WriteTarget` from `parse_write_url`. This module imports neither pandas, pyarrow nor
 influxdb-client, so an agent that only writes stays small (the agent benchmark's RSS aim).
-The backends import their parsers from here.
+``prometheus://`` is read-only, but it shares the parameter rules (``tls``, ``timeout``), so
+they live in one place.
 """
 
 from __future__ import annotations
@@ -11,15 +15,16 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from computewatch.durations import parse_duration
-from computewatch.store._protocol import StoreError
+from computewatch.errors import StoreError
 
-__all__ = ["InfluxSettings", "VMEndpoints", "parse_influx_url", "parse_prometheus_url",
-           "parse_vm_url"]
+__all__ = ["InfluxSettings", "VMEndpoints", "WriteTarget", "check_write_url", "parse_influx_url",
+           "parse_prometheus_url", "parse_vm_url", "parse_write_url"]
+
 
 def _params(url: str, known: set[str]) -> dict[str, str]:
     """The URL's query parameters (the last of each), refusing one the backend does not know."""
@@ -160,3 +165,54 @@ def parse_prometheus_url(url: str) -> tuple[str, float]:
         raise StoreError(f"{url}: no host:port; write prometheus://host:9090")
     http, timeout_s = _http_and_timeout(url, _params(url, _PROMETHEUS_PARAMS))
     return f"{http}://{parts.netloc}{parts.path.rstrip('/')}", timeout_s
+
+
+# --- the write target of any of them -------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class WriteTarget:
+    """Where line protocol goes: the writer's base URL and InfluxDB's org, bucket, token."""
+
+    base_url: str
+    org: str | None = None
+    bucket: str | None = None
+    token: str | None = field(default=None, repr=False)
+
+
+_SCHEMES = ("victoriametrics", "influxdb", "http", "https")
+
+
+def check_write_url(url: str) -> str:
+    """A quick look at a remote URL (no I/O), for config validation; `parse_write_url`
+    checks the rest when the exporter starts."""
+    parts = urlsplit(url)
+    if parts.scheme not in _SCHEMES:
+        raise ValueError(f"{url!r}: scheme {parts.scheme!r} is not one of {', '.join(_SCHEMES)}")
+    if not parts.netloc and "insert=" not in parts.query:
+        raise ValueError(f"{url!r}: no host:port, e.g. victoriametrics://127.0.0.1:8428")
+    return url
+
+
+def parse_write_url(url: str) -> WriteTarget:
+    """The write target of a remote URL, read as the stores read it (`parse_vm_url`,
+    `parse_influx_url`: tenants, ``insert=``, ``tls=1``, ``token_env``/``token_file``);
+    a ValueError names what is wrong."""
+    check_write_url(url)
+    parts = urlsplit(url)
+    try:
+        if parts.scheme == "victoriametrics":
+            return WriteTarget(parse_vm_url(url)[0].write)
+        if parts.scheme == "influxdb":
+            s = parse_influx_url(url)
+            return WriteTarget(s.base, s.org, s.bucket, s.token)
+    except StoreError as exc:
+        raise ValueError(str(exc)) from None
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    token = None
+    if "token_env" in query:
+        token = os.environ.get(query["token_env"])
+        if not token:
+            raise ValueError(f"{url}: token_env {query['token_env']!r}: the environment "
+                             "variable is not set")
+    return WriteTarget(url.split("?")[0].rstrip("/"), query.get("org"), query.get("bucket"),
+                       token)
