@@ -20,10 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from docstring_metrics import documented_fields
+from docstring_metrics import documented_fields, readme_metrics
 
 import computewatch.collectors.latency as latency_module
 from computewatch import catalog
+from computewatch.collectors import CollectorError
 from computewatch.collectors.latency import (
     BUCKETS,
     EMITTED,
@@ -431,7 +432,7 @@ def test_a_crashed_prober_is_a_collector_error():
     collector.prober._loop = object()  # type: ignore[assignment]  # run() refuses a rerun
     collector.start()
     collector._thread.join(5)
-    with pytest.raises(latency_module.CollectorError, match="prober stopped"):
+    with pytest.raises(CollectorError, match="prober stopped"):
         collector.collect()
 
 
@@ -605,7 +606,7 @@ def test_buckets_are_smokeping_probers():
 
 
 def test_docstring_metrics_table_matches_the_catalogue():
-    doc = latency_module.__doc__ or ""
+    doc = readme_metrics(latency_module)
     documented = {f"link_latency.{f}" for f in documented_fields(doc, "link_latency")}
     documented |= {f"agent.{f}" for f in documented_fields(doc, "agent")}
     assert documented == set(EMITTED)
