@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
-from docstring_metrics import documented_fields
+from docstring_metrics import documented_fields, readme_metrics
 
 import computewatch.collectors.redfish as redfish_module
 from computewatch import catalog
@@ -801,7 +801,7 @@ def test_environment_metrics_energy_in_kwh_or_joules(mockup):
 # --- the contract ---------------------------------------------------------------------------
 
 def test_docstring_metrics_table_matches_the_catalogue():
-    doc = redfish_module.__doc__ or ""
+    doc = readme_metrics(redfish_module)
     documented = {f"facility_power.{f}" for f in documented_fields(doc, "facility_power")}
     documented |= {f"agent.{f}" for f in documented_fields(doc, "agent")}
     assert documented == set(EMITTED)
