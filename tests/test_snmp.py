@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import snmpsim_data
+from docstring_metrics import readme_metrics
 
 import computewatch.collectors.snmp as snmp_module
 from computewatch import catalog
@@ -520,10 +521,10 @@ def test_no_devices_means_absent():
         SnmpCollector(PLACE, []).collect()
 
 
-# --- the Metrics table in the module docstring ------------------------------------------------
+# --- the Metrics table in the README --------------------------------------------------------------
 
 def _documented(doc: str) -> dict[str, set[str]]:
-    section = doc[doc.index("Metrics\n-------"):doc.index("Example output")]
+    section = doc[doc.index("## Metrics"):]
     found: dict[str, set[str]] = {}
     meas, in_fields = None, False
     for line in section.splitlines():
@@ -538,7 +539,7 @@ def _documented(doc: str) -> dict[str, set[str]]:
 
 
 def test_docstring_metrics_table_matches_the_catalogue_and_describe():
-    doc = snmp_module.__doc__ or ""
+    doc = readme_metrics(snmp_module)
     documented = {f"{meas}.{f}" for meas, fields in _documented(doc).items() for f in fields}
     assert documented == set(EMITTED)
     assert [m.name for m in SnmpCollector(PLACE, []).describe()] == list(EMITTED)
