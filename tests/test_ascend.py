@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from docstring_metrics import readme_metrics
 
 import computewatch.collectors.ascend as ascend_module
 from computewatch import catalog
@@ -736,11 +737,11 @@ def test_a_failing_view_is_counted_not_fatal(fleet):
             r.memory_utilization, abs=0.005)
 
 
-# --- the Metrics table in the module docstring ---------------------------------------------------
+# --- the Metrics table in the README -----------------------------------------------------------
 
 def test_docstring_metrics_table_matches_the_catalogue(fleet):
-    doc = ascend_module.__doc__ or ""
-    section = doc[doc.index("Metrics\n-------"):doc.index("Example output")]
+    doc = readme_metrics(ascend_module)
+    section = doc[doc.index("## Metrics"):]
     documented: dict[str, set[str]] = {}
     meas, in_fields = None, False
     for line in section.splitlines():
