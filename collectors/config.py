@@ -1,7 +1,9 @@
 """The node agent's configuration (node.yaml), validated at load and free of I/O.
 
 Durations are written ``15s``, ``2m``, ``1h`` or a number of seconds. Errors name the file,
-line, field and value (computewatch.config). A minimal file is just the placement:
+line, field and value (computewatch.config). Loading it imports the collectors' settings
+models only (each folder's light `_config`), never a collector or a device library. A minimal
+file is just the placement:
 
 ```yaml
 site: bj-ai
@@ -19,11 +21,12 @@ from pydantic import ByteSize, Field, field_validator
 
 from computewatch.collectors._settings import CollectorConfig, Duration, _Model, parse_duration
 from computewatch.collectors.export.buffer import DEFAULT_MAX_BYTES
-from computewatch.collectors.export.remote import DEFAULT_BATCH_SAMPLES, check_write_url
+from computewatch.collectors.export.remote import DEFAULT_BATCH_SAMPLES
 from computewatch.collectors.modbus import ModbusMeter
 from computewatch.collectors.redfish import RedfishEndpoint
 from computewatch.collectors.snmp import SnmpDevice
 from computewatch.config import load_yaml_model
+from computewatch.lineprotocol import check_write_url
 
 __all__ = ["NodeConfig", "load_node_config", "parse_duration"]
 

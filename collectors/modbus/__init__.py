@@ -47,11 +47,12 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    """The collector itself, imported on first use (the node config needs only `_config`)."""
+    """The collector itself, imported on first use (the node config needs only `_config` and
+    `_maps`)."""
     if name not in ("EMITTED", "ModbusCollector"):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from computewatch.collectors.modbus import _collector
 
     value = getattr(_collector, name)
-    globals()[name] = value
+    globals()[name] = value  # later look-ups skip this function
     return value

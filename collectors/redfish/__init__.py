@@ -8,15 +8,14 @@ This folder's README.md states how a chassis reading is found, the decisions, th
 codes and the metrics; sample.yaml is the sample configuration. Modules, one job each:
 `_config` (`RedfishEndpoint`), `_documents` (pure reading of Redfish documents), `_client`
 (one endpoint's HTTP conversation), `_collector` (discovery, reads, failure accounting).
-Loading the node config imports the light modules only: `RedfishCollector` is imported on
-first use.
+Loading the node config imports `_config` and the pure `_documents` only: the collector and
+its HTTP client are imported on first use.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from computewatch.collectors.redfish._client import ERROR_TYPES
 from computewatch.collectors.redfish._config import RedfishEndpoint
 from computewatch.collectors.redfish._documents import (
     PART_CONTEXTS,
@@ -27,6 +26,7 @@ from computewatch.collectors.redfish._documents import (
 )
 
 if TYPE_CHECKING:
+    from computewatch.collectors.redfish._client import ERROR_TYPES
     from computewatch.collectors.redfish._collector import EMITTED, RedfishCollector
 
 __all__ = ["EMITTED", "ERROR_TYPES", "PART_CONTEXTS", "RedfishCollector", "RedfishEndpoint",
@@ -35,11 +35,14 @@ __all__ = ["EMITTED", "ERROR_TYPES", "PART_CONTEXTS", "RedfishCollector", "Redfi
 
 
 def __getattr__(name: str) -> object:
-    """The collector itself, imported on first use (the node config needs only `_config`)."""
-    if name not in ("EMITTED", "RedfishCollector"):
+    """The collector and its HTTP client, imported on first use (the node config needs only
+    `_config`)."""
+    if name in ("EMITTED", "RedfishCollector"):
+        from computewatch.collectors.redfish import _collector as module
+    elif name == "ERROR_TYPES":
+        from computewatch.collectors.redfish import _client as module
+    else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from computewatch.collectors.redfish import _collector
-
-    value = getattr(_collector, name)
-    globals()[name] = value
+    value = getattr(module, name)
+    globals()[name] = value  # later look-ups skip this function
     return value

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 
 from computewatch.collectors.snmp._config import SnmpDevice
 from computewatch.collectors.snmp._profiles import SnmpProfile, load_profile, shipped_profiles
-from computewatch.collectors.snmp._values import ERROR_TYPES
 
 if TYPE_CHECKING:
     from computewatch.collectors.snmp._collector import EMITTED, SnmpCollector
+    from computewatch.collectors.snmp._values import ERROR_TYPES
 
 __all__ = [
     "EMITTED",
@@ -34,11 +34,14 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    """The collector itself, imported on first use (the node config needs only `_config`)."""
-    if name not in ("EMITTED", "SnmpCollector"):
+    """The collector and its value readers, imported on first use (the node config needs only
+    `_config` and `_profiles`)."""
+    if name in ("EMITTED", "SnmpCollector"):
+        from computewatch.collectors.snmp import _collector as module
+    elif name == "ERROR_TYPES":
+        from computewatch.collectors.snmp import _values as module
+    else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from computewatch.collectors.snmp import _collector
-
-    value = getattr(_collector, name)
-    globals()[name] = value
+    value = getattr(module, name)
+    globals()[name] = value  # later look-ups skip this function
     return value
