@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import calendar
+import json
 import math
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -331,3 +334,38 @@ def test_small_dictionary_indices_with_absent_labels() -> None:
     assert lines[0] == "m v=1 1778312125123456000"
     assert lines[127] == "m,site=s127 v=1 1778312125123456000"
     assert lines[129] == "m,site=s1 v=1 1778312125123456000"
+
+
+def test_the_agent_side_of_the_package_loads_no_frame_or_http_library() -> None:
+    """An agent encodes Samples and reads write URLs; numpy, pyarrow, pandas, duckdb and
+    influxdb-client load only with `encode_frame`, the stores, or `LineProtocolWriter`."""
+    code = (
+        "import json, sys\n"
+        "import computewatch.lineprotocol as lp\n"
+        "import computewatch.collectors.agent, computewatch.collectors.setup\n"
+        "import computewatch.collectors.export.remote, computewatch.collectors.export.formats\n"
+        "lp.encode_samples, lp.parse_write_url, lp.WriteError, lp.Writer, lp.PRECISIONS\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+        "lp.encode_frame, lp.LineProtocolWriter\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    heavy = {"numpy", "pyarrow", "pandas", "duckdb", "influxdb_client"}
+    before, after = ({m.split(".")[0] for m in json.loads(line)} for line in out)
+    assert not before & heavy
+    assert {"pyarrow", "influxdb_client"} <= after  # the lazy names do load them
+
+
+def test_the_http_writer_is_the_one_writer_interface() -> None:
+    """The stores and the remote exporter both take a `Writer`; the HTTP writer is one and a
+    class without ``close`` is not."""
+    from computewatch.lineprotocol import LineProtocolWriter, Writer
+
+    with LineProtocolWriter("http://127.0.0.1:9") as w:
+        assert isinstance(w, Writer)
+
+    class WritesOnly:
+        def write(self, body: bytes, precision: str = "ns") -> None: ...
+
+    assert not isinstance(WritesOnly(), Writer)
