@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from computewatch.collectors._base import Collector, CollectorError, ResultCode, placement_labels
-from computewatch.collectors.export._base import Exporter, ExportOutcome
+from computewatch.collectors.export import Exporter, ExportOutcome
 from computewatch.samples import Sample
 from computewatch.validation import Rejections, filter_samples
 

@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
-from computewatch.collectors.export._base import ExportResult
+from computewatch.collectors.export import ExportResult
 from computewatch.pue import WINDOWS, power_ratio, window_pue
 from computewatch.samples import Sample
 

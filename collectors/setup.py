@@ -15,7 +15,7 @@ from computewatch.collectors._settings import CollectorConfig
 from computewatch.collectors.agent import Agent, Scheduled
 from computewatch.collectors.ascend import AscendCollector
 from computewatch.collectors.config import NodeConfig
-from computewatch.collectors.export._base import Exporter
+from computewatch.collectors.export import Exporter
 from computewatch.collectors.nvml import NvmlCollector
 
 if TYPE_CHECKING:  # the simulator is only imported when --simulate asks for it
