@@ -25,9 +25,6 @@ COPY reports ./reports
 # Runtime dependencies only: the `test` extra stays out of the image.
 RUN pip install . && rm -rf /src
 
-COPY deploy/healthcheck.py /usr/local/bin/computewatch-healthcheck
-RUN chmod 0755 /usr/local/bin/computewatch-healthcheck
-
 USER 10001:10001
 WORKDIR /var/lib/computewatch
 ENTRYPOINT ["computewatch"]

@@ -9,11 +9,12 @@ from typing import TextIO
 
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from computewatch.summary import NationalSummary
 
-__all__ = ["OutputFormat", "format_value", "render_summary"]
+__all__ = ["OutputFormat", "format_value", "render_findings", "render_frame", "render_summary"]
 
 
 class OutputFormat(StrEnum):
@@ -32,6 +33,22 @@ def _pct(x: float) -> str:
 
 def _records(df: pd.DataFrame) -> list[dict]:
     return json.loads(df.to_json(orient="records", date_format="iso"))
+
+
+def render_frame(df: pd.DataFrame, fmt: OutputFormat, out: TextIO, *, title: str) -> None:
+    """Any result table: one rich table (floats to three decimals), JSON records or CSV."""
+    if fmt is OutputFormat.JSON:
+        out.write(json.dumps(_records(df), indent=1, ensure_ascii=False) + "\n")
+        return
+    if fmt is OutputFormat.CSV:
+        df.to_csv(out, index=False)
+        return
+    table = Table(title=escape(title), title_justify="left")
+    for col in df.columns:
+        table.add_column(escape(str(col)))
+    for row in df.itertuples(index=False):
+        table.add_row(*[f"{v:,.3f}" if isinstance(v, float) else escape(str(v)) for v in row])
+    Console(file=out, width=None if out.isatty() else 160).print(table)
 
 
 def render_summary(summary: NationalSummary, fmt: OutputFormat, out: TextIO,
@@ -105,8 +122,8 @@ def render_findings(df: pd.DataFrame, fmt: OutputFormat, out: TextIO, *,
         return
     console = Console(file=out, width=None if out.isatty() else 160)
     shown = df if limit is None else df.head(limit)
-    table = Table(title=f"{title}: {len(df)}" + (f" (top {len(shown)})" if len(shown) < len(df)
-                                                 else ""), title_justify="left")
+    more = f" (top {len(shown)})" if len(shown) < len(df) else ""
+    table = Table(title=f"{escape(title)}: {len(df)}{more}", title_justify="left")
     for col in ("severity", "pipeline", "rule", "subject", "observed", "threshold", "window",
                 "compl."):
         table.add_column(col, justify="right" if col in ("observed", "threshold", "compl.")
@@ -116,6 +133,6 @@ def render_findings(df: pd.DataFrame, fmt: OutputFormat, out: TextIO, *,
         colour = {"critical": "red", "warning": "yellow"}.get(sev)
         window = f"{pd.Timestamp(r.start):%m-%d %H:%M} – {pd.Timestamp(r.end):%m-%d %H:%M}"
         table.add_row(f"[{colour}]{sev}[/{colour}]" if colour else sev, r.pipeline, r.rule,
-                      r.subject, format_value(r.observed, r.unit),
+                      escape(str(r.subject)), format_value(r.observed, r.unit),
                       format_value(r.threshold, r.unit), window, f"{r.completeness:.0%}")
     console.print(table)

@@ -21,11 +21,13 @@ from computewatch.reports._model import (
 )
 from computewatch.reports._pdf import PdfError, html_to_pdf
 from computewatch.reports._period import PERIOD_FORMS, ReportPeriod, parse_period
+from computewatch.reports._write import REPORT_FORMATS, default_report_path, write_report
 
 __all__ = [
     "COLUMNS",
     "HEADLESS_FLAGS",
     "PERIOD_FORMS",
+    "REPORT_FORMATS",
     "SHIPPED_POLICY",
     "ChromiumMissingError",
     "EmptyPeriodError",
@@ -34,10 +36,12 @@ __all__ = [
     "Report",
     "ReportPeriod",
     "build_report",
+    "default_report_path",
     "find_chromium",
     "html_to_pdf",
     "methodology",
     "parse_period",
     "render_csv",
     "render_html",
+    "write_report",
 ]

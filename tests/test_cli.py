@@ -120,6 +120,40 @@ def test_usage_errors_exit_2():
     assert proc.returncode == ExitStatus.BAD_INPUT and "unknown store URL" in proc.stderr
 
 
+@pytest.mark.parametrize("command", [
+    ("summary",), ("analyze",), ("report", "--period", "2026-10"),
+    ("surplus", "--near", "Shanghai"),
+])
+def test_read_only_commands_never_create_a_store(tmp_path, command):
+    missing = tmp_path / "sub" / "nosuch.duckdb"
+    for spec in (str(missing), f"duckdb:///{missing}"):
+        proc = run(*command, "--store", spec, cwd=tmp_path)
+        assert proc.returncode == ExitStatus.BAD_INPUT, proc.stderr
+        assert f"{missing}: no such store" in proc.stderr and "Traceback" not in proc.stderr
+        assert not missing.exists() and not missing.parent.exists()
+
+
+def test_a_plain_path_is_a_duckdb_store_named_absolute(tmp_path):
+    """`--store var/x.duckdb` is a DuckDB file relative to the working directory; messages
+    name it by its absolute path."""
+    proc = run("demo", "--sites", "10", "--accelerators", "100", "--hours", "1", "--no-analyze",
+               "--store", "var/plain.duckdb", "--truth", "t.json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"written to {tmp_path / 'var' / 'plain.duckdb'} in" in proc.stderr
+    summary = run("summary", "--store", "var/plain.duckdb", "--format", "json", cwd=tmp_path)
+    assert summary.returncode == 0, summary.stderr
+    national = next(r for r in json.loads(summary.stdout)["rows"] if r["level"] == "national")
+    assert national["accelerators"] == 100
+
+
+def test_version_is_the_distributions():
+    from importlib.metadata import version
+
+    proc = run("--version")
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == f"computewatch {version('computewatch')}"
+
+
 def test_demo_refuses_to_empty_a_store_it_did_not_make(tmp_path):
     path = tmp_path / "prod.duckdb"
     with DuckDBStore(path) as s:

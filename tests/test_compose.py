@@ -155,8 +155,8 @@ def test_every_service_has_a_health_check_restart_policy_and_healthy_dependencie
 
 
 def test_our_images_health_checks_call_what_the_image_installs(resolved):
-    copied = {c.value[-1] for c in dockerfile.parse_file(str(DOCKERFILE)) if c.cmd == "COPY"}
-    assert f"/usr/local/bin/{HEALTHCHECK_BIN}" in copied
+    # `pip install .` in the image installs the package's console scripts, this one included.
+    assert PYPROJECT["project"]["scripts"][HEALTHCHECK_BIN] == "computewatch.cli:healthcheck"
     ours = [s for s in resolved["services"].values() if s["image"] == OUR_IMAGE]
     assert len(ours) >= 8
     for service in ours:
@@ -362,7 +362,8 @@ def test_dockerfile_copies_the_packages_and_installs_the_console_script():
     installs = [c.value[0] for c in by("RUN") if "pip install" in c.value[0]]
     assert installs == ["pip install . && rm -rf /src"], "installs the package, no test extra"
     (entrypoint,) = by("ENTRYPOINT")
-    assert entrypoint.json and list(entrypoint.value) == list(PYPROJECT["project"]["scripts"])
+    assert entrypoint.json and list(entrypoint.value) == ["computewatch"]
+    assert {"computewatch", HEALTHCHECK_BIN} <= set(PYPROJECT["project"]["scripts"])
     (user,) = by("USER")
     assert user.value[0].split(":")[0] not in ("0", "root")
     assert commands[-1].cmd in ("CMD", "ENTRYPOINT") and by("USER")[-1] is user
@@ -399,7 +400,7 @@ def test_influxdb_entrypoint_hands_the_token_secret_to_computewatch(resolved, tm
 
 
 def test_image_healthcheck_reports_what_is_down(tmp_path):
-    """deploy/healthcheck.py (the image's computewatch-healthcheck) fails on a closed HTTP
+    """The image's computewatch-healthcheck (a console script) fails on a closed HTTP
     port, a UDP port with no responder and a target it cannot probe; the e2e test sees it pass
     against the running services."""
     import socket
@@ -407,21 +408,21 @@ def test_image_healthcheck_reports_what_is_down(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
-    script = ROOT / "deploy/healthcheck.py"
+    script = Path(sys.executable).with_name(HEALTHCHECK_BIN)  # installed with the package
     stale = tmp_path / "stale.heartbeat"
     stale.write_text("2026-01-01T00:00:00+00:00\n")
     os.utime(stale, (time.time() - 3600, time.time() - 3600))
     for target in (f"http://127.0.0.1:{closed}/metrics", f"udp://127.0.0.1:{closed}",
                    "ftp://127.0.0.1/", f"file://{tmp_path}/missing.heartbeat",
                    f"file://{stale}?max_age=35m"):
-        run = subprocess.run([sys.executable, str(script), target], capture_output=True,
+        run = subprocess.run([str(script), target], capture_output=True,
                              text=True, timeout=30, cwd=ROOT)
         assert run.returncode == 1, target
         assert run.stderr.startswith(f"unhealthy: {target}: "), run.stderr
-    fresh = subprocess.run([sys.executable, str(script), f"file://{stale}?max_age=2h"],
+    fresh = subprocess.run([str(script), f"file://{stale}?max_age=2h"],
                            capture_output=True, text=True, timeout=30, cwd=ROOT)
     assert fresh.returncode == 0, fresh.stderr
-    usage = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+    usage = subprocess.run([str(script)], capture_output=True, text=True,
                            timeout=30, cwd=ROOT)
     assert usage.returncode == 2 and "usage" in usage.stderr
 

@@ -434,6 +434,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(fleet_path, args, message):
 
 
 def test_cli_on_an_empty_store_says_how_to_fill_it(tmp_path):
+    DuckDBStore(tmp_path / "empty.duckdb").close()  # exists, holds nothing
     proc = cli("--store", f"duckdb:///{tmp_path / 'empty.duckdb'}")
     assert proc.returncode == ExitStatus.BAD_INPUT
     assert "holds no accelerator samples" in proc.stderr
@@ -445,7 +446,7 @@ def test_nothing_upstream_imports_the_reports():
     root = Path(__file__).resolve().parents[1]
     for package in ("computewatch", "collectors", "pipelines"):
         for path in (root / package).rglob("*.py"):
-            if path.name in ("cli.py", "__main__.py"):
+            if "cli" in path.parts or path.name == "__main__.py":
                 continue
             tree = ast.parse(path.read_text(encoding="utf-8"))
             names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import)

@@ -26,7 +26,6 @@ findings into Alertmanager.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -43,6 +42,8 @@ import pytest
 import yaml
 from alert_sinks import Sink
 from servers import ALERTMANAGER, PROMETHEUS, VICTORIA_METRICS, Server, free_port
+
+from computewatch.cli import _healthcheck as healthcheck  # computewatch-healthcheck
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -62,15 +63,6 @@ TRIGGERED_ALERT = "AgentDown"
 HISTORY = ["--sites", "4", "--accelerators", "128", "--hours", "24"]  # the backfilled day
 
 
-def _load_healthcheck():
-    """deploy/healthcheck.py, the image's `computewatch-healthcheck`, as a module."""
-    spec = importlib.util.spec_from_file_location("healthcheck", ROOT / "deploy/healthcheck.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-healthcheck = _load_healthcheck()
 
 
 def resolved_compose() -> dict:

@@ -1,7 +1,9 @@
 """Stores chosen by URL; everything downstream talks to the `Store` protocol only.
 
-- ``duckdb:///path/to/file.duckdb``, ``duckdb:///:memory:``: embedded DuckDB, no server
-  (`_duckdb`);
+- a plain file path (``var/x.duckdb``, ``/abs/x.duckdb``), ``duckdb:///relative.duckdb``,
+  ``duckdb:////absolute.duckdb`` (SQLAlchemy's convention: the path follows the third slash),
+  ``duckdb:///:memory:``: embedded DuckDB, no server (`_duckdb`); its messages name the
+  resolved absolute path;
 - ``victoriametrics://host:8428`` (cluster: ``?tenant=0:0``, ``?insert=h:8480&select=h:8481``):
   line protocol in, MetricsQL out (`_victoriametrics`);
 - ``prometheus://host:9090``: read-only, Prometheus scrapes the agents (`_prometheus`);
@@ -59,25 +61,25 @@ def __getattr__(name: str) -> object:
 DEFAULT_URL = "duckdb:///computewatch.duckdb"
 
 
-def _open_victoriametrics(url: str) -> Store:
+def _open_victoriametrics(url: str, create: bool) -> Store:
     from computewatch.store._victoriametrics import VictoriaMetricsStore
 
     return VictoriaMetricsStore(url)
 
 
-def _open_prometheus(url: str) -> Store:
+def _open_prometheus(url: str, create: bool) -> Store:
     from computewatch.store._prometheus import PrometheusStore
 
     return PrometheusStore(url)
 
 
-def _open_influxdb(url: str) -> Store:
+def _open_influxdb(url: str, create: bool) -> Store:
     from computewatch.store._influxdb import InfluxDBStore
 
     return InfluxDBStore(url)
 
 
-def _open_duckdb(url: str) -> Store:
+def _open_duckdb(url: str, create: bool) -> Store:
     from computewatch.store._duckdb import DuckDBStore
 
     parts = urlsplit(url)
@@ -86,10 +88,10 @@ def _open_duckdb(url: str) -> Store:
         path = parts.netloc + parts.path
     if not path:
         raise StoreError(f"{url}: no file path; write duckdb:///path/to/file.duckdb")
-    return DuckDBStore(path, url=url)
+    return DuckDBStore(path, create=create)
 
 
-_BACKENDS: dict[str, Callable[[str], Store]] = {
+_BACKENDS: dict[str, Callable[[str, bool], Store]] = {
     "duckdb": _open_duckdb,
     "victoriametrics": _open_victoriametrics,
     "prometheus": _open_prometheus,
@@ -97,8 +99,14 @@ _BACKENDS: dict[str, Callable[[str], Store]] = {
 }
 
 
-def open_store(url: str = DEFAULT_URL) -> Store:
-    """Open the store a URL names; an unknown scheme lists the known ones."""
+def open_store(url: str = DEFAULT_URL, *, create: bool = True) -> Store:
+    """Open the store a URL (or a plain DuckDB file path) names; an unknown scheme lists the
+    known ones. With ``create=False`` a missing DuckDB file is a `StoreError`, not a new
+    empty store: commands that only read must not leave files behind."""
+    if "://" not in url:
+        from computewatch.store._duckdb import DuckDBStore
+
+        return DuckDBStore(url, create=create)
     scheme = urlsplit(url).scheme
     factory = _BACKENDS.get(scheme)
     if factory is None:
@@ -106,7 +114,9 @@ def open_store(url: str = DEFAULT_URL) -> Store:
             if ep.name == scheme:
                 factory = ep.load()
                 break
+        if factory is not None:  # a plug-in's factory takes the URL alone
+            return factory(url, create)
     if factory is None:
         raise StoreError(f"unknown store URL {url!r}: scheme {scheme!r} is not one of "
                          f"{', '.join(sorted(_BACKENDS))}")
-    return factory(url)
+    return factory(url, create)

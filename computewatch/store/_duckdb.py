@@ -72,12 +72,16 @@ def _normalize(table: pa.Table, meas: catalog.Measurement) -> pa.Table:
 class DuckDBStore:
     """`Store` backed by a DuckDB file (``duckdb:///path.duckdb``, ``duckdb:///:memory:``)."""
 
-    def __init__(self, path: str | Path, *, url: str | None = None,
-                 rejections: Rejections | None = None, threads: int | None = None) -> None:
-        self.path = str(path)
-        self.url = url or f"duckdb:///{self.path}"
+    def __init__(self, path: str | Path, *, rejections: Rejections | None = None,
+                 threads: int | None = None, create: bool = True) -> None:
+        memory = str(path) == ":memory:"
+        self.path = str(path) if memory else str(Path(path).expanduser().resolve())
+        self.url = self.path  # a plain path names a DuckDB store; messages show it absolute
         self.rejections = rejections or Rejections()
-        if self.path != ":memory:":
+        if not memory:
+            if not create and not Path(self.path).is_file():
+                raise StoreError(f"{self.path}: no such store (a DuckDB file); run "
+                                 f"`computewatch demo` or an agent first, or check --store")
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
             self._con = duckdb.connect(self.path)

@@ -1,7 +1,6 @@
-"""`computewatch demo`: build the simulated fleet, backfill the store, summarize.
-
-A thin orchestration over sim/, store/ and summary: later parts (pipelines, alerts,
-dashboards, the report) plug in here as further steps, each a call into its own package.
+"""`computewatch demo`'s job: build the simulated fleet, backfill the store, summarize, and
+run the pipelines. Wiring over the simulator, the store, the summary and the pipelines'
+runner, so it lives with the command line (the one package that may import every layer).
 """
 
 from __future__ import annotations

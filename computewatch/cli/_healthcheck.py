@@ -1,10 +1,10 @@
-#!/usr/bin/env python3
 """Container health check for the computewatch image: `computewatch-healthcheck TARGET...`.
 
 The image is python:3.11-slim, which has neither curl nor wget, so compose health checks call
-this instead. A target is an HTTP(S) URL, healthy when it answers 2xx, ``udp://host:port``,
-healthy when a latency responder there echoes one probe packet, or ``file:///path?max_age=40m``,
-healthy when that heartbeat file (`computewatch analyze --heartbeat`) is younger than max_age.
+this console script instead (it imports no more than the latency probe's packet format). A
+target is an HTTP(S) URL, healthy when it answers 2xx, ``udp://host:port``, healthy when a
+latency responder there echoes one probe packet, or ``file:///path?max_age=40m``, healthy
+when that heartbeat file (`computewatch analyze --heartbeat`) is younger than max_age.
 Exit 0 when every target is healthy, 1 otherwise, with one line on stderr naming the target
 and what went wrong.
 """
@@ -21,7 +21,7 @@ import urllib.request
 
 from computewatch.collectors.latency import MAGIC, PACKET_SIZE
 
-__all__ = ["check", "main"]
+__all__ = ["check", "healthcheck", "main"]
 
 
 def _check_http(url: str, timeout_s: float) -> str | None:
@@ -94,5 +94,6 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-if __name__ == "__main__":
+def healthcheck() -> None:
+    """The ``computewatch-healthcheck`` console script."""
     sys.exit(main())

@@ -1,0 +1,140 @@
+"""`computewatch analyze`: run the pipelines over a period, print and store the findings, push
+them to Alertmanager; with ``--every``, again on a fixed schedule until signalled."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from computewatch.cli._common import (
+    DEFAULT_STORE,
+    FormatOpt,
+    PolicyOpt,
+    StoreOpt,
+    TopologyOpt,
+    UserError,
+    err_console,
+    load_places,
+    open_existing,
+    output_format,
+    parse_duration,
+    period_of,
+    print_error,
+)
+from computewatch.cli._signals import run_until_signalled
+from computewatch.config import ConfigError
+from computewatch.status import ExitStatus
+
+__all__ = ["analyze"]
+
+
+def analyze(
+    since: Annotated[str, typer.Option(help="Period length back from --until, e.g. 7d.")]
+    = "7d",
+    until: Annotated[str | None, typer.Option(help="End of the period (ISO 8601, UTC); "
+                                              "default: the last sample in the store.")] = None,
+    only: Annotated[str | None, typer.Option(
+        help="Comma-separated pipelines: underuse, latency, pue, anomaly, surplus.")] = None,
+    store: StoreOpt = DEFAULT_STORE,
+    topology: TopologyOpt = None,
+    policy: PolicyOpt = None,
+    output: FormatOpt = "table",
+    limit: Annotated[int, typer.Option(help="Rows in the table (json/csv get all).")] = 40,
+    alert: Annotated[list[str] | None, typer.Option(
+        "--alert", help="Push the findings as alerts to this Alertmanager (base URL, "
+        "repeatable); findings gone since the last run are resolved.")] = None,
+    alert_hold: Annotated[str | None, typer.Option(
+        help="How long a pushed alert lasts unless a later run refreshes it "
+        "(default: 3 x --every, else 1h).")] = None,
+    alert_severity: Annotated[str, typer.Option(
+        help="Lowest severity pushed as an alert: info, warning or critical.")] = "warning",
+    every: Annotated[str | None, typer.Option(
+        help="Run again on this interval until interrupted, e.g. 15m.")] = None,
+    heartbeat: Annotated[Path | None, typer.Option(
+        help="After each run in which every pipeline ran and every push succeeded, write "
+        "the time to this file (for a health check: computewatch-healthcheck "
+        "file://PATH?max_age=...).")] = None,
+) -> None:
+    """Run the analytics pipelines; findings are printed and written back to the store."""
+    from computewatch.pipelines import Severity
+    from computewatch.pipelines.analyze import PIPELINES
+    from computewatch.pipelines.analyze import analyze as run_analysis
+    from computewatch.render import render_findings
+    from computewatch.schedule import run_every, write_heartbeat
+    from computewatch.store import StoreError
+
+    fmt = output_format(output)
+    topo, pol = load_places(topology, policy)
+    names = [o.strip() for o in only.split(",")] if only else None
+    bad = [n for n in names or [] if n not in PIPELINES]
+    if bad:
+        raise UserError(f"unknown pipeline {bad[0]!r} (choose from {', '.join(PIPELINES)})")
+    interval = parse_duration(every, "--every") if every else None
+    hold = (parse_duration(alert_hold, "--alert-hold") if alert_hold
+            else 3 * interval if interval else timedelta(hours=1))
+    try:
+        min_severity = Severity[alert_severity.upper()]
+    except KeyError:
+        raise UserError(f"bad --alert-severity {alert_severity!r}: one of info, warning, "
+                        f"critical") from None
+
+    def run_once() -> bool:
+        st = open_existing(store)
+        try:
+            period = period_of(st, since, until)
+            try:
+                df = run_analysis(st, period, pol, topo, only=names)
+            except ValueError as exc:
+                raise UserError(str(exc)) from None
+        finally:
+            st.close()
+        render_findings(df, fmt, sys.stdout, limit=limit if fmt.value == "table" else None,
+                        title=f"Findings {period.start:%Y-%m-%d %H:%M} – "
+                              f"{period.end:%Y-%m-%d %H:%M}")
+        ok = _push_alerts(alert or [], df, period.end, hold, min_severity)
+        if ok and heartbeat is not None and not df.attrs.get("failed_pipelines"):
+            write_heartbeat(heartbeat)
+        return ok
+
+    if interval is None:
+        if not run_once():
+            raise typer.Exit(ExitStatus.ERROR)
+        return
+
+    def scheduled() -> None:
+        try:
+            run_once()
+        except (UserError, StoreError, ConfigError) as exc:  # one line; the next run follows
+            print_error(exc)
+
+    run_until_signalled(lambda stop: run_every(interval.total_seconds(), scheduled, stop,
+                                               name="analyze"))
+
+
+def _push_alerts(urls: list[str], df, period_end: datetime, hold: timedelta,
+                 min_severity) -> bool:
+    """Push findings to each Alertmanager; one that fails does not stop the others."""
+    if not urls:
+        return True
+    from computewatch.alerts.push import PushError, push_findings
+
+    ran = [p for p in df.attrs.get("pipelines", []) if p not in df.attrs.get(
+        "failed_pipelines", [])]
+    ok = True
+    for url in urls:
+        try:
+            res = push_findings(url, df.to_dict("records"), pipelines=ran, hold=hold,
+                                period_end=period_end, min_severity=min_severity)
+        except PushError as exc:
+            print_error(exc)
+            ok = False
+            continue
+        err_console().print(
+            f"alerts: {res.firing} firing, {res.resolved} resolved, {res.skipped} findings not "
+            f"pushed (below {min_severity.name.lower()} or not current) at {res.url}",
+            markup=False, highlight=False)
+    return ok

@@ -1,0 +1,65 @@
+"""The `computewatch` Typer application: every command registered in one explicit list, and
+the one place where exceptions become exit codes (`ExitStatus`)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+from computewatch.cli import _analyze, _bridge, _dashboards, _demo, _node, _places, _query, _report
+from computewatch.cli._common import UserError, print_error
+from computewatch.config import ConfigError
+from computewatch.status import ExitStatus
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
+                  help="Telemetry and observability for national compute networks.")
+topology_app = typer.Typer(no_args_is_help=True, help="Inspect and check topology files.")
+dashboards_app = typer.Typer(no_args_is_help=True,
+                             help="Build the Grafana dashboards and upload them.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from computewatch import __version__
+
+        typer.echo(f"computewatch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True,
+        help="Print the version and exit.")] = False,
+) -> None:
+    """Telemetry and observability for national compute networks."""
+
+
+for command in (_demo.demo, _query.summary, _node.collect, _node.agent, _node.responder,
+                _analyze.analyze, _query.surplus, _report.report):
+    app.command()(command)
+app.command("alert-bridge")(_bridge.alert_bridge)
+app.add_typer(topology_app, name="topology")
+topology_app.command("check")(_places.topology_check)
+app.add_typer(dashboards_app, name="dashboards")
+dashboards_app.command("build")(_dashboards.dashboards_build)
+dashboards_app.command("push")(_dashboards.dashboards_push)
+
+
+def main() -> None:
+    """Console-script entry point: a user's error is one line and exit code 2."""
+    from computewatch.store import StoreError
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    sys.argv[1:] = _node.bare_simulate(sys.argv[1:])
+    try:
+        app()  # usage errors are click's: it prints them and exits with code 2
+    except (ConfigError, UserError, StoreError) as exc:
+        print_error(exc)
+        sys.exit(ExitStatus.BAD_INPUT)

@@ -1,0 +1,116 @@
+"""What every command shares: the user-error type, the common options, loading the topology
+and policy, reading durations, times and periods, and opening a store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from computewatch.pipelines import Period  # -> computewatch.findings after merge
+    from computewatch.policy import Policy
+    from computewatch.render import OutputFormat
+    from computewatch.store import Store
+    from computewatch.topology import Topology
+
+__all__ = ["DEFAULT_STORE", "CompatOpt", "ConfigOpt", "FormatOpt", "PolicyOpt", "SimulateOpt",
+           "StoreOpt", "TopologyOpt", "UserError", "err_console", "load_places",
+           "open_existing", "output_format", "parse_duration", "parse_time", "period_of",
+           "print_error"]
+
+DEFAULT_STORE = "var/demo.duckdb"
+"""The demo's store, a plain path (a DuckDB file) relative to the working directory."""
+
+StoreOpt = Annotated[str, typer.Option(
+    "--store", help="Store: a DuckDB file path (var/x.duckdb, /abs/x.duckdb) or a URL "
+    "(duckdb:///rel.duckdb, duckdb:////abs.duckdb, victoriametrics://host:8428, ...).")]
+TopologyOpt = Annotated[Path | None, typer.Option(
+    "--topology", help="Topology YAML (default: the shipped national topology).")]
+PolicyOpt = Annotated[Path | None, typer.Option(
+    "--policy", help="Policy YAML (default: the shipped policy).")]
+FormatOpt = Annotated[str, typer.Option("--format", help="table | json | csv")]
+SimulateOpt = Annotated[str | None, typer.Option(
+    "--simulate", help="Replace the drivers with the simulator's fake NVML and npu-smi: "
+    "bare --simulate is a node with 8 GPUs and 8 NPUs, --simulate=NODE a node of the "
+    "simulated fleet (e.g. bj-ai-n0003).")]
+ConfigOpt = Annotated[Path | None, typer.Option(
+    "--config", help="Node config YAML (default: this host, every collector enabled).")]
+CompatOpt = Annotated[str | None, typer.Option(
+    "--compat", help="Also expose compatible names: dcgm, npu-exporter (comma-separated).")]
+
+
+class UserError(Exception):
+    """An error whose message is the whole story: printed on one line, exit code 2."""
+
+
+def err_console() -> Console:
+    return Console(stderr=True)
+
+
+def print_error(exc: BaseException | str) -> None:
+    """One red ``error:`` line on stderr; the message is text, never markup."""
+    console = err_console()
+    console.print("[red]error:[/red] ", end="", markup=True, highlight=False)
+    console.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+
+
+def load_places(topology: Path | None, policy: Path | None) -> tuple[Topology, Policy]:
+    """The topology and the policy checked against it (shipped files when not given)."""
+    from computewatch.policy import load_policy
+    from computewatch.topology import load_topology
+
+    topo = load_topology(topology)
+    return topo, load_policy(policy, topology=topo)
+
+
+def parse_duration(text: str, option: str = "duration") -> timedelta:
+    from computewatch.durations import parse_duration as seconds
+
+    try:
+        return timedelta(seconds=seconds(text))
+    except ValueError as exc:
+        raise UserError(f"bad {option}: {exc}") from None
+
+
+def parse_time(text: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise UserError(f"bad time {text!r}: write ISO 8601, e.g. 2026-10-01T00:00Z") from None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def output_format(text: str) -> OutputFormat:
+    from computewatch.render import OutputFormat
+
+    try:
+        return OutputFormat(text)
+    except ValueError:
+        raise UserError(f"bad --format {text!r}: one of table, json, csv") from None
+
+
+def open_existing(store: str) -> Store:
+    """Open a store a read-only command reads: a missing DuckDB file is an error, not a new
+    empty store."""
+    from computewatch.store import open_store
+
+    return open_store(store, create=False)
+
+
+def period_of(st: Store, since: str, until: str | None) -> Period:
+    """``--since`` back from ``--until``, or from the store's last accelerator sample."""
+    from computewatch.pipelines import Period  # -> computewatch.findings after merge
+
+    if until is None:
+        bounds = st.time_bounds("accelerator")
+        if bounds is None:
+            raise UserError(f"{st.url}: holds no accelerator samples; run `computewatch "
+                            f"demo` or an agent first")
+        end = bounds[1] + timedelta(minutes=1)
+    else:
+        end = parse_time(until)
+    return Period(end - parse_duration(since, "--since"), end)

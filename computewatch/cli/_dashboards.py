@@ -1,0 +1,86 @@
+"""`computewatch dashboards build|push`: the Grafana dashboards as code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from computewatch.cli._common import PolicyOpt, TopologyOpt, UserError, load_places, print_error
+from computewatch.status import ExitStatus
+
+__all__ = ["dashboards_build", "dashboards_push"]
+
+
+def dashboards_build(
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Directory to write into (default: the dashboards/ directory itself): "
+                      "json/*.json, the Geomap gazetteer and the recording rules.")] = None,
+    check: Annotated[bool, typer.Option(
+        "--check", help="Write nothing; exit 1 if the files under --out are stale.")] = False,
+    topology: TopologyOpt = None,
+    policy: PolicyOpt = None,
+) -> None:
+    """Regenerate the Grafana dashboards' JSON (grafana-foundation-sdk) and their companions."""
+    from computewatch.dashboards import DASHBOARDS_DIR, build_files, stale_files, write_files
+
+    topo, pol = load_places(topology, policy)
+    files = build_files(topo, pol)
+    root = out or DASHBOARDS_DIR
+    if check:
+        stale = stale_files(files, root)
+        for rel in stale:
+            typer.echo(f"stale: {root / rel}")
+        if stale:
+            typer.echo("run `computewatch dashboards build` and commit the result", err=True)
+            raise typer.Exit(ExitStatus.ERROR)
+        typer.echo(f"{len(files)} files under {root} are up to date")
+        return
+    for path in write_files(files, root):
+        typer.echo(f"wrote {path}")
+
+
+def dashboards_push(
+    url: Annotated[str, typer.Option("--url", envvar="GRAFANA_URL",
+                                     help="Grafana base URL, e.g. http://127.0.0.1:3000")],
+    token: Annotated[str | None, typer.Option(
+        "--token", envvar="GRAFANA_TOKEN", show_envvar=True,
+        help="Service-account token (Editor). Prefer --token-file or the environment: a "
+             "command line is visible to other users.")] = None,
+    token_file: Annotated[Path | None, typer.Option(
+        "--token-file", help="File holding the token (e.g. a Docker secret).")] = None,
+    folder: Annotated[str, typer.Option(help="Grafana folder to put the dashboards in.")]
+    = "computewatch",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each Grafana call.")]
+    = 10.0,
+    topology: TopologyOpt = None,
+    policy: PolicyOpt = None,
+) -> None:
+    """Upload the dashboards into a Grafana folder; idempotent by dashboard uid."""
+    from computewatch.dashboards import (
+        GrafanaAuthError,
+        PushError,
+        build_dashboards,
+        push_dashboards,
+    )
+
+    if token_file is not None:
+        try:
+            token = token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise UserError(f"--token-file {token_file}: {exc.strerror or exc}") from None
+        if not token:
+            raise UserError(f"--token-file {token_file}: the file is empty")
+    topo, pol = load_places(topology, policy)
+    try:
+        fuid, results = push_dashboards(build_dashboards(topo, pol), url, token or "",
+                                        folder=folder, timeout_s=timeout)
+    except GrafanaAuthError as exc:
+        raise UserError(str(exc)) from None
+    except PushError as exc:
+        print_error(exc)
+        raise typer.Exit(ExitStatus.ERROR) from None
+    for r in results:
+        typer.echo(f"{r.action:9} {r.uid}  {r.title}  {url.rstrip('/')}{r.url}")
+    typer.echo(f"{len(results)} dashboards in folder {folder!r} (uid {fuid})")

@@ -1,0 +1,89 @@
+"""`computewatch demo`: simulate the national fleet, backfill a store, summarize, analyze."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from computewatch.cli._common import (
+    DEFAULT_STORE,
+    FormatOpt,
+    PolicyOpt,
+    StoreOpt,
+    TopologyOpt,
+    UserError,
+    err_console,
+    load_places,
+    output_format,
+)
+
+__all__ = ["demo"]
+
+
+def demo(
+    sites: Annotated[int | None, typer.Option(help="Sites in the fleet (default: all "
+                                              "in the topology; more are simulated).")] = None,
+    accelerators: Annotated[int | None, typer.Option(
+        help="Accelerators in the fleet (default: the topology's inventory).")] = None,
+    hours: Annotated[int, typer.Option(help="Hours of history to backfill.")] = 24,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed, the same fleet.")] = 0,
+    store: StoreOpt = DEFAULT_STORE,
+    topology: TopologyOpt = None,
+    policy: PolicyOpt = None,
+    truth: Annotated[Path, typer.Option(help="Where to save the simulator's ground truth.")]
+    = Path("var/demo-truth.json"),
+    output: FormatOpt = "table",
+    analyze: Annotated[bool, typer.Option(
+        "--analyze/--no-analyze", help="Run the analytics pipelines after the backfill.")]
+    = True,
+    replace: Annotated[bool | None, typer.Option(
+        "--replace/--no-replace", help="Empty the store before the backfill. Default: yes for "
+        "the demo's own store, and a refusal for any other store that already holds data.")]
+    = None,
+) -> None:
+    """Simulate the national fleet, backfill the store, and print the national summary."""
+    from computewatch.cli._demo_run import run_demo
+    from computewatch.render import render_findings, render_summary
+    from computewatch.store import open_store
+
+    fmt = output_format(output)
+    topo, pol = load_places(topology, policy)
+    st = open_store(store)
+    console = err_console()
+    try:
+        if replace is None:
+            own = str(Path(DEFAULT_STORE).resolve())
+            replace = st.url == own or st.time_bounds("accelerator") is None
+        if not replace:
+            raise UserError(f"{st.url} already holds data and the demo would delete all of "
+                            f"it; pass --replace to allow that, or choose another --store")
+        with Progress(TextColumn("[bold]backfill"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("hours · {task.fields[samples]:,} samples"),
+                      TimeElapsedColumn(), console=console, transient=False) as bar:
+            task = bar.add_task("backfill", total=hours, samples=0)
+
+            def progress(done: int, total: int, samples: int) -> None:
+                bar.update(task, completed=done, samples=samples)
+
+            result = run_demo(st, topo, pol, sites=sites, accelerators=accelerators,
+                              hours=hours, seed=seed, truth_path=truth, progress=progress,
+                              analyze=analyze)
+    finally:
+        st.close()
+    total = sum(result.samples.values())
+    console.print(
+        f"{result.sites} sites, {result.accelerators:,} accelerators, {hours} h at 1-minute "
+        f"resolution: {total:,} rows ({result.samples.get('accelerator', 0):,} accelerator "
+        f"samples) written to {st.url} in {result.seconds:.1f} s; {result.rejected} values "
+        f"rejected. Ground truth: {truth}", markup=False, highlight=False, soft_wrap=True)
+    render_summary(result.summary, fmt, sys.stdout)
+    if result.findings is not None and fmt.value == "table":
+        df = result.findings
+        console.print(f"analytics: {len(df)} findings in {result.analysis_seconds:.1f} s, "
+                      f"written to the store as `finding`", markup=False)
+        for name, group in df.groupby("pipeline", sort=False):
+            render_findings(group, fmt, sys.stdout, limit=5, title=f"Top {name} findings")

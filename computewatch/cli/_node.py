@@ -1,0 +1,150 @@
+"""The node's commands: `collect` (one snapshot), `agent` (collect and export on schedule) and
+`responder` (answer other sites' latency probes)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from computewatch.cli._common import (
+    CompatOpt,
+    ConfigOpt,
+    SimulateOpt,
+    UserError,
+    err_console,
+    parse_duration,
+)
+from computewatch.cli._signals import run_until_signalled
+
+__all__ = ["agent", "bare_simulate", "collect", "responder"]
+
+SeedOpt = Annotated[int, typer.Option(help="Seed of the simulated fleet.")]
+
+
+def _simulated(simulate: str | None, seed: int):
+    if simulate is None:
+        return None
+    from computewatch.sim.node import simulated_node
+
+    try:
+        return simulated_node(simulate, seed=seed)
+    except KeyError as exc:
+        raise UserError(f"--simulate={simulate}: {exc.args[0]}") from None
+
+
+def _compat(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    from computewatch.collectors.export.prometheus import COMPAT_CHOICES
+
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    bad = [c for c in names if c not in COMPAT_CHOICES]
+    if bad:
+        raise UserError(f"bad --compat {bad[0]!r}: choose from {', '.join(COMPAT_CHOICES)}")
+    return names
+
+
+def bare_simulate(argv: list[str]) -> list[str]:
+    """``--simulate`` with no value means the mixed node (click has no optional values)."""
+    from computewatch.sim.node import MIXED
+
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--simulate" and (i + 1 == len(out) or out[i + 1].startswith("-")):
+            out[i] = f"--simulate={MIXED}"
+    return out
+
+
+def collect(
+    once: Annotated[bool, typer.Option("--once", help="One snapshot, then exit (the only "
+                                       "mode; kept for symmetry with the agent).")] = True,
+    output: Annotated[str, typer.Option("--format",
+                                        help="prometheus | influx | json | table")] = "table",
+    config: ConfigOpt = None,
+    simulate: SimulateOpt = None,
+    compat: CompatOpt = None,
+    seed: SeedOpt = 0,
+) -> None:
+    """Print one snapshot of every enabled collector and exit."""
+    from computewatch.collectors.config import load_node_config
+    from computewatch.collectors.export.formats import SampleFormat, format_samples
+    from computewatch.collectors.setup import build_agent
+
+    try:
+        fmt = SampleFormat(output)
+    except ValueError:
+        raise UserError(f"bad --format {output!r}: one of prometheus, influx, json, "
+                        f"table") from None
+    cfg = load_node_config(config)
+    runner = build_agent(cfg, simulate=_simulated(simulate, seed), exporters=[])
+    try:
+        samples = runner.run_once()
+    finally:
+        runner.close()
+    sys.stdout.write(format_samples(samples, fmt, _compat(compat) or cfg.exports.prometheus.compat))
+
+
+def agent(
+    config: ConfigOpt = None,
+    listen: Annotated[str | None, typer.Option(
+        help="Serve /metrics here (host:port; default from the config, 127.0.0.1:9400).")]
+    = None,
+    compat: CompatOpt = None,
+    simulate: SimulateOpt = None,
+    seed: SeedOpt = 0,
+    duration: Annotated[str | None, typer.Option(
+        help="Stop after this long (e.g. 10m); default: run until interrupted.")] = None,
+) -> None:
+    """Run the node agent: collect on schedule and export (Prometheus, OTLP, store)."""
+    from computewatch.collectors.config import load_node_config
+    from computewatch.collectors.setup import build_agent, build_exporters
+
+    cfg = load_node_config(config)
+    node = _simulated(simulate, seed)
+    labels = node.labels if node else cfg.labels
+    duration_s = parse_duration(duration, "--duration").total_seconds() if duration else None
+    try:
+        exporters = build_exporters(cfg, labels=labels, listen=listen, compat=_compat(compat))
+    except (ValueError, OSError) as exc:
+        raise UserError(f"cannot start exporters: {exc}") from None
+    runner = build_agent(cfg, simulate=node, exporters=exporters)
+    where = ", ".join(e.name + (f" on :{e.port}" if hasattr(e, "port") else "")
+                      for e in exporters) or "no exporter"
+    err_console().print(f"computewatch agent on {labels['node']}: "
+                        f"{', '.join(runner.collector_names)} -> {where}",
+                        markup=False, highlight=False)
+    try:
+        run_until_signalled(runner.run, duration_s=duration_s)
+    finally:
+        runner.close()
+
+
+def responder(
+    listen: Annotated[str, typer.Option(help="host:port to answer UDP probes on.")]
+    = "0.0.0.0:9410",
+    delay: Annotated[str | None, typer.Option(
+        help="Hold each reply this long (testing only, e.g. 3ms).")] = None,
+    drop: Annotated[float, typer.Option(help="Share of probes to drop (testing only).")] = 0.0,
+) -> None:
+    """Answer other sites' UDP latency probes (run one per site)."""
+    from computewatch.collectors.latency import serve_responder
+
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--listen {listen!r}: expected host:port, e.g. 0.0.0.0:9410")
+    if not 0.0 <= drop < 1.0:
+        raise UserError(f"--drop {drop}: must be in [0, 1)")
+    delay_s = parse_duration(delay, "--delay").total_seconds() if delay else 0.0
+
+    def serve(stop) -> None:
+        serve_responder(host.strip("[]"), int(port), delay_s, drop, stop,
+                        ready=lambda addr: err_console().print(
+                            f"computewatch responder on udp {addr[0]}:{addr[1]}",
+                            markup=False, highlight=False))
+
+    try:
+        run_until_signalled(serve)
+    except OSError as exc:
+        raise UserError(f"cannot listen on udp {listen}: {exc}") from None

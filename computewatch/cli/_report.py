@@ -1,0 +1,102 @@
+"""`computewatch report`: the regulator report for a period, as HTML, PDF or CSV."""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from computewatch.cli._common import (
+    DEFAULT_STORE,
+    PolicyOpt,
+    StoreOpt,
+    TopologyOpt,
+    UserError,
+    err_console,
+    load_places,
+    open_existing,
+    print_error,
+)
+from computewatch.status import ExitStatus
+
+__all__ = ["report"]
+
+
+def report(
+    period: Annotated[str | None, typer.Option(
+        help="A month in China time (2026-10), a year, a day (2026-10-05), a range "
+             "(2026-10-01/2026-10-07) or a duration ending at the last sample (24h); "
+             "default: the month of the last sample.")] = None,
+    hub: Annotated[str | None, typer.Option(help="Only this hub and its sites, e.g. jjj.")]
+    = None,
+    store: StoreOpt = DEFAULT_STORE,
+    topology: TopologyOpt = None,
+    policy: PolicyOpt = None,
+    output: Annotated[str, typer.Option("--format", help="html | pdf | csv")] = "html",
+    out: Annotated[str | None, typer.Option(
+        "--out", help="File to write, '-' for stdout (html, csv); default: "
+        "report-<period>[-<hub>].<format> in the current directory.")] = None,
+    definition: Annotated[str, typer.Option(
+        help="Utilization definition: time_weighted | busy_fraction.")] = "time_weighted",
+) -> None:
+    """The regulator report: utilization, PUE and latency tiers per site and hub, data
+    completeness, findings and the methodology with every threshold's source."""
+    from zoneinfo import ZoneInfo
+
+    from computewatch.pue import CHINA_TZ
+    from computewatch.reports import (
+        REPORT_FORMATS,
+        SHIPPED_POLICY,
+        ChromiumMissingError,
+        PdfError,
+        build_report,
+        parse_period,
+        write_report,
+    )
+
+    fmt = output.lower()
+    if fmt not in REPORT_FORMATS:
+        raise UserError(f"bad --format {output!r}: one of {', '.join(REPORT_FORMATS)}")
+    if out == "-" and fmt == "pdf":
+        raise UserError("--format pdf cannot go to stdout; name a file with --out")
+    topo, pol = load_places(topology, policy)
+    st = open_existing(store)
+    console = err_console()
+    try:
+        bounds = st.time_bounds("accelerator")
+        if period is None:
+            if bounds is None:
+                raise UserError(f"{st.url}: holds no accelerator samples; run `computewatch "
+                                f"demo` or an agent first, or pass --period")
+            period = f"{bounds[1].astimezone(ZoneInfo(CHINA_TZ)):%Y-%m}"
+        try:
+            rp = parse_period(period, last_sample_end=bounds[1] + timedelta(minutes=1)
+                              if bounds else None)
+            with console.status("report") as status:
+                result = build_report(st, topo, pol, rp, hub=hub, definition=definition,
+                                      policy_name=str(policy) if policy else SHIPPED_POLICY,
+                                      progress=lambda step: status.update(f"report: {step}"))
+        except ValueError as exc:  # a bad period, hub or definition; an empty period
+            raise UserError(str(exc)) from None
+    finally:
+        st.close()
+    try:
+        target = write_report(result, fmt, Path(out) if out and out != "-" else None,
+                              stdout=sys.stdout if out == "-" else None)
+    except ChromiumMissingError as exc:
+        raise UserError(str(exc)) from None
+    except PdfError as exc:
+        print_error(exc)
+        raise typer.Exit(ExitStatus.ERROR) from None
+    sites = result.sites
+    console.print(
+        f"report {rp.label} ({hub or 'national'}): {len(sites)} sites, "
+        f"{(sites.utilization_verdict == 'fail').sum()} below their utilization minimum, "
+        f"{(sites.pue_verdict == 'fail').sum()} over their PUE target, "
+        f"{(~sites.utilization_verdict.isin(['pass', 'fail'])).sum()} not scored; "
+        f"{result.coverage['period_completeness']:.1%} of the period holds data; "
+        f"{len(result.findings)} findings" + (f" -> {target}" if target else ""),
+        markup=False, highlight=False, soft_wrap=True)
