@@ -82,6 +82,7 @@ def test_promtool_check_rules_is_clean():
     assert "SUCCESS" in result.stdout
 
 
+@pytest.mark.slow  # promtool runs every rule unit test (~8 s)
 def test_promtool_unit_tests_pass():
     files = sorted(UNIT_TESTS.glob("*.yml"))
     assert files

@@ -76,6 +76,7 @@ def test_shipped_topology_checks_clean():
     assert "8 hubs, 10 clusters" in proc.stdout
 
 
+@pytest.mark.slow  # the demo end to end (~6 s)
 def test_demo_small_fleet_prints_the_national_summary(tmp_path):
     store = f"duckdb:///{tmp_path}/demo.duckdb"
     proc = run("demo", "--sites", "12", "--accelerators", "600", "--hours", "2", "--seed", "5",
@@ -97,6 +98,7 @@ def test_demo_small_fleet_prints_the_national_summary(tmp_path):
                                                           rel=1e-9)
 
 
+@pytest.mark.slow  # the demo end to end, twice (~7 s)
 def test_demo_table_output_and_rerun_does_not_double(tmp_path):
     store = f"duckdb:///{tmp_path}/demo.duckdb"
     args = ("demo", "--sites", "10", "--accelerators", "300", "--hours", "1", "--store", store,
@@ -120,6 +122,7 @@ def test_usage_errors_exit_2():
     assert proc.returncode == ExitStatus.BAD_INPUT and "unknown store URL" in proc.stderr
 
 
+@pytest.mark.slow  # the demo end to end (~5 s)
 def test_demo_refuses_to_empty_a_store_it_did_not_make(tmp_path):
     path = tmp_path / "prod.duckdb"
     with DuckDBStore(path) as s:

@@ -26,6 +26,8 @@ from computewatch.reports import (
 from computewatch.store import DuckDBStore
 from computewatch.topology import load_topology
 
+pytestmark = pytest.mark.slow  # Chromium renders and prints the report
+
 TOPO = load_topology()
 POLICY = load_policy(topology=TOPO)
 

@@ -44,6 +44,8 @@ import yaml
 from alert_sinks import Sink
 from servers import ALERTMANAGER, PROMETHEUS, VICTORIA_METRICS, Server, free_port
 
+pytestmark = pytest.mark.slow  # the whole compose topology as real processes (~40 s)
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
 NOT_RUN = {"grafana"}  # no Grafana here
