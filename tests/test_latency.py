@@ -344,6 +344,7 @@ def free_closed_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # counts probes sent in real time; a busy CPU skips ticks
 def test_tcp_connect_probe_and_a_closed_port():
     server = socket.create_server(("127.0.0.1", 0), backlog=128)
     stop = threading.Event()
@@ -385,6 +386,7 @@ def icmp_allowed() -> bool:
         return False
 
 
+@pytest.mark.slow  # counts probes sent in real time; a busy CPU skips ticks
 def test_icmp_echo_to_loopback_or_one_clear_disabled_message(caplog):
     with served(responder()) as port:
         prober, results = probe_once([target("icmp", 0, "metro", kind="icmp"),
