@@ -5,8 +5,8 @@ simulator's ground truth (recall, precision, hand-checked sums): simulating and 
 the most expensive setup in the suite, so it is made once per session. Each module gets its
 own copy of the store (`simulated_store`), because analyze writes findings into the store it
 reads: one module's findings must never show up in another's counts. Under pytest-xdist
-(`make test-fast`) the workers share one stored day: the first to need it writes it, under a
-file lock, and the others wait and read it.
+(`-n 2`) the workers share one stored day: the first to need it writes it, under a file lock,
+and the others wait and read it.
 
 Every test that uses the simulated day is marked `slow` here (one rule, not a mark per test):
 simulating, storing and running pipelines over a day is end-to-end work that `make test` runs
