@@ -1,4 +1,4 @@
-# The README's two commands: `make demo` and `make test`; plus `make bench`.
+# The README's two commands: `make demo` and `make test`; plus `make test-fast` and `make bench`.
 # Each sets itself up on a fresh machine: a .venv with the project and its test tools, and the
 # Debian packages that integration tests need (installed only when missing).
 
@@ -8,9 +8,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 # Debian packages the integration tests start as real servers; later parts add to this list.
-DEBIAN_PACKAGES := prometheus prometheus-alertmanager victoria-metrics docker-compose chromium chromium-driver poppler-utils fonts-noto-cjk
+DEBIAN_PACKAGES := openssl prometheus prometheus-alertmanager victoria-metrics docker-compose chromium chromium-driver poppler-utils fonts-noto-cjk
 
-.PHONY: demo test bench lint venv debs clean
+.PHONY: demo test test-fast bench lint venv debs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +36,14 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# The whole suite, one test at a time (what .ci/run calls), with the 25 slowest timings.
 test: $(STAMP) debs lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
+
+# The edit-test loop: all but the tests marked slow (long end-to-end runs), on two workers;
+# a module stays on one worker, so its servers start once.
+test-fast: $(STAMP) debs lint
+	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadfile --durations=10
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

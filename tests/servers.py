@@ -18,10 +18,13 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 __all__ = [
     "Server",
     "ServerError",
     "free_port",
+    "installed",
     "start_alertmanager",
     "start_prometheus",
     "start_victoriametrics",
@@ -40,6 +43,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def installed(name: str) -> str:
+    """The path of a tool the Makefile installs (a Debian package or the test extra).
+
+    Missing, the test fails rather than skips: CI installs every one, so a skip would hide a
+    broken install step and count an unrun test as passing.
+    """
+    found = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists()
+                                   else None)
+    if found is None:
+        pytest.fail(f"{name} is not installed; `make test` installs it (the Makefile's "
+                    "DEBIAN_PACKAGES and the test extra)")
+    return found
 
 
 def _binary(path: str) -> str:

@@ -12,7 +12,6 @@ import inspect
 import json
 import queue
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from servers import start_alertmanager
+from servers import installed, start_alertmanager
 
 from computewatch.alerts.policy_rules import main as policy_rules_main
 from computewatch.alerts.policy_rules import render_policy_rules
@@ -47,15 +46,6 @@ RUNBOOK_SECTIONS = ("## What it means", "## Likely causes", "## What to check",
                     "## How to silence")
 PROMETHEUS_OWN = {"up"}
 """Series Prometheus makes itself rather than our exporters."""
-
-
-def _tool(name: str) -> str:
-    found = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists()
-                                   else None)
-    if found is None:
-        pytest.fail(f"{name} is not installed; `make test` installs it (the Makefile's "
-                    "DEBIAN_PACKAGES)")
-    return found
 
 
 def _run(*argv: str) -> subprocess.CompletedProcess:
@@ -86,16 +76,17 @@ def _recorded() -> set[str]:
 
 
 def test_promtool_check_rules_is_clean():
-    result = _run(_tool("promtool"), "check", "rules", "--lint=all", "--lint-fatal",
+    result = _run(installed("promtool"), "check", "rules", "--lint=all", "--lint-fatal",
                   *map(str, _rule_files()))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
 
+@pytest.mark.slow  # promtool runs every rule unit test (~8 s)
 def test_promtool_unit_tests_pass():
     files = sorted(UNIT_TESTS.glob("*.yml"))
     assert files
-    result = _run(_tool("promtool"), "test", "rules", *map(str, files))
+    result = _run(installed("promtool"), "test", "rules", *map(str, files))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -106,13 +97,13 @@ def test_promtool_unit_tests_can_fail(tmp_path):
     assert broken != text
     (tmp_path / "pue_test.yml").write_text(broken.replace("../rules/", f"{RULES}/"),
                                            encoding="utf-8")
-    result = _run(_tool("promtool"), "test", "rules", str(tmp_path / "pue_test.yml"))
+    result = _run(installed("promtool"), "test", "rules", str(tmp_path / "pue_test.yml"))
     assert result.returncode != 0
     assert "SitePueOverTarget" in result.stdout + result.stderr
 
 
 def test_amtool_check_config_is_clean():
-    result = _run(_tool("amtool"), "check-config", str(AM_CONFIG))
+    result = _run(installed("amtool"), "check-config", str(AM_CONFIG))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
@@ -391,7 +382,7 @@ def test_rules_evaluate_what_a_real_agent_exposes(tmp_path):
     }
     path = tmp_path / "agent_test.yml"
     path.write_text(yaml.safe_dump(test, allow_unicode=True), encoding="utf-8")
-    result = _run(_tool("promtool"), "test", "rules", str(path))
+    result = _run(installed("promtool"), "test", "rules", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
 
 # --- Alertmanager: routes, receivers, inhibition, delivery -----------------------------------
@@ -415,14 +406,14 @@ ROUTES = [
 
 @pytest.mark.parametrize(("labels", "receivers"), ROUTES)
 def test_amtool_routes_go_where_intended(labels, receivers):
-    result = _run(_tool("amtool"), "config", "routes", "test", f"--config.file={AM_CONFIG}",
+    result = _run(installed("amtool"), "config", "routes", "test", f"--config.file={AM_CONFIG}",
                   f"--verify.receivers={receivers}", *labels.split())
     assert result.returncode == 0, f"{labels}: {result.stdout.strip()} {result.stderr.strip()}"
     assert result.stdout.strip() == receivers
 
 
 def test_amtool_route_test_can_fail():
-    result = _run(_tool("amtool"), "config", "routes", "test", f"--config.file={AM_CONFIG}",
+    result = _run(installed("amtool"), "config", "routes", "test", f"--config.file={AM_CONFIG}",
                   "--verify.receivers=noc-slack", "severity=info", "hub=jjj")
     assert result.returncode != 0
 

@@ -23,6 +23,8 @@ import requests
 from alert_sinks import Sink
 from servers import free_port, start_alertmanager, start_prometheus
 
+pytestmark = pytest.mark.slow  # Prometheus, Alertmanager and the bridge end to end (~12 s)
+
 TOKEN = "e2e-bridge-token"
 SECRET = "SECe2e-signing-key"
 SCRAPE_S, EVAL_S, FOR_S, GROUP_WAIT_S, GROUP_INTERVAL_S = 1, 1, 2, 1, 1

@@ -1,6 +1,6 @@
 """The Ascend collector: real npu-smi captures, damaged output, the subprocess seam, the fake.
 
-Expected values below were read by hand from the files in ``shared/fixtures/ascend`` (see its
+Expected values below were read by hand from the files in ``tests/fixtures/ascend`` (see its
 SOURCES.md), never computed by the code under test. Byte values are written as MiB x 2**20
 because npu-smi's "MB" are MiB.
 """
@@ -38,9 +38,7 @@ from computewatch.sim.node import mixed_node
 from computewatch.topology import load_topology
 from computewatch.validation import check_sample
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ascend"
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(),
-                                    reason=f"fixture folder {FIXTURES} is missing")
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "ascend"
 
 LABELS = {"node": "n1", "site": "bj-ai", "cluster": "jjj-c", "hub": "jjj"}
 MIB = 2**20
@@ -178,14 +176,12 @@ MAPPINGS = {
 CAPTURES = {"mind-cluster_npu_info_before.txt"}
 
 
-@needs_fixtures
 def test_every_fixture_file_has_expectations():
     """A capture added to the folder must get its expected values here."""
     files = {p.name for p in FIXTURES.iterdir() if p.is_file() and p.name != "SOURCES.md"}
     assert files == set(TABLES) | set(MAPPINGS) | CAPTURES
 
 
-@needs_fixtures
 @pytest.mark.parametrize("name", sorted(TABLES))
 def test_table_rows(name):
     want = TABLES[name]
@@ -204,7 +200,6 @@ def test_table_rows(name):
         assert [r.device_id for r in rows] == DEVICE_COLUMN[name]
 
 
-@needs_fixtures
 @pytest.mark.parametrize("name", sorted(TABLES))
 def test_table_samples(name):
     want = TABLES[name]
@@ -231,20 +226,17 @@ def test_table_samples(name):
     assert parse_errors(samples, "npu-smi info") is None
 
 
-@needs_fixtures
 def test_310_chips_of_one_card_are_distinct_devices():
     samples = collect(read(sorted(TABLES)[0]))
     assert devices(samples) == {f"n1-npu215-chip{c}" for c in range(4)}
 
 
-@needs_fixtures
 @pytest.mark.parametrize("name", sorted(MAPPINGS))
 def test_mapping_view(name):
     got = parse_mapping(read(name))
     assert [(m.npu_id, m.chip_id, m.logic_id, m.chip_name) for m in got] == MAPPINGS[name]
 
 
-@needs_fixtures
 def test_anonymised_names_take_the_model_from_the_mapping_view():
     table = read("ai-server_atlas-800-training-server_model-9010_version-24.1.RC2.txt")
     mapping = read("ai-server_atlas-800-training-server_model-9010_version-24.1.RC2_mapping.txt")
@@ -277,7 +269,6 @@ def capture_sections(text: str) -> dict[str, str]:
     return {k: "\n".join(v) for k, v in out.items()}
 
 
-@needs_fixtures
 def test_mind_cluster_capture():
     sec = capture_sections(read("mind-cluster_npu_info_before.txt"))
     mapping = parse_mapping(sec["npu-smi info -m"])  # tab-indented lines
@@ -309,7 +300,6 @@ def test_mind_cluster_capture():
     assert health == {"Health Status": "OK", "Error Code": "NA", "Error Information": "NA"}
 
 
-@needs_fixtures
 def test_mind_cluster_views_fill_a_table_row():
     """NPU 0 of the 910A table (bus 0000:61:00.0, as in the capture) with the captured views."""
     sec = capture_sections(read("mind-cluster_npu_info_before.txt"))
@@ -323,7 +313,6 @@ def test_mind_cluster_views_fill_a_table_row():
     assert value(samples, "memory_total_bytes", dev(0)) == 32768 * MIB  # the table wins
 
 
-@needs_fixtures
 def test_empty_info_output_fails_the_run_as_a_parse_error():
     sec = capture_sections(read("mind-cluster_npu_info_before.txt"))
     collector = AscendCollector(LABELS, run=served({("info",): sec["npu-smi info"]}))
@@ -442,7 +431,6 @@ def test_garbage_is_a_parse_error_naming_the_line():
     assert len(devices(samples)) == 2
 
 
-@needs_fixtures
 @pytest.mark.parametrize("cut_line, keep", [(16, 40), (17, 50)])
 def test_truncated_table_keeps_the_chips_before_the_damage(cut_line, keep):
     lines = read("ai-server_atlas-800-training-server_model-9010_version-24.1.RC2.txt"

@@ -76,6 +76,7 @@ def test_shipped_topology_checks_clean():
     assert "8 hubs, 10 clusters" in proc.stdout
 
 
+@pytest.mark.slow  # the demo end to end (~6 s)
 def test_demo_small_fleet_prints_the_national_summary(tmp_path):
     store = f"duckdb:///{tmp_path}/demo.duckdb"
     proc = run("demo", "--sites", "12", "--accelerators", "600", "--hours", "2", "--seed", "5",
@@ -97,6 +98,7 @@ def test_demo_small_fleet_prints_the_national_summary(tmp_path):
                                                           rel=1e-9)
 
 
+@pytest.mark.slow  # the demo end to end, twice (~7 s)
 def test_demo_table_output_and_rerun_does_not_double(tmp_path):
     store = f"duckdb:///{tmp_path}/demo.duckdb"
     args = ("demo", "--sites", "10", "--accelerators", "300", "--hours", "1", "--store", store,
@@ -133,6 +135,7 @@ def test_read_only_commands_never_create_a_store(tmp_path, command):
         assert not missing.exists() and not missing.parent.exists()
 
 
+@pytest.mark.slow  # a small demo end to end (~3 s)
 def test_a_plain_path_is_a_duckdb_store_named_absolute(tmp_path):
     """`--store var/x.duckdb` is a DuckDB file relative to the working directory; messages
     name it by its absolute path."""
@@ -154,6 +157,7 @@ def test_version_is_the_distributions():
     assert proc.stdout.strip() == f"computewatch {version('computewatch')}"
 
 
+@pytest.mark.slow  # the demo end to end (~5 s)
 def test_demo_refuses_to_empty_a_store_it_did_not_make(tmp_path):
     path = tmp_path / "prod.duckdb"
     with DuckDBStore(path) as s:

@@ -9,7 +9,6 @@ tests/test_stack_e2e.py runs the same topology as local processes.
 
 from __future__ import annotations
 
-import ast
 import os
 import re
 import shutil
@@ -23,6 +22,7 @@ from urllib.parse import urlsplit
 import dockerfile
 import pytest
 import yaml
+from layering import layer_folders
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -353,10 +353,7 @@ def test_dockerfile_copies_the_packages_and_installs_the_console_script():
         for source in copy.value[:-1]:
             assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
     copied = {Path(s).parts[0] for c in by("COPY") for s in c.value[:-1]}
-    setup_py = ast.parse((ROOT / "setup.py").read_text(encoding="utf-8"))
-    (layers,) = [ast.literal_eval(node.value) for node in setup_py.body
-                 if isinstance(node, ast.Assign) and node.targets[0].id == "LAYERS"]
-    packages = {"computewatch", *layers}
+    packages = {"computewatch", *layer_folders(ROOT)}
     assert packages <= copied, f"the image misses {sorted(packages - copied)}"
     assert {"pyproject.toml", "setup.py", PYPROJECT["project"]["readme"]} <= copied
     installs = [c.value[0] for c in by("RUN") if "pip install" in c.value[0]]

@@ -42,6 +42,8 @@ from computewatch.sim.node import node_from_fleet
 from computewatch.store import open_store
 from computewatch.topology import Topology, load_topology
 
+pytestmark = pytest.mark.slow  # a simulated day through VictoriaMetrics and vmalert
+
 END = datetime(2026, 1, 14, tzinfo=UTC)
 HOURS = 24
 STEP = timedelta(minutes=5)

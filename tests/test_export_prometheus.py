@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from servers import installed
 
 from computewatch.collectors.export.prometheus import PrometheusExporter, exposition
 from computewatch.samples import Sample
@@ -75,10 +75,8 @@ def test_label_values_round_trip_through_the_text_parser(value):
     assert got.labels.get("site", "") == value
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian package "
-                    "prometheus) is installed by `make test`; not on this machine")
 def test_promtool_finds_nothing_to_report():
-    proc = subprocess.run(["promtool", "check", "metrics"], input=exposition(SAMPLES),
+    proc = subprocess.run([installed("promtool"), "check", "metrics"], input=exposition(SAMPLES),
                           capture_output=True, timeout=30)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip() == b"" and proc.stderr.strip() == b""
@@ -115,7 +113,6 @@ def test_histogram_parts_are_exposed_as_one_histogram_family():
     buckets = {s.labels["le"]: s.value for s in hist.samples if s.name.endswith("_bucket")}
     assert buckets == {"0.001": 3.0, "0.002": 7.0, "+Inf": 9.0}
     assert [s.value for s in hist.samples if s.name.endswith("_count")] == [9.0]
-    if shutil.which("promtool"):
-        proc = subprocess.run(["promtool", "check", "metrics"], input=text.encode(),
-                              capture_output=True, timeout=30)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = subprocess.run([installed("promtool"), "check", "metrics"], input=text.encode(),
+                          capture_output=True, timeout=30)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

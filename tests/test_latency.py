@@ -198,6 +198,7 @@ def run() -> Iterator[Run]:
                   prober.skipped, prober.errors())
 
 
+@pytest.mark.slow  # reads the module's real-time probe run (~6 s)
 @pytest.mark.parametrize("dst", sorted(DELAYS))
 def test_median_rtt_is_the_responders_delay(run, dst):
     r = run.results[dst]
@@ -207,6 +208,7 @@ def test_median_rtt_is_the_responders_delay(run, dst):
     assert r.rtt_min_s >= DELAYS[dst]  # a reply never leaves before its delay
 
 
+@pytest.mark.slow  # reads the module's real-time probe run (~6 s)
 @pytest.mark.parametrize("dst", sorted(DELAYS))
 def test_loss_is_the_responders_drop_ratio(run, dst):
     r = run.results[dst]
@@ -216,6 +218,7 @@ def test_loss_is_the_responders_drop_ratio(run, dst):
     assert r.late == r.duplicates == r.reordered == 0
 
 
+@pytest.mark.slow  # reads the module's real-time probe run (~6 s)
 def test_tier_budgets_come_from_the_policy_and_flag_violations(run):
     assert BUDGET == {"metro": 0.001, "regional": 0.005, "national": 0.020}
     within = {dst: run.results[dst].within_budget for dst in DELAYS}
@@ -227,6 +230,7 @@ def test_tier_budgets_come_from_the_policy_and_flag_violations(run):
         assert sample_value(run.samples, "link_latency.rtt_p95_seconds", lab) == r.rtt_p95_s
 
 
+@pytest.mark.slow  # reads the module's real-time probe run (~6 s)
 def test_window_samples_carry_the_catalogue_fields_and_labels(run):
     r = run.results["d0p5"]
     lab = {"src_site": "bj-ai", "dst_site": "d0p5", "src_hub": "jjj", "dst_hub": "jjj",
@@ -243,6 +247,7 @@ def test_window_samples_carry_the_catalogue_fields_and_labels(run):
         check_sample(s)  # every sample is one the catalogue accepts
 
 
+@pytest.mark.slow  # reads the module's real-time probe run (~6 s)
 def test_route_inflation_is_min_rtt_over_fiber_and_nan_on_loopback(run):
     r = run.results["d0p5"]
     assert r.route_inflation == pytest.approx(r.rtt_min_s / 0.0004)
@@ -252,6 +257,7 @@ def test_route_inflation_is_min_rtt_over_fiber_and_nan_on_loopback(run):
                                    {"dst_site": "d3"}))
 
 
+@pytest.mark.slow  # reads the module's real-time probe run (~6 s)
 def test_percentiles_are_exact_over_the_windows_replies(run):
     r = run.results["jittery"]
     values = np.array(r.rtts)
@@ -260,6 +266,7 @@ def test_percentiles_are_exact_over_the_windows_replies(run):
     assert (r.rtt_min_s, r.rtt_max_s) == (values.min(), values.max())
 
 
+@pytest.mark.slow  # reads the module's real-time probe run (~6 s)
 def test_histogram_is_cumulative_and_agrees_with_the_counts(run):
     les = ["5e-05", "0.0001", "0.0002"]
     assert [s.label("le") for s in run.samples
@@ -285,6 +292,7 @@ def test_histogram_is_cumulative_and_agrees_with_the_counts(run):
     assert d12["0.0256"] == d12["+Inf"]
 
 
+@pytest.mark.slow  # reads the module's real-time probe run (~6 s)
 def test_jitter_is_near_zero_for_a_constant_delay_and_large_for_a_jittery_one(run):
     constant = [run.results[dst].jitter_s for dst in DELAYS]
     jittery = run.results["jittery"].jitter_s
@@ -294,6 +302,7 @@ def test_jitter_is_near_zero_for_a_constant_delay_and_large_for_a_jittery_one(ru
     assert jittery > 2 * max(constant)
 
 
+@pytest.mark.slow  # reads the module's real-time probe run (~6 s)
 def test_duplicates_and_reordering_are_counted(run):
     r = run.results["misbehaving"]
     assert r.duplicates == PROBES // 10
@@ -306,6 +315,7 @@ def test_duplicates_and_reordering_are_counted(run):
     assert sample_value(exported, "link_latency.late") == 0
 
 
+@pytest.mark.slow  # reads the module's real-time probe run (~6 s)
 def test_the_schedule_does_not_drift(run):
     drift = np.array(run.drift)
     assert len(drift) >= 6 * PROBES
@@ -335,6 +345,7 @@ def free_closed_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # counts probes sent in real time; a busy CPU skips ticks
 def test_tcp_connect_probe_and_a_closed_port():
     server = socket.create_server(("127.0.0.1", 0), backlog=128)
     stop = threading.Event()
@@ -376,6 +387,7 @@ def icmp_allowed() -> bool:
         return False
 
 
+@pytest.mark.slow  # counts probes sent in real time; a busy CPU skips ticks
 def test_icmp_echo_to_loopback_or_one_clear_disabled_message(caplog):
     with served(responder()) as port:
         prober, results = probe_once([target("icmp", 0, "metro", kind="icmp"),

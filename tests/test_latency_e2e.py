@@ -9,9 +9,12 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import yaml
 
 from computewatch.store import Aggregate, DuckDBStore, Query
+
+pytestmark = pytest.mark.slow  # an agent probing real responders over time (~7 s)
 
 TOPOLOGY = {
     "hubs": [{"id": "jjj", "name": "Beijing-Tianjin-Hebei", "name_zh": "京津冀",

@@ -11,7 +11,6 @@ import pytest
 
 from computewatch.pipelines import Finding, Period, Severity, anomaly, findings_frame
 from computewatch.policy import load_policy
-from computewatch.sim import build_fleet, simulate
 from computewatch.sim.incidents import GroundTruth
 from computewatch.store import DuckDBStore
 from computewatch.topology import load_topology
@@ -208,18 +207,10 @@ def test_no_baseline_data_means_no_site_findings(sites_store, policy, topology):
 
 
 # -- the simulator's ground truth -----------------------------------------------------------
-SIM_END = datetime(2026, 11, 2, 4, 0, tzinfo=UTC)
-
-
 @pytest.fixture(scope="module")
-def simulated(tmp_path_factory, topology):
-    fleet = build_fleet(topology, accelerators=1500, seed=3)
-    history = simulate(fleet, hours=12, end=SIM_END)
-    store = DuckDBStore(tmp_path_factory.mktemp("sim") / "sim.duckdb")
-    for measurement, frame in history.chunks():
-        store.write(measurement, frame)
-    yield store, history.truth, fleet.topology
-    store.close()
+def simulated(simulated_day, simulated_store):
+    """The session's simulated day (conftest.py): 24 h, 1,500 accelerators, seed 3."""
+    return simulated_store, simulated_day.history.truth, simulated_day.fleet.topology
 
 
 def _true(f: Finding, truth: GroundTruth) -> bool:

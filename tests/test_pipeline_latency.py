@@ -13,7 +13,6 @@ import pytest
 from computewatch.pipelines import Period, Severity
 from computewatch.pipelines.latency import LINK_LABELS, run
 from computewatch.policy import load_policy
-from computewatch.sim import build_fleet, simulate
 from computewatch.store import Aggregate, DuckDBStore
 from computewatch.topology import load_topology
 
@@ -287,15 +286,12 @@ def test_bad_arguments_and_an_empty_store(store):
 # --- the simulator ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def simulated(tmp_path_factory):
-    fleet = build_fleet(load_topology(), accelerators=1500, seed=3)
-    history = simulate(fleet, hours=8, end=datetime(2026, 10, 2, tzinfo=UTC))
-    store = DuckDBStore(tmp_path_factory.mktemp("sim") / "sim.duckdb")
-    for measurement, chunk in history.chunks():
-        store.write(measurement, chunk)
-    findings = run(store, Period(history.start, history.end), POLICY, fleet.topology)
-    yield history, findings
-    store.close()
+def simulated(simulated_day, simulated_store):
+    """The session's simulated day (conftest.py): 24 h, 1,500 accelerators, seed 3."""
+    history = simulated_day.history
+    findings = run(simulated_store, Period(history.start, history.end), POLICY,
+                   simulated_day.fleet.topology)
+    return history, findings
 
 
 def test_the_degraded_link_is_found(simulated):

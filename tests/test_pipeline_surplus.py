@@ -13,7 +13,6 @@ import pytest
 from computewatch.pipelines import Period, Severity
 from computewatch.pipelines.surplus import SURPLUS_COLUMNS, run, surplus
 from computewatch.policy import load_policy
-from computewatch.sim import build_fleet, simulate
 from computewatch.store import Aggregate, DuckDBStore, Query
 from computewatch.topology import Site, Topology, great_circle_km, load_topology
 
@@ -263,19 +262,10 @@ def test_run_defaults_to_every_city(store, policy):
 
 # --- the simulator ---------------------------------------------------------------------------
 
-END = datetime(2026, 3, 10, 6, tzinfo=UTC)
-
-
 @pytest.fixture(scope="module")
-def sim(tmp_path_factory):
-    topo = load_topology()
-    fleet = build_fleet(topo, accelerators=1500, seed=3)
-    history = simulate(fleet, hours=4, end=END)
-    s = DuckDBStore(tmp_path_factory.mktemp("sim") / "sim.duckdb")
-    for measurement, frame in history.chunks():
-        s.write(measurement, frame)
-    yield s, fleet.topology, history
-    s.close()
+def sim(simulated_day, simulated_store):
+    """The session's simulated day (conftest.py): 24 h, 1,500 accelerators, seed 3."""
+    return simulated_store, simulated_day.fleet.topology, simulated_day.history
 
 
 def test_idle_npus_for_shanghai_within_5ms(sim, policy):

@@ -17,6 +17,8 @@ from computewatch.topology import load_topology
 from tests.servers import start_victoriametrics
 from tests.store_compare import assert_same
 
+pytestmark = pytest.mark.slow  # a simulated fleet through DuckDB and VictoriaMetrics
+
 END = datetime(2026, 10, 2, tzinfo=UTC)
 HOURS = 12
 

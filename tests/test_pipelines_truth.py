@@ -11,25 +11,20 @@ import pytest
 from computewatch.pipelines import Period
 from computewatch.pipelines.analyze import analyze
 from computewatch.policy import load_policy
-from computewatch.sim import build_fleet, simulate
 from computewatch.sim.scoring import score
-from computewatch.store import Aggregate, DuckDBStore, Query
-from computewatch.topology import load_topology
+from computewatch.store import Aggregate, Query
 
 END = datetime(2026, 10, 2, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def day(tmp_path_factory):
-    fleet = build_fleet(load_topology(), accelerators=1500, seed=3)
-    history = simulate(fleet, hours=24, end=END)
-    store = DuckDBStore(tmp_path_factory.mktemp("truth") / "day.duckdb")
-    for measurement, frame in history.chunks():
-        store.write(measurement, frame)
+def day(simulated_day, simulated_store):
+    """The session's simulated day (conftest.py: 24 h, 1,500 accelerators, seed 3)."""
+    fleet, history, store = simulated_day.fleet, simulated_day.history, simulated_store
+    assert history.end == END and history.hours == 24
     policy = load_policy()
     findings = analyze(store, Period(history.start, history.end), policy, fleet.topology)
-    yield history, store, policy, fleet, findings
-    store.close()
+    return history, store, policy, fleet, findings
 
 
 def test_every_incident_is_found_and_warnings_are_true(day):

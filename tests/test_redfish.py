@@ -37,6 +37,7 @@ from urllib.parse import parse_qs
 
 import pytest
 from docstring_metrics import documented_fields, readme_metrics
+from servers import installed
 
 import computewatch.collectors.redfish as redfish_module
 from computewatch import catalog
@@ -53,8 +54,7 @@ from computewatch.config import ConfigError, load_yaml_model_from_text
 from computewatch.samples import Sample, sample_value
 from computewatch.validation import check_sample
 
-MOCKUP = (Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "redfish"
-          / "public-rackmount1")
+MOCKUP = Path(__file__).resolve().parent / "fixtures" / "redfish" / "public-rackmount1"
 LABELS = {"node": "bj-ai-n01", "site": "bj-ai", "cluster": "bj-ai-c1", "hub": "jjj"}
 KWH = 3.6e6  # joules per kWh
 PASSWORD = "Tr0ub4dor&3-redfish"  # must never reach a log line or a repr
@@ -66,8 +66,7 @@ def mockup_json(rel: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def mockup() -> Path:
-    if not (MOCKUP / "index.json").is_file():
-        pytest.skip(f"Redfish mockup not found at {MOCKUP} (see ../shared/fixtures/redfish)")
+    assert (MOCKUP / "index.json").is_file(), f"Redfish mockup missing at {MOCKUP}"
     return MOCKUP
 
 
@@ -108,8 +107,7 @@ def free_port() -> int:
 def _sushy_static() -> str:
     beside = Path(sys.executable).with_name("sushy-static")
     found = str(beside) if beside.exists() else shutil.which("sushy-static")
-    if found is None:
-        pytest.skip("sushy-static (PyPI sushy-tools) is not installed")
+    assert found is not None, "sushy-static (PyPI sushy-tools, the test extra) is not installed"
     return found
 
 
@@ -179,9 +177,7 @@ def sushy(mockup, tmp_path_factory) -> Iterator[Sushy]:
 @pytest.fixture(scope="module")
 def sushy_tls(mockup, tmp_path_factory) -> Iterator[Sushy]:
     """sushy-static over HTTPS with a self-signed certificate for 127.0.0.1."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl is not installed: no certificate for the HTTPS server")
+    openssl = installed("openssl")  # makes the HTTPS server's certificate
     work = tmp_path_factory.mktemp("sushy-tls")
     cert, key = work / "cert.pem", work / "key.pem"
     subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",

@@ -19,6 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from servers import free_port, start_victoriametrics
 from vmexport import exported
 
+pytestmark = pytest.mark.slow  # a VictoriaMetrics outage and a killed agent, in real time (~2 min)
+
 RATE = 2000  # series, one sample each per 1 s run
 RUN_S = 120
 OUTAGE = (30, 90)  # seconds into the run: VictoriaMetrics stopped, then started again

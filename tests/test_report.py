@@ -403,6 +403,7 @@ def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
+@pytest.mark.slow  # report runs end to end through the CLI (~7 s)
 def test_cli_writes_csv_and_html(fleet_path, tmp_path):
     url = f"duckdb:///{fleet_path}"
     proc = cli("--period", PERIOD, "--store", url, "--format", "csv", "--out", "-",

@@ -5,13 +5,13 @@ in poppler (pdftoppm, pdftotext)."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from PIL import Image
 from report_fixtures import PERIOD, write_fleet
+from servers import installed
 
 from computewatch.policy import load_policy
 from computewatch.reports import (
@@ -26,14 +26,7 @@ from computewatch.reports import (
 from computewatch.store import DuckDBStore
 from computewatch.topology import load_topology
 
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = shutil.which("chromedriver")
-needs_browser = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER),
-    reason="needs the Debian packages chromium and chromium-driver (make test installs them)")
-needs_poppler = pytest.mark.skipif(
-    not (shutil.which("pdftoppm") and shutil.which("pdftotext")),
-    reason="needs the Debian package poppler-utils (make test installs it)")
+pytestmark = pytest.mark.slow  # Chromium renders and prints the report
 
 TOPO = load_topology()
 POLICY = load_policy(topology=TOPO)
@@ -64,19 +57,18 @@ def browser(tmp_path):
 
     os.environ.setdefault("SE_AVOID_STATS", "true")  # no network here
     options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
+    options.binary_location = installed("chromium")
     for flag in (*HEADLESS_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
                  "--window-size=1400,1000"):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(
-        executable_path=CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log")))
+        executable_path=installed("chromedriver"), log_output=str(tmp_path / "chromedriver.log")))
     try:
         yield driver
     finally:
         driver.quit()
 
 
-@needs_browser
 def test_the_report_shows_its_key_content_in_chromium(browser, page, tmp_path):
     from selenium.webdriver.common.by import By
 
@@ -114,9 +106,9 @@ def test_the_report_shows_its_key_content_in_chromium(browser, page, tmp_path):
         assert colours is not None and len(colours) > 20  # drawn content, not a blank page
 
 
-@needs_browser
-@needs_poppler
 def test_the_pdf_prints_and_renders(page, tmp_path):
+    for tool in ("chromium", "pdfinfo", "pdftoppm", "pdftotext"):  # chromium, poppler-utils
+        installed(tool)
     pdf = html_to_pdf(page.read_text(encoding="utf-8"), tmp_path / "report.pdf")
     info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True)
     assert "A4" in info.stdout

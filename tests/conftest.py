@@ -1,0 +1,87 @@
+"""Fixtures shared by several test modules.
+
+`simulated_day` is the one simulated fleet day the pipeline tests score against the
+simulator's ground truth (recall, precision, hand-checked sums): simulating and storing it is
+the most expensive setup in the suite, so it is made once per session. Each module gets its
+own copy of the store (`simulated_store`), because analyze writes findings into the store it
+reads: one module's findings must never show up in another's counts. Under pytest-xdist
+(`-n 2`) the workers share one stored day: the first to need it writes it, under a file lock,
+and the others wait and read it.
+
+Every test that uses the simulated day is marked `slow` here (one rule, not a mark per test):
+simulating, storing and running pipelines over a day is end-to-end work that `make test` runs
+and `make test-fast` leaves out.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from computewatch.sim import build_fleet, simulate
+from computewatch.sim.fleet import Fleet
+from computewatch.sim.history import History
+from computewatch.store import DuckDBStore
+from computewatch.topology import load_topology
+
+SIMULATED_END = datetime(2026, 10, 2, tzinfo=UTC)
+"""The day's end: 24 h of 1-minute telemetry, 1,500 accelerators on the shipped topology,
+seed 3. 24 h because the idle-cluster incident must outlast the policy's 6 h sustain time."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "simulated_day" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
+@dataclass(frozen=True)
+class SimulatedDay:
+    fleet: Fleet
+    history: History
+    path: Path
+    """A DuckDB file holding the day's telemetry; read it through `simulated_store`."""
+
+
+def _session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder every worker of this run sees (xdist gives each its own basetemp below it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session")
+def simulated_day(tmp_path_factory: pytest.TempPathFactory) -> SimulatedDay:
+    fleet = build_fleet(load_topology(), accelerators=1500, seed=3)
+    history = simulate(fleet, hours=24, end=SIMULATED_END)  # cheap: telemetry comes lazily
+    folder = _session_dir(tmp_path_factory) / "simulated-day"
+    folder.mkdir(exist_ok=True)
+    path, done = folder / "day.duckdb", folder / "written"
+    with (folder / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            with DuckDBStore(path) as store:
+                for measurement, frame in history.chunks():
+                    store.write(measurement, frame)
+            done.touch()
+    return SimulatedDay(fleet, history, path)
+
+
+@pytest.fixture(scope="module")
+def simulated_store(simulated_day: SimulatedDay,
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[DuckDBStore]:
+    """This module's own copy of the simulated day's store (writes stay in the module)."""
+    path = tmp_path_factory.mktemp("simulated-copy") / "day.duckdb"
+    shutil.copyfile(simulated_day.path, path)
+    store = DuckDBStore(path)
+    try:
+        yield store
+    finally:
+        store.close()
+        path.unlink()  # 110 MB a copy
