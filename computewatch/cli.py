@@ -322,9 +322,8 @@ def analyze(
         "file://PATH?max_age=...).")] = None,
 ) -> None:
     """Run the analytics pipelines; findings are printed and written back to the store."""
-    from computewatch.pipelines import Severity
-    from computewatch.pipelines.analyze import PIPELINES
-    from computewatch.pipelines.analyze import analyze as run_analysis
+    from computewatch.findings import Severity
+    from computewatch.pipelines import PIPELINES, run_pipelines
     from computewatch.render import render_findings
     from computewatch.store import StoreError, open_store
 
@@ -348,16 +347,17 @@ def analyze(
         try:
             period = _period(st, since, until)
             try:
-                df = run_analysis(st, period, pol, topo, only=names)
+                analysis = run_pipelines(st, period, pol, topo, only=names)
             except ValueError as exc:
                 raise _UserError(str(exc)) from None
         finally:
             st.close()
-        render_findings(df, fmt, sys.stdout, limit=limit if fmt.value == "table" else None,
+        render_findings(analysis.frame(), fmt, sys.stdout,
+                        limit=limit if fmt.value == "table" else None,
                         title=f"Findings {period.start:%Y-%m-%d %H:%M} – "
                               f"{period.end:%Y-%m-%d %H:%M}")
-        ok = _push_alerts(alert or [], df, period.end, hold, min_severity)
-        if ok and heartbeat is not None and not df.attrs.get("failed_pipelines"):
+        ok = _push_alerts(alert or [], analysis, hold, min_severity)
+        if ok and heartbeat is not None and not analysis.failed:
             from computewatch.schedule import write_heartbeat
 
             write_heartbeat(heartbeat)
@@ -385,20 +385,16 @@ def analyze(
     run_every(interval.total_seconds(), scheduled, stop, name="analyze")
 
 
-def _push_alerts(urls: list[str], df, period_end: datetime, hold: timedelta,
-                 min_severity) -> bool:
+def _push_alerts(urls: list[str], analysis, hold: timedelta, min_severity) -> bool:
     """Push findings to each Alertmanager; one that fails does not stop the others."""
     if not urls:
         return True
-    from computewatch.alerts.push import PushError, push_findings
+    from computewatch.alerts.push import PushError, push_analysis
 
-    ran = [p for p in df.attrs.get("pipelines", []) if p not in df.attrs.get(
-        "failed_pipelines", [])]
     ok = True
     for url in urls:
         try:
-            res = push_findings(url, df.to_dict("records"), pipelines=ran, hold=hold,
-                                period_end=period_end, min_severity=min_severity)
+            res = push_analysis(url, analysis, hold=hold, min_severity=min_severity)
         except PushError as exc:
             _err().print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
             ok = False
@@ -521,12 +517,14 @@ def report(
     import re
     from zoneinfo import ZoneInfo
 
+    from computewatch.pipelines import run_pipelines
     from computewatch.pue import CHINA_TZ
     from computewatch.reports import (
         SHIPPED_POLICY,
         ChromiumMissingError,
         PdfError,
         build_report,
+        check_scope,
         html_to_pdf,
         parse_period,
         render_csv,
@@ -552,8 +550,13 @@ def report(
         try:
             rp = parse_period(period, last_sample_end=bounds[1] + timedelta(minutes=1)
                               if bounds else None)
+            check_scope(topo, hub, definition)
             with console.status("report") as status:
-                result = build_report(st, topo, pol, rp, hub=hub, definition=definition,
+                analysis = run_pipelines(
+                    st, rp.period, pol, topo, write=False,
+                    progress=lambda name: status.update(f"report: findings: {name}"))
+                result = build_report(st, topo, pol, rp, analysis, hub=hub,
+                                      definition=definition,
                                       policy_name=str(policy) if policy else SHIPPED_POLICY,
                                       progress=lambda step: status.update(f"report: {step}"))
         except ValueError as exc:  # a bad period, hub or definition; an empty period
@@ -592,7 +595,7 @@ def report(
 
 
 def _period(st, since: str, until: str | None):
-    from computewatch.pipelines import Period
+    from computewatch.findings import Period
 
     if until is None:
         bounds = st.time_bounds("accelerator")

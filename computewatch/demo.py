@@ -71,12 +71,12 @@ def run_demo(store: Store, topology: Topology, policy: Policy, *, sites: int | N
     backfill_s = time.perf_counter() - t0
     findings, analysis_s = None, 0.0
     if analyze:
-        from computewatch.pipelines import Period
-        from computewatch.pipelines.analyze import analyze as run_pipelines
+        from computewatch.findings import Period
+        from computewatch.pipelines import run_pipelines
 
         t1 = time.perf_counter()
         findings = run_pipelines(store, Period(history.start, history.end), policy,
-                                 fleet.topology)
+                                 fleet.topology).frame()
         analysis_s = time.perf_counter() - t1
     return DemoResult(summary, history.truth, fleet.topology, fleet.n_devices, len(fleet.sites),
                       samples, rejected, backfill_s, findings, analysis_s)

@@ -65,10 +65,10 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import IsolationForest
 
+from computewatch.findings import Finding, Period, Severity
 from computewatch.pipelines._episodes import episodes
-from computewatch.pipelines._findings import Finding, Period, Severity
 from computewatch.policy import Policy
-from computewatch.pue import window_edges, window_pue
+from computewatch.pue import meter_readings, window_edges, window_pue
 from computewatch.store import Aggregate, Query, Store
 from computewatch.topology import Site, Topology
 
@@ -208,16 +208,9 @@ def _pue(store: Store, edges: pd.DatetimeIndex, window: timedelta,
     """Per site and window: energy-based PUE from store-side last counter readings."""
     bucket = min(_READING_BUCKET, window / 2)
     t0, t1 = edges[0].to_pydatetime(), edges[-1].to_pydatetime()
-    # One bucket before the first edge gives the counter reading at that edge.
-    df = store.query(Query("facility_power", ("joules_total",), t0 - bucket, t1,
-                           where={"scope": ["facility", "it"]},
-                           group_by=("site", "meter", "scope"), window=bucket,
-                           agg=Aggregate.LAST))
-    df = df[df.joules_total.notna()]
-    if df.empty:
+    readings = meter_readings(store, Period(t0, t1), bucket)
+    if readings.empty:
         return pd.DataFrame(columns=["time", "site", "pue"])
-    readings = df.assign(time=df.time + pd.Timedelta(bucket)) \
-        .rename(columns={"joules_total": "joules"})
     got = window_pue(readings, t0, t1, window, slot=min(timedelta(minutes=1), bucket),
                      max_gap=2 * bucket, min_completeness=min_completeness)
     got = got[got.window_start.isin(edges[:-1])]

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from computewatch.pipelines import Period
-from computewatch.pipelines.analyze import analyze
+from computewatch.findings import Period
+from computewatch.pipelines import run_pipelines
 from computewatch.policy import load_policy
 from computewatch.sim import build_fleet, simulate
 from computewatch.sim.scoring import score
@@ -27,7 +27,8 @@ def day(tmp_path_factory):
     for measurement, frame in history.chunks():
         store.write(measurement, frame)
     policy = load_policy()
-    findings = analyze(store, Period(history.start, history.end), policy, fleet.topology)
+    findings = run_pipelines(store, Period(history.start, history.end), policy,
+                             fleet.topology).frame()
     yield history, store, policy, fleet, findings
     store.close()
 
