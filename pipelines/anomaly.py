@@ -63,7 +63,6 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import IsolationForest
 
 from computewatch.findings import Finding, Period, Severity
 from computewatch.pipelines._episodes import episodes
@@ -317,6 +316,10 @@ def _site_anomalies(store: Store, period: Period, policy: Policy, topology: Topo
     base = base[base.site.isin(known)].reset_index(drop=True)
     median, scale = _baseline_stats(base, _accelerators(store, baseline))
     zb, zc = _zscores(base, median, scale), _zscores(cur, median, scale)
+    # Imported here, not at the top: the pipelines' registry imports every pipeline, and
+    # scikit-learn (~90 MB) would otherwise sit in memory through the others' peaks.
+    from sklearn.ensemble import IsolationForest
+
     forest = IsolationForest(n_estimators=_TREES, contamination=contamination,
                              random_state=seed).fit(zb.to_numpy())
     scores = forest.score_samples(zc.to_numpy())
