@@ -216,12 +216,14 @@ def meter_readings(store: Store, period: Period,
                    bucket: timedelta = READING_BUCKET) -> pd.DataFrame:
     """Each meter's last counter reading per ``bucket``, stamped at the bucket's end.
 
-    One push-down query (meters x buckets rows). It starts one bucket early: the reading just
-    before the period opens is the baseline of its first slot, without which no window could
-    ever be 100% complete. Columns: ``time``, ``hub``, ``cluster``, ``site``, ``meter``,
-    ``scope``, ``joules`` (the input `window_pue` takes).
+    One push-down query (facility and IT meters x buckets rows; other scopes, such as the
+    hosts' RAPL counters, are no part of a PUE and are not read). It starts one bucket early:
+    the reading just before the period opens is the baseline of its first slot, without which
+    no window could ever be 100% complete. Columns: ``time``, ``hub``, ``cluster``, ``site``,
+    ``meter``, ``scope``, ``joules`` (the input `window_pue` takes).
     """
     q = Query("facility_power", ("joules_total",), period.start - bucket, period.end,
+              where={"scope": list(_REQUIRED_SCOPES)},
               group_by=("hub", "cluster", "site", "meter", "scope"), window=bucket,
               agg=Aggregate.LAST)
     df = store.query(q)
