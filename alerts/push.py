@@ -27,9 +27,8 @@ episode that ended days ago is history for the report, not a page for the NOC.
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,10 +36,10 @@ from typing import Any
 import pandas as pd
 import requests
 
-from computewatch.pipelines import Finding, Severity
+from computewatch.findings import Analysis, Finding, Severity
 
 __all__ = ["SOURCE", "PushError", "PushResult", "alert_name", "finding_alert",
-           "finding_labels", "push_findings"]
+           "finding_labels", "push_analysis", "push_findings"]
 
 SOURCE = "computewatch-analyze"
 _PLACE = ("hub", "cluster", "site")
@@ -65,34 +64,24 @@ def alert_name(pipeline: str, rule: str) -> str:
     return "".join(w[:1].upper() + w[1:] for w in words if w)
 
 
-def _record(finding: Finding | Mapping[str, Any]) -> dict[str, Any]:
-    if dataclasses.is_dataclass(finding):
-        return {f.name: getattr(finding, f.name) for f in dataclasses.fields(finding)}
-    return dict(finding)  # type: ignore[arg-type]
-
-
 def _utc(value: Any) -> datetime:
     t = pd.Timestamp(value)
     t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
     return t.to_pydatetime()
 
 
-def _severity(value: Any) -> Severity:
-    return value if isinstance(value, Severity) else Severity(int(value))
-
-
-def finding_labels(finding: Finding | Mapping[str, Any], source: str = SOURCE) -> dict[str, str]:
+def finding_labels(finding: Finding, source: str = SOURCE) -> dict[str, str]:
     """The alert's identity: the same finding gives the same labels in every run."""
-    r = _record(finding)
-    labels = {"alertname": alert_name(r["pipeline"], r["rule"]), "source": source,
-              "pipeline": str(r["pipeline"]), "rule": str(r["rule"]),
-              "subject_type": str(r["subject_type"]), "subject": str(r["subject"]),
-              "severity": _severity(r["severity"]).name.lower(),
+    f = finding
+    labels = {"alertname": alert_name(f.pipeline, f.rule), "source": source,
+              "pipeline": str(f.pipeline), "rule": str(f.rule),
+              "subject_type": str(f.subject_type), "subject": str(f.subject),
+              "severity": Severity(int(f.severity)).name.lower(),
               # kind and scope as the shipped rules label theirs, so routes and inhibitions
               # in alerts/alertmanager.yml treat findings like rule alerts of the same kind
-              "kind": str(r["pipeline"]), "scope": str(r["subject_type"])}
+              "kind": str(f.pipeline), "scope": str(f.subject_type)}
     for key in _PLACE:
-        value = r.get(key)
+        value = getattr(f, key)
         if isinstance(value, str) and value:  # an empty label is no label in Alertmanager
             labels[key] = value
     return labels
@@ -102,44 +91,42 @@ def _number(value: Any) -> str:
     return f"{float(value):.6g}"
 
 
-def finding_alert(finding: Finding | Mapping[str, Any], *, now: datetime, hold: timedelta,
-                  source: str = SOURCE, generator_url: str | None = None) -> dict[str, Any]:
+def finding_alert(finding: Finding, *, now: datetime, hold: timedelta, source: str = SOURCE,
+                  generator_url: str | None = None) -> dict[str, Any]:
     """One postable alert (API v2) for a finding that holds now."""
-    r = _record(finding)
-    start, end = _utc(r["start"]), _utc(r["end"])
-    summary = r.get("message") or (f"{r['subject_type']} {r['subject']}: {r['rule']} "
-                                   f"({_number(r['observed'])} vs {_number(r['threshold'])} "
-                                   f"{r['unit']})")
-    annotations = {"summary": str(summary), "observed": _number(r["observed"]),
-                   "threshold": _number(r["threshold"]), "unit": str(r["unit"]),
-                   "completeness": _number(r.get("completeness", 1.0)),
+    f = finding
+    start, end = _utc(f.start), _utc(f.end)
+    summary = f.message or (f"{f.subject_type} {f.subject}: {f.rule} "
+                            f"({_number(f.observed)} vs {_number(f.threshold)} {f.unit})")
+    annotations = {"summary": str(summary), "observed": _number(f.observed),
+                   "threshold": _number(f.threshold), "unit": str(f.unit),
+                   "completeness": _number(f.completeness),
                    "window_start": start.isoformat(), "window_end": end.isoformat()}
-    if r.get("definition"):
-        annotations["description"] = str(r["definition"])
-    alert = {"labels": finding_labels(r, source), "annotations": annotations,
+    if f.definition:
+        annotations["description"] = str(f.definition)
+    alert = {"labels": finding_labels(f, source), "annotations": annotations,
              "startsAt": min(start, now).isoformat(), "endsAt": (now + hold).isoformat()}
     if generator_url:
         alert["generatorURL"] = generator_url
     return alert
 
 
-def _current(findings: Iterable[Finding | Mapping[str, Any]], min_severity: Severity,
-             period_end: datetime | None, recent: timedelta) -> tuple[list[dict], int]:
+def _current(findings: Iterable[Finding], min_severity: Severity,
+             period_end: datetime | None, recent: timedelta) -> tuple[list[Finding], int]:
     """Findings to alert on, one per label set (the latest window wins); and how many not."""
-    kept: dict[tuple, dict] = {}
+    kept: dict[tuple, Finding] = {}
     skipped = 0
     for f in findings:
-        r = _record(f)
-        if _severity(r["severity"]) < min_severity or (
-                period_end is not None and _utc(r["end"]) < period_end - recent):
+        if int(f.severity) < min_severity or (
+                period_end is not None and _utc(f.end) < period_end - recent):
             skipped += 1
             continue
-        key = tuple(sorted(finding_labels(r).items()))
+        key = tuple(sorted(finding_labels(f).items()))
         if key in kept:  # several episodes of one finding: one alert, the latest window
             skipped += 1
-            if _utc(kept[key]["end"]) >= _utc(r["end"]):
+            if _utc(kept[key].end) >= _utc(f.end):
                 continue
-        kept[key] = r
+        kept[key] = f
     return list(kept.values()), skipped
 
 
@@ -155,7 +142,7 @@ def _active(session: requests.Session, base: str, source: str, timeout: float) -
     return resp.json()
 
 
-def push_findings(alertmanager_url: str, findings: Iterable[Finding | Mapping[str, Any]], *,
+def push_findings(alertmanager_url: str, findings: Iterable[Finding], *,
                   pipelines: Collection[str], hold: timedelta = timedelta(hours=1),
                   now: datetime | None = None, period_end: datetime | None = None,
                   recent: timedelta | None = None, min_severity: Severity = Severity.WARNING,
@@ -172,8 +159,8 @@ def push_findings(alertmanager_url: str, findings: Iterable[Finding | Mapping[st
     session = session or requests.Session()
     try:
         current, skipped = _current(findings, min_severity, period_end, recent)
-        alerts = [finding_alert(r, now=now, hold=hold, source=source,
-                                generator_url=generator_url) for r in current]
+        alerts = [finding_alert(f, now=now, hold=hold, source=source,
+                                generator_url=generator_url) for f in current]
         keys = {tuple(sorted(a["labels"].items())) for a in alerts}
         resolved = []
         for old in _active(session, base, source, timeout):
@@ -201,3 +188,17 @@ def push_findings(alertmanager_url: str, findings: Iterable[Finding | Mapping[st
     finally:
         if own:
             session.close()
+
+
+def push_analysis(alertmanager_url: str, analysis: Analysis, *,
+                  hold: timedelta = timedelta(hours=1), now: datetime | None = None,
+                  recent: timedelta | None = None, min_severity: Severity = Severity.WARNING,
+                  source: str = SOURCE, generator_url: str | None = None,
+                  timeout: float = 10.0, session: requests.Session | None = None) -> PushResult:
+    """`push_findings` for one run of the pipelines: its findings, current as of its period's
+    end, resolving only the vanished alerts of the pipelines that succeeded (a failed
+    pipeline's alerts stay as they are)."""
+    return push_findings(alertmanager_url, analysis.findings, pipelines=analysis.succeeded,
+                         hold=hold, now=now, period_end=analysis.period.end, recent=recent,
+                         min_severity=min_severity, source=source,
+                         generator_url=generator_url, timeout=timeout, session=session)

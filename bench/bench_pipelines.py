@@ -43,8 +43,8 @@ def _child(kind: str, hours: int) -> None:
 
     import duckdb
 
-    from computewatch.pipelines import Period
-    from computewatch.pipelines.analyze import analyze
+    from computewatch.findings import Period
+    from computewatch.pipelines import run_pipelines
     from computewatch.policy import load_policy
     from computewatch.sim import build_fleet
     from computewatch.store import DuckDBStore
@@ -55,8 +55,8 @@ def _child(kind: str, hours: int) -> None:
     if kind == "pipelines":
         fleet = build_fleet(load_topology(), sites=100, accelerators=1, seed=0)
         with DuckDBStore(STORE) as store:
-            df = analyze(store, period, load_policy(), fleet.topology, write=False)
-        n = len(df)
+            analysis = run_pipelines(store, period, load_policy(), fleet.topology, write=False)
+        n = len(analysis.findings)
     else:
         con = duckdb.connect(str(STORE), read_only=True)
         raw = con.execute(

@@ -23,22 +23,41 @@ and quoted by reports:
 The instantaneous ratio facility W / IT W is a different, noisier quantity: it is computed by
 `power_ratio` and exported as ``pue_power_ratio``, never mixed with the energy-based value.
 Windows are aligned in ``tz`` (default China Standard Time), since regulators count days,
-months and years in local time. Both the agent (from its meters' samples) and the pipelines
-(from store queries) call `window_pue`.
+months and years in local time. Both the agent (from its meters' samples) and everything that
+reads the store call `window_pue`: the summary, the PUE pipeline and the report read the
+meters through `meter_readings` (each meter's last counter reading per 15-minute bucket) and
+derive the PUE with `windowed_pue`, so they state one number for one site and period.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["CHINA_TZ", "WINDOWS", "monotonic_energy", "power_ratio", "window_edges",
-           "window_pue"]
+from computewatch.store import Aggregate, Query
+
+if TYPE_CHECKING:  # annotations only: the agent's PUE collector needs none of them
+    from computewatch.findings import Period
+    from computewatch.policy import Policy
+    from computewatch.store import Store
+
+__all__ = ["CHINA_TZ", "DEFINITION", "READING_BUCKET", "WINDOWS", "meter_readings",
+           "monotonic_energy", "power_ratio", "window_edges", "window_pue", "windowed_pue"]
 
 CHINA_TZ = "Asia/Shanghai"
+
+READING_BUCKET = timedelta(minutes=15)
+"""`meter_readings` keeps each meter's last reading per bucket of this length; `windowed_pue`
+cuts windows into slots of the same length and accepts gaps of up to two of them."""
+
+DEFINITION = ("energy-based PUE = facility energy / IT energy from meter counters over the "
+              "slots every meter covers (ISO/IEC 30134-2, GB 40879-2021 RM2); counter resets "
+              "restart from zero; windows in China time")
+"""The method in one sentence, as findings and reports quote it."""
 
 WINDOWS = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "1d": "D", "month": "MS",
            "year": "YS", "all": "all"}
@@ -191,3 +210,34 @@ def power_ratio(watts: pd.DataFrame, by: Sequence[str] = ("site",)) -> pd.DataFr
     else:  # one side not metered at that moment: no ratio
         out["power_ratio"] = np.nan
     return out.reset_index()
+
+
+def meter_readings(store: Store, period: Period,
+                   bucket: timedelta = READING_BUCKET) -> pd.DataFrame:
+    """Each meter's last counter reading per ``bucket``, stamped at the bucket's end.
+
+    One push-down query (facility and IT meters x buckets rows; other scopes, such as the
+    hosts' RAPL counters, are no part of a PUE and are not read). It starts one bucket early:
+    the reading just before the period opens is the baseline of its first slot, without which
+    no window could ever be 100% complete. Columns: ``time``, ``hub``, ``cluster``, ``site``,
+    ``meter``, ``scope``, ``joules`` (the input `window_pue` takes).
+    """
+    q = Query("facility_power", ("joules_total",), period.start - bucket, period.end,
+              where={"scope": list(_REQUIRED_SCOPES)},
+              group_by=("hub", "cluster", "site", "meter", "scope"), window=bucket,
+              agg=Aggregate.LAST)
+    df = store.query(q)
+    df = df[df.joules_total.notna()]
+    return df.assign(time=df.time + bucket).rename(columns={"joules_total": "joules"})
+
+
+def windowed_pue(readings: pd.DataFrame, period: Period, policy: Policy,
+                 window: str | timedelta, *, by: Sequence[str] = ("site",),
+                 min_completeness: float | None = None) -> pd.DataFrame:
+    """`window_pue` over `meter_readings`: slots of `READING_BUCKET`, gaps of up to two
+    slots, and the policy's completeness floor (or ``min_completeness``): the one PUE that
+    findings, reports and the summary state. Columns as `window_pue` returns them."""
+    floor = (float(policy.pue.min_completeness.value) if min_completeness is None
+             else min_completeness)
+    return window_pue(readings, period.start, period.end, window, by=by, slot=READING_BUCKET,
+                      max_gap=2 * READING_BUCKET, min_completeness=floor)

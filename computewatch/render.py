@@ -92,8 +92,9 @@ def render_summary(summary: NationalSummary, fmt: OutputFormat, out: TextIO,
     console.print(
         "[dim]Mean util.: mean of all utilization samples. Idle acc.-h: Σ (1 − utilization) × "
         "sampling interval. PUE: facility energy / IT energy from meter counters over the "
-        "period. Worst link: the largest 95th-percentile window p95 RTT relative to its tier "
-        "budget (red: over budget).[/dim]")
+        "part of the period every meter covers (pue_completeness in json and csv). Worst "
+        "link: the largest 95th-percentile window p95 RTT relative to its tier budget (red: "
+        "over budget).[/dim]")
 
 
 _SEVERITY = {0: "info", 1: "warning", 2: "critical"}

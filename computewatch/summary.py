@@ -1,12 +1,16 @@
 """The national summary: per hub and cluster, what the fleet holds and how it is used.
 
-Definitions (stated in the printed footer as well):
-- mean utilization: the mean of all utilization samples in the period (time-weighted for
-  evenly sampled devices);
-- idle accelerator-hours: the sum over utilization samples of (1 - utilization) x the
-  sampling interval, i.e. the capacity the period left unused; the interval is inferred from
-  the data (covered span / samples per series), so partial periods are not overstated;
-- PUE: energy-based, facility energy / IT energy from meter counters over the period;
+Every figure is the core's one definition, the same the pipelines and the report state
+(stated in the printed footer as well):
+- mean utilization: time-weighted, `computewatch.utilization.DEFINITIONS["time_weighted"]`;
+- idle accelerator-hours: `computewatch.utilization.IDLE_DEFINITION`, the sum over samples of
+  (1 - utilization) x the sampling interval read from the data;
+- PUE: energy-based, `computewatch.pue.windowed_pue` over the period from each meter's counter
+  readings (`computewatch.pue.meter_readings`), per hub and per cluster over the slots every
+  meter of it covers, with ``pue_completeness`` the share of the period's slots that count.
+  The national row is total facility energy / total IT energy of the hubs. Unlike a report,
+  the summary states a PUE below the completeness floor: its completeness says how much to
+  trust it;
 - worst link: the link touching the hub whose 95th-percentile window p95 RTT is largest
   relative to its tier budget.
 Every figure comes from windowed queries against the store, never from raw samples.
@@ -14,16 +18,19 @@ Every figure comes from windowed queries against the store, never from raw sampl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 import pandas as pd
 
-from computewatch.energy import period_energy_pue
+from computewatch.findings import Period
 from computewatch.policy import Policy
+from computewatch.pue import meter_readings, windowed_pue
 from computewatch.store import Aggregate, Query, Store
 from computewatch.topology import Topology
+from computewatch.utilization import utilization_totals
 
 __all__ = ["NationalSummary", "national_summary"]
 
@@ -41,25 +48,27 @@ class NationalSummary:
 
 
 def _utilization(store: Store, start: datetime, end: datetime) -> pd.DataFrame:
-    """Per hub, cluster and ecosystem: accelerators, utilization sum and sample count."""
+    """Per hub, cluster and ecosystem: accelerators, samples, utilization sum, idle hours."""
     by = ("hub", "cluster", "ecosystem")
-    cols = [*by, "accelerators", "util_sum", "samples", "step_h"]
+    cols = [*by, "accelerators", "utilization_sum", "samples", "idle_accelerator_hours"]
     series = store.series("accelerator")
-    bounds = store.time_bounds("accelerator")
-    if series.empty or bounds is None:
+    if series.empty:
         return pd.DataFrame(columns=cols)
-    total = store.query(Query("accelerator", ("utilization_ratio",), start, end, group_by=by,
-                              agg=Aggregate.SUM)).rename(columns={"utilization_ratio": "util_sum"})
-    count = store.query(Query("accelerator", ("utilization_ratio",), start, end, group_by=by,
-                              agg=Aggregate.COUNT)).rename(columns={"utilization_ratio": "samples"})
+    totals = utilization_totals(store, start, end, by=by)
     counts = series.groupby(list(by)).device.nunique().rename("accelerators").reset_index()
-    out = counts.merge(total.drop(columns="time"), on=list(by), how="left").merge(
-        count.drop(columns="time"), on=list(by), how="left").fillna({"util_sum": 0.0,
-                                                                      "samples": 0})
-    span_h = (min(end, bounds[1]) - max(start, bounds[0])).total_seconds() / 3600.0
-    per_series = out.samples.sum() / max(out.accelerators.sum(), 1)
-    out["step_h"] = span_h / (per_series - 1) if per_series > 1 else 0.0
+    out = counts.merge(totals, on=list(by), how="left").fillna(
+        {"utilization_sum": 0.0, "samples": 0.0, "idle_accelerator_hours": 0.0})
     return out[cols]
+
+
+def _pue(readings: pd.DataFrame, policy: Policy, period: Period,
+         by: Sequence[str]) -> pd.DataFrame:
+    """Per ``by`` group: facility and IT energy over the covered slots, PUE, completeness."""
+    cols = [*by, "facility_joules", "it_joules", "pue", "completeness"]
+    if readings.empty:
+        return pd.DataFrame(columns=cols)
+    got = windowed_pue(readings, period, policy, "all", by=by, min_completeness=0.0)
+    return got[cols]
 
 
 def _links(store: Store, policy: Policy, start: datetime, end: datetime) -> pd.DataFrame:
@@ -76,8 +85,11 @@ def _links(store: Store, policy: Policy, start: datetime, end: datetime) -> pd.D
 
 def national_summary(store: Store, topology: Topology, policy: Policy, start: datetime,
                      end: datetime) -> NationalSummary:
+    period = Period(start, end)
     util = _utilization(store, start, end)
-    pue = period_energy_pue(store, start, end, by=("hub", "cluster"))
+    readings = meter_readings(store, period)
+    hub_pue = _pue(readings, policy, period, ("hub",))
+    cluster_pue = _pue(readings, policy, period, ("cluster",))
     links = _links(store, policy, start, end)
     rows = []
 
@@ -85,19 +97,19 @@ def national_summary(store: Store, topology: Topology, policy: Policy, start: da
             lk: pd.DataFrame) -> dict:
         n = int(u.accelerators.sum())
         samples = float(u.samples.sum())
-        mean = float(u.util_sum.sum()) / samples if samples else float("nan")
-        step_h = float(u.step_h.iloc[0]) if len(u) else 0.0
+        mean = float(u.utilization_sum.sum()) / samples if samples else float("nan")
         eco = u.groupby("ecosystem").accelerators.sum()
         worst = lk.iloc[0] if not lk.empty else None
-        it = float(p.it_j.sum()) if not p.empty else 0.0
+        it = float(p.it_joules.sum()) if not p.empty else 0.0
         return {
             "level": level, "hub": hub, "cluster": cluster,
             "sites": len({s.id for s in topology.sites
                           if (not hub or s.hub == hub) and (not cluster or s.cluster == cluster)}),
             "accelerators": n, "cuda": int(eco.get("cuda", 0)), "cann": int(eco.get("cann", 0)),
             "mean_utilization": mean,
-            "idle_accelerator_hours": (samples - float(u.util_sum.sum())) * step_h,
-            "pue": float(p.facility_j.sum()) / it if it > 0 else float("nan"),
+            "idle_accelerator_hours": float(u.idle_accelerator_hours.sum()),
+            "pue": float(p.facility_joules.sum()) / it if it > 0 else float("nan"),
+            "pue_completeness": _completeness(p),
             "worst_link": f"{worst.src_site} ↔ {worst.dst_site}" if worst is not None else "",
             "worst_link_tier": worst.tier if worst is not None else "",
             "worst_link_p95_s": float(worst.rtt_p95_seconds) if worst is not None else np.nan,
@@ -105,13 +117,26 @@ def national_summary(store: Store, topology: Topology, policy: Policy, start: da
         }
 
     for hub in topology.hubs:
-        u, p = util[util.hub == hub.id], pue[pue.hub == hub.id]
+        u = util[util.hub == hub.id]
         lk = links[(links.src_hub == hub.id) | (links.dst_hub == hub.id)]
-        rows.append(row("hub", hub.id, "", u, p, lk))
+        rows.append(row("hub", hub.id, "", u, hub_pue[hub_pue.hub == hub.id], lk))
         for cl in (c for c in topology.clusters if c.hub == hub.id):
-            cu, cp = u[u.cluster == cl.id], p[p.cluster == cl.id]
+            cu = u[u.cluster == cl.id]
             cl_sites = {s.id for s in topology.sites_of_cluster(cl.id)}
             clk = lk[lk.src_site.isin(cl_sites) | lk.dst_site.isin(cl_sites)]
-            rows.append(row("cluster", hub.id, cl.id, cu, cp, clk))
-    rows.append(row("national", "", "", util, pue, links))
+            rows.append(row("cluster", hub.id, cl.id, cu,
+                            cluster_pue[cluster_pue.cluster == cl.id], clk))
+    rows.append(row("national", "", "", util, hub_pue, links))
     return NationalSummary(start, end, pd.DataFrame(rows), links)
+
+
+def _completeness(p: pd.DataFrame) -> float:
+    """Share of the period's slots metered: one group's own, or the IT-energy-weighted mean
+    of several (the national row over its hubs); 0 without any PUE group."""
+    if p.empty:
+        return 0.0
+    if len(p) == 1:
+        return float(p.completeness.iloc[0])
+    w = p.it_joules.fillna(0.0)
+    return float((p.completeness * w).sum() / w.sum()) if w.sum() > 0 else \
+        float(p.completeness.mean())

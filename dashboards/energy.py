@@ -25,8 +25,8 @@ from computewatch.dashboards.query import (
     series,
 )
 from computewatch.dashboards.rules import PLACE
-from computewatch.dashboards.thresholds import pue_target_rules
 from computewatch.policy import Policy
+from computewatch.thresholds import pue_target_rules
 from computewatch.topology import Topology
 
 __all__ = ["UID", "energy_dashboard", "period_pue", "pue_target_text"]

@@ -15,8 +15,8 @@ from grafana_foundation_sdk.models import dashboard as dm
 
 from computewatch.dashboards._panels import BY_THRESHOLDS, DATASOURCE, prom, steps
 from computewatch.dashboards.query import RANGE, Agg, Expr, OverTime, Var, by_place, series
-from computewatch.dashboards.thresholds import tier_budget_rules
 from computewatch.policy import Policy
+from computewatch.thresholds import tier_budget_rules
 from computewatch.topology import Tier, Topology
 
 __all__ = ["UID", "latency_dashboard"]

@@ -32,9 +32,9 @@ from computewatch.dashboards.query import (
     recorded,
     series,
 )
-from computewatch.dashboards.rules import PLACE
-from computewatch.dashboards.thresholds import site_minimum_rules, tier_budget_rules
+from computewatch.dashboards.rules import IDLE_CAPACITY, PLACE
 from computewatch.policy import Policy
+from computewatch.thresholds import site_minimum_rules, tier_budget_rules
 from computewatch.topology import Topology
 
 __all__ = ["UID", "national_dashboard", "pue_steps", "utilization_steps"]
@@ -62,7 +62,8 @@ def pue_steps(policy: Policy) -> db.ThresholdsConfig:
 
 
 def idle_accelerator_hours(where: dict | None = None) -> Expr:
-    idle = recorded("site:accelerator_idle:count", **(where or {}))
+    """Mean idle capacity over the range; x the range's hours: idle accelerator-hours."""
+    idle = recorded(IDLE_CAPACITY, **(where or {}))
     return OverTime("avg_over_time", idle, RANGE)
 
 
@@ -103,9 +104,10 @@ def _stats(policy: Policy) -> list[stat.Panel]:
                           legend="national"))
         .reduce_options(cb.ReduceDataOptions().calcs(["mean"]))
         .unit("percentunit").decimals(1).min(0).max(1).thresholds(utilization_steps(policy)),
-        panel("Idle accelerator-hours", "Accelerator-hours spent at or below the policy's busy "
-              f"level ({policy.utilization.busy_level.value:g}) over the selected period: the "
-              "mean number of idle accelerators times the period's hours.")
+        panel("Idle accelerator-hours", "Capacity left unused over the selected period: the "
+              "sum over utilization samples of (1 - utilization) x the sampling interval, i.e. "
+              "the mean unused capacity times the period's hours (the summary's and the "
+              "report's definition).")
         .with_target(prom(Agg("sum", idle_accelerator_hours()) * RANGE_SECONDS / 3600,
                           instant=True, legend="idle accelerator-hours"))
         .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]))

@@ -372,9 +372,19 @@ def constant_like(expr: Expr, value: float) -> Expr:
     return expr * 0 + value
 
 
-def by_place(expr: Expr, rules: Sequence[tuple[Mapping[str, Matcher], float]]) -> Expr:
+PlaceMatcher = Matcher | tuple[str, ...]
+"""A policy rule's matcher (`computewatch.thresholds.PlaceRule`): a tuple of values matches
+any of them exactly (`re_any`)."""
+
+
+def _place_matcher(m: PlaceMatcher) -> Matcher:
+    return re_any(m) if isinstance(m, tuple) else m
+
+
+def by_place(expr: Expr, rules: Sequence[tuple[Mapping[str, PlaceMatcher], float]]) -> Expr:
     """A policy value per subject: series with ``expr``'s labels, valued by the first rule
-    whose matchers the subject meets, rules joined by ``or``.
+    whose matchers the subject meets, rules joined by ``or``. The rules are the core's
+    (`computewatch.thresholds`: ``pue_target_rules``, ``site_minimum_rules``, ...).
 
     Rules are given most specific first (per-site overrides, then regions, then the default
     with no matchers). Each part is `constant_like`, which keeps every series it matches, and
@@ -386,7 +396,8 @@ def by_place(expr: Expr, rules: Sequence[tuple[Mapping[str, Matcher], float]]) -
     """
     if not rules:
         raise QueryError("by_place needs at least one rule")
-    parts = [constant_like(expr.where(**dict(m)), value) for m, value in rules]
+    parts = [constant_like(expr.where(**{k: _place_matcher(v) for k, v in m.items()}), value)
+             for m, value in rules]
     out = parts[0]
     for p in parts[1:]:
         out = out | p

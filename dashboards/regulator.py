@@ -31,8 +31,8 @@ from computewatch.dashboards.query import (
     series,
 )
 from computewatch.dashboards.rules import PLACE
-from computewatch.dashboards.thresholds import pue_target_rules, site_minimum_rules
 from computewatch.policy import Policy
+from computewatch.thresholds import pue_target_rules, site_minimum_rules
 from computewatch.topology import Topology
 
 __all__ = ["SAMPLE_INTERVALS", "UID", "completeness", "regulator_dashboard"]
@@ -129,11 +129,12 @@ def _method(policy: Policy) -> text.Panel:
         "### Method and thresholds",
         "",
         "- **Utilization**: time-weighted mean of the accelerators' utilization samples over "
-        "the period (the underuse pipeline's `time_weighted` definition), per site.",
+        "the period (the `time_weighted` definition of `computewatch.utilization`), per site.",
         f"- **Site minimum**: {site.default.value:g}. Source: {site.default.source.strip()}",
         *(f"  - {s}: {e.value:g} ({e.source.strip()})" for s, e in sorted(site.subjects.items())),
-        f"- **Busy level** (idle accelerator-hours): {u.busy_level.value:g}. "
-        f"Source: {u.busy_level.source.strip()}",
+        "- **Idle accelerator-hours**: the capacity left unused, the sum over utilization "
+        "samples of (1 - utilization) x the sampling interval (the summary's and the "
+        "report's definition).",
         "- **PUE**: energy-based, facility energy / IT energy from the meters' counters over "
         "the period (ISO/IEC 30134-2; GB 40879-2021 RM2).",
         f"- **PUE targets**: {pue_target_text(policy)}.",

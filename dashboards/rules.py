@@ -3,9 +3,10 @@
 The national views aggregate every accelerator of the country at every refresh; recording
 them once a minute (vmalert, or Prometheus) keeps each panel to a few hundred series. The
 rules are defined here, with the same query model as the panels, and `computewatch
-dashboards build` renders them to ``dashboards/rules/computewatch-dashboards.yml``; the busy
-level comes from the policy, so a changed policy changes the rule file and the staleness test
-says so. Names follow the ``level:metric:operation`` convention of alerts/README.md.
+dashboards build` renders them to ``dashboards/rules/computewatch-dashboards.yml``. The
+quantities are the core's: utilization is the time-weighted mean and the idle capacity
+integrates to idle accelerator-hours exactly as `computewatch.utilization` defines them.
+Names follow the ``level:metric:operation`` convention of alerts/README.md.
 
 Rules that alerts/rules/*.yml already records under the same name are not repeated here
 (`known_records` reads both), so the two files can be loaded side by side.
@@ -18,10 +19,11 @@ from pathlib import Path
 
 import yaml
 
-from computewatch.dashboards.query import Agg, Expr, Match, OverTime, Window, series
+from computewatch.dashboards.query import Agg, Expr, Match, Num, OverTime, Window, series
 from computewatch.policy import Policy
 
 __all__ = [
+    "IDLE_CAPACITY",
     "PLACE",
     "RULES_FILE",
     "RecordingRule",
@@ -32,6 +34,9 @@ __all__ = [
 ]
 
 PLACE = ("hub", "cluster", "site")
+IDLE_CAPACITY = "site:accelerator_idle_capacity:sum"
+"""Per site, the sum over reporting accelerators of (1 - utilization): averaged over a period
+and multiplied by its hours, the idle accelerator-hours (`computewatch.utilization`)."""
 RULES_FILE = "rules/computewatch-dashboards.yml"
 """Where the rendered file goes, relative to the dashboards directory."""
 
@@ -55,7 +60,6 @@ class RecordingRule:
 def recording_rules(policy: Policy) -> list[RecordingRule]:
     """Every recording rule the dashboards use, in file order."""
     util = series("accelerator.utilization_ratio")
-    busy = policy.utilization.busy_level.value
     joules = series("facility_power.joules_total")
 
     def energy(scope: str) -> Expr:
@@ -72,10 +76,11 @@ def recording_rules(policy: Policy) -> list[RecordingRule]:
                       "Mean utilization of a hub's accelerators."),
         RecordingRule("national:accelerator_utilization_ratio:avg", Agg("avg", util),
                       "Mean utilization of every accelerator."),
-        RecordingRule("site:accelerator_idle:count",
-                      Agg("sum", util.le(busy, bool_=True), by=PLACE),
-                      f"Accelerators of a site at or below the busy level ({busy:g}); its mean "
-                      "over a period times the period's hours is the idle accelerator-hours."),
+        RecordingRule(IDLE_CAPACITY, Agg("sum", Num(1.0) - util, by=PLACE),
+                      "Unused capacity of a site's accelerators, the sum of (1 - utilization) "
+                      "over those reporting; its mean over a period times the period's hours "
+                      "is the idle accelerator-hours as computewatch.utilization defines them "
+                      "(the summary's and the report's)."),
         RecordingRule("site:pue_energy_ratio:1h", energy("facility") / energy("it"),
                       "Energy-based PUE over the last hour from the meters' counters: facility "
                       "energy / IT energy (ISO/IEC 30134-2)."),

@@ -27,8 +27,8 @@ from computewatch.dashboards.query import (
     recorded,
     series,
 )
-from computewatch.dashboards.thresholds import pue_target_rules
 from computewatch.policy import Policy
+from computewatch.thresholds import pue_target_rules
 from computewatch.topology import Topology
 
 __all__ = ["UID", "site_dashboard"]

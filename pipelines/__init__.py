@@ -1,19 +1,13 @@
 """Analytics pipelines: each module's ``run(store, period, policy, topology, ...)`` reads
-windowed aggregates from a Store and returns `Finding`s.
+windowed aggregates from a Store and returns core `computewatch.findings.Finding`s.
 
-Pipelines import only from ``computewatch`` (store, catalogue, topology, policy, pue), never
-from collectors/. Aggregation is pushed down into the store's windowed queries, so memory
-grows with subjects x windows, not with raw samples.
+Pipelines import only from the core (store, catalogue, topology, policy, findings, and the
+definitions of utilization, PUE and tier compliance), never from collectors/ or another
+layer. Aggregation is pushed down into the store's windowed queries, so memory grows with
+subjects x windows, not with raw samples. `PIPELINES` is the registry by name, and
+`run_pipelines` the one runner that the command line, the alert push and the report use.
 """
 
-from computewatch.pipelines._findings import (
-    FINDING_COLUMNS,
-    Finding,
-    Period,
-    Severity,
-    findings_frame,
-    write_findings,
-)
+from computewatch.pipelines._runner import PIPELINES, Pipeline, run_pipelines
 
-__all__ = ["FINDING_COLUMNS", "Finding", "Period", "Severity", "findings_frame",
-           "write_findings"]
+__all__ = ["PIPELINES", "Pipeline", "run_pipelines"]

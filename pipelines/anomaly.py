@@ -63,12 +63,11 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import IsolationForest
 
+from computewatch.findings import Finding, Period, Severity
 from computewatch.pipelines._episodes import episodes
-from computewatch.pipelines._findings import Finding, Period, Severity
 from computewatch.policy import Policy
-from computewatch.pue import window_edges, window_pue
+from computewatch.pue import meter_readings, window_edges, window_pue
 from computewatch.store import Aggregate, Query, Store
 from computewatch.topology import Site, Topology
 
@@ -208,16 +207,9 @@ def _pue(store: Store, edges: pd.DatetimeIndex, window: timedelta,
     """Per site and window: energy-based PUE from store-side last counter readings."""
     bucket = min(_READING_BUCKET, window / 2)
     t0, t1 = edges[0].to_pydatetime(), edges[-1].to_pydatetime()
-    # One bucket before the first edge gives the counter reading at that edge.
-    df = store.query(Query("facility_power", ("joules_total",), t0 - bucket, t1,
-                           where={"scope": ["facility", "it"]},
-                           group_by=("site", "meter", "scope"), window=bucket,
-                           agg=Aggregate.LAST))
-    df = df[df.joules_total.notna()]
-    if df.empty:
+    readings = meter_readings(store, Period(t0, t1), bucket)
+    if readings.empty:
         return pd.DataFrame(columns=["time", "site", "pue"])
-    readings = df.assign(time=df.time + pd.Timedelta(bucket)) \
-        .rename(columns={"joules_total": "joules"})
     got = window_pue(readings, t0, t1, window, slot=min(timedelta(minutes=1), bucket),
                      max_gap=2 * bucket, min_completeness=min_completeness)
     got = got[got.window_start.isin(edges[:-1])]
@@ -324,6 +316,10 @@ def _site_anomalies(store: Store, period: Period, policy: Policy, topology: Topo
     base = base[base.site.isin(known)].reset_index(drop=True)
     median, scale = _baseline_stats(base, _accelerators(store, baseline))
     zb, zc = _zscores(base, median, scale), _zscores(cur, median, scale)
+    # Imported here, not at the top: the pipelines' registry imports every pipeline, and
+    # scikit-learn (~90 MB) would otherwise sit in memory through the others' peaks.
+    from sklearn.ensemble import IsolationForest
+
     forest = IsolationForest(n_estimators=_TREES, contamination=contamination,
                              random_state=seed).fit(zb.to_numpy())
     scores = forest.score_samples(zc.to_numpy())

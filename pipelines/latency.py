@@ -13,8 +13,10 @@ Method, shared by every rule:
   links x windows values, never raw samples.
 - Tier budgets are read as round-trip times (`Policy.budget_rtt_s`) and compared with the
   measured round-trip times. A window is over budget when its p95 stayed over the budget
-  for the whole window: the lowest per-minute p95 in it > budget (see `SUSTAINED_P95`).
-  Exactly at budget complies.
+  for the whole window: the lowest per-minute p95 in it > budget. Exactly at budget
+  complies. That window rule, the link labels and the budgets are the core's
+  (`computewatch.compliance`: `SUSTAINED_P95`, `link_budgets`), whose `window_compliance`
+  gives reports the complement, the share of windows within budget.
 - A window without any per-minute p95 (no samples, or no reply at all) is missing for the
   RTT rules; lost probes show in ``loss_over_limit``.
 - Episodes (hysteresis): consecutive flagged windows form one episode, and one unflagged
@@ -26,35 +28,22 @@ Method, shared by every rule:
 from __future__ import annotations
 
 import contextlib
-import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
 
-from computewatch.pipelines._findings import Finding, Period, Severity
+from computewatch.compliance import LINK_LABELS, SUSTAINED_P95, link_budgets, window_count
+from computewatch.findings import Finding, Period, Severity
 from computewatch.policy import Policy
 from computewatch.store import Aggregate, Query, Store
-from computewatch.topology import Tier, Topology
+from computewatch.topology import Topology
 
-__all__ = ["COMPLIANCE_DEFINITION", "run", "window_compliance"]
-
-log = logging.getLogger(__name__)
+__all__ = ["run"]
 
 PIPELINE = "latency"
 MEASUREMENT = "link_latency"
-LINK_LABELS = ("src_site", "dst_site", "src_hub", "dst_hub", "tier")
-_TIERS = frozenset(t.value for t in Tier)
-
-SUSTAINED_P95 = Aggregate.MIN
-"""How a window's per-minute p95 values become the one compared with the budget: the lowest
-(the p95 was over budget in every minute of the window, as an alert rule with ``for: 5m``).
-The worst minute (MAX) is reported in each episode's detail but does not decide: a maximum
-of five noisy minutes runs well above a link's typical p95, so links whose typical p95 sits
-a few percent under budget were flagged in most windows. On the simulated network (8 h)
-MAX gave 0.57 precision against the ground truth, MEAN 0.89, MIN 1.00 (24 h: 0.26, 0.60,
-0.97), while each still found the injected degradation."""
 
 BRIDGED_WINDOWS = 1
 """Unflagged windows an episode may contain between two flagged ones (hysteresis)."""
@@ -168,11 +157,6 @@ class _Links:
         return min(self.start + i * self.window, self.end)
 
 
-def _windows_in(span: timedelta, window: timedelta) -> int:
-    whole, rest = divmod(span, window)
-    return max(1, whole + (1 if rest else 0))
-
-
 def _fetch(store: Store, period: Period, window: timedelta, warm: int) -> _Links | None:
     """Three windowed queries (MIN, MAX, MEAN), grouped by link; None when there is no data.
 
@@ -192,7 +176,7 @@ def _fetch(store: Store, period: Period, window: timedelta, warm: int) -> _Links
     labels = (pd.concat([f[list(group)] for f in frames]).astype(str).drop_duplicates()
               .sort_values(list(group)).reset_index(drop=True))
     index = pd.MultiIndex.from_frame(labels)
-    n = _windows_in(period.end - period.start, window)
+    n = window_count(period.end - period.start, window)
 
     def grid(frame: pd.DataFrame, field: str, first: int, width: int) -> np.ndarray:
         out = np.full((len(labels), width), np.nan)
@@ -217,25 +201,6 @@ def _row_max(x: np.ndarray) -> np.ndarray:
     has = ~np.isnan(x)
     out = np.where(has, x, -np.inf).max(axis=1, initial=-np.inf)
     return np.where(has.any(axis=1), out, np.nan)
-
-
-def _budgets(links: _Links, policy: Policy, topology: Topology | None) -> np.ndarray:
-    """Each link's budget as an RTT from its tier label (or the topology's tier); NaN if none."""
-    out = np.full(len(links.labels), np.nan)
-    for k, (src, dst, tier) in enumerate(zip(links.labels.src_site, links.labels.dst_site,
-                                             links.labels.tier, strict=True)):
-        if tier in _TIERS:
-            out[k] = policy.budget_rtt_s(tier)
-            continue
-        if topology is not None:
-            try:
-                out[k] = policy.budget_rtt_s(topology.link(src, dst).tier)
-                continue
-            except (KeyError, ValueError):
-                pass
-        log.warning("link %s|%s: unknown tier %r and no topology entry; not scored",
-                    src, dst, tier)
-    return out
 
 
 def _fiber(links: _Links, topology: Topology | None) -> np.ndarray:
@@ -352,7 +317,7 @@ def _burn_findings(ctx: _Context, slo_target: float) -> list[Finding]:
     for rule, lookback, threshold, severity in (
             ("slo_burn_fast", FAST_LOOKBACK, FAST_BURN, Severity.CRITICAL),
             ("slo_burn_slow", SLOW_LOOKBACK, SLOW_BURN, Severity.WARNING)):
-        k_win = _windows_in(lookback, links.window)
+        k_win = window_count(lookback, links.window)
         n_bad, n_has = _trailing(bad, k_win), _trailing(has, k_win)
         with np.errstate(invalid="ignore", divide="ignore"):
             burn = n_bad / n_has / allowed
@@ -420,40 +385,6 @@ def _physics_findings(ctx: _Context) -> list[Finding]:
         for k in np.flatnonzero(impossible)]
 
 
-# --- tier compliance (for reports) ---------------------------------------------------------
-
-COMPLIANCE_DEFINITION = (
-    "Per link and {window} window, the lowest per-minute p95 round-trip time (MIN in the store: "
-    "the p95 held for the whole window) is compared with the link's tier budget read as a "
-    "round-trip time; the window is within budget when that p95 <= budget, the complement of "
-    "the p95_over_budget rule. Share within budget = windows within / windows with data; "
-    "completeness = windows with data / windows in the period. Probe kinds of a link are "
-    "pooled; links of unknown tier are not scored.")
-
-
-def window_compliance(store: Store, period: Period, policy: Policy,
-                      topology: Topology | None = None, *,
-                      window: timedelta = timedelta(minutes=5)) -> pd.DataFrame:
-    """Per link: its budget and how many of the period's windows had data and kept within it.
-
-    The same windows and budget rule as ``p95_over_budget`` (see `COMPLIANCE_DEFINITION`), so a
-    report's compliance share and the pipeline's episodes never disagree. Columns: the link
-    labels, ``budget_s`` (NaN: unknown tier, not scored), ``windows``, ``windows_with_data``,
-    ``windows_within_budget``.
-    """
-    cols = [*LINK_LABELS, "budget_s", "windows", "windows_with_data", "windows_within_budget"]
-    links = _fetch(store, period, window, 0)
-    if links is None:
-        return pd.DataFrame(columns=cols)
-    budget = _budgets(links, policy, topology)
-    has = ~np.isnan(links.p95)
-    with np.errstate(invalid="ignore"):
-        within = has & (links.p95 <= budget[:, None])
-    return links.labels.assign(budget_s=budget, windows=links.n,
-                               windows_with_data=has.sum(axis=1),
-                               windows_within_budget=within.sum(axis=1))[cols]
-
-
 # --- entry point ----------------------------------------------------------------------------
 
 def run(store: Store, period: Period, policy: Policy, topology: Topology | None = None, *,
@@ -471,11 +402,11 @@ def run(store: Store, period: Period, policy: Policy, topology: Topology | None 
     if not 0.0 < slo_target < 1.0:
         raise ValueError(f"slo_target must be in (0, 1), got {slo_target}")
     # The burn rates look back up to 6 h, so the query starts that much before the period.
-    links = _fetch(store, period, window, _windows_in(SLOW_LOOKBACK, window))
+    links = _fetch(store, period, window, window_count(SLOW_LOOKBACK, window))
     if links is None:
         return []
     inflation_limit = float(policy.latency.route_inflation_limit.value)
-    ctx = _Context(links, _budgets(links, policy, topology), _fiber(links, topology),
+    ctx = _Context(links, link_budgets(links.labels, policy, topology), _fiber(links, topology),
                    _definitions(window, loss_limit, slo_target, inflation_limit), topology)
     findings = [
         *_episode_findings(ctx, "p95_over_budget", links.p95, ctx.budget, "s"),

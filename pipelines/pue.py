@@ -1,9 +1,10 @@
 """PUE compliance: energy-based PUE per site per day and per month against its target.
 
-The energies come from the store as each meter's last counter reading per 15-minute bucket
-(a push-down query: meters x buckets rows), stamped at the bucket's end, and go through the
-one derivation, `computewatch.pue.window_pue` (resets, gaps and missing meters handled,
-completeness reported). Findings:
+The energies come from the store through the core's `computewatch.pue.meter_readings` (each
+meter's last counter reading per 15-minute bucket, stamped at the bucket's end: a push-down
+query, meters x buckets rows) and go through the one derivation, `computewatch.pue.windowed_pue`
+(resets, gaps and missing meters handled, completeness reported), which the summary and the
+report state too. Findings:
 
 - ``pue_over_target`` per site over the whole period, and per day and month the period covers
   whole (China time): the window's PUE above the site's
@@ -22,42 +23,14 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 
+from computewatch.findings import Finding, Period, Severity
 from computewatch.pipelines._episodes import episodes
-from computewatch.pipelines._findings import Finding, Period, Severity
 from computewatch.policy import Policy
-from computewatch.pue import window_pue
-from computewatch.store import Aggregate, Query, Store
+from computewatch.pue import DEFINITION, meter_readings, windowed_pue
+from computewatch.store import Store
 from computewatch.topology import Topology
 
-__all__ = ["DEFINITION", "meter_readings", "run", "windowed_pue"]
-
-BUCKET = timedelta(minutes=15)
-DEFINITION = ("energy-based PUE = facility energy / IT energy from meter counters over the "
-              "slots every meter covers (ISO/IEC 30134-2, GB 40879-2021 RM2); counter resets "
-              "restart from zero; windows in China time")
-
-
-def meter_readings(store: Store, period: Period) -> pd.DataFrame:
-    """Each meter's last counter reading per 15-minute bucket, stamped at the bucket's end.
-
-    The query starts one bucket early: the reading just before the period opens is the
-    baseline of its first slot, without which no window could ever be 100% complete.
-    """
-    q = Query("facility_power", ("joules_total",), period.start - BUCKET, period.end,
-              group_by=("hub", "cluster", "site", "meter", "scope"), window=BUCKET,
-              agg=Aggregate.LAST)
-    df = store.query(q)
-    df = df[df.joules_total.notna()]
-    return df.assign(time=df.time + BUCKET).rename(columns={"joules_total": "joules"})
-
-
-def windowed_pue(readings: pd.DataFrame, period: Period, policy: Policy, window: str, *,
-                 by: tuple[str, ...] = ("site",)) -> pd.DataFrame:
-    """`window_pue` over `meter_readings` with this pipeline's slots (15 min), gap limit (two
-    slots) and the policy's completeness floor: the one PUE the findings and reports state."""
-    return window_pue(readings, period.start, period.end, window, by=by, slot=BUCKET,
-                      max_gap=2 * BUCKET,
-                      min_completeness=float(policy.pue.min_completeness.value))
+__all__ = ["run"]
 
 
 def run(store: Store, period: Period, policy: Policy, topology: Topology, *,

@@ -9,9 +9,9 @@ The national plan asks for compute to reach users within 1 ms (metro), 5 ms (reg
   direction; the lowest such link median wins (the city's best measured entry point).
   Otherwise it is *estimated*: great-circle km x 10 µs/km x the policy's route-inflation limit,
   the slowest route the MIIT plan allows, so an estimate never flatters a far site.
-- Idle accelerator-hours of a (site, ecosystem, model) group: the sum over its devices of
-  (1 - mean utilization) x hours with data, i.e. (samples - utilization sum) x sample interval,
-  read from one MEAN and one COUNT query grouped by site, ecosystem and model.
+- Idle accelerator-hours of a (site, ecosystem, model) group: the core's one definition
+  (`computewatch.utilization.utilization_totals`: (samples - utilization sum) x the sampling
+  interval, from one SUM and one COUNT query grouped by site, ecosystem and model).
 - Idle cards now: devices whose mean utilization over the last hour of the period is below
   the policy's busy level (one query grouped by device over that hour only).
 
@@ -22,12 +22,12 @@ Findings are INFO: surplus is an opportunity, not a violation.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import numpy as np
 import pandas as pd
 
-from computewatch.pipelines._findings import Finding, Period, Severity
+from computewatch.findings import Finding, Period, Severity
 from computewatch.policy import Policy
 from computewatch.store import Aggregate, Query, Store
 from computewatch.topology import (
@@ -38,6 +38,7 @@ from computewatch.topology import (
     fiber_min_rtt_s,
     great_circle_km,
 )
+from computewatch.utilization import sampling_interval, utilization_totals
 
 __all__ = ["SURPLUS_COLUMNS", "run", "surplus"]
 
@@ -56,8 +57,8 @@ DEFINITION = (
     "RTT city->site: median over the period of the window p50 RTT of probed links between a "
     "site in the city (same name or within {metro_km:g} km) and the site, either direction, "
     "lowest link wins (observed); else great-circle km x 10 us/km x route inflation "
-    "{inflation:g} (estimated). Idle accelerator-hours: sum over devices of "
-    "(1 - mean utilization) x hours with data, sample interval inferred from the data. Idle "
+    "{inflation:g} (estimated). Idle accelerator-hours: sum over utilization samples of "
+    "(1 - utilization) x the sampling interval, inferred from the data. Idle "
     "cards: devices whose mean utilization over the period's last hour is below {busy:g}.")
 
 _GROUP = ("site", "ecosystem", "model")
@@ -195,65 +196,29 @@ def _idle_capacity(store: Store, period: Period, policy: Policy, *,
             return pd.DataFrame(columns=cols)
         where["model"] = resolved
         series = series[series.model == resolved]
-    bounds = store.time_bounds("accelerator")
-    if series.empty or bounds is None:
+    if series.empty:
         return pd.DataFrame(columns=cols)
-
-    def q(start: datetime, by: tuple[str, ...], agg: Aggregate) -> pd.DataFrame:
-        return store.query(Query("accelerator", (_UTIL,), start, period.end, where=where,
-                                 group_by=by, agg=agg)).drop(columns="time")
-
-    mean = q(period.start, _GROUP, Aggregate.MEAN).rename(columns={_UTIL: "mean_utilization"})
-    count = q(period.start, _GROUP, Aggregate.COUNT).rename(columns={_UTIL: "samples"})
-    out = mean.merge(count, on=list(_GROUP), how="inner")
-    out = out[out.samples > 0]
+    step = sampling_interval(store, period.start, period.end, where=where)
+    out = utilization_totals(store, period.start, period.end, by=_GROUP, where=where,
+                             interval=step)
     if out.empty:
         return pd.DataFrame(columns=cols)
+    out = out.rename(columns={"utilization": "mean_utilization"})
 
     last_start = max(period.start, period.end - timedelta(hours=1))
-    dev_by = (*_GROUP, "device")
-    dev_mean = q(last_start, dev_by, Aggregate.MEAN)
-    dev_count = q(last_start, dev_by, Aggregate.COUNT)
+    dev_mean = store.query(Query("accelerator", (_UTIL,), last_start, period.end, where=where,
+                                 group_by=(*_GROUP, "device"))).drop(columns="time")
     busy = policy.utilization.busy_level.value
     idle_now = dev_mean[dev_mean[_UTIL] < busy].groupby(list(_GROUP)).size() \
         .rename("idle_cards").reset_index()
-
-    # The sample interval: from the last hour's per-device counts when there are any (the
-    # fullest device, so a card that fell off the bus does not stretch it), else from the
-    # period's samples per device, as computewatch/summary.py does.
-    step_h = 0.0
-    if len(dev_count) and dev_count[_UTIL].max() > 0:
-        step_h = _step_hours(bounds, last_start, period.end, float(dev_count[_UTIL].max()))
-    if step_h == 0.0:
-        per_series = float(out.samples.sum()) / max(series.device.nunique(), 1)
-        step_h = _step_hours(bounds, period.start, period.end, per_series)
 
     devices = series.groupby(list(_GROUP)).device.nunique().rename("accelerators").reset_index()
     out = out.merge(devices, on=list(_GROUP), how="left").merge(idle_now, on=list(_GROUP),
                                                                 how="left")
     out["accelerators"] = out.accelerators.fillna(0).astype(int)
     out["idle_cards"] = out.idle_cards.fillna(0).astype(int)
-    out["samples"] = out.samples.astype(float)
-    out["step_h"] = step_h
-    out["idle_accelerator_hours"] = out.samples * (1.0 - out.mean_utilization) * step_h
+    out["step_h"] = step / timedelta(hours=1)
     return out[cols].reset_index(drop=True)
-
-
-def _step_hours(bounds: tuple[datetime, datetime], start: datetime, end: datetime,
-                per_series: float) -> float:
-    """Sampling interval in hours from the covered span and samples per series.
-
-    Samples are read as covering [t, t + step): where data runs past ``end`` the span up to
-    ``end`` holds ``per_series`` intervals; where it stops inside, the span up to the last
-    sample holds ``per_series - 1``. This keeps a period inside a longer history exact.
-    """
-    first, last = bounds
-    lo = max(start, first)
-    if last >= end:
-        span, n = end - lo, per_series
-    else:
-        span, n = last - lo, per_series - 1
-    return span / timedelta(hours=1) / n if n > 0 and span > timedelta(0) else 0.0
 
 
 # --- helpers ---------------------------------------------------------------------------------

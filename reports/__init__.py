@@ -2,10 +2,11 @@
 target, latency-tier compliance, data completeness and findings, with the methodology.
 
 Where this sits in the flow (DESIGN.md): after the pipelines, next to dashboards/. A report
-reads the store and calls the pipelines' shared functions and the pipelines themselves; it
-derives no metric of its own, and nothing upstream imports it. Renderings: one
-self-contained HTML file, a CSV with the same numbers, and a PDF printed from the HTML by
-headless Chromium.
+reads the store through the core's definitions (utilization, PUE, tier compliance) and takes
+the pipelines' findings as a core `computewatch.findings.Analysis` that the caller ran; it
+imports no other layer, derives no metric of its own, and nothing upstream imports it.
+Renderings: one self-contained HTML file, a CSV with the same numbers, and a PDF printed from
+the HTML by headless Chromium.
 """
 
 from computewatch.reports._chromium import HEADLESS_FLAGS, ChromiumMissingError, find_chromium
@@ -18,6 +19,7 @@ from computewatch.reports._model import (
     EmptyPeriodError,
     Report,
     build_report,
+    check_scope,
 )
 from computewatch.reports._pdf import PdfError, html_to_pdf
 from computewatch.reports._period import PERIOD_FORMS, ReportPeriod, parse_period
@@ -36,6 +38,7 @@ __all__ = [
     "Report",
     "ReportPeriod",
     "build_report",
+    "check_scope",
     "default_report_path",
     "find_chromium",
     "html_to_pdf",

@@ -9,12 +9,12 @@ from itertools import groupby
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from computewatch.pipelines.underuse import DEFINITIONS
 from computewatch.render import format_value
 from computewatch.reports._methodology import methodology
 from computewatch.reports._model import COLUMNS, Report
 from computewatch.reports._period import CHINA
 from computewatch.reports._plots import latency_plot, pue_plot, utilization_plot
+from computewatch.utilization import DEFINITIONS
 
 __all__ = ["FINDINGS_SHOWN", "render_html"]
 

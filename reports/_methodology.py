@@ -1,7 +1,8 @@
 """The methodology section: every definition and threshold the report applied, with its source.
 
 Thresholds and their sources are read from the policy the report ran with, definitions from
-the pipelines that compute the numbers, so the text cannot drift from what was applied.
+the core modules that compute the numbers (`computewatch.utilization`, `computewatch.pue`,
+`computewatch.compliance`), so the text cannot drift from what was applied.
 """
 
 from __future__ import annotations
@@ -9,13 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from computewatch.pipelines.latency import COMPLIANCE_DEFINITION
-from computewatch.pipelines.pue import BUCKET
-from computewatch.pipelines.pue import DEFINITION as PUE_DEFINITION
-from computewatch.pipelines.underuse import DEFINITIONS, IDLE_DEFINITION
+from computewatch.compliance import COMPLIANCE_DEFINITION
 from computewatch.policy import LEVELS, Sourced
+from computewatch.pue import DEFINITION as PUE_DEFINITION
+from computewatch.pue import READING_BUCKET
 from computewatch.reports._model import COLUMNS, Report
 from computewatch.topology import METRO_MAX_KM, REGIONAL_MAX_KM, Tier
+from computewatch.utilization import DEFINITIONS, IDLE_DEFINITION
 
 __all__ = ["Entry", "methodology"]
 
@@ -52,7 +53,7 @@ def _utilization(report: Report) -> list[Entry]:
               "period's start. The period value is the sample-weighted mean of the windows "
               "that hold data (hub rows: of all the hub's sites); windows without data are "
               "not scored. Pass when the value is at least the minimum.", "",
-              f"{METHOD} (pipelines/underuse.py)"),
+              f"{METHOD} (computewatch/utilization.py)"),
         Entry(topic, "busy level", "utilization above which an accelerator-window counts as "
               f"busy ({used})", _pct(u.busy_level.value), u.busy_level.source),
         Entry(topic, "sustained_hours", "an underuse finding needs a shortfall lasting at least "
@@ -72,7 +73,7 @@ def _utilization(report: Report) -> list[Entry]:
                              f"minimum utilization of {level} {subject}", _pct(entry.value),
                              entry.source))
     out.append(Entry(topic, "idle accelerator-hours", IDLE_DEFINITION, "",
-                     f"{METHOD} (pipelines/underuse.py)"))
+                     f"{METHOD} (computewatch/utilization.py)"))
     return out
 
 
@@ -83,9 +84,10 @@ def _pue(report: Report) -> list[Entry]:
     def target(name: str, what: str, entry: Sourced) -> Entry:
         return Entry(topic, name, what, f"{entry.value:.2f}", entry.source)
 
+    bucket = READING_BUCKET
     out = [Entry(topic, "PUE", f"{PUE_DEFINITION}. Readings are each meter's last counter value "
-                 f"per {_minutes(BUCKET)} slot; a slot counts when every facility and IT meter "
-                 f"of the site has readings around it at most {_minutes(2 * BUCKET)} apart. "
+                 f"per {_minutes(bucket)} slot; a slot counts when every facility and IT meter "
+                 f"of the site has readings around it at most {_minutes(2 * bucket)} apart. "
                  "Hub rows: the same over all the hub's meters. Pass when PUE <= target.",
                  "", "ISO/IEC 30134-2; GB 40879-2021 (RM2); computewatch/pue.py"),
            target("PUE target (default)", "PUE target where no regional target applies",
@@ -115,7 +117,7 @@ def _latency(report: Report) -> list[Entry]:
               "times", lat.rtt_semantics.value, lat.rtt_semantics.source),
         Entry(topic, "tier compliance",
               COMPLIANCE_DEFINITION.format(window=_minutes(report.latency_window)), "",
-              f"{METHOD} (pipelines/latency.py); no official compliance share exists, so no "
+              f"{METHOD} (computewatch/compliance.py); no official compliance share exists, so no "
               "verdict is stated"),
         Entry(topic, "route inflation limit", "minimum RTT / fiber minimum RTT above which a "
               "route_inflation finding is raised", f"{lat.route_inflation_limit.value:g}×",

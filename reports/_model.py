@@ -1,11 +1,13 @@
 """The report model: per site and hub, utilization against its minimum, PUE against its target,
 the share of link windows within their tier budget, data completeness and findings.
 
-Nothing here derives a metric: utilization windows and idle accelerator-hours come from
-`pipelines.underuse` (`utilization_by`, `window_totals`), PUE from `pipelines.pue`
-(`meter_readings`, `windowed_pue`, i.e. `computewatch.pue.window_pue`), tier compliance from
-`pipelines.latency.window_compliance`, thresholds and sources from the policy, findings from
-the pipelines themselves. This module lays them side by side for one period and one scope.
+Nothing here derives a metric: utilization windows and idle accelerator-hours come from the
+core's `computewatch.utilization` (`utilization_windows`, `window_totals`), PUE from
+`computewatch.pue` (`meter_readings`, `windowed_pue`), tier compliance from
+`computewatch.compliance.window_compliance`, thresholds and sources from the policy, and the
+findings and pipeline status from the `computewatch.findings.Analysis` the caller ran (the
+pipelines' one runner; reports import no pipeline). This module lays them side by side for
+one period and one scope.
 
 A verdict (pass or fail) is stated only where the data covers at least the policy's
 completeness floor (``pue.min_completeness``, 90% after 1711号) of the period; below it the
@@ -15,29 +17,25 @@ the store does not hold is never scored.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from importlib import import_module
 
 import numpy as np
 import pandas as pd
 
+from computewatch.compliance import window_compliance
 from computewatch.config import suggest_known
-from computewatch.pipelines import Finding, findings_frame
-from computewatch.pipelines.analyze import PIPELINES
-from computewatch.pipelines.latency import window_compliance
-from computewatch.pipelines.pue import meter_readings, windowed_pue
-from computewatch.pipelines.underuse import DEFINITIONS, utilization_by, window_totals
+from computewatch.findings import Analysis
 from computewatch.policy import Policy
+from computewatch.pue import meter_readings, windowed_pue
 from computewatch.reports._period import ReportPeriod
 from computewatch.store import Store
 from computewatch.topology import Topology
+from computewatch.utilization import DEFINITIONS, utilization_windows, window_totals
 
-__all__ = ["COLUMNS", "SHIPPED_POLICY", "EmptyPeriodError", "Report", "build_report"]
-
-log = logging.getLogger(__name__)
+__all__ = ["COLUMNS", "SHIPPED_POLICY", "EmptyPeriodError", "Report", "build_report",
+           "check_scope"]
 
 COLUMNS: dict[str, str] = {
     "level": "site or hub",
@@ -55,8 +53,8 @@ COLUMNS: dict[str, str] = {
                            "floor: not scored) or no_data",
     "utilization_completeness": "windows with accelerator data / windows in the period "
                                 "(hub rows: the mean over the hub's sites)",
-    "idle_accelerator_hours": "sum over covered windows of accelerators x hours x "
-                              "(1 - utilization)",
+    "idle_accelerator_hours": "sum over utilization samples of (1 - utilization) x the "
+                              "sampling interval (time without samples counts for nothing)",
     "pue": "energy-based PUE over the period (facility / IT energy); empty when not stated",
     "pue_target": "the policy PUE target for the region and site",
     "pue_verdict": "pass (<= target), fail, incomplete, no_it_meter, no_facility_meter or "
@@ -102,10 +100,10 @@ class Report:
     window: timedelta
     latency_window: timedelta
     rows: pd.DataFrame
-    utilization_windows: pd.DataFrame  # site windows: time, subject, value, weight, accelerators
+    utilization_windows: pd.DataFrame  # site windows (computewatch.utilization.WINDOW_COLUMNS)
     links: pd.DataFrame  # window_compliance rows of the links in scope
     findings: pd.DataFrame  # findings_frame of the scope, most severe first
-    pipelines: dict[str, str]  # pipeline -> "N findings" or "failed: ..."
+    pipelines: dict[str, str]  # pipeline -> "N findings" or "failed: ..." (Analysis.status)
     coverage: dict[str, object] = field(default_factory=dict)
     policy_name: str = SHIPPED_POLICY
 
@@ -132,12 +130,11 @@ def _verdict(value: float, threshold: float, completeness: float, floor: float, 
     return "pass" if ok else "fail"
 
 
-def _utilization_row(frame: pd.DataFrame, n_windows: int, window: timedelta
-                     ) -> dict[str, float]:
+def _utilization_row(frame: pd.DataFrame, n_windows: int) -> dict[str, float]:
     if frame.empty:
         return {"utilization": np.nan, "idle_accelerator_hours": 0.0,
                 "utilization_completeness": 0.0, "accelerators": 0}
-    value, idle = window_totals(frame, window)
+    value, idle = window_totals(frame)
     return {"utilization": value, "idle_accelerator_hours": idle,
             "utilization_completeness": float(frame.value.notna().sum()) / n_windows,
             "accelerators": int(frame.accelerators.max())}
@@ -176,48 +173,38 @@ def _severity_counts(findings: pd.DataFrame) -> dict[str, int]:
             "findings_info": int((sev == 0).sum())}
 
 
-def _run_pipelines(store: Store, report_period: ReportPeriod, policy: Policy,
-                   topology: Topology, names: Sequence[str], progress: Progress
-                   ) -> tuple[list[Finding], dict[str, str]]:
-    """Each pipeline on its own; one that fails is stated in the report, the rest still run."""
-    findings: list[Finding] = []
-    status: dict[str, str] = {}
-    for name in names:
-        progress(f"findings: {name}")
-        try:
-            run = import_module(f"computewatch.pipelines.{name}").run
-            got = run(store, report_period.period, policy, topology)
-        except Exception as exc:  # one broken pipeline never stops the report
-            log.exception("pipeline %s failed; the report states it", name)
-            status[name] = f"failed: {type(exc).__name__}: {exc}"
-            continue
-        findings.extend(got)
-        status[name] = f"{len(got)} findings"
-    return findings, status
-
-
-def _check_hub(topology: Topology, hub: str | None) -> None:
+def check_scope(topology: Topology, hub: str | None, definition: str) -> None:
+    """Refuse an unknown hub or utilization definition (ValueError naming the option), so a
+    caller can check a request before it runs the pipelines for it."""
     known = sorted(h.id for h in topology.hubs)
     if hub is not None and hub not in known:
         raise ValueError(f"--hub {hub!r}: unknown hub ({suggest_known(hub, known)})")
-
-
-def build_report(store: Store, topology: Topology, policy: Policy, period: ReportPeriod, *,
-                 hub: str | None = None, definition: str = "time_weighted",
-                 window: timedelta = timedelta(hours=1),
-                 latency_window: timedelta = timedelta(minutes=5),
-                 pipelines: Sequence[str] = PIPELINES, policy_name: str = SHIPPED_POLICY,
-                 progress: Progress | None = None) -> Report:
-    """The report of ``period`` for the whole network, or for one ``hub``.
-
-    Raises ValueError for an unknown hub or definition, and `EmptyPeriodError` when the store
-    holds no accelerator, meter or link data in the period for the scope.
-    """
-    progress = progress or (lambda _step: None)
-    _check_hub(topology, hub)
     if definition not in DEFINITIONS:
         raise ValueError(f"--definition {definition!r}: unknown (use {', '.join(DEFINITIONS)})")
+
+
+def build_report(store: Store, topology: Topology, policy: Policy, period: ReportPeriod,
+                 analysis: Analysis, *, hub: str | None = None,
+                 definition: str = "time_weighted", window: timedelta = timedelta(hours=1),
+                 latency_window: timedelta = timedelta(minutes=5),
+                 policy_name: str = SHIPPED_POLICY, progress: Progress | None = None) -> Report:
+    """The report of ``period`` for the whole network, or for one ``hub``.
+
+    ``analysis`` is the pipelines' run over the same period (`computewatch.pipelines.
+    run_pipelines`, usually with ``write=False``): its findings of the scope and every
+    pipeline's status, a failed one included, are stated as they are.
+
+    Raises ValueError for an unknown hub or definition, or an analysis of another period,
+    and `EmptyPeriodError` when the store holds no accelerator, meter or link data in the
+    period for the scope.
+    """
+    progress = progress or (lambda _step: None)
+    check_scope(topology, hub, definition)
     p = period.period
+    if analysis.period != p:
+        raise ValueError(f"the analysis covers {analysis.period.start:%Y-%m-%d %H:%M} – "
+                         f"{analysis.period.end:%Y-%m-%d %H:%M} UTC, not the report's period "
+                         f"{period.label}")
     floor = float(policy.pue.min_completeness.value)
     sites = [s for s in topology.sites if hub is None or s.hub == hub]
     site_ids = {s.id for s in sites}
@@ -225,8 +212,8 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
     n_windows = len(pd.date_range(p.start, p.end, freq=window, inclusive="left"))
 
     progress("utilization")
-    by_level = utilization_by(store, p, topology, window=window, definition=definition,
-                              busy_level=float(policy.utilization.busy_level.value))
+    by_level = utilization_windows(store, p, topology, window=window, definition=definition,
+                                   busy_level=float(policy.utilization.busy_level.value))
     site_util = by_level["site"][by_level["site"].subject.isin(site_ids)]
     progress("pue")
     readings = meter_readings(store, p)
@@ -243,8 +230,8 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
     if site_util.empty and not metered and links.empty:
         raise EmptyPeriodError(_empty_message(store, period, hub))
 
-    found, status = _run_pipelines(store, period, policy, topology, pipelines, progress)
-    findings = findings_frame(found)
+    findings = analysis.frame()
+    status = {s.name: str(s) for s in analysis.status}
     if hub is not None and len(findings):
         findings = findings[findings.hub == hub].reset_index(drop=True)
 
@@ -258,7 +245,7 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
         row = {"level": "site", "id": s.id, "name": s.name, "hub": s.hub,
                "cluster": s.cluster or "", "region": region,
                "accelerators_installed": s.accelerator_count,
-               **_utilization_row(site_util[site_util.subject == s.id], n_windows, window),
+               **_utilization_row(site_util[site_util.subject == s.id], n_windows),
                "utilization_minimum": float(minimum.value),
                **_pue_row(site_pue, s.id, "site"),
                "pue_target": float(policy.pue_target_entry(region, s.id).value),
@@ -270,7 +257,7 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
     for h in hubs:
         minimum = policy.utilization_minimum_entry("hub", h.region, h.id)
         of_hub = [r for r in rows if r["level"] == "site" and r["hub"] == h.id]
-        util = _utilization_row(hub_util[hub_util.subject == h.id], n_windows, window)
+        util = _utilization_row(hub_util[hub_util.subject == h.id], n_windows)
         # A hub is complete when all its sites are: a silent site must not hide behind the rest.
         util["utilization_completeness"] = float(np.mean(
             [r["utilization_completeness"] for r in of_hub])) if of_hub else 0.0

@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from computewatch.durations import parse_duration
-from computewatch.pipelines import Period
+from computewatch.findings import Period
 from computewatch.pue import CHINA_TZ
 
 __all__ = ["PERIOD_FORMS", "ReportPeriod", "parse_period"]

@@ -18,8 +18,14 @@ import pytest
 import requests
 from servers import free_port, start_alertmanager
 
-from computewatch.alerts.push import PushError, alert_name, finding_labels, push_findings
-from computewatch.pipelines import Finding, Severity
+from computewatch.alerts.push import (
+    PushError,
+    alert_name,
+    finding_labels,
+    push_analysis,
+    push_findings,
+)
+from computewatch.findings import Analysis, Finding, Period, PipelineStatus, Severity
 from computewatch.status import ExitStatus
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -117,6 +123,23 @@ def test_only_pipelines_that_ran_resolve_their_alerts(alertmanager):
     result = push(alertmanager, [], "t-scope", hold=HOUR, pipelines=["latency"])
     assert result.resolved == 1
     assert set(active(alertmanager, "t-scope")) == {"u"}
+
+
+def test_an_analysis_resolves_only_the_alerts_of_pipelines_that_succeeded(alertmanager):
+    under = finding("u")
+    lat = finding("l", pipeline="latency", rule="p95_over_budget")
+    period = Period(NOW - 6 * HOUR, NOW)
+    first = Analysis.of(period, [under, lat], [PipelineStatus("underuse", 1),
+                                               PipelineStatus("latency", 1)])
+    result = push_analysis(alertmanager.url, first, source="t-analysis", now=NOW, hold=HOUR)
+    assert (result.firing, result.resolved) == (2, 0)
+    # The next run: latency failed and underuse no longer finds anything. Only underuse's
+    # alert is resolved; the failed pipeline's stays as it was.
+    failed = Analysis.of(period, [], [PipelineStatus("underuse", 0),
+                                      PipelineStatus("latency", error="RuntimeError: x")])
+    result = push_analysis(alertmanager.url, failed, source="t-analysis", now=NOW, hold=HOUR)
+    assert (result.firing, result.resolved) == (0, 1)
+    assert set(active(alertmanager, "t-analysis")) == {"l"}
 
 
 def test_history_and_low_severity_are_not_paged_and_episodes_merge(alertmanager):

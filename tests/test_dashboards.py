@@ -29,9 +29,9 @@ from computewatch.dashboards.query import (
     recorded,
     series,
 )
-from computewatch.dashboards.thresholds import pue_target_rules, tier_budget_rules
 from computewatch.policy import load_policy
 from computewatch.status import ExitStatus
+from computewatch.thresholds import pue_target_rules, tier_budget_rules
 from computewatch.topology import load_topology
 
 

@@ -41,6 +41,7 @@ from computewatch.sim.fake_nvml import FakeNvml
 from computewatch.sim.node import node_from_fleet
 from computewatch.store import open_store
 from computewatch.topology import Topology, load_topology
+from computewatch.utilization import utilization_totals
 
 pytestmark = pytest.mark.slow  # a simulated day through VictoriaMetrics and vmalert
 
@@ -313,6 +314,24 @@ def test_energy_weighted_pue_is_total_facility_over_total_it_energy(loaded):
     expected = delta["facility"] / delta["it"]
     (row,) = _target_rows(loaded, "computewatch-national", "Energy-weighted PUE")
     assert float(row["value"][1]) == pytest.approx(expected, rel=2e-3)
+
+
+def test_idle_accelerator_hours_are_the_cores_definition(loaded):
+    """The dashboards' idle accelerator-hours (a recording rule averaged over the range) are
+    the core's quantity, computed by hand from the frames and by computewatch.utilization
+    from the same store: the sum over samples of (1 - utilization) x the sampling interval."""
+    frame = loaded.accelerator.select(["hub", "utilization_ratio"]).to_pandas()
+    by_hand = float((1.0 - frame.utilization_ratio).sum()) * STEP / timedelta(hours=1)
+    store = open_store(f"victoriametrics://{loaded.url.split('://', 1)[1]}")
+    try:
+        core = utilization_totals(store, START, END, by=("hub",))
+    finally:
+        store.close()
+    assert float(core.idle_accelerator_hours.sum()) == pytest.approx(by_hand, rel=1e-9)
+    (row,) = _target_rows(loaded, "computewatch-national", "Idle accelerator-hours")
+    # The rule is evaluated once a minute over 5-minute samples: edges of the day and the
+    # lost card's last minutes are all that may differ.
+    assert float(row["value"][1]) == pytest.approx(by_hand, rel=5e-3)
 
 
 def test_pue_targets_follow_the_policy_site_override_first(loaded, tmp_path):

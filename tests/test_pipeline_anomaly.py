@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from computewatch.pipelines import Finding, Period, Severity, anomaly, findings_frame
+from computewatch.findings import Finding, Period, Severity, findings_frame
+from computewatch.pipelines import anomaly
 from computewatch.policy import load_policy
 from computewatch.sim.incidents import GroundTruth
 from computewatch.store import DuckDBStore

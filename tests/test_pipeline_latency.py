@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from computewatch.pipelines import Period, Severity
-from computewatch.pipelines.latency import LINK_LABELS, run
+from computewatch.compliance import LINK_LABELS
+from computewatch.findings import Period, Severity
+from computewatch.pipelines.latency import run
 from computewatch.policy import load_policy
 from computewatch.store import Aggregate, DuckDBStore
 from computewatch.topology import load_topology

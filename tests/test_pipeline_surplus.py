@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from computewatch.pipelines import Period, Severity
+from computewatch.findings import Period, Severity
 from computewatch.pipelines.surplus import SURPLUS_COLUMNS, run, surplus
 from computewatch.policy import load_policy
 from computewatch.store import Aggregate, DuckDBStore, Query

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from computewatch.pipelines import Period, Severity
+from computewatch.findings import Period, Severity
 from computewatch.pipelines import pue as pue_pipeline
 from computewatch.pipelines.underuse import run
 from computewatch.policy import load_policy

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from computewatch.pipelines import Period
-from computewatch.pipelines.analyze import PIPELINES, analyze
+from computewatch.findings import Period
+from computewatch.pipelines import PIPELINES, run_pipelines
 from computewatch.policy import load_policy
 from computewatch.sim import build_fleet, simulate
 from computewatch.store import Aggregate, DuckDBStore, Query, open_store
@@ -92,7 +92,7 @@ def test_all_five_pipelines_find_the_same_on_both_stores(world):
     policy, period = load_policy(), Period(history.start, history.end)
     found = {}
     for name, store in (("duckdb", duck), ("victoriametrics", vm)):
-        f = analyze(store, period, policy, fleet.topology)
+        f = run_pipelines(store, period, policy, fleet.topology).frame()
         keys = ["pipeline", "rule", "subject_type", "subject", "start", "end"]
         found[name] = f.sort_values(keys, ignore_index=True)
     want, got = found["duckdb"], found["victoriametrics"]

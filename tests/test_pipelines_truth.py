@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from computewatch.pipelines import Period
-from computewatch.pipelines.analyze import analyze
+from computewatch.findings import Period
+from computewatch.pipelines import run_pipelines
 from computewatch.policy import load_policy
 from computewatch.sim.scoring import score
 from computewatch.store import Aggregate, Query
@@ -23,7 +23,8 @@ def day(simulated_day, simulated_store):
     fleet, history, store = simulated_day.fleet, simulated_day.history, simulated_store
     assert history.end == END and history.hours == 24
     policy = load_policy()
-    findings = analyze(store, Period(history.start, history.end), policy, fleet.topology)
+    findings = run_pipelines(store, Period(history.start, history.end), policy,
+                             fleet.topology).frame()
     return history, store, policy, fleet, findings
 
 

@@ -29,6 +29,7 @@ from report_fixtures import (
     write_fleet,
 )
 
+from computewatch.pipelines import PIPELINES, run_pipelines
 from computewatch.policy import load_policy
 from computewatch.reports import (
     COLUMNS,
@@ -66,15 +67,23 @@ def opened(path):
         store.close()
 
 
+def analyzed(store, period, pipelines=None, registry=PIPELINES, policy=POLICY):
+    """The pipelines' run the CLI hands the report: the same period, nothing written."""
+    return run_pipelines(store, period.period, policy, TOPO, only=pipelines, write=False,
+                         registry=registry)
+
+
 @pytest.fixture(scope="module")
 def report(fleet_path):
     with opened(fleet_path) as store:
-        return build_report(store, TOPO, POLICY, parse_period(PERIOD), pipelines=ONLY_FAST)
+        period = parse_period(PERIOD)
+        return build_report(store, TOPO, POLICY, period, analyzed(store, period, ONLY_FAST))
 
 
-def build(path, *args, **kwargs):
+def build(path, period, *, pipelines=None, registry=PIPELINES, **kwargs):
     with opened(path) as store:
-        return build_report(store, TOPO, POLICY, *args, **kwargs)
+        return build_report(store, TOPO, POLICY, period,
+                            analyzed(store, period, pipelines, registry), **kwargs)
 
 
 def row(report, level: str, subject: str) -> dict:
@@ -166,9 +175,20 @@ def test_findings_come_from_the_pipelines_and_are_counted_per_site(report):
 
 
 def test_a_failing_pipeline_is_stated_and_the_report_still_builds(fleet_path):
-    got = build(fleet_path, parse_period(PERIOD), pipelines=("underuse", "no_such_pipeline"))
-    assert got.pipelines["no_such_pipeline"].startswith("failed: ModuleNotFoundError")
+    def needs_a_missing_module(*_args):
+        import computewatch_no_such_module  # noqa: F401  (an optional dependency not installed)
+
+    registry = {**PIPELINES, "broken": needs_a_missing_module}
+    got = build(fleet_path, parse_period(PERIOD), pipelines=("underuse", "broken"),
+                registry=registry)
+    assert got.pipelines["broken"].startswith("failed: ModuleNotFoundError")
     assert got.pipelines["underuse"].endswith("findings")
+
+
+def test_an_analysis_of_another_period_is_refused(fleet_path):
+    with opened(fleet_path) as store, pytest.raises(ValueError, match="not the report's"):
+        build_report(store, TOPO, POLICY, parse_period(PERIOD),
+                     analyzed(store, parse_period("2026-10-01"), ()))
 
 
 def test_busy_fraction_definition(fleet_path):
@@ -194,8 +214,8 @@ def test_a_month_with_one_day_of_data_is_one_31st_complete(tmp_path):
         day = START + timedelta(days=4)  # 2026-10-05 in China time
         for site in TOPO.sites_of_hub("jjj"):  # every site of the scope, for one day
             write_accelerators(store, TOPO, site.id, 2, [0.4] * 24, 24, start=day)
-        got = build_report(store, TOPO, POLICY, parse_period("2026-10"), hub="jjj",
-                           pipelines=())
+        month = parse_period("2026-10")
+        got = build_report(store, TOPO, POLICY, month, analyzed(store, month, ()), hub="jjj")
     finally:
         store.close()
     zjk = row(got, "site", "zjk-a")
@@ -351,7 +371,9 @@ def test_a_policy_override_reaches_the_rows_and_the_methodology(fleet_path, tmp_
     path.write_text(custom, encoding="utf-8")
     policy = load_policy(path, topology=TOPO)
     with opened(fleet_path) as store:
-        got = build_report(store, TOPO, policy, parse_period(PERIOD), pipelines=())
+        period = parse_period(PERIOD)
+        got = build_report(store, TOPO, policy, period,
+                           analyzed(store, period, (), policy=policy))
     bj = row(got, "site", "bj-ai")
     assert bj["utilization_minimum"] == 0.20 and bj["utilization_verdict"] == "pass"
     assert any(e.name == "site minimum, bj-ai" and e.source == "test override for bj-ai"

@@ -13,6 +13,7 @@ from PIL import Image
 from report_fixtures import PERIOD, write_fleet
 from servers import installed
 
+from computewatch.pipelines import run_pipelines
 from computewatch.policy import load_policy
 from computewatch.reports import (
     HEADLESS_FLAGS,
@@ -37,8 +38,10 @@ def report(tmp_path_factory):
     store = DuckDBStore(tmp_path_factory.mktemp("browser") / "fleet.duckdb")
     try:
         write_fleet(store, TOPO)
-        return build_report(store, TOPO, POLICY, parse_period(PERIOD),
-                            pipelines=("underuse", "pue"))
+        period = parse_period(PERIOD)
+        analysis = run_pipelines(store, period.period, POLICY, TOPO, only=("underuse", "pue"),
+                                 write=False)
+        return build_report(store, TOPO, POLICY, period, analysis)
     finally:
         store.close()
 

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from computewatch.energy import period_energy_pue
+from computewatch.findings import Period
 from computewatch.policy import load_policy
+from computewatch.pue import meter_readings, window_pue
 from computewatch.store import DuckDBStore
 from computewatch.summary import national_summary
 from computewatch.topology import load_topology
@@ -46,11 +47,19 @@ def store(tmp_path):
 
 
 def test_period_pue_is_facility_over_it_energy(store):
-    got = period_energy_pue(store, T0, T0 + timedelta(hours=2), by=("site",))
+    # The one PUE derivation (computewatch.pue), here at the readings' own 1-minute
+    # resolution: each minute's last reading, stamped at the minute's end, so the hour of
+    # readings (T0 .. T0 + 60 min) is exactly 60 covered minutes of the 2-hour period.
+    minute = timedelta(minutes=1)
+    period = Period(T0, T0 + timedelta(hours=2))
+    readings = meter_readings(store, period, bucket=minute)
+    got = window_pue(readings, period.start, period.end, "all", by=("site",), slot=minute,
+                     max_gap=2 * minute, min_completeness=0.0)
     assert got.site.tolist() == ["bj-ai"]
-    assert got.facility_j[0] == pytest.approx(1300.0 * 3600)
-    assert got.it_j[0] == pytest.approx(1000.0 * 3600)
+    assert got.facility_joules[0] == pytest.approx(1300.0 * 3600)
+    assert got.it_joules[0] == pytest.approx(1000.0 * 3600)
     assert got.pue[0] == pytest.approx(1.3)
+    assert got.completeness[0] == pytest.approx(0.5)  # one metered hour of two
 
 
 def test_summary_figures_by_hand(store):
@@ -62,6 +71,8 @@ def test_summary_figures_by_hand(store):
     # Idle: sum of (1 - u) x 1 min = (60 x 0.75 + 30 x 0.25 + 30 x 1) / 60 h = 1.375 h.
     assert jjj.idle_accelerator_hours == pytest.approx(1.375)
     assert jjj.pue == pytest.approx(1.3)
+    # 15-minute slots: the first has no reading at or before T0 to start from, so 3 of 4.
+    assert jjj.pue_completeness == pytest.approx(0.75)
     # 95th percentile of the window p95s: 6 of 60 windows at 9 ms -> interpolated 9 ms.
     assert jjj.worst_link == "bj-ai ↔ zjk-a" and jjj.worst_link_budget_s == 0.005
     assert jjj.worst_link_p95_s == pytest.approx(0.009)

@@ -4,9 +4,9 @@ them to Alertmanager; with ``--every``, again on a fixed schedule until signalle
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -28,6 +28,9 @@ from computewatch.cli._common import (
 from computewatch.cli._signals import run_until_signalled
 from computewatch.config import ConfigError
 from computewatch.status import ExitStatus
+
+if TYPE_CHECKING:
+    from computewatch.findings import Analysis, Severity
 
 __all__ = ["analyze"]
 
@@ -60,9 +63,8 @@ def analyze(
         "file://PATH?max_age=...).")] = None,
 ) -> None:
     """Run the analytics pipelines; findings are printed and written back to the store."""
-    from computewatch.pipelines import Severity
-    from computewatch.pipelines.analyze import PIPELINES
-    from computewatch.pipelines.analyze import analyze as run_analysis
+    from computewatch.findings import Severity
+    from computewatch.pipelines import PIPELINES, run_pipelines
     from computewatch.render import render_findings
     from computewatch.schedule import run_every, write_heartbeat
     from computewatch.store import StoreError
@@ -87,16 +89,17 @@ def analyze(
         try:
             period = period_of(st, since, until)
             try:
-                df = run_analysis(st, period, pol, topo, only=names)
+                analysis = run_pipelines(st, period, pol, topo, only=names)
             except ValueError as exc:
                 raise UserError(str(exc)) from None
         finally:
             st.close()
-        render_findings(df, fmt, sys.stdout, limit=limit if fmt.value == "table" else None,
+        render_findings(analysis.frame(), fmt, sys.stdout,
+                        limit=limit if fmt.value == "table" else None,
                         title=f"Findings {period.start:%Y-%m-%d %H:%M} – "
                               f"{period.end:%Y-%m-%d %H:%M}")
-        ok = _push_alerts(alert or [], df, period.end, hold, min_severity)
-        if ok and heartbeat is not None and not df.attrs.get("failed_pipelines"):
+        ok = _push_alerts(alert or [], analysis, hold, min_severity)
+        if ok and heartbeat is not None and not analysis.failed:
             write_heartbeat(heartbeat)
         return ok
 
@@ -115,20 +118,17 @@ def analyze(
                                                name="analyze"))
 
 
-def _push_alerts(urls: list[str], df, period_end: datetime, hold: timedelta,
-                 min_severity) -> bool:
+def _push_alerts(urls: list[str], analysis: Analysis, hold: timedelta,
+                 min_severity: Severity) -> bool:
     """Push findings to each Alertmanager; one that fails does not stop the others."""
     if not urls:
         return True
-    from computewatch.alerts.push import PushError, push_findings
+    from computewatch.alerts.push import PushError, push_analysis
 
-    ran = [p for p in df.attrs.get("pipelines", []) if p not in df.attrs.get(
-        "failed_pipelines", [])]
     ok = True
     for url in urls:
         try:
-            res = push_findings(url, df.to_dict("records"), pipelines=ran, hold=hold,
-                                period_end=period_end, min_severity=min_severity)
+            res = push_analysis(url, analysis, hold=hold, min_severity=min_severity)
         except PushError as exc:
             print_error(exc)
             ok = False

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
-    from computewatch.pipelines import Period  # -> computewatch.findings after merge
+    from computewatch.findings import Period
     from computewatch.policy import Policy
     from computewatch.render import OutputFormat
     from computewatch.store import Store
@@ -103,7 +103,7 @@ def open_existing(store: str) -> Store:
 
 def period_of(st: Store, since: str, until: str | None) -> Period:
     """``--since`` back from ``--until``, or from the store's last accelerator sample."""
-    from computewatch.pipelines import Period  # -> computewatch.findings after merge
+    from computewatch.findings import Period
 
     if until is None:
         bounds = st.time_bounds("accelerator")

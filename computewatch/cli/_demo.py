@@ -81,8 +81,8 @@ def demo(
         f"samples) written to {st.url} in {result.seconds:.1f} s; {result.rejected} values "
         f"rejected. Ground truth: {truth}", markup=False, highlight=False, soft_wrap=True)
     render_summary(result.summary, fmt, sys.stdout)
-    if result.findings is not None and fmt.value == "table":
-        df = result.findings
+    if result.analysis is not None and fmt.value == "table":
+        df = result.analysis.frame()
         console.print(f"analytics: {len(df)} findings in {result.analysis_seconds:.1f} s, "
                       f"written to the store as `finding`", markup=False)
         for name, group in df.groupby("pipeline", sort=False):

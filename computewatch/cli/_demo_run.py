@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pandas as pd
-
+from computewatch.findings import Analysis, Period
+from computewatch.pipelines import run_pipelines
 from computewatch.policy import Policy
 from computewatch.sim import GroundTruth, build_fleet, simulate
 from computewatch.store import Store
@@ -35,7 +35,7 @@ class DemoResult:
     samples: dict[str, int]
     rejected: int
     seconds: float
-    findings: pd.DataFrame | None = None
+    analysis: Analysis | None = None
     analysis_seconds: float = 0.0
 
 
@@ -68,14 +68,11 @@ def run_demo(store: Store, topology: Topology, policy: Policy, *, sites: int | N
         history.truth.save(truth_path)
     summary = national_summary(store, fleet.topology, policy, history.start, history.end)
     backfill_s = time.perf_counter() - t0
-    findings, analysis_s = None, 0.0
+    analysis, analysis_s = None, 0.0
     if analyze:
-        from computewatch.pipelines import Period
-        from computewatch.pipelines.analyze import analyze as run_pipelines
-
         t1 = time.perf_counter()
-        findings = run_pipelines(store, Period(history.start, history.end), policy,
+        analysis = run_pipelines(store, Period(history.start, history.end), policy,
                                  fleet.topology)
         analysis_s = time.perf_counter() - t1
     return DemoResult(summary, history.truth, fleet.topology, fleet.n_devices, len(fleet.sites),
-                      samples, rejected, backfill_s, findings, analysis_s)
+                      samples, rejected, backfill_s, analysis, analysis_s)

@@ -46,6 +46,7 @@ def report(
     completeness, findings and the methodology with every threshold's source."""
     from zoneinfo import ZoneInfo
 
+    from computewatch.pipelines import run_pipelines
     from computewatch.pue import CHINA_TZ
     from computewatch.reports import (
         REPORT_FORMATS,
@@ -53,6 +54,7 @@ def report(
         ChromiumMissingError,
         PdfError,
         build_report,
+        check_scope,
         parse_period,
         write_report,
     )
@@ -75,8 +77,13 @@ def report(
         try:
             rp = parse_period(period, last_sample_end=bounds[1] + timedelta(minutes=1)
                               if bounds else None)
+            check_scope(topo, hub, definition)
             with console.status("report") as status:
-                result = build_report(st, topo, pol, rp, hub=hub, definition=definition,
+                analysis = run_pipelines(  # read-only: the report's findings are not stored
+                    st, rp.period, pol, topo, write=False,
+                    progress=lambda name: status.update(f"report: findings: {name}"))
+                result = build_report(st, topo, pol, rp, analysis, hub=hub,
+                                      definition=definition,
                                       policy_name=str(policy) if policy else SHIPPED_POLICY,
                                       progress=lambda step: status.update(f"report: {step}"))
         except ValueError as exc:  # a bad period, hub or definition; an empty period

@@ -1,13 +1,18 @@
 """Findings: what a pipeline concludes, with the threshold, the observed value, the window and
 the data completeness it rests on, so every line of a report can be checked.
 
+A core type: pipelines produce findings, and the alert push, the report and the command line
+read them, without importing each other. `Analysis` is one run of the pipelines over one
+period: its findings, most severe first, and what each pipeline did (ran, failed and why).
+
 Findings are written back to the store as the catalogue's ``finding`` measurement (one point
 at the end of the finding's window, labels pipeline, rule, subject_type, subject, hub,
-cluster, site) for dashboards and alerts, and returned as a DataFrame.
+cluster, site) for dashboards and alerts, and shown as a DataFrame by `findings_frame`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,8 +22,8 @@ import pandas as pd
 
 from computewatch.store import Store
 
-__all__ = ["FINDING_COLUMNS", "Finding", "Period", "Severity", "findings_frame",
-           "write_findings"]
+__all__ = ["FINDING_COLUMNS", "Analysis", "Finding", "Period", "PipelineStatus", "Severity",
+           "findings_frame", "most_severe_first", "write_findings"]
 
 
 class Severity(IntEnum):
@@ -76,16 +81,32 @@ class Finding:
 FINDING_COLUMNS = [f for f in Finding.__dataclass_fields__]
 
 
+def _gap(f: Finding) -> float:
+    """How far the observed value is from the threshold, relative to the threshold."""
+    scale = abs(f.threshold) if f.threshold != 0 else 1.0
+    return abs(f.observed - f.threshold) / scale
+
+
+def most_severe_first(findings: Iterable[Finding]) -> list[Finding]:
+    """Most severe first, then the largest relative gap; a gap that is not a number last.
+
+    Stable, so findings that tie keep the order their pipelines gave them."""
+
+    def key(f: Finding) -> tuple[int, bool, float]:
+        gap = _gap(f)
+        return -int(f.severity), math.isnan(gap), -gap if not math.isnan(gap) else 0.0
+
+    return sorted(findings, key=key)
+
+
 def findings_frame(findings: Iterable[Finding]) -> pd.DataFrame:
-    """Findings as a DataFrame, most severe and largest gap first."""
-    rows = [asdict(f) for f in findings]
+    """Findings as a DataFrame (`FINDING_COLUMNS`), in `most_severe_first` order."""
+    rows = [asdict(f) for f in most_severe_first(findings)]
     df = pd.DataFrame(rows, columns=FINDING_COLUMNS)
     if df.empty:
         return df
     df["severity"] = df.severity.astype(int)
-    gap = (df.observed - df.threshold).abs() / df.threshold.abs().where(df.threshold != 0, 1)
-    return df.assign(_gap=gap).sort_values(["severity", "_gap"], ascending=[False, False]) \
-        .drop(columns="_gap").reset_index(drop=True)
+    return df
 
 
 def write_findings(store: Store, findings: Sequence[Finding]) -> int:
@@ -104,3 +125,56 @@ def write_findings(store: Store, findings: Sequence[Finding]) -> int:
         "completeness_ratio": [float(min(max(f.completeness, 0.0), 1.0)) for f in findings],
     })
     return store.write("finding", frame).rows
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineStatus:
+    """What one pipeline did in a run: how many findings, or why it failed."""
+
+    name: str
+    findings: int = 0
+    error: str | None = None  # "TypeError: ..." when the pipeline raised
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def __str__(self) -> str:
+        return f"{self.findings} findings" if self.ok else f"failed: {self.error}"
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    """One run of the pipelines over ``period``: the findings of every pipeline that ran,
+    most severe first (`most_severe_first`), and each selected pipeline's status in run order.
+
+    A failed pipeline has no findings here, and is not in `succeeded`: an alert push must not
+    resolve its alerts, and a report states that it failed.
+    """
+
+    period: Period
+    findings: tuple[Finding, ...]
+    status: tuple[PipelineStatus, ...]
+
+    @classmethod
+    def of(cls, period: Period, findings: Iterable[Finding],
+           status: Iterable[PipelineStatus]) -> Analysis:
+        """An analysis with ``findings`` put in `most_severe_first` order."""
+        return cls(period, tuple(most_severe_first(findings)), tuple(status))
+
+    @property
+    def pipelines(self) -> tuple[str, ...]:
+        """Every pipeline selected for the run, in run order."""
+        return tuple(s.name for s in self.status)
+
+    @property
+    def succeeded(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.status if s.ok)
+
+    @property
+    def failed(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.status if not s.ok)
+
+    def frame(self) -> pd.DataFrame:
+        """The findings as `findings_frame` gives them."""
+        return findings_frame(self.findings)

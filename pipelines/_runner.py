@@ -1,0 +1,67 @@
+"""The one analyze runner: runs the selected pipelines over a period, each on its own.
+
+The pipelines are independent: one that fails is logged with its name, its status says why,
+and the others still run. The command line (`analyze`, `report`, `demo`), the alert push and
+the report all work from the `Analysis` this returns.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
+
+from computewatch.findings import Analysis, Finding, Period, PipelineStatus, write_findings
+from computewatch.pipelines import anomaly, latency, pue, surplus, underuse
+from computewatch.policy import Policy
+from computewatch.store import Store
+from computewatch.topology import Topology
+
+__all__ = ["PIPELINES", "Pipeline", "run_pipelines"]
+
+log = logging.getLogger(__name__)
+
+Pipeline = Callable[[Store, Period, Policy, Topology], list[Finding]]
+"""A pipeline's entry point: ``run(store, period, policy, topology) -> findings``."""
+
+PIPELINES: Mapping[str, Pipeline] = MappingProxyType({
+    "underuse": underuse.run,
+    "latency": latency.run,
+    "pue": pue.run,
+    "anomaly": anomaly.run,
+    "surplus": surplus.run,
+})
+"""Every pipeline by name, in the order a full run runs them."""
+
+
+def run_pipelines(store: Store, period: Period, policy: Policy, topology: Topology, *,
+                  only: Sequence[str] | None = None, write: bool = True,
+                  progress: Callable[[str], None] | None = None,
+                  registry: Mapping[str, Pipeline] = PIPELINES) -> Analysis:
+    """Run the pipelines named in ``only``, in that order (default: all of ``registry``,
+    which is `PIPELINES` unless a caller brings its own).
+
+    Raises ValueError for an unknown name before anything runs. With ``write`` the findings
+    are written to the store as ``finding``. ``progress`` is called with each pipeline's
+    name as it starts.
+    """
+    names = list(registry) if only is None else list(dict.fromkeys(only))
+    unknown = [n for n in names if n not in registry]
+    if unknown:
+        raise ValueError(f"unknown pipeline {unknown[0]!r} (choose from {', '.join(registry)})")
+    findings: list[Finding] = []
+    status: list[PipelineStatus] = []
+    for name in names:
+        if progress is not None:
+            progress(name)
+        try:
+            got = registry[name](store, period, policy, topology)
+        except Exception as exc:  # one broken pipeline never stops the others
+            log.exception("pipeline %s failed; the others still ran", name)
+            status.append(PipelineStatus(name, error=f"{type(exc).__name__}: {exc}"))
+            continue
+        findings.extend(got)
+        status.append(PipelineStatus(name, len(got)))
+    if write:
+        write_findings(store, findings)
+    return Analysis.of(period, findings, status)
