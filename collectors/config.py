@@ -34,10 +34,22 @@ class NvmlConfig(CollectorConfig):
     pass
 
 
+AscendView = Literal["usages", "common", "memory", "health", "volt", "ecc", "temp", "power"]
+
+
 class AscendConfig(CollectorConfig):
     npu_smi: str = "npu-smi"
     command_timeout: Duration = 5.0
     detail: bool = True
+    detail_every: int = Field(4, ge=1)
+    detail_budget: Duration = 4.0
+    detail_concurrency: int = Field(4, ge=1, le=32)
+    views: list[AscendView] = Field(
+        default_factory=lambda: ["usages", "common", "memory", "health", "volt", "ecc"])
+    hccn_tool: str | None = "/usr/local/Ascend/driver/tools/hccn_tool"
+    hccn_queries: list[Literal["link", "net_health", "bandwidth", "stat"]] = Field(
+        default_factory=lambda: ["link", "net_health", "bandwidth"])
+    max_processes: int = Field(8, ge=0)
 
 
 class RedfishConfig(CollectorConfig):

@@ -43,11 +43,19 @@ def build_collectors(config: NodeConfig, simulate: NodeSim | None = None) -> lis
             from computewatch.sim.fake_npusmi import FakeNpuSmi
 
             run = FakeNpuSmi(simulate)
-        out.append(Scheduled(AscendCollector(labels, run=run, npu_smi=c.ascend.npu_smi,
-                                             timeout_s=c.ascend.command_timeout,
-                                             detail=c.ascend.detail),
-                             c.ascend.interval or config.interval,
-                             c.ascend.timeout or config.timeout))
+        a = c.ascend
+        hccn_run = None
+        if simulate is not None:
+            from computewatch.sim.fake_hccn import FakeHccnTool
+
+            hccn_run = FakeHccnTool(simulate)
+        timeout = a.timeout or config.timeout
+        out.append(Scheduled(AscendCollector(
+            labels, run=run, npu_smi=a.npu_smi, timeout_s=a.command_timeout, detail=a.detail,
+            detail_every=a.detail_every, detail_budget_s=a.detail_budget,
+            detail_concurrency=a.detail_concurrency, views=a.views, run_timeout_s=timeout,
+            hccn_tool=a.hccn_tool, hccn_run=hccn_run, hccn_queries=a.hccn_queries,
+            max_processes=a.max_processes), a.interval or config.interval, timeout))
     out += _power_collectors(config, labels)
     if (latency := _latency_collector(config, labels)) is not None:
         out.append(latency)

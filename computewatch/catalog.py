@@ -61,6 +61,8 @@ UNITS: dict[str, UnitSpec] = {
         UnitSpec("{state}", "", 0.0, math.inf, "an enumeration code (see the metric's help)"),
         UnitSpec("{factor}", "", 0.0, math.inf, "a dimensionless factor such as PUE"),
         UnitSpec("{value}", "", -math.inf, math.inf, "a value whose unit the labels state"),
+        UnitSpec("V", "volts", 0.0, math.inf, "volts"),
+        UnitSpec("By/s", "bytes_per_second", 0.0, math.inf, "bytes per second"),
     )
 }
 
@@ -127,6 +129,10 @@ class UnknownMetricError(KeyError):
 _PLACE = ("hub", "cluster", "site")
 _DEVICE = (*_PLACE, "node", "device", "index", "vendor", "model", "ecosystem",
            "pci_bus_id", "driver_version", "parent")
+# Ascend: npu-exporter's per-chip ids (its `id` is the physical id; `vdie_id` from the chip's
+# board view), and which memory the memory metrics describe (hbm | ddr; npu-exporter names
+# them differently).
+_DEVICE = (*_DEVICE, "phy_id", "vdie_id", "memory_type")
 _METER = (*_PLACE, "meter", "scope", "source")
 _LINK = ("src_site", "dst_site", "src_hub", "dst_hub", "tier", "probe")
 
@@ -146,11 +152,13 @@ CATALOG: tuple[Metric, ...] = (
          "Share of time device memory was being read or written (NVML memory utilization; "
          "npu-smi HBM bandwidth usage). Not OTel's hw.gpu.memory.utilization, which is "
          "usage / limit.",
-         dcgm="DCGM_FI_DEV_MEM_COPY_UTIL", compat_scale=100.0),
+         dcgm="DCGM_FI_DEV_MEM_COPY_UTIL", npu_exporter="npu_chip_info_hbm_bandwidth_utilization",
+         compat_scale=100.0),
     _acc("vector_utilization_ratio", "1", Kind.GAUGE,
          "Ascend AI-vector unit usage (npu-smi Aivector Usage Rate); absent on NVIDIA.",
          npu_exporter="npu_chip_info_vector_utilization", compat_scale=100.0),
-    _acc("memory_used_bytes", "By", Kind.GAUGE, "Device memory in use.",
+    _acc("memory_used_bytes", "By", Kind.GAUGE,
+         "Device memory in use (Ascend: HBM where the chip has it, else DDR; memory_type says).",
          otel="hw.gpu.memory.usage", dcgm="DCGM_FI_DEV_FB_USED",
          npu_exporter="npu_chip_info_hbm_used_memory", compat_scale=1 / 2**20),
     _acc("memory_total_bytes", "By", Kind.GAUGE, "Device memory installed.",
@@ -165,7 +173,7 @@ CATALOG: tuple[Metric, ...] = (
          otel="hw.temperature", dcgm="DCGM_FI_DEV_GPU_TEMP",
          npu_exporter="npu_chip_info_temperature"),
     _acc("memory_temperature_celsius", "Cel", Kind.GAUGE, "Device memory (HBM) temperature.",
-         dcgm="DCGM_FI_DEV_MEMORY_TEMP"),
+         dcgm="DCGM_FI_DEV_MEMORY_TEMP", npu_exporter="npu_chip_info_hbm_temperature"),
     _acc("sm_clock_hertz", "Hz", Kind.GAUGE,
          "Streaming-multiprocessor (NVIDIA) or AI-core (Ascend) clock.",
          dcgm="DCGM_FI_DEV_SM_CLOCK", npu_exporter="npu_chip_info_aicore_current_freq",
@@ -187,6 +195,73 @@ CATALOG: tuple[Metric, ...] = (
     _acc("throttled", "{state}", Kind.GAUGE,
          "1 while the clocks are held down for the labelled reason, else 0.", labels=("reason",),
          high=1.0),
+    # --- accelerator: processes (NVML's running compute processes, npu-smi's process table) --
+    _acc("processes", "{count}", Kind.GAUGE,
+         "Processes using the device, all of them (accelerator_process lists the top N by "
+         "memory).", npu_exporter="npu_chip_info_process_info_num"),
+    Metric("accelerator_process", "memory_used_bytes", "By", Kind.GAUGE,
+           (*_DEVICE, "pid", "process_name"),
+           "Device memory used by one process; only the top N processes per device by memory "
+           "(bounded cardinality; accelerator_processes counts them all).",
+           npu_exporter="npu_chip_info_process_info", compat_scale=1 / 2**20),
+    # --- accelerator: Ascend detail views (npu-smi info -t ...) and hccn_tool ----------------
+    _acc("overall_utilization_ratio", "1", Kind.GAUGE,
+         "Ascend NPU utilization over all its engines (npu-smi NPU Utilization, 910B/A3).",
+         npu_exporter="npu_chip_info_overall_utilization", compat_scale=100.0),
+    _acc("cube_utilization_ratio", "1", Kind.GAUGE,
+         "Ascend AI-cube unit usage (npu-smi Aicube Usage Rate, 910B/A3).",
+         npu_exporter="npu_chip_info_cube_utilization", compat_scale=100.0),
+    _acc("voltage_volts", "V", Kind.GAUGE, "Ascend chip supply voltage (npu-smi -t volt).",
+         npu_exporter="npu_chip_info_voltage"),
+    _acc("error_code", "{value}", Kind.GAUGE,
+         "An error code the chip reports (npu-smi -t health), one series per position in its "
+         "list; absent while it reports none.", labels=("position",),
+         npu_exporter="npu_chip_info_error_code"),
+    _acc("hbm_ecc_enabled", "{state}", Kind.GAUGE,
+         "1 when HBM ECC detection is enabled (npu-smi -t ecc).", high=1.0,
+         npu_exporter="npu_chip_info_hbm_ecc_enable_flag"),
+    _acc("hbm_ecc_errors", "{count}", Kind.GAUGE,
+         "HBM ECC errors now counted by the chip, by error_type single_bit|double_bit.",
+         labels=("error_type",)),
+    _acc("hbm_ecc_errors_total", "{count}", Kind.COUNTER,
+         "HBM ECC errors over the chip's life (aggregate), by error_type single_bit|double_bit.",
+         labels=("error_type",)),
+    _acc("hbm_ecc_isolated_pages", "{count}", Kind.GAUGE,
+         "HBM pages isolated after ECC errors, by error_type single_bit|double_bit.",
+         labels=("error_type",)),
+    _acc("info", "{state}", Kind.GAUGE,
+         "Always 1; its labels describe the device (chip name, type and version, serial "
+         "number, product type, firmware).", high=1.0,
+         labels=("chip_name", "chip_type", "chip_version", "serial_number", "product_type",
+                 "firmware_version")),
+    _acc("network_health", "{state}", Kind.GAUGE,
+         "1 when the chip's network (RoCE) health check passes (hccn_tool -net_health: "
+         "Success or Init), else 0.", high=1.0, npu_exporter="npu_chip_info_network_status"),
+    _acc("network_link_up", "{state}", Kind.GAUGE,
+         "1 while the chip's network port is up (hccn_tool -link), else 0.", high=1.0,
+         npu_exporter="npu_chip_info_link_status"),
+    _acc("network_transmit_bytes_per_second", "By/s", Kind.GAUGE,
+         "Bytes per second the chip's network port sends (hccn_tool -bandwidth; MB = 10^6 B).",
+         npu_exporter="npu_chip_info_bandwidth_tx", compat_scale=1e-6),
+    _acc("network_receive_bytes_per_second", "By/s", Kind.GAUGE,
+         "Bytes per second the chip's network port receives (hccn_tool -bandwidth).",
+         npu_exporter="npu_chip_info_bandwidth_rx", compat_scale=1e-6),
+    _acc("network_rx_fcs_errors_total", "{count}", Kind.COUNTER,
+         "Frames received with a bad FCS (hccn_tool -stat mac_rx_fcs_err_pkt_num).",
+         npu_exporter="npu_chip_info_rx_fcs_num"),
+    _acc("network_rx_ecn_packets_total", "{count}", Kind.COUNTER,
+         "RoCE ECN-marked packets received (hccn_tool -stat roce_ecn_db_num).",
+         npu_exporter="npu_chip_info_rx_ecn_num"),
+    # --- accelerator_card: a card or board holding several chips (the Ascend MCU) ----------
+    Metric("accelerator_card", "power_watts", "W", Kind.GAUGE,
+           (*_PLACE, "node", "device", "index", "vendor", "model", "ecosystem", "pci_bus_id",
+            "driver_version"),
+           "Power of the whole card from its board controller (an Ascend card's MCU), "
+           "counted once per card, never per chip."),
+    Metric("accelerator_card", "temperature_celsius", "Cel", Kind.GAUGE,
+           (*_PLACE, "node", "device", "index", "vendor", "model", "ecosystem", "pci_bus_id",
+            "driver_version"),
+           "Board temperature from the card's controller (an Ascend card's MCU)."),
     # --- facility_power: one series per meter ---------------------------------------------
     Metric("facility_power", "watts", "W", Kind.GAUGE, _METER,
            "Power through the meter; scope says what it feeds (facility | it | cooling | other).",
@@ -280,6 +355,20 @@ CATALOG: tuple[Metric, ...] = (
     Metric("agent", "parse_errors_total", "{count}", Kind.COUNTER,
            ("node", *_PLACE, "collector", "source"),
            "Device outputs that could not be parsed, by the command or file they came from."),
+    # Device commands a collector runs (npu-smi, hccn_tool): how many, how long.
+    Metric("agent", "collector_commands", "{count}", Kind.GAUGE,
+           ("node", *_PLACE, "collector"),
+           "Device commands (npu-smi, hccn_tool) the collector's last run started."),
+    Metric("agent", "command_duration_seconds", "s", Kind.GAUGE,
+           ("node", *_PLACE, "collector", "command"),
+           "Wall time of the slowest call of the command (without ids, e.g. `npu-smi info -t "
+           "usages`) that finished in the collector's last run."),
+    Metric("agent", "command_calls_total", "{count}", Kind.COUNTER,
+           ("node", *_PLACE, "collector", "command"),
+           "Calls of the command that finished, since the collector started."),
+    Metric("agent", "command_seconds_total", "s", Kind.COUNTER,
+           ("node", *_PLACE, "collector", "command"),
+           "Wall time of all finished calls of the command; / command_calls_total: the mean."),
     Metric("agent", "samples_collected_total", "{count}", Kind.COUNTER,
            ("node", *_PLACE, "collector"), "Samples the collector produced."),
     Metric("agent", "samples_exported_total", "{count}", Kind.COUNTER,

@@ -81,8 +81,20 @@ _SCHEMA_OK: dict[tuple[str, tuple[str, ...]], catalog.Metric] = {}
 same few shapes every cycle, so only their values need checking again."""
 
 
+_SERIES_OK: dict[tuple[str, str, tuple[tuple[str, str], ...]], catalog.Metric] = {}
+"""Whole series (metric and label values) already checked: the same series come back every
+cycle, and hashing their label tuple is cheaper than rebuilding its key tuple."""
+
+
 def check_sample(sample: Sample) -> Sample:
     """Return the sample if the catalogue accepts it, else raise InvalidSampleError."""
+    series = (sample.measurement, sample.field, sample.labels)
+    m = _SERIES_OK.get(series)
+    if m is not None:
+        why = m.check(sample.value)
+        if why is not None:
+            raise InvalidSampleError(f"{_subject(sample)}: {why}", _reason_code(why))
+        return sample
     key = (sample.name, tuple(k for k, _ in sample.labels))
     m = _SCHEMA_OK.get(key)
     if m is None:
@@ -101,6 +113,8 @@ def check_sample(sample: Sample) -> Sample:
             )
         if len(_SCHEMA_OK) < 10_000:
             _SCHEMA_OK[key] = m
+    if len(_SERIES_OK) < 5_000:
+        _SERIES_OK[series] = m
     why = m.check(sample.value)
     if why is not None:
         raise InvalidSampleError(f"{_subject(sample)}: {why}", _reason_code(why))

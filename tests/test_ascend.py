@@ -68,9 +68,14 @@ def served(outputs: dict[tuple[str, ...], str],
     return run
 
 
+def run_once(collector: AscendCollector) -> list[Sample]:
+    """One run's samples and the collector's own counters (the agent reports those)."""
+    return [*collector.collect(), *collector.self_samples()]
+
+
 def collect(table: str, *, detail: bool = False, **outputs: str) -> list[Sample]:
     run = served({("info",): table, **{tuple(k.split()): v for k, v in outputs.items()}})
-    return checked(AscendCollector(LABELS, run=run, detail=detail).collect())
+    return checked(run_once(AscendCollector(LABELS, run=run, detail=detail)))
 
 
 def dev(npu: int, chip: int = 0, node: str = "n1") -> dict[str, str]:
@@ -223,7 +228,7 @@ def test_table_samples(name):
         # the table has no vector, bandwidth or clock figures: without detail, no samples
         assert value(samples, "vector_utilization_ratio", d) is None
         assert value(samples, "sm_clock_hertz", d) is None
-    assert parse_errors(samples, "npu-smi info") is None
+    assert parse_errors(samples, "npu-smi info") == 0  # there from the start, at 0
 
 
 def test_310_chips_of_one_card_are_distinct_devices():
@@ -243,7 +248,7 @@ def test_anonymised_names_take_the_model_from_the_mapping_view():
     calls: list[tuple[str, ...]] = []
     collector = AscendCollector(LABELS, detail=True, run=served(
         {("info",): table, ("info", "-m"): mapping}, calls))
-    samples = checked(collector.collect())
+    samples = checked(run_once(collector))
     assert {label(samples, "model", dev(n)) for n in range(8)} == {"Ascend 910A"}
     # the per-chip views are not supported by this fake: counted per view, never fatal
     assert parse_errors(samples, "npu-smi info -t usages") == 8
@@ -426,7 +431,7 @@ def test_garbage_is_a_parse_error_naming_the_line():
     with pytest.raises(ParseError):
         collector.collect()
     collector._run = served({("info",): A2_910B})
-    samples = checked(collector.collect())
+    samples = checked(run_once(collector))
     assert parse_errors(samples, "npu-smi info") == 1  # counted, and still counted later
     assert len(devices(samples)) == 2
 
@@ -614,7 +619,7 @@ def test_timeout_in_a_detail_view_stops_the_views_but_keeps_the_table():
             return A2_910B
         raise subprocess.TimeoutExpired(list(argv), timeout)
 
-    samples = checked(AscendCollector(LABELS, run=run).collect())
+    samples = checked(run_once(AscendCollector(LABELS, run=run, detail_concurrency=1)))
     assert len(calls) == 2  # the table, then one view: no wait per remaining chip
     assert value(samples, "power_watts", dev(1)) == 391.5
     assert parse_errors(samples, "npu-smi info -t usages") == 1
@@ -716,7 +721,7 @@ def test_a_failing_view_is_counted_not_fatal(fleet):
             return fake([a if a != "common" else "bogus" for a in argv], timeout)
         return fake(argv, timeout)
 
-    samples = checked(AscendCollector(node.labels, run=run).collect())
+    samples = checked(run_once(AscendCollector(node.labels, run=run)))
     assert parse_errors(samples, "npu-smi info -t common") == 8
     for r in npu_readings(node):
         d = {"device": f"{node.node}-npu{r.index}-chip0"}
@@ -740,7 +745,7 @@ def test_docstring_metrics_table_matches_the_catalogue(fleet):
             in_fields = line.strip() == "- fields:"
         elif meas and in_fields and (m := re.match(r"^    - (\w+) \(", line)):
             documented[meas].add(m.group(1))
-    assert set(documented) == {"accelerator", "agent"}
+    assert set(documented) == {"accelerator", "accelerator_process", "accelerator_card", "agent"}
     assert {"utilization_ratio", "health", "memory_used_bytes"} <= documented["accelerator"]
     for meas, fields in documented.items():
         assert fields <= set(catalog.measurement(meas).fields), meas

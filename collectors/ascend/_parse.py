@@ -16,8 +16,8 @@ from computewatch.collectors import (
     ParseError,
 )
 
-__all__ = ["ChipMapping", "ChipRow", "errors_or_raise", "is_missing", "parse_info_table",
-           "parse_key_values", "parse_mapping"]
+__all__ = ["ChipMapping", "ChipRow", "ProcessRow", "errors_or_raise", "is_missing",
+           "parse_info_table", "parse_key_values", "parse_mapping", "parse_processes"]
 
 _MISSING = frozenset({"", "NA", "N/A", "-", "--"})
 
@@ -25,7 +25,7 @@ _MISSING = frozenset({"", "NA", "N/A", "-", "--"})
 _HEADERS = {
     "npu": "npu", "name": "name", "health": "health", "power(w)": "power",
     "temp(c)": "temp", "hugepages-usage(page)": "hugepages", "chip": "chip",
-    "device": "device", "phy-id": "device", "bus-id": "bus_id", "aicore(%)": "aicore",
+    "device": "device", "phy-id": "phy_id", "bus-id": "bus_id", "aicore(%)": "aicore",
     "memory-usage(mb)": "memory", "hbm-usage(mb)": "hbm",
 }
 
@@ -38,6 +38,7 @@ class ChipRow:
     chip_id: int
     line_no: int
     device_id: int | None = None  # the "Device" (310/310P) or "Phy-ID" (A3) column
+    phy_id: int | None = None  # the "Phy-ID" column only (A3): the chip's physical id
     name: str | None = None
     health: str | None = None
     bus_id: str | None = None
@@ -62,6 +63,7 @@ class ChipMapping:
     chip_id: int
     logic_id: int | None
     chip_name: str | None
+    phy_id: int | None = None  # newer npu-smi print a "Chip Phy-ID" column too
 
 
 def is_missing(value: str | None) -> bool:
@@ -253,10 +255,12 @@ def _row(top: list[list[_Tok]], cells1: list[tuple[int, str]], bottom: list[list
     mem = _pair(v.get("memory"), f"{where} Memory-Usage")
     hbm = _pair(v.get("hbm"), f"{where} HBM-Usage")
     pages = _pair(v.get("hugepages"), f"{where} Hugepages-Usage")
-    device = v.get("device")
+    device = v.get("device") or v.get("phy_id")
+    phy = v.get("phy_id")
     return ChipRow(
         npu_id=npu, chip_id=chip, line_no=line_no,
         device_id=None if is_missing(device) else _integer(device, f"{where} device id"),
+        phy_id=None if is_missing(phy) else _integer(phy, f"{where} Phy-ID"),
         name=None if is_missing(v.get("name")) else v["name"],
         health=None if is_missing(v.get("health")) else v["health"],
         bus_id=None if is_missing(v.get("bus_id")) else v["bus_id"],
@@ -274,25 +278,29 @@ def _row(top: list[list[_Tok]], cells1: list[tuple[int, str]], bottom: list[list
 
 def parse_key_values(text: str, source: str,
                      errors: list[ParseError] | None = None) -> dict[str, str]:
-    """Parse a ``npu-smi info -t VIEW -i N [-c C]`` view: ``Key : Value`` lines.
+    """Parse a ``npu-smi info -t VIEW -i N [-c C]`` view: ``Key : Value`` lines, flat.
 
     Keys and values are stripped (tab or space indent, padded keys); the first of a repeated
-    key wins. A line that is not ``Key : Value`` raises `ParseError`, or goes to ``errors``
-    when given; output with no such line at all always raises.
+    key wins (`parse_view` splits a view by chip instead). Lines that are not ``Key : Value``
+    cost one `ParseError` for the whole output, raised or appended to ``errors`` when given;
+    output with no such line at all always raises.
     """
     out: dict[str, str] = {}
     lines = text.splitlines()
+    bad: tuple[int, str] | None = None
     for no, line in enumerate(lines, 1):
         if not line.strip():
             continue
         key, sep, value = line.partition(":")
         if not sep or not key.strip():
-            errors_or_raise(errors, ParseError(source, "expected 'Key : Value'", no, line))
+            bad = bad or (no, line)
             continue
         out.setdefault(key.strip(), value.strip())
     if not out:
         first = next(((n, ln) for n, ln in enumerate(lines, 1) if ln.strip()), None)
         raise ParseError(source, "no 'Key : Value' lines", *(first or (None, None)))
+    if bad is not None:
+        errors_or_raise(errors, ParseError(source, "expected 'Key : Value'", *bad))
     return out
 
 
@@ -327,13 +335,63 @@ def parse_mapping(text: str, source: str = "npu-smi info -m",
         row = dict(zip(names, [*toks[:len(names) - 1], " ".join(toks[len(names) - 1:])],
                        strict=True))
         try:
-            logic = row.get("chip logic id")
+            logic, phy = row.get("chip logic id"), row.get("chip phy-id")
             out.append(ChipMapping(
                 _integer(row["npu id"], "NPU ID"), _integer(row["chip id"], "Chip ID"),
                 None if is_missing(logic) else _integer(logic, "Chip Logic ID"),
-                None if is_missing(row.get("chip name")) else row.get("chip name")))
+                None if is_missing(row.get("chip name")) else row.get("chip name"),
+                None if is_missing(phy) else _integer(phy, "Chip Phy-ID")))
         except ValueError as exc:
             errors_or_raise(errors, ParseError(source, str(exc), i + 1, line))
     if not out and errors is None:
         raise ParseError(source, "no chip lines", at + 1, lines[at])
+    return out
+
+
+# --- the process table after the chips ---------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ProcessRow:
+    """One process on a chip, from the table's ``Process id | Process name | memory`` part."""
+
+    npu_id: int
+    chip_id: int
+    pid: int
+    name: str  # may be empty: npu-smi prints no name for some processes (A3, containers)
+    memory_mb: float | None
+
+
+def parse_processes(text: str, source: str = "npu-smi info",
+                    errors: list[ParseError] | None = None) -> list[ProcessRow] | None:
+    """The processes listed after the chips of ``npu-smi info``; None where it has no such part.
+
+    The part is found by its header (``Process id``); ``No running processes found in NPU
+    N`` lines list nothing. A damaged row raises `ParseError`, or goes to ``errors``.
+    """
+    lines = text.splitlines()
+    start = next((i for i, ln in enumerate(lines)
+                  if ln.lstrip().startswith("|") and "process id" in ln.lower()), None)
+    if start is None:
+        return None
+    out: list[ProcessRow] = []
+    for i in range(start + 1, len(lines)):
+        line = lines[i]
+        st = line.strip()
+        if not st.startswith("|"):
+            if st.startswith("+"):
+                continue
+            break
+        cells = _cells(line)
+        if cells is None or "no running processes" in st.lower():
+            continue
+        texts = [c.strip() for _, c in cells]
+        ids = texts[0].split() if texts else []
+        try:
+            if len(texts) != 4 or len(ids) != 2:
+                raise ValueError(f"{len(texts)} cells where a process row has 4")
+            out.append(ProcessRow(_integer(ids[0], "NPU"), _integer(ids[1], "Chip"),
+                                  _integer(texts[1], "Process id"), texts[2],
+                                  _number(texts[3], "Process memory(MB)")))
+        except ValueError as exc:
+            errors_or_raise(errors, ParseError(source, f"process row: {exc}", i + 1, line))
     return out

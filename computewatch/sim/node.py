@@ -74,6 +74,7 @@ class NodeSim:
     boot: datetime = field(default_factory=lambda: datetime(2026, 1, 1, tzinfo=UTC))
     lost: set[tuple[str, int]] = field(default_factory=set)  # (vendor, index)
     unhealthy: set[tuple[str, int]] = field(default_factory=set)
+    npu_layout: str | None = None  # the fake npu-smi's layout: 910b | 310p | a3 (None: by model)
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
