@@ -3,9 +3,9 @@
 Names, types and help come from the catalogue: ``{measurement}_{field}``, counters exposed
 with ``_total``. ``compat`` adds the names existing dashboards query: DCGM-exporter's for
 NVIDIA devices (``DCGM_FI_DEV_GPU_UTIL{gpu,UUID,pci_bus_id,device,modelName,Hostname}`` in
-DCGM's units: %, MiB, MHz, mJ) and npu-exporter's for Ascend devices
-(``npu_chip_info_utilization{id,model_name,pcie_bus_info}``), each converted with the
-metric's ``compat_scale``. Label values are escaped by prometheus-client's exposition code.
+DCGM's units: %, MiB, MHz, mJ), converted with the metric's ``compat_scale``, and
+npu-exporter's for Ascend devices, as npu-exporter writes them (`_npu_exporter`). Label
+values are escaped by prometheus-client's exposition code.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from prometheus_client.core import Metric
 
 from computewatch import catalog
 from computewatch.collectors.export._base import ExportResult
+from computewatch.collectors.export._npu_exporter import npu_exporter_families
 from computewatch.samples import Sample
 
 __all__ = ["COMPAT_CHOICES", "PrometheusExporter", "SnapshotCollector", "exposition"]
@@ -48,11 +49,6 @@ def _dcgm_labels(labels: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def _npu_labels(labels: dict[str, str]) -> dict[str, str]:
-    return {"id": labels.get("index", ""), "model_name": labels.get("model", ""),
-            "pcie_bus_info": labels.get("pci_bus_id", ""), "node": labels.get("node", "")}
-
-
 def families(samples: Iterable[Sample], compat: Sequence[str] = ()) -> list[Metric]:
     """Metric families in catalogue order, one per metric (plus compat names when asked)."""
     by_metric: dict[str, list[Sample]] = {}
@@ -77,9 +73,7 @@ def families(samples: Iterable[Sample], compat: Sequence[str] = ()) -> list[Metr
         for s in group:
             fam.add_sample(_sample_name(fam), dict(s.labels), s.value)
         out.append(fam)
-        for vendor, want, name, relabel in (("nvidia", "dcgm", m.dcgm, _dcgm_labels),
-                                            ("huawei", "npu-exporter", m.npu_exporter,
-                                             _npu_labels)):
+        for vendor, want, name, relabel in (("nvidia", "dcgm", m.dcgm, _dcgm_labels),):
             if want not in compat or not name:
                 continue
             picked = [s for s in group if s.label("vendor") == vendor]
@@ -90,6 +84,8 @@ def families(samples: Iterable[Sample], compat: Sequence[str] = ()) -> list[Metr
                 cfam.add_sample(_sample_name(cfam), relabel(dict(s.labels)),
                                 s.value * m.compat_scale)
             out.append(cfam)
+    if "npu-exporter" in compat:
+        out += npu_exporter_families(s for group in by_metric.values() for s in group)
     return out
 
 

@@ -198,7 +198,7 @@ class FakeNpuSmi:
                 temp = "NA" if r.lost else _fmt(r.temperature_c, ".0f")
                 out.append(f"| {npu:<7} {self._name(r):<22}| {health:<15} | {'NA':<12} "
                            f"{temp:<17} {0:<6}/ {0:<13} |")
-                bus = r.pci_bus_id
+                bus = chips[0][1].pci_bus_id  # a Duo card's two chips share its bus id
                 if r.lost:
                     out.append(f"| {chip:<7} {r.index:<22}| {bus:<15} | {'NA':<12} "
                                f"{'NA':<3}/ {'NA':<34} |")
