@@ -179,12 +179,17 @@ MAPPINGS = {
         [(n, 0, n, "Ascend 910A") for n in range(8)],
 }
 CAPTURES = {"mind-cluster_npu_info_before.txt"}
+# Fixtures whose expected values are in test_ascend_details.py (views per chip, 310P, A3).
+DETAILS = {"ascend-pytorch-issue-94_310p_info.txt", "vllm-ascend-issue-3002_a3_info.txt",
+           "gpustack_310p_common.txt", "gpustack_310p_usages.txt", "gpustack_910b_common.txt",
+           "gpustack_910b_usages.txt", "gpustack_310p_mapping.txt", "gpustack_910b_mapping.txt",
+           "gpustack_hccn_link.txt"}
 
 
 def test_every_fixture_file_has_expectations():
     """A capture added to the folder must get its expected values here."""
     files = {p.name for p in FIXTURES.iterdir() if p.is_file() and p.name != "SOURCES.md"}
-    assert files == set(TABLES) | set(MAPPINGS) | CAPTURES
+    assert files == set(TABLES) | set(MAPPINGS) | CAPTURES | DETAILS
 
 
 @pytest.mark.parametrize("name", sorted(TABLES))

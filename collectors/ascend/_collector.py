@@ -154,6 +154,9 @@ class AscendCollector:
         self._network_cycle: dict[int, int] = {}
         self._form: dict[str, str] = {}  # view -> "card" | "chip", once known
         self._static_tries: Counter[tuple[int, str]] = Counter()
+        self._round_tried: set[str] = set()  # views asked in the current round
+        self._round_ok: set[str] = set()  # ... and those that answered at least once
+        self._failed_rounds: Counter[str] = Counter()  # whole rounds without an answer
         self._version = 0  # bumped whenever a view's output is stored
         self._merged: dict[tuple[int, int], tuple[int, int, dict[str, str]]] = {}
         self._mapping: list[ChipMapping] | None = None
@@ -258,7 +261,18 @@ class AscendCollector:
         return stats
 
     def _round(self, rows: list[ChipRow]) -> list[Call]:
-        """Every call of one detail round: dynamic views first, then what is read once."""
+        """Every call of one detail round: dynamic views first, then what is read once.
+
+        A view that no card answered in ``_STATIC_TRIES`` rounds in a row is not supported
+        by this npu-smi: it is logged once and no longer asked (its errors stop growing).
+        """
+        for view in self._round_tried:
+            self._failed_rounds[view] = 0 if view in self._round_ok else (
+                self._failed_rounds[view] + 1)
+            if self._failed_rounds[view] == _STATIC_TRIES:
+                log.warning("ascend: npu-smi info -t %s answered no card in %d rounds; "
+                            "not asked again", view, _STATIC_TRIES)
+        self._round_tried, self._round_ok = set(), set()
         calls: list[Call] = []
         cards = _cards(rows)
         live = {n: [r for r in rs if not _unreachable(r)] for n, rs in cards.items()}
@@ -293,6 +307,9 @@ class AscendCollector:
         return calls
 
     def _view_calls(self, npu: int, view: str, chips: list[ChipRow]) -> list[Call]:
+        if self._failed_rounds[view] >= _STATIC_TRIES:
+            return []
+        self._round_tried.add(view)
         if self._form.get(view) == "chip":
             return [self._call(npu, view, r.chip_id) for r in chips]
         return [self._call(npu, view, None, fallback=tuple(r.chip_id for r in chips))]
@@ -338,6 +355,7 @@ class AscendCollector:
         for exc in errors:
             self._count(source, exc)
         self._version += 1
+        self._round_ok.add(view)
         if chip is None:
             self._form.setdefault(view, "card")
             self._views[(npu, view)] = _Cached(blocks, self._cycle)
@@ -420,8 +438,10 @@ class AscendCollector:
         """The card's own values (``-t board`` header) and its MCU's (power, temperature)."""
         card: dict[str, str] = {}
         mcu: dict[str, str] = {}
-        for (n, view), cached in self._views.items():
-            blocks = self._fresh(cached, view) if n == npu else None
+        entries = [(view, c) for (n, view), c in self._views.items() if n == npu]
+        entries += [(view, c) for (n, _, view), c in self._chip_views.items() if n == npu]
+        for view, cached in entries:
+            blocks = self._fresh(cached, view)
             if blocks is None:
                 continue
             for k, v in blocks.card.items():
