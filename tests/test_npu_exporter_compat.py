@@ -17,9 +17,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from computewatch.collectors.ascend import AscendCollector
+from computewatch.collectors.config import NodeConfig
 from computewatch.collectors.export.prometheus import exposition
 from computewatch.collectors.setup import build_agent
-from computewatch.collectors.config import NodeConfig
 from computewatch.samples import Sample
 from computewatch.sim import build_fleet
 from computewatch.sim.node import mixed_node
