@@ -8,6 +8,7 @@ import sys
 
 from bench import (
     bench_agent,
+    bench_ascend,
     bench_demo,
     bench_ingest,
     bench_latency,
@@ -20,8 +21,8 @@ from bench import (
 
 
 def main() -> None:
-    which = sys.argv[1:] or ["demo", "query", "ingest", "lineprotocol", "agent", "latency",
-                            "pipelines", "remote_write", "store_vm"]
+    which = sys.argv[1:] or ["demo", "query", "ingest", "lineprotocol", "agent", "ascend",
+                            "latency", "pipelines", "remote_write", "store_vm"]
     print(f"computewatch benchmarks on {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, Python {platform.python_version()}")
     store = bench_demo.STORE
@@ -39,6 +40,8 @@ def main() -> None:
             bench_lineprotocol.main()
         elif name == "agent":
             bench_agent.main()
+        elif name == "ascend":
+            bench_ascend.main()
         elif name == "latency":
             bench_latency.main()
         elif name == "pipelines":
@@ -49,7 +52,7 @@ def main() -> None:
             bench_store_victoriametrics.main()
         else:
             sys.exit(f"unknown benchmark {name!r}: demo, query, ingest, lineprotocol, agent, "
-                     f"latency, pipelines, remote_write, store_vm")
+                     f"ascend, latency, pipelines, remote_write, store_vm")
 
 
 main()

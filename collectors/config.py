@@ -44,8 +44,10 @@ class AscendConfig(CollectorConfig):
     detail_every: int = Field(4, ge=1)
     detail_budget: Duration = 4.0
     detail_concurrency: int = Field(4, ge=1, le=32)
-    views: list[AscendView] = Field(
-        default_factory=lambda: ["usages", "common", "memory", "health", "volt", "ecc"])
+    views: list[AscendView] = Field(default_factory=lambda: ["usages", "common"])
+    slow_views: list[AscendView] = Field(
+        default_factory=lambda: ["memory", "health", "volt", "ecc"])
+    slow_every: int = Field(4, ge=1)
     hccn_tool: str | None = "/usr/local/Ascend/driver/tools/hccn_tool"
     hccn_queries: list[Literal["link", "net_health", "bandwidth", "stat"]] = Field(
         default_factory=lambda: ["link", "net_health", "bandwidth"])

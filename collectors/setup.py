@@ -53,7 +53,8 @@ def build_collectors(config: NodeConfig, simulate: NodeSim | None = None) -> lis
         out.append(Scheduled(AscendCollector(
             labels, run=run, npu_smi=a.npu_smi, timeout_s=a.command_timeout, detail=a.detail,
             detail_every=a.detail_every, detail_budget_s=a.detail_budget,
-            detail_concurrency=a.detail_concurrency, views=a.views, run_timeout_s=timeout,
+            detail_concurrency=a.detail_concurrency, views=a.views, slow_views=a.slow_views,
+            slow_every=a.slow_every, run_timeout_s=timeout,
             hccn_tool=a.hccn_tool, hccn_run=hccn_run, hccn_queries=a.hccn_queries,
             max_processes=a.max_processes), a.interval or config.interval, timeout))
     out += _power_collectors(config, labels)

@@ -16,6 +16,8 @@ timeout), `_calls` (many slow commands within a budget), `_collector` (what runs
 from computewatch.collectors.ascend._collector import (
     DEFAULT_VIEWS,
     HCCN_TOOL,
+    SLOW_VIEWS,
+    STATIC_VIEWS,
     AscendCollector,
     NpuSmiTimeout,
     run_npu_smi,
@@ -39,6 +41,8 @@ __all__ = [
     "DETAIL_SOURCE",
     "HCCN_QUERIES",
     "HCCN_TOOL",
+    "SLOW_VIEWS",
+    "STATIC_VIEWS",
     "AscendCollector",
     "ChipMapping",
     "ChipRow",

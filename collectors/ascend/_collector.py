@@ -63,14 +63,21 @@ from computewatch.collectors.ascend._samples import (
 from computewatch.collectors.ascend._views import ViewBlocks, parse_view
 from computewatch.samples import Sample
 
-__all__ = ["DEFAULT_VIEWS", "HCCN_TOOL", "AscendCollector", "NpuSmiTimeout", "Run",
-           "run_npu_smi"]
+__all__ = ["DEFAULT_VIEWS", "HCCN_TOOL", "SLOW_VIEWS", "STATIC_VIEWS", "AscendCollector",
+           "NpuSmiTimeout", "Run", "run_npu_smi"]
 
 log = logging.getLogger(__package__)  # one logger per collector, named as before the split
 
-DEFAULT_VIEWS = ("usages", "common", "memory", "health", "volt", "ecc")
-"""The per-chip views read every detail round (``power`` is added where the table has none)."""
+DEFAULT_VIEWS = ("usages", "common")
+"""The per-chip views read every detail round (``power`` is added where the table has none):
+what changes from one minute to the next (utilization kinds, clocks, the MCU's power)."""
+SLOW_VIEWS = ("memory", "health", "volt", "ecc")
+"""Views read every ``slow_every``-th detail round, with ``hccn_tool``: states that change
+seldom (HBM temperature, error codes, voltage, ECC counts, network link)."""
 _STATIC_VIEWS = ("board", "ecc-enable", "product")  # what does not change: read once
+STATIC_VIEWS = (*_STATIC_VIEWS, "mapping")
+"""Read once (retried for 3 rounds): the boards (serial numbers, VDie IDs), ECC switch,
+product type, and the chip map (``npu-smi info -m``: names, logic and physical ids)."""
 _STATIC_TRIES = 3  # rounds a static view is tried before it is taken as unsupported
 HCCN_TOOL = "/usr/local/Ascend/driver/tools/hccn_tool"
 """Where the Ascend driver installs ``hccn_tool`` (npu-exporter looks there too)."""
@@ -109,10 +116,11 @@ class AscendCollector:
                  npu_smi: str = "npu-smi", timeout_s: float = 5.0, detail: bool = True, *,
                  detail_every: int = 4, detail_budget_s: float = 4.0,
                  detail_concurrency: int = 4, views: Sequence[str] = DEFAULT_VIEWS,
+                 slow_views: Sequence[str] = SLOW_VIEWS, slow_every: int = 4,
                  run_timeout_s: float | None = None, hccn_tool: str | None = HCCN_TOOL,
                  hccn_run: Run | None = None,
                  hccn_queries: Sequence[str] = ("link", "net_health", "bandwidth"),
-                 max_processes: int = 8) -> None:
+                 max_processes: int = 8, static_views: Sequence[str] = STATIC_VIEWS) -> None:
         if timeout_s <= 0:
             raise ValueError(f"ascend collector: timeout_s must be > 0, got {timeout_s!r}")
         if detail_every < 1:
@@ -130,7 +138,14 @@ class AscendCollector:
         self.detail_every = detail_every
         self.detail_budget_s = detail_budget_s
         self.run_timeout_s = run_timeout_s
+        if slow_every < 1:
+            raise ValueError(f"ascend collector: slow_every must be >= 1, got {slow_every!r}")
         self.views = tuple(views)
+        self.slow_views = tuple(v for v in slow_views if v not in self.views)
+        self.slow_every = slow_every
+        self._rounds = 0
+        self.static_views = tuple(v for v in static_views if v != "mapping")
+        self._read_mapping = "mapping" in static_views
         self.max_processes = max_processes
         self.hccn_queries = tuple(hccn_queries)
         self._hccn_run: Run | None = hccn_run
@@ -159,11 +174,12 @@ class AscendCollector:
         self._failed_rounds: Counter[str] = Counter()  # whole rounds without an answer
         self._version = 0  # bumped whenever a view's output is stored
         self._merged: dict[tuple[int, int], tuple[int, int, dict[str, str]]] = {}
+        self._card_cache: dict[int, tuple[int, int, dict[str, str], dict[str, str]]] = {}
         self._mapping: list[ChipMapping] | None = None
         self._mapping_tries = 0
-        for view in (*self.views, "power", *_STATIC_VIEWS):
+        for view in (*self.views, *self.slow_views, "power", *self.static_views):
             self._parse_errors[f"npu-smi info -t {view}"] += 0
-        if self.detail:
+        if self.detail and self._read_mapping:
             self._parse_errors["npu-smi info -m"] += 0
         if self._hccn_run is not None:
             for q in self.hccn_queries:
@@ -273,18 +289,21 @@ class AscendCollector:
                 log.warning("ascend: npu-smi info -t %s answered no card in %d rounds; "
                             "not asked again", view, _STATIC_TRIES)
         self._round_tried, self._round_ok = set(), set()
+        slow = self._rounds % self.slow_every == 0
+        self._rounds += 1
+        views = (*self.views, *self.slow_views) if slow else self.views
         calls: list[Call] = []
         cards = _cards(rows)
         live = {n: [r for r in rs if not _unreachable(r)] for n, rs in cards.items()}
         for npu, chips in live.items():
             if not chips:
                 continue  # a lost card: its views would only fail
-            for view in self.views:
+            for view in views:
                 calls += self._view_calls(npu, view, chips)
             if any(r.power_w is None for r in chips):
                 calls += self._view_calls(npu, "power", [r for r in chips if r.power_w is None])
         for npu, chips in live.items():
-            for view in _STATIC_VIEWS:
+            for view in self.static_views:
                 if not chips or self._static_tries[(npu, view)] >= _STATIC_TRIES:
                     continue
                 if view == "product" and not (chips[0].name or "").upper().startswith("310"):
@@ -296,9 +315,10 @@ class AscendCollector:
                               if (npu, r.chip_id, "board") not in self._chip_views]
                 elif (npu, view) not in self._views:
                     calls += self._view_calls(npu, view, chips)
-        if self._mapping is None and self._mapping_tries < _STATIC_TRIES:
+        if (self._read_mapping and self._mapping is None
+                and self._mapping_tries < _STATIC_TRIES):
             calls.append(Call(("npu-smi", "-m"), ("npu-smi", "info", "-m"), "npu-smi info -m"))
-        if self._hccn_run is not None:
+        if self._hccn_run is not None and slow:
             for r in (r for chips in live.values() for r in chips):
                 phy = self._phy_id(r, len(cards[r.npu_id]))
                 if phy is not None:
@@ -401,9 +421,14 @@ class AscendCollector:
     def _fresh(self, cached: _Cached | None, view: str) -> ViewBlocks | None:
         if cached is None:
             return None
-        if view in _STATIC_VIEWS or self._cycle - cached.cycle < 3 * self.detail_every:
+        if view in _STATIC_VIEWS or self._cycle - cached.cycle < self._max_age(view):
             return cached.blocks
         return None
+
+    def _max_age(self, view: str) -> int:
+        """Cycles a view's values are sent for: three of its own periods."""
+        slow = view in self.slow_views or view == "hccn"
+        return 3 * self.detail_every * (self.slow_every if slow else 1)
 
     def _chip_details(self, row: ChipRow, n_chips: int) -> dict[str, str]:
         """The chip's own values from every view, dynamic views first (keys normalised);
@@ -414,7 +439,7 @@ class AscendCollector:
             return hit[2]
         merged: dict[str, str] = {}
         expires = 1 << 62
-        for view in (*self.views, "power", *_STATIC_VIEWS):
+        for view in (*self.views, *self.slow_views, "power", *_STATIC_VIEWS):
             entries = (self._chip_views.get((row.npu_id, row.chip_id, view)),
                        self._views.get((row.npu_id, view)))
             for cached in entries:
@@ -423,7 +448,7 @@ class AscendCollector:
                     continue
                 assert cached is not None
                 if view not in _STATIC_VIEWS:
-                    expires = min(expires, cached.cycle + 3 * self.detail_every)
+                    expires = min(expires, cached.cycle + self._max_age(view))
                 if blocks is None:
                     continue
                 values = blocks.chip(row.chip_id)
@@ -435,20 +460,28 @@ class AscendCollector:
         return merged
 
     def _card_details(self, npu: int) -> tuple[dict[str, str], dict[str, str]]:
-        """The card's own values (``-t board`` header) and its MCU's (power, temperature)."""
+        """The card's own values (``-t board`` header) and its MCU's (power, temperature);
+        gathered again only when a view's output arrives or one of them expires."""
+        hit = self._card_cache.get(npu)
+        if hit is not None and hit[0] == self._version and self._cycle < hit[1]:
+            return hit[2], hit[3]
         card: dict[str, str] = {}
         mcu: dict[str, str] = {}
+        expires = 1 << 62
         entries = [(view, c) for (n, view), c in self._views.items() if n == npu]
         entries += [(view, c) for (n, _, view), c in self._chip_views.items() if n == npu]
         for view, cached in entries:
             blocks = self._fresh(cached, view)
             if blocks is None:
                 continue
+            if view not in _STATIC_VIEWS:
+                expires = min(expires, cached.cycle + self._max_age(view))
             for k, v in blocks.card.items():
                 card.setdefault(k, v)
             if view in ("common", "power", "temp"):  # the MCU's values, fresh ones only
                 for k, v in blocks.mcu.items():
                     mcu.setdefault(k, v)
+        self._card_cache[npu] = (self._version, expires, card, mcu)
         return card, mcu
 
     def _phy_id(self, row: ChipRow, n_chips: int) -> int | None:
@@ -511,7 +544,7 @@ class AscendCollector:
         return samples
 
     def _fresh_network(self, phy: int) -> bool:
-        return self._cycle - self._network_cycle.get(phy, -10**9) < 3 * self.detail_every
+        return self._cycle - self._network_cycle.get(phy, -10**9) < self._max_age("hccn")
 
     # --- the collector's own counters (reported by the agent every cycle) ------------------
     def self_samples(self, time: datetime | None = None) -> list[Sample]:
