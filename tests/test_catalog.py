@@ -23,6 +23,7 @@ from computewatch.validation import (
 )
 
 REFERENCE = Path(__file__).resolve().parent / "fixtures" / "reference" / "metric-names.md"
+COMPAT_REFERENCE = REFERENCE.with_name("exporter-compat.md")
 T0 = datetime(2026, 5, 9, 8, 0, tzinfo=UTC)
 GPU = {"hub": "京津冀", "site": "bj-1", "node": "n1", "device": "nvidia0", "vendor": "nvidia"}
 SNAKE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
@@ -64,7 +65,9 @@ def test_prometheus_name_ends_with_unit_suffix(m: catalog.Metric) -> None:
 
 def test_counters_are_energy_or_counts() -> None:
     counters = {m.name: m.unit for m in CATALOG if m.kind is Kind.COUNTER and not m.histogram}
-    assert set(counters.values()) <= {"J", "{count}"}
+    assert set(counters.values()) <= {"J", "{count}", "s"}
+    # Time spent is a counter only for the device commands a collector runs (their mean).
+    assert {n for n, u in counters.items() if u == "s"} == {"agent.command_seconds_total"}
     # A histogram's _sum adds up its observations (seconds); its other parts are counts.
     sums = {m.name: m.unit for m in CATALOG if m.histogram and m.field.endswith("_sum")}
     assert sums == {"link_latency.rtt_seconds_sum": "s"}
@@ -202,9 +205,24 @@ def test_dcgm_names_are_in_reference() -> None:
 def test_npu_exporter_names_are_in_reference() -> None:
     known = _npu_names(_section(_reference(), "Huawei Ascend npu-exporter"))
     assert "npu_chip_info_hbm_total_memory" in known
+    # exporter-compat.md lists every name npu-exporter can emit.
+    compat = COMPAT_REFERENCE.read_text(encoding="utf-8")
+    every = _section(compat, "npu-exporter (collector/metrics/*.go)")
+    prefixes = []
+    for tok in _backticked(every):
+        if not tok.startswith(("npu_", "machine_")):
+            continue
+        if tok.endswith("*"):  # `npu_chip_info_hbm_ecc_*`
+            prefixes.append(tok[:-1])
+        elif "|" in tok:  # `npu_chip_info_bandwidth_rx|tx`
+            stem, _, alts = tok.rpartition("_")
+            known |= {f"{stem}_{alt}" for alt in alts.split("|")}
+        elif "{" not in tok:
+            known.add(tok)
+    assert "npu_chip_info_process_info_num" in known and "npu_chip_info_bandwidth_tx" in known
     declared = {m.npu_exporter for m in CATALOG if m.npu_exporter}
     assert declared
-    assert sorted(declared - known) == []
+    assert sorted(n for n in declared - known if not n.startswith(tuple(prefixes))) == []
 
 
 def test_compat_names_are_unique() -> None:
@@ -226,10 +244,20 @@ COMPAT_UNITS = {
     "npu_chip_info_temperature": "Cel", "npu_chip_info_aicore_current_freq": "MHz",
     "npu_chip_info_health_status": "state", "npu_chip_info_hbm_used_memory": "MiB",
     "npu_chip_info_hbm_total_memory": "MiB",
+    # exporter-compat.md and npu-exporter's help texts: MB, MHz, %, W, V, MB/s, counts.
+    "npu_chip_info_hbm_bandwidth_utilization": "%", "npu_chip_info_hbm_temperature": "Cel",
+    "npu_chip_info_process_info_num": "count", "npu_chip_info_process_info": "MiB",
+    "npu_chip_info_overall_utilization": "%", "npu_chip_info_cube_utilization": "%",
+    "npu_chip_info_voltage": "V", "npu_chip_info_error_code": "value",
+    "npu_chip_info_hbm_ecc_enable_flag": "state", "npu_chip_info_network_status": "state",
+    "npu_chip_info_link_status": "state", "npu_chip_info_bandwidth_tx": "MB/s",
+    "npu_chip_info_bandwidth_rx": "MB/s", "npu_chip_info_rx_fcs_num": "count",
+    "npu_chip_info_rx_ecn_num": "count",
 }
 SCALE = {("1", "%"): 100.0, ("Hz", "MHz"): 1e-6, ("By", "MiB"): 2.0**-20, ("J", "mJ"): 1000.0,
          ("W", "W"): 1.0, ("Cel", "Cel"): 1.0, ("{count}", "count"): 1.0,
-         ("{state}", "state"): 1.0}
+         ("{state}", "state"): 1.0, ("V", "V"): 1.0, ("{value}", "value"): 1.0,
+         ("By/s", "MB/s"): 1e-6}
 
 
 @pytest.mark.parametrize("m", [m for m in CATALOG if m.dcgm or m.npu_exporter],

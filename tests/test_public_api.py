@@ -55,7 +55,9 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.collectors.ascend": {
         "AscendCollector", "ChipMapping", "ChipRow", "DETAIL_SOURCE", "NpuSmiTimeout",
         "chip_samples", "model_name", "parse_info_table", "parse_key_values", "parse_mapping",
-        "run_npu_smi"},
+        "run_npu_smi", "DEFAULT_VIEWS", "HCCN_QUERIES", "HCCN_TOOL", "SLOW_VIEWS",
+        "STATIC_VIEWS", "ProcessRow", "ViewBlocks", "parse_hccn", "parse_processes",
+        "parse_view", "run_command"},
     "computewatch.collectors.config": {"NodeConfig", "load_node_config", "parse_duration"},
     "computewatch.collectors.export": {"ExportOutcome", "ExportResult", "Exporter"},
     "computewatch.collectors.export.buffer": {
@@ -157,6 +159,7 @@ PUBLIC: dict[str, set[str]] = {
         "Fleet", "GroundTruth", "History", "Incident", "LinkTruth", "SiteProfile", "build_fleet",
         "simulate"},
     "computewatch.sim.fake_npusmi": {"FakeNpuSmi", "FakeNpuSmiError"},
+    "computewatch.sim.fake_hccn": {"FakeHccnTool"},
     "computewatch.sim.fake_nvml": {"FakeNvml", "marketing_name"},
     "computewatch.sim.fleet": {"DEVICES_PER_NODE", "Fleet", "SiteProfile", "build_fleet"},
     "computewatch.sim.hardware": {"AcceleratorSpec", "spec_for"},
