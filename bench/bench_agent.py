@@ -3,7 +3,8 @@
 Figures: CPU time per cycle (process CPU, user + system, children included) and the agent's
 resident memory after warm-up, measured in a fresh process so nothing else inflates it.
 The cycle includes the fake drivers (the simulated NVML calls and the text the fake npu-smi
-prints: the table every cycle, the per-chip views every 4th), so it is an upper bound on the collectors' own cost.
+prints: the table every cycle, the per-chip views every 4th), so it is an upper bound on the
+collectors' own cost.
 The resident memory includes the simulator (the fleet the node is taken from); an agent on real
 hardware imports neither numpy's fleet arrays nor the simulator.
 
