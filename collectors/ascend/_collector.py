@@ -172,6 +172,7 @@ class AscendCollector:
         self._round_tried: set[str] = set()  # views asked in the current round
         self._round_ok: set[str] = set()  # ... and those that answered at least once
         self._failed_rounds: Counter[str] = Counter()  # whole rounds without an answer
+        self._seen = False  # npu-smi info has answered once
         self._version = 0  # bumped whenever a view's output is stored
         self._merged: dict[tuple[int, int], tuple[int, int, dict[str, str]]] = {}
         self._card_cache: dict[int, tuple[int, int, dict[str, str], dict[str, str]]] = {}
@@ -236,6 +237,7 @@ class AscendCollector:
         t0 = _time.monotonic()
         try:
             text = self._execute(("npu-smi", "info"))
+            self._seen = True
         finally:
             table.started = 1
             table.seconds[source] = [_time.monotonic() - t0]
@@ -552,7 +554,9 @@ class AscendCollector:
         time = time or datetime.now(UTC)
         lab = {**self._labels, "collector": self.name}
         with self._lock:
-            errors = sorted(self._parse_errors.items())
+            # The views' sources once npu-smi has answered: a node without it shows one.
+            errors = sorted(self._parse_errors.items()) if self._seen \
+                else [("npu-smi info", self._parse_errors["npu-smi info"])]
             calls = sorted(self._calls.items())
             seconds = dict(self._call_seconds)
             last = self._last
