@@ -12,10 +12,12 @@ from computewatch.collectors._base import (
     Collector,
     CollectorError,
     DriverAbsent,
+    NoData,
     ParseError,
     ResultCode,
     placement_labels,
+    readings_or_no_data,
 )
 
-__all__ = ["Collector", "CollectorError", "DriverAbsent", "ParseError", "ResultCode",
-           "placement_labels"]
+__all__ = ["Collector", "CollectorError", "DriverAbsent", "NoData", "ParseError", "ResultCode",
+           "placement_labels", "readings_or_no_data"]

@@ -5,22 +5,27 @@ device through one injected seam (the NVML module, a ``run(argv, timeout)`` call
 session), so tests and the simulator swap the driver, never the collector.
 
 A collector signals a whole-run failure by raising: `DriverAbsent` when the driver or device
-is not there (the agent logs it once and keeps the other collectors going), `CollectorError`
-for anything else. Partial failures (one GPU lost, one unparseable line) are not raised: the
-collector reports what it could and counts the rest as samples (``accelerator.health`` 0,
-``agent.parse_errors_total``).
+is not there (the agent logs it once and keeps the other collectors going), `NoData` when it
+reached its configured devices but none gave a reading (every one dead, refused or not
+measuring: the collector is down, not "up with nothing"), `CollectorError` for anything else.
+Partial failures (one GPU lost, one meter of five dead, one unparseable line) are not raised:
+the collector reports what it could and counts the rest as samples
+(``accelerator.health`` 0, ``agent.parse_errors_total``).
+
+An error may carry ``samples``: what the collector can still say about itself (its error
+counters); the agent exports them with the run's result code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from enum import IntEnum
 from typing import Protocol, runtime_checkable
 
 from computewatch.samples import Sample
 
-__all__ = ["Collector", "CollectorError", "DriverAbsent", "ParseError", "ResultCode",
-           "placement_labels"]
+__all__ = ["Collector", "CollectorError", "DriverAbsent", "NoData", "ParseError", "ResultCode",
+           "placement_labels", "readings_or_no_data"]
 
 
 class ResultCode(IntEnum):
@@ -31,18 +36,31 @@ class ResultCode(IntEnum):
     PARSE_ERROR = 2
     TIMEOUT = 3
     ERROR = 4
+    NO_DATA = 5
 
 
 class CollectorError(RuntimeError):
     """A collector run failed as a whole; the message names the source."""
 
     code = ResultCode.ERROR
+    samples: tuple[Sample, ...] = ()  # the collector's own metrics, exported all the same
 
 
 class DriverAbsent(CollectorError):
     """No driver or no device: the collector disables itself until the next run."""
 
     code = ResultCode.ABSENT
+
+
+class NoData(CollectorError):
+    """Configured devices, no reading: each was dead, refused or does not measure; the message
+    says why for each (``agent.collector_result_code`` 5, ``collector_up`` 0)."""
+
+    code = ResultCode.NO_DATA
+
+    def __init__(self, message: str, samples: Iterable[Sample] = ()) -> None:
+        super().__init__(message)
+        self.samples = tuple(samples)
 
 
 class ParseError(CollectorError):
@@ -63,6 +81,14 @@ class Collector(Protocol):
     name: str
 
     def collect(self) -> Iterable[Sample]: ...
+
+
+def readings_or_no_data(samples: list[Sample], reason: Callable[[], str]) -> list[Sample]:
+    """The run's samples when one of them is a reading; `NoData` (carrying the collector's own
+    ``agent.*`` counters) when every sample is about the collector itself."""
+    if any(s.measurement != "agent" for s in samples):
+        return samples
+    raise NoData(reason(), samples)
 
 
 def placement_labels(config: Mapping[str, str]) -> dict[str, str]:

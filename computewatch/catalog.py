@@ -268,7 +268,8 @@ CATALOG: tuple[Metric, ...] = (
     Metric("agent", "collector_result_code", "{state}", Kind.GAUGE,
            ("node", *_PLACE, "collector"),
            "Outcome of the last run: 0 ok, 1 absent (no driver or device), 2 parse error, "
-           "3 timeout, 4 other error.", high=4.0),
+           "3 timeout, 4 other error, 5 no data (devices configured, none gave a reading).",
+           high=5.0),
     Metric("agent", "collector_duration_seconds", "s", Kind.GAUGE,
            ("node", *_PLACE, "collector"), "Wall time of the collector's last run."),
     Metric("agent", "collector_errors_total", "{count}", Kind.COUNTER,

@@ -49,8 +49,8 @@ PUBLIC: dict[str, set[str]] = {
         "measurement", "measurements", "metric"},
     "computewatch.cli": {"app", "healthcheck", "main"},
     "computewatch.collectors": {
-        "Collector", "CollectorError", "DriverAbsent", "ParseError", "ResultCode",
-        "placement_labels"},
+        "Collector", "CollectorError", "DriverAbsent", "NoData", "ParseError", "ResultCode",
+        "placement_labels", "readings_or_no_data"},
     "computewatch.collectors.agent": {"Agent", "RunResult", "Scheduled"},
     "computewatch.collectors.ascend": {
         "AscendCollector", "ChipMapping", "ChipRow", "DETAIL_SOURCE", "NpuSmiTimeout",
