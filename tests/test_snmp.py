@@ -362,6 +362,26 @@ def test_a_collector_that_reads_nothing_is_no_data_with_each_device_s_reason(sim
     assert value(c.collect(), "watts", "ups5000") == 10_500.0
 
 
+def test_an_agent_whose_snmp_devices_read_nothing_reports_the_collector_down(simulator):
+    """The issue's case: configured devices, nothing read, and yet up 1 with result code 0."""
+    from computewatch.collectors import ResultCode
+    from computewatch.collectors.agent import Agent, Scheduled
+
+    collector = SnmpCollector(PLACE, [device(simulator, "auto", "eastpower-istars-swv053",
+                                             meter="east")])
+    agent = Agent([Scheduled(collector, 15, 10)], [], PLACE)
+    try:
+        samples = agent.run_once()
+    finally:
+        agent.close()
+        collector.close()
+    labels = {"collector": "snmp"}
+    assert sample_value(samples, "agent.collector_up", labels) == 0.0
+    assert sample_value(samples, "agent.collector_result_code", labels) == ResultCode.NO_DATA
+    assert sample_value(samples, "agent.collector_errors_total",
+                        {**labels, "error_type": "no_data"}) == 1.0
+
+
 def test_a_profile_the_device_lacks_names_the_mib_object_and_the_sysobjectid(
         simulator, run, tmp_path, caplog):
     dot_zero = write(tmp_path, """\
