@@ -353,7 +353,7 @@ def test_a_collector_that_reads_nothing_is_no_data_with_each_device_s_reason(sim
     assert text.startswith("snmp: no reading from any of 2 devices: ")
     assert "meter east, profile auto: ups_mib): watts not measured (upsOutputPower" in text
     assert "reads 0 while upsOutputPercentLoad reads 20, 26, 30" in text
-    assert "meter pex, profile auto: none fits yet): unsupported: profile auto: no shipped " \
+    assert "meter pex, profile auto: not chosen yet): unsupported: profile auto: no shipped " \
            "profile fits" in text
     assert errors(list(info.value.samples)) == {"snmp_unsupported": 1.0}  # counters still out
     # One device that reads is enough: the collector is up, the other counted.

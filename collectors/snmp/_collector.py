@@ -77,7 +77,7 @@ class _Device:
     """One configured device during the collector's life: config, secrets, engine, episodes."""
 
     cfg: SnmpDevice
-    profile: SnmpProfile | None  # None: profile auto, none fits yet
+    profile: SnmpProfile | None  # None: profile auto, not chosen yet
     secrets: dict[str, str]
     labels: dict[str, str]
     meter: str
@@ -93,7 +93,7 @@ class _Device:
 
     @property
     def name(self) -> str:
-        chosen = self.profile.name if self.profile is not None else "none fits yet"
+        chosen = self.profile.name if self.profile is not None else "not chosen yet"
         shown = f"auto: {chosen}" if self.auto else chosen
         return f"{self.cfg.source} (meter {self.meter}, profile {shown})"
 
