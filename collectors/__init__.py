@@ -16,7 +16,8 @@ from computewatch.collectors._base import (
     ParseError,
     ResultCode,
     placement_labels,
+    readings_or_no_data,
 )
 
 __all__ = ["Collector", "CollectorError", "DriverAbsent", "NoData", "ParseError", "ResultCode",
-           "placement_labels"]
+           "placement_labels", "readings_or_no_data"]

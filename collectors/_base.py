@@ -5,28 +5,43 @@ device through one injected seam (the NVML module, a ``run(argv, timeout)`` call
 session), so tests and the simulator swap the driver, never the collector.
 
 A collector signals a whole-run failure by raising: `DriverAbsent` when the driver or device
-is not there (the agent logs it once and keeps the other collectors going), `CollectorError`
-for anything else. Partial failures (one GPU lost, one unparseable line) are not raised: the
-collector reports what it could and counts the rest as samples (``accelerator.health`` 0,
-``agent.parse_errors_total``). A run that reaches its devices but reads nothing from them (a
-table with a header and no rows) raises `NoData`: down, with the reason, never up and empty.
+is not there (the agent logs it once and keeps the other collectors going), `NoData` when it
+reached its devices but read nothing (a table with a header and no rows; configured meters
+all dead, refused or not measuring: the collector is down, not "up with nothing"),
+`CollectorError` for anything else. Partial failures (one GPU lost, one meter of five dead,
+one unparseable line) are not raised: the collector reports what it could and counts the rest
+as samples (``accelerator.health`` 0, ``agent.parse_errors_total``).
 
-A collector with cumulative counters of its own (parse errors per source) reports them through
-an optional ``self_samples(time) -> list[Sample]`` method instead of in its runs: the agent adds
-them to its own metrics every cycle, zeros included, so they are there from the first scrape
-and stay there while the device cannot be read.
+An error may carry ``samples``: what the collector can still say about itself (its error
+counters); the agent exports them with the run's result code. A collector with cumulative
+counters of its own (parse errors per source) may instead report them through an optional
+``self_samples(time) -> list[Sample]`` method: the agent adds them to its own metrics every
+cycle, zeros included, so they are there from the first scrape and stay there while the
+device cannot be read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from enum import IntEnum
 from typing import Protocol, runtime_checkable
 
 from computewatch.samples import Sample
 
 __all__ = ["Collector", "CollectorError", "DriverAbsent", "NoData", "ParseError", "ResultCode",
-           "placement_labels"]
+is not there (the agent logs it once and keeps the other collectors going), `NoData` when it
+reached its devices but read nothing (a table with a header and no rows; configured meters
+all dead, refused or not measuring: the collector is down, not "up with nothing"),
+`CollectorError` for anything else. Partial failures (one GPU lost, one meter of five dead,
+one unparseable line) are not raised: the collector reports what it could and counts the rest
+as samples (``accelerator.health`` 0, ``agent.parse_errors_total``).
+
+An error may carry ``samples``: what the collector can still say about itself (its error
+counters); the agent exports them with the run's result code. A collector with cumulative
+counters of its own (parse errors per source) may instead report them through an optional
+``self_samples(time) -> list[Sample]`` method: the agent adds them to its own metrics every
+cycle, zeros included, so they are there from the first scrape and stay there while the
+device cannot be read.
 
 
 class ResultCode(IntEnum):
@@ -44,6 +59,7 @@ class CollectorError(RuntimeError):
     """A collector run failed as a whole; the message names the source."""
 
     code = ResultCode.ERROR
+    samples: tuple[Sample, ...] = ()  # the collector's own metrics, exported all the same
 
 
 class DriverAbsent(CollectorError):
@@ -53,9 +69,15 @@ class DriverAbsent(CollectorError):
 
 
 class NoData(CollectorError):
-    """The device answered but gave no reading (an empty table): down, with the reason."""
+    """No reading: the device answered with nothing to read (a table with a header and no
+    rows), or devices are configured and none gave one (each dead, refused or not measuring;
+    the message says why for each). ``agent.collector_result_code`` 5, ``collector_up`` 0."""
 
     code = ResultCode.NO_DATA
+
+    def __init__(self, message: str, samples: Iterable[Sample] = ()) -> None:
+        super().__init__(message)
+        self.samples = tuple(samples)
 
 
 class ParseError(CollectorError):
@@ -76,6 +98,14 @@ class Collector(Protocol):
     name: str
 
     def collect(self) -> Iterable[Sample]: ...
+
+
+def readings_or_no_data(samples: list[Sample], reason: Callable[[], str]) -> list[Sample]:
+    """The run's samples when one of them is a reading; `NoData` (carrying the collector's own
+    ``agent.*`` counters) when every sample is about the collector itself."""
+    if any(s.measurement != "agent" for s in samples):
+        return samples
+    raise NoData(reason(), samples)
 
 
 def placement_labels(config: Mapping[str, str]) -> dict[str, str]:

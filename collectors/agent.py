@@ -47,6 +47,10 @@ ERROR_TYPES = {ResultCode.ABSENT: "absent", ResultCode.PARSE_ERROR: "parse_error
                ResultCode.NO_DATA: "no_data"}
 """``agent.collector_errors_total{error_type}`` of a failed run, by its result code."""
 
+_EPISODIC = {ResultCode.ABSENT: "disabled", ResultCode.NO_DATA: "reads no data"}
+"""Outcomes that last (no driver; every configured device silent): logged once per episode,
+the devices' own failures are logged by the collector."""
+
 
 @dataclass
 class Scheduled:
@@ -89,7 +93,7 @@ class _Slot:
         self.last: RunResult | None = None
         self.errors: Counter[str] = Counter({kind: 0 for kind in ERROR_TYPES.values()})
         self.collected = 0
-        self.logged_absent = False
+        self.logged: ResultCode | None = None  # ABSENT or NO_DATA: logged once per episode
 
 
 class Agent:
@@ -120,8 +124,9 @@ class Agent:
         try:
             samples = list(spec.collector.collect())
             return RunResult(spec.name, ResultCode.OK, self._clock() - t0, samples)
-        except CollectorError as exc:
-            return RunResult(spec.name, exc.code, self._clock() - t0, [], str(exc))
+        except CollectorError as exc:  # what it could still say about itself goes out too
+            return RunResult(spec.name, exc.code, self._clock() - t0, list(exc.samples),
+                             str(exc))
         except Exception as exc:  # a collector bug must not stop the agent
             log.exception("collector %s crashed", spec.name)
             return RunResult(spec.name, ResultCode.ERROR, self._clock() - t0, [],
@@ -150,14 +155,17 @@ class Agent:
     def _record(self, slot: _Slot, result: RunResult) -> None:
         if result.code is not ResultCode.OK:
             slot.errors[ERROR_TYPES.get(result.code, "error")] += 1
-            if result.code is ResultCode.ABSENT:
-                if not slot.logged_absent:  # one clear line, not one per cycle
-                    log.warning("collector %s disabled: %s", result.name, result.error)
-                    slot.logged_absent = True
+            if result.code in _EPISODIC:
+                if slot.logged is not result.code:  # one clear line, not one per cycle
+                    log.warning("collector %s %s: %s", result.name, _EPISODIC[result.code],
+                                result.error)
+                    slot.logged = result.code
             else:
                 log.warning("collector %s: %s", result.name, result.error)
         else:
-            slot.logged_absent = False
+            if slot.logged is ResultCode.NO_DATA:
+                log.warning("collector %s reads data again", result.name)
+            slot.logged = None
         result.samples = filter_samples(result.samples, self.rejections,
                                         f"collector {result.name}")
         slot.collected += len(result.samples)

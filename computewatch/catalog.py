@@ -343,7 +343,8 @@ CATALOG: tuple[Metric, ...] = (
     Metric("agent", "collector_result_code", "{state}", Kind.GAUGE,
            ("node", *_PLACE, "collector"),
            "Outcome of the last run: 0 ok, 1 absent (no driver or device), 2 parse error, "
-           "3 timeout, 4 other error, 5 no data (the device answered with no reading).",
+           "3 timeout, 4 other error, 5 no data (the device answered with nothing to read, or "
+           "devices are configured and none gave a reading).",
            high=5.0),
     Metric("agent", "collector_duration_seconds", "s", Kind.GAUGE,
            ("node", *_PLACE, "collector"), "Wall time of the collector's last run."),

@@ -8,7 +8,13 @@ from collections.abc import Sequence
 
 import pytest
 
-from computewatch.collectors import CollectorError, DriverAbsent, ResultCode
+from computewatch.collectors import (
+    CollectorError,
+    DriverAbsent,
+    NoData,
+    ResultCode,
+    readings_or_no_data,
+)
 from computewatch.collectors.agent import Agent, Scheduled
 from computewatch.collectors.export import ExportResult
 from computewatch.samples import Sample, sample_value
@@ -181,3 +187,54 @@ def test_collector_error_message_reaches_the_log(caplog):
 
     Agent([Scheduled(Fails(), 1, 1)], [], LABELS).run_once()
     assert any("permission denied" in r.getMessage() for r in caplog.records)
+
+
+class Silent:
+    """A meter collector whose configured devices all fail: only its own counters to say."""
+
+    name = "meters"
+
+    def __init__(self) -> None:
+        self.dead = True
+
+    def collect(self):
+        counters = [Sample.of("agent.collector_errors_total", 2.0,
+                              {**LABELS, "collector": "meters", "error_type": "snmp_timeout"})]
+        readings = [] if self.dead else [
+            Sample.of("facility_power.watts", 1210.0, {"site": "bj-ai", "meter": "pdu-1",
+                                                       "scope": "it", "source": "snmp://x"})]
+        return readings_or_no_data(counters + readings,
+                                   lambda: "no reading from any of 2 devices: pdu-1 timed out")
+
+
+def test_a_collector_that_reads_nothing_is_down_with_no_data_and_keeps_its_counters(caplog):
+    silent = Silent()
+    rec = Recorder()
+    agent = Agent([Scheduled(silent, 1, 1)], [rec], LABELS)
+    for _ in range(2):
+        samples = agent.run_once()
+    assert sample_value(samples, "agent.collector_up", {"collector": "meters"}) == 0
+    assert sample_value(samples, "agent.collector_result_code",
+                        {"collector": "meters"}) == ResultCode.NO_DATA == 5
+    assert sample_value(samples, "agent.collector_errors_total",
+                        {"collector": "meters", "error_type": "no_data"}) == 2
+    # The collector's own counters still go out with the failed run.
+    assert any(s.label("error_type") == "snmp_timeout" for _, batch in rec.batches
+               for s in batch)
+    said = [r.getMessage() for r in caplog.records if "reads no data" in r.getMessage()]
+    assert said == ["collector meters reads no data: no reading from any of 2 devices: "
+                    "pdu-1 timed out"]  # once per episode, not once per run
+    silent.dead = False
+    samples = agent.run_once()
+    assert sample_value(samples, "agent.collector_up", {"collector": "meters"}) == 1
+    assert sample_value(samples, "facility_power.watts") == 1210.0
+    assert any("reads data again" in r.getMessage() for r in caplog.records)
+    agent.close()
+
+
+def test_readings_or_no_data_passes_a_run_with_one_reading():
+    one = [Sample.of("facility_power.watts", 5.0, {"meter": "m", "scope": "it", "source": "s"})]
+    assert readings_or_no_data(one, lambda: "unused") == one
+    with pytest.raises(NoData) as info:
+        readings_or_no_data([], lambda: "no devices answered")
+    assert info.value.code is ResultCode.NO_DATA and info.value.samples == ()

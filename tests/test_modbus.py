@@ -22,7 +22,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 import computewatch.collectors.modbus as modbus_module
 from computewatch import catalog
-from computewatch.collectors import DriverAbsent
+from computewatch.collectors import DriverAbsent, NoData
 from computewatch.collectors.modbus import (
     EMITTED,
     ModbusCollector,
@@ -180,8 +180,13 @@ def meter(port: int, map_: str, name: str = "m1", unit_id: int = 1, scope: str =
 
 
 def collect(collector: ModbusCollector) -> list[Sample]:
-    """One run; every sample must be one the catalogue accepts."""
-    samples = collector.collect()
+    """One run; every sample must be one the catalogue accepts. A run that read nothing
+    raises `NoData` with the error counters (``test_no_meter_read_is_no_data``): here its
+    samples are returned like any run's."""
+    try:
+        samples = collector.collect()
+    except NoData as exc:
+        samples = list(exc.samples)
     for s in samples:
         check_sample(s)
     return samples
@@ -575,3 +580,20 @@ def test_docstring_metrics_table_matches_the_catalogue():
     for name in EMITTED:
         catalog.metric(name)
     assert [m.name for m in ModbusCollector(LABELS, []).describe()] == list(EMITTED)
+
+
+def test_no_meter_read_is_no_data():
+    """Every configured meter dead: the collector is down (NoData) with each meter's reason
+    and still hands over its error counters."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    c = ModbusCollector(LABELS, [meter(port, "eastron-sdm630", timeout=0.5)])
+    try:
+        with pytest.raises(NoData) as info:
+            c.collect()
+    finally:
+        c.close()
+    assert str(info.value) == (f"modbus: no reading from the meter: modbus://127.0.0.1:{port}/1 "
+                               "(meter m1): modbus_unreachable")
+    assert errors(list(info.value.samples)) == {"modbus_unreachable": 1.0}

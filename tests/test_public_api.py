@@ -50,7 +50,7 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.cli": {"app", "healthcheck", "main"},
     "computewatch.collectors": {
         "Collector", "CollectorError", "DriverAbsent", "NoData", "ParseError", "ResultCode",
-        "placement_labels"},
+        "placement_labels", "readings_or_no_data"},
     "computewatch.collectors.agent": {"Agent", "RunResult", "Scheduled"},
     "computewatch.collectors.ascend": {
         "AscendCollector", "ChipMapping", "ChipRow", "DETAIL_SOURCE", "NpuSmiTimeout",

@@ -41,6 +41,7 @@ from servers import installed
 
 import computewatch.collectors.redfish as redfish_module
 from computewatch import catalog
+from computewatch.collectors import NoData
 from computewatch.collectors.redfish import (
     EMITTED,
     ERROR_TYPES,
@@ -54,7 +55,8 @@ from computewatch.config import ConfigError, load_yaml_model_from_text
 from computewatch.samples import Sample, sample_value
 from computewatch.validation import check_sample
 
-MOCKUP = Path(__file__).resolve().parent / "fixtures" / "redfish" / "public-rackmount1"
+MOCKUPS = Path(__file__).resolve().parent / "fixtures" / "redfish"
+MOCKUP = MOCKUPS / "public-rackmount1"
 LABELS = {"node": "bj-ai-n01", "site": "bj-ai", "cluster": "bj-ai-c1", "hub": "jjj"}
 KWH = 3.6e6  # joules per kWh
 PASSWORD = "Tr0ub4dor&3-redfish"  # must never reach a log line or a repr
@@ -365,8 +367,13 @@ def endpoint(url: str, **kw: Any) -> RedfishEndpoint:
 
 
 def collect(collector: RedfishCollector) -> list[Sample]:
-    """One run; every sample must be one the catalogue accepts."""
-    samples = collector.collect()
+    """One run; every sample must be one the catalogue accepts. A run that read nothing
+    raises `NoData` with the error counters (``test_nothing_read_is_no_data...``): here its
+    samples are returned like any run's."""
+    try:
+        samples = collector.collect()
+    except NoData as exc:
+        samples = list(exc.samples)
     codes = {f"redfish_{code}" for code in ERROR_TYPES}
     for s in samples:
         check_sample(s)
@@ -440,6 +447,231 @@ def test_session_auth_against_sushy_static_fails_clearly(sushy, make_collector, 
     assert "without an X-Auth-Token" in line and "auth: basic" in line
     assert f"{sushy.url}/redfish/v1/SessionService/Sessions" in line
     assert PASSWORD not in caplog.text
+
+
+# --- every DMTF mockup of the fixtures, each served by a real sushy-static -------------------
+
+def mockup_number(mockup: str, rel: str, *path: str | int) -> float:
+    """A number from a mockup's JSON (to check the hand-read values below against)."""
+    doc: Any = json.loads((MOCKUPS / mockup / rel / "index.json").read_text(encoding="utf-8"))
+    for key in path:
+        doc = doc[key]
+    return doc
+
+
+# Read by hand from the mockups' JSON: meter -> (watts, energy in kWh or None).
+MOCKUP_READINGS: dict[str, dict[str, tuple[float, float | None]]] = {
+    # Chassis/1U/EnvironmentMetrics PowerWatts.Reading 374; Sensors/TotalEnergy 325675 kWh.
+    "public-rackmount1": {"1U": (374, 325675)},
+    # Chassis/Tower/EnvironmentMetrics PowerWatts.Reading 974; Sensors/TotalEnergy 325675 kWh.
+    "public-tower": {"Tower": (974, 325675)},
+    # PowerEquipment/RackPDUs/1/Metrics: PowerWatts 6438, EnergykWh 56438; and the transfer
+    # switch: PowerEquipment/TransferSwitches/1/Metrics 1500.1 W, 56438 kWh. The chassis PDU
+    # and TransferSwitch1 are the same devices (Links.PowerDistribution); FloorPDUs/Row1 has
+    # no Metrics and no Mains.
+    "public-pdu": {"RackPDUs/1": (6438, 56438), "TransferSwitches/1": (1500.1, 56438)},
+    # PowerEquipment/PowerShelves/1/Metrics: 6438 W, 56438 kWh (the chassis PowerShelf is the
+    # same device).
+    "public-power-shelf": {"PowerShelves/1": (6438, 56438)},
+    # Chassis/1U: 374 W, 325675 kWh; Card1 and Card2 are ContainedBy 1U.
+    "public-smartnic": {"1U": (374, 325675)},
+    "public-liquid-cooled-server": {"1U": (374, 325675)},
+    # Chassis/1/Power PowerControl[0].PowerConsumedWatts 224; no energy anywhere.
+    "public-catfish": {"1": (224, None)},
+}
+# Mockups with no power to read, and what the refusal must say (in the schema's terms).
+MOCKUP_REFUSALS: dict[str, tuple[str, ...]] = {
+    # Chassis/MultiBladeEncl/Power: PowerSupplies[0, 1].LastPowerOutputWatts 650, 635 (DC
+    # output), no PowerInputWatts, no EfficiencyPercent; Blade1-4 are ContainedBy it.
+    "public-bladed": ("MultiBladeEncl: Power has no PowerControl PowerConsumedWatts; "
+                      "Power.PowerSupplies report only DC output (LastPowerOutputWatts 650 W, "
+                      "635 W), no PowerInputWatts, and no EfficiencyPercent to estimate the "
+                      "input", "Blade1, Blade2, Blade3, Blade4: ContainedBy MultiBladeEncl"),
+    "public-expansion-box": ("ExpansionEnclosure: Power has no PowerControl",
+                             "LastPowerOutputWatts 650 W, 635 W",
+                             "ResourceTray1, ResourceTray2, ResourceTray3, ResourceTray4: "
+                             "ContainedBy ExpansionEnclosure"),
+    # Chassis/Enclosure/Power: two PowerSupplies with neither input nor output.
+    "public-bladed-partitions": ("Enclosure: Power has no PowerControl PowerConsumedWatts; "
+                                 "Power.PowerSupplies report no PowerInputWatts",),
+    # ThermalEquipment/CDUs/1 and Chassis/CDU: temperature and humidity, no power.
+    "public-cooling-unit": ("CDUs/1: EnvironmentMetrics has no PowerWatts, EnergyJoules or "
+                            "EnergykWh reading", "CDU: EnvironmentMetrics has no PowerWatts"),
+}
+
+
+def test_the_hand_read_mockup_values_are_what_the_json_says():
+    assert mockup_number("public-pdu", "PowerEquipment/RackPDUs/1/Metrics", "PowerWatts",
+                         "Reading") == 6438
+    assert mockup_number("public-pdu", "PowerEquipment/RackPDUs/1/Metrics", "EnergykWh",
+                         "Reading") == 56438
+    assert mockup_number("public-pdu", "PowerEquipment/TransferSwitches/1/Metrics",
+                         "PowerWatts", "Reading") == 1500.1
+    assert mockup_number("public-power-shelf", "PowerEquipment/PowerShelves/1/Metrics",
+                         "PowerWatts", "Reading") == 6438
+    assert mockup_number("public-tower", "Chassis/Tower/EnvironmentMetrics", "PowerWatts",
+                         "Reading") == 974
+    assert mockup_number("public-catfish", "Chassis/1/Power", "PowerControl", 0,
+                         "PowerConsumedWatts") == 224
+    for m in ("public-smartnic", "public-liquid-cooled-server", "public-rackmount1"):
+        assert mockup_number(m, "Chassis/1U/EnvironmentMetrics", "PowerWatts", "Reading") == 374
+        assert mockup_number(m, "Chassis/1U/Sensors/TotalEnergy", "Reading") == 325675
+    assert [mockup_number("public-bladed", "Chassis/MultiBladeEncl/Power", "PowerSupplies", i,
+                          "LastPowerOutputWatts") for i in (0, 1)] == [650, 635]
+    every = {p.name for p in MOCKUPS.iterdir() if p.is_dir()}
+    assert every == set(MOCKUP_READINGS) | set(MOCKUP_REFUSALS)  # no mockup left untested
+
+
+@pytest.mark.parametrize("name", sorted(MOCKUP_READINGS))
+def test_each_mockup_is_read_right(name, tmp_path, make_collector):
+    server = Sushy(MOCKUPS / name, tmp_path)
+    try:
+        c = make_collector(endpoint(server.url))
+        src = source_of(server.url)
+        for _ in range(2):  # discovery, then the planned reads
+            samples = collect(c)
+            assert errors(samples) == {}
+            meters = {s.label("meter") for s in samples if s.measurement == "facility_power"}
+            assert meters == {f"{src}/{m}" for m in MOCKUP_READINGS[name]}
+            for meter, (watts, kwh) in MOCKUP_READINGS[name].items():
+                labels = {"meter": f"{src}/{meter}"}
+                assert sample_value(samples, "facility_power.watts", labels) == watts
+                energy = sample_value(samples, "facility_power.joules_total", labels)
+                assert energy == (None if kwh is None else pytest.approx(kwh * KWH))
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("name", sorted(MOCKUP_REFUSALS))
+def test_each_mockup_without_power_is_refused_with_the_reason_in_schema_terms(
+        name, tmp_path, make_collector, caplog):
+    server = Sushy(MOCKUPS / name, tmp_path)
+    try:
+        c = make_collector(endpoint(server.url))
+        with caplog.at_level(logging.WARNING), pytest.raises(NoData) as info:
+            c.collect()
+    finally:
+        server.stop()
+    text = str(info.value)
+    assert text.startswith(f"redfish: no reading from the endpoint: {source_of(server.url)}: "
+                           "unsupported: no power or energy reading in the service")
+    for part in MOCKUP_REFUSALS[name]:
+        assert part in text
+    samples = list(info.value.samples)
+    assert errors(samples) == {"redfish_unsupported": 1.0}
+    # What the service lacks is not a parse error.
+    assert sample_value(samples, "agent.parse_errors_total") is None
+    (line,) = warnings_of(caplog)
+    assert MOCKUP_REFUSALS[name][0] in line
+
+
+def test_power_equipment_can_be_listed_like_a_chassis(make_stub, make_collector):
+    stub = make_stub(MOCKUPS / "public-pdu")
+    c = make_collector(endpoint(stub.url, chassis=["RackPDUs/1"], meter="pdu-r42"))
+    samples = collect(c)
+    assert errors(samples) == {}
+    assert sample_value(samples, "facility_power.watts", {"meter": "pdu-r42"}) == 6438
+    stub.requests.clear()
+    collect(c)
+    assert stub.gets() == ["/redfish/v1/PowerEquipment/RackPDUs/1/Metrics"]  # one GET a run
+
+
+def test_a_unit_fed_by_another_unit_of_the_service_is_counted_in_it(make_stub, make_collector):
+    """RackPDUs/1's mains fed by an outlet of TransferSwitches/1: only the switch counts."""
+    mains = json.loads((MOCKUPS / "public-pdu" / "PowerEquipment/RackPDUs/1/Mains/AC1" /
+                        "index.json").read_text(encoding="utf-8"))
+    mains["Links"] = {"PowerOutlet": {
+        "@odata.id": "/redfish/v1/PowerEquipment/TransferSwitches/1/Outlets/A1"}}
+    stub = make_stub(MOCKUPS / "public-pdu",
+                     overrides={"PowerEquipment/RackPDUs/1/Mains/AC1": mains})
+    samples = collect(make_collector(endpoint(stub.url)))
+    assert {s.label("meter") for s in samples if s.measurement == "facility_power"} == {
+        f"{source_of(stub.url)}/TransferSwitches/1"}
+
+
+def _four_chassis_of_one_system(watts: list[float]) -> dict[str, dict[str, Any]]:
+    """rackmount1 with its one chassis replaced by four that link the same system."""
+    system = {"@odata.id": "/redfish/v1/Systems/437XR1138R2"}
+    docs: dict[str, dict[str, Any]] = {"Chassis": {"Members": [
+        {"@odata.id": f"/redfish/v1/Chassis/Node{i}"} for i in range(len(watts))]}}
+    for i, w in enumerate(watts):
+        env = f"/redfish/v1/Chassis/Node{i}/EnvironmentMetrics"
+        docs[f"Chassis/Node{i}"] = {"@odata.id": f"/redfish/v1/Chassis/Node{i}",
+                                    "Id": f"Node{i}", "EnvironmentMetrics": {"@odata.id": env},
+                                    "Links": {"ComputerSystems": [system]}}
+        docs[f"Chassis/Node{i}/EnvironmentMetrics"] = {"PowerWatts": {"Reading": w}}
+    return docs
+
+
+def test_chassis_that_duplicate_each_other_are_counted_once(make_stub, make_collector, caplog):
+    stub = make_stub(overrides=_four_chassis_of_one_system([8000.0] * 4))
+    with caplog.at_level(logging.INFO, logger="computewatch.collectors.redfish"):
+        samples = collect(make_collector(endpoint(stub.url)))
+    power = [s for s in samples if s.name == "facility_power.watts"]
+    assert [(s.label("meter"), s.value) for s in power] == [
+        (f"{source_of(stub.url)}/Node0", 8000.0)]  # not 4 x 8000 W
+    assert sum("duplicates Node0" in r.getMessage() for r in caplog.records) == 3
+    # Chassis of one system that read differently are separate parts (blades of a
+    # partition): each counts.
+    stub = make_stub(overrides=_four_chassis_of_one_system([800.0, 700.0, 800.0, 650.0]))
+    samples = collect(make_collector(endpoint(stub.url)))
+    assert sorted(s.value for s in samples if s.name == "facility_power.watts") == [
+        650.0, 700.0, 800.0]  # Node2 duplicates Node0
+
+
+def test_a_power_subsystem_link_to_a_sensor_collection_is_read_as_sensors(
+        make_stub, make_collector, expected):
+    chassis = mockup_json("Chassis/1U")
+    chassis["PowerSubsystem"] = {"@odata.id": "/redfish/v1/Chassis/1U/Sensors"}
+    for key in ("EnvironmentMetrics", "Sensors", "Power"):
+        chassis.pop(key)
+    stub = make_stub(overrides={"Chassis/1U": chassis})
+    samples = collect(make_collector(endpoint(stub.url)))
+    assert errors(samples) == {}
+    assert power(samples, "watts") == expected["sensor_watts"] == 374
+    assert power(samples, "joules_total") == pytest.approx(expected["sensor_energy_kwh"] * KWH)
+
+
+def test_dc_output_only_psus_give_an_estimate_only_from_their_stated_efficiency(
+        make_stub, make_collector, caplog):
+    # The PowerSubsystem model: Bay1 (Bay2 is absent) with OutputPowerWatts only. Its
+    # EfficiencyRatings are 75 % at 25 % load, 85 % at 50 %, 80 % at 90 %, and its
+    # PowerCapacityWatts is 400: 150 W out is 37.5 % load, 75 + (37.5 - 25) / 25 x 10 = 80 %
+    # efficient, so 150 / 0.80 = 187.5 W in.
+    bay1 = mockup_json("Chassis/1U/PowerSubsystem/PowerSupplies/Bay1")
+    assert bay1["PowerCapacityWatts"] == 400 and bay1["EfficiencyRatings"][:2] == [
+        {"LoadPercent": 25, "EfficiencyPercent": 75}, {"LoadPercent": 50, "EfficiencyPercent": 85}]
+    metrics = {"OutputPowerWatts": {"Reading": 150}}
+    stub = make_stub(drop={"Chassis/1U": ["EnvironmentMetrics", "Sensors", "Power"]},
+                     overrides={"Chassis/1U/PowerSubsystem/PowerSupplies/Bay1/Metrics": metrics})
+    with caplog.at_level(logging.INFO, logger="computewatch.collectors.redfish"):
+        samples = collect(make_collector(endpoint(stub.url)))
+    assert power(samples, "watts") == pytest.approx(187.5)
+    assert any("watts is an estimate: PowerSupplies OutputPowerWatts / EfficiencyRatings" in
+               r.getMessage() for r in caplog.records)  # and it says so
+    # The legacy model: the expansion box's two PSUs (650 W and 635 W DC out) with a measured
+    # EfficiencyPercent of 92 and 90 added: 650 / 0.92 + 635 / 0.90 W in.
+    power_doc = json.loads((MOCKUPS / "public-expansion-box" / "Chassis/ExpansionEnclosure/Power"
+                            / "index.json").read_text(encoding="utf-8"))
+    for psu, eff in zip(power_doc["PowerSupplies"], (92, 90), strict=True):
+        psu["EfficiencyPercent"] = eff
+    stub = make_stub(MOCKUPS / "public-expansion-box",
+                     overrides={"Chassis/ExpansionEnclosure/Power": power_doc})
+    samples = collect(make_collector(endpoint(stub.url)))
+    assert power(samples, "watts") == pytest.approx(650 / 0.92 + 635 / 0.90)
+    # Without any stated efficiency there is no estimate: test_each_mockup_without_power_...
+
+
+def test_a_listed_chassis_without_power_is_unsupported_not_a_parse_error(
+        make_stub, make_collector, caplog):
+    stub = make_stub(MOCKUPS / "public-bladed")
+    with caplog.at_level(logging.WARNING):
+        samples = collect(make_collector(endpoint(stub.url, chassis=["Blade1"])))
+    assert errors(samples) == {"redfish_unsupported": 1.0}
+    assert sample_value(samples, "agent.parse_errors_total") is None
+    (line,) = warnings_of(caplog)
+    assert "chassis Blade1: the chassis reports no power or energy: links none of " \
+           "EnvironmentMetrics, Sensors, Power, PowerSubsystem" in line
 
 
 # --- each power model on its own (the stub serves the mockup with links removed) ----------

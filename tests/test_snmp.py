@@ -2,8 +2,9 @@
 
 The simulator serves the device recordings of the snmpsim-data package, one per community
 (and SNMPv3 context): ``public`` is the APC AP8641 recording copied to ``public.snmprec``;
-the Eaton UPS recordings are bz2-compressed and decompressed first. Every expected value
-below was read from the ``.snmprec`` files and converted by hand.
+the Eaton UPS recordings are bz2-compressed and decompressed first. Every power or UPS
+recording of the package is also served under its own name for ``profile: auto``. Every
+expected value below was read from the ``.snmprec`` files and converted by hand.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from docstring_metrics import readme_metrics
 
 import computewatch.collectors.snmp as snmp_module
 from computewatch import catalog
-from computewatch.collectors import DriverAbsent
+from computewatch.collectors import DriverAbsent, NoData
 from computewatch.collectors.snmp import (
     EMITTED,
     ERROR_TYPES,
@@ -41,7 +42,8 @@ from computewatch.config import ConfigError, load_yaml_model_from_text
 from computewatch.samples import Sample, sample_value
 from computewatch.validation import check_sample
 
-RECORDINGS = Path(snmpsim_data.__file__).parent / "data" / "UPS"
+DATA = Path(snmpsim_data.__file__).parent / "data"
+RECORDINGS = DATA / "UPS"
 RESPONDER = Path(sys.executable).with_name("snmpsim-command-responder")
 PLACE = {"node": "bj-ai-gw0", "site": "bj-ai", "cluster": "bj-ai-c1", "hub": "jjj"}
 V3_USER, V3_KEY = "watcher", "watcher-auth-key"
@@ -109,6 +111,13 @@ def simulator(tmp_path_factory, request) -> int:
     for name, community in (("eaton-93e-80", "eaton-93e"), ("eaton-9px-partial", "eaton-9px")):
         with bz2.open(RECORDINGS / f"{name}.snmprec.bz2") as src:
             (data / f"{community}.snmprec").write_bytes(src.read())
+    for rel in AUTO_RECORDINGS:  # each under its own name, for profile: auto
+        path = DATA / rel
+        text = bz2.decompress(path.read_bytes()) if path.suffix == ".bz2" else path.read_bytes()
+        name = path.name.removesuffix(".bz2").removesuffix(".snmprec")
+        if name == "juniper-ac":
+            text = _trim_juniper(text)
+        (data / f"{name}.snmprec").write_bytes(text)
     port = free_udp_port()
     argv = [str(RESPONDER), f"--data-dir={data}", f"--agent-udpv4-endpoint=127.0.0.1:{port}",
             f"--cache-dir={cache}", f"--v3-user={V3_USER}", f"--v3-auth-key={V3_KEY}",
@@ -136,14 +145,40 @@ def simulator(tmp_path_factory, request) -> int:
     return port
 
 
+AUTO_RECORDINGS = (
+    *(f"UPS/{p.name}" for p in sorted(RECORDINGS.iterdir()) if ".snmprec" in p.name),
+    "network/appliance/tripplite-poweralert.snmprec",  # a Tripp Lite ATS PDU
+    "bmc/hp-onboard-administrator.snmprec.bz2",  # a blade enclosure's power supplies
+    "iot/geist-temperature-sensor.snmprec",  # no power at all
+)
+"""Every recording of snmpsim-data with power, UPS or PDU objects (grep of the package for
+UPS-MIB and the vendors' enterprise numbers), and two without, for profile: auto."""
+
+_JUNIPER_TABLES = re.compile(rb"^1\.3\.6\.1\.4\.1\.14525\.4\.(4|5|9|14)\.")
+
+
+def _trim_juniper(text: bytes) -> bytes:
+    """juniper-ac (filed under UPS/, a Trapeze/Juniper wireless controller) without its four
+    access-point and client tables: 1.77 M of its 1.78 M lines, which snmpsim would index
+    for minutes. Nothing profile: auto asks for lies in them (the same GETs and GETNEXTs
+    answer alike)."""
+    return b"".join(line for line in text.splitlines(keepends=True)
+                    if not _JUNIPER_TABLES.match(line))
+
+
 def device(port: int, profile: str, community: str = "public", **kw) -> SnmpDevice:
     return SnmpDevice(host="127.0.0.1", port=port, community=community, profile=profile,
                       meter=kw.pop("meter", community), **kw)
 
 
 def collect(collector: SnmpCollector) -> list[Sample]:
-    """One run; every sample must be one the catalogue accepts."""
-    samples = collector.collect()
+    """One run; every sample must be one the catalogue accepts. A run that read nothing
+    raises `NoData` with the error counters (`test_a_collector_that_reads_nothing_...`):
+    here its samples are returned like any run's."""
+    try:
+        samples = collector.collect()
+    except NoData as exc:
+        samples = list(exc.samples)
     for s in samples:
         check_sample(s)
     return samples
@@ -218,9 +253,193 @@ def test_ups_recordings_through_ups_mib_and_eaton_xups(simulator, run):
     samples = collect(c)
     assert value(samples, "watts", "93e-mib") == EATON_93E_W
     assert value(samples, "watts", "93e-xups") == EATON_93E_W
-    assert value(samples, "joules_total", "93e-xups") == 0.0  # this model does not count
+    # xupsOutputCumulativePowerUsage.0 = 0 while xupsOutputWatts says 11.4 kW: this model
+    # does not count, so the counter is "not measured" (absent), not a valid 0 J (issue 14).
+    assert value(samples, "joules_total", "93e-xups") is None
     assert value(samples, "watts", "9px-xups") == EATON_9PX_W
     assert value(samples, "joules_total", "9px-xups") == EATON_9PX_J == 1_921_438_800
+    assert errors(samples) == {}
+
+
+# --- profile: auto over every power recording of snmpsim-data ------------------------------------
+
+# Read by hand from the recordings. (profile auto picks, watts, joules_total); None: absent.
+AUTO_EXPECTED: dict[str, tuple[str | None, float | None, float | None]] = {
+    # rPDU2DeviceStatusPower.1 = -1 and rPDU2DeviceStatusEnergy.1 = -1 (not metered);
+    # rPDUIdentDevicePowerWatts.0 = 192 W.
+    "apc-7902b": ("apc_rpdu2", 192.0, None),
+    # rPDU2DeviceStatusPower.1 = 121 (0.01 kW) = 1210 W; rPDU2DeviceStatusEnergy.1 = 19516
+    # (0.1 kWh) = 1951.6 kWh = 7 025 760 000 J.
+    "apc-8641": ("apc_rpdu2", 121 * 10.0, 19516 * 360_000.0),
+    # rPDU2DeviceStatusPower.1 = 16 -> 160 W; rPDU2DeviceStatusEnergy.1 = 6426 -> 2.31336e9 J.
+    "apc-8932": ("apc_rpdu2", 16 * 10.0, 6426 * 360_000.0),
+    # EAST EA9080 (sysObjectID 1.3.6.1.4.1.40614, UPS-MIB only): upsOutputPower.1.0-3.0 =
+    # 0, 0, 0 while upsOutputPercentLoad = 20, 26, 30: not measured.
+    "eastpower-istars-swv053": ("ups_mib", None, None),
+    # sysObjectID 1.3.6.1.4.1.705.1 with XUPS-MIB: xupsOutputWatts.1-3 = 5100 + 3600 + 2700;
+    # xupsOutputCumulativePowerUsage.0 = 0 under that load: not measured.
+    "eaton-93e-80": ("eaton_xups", 5100 + 3600 + 2700.0, None),
+    # xupsOutputWatts.1 = 50; xupsOutputCumulativePowerUsage.0 = 533733 Wh = 1 921 438 800 J.
+    "eaton-9px-partial": ("eaton_xups", 50.0, 533733 * 3600.0),
+    # sysObjectID 1.3.6.1.4.1.13400.2.1, no UPS-MIB; its own MIB gives output voltage,
+    # current and load % (2198, 18, 25) but no watts: not supported.
+    "emerson-network-power": (None, None, None),
+    # Huawei UPS5000-E on a net-snmp sysObjectID (1.3.6.1.4.1.8072.3.2.10):
+    # hwUpsOutputActivePowerA/B/C.1 = 21 + 24 + 60 = 105 x 0.1 kW = 10 500 W (UPS-MIB
+    # upsOutputPower.1 = 34 is one averaged phase in 0.1 kW).
+    "huawei-gse200m": ("huawei_ups", (21 + 24 + 60) * 100.0, None),
+    # Santak (sysObjectID 1.3.6.1.4.1.2468.1.2.1), UPS-MIB upsOutputPower.1-3 = 7900 + 5500 +
+    # 7700 W.
+    "ingrasys-power-switch": ("ups_mib", 7900 + 5500 + 7700.0, None),
+    # A Trapeze/Juniper wireless LAN controller (sysObjectID 1.3.6.1.4.1.14525) filed under
+    # UPS/: no power objects at all.
+    "juniper-ac": (None, None, None),
+    # Phoenixtec card (sysObjectID 1.3.6.1.4.1.935.1.1.1): upsOutputPower.1-3 = 0, 0, 0 and
+    # upsOutputPercentLoad 0 while XPPC-MIB upsSmartOutputLoad.0 = 2 (%): not measured.
+    "phoenixtec-power": ("ppc_ups", None, None),
+    # A Liebert PEX precision air conditioner (sysObjectID 1.3.6.1.4.1.476.1.42,
+    # LIEBERT-GP-ENVIRONMENTAL-MIB): temperatures and humidity, no power.
+    "vertiv-power": (None, None, None),
+    # Tripp Lite PDUMH20ATNET ATS: no tlpAtsDeviceOutputPowerTotal, no tlpAtsOutputActivePower;
+    # tlpAtsOutputCalculatedPowerKW.1.1 = 0 (0.01 kW) beside tlpAtsOutputCurrent.1.1 = 0
+    # (0.01 A, at tlpAtsOutputVoltage 1152 = 115.2 V): a measured 0 W.
+    "tripplite-poweralert": ("tripplite_ats", 0.0, None),
+    # HP BladeSystem Onboard Administrator (sysObjectID 1.3.6.1.4.1.11.5.7.1.2): its power
+    # supplies' DC output only (cpqRackPowerSupplyCurPwrOutput 6 x 332 W): not supported.
+    "hp-onboard-administrator": (None, None, None),
+    # A Geist temperature sensor (sysObjectID 1.3.6.1.4.1.21239.42.1.31): no power.
+    "geist-temperature-sensor": (None, None, None),
+}
+
+
+def test_every_power_recording_through_profile_auto_reads_right_or_says_why_not(
+        simulator, run, caplog):
+    assert {Path(r).name.split(".")[0] for r in AUTO_RECORDINGS} == set(AUTO_EXPECTED)
+    caplog.set_level(logging.INFO, logger="computewatch.collectors.snmp")
+    devices = [SnmpDevice(host="127.0.0.1", port=simulator, community=name, meter=name,
+                          timeout=2, retries=0) for name in AUTO_EXPECTED]
+    assert {d.profile for d in devices} == {"auto"}  # the default
+    c = run(devices)
+    for _ in range(2):  # the second run reads with the profiles the first one chose
+        samples = collect(c)
+        for dev, (name, (profile, watts, joules)) in zip(c._devices, AUTO_EXPECTED.items(),
+                                                         strict=True):
+            assert (dev.profile.name if dev.profile else None) == profile, name
+            assert value(samples, "watts", name) == pytest.approx(watts), name
+            assert value(samples, "joules_total", name) == pytest.approx(joules), name
+    unsupported = [n for n, (p, _, _) in AUTO_EXPECTED.items() if p is None]
+    assert errors(samples) == {"snmp_unsupported": 2.0 * len(unsupported)}
+    said = warnings_of(caplog)
+    for name in unsupported:  # each logged once, naming what the device lacks
+        (line,) = [m for m in said if f"meter {name}," in m]
+        assert "does not implement UPS-MIB upsOutputPower (1.3.6.1.2.1.33.1.4.4.1.4)" in line
+        assert "sysObjectID 1.3.6.1.4.1." in line and "[snmp_unsupported]" in line
+    assert "sysObjectID 1.3.6.1.4.1.13400.2.1, sysDescr 'UPS Web/SNMP Agent, Emerson" in \
+        "".join(said)
+    infos = [r.getMessage() for r in caplog.records]
+    assert sum("upsOutputPower (1.3.6.1.2.1.33.1.4.4.1.4) reads 0 while upsOutputPercentLoad "
+               "reads 20, 26, 30" in m for m in infos) == 1
+    assert any("reads 0 while XPPC-MIB upsSmartOutputLoad reads 2" in m for m in infos)
+    assert any("xupsOutputCumulativePowerUsage (1.3.6.1.4.1.534.1.4.7.0) reads 0 while "
+               "xupsOutputWatts reads 5100, 3600, 2700" in m for m in infos)
+
+
+def test_a_collector_that_reads_nothing_is_no_data_with_each_device_s_reason(simulator, run):
+    c = run([device(simulator, "auto", "eastpower-istars-swv053", meter="east"),
+             device(simulator, "auto", "vertiv-power", meter="pex")])
+    with pytest.raises(NoData) as info:
+        c.collect()
+    text = str(info.value)
+    assert text.startswith("snmp: no reading from any of 2 devices: ")
+    assert "meter east, profile auto: ups_mib): watts not measured (upsOutputPower" in text
+    assert "reads 0 while upsOutputPercentLoad reads 20, 26, 30" in text
+    assert "meter pex, profile auto: not chosen yet): unsupported: profile auto: no shipped " \
+           "profile fits" in text
+    assert errors(list(info.value.samples)) == {"snmp_unsupported": 1.0}  # counters still out
+    # One device that reads is enough: the collector is up, the other counted.
+    c = run([device(simulator, "auto", "huawei-gse200m", meter="ups5000"),
+             device(simulator, "auto", "vertiv-power", meter="pex")])
+    assert value(c.collect(), "watts", "ups5000") == 10_500.0
+
+
+def test_an_agent_whose_snmp_devices_read_nothing_reports_the_collector_down(simulator):
+    """The issue's case: configured devices, nothing read, and yet up 1 with result code 0."""
+    from computewatch.collectors import ResultCode
+    from computewatch.collectors.agent import Agent, Scheduled
+
+    collector = SnmpCollector(PLACE, [device(simulator, "auto", "eastpower-istars-swv053",
+                                             meter="east")])
+    agent = Agent([Scheduled(collector, 15, 10)], [], PLACE)
+    try:
+        samples = agent.run_once()
+    finally:
+        agent.close()
+        collector.close()
+    labels = {"collector": "snmp"}
+    assert sample_value(samples, "agent.collector_up", labels) == 0.0
+    assert sample_value(samples, "agent.collector_result_code", labels) == ResultCode.NO_DATA
+    assert sample_value(samples, "agent.collector_errors_total",
+                        {**labels, "error_type": "no_data"}) == 1.0
+
+
+def test_a_profile_the_device_lacks_names_the_mib_object_and_the_sysobjectid(
+        simulator, run, tmp_path, caplog):
+    dot_zero = write(tmp_path, """\
+fields:
+  watts: {name: siteMeterWatts, oid: 1.3.6.1.4.1.99999.1.2.0, unit: W}
+""")
+    c = run([device(simulator, "ups_mib", "apc-8932", meter="pdu-as-ups"),
+             device(simulator, dot_zero, "apc-8932", meter="dot-zero")])
+    samples = collect(c)
+    assert errors(samples) == {"snmp_no_such_object": 2.0}
+    said = warnings_of(caplog)
+    (ups,) = [m for m in said if "pdu-as-ups" in m]
+    assert ("watts: the device does not implement UPS-MIB upsOutputPower "
+            "(1.3.6.1.2.1.33.1.4.4.1.4): no rows") in ups
+    assert ups.endswith("; sysObjectID 1.3.6.1.4.1.318.1.3.4.6 [snmp_no_such_object]")
+    (scalar,) = [m for m in said if "dot-zero" in m]
+    assert "the device does not implement siteMeterWatts (1.3.6.1.4.1.99999.1.2.0)" in scalar
+    assert "instance suffix" not in scalar  # it has its .0: no misleading hint
+
+
+def test_a_value_may_be_the_sum_of_columns_and_scalars_each_with_its_own_scale(
+        simulator, run, tmp_path):
+    phases = write(tmp_path, """\
+name: three_phases
+fields:
+  watts:
+    name: outputActivePower
+    unit: W
+    parts:                                  # hwUpsOutputActivePowerA, B, C in 0.1 kW
+      - {oid: 1.3.6.1.4.1.2011.6.174.1.4.100.1.8, sum: true, scale: 100}
+      - {oid: 1.3.6.1.4.1.2011.6.174.1.4.100.1.9.1, scale: 100}      # a scalar (rack 1)
+      - {oid: 1.3.6.1.4.1.2011.6.174.1.4.100.1.10, sum: true, scale: 0.1}
+""")
+    samples = collect(run([device(simulator, phases, "huawei-gse200m", meter="ups")]))
+    # 21 x 100 + 24 x 100 + 60 x 0.1 W: each part keeps its own scale.
+    assert value(samples, "watts", "ups") == pytest.approx(2100 + 2400 + 6.0)
+
+
+def test_zero_with_no_load_is_a_measured_zero_and_zero_under_load_is_not(
+        simulator, run, tmp_path):
+    """The load evidence of a user profile, on the EAST recording's own columns."""
+    profile = write(tmp_path, """\
+fields:
+  watts:
+    - name: upsOutputPower
+      oid: 1.3.6.1.2.1.33.1.4.4.1.4
+      sum: true
+      unit: W
+      load_evidence: {name: upsInputCurrent, oid: 1.3.6.1.2.1.33.1.3.3.1.4, sum: true}
+  joules_total:
+    - oid: 1.3.6.1.2.1.33.1.4.4.1.4         # (not an energy counter: a zero to test with)
+      sum: true
+      unit: Wh
+      load_evidence: {name: upsOutputPercentLoad, oid: 1.3.6.1.2.1.33.1.4.4.1.5, sum: true}
+""")
+    samples = collect(run([device(simulator, profile, "eastpower-istars-swv053", meter="e")]))
+    assert value(samples, "watts", "e") == 0.0  # upsInputCurrent.1.0-3.0 = 0, 0, 0
+    assert value(samples, "joules_total", "e") is None  # upsOutputPercentLoad 20, 26, 30
     assert errors(samples) == {}
 
 
@@ -485,6 +704,14 @@ def test_two_devices_that_would_write_one_series_are_refused():
     ("fields:\n  watts:\n    oid: 1.3.6.1.4.1.534.1.4.7.0\n", "profile.yaml:2: fields.watts.unit",
      "required field is missing"),
     ("fields: {}\n", "profile.yaml:1: fields", "watts, joules_total or both"),
+    ("fields:\n  watts:\n    oid: 1.3.6.1.4.1.534.1.4.7.0\n    unit: W\n    parts:\n"
+     "      - {oid: 1.3.6.1.4.1.534.1.4.8.0}\n",
+     "profile.yaml:3: fields.watts.oid", "give oid .* or parts .*, not both"),
+    ("fields:\n  watts:\n    unit: W\n    sum: true\n    parts:\n"
+     "      - {oid: 1.3.6.1.4.1.534.1.4.8.0}\n",
+     "profile.yaml:4: fields.watts.sum", "belongs on each part"),
+    ("fields:\n  watts:\n    unit: W\n    parts:\n      - {oid: 1.3.6.1.4.1.534.1.4.8.0, "
+     "unit: W}\n", "profile.yaml:5: fields.watts.parts[0].unit", "unknown key 'unit'"),
     ("fields:\n  watts: [oid: 1.3.6.1.2.1.1.1.0\n", "profile.yaml:", "YAML syntax error"),
 ])
 def test_bad_profile_yaml_names_the_file_line_and_field(tmp_path, text, where, message):
@@ -505,7 +732,8 @@ def test_a_profile_path_that_does_not_exist_is_a_config_error(tmp_path):
 
 def test_shipped_profiles_load_and_read_what_their_names_say():
     assert shipped_profiles() == ("apc_rpdu", "apc_rpdu2", "apc_ups", "eaton_xups",
-                                  "tripplite_pdu", "tripplite_ups", "ups_mib")
+                                  "huawei_ups", "ppc_ups", "tripplite_ats", "tripplite_pdu",
+                                  "tripplite_ups", "ups_mib")
     with_energy = {"apc_rpdu2", "apc_ups", "eaton_xups"}
     for name in shipped_profiles():
         profile = load_profile(name)
@@ -514,6 +742,9 @@ def test_shipped_profiles_load_and_read_what_their_names_say():
         assert bool(profile.fields.joules_total) == (name in with_energy), name
         for _, sources in profile.fields.items():
             assert all(src.name for src in sources), name  # every OID says what it is
+            for src in sources:
+                assert all(p.name for p in (src.parts or []) + (src.load_evidence or [])), name
+        assert profile.mib and profile.detect is not None, name  # profile: auto can pick it
 
 
 def test_no_devices_means_absent():

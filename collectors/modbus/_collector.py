@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from computewatch import catalog
-from computewatch.collectors import DriverAbsent, placement_labels
+from computewatch.collectors import DriverAbsent, placement_labels, readings_or_no_data
 from computewatch.collectors.modbus._config import ModbusMeter
 from computewatch.collectors.modbus._maps import (
     Register,
@@ -88,7 +88,8 @@ class ModbusCollector:
         return [catalog.metric(name) for name in EMITTED]
 
     def collect(self) -> list[Sample]:
-        """One reading of every meter; a meter's failure is counted, never raised."""
+        """One reading of every meter; a meter's failure is counted, and `NoData` (carrying the
+        counters) is raised only when no meter gave a reading."""
         if not self._endpoints:
             raise DriverAbsent("modbus: no meters configured")
         with self._lock:
@@ -110,7 +111,16 @@ class ModbusCollector:
             samples.append(Sample.of("agent.collector_errors_total", float(n),
                                      {**self._place, "collector": self.name,
                                       "error_type": error_type}, now))
-        return samples
+        return readings_or_no_data(samples, self._no_data_reason)
+
+    def _no_data_reason(self) -> str:
+        meters = [m for ep in self._endpoints for m in ep.meters]
+        each = "; ".join(f"{m.spec.source} (meter {m.spec.meter}): "
+                         f"{', '.join(sorted({t for _, t in m.episode})) or 'no reading'}"
+                         for m in meters)
+        n = len(meters)
+        return (f"modbus: no reading from {'the' if n == 1 else f'any of {n}'} meter"
+                f"{'' if n == 1 else 's'}: {each}")
 
     def close(self) -> None:
         """Close every connection and the worker threads; a later collect reconnects."""

@@ -1,4 +1,5 @@
-"""Server power from BMCs over Redfish: one ``facility_power`` meter per chassis.
+"""Power over Redfish: one ``facility_power`` meter per chassis (BMCs) or per PDU, transfer
+switch, power shelf or cooling unit (DCIM services).
 
 The one seam is the HTTP session (a ``requests.Session`` from ``session_factory``): tests point
 the collector at a real Redfish service on loopback (``sushy-static`` serving a DMTF mockup),
@@ -7,7 +8,8 @@ so the code path is the one a real BMC sees.
 This folder's README.md states how a chassis reading is found, the decisions, the failure
 codes and the metrics; sample.yaml is the sample configuration. Modules, one job each:
 `_config` (`RedfishEndpoint`), `_documents` (pure reading of Redfish documents), `_client`
-(one endpoint's HTTP conversation), `_collector` (discovery, reads, failure accounting).
+(one endpoint's HTTP conversation), `_discovery` (every meter of a service and where its
+readings are), `_collector` (the runs, failure accounting).
 Loading the node config imports `_config` and the pure `_documents` only: the collector and
 its HTTP client are imported on first use.
 """

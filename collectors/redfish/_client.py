@@ -33,7 +33,7 @@ log = logging.getLogger(__package__)  # one logger per collector, named as befor
 
 ERROR_TYPES: tuple[str, ...] = (
     "unreachable", "timeout", "tls_error", "auth_failed", "http_error", "invalid_json",
-    "missing_field", "error",
+    "missing_field", "unsupported", "error",
 )
 """Failure codes; each is counted as ``error_type="redfish_<code>"``."""
 

@@ -3,8 +3,11 @@
 `SnmpCollector.collect` is synchronous, as the agent wants; inside, every device is queried at
 once on a private asyncio loop (pysnmp's asyncio API), each with its own SNMP engine kept
 between runs. A run lasts as long as the slowest device: at most ``timeout x (retries + 1)``
-per request, one GET for every scalar of the profile and one GETBULK walk per summed column.
-The first source of a field that answers with a number wins; later ones are fallbacks.
+per request, one GET for every scalar of the profile and one GETBULK walk per summed column
+(plus, for ``profile: auto`` until a profile fits, one GET of sysObjectID and one GETNEXT
+of every shipped profile's ``requires``). The first source of a field that answers with a
+number wins; later ones are fallbacks. A run in which no device gave a reading raises
+`NoData` with each device's reason.
 """
 
 from __future__ import annotations
@@ -22,9 +25,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from computewatch import catalog
-from computewatch.collectors import DriverAbsent, placement_labels
+from computewatch.collectors import DriverAbsent, placement_labels, readings_or_no_data
 from computewatch.collectors.snmp._config import SnmpDevice
-from computewatch.collectors.snmp._profiles import SnmpProfile, Source, load_profile
+from computewatch.collectors.snmp._profiles import (
+    AUTO,
+    Part,
+    SnmpProfile,
+    Source,
+    auto_profiles,
+    load_profile,
+)
 from computewatch.collectors.snmp._values import (
     WORST,
     DeviceFailure,
@@ -51,6 +61,7 @@ EMITTED: tuple[str, ...] = (
 
 _MAX_ROWS = 4096  # a summed column is a few phases or PDUs, not a whole MIB
 _MAX_REPETITIONS = 25
+SYS_DESCR, SYS_OBJECT_ID = "1.3.6.1.2.1.1.1.0", "1.3.6.1.2.1.1.2.0"
 
 
 _AUTH = {"MD5": "usmHMACMD5AuthProtocol", "SHA": "usmHMACSHAAuthProtocol",
@@ -66,12 +77,25 @@ class _Device:
     """One configured device during the collector's life: config, secrets, engine, episodes."""
 
     cfg: SnmpDevice
-    profile: SnmpProfile
+    profile: SnmpProfile | None  # None: profile auto, not chosen yet
     secrets: dict[str, str]
     labels: dict[str, str]
-    name: str
+    meter: str
     engine: Any = None
     failing: dict[str, str] = field(default_factory=dict)  # episode key -> error kind
+    sys_object_id: str = ""
+    sys_descr: str = ""
+    why: list[str] = field(default_factory=list)  # this run: why a field gave no reading
+
+    @property
+    def auto(self) -> bool:
+        return self.cfg.profile == AUTO
+
+    @property
+    def name(self) -> str:
+        chosen = self.profile.name if self.profile is not None else "not chosen yet"
+        shown = f"auto: {chosen}" if self.auto else chosen
+        return f"{self.cfg.source} (meter {self.meter}, profile {shown})"
 
     def auth(self) -> Any:
         hl = hlapi()
@@ -85,7 +109,8 @@ class _Device:
     def budget_s(self) -> float:
         """A safety net over pysnmp's own timeouts: every request timing out on every try,
         plus slack for a busy loop."""
-        requests = 1 + self.profile.walks()
+        profiles = [self.profile] if self.profile is not None else list(auto_profiles())
+        requests = 1 + max(p.walks() for p in profiles) + (2 if self.profile is None else 0)
         return self.cfg.timeout * (self.cfg.retries + 1) * requests + 2.0
 
 
@@ -130,7 +155,9 @@ class SnmpCollector:
         self._devices: list[_Device] = []
         seen: set[tuple[str, str]] = set()
         for cfg in devices:
-            if cfg.profile not in profiles:
+            if cfg.profile == AUTO:
+                auto_profiles()  # a broken shipped profile fails at start, not in a run
+            elif cfg.profile not in profiles:
                 profiles[cfg.profile] = load_profile(cfg.profile)
             meter = cfg.meter or cfg.host
             if (cfg.source, meter) in seen:  # one series for two devices: refuse at start
@@ -139,9 +166,8 @@ class SnmpCollector:
                                   "each a distinct meter")
             seen.add((cfg.source, meter))
             self._devices.append(_Device(
-                cfg, profiles[cfg.profile], _secrets(cfg),
-                {**facility, "meter": meter, "scope": cfg.scope, "source": cfg.source},
-                f"{cfg.source} (meter {meter}, profile {profiles[cfg.profile].name})"))
+                cfg, profiles.get(cfg.profile), _secrets(cfg),
+                {**facility, "meter": meter, "scope": cfg.scope, "source": cfg.source}, meter))
         self._errors: Counter[str] = Counter()  # error_type -> count since agent start
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = threading.Lock()  # held by a run; close() must not pull the loop away
@@ -155,7 +181,8 @@ class SnmpCollector:
 
     def collect(self) -> list[Sample]:
         """One reading of every device, queried concurrently; call it from a thread with no
-        running event loop (the agent's worker threads have none)."""
+        running event loop (the agent's worker threads have none). `NoData` when no device
+        gave a reading (it carries the error counters)."""
         if not self._devices:
             raise DriverAbsent("snmp: no devices configured")
         with self._running:
@@ -171,7 +198,14 @@ class SnmpCollector:
         for error_type, n in sorted(self._errors.items()):
             samples.append(Sample.of("agent.collector_errors_total", float(n),
                                      {**self._agent_labels, "error_type": error_type}, now))
-        return samples
+        return readings_or_no_data(samples, self._no_data_reason)
+
+    def _no_data_reason(self) -> str:
+        n = len(self._devices)
+        each = "; ".join(f"{dev.name}: {', '.join(dev.why) or 'no reading'}"
+                         for dev in self._devices)
+        return f"snmp: no reading from {'the' if n == 1 else f'any of {n}'} device" \
+               f"{'' if n == 1 else 's'}: {each}"
 
     def close(self) -> None:
         """Close the SNMP engines' sockets and the private loop; a later collect reopens them.
@@ -215,6 +249,7 @@ class SnmpCollector:
     async def _guarded(self, dev: _Device) -> list[Sample]:
         """One device's poll; whatever happens is counted here and goes no further."""
         out: list[Sample] = []
+        dev.why = []
         try:
             await asyncio.wait_for(self._poll(dev, out), dev.budget_s())
         except DeviceFailure as exc:
@@ -240,80 +275,167 @@ class SnmpCollector:
                                                         timeout=cfg.timeout, retries=cfg.retries)
         except PySnmpError as exc:
             raise DeviceFailure("snmp_unresolved", f"cannot resolve {cfg.host!r}: {exc}") from None
-        auth, context = dev.auth(), hl.ContextData(contextName=cfg.context)
-        scalars = dev.profile.scalar_oids()
-        got: dict[str, Any] = {}
-        if scalars:
-            indication, status, index, binds = await hl.get_cmd(
-                dev.engine, auth, target, context,
-                *(hl.ObjectType(hl.ObjectIdentity(oid)) for oid in scalars), lookupMib=False)
-            self._check(dev, indication, status, index, "GET")
-            got = {str(oid): value for oid, value in binds}
+        conn = _Conn(dev, target, dev.auth(), hl.ContextData(contextName=cfg.context))
+        if dev.profile is None and not await self._detect(conn):
+            return
+        profile = dev.profile
+        assert profile is not None
+        ident = () if dev.sys_object_id else (SYS_OBJECT_ID, SYS_DESCR)  # for the messages
+        got = await self._get(conn, ident + profile.scalar_oids())
+        if ident:
+            self._identify(dev, got)
         now = datetime.now(UTC)  # one time per device: its fields land on one row of a frame
-        for metric, sources in dev.profile.fields.items():
-            value = await self._field(dev, target, auth, context, got, metric, sources)
+        missing = 0
+        for metric, sources in profile.fields.items():
+            value, kind = await self._field(conn, got, metric, sources)
+            missing += kind == "no_such_object"
             if value is not None:
                 out.append(Sample.of(f"facility_power.{metric}", value, dev.labels, now))
+        if dev.auto and missing == len(profile.fields.items()):
+            log.info("snmp: %s: none of the profile's OIDs answers: choosing a profile again "
+                     "next run", dev.name)
+            dev.profile = None
 
-    async def _field(self, dev: _Device, target: Any, auth: Any, context: Any,
-                     got: dict[str, Any], metric: str, sources: list[Source]) -> float | None:
-        """The field from its first source that measures it; counts and logs when none does."""
+    async def _get(self, conn: _Conn, oids: tuple[str, ...]) -> dict[str, Any]:
+        if not oids:
+            return {}
+        hl = hlapi()
+        indication, status, index, binds = await hl.get_cmd(
+            conn.dev.engine, conn.auth, conn.target, conn.context,
+            *(hl.ObjectType(hl.ObjectIdentity(oid)) for oid in oids), lookupMib=False)
+        self._check(conn.dev, indication, status, index, "GET")
+        return {str(oid): value for oid, value in binds}
+
+    @staticmethod
+    def _identify(dev: _Device, got: Mapping[str, Any]) -> None:
+        from pyasn1.type import univ
+
+        oid, descr = got.get(SYS_OBJECT_ID), got.get(SYS_DESCR)
+        dev.sys_object_id = str(oid) if isinstance(oid, univ.ObjectIdentifier) else "unknown"
+        if isinstance(descr, univ.OctetString):
+            text = " ".join(bytes(descr).decode("utf-8", "replace").split())
+            dev.sys_descr = text[:60] + ("..." if len(text) > 60 else "")
+
+    # --- profile: auto ------------------------------------------------------------------------
+
+    async def _detect(self, conn: _Conn) -> bool:
+        """Choose the device's profile (`Detect.rank`); False, counted, when none fits."""
+        hl = hlapi()
+        dev = conn.dev
+        self._identify(dev, await self._get(conn, (SYS_OBJECT_ID, SYS_DESCR)))
+        profiles = auto_profiles()
+        detects = [(p, p.detect) for p in profiles if p.detect is not None]
+        requires = sorted({oid for _, d in detects for oid in d.requires})
+        indication, status, index, binds = await hl.next_cmd(
+            dev.engine, conn.auth, conn.target, conn.context,
+            *(hl.ObjectType(hl.ObjectIdentity(oid)) for oid in requires), lookupMib=False)
+        self._check(dev, indication, status, index, "GETNEXT")
+        present = {req for req, (oid, value) in zip(requires, binds, strict=True)
+                   if str(oid).startswith(req + ".") and _is_value(value)}
+        ranked = sorted(((rank, p.name, p) for p, d in detects
+                         if (rank := d.rank(dev.sys_object_id, present)) is not None),
+                        key=lambda t: (t[0], t[1]), reverse=True)
+        if not ranked:
+            self._failed(dev, "profile", "snmp_unsupported", _unsupported(dev, profiles))
+            return False
+        dev.profile = ranked[0][2]
+        self._recovered(dev, "profile")
+        log.info("snmp: %s: chosen for sysObjectID %s (%s)", dev.name, dev.sys_object_id,
+                 ", ".join(sorted(present)))
+        return True
+
+    # --- one field ------------------------------------------------------------------------------
+
+    async def _field(self, conn: _Conn, got: dict[str, Any], metric: str,
+                     sources: list[Source]) -> tuple[float | None, str]:
+        """The field from its first source that measures it, and the kind of failure when
+        none does (counted and logged here)."""
+        dev = conn.dev
         problems: list[Problem] = []
         for src in sources:
-            if src.sum:
-                raw, why = await self._sum(dev, target, auth, context, src)
-            else:
-                raw, why = as_number(got.get(src.oid), src.label)
-            if why is None and src.times is not None:
-                factor, why = as_number(got.get(src.times.oid),
-                                      src.times.name or src.times.oid)
-                if factor is not None and raw is not None:
-                    raw *= factor * src.times.scale
+            raw, why = await self._read(conn, got, src)
+            if why is None and raw == 0 and src.load_evidence:
+                why = await self._loaded(conn, got, src)
             if why is None and raw is not None:
                 value = raw * src.factor
                 if math.isfinite(value):
                     self._recovered(dev, metric)
-                    return value
+                    return value, ""
                 why = Problem("bad_value", f"{src.label}: {value!r} after scaling")
             problems.append(why or Problem("bad_value", f"{src.label}: no value"))
         worst = max(problems, key=lambda p: WORST[p.kind])
         detail = "; ".join(p.detail for p in problems)
+        dev.why.append(f"{metric} {worst.kind.replace('_', ' ')} ({detail})")
         if worst.kind == "not_measured":
             if dev.failing.get(metric) != "not_measured":
                 log.info("snmp: %s: %s absent: the device does not measure it (%s)",
                          dev.name, metric, detail)
                 dev.failing[metric] = "not_measured"
-            return None
-        self._failed(dev, metric, f"snmp_{worst.kind}", f"{metric}: {detail}")
-        return None
+            return None, worst.kind
+        where = f"; sysObjectID {dev.sys_object_id}" if worst.kind == "no_such_object" else ""
+        self._failed(dev, metric, f"snmp_{worst.kind}", f"{metric}: {detail}{where}")
+        return None, worst.kind
 
-    async def _sum(self, dev: _Device, target: Any, auth: Any, context: Any,
-                   src: Source) -> tuple[float | None, Problem | None]:
-        """Walk a table column (GETBULK) and add its rows; every row must be a number."""
+    async def _read(self, conn: _Conn, got: dict[str, Any], src: Source,
+                    ) -> tuple[float | None, Problem | None]:
+        """The source's raw reading: its parts added up (each with its scale), times its
+        factor; the source's scale and unit are applied by the caller."""
+        mib = conn.dev.profile.mib_of(src) if conn.dev.profile is not None else ""
+        total = 0.0
+        for part in src.terms():
+            rows, why = await self._part(conn, got, part, mib)
+            if why is not None:
+                return None, why
+            total += sum(rows) * part.scale
+        if src.times is not None:
+            factor, why = as_number(got.get(src.times.oid), src.times.name or src.times.oid,
+                                    src.times.oid)
+            if why is not None or factor is None:
+                return None, why
+            total *= factor * src.times.scale
+        return total, None
+
+    async def _part(self, conn: _Conn, got: dict[str, Any], part: Part, mib: str,
+                    ) -> tuple[list[float], Problem | None]:
+        """A scalar's value, or a column's rows (GETBULK walk); every row must be a number."""
+        what = f"{mib} {part.label}" if mib else part.label
+        if not part.sum:
+            number, why = as_number(got.get(part.oid), what, part.oid)
+            return ([number] if number is not None else []), why
         hl = hlapi()
-        total, rows = 0.0, 0
+        dev = conn.dev
+        rows: list[float] = []
         # On an error pysnmp's walk yields the error again and again; _check raises on the
         # first one, which ends the walk.
         async for indication, status, index, binds in hl.bulk_walk_cmd(
-                dev.engine, auth, target, context, 0, _MAX_REPETITIONS,
-                hl.ObjectType(hl.ObjectIdentity(src.oid)), lexicographicMode=False,
+                dev.engine, conn.auth, conn.target, conn.context, 0, _MAX_REPETITIONS,
+                hl.ObjectType(hl.ObjectIdentity(part.oid)), lexicographicMode=False,
                 lookupMib=False):
-            self._check(dev, indication, status, index, f"GETBULK {src.oid}")
+            self._check(dev, indication, status, index, f"GETBULK {part.oid}")
             for oid, value in binds:
-                number, why = as_number(value, f"{src.name or src.oid} row {oid}")
+                number, why = as_number(value, f"{part.name or part.oid} row {oid}")
                 if why is not None:
                     if why.kind == "no_such_object":  # endOfMibView: the walk is over
                         break
-                    return None, why
-                total += number  # type: ignore[operator]
-                rows += 1
-            if rows > _MAX_ROWS:
-                return None, Problem("bad_value", f"{src.label}: more than {_MAX_ROWS} rows; "
-                                                   "is it a table column?")
-        if rows == 0:
-            return None, Problem("no_such_object", f"{src.label}: no rows (sum: true walks a "
-                                                    "table column)")
-        return total, None
+                    return [], why
+                rows.append(number)  # type: ignore[arg-type]
+            if len(rows) > _MAX_ROWS:
+                return [], Problem("bad_value", f"{part.label}: more than {_MAX_ROWS} rows; "
+                                                "is it a table column?")
+        if not rows:
+            return [], Problem("no_such_object", f"the device does not implement {what}: no "
+                                                 "rows (sum: true walks a table column)")
+        return rows, None
+
+    async def _loaded(self, conn: _Conn, got: dict[str, Any], src: Source) -> Problem | None:
+        """Why a 0 is not a reading: the first load evidence above 0, or None (a real 0)."""
+        for part in src.load_evidence or []:
+            rows, why = await self._part(conn, got, part, "")
+            if why is None and any(r > 0 for r in rows):
+                shown = ", ".join(f"{r:g}" for r in rows)
+                return Problem("not_measured", f"{src.label} reads 0 while "
+                                               f"{part.name or part.oid} reads {shown}")
+        return None
 
     def _check(self, dev: _Device, indication: Any, status: Any, index: Any, what: str) -> None:
         """Raise `DeviceFailure` for a request the device as a whole did not answer."""
@@ -336,6 +458,8 @@ class SnmpCollector:
     def _failed(self, dev: _Device, key: str, error_type: str, message: str) -> None:
         """Count one failure; log it when an episode starts (or changes kind)."""
         self._errors[error_type] += 1
+        if key in ("device", "profile"):
+            dev.why.append(f"{error_type.removeprefix('snmp_')}: {message}")
         if dev.failing.get(key) != error_type:
             log.warning("snmp: %s: %s [%s]", dev.name, message, error_type)
             dev.failing[key] = error_type
@@ -344,3 +468,34 @@ class SnmpCollector:
         previous = dev.failing.pop(key, None)
         if previous is not None and previous != "not_measured":
             log.info("snmp: %s: %s answers again (after %s)", dev.name, key, previous)
+
+
+@dataclass(frozen=True, slots=True)
+class _Conn:
+    """What one poll of one device talks through."""
+
+    dev: _Device
+    target: Any
+    auth: Any
+    context: Any
+
+
+def _is_value(value: Any) -> bool:
+    from pysnmp.proto import rfc1905
+
+    return not isinstance(value, rfc1905.NoSuchObject | rfc1905.NoSuchInstance
+                          | rfc1905.EndOfMibView)
+
+
+def _unsupported(dev: _Device, profiles: Sequence[SnmpProfile]) -> str:
+    """What a device that no shipped profile fits lacks, in the MIBs' terms."""
+    standard = [f"{p.mib} {p.fields.watts[0].name} ({p.detect.requires[0]})"
+                for p in profiles if p.detect is not None and p.detect.fallback and p.fields.watts]
+    vendors = sorted({p.mib for p in profiles
+                      if p.detect is not None and not p.detect.fallback and p.mib}
+                     - {p.mib for p in profiles if p.detect is not None and p.detect.fallback})
+    described = f", sysDescr {dev.sys_descr!r}" if dev.sys_descr else ""
+    return (f"profile auto: no shipped profile fits: the device does not implement "
+            f"{' or '.join(standard)} nor the power objects of {', '.join(vendors)}; "
+            f"sysObjectID {dev.sys_object_id}{described}; read it with a profile of your own "
+            "(collectors/snmp/README.md)")

@@ -16,7 +16,12 @@ from pydantic import (
     model_validator,
 )
 
-from computewatch.collectors.snmp._profiles import FrozenModel, is_profile_name, shipped_profiles
+from computewatch.collectors.snmp._profiles import (
+    AUTO,
+    FrozenModel,
+    is_profile_name,
+    shipped_profiles,
+)
 from computewatch.config import (
     PathError,
     suggest_known,
@@ -33,7 +38,9 @@ PrivProtocol = Literal["DES", "3DES", "AES", "AES192", "AES256"]
 
 
 class SnmpDevice(FrozenModel):
-    """One SNMP meter: where it answers, how to authenticate, which profile reads it.
+    """One SNMP meter: where it answers, how to authenticate, which profile reads it
+    (``auto``, the default: the collector picks a shipped profile by sysObjectID and by the
+    MIBs the device answers).
 
     Secrets never sit in the model's repr: the community is a `SecretStr`, and SNMPv3 keys
     are only ever named by the environment variables that hold them.
@@ -50,7 +57,7 @@ class SnmpDevice(FrozenModel):
     priv_protocol: PrivProtocol | None = None
     priv_key_env: str | None = None
     context: str = ""
-    profile: str = Field(min_length=1)
+    profile: str = Field(AUTO, min_length=1)
     meter: str | None = None
     scope: Literal["facility", "it", "cooling", "other"] = "facility"
     timeout: Duration = 2.0
@@ -73,11 +80,11 @@ class SnmpDevice(FrozenModel):
     @field_validator("profile")
     @classmethod
     def _profile_ref(cls, value: str) -> str:
-        if is_profile_name(value):
+        if is_profile_name(value) and value != AUTO:
             known = list(shipped_profiles())
             if value not in known:
                 raise ValueError(f"unknown SNMP profile {value!r} ({suggest_known(value, known)};"
-                                 " or a path to a YAML file)")
+                                 f" '{AUTO}' to pick by the device; or a path to a YAML file)")
         return value
 
     @model_validator(mode="after")

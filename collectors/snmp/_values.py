@@ -1,6 +1,8 @@
 """SNMP answers as numbers, and pysnmp's failures as `ERROR_TYPES`.
 
 - A negative reading means "not measured" (APC answers -1 for what a model does not meter).
+- A scalar OID ending in ``.0`` that the device lacks is "not implemented", never a hint to
+  add the ``.0``.
 - Numbers sent as text (DisplayString "12.5") are accepted; other non-numeric types are
   ``bad_value``.
 - pysnmp is imported on first use (`hlapi`): an agent without SNMP devices never loads it.
@@ -22,6 +24,7 @@ ERROR_TYPES: tuple[str, ...] = (
     "snmp_auth",
     "snmp_no_such_object",
     "snmp_bad_value",
+    "snmp_unsupported",
     "snmp_error",
 )
 """The ``error_type`` values of ``agent.collector_errors_total{collector="snmp"}``."""
@@ -46,17 +49,26 @@ class DeviceFailure(Exception):
         self.error_type = error_type
 
 
-def as_number(value: Any, what: str) -> tuple[float | None, Problem | None]:
-    """An SNMP value as a number, or why not."""
+def as_number(value: Any, what: str, oid: str = "") -> tuple[float | None, Problem | None]:
+    """An SNMP value as a number, or why not.
+
+    For a scalar GET that finds nothing, ``oid`` decides the message: an OID with its
+    instance suffix (``.0``) is one the device does not implement; one without may be a
+    scalar missing its suffix or a table column read without ``sum: true``.
+    """
     from pyasn1.type import univ
     from pysnmp.proto import rfc1902, rfc1905
 
     if value is None or isinstance(value, rfc1905.NoSuchObject | rfc1905.NoSuchInstance
                                    | rfc1905.EndOfMibView):
         kind = type(value).__name__ if value is not None else "no value"
-        hint = ("; a scalar needs its instance suffix (.0), a table column needs sum: true"
-                if isinstance(value, rfc1905.NoSuchInstance | rfc1905.NoSuchObject) else "")
-        return None, Problem("no_such_object", f"{what}: {kind}{hint}")
+        if not isinstance(value, rfc1905.NoSuchInstance | rfc1905.NoSuchObject):
+            return None, Problem("no_such_object", f"{what}: {kind}")
+        if oid.endswith(".0"):
+            return None, Problem("no_such_object", f"the device does not implement {what}: "
+                                                   f"{kind}")
+        return None, Problem("no_such_object", f"{what}: {kind}; a scalar needs its instance "
+                                               "suffix (.0), a table column needs sum: true")
     if isinstance(value, rfc1902.IpAddress | rfc1902.Opaque | rfc1902.Bits):
         return None, Problem("bad_value", f"{what}: a {type(value).__name__}, not a number")
     if isinstance(value, univ.Integer):
