@@ -29,19 +29,7 @@ from typing import Protocol, runtime_checkable
 from computewatch.samples import Sample
 
 __all__ = ["Collector", "CollectorError", "DriverAbsent", "NoData", "ParseError", "ResultCode",
-is not there (the agent logs it once and keeps the other collectors going), `NoData` when it
-reached its devices but read nothing (a table with a header and no rows; configured meters
-all dead, refused or not measuring: the collector is down, not "up with nothing"),
-`CollectorError` for anything else. Partial failures (one GPU lost, one meter of five dead,
-one unparseable line) are not raised: the collector reports what it could and counts the rest
-as samples (``accelerator.health`` 0, ``agent.parse_errors_total``).
-
-An error may carry ``samples``: what the collector can still say about itself (its error
-counters); the agent exports them with the run's result code. A collector with cumulative
-counters of its own (parse errors per source) may instead report them through an optional
-``self_samples(time) -> list[Sample]`` method: the agent adds them to its own metrics every
-cycle, zeros included, so they are there from the first scrape and stay there while the
-device cannot be read.
+           "placement_labels", "readings_or_no_data"]
 
 
 class ResultCode(IntEnum):
