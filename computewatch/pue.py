@@ -64,9 +64,9 @@ if TYPE_CHECKING:  # annotations only: the agent's PUE collector needs none of t
     from computewatch.topology import Topology
 
 __all__ = ["ANNUAL", "CATEGORY_POINT", "CHINA_TZ", "DEFINITION", "POWER_BUCKET",
-           "POWER_MAX_GAP", "PUE_COLUMNS", "READING_BUCKET", "WINDOWS", "declared_meters",
-           "integrate_power", "meter_readings", "monotonic_energy", "power_ratio", "pue_label",
-           "window_edges", "window_pue", "windowed_pue"]
+           "POWER_MAX_GAP", "PUE_COLUMNS", "READING_BUCKET", "READING_MARGIN", "WINDOWS",
+           "declared_meters", "integrate_power", "meter_readings", "monotonic_energy",
+           "power_ratio", "pue_label", "window_edges", "window_pue", "windowed_pue"]
 
 CHINA_TZ = "Asia/Shanghai"
 
@@ -75,9 +75,16 @@ READING_BUCKET = timedelta(minutes=15)
 `windowed_pue` cuts windows into slots of the same length and accepts gaps of up to two of
 them (or two expected intervals of a meter, if longer)."""
 
+READING_MARGIN = timedelta(hours=1)
+"""`meter_readings` reads this much before and after the period, so a meter read as seldom
+as hourly (1711号 allows readings every 15, 30 or 60 minutes) has a reading on either side of
+it."""
+
 POWER_BUCKET = timedelta(minutes=1)
 """`meter_readings` reads a power-only meter as its mean per bucket of this length (stamped at
-the bucket's middle), the points the trapezoid rule integrates."""
+the bucket's end, like the counters' readings), the points the trapezoid rule integrates; it
+also reads again, at this resolution, the counter buckets where a meter fell silent or came
+back."""
 
 POWER_MAX_GAP = timedelta(minutes=5)
 """Power readings further apart than this (or than two expected intervals of the meter, if
@@ -402,6 +409,47 @@ def power_ratio(watts: pd.DataFrame, by: Sequence[str] = ("site",)) -> pd.DataFr
 
 
 _PLACE = ("hub", "cluster", "site", "meter", "scope")
+_READING_COLUMNS = ["time", *_PLACE, "joules", "peak", "watts"]
+
+
+def _counter_buckets(store: Store, start: datetime, end: datetime, where: Mapping,
+                     bucket: timedelta) -> pd.DataFrame:
+    """Each counter's last, highest and number of readings per ``bucket``, stamped at the
+    bucket's end (columns as `meter_readings` returns them, plus ``count``)."""
+    def query(agg: Aggregate) -> pd.DataFrame:
+        return store.query(Query("facility_power", ("joules_total",), start, end, where=where,
+                                 group_by=_PLACE, window=bucket, agg=agg))
+
+    last = query(Aggregate.LAST)
+    last = last[last.joules_total.notna()]
+    if last.empty:
+        return pd.DataFrame(columns=[*_READING_COLUMNS, "count"])
+    out = last.rename(columns={"joules_total": "joules"})
+    for agg, name in ((Aggregate.MAX, "peak"), (Aggregate.COUNT, "count")):
+        out = out.merge(query(agg).rename(columns={"joules_total": name}),
+                        on=["time", *_PLACE], how="left")
+    return out.assign(time=out.time + bucket, watts=np.nan)[[*_READING_COLUMNS, "count"]]
+
+
+def _refined(store: Store, counters: pd.DataFrame, where: Mapping,
+             bucket: timedelta) -> pd.DataFrame:
+    """Buckets holding fewer readings than their meter usually has (where a meter fell
+    silent or came back), and every bucket of a meter read at most once per bucket (hourly
+    meters), read again per `POWER_BUCKET`: stamping such a bucket's last reading at its end
+    would put the reading up to a bucket late and count a slot the meter did not cover."""
+    typical = counters.groupby(["site", "meter"])["count"].transform("median")
+    partial = (counters["count"] < typical) | (typical <= 1)  # sparse meters: every reading
+    if not partial.any():
+        return counters[_READING_COLUMNS]
+    few = counters[partial]
+    fine = _counter_buckets(store, few.time.min() - bucket, few.time.max(),
+                            {**where, "meter": sorted(set(few.meter))}, POWER_BUCKET)
+    spans = {(r.site, r.meter, r.time) for r in few.itertuples()}  # bucket ends
+    ends = fine.time.dt.ceil(pd.Timedelta(bucket))  # the coarse bucket each minute is in
+    inside = [(s, m, e) in spans for s, m, e in zip(fine.site, fine.meter, ends, strict=True)]
+    kept = counters[~partial][_READING_COLUMNS]
+    return pd.concat([kept, fine[inside][_READING_COLUMNS]], ignore_index=True).sort_values(
+        ["site", "meter", "time"], ignore_index=True)
 
 
 def meter_readings(store: Store, period: Period,
@@ -409,39 +457,33 @@ def meter_readings(store: Store, period: Period,
     """Every facility and IT meter's readings of the period, as `window_pue` takes them.
 
     Counters: each meter's last and highest reading per ``bucket`` (``joules``, ``peak``),
-    stamped at the bucket's end: two push-down queries, meters x buckets rows, and a reset
-    inside a bucket is still seen on the raw readings (`monotonic_energy`). Meters that
+    stamped at the bucket's end: push-down queries, meters x buckets rows, and a reset
+    inside a bucket is still seen on the raw readings (`monotonic_energy`). A bucket holding
+    fewer readings than its meter usually has (the meter fell silent or came back in it) is
+    read per `POWER_BUCKET` instead, so a silence starts and ends where it did. Meters that
     report no counter in the period (power-only meters): their mean power per `POWER_BUCKET`
-    (``watts``), stamped at its middle. Other scopes, such as the hosts' RAPL counters, are no
-    part of a PUE and are not read. It starts one bucket early: the reading just before the
-    period opens is the baseline of its first slot, without which no window could ever be
-    100% complete. Columns: ``time``, ``hub``, ``cluster``, ``site``, ``meter``, ``scope``,
-    ``joules``, ``peak``, ``watts``.
+    (``watts``), stamped at its end like the counters. Other scopes, such as the hosts' RAPL
+    counters, are no part of a PUE and are not read. It reads `READING_MARGIN` on either side
+    of the period: the readings just before it opens and just after it closes bound its first
+    and last slots, without which no window could ever be 100% complete (`window_pue` counts
+    energy inside the period only). Columns: ``time``, ``hub``, ``cluster``, ``site``,
+    ``meter``, ``scope``, ``joules``, ``peak``, ``watts``.
     """
-    cols = ["time", *_PLACE, "joules", "peak", "watts"]
     where = {"scope": list(_REQUIRED_SCOPES)}
-    start = period.start - bucket
-    last = store.query(Query("facility_power", ("joules_total",), start, period.end,
-                             where=where, group_by=_PLACE, window=bucket, agg=Aggregate.LAST))
-    last = last[last.joules_total.notna()]
-    counters = pd.DataFrame(columns=cols)
-    if len(last):
-        peak = store.query(Query("facility_power", ("joules_total",), start, period.end,
-                                 where=where, group_by=_PLACE, window=bucket,
-                                 agg=Aggregate.MAX))
-        peak = peak.rename(columns={"joules_total": "peak"})
-        counters = last.rename(columns={"joules_total": "joules"}).merge(
-            peak, on=["time", *_PLACE], how="left")
-        counters = counters.assign(time=counters.time + bucket, watts=np.nan)[cols]
+    start = period.start - max(bucket, READING_MARGIN)
+    end = period.end + READING_MARGIN
+    buckets = _counter_buckets(store, start, end, where, bucket)
+    counters = _refined(store, buckets, where, bucket) if len(buckets) else \
+        pd.DataFrame(columns=_READING_COLUMNS)
     series = store.series("facility_power", where)
     if series.empty or "meter" not in series:
         return counters.reset_index(drop=True)
-    with_counter = set(zip(last.site, last.meter, strict=True)) if len(last) else set()
+    with_counter = set(zip(buckets.site, buckets.meter, strict=True))
     keys = series[["site", "meter"]].dropna().drop_duplicates()
     power_only = [m for s, m in keys.itertuples(index=False) if (s, m) not in with_counter]
     if not power_only:
         return counters.reset_index(drop=True)
-    watts = store.query(Query("facility_power", ("watts",), start, period.end,
+    watts = store.query(Query("facility_power", ("watts",), start, end,
                               where={**where, "meter": sorted(set(power_only))},
                               group_by=_PLACE, window=POWER_BUCKET, agg=Aggregate.MEAN))
     watts = watts[watts.watts.notna()]
@@ -449,9 +491,9 @@ def meter_readings(store: Store, period: Period,
                    for s, m in zip(watts.site, watts.meter, strict=True)]]
     if watts.empty:
         return counters.reset_index(drop=True)
-    watts = watts.assign(time=watts.time + POWER_BUCKET / 2, joules=np.nan, peak=np.nan)[cols]
-    frames = [f for f in (counters, watts) if len(f)]
-    return pd.concat(frames, ignore_index=True)
+    watts = watts.assign(time=watts.time + POWER_BUCKET, joules=np.nan,
+                         peak=np.nan)[_READING_COLUMNS]
+    return pd.concat([f for f in (counters, watts) if len(f)], ignore_index=True)
 
 
 def windowed_pue(readings: pd.DataFrame, period: Period, policy: Policy,

@@ -220,8 +220,10 @@ class Meter(_Model):
     def _point_fits_scope(self) -> Meter:
         allowed = METER_POINTS[self.scope]
         if self.point not in allowed:
-            raise PathError(("point",), f"a {self.scope} meter measures at "
-                            f"{' or '.join(allowed)}, not {self.point!r}", self.point)
+            where = " or ".join(allowed) if len(allowed) < 3 else \
+                f"{', '.join(allowed[:-1])} or {allowed[-1]}"
+            raise PathError(("point",), f"scope {self.scope!r} meters measure at {where}, "
+                            f"not {self.point!r}")
         return self
 
     @property

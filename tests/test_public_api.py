@@ -143,9 +143,9 @@ PUBLIC: dict[str, set[str]] = {
         "UtilizationPolicy", "load_policy"},
     "computewatch.pue": {
         "ANNUAL", "CATEGORY_POINT", "CHINA_TZ", "DEFINITION", "POWER_BUCKET", "POWER_MAX_GAP",
-        "PUE_COLUMNS", "READING_BUCKET", "WINDOWS", "declared_meters", "integrate_power",
-        "meter_readings", "monotonic_energy", "power_ratio", "pue_label", "window_edges",
-        "window_pue", "windowed_pue"},
+        "PUE_COLUMNS", "READING_BUCKET", "READING_MARGIN", "WINDOWS", "declared_meters",
+        "integrate_power", "meter_readings", "monotonic_energy", "power_ratio", "pue_label",
+        "window_edges", "window_pue", "windowed_pue"},
     "computewatch.render": {
         "OutputFormat", "format_value", "render_findings", "render_frame", "render_summary"},
     "computewatch.reports": {
@@ -181,8 +181,8 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.topology": {
         "AcceleratorInventory", "Cluster", "ConfigError", "DemandCity", "EARTH_RADIUS_KM",
         "FIBER_RTT_S_PER_KM", "Hub", "Link", "LinkOverride", "METER_CATEGORY", "METER_POINTS",
-        "METRO_MAX_KM", "Meter", "Node", "REGIONAL_MAX_KM", "Site", "Tier", "Topology", "fiber_min_rtt_s", "great_circle_km",
-        "load_topology"},
+        "METRO_MAX_KM", "Meter", "Node", "REGIONAL_MAX_KM", "Site", "Tier", "Topology",
+        "fiber_min_rtt_s", "great_circle_km", "load_topology"},
     "computewatch.utilization": {
         "DEFINITIONS", "Definition", "IDLE_DEFINITION", "LEVELS", "WINDOW_COLUMNS", "idle_hours",
         "sampling_interval", "utilization_totals", "utilization_windows", "window_totals"},
