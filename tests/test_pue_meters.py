@@ -20,7 +20,7 @@ from computewatch.findings import Period
 from computewatch.pipelines import run_pipelines
 from computewatch.policy import load_policy
 from computewatch.pue import meter_readings, pue_label, window_pue, windowed_pue
-from computewatch.reports import build_report, parse_period
+from computewatch.reports import build_report, parse_period, render_html
 from computewatch.store import DuckDBStore
 from computewatch.topology import Site, Topology, load_topology
 
@@ -128,6 +128,7 @@ def test_a_partly_silent_meter_gives_the_true_pue_over_the_time_it_covers(store)
     r = report.sites.set_index("id").loc["s1"]
     assert r.pue_verdict == "incomplete" and r.pue_completeness == 0.5
     assert r.pue_silent_meters == "s1-aux 50%"
+    assert ">interim, cat. 1 (UPS output) · silent: s1-aux 50%</td>" in render_html(report)
 
 
 def test_without_declarations_the_meters_that_report_are_expected(store):
