@@ -49,6 +49,7 @@ number for one site and period.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
@@ -228,26 +229,44 @@ def _meter_slots(t: np.ndarray, cum: np.ndarray, slots: np.ndarray,
     return np.where(covered, energy, 0.0), covered
 
 
-def _meter_energy(m: pd.DataFrame, slots: np.ndarray, counter_gap_ns: int,
+@dataclass(frozen=True, slots=True)
+class _MeterData:
+    """One meter's readings as arrays, sorted by time: its counter (with bucket peaks) if it
+    reports one, else its power."""
+
+    t: np.ndarray
+    joules: np.ndarray | None
+    peak: np.ndarray | None
+    watts: np.ndarray | None
+
+    @classmethod
+    def of(cls, m: pd.DataFrame) -> _MeterData:
+        m = m.sort_values("_t", kind="stable")
+        counter = m[m.joules.notna()]
+        if len(counter):
+            peak = counter["peak"].to_numpy(dtype=float) if "peak" in counter else None
+            return cls(counter["_t"].to_numpy(), counter["joules"].to_numpy(dtype=float), peak,
+                       None)
+        power = m[m.watts.notna()]
+        return cls(power["_t"].to_numpy(), None, None, power["watts"].to_numpy(dtype=float))
+
+
+_NO_DATA = _MeterData(np.zeros(0, dtype=np.int64), None, None, None)
+
+
+def _meter_energy(m: _MeterData, slots: np.ndarray, counter_gap_ns: int,
                   power_gap_ns: int) -> tuple[np.ndarray, np.ndarray, int]:
     """One meter's energy per slot, its coverage and its resets: from its counter when it
     reports one, else from its power readings."""
-    n = len(slots) - 1
-    joules = m[m.joules.notna()]
-    if len(joules):
-        t = joules["_t"].to_numpy()
-        order = np.argsort(t, kind="stable")
-        peaks = joules["peak"].to_numpy() if "peak" in joules else None
-        cum, resets = monotonic_energy(t, joules["joules"].to_numpy(), peaks)
-        e, cov = _meter_slots(t[order], cum, slots, counter_gap_ns)
+    if m.joules is not None:
+        cum, resets = monotonic_energy(m.t, m.joules, m.peak)
+        e, cov = _meter_slots(m.t, cum, slots, counter_gap_ns)
         return e, cov, resets
-    if "watts" in m:
-        power = m[m.watts.notna()].sort_values("_t", kind="stable")
-        if len(power):
-            t = power["_t"].to_numpy()
-            cum = integrate_power(t, power["watts"].to_numpy(), power_gap_ns)
-            e, cov = _meter_slots(t, cum, slots, power_gap_ns)
-            return e, cov, 0
+    if m.watts is not None and len(m.t):
+        cum = integrate_power(m.t, m.watts, power_gap_ns)
+        e, cov = _meter_slots(m.t, cum, slots, power_gap_ns)
+        return e, cov, 0
+    n = len(slots) - 1
     return np.zeros(n), np.zeros(n, dtype=bool), 0
 
 
@@ -306,15 +325,19 @@ def window_pue(readings: pd.DataFrame, start: datetime, end: datetime,
         data["site"] = ""
     data["_t"] = pd.to_datetime(data["time"], utc=True).dt.as_unit("ns").astype("int64")
     declared = dict(meters or {})
+    arrays = {(site, meter): _MeterData.of(m)
+              for (site, meter), m in data.groupby(["site", "meter"], sort=False)}
+    keys = list(dict.fromkeys([*by, "site", "meter", "scope"]))
+    combos = data[keys].drop_duplicates()
     groups: dict[tuple, pd.DataFrame] = {}
-    if len(data):
+    if len(combos):
         groups = {k if isinstance(k, tuple) else (k,): g
-                  for k, g in data.groupby(list(by), sort=True)}
+                  for k, g in combos.groupby(list(by), sort=True)}
     if tuple(by) == ("site",):
         for site in declared:
-            groups.setdefault((site,), data.iloc[0:0])
+            groups.setdefault((site,), combos.iloc[0:0])
     for key in (expected or {}):
-        groups.setdefault(tuple(key), data.iloc[0:0])
+        groups.setdefault(tuple(key), combos.iloc[0:0])
     gap_ns = int(pd.Timedelta(max_gap).value)
     power_gap = int(pd.Timedelta(power_max_gap).value)
     rows = []
@@ -325,12 +348,11 @@ def window_pue(readings: pd.DataFrame, start: datetime, end: datetime,
         coverage: dict[str, np.ndarray] = {}
         resets, heard = 0, False
         for site, meter, scope, _point, interval in want["meters"]:
-            m = g[(g.meter == meter) & (g.site == site)] if site is not None else \
-                g[(g.meter == meter) & (g.scope == scope)]
+            m = arrays.get((site, meter), _NO_DATA)
             floor_ns = int(2 * interval * 1e9) if interval else 0
             e, cov, n_resets = _meter_energy(m, slots, max(gap_ns, floor_ns),
                                              max(power_gap, floor_ns))
-            heard |= bool(len(m))
+            heard |= bool(len(m.t))
             resets += n_resets
             energy[scope] += e
             all_covered &= cov
@@ -376,23 +398,26 @@ def _expected(key: tuple, g: pd.DataFrame, by: Sequence[str],
     """The group's expected meters as (site, meter, scope, point, interval) and the meters
     that report but are not declared."""
     if expected and key in expected:
-        return {"meters": [(None, m, s, None, None) for s in _REQUIRED_SCOPES
+        site_of = {(r.meter, r.scope): r.site for r in g.itertuples()}
+        return {"meters": [(site_of.get((m, s), ""), m, s, None, None) for s in _REQUIRED_SCOPES
                            for m in expected[key].get(s, [])], "undeclared": ()}
-    sites = set(g.site.unique())
+    seen: dict[str, set[tuple[str, str]]] = {}
+    for site, meter, scope in zip(g.site, g.meter, g.scope, strict=True):
+        entry = seen.setdefault(site, set())
+        if scope in _REQUIRED_SCOPES:
+            entry.add((scope, meter))
     if tuple(by) == ("site",):
-        sites.add(key[0])
+        seen.setdefault(key[0], set())
     out: list[tuple] = []
     undeclared: list[str] = []
-    for site in sorted(sites):
-        seen = g[(g.site == site) & g.scope.isin(_REQUIRED_SCOPES)]
+    for site in sorted(seen):
         if site in declared:
-            mine = [m for m in declared[site] if m.scope in _REQUIRED_SCOPES]
-            out += [(site, m.id, m.scope, m.point, m.interval) for m in mine]
+            out += [(site, m.id, m.scope, m.point, m.interval) for m in declared[site]
+                    if m.scope in _REQUIRED_SCOPES]
             ids = {m.id for m in declared[site]}
-            undeclared += sorted(set(seen.meter) - ids)
+            undeclared += sorted({meter for _, meter in seen[site]} - ids)
         else:
-            pairs = seen[["meter", "scope"]].drop_duplicates().sort_values(["scope", "meter"])
-            out += [(site, m, s, None, None) for m, s in pairs.itertuples(index=False)]
+            out += [(site, meter, scope, None, None) for scope, meter in sorted(seen[site])]
     return {"meters": out, "undeclared": tuple(undeclared)}
 
 
