@@ -65,9 +65,10 @@ if TYPE_CHECKING:  # annotations only: the agent's PUE collector needs none of t
     from computewatch.topology import Topology
 
 __all__ = ["ANNUAL", "CATEGORY_POINT", "CHINA_TZ", "DEFINITION", "POWER_BUCKET",
-           "POWER_MAX_GAP", "PUE_COLUMNS", "READING_BUCKET", "READING_MARGIN", "WINDOWS",
-           "declared_meters", "integrate_power", "meter_readings", "monotonic_energy",
-           "power_ratio", "pue_label", "window_edges", "window_pue", "windowed_pue"]
+           "POWER_MAX_GAP", "PUE_COLUMNS", "READING_BUCKET", "READING_MARGIN",
+           "RESET_PLAUSIBLE_FACTOR", "WINDOWS", "declared_meters", "integrate_power",
+           "meter_readings", "monotonic_energy", "power_ratio", "pue_label", "window_edges",
+           "window_pue", "windowed_pue"]
 
 CHINA_TZ = "Asia/Shanghai"
 
@@ -172,6 +173,42 @@ def window_edges(start: datetime, end: datetime, window: str | timedelta,
     return edges.tz_convert("UTC").as_unit("ns")
 
 
+RESET_PLAUSIBLE_FACTOR = 10.0
+"""After a reset the new reading counts as the energy since it only if it is at most this many
+times what the meter typically draws over the same time; a counter that restarted from some
+other value (a replaced meter) would otherwise add its whole reading as energy."""
+
+
+def _counter_steps(times: np.ndarray, joules: np.ndarray, peaks: np.ndarray | None
+                   ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Energy between consecutive readings (sorted by time), which steps are unknown, and the
+    number of resets. See `monotonic_energy`."""
+    order = np.argsort(times, kind="stable")
+    t = np.asarray(times, dtype=np.int64)[order]
+    j = np.asarray(joules, dtype=float)[order]
+    if len(j) < 2:
+        return np.zeros(0), np.zeros(0, dtype=bool), 0
+    prev, after = j[:-1], j[1:]
+    d = np.diff(j)
+    dropped = d < 0
+    inside = np.zeros(len(d), dtype=bool)
+    p = np.zeros(len(d))
+    if peaks is not None:
+        p = np.asarray(peaks, dtype=float)[order][1:]
+        inside = np.nan_to_num(p, nan=-np.inf) > after * (1 + 1e-12) + 1e-9
+    reset = dropped | inside
+    d = np.where(dropped, after, d)  # after a reset the new reading is the energy since it
+    d = np.where(inside, np.maximum(p - prev, 0.0) + after, d)  # the bucket's peak kept
+    dt = np.diff(t).astype(float)
+    ordinary = ~reset & (dt > 0)
+    unknown = np.zeros(len(d), dtype=bool)
+    if reset.any() and ordinary.sum() >= 2:
+        typical = float(np.median(d[ordinary] / dt[ordinary]))
+        unknown = reset & (after > RESET_PLAUSIBLE_FACTOR * typical * dt + 1.0)
+        d = np.where(unknown, 0.0, d)
+    return d, unknown, int(reset.sum())
+
+
 def monotonic_energy(times: np.ndarray, joules: np.ndarray,
                      peaks: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """The counter with resets removed (restart-from-zero rule), and the number of resets.
@@ -179,23 +216,14 @@ def monotonic_energy(times: np.ndarray, joules: np.ndarray,
     ``peaks``, when given, is each reading's bucket maximum (`meter_readings`): a peak above
     the reading means the counter reset inside the bucket after reaching the peak, so the
     energy up to the peak is kept and the reading counts from zero. Without peaks every
-    reading is a raw one.
+    reading is a raw one. A reading after a reset larger than `RESET_PLAUSIBLE_FACTOR` times
+    the meter's typical draw over that time did not restart from zero (a replaced meter):
+    that step adds nothing here, and `window_pue` leaves the time across it uncovered.
     """
-    order = np.argsort(times, kind="stable")
-    j = np.asarray(joules, dtype=float)[order]
-    if len(j) < 2:
-        return np.zeros(len(j)), 0
-    prev = j[:-1]
-    d = np.diff(j)
-    dropped = d < 0
-    inside = np.zeros(len(d), dtype=bool)
-    if peaks is not None:
-        p = np.asarray(peaks, dtype=float)[order][1:]
-        inside = np.nan_to_num(p, nan=-np.inf) > j[1:] * (1 + 1e-12) + 1e-9
-    d = np.where(dropped, j[1:], d)  # after a reset the new reading is the energy since it
-    if inside.any():  # the bucket held readings up to its peak before the reset
-        d = np.where(inside, np.maximum(p - prev, 0.0) + j[1:], d)
-    return np.concatenate([[0.0], np.cumsum(d)]), int((dropped | inside).sum())
+    d, _, resets = _counter_steps(times, joules, peaks)
+    if not len(d):
+        return np.zeros(len(np.asarray(joules))), 0
+    return np.concatenate([[0.0], np.cumsum(d)]), resets
 
 
 def integrate_power(times: np.ndarray, watts: np.ndarray, max_gap_ns: int) -> np.ndarray:
@@ -212,14 +240,17 @@ def integrate_power(times: np.ndarray, watts: np.ndarray, max_gap_ns: int) -> np
     return np.concatenate([[0.0], np.cumsum(step)])
 
 
-def _meter_slots(t: np.ndarray, cum: np.ndarray, slots: np.ndarray,
-                 max_gap_ns: int) -> tuple[np.ndarray, np.ndarray]:
-    """Energy per slot (interpolated counter) and whether the meter covers each slot."""
+def _meter_slots(t: np.ndarray, cum: np.ndarray, slots: np.ndarray, max_gap_ns: int,
+                 unknown: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Energy per slot (interpolated counter) and whether the meter covers each slot; a step
+    between readings further apart than ``max_gap_ns``, or marked ``unknown``, covers none."""
     if len(t) < 2:
         n = len(slots) - 1
         return np.zeros(n), np.zeros(n, dtype=bool)
     energy = np.diff(np.interp(slots, t, cum))
     long_gap = np.diff(t) > max_gap_ns
+    if unknown is not None:
+        long_gap |= unknown
     gaps_before = np.concatenate([[0], np.cumsum(long_gap)])  # long gaps up to reading i
     left = np.searchsorted(t, slots[:-1], side="right") - 1  # last reading <= slot start
     right = np.searchsorted(t, slots[1:], side="left")  # first reading >= slot end
@@ -259,8 +290,9 @@ def _meter_energy(m: _MeterData, slots: np.ndarray, counter_gap_ns: int,
     """One meter's energy per slot, its coverage and its resets: from its counter when it
     reports one, else from its power readings."""
     if m.joules is not None:
-        cum, resets = monotonic_energy(m.t, m.joules, m.peak)
-        e, cov = _meter_slots(m.t, cum, slots, counter_gap_ns)
+        d, unknown, resets = _counter_steps(m.t, m.joules, m.peak)
+        cum = np.concatenate([[0.0], np.cumsum(d)]) if len(d) else np.zeros(len(m.t))
+        e, cov = _meter_slots(m.t, cum, slots, counter_gap_ns, unknown if len(d) else None)
         return e, cov, resets
     if m.watts is not None and len(m.t):
         cum = integrate_power(m.t, m.watts, power_gap_ns)

@@ -143,7 +143,8 @@ PUBLIC: dict[str, set[str]] = {
         "UtilizationPolicy", "load_policy"},
     "computewatch.pue": {
         "ANNUAL", "CATEGORY_POINT", "CHINA_TZ", "DEFINITION", "POWER_BUCKET", "POWER_MAX_GAP",
-        "PUE_COLUMNS", "READING_BUCKET", "READING_MARGIN", "WINDOWS", "declared_meters",
+        "PUE_COLUMNS", "READING_BUCKET", "READING_MARGIN", "RESET_PLAUSIBLE_FACTOR", "WINDOWS",
+        "declared_meters",
         "integrate_power", "meter_readings", "monotonic_energy", "power_ratio", "pue_label",
         "window_edges", "window_pue", "windowed_pue"},
     "computewatch.render": {

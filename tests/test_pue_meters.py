@@ -228,6 +228,21 @@ def test_an_it_counter_reset_mid_day_loses_at_most_one_reading_and_raises_no_exc
     assert [f.rule for f in pue_findings(store, topo)] == ["pue_over_target"]  # 1.2504 > 1.25
 
 
+def test_a_replaced_meter_that_restarts_from_another_value_invents_no_energy(store):
+    # At 12:07:30 the IT meter is replaced by one whose counter already reads 3 GJ: counting
+    # that reading as energy since the reset would add 3 GJ (a PUE near 0.9). The step is
+    # implausible (over 10x the meter's draw), so its slot is missing: 95 of 96 slots, and
+    # the PUE of the rest is exact.
+    it = counter("s3", "s3-it", "it", 100e3, reset=RESET_AT)
+    it.loc[it.time > RESET_AT, "joules_total"] += 3e9
+    write(store, counter("s3", "s3-main", "facility", 125e3), it)
+    topo = topology(RESET)
+    (row,) = day_pue(store, topo).itertuples()
+    assert row.resets == 1 and row.completeness == pytest.approx(95 / 96)
+    assert row.pue == pytest.approx(1.25)
+    assert not [f for f in pue_findings(store, topo) if f.rule == "pue_excursion"]
+
+
 def test_raw_readings_and_bucketed_readings_agree_on_a_reset():
     raw = pd.concat([counter("s3", "s3-main", "facility", 125e3),
                      counter("s3", "s3-it", "it", 100e3, reset=RESET_AT)]).rename(
