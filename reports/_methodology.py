@@ -13,7 +13,12 @@ from datetime import timedelta
 from computewatch.compliance import COMPLIANCE_DEFINITION
 from computewatch.policy import LEVELS, Sourced
 from computewatch.pue import DEFINITION as PUE_DEFINITION
-from computewatch.pue import POWER_BUCKET, POWER_MAX_GAP, READING_BUCKET
+from computewatch.pue import (
+    POWER_BUCKET,
+    POWER_MAX_GAP,
+    READING_BUCKET,
+    RESET_PLAUSIBLE_FACTOR,
+)
 from computewatch.reports._model import COLUMNS, Report
 from computewatch.topology import METRO_MAX_KM, REGIONAL_MAX_KM, Tier
 from computewatch.utilization import DEFINITIONS, IDLE_DEFINITION
@@ -100,7 +105,9 @@ def _pue(report: Report) -> list[Entry]:
         Entry(topic, "energy from counters", "each counter's last and highest reading per "
               f"{_minutes(bucket)} slot; a reading below the one before is a reset (on the raw "
               "readings: a slot whose highest reading is above its last held one), after which "
-              "the counter restarts from zero, so at most one reading's energy is lost; a slot "
+              "the counter restarts from zero, so at most one reading's energy is lost (a "
+              f"reading after a reset over {RESET_PLAUSIBLE_FACTOR:g}x the meter's typical draw "
+              "did not restart from zero: that step is missing, not counted); a slot "
               "counts when every facility and IT meter of the site has readings around it at "
               f"most {_minutes(2 * bucket)} apart (or two of its expected intervals, if "
               "longer). Hub rows: the same over the declared meters of the hub's reporting "
