@@ -115,9 +115,10 @@ WINDOWS = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "1d": "D", "m
 _REQUIRED_SCOPES = ("facility", "it")
 _CATEGORY = {"ups_output": 1, "pdu_output": 2, "it_input": 3}
 
-PUE_COLUMNS = ["window_start", "window_end", "facility_joules", "it_joules", "pue", "completeness",
-           "resets", "flag", "category", "interim", "silent_meters", "meter_coverage",
-           "undeclared_meters"]
+PUE_COLUMNS = ["window_start", "window_end", "facility_joules", "it_joules", "pue",
+               "completeness", "resets", "flag", "category", "interim", "silent_meters",
+               "meter_coverage", "undeclared_meters"]
+"""The columns `window_pue` returns after the group's ``by`` columns."""
 
 
 class MeterLike(Protocol):
