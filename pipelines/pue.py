@@ -14,8 +14,9 @@ the whole period and the one China day it spans, is reported once, under the cal
   label (``category``, ``interim``, ``label``) and the GB 40879-2021 ``grade``;
 - ``pue_incomplete``: completeness below the policy floor (0.90, after 1711号): the site is
   flagged as under-metered instead of being scored, naming the declared meters that were
-  silent (``detail["silent_meters"]``, each meter's share in ``detail["meter_coverage"]``);
-  a site none of whose declared meters reported is one finding for the period;
+  silent (``detail["silent_meters"]``, each meter's share in ``detail["meter_coverage"]``).
+  A site none of whose meters reported in the period is no finding here: the report lists it
+  as ``no_data`` (and the agents' own alerts say the site stopped reporting);
 - ``pue_excursion``: hours whose PUE rises more than ``excursion`` above the site's own
   median over the period (a cooling fault, a failed chiller) for at least one hour, with the
   episode's start and end, so NOC staff see when it happened and not only that a day failed.
@@ -67,6 +68,8 @@ def run(store: Store, period: Period, policy: Policy, topology: Topology, *,
             common = dict(completeness=float(r.completeness), hub=hub, cluster=cluster,
                           site=r.site, start=r.window_start.to_pydatetime(),
                           end=r.window_end.to_pydatetime())
+            if r.flag == "no_data":
+                continue  # no meter of the site reported: a no-data row, not a finding
             if r.completeness < floor:
                 incomplete.setdefault((r.site, name), []).append(r)
                 continue
@@ -152,8 +155,7 @@ def _incomplete_findings(site: str, name: str, rows: list, floor: float, hub: st
         silent = sorted({m for r in run for m in r.silent_meters})
         coverage = {m: float(np.mean([dict(r.meter_coverage).get(m, 0.0) for r in run]))
                     for m in silent}
-        what = ("no declared meter reported" if flags == "no_data"
-                else f"only {completeness:.0%} of {span} metered ({flags})")
+        what = f"only {completeness:.0%} of {span} metered ({flags})"
         out.append(Finding(
             "pue", "pue_incomplete", "site", site, Severity.WARNING, completeness, floor,
             "ratio", run[0].window_start.to_pydatetime(), run[-1].window_end.to_pydatetime(),

@@ -138,14 +138,17 @@ def test_without_declarations_the_meters_that_report_are_expected(store):
     assert row.category == 0 and row.silent_meters == ()
 
 
-def test_a_site_whose_declared_meters_are_all_silent_is_no_data_and_one_finding(store):
+def test_a_site_whose_declared_meters_are_all_silent_is_a_no_data_row_not_a_finding(store):
     write(store, counter("s1", "s1-main", "facility", 125e3), counter("s1", "s1-it", "it", 100e3))
     topo = topology(SILENT, site("s9", ("s9-main", "facility", "incomer"),
                                  ("s9-it", "it", "it_input")))
     rows = day_pue(store, topo).set_index("site")
     assert rows.at["s9", "flag"] == "no_data" and rows.at["s9", "completeness"] == 0.0
-    silent = [f for f in pue_findings(store, topo) if f.subject == "s9"]
-    assert len(silent) == 1 and "no declared meter reported" in silent[0].message
+    assert rows.at["s9", "silent_meters"] == ("s9-it", "s9-main")
+    assert not [f for f in pue_findings(store, topo) if f.subject == "s9"]
+    report = build_report(store, topo, POLICY, parse_period("2026-10-01"),
+                          run_pipelines(store, DAY, POLICY, topo, only=("pue",), write=False))
+    assert report.sites.set_index("id").at["s9", "pue_verdict"] == "no_data"
 
 
 def test_an_undeclared_meter_is_left_out_and_named(store):
