@@ -72,12 +72,17 @@ class RaplConfig(CollectorConfig):
 
 
 class PueConfig(_Model):
-    """PUE derived from this agent's own meters; on whenever a power collector is."""
+    """PUE derived from this agent's own meters; on whenever a power collector is.
+
+    ``topology``: the topology that declares this site's meters; each declared facility and
+    IT meter is then expected, and a silent one lowers the completeness. Without it the
+    meters the agent has heard from are expected."""
 
     enabled: bool = True
     windows: list[Literal["15m", "1h"]] = Field(default_factory=lambda: ["15m", "1h"])
     min_completeness: float = Field(0.9, ge=0.0, le=1.0)
     max_gap: Duration = 300.0
+    topology: Path | None = None
 
 
 class LatencyConfig(CollectorConfig):

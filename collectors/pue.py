@@ -11,6 +11,13 @@ so the agent's scheduling and delivery stay as they are:
   ``pue.completeness_ratio``, ``pue.facility_joules``, ``pue.it_joules`` (label ``window``)
   and the instantaneous ``pue.power_ratio`` of the latest readings.
 
+The derivation works on the raw readings: counter resets are undone reading by reading, and a
+meter that reports watts only (every UPS-MIB UPS) is integrated by the trapezoid rule and
+added to the counters' energy. Given the site's declared meters (``collectors.pue.topology``
+names the topology that declares them), each of them is expected, and one that is silent
+lowers the completeness; without declarations the meters the agent has heard from are
+expected, so a meter silent since the agent started goes unnoticed.
+
 Metrics
 -------
 
@@ -28,13 +35,17 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from computewatch.collectors.export import ExportResult
 from computewatch.pue import WINDOWS, power_ratio, window_pue
+
+if TYPE_CHECKING:
+    from computewatch.pue import MeterLike
 from computewatch.samples import Sample
 
 __all__ = ["MeterTap", "PueCollector"]
@@ -81,15 +92,20 @@ class PueCollector:
 
     def __init__(self, tap: MeterTap, windows: Sequence[str] = ("15m", "1h"),
                  min_completeness: float = 0.9, max_gap: timedelta = timedelta(minutes=5),
-                 clock=lambda: datetime.now(UTC)) -> None:
+                 clock=lambda: datetime.now(UTC),
+                 meters: Mapping[str, Sequence[MeterLike]] | None = None) -> None:
         unknown = [w for w in windows if w not in WINDOWS]
         if unknown:
             raise ValueError(f"unknown PUE window {unknown[0]!r} (use {', '.join(WINDOWS)})")
         self.tap, self.windows = tap, tuple(windows)
         self.min_completeness, self.max_gap, self._clock = min_completeness, max_gap, clock
+        self.meters = dict(meters or {})
 
     def collect(self) -> list[Sample]:
-        energy = self.tap.frame("joules_total").rename(columns={"joules_total": "joules"})
+        counters = self.tap.frame("joules_total").rename(columns={"joules_total": "joules"})
+        power = self.tap.frame("watts")
+        energy = pd.concat([f for f in (counters, power) if len(f)], ignore_index=True) \
+            if len(counters) or len(power) else counters
         if energy.empty:
             return []
         now = self._clock()
@@ -100,10 +116,12 @@ class PueCollector:
             assert isinstance(length, timedelta)
             end = pd.Timestamp(now).floor(pd.Timedelta(length)).to_pydatetime()
             got = window_pue(energy, end - length, end, length, by=("site",),
-                             min_completeness=self.min_completeness, max_gap=self.max_gap)
+                             meters=self.meters, min_completeness=self.min_completeness,
+                             max_gap=self.max_gap, power_max_gap=self.max_gap)
             for r in got.itertuples():
-                labels = {"site": r.site, "hub": places.at[r.site, "hub"],
-                          "cluster": places.at[r.site, "cluster"], "window": name}
+                hub, cluster = (places.at[r.site, "hub"], places.at[r.site, "cluster"]) \
+                    if r.site in places.index else ("", "")
+                labels = {"site": r.site, "hub": hub, "cluster": cluster, "window": name}
                 labels = {k: v for k, v in labels.items() if v}
                 out.append(Sample.of("pue.completeness_ratio", r.completeness, labels, end))
                 if r.completeness > 0:

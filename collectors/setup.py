@@ -19,6 +19,8 @@ from computewatch.collectors.export import Exporter
 from computewatch.collectors.nvml import NvmlCollector
 
 if TYPE_CHECKING:  # the simulator is only imported when --simulate asks for it
+    from pathlib import Path
+
     from computewatch.sim.node import NodeSim
 
 __all__ = ["build_agent", "build_collectors", "build_exporters"]
@@ -147,6 +149,20 @@ def build_exporters(config: NodeConfig, *, labels: dict[str, str] | None = None,
     return out
 
 
+def _declared_meters(path: Path | None, site: str) -> dict[str, list]:
+    """This site's declared meters from the topology at ``path`` (none without one)."""
+    if path is None:
+        return {}
+    from computewatch.pue import declared_meters
+    from computewatch.topology import load_topology
+
+    declared = declared_meters(load_topology(path))
+    if site not in declared:
+        raise ValueError(f"collectors.pue.topology: {path} declares no meters for site "
+                         f"{site!r}")
+    return {site: declared[site]}
+
+
 def build_agent(config: NodeConfig, *, simulate: NodeSim | None = None,
                 exporters: Sequence[Exporter] | None = None) -> Agent:
     labels = simulate.labels if simulate else config.labels
@@ -161,6 +177,8 @@ def build_agent(config: NodeConfig, *, simulate: NodeSim | None = None,
         tap = MeterTap()
         exporters = [*exporters, tap]
         collectors.append(Scheduled(PueCollector(tap, p.windows, p.min_completeness,
-                                                 timedelta(seconds=p.max_gap)),
+                                                 timedelta(seconds=p.max_gap),
+                                                 meters=_declared_meters(p.topology,
+                                                                         labels["site"])),
                                     config.interval, config.timeout))
     return Agent(collectors, exporters, labels)

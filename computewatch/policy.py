@@ -100,12 +100,27 @@ class UtilizationPolicy(_Model):
 
 
 class PuePolicy(_Model):
-    """A site exceeds its target when its energy-based PUE is above it."""
+    """A site exceeds its target when its energy-based PUE is above it. ``grades`` are the
+    GB 40879-2021 energy-efficiency grades (grade -> the highest PUE of that grade), stated
+    beside the targets; grade 3 is the standard's limit value."""
 
     default_target: Sourced[PueValue]
     targets: dict[Region, Sourced[PueValue]] = {}
     sites: dict[str, Sourced[PueValue]] = {}
     min_completeness: Sourced[Ratio]
+    grades: dict[Annotated[int, Field(ge=1)], Sourced[PueValue]] = {}
+
+    @model_validator(mode="after")
+    def _grades_in_order(self) -> PuePolicy:
+        """Grade 1 is the best: each grade's ceiling at or above the one before."""
+        previous: tuple[int, float] | None = None
+        for grade in sorted(self.grades):
+            value = self.grades[grade].value
+            if previous is not None and value < previous[1]:
+                raise PathError(("grades", grade, "value"),
+                                f"must be >= grade {previous[0]}'s {previous[1]}", value)
+            previous = (grade, value)
+        return self
 
 
 class TierBudgets(_Model):
@@ -202,6 +217,16 @@ class Policy(_Model):
 
     def pue_target(self, region: Region | None, site_id: str | None = None) -> float:
         return self.pue_target_entry(region, site_id).value
+
+    def pue_grade(self, pue: float) -> int | None:
+        """The best GB 40879-2021 grade whose ceiling ``pue`` meets; None above every grade
+        (over the limit value) or when ``pue`` is not a number or no grades are set."""
+        if pue != pue:
+            return None
+        for grade in sorted(self.pue.grades):
+            if pue <= self.pue.grades[grade].value + 1e-9:
+                return grade
+        return None
 
     def budget_rtt_s(self, tier: Tier | str) -> float:
         """The tier's budget as a round-trip time, so callers always compare measured RTT."""

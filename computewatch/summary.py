@@ -5,9 +5,10 @@ Every figure is the core's one definition, the same the pipelines and the report
 - mean utilization: time-weighted, `computewatch.utilization.DEFINITIONS["time_weighted"]`;
 - idle accelerator-hours: `computewatch.utilization.IDLE_DEFINITION`, the sum over samples of
   (1 - utilization) x the sampling interval read from the data;
-- PUE: energy-based, `computewatch.pue.windowed_pue` over the period from each meter's counter
-  readings (`computewatch.pue.meter_readings`), per hub and per cluster over the slots every
-  meter of it covers, with ``pue_completeness`` the share of the period's slots that count.
+- PUE: energy-based, `computewatch.pue.windowed_pue` over the period from the meters' readings
+  (`computewatch.pue.meter_readings`), per hub and per cluster over the slots every declared
+  meter of its reporting sites covers, with ``pue_completeness`` the share of the period's
+  slots that count.
   The national row is total facility energy / total IT energy of the hubs. Unlike a report,
   the summary states a PUE below the completeness floor: its completeness says how much to
   trust it;
@@ -62,12 +63,13 @@ def _utilization(store: Store, start: datetime, end: datetime) -> pd.DataFrame:
 
 
 def _pue(readings: pd.DataFrame, policy: Policy, period: Period,
-         by: Sequence[str]) -> pd.DataFrame:
+         by: Sequence[str], topology: Topology) -> pd.DataFrame:
     """Per ``by`` group: facility and IT energy over the covered slots, PUE, completeness."""
     cols = [*by, "facility_joules", "it_joules", "pue", "completeness"]
     if readings.empty:
         return pd.DataFrame(columns=cols)
-    got = windowed_pue(readings, period, policy, "all", by=by, min_completeness=0.0)
+    got = windowed_pue(readings, period, policy, "all", by=by, min_completeness=0.0,
+                       topology=topology)
     return got[cols]
 
 
@@ -88,8 +90,8 @@ def national_summary(store: Store, topology: Topology, policy: Policy, start: da
     period = Period(start, end)
     util = _utilization(store, start, end)
     readings = meter_readings(store, period)
-    hub_pue = _pue(readings, policy, period, ("hub",))
-    cluster_pue = _pue(readings, policy, period, ("cluster",))
+    hub_pue = _pue(readings, policy, period, ("hub",), topology)
+    cluster_pue = _pue(readings, policy, period, ("cluster",), topology)
     links = _links(store, policy, start, end)
     rows = []
 

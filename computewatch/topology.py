@@ -25,10 +25,13 @@ from computewatch.config import (
     load_yaml_model_from_text,
     suggest_known,
 )
+from computewatch.durations import Duration
 
 __all__ = [
     "EARTH_RADIUS_KM",
     "FIBER_RTT_S_PER_KM",
+    "METER_CATEGORY",
+    "METER_POINTS",
     "METRO_MAX_KM",
     "REGIONAL_MAX_KM",
     "AcceleratorInventory",
@@ -38,6 +41,7 @@ __all__ = [
     "Hub",
     "Link",
     "LinkOverride",
+    "Meter",
     "Node",
     "Site",
     "Tier",
@@ -178,6 +182,56 @@ class Node(_Model):
     accelerators: list[AcceleratorInventory] = []
 
 
+MeterScope = Literal["facility", "it", "cooling", "other"]
+MeterPoint = Literal["incomer", "ups_output", "pdu_output", "it_input", "feeder"]
+
+METER_POINTS: dict[str, tuple[str, ...]] = {
+    "facility": ("incomer",),
+    "it": ("ups_output", "pdu_output", "it_input"),
+    "cooling": ("feeder",),
+    "other": ("feeder",),
+}
+"""Where a meter of each scope may measure. Facility energy is metered where it crosses the
+data centre's boundary (the utility or generator incomer); IT energy at the UPS output, the PDU
+output or the IT equipment's input; cooling and other loads on their own feeders (sub-meters,
+no part of a PUE)."""
+
+METER_CATEGORY: dict[str, int] = {"ups_output": 1, "pdu_output": 2, "it_input": 3}
+"""ISO/IEC 30134-2 PUE category from where IT energy is metered: 1 at the UPS output, 2 at the
+PDU output, 3 at the IT equipment's input."""
+
+
+class Meter(_Model):
+    """One energy meter of a site: what it measures, where, and how often it reports.
+
+    ``id`` is the ``meter`` label its samples carry (the collector's ``meter`` setting). A PUE
+    expects every declared facility and IT meter: one that is silent lowers the completeness
+    and is named, instead of the PUE quietly covering the meters that did report.
+    """
+
+    id: str = Field(min_length=1)
+    scope: MeterScope
+    point: MeterPoint
+    interval: Duration = 60.0
+    """Seconds between readings the meter is expected to deliver (``1m``, ``15m``)."""
+    name: str = ""
+
+    @model_validator(mode="after")
+    def _point_fits_scope(self) -> Meter:
+        allowed = METER_POINTS[self.scope]
+        if self.point not in allowed:
+            where = " or ".join(allowed) if len(allowed) < 3 else \
+                f"{', '.join(allowed[:-1])} or {allowed[-1]}"
+            raise PathError(("point",), f"scope {self.scope!r} meters measure at {where}, "
+                            f"not {self.point!r}")
+        return self
+
+    @property
+    def category(self) -> int | None:
+        """The ISO/IEC 30134-2 category an IT meter gives (None for other scopes)."""
+        return METER_CATEGORY.get(self.point)
+
+
 class Site(_Model):
     """A compute center telemetry comes from; `cluster` is None outside the 10 clusters."""
 
@@ -193,10 +247,23 @@ class Site(_Model):
     accelerators: list[AcceleratorInventory]
     it_capacity_kw: float = Field(gt=0)
     nodes: list[Node] = []
+    meters: list[Meter] = []
+    """The site's energy meters; empty: undeclared (a PUE then covers the meters that report,
+    and states no ISO/IEC 30134-2 category)."""
 
     @property
     def accelerator_count(self) -> int:
         return sum(item.count for item in self.accelerators)
+
+    @model_validator(mode="after")
+    def _unique_meters(self) -> Site:
+        seen: dict[str, int] = {}
+        for m, meter in enumerate(self.meters):
+            if meter.id in seen:
+                raise PathError(("meters", m, "id"), f"duplicate meter id {meter.id!r} (first "
+                                f"at meters[{seen[meter.id]}])", meter.id)
+            seen[meter.id] = m
+        return self
 
     @model_validator(mode="after")
     def _nodes_within_inventory(self) -> Site:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from computewatch.dashboards.query import Agg, Expr, Match, Num, OverTime, Window, series
+from computewatch.dashboards.query import Agg, Bin, Expr, Match, Num, OverTime, Window, series
 from computewatch.policy import Policy
 
 __all__ = [
@@ -61,9 +61,18 @@ def recording_rules(policy: Policy) -> list[RecordingRule]:
     """Every recording rule the dashboards use, in file order."""
     util = series("accelerator.utilization_ratio")
     joules = series("facility_power.joules_total")
+    watts = series("facility_power.watts")
 
     def energy(scope: str) -> Expr:
-        return Agg("sum", OverTime("increase", joules.where(scope=scope), Window("1h")), by=PLACE)
+        """A scope's energy over the last hour: counters by ``increase`` (which undoes resets
+        on the raw samples), plus meters that report power only (UPS-MIB) as their mean
+        power x 3,600 s. PromQL has no maximum gap and knows no declared meters: the agent's
+        ``pue_completeness_ratio`` (computewatch.pue) says what is missing."""
+        counters = OverTime("increase", joules.where(scope=scope), Window("1h"))
+        power_only = Bin("unless", OverTime("avg_over_time", watts.where(scope=scope),
+                                            Window("1h")) * 3600,
+                         joules.where(scope=scope)).matching(("site", "meter"))
+        return Agg("sum", counters | power_only, by=PLACE)
 
     return [
         RecordingRule("site:accelerator_utilization_ratio:avg", Agg("avg", util, by=PLACE),
@@ -82,8 +91,9 @@ def recording_rules(policy: Policy) -> list[RecordingRule]:
                       "is the idle accelerator-hours as computewatch.utilization defines them "
                       "(the summary's and the report's)."),
         RecordingRule("site:pue_energy_ratio:1h", energy("facility") / energy("it"),
-                      "Energy-based PUE over the last hour from the meters' counters: facility "
-                      "energy / IT energy (ISO/IEC 30134-2)."),
+                      "Energy-based interim PUE over the last hour: facility energy / IT energy "
+                      "(ISO/IEC 30134-2), counters by increase() (resets undone on the raw "
+                      "samples) plus power-only meters as mean power x 1 h."),
     ]
 
 

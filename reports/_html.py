@@ -9,6 +9,7 @@ from itertools import groupby
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from computewatch.pue import CATEGORY_POINT
 from computewatch.render import format_value
 from computewatch.reports._methodology import methodology
 from computewatch.reports._model import COLUMNS, Report
@@ -50,6 +51,28 @@ def pue2(x: float) -> str:
     return "—" if _missing(x) else f"{x:.2f}"
 
 
+def pue_label(row: dict, floor: float = 1.0) -> str:
+    """A row's PUE label: ISO/IEC 30134-2 kind and category, GB 40879 grade, the 12-month
+    figure when the store holds one, and, where the row is below the completeness ``floor``,
+    the meters that were silent (the CSV's ``pue_silent_meters`` names them always)."""
+    if row.get("pue_verdict") == "no_data":
+        return "—"
+    cat = int(row.get("pue_category") or 0)
+    parts = [("interim" if row.get("pue_interim", True) else "12-month")
+             + (f", cat. {cat} ({CATEGORY_POINT[cat]})" if cat in CATEGORY_POINT
+                else ", category not declared")]
+    grade = row.get("pue_grade") or ""
+    if grade:
+        parts.append("above GB 40879 limit" if grade == "over_limit" else f"GB 40879 grade {grade}")
+    if not _missing(row.get("pue_12m")):
+        parts.append(f"12 months: {row['pue_12m']:.3f}")
+    elif not _missing(row.get("pue_12m_completeness")):
+        parts.append(f"12 months: {pct0(row['pue_12m_completeness'])} metered")
+    if row.get("pue_silent_meters") and float(row.get("pue_completeness") or 0.0) < floor:
+        parts.append(f"silent: {row['pue_silent_meters']}")
+    return " · ".join(parts)
+
+
 def count(x: float) -> str:
     return "—" if _missing(x) else f"{x:,.0f}"
 
@@ -58,7 +81,7 @@ def _environment() -> Environment:
     env = Environment(loader=PackageLoader("computewatch.reports", "templates"),
                       autoescape=select_autoescape(["html"]), trim_blocks=True,
                       lstrip_blocks=True)
-    env.filters.update(pct=pct, pct0=pct0, pue=pue3, pue2=pue2, count_=count,
+    env.filters.update(pct=pct, pct0=pct0, pue=pue3, pue2=pue2, count_=count, pue_label=pue_label,
                        verdict=lambda v: _VERDICTS.get(v, v))
     return env
 
@@ -178,7 +201,7 @@ def render_html(report: Report) -> str:
         utc_end=f"{report.period.end:%Y-%m-%d %H:%M}", scope=scope,
         store_url=report.store_url, definition_text=DEFINITIONS[report.definition],
         generated=f"{report.generated:%Y-%m-%d %H:%M}", banner=_banner(report),
-        cards=_cards(report), floor=f"{report.floor:.0%}",
+        cards=_cards(report), floor=f"{report.floor:.0%}", floor_ratio=report.floor,
         sites=report.sites.to_dict("records"), hubs=report.hubs.to_dict("records"),
         plots=_plots(report), findings_total=len(report.findings),
         findings_shown=len(shown), per_pipeline=FINDINGS_SHOWN, by_rule=by_rule, findings=shown,

@@ -13,7 +13,12 @@ from datetime import timedelta
 from computewatch.compliance import COMPLIANCE_DEFINITION
 from computewatch.policy import LEVELS, Sourced
 from computewatch.pue import DEFINITION as PUE_DEFINITION
-from computewatch.pue import READING_BUCKET
+from computewatch.pue import (
+    POWER_BUCKET,
+    POWER_MAX_GAP,
+    READING_BUCKET,
+    RESET_PLAUSIBLE_FACTOR,
+)
 from computewatch.reports._model import COLUMNS, Report
 from computewatch.topology import METRO_MAX_KM, REGIONAL_MAX_KM, Tier
 from computewatch.utilization import DEFINITIONS, IDLE_DEFINITION
@@ -85,17 +90,53 @@ def _pue(report: Report) -> list[Entry]:
         return Entry(topic, name, what, f"{entry.value:.2f}", entry.source)
 
     bucket = READING_BUCKET
-    out = [Entry(topic, "PUE", f"{PUE_DEFINITION}. Readings are each meter's last counter value "
-                 f"per {_minutes(bucket)} slot; a slot counts when every facility and IT meter "
-                 f"of the site has readings around it at most {_minutes(2 * bucket)} apart. "
-                 "Hub rows: the same over all the hub's meters. Pass when PUE <= target.",
-                 "", "ISO/IEC 30134-2; GB 40879-2021 (RM2); computewatch/pue.py"),
-           target("PUE target (default)", "PUE target where no regional target applies",
-                  pue.default_target)]
+    iso = "ISO/IEC 30134-2:2016 (= EN 50600-4-2:2016)"
+    out = [
+        Entry(topic, "PUE", f"{PUE_DEFINITION}. PUE = E_DC / E_IT, total data-centre energy "
+              "over IT equipment energy over the same period.", "",
+              f"{iso}; GB 40879-2021 (RM2); computewatch/pue.py"),
+        Entry(topic, "meters", "each site's declared meters (topology: id, scope, where it "
+              "measures, expected interval) are expected in every slot: facility energy at the "
+              "incomer (the data centre's boundary), IT energy at the UPS output, PDU output or "
+              "IT equipment input; cooling and other sub-meters are no part of a PUE. A "
+              "declared meter that is silent lowers the completeness and is named; a meter "
+              "that reports but is not declared is left out. Sites that declare no meters use "
+              "the meters that report.", "", f"{iso}; computewatch/pue.py"),
+        Entry(topic, "energy from counters", "each counter's last and highest reading per "
+              f"{_minutes(bucket)} slot; a reading below the one before is a reset (on the raw "
+              "readings: a slot whose highest reading is above its last held one), after which "
+              "the counter restarts from zero, so at most one reading's energy is lost (a "
+              f"reading after a reset over {RESET_PLAUSIBLE_FACTOR:g}x the meter's typical draw "
+              "did not restart from zero: that step is missing, not counted); a slot "
+              "counts when every facility and IT meter of the site has readings around it at "
+              f"most {_minutes(2 * bucket)} apart (or two of its expected intervals, if "
+              "longer). Hub rows: the same over the declared meters of the hub's reporting "
+              "sites.", "", "computewatch/pue.py"),
+        Entry(topic, "energy from power-only meters", "a meter without an energy counter (every "
+              "UPS-MIB UPS reports watts only) is read as its mean power per "
+              f"{_minutes(POWER_BUCKET)} and integrated by the trapezoid rule; readings more "
+              f"than {_minutes(POWER_MAX_GAP)} apart (or two expected intervals, if longer) "
+              "leave the time between them missing, not estimated. Its energy adds to the "
+              "counters' in the site's sums.", "", "computewatch/pue.py"),
+        Entry(topic, "PUE category", "ISO/IEC 30134-2 measurement category from where IT "
+              "energy is metered: category 1 at the UPS output, category 2 at the PDU output, "
+              "category 3 at the IT equipment input; a site whose IT meters mix points states "
+              "the lowest. Stated with every PUE (column pue_category).", "", iso),
+        Entry(topic, "interim and 12-month PUE", "ISO/IEC 30134-2 defines PUE over 12 months; "
+              "a shorter period gives an interim PUE, and every PUE of this report over a "
+              "shorter period is labelled interim. When the store holds meter readings from 12 "
+              "months before the period's end, the 12-month PUE ending there is stated too "
+              "(column pue_12m).", "", iso),
+        target("PUE target (default)", "PUE target where no regional target applies; pass when "
+               "PUE <= target", pue.default_target)]
     out += [target(f"PUE target, {region}", f"PUE target of sites in the {region} region",
                    entry) for region, entry in pue.targets.items()]
     out += [target(f"PUE target, {site}", f"PUE target of site {site}", entry)
             for site, entry in pue.sites.items()]
+    out += [target(f"GB 40879-2021 grade {grade}", f"energy-efficiency grade {grade}: PUE at "
+                   f"most this{' (the limit value)' if grade == max(pue.grades) else ''}; "
+                   "graded on 12-month figures, indicative for an interim PUE",
+                   pue.grades[grade]) for grade in sorted(pue.grades)]
     return out
 
 

@@ -26,9 +26,9 @@ import pandas as pd
 
 from computewatch.compliance import window_compliance
 from computewatch.config import suggest_known
-from computewatch.findings import Analysis
+from computewatch.findings import Analysis, Period
 from computewatch.policy import Policy
-from computewatch.pue import meter_readings, windowed_pue
+from computewatch.pue import CHINA_TZ, PUE_COLUMNS, meter_readings, windowed_pue
 from computewatch.reports._period import ReportPeriod
 from computewatch.store import Store
 from computewatch.topology import Topology
@@ -59,7 +59,23 @@ COLUMNS: dict[str, str] = {
     "pue_target": "the policy PUE target for the region and site",
     "pue_verdict": "pass (<= target), fail, incomplete, no_it_meter, no_facility_meter or "
                    "no_data",
-    "pue_completeness": "share of the period's 15-minute slots that every meter covers",
+    "pue_completeness": "share of the period's 15-minute slots that every declared facility "
+                        "and IT meter covers (hub rows: of the hub's reporting sites)",
+    "pue_category": "ISO/IEC 30134-2 category from where IT energy is metered: 1 UPS output, "
+                    "2 PDU output, 3 IT equipment input (the lowest when meters mix); 0 when "
+                    "the meters' points are not declared",
+    "pue_interim": "true when the period is shorter than 12 months: the PUE is an interim PUE "
+                   "(ISO/IEC 30134-2)",
+    "pue_grade": "GB 40879-2021 energy-efficiency grade the stated PUE meets (1, 2, 3; "
+                 "over_limit above grade 3, the limit value); empty when no PUE is stated. "
+                 "The standard grades 12-month figures: for an interim PUE it is indicative",
+    "pue_silent_meters": "declared meters that did not cover the whole period, with the share "
+                         "of it they covered (e.g. 's1-aux 0%')",
+    "pue_12m": "the 12-month PUE ending at the period's end, when the store holds meter "
+               "readings from 12 months before it (ISO/IEC 30134-2's PUE proper); empty "
+               "otherwise or below the completeness floor",
+    "pue_12m_completeness": "completeness of the 12-month PUE; empty when the store holds less "
+                            "than 12 months",
     "link_windows": "link windows in the period (links touching the subject x windows)",
     "link_windows_with_data": "those with a sustained p95 RTT",
     "link_windows_within_budget": "those whose sustained p95 RTT <= the tier budget",
@@ -140,13 +156,56 @@ def _utilization_row(frame: pd.DataFrame, n_windows: int) -> dict[str, float]:
             "accelerators": int(frame.accelerators.max())}
 
 
-def _pue_row(pue: pd.DataFrame, key: str, col: str) -> dict[str, object]:
+def _pue_row(pue: pd.DataFrame, key: str, col: str, policy: Policy,
+             annual: pd.DataFrame | None) -> dict[str, object]:
     got = pue[pue[col] == key]
+    twelve = {"pue_12m": np.nan, "pue_12m_completeness": np.nan}
+    if annual is not None:
+        a = annual[annual[col] == key]
+        twelve = ({"pue_12m": float(a.pue.iloc[0]),
+                   "pue_12m_completeness": float(a.completeness.iloc[0])} if len(a)
+                  else {"pue_12m": np.nan, "pue_12m_completeness": 0.0})
     if got.empty:
-        return {"pue": np.nan, "pue_completeness": 0.0, "_pue_flag": "no_data"}
+        return {"pue": np.nan, "pue_completeness": 0.0, "_pue_flag": "no_data",
+                "pue_category": 0, "pue_interim": True, "pue_grade": "",
+                "pue_silent_meters": "", **twelve}
     r = got.iloc[0]
+    coverage = dict(r.meter_coverage)
     return {"pue": float(r.pue), "pue_completeness": float(r.completeness),
-            "_pue_flag": str(r.flag)}
+            "_pue_flag": str(r.flag), "pue_category": int(r.category),
+            "pue_interim": bool(r.interim), "pue_grade": _grade(policy, float(r.pue)),
+            "pue_silent_meters": "; ".join(f"{m} {coverage[m]:.0%}" for m in r.silent_meters),
+            **twelve}
+
+
+def _grade(policy: Policy, pue: float) -> str:
+    if pue != pue or not policy.pue.grades:
+        return ""
+    grade = policy.pue_grade(pue)
+    return "over_limit" if grade is None else str(grade)
+
+
+def _site_and_hub_pue(readings: pd.DataFrame, period: Period, policy: Policy,
+                      topology: Topology) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The period's PUE per site and per hub (`computewatch.pue.windowed_pue`)."""
+    if readings.empty:
+        return (pd.DataFrame(columns=["site", *PUE_COLUMNS]),
+                pd.DataFrame(columns=["hub", *PUE_COLUMNS]))
+    return (windowed_pue(readings, period, policy, "all", topology=topology),
+            windowed_pue(readings, period, policy, "all", by=("hub",), topology=topology))
+
+
+def _twelve_months(store: Store, period: Period, policy: Policy, topology: Topology
+                   ) -> tuple[pd.DataFrame, pd.DataFrame] | tuple[None, None]:
+    """The 12-month PUE per site and hub ending at the period's end, when the store holds
+    meter readings from 12 months (China time) before that end; else (None, None)."""
+    bounds = store.time_bounds("facility_power")
+    start = (pd.Timestamp(period.end).tz_convert(CHINA_TZ) - pd.DateOffset(years=1)
+             ).tz_convert("UTC").to_pydatetime()
+    if bounds is None or bounds[0] > start:
+        return None, None
+    twelve = Period(start, period.end)
+    return _site_and_hub_pue(meter_readings(store, twelve), twelve, policy, topology)
 
 
 def _pue_verdict(row: dict, floor: float) -> str:
@@ -217,10 +276,8 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
     site_util = by_level["site"][by_level["site"].subject.isin(site_ids)]
     progress("pue")
     readings = meter_readings(store, p)
-    site_pue = windowed_pue(readings, p, policy, "all") if len(readings) else pd.DataFrame(
-        columns=["site", "pue", "completeness", "flag"])
-    hub_pue = windowed_pue(readings, p, policy, "all", by=("hub",)) if len(readings) else \
-        pd.DataFrame(columns=["hub", "pue", "completeness", "flag"])
+    site_pue, hub_pue = _site_and_hub_pue(readings, p, policy, topology)
+    site_12m, hub_12m = _twelve_months(store, p, policy, topology)
     progress("latency")
     links = window_compliance(store, p, policy, topology, window=latency_window)
     links = links[links.budget_s.notna()]
@@ -247,7 +304,7 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
                "accelerators_installed": s.accelerator_count,
                **_utilization_row(site_util[site_util.subject == s.id], n_windows),
                "utilization_minimum": float(minimum.value),
-               **_pue_row(site_pue, s.id, "site"),
+               **_pue_row(site_pue, s.id, "site", policy, site_12m),
                "pue_target": float(policy.pue_target_entry(region, s.id).value),
                **_latency_row(links[(links.src_site == s.id) | (links.dst_site == s.id)]),
                **_severity_counts(findings[findings.site == s.id] if len(findings)
@@ -266,7 +323,7 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
                "accelerators_installed": sum(r["accelerators_installed"] for r in of_hub),
                **util,
                "utilization_minimum": float(minimum.value),
-               **_pue_row(hub_pue, h.id, "hub"),
+               **_pue_row(hub_pue, h.id, "hub", policy, hub_12m),
                "pue_target": float(policy.pue_target_entry(h.region).value),
                **_latency_row(links[(links.src_hub == h.id) | (links.dst_hub == h.id)]),
                **_severity_counts(findings[findings.hub == h.id] if len(findings)

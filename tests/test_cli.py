@@ -74,6 +74,9 @@ def test_shipped_topology_checks_clean():
     proc = run("topology", "check")
     assert proc.returncode == 0, proc.stderr
     assert "8 hubs, 10 clusters" in proc.stdout
+    # Every shipped site declares the simulator's incomer, UPS-output IT meter and cooling feeder.
+    assert ("meters: 50 of 50 sites declare 150 (50 facility, 50 it, 50 cooling); "
+            "PUE category 1: 50 sites") in proc.stdout
 
 
 @pytest.mark.slow  # the demo end to end (~6 s)

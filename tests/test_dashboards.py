@@ -4,6 +4,7 @@ what the catalogue does not declare, and policy thresholds render per place."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 import yaml
@@ -29,6 +30,7 @@ from computewatch.dashboards.query import (
     recorded,
     series,
 )
+from computewatch.dashboards.rules import RULES_FILE
 from computewatch.policy import load_policy
 from computewatch.status import ExitStatus
 from computewatch.thresholds import pue_target_rules, tier_budget_rules
@@ -186,3 +188,41 @@ def test_rules_already_recorded_by_alerts_are_not_repeated(shipped, tmp_path):
     assert "site:pue_energy_ratio:1h" not in names
     assert "site:accelerator_utilization_ratio:avg" in names  # not in this alerts dir
     build_dashboards(topology, policy, tmp_path)  # every rule read is still known
+
+
+PUE_RULE_TEST = """\
+rule_files: [{rules}]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      # Incomer counter at 62.5 kW; IT: a PDU counter at 25 kW that restarts from zero after
+      # 80 minutes (its watts are read too, and must not count twice) and a UPS-MIB UPS that
+      # reports 25 kW as watts only.
+      - series: 'facility_power_joules_total{{site="s2",meter="main",scope="facility"}}'
+        values: '0+3750000x120'
+      - series: 'facility_power_joules_total{{site="s2",meter="pdu",scope="it"}}'
+        values: '0+1500000x80 1500000+1500000x39'
+      - series: 'facility_power_watts{{site="s2",meter="pdu",scope="it"}}'
+        values: '25000x120'
+      - series: 'facility_power_watts{{site="s2",meter="ups",scope="it"}}'
+        values: '25000x120'
+    promql_expr_test:
+      - expr: site:pue_energy_ratio:1h
+        eval_time: 2h
+        exp_samples:
+          - labels: 'site:pue_energy_ratio:1h{{site="s2"}}'
+            value: 1.25
+"""
+
+
+def test_pue_recording_rule_adds_power_only_meters_and_survives_a_reset(tmp_path):
+    # 62.5 kWh / (25 kWh + 25 kWh) = 1.25, evaluated by promtool over the committed rules.
+    from servers import installed
+
+    rules = DASHBOARDS_DIR / RULES_FILE
+    spec = tmp_path / "pue_test.yml"
+    spec.write_text(PUE_RULE_TEST.format(rules=rules), encoding="utf-8")
+    done = subprocess.run([installed("promtool"), "test", "rules", str(spec)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -156,7 +156,8 @@ def test_pue_pipeline_fully_metered_days_are_complete(store):
 
 def test_pue_pipeline_merges_adjacent_unmetered_days_into_one_finding(store):
     """A month of which the store holds two days: one finding for the 29 days without meter
-    readings (and one each for the month and the whole period), not 29."""
+    readings (and one for the month, which is also the whole period: issue 13.6, one finding
+    per site and window, not one for "all" and another for "month"), not 29."""
     start = datetime(2026, 9, 30, 16, tzinfo=UTC)  # October in China time
     step = timedelta(minutes=15)
     rows = [{"time": start + k * step - timedelta(minutes=1), "site": "bj-ai", "hub": "jjj",
@@ -172,7 +173,8 @@ def test_pue_pipeline_merges_adjacent_unmetered_days_into_one_finding(store):
     days, *whole = incomplete
     assert (days.start, days.end) == (start + timedelta(days=2), month_end)
     assert days.completeness == 0.0 and "29 consecutive 1d windows" in days.message
-    assert [(f.start, f.end) for f in whole] == [(start, month_end)] * 2  # "all" and month
+    assert [(f.start, f.end) for f in whole] == [(start, month_end)]  # the month = "all"
+    assert whole[0].detail["window"] == "month"
     assert all(f.completeness == pytest.approx(2 / 31) for f in whole)
     over = [f for f in findings if f.rule == "pue_over_target" and f.end - f.start ==
             timedelta(days=1)]

@@ -83,7 +83,7 @@ def test_shipped_defaults(policy: Policy) -> None:
 
 def test_every_shipped_value_has_a_source(policy: Policy) -> None:
     entries = sourced_entries(policy)
-    assert len(entries) == 19  # 10 utilization + 4 PUE + 5 latency
+    assert len(entries) == 22  # 10 utilization + 4 PUE + 3 GB 40879 grades + 5 latency
     for entry in entries:
         assert len(entry.source.strip()) >= 10, entry
 

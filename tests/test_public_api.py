@@ -144,8 +144,11 @@ PUBLIC: dict[str, set[str]] = {
         "ConfigError", "LEVELS", "LatencyPolicy", "LevelMinimum", "Policy", "PuePolicy", "Sourced",
         "UtilizationPolicy", "load_policy"},
     "computewatch.pue": {
-        "CHINA_TZ", "DEFINITION", "READING_BUCKET", "WINDOWS", "meter_readings",
-        "monotonic_energy", "power_ratio", "window_edges", "window_pue", "windowed_pue"},
+        "ANNUAL", "CATEGORY_POINT", "CHINA_TZ", "DEFINITION", "POWER_BUCKET", "POWER_MAX_GAP",
+        "PUE_COLUMNS", "READING_BUCKET", "READING_MARGIN", "RESET_PLAUSIBLE_FACTOR", "WINDOWS",
+        "declared_meters",
+        "integrate_power", "meter_readings", "monotonic_energy", "power_ratio", "pue_label",
+        "window_edges", "window_pue", "windowed_pue"},
     "computewatch.render": {
         "OutputFormat", "format_value", "render_findings", "render_frame", "render_summary"},
     "computewatch.reports": {
@@ -157,11 +160,12 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.schedule": {"run_every", "write_heartbeat"},
     "computewatch.sim": {
         "Fleet", "GroundTruth", "History", "Incident", "LinkTruth", "SiteProfile", "build_fleet",
-        "simulate"},
+        "simulate", "simulated_meters"},
     "computewatch.sim.fake_npusmi": {"FakeNpuSmi", "FakeNpuSmiError"},
     "computewatch.sim.fake_hccn": {"FakeHccnTool"},
     "computewatch.sim.fake_nvml": {"FakeNvml", "marketing_name"},
-    "computewatch.sim.fleet": {"DEVICES_PER_NODE", "Fleet", "SiteProfile", "build_fleet"},
+    "computewatch.sim.fleet": {
+        "DEVICES_PER_NODE", "Fleet", "SiteProfile", "build_fleet", "simulated_meters"},
     "computewatch.sim.hardware": {"AcceleratorSpec", "spec_for"},
     "computewatch.sim.history": {"HOST_FACTOR", "History", "simulate"},
     "computewatch.sim.incidents": {"GroundTruth", "Incident", "LinkTruth"},
@@ -180,9 +184,9 @@ PUBLIC: dict[str, set[str]] = {
         "site_minimum_rules", "threshold_series", "tier_budget_rules"},
     "computewatch.topology": {
         "AcceleratorInventory", "Cluster", "ConfigError", "DemandCity", "EARTH_RADIUS_KM",
-        "FIBER_RTT_S_PER_KM", "Hub", "Link", "LinkOverride", "METRO_MAX_KM", "Node",
-        "REGIONAL_MAX_KM", "Site", "Tier", "Topology", "fiber_min_rtt_s", "great_circle_km",
-        "load_topology"},
+        "FIBER_RTT_S_PER_KM", "Hub", "Link", "LinkOverride", "METER_CATEGORY", "METER_POINTS",
+        "METRO_MAX_KM", "Meter", "Node", "REGIONAL_MAX_KM", "Site", "Tier", "Topology",
+        "fiber_min_rtt_s", "great_circle_km", "load_topology"},
     "computewatch.utilization": {
         "DEFINITIONS", "Definition", "IDLE_DEFINITION", "LEVELS", "WINDOW_COLUMNS", "idle_hours",
         "sampling_interval", "utilization_totals", "utilization_windows", "window_totals"},

@@ -490,3 +490,54 @@ def test_negative_count_and_capacity_errors() -> None:
     err = mini_error(MINI.replace("it_capacity_kw: 20", "it_capacity_kw: 0"))
     line = line_of(MINI, "it_capacity_kw: 20")
     assert str(err) == f"topology.yaml:{line}: sites[1].it_capacity_kw: must be > 0 (got 0)"
+
+
+# --- meters ---
+
+METERS = (
+    "    accelerators: [{vendor: nvidia, model: A100, count: 64}]\n"
+    "    meters:\n"
+    "      - {id: main, scope: facility, point: incomer, interval: 15m}\n"
+    "      - {id: ups-1, scope: it, point: ups_output}\n"
+    "      - {id: pdu-1, scope: it, point: pdu_output, interval: 30s}\n"
+)
+
+
+def with_meters(meters: str = METERS) -> str:
+    return MINI.replace("    accelerators: [{vendor: nvidia, model: A100, count: 64}]\n", meters)
+
+
+def test_a_site_declares_its_meters_with_scope_point_and_interval() -> None:
+    site = mini(with_meters()).site("e-core")
+    assert [(m.id, m.scope, m.point, m.interval) for m in site.meters] == [
+        ("main", "facility", "incomer", 900.0), ("ups-1", "it", "ups_output", 60.0),
+        ("pdu-1", "it", "pdu_output", 30.0)]
+    assert [m.category for m in site.meters] == [None, 1, 2]
+    assert mini().site("e-core").meters == []  # undeclared
+
+
+def test_a_meter_point_must_fit_its_scope() -> None:
+    text = with_meters(METERS.replace("scope: it, point: ups_output", "scope: it, point: incomer"))
+    err = mini_error(text)
+    assert err.path == ("sites", 0, "meters", 1, "point")
+    assert err.line == line_of(text, "point: incomer", 1)
+    assert str(err) == (f"topology.yaml:{err.line}: sites[0].meters[1].point: scope 'it' "
+                        "meters measure at ups_output, pdu_output or it_input, not 'incomer'")
+    err = mini_error(with_meters(METERS.replace("point: incomer", "point: transformer")))
+    assert err.path == ("sites", 0, "meters", 0, "point")
+    assert "transformer" in str(err)
+
+
+def test_duplicate_meter_ids_in_a_site_are_refused() -> None:
+    text = with_meters(METERS.replace("id: pdu-1", "id: ups-1"))
+    err = mini_error(text)
+    assert err.path == ("sites", 0, "meters", 2, "id")
+    assert "duplicate meter id 'ups-1' (first at meters[1])" in str(err)
+
+
+def test_every_shipped_site_declares_what_the_simulator_writes(topo: Topology) -> None:
+    from computewatch.sim import simulated_meters
+
+    for site in topo.sites:
+        assert site.meters == simulated_meters(site.id), site.id
+        assert [m.category for m in site.meters if m.scope == "it"] == [1]  # UPS output

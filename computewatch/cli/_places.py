@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from computewatch.cli._common import PolicyOpt, load_places
+from computewatch.topology import Topology
 
 __all__ = ["topology_check"]
 
@@ -25,3 +26,29 @@ def topology_check(
                f"clusters, {len(topo.sites)} sites, {topo.accelerator_count:,} accelerators, "
                f"{len(links)} site pairs ("
                + ", ".join(f"{n} {t}" for t, n in sorted(tiers.items())) + ")")
+    typer.echo(_meters_line(topo))
+
+
+def _meters_line(topo: Topology) -> str:
+    """What the sites declare of their meters, and which PUE category that gives."""
+    declaring = [s for s in topo.sites if s.meters]
+    meters = [m for s in declaring for m in s.meters]
+    by_scope = {scope: sum(1 for m in meters if m.scope == scope)
+                for scope in ("facility", "it", "cooling", "other")}
+    cats: dict[str, int] = {}
+    for s in declaring:
+        it = [m.category for m in s.meters if m.scope == "it"]
+        key = f"category {min(it)}" if it else "no IT meter"
+        cats[key] = cats.get(key, 0) + 1
+    line = (f"meters: {len(declaring)} of {len(topo.sites)} sites declare {len(meters)} ("
+            + ", ".join(f"{n} {scope}" for scope, n in by_scope.items() if n) + ")")
+    if cats:
+        line += "; PUE " + ", ".join(f"{k}: {n} sites" for k, n in sorted(cats.items()))
+    no_fac = [s.id for s in declaring if not any(m.scope == "facility" for m in s.meters)]
+    if no_fac:
+        line += f"; no facility meter at {', '.join(no_fac)}: no PUE"
+    undeclared = len(topo.sites) - len(declaring)
+    if undeclared:
+        line += (f"; {undeclared} sites declare none (their PUE covers the meters that report "
+                 "and states no category)")
+    return line

@@ -18,16 +18,18 @@ __all__ = [
     "SiteProfile",
     "build_fleet",
     "simulate",
+    "simulated_meters",
 ]
 
 _WHERE = {
     "Fleet": "fleet", "SiteProfile": "fleet", "build_fleet": "fleet",
+    "simulated_meters": "fleet",
     "History": "history", "simulate": "history",
     "GroundTruth": "incidents", "Incident": "incidents", "LinkTruth": "incidents",
 }
 
 if TYPE_CHECKING:
-    from computewatch.sim.fleet import Fleet, SiteProfile, build_fleet
+    from computewatch.sim.fleet import Fleet, SiteProfile, build_fleet, simulated_meters
     from computewatch.sim.history import History, simulate
     from computewatch.sim.incidents import GroundTruth, Incident, LinkTruth
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from computewatch.sim.hardware import spec_for
-from computewatch.topology import AcceleratorInventory, Site, Topology
+from computewatch.topology import AcceleratorInventory, Meter, Site, Topology
 
-__all__ = ["DEVICES_PER_NODE", "Fleet", "SiteProfile", "build_fleet"]
+__all__ = ["DEVICES_PER_NODE", "Fleet", "SiteProfile", "build_fleet", "simulated_meters"]
 
 DEVICES_PER_NODE = 8
 """HGX-class GPU servers and Atlas 800 NPU servers both carry 8 accelerators."""
@@ -24,6 +24,18 @@ DEVICES_PER_NODE = 8
 # Share of sites configured as chronically underused, by region: the 2021 上架率 survey put
 # the northwest at 34% and the southwest at 41% against 65-68% in the east.
 _UNDERUSED_SHARE = {"east": 0.15, "west": 0.35}
+
+
+def simulated_meters(site_id: str) -> list[Meter]:
+    """The meters the simulator writes for a site, as its topology declares them.
+
+    One incomer (``<site>-facility``), one IT meter at the UPS output (``<site>-it``, so the
+    site's PUE is ISO/IEC 30134-2 category 1) and one cooling sub-meter (``<site>-cooling``),
+    each an energy counter read every minute (`computewatch.sim.history`).
+    """
+    return [Meter(id=f"{site_id}-facility", scope="facility", point="incomer", interval=60.0),
+            Meter(id=f"{site_id}-it", scope="it", point="ups_output", interval=60.0),
+            Meter(id=f"{site_id}-cooling", scope="cooling", point="feeder", interval=60.0)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +119,16 @@ def _pick_sites(topology: Topology, n: int | None, rng: np.random.Generator) -> 
     return sites + extra
 
 
+def _declaring_simulated_meters(sites: list[Site]) -> list[Site]:
+    """Each site with the meters the simulator writes for it, so the fleet's topology
+    declares exactly what the history holds (a clone's meters carry its own id)."""
+    out = []
+    for s in sites:
+        meters = simulated_meters(s.id)
+        out.append(s if s.meters == meters else s.model_copy(update={"meters": meters}))
+    return out
+
+
 def _scaled_inventory(sites: list[Site], total: int | None) -> list[list[AcceleratorInventory]]:
     """Scale every site's inventory so the fleet holds ``total`` cards (largest remainder)."""
     inventories = [list(s.accelerators) for s in sites]
@@ -148,8 +170,8 @@ def build_fleet(topology: Topology, *, sites: int | None = None,
                 accelerators: int | None = None, seed: int = 0) -> Fleet:
     """Lay out the simulated fleet; the same arguments always give the same fleet."""
     rng = np.random.default_rng([seed, 1])
-    chosen = _pick_sites(topology, sites, rng)
-    if [s.id for s in chosen] != [s.id for s in topology.sites]:
+    chosen = _declaring_simulated_meters(_pick_sites(topology, sites, rng))
+    if chosen != list(topology.sites):
         # The fleet's own topology, so links and lookups cover exactly its sites.
         ids = {s.id for s in chosen}
         topology = Topology(
