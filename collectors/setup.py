@@ -85,7 +85,11 @@ def _latency_collector(config: NodeConfig, labels: dict[str, str]) -> Scheduled 
     lat = config.collectors.latency
     if not (lat.enabled and lat.peers):
         return None
-    from computewatch.collectors.latency import LatencyCollector, targets_from_topology
+    from computewatch.collectors.latency import (
+        LatencyCollector,
+        read_probe_key,
+        targets_from_topology,
+    )
     from computewatch.policy import load_policy
     from computewatch.topology import load_topology
 
@@ -95,8 +99,13 @@ def _latency_collector(config: NodeConfig, labels: dict[str, str]) -> Scheduled 
         raise ValueError("collectors.latency needs the node's `site` to know its links")
     targets = targets_from_topology(topology, policy, labels["site"], lat.peers, lat.mode,
                                     lat.kind)
+    try:
+        key = read_probe_key(lat.key_file, lat.key_env)
+    except ValueError as exc:
+        raise ValueError(f"collectors.latency: {exc}") from None
     collector = LatencyCollector(labels, targets, window_s=lat.window,
-                                 interval_s=lat.probe_interval, timeout_s=lat.probe_timeout)
+                                 interval_s=lat.probe_interval, timeout_s=lat.probe_timeout,
+                                 key=key)
     return Scheduled(collector, lat.interval or config.interval, lat.timeout or config.timeout)
 
 

@@ -71,10 +71,12 @@ PUBLIC: dict[str, set[str]] = {
         "check_write_url", "parse_write_url"},
     "computewatch.collectors.export.store": {"StoreExporter"},
     "computewatch.collectors.latency": {
-        "BUCKETS", "DEFAULT_RESPONDER_PORT", "EMITTED", "ICMP_DISABLED", "KINDS",
-        "LatencyCollector", "MAGIC", "MIN_FIBER_RTT_S", "PACKET_SIZE", "ProbeKind", "ProbeTarget",
-        "Prober", "Responder", "WindowResult", "new_responder_loop", "open_responder",
-        "percentile", "serve_responder", "split_host_port", "targets_from_topology"},
+        "BUCKETS", "DEFAULT_RATE", "DEFAULT_RESPONDER_PORT", "DROP_REASONS", "EMITTED",
+        "ICMP_DISABLED", "KINDS", "LatencyCollector", "MAGIC", "MIN_FIBER_RTT_S", "PACKET_SIZE",
+        "ProbeKind", "ProbePacket", "ProbeTarget", "Prober", "Responder", "WindowResult",
+        "decode_probe", "encode_probe", "new_responder_loop", "open_responder", "percentile",
+        "read_probe_key", "reply_to", "serve_responder", "split_host_port",
+        "targets_from_topology"},
     "computewatch.collectors.modbus": {
         "EMITTED", "MAPS_DIR", "ModbusCollector", "ModbusMeter", "Register", "RegisterMap",
         "Registers", "decode_registers", "load_register_map", "shipped_maps"},

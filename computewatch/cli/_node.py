@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -124,24 +125,42 @@ def agent(
 def responder(
     listen: Annotated[str, typer.Option(help="host:port to answer UDP probes on.")]
     = "0.0.0.0:9410",
+    key_file: Annotated[Path | None, typer.Option(
+        help="Answer only probes signed with the shared key in this file (and sign the "
+             "replies); the agents' collectors.latency.key_file.")] = None,
+    key_env: Annotated[str | None, typer.Option(
+        help="As --key-file, the key read from this environment variable.")] = None,
+    rate: Annotated[float | None, typer.Option(
+        help="Probes answered per second per source address, and as many in a burst "
+             "(default: the responder's DEFAULT_RATE, 200); 0: no limit.")] = None,
     delay: Annotated[str | None, typer.Option(
         help="Hold each reply this long (testing only, e.g. 3ms).")] = None,
     drop: Annotated[float, typer.Option(help="Share of probes to drop (testing only).")] = 0.0,
 ) -> None:
     """Answer other sites' UDP latency probes (run one per site)."""
-    from computewatch.collectors.latency import serve_responder
+    from computewatch.collectors.latency import DEFAULT_RATE, read_probe_key, serve_responder
 
     host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit():
-        raise UserError(f"--listen {listen!r}: expected host:port, e.g. 0.0.0.0:9410")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UserError(f"--listen {listen!r}: expected host:port with a port in 0..65535, "
+                        "e.g. 0.0.0.0:9410")
     if not 0.0 <= drop < 1.0:
         raise UserError(f"--drop {drop}: must be in [0, 1)")
+    rate = DEFAULT_RATE if rate is None else rate
+    if not 0.0 <= rate < float("inf"):
+        raise UserError(f"--rate {rate}: must be a number of probes a second >= 0")
     delay_s = parse_duration(delay, "--delay").total_seconds() if delay else 0.0
+    try:
+        key = read_probe_key(key_file, key_env)
+    except ValueError as exc:
+        raise UserError(f"responder: {exc}") from None
 
     def serve(stop) -> None:
-        serve_responder(host.strip("[]"), int(port), delay_s, drop, stop,
+        serve_responder(host.strip("[]"), int(port), delay_s, drop, stop, key=key,
+                        rate=rate or None,
                         ready=lambda addr: err_console().print(
-                            f"computewatch responder on udp {addr[0]}:{addr[1]}",
+                            f"computewatch responder on udp {addr[0]}:{addr[1]} "
+                            f"({'signed' if key else 'unsigned'} probes)",
                             markup=False, highlight=False))
 
     try:
