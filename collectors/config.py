@@ -103,6 +103,9 @@ class PrometheusExport(_Model):
     enabled: bool = True
     listen: str = "127.0.0.1:9400"
     compat: list[Literal["dcgm", "npu-exporter"]] = Field(default_factory=list)
+    # TLS and basic auth for /metrics: an exporter-toolkit web configuration file
+    # (collectors/export/webconfig.py), as node_exporter's --web.config.file.
+    web_config_file: Path | None = None
 
 
 class OtlpExport(_Model):

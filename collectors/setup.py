@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from computewatch.collectors._settings import CollectorConfig
@@ -111,14 +112,16 @@ def _latency_collector(config: NodeConfig, labels: dict[str, str]) -> Scheduled 
 
 def build_exporters(config: NodeConfig, *, labels: dict[str, str] | None = None,
                     listen: str | None = None,
-                    compat: Sequence[str] | None = None) -> list[Exporter]:
+                    compat: Sequence[str] | None = None,
+                    web_config: Path | None = None) -> list[Exporter]:
     from computewatch.collectors.export.prometheus import PrometheusExporter
 
     e = config.exports
     out: list[Exporter] = []
     if e.prometheus.enabled or listen:
         out.append(PrometheusExporter(listen or e.prometheus.listen,
-                                      compat if compat is not None else e.prometheus.compat))
+                                      compat if compat is not None else e.prometheus.compat,
+                                      web_config or e.prometheus.web_config_file))
     if e.otlp.enabled:
         from computewatch.collectors.export.otlp import OtlpExporter
 

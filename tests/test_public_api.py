@@ -65,11 +65,14 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.collectors.export.otlp": {
         "DEFAULT_ENDPOINT", "OtlpExporter", "resource_attributes"},
     "computewatch.collectors.export.prometheus": {
-        "COMPAT_CHOICES", "PrometheusExporter", "SnapshotCollector", "exposition"},
+        "COMPAT_CHOICES", "HANDSHAKE_TIMEOUT_S", "PrometheusExporter", "SnapshotCollector",
+        "exposition"},
     "computewatch.collectors.export.remote": {
         "DEFAULT_BATCH_SAMPLES", "DROP_REASONS", "RemoteExporter", "WriteTarget",
         "check_write_url", "parse_write_url"},
     "computewatch.collectors.export.store": {"StoreExporter"},
+    "computewatch.collectors.export.webconfig": {
+        "BasicAuth", "TlsServerConfig", "WebConfig", "load_web_config"},
     "computewatch.collectors.latency": {
         "BUCKETS", "DEFAULT_RATE", "DEFAULT_RESPONDER_PORT", "DROP_REASONS", "EMITTED",
         "ICMP_DISABLED", "KINDS", "LatencyCollector", "MAGIC", "MIN_FIBER_RTT_S", "PACKET_SIZE",

@@ -93,6 +93,10 @@ def agent(
         help="Serve /metrics here (host:port; default from the config, 127.0.0.1:9400).")]
     = None,
     compat: CompatOpt = None,
+    web_config_file: Annotated[Path | None, typer.Option(
+        help="TLS and basic auth for /metrics: a Prometheus exporter-toolkit web "
+             "configuration file (default from the config: exports.prometheus."
+             "web_config_file).")] = None,
     simulate: SimulateOpt = None,
     seed: SeedOpt = 0,
     duration: Annotated[str | None, typer.Option(
@@ -107,11 +111,13 @@ def agent(
     labels = node.labels if node else cfg.labels
     duration_s = parse_duration(duration, "--duration").total_seconds() if duration else None
     try:
-        exporters = build_exporters(cfg, labels=labels, listen=listen, compat=_compat(compat))
+        exporters = build_exporters(cfg, labels=labels, listen=listen, compat=_compat(compat),
+                                    web_config=web_config_file)
     except (ValueError, OSError) as exc:
         raise UserError(f"cannot start exporters: {exc}") from None
     runner = build_agent(cfg, simulate=node, exporters=exporters)
-    where = ", ".join(e.name + (f" on :{e.port}" if hasattr(e, "port") else "")
+    where = ", ".join(e.name + (f" on {getattr(e, 'scheme', 'http')} :{e.port}"
+                                if hasattr(e, "port") else "")
                       for e in exporters) or "no exporter"
     err_console().print(f"computewatch agent on {labels['node']}: "
                         f"{', '.join(runner.collector_names)} -> {where}",
