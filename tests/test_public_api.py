@@ -15,19 +15,20 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.alerts": set(),
     "computewatch.alerts.bridge": {
         "Alert", "AlertBridge", "BridgeConfig", "KINDS", "Notification", "PayloadError",
-        "load_bridge_config", "open_bridge", "parse_notification", "read_dead_letters", "render",
-        "resolve_secrets", "verify_signature"},
+        "check_bridge", "load_bridge_config", "open_bridge", "parse_notification",
+        "read_dead_letters", "render", "resolve_secrets", "split_listen", "verify_signature"},
     "computewatch.alerts.bridge.config": {
         "AuthConfig", "BasicAuth", "BridgeConfig", "DeliveryConfig", "KIND_DEFAULTS",
-        "KindDefaults", "RateLimit", "SecretRef", "TargetConfig", "load_bridge_config",
-        "resolve_secrets"},
+        "KindDefaults", "RateLimit", "SecretRef", "ServerConfig", "TargetConfig",
+        "load_bridge_config", "resolve_secrets", "split_listen"},
     "computewatch.alerts.bridge.deadletter": {"DeadLetterLog", "read_dead_letters"},
     "computewatch.alerts.bridge.metrics": {"BridgeMetrics"},
     "computewatch.alerts.bridge.payload": {
-        "Alert", "Notification", "PayloadError", "parse_notification"},
+        "MAX_DEPTH", "Alert", "Notification", "PayloadError", "json_depth",
+        "parse_notification"},
     "computewatch.alerts.bridge.queue": {"Job", "TargetWorker", "backoff_delay"},
     "computewatch.alerts.bridge.ratelimit": {"SlidingWindowLimiter"},
-    "computewatch.alerts.bridge.server": {"AlertBridge", "open_bridge"},
+    "computewatch.alerts.bridge.server": {"AlertBridge", "check_bridge", "open_bridge"},
     "computewatch.alerts.bridge.targets": {
         "KINDS", "OK", "Outcome", "Prepared", "Request", "Target", "build_target",
         "verify_signature"},
