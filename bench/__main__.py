@@ -8,6 +8,7 @@ import sys
 
 from bench import (
     bench_agent,
+    bench_bridge,
     bench_demo,
     bench_ingest,
     bench_latency,
@@ -21,7 +22,7 @@ from bench import (
 
 def main() -> None:
     which = sys.argv[1:] or ["demo", "query", "ingest", "lineprotocol", "agent", "latency",
-                            "pipelines", "remote_write", "store_vm"]
+                            "pipelines", "remote_write", "store_vm", "bridge"]
     print(f"computewatch benchmarks on {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, Python {platform.python_version()}")
     store = bench_demo.STORE
@@ -47,9 +48,11 @@ def main() -> None:
             bench_remote_write.main()
         elif name == "store_vm":
             bench_store_victoriametrics.main()
+        elif name == "bridge":
+            bench_bridge.main()
         else:
             sys.exit(f"unknown benchmark {name!r}: demo, query, ingest, lineprotocol, agent, "
-                     f"latency, pipelines, remote_write, store_vm")
+                     f"latency, pipelines, remote_write, store_vm, bridge")
 
 
 main()

@@ -228,3 +228,19 @@ def test_check_reads_the_secrets_and_tries_the_dead_letter_file(tmp_path):
     assert done.returncode == ExitStatus.BAD_INPUT
     assert "dead_letter: cannot write the dead-letter file" in done.stderr
     assert check(tmp_path, GOOD).returncode == ExitStatus.OK
+
+
+def test_answers_are_not_held_back_by_nagle(bridge):
+    """Responses leave at once on a keep-alive connection: TCP_NODELAY on accepted sockets
+    (without it each answer's body waited for the client's delayed ACK, 40 ms)."""
+    sock = connect(bridge)
+    took = []
+    for _ in range(21):
+        t0 = time.monotonic()
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = b""
+        while not got.endswith(b"}"):
+            got += sock.recv(65536)
+        took.append(time.monotonic() - t0)
+    sock.close()
+    assert sorted(took)[10] < 0.020, sorted(took)

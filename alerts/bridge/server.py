@@ -114,7 +114,10 @@ class AlertBridge:
         """Bind (an OSError if the address is taken), start the workers and the server."""
         limits = self.config.server
         family = socket.AF_INET6 if ":" in self._address[0] else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP named, so asyncio sets TCP_NODELAY on each accepted connection (it
+        # checks the socket's proto): else Nagle holds a response's body until the client's
+        # delayed ACK, 40 ms a request.
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(self._address)
