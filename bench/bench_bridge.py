@@ -181,6 +181,13 @@ def _total(metrics: dict, name: str, **match: str) -> float:
                if n == name and all(dict(labels).get(k) == w for k, w in match.items()))
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process has used: what a notification costs, apart
+    from whatever else shares the machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_load(seconds: float, rate: float, slow: int, *, header_timeout: str = "10s",
              work: Path | None = None) -> dict:
     """One run: start the sink and the bridge, load them, account for every notification."""
@@ -218,6 +225,7 @@ def run_load(seconds: float, rate: float, slow: int, *, header_timeout: str = "1
                     raise RuntimeError("the bridge did not start: "
                                        + (work / "bridge.log").read_text()[-2000:]) from None
                 time.sleep(0.1)
+        cpu0 = _cpu_s(bridge.pid)
         load = asyncio.run(_load_main(bridge_port, seconds, rate, slow))
         deadline = time.monotonic() + 120  # let the queues drain
         while True:
@@ -229,12 +237,13 @@ def run_load(seconds: float, rate: float, slow: int, *, header_timeout: str = "1
             if (delivered + dead >= received and queued == 0) or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
+        cpu = _cpu_s(bridge.pid) - cpu0
         time.sleep(0.5)  # the sink writes its count every 0.2 s
         rejected = {dict(labels)["reason"]: v for (n, labels), v in m.items()
                     if n == "alert_bridge_requests_rejected_total"}
         return {**load, "accepted": received, "delivered": delivered, "dead_lettered": dead,
                 "queued": queued, "sink": int(count_file.read_text() or 0),
-                "rejected": rejected}
+                "rejected": rejected, "cpu_ms_per_notification": cpu / max(received, 1) * 1e3}
     finally:
         for proc in (bridge, sink):
             proc.terminate()
@@ -250,6 +259,10 @@ def _show(name: str, r: dict) -> None:
           f"schedule), statuses {r['statuses']}")
     print(f"    accept latency p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
           f"max {r['max_ms']:.1f} ms; slow clients cut off {r['cut']} times")
+    cost = r["cpu_ms_per_notification"]
+    print(f"    the bridge's CPU: {cost:.2f} ms a notification, accepted and delivered (one core "
+          f"would take {1e3 / cost:.0f}/s); load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} cores")
     print(f"    accepted {r['accepted']:.0f} = delivered {r['delivered']:.0f} + dead-lettered "
           f"{r['dead_lettered']:.0f} (queued {r['queued']:.0f}); the sink counted {r['sink']}; "
           f"refused by reason {r['rejected']}")
