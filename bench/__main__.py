@@ -9,6 +9,7 @@ import sys
 from bench import (
     bench_agent,
     bench_ascend,
+    bench_bridge,
     bench_demo,
     bench_ingest,
     bench_latency,
@@ -22,7 +23,7 @@ from bench import (
 
 def main() -> None:
     which = sys.argv[1:] or ["demo", "query", "ingest", "lineprotocol", "agent", "ascend",
-                            "latency", "pipelines", "remote_write", "store_vm"]
+                            "latency", "pipelines", "remote_write", "store_vm", "bridge"]
     print(f"computewatch benchmarks on {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, Python {platform.python_version()}")
     store = bench_demo.STORE
@@ -50,9 +51,11 @@ def main() -> None:
             bench_remote_write.main()
         elif name == "store_vm":
             bench_store_victoriametrics.main()
+        elif name == "bridge":
+            bench_bridge.main()
         else:
             sys.exit(f"unknown benchmark {name!r}: demo, query, ingest, lineprotocol, agent, "
-                     f"ascend, latency, pipelines, remote_write, store_vm")
+                     f"ascend, latency, pipelines, remote_write, store_vm, bridge")
 
 
 main()

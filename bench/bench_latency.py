@@ -23,7 +23,6 @@ import asyncio
 import json
 import resource
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -115,7 +114,7 @@ def _prober_child(ports: list[int], seconds: float) -> None:
 
 def _naive_child(ports: list[int], seconds: float) -> None:
     """The baseline: a thread per target, blocking send/recv, then sleep(interval)."""
-    from computewatch.collectors.latency import MAGIC
+    from computewatch.collectors.latency import encode_probe
 
     start = time.monotonic() + 0.5
     stop_at = start + seconds
@@ -133,7 +132,7 @@ def _naive_child(ports: list[int], seconds: float) -> None:
         while (now := time.monotonic()) < stop_at:
             late = now - (first + k * INTERVAL_S)
             t = time.monotonic_ns()
-            sock.sendto(struct.pack("!4sIIQQ", MAGIC, 0, i, k, t), addr)
+            sock.sendto(encode_probe(0, i, k, t), addr)
             try:
                 sock.recv(2048)
                 rtt = (time.monotonic_ns() - t) / 1e9

@@ -8,6 +8,14 @@ returns), and never delays another collector. Each finished run's samples are va
 against the catalogue, then handed to every exporter; an exporter that fails is counted,
 never retried here (the durable buffer of the stores issue does that).
 
+Delivery never holds up the schedule: while `Agent.run` runs, each exporter has its own
+worker thread and a bounded backlog of batches (the oldest batch is dropped and counted as
+``backlog_full`` when an exporter falls that far behind), so an export hung on an
+unreachable endpoint delays neither collection nor the other exporters. `Agent.close` works
+to one deadline for everything (default 3 s): exporters and collectors are flushed and
+closed in parallel, and whatever has not finished by then is abandoned (its threads are
+daemons), so the agent stops within 5 s of a signal whatever its exporters are doing.
+
 The agent reports on itself in the catalogue's ``agent`` measurement: up and result code,
 duration, errors by type (every type from the first cycle, at 0) and samples collected per
 collector; the counters a collector keeps itself (its ``self_samples(time)``, such as parse
@@ -23,7 +31,7 @@ import logging
 import re
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -31,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from computewatch.collectors._base import Collector, CollectorError, ResultCode, placement_labels
-from computewatch.collectors.export import Exporter, ExportOutcome
+from computewatch.collectors.export import Exporter, ExportOutcome, ExportResult
 from computewatch.samples import Sample
 from computewatch.validation import Rejections, filter_samples
 
@@ -50,6 +58,14 @@ ERROR_TYPES = {ResultCode.ABSENT: "absent", ResultCode.PARSE_ERROR: "parse_error
 _EPISODIC = {ResultCode.ABSENT: "disabled", ResultCode.NO_DATA: "reads no data"}
 """Outcomes that last (no driver; every configured device silent): logged once per episode,
 the devices' own failures are logged by the collector."""
+
+BACKLOG = 64
+"""Batches waiting for one exporter before the oldest is dropped (about a minute of
+cycles of a node's collectors at a 15 s interval, far more than one slow export)."""
+
+CLOSE_TIMEOUT_S = 3.0
+"""How long `Agent.close` waits, all exporters and collectors together (the agent must
+stop within 5 s of a signal; this leaves the rest for the process to exit)."""
 
 
 @dataclass
@@ -96,6 +112,79 @@ class _Slot:
         self.logged: ResultCode | None = None  # ABSENT or NO_DATA: logged once per episode
 
 
+class _Outlet:
+    """One exporter's worker: exports queued batches in order, off the schedule's thread."""
+
+    def __init__(self, exporter: Exporter, record: Callable[[Exporter, int, object], None],
+                 backlog: int = BACKLOG) -> None:
+        self.exporter = exporter
+        self._record = record
+        self._backlog = backlog
+        self._queue: deque[tuple[str, list[Sample]]] = deque()
+        self._cond = threading.Condition()
+        self._busy = False
+        self._closing = False
+        self._thread: threading.Thread | None = None
+
+    def submit(self, source: str, batch: list[Sample]) -> None:
+        with self._cond:
+            if self._closing:
+                self._record(self.exporter, len(batch), "shutdown")
+                return
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name=f"export-{self.exporter.name}")
+                self._thread.start()
+            if len(self._queue) >= self._backlog:
+                _, oldest = self._queue.popleft()
+                self._record(self.exporter, len(oldest), "backlog_full")
+            self._queue.append((source, batch))
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                source, batch = self._queue.popleft()
+                self._busy = True
+            try:
+                self._record(self.exporter, len(batch), _export(self.exporter, source, batch))
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def drain(self, deadline: float) -> None:
+        """Stop taking batches; wait until the backlog is exported or the deadline passes."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+            while (self._queue or self._busy) and time.monotonic() < deadline:
+                self._cond.wait(max(0.0, deadline - time.monotonic()))
+
+    def abandon(self) -> None:
+        """Count what is still queued as dropped (``shutdown``); the worker takes no more."""
+        with self._cond:
+            self._closing = True
+            left = list(self._queue)
+            self._queue.clear()
+            self._cond.notify_all()
+        for _, batch in left:
+            self._record(self.exporter, len(batch), "shutdown")
+
+
+def _export(exporter: Exporter, source: str, batch: list[Sample]) -> object:
+    """The exporter's result, or the exception's name when it raised (it must not)."""
+    try:
+        return exporter.export(batch, source)
+    except Exception as exc:  # an exporter must not raise; count it if it does
+        log.exception("exporter %s raised", exporter.name)
+        return type(exc).__name__
+
+
 class Agent:
     """Runs collectors and feeds exporters; `run_once` for one cycle, `run` until stopped."""
 
@@ -113,6 +202,7 @@ class Agent:
         self._failing: set[str] = set()
         self._clock = clock
         self._lock = threading.Lock()
+        self._outlets = [_Outlet(e, self._account) for e in self.exporters]
 
     @property
     def collector_names(self) -> list[str]:
@@ -213,26 +303,32 @@ class Agent:
 
     # -- delivery -------------------------------------------------------------------------
     def _deliver(self, source: str, batch: list[Sample]) -> None:
+        """Export now, in this thread (`run_once`: one cycle, then the caller reads)."""
         for exp in self.exporters:
-            try:
-                res = exp.export(batch, source)
-            except Exception as exc:  # an exporter must not raise; count it if it does
-                log.exception("exporter %s raised", exp.name)
-                res = None
-                reason = type(exc).__name__
-            with self._lock:
-                if res is not None and res.outcome is ExportOutcome.SUCCESS:
-                    self._exported[exp.name] += res.exported
-                    if exp.name in self._failing:
-                        log.warning("exporter %s recovered", exp.name)
-                        self._failing.discard(exp.name)
-                    continue
-                n = res.dropped if res is not None else len(batch)
-                reason = res.reason if res is not None else reason
-                self._dropped[(exp.name, _reason_code(reason))] += n
-                if exp.name not in self._failing:  # logged once per episode
-                    log.warning("exporter %s failing: %s", exp.name, reason)
-                    self._failing.add(exp.name)
+            self._account(exp, len(batch), _export(exp, source, batch))
+
+    def _submit(self, source: str, batch: list[Sample]) -> None:
+        """Queue for every exporter's worker (`run`: the schedule never waits on one)."""
+        for outlet in self._outlets:
+            outlet.submit(source, batch)
+
+    def _account(self, exp: Exporter, n: int, res: object) -> None:
+        """Count one export's outcome: an ExportResult, or why the batch never went out."""
+        with self._lock:
+            if isinstance(res, ExportResult) and res.outcome is ExportOutcome.SUCCESS:
+                self._exported[exp.name] += res.exported
+                if exp.name in self._failing:
+                    log.warning("exporter %s recovered", exp.name)
+                    self._failing.discard(exp.name)
+                return
+            if isinstance(res, ExportResult):
+                n, reason = res.dropped, res.reason
+            else:
+                reason = str(res)
+            self._dropped[(exp.name, _reason_code(reason))] += n
+            if exp.name not in self._failing:  # logged once per episode
+                log.warning("exporter %s failing: %s", exp.name, reason)
+                self._failing.add(exp.name)
 
     # -- driving --------------------------------------------------------------------------
     def run_once(self) -> list[Sample]:
@@ -264,19 +360,29 @@ class Agent:
                 if fut is None or fut.done() or self._clock() >= deadline:
                     result = self._finish(self._slots[name], fut, deadline)
                     del pending[name]
-                    self._deliver(name, result.samples)
-                    self._deliver(SELF, self.self_samples())
+                    self._submit(name, result.samples)
+                    self._submit(SELF, self.self_samples())
             wake = min([*due.values(), *(d for _, d in pending.values())])
             stop.wait(min(max(0.0, wake - self._clock()), 0.05 if pending else 1.0))
 
-    def close(self, timeout_s: float = 5.0) -> None:
-        for exp in self.exporters:
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Export what is queued, then flush and close every exporter and collector, all in
+        parallel and all within ``timeout_s``; whatever is still busy then is abandoned."""
+        deadline = time.monotonic() + timeout_s
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
+        def close_exporter(outlet: _Outlet) -> None:
+            outlet.drain(deadline)
+            exp = outlet.exporter
             try:
-                exp.flush(timeout_s)
-                exp.close(timeout_s)
+                exp.flush(left())
+                exp.close(left())
             except Exception:
                 log.exception("exporter %s failed to close", exp.name)
-        for slot in self._slots.values():
+
+        def close_collector(slot: _Slot) -> None:
             slot.pool.shutdown(wait=False, cancel_futures=True)
             close = getattr(slot.spec.collector, "close", None)
             if callable(close):  # connections, sessions, a prober thread
@@ -284,3 +390,19 @@ class Agent:
                     close()
                 except Exception:
                     log.exception("collector %s failed to close", slot.spec.name)
+
+        closers = [threading.Thread(target=close_exporter, args=(o,), daemon=True,
+                                    name=f"close-{o.exporter.name}") for o in self._outlets]
+        closers += [threading.Thread(target=close_collector, args=(slot,), daemon=True,
+                                     name=f"close-{slot.spec.name}")
+                    for slot in self._slots.values()]
+        for t in closers:
+            t.start()
+        for t in closers:
+            t.join(left())
+        for outlet in self._outlets:
+            outlet.abandon()
+        late = [t.name.removeprefix("close-") for t in closers if t.is_alive()]
+        if late:
+            log.warning("stopped without waiting for %s (still busy after %g s)",
+                        ", ".join(late), timeout_s)

@@ -17,7 +17,7 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import ByteSize, Field, field_validator
+from pydantic import ByteSize, Field, field_validator, model_validator
 
 from computewatch.collectors._settings import CollectorConfig, Duration, _Model, parse_duration
 from computewatch.collectors.export.buffer import DEFAULT_MAX_BYTES
@@ -25,7 +25,7 @@ from computewatch.collectors.export.remote import DEFAULT_BATCH_SAMPLES
 from computewatch.collectors.modbus import ModbusMeter
 from computewatch.collectors.redfish import RedfishEndpoint
 from computewatch.collectors.snmp import SnmpDevice
-from computewatch.config import load_yaml_model
+from computewatch.config import PathError, load_yaml_model
 from computewatch.lineprotocol import check_write_url
 
 __all__ = ["NodeConfig", "load_node_config", "parse_duration"]
@@ -97,6 +97,14 @@ class LatencyConfig(CollectorConfig):
     window: Duration = 60.0
     topology: Path | None = None  # default: the shipped national topology
     policy: Path | None = None  # default: the shipped policy
+    key_file: Path | None = None  # the shared probe key (responders' --key-file), or
+    key_env: str | None = None  # the variable holding it; at most one of the two
+
+    @model_validator(mode="after")
+    def _one_key(self) -> LatencyConfig:
+        if self.key_file is not None and self.key_env is not None:
+            raise PathError(("key_env",), "give key_file or key_env, not both")
+        return self
 
 
 class Collectors(_Model):
@@ -114,6 +122,9 @@ class PrometheusExport(_Model):
     enabled: bool = True
     listen: str = "127.0.0.1:9400"
     compat: list[Literal["dcgm", "npu-exporter"]] = Field(default_factory=list)
+    # TLS and basic auth for /metrics: an exporter-toolkit web configuration file
+    # (collectors/export/webconfig.py), as node_exporter's --web.config.file.
+    web_config_file: Path | None = None
 
 
 class OtlpExport(_Model):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from computewatch.collectors._settings import CollectorConfig
@@ -96,7 +97,11 @@ def _latency_collector(config: NodeConfig, labels: dict[str, str]) -> Scheduled 
     lat = config.collectors.latency
     if not (lat.enabled and lat.peers):
         return None
-    from computewatch.collectors.latency import LatencyCollector, targets_from_topology
+    from computewatch.collectors.latency import (
+        LatencyCollector,
+        read_probe_key,
+        targets_from_topology,
+    )
     from computewatch.policy import load_policy
     from computewatch.topology import load_topology
 
@@ -106,21 +111,28 @@ def _latency_collector(config: NodeConfig, labels: dict[str, str]) -> Scheduled 
         raise ValueError("collectors.latency needs the node's `site` to know its links")
     targets = targets_from_topology(topology, policy, labels["site"], lat.peers, lat.mode,
                                     lat.kind)
+    try:
+        key = read_probe_key(lat.key_file, lat.key_env)
+    except ValueError as exc:
+        raise ValueError(f"collectors.latency: {exc}") from None
     collector = LatencyCollector(labels, targets, window_s=lat.window,
-                                 interval_s=lat.probe_interval, timeout_s=lat.probe_timeout)
+                                 interval_s=lat.probe_interval, timeout_s=lat.probe_timeout,
+                                 key=key)
     return Scheduled(collector, lat.interval or config.interval, lat.timeout or config.timeout)
 
 
 def build_exporters(config: NodeConfig, *, labels: dict[str, str] | None = None,
                     listen: str | None = None,
-                    compat: Sequence[str] | None = None) -> list[Exporter]:
+                    compat: Sequence[str] | None = None,
+                    web_config: Path | None = None) -> list[Exporter]:
     from computewatch.collectors.export.prometheus import PrometheusExporter
 
     e = config.exports
     out: list[Exporter] = []
     if e.prometheus.enabled or listen:
         out.append(PrometheusExporter(listen or e.prometheus.listen,
-                                      compat if compat is not None else e.prometheus.compat))
+                                      compat if compat is not None else e.prometheus.compat,
+                                      web_config or e.prometheus.web_config_file))
     if e.otlp.enabled:
         from computewatch.collectors.export.otlp import OtlpExporter
 

@@ -404,7 +404,9 @@ CATALOG: tuple[Metric, ...] = (
     Metric("alert_bridge", "requests_rejected_total", "{count}", Kind.COUNTER,
            ("receiver", "reason"),
            "Webhook requests refused, by reason: unauthorized, unknown_receiver, "
-           "length_required, too_large, malformed_json, invalid_payload, queue_full."),
+           "length_required, too_large, malformed_json, invalid_payload, too_deep, "
+           "body_timeout, queue_full; before a receiver is known (receiver _unknown): "
+           "header_timeout, connection_limit, bad_request."),
     Metric("alert_bridge", "messages_delivered_total", "{count}", Kind.COUNTER,
            ("target", "kind"), "Messages the target accepted."),
     Metric("alert_bridge", "delivery_failures_total", "{count}", Kind.COUNTER,

@@ -238,3 +238,67 @@ def test_readings_or_no_data_passes_a_run_with_one_reading():
     with pytest.raises(NoData) as info:
         readings_or_no_data([], lambda: "no devices answered")
     assert info.value.code is ResultCode.NO_DATA and info.value.samples == ()
+
+
+def test_a_hung_exporter_delays_neither_the_schedule_nor_the_stop():
+    class HangingExporter(Recorder):
+        name = "hung"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = threading.Event()
+
+        def export(self, batch, source=""):
+            self.release.wait(30)  # an endpoint that never answers
+            return super().export(batch, source)
+
+    good, hung = Good(), HangingExporter()
+    rec = Recorder()
+    agent = Agent([Scheduled(good, 0.1, 1)], [hung, rec], LABELS)
+    stop = threading.Event()
+    t = threading.Thread(target=agent.run, args=(stop,))
+    t.start()
+    time.sleep(1.0)
+    stop.set()
+    t.join(5)
+    assert not t.is_alive()
+    assert good.runs >= 9  # every 0.1 s, though the first export never returned
+    assert len([s for s, _ in rec.batches if s == "good"]) >= 9  # the other exporter too
+    t0 = time.monotonic()
+    agent.close(timeout_s=1.0)
+    assert time.monotonic() - t0 < 1.5
+    # What the hung exporter never took is counted, not lost silently: its backlog was
+    # dropped as "shutdown" (one batch is still inside export()).
+    dropped = sample_value(agent.self_samples(), "agent.samples_dropped_total",
+                           {"exporter": "hung", "reason": "shutdown"})
+    assert dropped >= 9
+    hung.release.set()
+
+
+def test_an_exporter_that_falls_behind_loses_its_oldest_batches_counted():
+    from computewatch.collectors.agent import BACKLOG
+
+    class Slow(Recorder):
+        name = "slow"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = threading.Event()
+
+        def export(self, batch, source=""):
+            self.release.wait(10)
+            return super().export(batch, source)
+
+    slow = Slow()
+    agent = Agent([Scheduled(Good(), 1, 1)], [slow], LABELS)
+    sample = [Sample.of("accelerator.power_watts", 1.0, {"node": "n1", "device": "d0"})]
+    for i in range(BACKLOG + 11):  # one taken by the worker, BACKLOG queued, 10 too many
+        agent._submit(f"s{i}", sample)
+        time.sleep(0.001 if i else 0.1)
+    dropped = sample_value(agent.self_samples(), "agent.samples_dropped_total",
+                           {"exporter": "slow", "reason": "backlog_full"})
+    assert dropped == 10
+    slow.release.set()
+    agent.close(timeout_s=5)
+    assert [s for s, _ in slow.batches][-1] == f"s{BACKLOG + 10}"  # the newest kept
+    assert len(slow.batches) == BACKLOG + 1

@@ -36,8 +36,10 @@ from computewatch.collectors.latency import (
     ProbeTarget,
     Responder,
     WindowResult,
+    encode_probe,
     new_responder_loop,
     percentile,
+    reply_to,
     serve_responder,
     split_host_port,
     targets_from_topology,
@@ -87,7 +89,7 @@ def responder(delay_s: float = 0.0, drop_ratio: float = 0.0, *, jitter_s: float 
 
 
 class Misbehaving(asyncio.DatagramProtocol):
-    """Echoes every 10th packet twice (n % 10 == 3) and swaps two (n % 10 == 6 and 7)."""
+    """Answers every 10th probe twice (n % 10 == 3) and swaps two (n % 10 == 6 and 7)."""
 
     def __init__(self) -> None:
         self.n = 0
@@ -98,6 +100,7 @@ class Misbehaving(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         n, self.n = self.n, self.n + 1
+        data = reply_to(data)
         if n % 10 == 6:
             self.held = (data, addr)
             return
@@ -465,8 +468,11 @@ class FakeTransport:
         return None
 
 
+PEER = ("127.0.0.1", 40000)  # a prober's ephemeral port (well-known ports get no answer)
+
+
 def packet(seq: int) -> bytes:
-    return MAGIC + bytes(8) + seq.to_bytes(8, "big") + bytes(8)
+    return encode_probe(0, 0, seq, 0)
 
 
 def test_responder_echoes_probes_unchanged_and_ignores_garbage():
@@ -475,11 +481,14 @@ def test_responder_echoes_probes_unchanged_and_ignores_garbage():
         r.connection_made(FakeTransport())  # type: ignore[arg-type]
         for data in (packet(1), b"hello", MAGIC + b"short", b"XXXX" + packet(2)[4:],
                      packet(3) + b"padding"):
-            r.datagram_received(data, ("127.0.0.1", 5))
+            r.datagram_received(data, PEER)
         return r
 
     r = asyncio.run(go())
-    assert [d for d, _ in r.transport.sent] == [packet(1), packet(3) + b"padding"]
+    # Answered unchanged but for the reply flag (format 2: a responder never answers a reply).
+    assert [d for d, _ in r.transport.sent] == [reply_to(packet(1)),
+                                                reply_to(packet(3) + b"padding")]
+    assert reply_to(packet(1)) == packet(1)[:4] + b"\x01" + packet(1)[5:]
     assert (r.received, r.echoed, r.invalid) == (2, 2, 3)
     assert len(packet(1)) == PACKET_SIZE
 
@@ -490,8 +499,8 @@ def test_responder_drops_are_seeded():
             r = Responder(drop_ratio=0.3, seed=seed)
             r.connection_made(FakeTransport())  # type: ignore[arg-type]
             for i in range(200):
-                r.datagram_received(packet(i), ("127.0.0.1", 5))
-            echoed = {int.from_bytes(d[12:20], "big") for d, _ in r.transport.sent}
+                r.datagram_received(packet(i), PEER)
+            echoed = {int.from_bytes(d[16:24], "big") for d, _ in r.transport.sent}
             return [i for i in range(200) if i not in echoed]
         return asyncio.run(go())
 
@@ -506,7 +515,7 @@ def test_responder_holds_replies_with_timers_not_sleeps():
         r.connection_made(transport)  # type: ignore[arg-type]
         t0 = time.monotonic()
         for i in range(20):
-            r.datagram_received(packet(i), ("127.0.0.1", 5))
+            r.datagram_received(packet(i), PEER)
         returned = time.monotonic() - t0
         done: list[float] = []
         while len(transport.sent) < 20:

@@ -15,19 +15,20 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.alerts": set(),
     "computewatch.alerts.bridge": {
         "Alert", "AlertBridge", "BridgeConfig", "KINDS", "Notification", "PayloadError",
-        "load_bridge_config", "open_bridge", "parse_notification", "read_dead_letters", "render",
-        "resolve_secrets", "verify_signature"},
+        "check_bridge", "load_bridge_config", "open_bridge", "parse_notification",
+        "read_dead_letters", "render", "resolve_secrets", "split_listen", "verify_signature"},
     "computewatch.alerts.bridge.config": {
         "AuthConfig", "BasicAuth", "BridgeConfig", "DeliveryConfig", "KIND_DEFAULTS",
-        "KindDefaults", "RateLimit", "SecretRef", "TargetConfig", "load_bridge_config",
-        "resolve_secrets"},
+        "KindDefaults", "RateLimit", "SecretRef", "ServerConfig", "TargetConfig",
+        "load_bridge_config", "resolve_secrets", "split_listen"},
     "computewatch.alerts.bridge.deadletter": {"DeadLetterLog", "read_dead_letters"},
     "computewatch.alerts.bridge.metrics": {"BridgeMetrics"},
     "computewatch.alerts.bridge.payload": {
-        "Alert", "Notification", "PayloadError", "parse_notification"},
+        "MAX_DEPTH", "Alert", "Notification", "PayloadError", "json_depth",
+        "parse_notification"},
     "computewatch.alerts.bridge.queue": {"Job", "TargetWorker", "backoff_delay"},
     "computewatch.alerts.bridge.ratelimit": {"SlidingWindowLimiter"},
-    "computewatch.alerts.bridge.server": {"AlertBridge", "open_bridge"},
+    "computewatch.alerts.bridge.server": {"AlertBridge", "check_bridge", "open_bridge"},
     "computewatch.alerts.bridge.targets": {
         "KINDS", "OK", "Outcome", "Prepared", "Request", "Target", "build_target",
         "verify_signature"},
@@ -67,16 +68,21 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.collectors.export.otlp": {
         "DEFAULT_ENDPOINT", "OtlpExporter", "resource_attributes"},
     "computewatch.collectors.export.prometheus": {
-        "COMPAT_CHOICES", "PrometheusExporter", "SnapshotCollector", "exposition"},
+        "COMPAT_CHOICES", "HANDSHAKE_TIMEOUT_S", "PrometheusExporter", "SnapshotCollector",
+        "exposition"},
     "computewatch.collectors.export.remote": {
         "DEFAULT_BATCH_SAMPLES", "DROP_REASONS", "RemoteExporter", "WriteTarget",
         "check_write_url", "parse_write_url"},
     "computewatch.collectors.export.store": {"StoreExporter"},
+    "computewatch.collectors.export.webconfig": {
+        "BasicAuth", "TlsServerConfig", "WebConfig", "load_web_config"},
     "computewatch.collectors.latency": {
-        "BUCKETS", "DEFAULT_RESPONDER_PORT", "EMITTED", "ICMP_DISABLED", "KINDS",
-        "LatencyCollector", "MAGIC", "MIN_FIBER_RTT_S", "PACKET_SIZE", "ProbeKind", "ProbeTarget",
-        "Prober", "Responder", "WindowResult", "new_responder_loop", "open_responder",
-        "percentile", "serve_responder", "split_host_port", "targets_from_topology"},
+        "BUCKETS", "DEFAULT_RATE", "DEFAULT_RESPONDER_PORT", "DROP_REASONS", "EMITTED",
+        "ICMP_DISABLED", "KINDS", "LatencyCollector", "MAGIC", "MIN_FIBER_RTT_S", "PACKET_SIZE",
+        "ProbeKind", "ProbePacket", "ProbeTarget", "Prober", "Responder", "WindowResult",
+        "decode_probe", "encode_probe", "new_responder_loop", "open_responder", "percentile",
+        "read_probe_key", "reply_to", "serve_responder", "split_host_port",
+        "targets_from_topology"},
     "computewatch.collectors.modbus": {
         "EMITTED", "MAPS_DIR", "ModbusCollector", "ModbusMeter", "Register", "RegisterMap",
         "Registers", "decode_registers", "load_register_map", "shipped_maps"},

@@ -6,10 +6,15 @@ application API, not group robots; this is the piece in between. Run it with
 ``computewatch alert-bridge --config bridge.yaml`` (example: examples/alert-bridge.yaml).
 """
 
-from computewatch.alerts.bridge.config import BridgeConfig, load_bridge_config, resolve_secrets
+from computewatch.alerts.bridge.config import (
+    BridgeConfig,
+    load_bridge_config,
+    resolve_secrets,
+    split_listen,
+)
 from computewatch.alerts.bridge.deadletter import read_dead_letters
 from computewatch.alerts.bridge.payload import Alert, Notification, PayloadError, parse_notification
-from computewatch.alerts.bridge.server import AlertBridge, open_bridge
+from computewatch.alerts.bridge.server import AlertBridge, check_bridge, open_bridge
 from computewatch.alerts.bridge.targets import KINDS, verify_signature
 from computewatch.alerts.bridge.templates import render
 
@@ -20,11 +25,13 @@ __all__ = [
     "BridgeConfig",
     "Notification",
     "PayloadError",
+    "check_bridge",
     "load_bridge_config",
     "open_bridge",
     "parse_notification",
     "read_dead_letters",
     "render",
     "resolve_secrets",
+    "split_listen",
     "verify_signature",
 ]

@@ -20,11 +20,12 @@ receivers:
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from computewatch.config import ConfigError, FieldPath, PathError, load_yaml_model, suggest_known
 from computewatch.durations import Duration
@@ -38,9 +39,11 @@ __all__ = [
     "KindDefaults",
     "RateLimit",
     "SecretRef",
+    "ServerConfig",
     "TargetConfig",
     "load_bridge_config",
     "resolve_secrets",
+    "split_listen",
 ]
 
 Kind = Literal["dingtalk", "wecom", "feishu", "slack", "webhook"]
@@ -48,6 +51,18 @@ Kind = Literal["dingtalk", "wecom", "feishu", "slack", "webhook"]
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+_DAY_S = 86_400.0
+
+
+def _seconds(value: float, *, zero: bool = False) -> float:
+    """A duration the bridge can wait: finite, positive (or zero where allowed), at most a
+    day; NaN and infinities load in YAML (``.nan``, ``.inf``) but would fail at start."""
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero) or value > _DAY_S:
+        low = "0" if zero else "more than 0"
+        raise ValueError(f"must be {low} and at most a day (86400 s)")
+    return value
 
 
 class SecretRef(_Model):
@@ -85,8 +100,10 @@ class SecretRef(_Model):
 class RateLimit(_Model):
     """At most ``messages`` sends in any window of ``per`` (a sliding window, not a bucket)."""
 
-    messages: int = Field(ge=1)
+    messages: int = Field(ge=1, le=1_000_000)
     per: Duration
+
+    _per = field_validator("per")(lambda v: _seconds(v))
 
 
 class BasicAuth(_Model):
@@ -112,8 +129,26 @@ class DeliveryConfig(_Model):
     max_attempts: int = Field(5, ge=1, le=50)
     backoff: Duration = 1.0
     max_backoff: Duration = 60.0
-    queue_size: int = Field(1000, ge=1)
+    queue_size: int = Field(1000, ge=1, le=1_000_000)
     shutdown_grace: Duration = 10.0
+
+    _positive = field_validator("timeout", "backoff", "max_backoff")(lambda v: _seconds(v))
+    _grace = field_validator("shutdown_grace")(lambda v: _seconds(v, zero=True))
+
+
+class ServerConfig(_Model):
+    """How the HTTP side protects itself: every limit a refusal is counted under."""
+
+    max_connections: int = Field(1000, ge=1, le=100_000)  # more: 503 and closed at once
+    backlog: int = Field(2048, ge=16, le=65_535)  # connections the kernel queues
+    header_timeout: Duration = 10.0  # the request line and headers, from connect or last reply
+    body_timeout: Duration = 30.0  # the whole body, from the end of the headers
+    keep_alive: Duration = 5.0  # an idle connection between requests
+    max_json_depth: int = Field(32, ge=4, le=1_000)  # nesting of arrays and objects
+    shutdown_timeout: Duration = 2.0  # for requests in flight when the bridge stops
+
+    _durations = field_validator("header_timeout", "body_timeout", "keep_alive",
+                                 "shutdown_timeout")(lambda v: _seconds(v))
 
 
 class KindDefaults(BaseModel):
@@ -198,6 +233,7 @@ class BridgeConfig(_Model):
     external_url: str | None = None  # link base for messages, instead of Alertmanager's own
     dead_letter: Path = Path("var/alert-bridge/dead-letter.jsonl")
     delivery: DeliveryConfig = DeliveryConfig()
+    server: ServerConfig = ServerConfig()
     targets: dict[str, TargetConfig] = Field(min_length=1)
     receivers: dict[str, list[str]] = Field(min_length=1)
 
@@ -212,9 +248,9 @@ class BridgeConfig(_Model):
                     raise PathError(("receivers", receiver, i),
                                     f"unknown target {name!r} ({suggest_known(name, known)})",
                                     name)
-        host, _, port = self.listen.rpartition(":")
-        if not host or not port.isdigit():
-            raise PathError(("listen",), "expected host:port, e.g. 127.0.0.1:9095", self.listen)
+        if split_listen(self.listen) is None:
+            raise PathError(("listen",), "expected host:port with a port in 0..65535, e.g. "
+                            "127.0.0.1:9095", self.listen)
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
         for name, target in self.targets.items():
@@ -224,6 +260,15 @@ class BridgeConfig(_Model):
                 raise PathError(("targets", name, "timezone"), "unknown time zone",
                                 target.timezone) from None
         return self
+
+
+def split_listen(listen: str) -> tuple[str, int] | None:
+    """(host, port) of a ``host:port`` (``[::1]:9095`` too); None when it is not one."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65_535:
+        return None
+    return host, int(port)
 
 
 def load_bridge_config(path: Path) -> BridgeConfig:

@@ -8,6 +8,7 @@ Fields Alertmanager may add later are ignored.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -16,9 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from computewatch.config import format_path
 
-__all__ = ["Alert", "Notification", "PayloadError", "parse_notification"]
+__all__ = ["MAX_DEPTH", "Alert", "Notification", "PayloadError", "json_depth",
+           "parse_notification"]
 
 _ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
+MAX_DEPTH = 32
+"""Nesting of arrays and objects a body may have (Alertmanager's payload has 3)."""
+_STRINGS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # unrolled: linear, fast
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
 
 
 class PayloadError(ValueError):
@@ -102,8 +108,30 @@ def _utc(t: datetime | None) -> datetime | None:
     return None if t <= _ZERO_TIME else t.astimezone(UTC)  # Go's zero time: "not set"
 
 
-def parse_notification(body: bytes) -> Notification:
-    """Decode and validate one webhook body; raises PayloadError saying what is wrong."""
+def json_depth(body: bytes, stop_at: int | None = None) -> int:
+    """How deeply the arrays and objects of a JSON text nest (strings are skipped), counted
+    without parsing it, so a body nested 200,000 deep costs a scan, not a RecursionError.
+    Counting stops once ``stop_at`` is reached."""
+    brackets = _STRINGS.sub(b"", body).translate(None, _NOT_BRACKETS)
+    depth = deepest = 0
+    for c in brackets:
+        if c in b"[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if stop_at is not None and deepest >= stop_at:
+                    return deepest
+        else:
+            depth -= 1
+    return deepest
+
+
+def parse_notification(body: bytes, max_depth: int = MAX_DEPTH) -> Notification:
+    """Decode and validate one webhook body; raises PayloadError saying what is wrong
+    (``too_deep`` for arrays and objects nested deeper than ``max_depth``)."""
+    if json_depth(body, max_depth + 1) > max_depth:
+        raise PayloadError("too_deep", f"JSON nested deeper than {max_depth} levels "
+                           "(max_json_depth)")
     try:
         data = json.loads(body)
     except UnicodeDecodeError as exc:
@@ -111,6 +139,8 @@ def parse_notification(body: bytes) -> Notification:
     except json.JSONDecodeError as exc:
         raise PayloadError("malformed_json", f"malformed JSON at line {exc.lineno} column "
                            f"{exc.colno}: {exc.msg}") from None
+    except RecursionError:  # cannot happen below the depth bound; never a dropped answer
+        raise PayloadError("too_deep", "JSON nested too deeply to decode") from None
     if not isinstance(data, dict):
         raise PayloadError("invalid_payload", f"expected a JSON object, got "
                            f"{type(data).__name__}")

@@ -7,9 +7,20 @@ Each refusal has its own status and a one-line reason in the body, and is counte
 
 - 401 unauthorized: no or wrong bearer token / basic credentials (checked first)
 - 404 unknown_receiver: the path names no configured receiver
-- 411 length_required, 413 too_large (over ``max_body_bytes``; the body is not read)
-- 400 malformed_json, invalid_payload (the field and the value are named)
+- 411 length_required, 413 too_large (over ``max_body_bytes``; the body is not kept)
+- 400 malformed_json, invalid_payload (the field and the value are named), too_deep (arrays
+  and objects nested deeper than ``server.max_json_depth``)
+- 408 body_timeout: the body did not arrive within ``server.body_timeout``
 - 503 queue_full: a target's queue is full; Alertmanager retries a 5xx, so nothing is lost
+- and before a request reaches the app (receiver ``_unknown``): 408 header_timeout (the
+  request head not in within ``server.header_timeout``), 503 connection_limit (over
+  ``server.max_connections``), 400 bad_request (not HTTP/1.1 that h11 can parse)
+
+It runs on uvicorn (the ASGI server behind most Python web services, maintained, with h11
+for HTTP/1.1) with a small Starlette app: the standard library's ``http.server``, which the
+first bridge used, is documented as not for production, and held a thread per slow client
+indefinitely with a listen backlog of 5. Here one event loop serves every connection; the
+backlog is ``server.backlog``; slow clients are cut off at the deadlines (`_http`).
 
 ``GET /metrics`` serves the bridge's metrics, ``GET /healthz`` its workers' state; neither
 needs credentials.
@@ -17,24 +28,32 @@ needs credentials.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
 import json
 import logging
+import os
+import socket
 import threading
 import time
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
 
+from computewatch.alerts.bridge._http import Guards, guarded_protocol
 from computewatch.alerts.bridge.config import (
     BridgeConfig,
     ResolvedSecrets,
     load_bridge_config,
     resolve_secrets,
+    split_listen,
 )
 from computewatch.alerts.bridge.deadletter import DeadLetterLog
 from computewatch.alerts.bridge.metrics import BridgeMetrics
@@ -42,9 +61,9 @@ from computewatch.alerts.bridge.payload import PayloadError, parse_notification
 from computewatch.alerts.bridge.queue import Job, TargetWorker
 from computewatch.alerts.bridge.ratelimit import SlidingWindowLimiter
 from computewatch.alerts.bridge.targets import build_target
-from computewatch.config import suggest_known
+from computewatch.config import ConfigError, suggest_known
 
-__all__ = ["AlertBridge", "open_bridge"]
+__all__ = ["AlertBridge", "check_bridge", "open_bridge"]
 
 log = logging.getLogger(__name__)
 
@@ -70,39 +89,77 @@ class AlertBridge:
             limiter = SlidingWindowLimiter(windows) if windows else None
             self.workers[name] = TargetWorker(target, config.delivery, self.metrics,
                                               self.dead_letters, limiter)
-        host, _, port = (listen or config.listen).rpartition(":")
-        self._address = (host.strip("[]"), int(port))
-        self._server: ThreadingHTTPServer | None = None
+        address = split_listen(listen or config.listen)
+        if address is None:
+            raise ValueError(f"--listen {listen!r}: expected host:port with a port in "
+                             "0..65535, e.g. 127.0.0.1:9095")
+        self._address = address
+        self._socket: socket.socket | None = None
+        self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         for receiver in config.receivers:
             self.metrics.received.labels(receiver=receiver)  # exposed at 0 from the start
 
     @property
     def port(self) -> int:
-        assert self._server is not None, "not started"
-        return self._server.server_address[1]
+        assert self._socket is not None, "not started"
+        return self._socket.getsockname()[1]
 
     @property
     def url(self) -> str:
-        return f"http://{self._address[0]}:{self.port}"
+        host = self._address[0]
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
 
     def start(self) -> AlertBridge:
-        handler = type("Handler", (_Handler,), {"bridge": self})
-        self._server = ThreadingHTTPServer(self._address, handler)  # binds: may raise OSError
+        """Bind (an OSError if the address is taken), start the workers and the server."""
+        limits = self.config.server
+        family = socket.AF_INET6 if ":" in self._address[0] else socket.AF_INET
+        # IPPROTO_TCP named, so asyncio sets TCP_NODELAY on each accepted connection (it
+        # checks the socket's proto): else Nagle holds a response's body until the client's
+        # delayed ACK, 40 ms a request.
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(self._address)
+            sock.listen(limits.backlog)
+        except OSError:
+            sock.close()
+            raise
+        self._socket = sock
+        guards = Guards(limits.max_connections, limits.header_timeout,
+                        lambda reason: self.count_rejection(_UNKNOWN, reason))
+        config = uvicorn.Config(
+            _app(self), http=guarded_protocol(guards), lifespan="off", log_config=None,
+            access_log=False, server_header=False, backlog=limits.backlog,
+            timeout_keep_alive=limits.keep_alive,  # type: ignore[arg-type]
+            timeout_graceful_shutdown=limits.shutdown_timeout)  # type: ignore[arg-type]
+        self._server = uvicorn.Server(config)
         for worker in self.workers.values():
             worker.start()
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,),
-                                        name="bridge-http", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="bridge-http", daemon=True)
         self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started and self._thread.is_alive():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the bridge's HTTP server did not start within 10 s")
+            time.sleep(0.005)
+        if not self._server.started:
+            raise RuntimeError("the bridge's HTTP server failed to start (see the log)")
         return self
+
+    def _serve(self) -> None:
+        assert self._server is not None and self._socket is not None
+        asyncio.run(self._server.serve(sockets=[self._socket]))
 
     def stop(self, grace_s: float | None = None) -> None:
         """Stop taking webhooks, deliver what is queued (up to the grace), dead-letter the rest."""
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.should_exit = True
+            if self._thread is not None:
+                self._thread.join(self.config.server.shutdown_timeout + 5)
             self._server = None
+        if self._socket is not None:
+            self._socket.close()
         closers = [threading.Thread(target=w.close, args=(grace_s,)) for w in
                    self.workers.values()]
         for t in closers:
@@ -152,105 +209,107 @@ class AlertBridge:
         return ok, {"status": "ok" if ok else "degraded", "targets": targets}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    bridge: AlertBridge
-    server_version = "computewatch-alert-bridge"
-    protocol_version = "HTTP/1.1"
-    timeout = 30  # seconds a client may stall mid-request before its connection is dropped
+    def count_rejection(self, receiver: str, reason: str) -> None:
+        self.metrics.rejected.labels(receiver=receiver, reason=reason).inc()
 
-    def log_message(self, format: str, *args: object) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
 
-    def _reply(self, status: int, body: bytes | str, content_type: str = "text/plain; "
-               "charset=utf-8", headers: dict[str, str] | None = None,
-               close: bool = False) -> None:
-        data = body.encode("utf-8") if isinstance(body, str) else body
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        if close:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        self.wfile.write(data)
+def _text(status: int, text: str, headers: dict[str, str] | None = None,
+          close: bool = False) -> Response:
+    headers = dict(headers or {})
+    if close:
+        headers["Connection"] = "close"
+    return Response(text, status, headers, media_type="text/plain; charset=utf-8")
 
-    def _reject(self, status: HTTPStatus, receiver: str, reason: str, message: str,
-                **kw: object) -> None:
-        self.bridge.metrics.rejected.labels(receiver=receiver, reason=reason).inc()
-        log.warning("webhook from %s for receiver %s refused (%d %s): %s",
-                    self.client_address[0], receiver, status, reason, message)
-        self._reply(status, f"{reason}: {message}\n", **kw)  # type: ignore[arg-type]
 
-    def _discard_body(self) -> None:
-        """Read and drop a refused body (up to a bound) so the client sees our answer
-        instead of a reset connection."""
-        text = self.headers.get("Content-Length") or ""
-        left = min(int(text), _DISCARD_MAX) if text.isdigit() else 0
-        while left > 0:
-            chunk = self.rfile.read(min(left, 1 << 16))
-            if not chunk:
-                break
-            left -= len(chunk)
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, at most ``limit`` bytes (the caller bounds the time)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadError("too_large", f"body is over the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
-    def do_GET(self) -> None:
-        if self.path == "/metrics":
-            self._reply(200, generate_latest(self.bridge.metrics.registry), CONTENT_TYPE_LATEST)
-        elif self.path == "/healthz":
-            ok, doc = self.bridge.health()
-            self._reply(200 if ok else 503, json.dumps(doc), "application/json")
-        else:
-            self._reply(404, "not found: GET /metrics, GET /healthz, "
-                        "POST /alertmanager/<receiver>\n")
 
-    def do_POST(self) -> None:
-        bridge = self.bridge
-        if not self.path.startswith(_PREFIX):
-            self._reply(404, "not found: POST /alertmanager/<receiver>\n", close=True)
+def _app(bridge: AlertBridge) -> Starlette:
+    """The ASGI app: the bridge's routes, each refusal counted by reason."""
+    limits = bridge.config.server
+
+    def reject(request: Request, status: int, receiver: str, reason: str, message: str,
+               **kw: object) -> Response:
+        bridge.count_rejection(receiver, reason)
+        client = request.client.host if request.client else "?"
+        log.warning("webhook from %s for receiver %s refused (%d %s): %s", client, receiver,
+                    status, reason, message)
+        return _text(status, f"{reason}: {message}\n", **kw)  # type: ignore[arg-type]
+
+    async def discard(request: Request) -> None:
+        """Read and drop a refused body (up to a bound and the body deadline), so the
+        client sees our answer instead of a reset connection."""
+        text = request.headers.get("content-length") or ""
+        if not text.isdigit() or int(text) > _DISCARD_MAX:
             return
-        name = self.path[len(_PREFIX):].split("?", 1)[0].strip("/")
-        receiver = name if name in bridge.config.receivers else _UNKNOWN
-        if not bridge.authorized(self.headers.get("Authorization")):
-            given = "no Authorization header" if not self.headers.get("Authorization") \
-                else "wrong credentials"
-            self._discard_body()
-            self._reject(HTTPStatus.UNAUTHORIZED, receiver, "unauthorized", given,
-                         headers={"WWW-Authenticate": bridge.challenge}, close=True)
-            return
-        if receiver == _UNKNOWN:
-            self._discard_body()
-            known = suggest_known(name, sorted(bridge.config.receivers))
-            self._reject(HTTPStatus.NOT_FOUND, receiver, "unknown_receiver",
-                         f"no receiver {name!r} ({known})", close=True)
-            return
-        length_text = self.headers.get("Content-Length")
-        if length_text is None or not length_text.isdigit():
-            self._reject(HTTPStatus.LENGTH_REQUIRED, receiver, "length_required",
-                         "a Content-Length header is required", close=True)
-            return
-        length = int(length_text)
-        limit = bridge.config.max_body_bytes
-        if length > limit:
-            self._discard_body()
-            self._reject(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, receiver, "too_large",
-                         f"body of {length} bytes is over the {limit}-byte limit "
-                         f"(max_body_bytes)", close=True)
-            return
-        body = self.rfile.read(length)
         try:
-            notification = parse_notification(body)
+            async with asyncio.timeout(limits.body_timeout):
+                async for _ in request.stream():
+                    pass
+        except (TimeoutError, ClientDisconnect):
+            pass
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(bridge.metrics.registry),
+                        headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(request: Request) -> Response:
+        ok, doc = bridge.health()
+        return Response(json.dumps(doc), 200 if ok else 503, media_type="application/json")
+
+    async def webhook(request: Request) -> Response:
+        name = request.path_params["receiver"].strip("/")
+        receiver = name if name in bridge.config.receivers else _UNKNOWN
+        header = request.headers.get("authorization")
+        if not bridge.authorized(header):
+            await discard(request)
+            given = "no Authorization header" if not header else "wrong credentials"
+            return reject(request, 401, receiver, "unauthorized", given,
+                          headers={"WWW-Authenticate": bridge.challenge}, close=True)
+        if receiver == _UNKNOWN:
+            await discard(request)
+            known = suggest_known(name, sorted(bridge.config.receivers))
+            return reject(request, 404, receiver, "unknown_receiver",
+                          f"no receiver {name!r} ({known})", close=True)
+        length_text = request.headers.get("content-length")
+        if length_text is None or not length_text.isdigit():
+            return reject(request, 411, receiver, "length_required",
+                          "a Content-Length header is required", close=True)
+        length, limit = int(length_text), bridge.config.max_body_bytes
+        if length > limit:
+            await discard(request)
+            return reject(request, 413, receiver, "too_large",
+                          f"body of {length} bytes is over the {limit}-byte limit "
+                          f"(max_body_bytes)", close=True)
+        try:
+            async with asyncio.timeout(limits.body_timeout):
+                body = await _read_body(request, limit)
+        except TimeoutError:
+            return reject(request, 408, receiver, "body_timeout",
+                          f"the body did not arrive within {limits.body_timeout:g} s "
+                          "(server.body_timeout)", close=True)
+        except ClientDisconnect:
+            bridge.count_rejection(receiver, "client_disconnected")
+            return _text(400, "client_disconnected\n", close=True)
+        try:
+            notification = parse_notification(body, limits.max_json_depth)
         except PayloadError as exc:
-            self._reject(HTTPStatus.BAD_REQUEST, receiver, exc.reason, str(exc))
-            return
+            return reject(request, 400, receiver, exc.reason, str(exc))
         workers = [bridge.workers[t] for t in bridge.config.receivers[receiver]]
         full = [w.target.name for w in workers if not w.has_room()]
         if full:
-            self._reject(HTTPStatus.SERVICE_UNAVAILABLE, receiver, "queue_full",
-                         f"queue of target {full[0]!r} is full "
-                         f"({bridge.config.delivery.queue_size} messages); retry later",
-                         headers={"Retry-After": "10"})
-            return
+            return reject(request, 503, receiver, "queue_full",
+                          f"queue of target {full[0]!r} is full "
+                          f"({bridge.config.delivery.queue_size} messages); retry later",
+                          headers={"Retry-After": "10"})
         job = Job(receiver, notification, time.time())
         for w in workers:
             if not w.submit(job):  # filled up (or began closing) since the check: keep it
@@ -259,9 +318,35 @@ class _Handler(BaseHTTPRequestHandler):
         bridge.metrics.received.labels(receiver=receiver).inc()
         log.info("webhook for %s: %s, %d alerts -> %s", receiver, notification.status,
                  len(notification.alerts), ", ".join(w.target.name for w in workers))
-        self._reply(200, json.dumps({"status": "queued",
-                                     "targets": [w.target.name for w in workers]}),
-                    "application/json")
+        return Response(json.dumps({"status": "queued",
+                                    "targets": [w.target.name for w in workers]}),
+                        media_type="application/json")
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        if request.method == "POST":
+            return _text(404, "not found: POST /alertmanager/<receiver>\n", close=True)
+        return _text(404, "not found: GET /metrics, GET /healthz, "
+                     "POST /alertmanager/<receiver>\n")
+
+    routes = [Route("/metrics", metrics, methods=["GET"]),
+              Route("/healthz", healthz, methods=["GET"]),
+              Route(_PREFIX + "{receiver:path}", webhook, methods=["POST"])]
+    return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
+
+
+def check_bridge(config_path: Path, listen: str | None = None) -> AlertBridge:
+    """Everything starting would check, without binding or starting anything: the config
+    (ports, durations, ...), every secret, the listen address and that the dead-letter
+    file can be written. A problem is a ConfigError naming the file and the field."""
+    bridge = open_bridge(config_path, listen)
+    path = bridge.config.dead_letter
+    folder = next((p for p in (path.parent, *path.parent.parents) if p.exists()), Path("."))
+    writable = os.access(path, os.W_OK) if path.exists() else (
+        folder.is_dir() and os.access(folder, os.W_OK | os.X_OK))
+    if not writable:
+        raise ConfigError(str(config_path), f"cannot write the dead-letter file "
+                          f"{str(path)!r} (no write permission)", path=("dead_letter",))
+    return bridge
 
 
 def open_bridge(config_path: Path, listen: str | None = None) -> AlertBridge:

@@ -6,25 +6,41 @@ NVIDIA devices (``DCGM_FI_DEV_GPU_UTIL{gpu,UUID,pci_bus_id,device,modelName,Host
 DCGM's units: %, MiB, MHz, mJ), converted with the metric's ``compat_scale``, and
 npu-exporter's for Ascend devices, as npu-exporter writes them (`_npu_exporter`). Label
 values are escaped by prometheus-client's exposition code.
+
+``/metrics`` is served over HTTP, or with a web configuration file (`webconfig`: the
+exporter-toolkit's format) over TLS, optionally requiring client certificates, and with
+basic auth: a request without good credentials gets 401. The TLS handshake happens in the
+connection's own thread, within `HANDSHAKE_TIMEOUT_S`, so a slow client holds up nobody.
 """
 
 from __future__ import annotations
 
+import logging
+import socket
+import ssl
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from wsgiref.simple_server import WSGIServer
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app
 from prometheus_client.core import Metric
 
 from computewatch import catalog
 from computewatch.collectors.export._base import ExportResult
 from computewatch.collectors.export._npu_exporter import npu_exporter_families
+from computewatch.collectors.export.webconfig import WebConfig, load_web_config
 from computewatch.samples import Sample
 
-__all__ = ["COMPAT_CHOICES", "PrometheusExporter", "SnapshotCollector", "exposition"]
+__all__ = ["COMPAT_CHOICES", "HANDSHAKE_TIMEOUT_S", "PrometheusExporter", "SnapshotCollector",
+           "exposition"]
+
+log = logging.getLogger(__name__)
 
 COMPAT_CHOICES = ("dcgm", "npu-exporter")
+HANDSHAKE_TIMEOUT_S = 10.0
+"""Seconds a client gets for the TLS handshake, and for each read of its request."""
 
 
 def _family(m: catalog.Metric, name: str | None = None, help_: str | None = None) -> Metric:
@@ -121,22 +137,82 @@ def exposition(samples: Iterable[Sample], compat: Sequence[str] = ()) -> bytes:
     return generate_latest(registry)
 
 
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class _MetricsServer(ThreadingMixIn, WSGIServer):
+    """A thread per connection; with a TLS context, the handshake is done in that thread."""
+
+    daemon_threads = True
+    tls: ssl.SSLContext | None = None
+
+    def finish_request(self, request, client_address) -> None:  # type: ignore[override]
+        request.settimeout(HANDSHAKE_TIMEOUT_S)
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        try:
+            conn = self.tls.wrap_socket(request, server_side=True)
+        except (OSError, ssl.SSLError) as exc:  # a plain-HTTP client, a refused certificate
+            log.debug("TLS handshake with %s failed: %s", client_address[0], exc)
+            return
+        try:
+            super().finish_request(conn, client_address)
+        finally:
+            conn.close()
+
+
+def _guarded(app: Callable, web: WebConfig) -> Callable:
+    """The metrics app behind basic auth (when users are configured) and extra headers."""
+    auth = web.basic_auth()
+    extra = list(web.http_server_config.headers.items())
+
+    def guarded(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        def start(status: str, headers: list, *rest: object) -> object:
+            return start_response(status, headers + extra, *rest)
+
+        if auth is not None and not auth.check(environ.get("HTTP_AUTHORIZATION")):
+            start("401 Unauthorized", [("Content-Type", "text/plain; charset=utf-8"),
+                                       ("WWW-Authenticate", 'Basic realm="computewatch"')])
+            return [b"Unauthorized\n"]
+        return app(environ, start)
+
+    return guarded
+
+
 class PrometheusExporter:
-    """Serves ``/metrics`` on ``listen`` (host:port); `export` just swaps the snapshot."""
+    """Serves ``/metrics`` on ``listen`` (host:port); `export` just swaps the snapshot.
+
+    ``web_config``: an exporter-toolkit web configuration file (TLS, basic auth)."""
 
     name = "prometheus"
 
-    def __init__(self, listen: str = "127.0.0.1:9400", compat: Sequence[str] = ()) -> None:
+    def __init__(self, listen: str = "127.0.0.1:9400", compat: Sequence[str] = (),
+                 web_config: Path | str | None = None) -> None:
         host, _, port = listen.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"--listen {listen!r}: expected host:port, e.g. 127.0.0.1:9400")
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"--listen {listen!r}: expected host:port with a port in "
+                             "0..65535, e.g. 127.0.0.1:9400")
+        web = load_web_config(web_config) if web_config is not None else WebConfig()
+        tls = web.tls_server_config.context() if web.tls_server_config is not None else None
+        self.scheme = "https" if tls is not None else "http"
         self.snapshot = SnapshotCollector(compat)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.snapshot)
-        self._server: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
-        self._server, self._thread = start_http_server(int(port), addr=host.strip("[]"),
-                                                       registry=self.registry)
+        host = host.strip("[]")
+
+        class Server(_MetricsServer):
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        self._server: WSGIServer | None = make_server(
+            host, int(port), _guarded(make_wsgi_app(self.registry), web), Server,
+            handler_class=_Quiet)
+        self._server.tls = tls  # type: ignore[attr-defined]
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.2,),
+                                        name="metrics-http", daemon=True)
+        self._thread.start()
 
     @property
     def port(self) -> int:

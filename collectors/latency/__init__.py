@@ -9,14 +9,17 @@ agent the last completed window of every target plus the cumulative histograms.
 
 The metrics, the configuration and what to capture for a bug report are in this folder's
 README.md; the sample configuration is sample.yaml. Modules, one job each: `_targets` (whom to
-probe), `_wire` (the probe packet, kernel time stamps), `_prober` (schedule, sockets,
-replies), `_windows` (window statistics), `_collector` (the agent's view), `_responder` (the
-echo service).
+probe), `_wire` (the probe packet, kernel time stamps), `_key` (the shared probe key),
+`_prober` (schedule, sockets, replies), `_windows` (window statistics), `_collector` (the
+agent's view), `_responder` (the service that answers probes).
 """
 
 from computewatch.collectors.latency._collector import EMITTED, LatencyCollector
+from computewatch.collectors.latency._key import read_probe_key
 from computewatch.collectors.latency._prober import ICMP_DISABLED, Prober
 from computewatch.collectors.latency._responder import (
+    DEFAULT_RATE,
+    DROP_REASONS,
     Responder,
     new_responder_loop,
     open_responder,
@@ -36,11 +39,20 @@ from computewatch.collectors.latency._windows import (
     WindowResult,
     percentile,
 )
-from computewatch.collectors.latency._wire import MAGIC, PACKET_SIZE
+from computewatch.collectors.latency._wire import (
+    MAGIC,
+    PACKET_SIZE,
+    ProbePacket,
+    decode_probe,
+    encode_probe,
+    reply_to,
+)
 
 __all__ = [
     "BUCKETS",
+    "DEFAULT_RATE",
     "DEFAULT_RESPONDER_PORT",
+    "DROP_REASONS",
     "EMITTED",
     "ICMP_DISABLED",
     "KINDS",
@@ -49,13 +61,18 @@ __all__ = [
     "PACKET_SIZE",
     "LatencyCollector",
     "ProbeKind",
+    "ProbePacket",
     "ProbeTarget",
     "Prober",
     "Responder",
     "WindowResult",
+    "decode_probe",
+    "encode_probe",
     "new_responder_loop",
     "open_responder",
     "percentile",
+    "read_probe_key",
+    "reply_to",
     "serve_responder",
     "split_host_port",
     "targets_from_topology",

@@ -56,7 +56,8 @@ class LatencyCollector:
     ``labels`` are the agent's placement labels (they go on ``agent.collector_errors_total``;
     link series carry only the catalogue's link labels). `start` is implicit in the first
     `collect`; `close` stops the thread. Collect at least once per window: each collect
-    returns the last completed window only.
+    returns the last completed window only. ``key``: the deployment's shared probe key
+    (`read_probe_key`), when its responders require signed probes.
     """
 
     name = "latency"
@@ -64,18 +65,19 @@ class LatencyCollector:
     def __init__(self, labels: Mapping[str, str], targets: Iterable[ProbeTarget],
                  window_s: float | str = 60.0, interval_s: float | str = 1.0,
                  timeout_s: float | str = 1.0, *, align_windows: bool = True,
-                 resolver: Resolver | None = None) -> None:
+                 resolver: Resolver | None = None, key: bytes | None = None) -> None:
         self._place = placement_labels(labels)
         targets = list(targets)
         seen: dict[tuple[str, str, str], ProbeTarget] = {}
         for t in targets:
-            key = (t.src_site, t.dst_site, t.kind)
-            if key in seen:
-                raise ValueError(f"{t} and {seen[key]} would write the same link_latency "
+            series = (t.src_site, t.dst_site, t.kind)
+            if series in seen:
+                raise ValueError(f"{t} and {seen[series]} would write the same link_latency "
                                  "series: probe each site pair once per probe kind")
-            seen[key] = t
+            seen[series] = t
         self.prober = Prober(targets, interval_s=interval_s, timeout_s=timeout_s,
-                             window_s=window_s, align_windows=align_windows, resolver=resolver)
+                             window_s=window_s, align_windows=align_windows, resolver=resolver,
+                             key=key)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None

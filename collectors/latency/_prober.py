@@ -2,10 +2,14 @@
 
 Probe kinds:
 
-- ``udp``: a 28-byte packet (magic ``CWL1``, a per-prober session id, the target's index, a
-  64-bit sequence number, the send time in monotonic ns) to a `Responder`, which echoes it
-  back unchanged. The sequence number shows loss, duplicates and reordering; the session id
-  and the echoed send time must match what the prober remembers, anything else is ignored.
+- ``udp``: a 32-byte request (magic ``CWL2``, flags, a per-prober session id, the target's
+  index, a 64-bit sequence number, the send time in monotonic ns; plus a 16-byte HMAC tag
+  with a shared key, see `_wire`) to a `Responder`, which answers with the same packet
+  marked as a reply. The sequence number shows loss, duplicates and reordering. Only a
+  reply to a probe this prober sent counts: it must come from the target's address and
+  port, be marked as a reply, carry this prober's session id, a sequence number in flight
+  and its send time, and (with a key) a valid tag; anything else is ignored and counted as
+  ``invalid_reply``, ``unsolicited_reply`` or ``unauthenticated_reply``.
 - ``tcp``: the time ``connect()`` takes (SYN to SYN-ACK), to any listening port. The socket is
   then closed with SO_LINGER 0 (a reset), so a prober never piles up TIME_WAIT sockets. A
   refused connection is a lost probe and is counted as ``connection_refused``.
@@ -63,11 +67,11 @@ from computewatch.collectors.latency._wire import (
     ICMP_ECHO,
     ICMP_HEADER,
     ICMP_PROTO,
-    MAGIC,
-    PACKET,
-    PACKET_SIZE,
     SO_TIMESTAMPNS,
     TIMESPEC,
+    ProbePacket,
+    decode_probe,
+    encode_probe,
 )
 from computewatch.durations import parse_duration
 
@@ -168,15 +172,18 @@ class Prober:
     last closed window per target, also passed to ``on_result``), `histograms`, `errors`,
     `disabled`, `drift` (send time minus scheduled time, the last ``drift_samples``),
     `skipped` (slots missed by a held-up loop) and `stray` (replies to probes already
-    forgotten). The read methods may be called from other threads.
+    forgotten). With ``key`` (see `read_probe_key`) probes are signed and only replies
+    signed with the same key count. The read methods may be called from other threads.
     """
 
     def __init__(self, targets: Sequence[ProbeTarget], *, interval_s: float | str = 1.0,
                  timeout_s: float | str = 1.0, window_s: float | str = 60.0,
                  align_windows: bool = True,
                  on_result: Callable[[WindowResult], None] | None = None,
-                 resolver: Resolver | None = None, drift_samples: int = 10_000) -> None:
+                 resolver: Resolver | None = None, drift_samples: int = 10_000,
+                 key: bytes | None = None) -> None:
         self.targets = list(targets)
+        self._key = key or None
         self.interval_s = parse_duration(interval_s)
         self.timeout_s = parse_duration(timeout_s)
         self.window_s = parse_duration(window_s)
@@ -478,14 +485,15 @@ class Prober:
             addr = (st.addr[0], 0, 0, 0) if st.family == socket.AF_INET6 else (st.addr[0], 0)
         else:
             head, addr = b"", st.addr
+        sent_ns = time.monotonic_ns()  # the probe's identity, and its time without stamps
+        packet = head + encode_probe(self._session, st.index, seq, sent_ns, self._key)
         real_ns = time.time_ns()  # matched with the kernel's receive time stamp
-        sent_ns = time.monotonic_ns()  # as close to the send as Python gets
         probe = _Probe(seq, sent_ns, window, real_ns)
         inflight[seq] = probe
         order.append(probe)
         acc.last_sent_ns = sent_ns
         try:
-            sock.sendto(head + PACKET.pack(MAGIC, self._session, st.index, seq, sent_ns), addr)
+            sock.sendto(packet, addr)
         except (BlockingIOError, InterruptedError) as exc:
             self._error(st, "send_failed", f"send buffer full: {exc}")
         except OSError as exc:
@@ -523,14 +531,14 @@ class Prober:
             rx_real_ns = 0
             try:
                 if stamped:
-                    data, ancillary, _, _ = sock.recvmsg(2048, ANCILLARY)
+                    data, ancillary, _, source = sock.recvmsg(2048, ANCILLARY)
                     for level, ctype, cdata in ancillary:
                         if (level == socket.SOL_SOCKET and ctype == SO_TIMESTAMPNS
                                 and len(cdata) >= TIMESPEC.size):
                             sec, nsec = TIMESPEC.unpack_from(cdata)
                             rx_real_ns = sec * 1_000_000_000 + nsec
                 else:
-                    data = sock.recv(2048)
+                    data, source = sock.recvfrom(2048)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # e.g. an ICMP error queued on the socket
@@ -541,17 +549,28 @@ class Prober:
                 if len(data) < ICMP_HEADER.size or data[0] != reply_type:
                     continue  # not an echo reply
                 data = data[ICMP_HEADER.size:]
-            if len(data) < PACKET_SIZE:
-                self._error(None, "invalid_reply", f"{len(data)}-byte {kind} datagram")
+            probe = decode_probe(data, self._key)
+            if not isinstance(probe, ProbePacket):
+                error = "invalid_reply" if probe == "invalid" else "unauthenticated_reply"
+                self._error(None, error, f"{len(data)}-byte {kind} datagram from {source[0]}")
                 continue
-            magic, session, index, seq, sent_ns = PACKET.unpack_from(data)
-            if magic != MAGIC or session != self._session or index >= len(self._states):
-                self._error(None, "invalid_reply", f"{kind} datagram not from this prober")
+            st = self._states[probe.index] if probe.index < len(self._states) else None
+            # The kernel echoes an ICMP payload unchanged, so it comes back a request.
+            if (probe.session != self._session or st is None or st.target.kind != kind
+                    or probe.reply != (kind == "udp") or not self._from_target(st, source)):
+                self._error(None, "unsolicited_reply", f"{kind} datagram from {source[0]} "
+                            "is not a reply to this prober")
                 continue
-            st = self._states[index]
-            if st.target.kind != kind:
-                continue
-            self._on_reply(st, seq, sent_ns, recv_ns, rx_real_ns)
+            self._on_reply(st, probe.seq, probe.sent_ns, recv_ns, rx_real_ns)
+
+    @staticmethod
+    def _from_target(st: _State, source: tuple) -> bool:
+        """The datagram came from the address probed (and, for UDP, its port)."""
+        if st.addr is None:
+            return False
+        if st.target.kind == "icmp":
+            return source[0] == st.addr[0]
+        return tuple(source[:2]) == tuple(st.addr[:2])
 
     def _on_reply(self, st: _State, seq: int, sent_ns: int, recv_ns: int,
                   rx_real_ns: int = 0) -> None:

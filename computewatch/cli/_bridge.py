@@ -26,13 +26,17 @@ def alert_bridge(
     listen: Annotated[str | None, typer.Option(
         help="host:port to serve on (default from the config, 127.0.0.1:9095).")] = None,
     check: Annotated[bool, typer.Option(
-        "--check", help="Validate the config and read its secrets, then exit.")] = False,
+        "--check", help="Check everything starting would (the config, its secrets, the "
+        "listen address, the dead-letter file), then exit.")] = False,
 ) -> None:
     """Receive Alertmanager webhooks and deliver them to DingTalk, WeCom, Feishu, Slack and
     signed webhooks."""
-    from computewatch.alerts.bridge import open_bridge
+    from computewatch.alerts.bridge import check_bridge, split_listen
 
-    bridge = open_bridge(config, listen)
+    if listen is not None and split_listen(listen) is None:
+        raise UserError(f"--listen {listen!r}: expected host:port with a port in 0..65535, "
+                        "e.g. 0.0.0.0:9095")
+    bridge = check_bridge(config, listen)
     routes = "; ".join(f"/alertmanager/{r} -> {', '.join(t)}"
                        for r, t in bridge.config.receivers.items())
     if check:
@@ -43,7 +47,8 @@ def alert_bridge(
     try:
         bridge.start()
     except OSError as exc:
-        raise UserError(f"cannot listen on {listen or bridge.config.listen}: {exc}") from None
+        raise UserError(f"cannot listen on {listen or bridge.config.listen}: "
+                        f"{exc.strerror or exc}") from None
     err_console().print(f"computewatch alert-bridge on {bridge.url}: {routes}",
                         markup=False, highlight=False)
     try:

@@ -3,8 +3,10 @@
 The image is python:3.11-slim, which has neither curl nor wget, so compose health checks call
 this console script instead (it imports no more than the latency probe's packet format). A
 target is an HTTP(S) URL, healthy when it answers 2xx, ``udp://host:port``, healthy when a
-latency responder there echoes one probe packet, or ``file:///path?max_age=40m``, healthy
-when that heartbeat file (`computewatch analyze --heartbeat`) is younger than max_age.
+latency responder there answers one probe (a proper request; ``?key_file=PATH`` or
+``?key_env=NAME`` signs it for a responder that requires the shared key), or
+``file:///path?max_age=40m``, healthy when that heartbeat file (`computewatch analyze
+--heartbeat`) is younger than max_age.
 Exit 0 when every target is healthy, 1 otherwise, with one line on stderr naming the target
 and what went wrong.
 """
@@ -19,7 +21,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from computewatch.collectors.latency import MAGIC, PACKET_SIZE
+from computewatch.collectors.latency import ProbePacket, decode_probe, encode_probe, read_probe_key
 
 __all__ = ["check", "healthcheck", "main"]
 
@@ -34,8 +36,15 @@ def _check_http(url: str, timeout_s: float) -> str | None:
         return str(getattr(exc, "reason", exc))
 
 
-def _check_udp(host: str, port: int, timeout_s: float) -> str | None:
-    probe = MAGIC + os.urandom(PACKET_SIZE - len(MAGIC))  # echoed unchanged when valid
+def _check_udp(host: str, port: int, query: str, timeout_s: float) -> str | None:
+    params = urllib.parse.parse_qs(query)
+    try:
+        key = read_probe_key(params.get("key_file", [None])[-1],
+                             params.get("key_env", [None])[-1])
+    except ValueError as exc:
+        return str(exc)
+    session, seq = int.from_bytes(os.urandom(4), "big"), int.from_bytes(os.urandom(8), "big")
+    probe = encode_probe(session, 0, seq, time.monotonic_ns(), key)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout_s)
@@ -44,8 +53,13 @@ def _check_udp(host: str, port: int, timeout_s: float) -> str | None:
             sock.send(probe)
             reply = sock.recv(2048)
         except OSError as exc:
-            return f"no echo ({exc or 'timed out'})"
-    return None if reply == probe else "reply is not our probe"
+            return f"no answer ({exc or 'timed out'})"
+    got = decode_probe(reply, key)
+    if not isinstance(got, ProbePacket):
+        return f"the answer is not a probe reply ({got})"
+    if not got.reply or (got.session, got.seq) != (session, seq):
+        return "the answer is not the reply to our probe"
+    return None
 
 
 def _check_file(path: str, query: str) -> str | None:
@@ -72,10 +86,10 @@ def check(target: str, timeout_s: float = 3.0) -> str | None:
     if parsed.scheme in ("http", "https"):
         return _check_http(target, timeout_s)
     if parsed.scheme == "udp" and parsed.hostname and parsed.port:
-        return _check_udp(parsed.hostname, parsed.port, timeout_s)
+        return _check_udp(parsed.hostname, parsed.port, parsed.query, timeout_s)
     if parsed.scheme == "file" and parsed.path:
         return _check_file(parsed.path, parsed.query)
-    return ("not a target: expected http(s)://host:port/path, udp://host:port or "
+    return ("not a target: expected http(s)://host:port/path, udp://host:port[?key_file=F] or "
             "file:///path?max_age=DURATION")
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -92,6 +93,10 @@ def agent(
         help="Serve /metrics here (host:port; default from the config, 127.0.0.1:9400).")]
     = None,
     compat: CompatOpt = None,
+    web_config_file: Annotated[Path | None, typer.Option(
+        help="TLS and basic auth for /metrics: a Prometheus exporter-toolkit web "
+             "configuration file (default from the config: exports.prometheus."
+             "web_config_file).")] = None,
     simulate: SimulateOpt = None,
     seed: SeedOpt = 0,
     duration: Annotated[str | None, typer.Option(
@@ -106,11 +111,13 @@ def agent(
     labels = node.labels if node else cfg.labels
     duration_s = parse_duration(duration, "--duration").total_seconds() if duration else None
     try:
-        exporters = build_exporters(cfg, labels=labels, listen=listen, compat=_compat(compat))
+        exporters = build_exporters(cfg, labels=labels, listen=listen, compat=_compat(compat),
+                                    web_config=web_config_file)
     except (ValueError, OSError) as exc:
         raise UserError(f"cannot start exporters: {exc}") from None
     runner = build_agent(cfg, simulate=node, exporters=exporters)
-    where = ", ".join(e.name + (f" on :{e.port}" if hasattr(e, "port") else "")
+    where = ", ".join(e.name + (f" on {getattr(e, 'scheme', 'http')} :{e.port}"
+                                if hasattr(e, "port") else "")
                       for e in exporters) or "no exporter"
     err_console().print(f"computewatch agent on {labels['node']}: "
                         f"{', '.join(runner.collector_names)} -> {where}",
@@ -124,24 +131,42 @@ def agent(
 def responder(
     listen: Annotated[str, typer.Option(help="host:port to answer UDP probes on.")]
     = "0.0.0.0:9410",
+    key_file: Annotated[Path | None, typer.Option(
+        help="Answer only probes signed with the shared key in this file (and sign the "
+             "replies); the agents' collectors.latency.key_file.")] = None,
+    key_env: Annotated[str | None, typer.Option(
+        help="As --key-file, the key read from this environment variable.")] = None,
+    rate: Annotated[float | None, typer.Option(
+        help="Probes answered per second per source address, and as many in a burst "
+             "(default: the responder's DEFAULT_RATE, 200); 0: no limit.")] = None,
     delay: Annotated[str | None, typer.Option(
         help="Hold each reply this long (testing only, e.g. 3ms).")] = None,
     drop: Annotated[float, typer.Option(help="Share of probes to drop (testing only).")] = 0.0,
 ) -> None:
     """Answer other sites' UDP latency probes (run one per site)."""
-    from computewatch.collectors.latency import serve_responder
+    from computewatch.collectors.latency import DEFAULT_RATE, read_probe_key, serve_responder
 
     host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit():
-        raise UserError(f"--listen {listen!r}: expected host:port, e.g. 0.0.0.0:9410")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UserError(f"--listen {listen!r}: expected host:port with a port in 0..65535, "
+                        "e.g. 0.0.0.0:9410")
     if not 0.0 <= drop < 1.0:
         raise UserError(f"--drop {drop}: must be in [0, 1)")
+    rate = DEFAULT_RATE if rate is None else rate
+    if not 0.0 <= rate < float("inf"):
+        raise UserError(f"--rate {rate}: must be a number of probes a second >= 0")
     delay_s = parse_duration(delay, "--delay").total_seconds() if delay else 0.0
+    try:
+        key = read_probe_key(key_file, key_env)
+    except ValueError as exc:
+        raise UserError(f"responder: {exc}") from None
 
     def serve(stop) -> None:
-        serve_responder(host.strip("[]"), int(port), delay_s, drop, stop,
+        serve_responder(host.strip("[]"), int(port), delay_s, drop, stop, key=key,
+                        rate=rate or None,
                         ready=lambda addr: err_console().print(
-                            f"computewatch responder on udp {addr[0]}:{addr[1]}",
+                            f"computewatch responder on udp {addr[0]}:{addr[1]} "
+                            f"({'signed' if key else 'unsigned'} probes)",
                             markup=False, highlight=False))
 
     try:
