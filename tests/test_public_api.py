@@ -45,8 +45,8 @@ PUBLIC: dict[str, set[str]] = {
         "PushError", "PushResult", "SOURCE", "alert_name", "finding_alert", "finding_labels",
         "push_analysis", "push_findings"},
     "computewatch.catalog": {
-        "CATALOG", "Kind", "Measurement", "Metric", "UNITS", "UnitSpec", "UnknownMetricError",
-        "measurement", "measurements", "metric"},
+        "CATALOG", "CompatPart", "Kind", "Measurement", "Metric", "UNITS", "UnitSpec",
+        "UnknownMetricError", "measurement", "measurements", "metric"},
     "computewatch.cli": {"app", "healthcheck", "main"},
     "computewatch.collectors": {
         "Collector", "CollectorError", "DriverAbsent", "ParseError", "ResultCode",
@@ -157,7 +157,7 @@ PUBLIC: dict[str, set[str]] = {
         "Fleet", "GroundTruth", "History", "Incident", "LinkTruth", "SiteProfile", "build_fleet",
         "simulate"},
     "computewatch.sim.fake_npusmi": {"FakeNpuSmi", "FakeNpuSmiError"},
-    "computewatch.sim.fake_nvml": {"FakeNvml", "marketing_name"},
+    "computewatch.sim.fake_nvml": {"ARCH", "FakeNvml", "marketing_name"},
     "computewatch.sim.fleet": {"DEVICES_PER_NODE", "Fleet", "SiteProfile", "build_fleet"},
     "computewatch.sim.hardware": {"AcceleratorSpec", "spec_for"},
     "computewatch.sim.history": {"HOST_FACTOR", "History", "simulate"},
