@@ -8,6 +8,7 @@ decisions (units, health, MIG, failures) are stated in this folder's README.md.
 
 from __future__ import annotations
 
+import bisect
 import importlib
 import logging
 from collections.abc import Callable, Mapping
@@ -108,6 +109,19 @@ def _text(value: object) -> str:
     return str(value)
 
 
+def _with(base: tuple[tuple[str, str], ...], extra: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """Sorted labels plus a few more, without sorting them all again (a hot path: nine
+    throttle reasons and the error types of every GPU, every run)."""
+    out = base
+    for key, value in extra.items():
+        i = bisect.bisect_left(out, (key,))
+        if i < len(out) and out[i][0] == key:
+            out = (*out[:i], (key, value), *out[i + 1:])
+        else:
+            out = (*out[:i], (key, value), *out[i:])
+    return out
+
+
 def _mig_profile(name: str) -> str:
     """``NVIDIA H100 80GB HBM3 MIG 1g.10gb`` -> ``1g.10gb`` (what DCGM calls GPU_I_PROFILE)."""
     _, sep, profile = name.rpartition(" MIG ")
@@ -164,7 +178,7 @@ class NvmlCollector:
         for i in range(count):
             samples += self._collect_gpu(nv, session, i, now, gpm_targets)
         for target, name, value in self._gpm.read(nv, self._calls, gpm_targets):
-            samples.append(Sample.of(f"accelerator.{name}", value, target.labels, now))
+            samples.append(Sample("accelerator", name, value, target.sorted_labels, now))
         self._procs.end_run()
         self._xid.drain(nv, self._calls)
         for idx, labels in self._labels.items():
@@ -314,7 +328,7 @@ class NvmlCollector:
         call = self._calls.call
 
         def emit(name: str, value: float, **extra: str) -> None:
-            lab = tuple(sorted({**labels, **extra}.items())) if extra else base
+            lab = _with(base, extra) if extra else base
             out.append(Sample("accelerator", name, float(value), lab, now))
 
         healthy = True

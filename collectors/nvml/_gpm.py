@@ -50,6 +50,15 @@ class GpmTarget:
     labels: dict[str, str]
     gpu_instance: int | None = None
 
+    @property
+    def sorted_labels(self) -> tuple[tuple[str, str], ...]:
+        """The labels as a `Sample` holds them (sorted once per target)."""
+        if self._sorted is None:
+            self._sorted = tuple(sorted(self.labels.items()))
+        return self._sorted
+
+    _sorted: tuple[tuple[str, str], ...] | None = field(default=None, repr=False)
+
 
 @dataclass
 class _Buffers:
@@ -57,6 +66,8 @@ class _Buffers:
     current: Any
     primed: bool = False  # ``previous`` holds a sample
     fields: list[tuple[str, int, float]] = field(default_factory=list)
+    request: Any = None  # the c_nvmlGpmMetricsGet_t, reused (477 metric slots, 19 kB)
+    asked: tuple[str, ...] = ()  # the fields ``request`` is set up for
 
 
 class GpmReader:
@@ -152,12 +163,16 @@ class GpmReader:
                   if not calls.skip(t.dev, f"gpm:{name}")]
         if not wanted:
             return []
-        request = nv.c_nvmlGpmMetricsGet_t()
-        request.version = nv.NVML_GPM_METRICS_GET_VERSION
-        request.numMetrics = len(wanted)
+        request = buffers.request
+        if request is None:
+            request = buffers.request = nv.c_nvmlGpmMetricsGet_t()
+            request.version = nv.NVML_GPM_METRICS_GET_VERSION
+        if buffers.asked != tuple(name for name, _, _ in wanted):
+            buffers.asked = tuple(name for name, _, _ in wanted)
+            request.numMetrics = len(wanted)
+            for k, (_, mid, _) in enumerate(wanted):
+                request.metrics[k].metricId = mid
         request.sample1, request.sample2 = buffers.previous, buffers.current
-        for k, (_, mid, _) in enumerate(wanted):
-            request.metrics[k].metricId = mid
         if calls.call(nv, t.dev, "gpm_metrics", ("nvmlGpmMetricsGet",), request) is None:
             return []
         out = []

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -157,13 +158,16 @@ class FakeNvml:
         self.calls: Counter[tuple[str, int | str | None]] = Counter()
         # Real drivers refresh their readings about once a second (NVML averages power over
         # 1 s), so by default the fake's moment moves in whole seconds too.
-        self._clock = clock or (lambda: datetime.now(UTC).replace(microsecond=0))
+        self._clock = clock or self._whole_second
+        self._second: tuple[int, datetime] = (0, datetime.now(UTC))
         self._queue: deque[tuple[int, int]] = deque(xid_events)
         self._init_count = 0
         self._event_sets: dict[int, set[int]] = {}
         self._gpm_samples: dict[int, tuple[int, int | None, datetime] | None] = {}
         self._gpus = node.of_vendor("nvidia")
         self._handles: dict[int, tuple[int, int | None]] = {}
+        self._handle_objects: dict[int, Any] = {}
+        self._handle_ids: dict[int, int] = {}
         for i in range(len(self._gpus)):
             self._handles[_gpu_address(i)] = (i, None)
             for j in range(_MAX_MIG):
@@ -172,12 +176,21 @@ class FakeNvml:
             self.nvmlDeviceGetCurrentClocksEventReasons = self._clock_reasons
             self.nvmlDeviceGetTemperatureV = self._temperature_v
 
+    def _whole_second(self) -> datetime:
+        """Now, to the second (computed once per second: the fake is called thousands of
+        times a second by a collector's run)."""
+        second = int(time.time())
+        if second != self._second[0]:
+            self._second = (second, datetime.fromtimestamp(second, UTC))
+        return self._second[1]
+
     # --- pynvml's constants and error classes ---------------------------------------------
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(pynvml, name, _MISSING) if not name.startswith("_") else _MISSING
         if value is _MISSING or (callable(value) and not isinstance(value, type)):
             raise AttributeError(f"FakeNvml does not implement {name!r}")
+        self.__dict__[name] = value  # found directly from now on: callers ask thousands of times
         return value  # constants, error classes and the binding's ctypes structures
 
     def __dir__(self) -> Iterable[str]:
@@ -217,7 +230,7 @@ class FakeNvml:
         if not 0 <= index < len(self._gpus):
             raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         self._check("nvmlDeviceGetHandleByIndex", index, None)
-        return _pointer(_gpu_address(index), pynvml.c_nvmlDevice_t)
+        return self._handle(_gpu_address(index))
 
     # --- identity -------------------------------------------------------------------------
 
@@ -415,7 +428,7 @@ class FakeNvml:
             raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         if index >= self.mig.get(i, 0):
             raise _error(pynvml.NVML_ERROR_NOT_FOUND)
-        return _pointer(_mig_address(i, index), pynvml.c_nvmlDevice_t)
+        return self._handle(_mig_address(i, index))
 
     def nvmlDeviceGetGpuInstanceId(self, device: Any) -> int:
         _r, i, j = self._device("nvmlDeviceGetGpuInstanceId", device)
@@ -589,6 +602,15 @@ class FakeNvml:
         except KeyError:
             raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT) from None
 
+    def _handle(self, address: int) -> Any:
+        """The device handle at ``address``: one object per device, as NVML's handle value is
+        fixed, so looking it up again does not need a ctypes cast every call."""
+        handle = self._handle_objects.get(address)
+        if handle is None:
+            handle = self._handle_objects[address] = _pointer(address, pynvml.c_nvmlDevice_t)
+            self._handle_ids[id(handle)] = address
+        return handle
+
     def _arch(self, i: int) -> tuple[str, int]:
         return ARCH.get(self._gpus[i].spec.model.lower(), ("hopper", 18))
 
@@ -607,7 +629,10 @@ class FakeNvml:
         if self._init_count <= 0:
             self.calls[(fn, None)] += 1
             raise _error(pynvml.NVML_ERROR_UNINITIALIZED)
-        target = self._handles.get(_address(handle) or 0)
+        address = self._handle_ids.get(id(handle))
+        if address is None or self._handle_objects[address] is not handle:
+            address = _address(handle) or 0
+        target = self._handles.get(address)
         if target is None:
             self.calls[(fn, None)] += 1
             raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
@@ -617,21 +642,27 @@ class FakeNvml:
             self._check(fn, i, None)  # a lost parent answers lost before anything else
             raise _error(pynvml.NVML_ERROR_NOT_SUPPORTED if j < self.mig.get(i, 0)
                          else pynvml.NVML_ERROR_INVALID_ARGUMENT)
-        self._check(fn, i, j)
-        return self._readings()[i], i, j
+        reading = self._check(fn, i, j)
+        return reading, i, j
 
-    def _check(self, fn: str, i: int, j: int | None) -> None:
-        if self._readings()[i].lost:
+    def _check(self, fn: str, i: int, j: int | None) -> DeviceReading:
+        reading = self._readings()[i]
+        if reading.lost:
             raise _error(pynvml.NVML_ERROR_GPU_IS_LOST)
         if self._unsupported_name(fn, i, j):
             raise _error(pynvml.NVML_ERROR_NOT_SUPPORTED)
         self._fail_if_configured(fn, i if j is None else f"{i}:{j}")
+        return reading
 
     def _unsupported_name(self, name: str, i: int, j: int | None) -> bool:
+        if not self.unsupported:
+            return False
         key: int | str = i if j is None else f"{i}:{j}"
         return name in self.unsupported or (key, name) in self.unsupported
 
     def _fail_if_configured(self, fn: str, key: int | str | None) -> None:
+        if not self.errors:
+            return
         code = self.errors.get((key, fn), self.errors.get((None, fn)))
         if code is not None:
             raise _error(code)

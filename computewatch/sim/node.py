@@ -117,7 +117,10 @@ class NodeSim:
         key = (t, frozenset(self.lost), frozenset(self.unhealthy))
         if self._cache.get("key") != key:
             self._cache = {"key": key, "all": self.readings(t)}
-        return [r for r in self._cache["all"] if r.vendor == vendor]
+        mine = self._cache.get(vendor)
+        if mine is None:  # the list is the cache's: callers get the same snapshot objects
+            mine = self._cache[vendor] = [r for r in self._cache["all"] if r.vendor == vendor]
+        return mine
 
     def _utilization(self, dev: _Device, t: datetime) -> float:
         p = self.profile
