@@ -2,8 +2,8 @@
 
 A large collector is a folder of its own, as Telegraf's ``plugins/inputs/<name>/``: private
 modules split by job, a public ``__init__``, a README.md with its Metrics table and a
-sample.yaml (``latency/``, ``redfish/``, ``snmp/``, ``modbus/``, ``ascend/``); a small one is
-one module (``nvml.py``, ``rapl.py``, ``pue.py``). Collectors import only from
+sample.yaml (``latency/``, ``redfish/``, ``snmp/``, ``modbus/``, ``ascend/``, ``nvml/``); a
+small one is one module (``rapl.py``, ``pue.py``). Collectors import only from
 ``computewatch`` (catalogue, samples, topology), never from pipelines/. See
 `collectors._base` for the protocol and the error contract.
 """
