@@ -9,15 +9,10 @@ against the catalogue, then handed to every exporter; an exporter that fails is 
 never retried here (the durable buffer of the stores issue does that).
 
 The agent reports on itself in the catalogue's ``agent`` measurement: up and result code,
-duration, errors by type (every type from the first cycle on, at 0, so a rate or an alert
-on them works before the first failure) and samples collected per collector; samples
-exported and dropped per exporter; catalogue rejections as
-``computewatch.samples_rejected_total``; and whatever an exporter with a
-``self_samples(labels, now)`` method reports on itself (the remote-write exporter's
-``agent_buffer_*`` queue metrics). A run that fails produces no samples, so a
-collector's own counters (NVML errors per field, parse errors per source) would vanish from a
-scrape while its device fails; a collector with a ``counters()`` method is asked for them
-then, and they stay.
+duration, errors by type and samples collected per collector; samples exported and dropped
+per exporter; catalogue rejections as ``computewatch.samples_rejected_total``; and whatever an
+exporter with a ``self_samples(labels, now)`` method reports on itself (the remote-write
+exporter's ``agent_buffer_*`` queue metrics).
 """
 
 from __future__ import annotations
@@ -44,8 +39,6 @@ log = logging.getLogger(__name__)
 
 SELF = "agent"
 """Pseudo-collector name under which the agent's own metrics are exported."""
-ERROR_KINDS = ("absent", "parse_error", "timeout", "error")
-"""The ``error_type`` of a failed run; each is exported from the first cycle on, at 0."""
 
 
 @dataclass
@@ -160,25 +153,10 @@ class Agent:
                 log.warning("collector %s: %s", result.name, result.error)
         else:
             slot.logged_absent = False
-        if result.code is not ResultCode.OK:
-            result.samples = self._counters_of(slot.spec)
         result.samples = filter_samples(result.samples, self.rejections,
                                         f"collector {result.name}")
         slot.collected += len(result.samples)
         slot.last = result
-
-    @staticmethod
-    def _counters_of(spec: Scheduled) -> list[Sample]:
-        """A failed run's samples: the collector's own counters, where it can report them
-        without a run (``counters()``), so they stay in every scrape while its source fails."""
-        counters = getattr(spec.collector, "counters", None)
-        if not callable(counters):
-            return []
-        try:
-            return list(counters())
-        except Exception:
-            log.exception("collector %s failed to report its counters", spec.name)
-            return []
 
     # -- self metrics ---------------------------------------------------------------------
     def self_samples(self, now: datetime | None = None) -> list[Sample]:
@@ -192,8 +170,8 @@ class Agent:
                 out.append(Sample.of("agent.collector_result_code", float(code), lab, now))
                 out.append(Sample.of("agent.collector_duration_seconds", slot.last.duration_s,
                                      lab, now))
-            for kind in (*ERROR_KINDS, *(k for k in slot.errors if k not in ERROR_KINDS)):
-                out.append(Sample.of("agent.collector_errors_total", float(slot.errors[kind]),
+            for kind, n in slot.errors.items():
+                out.append(Sample.of("agent.collector_errors_total", float(n),
                                      {**lab, "error_type": kind}, now))
             out.append(Sample.of("agent.samples_collected_total", float(slot.collected), lab,
                                  now))
