@@ -12,10 +12,11 @@ from computewatch.collectors._base import (
     Collector,
     CollectorError,
     DriverAbsent,
+    NoData,
     ParseError,
     ResultCode,
     placement_labels,
 )
 
-__all__ = ["Collector", "CollectorError", "DriverAbsent", "ParseError", "ResultCode",
+__all__ = ["Collector", "CollectorError", "DriverAbsent", "NoData", "ParseError", "ResultCode",
            "placement_labels"]

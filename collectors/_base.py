@@ -8,7 +8,13 @@ A collector signals a whole-run failure by raising: `DriverAbsent` when the driv
 is not there (the agent logs it once and keeps the other collectors going), `CollectorError`
 for anything else. Partial failures (one GPU lost, one unparseable line) are not raised: the
 collector reports what it could and counts the rest as samples (``accelerator.health`` 0,
-``agent.parse_errors_total``).
+``agent.parse_errors_total``). A run that reaches its devices but reads nothing from them (a
+table with a header and no rows) raises `NoData`: down, with the reason, never up and empty.
+
+A collector with cumulative counters of its own (parse errors per source) reports them through
+an optional ``self_samples(time) -> list[Sample]`` method instead of in its runs: the agent adds
+them to its own metrics every cycle, zeros included, so they are there from the first scrape
+and stay there while the device cannot be read.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Protocol, runtime_checkable
 
 from computewatch.samples import Sample
 
-__all__ = ["Collector", "CollectorError", "DriverAbsent", "ParseError", "ResultCode",
+__all__ = ["Collector", "CollectorError", "DriverAbsent", "NoData", "ParseError", "ResultCode",
            "placement_labels"]
 
 
@@ -31,6 +37,7 @@ class ResultCode(IntEnum):
     PARSE_ERROR = 2
     TIMEOUT = 3
     ERROR = 4
+    NO_DATA = 5
 
 
 class CollectorError(RuntimeError):
@@ -43,6 +50,12 @@ class DriverAbsent(CollectorError):
     """No driver or no device: the collector disables itself until the next run."""
 
     code = ResultCode.ABSENT
+
+
+class NoData(CollectorError):
+    """The device answered but gave no reading (an empty table): down, with the reason."""
+
+    code = ResultCode.NO_DATA
 
 
 class ParseError(CollectorError):

@@ -9,7 +9,9 @@ against the catalogue, then handed to every exporter; an exporter that fails is 
 never retried here (the durable buffer of the stores issue does that).
 
 The agent reports on itself in the catalogue's ``agent`` measurement: up and result code,
-duration, errors by type and samples collected per collector; samples exported and dropped
+duration, errors by type (every type from the first cycle, at 0) and samples collected per
+collector; the counters a collector keeps itself (its ``self_samples(time)``, such as parse
+errors per source), every cycle whatever its run's outcome; samples exported and dropped
 per exporter; catalogue rejections as ``computewatch.samples_rejected_total``; and whatever an
 exporter with a ``self_samples(labels, now)`` method reports on itself (the remote-write
 exporter's ``agent_buffer_*`` queue metrics).
@@ -39,6 +41,11 @@ log = logging.getLogger(__name__)
 
 SELF = "agent"
 """Pseudo-collector name under which the agent's own metrics are exported."""
+
+ERROR_TYPES = {ResultCode.ABSENT: "absent", ResultCode.PARSE_ERROR: "parse_error",
+               ResultCode.TIMEOUT: "timeout", ResultCode.ERROR: "error",
+               ResultCode.NO_DATA: "no_data"}
+"""``agent.collector_errors_total{error_type}`` of a failed run, by its result code."""
 
 
 @dataclass
@@ -80,7 +87,7 @@ class _Slot:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"collect-{spec.name}")
         self.inflight: Future | None = None
         self.last: RunResult | None = None
-        self.errors: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter({kind: 0 for kind in ERROR_TYPES.values()})
         self.collected = 0
         self.logged_absent = False
 
@@ -142,9 +149,7 @@ class Agent:
 
     def _record(self, slot: _Slot, result: RunResult) -> None:
         if result.code is not ResultCode.OK:
-            kind = {ResultCode.ABSENT: "absent", ResultCode.PARSE_ERROR: "parse_error",
-                    ResultCode.TIMEOUT: "timeout"}.get(result.code, "error")
-            slot.errors[kind] += 1
+            slot.errors[ERROR_TYPES.get(result.code, "error")] += 1
             if result.code is ResultCode.ABSENT:
                 if not slot.logged_absent:  # one clear line, not one per cycle
                     log.warning("collector %s disabled: %s", result.name, result.error)
@@ -175,6 +180,12 @@ class Agent:
                                      {**lab, "error_type": kind}, now))
             out.append(Sample.of("agent.samples_collected_total", float(slot.collected), lab,
                                  now))
+            own = getattr(slot.spec.collector, "self_samples", None)
+            if callable(own):  # its counters, also while its runs fail
+                try:
+                    out.extend(own(now))
+                except Exception:
+                    log.exception("collector %s failed to report on itself", name)
         with self._lock:
             for exp, n in self._exported.items():
                 out.append(Sample.of("agent.samples_exported_total", float(n),

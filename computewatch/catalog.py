@@ -362,13 +362,15 @@ CATALOG: tuple[Metric, ...] = (
     Metric("agent", "collector_result_code", "{state}", Kind.GAUGE,
            ("node", *_PLACE, "collector"),
            "Outcome of the last run: 0 ok, 1 absent (no driver or device), 2 parse error, "
-           "3 timeout, 4 other error.", high=4.0),
+           "3 timeout, 4 other error, 5 no data (the device answered with no reading).",
+           high=5.0),
     Metric("agent", "collector_duration_seconds", "s", Kind.GAUGE,
            ("node", *_PLACE, "collector"), "Wall time of the collector's last run."),
     Metric("agent", "collector_errors_total", "{count}", Kind.COUNTER,
            ("node", *_PLACE, "collector", "error_type"),
-           "Failed runs by error_type (absent, parse_error, timeout, error), and per-field "
-           "driver errors such as nvml_no_permission."),
+           "Failed runs by error_type (absent, parse_error, timeout, error, no_data; each "
+           "from the first cycle, at 0), and per-field driver errors such as "
+           "nvml_no_permission."),
     Metric("agent", "parse_errors_total", "{count}", Kind.COUNTER,
            ("node", *_PLACE, "collector", "source"),
            "Device outputs that could not be parsed, by the command or file they came from."),
