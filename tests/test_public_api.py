@@ -49,7 +49,7 @@ PUBLIC: dict[str, set[str]] = {
         "UnknownMetricError", "measurement", "measurements", "metric"},
     "computewatch.cli": {"app", "healthcheck", "main"},
     "computewatch.collectors": {
-        "Collector", "CollectorError", "DriverAbsent", "ParseError", "ResultCode",
+        "Collector", "CollectorError", "DriverAbsent", "NoData", "ParseError", "ResultCode",
         "placement_labels"},
     "computewatch.collectors.agent": {"Agent", "RunResult", "Scheduled"},
     "computewatch.collectors.ascend": {
