@@ -55,7 +55,6 @@ UNITS: dict[str, UnitSpec] = {
         UnitSpec("W", "watts", 0.0, math.inf, "watts"),
         UnitSpec("J", "joules", 0.0, math.inf, "joules"),
         UnitSpec("By", "bytes", 0.0, math.inf, "bytes"),
-        UnitSpec("By/s", "bytes_per_second", 0.0, math.inf, "bytes per second"),
         UnitSpec("s", "seconds", 0.0, math.inf, "seconds"),
         UnitSpec("Cel", "celsius", -273.15, math.inf, "degrees Celsius"),
         UnitSpec("Hz", "hertz", 0.0, math.inf, "hertz"),
@@ -63,6 +62,8 @@ UNITS: dict[str, UnitSpec] = {
         UnitSpec("{state}", "", 0.0, math.inf, "an enumeration code (see the metric's help)"),
         UnitSpec("{factor}", "", 0.0, math.inf, "a dimensionless factor such as PUE"),
         UnitSpec("{value}", "", -math.inf, math.inf, "a value whose unit the labels state"),
+        UnitSpec("V", "volts", 0.0, math.inf, "volts"),
+        UnitSpec("By/s", "bytes_per_second", 0.0, math.inf, "bytes per second"),
     )
 }
 
@@ -216,6 +217,15 @@ CATALOG: tuple[Metric, ...] = (
     _acc("throttled", "{state}", Kind.GAUGE,
          "1 while the clocks are held down for the labelled reason, else 0.", labels=("reason",),
          high=1.0),
+    # --- accelerator: processes (NVML's running compute processes, npu-smi's process table) --
+    _acc("processes", "{count}", Kind.GAUGE,
+         "Processes using the device, all of them (accelerator_process lists the top N by "
+         "memory).", npu_exporter="npu_chip_info_process_info_num"),
+    Metric("accelerator_process", "memory_used_bytes", "By", Kind.GAUGE,
+           (*_DEVICE, "pid", "process_name"),
+           "Device memory used by one process; only the top N processes per device by memory "
+           "(bounded cardinality; accelerator_processes counts them all).",
+           npu_exporter="npu_chip_info_process_info", compat_scale=1 / 2**20),
     # NVIDIA through NVML: memory split, media engines, errors, links, profiling (GPM), and
     # the processes on a device. DCGM names as dcgm-exporter's default counters have them.
     _acc("memory_free_bytes", "By", Kind.GAUGE,
@@ -275,12 +285,6 @@ CATALOG: tuple[Metric, ...] = (
          "The code of the last critical XID error seen since the agent started, 0 while "
          "none; where NVML events are supported (DCGM's XID_ERRORS).",
          dcgm="DCGM_FI_DEV_XID_ERRORS"),
-    _acc("processes", "{count}", Kind.GAUGE,
-         "Compute processes running on the device, all of them."),
-    _acc("process_memory_bytes", "By", Kind.GAUGE,
-         "Device memory used by one process (pid, process name), for the processes using the "
-         "most: at most the configured number per device, the rest counted in processes.",
-         labels=("pid", "process")),
     # --- facility_power: one series per meter ---------------------------------------------
     Metric("facility_power", "watts", "W", Kind.GAUGE, _METER,
            "Power through the meter; scope says what it feeds (facility | it | cooling | other).",

@@ -226,6 +226,8 @@ def test_every_dcgm_default_counter_is_declared() -> None:
 
 def test_npu_exporter_names_are_in_reference() -> None:
     known = _npu_names(_section(_reference(), "Huawei Ascend npu-exporter"))
+    known |= _npu_names(_section(COMPAT_REFERENCE.read_text(encoding="utf-8"),
+                                 "npu-exporter"))  # the fuller list
     assert "npu_chip_info_hbm_total_memory" in known
     declared = {m.npu_exporter for m in CATALOG if m.npu_exporter}
     assert declared
@@ -261,6 +263,8 @@ COMPAT_UNITS = {
     "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE": "ratio", "DCGM_FI_PROF_DRAM_ACTIVE": "ratio",
     "DCGM_FI_PROF_PCIE_TX_BYTES": "B/s", "DCGM_FI_PROF_PCIE_RX_BYTES": "B/s",
     "DCGM_FI_PROF_NVLINK_TX_BYTES": "B/s", "DCGM_FI_PROF_NVLINK_RX_BYTES": "B/s",
+    # npu-exporter's process info: a count, and one process's memory in MB (MiB, as npu-smi)
+    "npu_chip_info_process_info_num": "count", "npu_chip_info_process_info": "MiB",
     # DCGM's NVLink bandwidth total: (KiB difference / seconds) / 1000 (its DcgmCacheManager)
     "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL": "KiB/s/1000",
 }

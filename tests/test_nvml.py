@@ -44,8 +44,9 @@ def fake(node: NodeSim, **kw) -> FakeNvml:
 
 
 def collect(collector: NvmlCollector) -> list[Sample]:
-    """One run; every sample must be one the catalogue accepts."""
-    samples = collector.collect()
+    """One run and the collector's own counters (which the agent adds every cycle); every
+    sample must be one the catalogue accepts."""
+    samples = collector.collect() + collector.self_samples(datetime.now(UTC))
     for s in samples:
         check_sample(s)
     return samples
@@ -218,7 +219,7 @@ def test_mig_devices_are_their_own_series_beside_their_parent(node):
     assert len(mig_devices) == 3 and all(d.startswith("MIG-") for d in mig_devices)
     for j in range(3):
         one = of(samples, f"1:{j}")
-        assert {s.name for s in one} - {"accelerator.process_memory_bytes"} == {
+        assert {s.name for s in one} - {"accelerator_process.memory_used_bytes"} == {
             "accelerator.memory_used_bytes", "accelerator.memory_total_bytes",
             "accelerator.health",
             # issue 16: the memory split, the processes, and GPM per MIG instance (Hopper)
@@ -407,6 +408,8 @@ def test_docstring_metrics_table_matches_the_catalogue():
     doc = readme_metrics(nvml_module)
     documented = {f"accelerator.{f}" for f in documented_fields(doc, "accelerator")}
     documented |= {f"agent.{f}" for f in documented_fields(doc, "agent")}
+    documented |= {f"accelerator_process.{f}"
+                   for f in documented_fields(doc, "accelerator_process")}
     assert documented == set(EMITTED)
     for name in EMITTED:
         catalog.metric(name)  # raises for a name the catalogue does not declare

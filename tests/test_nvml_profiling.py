@@ -54,7 +54,7 @@ class Clock:
 
 
 def collect(collector: NvmlCollector) -> list[Sample]:
-    samples = collector.collect()
+    samples = collector.collect() + collector.self_samples(T)
     for s in samples:
         check_sample(s)
     return samples
@@ -273,8 +273,8 @@ def test_processes_top_n_per_device_plus_the_count(fleet):
         samples = collect(collector)
     assert sample_value(samples, "accelerator.processes", {"index": "0"}) == 9
     assert sample_value(samples, "accelerator.processes", {"index": "1"}) == 0
-    listed = [(s.label("pid"), s.label("process"), s.value) for s in samples
-              if s.field == "process_memory_bytes"]
+    listed = [(s.label("pid"), s.label("process_name"), s.value) for s in samples
+              if s.name == "accelerator_process.memory_used_bytes"]
     assert listed == [("1007", "job7", 8 * 2**30), ("1006", "job6", 7 * 2**30),
                       ("1005", "job5", 6 * 2**30)]
     assert nv.calls[("nvmlSystemGetProcessName", None)] == 3  # names cached while they run
@@ -288,8 +288,8 @@ def test_processes_of_the_simulated_node_and_their_names(fleet):
         want = {"index": str(r.index)}
         assert sample_value(samples, "accelerator.processes", want) == len(r.processes)
         for pid, name, used in r.processes:
-            assert sample_value(samples, "accelerator.process_memory_bytes",
-                                {**want, "pid": str(pid), "process": name}) == used
+            assert sample_value(samples, "accelerator_process.memory_used_bytes",
+                                {**want, "pid": str(pid), "process_name": name}) == used
 
 
 def test_processes_of_a_mig_gpu_count_on_their_instance(fleet):
@@ -299,7 +299,7 @@ def test_processes_of_a_mig_gpu_count_on_their_instance(fleet):
     # The fake runs a MIG GPU's processes in its first instance (GPU instance id 1 for 3g).
     counts = {s.label("index"): s.value for s in samples if s.field == "processes"}
     assert counts["1:0"] == 1 and counts["1:1"] == 0 and counts["1"] == 0
-    assert sample_value(samples, "accelerator.process_memory_bytes",
+    assert sample_value(samples, "accelerator_process.memory_used_bytes",
                         {"index": "1:0", "pid": "77"}) == 2**30
 
 

@@ -79,7 +79,7 @@ EMITTED: tuple[str, ...] = (
     "accelerator.row_remap_failed",
     "accelerator.last_xid",
     "accelerator.processes",
-    "accelerator.process_memory_bytes",
+    "accelerator_process.memory_used_bytes",
 )
 """Every metric this collector can emit (``measurement.field``)."""
 
@@ -189,12 +189,12 @@ class NvmlCollector:
             if idx in self._labels:
                 samples.append(Sample.of("accelerator.xid_errors_total", float(n),
                                          {**self._labels[idx], "xid": str(xid)}, now))
-        return samples + self.counters(now)
+        return samples
 
-    def counters(self, now: datetime | None = None) -> list[Sample]:
-        """This collector's own error counters, also when a whole run fails (the agent asks
-        for them then, so a counter never vanishes from a scrape while NVML is down)."""
-        now = now or datetime.now(UTC)
+    def self_samples(self, now: datetime) -> list[Sample]:
+        """This collector's own error counters (NVML errors on single fields, by error): the
+        agent reports them every cycle, whatever the run's outcome, so they never vanish from
+        a scrape while NVML is down."""
         return [Sample.of("agent.collector_errors_total", float(n),
                           {**self._place, "collector": self.name, "error_type": error_type}, now)
                 for error_type, n in sorted(dict.copy(self._calls.errors).items())]

@@ -40,7 +40,8 @@ class ProcessReader:
 
     def samples(self, nv: Any, procs: Iterable[Any], labels: dict[str, str],
                 now: datetime) -> list[Sample]:
-        """``processes`` (all of them) and ``process_memory_bytes`` of the largest ``top``."""
+        """``accelerator.processes`` (all of them) and, for the largest ``top``,
+        ``accelerator_process.memory_used_bytes{pid, process_name}``."""
         procs = list(procs)
         out = [Sample.of("accelerator.processes", float(len(procs)), labels, now)]
         known = [p for p in procs if p.usedGpuMemory is not None]
@@ -50,9 +51,9 @@ class ProcessReader:
             extra = {"pid": str(pid)}
             name = self._name(nv, pid)
             if name:
-                extra["process"] = name
-            out.append(Sample.of("accelerator.process_memory_bytes", float(p.usedGpuMemory),
-                                 {**labels, **extra}, now))
+                extra["process_name"] = name
+            out.append(Sample.of("accelerator_process.memory_used_bytes",
+                                 float(p.usedGpuMemory), {**labels, **extra}, now))
         return out
 
     def end_run(self) -> None:
