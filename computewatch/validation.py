@@ -9,7 +9,6 @@ The counts are themselves exported as ``computewatch_samples_rejected_total``.
 from __future__ import annotations
 
 import logging
-import operator
 import threading
 from collections import Counter
 from collections.abc import Iterable
@@ -77,7 +76,6 @@ def _subject(sample: Sample) -> str:
     return f"{sample.name}{{{where}}}"
 
 
-_KEY = operator.itemgetter(0)
 _SCHEMA_OK: dict[tuple[str, tuple[str, ...]], catalog.Metric] = {}
 """(metric name, label keys) pairs already checked against the catalogue: an agent sends the
 same few shapes every cycle, so only their values need checking again."""
@@ -85,7 +83,7 @@ same few shapes every cycle, so only their values need checking again."""
 
 def check_sample(sample: Sample) -> Sample:
     """Return the sample if the catalogue accepts it, else raise InvalidSampleError."""
-    key = (sample.name, tuple(map(_KEY, sample.labels)))
+    key = (sample.name, tuple(k for k, _ in sample.labels))
     m = _SCHEMA_OK.get(key)
     if m is None:
         try:
