@@ -77,17 +77,19 @@ class GpmReader:
         self.warmup_s = warmup_s
         self._sleep = sleep
         self._buffers: dict[str, _Buffers] = {}
+        self._supported: set[str] = set()  # devices GPM said yes to in this session
 
     def supported(self, nv: Any, calls: DriverCalls, dev: Dev, h: Any) -> bool:
         """Whether the GPU can be profiled, asked once per session (then remembered)."""
         if calls.skip(dev, "gpm"):
             return False
-        if dev.index in self._buffers:
+        if dev.index in self._supported:
             return True
         support = calls.call(nv, dev, "gpm", ("nvmlGpmQueryDeviceSupport",), h)
         if support is None or not support.isSupportedDevice:
             calls.unsupported.add((dev.index, "gpm"))
             return False
+        self._supported.add(dev.index)
         return True
 
     def read(self, nv: Any, calls: DriverCalls,
@@ -111,6 +113,7 @@ class GpmReader:
     def drop(self, nv: Any, index: str, *, with_instances: bool = False) -> None:
         """Free a device's buffers (it was lost, or its MIG mode changed: then also those of
         its MIG instances, ``<index>:<slot>``)."""
+        self._supported.discard(index)
         for key in [k for k in self._buffers if k == index
                     or (with_instances and k.startswith(f"{index}:"))]:
             buffers = self._buffers.pop(key)
@@ -121,6 +124,7 @@ class GpmReader:
     def forget(self) -> None:
         """A new NVML session: the old one's sample buffers are invalid, not to be freed."""
         self._buffers.clear()
+        self._supported.clear()
 
     def close(self, nv: Any) -> None:
         for index in list(self._buffers):
