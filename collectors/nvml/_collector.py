@@ -344,10 +344,6 @@ class NvmlCollector:
                     h, nv.NVML_TEMPERATURE_GPU)
         if temp is not None:
             emit("temperature_celsius", temp)
-        mem_temp = self._calls.field_values(nv, dev, h, [("memory_temperature",
-                                                          nv.NVML_FI_DEV_MEMORY_TEMP)])
-        if "memory_temperature" in mem_temp:
-            emit("memory_temperature_celsius", mem_temp["memory_temperature"])
         for key, clock, name in (("sm_clock", nv.NVML_CLOCK_SM, "sm_clock_hertz"),
                                  ("memory_clock", nv.NVML_CLOCK_MEM, "memory_clock_hertz")):
             mhz = call(nv, dev, key, ("nvmlDeviceGetClockInfo",), h, clock)
@@ -378,7 +374,7 @@ class NvmlCollector:
             emit("remapped_rows", uncorrectable, error_type="uncorrectable")
             emit("row_remap_failed", 1.0 if failure else 0.0)
             healthy &= not failure
-        self._link_fields(nv, session, dev, h, emit)
+        self._field_values(nv, session, dev, h, emit)
         reasons = call(nv, dev, "throttled", ("nvmlDeviceGetCurrentClocksEventReasons",
                                               "nvmlDeviceGetCurrentClocksThrottleReasons"), h)
         if reasons is not None:
@@ -419,13 +415,17 @@ class NvmlCollector:
             self._calls.failed(nv, dev, "memory", exc.value)
             return None
 
-    def _link_fields(self, nv: Any, session: _Session, dev: Dev, h: Any,
-                     emit: Callable[..., None]) -> None:
-        """NVLink errors and throughput, retired pages: one nvmlDeviceGetFieldValues call."""
-        wanted = [(key, getattr(nv, fid)) for key, fid, _, _ in _LINK_FIELDS]
+    def _field_values(self, nv: Any, session: _Session, dev: Dev, h: Any,
+                      emit: Callable[..., None]) -> None:
+        """Memory temperature, NVLink errors and throughput, retired pages: the fields NVML has
+        no dedicated call for, in one nvmlDeviceGetFieldValues call."""
+        wanted = [("memory_temperature", nv.NVML_FI_DEV_MEMORY_TEMP)]
+        wanted += [(key, getattr(nv, fid)) for key, fid, _, _ in _LINK_FIELDS]
         wanted += [(key, (getattr(nv, fid), _ALL_LINKS)) for key, fid in _THROUGHPUT_FIELDS]
         stamps: dict[str, float] = {}
         got = self._calls.field_values(nv, dev, h, wanted, stamps)
+        if "memory_temperature" in got:
+            emit("memory_temperature_celsius", got["memory_temperature"])
         for key, _, name, error_type in _LINK_FIELDS:
             if key in got:
                 if error_type:

@@ -114,9 +114,11 @@ class NodeSim:
         Both fake drivers read through here: a collector's dozens of driver calls in one
         cycle see one consistent snapshot, as from a real driver, at the cost of one.
         """
-        key = (t, frozenset(self.lost), frozenset(self.unhealthy))
-        if self._cache.get("key") != key:
-            self._cache = {"key": key, "all": self.readings(t)}
+        cache = self._cache
+        if cache.get("t") != t or cache.get("lost") != self.lost \
+                or cache.get("unhealthy") != self.unhealthy:
+            self._cache = {"t": t, "lost": set(self.lost), "unhealthy": set(self.unhealthy),
+                           "all": self.readings(t)}
         mine = self._cache.get(vendor)
         if mine is None:  # the list is the cache's: callers get the same snapshot objects
             mine = self._cache[vendor] = [r for r in self._cache["all"] if r.vendor == vendor]
