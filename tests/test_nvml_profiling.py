@@ -114,6 +114,18 @@ def test_gpm_per_mig_instance_with_nvml_instance_ids(fleet):
     assert sample_value(samples, "accelerator.tensor_active_ratio", {"index": "0"}) is not None
 
 
+def test_gpm_on_mig_where_the_driver_cannot_is_absent_and_not_asked_again(fleet):
+    node = node_of(fleet, gpus=2)
+    nv = FakeNvml(node, clock=Clock(), mig={1: 2}, unsupported={"nvmlGpmMigSampleGet"})
+    collector = NvmlCollector(node.labels, nv, gpm_warmup_s=0)
+    for _ in range(3):
+        samples = collect(collector)
+    assert not [s for s in samples if s.label("parent") and s.field in GPM]
+    assert sample_value(samples, "accelerator.tensor_active_ratio", {"index": "0"}) is not None
+    assert [nv.calls[("nvmlGpmMigSampleGet", 1)]] == [2]  # once per instance, then remembered
+    assert not [s for s in samples if s.measurement == "agent"]
+
+
 def test_gpm_metric_a_card_lacks_is_absent(fleet):
     """NVLink byte rates on a Hopper card: absent where the fake says the metric fails."""
     node = node_of(fleet, gpus=2)
