@@ -31,7 +31,7 @@ from computewatch.lineprotocol import check_write_url
 __all__ = ["NodeConfig", "load_node_config", "parse_duration"]
 
 class NvmlConfig(CollectorConfig):
-    pass
+    top_processes: int = Field(5, ge=0, le=100)
 
 
 AscendView = Literal["usages", "common", "memory", "health", "volt", "ecc", "temp", "power"]

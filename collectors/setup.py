@@ -37,7 +37,8 @@ def build_collectors(config: NodeConfig, simulate: NodeSim | None = None) -> lis
             from computewatch.sim.fake_nvml import FakeNvml
 
             nvml = FakeNvml(simulate)
-        out.append(Scheduled(NvmlCollector(labels, nvml=nvml),
+        out.append(Scheduled(NvmlCollector(labels, nvml=nvml,
+                                           top_processes=c.nvml.top_processes),
                              c.nvml.interval or config.interval,
                              c.nvml.timeout or config.timeout))
     if c.ascend.enabled:

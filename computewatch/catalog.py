@@ -20,6 +20,7 @@ from enum import StrEnum
 __all__ = [
     "CATALOG",
     "UNITS",
+    "CompatPart",
     "Kind",
     "Measurement",
     "Metric",
@@ -68,6 +69,22 @@ UNITS: dict[str, UnitSpec] = {
 
 
 @dataclass(frozen=True, slots=True)
+class CompatPart:
+    """The name another exporter gives to the part of a metric whose ``label`` is ``value``.
+
+    dcgm-exporter splits what the catalogue keeps as one metric with a label into one name
+    per label value (``remapped_rows{error_type="correctable"}`` is
+    ``DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS``); the part is converted with the metric's
+    ``compat_scale`` and exposed with its ``compat_kind``.
+    """
+
+    exporter: str  # "dcgm" | "npu-exporter", as --compat names them
+    label: str
+    value: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class Metric:
     """One catalogued metric. ``compat_scale`` converts our SI value into the compat unit."""
 
@@ -87,6 +104,11 @@ class Metric:
     histogram: str | None = None
     """Set on the ``_bucket`` (label ``le``), ``_count`` and ``_sum`` parts of a histogram:
     the family name they are exposed under together (Prometheus histogram type)."""
+    compat_kind: Kind | None = None
+    """The TYPE the compatible exporter declares where it differs from ``kind``
+    (dcgm-exporter's counters without ``_total``, such as its remapped-row counts)."""
+    compat_parts: tuple[CompatPart, ...] = ()
+    """Compatible names for parts of this metric, selected by a label value."""
 
     @property
     def name(self) -> str:
@@ -133,6 +155,7 @@ _DEVICE = (*_PLACE, "node", "device", "index", "vendor", "model", "ecosystem",
 # board view), and which memory the memory metrics describe (hbm | ddr; npu-exporter names
 # them differently).
 _DEVICE = (*_DEVICE, "phy_id", "vdie_id", "memory_type")
+_DEVICE = (*_DEVICE, "gpu_instance_id", "gpu_instance_profile")  # MIG devices (NVML)
 _METER = (*_PLACE, "meter", "scope", "source")
 _LINK = ("src_site", "dst_site", "src_hub", "dst_hub", "tier", "probe")
 
@@ -191,7 +214,12 @@ CATALOG: tuple[Metric, ...] = (
          "ECC errors since the driver loaded, by error_type corrected|uncorrected.",
          otel="hw.errors", labels=("error_type",)),
     _acc("remapped_rows", "{count}", Kind.GAUGE,
-         "Memory rows remapped, by error_type correctable|uncorrectable.", labels=("error_type",)),
+         "Memory rows remapped, by error_type correctable|uncorrectable.", labels=("error_type",),
+         compat_kind=Kind.COUNTER, compat_parts=(
+             CompatPart("dcgm", "error_type", "correctable",
+                        "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS"),
+             CompatPart("dcgm", "error_type", "uncorrectable",
+                        "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS"))),
     _acc("throttled", "{state}", Kind.GAUGE,
          "1 while the clocks are held down for the labelled reason, else 0.", labels=("reason",),
          high=1.0),
@@ -262,6 +290,65 @@ CATALOG: tuple[Metric, ...] = (
            (*_PLACE, "node", "device", "index", "vendor", "model", "ecosystem", "pci_bus_id",
             "driver_version"),
            "Board temperature from the card's controller (an Ascend card's MCU)."),
+    # NVIDIA through NVML: memory split, media engines, errors, links, profiling (GPM), and
+    # the processes on a device. DCGM names as dcgm-exporter's default counters have them.
+    _acc("memory_free_bytes", "By", Kind.GAUGE,
+         "Device memory free (NVML: total = used + reserved + free).",
+         dcgm="DCGM_FI_DEV_FB_FREE", compat_scale=1 / 2**20),
+    _acc("memory_reserved_bytes", "By", Kind.GAUGE,
+         "Device memory the driver and firmware reserve; not counted in memory_used_bytes.",
+         dcgm="DCGM_FI_DEV_FB_RESERVED", compat_scale=1 / 2**20),
+    _acc("encoder_utilization_ratio", "1", Kind.GAUGE,
+         "Share of time the video encoder (NVENC) was busy over the driver's sample period.",
+         dcgm="DCGM_FI_DEV_ENC_UTIL", compat_scale=100.0),
+    _acc("decoder_utilization_ratio", "1", Kind.GAUGE,
+         "Share of time the video decoder (NVDEC) was busy over the driver's sample period.",
+         dcgm="DCGM_FI_DEV_DEC_UTIL", compat_scale=100.0),
+    _acc("graphics_active_ratio", "1", Kind.GAUGE,
+         "Share of time the graphics or compute engine was active over the collector's "
+         "interval (NVML GPM; Hopper and later).",
+         dcgm="DCGM_FI_PROF_GR_ENGINE_ACTIVE"),
+    _acc("sm_active_ratio", "1", Kind.GAUGE,
+         "Share of streaming multiprocessors busy over the collector's interval (NVML GPM).",
+         dcgm="DCGM_FI_PROF_SM_ACTIVE"),
+    _acc("tensor_active_ratio", "1", Kind.GAUGE,
+         "Share of time the tensor cores were active over the collector's interval (NVML GPM).",
+         dcgm="DCGM_FI_PROF_PIPE_TENSOR_ACTIVE"),
+    _acc("dram_active_ratio", "1", Kind.GAUGE,
+         "Device memory bandwidth used over its peak, over the collector's interval (NVML GPM).",
+         dcgm="DCGM_FI_PROF_DRAM_ACTIVE"),
+    _acc("pcie_transmit_bytes_per_second", "By/s", Kind.GAUGE,
+         "PCIe bytes sent by the device per second, headers included (NVML GPM).",
+         dcgm="DCGM_FI_PROF_PCIE_TX_BYTES"),
+    _acc("pcie_receive_bytes_per_second", "By/s", Kind.GAUGE,
+         "PCIe bytes received by the device per second, headers included (NVML GPM).",
+         dcgm="DCGM_FI_PROF_PCIE_RX_BYTES"),
+    _acc("nvlink_transmit_bytes_per_second", "By/s", Kind.GAUGE,
+         "NVLink bytes sent per second over all links (NVML GPM).",
+         dcgm="DCGM_FI_PROF_NVLINK_TX_BYTES"),
+    _acc("nvlink_receive_bytes_per_second", "By/s", Kind.GAUGE,
+         "NVLink bytes received per second over all links (NVML GPM).",
+         dcgm="DCGM_FI_PROF_NVLINK_RX_BYTES"),
+    _acc("nvlink_data_bytes_per_second", "By/s", Kind.GAUGE,
+         "NVLink data bytes sent plus received per second over all links, averaged over the "
+         "collector's interval from NVML's throughput counters (DCGM's bandwidth total).",
+         dcgm="DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL", compat_scale=1 / 1024 / 1000,
+         compat_kind=Kind.COUNTER),
+    _acc("nvlink_errors_total", "{count}", Kind.COUNTER,
+         "NVLink errors over all links since the driver loaded, by error_type crc_flit|"
+         "crc_data|replay|recovery.", labels=("error_type",)),
+    _acc("retired_pages_total", "{count}", Kind.COUNTER,
+         "Memory pages retired, by error_type single_bit|double_bit (page retirement: "
+         "before Ampere; later GPUs remap rows).", labels=("error_type",)),
+    _acc("retired_pages_pending", "{state}", Kind.GAUGE,
+         "1 while a page retirement waits for the next driver reload, else 0.", high=1.0),
+    _acc("row_remap_failed", "{state}", Kind.GAUGE,
+         "1 when a row remapping has failed (the GPU needs service), else 0.", high=1.0,
+         dcgm="DCGM_FI_DEV_ROW_REMAP_FAILURE"),
+    _acc("last_xid", "{state}", Kind.GAUGE,
+         "The code of the last critical XID error seen since the agent started, 0 while "
+         "none; where NVML events are supported (DCGM's XID_ERRORS).",
+         dcgm="DCGM_FI_DEV_XID_ERRORS"),
     # --- facility_power: one series per meter ---------------------------------------------
     Metric("facility_power", "watts", "W", Kind.GAUGE, _METER,
            "Power through the meter; scope says what it feeds (facility | it | cooling | other).",

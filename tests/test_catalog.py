@@ -24,6 +24,10 @@ from computewatch.validation import (
 
 REFERENCE = Path(__file__).resolve().parent / "fixtures" / "reference" / "metric-names.md"
 COMPAT_REFERENCE = REFERENCE.with_name("exporter-compat.md")
+DCGM_FIELDS_H = {"DCGM_FI_PROF_SM_ACTIVE", "DCGM_FI_PROF_NVLINK_TX_BYTES",
+                 "DCGM_FI_PROF_NVLINK_RX_BYTES"}
+"""DCGM profiling names the references do not list, typed in from DCGM's dcgm_fields.h
+(NVIDIA/DCGM 4.6.0, 72fa3fe), where they are the GPM-backed SM activity and NVLink rates."""
 T0 = datetime(2026, 5, 9, 8, 0, tzinfo=UTC)
 GPU = {"hub": "京津冀", "site": "bj-1", "node": "n1", "device": "nvidia0", "vendor": "nvidia"}
 SNAKE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
@@ -193,17 +197,39 @@ def test_reference_parser_expands_shorthand() -> None:
                      "npu_chip_info_hbm_utilization"}
 
 
+def _dcgm_table_names() -> set[str]:
+    """The names in exporter-compat.md's DCGM table (first column, comma-separated)."""
+    section = _section(COMPAT_REFERENCE.read_text(encoding="utf-8"), "DCGM-exporter")
+    return {n for row in re.findall(r"^\| (DCGM_FI_[^|]+)\|", section, re.M)
+            for n in re.split(r",\s*", row.strip())}
+
+
 def test_dcgm_names_are_in_reference() -> None:
     known = {n for n in _backticked(_section(_reference(), "NVIDIA DCGM-Exporter"))
              if n.startswith("DCGM_FI_")}  # not its label names
     assert "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION" in known
+    known |= _dcgm_table_names() | DCGM_FIELDS_H
     declared = {m.dcgm for m in CATALOG if m.dcgm}
+    declared |= {p.name for m in CATALOG for p in m.compat_parts if p.exporter == "dcgm"}
     assert declared, "the catalogue declares no DCGM names"
     assert sorted(declared - known) == []
 
 
+def test_every_dcgm_default_counter_is_declared() -> None:
+    """Each name of the reference's DCGM table is a catalogued metric (or part of one), but
+    the driver-version label and vGPU licence status (a vGPU guest's; bare metal has none)."""
+    table = _dcgm_table_names()
+    assert len(table) == 26, sorted(table)
+    declared = {m.dcgm for m in CATALOG if m.dcgm}
+    declared |= {p.name for m in CATALOG for p in m.compat_parts if p.exporter == "dcgm"}
+    assert sorted(table - declared) == ["DCGM_FI_DEV_VGPU_LICENSE_STATUS",
+                                        "DCGM_FI_DRIVER_VERSION"]
+
+
 def test_npu_exporter_names_are_in_reference() -> None:
     known = _npu_names(_section(_reference(), "Huawei Ascend npu-exporter"))
+    known |= _npu_names(_section(COMPAT_REFERENCE.read_text(encoding="utf-8"),
+                                 "npu-exporter"))  # the fuller list
     assert "npu_chip_info_hbm_total_memory" in known
     # exporter-compat.md lists every name npu-exporter can emit.
     compat = COMPAT_REFERENCE.read_text(encoding="utf-8")
@@ -253,17 +279,30 @@ COMPAT_UNITS = {
     "npu_chip_info_link_status": "state", "npu_chip_info_bandwidth_tx": "MB/s",
     "npu_chip_info_bandwidth_rx": "MB/s", "npu_chip_info_rx_fcs_num": "count",
     "npu_chip_info_rx_ecn_num": "count",
+    # issue 16, from exporter-compat.md's DCGM table (and dcgm_fields.h for the rates)
+    "DCGM_FI_DEV_FB_FREE": "MiB", "DCGM_FI_DEV_FB_RESERVED": "MiB",
+    "DCGM_FI_DEV_ENC_UTIL": "%", "DCGM_FI_DEV_DEC_UTIL": "%",
+    "DCGM_FI_DEV_XID_ERRORS": "state", "DCGM_FI_DEV_ROW_REMAP_FAILURE": "state",
+    "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS": "count",
+    "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS": "count",
+    "DCGM_FI_PROF_GR_ENGINE_ACTIVE": "ratio", "DCGM_FI_PROF_SM_ACTIVE": "ratio",
+    "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE": "ratio", "DCGM_FI_PROF_DRAM_ACTIVE": "ratio",
+    "DCGM_FI_PROF_PCIE_TX_BYTES": "B/s", "DCGM_FI_PROF_PCIE_RX_BYTES": "B/s",
+    "DCGM_FI_PROF_NVLINK_TX_BYTES": "B/s", "DCGM_FI_PROF_NVLINK_RX_BYTES": "B/s",
+    # DCGM's NVLink bandwidth total: (KiB difference / seconds) / 1000 (its DcgmCacheManager)
+    "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL": "KiB/s/1000",
 }
 SCALE = {("1", "%"): 100.0, ("Hz", "MHz"): 1e-6, ("By", "MiB"): 2.0**-20, ("J", "mJ"): 1000.0,
          ("W", "W"): 1.0, ("Cel", "Cel"): 1.0, ("{count}", "count"): 1.0,
          ("{state}", "state"): 1.0, ("V", "V"): 1.0, ("{value}", "value"): 1.0,
-         ("By/s", "MB/s"): 1e-6}
+         ("By/s", "MB/s"): 1e-6, ("1", "ratio"): 1.0, ("By/s", "B/s"): 1.0,
+         ("By/s", "KiB/s/1000"): 1 / 1024 / 1000}
 
 
-@pytest.mark.parametrize("m", [m for m in CATALOG if m.dcgm or m.npu_exporter],
-                         ids=lambda m: m.name)
+@pytest.mark.parametrize("m", [m for m in CATALOG if m.dcgm or m.npu_exporter
+                               or m.compat_parts], ids=lambda m: m.name)
 def test_compat_scale_converts_to_the_exporters_unit(m: catalog.Metric) -> None:
-    for compat in (m.dcgm, m.npu_exporter):
+    for compat in (m.dcgm, m.npu_exporter, *(p.name for p in m.compat_parts)):
         if compat:
             assert m.compat_scale == SCALE[(m.unit, COMPAT_UNITS[compat])], compat
 

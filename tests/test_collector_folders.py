@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from computewatch.collectors.config import load_node_config
 
-FOLDERS = ("latency", "redfish", "snmp", "modbus", "ascend")
+FOLDERS = ("latency", "redfish", "snmp", "modbus", "ascend", "nvml")
 DEVICE_LIBRARIES = ("pysnmp", "pyasn1", "pymodbus", "requests", "urllib3", "pynvml", "numpy",
                     "pandas", "pyarrow", "duckdb", "influxdb_client")
 

@@ -322,6 +322,22 @@ def test_points_identify_the_device(sent):
     assert "hw.gpu.task" not in npu
 
 
+def test_encoder_and_decoder_are_gpu_utilization_tasks(exporter, receiver):
+    lab = labels("GPU-0aa1")
+    exporter.export([Sample.of("accelerator.utilization_ratio", 0.87, lab, T0),
+                     Sample.of("accelerator.encoder_utilization_ratio", 0.05, lab, T0),
+                     Sample.of("accelerator.decoder_utilization_ratio", 0.25, lab, T0),
+                     Sample.of("accelerator.tensor_active_ratio", 0.5, lab, T0)])
+    got = metrics(receiver.requests()[0])
+    util = got["hw.gpu.utilization"]
+    assert number(by_id(util, "GPU-0aa1", hw__gpu__task="general")) == 0.87
+    assert number(by_id(util, "GPU-0aa1", hw__gpu__task="encoder")) == 0.05
+    assert number(by_id(util, "GPU-0aa1", hw__gpu__task="decoder")) == 0.25
+    assert util.unit == "1" and len(points(util)) == 3
+    tensor = got["computewatch.accelerator.tensor_active_ratio"]  # no semconv name: ours
+    assert number(by_id(tensor, "GPU-0aa1")) == 0.5
+
+
 def test_mig_instance_names_its_parent_and_foreign_placement_is_kept(exporter, receiver):
     lab = labels("GPU-0aa1", device="MIG-7f3e", parent="GPU-0aa1", node="gy-n0002", cluster="")
     exporter.export([Sample.of("accelerator.utilization_ratio", 0.5, lab, T0)])
@@ -479,5 +495,8 @@ def test_agent_with_otlp_enabled_pushes_the_simulated_node(receiver):
     assert resource["host.name"] == node.node and resource["computewatch.site"] == "bj-ai"
     util = [p for r in reqs for m in metrics(r).values() if m.name == "hw.gpu.utilization"
             for p in points(m)]
-    vendors = [attrs(p.attributes)["hw.vendor"] for p in util]
+    general = [p for p in util if attrs(p.attributes).get("hw.gpu.task", "general") == "general"]
+    vendors = [attrs(p.attributes)["hw.vendor"] for p in general]
     assert vendors.count("nvidia") == 8 and vendors.count("huawei") == 8
+    tasks = [attrs(p.attributes).get("hw.gpu.task") for p in util]  # NVENC/NVDEC (issue 16)
+    assert tasks.count("encoder") == 8 and tasks.count("decoder") == 8

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import ctypes
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pynvml
 import pytest
-from docstring_metrics import documented_fields
+from docstring_metrics import documented_fields, readme_metrics
 
 import computewatch.collectors.nvml as nvml_module
 from computewatch import catalog
@@ -22,6 +22,10 @@ from computewatch.topology import load_topology
 from computewatch.validation import check_sample
 
 T = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # 10:00 in China on a Monday: busy and idle GPUs
+GPM_RATIOS_AND_RATES = ("graphics_active_ratio", "sm_active_ratio", "tensor_active_ratio",
+                        "dram_active_ratio", "pcie_transmit_bytes_per_second",
+                        "pcie_receive_bytes_per_second", "nvlink_transmit_bytes_per_second",
+                        "nvlink_receive_bytes_per_second")
 GPUS = 8
 
 
@@ -40,8 +44,9 @@ def fake(node: NodeSim, **kw) -> FakeNvml:
 
 
 def collect(collector: NvmlCollector) -> list[Sample]:
-    """One run; every sample must be one the catalogue accepts."""
-    samples = collector.collect()
+    """One run and the collector's own counters (which the agent adds every cycle); every
+    sample must be one the catalogue accepts."""
+    samples = collector.collect() + collector.self_samples(datetime.now(UTC))
     for s in samples:
         check_sample(s)
     return samples
@@ -58,7 +63,7 @@ def health_series(samples: list[Sample]) -> dict[str, float]:
 # --- a healthy node -----------------------------------------------------------------------
 
 def test_every_field_equals_the_reading_in_si_units(node):
-    samples = collect(NvmlCollector(node.labels, fake(node)))
+    samples = collect(NvmlCollector(node.labels, fake(node), gpm_warmup_s=0))
     readings = [r for r in node.readings(T) if r.vendor == "nvidia"]
     assert {r.utilization > 0.2 for r in readings} == {True, False}  # both kinds covered
     for r in readings:
@@ -90,7 +95,7 @@ def test_every_field_equals_the_reading_in_si_units(node):
 
 
 def test_labels_name_the_gpu_and_its_place(node):
-    samples = collect(NvmlCollector(node.labels, fake(node)))
+    samples = collect(NvmlCollector(node.labels, fake(node), gpm_warmup_s=0))
     r = next(r for r in node.readings(T) if r.vendor == "nvidia" and r.index == 5)
     labels = dict(next(s for s in of(samples, "5") if s.name == "accelerator.health").labels)
     assert labels == {"vendor": "nvidia", "ecosystem": "cuda", "model": "NVIDIA H100 80GB HBM3",
@@ -101,14 +106,14 @@ def test_labels_name_the_gpu_and_its_place(node):
 
 
 def test_one_series_per_gpu_and_none_for_the_npus(node):
-    samples = collect(NvmlCollector(node.labels, fake(node)))
+    samples = collect(NvmlCollector(node.labels, fake(node), gpm_warmup_s=0))
     assert health_series(samples) == {str(i): 1.0 for i in range(GPUS)}
     assert {s.label("vendor") for s in samples if s.measurement == "accelerator"} == {"nvidia"}
     assert len({s.label("device") for s in samples if s.measurement == "accelerator"}) == GPUS
 
 
 def test_throttled_has_every_documented_reason(node):
-    samples = collect(NvmlCollector(node.labels, fake(node)))
+    samples = collect(NvmlCollector(node.labels, fake(node), gpm_warmup_s=0))
     reasons = {s.label("reason") for s in of(samples, "0") if s.name == "accelerator.throttled"}
     assert reasons == {name for name, _ in THROTTLE_REASONS}
 
@@ -117,7 +122,7 @@ def test_throttled_has_every_documented_reason(node):
 
 def test_lost_gpu_reports_health_zero_and_the_others_are_unaffected(node):
     node.lose(3)
-    samples = collect(NvmlCollector(node.labels, fake(node)))
+    samples = collect(NvmlCollector(node.labels, fake(node), gpm_warmup_s=0))
     health = health_series(samples)
     assert len(health) == GPUS
     assert health == {str(i): 0.0 if i == 3 else 1.0 for i in range(GPUS)}
@@ -129,7 +134,7 @@ def test_lost_gpu_reports_health_zero_and_the_others_are_unaffected(node):
 
 
 def test_gpu_lost_later_keeps_its_series(node):
-    collector = NvmlCollector(node.labels, fake(node))
+    collector = NvmlCollector(node.labels, fake(node), gpm_warmup_s=0)
     uuid = of(collect(collector), "3")[0].label("device")
     node.lose(3)
     samples = collect(collector)
@@ -139,7 +144,7 @@ def test_gpu_lost_later_keeps_its_series(node):
 
 def test_unhealthy_gpu_reports_health_zero_with_its_readings(node):
     node.unhealthy.add(("nvidia", 2))
-    samples = collect(NvmlCollector(node.labels, fake(node)))
+    samples = collect(NvmlCollector(node.labels, fake(node), gpm_warmup_s=0))
     assert health_series(samples)["2"] == 0 and health_series(samples)["1"] == 1
     want = {"index": "2"}
     assert sample_value(samples, "accelerator.ecc_errors_total",
@@ -151,13 +156,13 @@ def test_unhealthy_gpu_reports_health_zero_with_its_readings(node):
 
 @pytest.mark.parametrize(("unsupported", "function", "metric", "index"), [
     ((2, "nvmlDeviceGetPowerUsage"), "nvmlDeviceGetPowerUsage", "accelerator.power_watts", 2),
-    ("NVML_FI_DEV_MEMORY_TEMP", "nvmlDeviceGetFieldValues",
+    ("NVML_FI_DEV_MEMORY_TEMP", "NVML_FI_DEV_MEMORY_TEMP",  # the field, in a batched call
      "accelerator.memory_temperature_celsius", None),
 ])
 def test_unsupported_field_is_absent_and_not_asked_again(node, unsupported, function, metric,
                                                          index):
     nv = fake(node, unsupported={unsupported})
-    collector = NvmlCollector(node.labels, nv)
+    collector = NvmlCollector(node.labels, nv, gpm_warmup_s=0)
     for _ in range(3):
         samples = collect(collector)
     gone = [index] if index is not None else list(range(GPUS))
@@ -170,7 +175,7 @@ def test_unsupported_field_is_absent_and_not_asked_again(node, unsupported, func
 
 def test_other_nvml_errors_leave_the_field_out_and_are_counted(node):
     nv = fake(node, errors={(4, "nvmlDeviceGetTemperatureV"): pynvml.NVML_ERROR_NO_PERMISSION})
-    collector = NvmlCollector(node.labels, nv)
+    collector = NvmlCollector(node.labels, nv, gpm_warmup_s=0)
     collect(collector)
     samples = collect(collector)
     assert sample_value(samples, "accelerator.temperature_celsius", {"index": "4"}) is None
@@ -187,7 +192,7 @@ def test_a_driver_older_than_the_binding_falls_back(node):
     """Clock event reasons arrived with driver 535; older ones answer FUNCTION_NOT_FOUND."""
     newer = "nvmlDeviceGetCurrentClocksEventReasons"
     nv = fake(node, errors={(None, newer): pynvml.NVML_ERROR_FUNCTION_NOT_FOUND})
-    collector = NvmlCollector(node.labels, nv)
+    collector = NvmlCollector(node.labels, nv, gpm_warmup_s=0)
     collect(collector)
     samples = collect(collector)
     assert sample_value(samples, "accelerator.throttled", {"index": "0"}) is not None
@@ -199,7 +204,7 @@ def test_a_driver_older_than_the_binding_falls_back(node):
 
 def test_mig_devices_are_their_own_series_beside_their_parent(node):
     nv = fake(node, mig={1: 3})
-    collector = NvmlCollector(node.labels, nv)
+    collector = NvmlCollector(node.labels, nv, gpm_warmup_s=0)
     collect(collector)
     samples = collect(collector)
     parent = of(samples, "1")
@@ -214,8 +219,12 @@ def test_mig_devices_are_their_own_series_beside_their_parent(node):
     assert len(mig_devices) == 3 and all(d.startswith("MIG-") for d in mig_devices)
     for j in range(3):
         one = of(samples, f"1:{j}")
-        assert {s.name for s in one} == {"accelerator.memory_used_bytes",
-                                         "accelerator.memory_total_bytes", "accelerator.health"}
+        assert {s.name for s in one} - {"accelerator_process.memory_used_bytes"} == {
+            "accelerator.memory_used_bytes", "accelerator.memory_total_bytes",
+            "accelerator.health",
+            # issue 16: the memory split, the processes, and GPM per MIG instance (Hopper)
+            "accelerator.memory_free_bytes", "accelerator.memory_reserved_bytes",
+            "accelerator.processes", *(f"accelerator.{f}" for f in GPM_RATIOS_AND_RATES)}
         assert 0 < sample_value(one, "accelerator.memory_total_bytes") < sample_value(
             parent, "accelerator.memory_total_bytes")
         assert " MIG " in one[0].label("model")
@@ -226,7 +235,7 @@ def test_mig_devices_are_their_own_series_beside_their_parent(node):
 
 def test_mig_mode_change_asks_again(node):
     nv = fake(node, mig={1: 2})
-    collector = NvmlCollector(node.labels, nv)
+    collector = NvmlCollector(node.labels, nv, gpm_warmup_s=0)
     collect(collector)
     nv.mig.clear()
     samples = collect(collector)
@@ -238,7 +247,7 @@ def test_mig_mode_change_asks_again(node):
 
 def test_xid_counters_per_code_accumulate_across_runs(node):
     nv = fake(node, xid_events=[(0, 79)])
-    collector = NvmlCollector(node.labels, nv)
+    collector = NvmlCollector(node.labels, nv, gpm_warmup_s=0)
     samples = collect(collector)
     uuid = of(samples, "0")[0].label("device")
     assert sample_value(samples, "accelerator.xid_errors_total", {"device": uuid,
@@ -256,7 +265,7 @@ def test_xid_counters_per_code_accumulate_across_runs(node):
 
 def test_xid_without_event_support_is_skipped_silently(node):
     nv = fake(node, unsupported={"nvmlEventSetCreate"}, xid_events=[(0, 79)])
-    collector = NvmlCollector(node.labels, nv)
+    collector = NvmlCollector(node.labels, nv, gpm_warmup_s=0)
     collect(collector)
     samples = collect(collector)
     assert not [s for s in samples if s.name == "accelerator.xid_errors_total"]
@@ -268,7 +277,7 @@ def test_xid_without_event_support_is_skipped_silently(node):
 def test_xid_on_a_gpu_without_event_support(node):
     nv = fake(node, unsupported={(2, "nvmlDeviceRegisterEvents")},
               xid_events=[(2, 79), (3, 79)])
-    collector = NvmlCollector(node.labels, nv)
+    collector = NvmlCollector(node.labels, nv, gpm_warmup_s=0)
     collect(collector)
     samples = collect(collector)
     xids = {s.label("index"): s.value for s in samples
@@ -282,7 +291,7 @@ def test_xid_on_a_gpu_without_event_support(node):
 
 def test_no_driver_is_driver_absent_until_it_appears(node):
     nv = fake(node, driver_missing=True)
-    collector = NvmlCollector(node.labels, nv)
+    collector = NvmlCollector(node.labels, nv, gpm_warmup_s=0)
     for _ in range(2):
         with pytest.raises(DriverAbsent, match=r"no NVIDIA driver.*libnvidia-ml\.so\.1"):
             collector.collect()
@@ -295,16 +304,16 @@ def test_no_driver_is_driver_absent_until_it_appears(node):
 def test_driver_not_loaded_is_absent_and_other_init_errors_are_errors(node):
     nv = fake(node, errors={(None, "nvmlInit"): pynvml.NVML_ERROR_DRIVER_NOT_LOADED})
     with pytest.raises(DriverAbsent, match="kernel driver is not loaded"):
-        NvmlCollector(node.labels, nv).collect()
+        NvmlCollector(node.labels, nv, gpm_warmup_s=0).collect()
     nv = fake(node, errors={(None, "nvmlInit"): pynvml.NVML_ERROR_LIB_RM_VERSION_MISMATCH})
     with pytest.raises(CollectorError, match="nvmlInit failed") as info:
-        NvmlCollector(node.labels, nv).collect()
+        NvmlCollector(node.labels, nv, gpm_warmup_s=0).collect()
     assert not isinstance(info.value, DriverAbsent)
 
 
 def test_driver_that_goes_away_is_initialised_again(node):
     nv = fake(node)
-    collector = NvmlCollector(node.labels, nv)
+    collector = NvmlCollector(node.labels, nv, gpm_warmup_s=0)
     collect(collector)
     nv.errors[(None, "nvmlDeviceGetCount")] = pynvml.NVML_ERROR_UNINITIALIZED
     with pytest.raises(DriverAbsent, match="went away"):
@@ -316,7 +325,7 @@ def test_driver_that_goes_away_is_initialised_again(node):
 
 def test_close_shuts_nvml_down_and_a_later_run_starts_it_again(node):
     nv = fake(node)
-    collector = NvmlCollector(node.labels, nv)
+    collector = NvmlCollector(node.labels, nv, gpm_warmup_s=0)
     collect(collector)
     collector.close()
     assert nv.calls[("nvmlShutdown", None)] == 1 and nv.calls[("nvmlEventSetFree", None)] == 1
@@ -332,9 +341,9 @@ def test_pynvml_not_installed_is_driver_absent(node, monkeypatch):
 # --- old bindings -------------------------------------------------------------------------
 
 def test_bytes_from_old_bindings_read_as_str(node):
-    new = collect(NvmlCollector(node.labels, fake(node)))
+    new = collect(NvmlCollector(node.labels, fake(node), gpm_warmup_s=0))
     old_nv = fake(node, legacy=True)
-    old = collect(NvmlCollector(node.labels, old_nv))
+    old = collect(NvmlCollector(node.labels, old_nv, gpm_warmup_s=0))
     assert all(isinstance(v, str) for s in old for _, v in s.labels)
     assert {(s.name, s.labels, s.value) for s in old} == {(s.name, s.labels, s.value)
                                                           for s in new}
@@ -396,17 +405,24 @@ def test_real_pynvml_on_this_machine(node):
 
 
 def test_docstring_metrics_table_matches_the_catalogue():
-    doc = nvml_module.__doc__
+    doc = readme_metrics(nvml_module)
     documented = {f"accelerator.{f}" for f in documented_fields(doc, "accelerator")}
     documented |= {f"agent.{f}" for f in documented_fields(doc, "agent")}
+    documented |= {f"accelerator_process.{f}"
+                   for f in documented_fields(doc, "accelerator_process")}
     assert documented == set(EMITTED)
     for name in EMITTED:
         catalog.metric(name)  # raises for a name the catalogue does not declare
     assert [m.name for m in NvmlCollector({}).describe()] == list(EMITTED)
 
 
-def test_emitted_metrics_are_all_documented(node):
+def test_emitted_metrics_are_all_documented(node, fleet):
     nv = fake(node, mig={1: 2}, xid_events=[(0, 79)],
               errors={(4, "nvmlDeviceGetPowerUsage"): pynvml.NVML_ERROR_UNKNOWN})
-    samples = collect(NvmlCollector(node.labels, nv))
+    collector = NvmlCollector(node.labels, nv, gpm_warmup_s=0)
+    samples = collect(collector)
+    nv._clock = lambda: T + timedelta(seconds=15)  # NVLink throughput needs a second run
+    samples += collect(collector)
+    volta = mixed_node(fleet, gpus=1, npus=0, gpu_model="V100")  # page retirement
+    samples += collect(NvmlCollector(volta.labels, fake(volta), gpm_warmup_s=0))
     assert {s.name for s in samples} == set(EMITTED)

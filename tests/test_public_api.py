@@ -46,8 +46,8 @@ PUBLIC: dict[str, set[str]] = {
         "PushError", "PushResult", "SOURCE", "alert_name", "finding_alert", "finding_labels",
         "push_analysis", "push_findings"},
     "computewatch.catalog": {
-        "CATALOG", "Kind", "Measurement", "Metric", "UNITS", "UnitSpec", "UnknownMetricError",
-        "measurement", "measurements", "metric"},
+        "CATALOG", "CompatPart", "Kind", "Measurement", "Metric", "UNITS", "UnitSpec",
+        "UnknownMetricError", "measurement", "measurements", "metric"},
     "computewatch.cli": {"app", "healthcheck", "main"},
     "computewatch.collectors": {
         "Collector", "CollectorError", "DriverAbsent", "NoData", "ParseError", "ResultCode",
@@ -169,7 +169,7 @@ PUBLIC: dict[str, set[str]] = {
         "simulate", "simulated_meters"},
     "computewatch.sim.fake_npusmi": {"FakeNpuSmi", "FakeNpuSmiError"},
     "computewatch.sim.fake_hccn": {"FakeHccnTool"},
-    "computewatch.sim.fake_nvml": {"FakeNvml", "marketing_name"},
+    "computewatch.sim.fake_nvml": {"ARCH", "FakeNvml", "marketing_name"},
     "computewatch.sim.fleet": {
         "DEVICES_PER_NODE", "Fleet", "SiteProfile", "build_fleet", "simulated_meters"},
     "computewatch.sim.hardware": {"AcceleratorSpec", "spec_for"},

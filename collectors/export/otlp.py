@@ -22,7 +22,8 @@ Instruments by semantic-convention name:
 ============================  ======================  ========  ===========================
 name                          instrument              unit      extra attributes
 ============================  ======================  ========  ===========================
-hw.gpu.utilization            observable gauge        1         hw.gpu.task=general
+hw.gpu.utilization            observable gauge        1         hw.gpu.task=general|encoder|
+                                                                decoder
 hw.gpu.memory.utilization     observable gauge        1
 hw.gpu.memory.usage / .limit  observable up-down ctr  By        (semconv: UpDownCounter)
 hw.power                      observable gauge        W
@@ -107,6 +108,9 @@ _UP_DOWN = frozenset({"hw.gpu.memory.usage", "hw.gpu.memory.limit", "hw.status"}
 _SEMCONV_UNITS = {"hw.errors": "{error}", "hw.status": "1"}
 """Where semconv's unit differs from the catalogue's generic {count} / {state}."""
 _EXTRA_ATTRIBUTES = {"hw.gpu.utilization": (("hw.gpu.task", "general"),)}
+_GPU_TASKS = {"accelerator.encoder_utilization_ratio": "encoder",
+              "accelerator.decoder_utilization_ratio": "decoder"}
+"""Utilizations semconv sends as ``hw.gpu.utilization`` of another ``hw.gpu.task``."""
 _HW_TYPE = {"accelerator": "gpu"}
 _ATTRIBUTE_NAMES = {
     "device": "hw.id", "meter": "hw.id", "vendor": "hw.vendor", "model": "hw.model",
@@ -142,6 +146,9 @@ def _instrument_for(sample_name: str) -> _Instrument:
     except catalog.UnknownMetricError:
         return _Instrument(f"computewatch.{sample_name}", "gauge", "",
                            "Not in the computewatch catalogue.")
+    if m.name in _GPU_TASKS:
+        return _Instrument("hw.gpu.utilization", "gauge", "1", m.help,
+                           (("hw.type", "gpu"), ("hw.gpu.task", _GPU_TASKS[m.name])))
     name = m.otel or f"computewatch.{m.name}"
     kind: _Kind = ("up_down" if name in _UP_DOWN
                   else "counter" if m.kind is catalog.Kind.COUNTER else "gauge")

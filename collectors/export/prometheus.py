@@ -1,11 +1,18 @@
-"""Prometheus exposition of the latest samples, through a prometheus-client custom collector.
+"""Prometheus exposition of the latest samples: catalogue names, plus compatible names.
 
 Names, types and help come from the catalogue: ``{measurement}_{field}``, counters exposed
-with ``_total``. ``compat`` adds the names existing dashboards query: DCGM-exporter's for
-NVIDIA devices (``DCGM_FI_DEV_GPU_UTIL{gpu,UUID,pci_bus_id,device,modelName,Hostname}`` in
-DCGM's units: %, MiB, MHz, mJ), converted with the metric's ``compat_scale``, and
-npu-exporter's for Ascend devices, as npu-exporter writes them (`_npu_exporter`). Label
-values are escaped by prometheus-client's exposition code.
+with ``_total``, written by prometheus-client from a custom collector. ``compat`` adds the
+names existing dashboards query: DCGM-exporter's for NVIDIA devices
+(``DCGM_FI_DEV_GPU_UTIL{gpu,UUID,pci_bus_id,device,modelName,Hostname,
+DCGM_FI_DRIVER_VERSION}`` in DCGM's units: %, MiB, MHz, mJ; labels in `_dcgm`) and
+npu-exporter's for Ascend devices (``npu_chip_info_utilization{id,vdie_id,model_name,...}``),
+each converted with the metric's ``compat_scale`` and typed as that exporter types it
+(``compat_kind``). Those exporters write their own text format, and a counter of theirs has
+no ``_total`` (``DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION``): a client library would add one, so
+the compatible families are written here, in text format 0.0.4, after prometheus-client's.
+The HTTP server always answers in that format (as dcgm-exporter does): in OpenMetrics a
+counter must end in ``_total``. npu-exporter's families are built apart (`_npu_exporter`), as
+npu-exporter writes them.
 
 ``/metrics`` is served over HTTP, or with a web configuration file (`webconfig`: the
 exporter-toolkit's format) over TLS, optionally requiring client certificates, and with
@@ -15,20 +22,26 @@ connection's own thread, within `HANDSHAKE_TIMEOUT_S`, so a slow client holds up
 
 from __future__ import annotations
 
+import gzip
 import logging
+import math
 import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from socketserver import ThreadingMixIn
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
+from prometheus_client.utils import floatToGoString
 
 from computewatch import catalog
 from computewatch.collectors.export._base import ExportResult
+from computewatch.collectors.export._dcgm import DCGM_HELP, dcgm_labels
 from computewatch.collectors.export._npu_exporter import npu_exporter_families
 from computewatch.collectors.export.webconfig import WebConfig, load_web_config
 from computewatch.samples import Sample
@@ -39,6 +52,7 @@ __all__ = ["COMPAT_CHOICES", "HANDSHAKE_TIMEOUT_S", "PrometheusExporter", "Snaps
 log = logging.getLogger(__name__)
 
 COMPAT_CHOICES = ("dcgm", "npu-exporter")
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 HANDSHAKE_TIMEOUT_S = 10.0
 """Seconds a client gets for the TLS handshake, and for each read of its request."""
 
@@ -55,22 +69,55 @@ def _sample_name(family: Metric) -> str:
     return family.name + "_total" if family.type == "counter" else family.name
 
 
-def _dcgm_labels(labels: dict[str, str]) -> dict[str, str]:
-    out = {"gpu": labels.get("index", ""), "UUID": labels.get("device", ""),
-           "pci_bus_id": labels.get("pci_bus_id", ""),
-           "device": f"nvidia{labels.get('index', '')}", "modelName": labels.get("model", ""),
-           "Hostname": labels.get("node", "")}
-    if labels.get("parent"):
-        out["UUID"], out["GPU_I_ID"] = labels["parent"], labels.get("index", "")
+@dataclass
+class CompatFamily:
+    """One family under another exporter's name, TYPE and HELP, written verbatim."""
+
+    name: str
+    type: str
+    help: str
+    samples: list[tuple[dict[str, str], float]] = field(default_factory=list)
+
+
+_COMPAT: tuple[tuple[str, str, Callable[[dict[str, str], str, float], dict[str, str]]], ...] = (
+    ("nvidia", "dcgm", dcgm_labels),
+)
+"""Per compat choice: the vendor whose samples it names, and its labels."""
+
+
+def _compat_families(m: catalog.Metric, group: list[Sample],
+                     compat: Sequence[str]) -> list[CompatFamily]:
+    """The compatible families of one catalogued metric (whole, or split by a label)."""
+    kind = (m.compat_kind or m.kind).value
+    out = []
+    for vendor, want, relabel in _COMPAT:
+        if want not in compat:
+            continue
+        whole = m.dcgm if want == "dcgm" else m.npu_exporter
+        names = [(whole, None)] if whole else []
+        names += [(p.name, p) for p in m.compat_parts if p.exporter == want]
+        for name, part in names:
+            picked = [s for s in group if s.label("vendor") == vendor
+                      and (part is None or s.label(part.label) == part.value)]
+            if not picked:
+                continue
+            help_ = DCGM_HELP.get(name) or f"{m.help} ({want}-compatible name and unit)"
+            fam = CompatFamily(name, kind, help_)
+            for s in picked:
+                value = s.value * m.compat_scale
+                fam.samples.append((relabel(dict(s.labels), name, value), value))
+            out.append(fam)
     return out
 
 
-def families(samples: Iterable[Sample], compat: Sequence[str] = ()) -> list[Metric]:
-    """Metric families in catalogue order, one per metric (plus compat names when asked)."""
+def families(samples: Iterable[Sample],
+             compat: Sequence[str] = ()) -> tuple[list[Metric], list[CompatFamily]]:
+    """Catalogue families in catalogue order, one per metric, and the compatible ones."""
     by_metric: dict[str, list[Sample]] = {}
     for s in samples:
         by_metric.setdefault(s.name, []).append(s)
     out = []
+    compatible: list[CompatFamily] = []
     histograms: dict[str, Metric] = {}
     for m in catalog.CATALOG:
         group = by_metric.get(m.name)
@@ -89,24 +136,40 @@ def families(samples: Iterable[Sample], compat: Sequence[str] = ()) -> list[Metr
         for s in group:
             fam.add_sample(_sample_name(fam), dict(s.labels), s.value)
         out.append(fam)
-        for vendor, want, name, relabel in (("nvidia", "dcgm", m.dcgm, _dcgm_labels),):
-            if want not in compat or not name:
-                continue
-            picked = [s for s in group if s.label("vendor") == vendor]
-            if not picked:
-                continue
-            cfam = _family(m, name, f"{m.help} ({want}-compatible name and unit)")
-            for s in picked:
-                cfam.add_sample(_sample_name(cfam), relabel(dict(s.labels)),
-                                s.value * m.compat_scale)
-            out.append(cfam)
+        if compat:
+            compatible += _compat_families(m, group, compat)
     if "npu-exporter" in compat:
         out += npu_exporter_families(s for group in by_metric.values() for s in group)
-    return out
+    return out, compatible
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _number(value: float) -> str:
+    """Integral values as integers (as the exporters print their integer fields)."""
+    if math.isfinite(value) and value == int(value) and abs(value) < 2**53:
+        return str(int(value))
+    return floatToGoString(value)
+
+
+def compat_text(fams: Iterable[CompatFamily]) -> str:
+    """Text format 0.0.4 of the compatible families, names and TYPEs exactly as given."""
+    lines = []
+    for fam in fams:
+        help_ = fam.help.replace("\\", r"\\").replace("\n", r"\n")
+        lines.append(f"# HELP {fam.name} {help_}")
+        lines.append(f"# TYPE {fam.name} {fam.type}")
+        for labels, value in fam.samples:
+            inner = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items())
+            lines.append(f"{fam.name}{{{inner}}} {_number(value)}")
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 class SnapshotCollector:
-    """A prometheus-client collector serving the latest complete sample set."""
+    """Holds the latest sample set per source; a prometheus-client collector of its catalogue
+    families, and `exposition` of those plus the compatible ones."""
 
     def __init__(self, compat: Sequence[str] = ()) -> None:
         unknown = set(compat) - set(COMPAT_CHOICES)
@@ -116,25 +179,45 @@ class SnapshotCollector:
         self.compat = tuple(compat)
         self._samples: dict[str, list[Sample]] = {}
         self._lock = threading.Lock()
+        self._compatible: list[CompatFamily] = []
 
     def update(self, source: str, samples: Sequence[Sample]) -> None:
         """Replace what ``source`` (a collector) last reported."""
         with self._lock:
             self._samples[source] = list(samples)
 
-    def collect(self) -> Iterator[Metric]:
+    def _current(self) -> list[Sample]:
         with self._lock:
-            current = [s for group in self._samples.values() for s in group]
-        yield from families(current, self.compat)
+            return [s for group in self._samples.values() for s in group]
+
+    def collect(self) -> Iterator[Metric]:
+        """The catalogue families (compatible names are written by `exposition`)."""
+        fams, _ = families(self._current())
+        yield from fams
+
+    def exposition(self) -> bytes:
+        """Text format 0.0.4: the catalogue families, then the compatible ones."""
+        fams, compatible = families(self._current(), self.compat)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Fixed(fams))
+        return generate_latest(registry) + compat_text(compatible).encode("utf-8")
+
+
+class _Fixed:
+    """A prometheus-client collector of families already built."""
+
+    def __init__(self, fams: list[Metric]) -> None:
+        self._fams = fams
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._fams
 
 
 def exposition(samples: Iterable[Sample], compat: Sequence[str] = ()) -> bytes:
     """The text exposition format (0.0.4) of ``samples``."""
-    registry = CollectorRegistry(auto_describe=False)
     snap = SnapshotCollector(compat)
     snap.update("all", list(samples))
-    registry.register(snap)
-    return generate_latest(registry)
+    return snap.exposition()
 
 
 class _Quiet(WSGIRequestHandler):
@@ -204,15 +287,26 @@ class PrometheusExporter:
         host = host.strip("[]")
 
         class Server(_MetricsServer):
-            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            address_family = _family_of(host, int(port))
 
         self._server: WSGIServer | None = make_server(
-            host, int(port), _guarded(make_wsgi_app(self.registry), web), Server,
-            handler_class=_Quiet)
+            host, int(port), _guarded(self._app, web), Server, handler_class=_Quiet)
         self._server.tls = tls  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.2,),
                                         name="metrics-http", daemon=True)
         self._thread.start()
+
+    def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        if environ["REQUEST_METHOD"] not in ("GET", "HEAD"):
+            start_response("405 Method Not Allowed", [("Allow", "GET, HEAD")])
+            return [b""]
+        body = self.snapshot.exposition()
+        headers = [("Content-Type", CONTENT_TYPE)]
+        if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""):
+            body = gzip.compress(body, compresslevel=1)
+            headers.append(("Content-Encoding", "gzip"))
+        start_response("200 OK", headers)
+        return [body]
 
     @property
     def port(self) -> int:
@@ -231,3 +325,9 @@ class PrometheusExporter:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+def _family_of(host: str, port: int) -> int:
+    """IPv4 or IPv6, whichever the listen address is."""
+    return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                              flags=socket.AI_PASSIVE)[0][0]

@@ -27,6 +27,7 @@ class AcceleratorSpec:
 _SPECS = {
     s.model.lower(): s
     for s in (
+        AcceleratorSpec("V100", 300.0, 40.0, 32 * GIB, 1.530e9, 0.877e9),
         AcceleratorSpec("A100", 400.0, 55.0, 80 * GIB, 1.410e9, 1.593e9),
         AcceleratorSpec("H100", 700.0, 75.0, 80 * GIB, 1.980e9, 2.619e9),
         AcceleratorSpec("H20", 400.0, 60.0, 96 * GIB, 1.755e9, 2.619e9),

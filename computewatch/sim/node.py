@@ -49,6 +49,21 @@ class DeviceReading:
     memory_temperature_c: float | None = None
     sm_clock_hz: float | None = None
     memory_clock_hz: float | None = None
+    # NVIDIA only: what NVML's memory v2, media-engine, GPM, NVLink and process calls report.
+    memory_reserved_bytes: float | None = None
+    encoder_utilization: float | None = None
+    decoder_utilization: float | None = None
+    graphics_active: float | None = None
+    sm_active: float | None = None
+    tensor_active: float | None = None
+    dram_active: float | None = None
+    pcie_tx_bytes_per_s: float | None = None
+    pcie_rx_bytes_per_s: float | None = None
+    nvlink_tx_bytes_per_s: float | None = None
+    nvlink_rx_bytes_per_s: float | None = None
+    nvlink_tx_bytes: float | None = None  # data bytes since boot, all links
+    nvlink_rx_bytes: float | None = None
+    processes: list[tuple[int, str, int]] = field(default_factory=list)  # pid, name, bytes
 
 
 @dataclass
@@ -100,10 +115,15 @@ class NodeSim:
         Both fake drivers read through here: a collector's dozens of driver calls in one
         cycle see one consistent snapshot, as from a real driver, at the cost of one.
         """
-        key = (t, frozenset(self.lost), frozenset(self.unhealthy))
-        if self._cache.get("key") != key:
-            self._cache = {"key": key, "all": self.readings(t)}
-        return [r for r in self._cache["all"] if r.vendor == vendor]
+        cache = self._cache
+        if cache.get("t") != t or cache.get("lost") != self.lost \
+                or cache.get("unhealthy") != self.unhealthy:
+            self._cache = {"t": t, "lost": set(self.lost), "unhealthy": set(self.unhealthy),
+                           "all": self.readings(t)}
+        mine = self._cache.get(vendor)
+        if mine is None:  # the list is the cache's: callers get the same snapshot objects
+            mine = self._cache[vendor] = [r for r in self._cache["all"] if r.vendor == vendor]
+        return mine
 
     def _utilization(self, dev: _Device, t: datetime) -> float:
         p = self.profile
@@ -150,8 +170,33 @@ class NodeSim:
             r.memory_temperature_c = round(self.profile.ambient_c + 10.0 + 40.0 * u)
             r.sm_clock_hz = spec.max_clock_hz if busy else round(spec.max_clock_hz * 0.25, -6)
             r.memory_clock_hz = spec.memory_clock_hz
+            if d.vendor == "nvidia":
+                self._nvidia_activity(r, d, r.utilization, up_s)
             out.append(r)
         return out
+
+
+    def _nvidia_activity(self, r: DeviceReading, d: _Device, u: float, up_s: float) -> None:
+        """What a loaded NVIDIA GPU adds: its driver's reservation, media engines, profiling
+        ratios, PCIe and NVLink traffic, and the training process holding its memory."""
+        total = d.spec.memory_bytes
+        r.memory_reserved_bytes = float(round(total * 0.004 / 2**20) * 2**20)
+        r.encoder_utilization = round(0.02 * u, 2)
+        r.decoder_utilization = round(0.1 * u, 2)
+        r.graphics_active = round(u, 3)
+        r.sm_active = round(0.9 * u, 3)
+        r.tensor_active = round(0.6 * u, 3) if u > 0.2 else 0.0
+        r.dram_active = round(0.5 * u, 3)
+        r.pcie_tx_bytes_per_s = float(round(2e9 * u))
+        r.pcie_rx_bytes_per_s = float(round(4e9 * u))
+        r.nvlink_tx_bytes_per_s = float(round(40e9 * u))
+        r.nvlink_rx_bytes_per_s = float(round(38e9 * u))
+        mean = self.profile.target_utilization
+        r.nvlink_tx_bytes = float(round(up_s * 40e9 * mean / 1024) * 1024)
+        r.nvlink_rx_bytes = float(round(up_s * 38e9 * mean / 1024) * 1024)
+        if u > 0.2:
+            pid = 4000 + int(_unit(self.seed, self.node, d.index, "pid") * 60000)
+            r.processes = [(pid, "python3", int(0.8 * total) // 2**20 * 2**20)]
 
 
 def _uuid(seed: int, node: str, index: int) -> str:
