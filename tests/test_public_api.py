@@ -126,10 +126,11 @@ PUBLIC: dict[str, set[str]] = {
         "Analysis", "FINDING_COLUMNS", "Finding", "Period", "PipelineStatus", "Severity",
         "findings_frame", "most_severe_first", "write_findings"},
     "computewatch.lineprotocol": {
-        "EncodeResult", "GZIP_LEVEL", "InfluxSettings", "LineProtocolWriter", "PRECISIONS",
-        "VMEndpoints", "WriteError", "WriteTarget", "Writer", "check_write_url", "encode_frame",
+        "EncodeResult", "GZIP_LEVEL", "InfluxSettings", "LineProtocolError", "LineProtocolWriter",
+        "MAX_NAME_BYTES", "MAX_TAGS", "MAX_TAG_VALUE_BYTES", "PRECISIONS", "VMEndpoints",
+        "WriteError", "WriteTarget", "Writer", "check_name", "check_write_url", "encode_frame",
         "encode_samples", "escape_field_key", "escape_measurement", "escape_string", "escape_tag",
-        "is_retryable_status", "parse_influx_url", "parse_prometheus_url", "parse_vm_url",
+        "escape_tag_key", "is_retryable_status", "parse_influx_url", "parse_prometheus_url", "parse_vm_url",
         "parse_write_url"},
     "computewatch.pipelines": {"PIPELINES", "Pipeline", "run_pipelines"},
     "computewatch.pipelines.anomaly": {
