@@ -12,6 +12,7 @@ from layering import layer_folders, read_modules
 
 PUBLIC: dict[str, set[str]] = {
     "computewatch": {"__version__"},
+    "computewatch.addresses": {"MAX_PORT", "parse_listen", "split_host_port"},
     "computewatch.alerts": set(),
     "computewatch.alerts.bridge": {
         "Alert", "AlertBridge", "BridgeConfig", "KINDS", "Notification", "PayloadError",
@@ -92,8 +93,9 @@ PUBLIC: dict[str, set[str]] = {
         "COMPLIANCE_COLUMNS", "COMPLIANCE_DEFINITION", "LINK_LABELS", "SUSTAINED_P95",
         "link_budgets", "window_compliance", "window_count"},
     "computewatch.config": {
-        "ConfigError", "FieldPath", "MAX_LISTED", "PathError", "format_path", "load_yaml_model",
-        "load_yaml_model_from_text", "suggest_known"},
+        "ConfigError", "FieldPath", "MAX_CONFIG_BYTES", "MAX_DEPTH", "MAX_LISTED", "MAX_VALUES",
+        "PathError", "format_path", "load_yaml_model", "load_yaml_model_from_text",
+        "suggest_known"},
     "computewatch.dashboards": {
         "DASHBOARDS_DIR", "DashboardError", "GrafanaAuthError", "GrafanaUnreachable", "PushError",
         "PushResult", "build_dashboards", "build_files", "push_dashboards", "stale_files",
@@ -120,8 +122,10 @@ PUBLIC: dict[str, set[str]] = {
         "IDLE_CAPACITY", "PLACE", "RULES_FILE", "RecordingRule", "alerts_records", "known_records",
         "recording_rules", "render_rules"},
     "computewatch.dashboards.site": {"UID", "site_dashboard"},
-    "computewatch.durations": {"Duration", "parse_duration"},
-    "computewatch.errors": {"StoreError"},
+    "computewatch.durations": {
+        "Duration", "Interval", "MAX_DURATION_S", "MIN_DURATION_S", "ShortInterval",
+        "format_seconds", "parse_duration"},
+    "computewatch.errors": {"StoreError", "StoreURLError"},
     "computewatch.findings": {
         "Analysis", "FINDING_COLUMNS", "Finding", "Period", "PipelineStatus", "Severity",
         "findings_frame", "most_severe_first", "write_findings"},
@@ -130,8 +134,8 @@ PUBLIC: dict[str, set[str]] = {
         "MAX_NAME_BYTES", "MAX_TAGS", "MAX_TAG_VALUE_BYTES", "PRECISIONS", "VMEndpoints",
         "WriteError", "WriteTarget", "Writer", "check_name", "check_write_url", "encode_frame",
         "encode_samples", "escape_field_key", "escape_measurement", "escape_string", "escape_tag",
-        "escape_tag_key", "is_retryable_status", "parse_influx_url", "parse_prometheus_url", "parse_vm_url",
-        "parse_write_url"},
+        "escape_tag_key", "is_retryable_status", "parse_influx_url", "parse_prometheus_url",
+        "parse_vm_url", "parse_write_url"},
     "computewatch.pipelines": {"PIPELINES", "Pipeline", "run_pipelines"},
     "computewatch.pipelines.anomaly": {
         "FEATURES", "FLOORS", "HEALTH_STEP", "Z_ALONE", "Z_CRITICAL", "Z_MIN", "run"},
@@ -145,6 +149,8 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.pue": {
         "CHINA_TZ", "DEFINITION", "READING_BUCKET", "WINDOWS", "meter_readings",
         "monotonic_energy", "power_ratio", "window_edges", "window_pue", "windowed_pue"},
+    "computewatch.redact": {
+        "MASK", "RedactingFormatter", "is_secret_key", "redact", "redact_url", "register_secret"},
     "computewatch.render": {
         "OutputFormat", "format_value", "render_findings", "render_frame", "render_summary"},
     "computewatch.reports": {
@@ -169,8 +175,8 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.status": {"ExitStatus"},
     "computewatch.store": {
         "Aggregate", "DEFAULT_URL", "DuckDBStore", "InfluxDBStore", "LineProtocolWriter",
-        "PrometheusStore", "Query", "Store", "StoreError", "VictoriaMetricsStore", "WriteError",
-        "WriteResult", "open_store"},
+        "PrometheusStore", "Query", "Store", "StoreError", "StoreURLError", "VictoriaMetricsStore",
+        "WriteError", "WriteResult", "open_store"},
     "computewatch.summary": {"NationalSummary", "national_summary"},
     "computewatch.thresholds": {
         "BUSY_LEVEL", "PUE_MIN_COMPLETENESS", "PUE_TARGET", "PlaceRule", "ROUTE_INFLATION_LIMIT",

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from computewatch.config import ConfigError, FieldPath, PathError, load_yaml_model, suggest_known
 from computewatch.durations import Duration
+from computewatch.redact import register_secret
 
 __all__ = [
     "KIND_DEFAULTS",
@@ -63,12 +64,14 @@ class SecretRef(_Model):
         return self
 
     def resolve(self, source: str, path: FieldPath) -> str:
-        """The secret's value; a missing variable or file is a ConfigError naming it."""
+        """The secret's value, registered with `computewatch.redact` so that no later log
+        line or error shows it; a missing variable or file is a ConfigError naming it."""
         if self.env is not None:
             value = os.environ.get(self.env)
             if not value:
                 raise ConfigError(source, f"environment variable {self.env!r} is not set "
                                   f"or empty", path=(*path, "env"))
+            register_secret(value)
             return value
         assert self.file is not None
         try:
@@ -79,6 +82,7 @@ class SecretRef(_Model):
         if not value:
             raise ConfigError(source, f"secret file {str(self.file)!r} is empty",
                               path=(*path, "file"))
+        register_secret(value)
         return value
 
 

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest, start_http_ser
 from prometheus_client.core import Metric
 
 from computewatch import catalog
+from computewatch.addresses import parse_listen
 from computewatch.collectors.export._base import ExportResult
 from computewatch.samples import Sample
 
@@ -131,15 +132,13 @@ class PrometheusExporter:
     name = "prometheus"
 
     def __init__(self, listen: str = "127.0.0.1:9400", compat: Sequence[str] = ()) -> None:
-        host, _, port = listen.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"--listen {listen!r}: expected host:port, e.g. 127.0.0.1:9400")
+        host, port = parse_listen(listen)  # a ValueError naming the text
         self.snapshot = SnapshotCollector(compat)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.snapshot)
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
-        self._server, self._thread = start_http_server(int(port), addr=host.strip("[]"),
+        self._server, self._thread = start_http_server(port, addr=host,
                                                        registry=self.registry)
 
     @property

@@ -52,6 +52,7 @@ from computewatch.lineprotocol import (
     encode_samples,
     parse_write_url,
 )
+from computewatch.redact import redact_url
 from computewatch.samples import Sample
 
 __all__ = [
@@ -190,6 +191,7 @@ class RemoteExporter:
         if batch_max_samples < 1:
             raise ValueError(f"batch_max_samples must be at least 1, got {batch_max_samples}")
         self.url = url
+        self.shown_url = redact_url(url)  # what log lines show: no password or token
         target = parse_write_url(url)  # a bad URL or token fails before anything is opened
         self.queue = DiskQueue(buffer_dir, max_bytes, fsync=fsync,
                                fsync_interval_s=fsync_interval_s, name=str(buffer_dir))
@@ -209,7 +211,7 @@ class RemoteExporter:
         self.nan_dropped = 0
         self.invalid_dropped = 0
         self._lock = threading.Lock()
-        self._sender = _Sender(self.queue, writer, label=url, precision=precision,
+        self._sender = _Sender(self.queue, writer, label=self.shown_url, precision=precision,
                                batch_max_samples=batch_max_samples,
                                flush_interval_s=flush_interval_s, max_backoff_s=max_backoff_s)
         self._sender.start()
@@ -230,11 +232,11 @@ class RemoteExporter:
                     log.error("remote write %s: %d samples of %s cannot be written as line "
                               "protocol (%s); dropped, counted in agent_buffer_dropped_samples_"
                               "total{reason=\"invalid\"}; further ones are only counted",
-                              self.url, enc.refused, source or "a batch", enc.problem)
+                              self.shown_url, enc.refused, source or "a batch", enc.problem)
                 if enc.payload and self.queue.append(enc.payload, carried):
                     queued += carried
         except (OSError, RuntimeError, ValueError, TypeError) as exc:
-            log.error("remote write %s: cannot queue a batch of %s: %s", self.url,
+            log.error("remote write %s: cannot queue a batch of %s: %s", self.shown_url,
                       source or "samples", exc)
             return ExportResult.failed(len(batch) - queued, "buffer_error")
         return ExportResult.ok(queued)

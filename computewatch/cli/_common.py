@@ -52,10 +52,13 @@ def err_console() -> Console:
 
 
 def print_error(exc: BaseException | str) -> None:
-    """One red ``error:`` line on stderr; the message is text, never markup."""
+    """One red ``error:`` line on stderr; the message is text, never markup, and its
+    credentials and configured secrets are hidden (`computewatch.redact`)."""
+    from computewatch.redact import redact
+
     console = err_console()
     console.print("[red]error:[/red] ", end="", markup=True, highlight=False)
-    console.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+    console.print(redact(exc), markup=False, highlight=False, soft_wrap=True)
 
 
 def load_places(topology: Path | None, policy: Path | None) -> tuple[Topology, Policy]:

@@ -72,6 +72,9 @@ def dashboards_push(
             raise UserError(f"--token-file {token_file}: {exc.strerror or exc}") from None
         if not token:
             raise UserError(f"--token-file {token_file}: the file is empty")
+    from computewatch.redact import redact_url, register_secret
+
+    register_secret(token)  # never in an error or a log line
     topo, pol = load_places(topology, policy)
     try:
         fuid, results = push_dashboards(build_dashboards(topo, pol), url, token or "",
@@ -81,6 +84,7 @@ def dashboards_push(
     except PushError as exc:
         print_error(exc)
         raise typer.Exit(ExitStatus.ERROR) from None
+    shown = redact_url(url.rstrip("/"))
     for r in results:
-        typer.echo(f"{r.action:9} {r.uid}  {r.title}  {url.rstrip('/')}{r.url}")
+        typer.echo(f"{r.action:9} {r.uid}  {r.title}  {shown}{r.url}")
     typer.echo(f"{len(results)} dashboards in folder {folder!r} (uid {fuid})")

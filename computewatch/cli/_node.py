@@ -129,17 +129,19 @@ def responder(
     drop: Annotated[float, typer.Option(help="Share of probes to drop (testing only).")] = 0.0,
 ) -> None:
     """Answer other sites' UDP latency probes (run one per site)."""
+    from computewatch.addresses import parse_listen
     from computewatch.collectors.latency import serve_responder
 
-    host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit():
-        raise UserError(f"--listen {listen!r}: expected host:port, e.g. 0.0.0.0:9410")
+    try:
+        host, port = parse_listen(listen)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     if not 0.0 <= drop < 1.0:
         raise UserError(f"--drop {drop}: must be in [0, 1)")
     delay_s = parse_duration(delay, "--delay").total_seconds() if delay else 0.0
 
     def serve(stop) -> None:
-        serve_responder(host.strip("[]"), int(port), delay_s, drop, stop,
+        serve_responder(host, port, delay_s, drop, stop,
                         ready=lambda addr: err_console().print(
                             f"computewatch responder on udp {addr[0]}:{addr[1]}",
                             markup=False, highlight=False))
