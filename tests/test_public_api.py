@@ -158,7 +158,8 @@ PUBLIC: dict[str, set[str]] = {
         "PERIOD_FORMS", "PdfError", "REPORT_FORMATS", "Report", "ReportPeriod", "SHIPPED_POLICY",
         "build_report", "check_scope", "default_report_path", "find_chromium", "html_to_pdf",
         "methodology", "parse_period", "render_csv", "render_html", "write_report"},
-    "computewatch.samples": {"Sample", "TIME", "sample_value", "samples_to_frames"},
+    "computewatch.samples": {
+        "EARLIEST_TIME", "LATEST_TIME", "Sample", "TIME", "sample_value", "samples_to_frames"},
     "computewatch.schedule": {"run_every", "write_heartbeat"},
     "computewatch.sim": {
         "Fleet", "GroundTruth", "History", "Incident", "LinkTruth", "SiteProfile", "build_fleet",
@@ -184,7 +185,8 @@ PUBLIC: dict[str, set[str]] = {
         "site_minimum_rules", "threshold_series", "tier_budget_rules"},
     "computewatch.topology": {
         "AcceleratorInventory", "Cluster", "ConfigError", "DemandCity", "EARTH_RADIUS_KM",
-        "FIBER_RTT_S_PER_KM", "Hub", "Link", "LinkOverride", "METRO_MAX_KM", "Node",
+        "FIBER_RTT_S_PER_KM", "Hub", "Link", "LinkOverride", "MAX_ACCELERATORS_PER_MODEL",
+        "METRO_MAX_KM", "Node",
         "REGIONAL_MAX_KM", "Site", "Tier", "Topology", "fiber_min_rtt_s", "great_circle_km",
         "load_topology"},
     "computewatch.utilization": {

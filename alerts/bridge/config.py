@@ -26,6 +26,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from computewatch.addresses import parse_listen
 from computewatch.config import ConfigError, FieldPath, PathError, load_yaml_model, suggest_known
 from computewatch.durations import Duration
 from computewatch.redact import register_secret
@@ -216,9 +217,10 @@ class BridgeConfig(_Model):
                     raise PathError(("receivers", receiver, i),
                                     f"unknown target {name!r} ({suggest_known(name, known)})",
                                     name)
-        host, _, port = self.listen.rpartition(":")
-        if not host or not port.isdigit():
-            raise PathError(("listen",), "expected host:port, e.g. 127.0.0.1:9095", self.listen)
+        try:
+            parse_listen(self.listen, "address")
+        except ValueError as exc:
+            raise PathError(("listen",), f"{exc} (e.g. 127.0.0.1:9095)") from None
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
         for name, target in self.targets.items():

@@ -30,8 +30,14 @@ def alert_bridge(
 ) -> None:
     """Receive Alertmanager webhooks and deliver them to DingTalk, WeCom, Feishu, Slack and
     signed webhooks."""
+    from computewatch.addresses import parse_listen
     from computewatch.alerts.bridge import open_bridge
 
+    if listen is not None:
+        try:
+            parse_listen(listen)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
     bridge = open_bridge(config, listen)
     routes = "; ".join(f"/alertmanager/{r} -> {', '.join(t)}"
                        for r, t in bridge.config.receivers.items())
