@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 __all__ = ["FUZZ_EXAMPLES", "ROUND_TRIP_EXAMPLES", "fuzz", "label_text", "round_trip"]
 
-FUZZ_EXAMPLES = int(os.environ.get("CW_FUZZ_EXAMPLES", "150"))
+FUZZ_EXAMPLES = int(os.environ.get("CW_FUZZ_EXAMPLES", "100"))
 """Examples per fuzz test (pure functions: parsers and config loaders)."""
 
 ROUND_TRIP_EXAMPLES = int(os.environ.get("CW_ROUND_TRIP_EXAMPLES", "20"))
