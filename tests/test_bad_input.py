@@ -189,6 +189,22 @@ def test_store_urls_bad_input_or_runtime_failure(cli, url, code, needles):
     one_line(cli("summary", "--store", url), code, *needles)
 
 
+@pytest.mark.parametrize(("args", "needles"), [
+    (("collect", "--simulate", "--seed", "-5"), ("--seed",)),
+    (("demo", "--seed", "-1", "--store", "var/d.duckdb"), ("--seed",)),
+    (("dashboards", "push", "--url", "http://127.0.0.1:1", "--token", "t0ken-for-the-test",
+      "--timeout", "nan"), ("--timeout", "nan")),
+    (("dashboards", "push", "--url", "http://127.0.0.1:1", "--token", "t0ken-for-the-test",
+      "--timeout", "inf"), ("--timeout", "inf")),
+    (("responder", "--drop", "nan"), ("--drop", "nan")),
+])
+def test_numeric_options_out_of_range_are_refused(cli, args, needles):
+    r = cli(*args)
+    assert r.code == ExitStatus.BAD_INPUT, r.err
+    assert "Traceback" not in r.err
+    assert all(n in r.err for n in needles), r.err
+
+
 def test_dashboards_push_to_a_server_that_is_not_grafana_is_one_line(cli, tmp_path):
     import http.server
     import threading

@@ -414,6 +414,25 @@ def test_redfish_documents_are_read_or_ignored(fixture):
     check()
 
 
+@pytest.mark.parametrize("doc", [
+    {"PhysicalContext": "Chassis", "Reading": 10, "ReadingType": []},  # unhashable type
+    {"PhysicalContext": "Chassis", "Reading": 10, "ReadingType": {"a": 1}},
+    {"PowerControl": 5},  # not iterable
+    {"PowerControl": [{"PhysicalContext": [], "PowerConsumedWatts": 10}]},
+    {"PowerSupplies": 3},
+])
+def test_redfish_shapes_the_fuzz_found(doc):
+    """Documents that raised TypeError before (found by the fuzz above)."""
+    from computewatch.collectors.redfish import (
+        legacy_psu_input_watts,
+        power_control_watts,
+        sensor_reading,
+    )
+
+    for read in (sensor_reading, power_control_watts, legacy_psu_input_watts):
+        read("/redfish/v1/Chassis/1/Power", doc)
+
+
 # --- Modbus registers ----------------------------------------------------------------------------
 
 def test_modbus_registers_decode_and_convert_or_fail_as_documented():

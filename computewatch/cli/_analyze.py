@@ -46,7 +46,8 @@ def analyze(
     topology: TopologyOpt = None,
     policy: PolicyOpt = None,
     output: FormatOpt = "table",
-    limit: Annotated[int, typer.Option(help="Rows in the table (json/csv get all).")] = 40,
+    limit: Annotated[int, typer.Option(min=0, help="Rows in the table (json/csv get all).")]
+    = 40,
     alert: Annotated[list[str] | None, typer.Option(
         "--alert", help="Push the findings as alerts to this Alertmanager (base URL, "
         "repeatable); findings gone since the last run are resolved.")] = None,

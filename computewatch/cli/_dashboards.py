@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -65,6 +66,8 @@ def dashboards_push(
         push_dashboards,
     )
 
+    if not (math.isfinite(timeout) and 0 < timeout <= 3600):
+        raise UserError(f"bad --timeout {timeout}: seconds, more than 0 and at most 3600")
     if token_file is not None:
         try:
             token = token_file.read_text(encoding="utf-8").strip()

@@ -48,7 +48,8 @@ def demo(
     accelerators: Annotated[int | None, typer.Option(
         help="Accelerators in the fleet (default: the topology's inventory).")] = None,
     hours: Annotated[int, typer.Option(help="Hours of history to backfill.")] = 24,
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed, the same fleet.")] = 0,
+    seed: Annotated[int, typer.Option(
+        min=0, help="Random seed; the same seed, the same fleet.")] = 0,
     store: StoreOpt = DEFAULT_STORE,
     topology: TopologyOpt = None,
     policy: PolicyOpt = None,

@@ -20,7 +20,7 @@ from computewatch.cli._signals import run_until_signalled
 
 __all__ = ["agent", "bare_simulate", "collect", "responder"]
 
-SeedOpt = Annotated[int, typer.Option(help="Seed of the simulated fleet.")]
+SeedOpt = Annotated[int, typer.Option(min=0, help="Seed of the simulated fleet.")]
 
 
 def _simulated(simulate: str | None, seed: int):
