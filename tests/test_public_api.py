@@ -152,7 +152,8 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.redact": {
         "MASK", "RedactingFormatter", "is_secret_key", "redact", "redact_url", "register_secret"},
     "computewatch.render": {
-        "OutputFormat", "format_value", "render_findings", "render_frame", "render_summary"},
+        "OutputFormat", "format_value", "render_analysis", "render_findings", "render_frame",
+        "render_summary"},
     "computewatch.reports": {
         "COLUMNS", "ChromiumMissingError", "EmptyPeriodError", "Entry", "HEADLESS_FLAGS",
         "PERIOD_FORMS", "PdfError", "REPORT_FORMATS", "Report", "ReportPeriod", "SHIPPED_POLICY",
