@@ -234,6 +234,17 @@ def test_dashboards_push_to_a_server_that_is_not_grafana_is_one_line(cli, tmp_pa
         server.server_close()
 
 
+def test_the_health_check_names_a_bad_target_and_hides_its_password(capsys):
+    from computewatch.cli._healthcheck import main as healthcheck
+
+    code = healthcheck(["udp://127.0.0.1:99999", "http://[::1",
+                        "http://user:hidden-pass@127.0.0.1:1/health"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert "udp://127.0.0.1:99999: not a target" in err and "http://[::1: not a target" in err
+    assert "hidden-pass" not in err and "http://user:***@127.0.0.1:1/health" in err
+
+
 # --- defect 7: no bounds --------------------------------------------------------------------
 
 def test_an_oversized_topology_is_refused_before_it_is_read(cli, tmp_path):

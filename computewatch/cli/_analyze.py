@@ -128,6 +128,7 @@ def _push_alerts(urls: list[str], analysis: Analysis, hold: timedelta,
     if not urls:
         return True
     from computewatch.alerts.push import PushError, push_analysis
+    from computewatch.redact import redact_url
 
     ok = True
     for url in urls:
@@ -139,6 +140,6 @@ def _push_alerts(urls: list[str], analysis: Analysis, hold: timedelta,
             continue
         err_console().print(
             f"alerts: {res.firing} firing, {res.resolved} resolved, {res.skipped} findings not "
-            f"pushed (below {min_severity.name.lower()} or not current) at {res.url}",
+            f"pushed (below {min_severity.name.lower()} or not current) at {redact_url(res.url)}",
             markup=False, highlight=False)
     return ok
