@@ -9,6 +9,7 @@ The redaction helper itself (`computewatch.redact`) is checked on its own first.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -83,9 +84,8 @@ def _run(*args: str, env: dict[str, str], cwd: Path, timeout: float = 120) -> st
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    import os
-
+def env() -> dict[str, str]:
+    """The environment the commands run in: secrets in variables, as deployments pass them."""
     e = dict(os.environ)
     e.update({"CW_SECRET_BRIDGE": SECRETS["bridge_env"],
               "CW_SECRET_INFLUX": SECRETS["influx_env_token"],
