@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from computewatch.durations import Duration, parse_duration
+from computewatch.durations import Duration, Interval, ShortInterval, parse_duration
 
-__all__ = ["CollectorConfig", "Duration", "parse_duration"]
+__all__ = ["CollectorConfig", "Duration", "Interval", "ShortInterval", "parse_duration"]
 
 
 class _Model(BaseModel):
@@ -19,7 +19,7 @@ class _Model(BaseModel):
 
 class CollectorConfig(_Model):
     enabled: bool = True
-    interval: Duration | None = None  # default: the node's interval
+    interval: Interval | None = None  # default: the node's interval
     timeout: Duration | None = None  # default: the node's timeout
 
 

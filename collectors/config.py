@@ -16,10 +16,19 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import ByteSize, Field, field_validator, model_validator
 
-from computewatch.collectors._settings import CollectorConfig, Duration, _Model, parse_duration
+from computewatch.addresses import parse_listen, split_host_port
+from computewatch.collectors._settings import (
+    CollectorConfig,
+    Duration,
+    Interval,
+    ShortInterval,
+    _Model,
+    parse_duration,
+)
 from computewatch.collectors.export.buffer import DEFAULT_MAX_BYTES
 from computewatch.collectors.export.remote import DEFAULT_BATCH_SAMPLES
 from computewatch.collectors.modbus import ModbusMeter
@@ -92,7 +101,7 @@ class LatencyConfig(CollectorConfig):
     peers: dict[str, str] = Field(default_factory=dict)  # site id -> host[:port]
     mode: Literal["full_mesh", "hub_and_spoke"] = "full_mesh"
     kind: Literal["udp", "tcp", "icmp"] = "udp"
-    probe_interval: Duration = 1.0
+    probe_interval: ShortInterval = 1.0
     probe_timeout: Duration = 1.0
     window: Duration = 60.0
     topology: Path | None = None  # default: the shipped national topology
@@ -105,6 +114,13 @@ class LatencyConfig(CollectorConfig):
         if self.key_file is not None and self.key_env is not None:
             raise PathError(("key_env",), "give key_file or key_env, not both")
         return self
+
+    @field_validator("peers")
+    @classmethod
+    def _addresses(cls, peers: dict[str, str]) -> dict[str, str]:
+        for site, address in peers.items():
+            split_host_port(address, what=f"site {site!r}: address")
+        return peers
 
 
 class Collectors(_Model):
@@ -126,12 +142,31 @@ class PrometheusExport(_Model):
     # (collectors/export/webconfig.py), as node_exporter's --web.config.file.
     web_config_file: Path | None = None
 
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, listen: str) -> str:
+        parse_listen(listen, "listen")
+        return listen
+
 
 class OtlpExport(_Model):
     enabled: bool = False
     endpoint: str = "http://127.0.0.1:4318/v1/metrics"
     headers: dict[str, str] = Field(default_factory=dict)
     timeout: Duration = 10.0
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, endpoint: str) -> str:
+        try:
+            parts = urlsplit(endpoint)
+            parts.port  # noqa: B018 (raises for a port that is not a number in 0-65535)
+        except ValueError as exc:
+            raise ValueError(f"not an http(s)://host:port/path URL: {exc}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.port == 0:
+            raise ValueError("must be an http(s)://host:port/path URL, e.g. "
+                             "http://127.0.0.1:4318/v1/metrics")
+        return endpoint
 
 
 class StoreExport(_Model):
@@ -147,9 +182,9 @@ class RemoteExport(_Model):
     buffer_dir: Path = Path("/var/lib/computewatch/buffer")
     buffer_max_bytes: ByteSize = Field(ByteSize(DEFAULT_MAX_BYTES), ge=2**20)
     buffer_fsync: Literal["always", "interval", "never"] = "always"
-    buffer_fsync_interval: Duration = 1.0
+    buffer_fsync_interval: ShortInterval = 1.0
     batch_max_samples: int = Field(DEFAULT_BATCH_SAMPLES, ge=1, le=1_000_000)
-    flush_interval: Duration = 1.0
+    flush_interval: ShortInterval = 1.0
     max_backoff: Duration = 30.0
     timeout: Duration = 10.0
     gzip: bool = True
@@ -174,7 +209,7 @@ class NodeConfig(_Model):
     site: str = ""
     cluster: str = ""
     hub: str = ""
-    interval: Duration = 15.0
+    interval: Interval = 15.0
     timeout: Duration = 10.0
     collectors: Collectors = Collectors()
     exports: Exports = Exports()

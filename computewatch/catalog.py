@@ -476,7 +476,8 @@ CATALOG: tuple[Metric, ...] = (
            ("node", *_PLACE, "exporter", "reason"),
            "Samples the queue gave up on: full (oldest dropped at the bound), corrupt (a "
            "record failed its checksum), rejected (the store refused them for good), nan "
-           "(line protocol cannot carry NaN)."),
+           "(line protocol cannot carry NaN), invalid (a name or label line protocol cannot "
+           "carry, e.g. a newline)."),
     Metric("agent", "buffer_corrupt_segments_total", "{count}", Kind.COUNTER,
            ("node", *_PLACE, "exporter"),
            "Segment files found torn or with a bad checksum; the bad part is skipped."),

@@ -2,14 +2,23 @@
 
 `StoreError` is raised by the stores (`computewatch.store`) and by what they are built on,
 the line-protocol package (`computewatch.lineprotocol`: store URLs, the HTTP writer), so it
-lives here and neither has to import the other to raise or catch it. Callers import it from
+lives here and neither has to import the other to raise or catch it. Callers import both from
 `computewatch.store`, as before.
+
+The command line maps them to exit codes: a `StoreURLError` (the store named is unusable as
+written: a bad URL, a missing file) is bad input, exit code 2; any other `StoreError` (a store
+that is unreachable, answers an error, refuses a write) is a failure while running, exit 1.
 """
 
 from __future__ import annotations
 
-__all__ = ["StoreError"]
+__all__ = ["StoreError", "StoreURLError"]
 
 
 class StoreError(RuntimeError):
     """A store could not be opened, written or queried; the message names the URL."""
+
+
+class StoreURLError(StoreError, ValueError):
+    """The URL or path names no usable store (a bad scheme, host, port or parameter, a
+    missing file): the input is wrong, not the store."""

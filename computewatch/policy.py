@@ -50,10 +50,13 @@ Region = Literal["east", "west"]
 RttSemantics = Literal["round_trip", "one_way"]
 
 Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
-PueValue = Annotated[float, Field(ge=1.0)]  # PUE = total / IT energy, so never below 1
-Seconds = Annotated[float, Field(gt=0.0)]
-Hours = Annotated[float, Field(gt=0.0)]
-Inflation = Annotated[float, Field(ge=1.0)]
+# Every number is finite (the loader refuses NaN and infinities); the upper bounds keep a typo
+# from reaching the pipelines as an overflow: no PUE reaches 10, no latency budget a minute,
+# no sustained shortfall more than a year, no route 100 times the great-circle distance.
+PueValue = Annotated[float, Field(ge=1.0, le=10.0)]  # PUE = total / IT energy, never below 1
+Seconds = Annotated[float, Field(gt=0.0, le=60.0)]
+Hours = Annotated[float, Field(gt=0.0, le=24 * 366)]
+Inflation = Annotated[float, Field(ge=1.0, le=100.0)]
 
 
 def _check_source(text: str) -> str:

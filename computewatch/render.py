@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from enum import StrEnum
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import pandas as pd
 from rich.console import Console
@@ -14,7 +14,11 @@ from rich.table import Table
 
 from computewatch.summary import NationalSummary
 
-__all__ = ["OutputFormat", "format_value", "render_findings", "render_frame", "render_summary"]
+if TYPE_CHECKING:
+    from computewatch.findings import Analysis
+
+__all__ = ["OutputFormat", "format_value", "render_analysis", "render_findings", "render_frame",
+           "render_summary"]
 
 
 class OutputFormat(StrEnum):
@@ -137,3 +141,20 @@ def render_findings(df: pd.DataFrame, fmt: OutputFormat, out: TextIO, *,
                       escape(str(r.subject)), format_value(r.observed, r.unit),
                       format_value(r.threshold, r.unit), window, f"{r.completeness:.0%}")
     console.print(table)
+
+
+def render_analysis(analysis: Analysis, fmt: OutputFormat, out: TextIO, *,
+                    limit: int | None = None, title: str = "Findings") -> None:
+    """A run of the pipelines: for scripts (JSON), the period, every pipeline's status
+    (``ok`` with its count of findings, or ``failed`` with the error) and the findings; as a
+    table or CSV, the findings (a failed pipeline is the command's error and exit code)."""
+    if fmt is not OutputFormat.JSON:
+        render_findings(analysis.frame(), fmt, out, limit=limit, title=title)
+        return
+    df = analysis.frame().drop(columns=["detail"], errors="ignore")
+    doc = {"start": analysis.period.start.isoformat(), "end": analysis.period.end.isoformat(),
+           "pipelines": [{"name": st.name, "status": "ok" if st.ok else "failed",
+                          "findings": st.findings, "error": st.error}
+                         for st in analysis.status],
+           "findings": _records(df)}
+    out.write(json.dumps(doc, indent=1, ensure_ascii=False, default=str) + "\n")

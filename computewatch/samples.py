@@ -18,10 +18,16 @@ from computewatch import catalog
 if TYPE_CHECKING:  # pyarrow is imported where frames are built: the agent does not need it
     import pyarrow as pa
 
-__all__ = ["TIME", "Sample", "sample_value", "samples_to_frames"]
+__all__ = ["EARLIEST_TIME", "LATEST_TIME", "TIME", "Sample", "sample_value", "samples_to_frames"]
 
 TIME = "time"
 """The name of the timestamp column in every frame."""
+
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2262, 4, 11, tzinfo=UTC)
+"""The times every store keeps: from the Unix epoch (VictoriaMetrics keeps nothing earlier)
+to the last day of nanosecond timestamps in 64 bits (InfluxDB, Arrow, pandas). A period or a
+time given on the command line outside them is refused."""
 
 
 @dataclass(frozen=True, slots=True)

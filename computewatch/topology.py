@@ -30,6 +30,7 @@ from computewatch.durations import Duration
 __all__ = [
     "EARTH_RADIUS_KM",
     "FIBER_RTT_S_PER_KM",
+    "MAX_ACCELERATORS_PER_MODEL",
     "METER_CATEGORY",
     "METER_POINTS",
     "METRO_MAX_KM",
@@ -154,12 +155,17 @@ class DemandCity(_Model):
     lon: Longitude
 
 
+MAX_ACCELERATORS_PER_MODEL = 1_000_000
+"""Most accelerators of one model at one site: several times the largest cluster built so far,
+and small enough that no typo (``count: 1e29``) reaches the simulator or a report."""
+
+
 class AcceleratorInventory(_Model):
     """How many accelerators of one model a site or node holds."""
 
     vendor: Literal["nvidia", "huawei"]
     model: str = Field(min_length=1)
-    count: int = Field(ge=0)
+    count: int = Field(ge=0, le=MAX_ACCELERATORS_PER_MODEL)
 
     @property
     def ecosystem(self) -> Literal["cuda", "cann"]:

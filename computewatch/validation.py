@@ -1,7 +1,9 @@
 """Catalogue validation of samples and frames, with every rejection counted.
 
 Nothing is dropped silently: a value outside its unit's range, a NaN where the metric does not
-allow one, or a metric the catalogue does not know is refused, counted in `Rejections` by
+allow one, a metric the catalogue does not know, or a label value that is not valid Unicode
+(a lone surrogate, e.g. from a JSON ``"\\ud800"``: no exposition, store or wire format can
+carry it) is refused, counted in `Rejections` by
 (component, measurement, field, reason), and logged once per batch with an example value.
 The counts are themselves exported as ``computewatch_samples_rejected_total``.
 """
@@ -81,6 +83,17 @@ _SCHEMA_OK: dict[tuple[str, tuple[str, ...]], catalog.Metric] = {}
 same few shapes every cycle, so only their values need checking again."""
 
 
+def _bad_text(labels: tuple[tuple[str, str], ...]) -> str | None:
+    """The first label whose value is not valid Unicode (cannot be written as UTF-8)."""
+    for k, v in labels:
+        if not v.isascii():
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return k
+    return None
+
+
 _SERIES_OK: dict[tuple[str, str, tuple[tuple[str, str], ...]], catalog.Metric] = {}
 """Whole series (metric and label values) already checked: the same series come back every
 cycle, and hashing their label tuple is cheaper than rebuilding its key tuple."""
@@ -113,6 +126,10 @@ def check_sample(sample: Sample) -> Sample:
             )
         if len(_SCHEMA_OK) < 10_000:
             _SCHEMA_OK[key] = m
+    bad = _bad_text(sample.labels)
+    if bad is not None:
+        raise InvalidSampleError(f"{sample.name}: label {bad!r} value "
+                                 f"{sample.label(bad)!r} is not valid Unicode", "invalid_label")
     if len(_SERIES_OK) < 5_000:
         _SERIES_OK[series] = m
     why = m.check(sample.value)

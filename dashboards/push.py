@@ -65,8 +65,10 @@ class _Session:
     def __init__(self, url: str, token: str, timeout_s: float) -> None:
         from grafana_client import GrafanaApi
 
-        self.url = url.rstrip("/")
-        self.api = GrafanaApi.from_url(self.url, credential=token, timeout=timeout_s)
+        from computewatch.redact import redact_url
+
+        self.api = GrafanaApi.from_url(url.rstrip("/"), credential=token, timeout=timeout_s)
+        self.url = redact_url(url.rstrip("/"))  # what messages show: no password
 
     def call(self, doing: str, fn: Any, *args: Any, missing_ok: bool = False, **kw: Any) -> Any:
         import niquests
@@ -100,6 +102,20 @@ class _Session:
                 OSError) as exc:
             raise GrafanaUnreachable(
                 f"cannot reach Grafana at {self.url} while {doing}: {_reason(exc)}") from None
+        except ValueError as exc:  # a body that is not JSON
+            raise PushError(f"the server at {self.url} does not answer like Grafana while "
+                            f"{doing}: {_reason(exc)}; check --url") from None
+
+
+def _shaped(s: _Session, doing: str, value: Any, kind: type) -> Any:
+    """``value`` if Grafana's answer has the JSON shape a push expects, else a PushError
+    (a server that is not Grafana answers HTML or other JSON)."""
+    if not isinstance(value, kind):
+        shown = repr(value)[:120]
+        raise PushError(f"the server at {s.url} does not answer like Grafana while {doing}: "
+                        f"expected a JSON {'list' if kind is list else 'object'}, got "
+                        f"{shown}; check --url") from None
+    return value
 
 
 def _reason(exc: BaseException) -> str:
@@ -108,9 +124,11 @@ def _reason(exc: BaseException) -> str:
 
 
 def _ensure_folder(s: _Session, title: str) -> str:
-    folders = s.call("listing folders", s.api.folder.get_all_folders) or []
+    folders = _shaped(s, "listing folders",
+                      s.call("listing folders", s.api.folder.get_all_folders) or [], list)
     for f in folders:
-        if f.get("title") == title:
+        f = _shaped(s, "listing folders", f, dict)
+        if f.get("title") == title and "uid" in f:
             return str(f["uid"])
     uid = folder_uid(title)
     if s.call(f"reading folder {uid!r}", s.api.folder.get_folder, uid, missing_ok=True):
@@ -136,6 +154,8 @@ def push_dashboards(dashboards: Mapping[str, Mapping[str, Any]], url: str, token
         title = str(model.get("title", uid))
         held = s.call(f"reading dashboard {uid!r}", s.api.dashboard.get_dashboard, uid,
                       missing_ok=True)
+        if held:
+            held = _shaped(s, f"reading dashboard {uid!r}", held, dict)
         if held and held.get("meta", {}).get("folderUid") == fuid \
                 and _same(held.get("dashboard", {}), model):
             results.append(PushResult(uid, title, "unchanged", held["meta"].get("url", "")))

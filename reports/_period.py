@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from computewatch.durations import parse_duration
 from computewatch.findings import Period
 from computewatch.pue import CHINA_TZ
+from computewatch.samples import EARLIEST_TIME, LATEST_TIME
 
 __all__ = ["PERIOD_FORMS", "ReportPeriod", "parse_period"]
 
@@ -51,6 +52,17 @@ class ReportPeriod:
         return self.start.astimezone(CHINA), self.end.astimezone(CHINA)
 
 
+class _OutOfRange(Exception):
+    """A date beyond what Python's dates hold (year 10000)."""
+
+
+def _date(year: int, month: int, day: int = 1) -> date:
+    try:
+        return date(year, month, day)
+    except ValueError:
+        raise _OutOfRange from None
+
+
 def _midnight(d: date) -> datetime:
     return datetime(d.year, d.month, d.day, tzinfo=CHINA).astimezone(UTC)
 
@@ -75,8 +87,20 @@ def _point(text: str, whole: str, *, end: bool) -> datetime:
 def parse_period(text: str, *, last_sample_end: datetime | None = None) -> ReportPeriod:
     """Parse a period; ``last_sample_end`` anchors a duration (the end of the store's data).
 
-    Raises ValueError naming the text and the accepted forms.
+    Raises ValueError naming the text and the accepted forms, or the times a store keeps
+    (`EARLIEST_TIME` to `LATEST_TIME`) when the period falls outside them.
     """
+    try:
+        period = _parse_period(text, last_sample_end)
+    except (OverflowError, _OutOfRange):  # a year so far off that dates cannot hold it
+        period = None
+    if period is None or period.start < EARLIEST_TIME or period.end > LATEST_TIME:
+        raise _bad(text, f"outside {EARLIEST_TIME:%Y-%m-%d} to {LATEST_TIME:%Y-%m-%d}, the "
+                   "times a store keeps")
+    return period
+
+
+def _parse_period(text: str, last_sample_end: datetime | None) -> ReportPeriod:
     raw = text.strip()
     if not raw:
         raise _bad(text, "empty")
@@ -85,10 +109,10 @@ def parse_period(text: str, *, last_sample_end: datetime | None = None) -> Repor
         if not 1 <= month <= 12:
             raise _bad(text, f"month {month} is not 01-12")
         nxt = (year + month // 12, month % 12 + 1)
-        return ReportPeriod(raw, _midnight(date(year, month, 1)), _midnight(date(*nxt, 1)))
+        return ReportPeriod(raw, _midnight(_date(year, month)), _midnight(_date(*nxt)))
     if m := _YEAR.match(raw):
         year = int(m[1])
-        return ReportPeriod(raw, _midnight(date(year, 1, 1)), _midnight(date(year + 1, 1, 1)))
+        return ReportPeriod(raw, _midnight(_date(year, 1)), _midnight(_date(year + 1, 1)))
     if "/" in raw:
         a, _, b = raw.partition("/")
         start, end = _point(a, text, end=False), _point(b, text, end=True)

@@ -196,7 +196,7 @@ def analyze(store: str, *args: str, **kw) -> subprocess.Popen | subprocess.Compl
 def test_analyze_alert_pushes_the_current_findings(alertmanager, store):
     proc = analyze(store, "--alert", alertmanager.url)
     assert proc.returncode == ExitStatus.OK, proc.stderr
-    findings = json.loads(proc.stdout)
+    findings = json.loads(proc.stdout)["findings"]
     want = {(f["pipeline"], f["rule"], f["subject"], Severity(f["severity"]).name.lower())
             for f in findings if f["severity"] >= Severity.WARNING}
     assert want, "the demo store should give underuse findings"

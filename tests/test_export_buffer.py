@@ -257,3 +257,41 @@ def test_a_corrupt_length_in_the_middle_does_not_take_the_rest_of_the_segment(tm
         assert q.stats().dropped == {"corrupt": 4} and q.stats().corrupt_segments == 1
         assert "bad record length" in caplog.records[-1].getMessage()
         assert drain(q) == [payload(i) for i in (0, 2, 3, 4)]
+
+
+def test_a_corrupt_header_counts_the_samples_it_loses(tmp_path, caplog):
+    """Issue 15: a record whose header is garbage was skipped with 0 samples counted."""
+    with DiskQueue(tmp_path) as q:
+        for i in range(4):
+            q.append(payload(i), 50)  # payloads of one size: records of one size
+    seg = segments(tmp_path)[0]
+    data = bytearray(seg.read_bytes())
+    record = HEADER_BYTES + len(payload(0))
+    data[record:record + HEADER_BYTES] = b"\xff" * HEADER_BYTES  # the second header is garbage
+    seg.write_bytes(bytes(data))
+    caplog.set_level(logging.ERROR)
+    with DiskQueue(tmp_path) as q:
+        # The skipped stretch is one record long; the valid records carry 50 samples each.
+        assert q.stats().dropped == {"corrupt": 50}
+        assert q.stats().corrupt_unknown_bytes == 0
+        msg = caplog.records[-1].getMessage()
+        assert f"{record} bytes skipped" in msg and "about 50 samples lost" in msg
+        assert "estimated" in msg
+        assert drain(q) == [payload(0), payload(2), payload(3)]
+
+
+def test_a_corrupt_header_with_nothing_to_estimate_from_counts_unknown_bytes(tmp_path, caplog):
+    with DiskQueue(tmp_path) as q:
+        q.append(payload(0), 200)
+    seg = segments(tmp_path)[0]
+    data = bytearray(seg.read_bytes())
+    data[:4] = b"XXXX"  # the only record's magic
+    seg.write_bytes(bytes(data))
+    caplog.set_level(logging.ERROR)
+    with DiskQueue(tmp_path) as q:
+        s = q.stats()
+        assert s.corrupt_segments == 1 and s.dropped.get("corrupt", 0) == 0
+        assert s.corrupt_unknown_bytes == len(data)
+        msg = caplog.records[-1].getMessage()
+        assert f"{len(data)} bytes skipped" in msg and "unknown" in msg
+        assert drain(q) == []

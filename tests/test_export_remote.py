@@ -285,7 +285,7 @@ def test_the_agent_reports_the_buffer_with_its_labels(tmp_path):
                              {"node": "n1", "site": "bj-ai", "hub": "jjj", "exporter": "remote"})
         assert limit == 512 * 2**20
         reasons = {s.label("reason") for s in own if s.name == "agent.buffer_dropped_samples_total"}
-        assert reasons == {"full", "corrupt", "rejected", "nan"}
+        assert reasons == {"full", "corrupt", "rejected", "nan", "invalid"}
     finally:
         agent.close(1)
 

@@ -1,4 +1,5 @@
-"""Line protocol: byte-equal to influxdb-client's Point, frames equal to samples, no loss."""
+"""Line protocol: escaped per the InfluxDB specification (byte-equal to influxdb-client's
+Point wherever Point follows it), frames equal to samples, refusals counted, no loss."""
 
 from __future__ import annotations
 
@@ -15,32 +16,43 @@ import pytest
 from influxdb_client import Point, WritePrecision
 
 from computewatch.lineprotocol import (
+    MAX_NAME_BYTES,
+    MAX_TAG_VALUE_BYTES,
+    MAX_TAGS,
     EncodeResult,
+    LineProtocolError,
     encode_frame,
     encode_samples,
     escape_field_key,
     escape_measurement,
     escape_string,
     escape_tag,
+    escape_tag_key,
 )
 from computewatch.samples import Sample, samples_to_frames
 
 T0 = datetime(2026, 5, 9, 7, 35, 25, 123456, tzinfo=UTC)
 T0_S = calendar.timegm((2026, 5, 9, 7, 35, 25))  # 1778312125, computed independently
-NASTY = '北京 "A", x=1\n'
+NASTY = '北京 "A", x=1'
 
-LABEL_VALUES = [
+POINT_AGREES = [  # values influxdb-client's Point escapes as the specification says
     NASTY,
     "plain",
     "数据中心-贵阳",
     'quote"d',
-    "back\\slash",
-    "ends in backslash\\",
-    "tab\there",
-    "carriage\rreturn",
+    "back\\slash",  # a lone backslash before an ordinary character is itself
     "a=b,c d",
     "",  # empty: omitted by both
 ]
+SPEC_ONLY = {  # value -> its escaped form, where Point writes a line that reads back wrong
+    "ends in backslash\\": "ends\\ in\\ backslash\\\\",
+    "a\\ b": "a\\\\\\ b",
+    "a\\,b": "a\\\\\\,b",
+    "a\\=b": "a\\\\\\=b",
+    "two\\\\in a row": "two\\\\\\in\\ a\\ row",
+}
+REFUSED = ["line\nbreak", "tab\there", "carriage\rreturn", "nul\x00", "del\x7f", "\x1b[31mred"]
+LABEL_VALUES = POINT_AGREES + list(SPEC_ONLY) + REFUSED
 
 
 def _samples(labels: dict[str, str], values: dict[str, float], t: datetime = T0,
@@ -67,16 +79,42 @@ def _frame_payload(samples: list[Sample], precision: str = "ns") -> EncodeResult
 
 # --- escaping -----------------------------------------------------------------------------
 
-def test_escape_tag_matches_point_rules() -> None:
-    assert escape_tag(NASTY) == '北京\\ "A"\\,\\ x\\=1\\n'
-    assert escape_tag("a\tb\rc") == "a\\tb\\rc"
-    assert escape_tag("back\\slash") == "back\\slash"  # backslash itself is not escaped
-    assert escape_tag("ends\\") == "ends\\ "  # cannot escape the delimiter after it
+def test_escape_tag_per_specification() -> None:
+    assert escape_tag(NASTY) == '北京\\ "A"\\,\\ x\\=1'
+    assert escape_tag("back\\slash") == "back\\slash"  # a literal backslash stays single
+    for value, escaped in SPEC_ONLY.items():
+        assert escape_tag(value) == escaped
     assert escape_field_key("f=1, x") == "f\\=1\\,\\ x"
+    assert escape_tag_key("a b") == "a\\ b"
+
+
+@pytest.mark.parametrize("value", [*REFUSED, "\ud800", ""])
+def test_what_line_protocol_cannot_carry_is_refused_not_rewritten(value: str) -> None:
+    with pytest.raises(LineProtocolError):
+        escape_tag(value)
+    with pytest.raises(LineProtocolError):
+        escape_field_key(value)
+    with pytest.raises(LineProtocolError):
+        escape_measurement(value)
+
+
+def test_names_the_stores_refuse() -> None:
+    for bad in ("_reserved", "x" * (MAX_NAME_BYTES + 1), "数" * (MAX_NAME_BYTES // 3 + 1)):
+        with pytest.raises(LineProtocolError):
+            escape_tag_key(bad)
+        with pytest.raises(LineProtocolError):
+            escape_field_key(bad)
+    escape_tag_key("x" * MAX_NAME_BYTES)
+    escape_tag("v" * MAX_TAG_VALUE_BYTES)
+    with pytest.raises(LineProtocolError, match="longer than 4096 bytes"):
+        escape_tag("v" * (MAX_TAG_VALUE_BYTES + 1))
+    with pytest.raises(LineProtocolError, match="double quote"):
+        escape_field_key('say"')
 
 
 def test_escape_measurement() -> None:
-    assert escape_measurement("a b,c=d\n") == "a\\ b\\,c=d\\n"  # '=' is fine in a measurement
+    assert escape_measurement("a b,c=d") == "a\\ b\\,c=d"  # '=' is fine in a measurement
+    assert escape_measurement("a\\=b") == "a\\\\=b"  # VictoriaMetrics reads \\= as =
     with pytest.raises(ValueError, match="starts with '#'"):
         escape_measurement("#comment")
     with pytest.raises(ValueError, match="empty"):
@@ -84,12 +122,14 @@ def test_escape_measurement() -> None:
 
 
 def test_escape_string_field() -> None:
-    assert escape_string('say "hi" \\ ok\n') == 'say \\"hi\\" \\\\ ok\n'
+    assert escape_string('say "hi" \\ ok\t') == 'say \\"hi\\" \\\\ ok\t'
+    with pytest.raises(LineProtocolError, match="newline"):
+        escape_string("two\nlines")
 
 
 # --- equal to influxdb-client's Point -------------------------------------------------------
 
-@pytest.mark.parametrize("value", LABEL_VALUES)
+@pytest.mark.parametrize("value", POINT_AGREES)
 def test_samples_equal_point(value: str) -> None:
     labels = {"site": value, "vendor": "nvidia", "model": "H100 SXM", "hub": "京津冀"}
     values = {"power_watts": 612.25, "temperature_celsius": 61.0, "utilization_ratio": 0.1,
@@ -104,21 +144,65 @@ def test_samples_equal_point(value: str) -> None:
 def test_nasty_label_exact_bytes() -> None:
     got = encode_samples(_samples({"site": NASTY, "model": ""}, {"power_watts": 300.5}))
     assert got.payload == (
-        'accelerator,site=北京\\ "A"\\,\\ x\\=1\\n power_watts=300.5 1778312125123456000\n'
+        'accelerator,site=北京\\ "A"\\,\\ x\\=1 power_watts=300.5 1778312125123456000\n'
     ).encode()
-    assert got.payload.count(b"\n") == 1  # the newline in the value did not break the line
 
 
-@pytest.mark.parametrize("value", [0.1, 1 / 3, 2.0, -0.0, 1e-05, 1.5e-06, 1e-07, 1e-10,
-                                   12345678901.5, 1e15, 9007199254740993.0, 1e16, 1.5e16,
-                                   1e22, 5e-324, 1.7976931348623157e308, -273.15])
-def test_float_text_equals_point(value: float) -> None:
-    labels = {"site": "s"}
-    expected = (_point_line(labels, {"v": value}) + "\n").encode()
-    assert encode_samples(_samples(labels, {"v": value})).payload == expected
-    frame = pa.table({"time": pa.array([T0], pa.timestamp("us", tz="UTC")),
-                      "site": ["s"], "v": [value]})
-    assert encode_frame("accelerator", frame).payload == expected
+@pytest.mark.parametrize("value", REFUSED)
+def test_a_line_that_cannot_be_carried_is_left_out_and_counted(value: str) -> None:
+    samples = _samples({"site": value, "vendor": "nvidia"},
+                       {"power_watts": 300.5, "temperature_celsius": math.nan})
+    samples += _samples({"site": "ok"}, {"power_watts": 1.0})
+    got = encode_samples(samples)
+    assert got.payload == b"accelerator,site=ok power_watts=1 1778312125123456000\n"
+    assert (got.lines, got.skipped, got.refused) == (1, 1, 1)
+    assert "control character" in got.problem
+    assert _frame_payload(samples) == got
+
+
+def test_a_label_that_is_not_unicode_is_refused() -> None:
+    got = encode_samples(_samples({"site": "\udc80"}, {"power_watts": 1.0}))
+    assert (got.payload, got.refused) == (b"", 1)
+    assert "not valid Unicode" in got.problem
+
+
+def test_too_many_tags_are_refused_not_truncated() -> None:
+    many = {f"k{i:02d}": "v" for i in range(MAX_TAGS + 1)}
+    got = encode_samples(_samples(many, {"power_watts": 1.0}))
+    assert (got.lines, got.refused) == (0, 1)
+    assert f"{MAX_TAGS + 1} tags" in got.problem
+    assert encode_samples(_samples(dict(list(many.items())[:MAX_TAGS]),
+                                   {"power_watts": 1.0})).lines == 1
+    table = samples_to_frames(_samples(many, {"power_watts": 1.0}))["accelerator"]
+    assert encode_frame("accelerator", table).refused == 1
+
+
+def test_a_field_key_that_cannot_be_carried_leaves_the_others() -> None:
+    samples = [Sample("m", "good", 1.0, (), T0), Sample("m", "bad\nkey", 2.0, (), T0)]
+    got = encode_samples(samples)
+    assert got.payload == b"m good=1 1778312125123456000\n"
+    assert got.refused == 1
+    table = pa.table({"time": pa.array([T0], pa.timestamp("us", tz="UTC")), "good": [1.0],
+                      "bad\nkey": [2.0]})
+    assert encode_frame("m", table) == got
+
+
+def test_times_outside_the_nanosecond_range_are_refused() -> None:
+    samples = _samples({}, {"power_watts": 1.0}, datetime(2300, 1, 1, tzinfo=UTC))
+    got = encode_samples(samples)
+    assert (got.payload, got.refused) == (b"", 1)
+    table = pa.table({"time": pa.array([datetime(2300, 1, 1), T0.replace(tzinfo=None)],
+                                       pa.timestamp("us", tz="UTC")), "v": [1.0, 2.0]})
+    got = encode_frame("m", table, "s")
+    assert got.payload == f"m v=2 {T0_S}\n".encode()
+    assert got.refused == 1
+
+
+def test_a_measurement_that_cannot_be_carried_refuses_the_frame() -> None:
+    table = pa.table({"time": pa.array([T0, T0], pa.timestamp("us", tz="UTC")),
+                      "v": [1.0, math.nan]})
+    got = encode_frame("#m", table)
+    assert (got.payload, got.skipped, got.refused) == (b"", 1, 1)
 
 
 # --- frames equal samples -----------------------------------------------------------------

@@ -12,15 +12,16 @@ from layering import layer_folders, read_modules
 
 PUBLIC: dict[str, set[str]] = {
     "computewatch": {"__version__"},
+    "computewatch.addresses": {"MAX_PORT", "parse_listen", "split_host_port"},
     "computewatch.alerts": set(),
     "computewatch.alerts.bridge": {
         "Alert", "AlertBridge", "BridgeConfig", "KINDS", "Notification", "PayloadError",
         "check_bridge", "load_bridge_config", "open_bridge", "parse_notification",
-        "read_dead_letters", "render", "resolve_secrets", "split_listen", "verify_signature"},
+        "read_dead_letters", "render", "resolve_secrets", "verify_signature"},
     "computewatch.alerts.bridge.config": {
         "AuthConfig", "BasicAuth", "BridgeConfig", "DeliveryConfig", "KIND_DEFAULTS",
         "KindDefaults", "RateLimit", "SecretRef", "ServerConfig", "TargetConfig",
-        "load_bridge_config", "resolve_secrets", "split_listen"},
+        "load_bridge_config", "resolve_secrets"},
     "computewatch.alerts.bridge.deadletter": {"DeadLetterLog", "read_dead_letters"},
     "computewatch.alerts.bridge.metrics": {"BridgeMetrics"},
     "computewatch.alerts.bridge.payload": {
@@ -100,8 +101,9 @@ PUBLIC: dict[str, set[str]] = {
         "COMPLIANCE_COLUMNS", "COMPLIANCE_DEFINITION", "LINK_LABELS", "SUSTAINED_P95",
         "link_budgets", "window_compliance", "window_count"},
     "computewatch.config": {
-        "ConfigError", "FieldPath", "MAX_LISTED", "PathError", "format_path", "load_yaml_model",
-        "load_yaml_model_from_text", "suggest_known"},
+        "ConfigError", "FieldPath", "MAX_CONFIG_BYTES", "MAX_DEPTH", "MAX_LISTED", "MAX_VALUES",
+        "PathError", "format_path", "load_yaml_model", "load_yaml_model_from_text",
+        "suggest_known"},
     "computewatch.dashboards": {
         "DASHBOARDS_DIR", "DashboardError", "GrafanaAuthError", "GrafanaUnreachable", "PushError",
         "PushResult", "build_dashboards", "build_files", "push_dashboards", "stale_files",
@@ -128,17 +130,20 @@ PUBLIC: dict[str, set[str]] = {
         "IDLE_CAPACITY", "PLACE", "RULES_FILE", "RecordingRule", "alerts_records", "known_records",
         "recording_rules", "render_rules"},
     "computewatch.dashboards.site": {"UID", "site_dashboard"},
-    "computewatch.durations": {"Duration", "parse_duration"},
-    "computewatch.errors": {"StoreError"},
+    "computewatch.durations": {
+        "Duration", "Interval", "MAX_DURATION_S", "MIN_DURATION_S", "ShortInterval",
+        "format_seconds", "parse_duration"},
+    "computewatch.errors": {"StoreError", "StoreURLError"},
     "computewatch.findings": {
         "Analysis", "FINDING_COLUMNS", "Finding", "Period", "PipelineStatus", "Severity",
         "findings_frame", "most_severe_first", "write_findings"},
     "computewatch.lineprotocol": {
-        "EncodeResult", "GZIP_LEVEL", "InfluxSettings", "LineProtocolWriter", "PRECISIONS",
-        "VMEndpoints", "WriteError", "WriteTarget", "Writer", "check_write_url", "encode_frame",
+        "EncodeResult", "GZIP_LEVEL", "InfluxSettings", "LineProtocolError", "LineProtocolWriter",
+        "MAX_NAME_BYTES", "MAX_TAGS", "MAX_TAG_VALUE_BYTES", "PRECISIONS", "VMEndpoints",
+        "WriteError", "WriteTarget", "Writer", "check_name", "check_write_url", "encode_frame",
         "encode_samples", "escape_field_key", "escape_measurement", "escape_string", "escape_tag",
-        "is_retryable_status", "parse_influx_url", "parse_prometheus_url", "parse_vm_url",
-        "parse_write_url"},
+        "escape_tag_key", "is_retryable_status", "parse_influx_url", "parse_prometheus_url",
+        "parse_vm_url", "parse_write_url"},
     "computewatch.pipelines": {"PIPELINES", "Pipeline", "run_pipelines"},
     "computewatch.pipelines.anomaly": {
         "FEATURES", "FLOORS", "HEALTH_STEP", "Z_ALONE", "Z_CRITICAL", "Z_MIN", "run"},
@@ -155,14 +160,18 @@ PUBLIC: dict[str, set[str]] = {
         "declared_meters",
         "integrate_power", "meter_readings", "monotonic_energy", "power_ratio", "pue_label",
         "window_edges", "window_pue", "windowed_pue"},
+    "computewatch.redact": {
+        "MASK", "RedactingFormatter", "is_secret_key", "redact", "redact_url", "register_secret"},
     "computewatch.render": {
-        "OutputFormat", "format_value", "render_findings", "render_frame", "render_summary"},
+        "OutputFormat", "format_value", "render_analysis", "render_findings", "render_frame",
+        "render_summary"},
     "computewatch.reports": {
         "COLUMNS", "ChromiumMissingError", "EmptyPeriodError", "Entry", "HEADLESS_FLAGS",
         "PERIOD_FORMS", "PdfError", "REPORT_FORMATS", "Report", "ReportPeriod", "SHIPPED_POLICY",
         "build_report", "check_scope", "default_report_path", "find_chromium", "html_to_pdf",
         "methodology", "parse_period", "render_csv", "render_html", "write_report"},
-    "computewatch.samples": {"Sample", "TIME", "sample_value", "samples_to_frames"},
+    "computewatch.samples": {
+        "EARLIEST_TIME", "LATEST_TIME", "Sample", "TIME", "sample_value", "samples_to_frames"},
     "computewatch.schedule": {"run_every", "write_heartbeat"},
     "computewatch.sim": {
         "Fleet", "GroundTruth", "History", "Incident", "LinkTruth", "SiteProfile", "build_fleet",
@@ -181,8 +190,8 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.status": {"ExitStatus"},
     "computewatch.store": {
         "Aggregate", "DEFAULT_URL", "DuckDBStore", "InfluxDBStore", "LineProtocolWriter",
-        "PrometheusStore", "Query", "Store", "StoreError", "VictoriaMetricsStore", "WriteError",
-        "WriteResult", "open_store"},
+        "PrometheusStore", "Query", "Store", "StoreError", "StoreURLError", "VictoriaMetricsStore",
+        "WriteError", "WriteResult", "open_store"},
     "computewatch.summary": {"NationalSummary", "national_summary"},
     "computewatch.thresholds": {
         "BUSY_LEVEL", "PUE_MIN_COMPLETENESS", "PUE_TARGET", "PlaceRule", "ROUTE_INFLATION_LIMIT",
@@ -190,9 +199,9 @@ PUBLIC: dict[str, set[str]] = {
         "site_minimum_rules", "threshold_series", "tier_budget_rules"},
     "computewatch.topology": {
         "AcceleratorInventory", "Cluster", "ConfigError", "DemandCity", "EARTH_RADIUS_KM",
-        "FIBER_RTT_S_PER_KM", "Hub", "Link", "LinkOverride", "METER_CATEGORY", "METER_POINTS",
-        "METRO_MAX_KM", "Meter", "Node", "REGIONAL_MAX_KM", "Site", "Tier", "Topology",
-        "fiber_min_rtt_s", "great_circle_km", "load_topology"},
+        "FIBER_RTT_S_PER_KM", "Hub", "Link", "LinkOverride", "MAX_ACCELERATORS_PER_MODEL",
+        "METER_CATEGORY", "METER_POINTS", "METRO_MAX_KM", "Meter", "Node", "REGIONAL_MAX_KM",
+        "Site", "Tier", "Topology", "fiber_min_rtt_s", "great_circle_km", "load_topology"},
     "computewatch.utilization": {
         "DEFINITIONS", "Definition", "IDLE_DEFINITION", "LEVELS", "WINDOW_COLUMNS", "idle_hours",
         "sampling_interval", "utilization_totals", "utilization_windows", "window_totals"},

@@ -10,7 +10,6 @@ from computewatch.alerts.bridge.config import (
     BridgeConfig,
     load_bridge_config,
     resolve_secrets,
-    split_listen,
 )
 from computewatch.alerts.bridge.deadletter import read_dead_letters
 from computewatch.alerts.bridge.payload import Alert, Notification, PayloadError, parse_notification
@@ -32,6 +31,5 @@ __all__ = [
     "read_dead_letters",
     "render",
     "resolve_secrets",
-    "split_listen",
     "verify_signature",
 ]

@@ -27,8 +27,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from computewatch.addresses import parse_listen
 from computewatch.config import ConfigError, FieldPath, PathError, load_yaml_model, suggest_known
 from computewatch.durations import Duration
+from computewatch.redact import register_secret
 
 __all__ = [
     "KIND_DEFAULTS",
@@ -43,7 +45,6 @@ __all__ = [
     "TargetConfig",
     "load_bridge_config",
     "resolve_secrets",
-    "split_listen",
 ]
 
 Kind = Literal["dingtalk", "wecom", "feishu", "slack", "webhook"]
@@ -78,12 +79,14 @@ class SecretRef(_Model):
         return self
 
     def resolve(self, source: str, path: FieldPath) -> str:
-        """The secret's value; a missing variable or file is a ConfigError naming it."""
+        """The secret's value, registered with `computewatch.redact` so that no later log
+        line or error shows it; a missing variable or file is a ConfigError naming it."""
         if self.env is not None:
             value = os.environ.get(self.env)
             if not value:
                 raise ConfigError(source, f"environment variable {self.env!r} is not set "
                                   f"or empty", path=(*path, "env"))
+            register_secret(value)
             return value
         assert self.file is not None
         try:
@@ -94,6 +97,7 @@ class SecretRef(_Model):
         if not value:
             raise ConfigError(source, f"secret file {str(self.file)!r} is empty",
                               path=(*path, "file"))
+        register_secret(value)
         return value
 
 
@@ -248,9 +252,10 @@ class BridgeConfig(_Model):
                     raise PathError(("receivers", receiver, i),
                                     f"unknown target {name!r} ({suggest_known(name, known)})",
                                     name)
-        if split_listen(self.listen) is None:
-            raise PathError(("listen",), "expected host:port with a port in 0..65535, e.g. "
-                            "127.0.0.1:9095", self.listen)
+        try:
+            parse_listen(self.listen, "address")
+        except ValueError as exc:
+            raise PathError(("listen",), f"{exc} (e.g. 127.0.0.1:9095)") from None
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
         for name, target in self.targets.items():
@@ -260,15 +265,6 @@ class BridgeConfig(_Model):
                 raise PathError(("targets", name, "timezone"), "unknown time zone",
                                 target.timezone) from None
         return self
-
-
-def split_listen(listen: str) -> tuple[str, int] | None:
-    """(host, port) of a ``host:port`` (``[::1]:9095`` too); None when it is not one."""
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
-    if not host or not port.isdigit() or not 0 <= int(port) <= 65_535:
-        return None
-    return host, int(port)
 
 
 def load_bridge_config(path: Path) -> BridgeConfig:

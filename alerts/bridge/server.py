@@ -47,13 +47,13 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from computewatch.addresses import parse_listen
 from computewatch.alerts.bridge._http import Guards, guarded_protocol
 from computewatch.alerts.bridge.config import (
     BridgeConfig,
     ResolvedSecrets,
     load_bridge_config,
     resolve_secrets,
-    split_listen,
 )
 from computewatch.alerts.bridge.deadletter import DeadLetterLog
 from computewatch.alerts.bridge.metrics import BridgeMetrics
@@ -89,11 +89,7 @@ class AlertBridge:
             limiter = SlidingWindowLimiter(windows) if windows else None
             self.workers[name] = TargetWorker(target, config.delivery, self.metrics,
                                               self.dead_letters, limiter)
-        address = split_listen(listen or config.listen)
-        if address is None:
-            raise ValueError(f"--listen {listen!r}: expected host:port with a port in "
-                             "0..65535, e.g. 127.0.0.1:9095")
-        self._address = address
+        self._address = parse_listen(listen or config.listen)  # a ValueError naming the text
         self._socket: socket.socket | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None

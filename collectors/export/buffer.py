@@ -39,7 +39,12 @@ Recovery on open: every record after the cursor is read and its checksum checked
 write (a record cut short at the end of a segment) or a bad checksum is skipped with a log
 line naming the segment file and offset, counted (``corrupt_segments``, and the record's
 samples as its header states them, as ``corrupt``), and the scan resumes at the next valid
-record, so the rest drains in order. Appends then go to a new segment.
+record, so the rest drains in order. Appends then go to a new segment. Where the header
+itself is unreadable (its magic, or a sample count larger than its payload), the samples lost
+are estimated from the bytes skipped (up to the next valid record) at the samples per byte of
+the segment's valid records (or of every valid record found, if the segment has none), and
+the log line says it is an estimate; with no valid record anywhere to estimate from, the bytes
+are counted as ``corrupt_unknown_bytes`` and the log line says the samples are unknown.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ import threading
 import time
 import zlib
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -131,10 +136,20 @@ class QueueStats:
     queued_records: int
     dropped: dict[str, int] = field(default_factory=dict)
     corrupt_segments: int = 0
+    corrupt_unknown_bytes: int = 0
 
 
 def _segment_name(seg: int) -> str:
     return f"{seg:020d}{_SUFFIX}"
+
+
+def _samples_per_byte(records: Iterable[_Record]) -> float | None:
+    """Samples per byte of these records (headers included); None if there are none."""
+    nbytes = samples = 0
+    for r in records:
+        nbytes += r.end - r.start
+        samples += r.samples
+    return samples / nbytes if nbytes else None
 
 
 class DiskQueue:
@@ -168,6 +183,7 @@ class DiskQueue:
         self._samples = 0
         self.dropped: Counter[str] = Counter()
         self.corrupt_segments = 0
+        self.corrupt_unknown_bytes = 0
         self._in_episode = False
         self._episode_drops = 0
         self._dirty = False
@@ -229,32 +245,52 @@ class DiskQueue:
             self._samples += sum(r.samples for r in found_records)
         return cur_seg
 
-    def _scan(self, seg: int, data: bytes, pos: int) -> Iterator[_Record]:
+    def _scan(self, seg: int, data: bytes, pos: int) -> list[_Record]:
         """The valid records of one segment from ``pos``; bad stretches logged and counted."""
-        path = self.directory / _segment_name(seg)
-        bad = False
         view = memoryview(data)
+        records: list[_Record] = []
+        bad: list[tuple[int, str, int, int | None]] = []
         while pos < len(data):
             problem, skip_to, lost = self._check(view, pos)
             if problem is None:
-                yield _Record(seg, pos, skip_to, lost, 0.0)
-                pos = skip_to
-                continue
-            bad = True
-            self.dropped["corrupt"] += lost
-            log.error("buffer %s: %s at offset %d of %s: %s; skipped, the rest drains",
-                      self.name, problem, pos, path, f"{lost} samples lost" if lost else
-                      f"{skip_to - pos} bytes skipped")
+                records.append(_Record(seg, pos, skip_to, lost or 0, 0.0))
+            else:
+                bad.append((pos, problem, skip_to, lost))
             pos = skip_to
         if bad:
             self.corrupt_segments += 1
+            rate = _samples_per_byte(records) or _samples_per_byte(self._records)
+            for start, problem, end, lost in bad:
+                self._count_corrupt(seg, start, problem, end - start, lost, rate)
+        return records
+
+    def _count_corrupt(self, seg: int, pos: int, problem: str, nbytes: int, lost: int | None,
+                       rate: float | None) -> None:
+        """Count and log one skipped stretch: its samples as stated, estimated, or unknown."""
+        if lost is not None:
+            what = f"{lost} samples lost" if lost else f"{nbytes} bytes skipped"
+        elif nbytes < HEADER_BYTES:  # the start of a header, cut short: no record
+            lost, what = 0, f"{nbytes} bytes skipped (less than a record header)"
+        elif rate is not None:
+            lost = max(1, round(nbytes * rate))
+            what = (f"{nbytes} bytes skipped, about {lost} samples lost (estimated from the "
+                    f"valid records: {rate * 1000:.1f} samples per kB)")
+        else:
+            lost = 0
+            self.corrupt_unknown_bytes += nbytes
+            what = (f"{nbytes} bytes skipped, samples lost unknown (no valid record to "
+                    "estimate from; counted as corrupt_unknown_bytes)")
+        self.dropped["corrupt"] += lost
+        log.error("buffer %s: %s at offset %d of %s: %s; skipped, the rest drains",
+                  self.name, problem, pos, self.directory / _segment_name(seg), what)
 
     @staticmethod
-    def _check(view: memoryview, pos: int) -> tuple[str | None, int, int]:
-        """(problem or None, where the next record starts, its samples: lost if a problem)."""
+    def _check(view: memoryview, pos: int) -> tuple[str | None, int, int | None]:
+        """(problem or None, where the next record starts, its samples: lost if a problem;
+        None when the header is unreadable and its samples unknown)."""
         left = len(view) - pos
         if left < HEADER_BYTES:
-            return f"torn record header ({left} of {HEADER_BYTES} bytes)", len(view), 0
+            return f"torn record header ({left} of {HEADER_BYTES} bytes)", len(view), None
         magic, length, samples, crc = _HEADER.unpack_from(view, pos)
         end = pos + HEADER_BYTES + length
         if magic == MAGIC and end <= len(view) and \
@@ -263,8 +299,8 @@ class DiskQueue:
         nxt = bytes(view[pos + 1:]).find(MAGIC)  # where a record may start again
         nxt = len(view) if nxt < 0 else pos + 1 + nxt
         if magic != MAGIC:
-            return "unreadable bytes (no valid record header)", nxt, 0
-        stated = samples if samples <= length else 0  # a sample takes a byte at least
+            return "unreadable bytes (no valid record header)", nxt, None
+        stated = samples if samples <= length else None  # a sample takes a byte at least
         if end <= len(view):
             # The length may be what is corrupt: trust it only if a record follows it.
             if end == len(view) or bytes(view[end:end + 4]) == MAGIC:
@@ -528,7 +564,8 @@ class DiskQueue:
     def stats(self) -> QueueStats:
         with self._lock:
             return QueueStats(self._bytes, self.max_bytes, self._samples, len(self._records),
-                              dict(self.dropped), self.corrupt_segments)
+                              dict(self.dropped), self.corrupt_segments,
+                              self.corrupt_unknown_bytes)
 
     def close(self) -> None:
         with self._append_lock, self._lock:

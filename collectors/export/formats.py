@@ -7,6 +7,7 @@ exporters use, so a snapshot shows exactly what a scrape or a write would carry.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from enum import StrEnum
 from io import StringIO
@@ -19,6 +20,8 @@ from computewatch.lineprotocol import encode_samples
 from computewatch.samples import Sample
 
 __all__ = ["SampleFormat", "format_samples"]
+
+log = logging.getLogger(__name__)
 
 
 class SampleFormat(StrEnum):
@@ -85,7 +88,11 @@ def format_samples(samples: Sequence[Sample], fmt: SampleFormat,
     if fmt is SampleFormat.PROMETHEUS:
         return exposition(samples, compat).decode("utf-8")
     if fmt is SampleFormat.INFLUX:
-        return encode_samples(samples).payload.decode("utf-8")
+        enc = encode_samples(samples)
+        if enc.refused:
+            log.warning("%d samples cannot be written as line protocol and are left out: %s",
+                        enc.refused, enc.problem)
+        return enc.payload.decode("utf-8")
     if fmt is SampleFormat.JSON:
         return json.dumps([{"name": s.name, "value": s.value, "labels": dict(s.labels),
                             "time": s.time.isoformat()} for s in samples],

@@ -93,6 +93,7 @@ from opentelemetry.sdk.resources import Resource
 import computewatch
 from computewatch import catalog
 from computewatch.collectors.export._base import ExportOutcome, ExportResult
+from computewatch.redact import redact_url, register_secret
 from computewatch.samples import Sample
 
 __all__ = ["DEFAULT_ENDPOINT", "OtlpExporter", "resource_attributes"]
@@ -248,6 +249,10 @@ class OtlpExporter:
         attrs = {"service.name": SERVICE_NAME, **(resource or {})}
         attrs.setdefault("host.name", socket.gethostname())
         self.endpoint = endpoint
+        self.shown_endpoint = redact_url(endpoint)  # what log lines show: no password
+        for value in (headers or {}).values():  # e.g. Authorization: never in a log line
+            register_secret(value)
+            register_secret(value.rpartition(" ")[2])
         self.timeout_s = timeout_s
         self._resource_attrs: dict[str, str] = {k: str(v) for k, v in attrs.items()}
         self._session = _RecordingSession()
@@ -295,7 +300,7 @@ class OtlpExporter:
                 self._provider.shutdown(timeout_millis=max(timeout_s, 0.0) * 1000)
             except Exception as exc:
                 log.warning("OTLP exporter to %s did not shut down cleanly: %s",
-                            self.endpoint, exc)
+                            self.shown_endpoint, exc)
             self._sdk_logger.removeFilter(self._hold_back)
         finally:
             if got:
@@ -321,7 +326,7 @@ class OtlpExporter:
                       or "the OTLP exporter reported failure")
             return self._failure(len(batch), reason, source)
         if self._failed_exports:
-            log.info("OTLP export to %s recovered after %d failed exports", self.endpoint,
+            log.info("OTLP export to %s recovered after %d failed exports", self.shown_endpoint,
                      self._failed_exports)
             self._failed_exports = 0
         return ExportResult(ExportOutcome.SUCCESS, exported=delivered, dropped=len(dropped),
@@ -333,9 +338,9 @@ class OtlpExporter:
         what = f" ({source})" if source else ""
         if self._failed_exports == 1:
             log.warning("OTLP export to %s failing%s: %s; further failures logged at debug "
-                        "until it recovers", self.endpoint, what, reason)
+                        "until it recovers", self.shown_endpoint, what, reason)
         else:
-            log.debug("OTLP export to %s failed%s: %s", self.endpoint, what, reason)
+            log.debug("OTLP export to %s failed%s: %s", self.shown_endpoint, what, reason)
         return ExportResult.failed(n, reason)
 
     def _stage(self, batch: Iterable[Sample]) -> tuple[_Staged, list[str]]:

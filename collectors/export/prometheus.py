@@ -40,6 +40,7 @@ from prometheus_client.core import Metric
 from prometheus_client.utils import floatToGoString
 
 from computewatch import catalog
+from computewatch.addresses import parse_listen
 from computewatch.collectors.export._base import ExportResult
 from computewatch.collectors.export._dcgm import DCGM_HELP, dcgm_labels
 from computewatch.collectors.export._npu_exporter import npu_exporter_families
@@ -274,23 +275,19 @@ class PrometheusExporter:
 
     def __init__(self, listen: str = "127.0.0.1:9400", compat: Sequence[str] = (),
                  web_config: Path | str | None = None) -> None:
-        host, _, port = listen.rpartition(":")
-        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"--listen {listen!r}: expected host:port with a port in "
-                             "0..65535, e.g. 127.0.0.1:9400")
+        host, port = parse_listen(listen)  # a ValueError naming the text
         web = load_web_config(web_config) if web_config is not None else WebConfig()
         tls = web.tls_server_config.context() if web.tls_server_config is not None else None
         self.scheme = "https" if tls is not None else "http"
         self.snapshot = SnapshotCollector(compat)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.snapshot)
-        host = host.strip("[]")
 
         class Server(_MetricsServer):
-            address_family = _family_of(host, int(port))
+            address_family = _family_of(host, port)
 
         self._server: WSGIServer | None = make_server(
-            host, int(port), _guarded(self._app, web), Server, handler_class=_Quiet)
+            host, port, _guarded(self._app, web), Server, handler_class=_Quiet)
         self._server.tls = tls  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.2,),
                                         name="metrics-http", daemon=True)

@@ -25,7 +25,10 @@ for https; or a plain ``http(s)://`` base URL of any ``/api/v2/write`` endpoint.
 
 The agent's own ``agent_buffer_*`` metrics (`self_samples`) report the queue: bytes on disk
 and the bound, samples queued, samples sent, retries, corrupt segments, and samples dropped
-by reason (``full``, ``corrupt``, ``rejected``, and ``nan``: line protocol cannot carry NaN).
+by reason (``full``, ``corrupt``, ``rejected``; ``nan``: line protocol cannot carry NaN;
+``invalid``: a sample whose line line protocol cannot carry, e.g. a label with a newline or a
+control character, refused before it is queued and logged once: see
+`computewatch.lineprotocol`). Only what was queued counts as sent once the store takes it.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from computewatch.lineprotocol import (
     encode_samples,
     parse_write_url,
 )
+from computewatch.redact import redact_url
 from computewatch.samples import Sample
 
 __all__ = [
@@ -65,7 +69,7 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH_SAMPLES = 10_000
 """Samples per write request at most: about 0.5-1 MB of line protocol before gzip."""
 
-DROP_REASONS = ("full", "corrupt", "rejected", "nan")
+DROP_REASONS = ("full", "corrupt", "rejected", "nan", "invalid")
 INITIAL_BACKOFF_S = 0.5
 
 
@@ -187,6 +191,7 @@ class RemoteExporter:
         if batch_max_samples < 1:
             raise ValueError(f"batch_max_samples must be at least 1, got {batch_max_samples}")
         self.url = url
+        self.shown_url = redact_url(url)  # what log lines show: no password or token
         target = parse_write_url(url)  # a bad URL or token fails before anything is opened
         self.queue = DiskQueue(buffer_dir, max_bytes, fsync=fsync,
                                fsync_interval_s=fsync_interval_s, name=str(buffer_dir))
@@ -204,8 +209,9 @@ class RemoteExporter:
         self.precision = precision
         self.batch_max_samples = batch_max_samples
         self.nan_dropped = 0
+        self.invalid_dropped = 0
         self._lock = threading.Lock()
-        self._sender = _Sender(self.queue, writer, label=url, precision=precision,
+        self._sender = _Sender(self.queue, writer, label=self.shown_url, precision=precision,
                                batch_max_samples=batch_max_samples,
                                flush_interval_s=flush_interval_s, max_backoff_s=max_backoff_s)
         self._sender.start()
@@ -217,13 +223,20 @@ class RemoteExporter:
         try:
             for chunk in _chunks(batch, self.batch_max_samples):
                 enc = encode_samples(chunk, self.precision)
-                carried = _carried(chunk)
+                carried = _carried(chunk) - enc.refused
                 with self._lock:
                     self.nan_dropped += enc.skipped
+                    first_invalid = enc.refused and not self.invalid_dropped
+                    self.invalid_dropped += enc.refused
+                if first_invalid:
+                    log.error("remote write %s: %d samples of %s cannot be written as line "
+                              "protocol (%s); dropped, counted in agent_buffer_dropped_samples_"
+                              "total{reason=\"invalid\"}; further ones are only counted",
+                              self.shown_url, enc.refused, source or "a batch", enc.problem)
                 if enc.payload and self.queue.append(enc.payload, carried):
                     queued += carried
         except (OSError, RuntimeError, ValueError, TypeError) as exc:
-            log.error("remote write %s: cannot queue a batch of %s: %s", self.url,
+            log.error("remote write %s: cannot queue a batch of %s: %s", self.shown_url,
                       source or "samples", exc)
             return ExportResult.failed(len(batch) - queued, "buffer_error")
         return ExportResult.ok(queued)
@@ -239,7 +252,8 @@ class RemoteExporter:
         lab = {**labels, "exporter": self.name}
         s = self.queue.stats()
         with self._lock:
-            dropped = {**s.dropped, "nan": s.dropped.get("nan", 0) + self.nan_dropped}
+            dropped = {**s.dropped, "nan": s.dropped.get("nan", 0) + self.nan_dropped,
+                       "invalid": self.invalid_dropped}
         out = [Sample.of("agent.buffer_bytes", float(s.bytes), lab, now),
                Sample.of("agent.buffer_limit_bytes", float(s.limit_bytes), lab, now),
                Sample.of("agent.buffer_queued_samples", float(s.queued_samples), lab, now),

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from computewatch.addresses import split_host_port  # the one reading of host:port
 from computewatch.policy import Policy
 from computewatch.topology import LinkMode, Tier, Topology
 
@@ -67,28 +68,6 @@ class ProbeTarget:
         out = {"src_site": self.src_site, "dst_site": self.dst_site, "src_hub": self.src_hub,
                "dst_hub": self.dst_hub, "tier": self.tier, "probe": self.kind}
         return {k: v for k, v in out.items() if v}
-
-
-def split_host_port(address: str, default_port: int | None) -> tuple[str, int | None]:
-    """``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address -> (host, port)."""
-    text = address.strip()
-    port_text = ""
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"address {address!r}: write [ipv6]:port")
-        port_text = rest[1:]
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    else:
-        host = text  # a name, an IPv4 address or a bare IPv6 address
-    if not host:
-        raise ValueError(f"address {address!r}: no host")
-    if not port_text:
-        return host, default_port
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"address {address!r}: port {port_text!r} is not in 1..65535")
-    return host, int(port_text)
 
 
 def targets_from_topology(topology: Topology, policy: Policy, local_site: str,

@@ -188,18 +188,24 @@ def sensor_reading(uri: str, doc: Mapping[str, Any]) -> tuple[str, int, Reading]
     name = f"sensor {last_segment(uri)}"
     if kind == "Power":
         return "watts", rank, Reading(name, (Term(uri, ("Reading",)),))
-    if kind in _ENERGY_SCALE:
+    if isinstance(kind, str) and kind in _ENERGY_SCALE:  # a list or object is no unit
         return "joules", rank, Reading(name, (Term(uri, ("Reading",), _ENERGY_SCALE[kind]),))
     return None
+
+
+def _entries(doc: Mapping[str, Any], key: str) -> list[Any]:
+    """The array at ``doc[key]``; anything else (absent, an object, a number) is none."""
+    value = doc.get(key)
+    return value if isinstance(value, list) else []
 
 
 def power_control_watts(uri: str, doc: Mapping[str, Any]) -> Reading | None:
     """Sum of the legacy PowerControl entries that describe the whole chassis."""
     terms = []
-    for i, entry in enumerate(doc.get("PowerControl") or []):
+    for i, entry in enumerate(_entries(doc, "PowerControl")):
         if not isinstance(entry, Mapping) or absent(entry):
             continue
-        if entry.get("PhysicalContext") in PART_CONTEXTS:
+        if str(entry.get("PhysicalContext")) in PART_CONTEXTS:
             continue
         if number(entry.get("PowerConsumedWatts")) is not None:
             terms.append(Term(uri, ("PowerControl", i, "PowerConsumedWatts")))
@@ -220,7 +226,7 @@ def legacy_psu_readings(uri: str, doc: Mapping[str, Any]) -> tuple[Reading | Non
     EfficiencyPercent; None, and why in the schema's terms, when a PSU has neither."""
     terms: list[Term] = []
     estimated = False
-    for i, psu in enumerate(doc.get("PowerSupplies") or []):
+    for i, psu in enumerate(_entries(doc, "PowerSupplies")):
         if not isinstance(psu, Mapping) or absent(psu):
             continue
         if number(psu.get("PowerInputWatts")) is not None:
@@ -231,7 +237,7 @@ def legacy_psu_readings(uri: str, doc: Mapping[str, Any]) -> tuple[Reading | Non
         if output is None:
             return None, "Power.PowerSupplies report no PowerInputWatts"
         if not number(psu.get("EfficiencyPercent")):
-            shown = ", ".join(f"{p.get(output):g} W" for p in doc.get("PowerSupplies") or []
+            shown = ", ".join(f"{p.get(output):g} W" for p in _entries(doc, "PowerSupplies")
                               if isinstance(p, Mapping) and number(p.get(output)) is not None)
             return None, (f"Power.PowerSupplies report only DC output ({output} {shown}), "
                           "no PowerInputWatts, and no EfficiencyPercent to estimate the input")

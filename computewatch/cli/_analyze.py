@@ -46,7 +46,8 @@ def analyze(
     topology: TopologyOpt = None,
     policy: PolicyOpt = None,
     output: FormatOpt = "table",
-    limit: Annotated[int, typer.Option(help="Rows in the table (json/csv get all).")] = 40,
+    limit: Annotated[int, typer.Option(min=0, help="Rows in the table (json/csv get all).")]
+    = 40,
     alert: Annotated[list[str] | None, typer.Option(
         "--alert", help="Push the findings as alerts to this Alertmanager (base URL, "
         "repeatable); findings gone since the last run are resolved.")] = None,
@@ -65,7 +66,7 @@ def analyze(
     """Run the analytics pipelines; findings are printed and written back to the store."""
     from computewatch.findings import Severity
     from computewatch.pipelines import PIPELINES, run_pipelines
-    from computewatch.render import render_findings
+    from computewatch.render import render_analysis
     from computewatch.schedule import run_every, write_heartbeat
     from computewatch.store import StoreError
 
@@ -75,7 +76,7 @@ def analyze(
     bad = [n for n in names or [] if n not in PIPELINES]
     if bad:
         raise UserError(f"unknown pipeline {bad[0]!r} (choose from {', '.join(PIPELINES)})")
-    interval = parse_duration(every, "--every") if every else None
+    interval = parse_duration(every, "--every", minimum=1.0) if every else None
     hold = (parse_duration(alert_hold, "--alert-hold") if alert_hold
             else 3 * interval if interval else timedelta(hours=1))
     try:
@@ -94,14 +95,17 @@ def analyze(
                 raise UserError(str(exc)) from None
         finally:
             st.close()
-        render_findings(analysis.frame(), fmt, sys.stdout,
+        render_analysis(analysis, fmt, sys.stdout,
                         limit=limit if fmt.value == "table" else None,
                         title=f"Findings {period.start:%Y-%m-%d %H:%M} – "
                               f"{period.end:%Y-%m-%d %H:%M}")
+        for st in analysis.status:
+            if not st.ok:
+                print_error(f"pipeline {st.name} failed: {st.error}")
         ok = _push_alerts(alert or [], analysis, hold, min_severity)
         if ok and heartbeat is not None and not analysis.failed:
             write_heartbeat(heartbeat)
-        return ok
+        return ok and not analysis.failed
 
     if interval is None:
         if not run_once():
@@ -124,6 +128,7 @@ def _push_alerts(urls: list[str], analysis: Analysis, hold: timedelta,
     if not urls:
         return True
     from computewatch.alerts.push import PushError, push_analysis
+    from computewatch.redact import redact_url
 
     ok = True
     for url in urls:
@@ -135,6 +140,6 @@ def _push_alerts(urls: list[str], analysis: Analysis, hold: timedelta,
             continue
         err_console().print(
             f"alerts: {res.firing} firing, {res.resolved} resolved, {res.skipped} findings not "
-            f"pushed (below {min_severity.name.lower()} or not current) at {res.url}",
+            f"pushed (below {min_severity.name.lower()} or not current) at {redact_url(res.url)}",
             markup=False, highlight=False)
     return ok

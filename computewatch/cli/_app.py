@@ -53,13 +53,21 @@ dashboards_app.command("push")(_dashboards.dashboards_push)
 
 
 def main() -> None:
-    """Console-script entry point: a user's error is one line and exit code 2."""
-    from computewatch.store import StoreError
+    """Console-script entry point: an error is one line; bad input exits 2, a failure while
+    running (a store that cannot be reached) exits 1. Log lines and errors go through
+    `computewatch.redact`: no password, token or configured secret reaches the output."""
+    from computewatch.redact import RedactingFormatter
+    from computewatch.store import StoreError, StoreURLError
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     sys.argv[1:] = _node.bare_simulate(sys.argv[1:])
     try:
         app()  # usage errors are click's: it prints them and exits with code 2
-    except (ConfigError, UserError, StoreError) as exc:
+    except (ConfigError, UserError, StoreURLError) as exc:
         print_error(exc)
         sys.exit(ExitStatus.BAD_INPUT)
+    except StoreError as exc:
+        print_error(exc)
+        sys.exit(ExitStatus.ERROR)

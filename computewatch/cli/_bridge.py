@@ -31,11 +31,14 @@ def alert_bridge(
 ) -> None:
     """Receive Alertmanager webhooks and deliver them to DingTalk, WeCom, Feishu, Slack and
     signed webhooks."""
-    from computewatch.alerts.bridge import check_bridge, split_listen
+    from computewatch.addresses import parse_listen
+    from computewatch.alerts.bridge import check_bridge
 
-    if listen is not None and split_listen(listen) is None:
-        raise UserError(f"--listen {listen!r}: expected host:port with a port in 0..65535, "
-                        "e.g. 0.0.0.0:9095")
+    if listen is not None:
+        try:
+            parse_listen(listen)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
     bridge = check_bridge(config, listen)
     routes = "; ".join(f"/alertmanager/{r} -> {', '.join(t)}"
                        for r, t in bridge.config.receivers.items())

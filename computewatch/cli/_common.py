@@ -52,10 +52,13 @@ def err_console() -> Console:
 
 
 def print_error(exc: BaseException | str) -> None:
-    """One red ``error:`` line on stderr; the message is text, never markup."""
+    """One red ``error:`` line on stderr; the message is text, never markup, and its
+    credentials and configured secrets are hidden (`computewatch.redact`)."""
+    from computewatch.redact import redact
+
     console = err_console()
     console.print("[red]error:[/red] ", end="", markup=True, highlight=False)
-    console.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+    console.print(redact(exc), markup=False, highlight=False, soft_wrap=True)
 
 
 def load_places(topology: Path | None, policy: Path | None) -> tuple[Topology, Policy]:
@@ -67,21 +70,30 @@ def load_places(topology: Path | None, policy: Path | None) -> tuple[Topology, P
     return topo, load_policy(policy, topology=topo)
 
 
-def parse_duration(text: str, option: str = "duration") -> timedelta:
+def parse_duration(text: str, option: str = "duration", minimum: float = 0.001) -> timedelta:
+    """A duration option (``--since 7d``); at least ``minimum`` seconds, at most 100 years."""
     from computewatch.durations import parse_duration as seconds
 
     try:
-        return timedelta(seconds=seconds(text))
+        return timedelta(seconds=seconds(text, minimum=minimum))
     except ValueError as exc:
         raise UserError(f"bad {option}: {exc}") from None
 
 
-def parse_time(text: str) -> datetime:
+def parse_time(text: str, option: str = "time") -> datetime:
+    """An ISO 8601 time (UTC unless it says otherwise) within the times stores keep."""
+    from computewatch.samples import EARLIEST_TIME, LATEST_TIME
+
     try:
         t = datetime.fromisoformat(text)
-    except ValueError:
-        raise UserError(f"bad time {text!r}: write ISO 8601, e.g. 2026-10-01T00:00Z") from None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
+        t = t if t.tzinfo else t.replace(tzinfo=UTC)
+        inside = EARLIEST_TIME <= t <= LATEST_TIME
+    except (ValueError, OverflowError):
+        raise UserError(f"bad {option} {text!r}: write ISO 8601, e.g. 2026-10-01T00:00Z") from None
+    if not inside:
+        raise UserError(f"bad {option} {text!r}: outside {EARLIEST_TIME:%Y-%m-%d} to "
+                        f"{LATEST_TIME:%Y-%m-%d}, the times a store keeps")
+    return t
 
 
 def output_format(text: str) -> OutputFormat:
@@ -104,6 +116,7 @@ def open_existing(store: str) -> Store:
 def period_of(st: Store, since: str, until: str | None) -> Period:
     """``--since`` back from ``--until``, or from the store's last accelerator sample."""
     from computewatch.findings import Period
+    from computewatch.samples import EARLIEST_TIME
 
     if until is None:
         bounds = st.time_bounds("accelerator")
@@ -112,5 +125,9 @@ def period_of(st: Store, since: str, until: str | None) -> Period:
                             f"demo` or an agent first")
         end = bounds[1] + timedelta(minutes=1)
     else:
-        end = parse_time(until)
-    return Period(end - parse_duration(since, "--since"), end)
+        end = parse_time(until, "--until")
+    start = end - parse_duration(since, "--since")
+    if start < EARLIEST_TIME:
+        raise UserError(f"--since {since} before {end:%Y-%m-%d} starts before "
+                        f"{EARLIEST_TIME:%Y-%m-%d}, the earliest time a store keeps")
+    return Period(start, end)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -65,6 +66,8 @@ def dashboards_push(
         push_dashboards,
     )
 
+    if not (math.isfinite(timeout) and 0 < timeout <= 3600):
+        raise UserError(f"bad --timeout {timeout}: seconds, more than 0 and at most 3600")
     if token_file is not None:
         try:
             token = token_file.read_text(encoding="utf-8").strip()
@@ -72,6 +75,9 @@ def dashboards_push(
             raise UserError(f"--token-file {token_file}: {exc.strerror or exc}") from None
         if not token:
             raise UserError(f"--token-file {token_file}: the file is empty")
+    from computewatch.redact import redact_url, register_secret
+
+    register_secret(token)  # never in an error or a log line
     topo, pol = load_places(topology, policy)
     try:
         fuid, results = push_dashboards(build_dashboards(topo, pol), url, token or "",
@@ -81,6 +87,7 @@ def dashboards_push(
     except PushError as exc:
         print_error(exc)
         raise typer.Exit(ExitStatus.ERROR) from None
+    shown = redact_url(url.rstrip("/"))
     for r in results:
-        typer.echo(f"{r.action:9} {r.uid}  {r.title}  {url.rstrip('/')}{r.url}")
+        typer.echo(f"{r.action:9} {r.uid}  {r.title}  {shown}{r.url}")
     typer.echo(f"{len(results)} dashboards in folder {folder!r} (uid {fuid})")

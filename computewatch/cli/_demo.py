@@ -21,7 +21,25 @@ from computewatch.cli._common import (
     output_format,
 )
 
-__all__ = ["demo"]
+__all__ = ["MAX_ACCELERATORS", "MAX_HOURS", "MAX_SITES", "demo"]
+
+MAX_ACCELERATORS = 1_000_000
+"""The most accelerators the demo simulates: ten times the 100,000 of the pipeline benchmark
+(144 M samples a day, 3 GB); beyond it a typo would exhaust memory instead of failing."""
+MAX_SITES = 10_000
+MAX_HOURS = 24 * 366
+
+
+def _check_size(sites: int | None, accelerators: int | None, hours: int, fleet_size: int) -> None:
+    """Refuse a fleet or a history the demo cannot hold, before anything is allocated."""
+    for option, value, low, high in (("--sites", sites, 1, MAX_SITES),
+                                     ("--accelerators", accelerators, 1, MAX_ACCELERATORS),
+                                     ("--hours", hours, 1, MAX_HOURS)):
+        if value is not None and not low <= value <= high:
+            raise UserError(f"bad {option} {value}: must be from {low:,} to {high:,}")
+    if accelerators is None and fleet_size > MAX_ACCELERATORS:
+        raise UserError(f"the topology holds {fleet_size:,} accelerators, more than the "
+                        f"{MAX_ACCELERATORS:,} the demo simulates; pass --accelerators")
 
 
 def demo(
@@ -30,7 +48,8 @@ def demo(
     accelerators: Annotated[int | None, typer.Option(
         help="Accelerators in the fleet (default: the topology's inventory).")] = None,
     hours: Annotated[int, typer.Option(help="Hours of history to backfill.")] = 24,
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed, the same fleet.")] = 0,
+    seed: Annotated[int, typer.Option(
+        min=0, help="Random seed; the same seed, the same fleet.")] = 0,
     store: StoreOpt = DEFAULT_STORE,
     topology: TopologyOpt = None,
     policy: PolicyOpt = None,
@@ -52,6 +71,7 @@ def demo(
 
     fmt = output_format(output)
     topo, pol = load_places(topology, policy)
+    _check_size(sites, accelerators, hours, topo.accelerator_count)
     st = open_store(store)
     console = err_console()
     try:

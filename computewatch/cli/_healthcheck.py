@@ -82,11 +82,15 @@ def _check_file(path: str, query: str) -> str | None:
 
 def check(target: str, timeout_s: float = 3.0) -> str | None:
     """None when ``target`` is healthy, else what is wrong with it."""
-    parsed = urllib.parse.urlsplit(target)
+    try:
+        parsed = urllib.parse.urlsplit(target)
+        port = parsed.port
+    except ValueError as exc:  # "[::1" or a port that is not 0-65535
+        return f"not a target: {exc}"
     if parsed.scheme in ("http", "https"):
         return _check_http(target, timeout_s)
-    if parsed.scheme == "udp" and parsed.hostname and parsed.port:
-        return _check_udp(parsed.hostname, parsed.port, parsed.query, timeout_s)
+    if parsed.scheme == "udp" and parsed.hostname and port:
+        return _check_udp(parsed.hostname, port, parsed.query, timeout_s)
     if parsed.scheme == "file" and parsed.path:
         return _check_file(parsed.path, parsed.query)
     return ("not a target: expected http(s)://host:port/path, udp://host:port[?key_file=F] or "
@@ -103,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     for target in targets:
         problem = check(target)
         if problem is not None:
-            print(f"unhealthy: {target}: {problem}", file=sys.stderr)
+            from computewatch.redact import redact
+
+            print(redact(f"unhealthy: {target}: {problem}"), file=sys.stderr)
             failed += 1
     return 1 if failed else 0
 

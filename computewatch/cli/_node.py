@@ -21,7 +21,7 @@ from computewatch.cli._signals import run_until_signalled
 
 __all__ = ["agent", "bare_simulate", "collect", "responder"]
 
-SeedOpt = Annotated[int, typer.Option(help="Seed of the simulated fleet.")]
+SeedOpt = Annotated[int, typer.Option(min=0, help="Seed of the simulated fleet.")]
 
 
 def _simulated(simulate: str | None, seed: int):
@@ -144,12 +144,13 @@ def responder(
     drop: Annotated[float, typer.Option(help="Share of probes to drop (testing only).")] = 0.0,
 ) -> None:
     """Answer other sites' UDP latency probes (run one per site)."""
+    from computewatch.addresses import parse_listen
     from computewatch.collectors.latency import DEFAULT_RATE, read_probe_key, serve_responder
 
-    host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise UserError(f"--listen {listen!r}: expected host:port with a port in 0..65535, "
-                        "e.g. 0.0.0.0:9410")
+    try:
+        host, port = parse_listen(listen)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     if not 0.0 <= drop < 1.0:
         raise UserError(f"--drop {drop}: must be in [0, 1)")
     rate = DEFAULT_RATE if rate is None else rate
@@ -162,7 +163,7 @@ def responder(
         raise UserError(f"responder: {exc}") from None
 
     def serve(stop) -> None:
-        serve_responder(host.strip("[]"), int(port), delay_s, drop, stop, key=key,
+        serve_responder(host, port, delay_s, drop, stop, key=key,
                         rate=rate or None,
                         ready=lambda addr: err_console().print(
                             f"computewatch responder on udp {addr[0]}:{addr[1]} "

@@ -107,3 +107,8 @@ def report(
         f"{result.coverage['period_completeness']:.1%} of the period holds data; "
         f"{len(result.findings)} findings" + (f" -> {target}" if target else ""),
         markup=False, highlight=False, soft_wrap=True)
+    if analysis.failed:  # the report says so too; the exit code tells a script
+        for st in analysis.status:
+            if not st.ok:
+                print_error(f"pipeline {st.name} failed: {st.error}")
+        raise typer.Exit(ExitStatus.ERROR)

@@ -1,4 +1,4 @@
-"""InfluxDB line protocol: encoding Samples and frames, writing bodies, reading store URLs.
+r"""InfluxDB line protocol: encoding Samples and frames, writing bodies, reading store URLs.
 
 One package for what the stores (VictoriaMetrics, InfluxDB) and the agent's remote write
 share: the encoders, the `Writer` interface with its HTTP implementation `LineProtocolWriter`,
@@ -6,25 +6,38 @@ and the parsers of the store URLs that say where to write. Importing it loads ne
 pyarrow, pandas nor influxdb-client: `encode_frame` (numpy, pyarrow) and `LineProtocolWriter`
 (influxdb-client) are imported on first use, so an agent that only encodes Samples stays small.
 
-Escaping follows influxdb-client's ``Point.to_line_protocol()`` (1.50) so that what we write
-is byte-for-byte what that client would write for the same point:
+Encoding follows the InfluxDB line-protocol specification (docs.influxdata.com, "Line
+protocol": special characters, escaping backslashes, naming restrictions), checked against a
+real VictoriaMetrics:
 
-- measurement: comma, space, and newline, tab and carriage return (as ``\\n``, ``\\t``, ``\\r``:
-  a control character must never end a line early);
-- tag keys, tag values, field keys: the same plus the equals sign; backslash is not escaped;
+- measurement: comma and space escaped with a backslash; tag keys, tag values and field
+  keys: comma, equals sign and space;
+- a backslash is doubled where it would otherwise escape what follows it: before another
+  backslash, before a comma, equals sign or space, and at the end of an element (the
+  specification reads ``\\`` as one backslash and a lone ``\`` before anything else as
+  itself; VictoriaMetrics reads both the same way). A lone backslash elsewhere stays single,
+  so ``C:\data`` reads the same in InfluxDB 1.x/2.x, which never unescape ``\\``;
 - string field values: double quote and backslash.
 
-One deliberate difference: an identifier that ends in a backslash gets a space appended, so the
-backslash cannot escape the delimiter that follows. Point does this for tag values only and
-writes a broken line for such a measurement, tag key or field key.
+What line protocol cannot carry is refused, never rewritten: an ASCII control character
+(newline, tab, carriage return, NUL...: the specification forbids newlines, InfluxDB's
+reference decoder the rest), text that is not valid Unicode, an empty name, a name that
+starts with ``_`` (reserved by InfluxDB) or a measurement that starts with ``#`` (a comment),
+names over `MAX_NAME_BYTES` and tag values over `MAX_TAG_VALUE_BYTES` (VictoriaMetrics would
+drop or truncate them), more than `MAX_TAGS` tags (VictoriaMetrics keeps 30 labels a series),
+a field key with a double quote (VictoriaMetrics would read a string value) and a time outside
+the nanosecond range. The escaping functions raise `LineProtocolError`; the encoders leave
+the line out and count its finite values in ``EncodeResult.refused``, with the first reason in
+``EncodeResult.problem``, so a writer counts them as dropped, never as sent.
 
 Tags are written sorted by key and empty tag values are left out (line protocol forbids them).
 Fields are written sorted by key. Every value is written as a float, including Python ints: the
 frames are float64, and a field whose type depends on the collector would hit InfluxDB's "field
 type conflict". Floats are written with Python's shortest round-trip ``repr`` (a trailing
-``.0`` dropped, as Point does), so every value reads back bit-exact. NaN and infinities cannot
-be carried: they are left out and counted in ``EncodeResult.skipped``; a line whose fields are
-all left out is not written. Each line ends with ``\\n``, so payloads concatenate.
+``.0`` dropped, as influxdb-client's Point does), so every value reads back bit-exact. NaN and
+infinities cannot be carried: they are left out and counted in ``EncodeResult.skipped``; a
+line whose fields are all left out is not written. Each line ends with ``\n``, so payloads
+concatenate.
 
 Modules: `_common` (precisions, escaping, `EncodeResult`), `_samples` (Samples, plain
 Python), `_frames` (Arrow frames, vectorized), `_transport` (`Writer`, `WriteError`),
@@ -36,12 +49,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from computewatch.lineprotocol._common import (
+    MAX_NAME_BYTES,
+    MAX_TAG_VALUE_BYTES,
+    MAX_TAGS,
     PRECISIONS,
     EncodeResult,
+    LineProtocolError,
+    check_name,
     escape_field_key,
     escape_measurement,
     escape_string,
     escape_tag,
+    escape_tag_key,
 )
 from computewatch.lineprotocol._samples import encode_samples
 from computewatch.lineprotocol._transport import WriteError, Writer, is_retryable_status
@@ -62,14 +81,19 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GZIP_LEVEL",
+    "MAX_NAME_BYTES",
+    "MAX_TAGS",
+    "MAX_TAG_VALUE_BYTES",
     "PRECISIONS",
     "EncodeResult",
     "InfluxSettings",
+    "LineProtocolError",
     "LineProtocolWriter",
     "VMEndpoints",
     "WriteError",
     "WriteTarget",
     "Writer",
+    "check_name",
     "check_write_url",
     "encode_frame",
     "encode_samples",
@@ -77,6 +101,7 @@ __all__ = [
     "escape_measurement",
     "escape_string",
     "escape_tag",
+    "escape_tag_key",
     "is_retryable_status",
     "parse_influx_url",
     "parse_prometheus_url",

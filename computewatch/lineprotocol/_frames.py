@@ -13,11 +13,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from computewatch.lineprotocol._common import (
-    CONTROL,
+    MAX_TAGS,
+    TIMESTAMP_RANGE_NS,
     EncodeResult,
+    LineProtocolError,
     escape_field_key,
     escape_measurement,
     escape_tag,
+    escape_tag_key,
     precision_factor,
 )
 from computewatch.samples import TIME
@@ -31,29 +34,33 @@ def _s(text: str) -> pa.Scalar:
     return pa.scalar(text, _STR)
 
 
-def _join(*parts: pa.Array | pa.Scalar) -> pa.Array:
-    """Concatenate element-wise; a null part makes the result null.
-
-    (``null_handling="skip"`` is avoided: in pyarrow it drops rows whose parts are all null,
-    so its result is shorter than its input.)
-    """
-    return pc.binary_join_element_wise(*parts, _s(""))
-
-
 def _concat_present(parts: list[pa.Array | pa.Scalar]) -> pa.Array:
     """Concatenate element-wise, reading a null part as the empty string."""
     return pc.binary_join_element_wise(*parts, _s(""), null_handling="replace",
                                        null_replacement="")
 
 
+class _Refusals:
+    """Finite values left out because their line cannot be written, and the first reason."""
+
+    def __init__(self) -> None:
+        self.values = 0
+        self.problem = ""
+
+    def add(self, n: int, exc: LineProtocolError) -> None:
+        self.values += n
+        self.problem = self.problem or str(exc)
+
+
 def encode_frame(measurement: str, table: pa.Table, precision: str = "ns") -> EncodeResult:
     """Encode a frame (``time``, string label columns, numeric field columns), vectorized.
 
-    Tag sets are escaped once per distinct label combination and floats are formatted by
-    Arrow, so the cost per row is a handful of columnar passes, not Python code.
+    Tag sets are escaped once per distinct label value and floats are formatted by Arrow, so
+    the cost per row is a handful of columnar passes, not Python code. Rows that line
+    protocol cannot carry (a label value with a control character, too many tags, a time out
+    of range) are left out and their finite values counted in ``refused``.
     """
     factor = precision_factor(precision)
-    meas = escape_measurement(measurement)
     if TIME not in table.column_names:
         raise ValueError(f"line protocol: frame for {measurement!r} has no {TIME!r} column")
     if table.num_rows == 0:
@@ -78,90 +85,161 @@ def encode_frame(measurement: str, table: pa.Table, precision: str = "ns") -> En
                             "neither a string label nor a numeric field")
     labels.sort(key=lambda kv: kv[0])
     fields.sort(key=lambda kv: kv[0])
+    times = table.column(TIME).chunk(0)
+    _check_time_type(times, measurement)
 
     if not fields:
         return EncodeResult(b"", 0, 0)
+    refusals = _Refusals()
     skipped = 0
+    keys: list[str] = []
     columns: list[pa.Array] = []
     valid = np.empty((len(fields), table.num_rows), dtype=bool)
-    for i, (_, col) in enumerate(fields):
+    for name, col in fields:
         values = col.cast(pa.float64())
         finite = pc.is_finite(values)
         n_finite = pc.sum(finite).as_py() or 0
         if n_finite < len(values) - values.null_count:
             skipped += len(values) - values.null_count - n_finite
             values = pc.if_else(finite, values, pa.scalar(None, pa.float64()))
+        try:
+            keys.append(escape_field_key(name))
+        except LineProtocolError as exc:
+            refusals.add(n_finite, exc)
+            continue
+        valid[len(columns)] = np.asarray(values.is_valid())
         columns.append(values)
-        valid[i] = np.asarray(values.is_valid())
+    valid = valid[:len(columns)]
+    try:
+        meas = escape_measurement(measurement)
+    except LineProtocolError as exc:
+        refusals.add(int(valid.sum()), exc)
+        return EncodeResult(b"", 0, skipped, refusals.values, refusals.problem)
     present = valid.any(axis=0)
-    times = _time_strings(table.column(TIME).chunk(0), factor, measurement)
-    prefix = _prefixes(meas, labels, table.num_rows)
+    bad = _Rows(table.num_rows)
+    time_text = _time_strings(times, factor, bad)
+    prefix = _prefixes(meas, labels, table.num_rows, bad)
+    if bad.problem is not None:
+        n_refused = int(valid[:, bad.mask].sum())
+        if n_refused:
+            refusals.add(n_refused, bad.problem)
+        present &= ~bad.mask
     if not present.all():  # a row whose fields are all left out makes no line
         keep = pa.array(present)
         columns = [c.filter(keep) for c in columns]
-        valid, times = valid[:, present], times.filter(keep)
+        valid, time_text = valid[:, present], time_text.filter(keep)
         if isinstance(prefix, pa.Array):
             prefix = prefix.filter(keep)
         if not present.any():
-            return EncodeResult(b"", 0, skipped)
+            return EncodeResult(b"", 0, skipped, refusals.values, refusals.problem)
     # Each field contributes a separator ("" when absent, " key=" when it is the row's first
     # field, ",key=" otherwise) and its value, so one join builds every line.
     first = valid.argmax(axis=0)
     parts: list[pa.Array | pa.Scalar] = [prefix]
-    for i, ((name, _), values) in enumerate(zip(fields, columns, strict=True)):
-        key = escape_field_key(name)
+    for i, (key, values) in enumerate(zip(keys, columns, strict=True)):
         code = np.where(valid[i], np.where(first == i, 1, 2), 0).astype(np.int32)
         parts.append(pa.array(["", f" {key}=", f",{key}="], _STR).take(pa.array(code)))
         parts.append(_format_floats(values))
-    parts += [_s(" "), times, _s("\n")]
+    parts += [_s(" "), time_text, _s("\n")]
     lines = _concat_present(parts)
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)[lines.offset:]
     start, end = int(offsets[0]), int(offsets[len(lines)])
-    return EncodeResult(lines.buffers()[2][start:end].to_pybytes(), len(lines), skipped)
+    return EncodeResult(lines.buffers()[2][start:end].to_pybytes(), len(lines), skipped,
+                        refusals.values, refusals.problem)
 
 
-def _time_strings(col: pa.Array, factor: int, measurement: str) -> pa.Array:
+class _Rows:
+    """Rows refused so far, and why the first of them was."""
+
+    def __init__(self, n: int) -> None:
+        self.mask = np.zeros(n, dtype=bool)
+        self.problem: LineProtocolError | None = None
+
+    def add(self, rows: np.ndarray, problem: LineProtocolError | None) -> None:
+        if problem is not None and rows.any():
+            self.mask |= rows
+            self.problem = self.problem or problem
+
+
+def _check_time_type(col: pa.Array, measurement: str) -> None:
     if not pa.types.is_timestamp(col.type):
         raise TypeError(f"line protocol: {measurement}.{TIME} is {col.type}, not a timestamp")
     if col.type.tz is None:
         raise ValueError(f"line protocol: {measurement}.{TIME} has no timezone")
     if col.null_count:
         raise ValueError(f"line protocol: {measurement}.{TIME} has {col.null_count} null times")
+
+
+def _time_strings(col: pa.Array, factor: int, bad: _Rows) -> pa.Array:
+    """Each row's timestamp at the write precision; rows whose time is out of range go to
+    ``bad``."""
     unit_ns = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}[col.type.unit]
     raw = col.cast(pa.int64()).to_numpy()
-    if unit_ns >= factor:
-        scale = unit_ns // factor
-        limit = np.iinfo(np.int64).max // scale
-        if scale > 1 and len(raw) and np.abs(raw).max() > limit:
-            raise ValueError(f"line protocol: {measurement}.{TIME} overflows at precision "
-                             f"{factor} ns")
-        out = raw * scale
-    else:
-        out = raw // (factor // unit_ns)  # floor, like the sample path
+    limit = TIMESTAMP_RANGE_NS[1] // unit_ns
+    out_of_range = (raw > limit) | (raw < -limit)
+    if out_of_range.any():
+        bad.add(out_of_range, LineProtocolError(
+            "line protocol: a time outside the range line protocol carries (1677-09-21 to "
+            "2262-04-11)"))
+        raw = np.where(out_of_range, 0, raw)
+    # Floor at a coarser precision, like the sample path.
+    out = raw * (unit_ns // factor) if unit_ns >= factor else raw // (factor // unit_ns)
     return pa.array(out).cast(_STR)
 
 
-def _escape_tags(values: pa.Array) -> pa.Array:
-    for char, escaped in ((",", r"\,"), ("=", r"\="), (" ", r"\ "), *CONTROL.items()):
-        values = pc.replace_substring(values, char, escaped)
-    return pc.replace_substring_regex(values, r"\\$", r"\\ ")
+def _fragments(key: str, values: list[str | None]) -> tuple[list[str | None], np.ndarray,
+                                                              LineProtocolError | None]:
+    """``,key=value`` per dictionary entry (None when empty) and which entries are refused."""
+    frags: list[str | None] = []
+    refused = np.zeros(len(values) + 1, dtype=bool)  # the extra code: an absent label
+    problem = None
+    try:
+        ekey = escape_tag_key(key)
+    except LineProtocolError as exc:
+        ekey, problem = "", exc
+    for i, v in enumerate(values):
+        if not v:
+            frags.append(None)
+            continue
+        if problem is not None and not ekey:
+            refused[i] = True
+            frags.append(None)
+            continue
+        try:
+            frags.append(f",{ekey}={escape_tag(v)}")
+        except LineProtocolError as exc:
+            refused[i] = True
+            problem = problem or exc
+            frags.append(None)
+    return frags, refused, problem
 
 
-def _prefixes(meas: str, labels: list[tuple[str, pa.Array]], n: int) -> pa.Array | pa.Scalar:
-    """The escaped ``measurement,tag=value,...`` of every row, built once per label set."""
+def _prefixes(meas: str, labels: list[tuple[str, pa.Array]], n: int, bad: _Rows
+              ) -> pa.Array | pa.Scalar:
+    """The escaped ``measurement,tag=value,...`` of every row, built once per label set; rows
+    with a label line protocol cannot carry, or too many tags, go to ``bad``."""
     if not labels:
         return _s(meas)
     frags: list[pa.Array] = []
     codes: list[np.ndarray] = []
+    tags = np.zeros(n, dtype=np.int64)
     for key, col in labels:
         enc = col if pa.types.is_dictionary(col.type) else pc.dictionary_encode(col)
-        values = enc.dictionary.cast(_STR)
-        values = pc.if_else(pc.equal(values, _s("")), pa.scalar(None, _STR), values)
+        values = enc.dictionary.cast(_STR).to_pylist()
+        frag, refused, problem = _fragments(key, values)
         # One fragment per dictionary entry, plus a null one (code len) for absent labels.
-        frag = _join(_s(f",{escape_tag(key)}="), _escape_tags(values))
-        frags.append(pa.concat_arrays([frag, pa.nulls(1, _STR)]))
+        frags.append(pa.array([*frag, None], _STR))
         indices = enc.indices.cast(pa.int64())  # int8 indices cannot hold the extra code
-        codes.append(pc.fill_null(indices, len(values)).to_numpy())
+        code = pc.fill_null(indices, len(values)).to_numpy()
+        codes.append(code)
+        bad.add(refused[code], problem)
+        present = np.array([bool(v) for v in values] + [False])
+        tags += present[code]
+    too_many = tags > MAX_TAGS
+    if too_many.any():
+        bad.add(too_many, LineProtocolError(
+            f"line protocol: {meas} has {int(tags.max())} tags; the stores keep {MAX_TAGS} "
+            "at most"))
     # One integer per row naming its label combination (mixed radix, re-encoded before the
     # product could overflow), then a dictionary of the combinations that occur.
     key_codes, size = codes[0], len(frags[0])

@@ -23,6 +23,7 @@ from influxdb_client.rest import ApiException
 from computewatch.errors import StoreError
 from computewatch.lineprotocol._common import PRECISIONS
 from computewatch.lineprotocol._transport import WriteError, is_retryable_status
+from computewatch.redact import redact, redact_url
 
 __all__ = ["GZIP_LEVEL", "LineProtocolWriter"]
 
@@ -52,9 +53,10 @@ class LineProtocolWriter:
                  bucket: str | None = None, gzip: bool = True, timeout_s: float = 10.0) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise StoreError(f"line-protocol writer: {url!r} is not an http(s)://host:port URL")
+            raise StoreError(f"line-protocol writer: {redact_url(url)!r} is not an "
+                             "http(s)://host:port URL")
         self.url = url.rstrip("/")
-        self.endpoint = self.url + "/api/v2/write"
+        self.endpoint = redact_url(self.url + "/api/v2/write")  # for messages: no password
         self.org = org or _PLACEHOLDER
         self.bucket = bucket or _PLACEHOLDER
         self.gzip = gzip
@@ -82,7 +84,7 @@ class LineProtocolWriter:
             raise WriteError(f"{self.endpoint}: HTTP {status}: {text}", retryable=retryable,
                              status=status) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise WriteError(f"{self.endpoint}: {type(exc).__name__}: {exc}",
+            raise WriteError(f"{self.endpoint}: {type(exc).__name__}: {redact(exc)}",
                              retryable=True) from None
 
     def close(self) -> None:

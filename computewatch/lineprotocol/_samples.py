@@ -12,10 +12,14 @@ from math import isfinite
 from numbers import Real
 
 from computewatch.lineprotocol._common import (
+    MAX_TAGS,
+    TIMESTAMP_RANGE_NS,
     EncodeResult,
+    LineProtocolError,
     escape_field_key,
     escape_measurement,
     escape_tag,
+    escape_tag_key,
     precision_factor,
 )
 from computewatch.samples import Sample
@@ -36,11 +40,18 @@ def _timestamp(t: datetime, factor: int) -> int:
         raise ValueError(f"line protocol: time {t.isoformat()} has no timezone")
     d = t - _EPOCH  # exact integer arithmetic: float division would lose nanoseconds
     ns = d.days * _NS_PER_DAY + d.seconds * 1_000_000_000 + d.microseconds * 1_000
+    if not TIMESTAMP_RANGE_NS[0] <= ns <= TIMESTAMP_RANGE_NS[1]:
+        raise LineProtocolError(f"line protocol: time {t.isoformat()} is outside the range "
+                                "line protocol carries (1677-09-21 to 2262-04-11)")
     return ns // factor
 
 
 def encode_samples(samples: Iterable[Sample], precision: str = "ns") -> EncodeResult:
-    """Encode samples, one line per (measurement, labels, time) with their fields merged."""
+    """Encode samples, one line per (measurement, labels, time) with their fields merged.
+
+    A line that line protocol cannot carry (see `check_name`) is left out, its finite values
+    counted in ``refused``; a field key it cannot carry leaves out that field only.
+    """
     factor = precision_factor(precision)
     groups: dict[tuple[str, tuple[tuple[str, str], ...], datetime], dict[str, float]] = {}
     skipped = 0
@@ -58,33 +69,59 @@ def encode_samples(samples: Iterable[Sample], precision: str = "ns") -> EncodeRe
             fields[s.field] = v
         else:
             skipped += 1
-    prefixes: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
-    stamps: dict[datetime, str] = {}
-    keys: dict[str, str] = {}
+    prefixes: dict[tuple[str, tuple[tuple[str, str], ...]], str | LineProtocolError] = {}
+    stamps: dict[datetime, str | LineProtocolError] = {}
+    keys: dict[str, str | LineProtocolError] = {}
     lines: list[str] = []
+    refused = 0
+    problem = ""
     for (meas, labels, time), fields in groups.items():
         if not fields:
             continue
         prefix = prefixes.get((meas, labels))
         if prefix is None:
-            prefix = prefixes[(meas, labels)] = _prefix(meas, labels) + " "
+            try:
+                prefix = _prefix(meas, labels) + " "
+            except LineProtocolError as exc:
+                prefix = exc
+            prefixes[(meas, labels)] = prefix
         stamp = stamps.get(time)
         if stamp is None:
-            stamp = stamps[time] = f" {_timestamp(time, factor)}\n"
-        body = []
-        for k in sorted(fields):
-            ek = keys.get(k)
-            if ek is None:
-                ek = keys[k] = escape_field_key(k) + "="
-            body.append(ek + _format_float(fields[k]))
-        lines.append(prefix + ",".join(body) + stamp)
-    return EncodeResult("".join(lines).encode(), len(lines), skipped)
+            try:
+                stamp = f" {_timestamp(time, factor)}\n"
+            except LineProtocolError as exc:
+                stamp = exc
+            stamps[time] = stamp
+        for bad in (prefix, stamp):
+            if isinstance(bad, LineProtocolError):
+                refused += len(fields)
+                problem = problem or str(bad)
+                break
+        else:
+            body = []
+            for k in sorted(fields):
+                ek = keys.get(k)
+                if ek is None:
+                    try:
+                        ek = escape_field_key(k) + "="
+                    except LineProtocolError as exc:
+                        ek = exc
+                    keys[k] = ek
+                if isinstance(ek, LineProtocolError):
+                    refused += 1
+                    problem = problem or str(ek)
+                    continue
+                body.append(ek + _format_float(fields[k]))
+            if body:
+                lines.append(prefix + ",".join(body) + stamp)  # type: ignore[operator]
+    return EncodeResult("".join(lines).encode(), len(lines), skipped, refused, problem)
 
 
 def _prefix(meas: str, labels: Iterable[tuple[str, str]]) -> str:
-    tags = "".join(
-        f",{escape_tag(str(k))}={escape_tag(str(v))}"
-        for k, v in sorted(labels)
-        if v is not None and str(k) != "" and str(v) != ""
-    )
-    return escape_measurement(meas) + tags
+    """``measurement,tag=value,...``; empty tag values are left out (line protocol has none)."""
+    tags = [(k, v) for k, v in sorted(labels) if v is not None and str(v) != ""]
+    if len(tags) > MAX_TAGS:
+        raise LineProtocolError(f"line protocol: {meas} has {len(tags)} tags; the stores keep "
+                                f"{MAX_TAGS} at most")
+    return escape_measurement(meas) + "".join(
+        f",{escape_tag_key(str(k))}={escape_tag(str(v))}" for k, v in tags)

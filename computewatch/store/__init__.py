@@ -23,6 +23,8 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from urllib.parse import urlsplit
 
+from computewatch.errors import StoreURLError
+from computewatch.redact import redact_url
 from computewatch.store._protocol import Aggregate, Query, Store, StoreError, WriteResult
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "Query",
     "Store",
     "StoreError",
+    "StoreURLError",
     "VictoriaMetricsStore",
     "WriteError",
     "WriteResult",
@@ -82,12 +85,15 @@ def _open_influxdb(url: str, create: bool) -> Store:
 def _open_duckdb(url: str, create: bool) -> Store:
     from computewatch.store._duckdb import DuckDBStore
 
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise StoreURLError(f"{url}: {exc}") from None
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
     if parts.netloc:  # duckdb://relative/file.duckdb
         path = parts.netloc + parts.path
     if not path:
-        raise StoreError(f"{url}: no file path; write duckdb:///path/to/file.duckdb")
+        raise StoreURLError(f"{url}: no file path; write duckdb:///path/to/file.duckdb")
     return DuckDBStore(path, create=create)
 
 
@@ -101,13 +107,15 @@ _BACKENDS: dict[str, Callable[[str, bool], Store]] = {
 
 def open_store(url: str = DEFAULT_URL, *, create: bool = True) -> Store:
     """Open the store a URL (or a plain DuckDB file path) names; an unknown scheme lists the
-    known ones. With ``create=False`` a missing DuckDB file is a `StoreError`, not a new
-    empty store: commands that only read must not leave files behind."""
+    known ones. With ``create=False`` a missing DuckDB file is a `StoreURLError`, not a new
+    empty store: commands that only read must not leave files behind. A URL that cannot be
+    used as written raises `StoreURLError` (bad input); a store that cannot be reached or
+    answers an error raises `StoreError` (a failure while running)."""
     if "://" not in url:
         from computewatch.store._duckdb import DuckDBStore
 
         return DuckDBStore(url, create=create)
-    scheme = urlsplit(url).scheme
+    scheme = url.split("://", 1)[0].lower()
     factory = _BACKENDS.get(scheme)
     if factory is None:
         for ep in entry_points(group="computewatch.stores"):
@@ -117,6 +125,6 @@ def open_store(url: str = DEFAULT_URL, *, create: bool = True) -> Store:
         if factory is not None:  # a plug-in's factory takes the URL alone
             return factory(url, create)
     if factory is None:
-        raise StoreError(f"unknown store URL {url!r}: scheme {scheme!r} is not one of "
-                         f"{', '.join(sorted(_BACKENDS))}")
+        raise StoreURLError(f"unknown store URL {redact_url(url)!r}: scheme {scheme!r} is not "
+                            f"one of {', '.join(sorted(_BACKENDS))}")
     return factory(url, create)

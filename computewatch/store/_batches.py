@@ -1,7 +1,8 @@
 """Frames to line-protocol bodies of a bounded size, each posted with retries.
 
 Shared by the stores that write line protocol (VictoriaMetrics, InfluxDB). A frame is
-validated against the catalogue (refusals counted), encoded by `encode_frame` in bodies of
+validated against the catalogue (refusals counted), encoded by `encode_frame` (rows line
+protocol cannot carry counted as refused, reason ``unencodable``, never as written) in bodies of
 about `BODY_BYTES`, and each body is posted by `LineProtocolWriter`; a body that fails with a
 retryable error (network, timeout, 429, 5xx) is sent again up to `ATTEMPTS` times with
 doubling pauses; any other failure stops the write with a StoreError that says how many rows
@@ -83,10 +84,17 @@ def write_frame(writer: Writer, measurement: str, frame: pa.Table | pd.DataFrame
     table = lp_table(table, catalog.measurement(measurement))
     n_fields = len(table.column_names) - 1
     rows = max(100, BODY_BYTES // (100 + 30 * n_fields))  # a guess until a body is measured
-    written, offset = 0, 0
+    written, offset, refused = 0, 0, 0
     while offset < table.num_rows:
         chunk = table.slice(offset, rows)
         encoded = encode_frame(measurement, chunk, precision)
+        if encoded.refused:
+            if not refused:
+                log.warning("store %s: %s: %d values cannot be written as line protocol (%s); "
+                            "refused and counted", source, measurement, encoded.refused,
+                            encoded.problem)
+            refused += encoded.refused
+            rejections.add(f"store {source}", measurement, "*", "unencodable", encoded.refused)
         try:
             post_with_retries(writer, encoded.payload, precision)
         except WriteError as exc:
@@ -96,4 +104,4 @@ def write_frame(writer: Writer, measurement: str, frame: pa.Table | pd.DataFrame
         offset += chunk.num_rows
         if encoded.payload:  # size the next body from this one's bytes per row
             rows = max(100, int(BODY_BYTES * chunk.num_rows / len(encoded.payload)))
-    return WriteResult(written, rejected)
+    return WriteResult(written, rejected + refused)

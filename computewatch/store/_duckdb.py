@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from computewatch import catalog
+from computewatch.errors import StoreURLError
 from computewatch.samples import TIME
 from computewatch.store._protocol import (
     Aggregate,
@@ -80,7 +81,7 @@ class DuckDBStore:
         self.rejections = rejections or Rejections()
         if not memory:
             if not create and not Path(self.path).is_file():
-                raise StoreError(f"{self.path}: no such store (a DuckDB file); run "
+                raise StoreURLError(f"{self.path}: no such store (a DuckDB file); run "
                                  f"`computewatch demo` or an agent first, or check --store")
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:

@@ -44,6 +44,7 @@ from influxdb_client.rest import ApiException
 
 from computewatch import catalog
 from computewatch.lineprotocol import InfluxSettings, LineProtocolWriter, parse_influx_url
+from computewatch.redact import redact_url
 from computewatch.samples import TIME
 from computewatch.store._batches import write_frame
 from computewatch.store._flux import (
@@ -102,7 +103,7 @@ class InfluxDBStore:
     """`Store` on InfluxDB 2 or 3; see the module docstring."""
 
     def __init__(self, url: str, *, rejections: Rejections | None = None) -> None:
-        self.url = url
+        self.url = redact_url(url)  # what messages show
         self.settings = s = parse_influx_url(url)
         self.rejections = rejections or Rejections()
         self._writer = LineProtocolWriter(s.base, token=s.token, org=s.org, bucket=s.bucket,

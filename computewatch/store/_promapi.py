@@ -20,6 +20,7 @@ import pandas as pd
 import requests
 
 from computewatch import catalog
+from computewatch.redact import redact
 from computewatch.samples import TIME
 from computewatch.store._promql import (
     Dialect,
@@ -82,7 +83,8 @@ class PromAPI:
             else:
                 r = self._http.post(url, data=items, timeout=self.timeout_s)
         except requests.RequestException as exc:
-            raise StoreError(f"{self.source}: {url}: {type(exc).__name__}: {exc}") from None
+            raise StoreError(f"{self.source}: {redact(url)}: {type(exc).__name__}: "
+                             f"{redact(exc)}") from None
         try:
             body = r.json()
         except ValueError:
@@ -99,7 +101,8 @@ class PromAPI:
         try:
             r = self._http.post(url, data=[*data, *self.params.items()], timeout=self.timeout_s)
         except requests.RequestException as exc:
-            raise StoreError(f"{self.source}: {url}: {type(exc).__name__}: {exc}") from None
+            raise StoreError(f"{self.source}: {redact(url)}: {type(exc).__name__}: "
+                             f"{redact(exc)}") from None
         if r.status_code >= 400:
             raise StoreError(f"{self.source}: {what} failed: HTTP {r.status_code}: "
                              f"{r.text[:500].strip()}")
@@ -110,7 +113,7 @@ class PromAPI:
             r.raise_for_status()
             return r.json().get("data")
         except (requests.RequestException, ValueError) as exc:
-            raise StoreError(f"{self.source}: {self.base + path}: {exc}") from None
+            raise StoreError(f"{self.source}: {redact(self.base + path)}: {redact(exc)}") from None
 
     def close(self) -> None:
         self._http.close()

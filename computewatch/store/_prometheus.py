@@ -30,6 +30,7 @@ import pandas as pd
 import pyarrow as pa
 
 from computewatch.lineprotocol import parse_prometheus_url
+from computewatch.redact import redact_url
 from computewatch.store._promapi import PromAPI, PromAPIReads
 from computewatch.store._promql import Dialect
 from computewatch.store._protocol import StoreError, WriteResult
@@ -40,9 +41,9 @@ class PrometheusStore(PromAPIReads):
     """Read-only `Store` on a Prometheus server; see the module docstring."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
+        self.url = redact_url(url)  # what messages show
         base, timeout_s = parse_prometheus_url(url)
-        self._api = PromAPI(base, dialect=Dialect.PROMQL, source=url, timeout_s=timeout_s)
+        self._api = PromAPI(base, dialect=Dialect.PROMQL, source=self.url, timeout_s=timeout_s)
 
     def write(self, measurement: str, frame: pa.Table | pd.DataFrame) -> WriteResult:
         raise StoreError(f"{self.url}: Prometheus is read-only here: it scrapes the agents' "

@@ -51,6 +51,7 @@ import pyarrow as pa
 
 from computewatch import catalog
 from computewatch.lineprotocol import LineProtocolWriter, VMEndpoints, parse_vm_url
+from computewatch.redact import redact_url
 from computewatch.store._batches import write_frame
 from computewatch.store._promapi import PromAPI, PromAPIReads
 from computewatch.store._promql import Dialect, ms, quote
@@ -67,13 +68,13 @@ class VictoriaMetricsStore(PromAPIReads):
     """`Store` on a VictoriaMetrics single node or cluster; see the module docstring."""
 
     def __init__(self, url: str, *, rejections: Rejections | None = None) -> None:
-        self.url = url
+        self.url = redact_url(url)  # what messages show; the endpoints keep the credentials
         self.endpoints, timeout_s = parse_vm_url(url)
         self.rejections = rejections or Rejections()
         self._writer = LineProtocolWriter(self.endpoints.write, timeout_s=timeout_s)
-        self._api = PromAPI(self.endpoints.read, dialect=Dialect.METRICSQL, source=url,
+        self._api = PromAPI(self.endpoints.read, dialect=Dialect.METRICSQL, source=self.url,
                             left_open=True, params={"nocache": "1"}, timeout_s=timeout_s)
-        self._delete = PromAPI(self.endpoints.delete, dialect=Dialect.METRICSQL, source=url,
+        self._delete = PromAPI(self.endpoints.delete, dialect=Dialect.METRICSQL, source=self.url,
                                left_open=True, timeout_s=timeout_s)
 
     def write(self, measurement: str, frame: pa.Table | pd.DataFrame) -> WriteResult:
