@@ -6,6 +6,9 @@ The agent is the real one (`collectors.agent.Agent`, the exporters that NODE.yam
 signals as `computewatch agent` handles them); only the collector is synthetic: every run
 emits SERIES samples (one per series) and then appends ``<pid> <samples>`` to TALLY, so the
 test knows exactly how many samples were generated, independently of the delivery path.
+Each exporter is wrapped so that, once its ``export`` of a load batch returned (for the
+remote-write exporter: the batch is on disk), ``<pid> <samples>`` is appended to
+TALLY.persisted: the test times its SIGKILL by it, it never counts with it.
 """
 
 from __future__ import annotations
@@ -42,11 +45,30 @@ class LoadCollector:
         return out
 
 
+class Persisted:
+    """An exporter that notes each load batch it has taken (the kill's timing, not a count)."""
+
+    def __init__(self, exporter, path: Path) -> None:
+        self._exporter = exporter
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def __getattr__(self, name: str):
+        return getattr(self._exporter, name)
+
+    def export(self, batch, source: str = ""):
+        result = self._exporter.export(batch, source)
+        if source == LoadCollector.name:
+            os.write(self._fd, f"{os.getpid()} {len(batch)}\n".encode())
+        return result
+
+
 def main() -> None:
     config, tally, series, listen = sys.argv[1:5]
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     cfg = load_node_config(Path(config))
-    exporters = build_exporters(cfg, listen=listen)
+    persisted = Path(tally + ".persisted")
+    exporters = [e if e.name == "prometheus" else Persisted(e, persisted)
+                 for e in build_exporters(cfg, listen=listen)]
     collector = LoadCollector(cfg.labels, int(series), Path(tally))
     agent = Agent([Scheduled(collector, cfg.interval, cfg.timeout)], exporters, cfg.labels)
     stop = threading.Event()

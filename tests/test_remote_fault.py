@@ -70,12 +70,21 @@ def start_agent(config: Path, tally_file: Path, port: int, log: Path) -> subproc
 
 
 def kill_between_runs(proc: subprocess.Popen, tally_file: Path) -> None:
-    """SIGKILL half-way between two 1 s runs, when no batch is between collector and disk."""
-    size = tally_file.stat().st_size
-    deadline = time.monotonic() + 10
-    while tally_file.stat().st_size == size and time.monotonic() < deadline:
+    """SIGKILL between two 1 s runs, once the last run's batch is on disk. On a loaded
+    machine a batch can take longer than half a run to get there, so wait until the
+    remote exporter has taken every batch the collector tallied (load_agent notes each in
+    TALLY.persisted), then kill before the next run."""
+    persisted = tally_file.with_name(tally_file.name + ".persisted")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        generated = tally(tally_file).get(proc.pid, 0)
+        if generated and persisted.exists() \
+                and tally(persisted).get(proc.pid, 0) >= generated \
+                and tally(tally_file).get(proc.pid, 0) == generated:
+            break
         time.sleep(0.01)
-    time.sleep(0.45)
+    else:
+        raise AssertionError("the agent's exporter never caught up with its collector")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
 
