@@ -24,11 +24,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Literal
 
 import pandas as pd
 
 from computewatch.findings import Period
+from computewatch.policy import UtilizationDefinition
 from computewatch.store import Aggregate, Query, Store
 from computewatch.topology import Topology
 
@@ -36,7 +36,8 @@ __all__ = ["DEFINITIONS", "IDLE_DEFINITION", "LEVELS", "WINDOW_COLUMNS", "Defini
            "idle_hours", "sampling_interval", "utilization_totals", "utilization_windows",
            "window_totals"]
 
-Definition = Literal["time_weighted", "busy_fraction"]
+Definition = UtilizationDefinition
+"""The two definitions a utilization minimum can apply to (the policy chooses per level)."""
 DEFINITIONS: dict[str, str] = {
     "time_weighted": "time-weighted mean utilization (mean of all utilization samples in "
                      "each window)",

@@ -140,7 +140,7 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.pipelines.underuse": {"run"},
     "computewatch.policy": {
         "ConfigError", "LEVELS", "LatencyPolicy", "LevelMinimum", "Policy", "PuePolicy", "Sourced",
-        "UtilizationPolicy", "load_policy"},
+        "UtilizationDefinition", "UtilizationPolicy", "load_policy"},
     "computewatch.pue": {
         "CHINA_TZ", "DEFINITION", "READING_BUCKET", "WINDOWS", "meter_readings",
         "monotonic_energy", "power_ratio", "window_edges", "window_pue", "windowed_pue"},
@@ -161,10 +161,12 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.sim.fleet": {"DEVICES_PER_NODE", "Fleet", "SiteProfile", "build_fleet"},
     "computewatch.sim.hardware": {"AcceleratorSpec", "spec_for"},
     "computewatch.sim.history": {"HOST_FACTOR", "History", "simulate"},
-    "computewatch.sim.incidents": {"GroundTruth", "Incident", "LinkTruth"},
+    "computewatch.sim.incidents": {"GroundTruth", "Incident", "LinkTruth", "UtilizationTruth"},
     "computewatch.sim.node": {
         "DeviceReading", "MIXED", "NodeSim", "mixed_node", "node_from_fleet", "simulated_node"},
-    "computewatch.sim.scoring": {"Score", "score"},
+    "computewatch.sim.scoring": {
+        "MATCHERS", "Matcher", "RuleScore", "SCORE_COLUMNS", "Scorecard", "covered_share",
+        "overlap", "overlaps", "score"},
     "computewatch.status": {"ExitStatus"},
     "computewatch.store": {
         "Aggregate", "DEFAULT_URL", "DuckDBStore", "InfluxDBStore", "LineProtocolWriter",
