@@ -18,7 +18,8 @@ __all__ = ["MATCHERS", "SCORE_COLUMNS", "Scorecard", "score"]
 
 def _registry() -> dict[str, Matcher]:
     """Every module's ``MATCHERS``, merged; a rule claimed twice is a programming error."""
-    # One module per pipeline, each exposing MATCHERS = {rule: matcher}. Add a module here.
+    # One module per pipeline, each exposing MATCHERS = {rule: matcher}: add a module to the
+    # import and the tuple (the latency rules' module is computewatch/sim/scoring/_latency.py).
     from computewatch.sim.scoring import _anomaly, _pue, _surplus, _underuse
 
     merged: dict[str, Matcher] = {}
