@@ -32,7 +32,8 @@ from computewatch.policy import UtilizationDefinition
 from computewatch.store import Aggregate, Query, Store
 from computewatch.topology import Topology
 
-__all__ = ["DEFINITIONS", "IDLE_DEFINITION", "LEVELS", "WINDOW_COLUMNS", "Definition",
+__all__ = ["COMPLETENESS_DEFINITION", "DEFINITIONS", "IDLE_DEFINITION", "LEVELS",
+           "WINDOW_COLUMNS", "Definition",
            "idle_hours", "sampling_interval", "utilization_totals", "utilization_windows",
            "window_totals"]
 
@@ -56,10 +57,18 @@ IDLE_DEFINITION = ("idle accelerator-hours = sum over utilization samples of "
 LEVELS = ("site", "cluster", "hub", "province")
 """The levels `utilization_windows` rolls sites up to (from the topology)."""
 
-WINDOW_COLUMNS = ["time", "subject", "value", "weight", "accelerators", "idle_hours"]
+WINDOW_COLUMNS = ["time", "subject", "value", "weight", "accelerators", "idle_hours",
+                  "completeness"]
 """`utilization_windows` frames: window start, subject, the definition's value, its weight
-(samples for time_weighted, accelerators for busy_fraction), accelerators with data, and the
-window's idle accelerator-hours."""
+(samples for time_weighted, accelerators for busy_fraction), accelerators with data, the
+window's idle accelerator-hours, and its completeness (`COMPLETENESS_DEFINITION`)."""
+
+COMPLETENESS_DEFINITION = (
+    "completeness of a site's window = utilization samples received / (the site's "
+    "accelerators x the samples one accelerator sends in a window), where the site's "
+    "accelerators are the most that reported in any window of the period; a cluster's, hub's "
+    "or province's = the mean over its member sites in the topology, a silent site counting 0")
+"""How complete a window's data is, in words (findings and the report quote it)."""
 
 _FIELD = "utilization_ratio"
 _PROBE = timedelta(hours=1)
@@ -135,31 +144,36 @@ def utilization_totals(store: Store, start: datetime, end: datetime, *,
 
 def _site_windows(store: Store, period: Period, window: timedelta, definition: Definition,
                   busy_level: float, step: timedelta) -> pd.DataFrame:
-    """Per site and window: value (per definition), weight, accelerators with data, idle."""
+    """Per site and window: value (per definition), weight, accelerators with data, idle
+    accelerator-hours and utilization samples."""
     q = dict(start=period.start, end=period.end, window=window)
-    if definition == "time_weighted":
-        mean = store.query(Query("accelerator", (_FIELD,), group_by=("site",),
-                                 agg=Aggregate.MEAN, **q))
-        count = store.query(Query("accelerator", (_FIELD,), group_by=("site",),
-                                  agg=Aggregate.COUNT, **q))
-        devices = store.query(Query("accelerator", (_FIELD,), group_by=("site", "device"),
-                                    agg=Aggregate.COUNT, **q))
-        n_dev = devices.groupby(["time", "site"]).size().rename("accelerators")
-        out = mean.merge(count, on=["time", "site"], suffixes=("", "_n"))
-        out = out.rename(columns={_FIELD: "value", f"{_FIELD}_n": "weight"})
-        out["idle_hours"] = idle_hours(out.weight, out.value * out.weight, step)
-        return out.merge(n_dev.reset_index(), on=["time", "site"], how="left")
     by = ("site", "device")
     per_dev = store.query(Query("accelerator", (_FIELD,), group_by=by, agg=Aggregate.MEAN,
                                 **q))
     n = store.query(Query("accelerator", (_FIELD,), group_by=by, agg=Aggregate.COUNT, **q))
     per_dev = per_dev.merge(n, on=["time", *by], suffixes=("", "_n"))
-    per_dev["busy"] = per_dev[_FIELD] > busy_level
-    per_dev["idle_hours"] = idle_hours(per_dev[f"{_FIELD}_n"],
-                                       per_dev[_FIELD] * per_dev[f"{_FIELD}_n"], step)
+    per_dev = per_dev[per_dev[f"{_FIELD}_n"] > 0]
+    samples = per_dev[f"{_FIELD}_n"].astype(float)
+    per_dev = per_dev.assign(samples=samples, usum=per_dev[_FIELD] * samples,
+                             busy=per_dev[_FIELD] > busy_level,
+                             idle_hours=idle_hours(samples, per_dev[_FIELD] * samples, step))
     g = per_dev.groupby(["time", "site"])
-    return pd.DataFrame({"value": g.busy.mean(), "weight": g.size(), "accelerators": g.size(),
-                         "idle_hours": g.idle_hours.sum()}).reset_index()
+    out = pd.DataFrame({"samples": g.samples.sum(), "usum": g.usum.sum(),
+                        "busy": g.busy.mean(), "accelerators": g.size(),
+                        "idle_hours": g.idle_hours.sum()}).reset_index()
+    if definition == "time_weighted":
+        out["value"], out["weight"] = out.usum / out.samples, out.samples
+    else:
+        out["value"], out["weight"] = out.busy, out.accelerators.astype(float)
+    return out.drop(columns=["usum", "busy"])
+
+
+def _site_completeness(sites: pd.DataFrame, window: timedelta, step: timedelta) -> pd.Series:
+    """Samples received / samples the site's accelerators send in a window (at most 1)."""
+    if step <= timedelta(0) or sites.empty:
+        return pd.Series(1.0, index=sites.index)
+    fleet = sites.groupby("site").accelerators.transform("max").astype(float)
+    return (sites.samples / (fleet * (window / step))).clip(upper=1.0)
 
 
 def utilization_windows(store: Store, period: Period, topology: Topology, *,
@@ -168,25 +182,34 @@ def utilization_windows(store: Store, period: Period, topology: Topology, *,
                         interval: timedelta | None = None) -> dict[str, pd.DataFrame]:
     """Per level of `LEVELS`: a frame of `WINDOW_COLUMNS`, one row per subject and window
     with data. Windows start at the period's start; sites outside the topology are left
-    out. ``interval`` defaults to `sampling_interval` over the period."""
+    out. ``interval`` defaults to `sampling_interval` over the period.
+
+    A level's value is the weight-weighted mean of its sites' values; its completeness the
+    mean of its member sites' (all of them in the topology, silent ones at 0), so a hub
+    whose other sites are silent is not complete because one site reports fully.
+    """
     if definition not in DEFINITIONS:
         raise ValueError(f"unknown definition {definition!r} (use {', '.join(DEFINITIONS)})")
     step = interval if interval is not None else sampling_interval(store, period.start,
                                                                     period.end)
     sites = _site_windows(store, period, window, definition, busy_level, step)
-    place = {s.id: (s.cluster or "", s.hub, s.province) for s in topology.sites}
+    place = {s.id: (s.cluster or "", s.hub or "", s.province) for s in topology.sites}
     sites = sites[sites.site.isin(place)]
     sites = sites.assign(cluster=[place[s][0] for s in sites.site],
                          hub=[place[s][1] for s in sites.site],
-                         province=[place[s][2] for s in sites.site])
+                         province=[place[s][2] for s in sites.site],
+                         completeness=_site_completeness(sites, window, step))
     out = {"site": sites.rename(columns={"site": "subject"})[WINDOW_COLUMNS]}
-    for level in LEVELS[1:]:
+    for k, level in enumerate(LEVELS[1:]):
+        members = pd.Series([p[k] for p in place.values()]).value_counts()
         d = sites[sites[level] != ""].assign(vw=lambda x: x.value * x.weight)
         g = d.groupby(["time", level])
         agg = pd.DataFrame({"vw": g.vw.sum(), "weight": g.weight.sum(),
                             "accelerators": g.accelerators.sum(),
-                            "idle_hours": g.idle_hours.sum()}).reset_index()
+                            "idle_hours": g.idle_hours.sum(),
+                            "completeness": g.completeness.sum()}).reset_index()
         agg["value"] = agg.vw / agg.weight
+        agg["completeness"] = agg.completeness / agg[level].map(members).astype(float)
         out[level] = agg.rename(columns={level: "subject"})[WINDOW_COLUMNS]
     return out
 
@@ -197,6 +220,8 @@ def window_totals(windows: pd.DataFrame) -> tuple[float, float]:
     The value is the weight-weighted mean of the windows' values; windows without data (NaN)
     count for neither, so a partly covered span is not diluted by the time it lacks. Shared
     by the underuse episodes and the report's period totals, so both state one number.
+    (Completeness depends on the span's length, windows without rows included: see
+    `utilization_windows`' ``completeness`` and its callers.)
     """
     weight = float(windows.weight.sum())
     observed = float((windows.value * windows.weight).sum() / weight) if weight else float("nan")

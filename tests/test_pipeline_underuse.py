@@ -74,21 +74,26 @@ def test_a_shortfall_shorter_than_the_sustained_window_is_not_flagged(store):
     assert f.severity is Severity.WARNING and f.end - f.start == timedelta(hours=5)
 
 
-def test_a_gap_in_the_data_breaks_the_episode(store):
-    # 4 h low, 1 h without data, 4 h low: neither run reaches 6 h, nothing is invented.
+def test_a_gap_in_the_data_lowers_completeness_and_keeps_the_episode(store):
+    # 4 h low, 1 h without data, 4 h low: one 9-hour shortfall seen in 8 of its 9 hours
+    # (issue 13: gaps lower completeness, they do not split or erase a finding).
     write_site(store, "bj-ai", [0.1] * 4 + [None] + [0.1] * 4)
     period = Period(T0, T0 + timedelta(hours=9))
-    assert site_findings(run(store, period, POLICY, TOPO), "bj-ai") == []
-    (a, b) = sorted(site_findings(run(store, period, POLICY, TOPO, sustained_hours=4),
-                                  "bj-ai"), key=lambda f: f.start)
-    assert a.end == T0 + timedelta(hours=4) and b.start == T0 + timedelta(hours=5)
+    for sustained in (None, 4):
+        (f,) = site_findings(run(store, period, POLICY, TOPO, sustained_hours=sustained),
+                             "bj-ai")
+        assert (f.start, f.end) == (T0, T0 + timedelta(hours=9))
+        assert f.observed == pytest.approx(0.1)
+        assert f.completeness == pytest.approx(8 / 9)
+        assert f.detail["idle_accelerator_hours"] == pytest.approx(4 * 8 * 0.9)
 
 
 def test_cluster_and_hub_levels_weight_sites_by_samples(store):
     # Zhangjiakou sites: zjk-a 8 cards at 0.2, zjk-b 2 cards at 0.8 -> cluster 0.32 < 0.50.
     write_site(store, "zjk-a", [0.2] * 8, devices=8)
     write_site(store, "zjk-b", [0.8] * 8, devices=2)
-    findings = run(store, Period(T0, T0 + timedelta(hours=8)), POLICY, TOPO)
+    findings = run(store, Period(T0, T0 + timedelta(hours=8)), POLICY, TOPO,
+                   definition="time_weighted")
     (cl,) = [f for f in findings if f.rule == "cluster_below_minimum"]
     assert cl.subject == "zhangjiakou" and cl.observed == pytest.approx((8 * 0.2 + 2 * 0.8) / 10)
 

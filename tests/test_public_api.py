@@ -183,7 +183,8 @@ PUBLIC: dict[str, set[str]] = {
         "REGIONAL_MAX_KM", "Site", "Tier", "Topology", "fiber_min_rtt_s", "great_circle_km",
         "load_topology"},
     "computewatch.utilization": {
-        "DEFINITIONS", "Definition", "IDLE_DEFINITION", "LEVELS", "WINDOW_COLUMNS", "idle_hours",
+        "COMPLETENESS_DEFINITION", "DEFINITIONS", "Definition", "IDLE_DEFINITION", "LEVELS",
+        "WINDOW_COLUMNS", "idle_hours",
         "sampling_interval", "utilization_totals", "utilization_windows", "window_totals"},
     "computewatch.validation": {
         "InvalidSampleError", "Rejections", "check_sample", "filter_samples", "validate_frame"},
