@@ -124,7 +124,7 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.errors": {"StoreError"},
     "computewatch.findings": {
         "Analysis", "FINDING_COLUMNS", "Finding", "Period", "PipelineStatus", "Severity",
-        "findings_frame", "most_severe_first", "write_findings"},
+        "finding_key", "findings_frame", "most_severe_first", "write_findings"},
     "computewatch.lineprotocol": {
         "EncodeResult", "GZIP_LEVEL", "InfluxSettings", "LineProtocolWriter", "PRECISIONS",
         "VMEndpoints", "WriteError", "WriteTarget", "Writer", "check_write_url", "encode_frame",
@@ -133,7 +133,8 @@ PUBLIC: dict[str, set[str]] = {
         "parse_write_url"},
     "computewatch.pipelines": {"PIPELINES", "Pipeline", "run_pipelines"},
     "computewatch.pipelines.anomaly": {
-        "FEATURES", "FLOORS", "HEALTH_STEP", "Z_ALONE", "Z_CRITICAL", "Z_MIN", "run"},
+        "FEATURES", "FLOORS", "HEALTH_STEP", "LOOKBACK", "MIN_BASELINE_WINDOWS", "MIN_RUN",
+        "UNSEEN_HOUR_FLOOR", "Z_CRITICAL", "Z_FLAG", "Z_MOVED", "run"},
     "computewatch.pipelines.latency": {"run"},
     "computewatch.pipelines.pue": {"run"},
     "computewatch.pipelines.surplus": {"SURPLUS_COLUMNS", "run", "surplus"},
@@ -145,7 +146,8 @@ PUBLIC: dict[str, set[str]] = {
         "CHINA_TZ", "DEFINITION", "READING_BUCKET", "WINDOWS", "meter_readings",
         "monotonic_energy", "power_ratio", "window_edges", "window_pue", "windowed_pue"},
     "computewatch.render": {
-        "OutputFormat", "format_value", "render_findings", "render_frame", "render_summary"},
+        "OutputFormat", "format_value", "render_findings", "render_frame", "render_scores",
+        "render_summary"},
     "computewatch.reports": {
         "COLUMNS", "ChromiumMissingError", "EmptyPeriodError", "Entry", "HEADLESS_FLAGS",
         "PERIOD_FORMS", "PdfError", "REPORT_FORMATS", "Report", "ReportPeriod", "SHIPPED_POLICY",

@@ -179,6 +179,7 @@ class History:
                            links, site_pue, targets, self._utilization_truth(incidents),
                            _clipped_normal_mean(_BUSY_LEVEL, _BUSY_SD, *_BUSY_CLIP),
                            _folded_normal_mean(_FREE_LEVEL, _FREE_SD),
+                           float(self.policy.utilization.sustained_hours.value),
                            self._city_rtt(links))
 
     def _accelerator_labels(self) -> _Labels:

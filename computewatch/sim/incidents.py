@@ -93,6 +93,8 @@ class GroundTruth:
     """Mean utilization of an accelerator allocated to a job."""
     free_utilization: float = 0.0
     """Mean utilization of an accelerator allocated to none."""
+    sustained_hours: float = 0.0
+    """How long a shortfall must last to count, under the simulation's policy."""
     city_rtt: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     """Per demand city and site: [lowest, highest] RTT the city's best route to the site can
     have (from the links' route factors where a site in the city probes the site; else from
@@ -175,7 +177,8 @@ class GroundTruth:
             "site_pue": self.site_pue, "pue_targets": self.pue_targets,
             "utilization": [asdict(u) for u in self.utilization],
             "busy_utilization": self.busy_utilization,
-            "free_utilization": self.free_utilization, "city_rtt": self.city_rtt,
+            "free_utilization": self.free_utilization,
+            "sustained_hours": self.sustained_hours, "city_rtt": self.city_rtt,
         }
         return json.dumps(doc, default=enc, indent=1, ensure_ascii=False)
 
@@ -198,4 +201,4 @@ class GroundTruth:
                    doc.get("pue_targets", {}),
                    [UtilizationTruth(**u) for u in doc.get("utilization", [])],
                    doc.get("busy_utilization", 0.88), doc.get("free_utilization", 0.0),
-                   doc.get("city_rtt", {}))
+                   doc.get("sustained_hours", 0.0), doc.get("city_rtt", {}))

@@ -10,7 +10,10 @@ Truth items of a level, from the truth's expected hourly load of every subject
    found by a finding of the level on that subject that overlaps the period;
 2. every subject an idle-cluster incident idles, during the incident (the cluster at the
    cluster level, each of its sites at the site level); found by a finding on that subject
-   covering at least half of the incident.
+   covering at least half of the incident's time inside the period.
+
+Both only where the policy's ``sustained_hours`` fit: a period (or the part of an incident
+inside it) shorter than that holds no shortfall the policy counts.
 
 A finding is false when the shortfall it reports cannot be: the expected value of its
 definition (``detail["definition"]``) over its window is at or above its threshold plus
@@ -22,6 +25,7 @@ cluster's night below its minimum) is neither found nor false.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 
 from computewatch.findings import Finding, Period
 from computewatch.sim.incidents import GroundTruth
@@ -52,7 +56,10 @@ def _matcher(level: str) -> Matcher:
         mine = [f for f in findings if f.subject_type == level]
         found: list[str] = []
         missed: list[str] = []
+        sustained = timedelta(hours=truth.sustained_hours)
         for u in (u for u in truth.utilization if u.level == level):
+            if period.end - period.start < sustained:
+                break
             mean, _ = truth.expected_utilization(u, u.definition, period.start, period.end)
             if mean == mean and mean < u.minimum:
                 item = f"{level} {u.subject}: expected {mean:.3f} < {u.minimum:g} over the period"
@@ -60,14 +67,14 @@ def _matcher(level: str) -> Matcher:
                           for f in mine)
                 (found if hit else missed).append(item)
         for inc in truth.incidents:
-            if inc.kind != "cluster_idle" or not (inc.start < period.end and
-                                                   inc.end > period.start):
+            lo, hi = max(inc.start, period.start), min(inc.end, period.end)
+            if inc.kind != "cluster_idle" or hi - lo < max(sustained, timedelta(microseconds=1)):
                 continue
             subjects = [inc.subject] if level == "cluster" else (
                 list(inc.detail["sites"]) if level == "site" else [])
             for subject in subjects:
                 item = f"{level} {subject}: idled {inc.start:%H:%M}-{inc.end:%H:%M} UTC"
-                hit = any(f.subject == subject and covered_share(f, inc.start, inc.end) >= 0.5
+                hit = any(f.subject == subject and covered_share(f, lo, hi) >= 0.5
                           for f in mine)
                 (found if hit else missed).append(item)
         wrong = [f"{f.subject} {f.start:%m-%d %H:%M}-{f.end:%m-%d %H:%M}: {f.observed:.3f} < "
