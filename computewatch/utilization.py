@@ -50,9 +50,10 @@ DEFINITIONS: dict[str, str] = {
 IDLE_DEFINITION = ("idle accelerator-hours = sum over utilization samples of "
                    "(1 - utilization) x the sampling interval, i.e. the capacity left unused; "
                    "time without samples counts for nothing, so a window an accelerator "
-                   "reported in for part of its length counts only that part; the interval "
-                   "is read from the data (the fullest accelerator's sample spacing over the "
-                   "last hour of data in the period)")
+                   "reported in for part of its length counts only that part, however the "
+                   "windows line up with the data; the interval is read from the data (one "
+                   "hour over the most samples an accelerator sent in one whole hour of the "
+                   "last three hours of data in the period)")
 
 LEVELS = ("site", "cluster", "hub", "province")
 """The levels `utilization_windows` rolls sites up to (from the topology)."""
@@ -71,12 +72,27 @@ COMPLETENESS_DEFINITION = (
 """How complete a window's data is, in words (findings and the report quote it)."""
 
 _FIELD = "utilization_ratio"
-_PROBE = timedelta(hours=1)
+_HOUR = timedelta(hours=1)
+_PROBE = timedelta(hours=3)
 
 
-def _intervals(store: Store, lo: datetime, end: datetime, last: datetime,
-               where: Mapping[str, str | Sequence[str]] | None) -> timedelta:
-    """The fullest device's sample spacing over [lo, end); zero when it cannot be told."""
+def _whole_hours(store: Store, lo: datetime, end: datetime,
+                 where: Mapping[str, str | Sequence[str]] | None) -> timedelta:
+    """One hour over the most samples any device sent in a whole clock hour from ``lo``'s
+    hour to ``end``; zero when no such hour lies whole inside."""
+    lo = pd.Timestamp(lo).floor(_HOUR).to_pydatetime()  # hours on the clock, as data has
+    if end - lo < _HOUR:
+        return timedelta(0)
+    counts = store.query(Query("accelerator", (_FIELD,), lo, end, where=dict(where or {}),
+                               group_by=("device",), window=_HOUR, agg=Aggregate.COUNT))
+    whole = counts[counts.time + _HOUR <= pd.Timestamp(end)]
+    most = float(whole[_FIELD].max()) if len(whole) else 0.0
+    return _HOUR / most if most > 0 else timedelta(0)
+
+
+def _spacing(store: Store, lo: datetime, end: datetime, last: datetime,
+             where: Mapping[str, str | Sequence[str]] | None) -> timedelta:
+    """The fullest device's sample spacing over [lo, end) (data shorter than an hour)."""
     counts = store.query(Query("accelerator", (_FIELD,), lo, end, where=dict(where or {}),
                                group_by=("device",), agg=Aggregate.COUNT))
     most = float(counts[_FIELD].max()) if len(counts) else 0.0
@@ -90,10 +106,11 @@ def sampling_interval(store: Store, start: datetime, end: datetime, *,
                       where: Mapping[str, str | Sequence[str]] | None = None) -> timedelta:
     """How long one utilization sample stands for, read from the data of [start, end).
 
-    The fullest accelerator's sample spacing over the last hour of data in the period (one
-    COUNT query grouped by device, devices rows), so a card that fell off the bus does not
-    stretch it; over the whole period when that hour cannot tell (fewer than two samples).
-    Zero when the store holds no accelerator data in the period.
+    One hour over the most samples any accelerator sent in one whole clock hour of the last
+    three hours of data in the period (one COUNT query by device and hour): a gap, a card
+    that fell off the bus or a period that ends between samples cannot stretch it, since some
+    card reported through some whole hour. Shorter data falls back to the fullest card's spacing
+    over what there is. Zero when the store holds no accelerator data in the period.
     """
     bounds = store.time_bounds("accelerator")
     if bounds is None:
@@ -102,10 +119,10 @@ def sampling_interval(store: Store, start: datetime, end: datetime, *,
     lo = max(start, first)
     if last < lo or lo >= end:
         return timedelta(0)
-    probe = max(lo, min(end, last) - _PROBE)
-    got = _intervals(store, probe, end, last, where)
-    if got == timedelta(0) and probe > lo:
-        got = _intervals(store, lo, end, last, where)
+    top = min(end, last + _HOUR)
+    got = _whole_hours(store, max(lo, top - _PROBE), top, where)
+    if got == timedelta(0):
+        got = _spacing(store, lo, end, last, where)
     return got
 
 

@@ -185,7 +185,7 @@ def _lost_accelerators(store: Store, period: Period) -> list[Finding]:
                 completeness=min(ep.length / expected, 1.0), hub=place.hub,
                 cluster=place.cluster, site=place.site, definition=HEALTH_DEFINITION,
                 message=message,
-                detail={"node": place.node, "recovered": bool(recovered),
+                detail={"node": place.node, "recovered": bool(recovered), "chronic": False,
                         "minutes": float((end - start) / pd.Timedelta(minutes=1)),
                         "lowest_health": float(g.health.iloc[ep.first:ep.last + 1].min())}))
     return findings
@@ -488,7 +488,8 @@ def _site_finding(site: str, judged: _Judged, rows: np.ndarray, place: Site | No
                             if judged.missing[rows, k].any()],
                 "window_s": step.total_seconds(), "baseline": base_span,
                 "baseline_windows": b_n,
-                "baseline_kind": "trailing" if baseline is None else "given"})
+                "baseline_kind": "trailing" if baseline is None else "given",
+                "chronic": False})
 
 
 def _change(e: dict) -> str:

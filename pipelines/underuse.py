@@ -20,7 +20,10 @@ sustained, so it starts and ends on a shortfall. Severity: critical below half t
 warning otherwise.
 
 Each finding carries the episode's value over its windows (below the minimum by
-construction), the idle accelerator-hours (`computewatch.utilization.IDLE_DEFINITION`),
+construction), whether it is chronic (``detail["chronic"]``: the episode fills half the
+period or more, or the subject averages below its minimum outside it too; else it is new,
+acute, and the message says so), the idle accelerator-hours
+(`computewatch.utilization.IDLE_DEFINITION`),
 the idle share (1 - the value) and its completeness: the mean of its windows' completeness
 (`computewatch.utilization.COMPLETENESS_DEFINITION`; a window without data counts 0, and a
 cluster's, hub's or province's counts its silent member sites). Minimums come from the
@@ -126,6 +129,7 @@ def _subject_findings(level: str, subject: str, s: pd.DataFrame, policy: Policy,
         end = (s.index[ep.last] + window).to_pydatetime()
         hours = (end - start) / timedelta(hours=1)
         completeness = float(sl.completeness.fillna(0.0).mean())
+        chronic = _standing(s, ep.first, ep.last, threshold)
         sev = Severity.CRITICAL if observed < threshold / 2 else Severity.WARNING
         word = "utilization" if definition == "time_weighted" else "busy share"
         out.append(Finding(
@@ -136,12 +140,27 @@ def _subject_findings(level: str, subject: str, s: pd.DataFrame, policy: Policy,
                        f"mean of {sustained:g} h in {window / timedelta(minutes=1):g}-minute "
                        f"windows; completeness: {COMPLETENESS_DEFINITION}; minimum source: "
                        f"{entry.source}",
-            message=f"{level} {subject}: {word} {observed:.1%} < {threshold:.0%} for "
+            message=f"{level} {subject}: {'' if chronic else 'new: '}"
+                    f"{word} {observed:.1%} < {threshold:.0%} for "
                     f"{hours:.1f} h, {idle_ah:,.0f} idle accelerator-hours ({1 - observed:.0%} "
                     f"of capacity idle)"
                     + (f"; {completeness:.0%} of the data" if completeness < 0.995 else ""),
             detail={"idle_accelerator_hours": idle_ah, "idle_share": 1 - observed,
                     "accelerators": float(sl.accelerators.max()), "definition": definition,
                     "windows_with_data": int(sl.value.notna().sum()),
-                    "windows": len(sl)}))
+                    "windows": len(sl), "chronic": chronic}))
     return out
+
+
+def _standing(s: pd.DataFrame, first: int, last: int, threshold: float) -> bool:
+    """Chronic (a standing condition) or acute (something that happened): chronic when the
+    episode fills at least half of the period, or the subject's windows outside it average
+    below the minimum too, or there are none; acute when the subject was at or above its
+    minimum the rest of the time (a cluster that goes idle for an afternoon)."""
+    if (last - first + 1) * 2 >= len(s):
+        return True
+    rest = pd.concat([s.iloc[:first], s.iloc[last + 1:]])
+    weight = rest.weight.fillna(0.0)
+    if weight.sum() <= 0:
+        return True
+    return float((rest.value.fillna(0.0) * weight).sum() / weight.sum()) < threshold - 1e-9
