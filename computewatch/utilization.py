@@ -35,7 +35,7 @@ from computewatch.topology import Topology
 __all__ = ["COMPLETENESS_DEFINITION", "DEFINITIONS", "IDLE_DEFINITION", "LEVELS",
            "WINDOW_COLUMNS", "Definition",
            "idle_hours", "sampling_interval", "utilization_totals", "utilization_windows",
-           "window_totals"]
+           "utilization_windows_by_definition", "window_totals"]
 
 Definition = UtilizationDefinition
 """The two definitions a utilization minimum can apply to (the policy chooses per level)."""
@@ -159,10 +159,11 @@ def utilization_totals(store: Store, start: datetime, end: datetime, *,
     return out[cols]
 
 
-def _site_windows(store: Store, period: Period, window: timedelta, definition: Definition,
-                  busy_level: float, step: timedelta) -> pd.DataFrame:
-    """Per site and window: value (per definition), weight, accelerators with data, idle
-    accelerator-hours and utilization samples."""
+def _site_aggregates(store: Store, period: Period, window: timedelta, busy_level: float,
+                     step: timedelta) -> pd.DataFrame:
+    """Per site and window, for either definition: utilization samples and their sum, the
+    share of accelerators busy, accelerators with data and idle accelerator-hours (two
+    queries by site, device and window)."""
     q = dict(start=period.start, end=period.end, window=window)
     by = ("site", "device")
     per_dev = store.query(Query("accelerator", (_FIELD,), group_by=by, agg=Aggregate.MEAN,
@@ -175,14 +176,9 @@ def _site_windows(store: Store, period: Period, window: timedelta, definition: D
                              busy=per_dev[_FIELD] > busy_level,
                              idle_hours=idle_hours(samples, per_dev[_FIELD] * samples, step))
     g = per_dev.groupby(["time", "site"])
-    out = pd.DataFrame({"samples": g.samples.sum(), "usum": g.usum.sum(),
-                        "busy": g.busy.mean(), "accelerators": g.size(),
-                        "idle_hours": g.idle_hours.sum()}).reset_index()
-    if definition == "time_weighted":
-        out["value"], out["weight"] = out.usum / out.samples, out.samples
-    else:
-        out["value"], out["weight"] = out.busy, out.accelerators.astype(float)
-    return out.drop(columns=["usum", "busy"])
+    return pd.DataFrame({"samples": g.samples.sum(), "usum": g.usum.sum(),
+                         "busy": g.busy.mean(), "accelerators": g.size(),
+                         "idle_hours": g.idle_hours.sum()}).reset_index()
 
 
 def _site_completeness(sites: pd.DataFrame, window: timedelta, step: timedelta) -> pd.Series:
@@ -191,6 +187,50 @@ def _site_completeness(sites: pd.DataFrame, window: timedelta, step: timedelta) 
         return pd.Series(1.0, index=sites.index)
     fleet = sites.groupby("site").accelerators.transform("max").astype(float)
     return (sites.samples / (fleet * (window / step))).clip(upper=1.0)
+
+
+def _levels(sites: pd.DataFrame, definition: Definition,
+            place: dict[str, tuple[str, str, str]]) -> dict[str, pd.DataFrame]:
+    """The site aggregates as `WINDOW_COLUMNS` frames of every level under ``definition``."""
+    if definition == "time_weighted":
+        sites = sites.assign(value=sites.usum / sites.samples, weight=sites.samples)
+    else:
+        sites = sites.assign(value=sites.busy, weight=sites.accelerators.astype(float))
+    out = {"site": sites.rename(columns={"site": "subject"})[WINDOW_COLUMNS]}
+    for k, level in enumerate(LEVELS[1:]):
+        members = pd.Series([p[k] for p in place.values()]).value_counts()
+        d = sites[sites[level] != ""].assign(vw=lambda x: x.value * x.weight)
+        g = d.groupby(["time", level])
+        agg = pd.DataFrame({"vw": g.vw.sum(), "weight": g.weight.sum(),
+                            "accelerators": g.accelerators.sum(),
+                            "idle_hours": g.idle_hours.sum(),
+                            "completeness": g.completeness.sum()}).reset_index()
+        agg["value"] = agg.vw / agg.weight
+        agg["completeness"] = agg.completeness / agg[level].map(members).astype(float)
+        out[level] = agg.rename(columns={level: "subject"})[WINDOW_COLUMNS]
+    return out
+
+
+def utilization_windows_by_definition(
+        store: Store, period: Period, topology: Topology, *,
+        definitions: Sequence[Definition] = tuple(DEFINITIONS),
+        window: timedelta = timedelta(hours=1), busy_level: float = 0.10,
+        interval: timedelta | None = None) -> dict[str, dict[str, pd.DataFrame]]:
+    """`utilization_windows` for several definitions at the cost of one: definition -> level
+    -> frame, from the same two store queries."""
+    for d in definitions:
+        if d not in DEFINITIONS:
+            raise ValueError(f"unknown definition {d!r} (use {', '.join(DEFINITIONS)})")
+    step = interval if interval is not None else sampling_interval(store, period.start,
+                                                                    period.end)
+    sites = _site_aggregates(store, period, window, busy_level, step)
+    place = {s.id: (s.cluster or "", s.hub or "", s.province) for s in topology.sites}
+    sites = sites[sites.site.isin(place)]
+    sites = sites.assign(cluster=[place[s][0] for s in sites.site],
+                         hub=[place[s][1] for s in sites.site],
+                         province=[place[s][2] for s in sites.site],
+                         completeness=_site_completeness(sites, window, step))
+    return {d: _levels(sites, d, place) for d in dict.fromkeys(definitions)}
 
 
 def utilization_windows(store: Store, period: Period, topology: Topology, *,
@@ -205,30 +245,9 @@ def utilization_windows(store: Store, period: Period, topology: Topology, *,
     mean of its member sites' (all of them in the topology, silent ones at 0), so a hub
     whose other sites are silent is not complete because one site reports fully.
     """
-    if definition not in DEFINITIONS:
-        raise ValueError(f"unknown definition {definition!r} (use {', '.join(DEFINITIONS)})")
-    step = interval if interval is not None else sampling_interval(store, period.start,
-                                                                    period.end)
-    sites = _site_windows(store, period, window, definition, busy_level, step)
-    place = {s.id: (s.cluster or "", s.hub or "", s.province) for s in topology.sites}
-    sites = sites[sites.site.isin(place)]
-    sites = sites.assign(cluster=[place[s][0] for s in sites.site],
-                         hub=[place[s][1] for s in sites.site],
-                         province=[place[s][2] for s in sites.site],
-                         completeness=_site_completeness(sites, window, step))
-    out = {"site": sites.rename(columns={"site": "subject"})[WINDOW_COLUMNS]}
-    for k, level in enumerate(LEVELS[1:]):
-        members = pd.Series([p[k] for p in place.values()]).value_counts()
-        d = sites[sites[level] != ""].assign(vw=lambda x: x.value * x.weight)
-        g = d.groupby(["time", level])
-        agg = pd.DataFrame({"vw": g.vw.sum(), "weight": g.weight.sum(),
-                            "accelerators": g.accelerators.sum(),
-                            "idle_hours": g.idle_hours.sum(),
-                            "completeness": g.completeness.sum()}).reset_index()
-        agg["value"] = agg.vw / agg.weight
-        agg["completeness"] = agg.completeness / agg[level].map(members).astype(float)
-        out[level] = agg.rename(columns={level: "subject"})[WINDOW_COLUMNS]
-    return out
+    return utilization_windows_by_definition(
+        store, period, topology, definitions=(definition,), window=window,
+        busy_level=busy_level, interval=interval)[definition]
 
 
 def window_totals(windows: pd.DataFrame) -> tuple[float, float]:

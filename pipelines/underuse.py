@@ -50,8 +50,7 @@ from computewatch.utilization import (
     DEFINITIONS,
     LEVELS,
     Definition,
-    sampling_interval,
-    utilization_windows,
+    utilization_windows_by_definition,
     window_totals,
 )
 
@@ -97,19 +96,17 @@ def run(store: Store, period: Period, policy: Policy, topology: Topology, *,
                       else policy.utilization.sustained_hours.value)
     span = max(1, int(np.ceil(timedelta(hours=sustained) / window)))
     grid = pd.date_range(period.start, period.end, freq=window, inclusive="left")
-    step = sampling_interval(store, period.start, period.end)
-    frames: dict[str, dict[str, pd.DataFrame]] = {}
+    chosen = {level: definition or policy.utilization_definition_entry(level).value
+              for level in levels}
+    frames = utilization_windows_by_definition(store, period, topology,
+                                               definitions=list(chosen.values()),
+                                               window=window, busy_level=busy)
     findings = []
     for level in levels:
-        chosen = definition or policy.utilization_definition_entry(level).value
-        if chosen not in frames:
-            frames[chosen] = utilization_windows(store, period, topology, window=window,
-                                                 definition=chosen, busy_level=busy,
-                                                 interval=step)
-        for subject, g in frames[chosen][level].groupby("subject"):
+        for subject, g in frames[chosen[level]][level].groupby("subject"):
             findings.extend(_subject_findings(
                 level, str(subject), g.set_index("time").reindex(grid), policy, topology,
-                chosen, span, window, sustained))
+                chosen[level], span, window, sustained))
     return findings
 
 

@@ -33,7 +33,11 @@ from computewatch.pue import meter_readings, windowed_pue
 from computewatch.reports._period import ReportPeriod
 from computewatch.store import Store
 from computewatch.topology import Topology
-from computewatch.utilization import DEFINITIONS, utilization_windows, window_totals
+from computewatch.utilization import (
+    DEFINITIONS,
+    utilization_windows_by_definition,
+    window_totals,
+)
 
 __all__ = ["COLUMNS", "SHIPPED_POLICY", "EmptyPeriodError", "Report", "build_report",
            "check_scope"]
@@ -266,9 +270,9 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
     progress("utilization")
     chosen = {level: definition or policy.utilization_definition_entry(level).value
               for level in ("site", "hub")}
-    by_definition = {d: utilization_windows(
-        store, p, topology, window=window, definition=d,
-        busy_level=float(policy.utilization.busy_level.value)) for d in set(chosen.values())}
+    by_definition = utilization_windows_by_definition(
+        store, p, topology, definitions=list(chosen.values()), window=window,
+        busy_level=float(policy.utilization.busy_level.value))
     by_level = {level: by_definition[chosen[level]][level] for level in chosen}
     site_util = by_level["site"][by_level["site"].subject.isin(site_ids)]
     progress("pue")

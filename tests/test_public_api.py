@@ -187,7 +187,8 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.utilization": {
         "COMPLETENESS_DEFINITION", "DEFINITIONS", "Definition", "IDLE_DEFINITION", "LEVELS",
         "WINDOW_COLUMNS", "idle_hours",
-        "sampling_interval", "utilization_totals", "utilization_windows", "window_totals"},
+        "sampling_interval", "utilization_totals", "utilization_windows",
+        "utilization_windows_by_definition", "window_totals"},
     "computewatch.validation": {
         "InvalidSampleError", "Rejections", "check_sample", "filter_samples", "validate_frame"},
 }
