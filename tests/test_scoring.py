@@ -260,7 +260,8 @@ def test_every_rule_at_full_recall_and_95_percent_precision(analyses, seed):
 @pytest.mark.parametrize("seed", DEMO_SEEDS)
 def test_the_incidents_come_first(analyses, seed):
     """The idle cluster, the cooling fault and the lost card are within the first 20 rows,
-    each with the right subject and a window that overlaps the incident."""
+    each with the right subject (the cluster, or one of its sites, for the idle cluster) and
+    a window that overlaps the incident."""
     day, analysis = analyses[seed]
     truth, rows = day.history.truth, list(analysis.findings)[:20]
     idle, cool, lost = (truth.incident(k) for k in ("cluster_idle", "cooling_fault",
@@ -269,7 +270,9 @@ def test_the_incidents_come_first(analyses, seed):
     def among(hit) -> bool:
         return any(hit(f) for f in rows)
 
-    assert among(lambda f: f.rule == "cluster_below_minimum" and f.subject == idle.subject
+    idled = {idle.subject, *idle.detail["sites"]}
+    assert among(lambda f: f.rule in ("cluster_below_minimum", "site_below_minimum",
+                                      "site_anomaly") and f.subject in idled
                  and f.start < idle.end and f.end > idle.start)
     assert among(lambda f: f.rule == "site_anomaly" and f.subject == cool.subject
                  and f.detail["features"][0]["feature"] == "pue"
