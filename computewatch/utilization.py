@@ -162,23 +162,23 @@ def utilization_totals(store: Store, start: datetime, end: datetime, *,
 def _site_aggregates(store: Store, period: Period, window: timedelta, busy_level: float,
                      step: timedelta) -> pd.DataFrame:
     """Per site and window, for either definition: utilization samples and their sum, the
-    share of accelerators busy, accelerators with data and idle accelerator-hours (two
-    queries by site, device and window)."""
+    share of accelerators busy, accelerators with data and idle accelerator-hours (SUM and
+    COUNT by site and window; MEAN by site, device and window for the busy share)."""
     q = dict(start=period.start, end=period.end, window=window)
-    by = ("site", "device")
-    per_dev = store.query(Query("accelerator", (_FIELD,), group_by=by, agg=Aggregate.MEAN,
-                                **q))
-    n = store.query(Query("accelerator", (_FIELD,), group_by=by, agg=Aggregate.COUNT, **q))
-    per_dev = per_dev.merge(n, on=["time", *by], suffixes=("", "_n"))
-    per_dev = per_dev[per_dev[f"{_FIELD}_n"] > 0]
-    samples = per_dev[f"{_FIELD}_n"].astype(float)
-    per_dev = per_dev.assign(samples=samples, usum=per_dev[_FIELD] * samples,
-                             busy=per_dev[_FIELD] > busy_level,
-                             idle_hours=idle_hours(samples, per_dev[_FIELD] * samples, step))
-    g = per_dev.groupby(["time", "site"])
-    return pd.DataFrame({"samples": g.samples.sum(), "usum": g.usum.sum(),
-                         "busy": g.busy.mean(), "accelerators": g.size(),
-                         "idle_hours": g.idle_hours.sum()}).reset_index()
+    total = store.query(Query("accelerator", (_FIELD,), group_by=("site",),
+                              agg=Aggregate.SUM, **q))
+    count = store.query(Query("accelerator", (_FIELD,), group_by=("site",),
+                              agg=Aggregate.COUNT, **q))
+    out = total.rename(columns={_FIELD: "usum"}).merge(
+        count.rename(columns={_FIELD: "samples"}), on=["time", "site"])
+    out = out[out.samples > 0].astype({"samples": float, "usum": float})
+    per_dev = store.query(Query("accelerator", (_FIELD,), group_by=("site", "device"),
+                                agg=Aggregate.MEAN, **q)).dropna(subset=[_FIELD])
+    g = (per_dev[_FIELD] > busy_level).groupby([per_dev.time, per_dev.site])
+    cards = pd.DataFrame({"busy": g.mean(), "accelerators": g.size()}).reset_index()
+    out = out.merge(cards, on=["time", "site"], how="left")
+    out["idle_hours"] = idle_hours(out.samples, out.usum, step)
+    return out.reset_index(drop=True)
 
 
 def _site_completeness(sites: pd.DataFrame, window: timedelta, step: timedelta) -> pd.Series:
