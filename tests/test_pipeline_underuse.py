@@ -186,13 +186,18 @@ def test_pue_pipeline_merges_adjacent_unmetered_days_into_one_finding(store):
 
 # --- issue 13: churn, gaps, silent sites, definitions, chronic or acute ----------------------
 
+def write_cards(store, site: str, cards: list[float], hours: int) -> None:
+    """Card k reports ``cards[k]`` every 10 minutes for ``hours`` hours."""
+    s = TOPO.site(site)
+    store.write("accelerator", pd.DataFrame([
+        {"time": T0 + timedelta(hours=h, minutes=m), "site": site, "hub": s.hub,
+         "cluster": s.cluster or "", "device": f"{site}-c{k}", "utilization_ratio": u}
+        for h in range(hours) for m in range(0, 60, 10) for k, u in enumerate(cards)]))
+
+
 def test_a_site_at_its_minimum_on_the_busy_fraction_is_not_flagged(store):
     # Two of four cards busy all day: busy fraction 0.5, the cluster minimum, a tie.
-    s = TOPO.site("zjk-a")
-    store.write("accelerator", pd.DataFrame([
-        {"time": T0 + timedelta(hours=h, minutes=m), "site": "zjk-a", "hub": s.hub,
-         "cluster": s.cluster, "device": f"d{d}", "utilization_ratio": 0.6 if d < 2 else 0.02}
-        for h in range(12) for m in range(0, 60, 10) for d in range(4)]))
+    write_cards(store, "zjk-a", [0.6, 0.6, 0.02, 0.02], hours=12)
     findings = run(store, Period(T0, T0 + timedelta(hours=12)), POLICY, TOPO)
     assert [f for f in findings if f.rule == "cluster_below_minimum"] == []
 
@@ -256,11 +261,7 @@ def test_each_level_applies_the_policy_definition_and_states_it(store):
     # Four cards: two at 0.35, two idle at 0.02 -> time-weighted 0.185 (< 0.30 at the site),
     # busy fraction 0.5 (not below the cluster's 0.50): the policy judges sites on the mean
     # and clusters, hubs and provinces on the busy fraction.
-    s = TOPO.site("zjk-a")
-    store.write("accelerator", pd.DataFrame([
-        {"time": T0 + timedelta(hours=h, minutes=m), "site": "zjk-a", "hub": s.hub,
-         "cluster": s.cluster, "device": f"d{d}", "utilization_ratio": 0.35 if d < 2 else 0.02}
-        for h in range(8) for m in range(0, 60, 10) for d in range(4)]))
+    write_cards(store, "zjk-a", [0.35, 0.35, 0.02, 0.02], hours=8)
     findings = run(store, Period(T0, T0 + timedelta(hours=8)), POLICY, TOPO)
     (site,) = site_findings(findings, "zjk-a")
     assert site.observed == pytest.approx(0.185)
