@@ -1,6 +1,7 @@
-"""Every pipeline on a simulated day, scored against the simulator's ground truth:
-every injected incident found with the right subject and period (recall 100%), and at least
-90% of the warnings name something the simulator made so (precision)."""
+"""Every pipeline on a simulated day (1,500 accelerators, seed 3), scored against the
+simulator's ground truth by every registered rule's matcher (computewatch.sim.scoring): no
+rule misses what the truth states (recall 100%), and at least 90% of each rule's claims are
+true (precision; tests/test_scoring.py holds the demo's three seeds to 95%)."""
 
 from __future__ import annotations
 
