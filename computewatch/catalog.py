@@ -149,6 +149,7 @@ class UnknownMetricError(KeyError):
 
 # Label sets shared by several metrics.
 _PLACE = ("hub", "cluster", "site")
+_FINDING = ("pipeline", "rule", "subject_type", "subject", *_PLACE, "key")
 _DEVICE = (*_PLACE, "node", "device", "index", "vendor", "model", "ecosystem",
            "pci_bus_id", "driver_version", "parent")
 # Ascend: npu-exporter's per-chip ids (its `id` is the physical id; `vdie_id` from the chip's
@@ -412,17 +413,16 @@ CATALOG: tuple[Metric, ...] = (
            "Sum of the RTTs of all replies since the prober started.",
            histogram="link_latency_rtt_seconds"),
     # --- finding: pipeline results written back for dashboards and alerts ------------------
-    Metric("finding", "severity", "{state}", Kind.GAUGE,
-           ("pipeline", "rule", "subject_type", "subject", *_PLACE),
+    # ``key`` tells apart findings of one rule and subject stamped at one time (the window's
+    # start, and what else the pipeline varies, e.g. a surplus finding's latency circle), so
+    # every finding is its own series and a rerun writes the same series at the same time.
+    Metric("finding", "severity", "{state}", Kind.GAUGE, _FINDING,
            "0 info, 1 warning, 2 critical.", high=2.0),
-    Metric("finding", "observed", "{value}", Kind.GAUGE,
-           ("pipeline", "rule", "subject_type", "subject", *_PLACE),
+    Metric("finding", "observed", "{value}", Kind.GAUGE, _FINDING,
            "The value the pipeline measured (unit per rule)."),
-    Metric("finding", "threshold", "{value}", Kind.GAUGE,
-           ("pipeline", "rule", "subject_type", "subject", *_PLACE),
+    Metric("finding", "threshold", "{value}", Kind.GAUGE, _FINDING,
            "The policy threshold the value was compared with."),
-    Metric("finding", "completeness_ratio", "1", Kind.GAUGE,
-           ("pipeline", "rule", "subject_type", "subject", *_PLACE),
+    Metric("finding", "completeness_ratio", "1", Kind.GAUGE, _FINDING,
            "Share of the expected data that the finding is based on."),
     # --- agent: the node agent's own health, one series per collector or exporter ------------
     Metric("agent", "collector_up", "{state}", Kind.GAUGE, ("node", *_PLACE, "collector"),

@@ -7,11 +7,16 @@ period: its findings, most severe first, and what each pipeline did (ran, failed
 
 Findings are written back to the store as the catalogue's ``finding`` measurement (one point
 at the end of the finding's window, labels pipeline, rule, subject_type, subject, hub,
-cluster, site) for dashboards and alerts, and shown as a DataFrame by `findings_frame`.
+cluster, site and key, `finding_key`) for dashboards and alerts, and shown as a DataFrame by
+`findings_frame`. Every finding is its own series, so a rerun of an analysis writes the same
+series at the same times; with ``replace`` a rerun replaces the findings it made before on a
+store that can delete (see `write_findings`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,7 +28,9 @@ import pandas as pd
 from computewatch.store import Store
 
 __all__ = ["FINDING_COLUMNS", "Analysis", "Finding", "Period", "PipelineStatus", "Severity",
-           "findings_frame", "most_severe_first", "write_findings"]
+           "finding_key", "findings_frame", "most_severe_first", "write_findings"]
+
+log = logging.getLogger(__name__)
 
 
 class Severity(IntEnum):
@@ -109,8 +116,55 @@ def findings_frame(findings: Iterable[Finding]) -> pd.DataFrame:
     return df
 
 
-def write_findings(store: Store, findings: Sequence[Finding]) -> int:
-    """Write findings as ``finding`` points stamped at their window's end; returns rows."""
+def finding_key(f: Finding) -> str:
+    """What tells a finding apart from the others of its rule and subject stamped at the same
+    time: its window's start (UTC, to the second), and ``detail["variant"]`` where the
+    pipeline reports one subject and window several ways (a surplus finding's circle)."""
+    key = f.start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    variant = f.detail.get("variant")
+    return f"{key}/{variant}" if variant not in (None, "") else key
+
+
+def _series_keys(findings: Sequence[Finding]) -> list[str]:
+    """`finding_key` of each finding, made unique within the batch: a second finding with the
+    same labels and time gets a digest of its content, the same on every rerun."""
+    keys, seen = [], set()
+    for f in findings:
+        key = finding_key(f)
+        ident = (f.pipeline, f.rule, f.subject_type, f.subject, f.hub, f.cluster, f.site,
+                 f.end, key)
+        if ident in seen:
+            digest = hashlib.sha1(f"{f.observed!r}|{f.threshold!r}|{f.message}".encode())
+            key = f"{key}~{digest.hexdigest()[:8]}"
+            log.warning("findings %s %s %s share labels and time; key %s keeps them apart",
+                        f.pipeline, f.rule, f.subject, key)
+            ident = (*ident[:-1], key)
+        seen.add(ident)
+        keys.append(key)
+    return keys
+
+
+def write_findings(store: Store, findings: Sequence[Finding], *,
+                   replace: tuple[Period, Sequence[str]] | None = None) -> int:
+    """Write findings as ``finding`` points stamped at their window's end; returns rows.
+
+    ``replace`` = (period, pipelines): the findings of those pipelines stamped within the
+    period (after its start, up to and including its end: a finding is stamped at its
+    window's end, so one stamped at the start belongs to the window before) are deleted first,
+    where the store can delete (``store.delete``: DuckDB), so a rerun over the same window
+    replaces what the previous run wrote instead of adding to it. A store that cannot delete
+    (VictoriaMetrics, Prometheus, InfluxDB here) gets the same series at the same times:
+    InfluxDB overwrites the point, VictoriaMetrics keeps one sample per series and time
+    when run with ``-dedup.minScrapeInterval`` (as docker-compose.yml runs it), and a
+    finding the rerun no longer makes stays there until retention removes it.
+    """
+    if replace is not None:
+        period, pipelines = replace
+        delete = getattr(store, "delete", None)
+        if callable(delete) and pipelines:
+            tick = timedelta(microseconds=1)  # stamped in (start, end]: a window's end
+            delete("finding", period.start + tick, period.end + tick,
+                   where={"pipeline": list(pipelines)})
     if not findings:
         return 0
     frame = pd.DataFrame({
@@ -119,6 +173,7 @@ def write_findings(store: Store, findings: Sequence[Finding]) -> int:
         "subject_type": [f.subject_type for f in findings],
         "subject": [f.subject for f in findings], "hub": [f.hub for f in findings],
         "cluster": [f.cluster for f in findings], "site": [f.site for f in findings],
+        "key": _series_keys(findings),
         "severity": [float(f.severity) for f in findings],
         "observed": [float(f.observed) for f in findings],
         "threshold": [float(f.threshold) for f in findings],

@@ -38,6 +38,7 @@ __all__ = [
     "Policy",
     "PuePolicy",
     "Sourced",
+    "UtilizationDefinition",
     "UtilizationPolicy",
     "load_policy",
 ]
@@ -47,6 +48,7 @@ V = TypeVar("V")
 Level = Literal["accelerator", "node", "site", "cluster", "hub", "province"]
 LEVELS: tuple[Level, ...] = ("accelerator", "node", "site", "cluster", "hub", "province")
 Region = Literal["east", "west"]
+UtilizationDefinition = Literal["time_weighted", "busy_fraction"]
 RttSemantics = Literal["round_trip", "one_way"]
 
 Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -76,12 +78,26 @@ class Sourced(_Model, Generic[V]):
     source: Annotated[str, AfterValidator(_check_source)]
 
 
+_DEFAULT_DEFINITION = Sourced[UtilizationDefinition](
+    value="time_weighted",
+    source="computewatch default: the time-weighted mean utilization, when the policy does "
+           "not say which definition the minimum applies to")
+
+
 class LevelMinimum(_Model):
-    """Minimum utilization at one level; `subjects` are per-id overrides (site ids at 'site')."""
+    """Minimum utilization at one level; `subjects` are per-id overrides (site ids at 'site').
+
+    ``definition`` says what the minimum is compared with at this level (one definition per
+    level, so every subject of a level is judged alike): ``time_weighted``, the mean of the
+    utilization samples, or ``busy_fraction``, the share of accelerator-windows busier than
+    ``busy_level`` (the accelerator counterpart of a rack occupancy rate, 上架率). Both are
+    defined in `computewatch.utilization`.
+    """
 
     default: Sourced[Ratio]
     regions: dict[Region, Sourced[Ratio]] = {}
     subjects: dict[str, Sourced[Ratio]] = {}
+    definition: Sourced[UtilizationDefinition] = _DEFAULT_DEFINITION
 
 
 class Minimums(_Model):
@@ -204,6 +220,13 @@ class Policy(_Model):
         if region is not None and region in rule.regions:
             return rule.regions[region]
         return rule.default
+
+    def utilization_definition_entry(self, level: Level) -> Sourced[UtilizationDefinition]:
+        """Which utilization definition the minimum of ``level`` applies to, with its source."""
+        if level not in LEVELS:
+            raise KeyError(f"unknown level {level!r} (known: {', '.join(LEVELS)})")
+        rule: LevelMinimum = getattr(self.utilization.minimums, level)
+        return rule.definition
 
     def utilization_minimum(
         self, level: Level, region: Region | None = None, subject: str | None = None

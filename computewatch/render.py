@@ -16,9 +16,10 @@ from computewatch.summary import NationalSummary
 
 if TYPE_CHECKING:
     from computewatch.findings import Analysis
+    from computewatch.sim.scoring import Scorecard
 
 __all__ = ["OutputFormat", "format_value", "render_analysis", "render_findings", "render_frame",
-           "render_summary"]
+           "render_scores", "render_summary"]
 
 
 class OutputFormat(StrEnum):
@@ -56,10 +57,12 @@ def render_frame(df: pd.DataFrame, fmt: OutputFormat, out: TextIO, *, title: str
 
 
 def render_summary(summary: NationalSummary, fmt: OutputFormat, out: TextIO,
-                   console: Console | None = None) -> None:
+                   console: Console | None = None, *, extra: dict | None = None) -> None:
+    """The national summary; ``extra`` keys join the JSON document (the demo's scores)."""
     if fmt is OutputFormat.JSON:
         doc = {"start": summary.start.isoformat(), "end": summary.end.isoformat(),
-               "rows": _records(summary.rows), "worst_links": _records(summary.links.head(10))}
+               "rows": _records(summary.rows), "worst_links": _records(summary.links.head(10)),
+               **(extra or {})}
         out.write(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
         return
     if fmt is OutputFormat.CSV:
@@ -158,3 +161,34 @@ def render_analysis(analysis: Analysis, fmt: OutputFormat, out: TextIO, *,
                          for st in analysis.status],
            "findings": _records(df)}
     out.write(json.dumps(doc, indent=1, ensure_ascii=False, default=str) + "\n")
+
+
+def render_scores(card: Scorecard, out: TextIO) -> None:
+    """Recall and precision of every rule against the simulator's ground truth, with the
+    first misses and false findings; rules without a matcher said, never hidden."""
+    console = Console(file=out, width=None if out.isatty() else 160)
+    table = Table(title="Findings scored against the simulator's ground truth",
+                  title_justify="left")
+    for col in ("rule", "to find", "found", "missed", "false", "recall", "precision"):
+        table.add_column(col, justify="left" if col == "rule" else "right")
+
+    def pct(x: float) -> str:
+        return "—" if math.isnan(x) else f"{x:.0%}"
+
+    for s in card.scores:
+        bad = s.false_negatives or s.false_positives
+        table.add_row(f"[red]{s.rule}[/red]" if bad else s.rule, str(s.expected),
+                      str(s.true_positives), str(s.false_negatives), str(s.false_positives),
+                      pct(s.recall), pct(s.precision))
+    console.print(table)
+    for s in card.scores:
+        for line in s.missed[:3]:
+            console.print(f"  missed  {s.rule}: {escape(line)}", highlight=False)
+        for line in s.wrong[:3]:
+            console.print(f"  false   {s.rule}: {escape(line)}", highlight=False)
+    if card.unscored:
+        console.print("[red]rules with findings and no matcher (not scored): "
+                      + ", ".join(f"{r} ({n})" for r, n in card.unscored.items()) + "[/red]")
+    console.print("[dim]to find: what the truth file states for the rule; found/missed: those "
+                  "items; false: findings that name nothing the truth states (each matcher's "
+                  "rule in computewatch/sim/scoring).[/dim]")

@@ -24,19 +24,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Literal
 
 import pandas as pd
 
 from computewatch.findings import Period
+from computewatch.policy import UtilizationDefinition
 from computewatch.store import Aggregate, Query, Store
 from computewatch.topology import Topology
 
-__all__ = ["DEFINITIONS", "IDLE_DEFINITION", "LEVELS", "WINDOW_COLUMNS", "Definition",
+__all__ = ["COMPLETENESS_DEFINITION", "DEFINITIONS", "IDLE_DEFINITION", "LEVELS",
+           "WINDOW_COLUMNS", "Definition",
            "idle_hours", "sampling_interval", "utilization_totals", "utilization_windows",
-           "window_totals"]
+           "utilization_windows_by_definition", "window_totals"]
 
-Definition = Literal["time_weighted", "busy_fraction"]
+Definition = UtilizationDefinition
+"""The two definitions a utilization minimum can apply to (the policy chooses per level)."""
 DEFINITIONS: dict[str, str] = {
     "time_weighted": "time-weighted mean utilization (mean of all utilization samples in "
                      "each window)",
@@ -48,25 +50,49 @@ DEFINITIONS: dict[str, str] = {
 IDLE_DEFINITION = ("idle accelerator-hours = sum over utilization samples of "
                    "(1 - utilization) x the sampling interval, i.e. the capacity left unused; "
                    "time without samples counts for nothing, so a window an accelerator "
-                   "reported in for part of its length counts only that part; the interval "
-                   "is read from the data (the fullest accelerator's sample spacing over the "
-                   "last hour of data in the period)")
+                   "reported in for part of its length counts only that part, however the "
+                   "windows line up with the data; the interval is read from the data (one "
+                   "hour over the most samples an accelerator sent in one whole hour of the "
+                   "last three hours of data in the period)")
 
 LEVELS = ("site", "cluster", "hub", "province")
 """The levels `utilization_windows` rolls sites up to (from the topology)."""
 
-WINDOW_COLUMNS = ["time", "subject", "value", "weight", "accelerators", "idle_hours"]
+WINDOW_COLUMNS = ["time", "subject", "value", "weight", "accelerators", "idle_hours",
+                  "completeness"]
 """`utilization_windows` frames: window start, subject, the definition's value, its weight
-(samples for time_weighted, accelerators for busy_fraction), accelerators with data, and the
-window's idle accelerator-hours."""
+(samples for time_weighted, accelerators for busy_fraction), accelerators with data, the
+window's idle accelerator-hours, and its completeness (`COMPLETENESS_DEFINITION`)."""
+
+COMPLETENESS_DEFINITION = (
+    "completeness of a site's window = utilization samples received / (the site's "
+    "accelerators x the samples one accelerator sends in a window), where the site's "
+    "accelerators are the most that reported in any window of the period; a cluster's, hub's "
+    "or province's = the mean over its member sites in the topology, a silent site counting 0")
+"""How complete a window's data is, in words (findings and the report quote it)."""
 
 _FIELD = "utilization_ratio"
-_PROBE = timedelta(hours=1)
+_HOUR = timedelta(hours=1)
+_PROBE = timedelta(hours=3)
 
 
-def _intervals(store: Store, lo: datetime, end: datetime, last: datetime,
-               where: Mapping[str, str | Sequence[str]] | None) -> timedelta:
-    """The fullest device's sample spacing over [lo, end); zero when it cannot be told."""
+def _whole_hours(store: Store, lo: datetime, end: datetime,
+                 where: Mapping[str, str | Sequence[str]] | None) -> timedelta:
+    """One hour over the most samples any device sent in a whole clock hour from ``lo``'s
+    hour to ``end``; zero when no such hour lies whole inside."""
+    lo = pd.Timestamp(lo).floor(_HOUR).to_pydatetime()  # hours on the clock, as data has
+    if end - lo < _HOUR:
+        return timedelta(0)
+    counts = store.query(Query("accelerator", (_FIELD,), lo, end, where=dict(where or {}),
+                               group_by=("device",), window=_HOUR, agg=Aggregate.COUNT))
+    whole = counts[counts.time + _HOUR <= pd.Timestamp(end)]
+    most = float(whole[_FIELD].max()) if len(whole) else 0.0
+    return _HOUR / most if most > 0 else timedelta(0)
+
+
+def _spacing(store: Store, lo: datetime, end: datetime, last: datetime,
+             where: Mapping[str, str | Sequence[str]] | None) -> timedelta:
+    """The fullest device's sample spacing over [lo, end) (data shorter than an hour)."""
     counts = store.query(Query("accelerator", (_FIELD,), lo, end, where=dict(where or {}),
                                group_by=("device",), agg=Aggregate.COUNT))
     most = float(counts[_FIELD].max()) if len(counts) else 0.0
@@ -80,10 +106,11 @@ def sampling_interval(store: Store, start: datetime, end: datetime, *,
                       where: Mapping[str, str | Sequence[str]] | None = None) -> timedelta:
     """How long one utilization sample stands for, read from the data of [start, end).
 
-    The fullest accelerator's sample spacing over the last hour of data in the period (one
-    COUNT query grouped by device, devices rows), so a card that fell off the bus does not
-    stretch it; over the whole period when that hour cannot tell (fewer than two samples).
-    Zero when the store holds no accelerator data in the period.
+    One hour over the most samples any accelerator sent in one whole clock hour of the last
+    three hours of data in the period (one COUNT query by device and hour): a gap, a card
+    that fell off the bus or a period that ends between samples cannot stretch it, since some
+    card reported through some whole hour. Shorter data falls back to the fullest card's spacing
+    over what there is. Zero when the store holds no accelerator data in the period.
     """
     bounds = store.time_bounds("accelerator")
     if bounds is None:
@@ -92,10 +119,10 @@ def sampling_interval(store: Store, start: datetime, end: datetime, *,
     lo = max(start, first)
     if last < lo or lo >= end:
         return timedelta(0)
-    probe = max(lo, min(end, last) - _PROBE)
-    got = _intervals(store, probe, end, last, where)
-    if got == timedelta(0) and probe > lo:
-        got = _intervals(store, lo, end, last, where)
+    top = min(end, last + _HOUR)
+    got = _whole_hours(store, max(lo, top - _PROBE), top, where)
+    if got == timedelta(0):
+        got = _spacing(store, lo, end, last, where)
     return got
 
 
@@ -132,33 +159,78 @@ def utilization_totals(store: Store, start: datetime, end: datetime, *,
     return out[cols]
 
 
-def _site_windows(store: Store, period: Period, window: timedelta, definition: Definition,
-                  busy_level: float, step: timedelta) -> pd.DataFrame:
-    """Per site and window: value (per definition), weight, accelerators with data, idle."""
+def _site_aggregates(store: Store, period: Period, window: timedelta, busy_level: float,
+                     step: timedelta) -> pd.DataFrame:
+    """Per site and window, for either definition: utilization samples and their sum, the
+    share of accelerators busy, accelerators with data and idle accelerator-hours (SUM and
+    COUNT by site and window; MEAN by site, device and window for the busy share)."""
     q = dict(start=period.start, end=period.end, window=window)
+    total = store.query(Query("accelerator", (_FIELD,), group_by=("site",),
+                              agg=Aggregate.SUM, **q))
+    count = store.query(Query("accelerator", (_FIELD,), group_by=("site",),
+                              agg=Aggregate.COUNT, **q))
+    out = total.rename(columns={_FIELD: "usum"}).merge(
+        count.rename(columns={_FIELD: "samples"}), on=["time", "site"])
+    out = out[out.samples > 0].astype({"samples": float, "usum": float})
+    per_dev = store.query(Query("accelerator", (_FIELD,), group_by=("site", "device"),
+                                agg=Aggregate.MEAN, **q)).dropna(subset=[_FIELD])
+    g = (per_dev[_FIELD] > busy_level).groupby([per_dev.time, per_dev.site])
+    cards = pd.DataFrame({"busy": g.mean(), "accelerators": g.size()}).reset_index()
+    out = out.merge(cards, on=["time", "site"], how="left")
+    out["idle_hours"] = idle_hours(out.samples, out.usum, step)
+    return out.reset_index(drop=True)
+
+
+def _site_completeness(sites: pd.DataFrame, window: timedelta, step: timedelta) -> pd.Series:
+    """Samples received / samples the site's accelerators send in a window (at most 1)."""
+    if step <= timedelta(0) or sites.empty:
+        return pd.Series(1.0, index=sites.index)
+    fleet = sites.groupby("site").accelerators.transform("max").astype(float)
+    return (sites.samples / (fleet * (window / step))).clip(upper=1.0)
+
+
+def _levels(sites: pd.DataFrame, definition: Definition,
+            place: dict[str, tuple[str, str, str]]) -> dict[str, pd.DataFrame]:
+    """The site aggregates as `WINDOW_COLUMNS` frames of every level under ``definition``."""
     if definition == "time_weighted":
-        mean = store.query(Query("accelerator", (_FIELD,), group_by=("site",),
-                                 agg=Aggregate.MEAN, **q))
-        count = store.query(Query("accelerator", (_FIELD,), group_by=("site",),
-                                  agg=Aggregate.COUNT, **q))
-        devices = store.query(Query("accelerator", (_FIELD,), group_by=("site", "device"),
-                                    agg=Aggregate.COUNT, **q))
-        n_dev = devices.groupby(["time", "site"]).size().rename("accelerators")
-        out = mean.merge(count, on=["time", "site"], suffixes=("", "_n"))
-        out = out.rename(columns={_FIELD: "value", f"{_FIELD}_n": "weight"})
-        out["idle_hours"] = idle_hours(out.weight, out.value * out.weight, step)
-        return out.merge(n_dev.reset_index(), on=["time", "site"], how="left")
-    by = ("site", "device")
-    per_dev = store.query(Query("accelerator", (_FIELD,), group_by=by, agg=Aggregate.MEAN,
-                                **q))
-    n = store.query(Query("accelerator", (_FIELD,), group_by=by, agg=Aggregate.COUNT, **q))
-    per_dev = per_dev.merge(n, on=["time", *by], suffixes=("", "_n"))
-    per_dev["busy"] = per_dev[_FIELD] > busy_level
-    per_dev["idle_hours"] = idle_hours(per_dev[f"{_FIELD}_n"],
-                                       per_dev[_FIELD] * per_dev[f"{_FIELD}_n"], step)
-    g = per_dev.groupby(["time", "site"])
-    return pd.DataFrame({"value": g.busy.mean(), "weight": g.size(), "accelerators": g.size(),
-                         "idle_hours": g.idle_hours.sum()}).reset_index()
+        sites = sites.assign(value=sites.usum / sites.samples, weight=sites.samples)
+    else:
+        sites = sites.assign(value=sites.busy, weight=sites.accelerators.astype(float))
+    out = {"site": sites.rename(columns={"site": "subject"})[WINDOW_COLUMNS]}
+    for k, level in enumerate(LEVELS[1:]):
+        members = pd.Series([p[k] for p in place.values()]).value_counts()
+        d = sites[sites[level] != ""].assign(vw=lambda x: x.value * x.weight)
+        g = d.groupby(["time", level])
+        agg = pd.DataFrame({"vw": g.vw.sum(), "weight": g.weight.sum(),
+                            "accelerators": g.accelerators.sum(),
+                            "idle_hours": g.idle_hours.sum(),
+                            "completeness": g.completeness.sum()}).reset_index()
+        agg["value"] = agg.vw / agg.weight
+        agg["completeness"] = agg.completeness / agg[level].map(members).astype(float)
+        out[level] = agg.rename(columns={level: "subject"})[WINDOW_COLUMNS]
+    return out
+
+
+def utilization_windows_by_definition(
+        store: Store, period: Period, topology: Topology, *,
+        definitions: Sequence[Definition] = tuple(DEFINITIONS),
+        window: timedelta = timedelta(hours=1), busy_level: float = 0.10,
+        interval: timedelta | None = None) -> dict[str, dict[str, pd.DataFrame]]:
+    """`utilization_windows` for several definitions at the cost of one: definition -> level
+    -> frame, from the same two store queries."""
+    for d in definitions:
+        if d not in DEFINITIONS:
+            raise ValueError(f"unknown definition {d!r} (use {', '.join(DEFINITIONS)})")
+    step = interval if interval is not None else sampling_interval(store, period.start,
+                                                                    period.end)
+    sites = _site_aggregates(store, period, window, busy_level, step)
+    place = {s.id: (s.cluster or "", s.hub or "", s.province) for s in topology.sites}
+    sites = sites[sites.site.isin(place)]
+    sites = sites.assign(cluster=[place[s][0] for s in sites.site],
+                         hub=[place[s][1] for s in sites.site],
+                         province=[place[s][2] for s in sites.site],
+                         completeness=_site_completeness(sites, window, step))
+    return {d: _levels(sites, d, place) for d in dict.fromkeys(definitions)}
 
 
 def utilization_windows(store: Store, period: Period, topology: Topology, *,
@@ -167,27 +239,15 @@ def utilization_windows(store: Store, period: Period, topology: Topology, *,
                         interval: timedelta | None = None) -> dict[str, pd.DataFrame]:
     """Per level of `LEVELS`: a frame of `WINDOW_COLUMNS`, one row per subject and window
     with data. Windows start at the period's start; sites outside the topology are left
-    out. ``interval`` defaults to `sampling_interval` over the period."""
-    if definition not in DEFINITIONS:
-        raise ValueError(f"unknown definition {definition!r} (use {', '.join(DEFINITIONS)})")
-    step = interval if interval is not None else sampling_interval(store, period.start,
-                                                                    period.end)
-    sites = _site_windows(store, period, window, definition, busy_level, step)
-    place = {s.id: (s.cluster or "", s.hub, s.province) for s in topology.sites}
-    sites = sites[sites.site.isin(place)]
-    sites = sites.assign(cluster=[place[s][0] for s in sites.site],
-                         hub=[place[s][1] for s in sites.site],
-                         province=[place[s][2] for s in sites.site])
-    out = {"site": sites.rename(columns={"site": "subject"})[WINDOW_COLUMNS]}
-    for level in LEVELS[1:]:
-        d = sites[sites[level] != ""].assign(vw=lambda x: x.value * x.weight)
-        g = d.groupby(["time", level])
-        agg = pd.DataFrame({"vw": g.vw.sum(), "weight": g.weight.sum(),
-                            "accelerators": g.accelerators.sum(),
-                            "idle_hours": g.idle_hours.sum()}).reset_index()
-        agg["value"] = agg.vw / agg.weight
-        out[level] = agg.rename(columns={level: "subject"})[WINDOW_COLUMNS]
-    return out
+    out. ``interval`` defaults to `sampling_interval` over the period.
+
+    A level's value is the weight-weighted mean of its sites' values; its completeness the
+    mean of its member sites' (all of them in the topology, silent ones at 0), so a hub
+    whose other sites are silent is not complete because one site reports fully.
+    """
+    return utilization_windows_by_definition(
+        store, period, topology, definitions=(definition,), window=window,
+        busy_level=busy_level, interval=interval)[definition]
 
 
 def window_totals(windows: pd.DataFrame) -> tuple[float, float]:
@@ -196,6 +256,8 @@ def window_totals(windows: pd.DataFrame) -> tuple[float, float]:
     The value is the weight-weighted mean of the windows' values; windows without data (NaN)
     count for neither, so a partly covered span is not diluted by the time it lacks. Shared
     by the underuse episodes and the report's period totals, so both state one number.
+    (Completeness depends on the span's length, windows without rows included: see
+    `utilization_windows`' ``completeness`` and its callers.)
     """
     weight = float(windows.weight.sum())
     observed = float((windows.value * windows.weight).sum() / weight) if weight else float("nan")

@@ -42,7 +42,9 @@ def run_pipelines(store: Store, period: Period, policy: Policy, topology: Topolo
     which is `PIPELINES` unless a caller brings its own).
 
     Raises ValueError for an unknown name before anything runs. With ``write`` the findings
-    are written to the store as ``finding``. ``progress`` is called with each pipeline's
+    are written to the store as ``finding``, replacing those the same pipelines wrote for
+    the same period before (`computewatch.findings.write_findings`), so re-running an
+    analysis leaves one copy of each finding. ``progress`` is called with each pipeline's
     name as it starts.
     """
     names = list(registry) if only is None else list(dict.fromkeys(only))
@@ -63,5 +65,8 @@ def run_pipelines(store: Store, period: Period, policy: Policy, topology: Topolo
         findings.extend(got)
         status.append(PipelineStatus(name, len(got)))
     if write:
-        write_findings(store, findings)
+        # A rerun over the same window replaces what the pipelines that ran wrote before; a
+        # failed pipeline's earlier findings stay.
+        write_findings(store, findings,
+                       replace=(period, [s.name for s in status if s.ok]))
     return Analysis.of(period, findings, status)

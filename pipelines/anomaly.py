@@ -10,10 +10,12 @@ is one episode: it starts at the first unhealthy minute and ends one minute afte
 its completeness.
 
 ``site_anomaly`` (warning; critical for the most extreme). Each site is described per window
-(default 1 h, aligned in China time like every PUE report; only whole windows inside the
-period count) by four features:
+(default 1 h, aligned in China time like every PUE report; only whole windows count) by four
+features:
 
-- ``utilization``: mean accelerator utilization (ratio);
+- ``utilization``: mean accelerator utilization (ratio), compared on a log scale (from 1% up:
+  a card at 1% and one at 0% are both idle), since what matters is the share of the load that
+  went away: an underused site at 20% that stops is as unusual as a busy one that stops;
 - ``watts_per_utilization``: site accelerator power / (utilization x accelerators), i.e. the
   mean power over the mean utilization of the same samples (the accelerator count cancels):
   the watts a fully busy accelerator costs. Utilization is floored at the policy's busy level
@@ -26,40 +28,50 @@ period count) by four features:
 - ``rtt_to_hub``: the median over the window of the median RTT (p50) to the role-'hub'
   site(s) of the site's own hub (median over them when there are several); log scale.
 
-Each feature is standardized against the site's own baseline: robust z = (x - site median)
-/ scale. The location is per site because sites differ by design (a western hub's PUE of
-1.15 would be an eastern edge site's fault). The scale is the site's IQR / 1.349 but never
-below (a) the median of that scale over all sites, because a site's handful of baseline
-windows can be flat by chance; (b) the job-churn noise of a site of n accelerators at
-utilization u, sqrt(u(1-u)/n) for utilization and sqrt((1-u)/(u n)) for log watts per
-utilization, because a 3-card site swings by a third of its capacity when one job ends; and
-(c) a floor per feature (`FLOORS`): the smallest change worth a page. A missing value (a hub
-site has no link to its own hub site; an incomplete PUE window; no probe) is imputed with the
-site's baseline median, i.e. z = 0, and lowers the finding's completeness.
+**A trailing baseline that never holds the judged window.** Each window is judged against
+the same site's earlier windows within ``LOOKBACK`` (7 days, read from before the analysed
+period as far as the store holds them), leaving out windows that were themselves out of line
+(some feature ``Z_MOVED`` or more from their own baseline), so a fault that lasts hours
+never becomes its own baseline and a window is never judged by itself or by what follows
+it. With days of history the baseline holds every hour of the
+day, so the day's swing is part of the spread; on a first day it is the hours before the
+window (a robust rolling baseline). A window needs ``MIN_BASELINE_WINDOWS`` (3) such earlier
+windows to be judged: the first hours of a site's history are not judged, and say so by their
+absence. (The previous default, the first half of the analysed period, put a fault in that
+half into its own baseline: the injected cooling faults were never found.)
 
-An IsolationForest (``seed``, ``contamination``) is trained on the baseline windows' z-scores
-of all sites and scores the current windows. The decision threshold is conservative, since a
-false page costs more than a missed wobble: a window is anomalous when the forest predicts an
-outlier (its ``contamination`` threshold) *and* some feature is at least ``Z_MIN`` from the
-site median, or when a feature is at least ``Z_ALONE`` away whatever the forest says. Why,
-as measured on 15 simulated runs (1,500 and 20,000 accelerators, 12 to 72 h, 73,000 normal
-site-windows): with its 'auto' threshold the forest calls 61% of normal windows outliers
-(alone, its site findings were 37% true), and its scores saturate at the edge of the data it
-was trained on, so a cooling fault's PUE at z 17 can score like the baseline's own extremes.
-The largest |z| of any normal window was 6.1 (utilization following the day at a small edge
-site); the injected faults' windows reached 14-19. One finding per contiguous run of anomalous
-windows of a site, explained by its two most deviant features (median z over the run) with
-their values and the site's baseline medians; critical when a feature reaches ``Z_CRITICAL``.
+Each feature is standardized against that baseline: robust z = (x - baseline median) /
+scale. The location is per site because sites differ by design (a western hub's PUE of 1.15
+would be an eastern edge site's fault). The scale is the baseline's IQR / 1.349 but never
+below (a) the job-churn noise of a site of n accelerators at utilization u, sqrt((1-u)/(u n))
+in log units (u at most 0.5: a small busy site falls further in log units than the formula
+says) for utilization and watts per utilization, because a 3-card site swings by a third of
+its capacity when one job ends; and (b) a floor per feature (`FLOORS`):
+the smallest change worth a page; for utilization a wider one (``UNSEEN_HOUR_FLOOR``) while
+the baseline holds no window within two hours of the judged window's time of day, since a
+first day's baseline cannot tell the night's usual dip from a fault. A missing value (a hub
+site has no link to its own hub site; an incomplete PUE window; no probe) gives z = 0 and
+lowers the finding's completeness.
 
-The baseline defaults to the first half of the period and must hold normal operation; the
-windows scored are the period's windows outside the baseline.
+A window is anomalous when some feature is at least ``Z_FLAG`` from its baseline median. One
+finding per run of anomalous windows of a site, if the run lasts ``MIN_RUN`` (2) windows or
+reaches ``Z_CRITICAL`` (a single hour a little out of line is job churn: a small edge site's
+load can halve from one hour to the next by chance and by the day's swing); it names every
+feature that moved (median |z| over the run at least ``Z_MOVED``; at least the most deviant
+one) with its value, the baseline median, the change and the z, in the message and in
+``detail["features"]`` (most deviant first; there at least the two most deviant, each with
+``moved`` true or false), and the baseline it was judged against;
+critical when a feature reaches ``Z_CRITICAL``. Passing a ``baseline`` period replaces the
+trailing baseline with that one (normal operation by the caller's word; its windows are not
+judged).
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -67,11 +79,12 @@ import pandas as pd
 from computewatch.findings import Finding, Period, Severity
 from computewatch.pipelines._episodes import episodes
 from computewatch.policy import Policy
-from computewatch.pue import meter_readings, window_edges, window_pue
+from computewatch.pue import CHINA_TZ, meter_readings, window_edges, window_pue
 from computewatch.store import Aggregate, Query, Store
 from computewatch.topology import Site, Topology
 
-__all__ = ["FEATURES", "FLOORS", "HEALTH_STEP", "Z_ALONE", "Z_CRITICAL", "Z_MIN", "run"]
+__all__ = ["FEATURES", "FLOORS", "HEALTH_STEP", "LOOKBACK", "MIN_BASELINE_WINDOWS", "MIN_RUN",
+           "UNSEEN_HOUR_FLOOR", "Z_CRITICAL", "Z_FLAG", "Z_MOVED", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -80,32 +93,48 @@ HEALTH_STEP = timedelta(minutes=1)
 """Resolution at which a lost device's episodes are timed."""
 
 FEATURES = ("utilization", "watts_per_utilization", "pue", "rtt_to_hub")
-_LOG_FEATURES = frozenset({"watts_per_utilization", "rtt_to_hub"})
+_UTIL, _WPU = FEATURES.index("utilization"), FEATURES.index("watts_per_utilization")
+_LOG_FEATURES = frozenset({"utilization", "watts_per_utilization", "rtt_to_hub"})
+_IDLE_UTILIZATION = 0.01
+"""Utilization is compared on a log scale from here up: a card at 1% and one at 0% are both
+idle (the log of 0 would make any idle hour infinitely unusual)."""
 _UNITS = {"utilization": "ratio", "watts_per_utilization": "W", "pue": "factor",
           "rtt_to_hub": "s"}
 
-FLOORS = {"utilization": 0.10, "watts_per_utilization": 0.05, "pue": 0.02, "rtt_to_hub": 0.05}
+FLOORS = {"utilization": 0.20, "watts_per_utilization": 0.05, "pue": 0.02, "rtt_to_hub": 0.05}
 """Smallest scale per feature, in its unit (log units, i.e. relative, for log features).
-Utilization: 0.10, as it follows demand and eastern and edge sites swing by up to +-30% of
-their load between day and night, which a baseline of a few hours does not see; only a
-collapse or surge of most of a site's capacity is an anomaly (a lasting shortfall is the
-underuse pipeline's job). Watts per utilization 5%, PUE 0.02 (its daily swing is +-0.03),
-RTT 5%."""
+Utilization 20%: it follows demand, and eastern and edge sites swing by up to +-30% of their
+load between day and night (a factor 1.86 from trough to peak, 0.62 in log units), which a
+first day's baseline of a few hours has not seen; a collapse to idle is a factor of 20 or
+more (a lasting shortfall is the underuse pipeline's job). Watts per utilization 5%, PUE
+0.02 (its daily swing is +-0.03), RTT 5%."""
 
-Z_MIN = 8.0
-"""A window is anomalous only if some feature is this many robust SDs from the site median."""
+LOOKBACK = timedelta(days=7)
+"""How far back the trailing baseline reaches."""
 
-Z_ALONE = 10.0
-"""A window this far from the site median on one feature is anomalous even when the forest,
-whose scores saturate at the edge of the baseline it saw, does not isolate it."""
+MIN_BASELINE_WINDOWS = 3
+"""A window with fewer earlier (normal) windows of its site is not judged."""
 
-Z_CRITICAL = 12.0
+Z_FLAG = 5.0
+"""A window is anomalous when some feature is this many robust SDs from its baseline."""
+
+UNSEEN_HOUR_FLOOR = 0.35
+"""Utilization's floor (log units) while the baseline has not seen the judged window's time
+of day (within ``_SAME_HOURS`` hours): the first day of a site's history does not know how far
+its load swings between day and night (up to a factor 1.86 in the simulated fleet, 0.62 in
+log units), so a night judged against an afternoon needs a wider margin."""
+_SAME_HOURS = 2
+
+MIN_RUN = 2
+"""A run of anomalous windows shorter than this is a finding only if it reaches Z_CRITICAL."""
+
+Z_MOVED = 3.0
+"""A feature whose median |z| over a run reaches this is named as having moved."""
+
+Z_CRITICAL = 10.0
 """A run whose most deviant feature reaches this robust z is critical."""
 
-_MIN_BASELINE_WINDOWS = 2
-"""A site with fewer baseline windows is not scored: one window says nothing of its spread."""
 _READING_BUCKET = timedelta(minutes=5)
-_TREES = 200
 _IQR_TO_SD = 1.349
 
 HEALTH_DEFINITION = (
@@ -113,11 +142,11 @@ HEALTH_DEFINITION = (
     "an episode is a run of unhealthy minutes ended by a healthy reading; it starts at the "
     "first unhealthy minute and ends one minute after the last (or at the period end)")
 SITE_DEFINITION = (
-    "IsolationForest over per-site window features (mean utilization, log watts per unit of "
-    "utilization, energy-based PUE, log median RTT to the hub site), each as a robust z-score "
-    "against the site's baseline (median; scale IQR/1.349, at least the fleet median scale, "
-    "the job-churn noise and a per-feature floor); a window is anomalous when the forest "
-    "flags it and a feature's |z| >= {z_min:g}, or when a feature's |z| >= {z_alone:g}")
+    "robust z-scores of per-site window features (mean utilization, log watts per unit of "
+    "utilization, energy-based PUE, log median RTT to the hub site) against the site's own "
+    "trailing baseline (its earlier, not anomalous windows within 7 days; median, scale "
+    "IQR/1.349 at least the job-churn noise and a per-feature floor); a window is anomalous "
+    "when a feature's |z| >= {z:g}")
 
 
 # -- accelerator_lost ----------------------------------------------------------------------
@@ -156,7 +185,7 @@ def _lost_accelerators(store: Store, period: Period) -> list[Finding]:
                 completeness=min(ep.length / expected, 1.0), hub=place.hub,
                 cluster=place.cluster, site=place.site, definition=HEALTH_DEFINITION,
                 message=message,
-                detail={"node": place.node, "recovered": bool(recovered),
+                detail={"node": place.node, "recovered": bool(recovered), "chronic": False,
                         "minutes": float((end - start) / pd.Timedelta(minutes=1)),
                         "lowest_health": float(g.health.iloc[ep.first:ep.last + 1].min())}))
     return findings
@@ -240,10 +269,11 @@ def _site_features(store: Store, span: Period, window: timedelta, topology: Topo
     return feats[cols].sort_values(["site", "time"]).reset_index(drop=True)
 
 
-# -- standardization and scoring -----------------------------------------------------------
+# -- baselines and scoring ----------------------------------------------------------------
 def _transform(feats: pd.DataFrame) -> pd.DataFrame:
     """Features on the scale they are compared on: log for ratios of positive quantities."""
     out = feats[list(FEATURES)].astype(float).copy()
+    out["utilization"] = out["utilization"].clip(lower=_IDLE_UTILIZATION)
     for f in _LOG_FEATURES:
         out[f] = np.log(out[f].where(out[f] > 0))
     return out
@@ -256,37 +286,95 @@ def _accelerators(store: Store, span: Period) -> pd.Series:
     return df[df.utilization_ratio > 0].groupby("site").size()
 
 
-def _baseline_stats(base: pd.DataFrame,
-                    accelerators: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-site median and robust scale (see the module docstring) of the baseline."""
-    t = _transform(base).assign(site=base.site.to_numpy())
-    grouped = t.groupby("site")
-    median = grouped.median()[list(FEATURES)]
-    iqr = grouped.quantile(0.75) - grouped.quantile(0.25)
-    site_scale = (iqr / _IQR_TO_SD)[list(FEATURES)]
-    fleet = site_scale.median(skipna=True)
-    lower = pd.DataFrame({f: np.maximum(fleet[f], FLOORS[f]) if pd.notna(fleet[f])
-                          else FLOORS[f] for f in FEATURES}, index=median.index)
+def _scale(base: np.ndarray, cards: float, hour_seen: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Median and robust scale per feature of one site's baseline rows (transformed);
+    ``hour_seen``: whether the baseline holds the judged window's time of day."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN features (no link, no PUE)
+        median = np.nanmedian(base, axis=0)
+        q75, q25 = np.nanpercentile(base, [75, 25], axis=0)
+    spread = (q75 - q25) / _IQR_TO_SD
+    floor = np.array([FLOORS[f] for f in FEATURES])
+    if not hour_seen:
+        floor[_UTIL] = UNSEEN_HOUR_FLOOR
     # Job churn: the mean of n cards that each hold a job or not moves by sqrt(u(1-u)/n)
-    # from one window to the next as jobs come and go, so a 3-card site is never as steady
-    # as a 200-card one, however flat its few baseline windows happened to be. Watts per
-    # utilization (idle/u + k per card) moves by at most d ln u, i.e. sqrt((1-u)/(u n)).
-    u = median["utilization"].clip(0.05, 0.95)
-    n = accelerators.reindex(median.index).fillna(1).clip(lower=1)
-    churn = np.sqrt(u * (1 - u) / n)
-    lower["utilization"] = np.maximum(lower["utilization"], churn)
-    lower["watts_per_utilization"] = np.maximum(lower["watts_per_utilization"], churn / u)
-    scale = site_scale.where(site_scale > lower, lower)
-    return median, scale
+    # from one window to the next as jobs come and go, i.e. by sqrt((1-u)/(u n)) in log
+    # units, so a 3-card site is never as steady as a 200-card one, however flat its few
+    # baseline windows happened to be. A busy site falls further in log units than that
+    # says (4 cards at 88% fall to 22% when three jobs end), so u is taken at most 0.5.
+    # Watts per utilization (idle/u + k per card) moves by at most d ln u, the same.
+    u = float(np.clip(np.exp(median[_UTIL]), 0.05, 0.5)) \
+        if not np.isnan(median[_UTIL]) else 0.5
+    churn = np.sqrt((1 - u) / (u * max(cards, 1.0)))
+    floor[_UTIL] = max(floor[_UTIL], churn)
+    floor[_WPU] = max(floor[_WPU], churn)
+    return median, np.where(spread > floor, spread, floor)
 
 
-def _zscores(feats: pd.DataFrame, median: pd.DataFrame, scale: pd.DataFrame) -> pd.DataFrame:
-    """Robust z per feature; missing values (and features without a baseline) give 0."""
-    t = _transform(feats)
-    med = median.reindex(feats.site).to_numpy()
-    sc = scale.reindex(feats.site).to_numpy()
-    z = (t.to_numpy() - med) / sc
-    return pd.DataFrame(np.nan_to_num(z, nan=0.0), columns=list(FEATURES), index=feats.index)
+@dataclass(frozen=True)
+class _Judged:
+    """One site's judged windows: z-scores, flags and the baseline each was judged against."""
+
+    times: pd.DatetimeIndex
+    values: pd.DataFrame  # features in their own units
+    z: np.ndarray  # (windows, features); 0 where the value is missing
+    missing: np.ndarray  # (windows, features) bool
+    flagged: np.ndarray  # (windows,) bool
+    medians: np.ndarray  # (windows, features): the baseline medians (transformed)
+    baselines: list[tuple[pd.Timestamp, pd.Timestamp, int]]  # first, last window, count
+
+
+def _hour_seen(hours: np.ndarray, baseline: np.ndarray, j: int) -> bool:
+    """True when a baseline window lies within ``_SAME_HOURS`` of window j's time of day."""
+    apart = np.abs(hours[baseline] - hours[j]) % 24
+    return bool((np.minimum(apart, 24 - apart) <= _SAME_HOURS).any())
+
+
+def _judge_trailing(times: pd.DatetimeIndex, x: np.ndarray, judged: np.ndarray, cards: float,
+                    lookback: pd.Timedelta) -> tuple[np.ndarray, ...]:
+    """Each judged window against the site's own earlier windows within ``lookback`` that
+    were not themselves out of line (no feature ``Z_MOVED`` from their own baseline), so a
+    fault never becomes its own baseline, not even while it is still building up."""
+    n, k = x.shape
+    z, medians = np.zeros((n, k)), np.full((n, k), np.nan)
+    flagged, scored = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    suspect = np.zeros(n, dtype=bool)
+    spans: list[tuple[pd.Timestamp, pd.Timestamp, int]] = [(times[0], times[0], 0)] * n
+    hours = _local_hours(times)
+    for j in np.flatnonzero(judged):
+        ok = (times < times[j]) & (times >= times[j] - lookback) & ~suspect
+        if ok.sum() < MIN_BASELINE_WINDOWS:
+            continue
+        median, scale = _scale(x[ok], cards, _hour_seen(hours, ok, j))
+        z[j] = np.nan_to_num((x[j] - median) / scale, nan=0.0)
+        medians[j], scored[j] = median, True
+        flagged[j] = np.abs(z[j]).max() >= Z_FLAG
+        suspect[j] = np.abs(z[j]).max() >= Z_MOVED
+        spans[j] = (times[ok][0], times[ok][-1], int(ok.sum()))
+    return z, medians, flagged, scored, spans
+
+
+def _judge_fixed(times: pd.DatetimeIndex, x: np.ndarray, judged: np.ndarray, cards: float,
+                 base: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Each judged window against one given baseline (``base``: a mask of the rows)."""
+    n, k = x.shape
+    z, medians = np.zeros((n, k)), np.full((n, k), np.nan)
+    flagged, scored = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    spans: list[tuple[pd.Timestamp, pd.Timestamp, int]] = [(times[0], times[0], 0)] * n
+    if base.sum() < MIN_BASELINE_WINDOWS:
+        return z, medians, flagged, scored, spans
+    hours = _local_hours(times)
+    for j in np.flatnonzero(judged):
+        median, scale = _scale(x[base], cards, _hour_seen(hours, base, j))
+        z[j] = np.nan_to_num((x[j] - median) / scale, nan=0.0)
+        medians[j], scored[j] = median, True
+        flagged[j] = np.abs(z[j]).max() >= Z_FLAG
+    return z, medians, flagged, scored, spans
+
+
+def _local_hours(times: pd.DatetimeIndex) -> np.ndarray:
+    """Hour of day in China time, where the day's load swing is set."""
+    return np.asarray(times.tz_convert(CHINA_TZ).hour, dtype=float)
 
 
 def _natural(feature: str, value: float) -> float:
@@ -294,109 +382,138 @@ def _natural(feature: str, value: float) -> float:
 
 
 def _site_anomalies(store: Store, period: Period, policy: Policy, topology: Topology, *,
-                    baseline: Period, window: timedelta, seed: int,
-                    contamination: float | Literal["auto"]) -> list[Finding]:
-    """IsolationForest on robust z-scores of per-site window features; one finding per run."""
+                    baseline: Period | None, window: timedelta,
+                    lookback: timedelta) -> list[Finding]:
+    """Robust z-scores of per-site window features against a baseline; one finding per run."""
     floor = float(policy.pue.min_completeness.value)
     busy = float(policy.utilization.busy_level.value)
-    base = _site_features(store, baseline, window, topology, floor, busy)
-    cur = _site_features(store, period, window, topology, floor, busy)
-    if base.empty or cur.empty:
-        log.info("anomaly: no baseline or no current windows; site_anomaly not evaluated")
+    history = baseline if baseline is not None else Period(period.start - lookback,
+                                                          period.start)
+    span = Period(min(history.start, period.start), max(history.end, period.end))
+    feats = _site_features(store, span, window, topology, floor, busy)
+    if feats.empty:
+        log.info("anomaly: no windows with data; site_anomaly not evaluated")
         return []
-    seen = base.groupby("site").size()
-    known = seen.index[seen >= _MIN_BASELINE_WINDOWS]
-    in_baseline = (cur.time >= pd.Timestamp(baseline.start)) & \
-        (cur.time + pd.Timedelta(window) <= pd.Timestamp(baseline.end))
-    cur = cur[~in_baseline & cur.site.isin(known)].reset_index(drop=True)
-    if cur.empty:
-        log.info("anomaly: no site has %d baseline windows and windows to score",
-                 _MIN_BASELINE_WINDOWS)
-        return []
-    base = base[base.site.isin(known)].reset_index(drop=True)
-    median, scale = _baseline_stats(base, _accelerators(store, baseline))
-    zb, zc = _zscores(base, median, scale), _zscores(cur, median, scale)
-    # Imported here, not at the top: the pipelines' registry imports every pipeline, and
-    # scikit-learn (~90 MB) would otherwise sit in memory through the others' peaks.
-    from sklearn.ensemble import IsolationForest
-
-    forest = IsolationForest(n_estimators=_TREES, contamination=contamination,
-                             random_state=seed).fit(zb.to_numpy())
-    scores = forest.score_samples(zc.to_numpy())
-    outlier = forest.predict(zc.to_numpy()) == -1
-    threshold = float(forest.offset_)
-    peak = zc.abs().max(axis=1).to_numpy()
-    flagged = (outlier & (peak >= Z_MIN)) | (peak >= Z_ALONE)
-    cur = cur.assign(_score=scores, _flag=flagged, _peak=peak)
-    missing = _transform(cur).isna()
-    places = {s.id: s for s in topology.sites}
     step = pd.Timedelta(window)
+    inside = (feats.time >= pd.Timestamp(period.start)) & \
+        (feats.time + step <= pd.Timestamp(period.end))
+    if baseline is not None:
+        # A given baseline is normal operation by the caller's word: its windows are not
+        # judged again (the period's other windows are).
+        in_base = (feats.time >= pd.Timestamp(baseline.start)) & \
+            (feats.time + step <= pd.Timestamp(baseline.end))
+        judged_mask = inside & ~in_base
+    else:
+        in_base, judged_mask = None, inside
+    cards = _accelerators(store, Period(span.start, period.end))
+    transformed = _transform(feats)
+    places = {s.id: s for s in topology.sites}
     findings = []
-    for site, g in cur.groupby("site", sort=True):
-        # Lay the site's windows on the full grid so a missing window breaks a run.
-        times = pd.DatetimeIndex(g.time)
+    for site, rows in feats.groupby("site", sort=True):
+        idx = rows.index
+        times = pd.DatetimeIndex(rows.time)
+        x = transformed.loc[idx].to_numpy()
+        judged = judged_mask.loc[idx].to_numpy()
+        if not judged.any():
+            continue
+        n_cards = float(cards.get(site, 1))
+        if baseline is None:
+            z, medians, flagged, scored, spans = _judge_trailing(
+                times, x, judged, n_cards, pd.Timedelta(lookback))
+        else:
+            z, medians, flagged, scored, spans = _judge_fixed(
+                times, x, judged, n_cards, in_base.loc[idx].to_numpy())
+        if not scored.any():
+            continue
+        judged_site = _Judged(times, rows[list(FEATURES)].reset_index(drop=True), z,
+                              np.isnan(x), flagged, medians, spans)
         grid = pd.date_range(times.min(), times.max(), freq=step)
-        flags = g.set_index("time")._flag.reindex(grid, fill_value=False).to_numpy(dtype=bool)
-        for ep in episodes(flags):
-            idx = g.index[(g.time >= grid[ep.first]) & (g.time <= grid[ep.last])]
-            findings.append(_site_finding(
-                str(site), cur.loc[idx], zc.loc[idx], missing.loc[idx], median.loc[site],
-                places.get(str(site)), step, threshold, baseline, period))
+        where = pd.Series(np.arange(len(times)), index=times)
+        flags = pd.Series(flagged, index=times).reindex(grid, fill_value=False)
+        for ep in episodes(flags.to_numpy(dtype=bool)):
+            members = where[(where.index >= grid[ep.first]) & (where.index <= grid[ep.last])]
+            if len(members) < MIN_RUN and np.abs(z[members.to_numpy()]).max() < Z_CRITICAL:
+                continue  # one window a little out of line: job churn, not a fault
+            findings.append(_site_finding(str(site), judged_site, members.to_numpy(),
+                                          places.get(str(site)), step, period, baseline))
     return findings
 
 
-def _site_finding(site: str, rows: pd.DataFrame, z: pd.DataFrame, missing: pd.DataFrame,
-                  median: pd.Series, place: Site | None, step: pd.Timedelta, threshold: float,
-                  baseline: Period, period: Period) -> Finding:
-    """One run of anomalous windows, explained by its two most deviant features."""
+def _site_finding(site: str, judged: _Judged, rows: np.ndarray, place: Site | None,
+                  step: pd.Timedelta, period: Period, baseline: Period | None) -> Finding:
+    """One run of anomalous windows, explained by the features that moved."""
+    z = pd.DataFrame(judged.z[rows], columns=list(FEATURES))
     run_z = z.median()
-    top = run_z.abs().sort_values(ascending=False, kind="stable").index[:2]
+    order = run_z.abs().sort_values(ascending=False, kind="stable")
+    moved = {f for f in order.index if abs(run_z[f]) >= Z_MOVED} | {order.index[0]}
+    shown = [f for f in order.index if f in moved or (len(moved) < 2 and f == order.index[1])]
+    first = int(rows[0])
     explained = []
-    for f in top:
-        value = rows[f].median()
+    for f in shown:
+        value = judged.values[f].iloc[rows].median()
+        base = judged.medians[first, FEATURES.index(f)]
+        natural = _natural(f, base) if not np.isnan(base) else float("nan")
+        value = float(value) if pd.notna(value) else float("nan")
         explained.append({
-            "feature": f, "value": float(value) if pd.notna(value) else float("nan"),
-            "baseline_median": _natural(f, median[f]) if pd.notna(median[f]) else float("nan"),
-            "z": round(float(run_z[f]), 2), "unit": _UNITS[f]})
-    peak = float(rows._peak.max())
+            "feature": f, "value": value, "baseline_median": natural,
+            "change": value - natural, "z": round(float(run_z[f]), 2), "unit": _UNITS[f],
+            "moved": f in moved})
+    peak = float(np.abs(judged.z[rows]).max())
     # A feature the site never has (a hub site's link to itself) is not missing data.
-    applicable = [f for f in FEATURES if pd.notna(median[f])]
-    completeness = float(1.0 - missing[applicable].to_numpy().mean()) if applicable else 0.0
-    start = rows.time.min()
-    end = min(rows.time.max() + step, pd.Timestamp(period.end))
+    applicable = [k for k, f in enumerate(FEATURES) if not np.isnan(judged.medians[first, k])]
+    completeness = float(1.0 - judged.missing[np.ix_(rows, applicable)].mean()) \
+        if applicable else 0.0
+    start = judged.times[rows].min()
+    end = min(judged.times[rows].max() + step, pd.Timestamp(period.end))
     words = ", ".join(
         f"{e['feature']} {e['value']:.4g} vs baseline {e['baseline_median']:.4g} "
-        f"(z {e['z']:+.1f})" for e in explained)
+        f"({_change(e)}, z {e['z']:+.1f})" for e in explained if e["moved"])
     hub = place.hub if place else ""
     cluster = (place.cluster or "") if place else ""
+    if baseline is None:
+        b_first, b_last, b_n = judged.baselines[first]
+        base_span = [b_first.isoformat(), (b_last + step).isoformat()]
+    else:
+        base_span, b_n = [baseline.start.isoformat(), baseline.end.isoformat()], None
     return Finding(
         PIPELINE, "site_anomaly", "site", site,
         Severity.CRITICAL if peak >= Z_CRITICAL else Severity.WARNING,
-        round(peak, 3), Z_MIN, "robust_z", start.to_pydatetime(), end.to_pydatetime(),
+        round(peak, 3), Z_FLAG, "robust_z", start.to_pydatetime(), end.to_pydatetime(),
         completeness=completeness, hub=hub, cluster=cluster,
-        site=site, definition=SITE_DEFINITION.format(z_min=Z_MIN, z_alone=Z_ALONE),
+        site=site, definition=SITE_DEFINITION.format(z=Z_FLAG),
         message=f"{site}: unusual from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC: "
                 f"{words}",
         detail={"features": explained, "windows": len(rows),
-                "imputed": [f for f in FEATURES if missing[f].any()],
-                "window_s": step.total_seconds(),
-                "lowest_score": round(float(rows._score.min()), 4),
-                "score_threshold": round(threshold, 4),
-                "baseline": [baseline.start.isoformat(), baseline.end.isoformat()]})
+                "imputed": [f for k, f in enumerate(FEATURES)
+                            if judged.missing[rows, k].any()],
+                "window_s": step.total_seconds(), "baseline": base_span,
+                "baseline_windows": b_n,
+                "baseline_kind": "trailing" if baseline is None else "given",
+                "chronic": False})
+
+
+def _change(e: dict) -> str:
+    """A feature's change in words: points of utilization, percent of a ratio, PUE units."""
+    if e["feature"] == "utilization":
+        return f"{e['change'] * 100:+.0f} points"
+    if e["feature"] == "pue":
+        return f"{e['change']:+.3f}"
+    base = e["baseline_median"]
+    return f"{e['change'] / base:+.0%}" if base else "new"
 
 
 # -- entry point ---------------------------------------------------------------------------
 def run(store: Store, period: Period, policy: Policy, topology: Topology, *,
-        baseline: Period | None = None, window: timedelta = timedelta(hours=1), seed: int = 0,
-        contamination: float | Literal["auto"] = "auto") -> list[Finding]:
-    """Lost accelerators over ``period``, and site windows unlike the ``baseline``.
+        baseline: Period | None = None, window: timedelta = timedelta(hours=1),
+        lookback: timedelta = LOOKBACK) -> list[Finding]:
+    """Lost accelerators over ``period``, and site windows unlike the site's own baseline.
 
-    ``baseline`` defaults to the first half of ``period``; it should hold normal operation.
-    The same inputs and ``seed`` always give the same findings.
+    Each window is judged against the site's earlier windows within ``lookback`` (read from
+    before the period too) that were not anomalous themselves; a ``baseline`` period, when
+    given, replaces that with one fixed baseline the caller vouches for, whose windows are
+    not judged. The same inputs always give the same findings.
     """
-    if baseline is None:
-        baseline = Period(period.start, period.start + (period.end - period.start) / 2)
     findings = _lost_accelerators(store, period)
     findings += _site_anomalies(store, period, policy, topology, baseline=baseline,
-                                window=window, seed=seed, contamination=contamination)
+                                window=window, lookback=lookback)
     return findings

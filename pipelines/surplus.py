@@ -302,7 +302,8 @@ def _finding(city: DemandCity, circle: float, inside: pd.DataFrame, period: Peri
         severity=Severity.INFO, observed=float(idle), threshold=0.0, unit="accelerators",
         start=period.start, end=period.end, completeness=completeness, hub=city.hub,
         definition=definition, message=message,
-        detail={"circle_s": circle, "tier": _circle_name(policy, circle), "idle_cards": idle,
+        detail={"circle_s": circle, "tier": _circle_name(policy, circle),
+                "variant": f"{circle * 1000:g}ms", "idle_cards": idle,
                 "idle_accelerator_hours": hours, "sites": int(inside.site.nunique()),
                 "observed_rtt_sites": int(inside[inside.rtt_source == "observed"]
                                           .site.nunique()),

@@ -50,20 +50,33 @@ def _pct(x: float) -> str:
 def _utilization(report: Report) -> list[Entry]:
     u = report.policy.utilization
     topic = "利用率 Utilization"
-    used = "used" if report.definition == "busy_fraction" else "not used by this report's " \
-        "time_weighted definition; applies to busy_fraction"
-    out = [
-        Entry(topic, f"utilization ({report.definition})",
-              f"{DEFINITIONS[report.definition]}, in {_minutes(report.window)} windows from the "
-              "period's start. The period value is the sample-weighted mean of the windows "
-              "that hold data (hub rows: of all the hub's sites); windows without data are "
-              "not scored. Pass when the value is at least the minimum.", "",
-              f"{METHOD} (computewatch/utilization.py)"),
+    hub_definition = report.hub_definition or report.definition
+    used = "used" if "busy_fraction" in (report.definition, hub_definition) else \
+        "not used by this report's time_weighted definition; applies to busy_fraction"
+    if report.verdicts_from_findings:
+        verdict = ("Fail when the underuse pipeline found the subject below its minimum for "
+                   "at least sustained_hours in the period, on the rolling mean over that "
+                   "long (the finding analyze reports, so the two agree); pass when it found "
+                   "none and the data is complete enough.")
+        sustained = "a site or hub fails when its shortfall lasts at least this long"
+    else:
+        verdict = "Pass when the period value is at least the minimum."
+        sustained = ("an underuse finding needs a shortfall lasting at least this long (this "
+                     "report's verdict compares the period value)")
+    out = []
+    for level, d in (("site", report.definition), ("hub", hub_definition)):
+        out.append(Entry(
+            topic, f"utilization of a {level} ({d})",
+            f"{DEFINITIONS[d]}, in {_minutes(report.window)} windows from the period's start. "
+            "The period value is the sample-weighted mean of the windows that hold data "
+            "(hub rows: of all the hub's sites); windows without data are not scored. "
+            + verdict, "",
+            _definition_source(report, level)))
+    out += [
         Entry(topic, "busy level", "utilization above which an accelerator-window counts as "
               f"busy ({used})", _pct(u.busy_level.value), u.busy_level.source),
-        Entry(topic, "sustained_hours", "an underuse finding needs a shortfall lasting at least "
-              "this long (the period verdict compares the period value)",
-              f"{u.sustained_hours.value:g} h", u.sustained_hours.source),
+        Entry(topic, "sustained_hours", sustained, f"{u.sustained_hours.value:g} h",
+              u.sustained_hours.source),
     ]
     for level in LEVELS:
         rule = getattr(u.minimums, level)
@@ -80,6 +93,17 @@ def _utilization(report: Report) -> list[Entry]:
     out.append(Entry(topic, "idle accelerator-hours", IDLE_DEFINITION, "",
                      f"{METHOD} (computewatch/utilization.py)"))
     return out
+
+
+def _definition_source(report: Report, level: str) -> str:
+    """Where a level's definition comes from: the policy (with its source) or the request."""
+    entry = report.policy.utilization_definition_entry(level)
+    chosen = report.definition if level == "site" else (report.hub_definition
+                                                         or report.definition)
+    if entry.value == chosen:
+        return f"{METHOD} (computewatch/utilization.py); policy: {entry.source}"
+    return f"{METHOD} (computewatch/utilization.py); --definition {chosen} (the policy says " \
+           f"{entry.value})"
 
 
 def _pue(report: Report) -> list[Entry]:

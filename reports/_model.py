@@ -17,6 +17,7 @@ the store does not hold is never scored.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,7 +33,11 @@ from computewatch.pue import CHINA_TZ, PUE_COLUMNS, meter_readings, windowed_pue
 from computewatch.reports._period import ReportPeriod
 from computewatch.store import Store
 from computewatch.topology import Topology
-from computewatch.utilization import DEFINITIONS, utilization_windows, window_totals
+from computewatch.utilization import (
+    DEFINITIONS,
+    utilization_windows_by_definition,
+    window_totals,
+)
 
 __all__ = ["COLUMNS", "SHIPPED_POLICY", "EmptyPeriodError", "Report", "build_report",
            "check_scope"]
@@ -49,10 +54,16 @@ COLUMNS: dict[str, str] = {
     "utilization": "utilization over the covered windows (ratio 0..1; definition in "
                    "utilization_definition)",
     "utilization_minimum": "the policy minimum for the level, region and subject (ratio)",
-    "utilization_verdict": "pass (>= minimum), fail, incomplete (completeness below the "
-                           "floor: not scored) or no_data",
+    "utilization_verdict": "fail (the underuse pipeline found the subject below its minimum "
+                           "for at least sustained_hours in the period: the finding analyze "
+                           "reports), pass (no such finding and completeness at least the "
+                           "floor), incomplete (no finding, completeness below the floor: not "
+                           "scored) or no_data; with a --definition other than the policy's, "
+                           "the period value against the minimum",
+    "utilization_shortfall_hours": "hours of the period inside the subject's underuse "
+                                   "findings (empty when the verdict is not from them)",
     "utilization_completeness": "windows with accelerator data / windows in the period "
-                                "(hub rows: the mean over the hub's sites)",
+                                "(hub rows: the mean over the hub's sites, a silent one at 0)",
     "idle_accelerator_hours": "sum over utilization samples of (1 - utilization) x the "
                               "sampling interval (time without samples counts for nothing)",
     "pue": "energy-based PUE over the period (facility / IT energy); empty when not stated",
@@ -81,11 +92,13 @@ COLUMNS: dict[str, str] = {
     "link_windows_within_budget": "those whose sustained p95 RTT <= the tier budget",
     "latency_compliance": "link_windows_within_budget / link_windows_with_data",
     "latency_completeness": "link_windows_with_data / link_windows",
-    "findings_critical": "findings with the subject's site (site rows) or hub (hub rows), "
-                         "severity critical",
+    "findings_critical": "findings about the site (site rows: its own, and a link's at "
+                         "either end) or the hub (hub rows: of its sites, and a link's with "
+                         "either end in it), severity critical",
     "findings_warning": "the same, severity warning",
     "findings_info": "the same, severity info",
-    "utilization_definition": "time_weighted or busy_fraction",
+    "utilization_definition": "time_weighted or busy_fraction: the policy's for the level "
+                              "(utilization.minimums.<level>.definition) unless overridden",
     "period": "the period as requested, e.g. 2026-10",
     "period_start": "start of the period, UTC (ISO 8601)",
     "period_end": "end of the period (exclusive), UTC (ISO 8601)",
@@ -122,6 +135,10 @@ class Report:
     pipelines: dict[str, str]  # pipeline -> "N findings" or "failed: ..." (Analysis.status)
     coverage: dict[str, object] = field(default_factory=dict)
     policy_name: str = SHIPPED_POLICY
+    hub_definition: str = ""
+    """The hub rows' utilization definition (``definition`` is the site rows')."""
+    verdicts_from_findings: bool = False
+    """True when the utilization verdicts are the underuse findings of the analysis."""
 
     @property
     def sites(self) -> pd.DataFrame:
@@ -226,32 +243,71 @@ def _latency_row(links: pd.DataFrame) -> dict[str, float]:
             "latency_completeness": has / windows if windows else 0.0}
 
 
+def _link_sites(subject: str) -> set[str]:
+    """The sites a link finding's subject names ("a|b", either order)."""
+    return {part.strip() for part in re.split(r"[|↔]", subject) if part.strip()}
+
+
+def _touching(findings: pd.DataFrame, sites: set[str]) -> pd.DataFrame:
+    """Findings about any of ``sites``: their own, and a link's with either end among them
+    (a link finding names one site as its own, but it is as much the other end's)."""
+    if findings.empty:
+        return findings
+    own = findings.site.isin(sites)
+    link = (findings.subject_type == "link") & findings.subject.map(
+        lambda subject: bool(_link_sites(str(subject)) & sites))
+    return findings[own | link]
+
+
+def _shortfalls(analysis: Analysis) -> dict[tuple[str, str], float]:
+    """Hours of each (level, subject)'s underuse findings in the analysis."""
+    out: dict[tuple[str, str], float] = {}
+    for f in analysis.findings:
+        if f.pipeline == "underuse" and f.rule == f"{f.subject_type}_below_minimum":
+            key = (f.subject_type, f.subject)
+            out[key] = out.get(key, 0.0) + (f.end - f.start) / timedelta(hours=1)
+    return out
+
+
+def _verdict_from_findings(row: dict, shortfall: float | None, floor: float) -> str:
+    """The utilization verdict analyze gives: a sustained shortfall found is a fail."""
+    if shortfall:
+        return "fail"
+    if np.isnan(row["utilization"]) and row["utilization_completeness"] == 0:
+        return "no_data"
+    return "pass" if row["utilization_completeness"] >= floor else "incomplete"
+
+
 def _severity_counts(findings: pd.DataFrame) -> dict[str, int]:
     sev = findings.severity.astype(int) if len(findings) else pd.Series(dtype=int)
     return {"findings_critical": int((sev == 2).sum()), "findings_warning": int((sev == 1).sum()),
             "findings_info": int((sev == 0).sum())}
 
 
-def check_scope(topology: Topology, hub: str | None, definition: str) -> None:
+def check_scope(topology: Topology, hub: str | None, definition: str | None) -> None:
     """Refuse an unknown hub or utilization definition (ValueError naming the option), so a
-    caller can check a request before it runs the pipelines for it."""
+    caller can check a request before it runs the pipelines for it. A definition of None
+    means the policy's, per level."""
     known = sorted(h.id for h in topology.hubs)
     if hub is not None and hub not in known:
         raise ValueError(f"--hub {hub!r}: unknown hub ({suggest_known(hub, known)})")
-    if definition not in DEFINITIONS:
+    if definition is not None and definition not in DEFINITIONS:
         raise ValueError(f"--definition {definition!r}: unknown (use {', '.join(DEFINITIONS)})")
 
 
 def build_report(store: Store, topology: Topology, policy: Policy, period: ReportPeriod,
                  analysis: Analysis, *, hub: str | None = None,
-                 definition: str = "time_weighted", window: timedelta = timedelta(hours=1),
+                 definition: str | None = None, window: timedelta = timedelta(hours=1),
                  latency_window: timedelta = timedelta(minutes=5),
                  policy_name: str = SHIPPED_POLICY, progress: Progress | None = None) -> Report:
     """The report of ``period`` for the whole network, or for one ``hub``.
 
     ``analysis`` is the pipelines' run over the same period (`computewatch.pipelines.
     run_pipelines`, usually with ``write=False``): its findings of the scope and every
-    pipeline's status, a failed one included, are stated as they are.
+    pipeline's status, a failed one included, are stated as they are, and where its underuse
+    pipeline ran, the utilization verdicts are its findings (so the report and analyze agree
+    on every site and hub). ``definition`` None applies the policy's definition per level;
+    another one overrides it for every row, and then the verdict compares the period value.
 
     Raises ValueError for an unknown hub or definition, or an analysis of another period,
     and `EmptyPeriodError` when the store holds no accelerator, meter or link data in the
@@ -271,8 +327,12 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
     n_windows = len(pd.date_range(p.start, p.end, freq=window, inclusive="left"))
 
     progress("utilization")
-    by_level = utilization_windows(store, p, topology, window=window, definition=definition,
-                                   busy_level=float(policy.utilization.busy_level.value))
+    chosen = {level: definition or policy.utilization_definition_entry(level).value
+              for level in ("site", "hub")}
+    by_definition = utilization_windows_by_definition(
+        store, p, topology, definitions=list(chosen.values()), window=window,
+        busy_level=float(policy.utilization.busy_level.value))
+    by_level = {level: by_definition[chosen[level]][level] for level in chosen}
     site_util = by_level["site"][by_level["site"].subject.isin(site_ids)]
     progress("pue")
     readings = meter_readings(store, p)
@@ -290,11 +350,14 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
     findings = analysis.frame()
     status = {s.name: str(s) for s in analysis.status}
     if hub is not None and len(findings):
-        findings = findings[findings.hub == hub].reset_index(drop=True)
+        findings = _touching(findings, site_ids).reset_index(drop=True)
+    # The verdicts are analyze's where its underuse pipeline ran with the same definitions.
+    by_findings = "underuse" in analysis.succeeded and definition is None
+    shortfalls = _shortfalls(analysis) if by_findings else {}
 
     progress("tables")
-    common = {"utilization_definition": definition, "period": period.label,
-              "period_start": period.start.isoformat(), "period_end": period.end.isoformat()}
+    common = {"period": period.label, "period_start": period.start.isoformat(),
+              "period_end": period.end.isoformat()}
     rows = []
     for s in sites:
         region = topology.hub(s.hub).region
@@ -307,8 +370,8 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
                **_pue_row(site_pue, s.id, "site", policy, site_12m),
                "pue_target": float(policy.pue_target_entry(region, s.id).value),
                **_latency_row(links[(links.src_site == s.id) | (links.dst_site == s.id)]),
-               **_severity_counts(findings[findings.site == s.id] if len(findings)
-                                  else findings)}
+               **_severity_counts(_touching(findings, {s.id})),
+               "utilization_definition": chosen["site"]}
         rows.append(row)
     hub_util = by_level["hub"]
     for h in hubs:
@@ -326,22 +389,29 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
                **_pue_row(hub_pue, h.id, "hub", policy, hub_12m),
                "pue_target": float(policy.pue_target_entry(h.region).value),
                **_latency_row(links[(links.src_hub == h.id) | (links.dst_hub == h.id)]),
-               **_severity_counts(findings[findings.hub == h.id] if len(findings)
-                                  else findings)}
+               **_severity_counts(_touching(findings, {x["id"] for x in of_hub})
+                                  if of_hub else findings.iloc[0:0]),
+               "utilization_definition": chosen["hub"]}
         rows.append(row)
     for row in rows:
-        row["utilization_verdict"] = _verdict(
-            row["utilization"], row["utilization_minimum"], row["utilization_completeness"],
-            floor, higher_is_better=True)
+        if by_findings:
+            hours = shortfalls.get((row["level"], row["id"]), 0.0)
+            row["utilization_shortfall_hours"] = hours
+            row["utilization_verdict"] = _verdict_from_findings(row, hours, floor)
+        else:
+            row["utilization_shortfall_hours"] = np.nan
+            row["utilization_verdict"] = _verdict(
+                row["utilization"], row["utilization_minimum"],
+                row["utilization_completeness"], floor, higher_is_better=True)
         row["pue_verdict"] = _pue_verdict(row, floor)
         row.update(common)
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
-    return Report(period, hub, store.url, datetime.now(UTC), policy, topology, definition,
+    return Report(period, hub, store.url, datetime.now(UTC), policy, topology, chosen["site"],
                   window, latency_window, frame, site_util.reset_index(drop=True),
                   links.reset_index(drop=True), findings, status,
                   _coverage(store, site_util, readings, links, topology, len(sites),
                             n_windows),
-                  policy_name)
+                  policy_name, hub_definition=chosen["hub"], verdicts_from_findings=by_findings)
 
 
 def _empty_message(store: Store, period: ReportPeriod, hub: str | None) -> str:

@@ -93,6 +93,12 @@ def test_demo_small_fleet_prints_the_national_summary(tmp_path):
     hubs = [r for r in doc["rows"] if r["level"] == "hub"]
     assert len(hubs) == 8 and sum(r["accelerators"] for r in hubs) == 600
     assert (tmp_path / "truth.json").exists()
+    # Every rule's findings scored against the truth it saved (issue 13).
+    scores = {r["rule"]: r for r in doc["scores"]["rules"]}
+    assert {"site_below_minimum", "site_anomaly", "accelerator_lost", "pue_over_target",
+            "idle_capacity_within_circle"} <= set(scores)
+    assert scores["accelerator_lost"]["expected"] == 1
+    assert set(scores["site_below_minimum"]) >= {"recall", "precision", "missed_items"}
     # The summary command reads the same store back and agrees.
     again = run("summary", "--store", store, "--since", "2h", "--format", "json")
     assert again.returncode == 0, again.stderr
@@ -109,6 +115,7 @@ def test_demo_table_output_and_rerun_does_not_double(tmp_path):
     first = run(*args)
     assert first.returncode == 0, first.stderr
     assert "National" in first.stdout and "PUE" in first.stdout
+    assert "Findings scored against the simulator's ground truth" in first.stdout
     second = run(*args, "--replace")
     assert second.returncode == 0, second.stderr
     with DuckDBStore(tmp_path / "demo.duckdb") as s:

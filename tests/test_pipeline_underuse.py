@@ -74,21 +74,26 @@ def test_a_shortfall_shorter_than_the_sustained_window_is_not_flagged(store):
     assert f.severity is Severity.WARNING and f.end - f.start == timedelta(hours=5)
 
 
-def test_a_gap_in_the_data_breaks_the_episode(store):
-    # 4 h low, 1 h without data, 4 h low: neither run reaches 6 h, nothing is invented.
+def test_a_gap_in_the_data_lowers_completeness_and_keeps_the_episode(store):
+    # 4 h low, 1 h without data, 4 h low: one 9-hour shortfall seen in 8 of its 9 hours
+    # (issue 13: gaps lower completeness, they do not split or erase a finding).
     write_site(store, "bj-ai", [0.1] * 4 + [None] + [0.1] * 4)
     period = Period(T0, T0 + timedelta(hours=9))
-    assert site_findings(run(store, period, POLICY, TOPO), "bj-ai") == []
-    (a, b) = sorted(site_findings(run(store, period, POLICY, TOPO, sustained_hours=4),
-                                  "bj-ai"), key=lambda f: f.start)
-    assert a.end == T0 + timedelta(hours=4) and b.start == T0 + timedelta(hours=5)
+    for sustained in (None, 4):
+        (f,) = site_findings(run(store, period, POLICY, TOPO, sustained_hours=sustained),
+                             "bj-ai")
+        assert (f.start, f.end) == (T0, T0 + timedelta(hours=9))
+        assert f.observed == pytest.approx(0.1)
+        assert f.completeness == pytest.approx(8 / 9)
+        assert f.detail["idle_accelerator_hours"] == pytest.approx(4 * 8 * 0.9)
 
 
 def test_cluster_and_hub_levels_weight_sites_by_samples(store):
     # Zhangjiakou sites: zjk-a 8 cards at 0.2, zjk-b 2 cards at 0.8 -> cluster 0.32 < 0.50.
     write_site(store, "zjk-a", [0.2] * 8, devices=8)
     write_site(store, "zjk-b", [0.8] * 8, devices=2)
-    findings = run(store, Period(T0, T0 + timedelta(hours=8)), POLICY, TOPO)
+    findings = run(store, Period(T0, T0 + timedelta(hours=8)), POLICY, TOPO,
+                   definition="time_weighted")
     (cl,) = [f for f in findings if f.rule == "cluster_below_minimum"]
     assert cl.subject == "zhangjiakou" and cl.observed == pytest.approx((8 * 0.2 + 2 * 0.8) / 10)
 
@@ -179,3 +184,101 @@ def test_pue_pipeline_merges_adjacent_unmetered_days_into_one_finding(store):
     over = [f for f in findings if f.rule == "pue_over_target" and f.end - f.start ==
             timedelta(days=1)]
     assert [f.start for f in over] == [start, start + timedelta(days=1)]
+
+
+# --- issue 13: churn, gaps, silent sites, definitions, chronic or acute ----------------------
+
+def write_cards(store, site: str, cards: list[float], hours: int) -> None:
+    """Card k reports ``cards[k]`` every 10 minutes for ``hours`` hours."""
+    s = TOPO.site(site)
+    store.write("accelerator", pd.DataFrame([
+        {"time": T0 + timedelta(hours=h, minutes=m), "site": site, "hub": s.hub,
+         "cluster": s.cluster or "", "device": f"{site}-c{k}", "utilization_ratio": u}
+        for h in range(hours) for m in range(0, 60, 10) for k, u in enumerate(cards)]))
+
+
+def test_a_site_at_its_minimum_on_the_busy_fraction_is_not_flagged(store):
+    # Two of four cards busy all day: busy fraction 0.5, the cluster minimum, a tie.
+    write_cards(store, "zjk-a", [0.6, 0.6, 0.02, 0.02], hours=12)
+    findings = run(store, Period(T0, T0 + timedelta(hours=12)), POLICY, TOPO)
+    assert [f for f in findings if f.rule == "cluster_below_minimum"] == []
+
+
+def test_a_site_at_a_quarter_with_every_other_hour_missing(store):
+    # 0.25 in the even hours of a day, nothing in the odd ones: still below 0.30 on every
+    # 6-hour rolling mean (three hours of data each); one finding for the day, half seen.
+    write_site(store, "bj-ai", [0.25 if h % 2 == 0 else None for h in range(24)])
+    (f,) = site_findings(run(store, Period(T0, T0 + timedelta(hours=24)), POLICY, TOPO),
+                         "bj-ai")
+    assert (f.start, f.end) == (T0, T0 + timedelta(hours=24))
+    assert f.observed == pytest.approx(0.25) and f.severity is Severity.WARNING
+    assert f.completeness == pytest.approx(0.5)
+    assert f.detail["windows_with_data"] == 12 and f.detail["windows"] == 24
+    assert f.detail["idle_accelerator_hours"] == pytest.approx(4 * 12 * 0.75)
+    assert "50% of the data" in f.message
+
+
+def test_a_busy_hour_inside_an_underused_day_does_not_split_it(store):
+    # 0.20 all day but 0.50 from 11:00 to 12:00 (job churn). Every 6-hour run holding the
+    # busy hour averages (5 x 0.20 + 0.50) / 6 = 0.25 < 0.30: one episode, the whole day.
+    hourly = [0.2] * 11 + [0.5] + [0.2] * 12
+    (f,) = site_findings(run_with(store, "bj-ai", hourly), "bj-ai")
+    assert (f.start, f.end) == (T0, T0 + timedelta(hours=24))
+    assert f.observed == pytest.approx((23 * 0.2 + 0.5) / 24)
+    assert f.detail["chronic"] is True
+
+
+def run_with(store, site, hourly):
+    write_site(store, site, hourly)
+    return run(store, Period(T0, T0 + timedelta(hours=len(hourly))), POLICY, TOPO)
+
+
+def test_a_busy_edge_is_trimmed_and_a_busier_burst_splits(store):
+    # 0.1 for 8 h, 0.9 for 2 h, 0.1 for 8 h: runs holding the burst average up to 0.37, so
+    # two episodes, each ending or starting on a low hour, not on the burst.
+    hourly = [0.1] * 8 + [0.9] * 2 + [0.1] * 8
+    a, b = sorted(site_findings(run_with(store, "bj-ai", hourly), "bj-ai"),
+                  key=lambda f: f.start)
+    assert (a.start, a.end) == (T0, T0 + timedelta(hours=8))
+    assert (b.start, b.end) == (T0 + timedelta(hours=10), T0 + timedelta(hours=18))
+    assert a.observed == pytest.approx(0.1) and b.observed == pytest.approx(0.1)
+
+
+def test_a_silent_site_in_a_cluster_and_a_hub_lowers_their_completeness(store):
+    # Zhangjiakou has four sites; only zjk-a reports (4 cards, all idle at 0.02). The
+    # cluster's busy fraction is 0 for 8 hours, but three of its four sites said nothing:
+    # completeness 1/4, not 1. Hub jjj has seven sites: 1/7.
+    write_site(store, "zjk-a", [0.02] * 8)
+    findings = run(store, Period(T0, T0 + timedelta(hours=8)), POLICY, TOPO)
+    (cl,) = [f for f in findings if f.rule == "cluster_below_minimum"]
+    assert cl.subject == "zhangjiakou" and cl.observed == 0.0
+    assert cl.completeness == pytest.approx(1 / 4)
+    (hub,) = [f for f in findings if f.rule == "hub_below_minimum"]
+    assert hub.subject == "jjj" and hub.completeness == pytest.approx(1 / 7)
+    (site,) = site_findings(findings, "zjk-a")
+    assert site.completeness == 1.0  # the site itself reported every sample
+
+
+def test_each_level_applies_the_policy_definition_and_states_it(store):
+    # Four cards: two at 0.35, two idle at 0.02 -> time-weighted 0.185 (< 0.30 at the site),
+    # busy fraction 0.5 (not below the cluster's 0.50): the policy judges sites on the mean
+    # and clusters, hubs and provinces on the busy fraction.
+    write_cards(store, "zjk-a", [0.35, 0.35, 0.02, 0.02], hours=8)
+    findings = run(store, Period(T0, T0 + timedelta(hours=8)), POLICY, TOPO)
+    (site,) = site_findings(findings, "zjk-a")
+    assert site.observed == pytest.approx(0.185)
+    assert site.detail["definition"] == "time_weighted" and "time-weighted" in site.definition
+    assert "utilization 18.5%" in site.message
+    assert [f.rule for f in findings if f.subject_type != "site"] == []
+    # The same data judged on the busy fraction everywhere: the site is not below either.
+    assert run(store, Period(T0, T0 + timedelta(hours=8)), POLICY, TOPO,
+               definition="busy_fraction") == []
+
+
+def test_an_idle_afternoon_of_a_busy_site_is_acute_and_an_underused_day_chronic(store):
+    hourly = [0.7] * 10 + [0.02] * 7 + [0.7] * 7
+    (idle,) = site_findings(run_with(store, "bj-ai", hourly), "bj-ai")
+    assert (idle.start, idle.end) == (T0 + timedelta(hours=10), T0 + timedelta(hours=17))
+    assert idle.detail["chronic"] is False and idle.message.startswith("site bj-ai: new: ")
+    (day,) = site_findings(run_with(store, "zjk-a", [0.2] * 24), "zjk-a")
+    assert day.detail["chronic"] is True and "new" not in day.message

@@ -1,6 +1,7 @@
-"""Every pipeline on a simulated day, scored against the simulator's ground truth:
-every injected incident found with the right subject and period (recall 100%), and at least
-90% of the warnings name something the simulator made so (precision)."""
+"""Every pipeline on a simulated day (1,500 accelerators, seed 3), scored against the
+simulator's ground truth by every registered rule's matcher (computewatch.sim.scoring): no
+rule misses what the truth states (recall 100%), and at least 90% of each rule's claims are
+true (precision; tests/test_scoring.py holds the demo's three seeds to 95%)."""
 
 from __future__ import annotations
 
@@ -23,24 +24,21 @@ def day(simulated_day, simulated_store):
     fleet, history, store = simulated_day.fleet, simulated_day.history, simulated_store
     assert history.end == END and history.hours == 24
     policy = load_policy()
-    findings = run_pipelines(store, Period(history.start, history.end), policy,
-                             fleet.topology).frame()
-    return history, store, policy, fleet, findings
+    analysis = run_pipelines(store, Period(history.start, history.end), policy,
+                             fleet.topology)
+    return history, store, policy, fleet, analysis.frame(), analysis
 
 
 def test_every_incident_is_found_and_warnings_are_true(day):
-    history, _, policy, fleet, findings = day
-    result = score(findings, history.truth, policy, fleet.topology)
-    assert result.found == {"cluster_idle": True, "cooling_fault": True,
-                            "link_degraded": True, "device_lost": True}, result.found
-    assert result.recall == 1.0
-    assert result.judged > 20
-    assert result.precision >= 0.9, result.false_positives[
-        ["pipeline", "rule", "subject", "observed", "threshold", "start", "end"]].to_string()
+    history, *_, analysis = day
+    card = score(analysis.findings, history.truth, analysis.period)
+    for s in card.scores:
+        assert s.false_negatives == 0, (s.rule, s.missed)
+        assert not s.precision < 0.9, (s.rule, s.wrong)
 
 
 def test_every_pipeline_contributed_and_findings_were_written(day):
-    history, store, _, _, findings = day
+    history, store, _, _, findings, _ = day
     assert set(findings.pipeline) == {"underuse", "latency", "pue", "anomaly", "surplus"}
     written = store.query(Query("finding", ("severity",), history.start, END.replace(year=2027),
                                 group_by=("pipeline",), agg=Aggregate.COUNT))
@@ -49,7 +47,7 @@ def test_every_pipeline_contributed_and_findings_were_written(day):
 
 
 def test_findings_state_threshold_window_and_completeness(day):
-    *_, findings = day
+    *_, findings, _ = day
     assert findings.definition.str.len().min() > 20
     assert (findings.end > findings.start).all()
     assert findings.completeness.between(0, 1).all()

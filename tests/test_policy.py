@@ -83,9 +83,29 @@ def test_shipped_defaults(policy: Policy) -> None:
 
 def test_every_shipped_value_has_a_source(policy: Policy) -> None:
     entries = sourced_entries(policy)
-    assert len(entries) == 22  # 10 utilization + 4 PUE + 3 GB 40879 grades + 5 latency
+    # 10 utilization + 6 definitions (4 shipped, accelerator and node by default) + 4 PUE
+    # + 3 GB 40879 grades + 5 latency
+    assert len(entries) == 28
     for entry in entries:
         assert len(entry.source.strip()) >= 10, entry
+
+
+def test_each_level_states_its_utilization_definition(policy: Policy) -> None:
+    """Sites are judged on utilization, the levels above on occupancy (the busy share)."""
+    got = {level: policy.utilization_definition_entry(level).value for level in LEVELS}
+    assert got == {"accelerator": "time_weighted", "node": "time_weighted",
+                   "site": "time_weighted", "cluster": "busy_fraction",
+                   "hub": "busy_fraction", "province": "busy_fraction"}
+    assert "上架率" in policy.utilization_definition_entry("hub").source
+
+
+def test_a_bad_definition_names_the_field() -> None:
+    bad = edit("        value: busy_fraction\n        source: >-\n          computewatch choice: "
+               "the hub", "        value: busiest\n        source: >-\n          computewatch "
+               "choice: the hub")
+    err = policy_error(bad)
+    assert "utilization.minimums.hub.definition.value" in str(err)
+    assert "busiest" in str(err)
 
 
 def test_sources_cite_the_reference(policy: Policy) -> None:

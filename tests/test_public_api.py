@@ -136,7 +136,7 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.errors": {"StoreError", "StoreURLError"},
     "computewatch.findings": {
         "Analysis", "FINDING_COLUMNS", "Finding", "Period", "PipelineStatus", "Severity",
-        "findings_frame", "most_severe_first", "write_findings"},
+        "finding_key", "findings_frame", "most_severe_first", "write_findings"},
     "computewatch.lineprotocol": {
         "EncodeResult", "GZIP_LEVEL", "InfluxSettings", "LineProtocolError", "LineProtocolWriter",
         "MAX_NAME_BYTES", "MAX_TAGS", "MAX_TAG_VALUE_BYTES", "PRECISIONS", "VMEndpoints",
@@ -146,14 +146,15 @@ PUBLIC: dict[str, set[str]] = {
         "parse_vm_url", "parse_write_url"},
     "computewatch.pipelines": {"PIPELINES", "Pipeline", "run_pipelines"},
     "computewatch.pipelines.anomaly": {
-        "FEATURES", "FLOORS", "HEALTH_STEP", "Z_ALONE", "Z_CRITICAL", "Z_MIN", "run"},
+        "FEATURES", "FLOORS", "HEALTH_STEP", "LOOKBACK", "MIN_BASELINE_WINDOWS", "MIN_RUN",
+        "UNSEEN_HOUR_FLOOR", "Z_CRITICAL", "Z_FLAG", "Z_MOVED", "run"},
     "computewatch.pipelines.latency": {"run"},
     "computewatch.pipelines.pue": {"run"},
     "computewatch.pipelines.surplus": {"SURPLUS_COLUMNS", "run", "surplus"},
     "computewatch.pipelines.underuse": {"run"},
     "computewatch.policy": {
         "ConfigError", "LEVELS", "LatencyPolicy", "LevelMinimum", "Policy", "PuePolicy", "Sourced",
-        "UtilizationPolicy", "load_policy"},
+        "UtilizationDefinition", "UtilizationPolicy", "load_policy"},
     "computewatch.pue": {
         "ANNUAL", "CATEGORY_POINT", "CHINA_TZ", "DEFINITION", "POWER_BUCKET", "POWER_MAX_GAP",
         "PUE_COLUMNS", "READING_BUCKET", "READING_MARGIN", "RESET_PLAUSIBLE_FACTOR", "WINDOWS",
@@ -164,7 +165,7 @@ PUBLIC: dict[str, set[str]] = {
         "MASK", "RedactingFormatter", "is_secret_key", "redact", "redact_url", "register_secret"},
     "computewatch.render": {
         "OutputFormat", "format_value", "render_analysis", "render_findings", "render_frame",
-        "render_summary"},
+        "render_scores", "render_summary"},
     "computewatch.reports": {
         "COLUMNS", "ChromiumMissingError", "EmptyPeriodError", "Entry", "HEADLESS_FLAGS",
         "PERIOD_FORMS", "PdfError", "REPORT_FORMATS", "Report", "ReportPeriod", "SHIPPED_POLICY",
@@ -183,10 +184,12 @@ PUBLIC: dict[str, set[str]] = {
         "DEVICES_PER_NODE", "Fleet", "SiteProfile", "build_fleet", "simulated_meters"},
     "computewatch.sim.hardware": {"AcceleratorSpec", "spec_for"},
     "computewatch.sim.history": {"HOST_FACTOR", "History", "simulate"},
-    "computewatch.sim.incidents": {"GroundTruth", "Incident", "LinkTruth"},
+    "computewatch.sim.incidents": {"GroundTruth", "Incident", "LinkTruth", "UtilizationTruth"},
     "computewatch.sim.node": {
         "DeviceReading", "MIXED", "NodeSim", "mixed_node", "node_from_fleet", "simulated_node"},
-    "computewatch.sim.scoring": {"Score", "score"},
+    "computewatch.sim.scoring": {
+        "MATCHERS", "Matcher", "RuleScore", "SCORE_COLUMNS", "Scorecard", "covered_share",
+        "overlap", "overlaps", "score"},
     "computewatch.status": {"ExitStatus"},
     "computewatch.store": {
         "Aggregate", "DEFAULT_URL", "DuckDBStore", "InfluxDBStore", "LineProtocolWriter",
@@ -203,8 +206,10 @@ PUBLIC: dict[str, set[str]] = {
         "METER_CATEGORY", "METER_POINTS", "METRO_MAX_KM", "Meter", "Node", "REGIONAL_MAX_KM",
         "Site", "Tier", "Topology", "fiber_min_rtt_s", "great_circle_km", "load_topology"},
     "computewatch.utilization": {
-        "DEFINITIONS", "Definition", "IDLE_DEFINITION", "LEVELS", "WINDOW_COLUMNS", "idle_hours",
-        "sampling_interval", "utilization_totals", "utilization_windows", "window_totals"},
+        "COMPLETENESS_DEFINITION", "DEFINITIONS", "Definition", "IDLE_DEFINITION", "LEVELS",
+        "WINDOW_COLUMNS", "idle_hours",
+        "sampling_interval", "utilization_totals", "utilization_windows",
+        "utilization_windows_by_definition", "window_totals"},
     "computewatch.validation": {
         "InvalidSampleError", "Rejections", "check_sample", "filter_samples", "validate_frame"},
 }

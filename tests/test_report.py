@@ -116,7 +116,16 @@ def test_a_partly_covered_site_is_not_scored_and_its_gap_is_not_counted_as_idle(
     assert silent["utilization_completeness"] == 0.0
 
 
-def test_hub_row_pools_its_sites_and_a_silent_site_makes_it_incomplete(report):
+@pytest.fixture(scope="module")
+def time_weighted(fleet_path):
+    """The report with every row on the time-weighted mean (the policy has hubs on the busy
+    fraction): its hub row pools the sites' samples."""
+    return build(fleet_path, parse_period(PERIOD), pipelines=ONLY_FAST,
+                 definition="time_weighted")
+
+
+def test_hub_row_pools_its_sites_and_a_silent_site_makes_it_incomplete(time_weighted):
+    report = time_weighted
     hub = row(report, "hub", "jjj")
     samples = {s: cards * 6 * hours for s, (cards, _, hours, _) in SITES.items()}
     means = {"bj-ai": np.mean(BJ_AI_HOURLY), "zjk-a": 0.6, "zjk-b": 0.5}
@@ -477,3 +486,67 @@ def test_nothing_upstream_imports_the_reports():
             names |= {n.module for n in ast.walk(tree)
                       if isinstance(n, ast.ImportFrom) and n.module}
             assert not any(m.startswith("computewatch.reports") for m in names), path
+
+
+# --- the report and analyze agree -------------------------------------------------------------
+
+def test_each_level_uses_the_policy_definition_and_says_so(report):
+    hub = row(report, "hub", "jjj")
+    # Busy fraction (the policy's for hubs): card-windows above 0.10. bj-ai's 4 cards from
+    # hour 11 on (61 of 72 hours), zjk-a's 2 all 72 hours, zjk-b's 2 for its 24 hours.
+    assert hub["utilization"] == pytest.approx((4 * 61 + 2 * 72 + 2 * 24) / (4 * 72 + 2 * 72
+                                                                            + 2 * 24))
+    assert hub["utilization_definition"] == "busy_fraction"
+    assert row(report, "site", "bj-ai")["utilization_definition"] == "time_weighted"
+    names = [e.name for e in methodology(report)]
+    assert "utilization of a site (time_weighted)" in names
+    assert "utilization of a hub (busy_fraction)" in names
+
+
+def test_the_report_and_analyze_agree_on_every_site_and_hub(fleet_path):
+    with opened(fleet_path) as store:
+        period = parse_period(PERIOD)
+        analysis = analyzed(store, period, ONLY_FAST)
+        got = build_report(store, TOPO, POLICY, period, analysis)
+    failing = {(f.subject_type, f.subject) for f in analysis.findings
+               if f.pipeline == "underuse" and f.severity >= 1}
+    assert ("site", "bj-ai") in failing
+    for r in got.rows.itertuples():
+        assert (r.utilization_verdict == "fail") == ((r.level, r.id) in failing), r.id
+    bj = row(got, "site", "bj-ai")
+    assert bj["utilization_shortfall_hours"] == 50  # hours 0..49 below 0.30
+
+
+def test_a_shortfall_inside_a_passing_period_fails_as_analyze_says(tmp_path):
+    # 24 h at 0.6 but 7 h at 0.1 in the middle: the day's mean (0.454) passes 0.30, yet the
+    # site was below its minimum for 7 sustained hours, which analyze reports: so does the
+    # report (and states the value, and the hours).
+    hourly = [0.6] * 8 + [0.1] * 7 + [0.6] * 9
+    with opened(tmp_path / "dip.duckdb") as store:
+        write_accelerators(store, TOPO, "bj-ai", 4, hourly, 24)
+        period = parse_period("2026-10-01")
+        got = build_report(store, TOPO, POLICY, period, analyzed(store, period, ("underuse",)))
+        by_value = build_report(store, TOPO, POLICY, period,
+                                analyzed(store, period, ("underuse",)),
+                                definition="time_weighted")
+    bj = row(got, "site", "bj-ai")
+    assert bj["utilization"] == pytest.approx(sum(hourly) / 24)
+    assert bj["utilization_verdict"] == "fail" and bj["utilization_shortfall_hours"] == 7
+    # Overriding the definition compares the period value instead, and says so.
+    assert row(by_value, "site", "bj-ai")["utilization_verdict"] == "pass"
+
+
+def test_a_link_finding_counts_for_both_of_its_sites(fleet_path):
+    from computewatch.findings import Finding, Severity
+
+    def links(_store, period, *_args):
+        return [Finding("latency", "link_incident", "link", "bj-ai|zjk-a", Severity.CRITICAL,
+                        0.006, 0.005, "s", period.start, period.end, hub="jjj",
+                        site="bj-ai")]
+
+    got = build(fleet_path, parse_period(PERIOD), pipelines=("links",),
+                registry={"links": links})
+    assert row(got, "site", "bj-ai")["findings_critical"] == 1
+    assert row(got, "site", "zjk-a")["findings_critical"] == 1  # the other end
+    assert row(got, "site", "zjk-b")["findings_critical"] == 0
+    assert row(got, "hub", "jjj")["findings_critical"] == 1  # one finding, counted once

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from computewatch.findings import Period
-from computewatch.pipelines import run_pipelines
+from computewatch.pipelines import PIPELINES, run_pipelines
 from computewatch.policy import load_policy
 from computewatch.pue import meter_readings, windowed_pue
 from computewatch.reports import build_report, parse_period
@@ -158,8 +158,10 @@ def test_the_summary_states_the_hand_numbers(store):
 
 
 def test_the_runner_states_the_hand_numbers(store):
+    # The hub on the time-weighted mean (the policy judges hubs on the busy fraction).
     analysis = run_pipelines(store, PERIOD, POLICY, TOPO, only=("underuse", "pue"),
-                             write=False)
+                             write=False, registry={**PIPELINES,
+                                                    "underuse": _time_weighted_underuse})
     assert analysis.succeeded == ("underuse", "pue") and analysis.failed == ()
     by = {(f.rule, f.subject): f for f in analysis.findings}
     # bj-ai is below its 0.30 minimum in all 8 windows: one episode, the whole period.
@@ -178,6 +180,12 @@ def test_the_runner_states_the_hand_numbers(store):
     busy = run_pipelines(store, PERIOD, POLICY, TOPO, only=("underuse",), write=False,
                          registry={"underuse": _busy_fraction_underuse})
     assert ("site_below_minimum", "bj-ai") not in {(f.rule, f.subject) for f in busy.findings}
+
+
+def _time_weighted_underuse(store, period, policy, topology):
+    from computewatch.pipelines import underuse
+
+    return underuse.run(store, period, policy, topology, definition="time_weighted")
 
 
 def _busy_fraction_underuse(store, period, policy, topology):
@@ -211,3 +219,36 @@ def test_the_report_states_the_hand_numbers(store, definition, bj_value):
     assert report.pipelines == {"underuse": str(analysis.status[0]),
                                 "pue": str(analysis.status[1])}
     assert report.findings.equals(analysis.frame())  # the national scope keeps them all
+
+
+@pytest.mark.parametrize("offset_min", [0, 10, 25, 30, 45])
+def test_idle_hours_do_not_depend_on_how_the_windows_line_up(offset_min):
+    """Two cards at 0.25 every 10 minutes from 07:05 to 11:55 but silent 09:00-10:00: 30 - 6
+    = 24 samples each, each standing for 10 minutes, so (1 - 0.25) x 48 / 6 = 6 idle
+    accelerator-hours, however the hourly windows are laid over the data (issue 13: partly
+    covered windows count only their covered time, and the gap does not stretch a sample)."""
+    store = DuckDBStore(":memory:")
+    t0 = T0 + timedelta(hours=7, minutes=5)
+    times = [t0 + timedelta(minutes=10 * k) for k in range(30)]
+    times = [t for t in times if not T0 + timedelta(hours=9) <= t < T0 + timedelta(hours=10)]
+    store.write("accelerator", pd.DataFrame([
+        {"time": t, "site": "bj-ai", "hub": "jjj", "device": d, "utilization_ratio": 0.25}
+        for t in times for d in ("d0", "d1")]))
+    start = T0 + timedelta(hours=6, minutes=offset_min)
+    period = Period(start, start + timedelta(hours=8))
+    want = 0.75 * 2 * len(times) / 6
+    assert sampling_interval(store, period.start, period.end) == timedelta(minutes=10)
+    windows = utilization_windows(store, period, TOPO)["site"]
+    assert windows.idle_hours.sum() == pytest.approx(want)
+    totals = utilization_totals(store, period.start, period.end, by=("site",))
+    assert totals.idle_accelerator_hours.sum() == pytest.approx(want)
+
+
+def test_a_gap_before_the_last_hour_does_not_stretch_the_sampling_interval():
+    # Every 10 minutes in the even hours only: the last hour of data follows a silent hour.
+    store = DuckDBStore(":memory:")
+    store.write("accelerator", pd.DataFrame([
+        {"time": T0 + timedelta(hours=h, minutes=m), "site": "bj-ai", "hub": "jjj",
+         "device": "d0", "utilization_ratio": 0.25}
+        for h in range(0, 24, 2) for m in range(0, 60, 10)]))
+    assert sampling_interval(store, T0, T0 + timedelta(hours=24)) == timedelta(minutes=10)

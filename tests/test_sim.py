@@ -169,6 +169,12 @@ def test_ground_truth_round_trips_and_names_real_subjects(loaded, small_fleet, t
     back = GroundTruth.load(path)
     assert back.incidents == history.truth.incidents
     assert back.underused_sites == history.truth.underused_sites
+    # What the scorer judges by comes back whole (issue 13).
+    assert back.utilization == history.truth.utilization
+    assert (back.pue_targets, back.city_rtt, back.sustained_hours) == (
+        history.truth.pue_targets, history.truth.city_rtt, history.truth.sustained_hours)
+    assert (back.busy_utilization, back.free_utilization) == (
+        history.truth.busy_utilization, history.truth.free_utilization)
     kinds = {i.kind for i in back.incidents}
     assert kinds == {"cluster_idle", "cooling_fault", "link_degraded", "device_lost"}
     assert back.incident("cooling_fault").subject in small_fleet.site_ids
@@ -198,3 +204,27 @@ def test_bad_arguments_are_refused(topology, small_fleet):
         build_fleet(topology, accelerators=0)
     with pytest.raises(ValueError, match="timezone"):
         History(small_fleet, datetime(2026, 1, 1), 1)
+
+
+def test_the_truths_expected_load_is_what_the_simulator_made(loaded):
+    """The scorer judges underuse findings by the truth's expected utilization: each site's,
+    cluster's, hub's and province's measured time-weighted mean over the 8 hours lies within
+    four of the truth's job-churn standard deviations of it (and the busy fraction too)."""
+    from computewatch.findings import Period
+    from computewatch.utilization import utilization_windows_by_definition
+
+    history, store = loaded
+    truth = history.truth
+    period = Period(history.start, history.end)
+    got = utilization_windows_by_definition(store, period, history.fleet.topology)
+    checked = 0
+    for u in truth.utilization:
+        for definition, frames in got.items():
+            rows = frames[u.level][frames[u.level].subject == u.subject]
+            measured = float((rows.value * rows.weight).sum() / rows.weight.sum())
+            mean, sd = truth.expected_utilization(u, definition, period.start, period.end)
+            assert abs(measured - mean) <= 4 * sd + 0.005, (u.level, u.subject, definition)
+            checked += 1
+    assert checked == 2 * len(truth.utilization) > 100
+    assert {u.level for u in truth.utilization} == {"site", "cluster", "hub", "province"}
+    assert truth.sustained_hours == 6 and 0.87 < truth.busy_utilization < 0.89

@@ -297,3 +297,34 @@ def test_cluster_requests_go_to_the_tenant_paths(flaky):
         vm.write("pue", pd.DataFrame({"time": [T0], "site": ["a"], "energy_ratio": [1.2]}))
     assert flaky.paths[0].startswith("/insert/5:1/influx/api/v2/write?")
     assert flaky.bodies[0][1].startswith(b"pue,site=a energy_ratio=1.2 ")
+
+
+def test_a_rerun_of_analyze_writes_the_same_series_once(tmp_path):
+    """Findings on VictoriaMetrics, which cannot delete a window: each finding is its own
+    series (the key tells a surplus finding's circles apart), so a rerun writes the same
+    series at the same timestamps, and with -dedup.minScrapeInterval (as docker-compose.yml
+    runs it) one sample of each is kept."""
+    from computewatch.findings import Finding, Period, Severity
+    from computewatch.pipelines import run_pipelines
+    from computewatch.policy import load_policy
+    from computewatch.topology import load_topology
+
+    period = Period(T0, T0 + timedelta(hours=2))
+
+    def circles(*_args):
+        return [Finding("surplus", "idle_capacity_within_circle", "city", "shanghai",
+                        Severity.INFO, n, 0.0, "accelerators", period.start, period.end,
+                        detail={"variant": f"{ms}ms"}) for n, ms in ((3, 1), (7, 5), (9, 20))]
+
+    with start_victoriametrics(tmp_path, args=["-dedup.minScrapeInterval=1ms"]) as server:
+        vm = open_store(f"victoriametrics://127.0.0.1:{server.port}")
+        for _ in range(2):
+            run_pipelines(vm, period, load_policy(), load_topology(),
+                          registry={"surplus": circles})
+        got = vm.query(Query("finding", ("observed",), period.start,
+                             period.end + timedelta(minutes=1), group_by=("key",),
+                             agg=Aggregate.COUNT))
+        vm.close()
+    assert dict(zip(got.key, got.observed, strict=True)) == {
+        "2026-09-01T00:00:00Z/1ms": 1, "2026-09-01T00:00:00Z/5ms": 1,
+        "2026-09-01T00:00:00Z/20ms": 1}

@@ -66,7 +66,7 @@ def demo(
 ) -> None:
     """Simulate the national fleet, backfill the store, and print the national summary."""
     from computewatch.cli._demo_run import run_demo
-    from computewatch.render import render_findings, render_summary
+    from computewatch.render import render_findings, render_scores, render_summary
     from computewatch.store import open_store
 
     fmt = output_format(output)
@@ -100,10 +100,13 @@ def demo(
         f"resolution: {total:,} rows ({result.samples.get('accelerator', 0):,} accelerator "
         f"samples) written to {st.url} in {result.seconds:.1f} s; {result.rejected} values "
         f"rejected. Ground truth: {truth}", markup=False, highlight=False, soft_wrap=True)
-    render_summary(result.summary, fmt, sys.stdout)
+    extra = {"scores": result.scores.to_dict()} if result.scores is not None else None
+    render_summary(result.summary, fmt, sys.stdout, extra=extra)
     if result.analysis is not None and fmt.value == "table":
         df = result.analysis.frame()
         console.print(f"analytics: {len(df)} findings in {result.analysis_seconds:.1f} s, "
                       f"written to the store as `finding`", markup=False)
         for name, group in df.groupby("pipeline", sort=False):
             render_findings(group, fmt, sys.stdout, limit=5, title=f"Top {name} findings")
+        if result.scores is not None:
+            render_scores(result.scores, sys.stdout)

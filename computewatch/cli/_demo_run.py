@@ -1,6 +1,7 @@
-"""`computewatch demo`'s job: build the simulated fleet, backfill the store, summarize, and
-run the pipelines. Wiring over the simulator, the store, the summary and the pipelines'
-runner, so it lives with the command line (the one package that may import every layer).
+"""`computewatch demo`'s job: build the simulated fleet, backfill the store, summarize, run the
+pipelines and score their findings against the simulator's ground truth. Wiring over the
+simulator, the store, the summary and the pipelines' runner, so it lives with the command line
+(the one package that may import every layer).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from computewatch.findings import Analysis, Period
 from computewatch.pipelines import run_pipelines
 from computewatch.policy import Policy
 from computewatch.sim import GroundTruth, build_fleet, simulate
+from computewatch.sim.scoring import Scorecard, score
 from computewatch.store import Store
 from computewatch.summary import NationalSummary, national_summary
 from computewatch.topology import Topology
@@ -37,6 +39,8 @@ class DemoResult:
     seconds: float
     analysis: Analysis | None = None
     analysis_seconds: float = 0.0
+    scores: Scorecard | None = None
+    """Every rule's findings scored against the simulator's ground truth (with analysis)."""
 
 
 def run_demo(store: Store, topology: Topology, policy: Policy, *, sites: int | None = None,
@@ -68,11 +72,12 @@ def run_demo(store: Store, topology: Topology, policy: Policy, *, sites: int | N
         history.truth.save(truth_path)
     summary = national_summary(store, fleet.topology, policy, history.start, history.end)
     backfill_s = time.perf_counter() - t0
-    analysis, analysis_s = None, 0.0
+    analysis, analysis_s, scores = None, 0.0, None
     if analyze:
         t1 = time.perf_counter()
-        analysis = run_pipelines(store, Period(history.start, history.end), policy,
-                                 fleet.topology)
+        period = Period(history.start, history.end)
+        analysis = run_pipelines(store, period, policy, fleet.topology)
         analysis_s = time.perf_counter() - t1
+        scores = score(analysis.findings, history.truth, period)
     return DemoResult(summary, history.truth, fleet.topology, fleet.n_devices, len(fleet.sites),
-                      samples, rejected, backfill_s, analysis, analysis_s)
+                      samples, rejected, backfill_s, analysis, analysis_s, scores)

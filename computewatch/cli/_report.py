@@ -39,8 +39,10 @@ def report(
     out: Annotated[str | None, typer.Option(
         "--out", help="File to write, '-' for stdout (html, csv); default: "
         "report-<period>[-<hub>].<format> in the current directory.")] = None,
-    definition: Annotated[str, typer.Option(
-        help="Utilization definition: time_weighted | busy_fraction.")] = "time_weighted",
+    definition: Annotated[str | None, typer.Option(
+        help="Utilization definition for every row: time_weighted | busy_fraction (default: "
+             "the policy's for each level; then the verdicts are analyze's findings).")]
+    = None,
 ) -> None:
     """The regulator report: utilization, PUE and latency tiers per site and hub, data
     completeness, findings and the methodology with every threshold's source."""

@@ -19,6 +19,7 @@ The models, kept simple and stated so the pipelines' results can be reasoned abo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,8 +30,8 @@ import pyarrow as pa
 from computewatch.policy import Policy, load_policy
 from computewatch.samples import TIME
 from computewatch.sim.fleet import Fleet
-from computewatch.sim.incidents import GroundTruth, Incident, LinkTruth
-from computewatch.topology import Link
+from computewatch.sim.incidents import GroundTruth, Incident, LinkTruth, UtilizationTruth
+from computewatch.topology import METRO_MAX_KM, Link, fiber_min_rtt_s, great_circle_km
 
 __all__ = ["HOST_FACTOR", "History", "simulate"]
 
@@ -38,9 +39,36 @@ HOST_FACTOR = 1.6
 """Server power per watt of accelerator power: CPUs, memory, NICs and storage draw the rest."""
 
 _BUSY_LEVEL = 0.88
+_BUSY_SD = 0.06
+_BUSY_CLIP = (0.3, 1.0)
+_FREE_LEVEL = 0.01
+_FREE_SD = 0.01
+_FREE_CLIP = (0.0, 0.05)
 _EQUIPMENT_RTT_S = 0.1e-3
+_ROUTE_FACTORS = (1.1, 2.0)
 _CHINA_UTC_OFFSET_H = 8
 _PROBES_PER_WINDOW = 60
+
+
+def _normal_cdf(z: float) -> float:
+    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+
+def _normal_pdf(z: float) -> float:
+    return math.exp(-z * z / 2.0) / math.sqrt(2.0 * math.pi)
+
+
+def _clipped_normal_mean(mu: float, sd: float, lo: float, hi: float) -> float:
+    """E[clip(X, lo, hi)] for X ~ N(mu, sd): a busy card's mean utilization."""
+    a, b = (lo - mu) / sd, (hi - mu) / sd
+    inside = mu * (_normal_cdf(b) - _normal_cdf(a)) + sd * (_normal_pdf(a) - _normal_pdf(b))
+    return lo * _normal_cdf(a) + hi * (1.0 - _normal_cdf(b)) + inside
+
+
+def _folded_normal_mean(mu: float, sd: float) -> float:
+    """E|X| for X ~ N(mu, sd): a free card's mean utilization (its clip is 4 sd away)."""
+    return sd * math.sqrt(2.0 / math.pi) * math.exp(-mu * mu / (2 * sd * sd)) \
+        + mu * (1.0 - 2.0 * _normal_cdf(-mu / sd))
 
 
 def _dict_column(values: np.ndarray, codes: np.ndarray) -> pa.DictionaryArray:
@@ -88,7 +116,8 @@ class History:
         rng = np.random.default_rng([fleet.seed, 2])
         # Route factors 1.1-2.0, most near 1.35 (Beta(2, 5) stretched): real routes are longer
         # than the great circle, and the MIIT plan's 1.5 limit is not always met.
-        self.route_factor = 1.1 + 0.9 * rng.beta(2.0, 5.0, len(self.links))
+        lo, hi = _ROUTE_FACTORS
+        self.route_factor = lo + (hi - lo) * rng.beta(2.0, 5.0, len(self.links))
         self.truth = self._plan(rng)
         self._acc_labels = self._accelerator_labels()
         self._energy = rng.uniform(1e6, 5e8, fleet.n_devices)  # J since the driver loaded
@@ -144,8 +173,14 @@ class History:
         doy = self.start.timetuple().tm_yday
         seasonal = 0.06 * np.cos(2 * np.pi * (doy - 200) / 365.0)
         site_pue = {p.site.id: round(float(p.pue_base + seasonal), 4) for p in fleet.sites}
+        targets = {p.site.id: float(self.policy.pue_target(p.region, p.site.id))
+                   for p in fleet.sites}
         return GroundTruth(fleet.seed, self.start, self.end, self.step, incidents, underused,
-                           links, site_pue)
+                           links, site_pue, targets, self._utilization_truth(incidents),
+                           _clipped_normal_mean(_BUSY_LEVEL, _BUSY_SD, *_BUSY_CLIP),
+                           _folded_normal_mean(_FREE_LEVEL, _FREE_SD),
+                           float(self.policy.utilization.sustained_hours.value),
+                           self._city_rtt(links))
 
     def _accelerator_labels(self) -> _Labels:
         f = self.fleet
@@ -162,6 +197,93 @@ class History:
             "ecosystem": f.device_ecosystem,
         }
         return _Labels({k: _codes(np.asarray(v)) for k, v in cols.items()})
+
+    def _allocation_probability(self, hour: int) -> np.ndarray:
+        """Per site: the chance that a card is allocated to a job in ``hour`` (no incident):
+        its target over the busy level, shaped by the day and week at the hour's middle."""
+        f = self.fleet
+        targets = np.array([p.target_utilization for p in f.sites])
+        amps = np.array([p.diurnal_amplitude for p in f.sites])
+        times = self._times(hour)
+        mid = times[len(times) // 2: len(times) // 2 + 1]
+        return np.clip(targets / _BUSY_LEVEL * self._load_shape(mid, amps)[0], 0.0, 1.0)
+
+    def _utilization_truth(self, incidents: list[Incident]) -> list[UtilizationTruth]:
+        """Every site's, cluster's, hub's and province's expected hourly load (the truth)."""
+        f, topo = self.fleet, self.fleet.topology
+        n_s = len(f.sites)
+        cards = np.bincount(f.device_site, minlength=n_s).astype(float)
+        p = np.array([self._allocation_probability(h) for h in range(self.hours)])
+        awake = np.ones_like(p)  # share of each hour a site's cards are not idled
+        present = np.broadcast_to(cards, p.shape).copy()  # cards reporting, per hour
+        for inc in incidents:
+            share = np.array([self._active_mask(inc, self._times(h)).mean()
+                              for h in range(self.hours)])
+            if inc.kind == "cluster_idle":
+                for site in inc.detail["sites"]:
+                    awake[:, f.site_index[site]] -= share
+            elif inc.kind == "device_lost":
+                present[:, f.site_index[inc.detail["site"]]] -= share
+        allocated = p * awake
+        var_count = present * p * (1 - p) * awake ** 2  # variance of the allocated count
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, prof in enumerate(f.sites):
+            site = prof.site
+            groups.setdefault(("site", site.id), []).append(i)
+            if site.cluster:
+                groups.setdefault(("cluster", site.cluster), []).append(i)
+            if site.hub:
+                groups.setdefault(("hub", site.hub), []).append(i)
+            groups.setdefault(("province", site.province), []).append(i)
+        out = []
+        for (level, subject), idx in groups.items():
+            n = present[:, idx].sum(axis=1)
+            safe = np.where(n > 0, n, 1.0)
+            share = (present[:, idx] * allocated[:, idx]).sum(axis=1) / safe
+            var = var_count[:, idx].sum(axis=1) / safe ** 2
+            region = None
+            try:
+                if level == "site":
+                    region = topo.hub(topo.site(subject).hub).region
+                elif level == "cluster":
+                    region = topo.hub(topo.cluster(subject).hub).region
+                elif level == "hub":
+                    region = topo.hub(subject).region
+            except KeyError:
+                region = None
+            out.append(UtilizationTruth(
+                level, subject, float(self.policy.utilization_minimum(level, region, subject)),
+                self.policy.utilization_definition_entry(level).value,
+                [round(float(x), 4) for x in n], [round(float(x), 6) for x in share],
+                [float(f"{x:.6g}") for x in var]))
+        return out
+
+    def _city_rtt(self, links: list[LinkTruth]) -> dict[str, dict[str, list[float]]]:
+        """Per demand city and site: [lowest, highest] RTT of the city's best route to it."""
+        topo = self.fleet.topology
+        by_pair = {frozenset((lt.src, lt.dst)): lt for lt in links}
+        out: dict[str, dict[str, list[float]]] = {}
+        for city in topo.demand_cities:
+            names = {city.name.casefold(), city.name_zh.casefold(), city.id.casefold()}
+            anchors = [s.id for s in topo.sites
+                       if s.city.strip().casefold() in names
+                       or great_circle_km(s.lat, s.lon, city.lat, city.lon) <= METRO_MAX_KM]
+            rows = {}
+            for site in topo.sites:
+                routes = [by_pair[frozenset((a, site.id))] for a in anchors
+                          if a != site.id and frozenset((a, site.id)) in by_pair]
+                if routes:
+                    lo = min(lt.fiber_min_rtt_s * lt.route_factor + _EQUIPMENT_RTT_S
+                             for lt in routes)
+                    hi = min(lt.typical_p95_s for lt in routes)
+                else:
+                    fiber = fiber_min_rtt_s(topo.distance_km_to_point(site.id, city.lat,
+                                                                      city.lon))
+                    lo, hi = fiber * _ROUTE_FACTORS[0], fiber * _ROUTE_FACTORS[1] \
+                        + _EQUIPMENT_RTT_S
+                rows[site.id] = [float(f"{lo:.6g}"), float(f"{hi:.6g}")]
+            out[city.id] = rows
+        return out
 
     # -- time helpers ---------------------------------------------------------------------
     def _times(self, hour: int) -> np.ndarray:
@@ -198,19 +320,15 @@ class History:
         rng = np.random.default_rng([f.seed, 3, hour])
         times = self._times(hour)
         n_t, n_d = len(times), f.n_devices
-        targets = np.array([p.target_utilization for p in f.sites])
-        amps = np.array([p.diurnal_amplitude for p in f.sites])
-        mid = times[len(times) // 2: len(times) // 2 + 1]
-        p_alloc = np.clip(targets / _BUSY_LEVEL * self._load_shape(mid, amps)[0], 0.0, 1.0)
-        allocated = rng.random(n_d) < p_alloc[f.device_site]
+        allocated = rng.random(n_d) < self._allocation_probability(hour)[f.device_site]
         alloc = np.broadcast_to(allocated, (n_t, n_d)).copy()
         for inc in self.truth.incidents:
             if inc.kind == "cluster_idle":
                 mask = self._active_mask(inc, times)
                 if mask.any():
                     alloc[np.ix_(mask, f.devices_of(inc.detail["sites"]))] = False
-        busy = np.clip(rng.normal(_BUSY_LEVEL, 0.06, (n_t, n_d)), 0.3, 1.0)
-        free = np.clip(np.abs(rng.normal(0.01, 0.01, (n_t, n_d))), 0.0, 0.05)
+        busy = np.clip(rng.normal(_BUSY_LEVEL, _BUSY_SD, (n_t, n_d)), *_BUSY_CLIP)
+        free = np.clip(np.abs(rng.normal(_FREE_LEVEL, _FREE_SD, (n_t, n_d))), *_FREE_CLIP)
         util = np.where(alloc, busy, free)
         power = f.device_idle_w + (f.device_tdp_w - f.device_idle_w) * util ** 0.85
         power = np.clip(power * rng.normal(1.0, 0.02, (n_t, n_d)), 0.0, f.device_tdp_w * 1.02)

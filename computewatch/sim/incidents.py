@@ -2,19 +2,23 @@
 
 Besides the incidents (a cluster going idle, a cooling fault, a degraded link, a GPU falling
 off the bus) the ground truth records what the simulator configured on purpose: the sites
-set up as chronically underused, and every link's route factor and whether its tier budget
-is reachable at all over that route. A pipeline finding is "true" when it names one of these.
+set up as chronically underused; every site's, cluster's, hub's and province's expected load
+hour by hour with the minimum and definition the policy applies to it; every link's route
+factor and whether its tier budget is reachable at all over that route; each site's typical
+PUE and its target; and the RTT a demand city can expect to each site. The scorer
+(`computewatch.sim.scoring`) judges findings by these alone.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-__all__ = ["GroundTruth", "Incident", "LinkTruth"]
+__all__ = ["GroundTruth", "Incident", "LinkTruth", "UtilizationTruth"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +52,28 @@ class LinkTruth:
         return self.typical_p95_s > self.budget_rtt_s
 
 
+@dataclass(frozen=True, slots=True)
+class UtilizationTruth:
+    """The load the simulator configured for one subject, hour by hour from the truth's start.
+
+    Every hour each accelerator is allocated to a job, or not, with its site's probability;
+    ``allocated`` is the expected share of the subject's accelerators allocated in each hour
+    (incidents included: an idled cluster's cards are allocated to nothing), and
+    ``allocated_var`` the variance of that share, since the draws are independent per card
+    and hour (a 4-card site's share moves by 25 points when one job ends).
+    ``accelerators`` is the expected number reporting in each hour (a lost card stops).
+    ``minimum`` and ``definition`` are what the simulation's policy applies at this level.
+    """
+
+    level: str  # site | cluster | hub | province
+    subject: str
+    minimum: float
+    definition: str  # time_weighted | busy_fraction
+    accelerators: list[float]
+    allocated: list[float]
+    allocated_var: list[float]
+
+
 @dataclass
 class GroundTruth:
     seed: int
@@ -59,6 +85,74 @@ class GroundTruth:
     links: list[LinkTruth]
     site_pue: dict[str, float] = field(default_factory=dict)
     """Each site's configured typical PUE (climate and season, no incident)."""
+    pue_targets: dict[str, float] = field(default_factory=dict)
+    """Each site's PUE target under the simulation's policy."""
+    utilization: list[UtilizationTruth] = field(default_factory=list)
+    """Expected load of every site, cluster, hub and province (see `UtilizationTruth`)."""
+    busy_utilization: float = 0.88
+    """Mean utilization of an accelerator allocated to a job."""
+    free_utilization: float = 0.0
+    """Mean utilization of an accelerator allocated to none."""
+    sustained_hours: float = 0.0
+    """How long a shortfall must last to count, under the simulation's policy."""
+    city_rtt: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    """Per demand city and site: [lowest, highest] RTT the city's best route to the site can
+    have (from the links' route factors where a site in the city probes the site; else from
+    the great-circle distance at the simulator's route factors, 1.1 to 2.0)."""
+
+    def utilization_of(self, level: str, subject: str) -> UtilizationTruth:
+        for u in self.utilization:
+            if u.level == level and u.subject == subject:
+                return u
+        raise KeyError(f"no {level} {subject!r} in the ground truth")
+
+    def _hours(self, start: datetime, end: datetime) -> list[tuple[int, float]]:
+        """(hour index, share of that simulated hour inside [start, end))."""
+        hour = timedelta(hours=1)
+        out = []
+        first = max(0, math.floor((start - self.start) / hour))
+        last = min(math.ceil((self.end - self.start) / hour), math.ceil((end - self.start) / hour))
+        for h in range(first, last):
+            lo = self.start + h * hour
+            share = (min(end, lo + hour) - max(start, lo)) / hour
+            if share > 0:
+                out.append((h, share))
+        return out
+
+    def expected_utilization(self, u: UtilizationTruth, definition: str, start: datetime,
+                             end: datetime) -> tuple[float, float]:
+        """The expected value of ``definition`` for ``u`` over [start, end), and its standard
+        deviation from job churn; (NaN, NaN) outside the simulated time.
+
+        Hours are weighted by their accelerators, as the pipelines weight by samples or cards.
+        ``time_weighted``: free + (busy - free) x allocated share; ``busy_fraction``: the
+        allocated share (an allocated card's window mean is far above any busy level, a free
+        one's far below).
+        """
+        gain = self.busy_utilization - self.free_utilization
+        num = den = var = 0.0
+        for h, share in self._hours(start, end):
+            w = share * u.accelerators[h]
+            a = u.allocated[h]
+            value = a if definition == "busy_fraction" else self.free_utilization + gain * a
+            scale = 1.0 if definition == "busy_fraction" else gain
+            num, den = num + w * value, den + w
+            var += w * w * scale * scale * u.allocated_var[h]
+        if den <= 0:
+            return math.nan, math.nan
+        return num / den, math.sqrt(var) / den
+
+    def expected_idle_hours(self, u: UtilizationTruth, start: datetime,
+                            end: datetime) -> tuple[float, float]:
+        """Expected idle accelerator-hours of ``u`` over [start, end) (sum over its reporting
+        cards of 1 - utilization, per hour), and the standard deviation from job churn."""
+        gain = self.busy_utilization - self.free_utilization
+        total = var = 0.0
+        for h, share in self._hours(start, end):
+            n = u.accelerators[h]
+            total += share * n * (1.0 - self.free_utilization - gain * u.allocated[h])
+            var += (share * n * gain) ** 2 * u.allocated_var[h]
+        return total, math.sqrt(var)
 
     def incident(self, kind: str) -> Incident:
         for inc in self.incidents:
@@ -80,7 +174,11 @@ class GroundTruth:
             "underused_sites": self.underused_sites,
             "links": [asdict(lt) | {"over_budget_by_design": lt.over_budget_by_design}
                       for lt in self.links],
-            "site_pue": self.site_pue,
+            "site_pue": self.site_pue, "pue_targets": self.pue_targets,
+            "utilization": [asdict(u) for u in self.utilization],
+            "busy_utilization": self.busy_utilization,
+            "free_utilization": self.free_utilization,
+            "sustained_hours": self.sustained_hours, "city_rtt": self.city_rtt,
         }
         return json.dumps(doc, default=enc, indent=1, ensure_ascii=False)
 
@@ -99,4 +197,8 @@ class GroundTruth:
                  for lt in doc["links"]]
         return cls(doc["seed"], datetime.fromisoformat(doc["start"]),
                    datetime.fromisoformat(doc["end"]), timedelta(seconds=doc["step_s"]),
-                   incidents, doc["underused_sites"], links, doc.get("site_pue", {}))
+                   incidents, doc["underused_sites"], links, doc.get("site_pue", {}),
+                   doc.get("pue_targets", {}),
+                   [UtilizationTruth(**u) for u in doc.get("utilization", [])],
+                   doc.get("busy_utilization", 0.88), doc.get("free_utilization", 0.0),
+                   doc.get("sustained_hours", 0.0), doc.get("city_rtt", {}))

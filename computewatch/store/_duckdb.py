@@ -265,6 +265,28 @@ class DuckDBStore:
         return lo.replace(tzinfo=UTC), hi.replace(tzinfo=UTC)
 
     # -- housekeeping ---------------------------------------------------------------------
+    def delete(self, measurement: str, start: datetime, end: datetime,
+               where: Mapping[str, str | Sequence[str]] | None = None) -> int:
+        """Delete the samples of ``measurement`` in [start, end) whose series match ``where``
+        (a tag to a value or a list of values, as in `Query`); returns rows deleted."""
+        meas = catalog.measurement(measurement)
+        if not self._has(measurement):
+            return 0
+        with self._lock:
+            clauses, params = self._where(meas, where)
+            series = _ident("series_" + meas.name)
+            match = (f" AND series_id IN (SELECT s.series_id FROM {series} s WHERE "
+                     + " AND ".join(clauses) + ")") if clauses else ""
+            try:
+                deleted = self._con.execute(
+                    f"DELETE FROM {_ident('samples_' + meas.name)} WHERE time >= ? AND "
+                    f"time < ?{match}", [_naive_utc(start), _naive_utc(end), *params]
+                ).fetchone()[0]
+            except duckdb.Error as exc:
+                raise StoreError(f"{self.url}: delete from {meas.name!r} failed: {exc}") \
+                    from None
+        return int(deleted)
+
     def drop_before(self, cutoff: datetime) -> int:
         deleted = 0
         with self._lock:
