@@ -205,7 +205,7 @@ def run() -> Iterator[Run]:
 @pytest.mark.parametrize("dst", sorted(DELAYS))
 def test_median_rtt_is_the_responders_delay(run, dst):
     r = run.results[dst]
-    assert r.sent == PROBES
+    assert PROBES - run.skipped <= r.sent <= PROBES  # a held-up loop skips, and counts it
     assert abs(r.rtt_p50_s - DELAYS[dst]) <= 0.0003, r
     assert r.rtt_min_s <= r.rtt_p50_s <= r.rtt_p95_s <= r.rtt_p99_s <= r.rtt_max_s
     assert r.rtt_min_s >= DELAYS[dst]  # a reply never leaves before its delay
@@ -374,9 +374,10 @@ def test_tcp_connect_probe_and_a_closed_port():
         thread.join(2)
         server.close()
     ok, closed = results["listening"], results["closed"]
-    assert ok.sent == 50 and ok.loss_ratio == 0.0
+    assert 50 - prober.skipped <= ok.sent <= 50 and ok.loss_ratio == 0.0
     assert 0 < ok.rtt_p50_s < 0.02  # loopback connect; generous for a loaded machine
-    assert closed.sent == 50 and closed.received == 0 and closed.loss_ratio == 1.0
+    assert 50 - prober.skipped <= closed.sent <= 50
+    assert closed.received == 0 and closed.loss_ratio == 1.0
     assert math.isnan(closed.rtt_p50_s) and not closed.within_budget
     requests = {t.dst_site: n for t, n, *_ in prober.histograms()}
     assert prober.errors() == {"connection_refused": requests["closed"]}  # one per probe
@@ -398,7 +399,7 @@ def test_icmp_echo_to_loopback_or_one_clear_disabled_message(caplog):
     assert results["udp"].received == results["udp"].sent > 0  # the others keep going
     if icmp_allowed():
         r = results["icmp"]
-        assert r.sent == 25 and r.loss_ratio == 0.0
+        assert 25 - prober.skipped <= r.sent <= 25 and r.loss_ratio == 0.0
         assert 0 < r.rtt_p50_s < 0.005
         assert prober.disabled == {}
     else:

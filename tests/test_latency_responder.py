@@ -183,12 +183,16 @@ def run_prober(port: int, key: bytes | None = None, window_s: float = 1.0) -> Pr
 
 def test_a_prober_with_the_key_measures_and_one_without_it_gets_nothing():
     with served(key=KEY) as r:
-        [good] = run_prober(r.address[1], KEY).latest()
-        assert good.sent == 50 and good.received == 50
-        [bad] = run_prober(r.address[1], b"the-wrong-key-of-16-bytes").latest()
-        assert bad.sent == 50 and bad.received == 0
-    # Every probe of the wrong key's run (its window's 50, and those sent while it closed).
-    assert r.unanswered["unauthenticated"] >= 50 and r.echoed >= 50
+        # 50 slots of 20 ms; a loop held up on a loaded machine skips a slot (and counts
+        # it) rather than send in a burst: every slot is sent or counted skipped.
+        prober = run_prober(r.address[1], KEY)
+        [good] = prober.latest()
+        assert good.sent + prober.skipped == 50 and good.received == good.sent
+        prober = run_prober(r.address[1], b"the-wrong-key-of-16-bytes")
+        [bad] = prober.latest()
+        assert bad.sent + prober.skipped == 50 and bad.received == 0
+    # Every probe of the wrong key's run (its window's, and those sent while it closed).
+    assert r.unanswered["unauthenticated"] >= bad.sent and r.echoed >= good.sent
 
 
 class Forger(asyncio.DatagramProtocol):
@@ -233,7 +237,7 @@ def test_the_prober_takes_only_replies_to_its_own_probes(how, key, error):
 
     prober = asyncio.run(go())
     [result] = prober.latest()
-    assert result.sent == 25 and result.received == 0
+    assert result.sent + prober.skipped == 25 and result.received == 0
     errors = prober.errors()  # every answer to the window's 25 probes and later ones
     assert set(errors) == {error} and errors[error] >= 25
 
