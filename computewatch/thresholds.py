@@ -58,8 +58,9 @@ PlaceRule = tuple[Mapping[str, str | tuple[str, ...]], float]
 """(matchers, value): subjects whose labels match take the value; first match wins."""
 
 
-def _place(hub: str, cluster: str | None = None, site: str | None = None) -> dict[str, str]:
-    labels = {"hub": hub}
+def _place(hub: str | None, cluster: str | None = None,
+           site: str | None = None) -> dict[str, str]:
+    labels = {"hub": hub} if hub else {}
     if cluster:
         labels["cluster"] = cluster
     if site:

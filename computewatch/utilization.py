@@ -173,7 +173,7 @@ def utilization_windows(store: Store, period: Period, topology: Topology, *,
     step = interval if interval is not None else sampling_interval(store, period.start,
                                                                     period.end)
     sites = _site_windows(store, period, window, definition, busy_level, step)
-    place = {s.id: (s.cluster or "", s.hub, s.province) for s in topology.sites}
+    place = {s.id: (s.cluster or "", s.hub or "", s.province) for s in topology.sites}
     sites = sites[sites.site.isin(place)]
     sites = sites.assign(cluster=[place[s][0] for s in sites.site],
                          hub=[place[s][1] for s in sites.site],

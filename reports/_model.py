@@ -240,9 +240,9 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
               "period_start": period.start.isoformat(), "period_end": period.end.isoformat()}
     rows = []
     for s in sites:
-        region = topology.hub(s.hub).region
+        region = topology.region_of(s.id)
         minimum = policy.utilization_minimum_entry("site", region, s.id)
-        row = {"level": "site", "id": s.id, "name": s.name, "hub": s.hub,
+        row = {"level": "site", "id": s.id, "name": s.name, "hub": s.hub or "",
                "cluster": s.cluster or "", "region": region,
                "accelerators_installed": s.accelerator_count,
                **_utilization_row(site_util[site_util.subject == s.id], n_windows),

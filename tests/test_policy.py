@@ -79,11 +79,12 @@ def test_shipped_defaults(policy: Policy) -> None:
     assert policy.pue.min_completeness.value == 0.90
     assert policy.latency.rtt_semantics.value == "round_trip"
     assert policy.latency.route_inflation_limit.value == 1.5
+    assert (policy.latency.metro_max_km.value, policy.latency.regional_max_km.value) == (50, 300)
 
 
 def test_every_shipped_value_has_a_source(policy: Policy) -> None:
     entries = sourced_entries(policy)
-    assert len(entries) == 19  # 10 utilization + 4 PUE + 5 latency
+    assert len(entries) == 21  # 10 utilization + 4 PUE + 7 latency (2 tier distances)
     for entry in entries:
         assert len(entry.source.strip()) >= 10, entry
 

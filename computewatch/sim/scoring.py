@@ -52,8 +52,7 @@ def _found(df: pd.DataFrame, inc: Incident) -> bool:
         hits = df[(df.site == inc.subject) & df.rule.isin(["pue_excursion", "site_anomaly"])]
     elif inc.kind == "link_degraded":
         hits = df[(df.pipeline == "latency") & (df.subject == inc.subject)
-                  & df.rule.isin(["p95_over_budget", "loss_over_limit", "slo_burn_fast",
-                                  "slo_burn_slow"])]
+                  & (df.rule == "link_degraded")]
     else:  # device_lost
         hits = df[(df.rule == "accelerator_lost") & (df.subject == inc.subject)]
         hits = hits[(pd.to_datetime(hits.start, utc=True) - pd.Timestamp(inc.start)).abs()
