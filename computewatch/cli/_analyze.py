@@ -65,7 +65,8 @@ def analyze(
     """Run the analytics pipelines; findings are printed and written back to the store."""
     from computewatch.findings import Severity
     from computewatch.pipelines import PIPELINES, run_pipelines
-    from computewatch.render import render_findings
+    from computewatch.render import render_findings, render_root_causes
+    from computewatch.triage import root_causes, triage_frame
     from computewatch.schedule import run_every, write_heartbeat
     from computewatch.store import StoreError
 
@@ -94,10 +95,13 @@ def analyze(
                 raise UserError(str(exc)) from None
         finally:
             st.close()
-        render_findings(analysis.frame(), fmt, sys.stdout,
+        title = f"{period.start:%Y-%m-%d %H:%M} – {period.end:%Y-%m-%d %H:%M}"
+        if fmt.value == "table":  # the one-screen summary, then the rows most urgent first
+            render_root_causes(root_causes(analysis.findings, analysis.period), sys.stdout,
+                               title=f"Root causes {title}")
+        render_findings(triage_frame(analysis), fmt, sys.stdout,
                         limit=limit if fmt.value == "table" else None,
-                        title=f"Findings {period.start:%Y-%m-%d %H:%M} – "
-                              f"{period.end:%Y-%m-%d %H:%M}")
+                        title=f"Findings {title}")
         ok = _push_alerts(alert or [], analysis, hold, min_severity)
         if ok and heartbeat is not None and not analysis.failed:
             write_heartbeat(heartbeat)
