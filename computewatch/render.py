@@ -102,18 +102,6 @@ def render_summary(summary: NationalSummary, fmt: OutputFormat, out: TextIO,
 _SEVERITY = {0: "info", 1: "warning", 2: "critical"}
 
 
-def _plain(v: object) -> object:
-    """A JSON value for one cell: timestamps as ISO 8601, numpy scalars as numbers, NaN as
-    null."""
-    if isinstance(v, pd.Timestamp):
-        return v.isoformat()
-    if hasattr(v, "item") and not isinstance(v, str | dict | list):
-        v = v.item()
-    if isinstance(v, float) and math.isnan(v):
-        return None
-    return v
-
-
 def render_root_causes(causes: list[RootCause], out: TextIO, *, limit: int = 12,
                        title: str = "Root causes") -> None:
     """One line per root-cause group, most urgent first: what pages, then what plans."""
@@ -155,10 +143,7 @@ def render_findings(df: pd.DataFrame, fmt: OutputFormat, out: TextIO, *,
     if fmt is OutputFormat.JSON:
         if "incident" not in df.columns:  # a plain findings frame: detail is not JSON-ready
             df = df.drop(columns=["detail"], errors="ignore")
-        records = [dict(zip(df.columns, row, strict=True)) for row in
-                   df.astype(object).itertuples(index=False)]
-        out.write(json.dumps([{k: _plain(v) for k, v in r.items()} for r in records],
-                             indent=1, ensure_ascii=False, default=str) + "\n")
+        out.write(json.dumps(_records(df), indent=1, ensure_ascii=False, default=str) + "\n")
         return
     if fmt is OutputFormat.CSV:
         if "detail" in df.columns:

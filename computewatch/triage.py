@@ -87,7 +87,7 @@ def group_ids(findings: Sequence[Finding], period: Period | None = None) -> list
     acute = [is_acute(f, period) for f in findings]
     places = [_places(f) for f in findings]
     by_place: dict[str, list[int]] = {}
-    for i, f in enumerate(findings):
+    for i in range(len(findings)):
         if acute[i]:
             for p in places[i]:
                 by_place.setdefault(p, []).append(i)

@@ -66,9 +66,9 @@ def analyze(
     from computewatch.findings import Severity
     from computewatch.pipelines import PIPELINES, run_pipelines
     from computewatch.render import render_findings, render_root_causes
-    from computewatch.triage import root_causes, triage_frame
     from computewatch.schedule import run_every, write_heartbeat
     from computewatch.store import StoreError
+    from computewatch.triage import root_causes, triage_frame
 
     fmt = output_format(output)
     topo, pol = load_places(topology, policy)
