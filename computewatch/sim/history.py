@@ -121,12 +121,13 @@ class History:
         incidents.append(Incident("cooling_fault", "site", cooling_site, at(0.20), at(0.50),
                                   {"pue_increase": 0.35}))
         links = []
+        inflation_limit = float(self.policy.latency.route_inflation_limit.value)
         for lk, rf in zip(self.links, self.route_factor, strict=True):
             base = lk.fiber_min_rtt_s * rf + _EQUIPMENT_RTT_S
             q = 0.01 * base + 0.05e-3
             links.append(LinkTruth(lk.a, lk.b, lk.tier.value, float(lk.fiber_min_rtt_s), float(rf),
                                    float(self.policy.budget_rtt_s(lk.tier)), float(base + 3.0 * q),
-                                   float(base)))
+                                   float(base), inflation_limit))
         # The degraded link is one clearly within its budget before (typical p95 at most 90%
         # of it), so "within budget, then over it" is what the truth states, not a link that
         # grazes its budget at every daily peak.

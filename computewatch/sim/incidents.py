@@ -38,7 +38,8 @@ class LinkTruth:
 
     ``typical_min_rtt_s`` is the RTT floor (fiber minimum x route factor + equipment delay),
     ``typical_p95_s`` the p95 of a minute at the day's mean load (the floor plus three times
-    the typical queueing scale). The link's pair is ``src|dst`` sorted (`pair`)."""
+    the typical queueing scale), ``inflation_limit`` the route inflation the simulation's
+    policy allows. The link's pair is ``src|dst`` sorted (`pair`)."""
 
     src: str
     dst: str
@@ -48,6 +49,7 @@ class LinkTruth:
     budget_rtt_s: float
     typical_p95_s: float
     typical_min_rtt_s: float = float("nan")
+    inflation_limit: float = float("nan")
 
     @property
     def pair(self) -> str:
