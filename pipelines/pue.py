@@ -33,6 +33,14 @@ from computewatch.topology import Topology
 __all__ = ["run"]
 
 
+def _region(topology: Topology, site: str, hub: str) -> str | None:
+    """The site's region (its own where it belongs to no hub), else its hub's, else None."""
+    try:
+        return topology.region_of(site)
+    except KeyError:
+        return topology.hub(hub).region if hub in {h.id for h in topology.hubs} else None
+
+
 def run(store: Store, period: Period, policy: Policy, topology: Topology, *,
         excursion: float = 0.15,
         windows: tuple[str, ...] = ("all", "1d", "month")) -> list[Finding]:
@@ -50,7 +58,7 @@ def run(store: Store, period: Period, policy: Policy, topology: Topology, *,
                     r.window_end > pd.Timestamp(period.end):
                 continue  # only windows the period covers whole
             hub, cluster = places.at[r.site, "hub"], places.at[r.site, "cluster"]
-            region = topology.hub(hub).region if hub in {h.id for h in topology.hubs} else None
+            region = _region(topology, r.site, hub)
             entry = policy.pue_target_entry(region, r.site)
             common = dict(completeness=float(r.completeness), hub=hub, cluster=cluster,
                           site=r.site, start=r.window_start.to_pydatetime(),
