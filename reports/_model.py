@@ -61,12 +61,15 @@ COLUMNS: dict[str, str] = {
                    "no_data",
     "pue_completeness": "share of the period's 15-minute slots that every meter covers",
     "link_windows": "link windows in the period (links touching the subject x windows)",
-    "link_windows_with_data": "those with a sustained p95 RTT",
-    "link_windows_within_budget": "those whose sustained p95 RTT <= the tier budget",
-    "latency_compliance": "link_windows_within_budget / link_windows_with_data",
+    "link_windows_with_data": "those with probes",
+    "link_windows_within_budget": "those whose p95 RTT over every probe <= the tier budget",
+    "link_probes": "probes sent over the links touching the subject in the period",
+    "link_probes_within_budget": "those answered within the tier budget",
+    "latency_compliance": "link_probes_within_budget / link_probes: the share of probes "
+                          "answered within the tier budget",
     "latency_completeness": "link_windows_with_data / link_windows",
-    "findings_critical": "findings with the subject's site (site rows) or hub (hub rows), "
-                         "severity critical",
+    "findings_critical": "findings with the subject's site, or on a link from it (site "
+                         "rows), or with its hub (hub rows), severity critical",
     "findings_warning": "the same, severity warning",
     "findings_info": "the same, severity info",
     "utilization_definition": "time_weighted or busy_fraction",
@@ -161,10 +164,23 @@ def _latency_row(links: pd.DataFrame) -> dict[str, float]:
     windows = int(links.windows.sum()) if len(links) else 0
     has = int(links.windows_with_data.sum()) if len(links) else 0
     within = int(links.windows_within_budget.sum()) if len(links) else 0
+    probes = float(links.probes.sum()) if len(links) else 0.0
+    probes_within = float(links.probes_within_budget.sum()) if len(links) else 0.0
     return {"link_windows": windows, "link_windows_with_data": has,
-            "link_windows_within_budget": within,
-            "latency_compliance": within / has if has else np.nan,
+            "link_windows_within_budget": within, "link_probes": probes,
+            "link_probes_within_budget": probes_within,
+            "latency_compliance": probes_within / probes if probes else np.nan,
             "latency_completeness": has / windows if windows else 0.0}
+
+
+def _of_site(findings: pd.DataFrame, site: str) -> pd.DataFrame:
+    """The findings about a site: those with it as their site, and those on a link from it
+    (a link is credited to both its ends)."""
+    if findings.empty:
+        return findings
+    ends = findings.subject.astype(str).str.split("|")
+    on_link = (findings.subject_type == "link") & ends.map(lambda e: site in e)
+    return findings[(findings.site == site) | on_link]
 
 
 def _severity_counts(findings: pd.DataFrame) -> dict[str, int]:
@@ -250,8 +266,7 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
                **_pue_row(site_pue, s.id, "site"),
                "pue_target": float(policy.pue_target_entry(region, s.id).value),
                **_latency_row(links[(links.src_site == s.id) | (links.dst_site == s.id)]),
-               **_severity_counts(findings[findings.site == s.id] if len(findings)
-                                  else findings)}
+               **_severity_counts(_of_site(findings, s.id))}
         rows.append(row)
     hub_util = by_level["hub"]
     for h in hubs:
