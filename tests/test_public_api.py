@@ -89,8 +89,9 @@ PUBLIC: dict[str, set[str]] = {
         "EMITTED", "ERROR_TYPES", "SnmpCollector", "SnmpDevice", "SnmpProfile", "load_profile",
         "shipped_profiles"},
     "computewatch.compliance": {
-        "COMPLIANCE_COLUMNS", "COMPLIANCE_DEFINITION", "LINK_LABELS", "SUSTAINED_P95",
-        "link_budgets", "window_compliance", "window_count"},
+        "COMPLIANCE_COLUMNS", "COMPLIANCE_DEFINITION", "LINK_LABELS", "P95", "PAIR_COLUMNS",
+        "PairWindows", "link_budgets", "pair_windows", "scored_counts", "window_compliance",
+        "window_count", "windows_over_budget"},
     "computewatch.config": {
         "ConfigError", "FieldPath", "MAX_LISTED", "PathError", "format_path", "load_yaml_model",
         "load_yaml_model_from_text", "suggest_known"},
@@ -123,8 +124,9 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.durations": {"Duration", "parse_duration"},
     "computewatch.errors": {"StoreError"},
     "computewatch.findings": {
-        "Analysis", "FINDING_COLUMNS", "Finding", "Period", "PipelineStatus", "Severity",
-        "findings_frame", "most_severe_first", "write_findings"},
+        "Analysis", "CHRONIC_SPAN", "FINDING_COLUMNS", "Finding", "Period", "PipelineStatus",
+        "Severity", "findings_frame", "incident_id", "is_acute", "most_severe_first",
+        "most_urgent_first", "write_findings"},
     "computewatch.lineprotocol": {
         "EncodeResult", "GZIP_LEVEL", "InfluxSettings", "LineProtocolWriter", "PRECISIONS",
         "VMEndpoints", "WriteError", "WriteTarget", "Writer", "check_write_url", "encode_frame",
@@ -134,7 +136,8 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.pipelines": {"PIPELINES", "Pipeline", "run_pipelines"},
     "computewatch.pipelines.anomaly": {
         "FEATURES", "FLOORS", "HEALTH_STEP", "Z_ALONE", "Z_CRITICAL", "Z_MIN", "run"},
-    "computewatch.pipelines.latency": {"run"},
+    "computewatch.pipelines.latency": {
+        "CHRONIC_SHARE", "INTERMITTENT_SHARE", "RULES", "merged_quantile", "run"},
     "computewatch.pipelines.pue": {"run"},
     "computewatch.pipelines.surplus": {"SURPLUS_COLUMNS", "run", "surplus"},
     "computewatch.pipelines.underuse": {"run"},
@@ -145,7 +148,8 @@ PUBLIC: dict[str, set[str]] = {
         "CHINA_TZ", "DEFINITION", "READING_BUCKET", "WINDOWS", "meter_readings",
         "monotonic_energy", "power_ratio", "window_edges", "window_pue", "windowed_pue"},
     "computewatch.render": {
-        "OutputFormat", "format_value", "render_findings", "render_frame", "render_summary"},
+        "OutputFormat", "format_value", "render_findings", "render_frame", "render_root_causes",
+        "render_summary"},
     "computewatch.reports": {
         "COLUMNS", "ChromiumMissingError", "EmptyPeriodError", "Entry", "HEADLESS_FLAGS",
         "PERIOD_FORMS", "PdfError", "REPORT_FORMATS", "Report", "ReportPeriod", "SHIPPED_POLICY",
@@ -179,7 +183,9 @@ PUBLIC: dict[str, set[str]] = {
         "AcceleratorInventory", "Cluster", "ConfigError", "DemandCity", "EARTH_RADIUS_KM",
         "FIBER_RTT_S_PER_KM", "Hub", "Link", "LinkOverride", "METRO_MAX_KM", "Node",
         "REGIONAL_MAX_KM", "Site", "Tier", "Topology", "fiber_min_rtt_s", "great_circle_km",
-        "load_topology"},
+        "link_pair", "load_topology"},
+    "computewatch.triage": {"JSON_COLUMNS", "RootCause", "group_ids", "root_causes",
+                            "triage_frame"},
     "computewatch.utilization": {
         "DEFINITIONS", "Definition", "IDLE_DEFINITION", "LEVELS", "WINDOW_COLUMNS", "idle_hours",
         "sampling_interval", "utilization_totals", "utilization_windows", "window_totals"},
