@@ -109,9 +109,9 @@ def _series_pairs(frame: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
     unordered pair (`PAIR_COLUMNS`). Label strings are handled once per series, not per row."""
     codes, uniques = [], []
     for col in LINK_LABELS:
-        c, u = pd.factorize(frame[col].astype(object).where(frame[col].notna(), ""))
+        c, u = pd.factorize(frame[col], use_na_sentinel=False)
         codes.append(c)
-        uniques.append(np.asarray(u, dtype=object).astype(str))
+        uniques.append(np.array(["" if pd.isna(x) else str(x) for x in u], dtype=object))
     key = np.ravel_multi_index(codes, [len(u) for u in uniques])
     series, row_series = np.unique(key, return_inverse=True)
     parts = np.unravel_index(series, [len(u) for u in uniques])
@@ -144,8 +144,25 @@ class PairWindows:
         return self.values[field]
 
 
-_COMBINE = {Aggregate.SUM: np.add, Aggregate.MIN: np.minimum, Aggregate.MAX: np.maximum,
-            Aggregate.MEAN: np.add}
+def _combine(key: np.ndarray, values: np.ndarray, size: int, agg: Aggregate) -> np.ndarray:
+    """Values sharing a grid cell (``key``) combined by ``agg``; NaN in cells without one.
+    Most cells hold one series (one direction, one probe kind): those are placed directly."""
+    out = np.full(size, np.nan)
+    ok = ~np.isnan(values)
+    key, values = key[ok], values[ok]
+    count = np.bincount(key, minlength=size)
+    if count.max(initial=0) <= 1:
+        out[key] = values
+        return out
+    if agg in (Aggregate.SUM, Aggregate.MEAN):
+        total = np.bincount(key, weights=values, minlength=size)
+        has = count > 0
+        out[has] = total[has] / (count[has] if agg is Aggregate.MEAN else 1)
+        return out
+    got = pd.Series(values).groupby(key).agg("min" if agg is Aggregate.MIN else "max")
+    out[got.index.to_numpy()] = got.to_numpy()
+    return out
+
 
 
 def pair_windows(store: Store, start: datetime, end: datetime, window: timedelta,
@@ -176,17 +193,10 @@ def pair_windows(store: Store, start: datetime, end: datetime, window: timedelta
         cols = ((frame.time - pd.Timestamp(start)) // pd.Timedelta(window)).to_numpy(
             dtype=np.int64)
         inside = (cols >= 0) & (cols < width) & (rows >= 0)
-        ufunc = _COMBINE[agg]
-        fill = {np.minimum: np.inf, np.maximum: -np.inf}.get(ufunc, 0.0)
+        key = rows[inside] * width + cols[inside]
         for f in fields:
-            v = frame[f].to_numpy(dtype=float)
-            ok = inside & ~np.isnan(v)
-            acc, count = np.full(shape, fill), np.zeros(shape)
-            ufunc.at(acc, (rows[ok], cols[ok]), v[ok])
-            np.add.at(count, (rows[ok], cols[ok]), 1.0)
-            if agg is Aggregate.MEAN:
-                acc = acc / np.maximum(count, 1.0)
-            values[f] = np.where(count > 0, acc, np.nan)
+            v = frame[f].to_numpy(dtype=float)[inside]
+            values[f] = _combine(key, v, shape[0] * width, agg).reshape(shape)
     return PairWindows(labels, start, window, values)
 
 

@@ -8,8 +8,9 @@ Method (the window rule and the budgets are the core's, `computewatch.compliance
   link, so a slow link is one incident, not one per direction and rule.
 - Windows of ``window`` (5 min) from the period's start, and before it over the ``baseline``
   (24 h) the classification looks back on. The store aggregates per window: probes sent and
-  probes answered within budget (SUM), loss and per-minute p95 (MEAN), lowest RTT (MIN),
-  fiber minimum and stored budget (MAX); the pipeline holds links x windows values only.
+  probes answered within budget (SUM), loss and per-minute p95 (MEAN), lowest RTT, fiber
+  minimum and stored budget (MIN; the last two are constant per series); the pipeline holds
+  links x windows values only.
 - A window is *over budget* when its p95 over every probe in it exceeds the budget: fewer
   than 95% of its probes were answered within it. It is *lossy* when its mean loss and the
   mean loss of the last ``LOSS_SUSTAINED`` (30 min) are both over the loss limit: single
@@ -201,11 +202,12 @@ class _Links:
 def _fetch(store: Store, period: Period, window: timedelta, warm: int, loss_limit: float,
            policy: Policy, topology: Topology | None) -> _Links | None:
     t0 = period.start - warm * window
+    # Three scans: the fiber minimum and the stored budget are constant per series, so
+    # their minimum is as good as any aggregate and rides along with the lowest RTT.
     grid = pair_windows(store, t0, period.end, window, {
         Aggregate.SUM: ("samples", "replies_within_budget"),
-        Aggregate.MAX: ("fiber_min_seconds", "budget_seconds"),
         Aggregate.MEAN: ("loss_ratio", "rtt_p95_seconds"),
-        Aggregate.MIN: ("rtt_min_seconds",),
+        Aggregate.MIN: ("rtt_min_seconds", "fiber_min_seconds", "budget_seconds"),
     })
     if grid is None:
         return None
@@ -348,6 +350,21 @@ class _Context:
     definitions: dict[str, str]
     topology: Topology | None
     period: Period
+    pairs: np.ndarray  # per link: its pair id
+    tiers: np.ndarray  # per link: its tier label
+    hub_pairs: np.ndarray  # per link: "ha|hb", the hubs sorted (NO_HUB outside the hubs)
+
+    @classmethod
+    def of(cls, links: _Links, definitions: dict[str, str], topology: Topology | None,
+           period: Period) -> _Context:
+        labels = links.labels
+        hubs = {}
+        for src, dst, sh, dh in zip(labels.src_site, labels.dst_site, labels.src_hub,
+                                    labels.dst_hub, strict=True):
+            hubs[(src, dst)] = sorted((_hub(topology, src, sh), _hub(topology, dst, dh)))
+        return cls(links, definitions, topology, period, labels.pair.to_numpy(),
+                   labels.tier.to_numpy(),
+                   np.array(["|".join(h) for h in hubs.values()], dtype=object))
 
     def place(self, k: int) -> tuple[str, str, str, str]:
         """(site a, site b, hub of a, cluster of a)."""
@@ -359,14 +376,14 @@ class _Context:
                 hub, cluster = hub or site.hub or "", site.cluster or ""
         return row.src_site, row.dst_site, hub, cluster
 
-    def hubs(self, k: int) -> tuple[str, str]:
-        row = self.links.labels.iloc[k]
-        ha, hb = row.src_hub, row.dst_hub
-        if self.topology is not None:
-            with contextlib.suppress(KeyError):
-                ha = ha or self.topology.site(row.src_site).hub or ""
-                hb = hb or self.topology.site(row.dst_site).hub or ""
-        return ha or NO_HUB, hb or NO_HUB
+
+
+def _hub(topology: Topology | None, site: str, label: str) -> str:
+    """A site's hub: its label, else the topology's; `NO_HUB` outside every hub."""
+    if not label and topology is not None:
+        with contextlib.suppress(KeyError):
+            label = topology.site(site).hub or ""
+    return label or NO_HUB
 
 
 def _inflation(links: _Links) -> np.ndarray:
@@ -438,8 +455,8 @@ def _incident(ctx: _Context, store: Store, k: int, ga: int, gb: int, fast: bool,
     within = links.grid["replies_within_budget"][k, ga:gb + 1]
     over = links.over[k, ga:gb + 1]
     lossy = links.lossy[k, ga:gb + 1]
-    tier = links.labels.tier.iloc[k]
-    hb = ctx.hubs(k)[1]
+    tier = ctx.tiers[k]
+    hb = _hub(ctx.topology, b, str(links.labels.dst_hub.iloc[k]))
     causes = [c for c, m in (("rtt", over), ("loss", lossy)) if np.nansum(m) > 0]
     detail = {
         "pair": f"{a}|{b}", "site_b": b, "hub_b": hb if hb != NO_HUB else "", "tier": tier,
@@ -478,8 +495,7 @@ def _group_by_hub_pair(ctx: _Context, ks: Iterable[int]) -> dict[tuple[str, str]
     """Link indices by (hub pair ``a|b`` sorted, tier)."""
     groups: dict[tuple[str, str], list[int]] = {}
     for k in ks:
-        ha, hb = sorted(ctx.hubs(k))
-        groups.setdefault((f"{ha}|{hb}", ctx.links.labels.tier.iloc[k]), []).append(k)
+        groups.setdefault((ctx.hub_pairs[k], ctx.tiers[k]), []).append(k)
     return dict(sorted(groups.items()))
 
 
@@ -507,7 +523,7 @@ def _planning(ctx: _Context, rule: str, members: dict[int, dict],
             completeness=float(has.mean()) if has.size else 0.0,
             hub=ha if ha != NO_HUB else "", definition=ctx.definitions[rule],
             message=message(hub_pair.replace("|", " <-> "), tier, listed, others),
-            detail={"tier": tier, "chronic": True, "planning": True,
+            detail={"tier": tier, "variant": tier, "chronic": True, "planning": True,
                     "links": [members[k] for k in listed],
                     **({"intermittent": [extra[k] for k in others]} if extra else {})}))
     return out
@@ -515,7 +531,7 @@ def _planning(ctx: _Context, rule: str, members: dict[int, dict],
 
 def _entry(ctx: _Context, k: int, **more: object) -> dict:
     links = ctx.links
-    return {"pair": links.labels.pair.iloc[k], "budget_s": float(links.budget[k]),
+    return {"pair": ctx.pairs[k], "budget_s": float(links.budget[k]),
             "fiber_min_s": float(links.fiber[k]), **more}
 
 
@@ -529,7 +545,7 @@ def _chronic(ctx: _Context, inflation: np.ndarray, acute: set[str]) -> list[Find
     chronic: dict[int, dict] = {}
     intermittent: dict[int, dict] = {}
     for k in np.flatnonzero(has > 0):
-        if links.labels.pair.iloc[k] in acute or np.isnan(links.budget[k]):
+        if ctx.pairs[k] in acute or np.isnan(links.budget[k]):
             continue
         col = typical[k][~np.isnan(typical[k])]
         entry = _entry(ctx, int(k), share_over_budget=float(share[k]),
@@ -601,8 +617,8 @@ def run(store: Store, period: Period, policy: Policy, topology: Topology | None 
     if links is None:
         return []
     limit = float(policy.latency.route_inflation_limit.value)
-    ctx = _Context(links, _definitions(window, baseline, loss_limit, limit),
-                   topology, period)
+    ctx = _Context.of(links, _definitions(window, baseline, loss_limit, limit), topology,
+                      period)
     inflation = _inflation(links)
     acute = _degraded(ctx, store, loss_limit, span, inflation)
     return [*acute, *_chronic(ctx, inflation, {f.subject for f in acute}),
