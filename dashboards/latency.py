@@ -152,8 +152,8 @@ def _planning() -> table.Panel:
             .datasource(DATASOURCE)
             .description("The latency pipeline's planning findings over the selected period, "
                          "one row per hub pair (and tier) and rule: tier_budget_unmet counts "
-                         "the links over their tier budget through most of the period against "
-                         "the hub pair's links with data; route_inflation gives the worst "
+                         "the links over their tier budget through most of the period "
+                         "(threshold 0); route_inflation gives the worst "
                          "route's inflation against the limit; budget_below_physics the "
                          "largest fiber minimum against the budget. Not paged: a route that "
                          "cannot meet its budget is a design problem.")

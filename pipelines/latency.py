@@ -153,9 +153,9 @@ def _definitions(window: timedelta, baseline: timedelta, loss_limit: float,
             f"budget in at least {CHRONIC_SHARE:.0%} of those with data over the period and "
             f"the {_span_text(baseline)} before it; intermittent when in more than "
             f"{INTERMITTENT_SHARE:.0%} but less than {CHRONIC_SHARE:.0%}. One planning finding "
-            "per hub pair and tier, not paged: observed = chronic links, threshold = links "
-            "of the hub pair and tier with data. completeness = windows with data / windows, "
-            "over its links."),
+            "per hub pair and tier, not paged: observed = chronic links, threshold = 0 (the "
+            "hub pair and tier's links with data are in detail). completeness = windows with "
+            "data / windows, over its links."),
         "route_inflation": (
             f"Route inflation = median over the period's {w} windows of the link's minimum "
             "RTT / its fiber minimum RTT (great circle, 10 us per km); over the limit "
@@ -505,6 +505,7 @@ def _planning(ctx: _Context, rule: str, members: dict[int, dict],
               extra: dict[int, dict] | None = None) -> list[Finding]:
     """One INFO finding per hub pair and tier of ``members`` (link index -> its entry) or of
     ``extra`` (listed apart, as intermittent). ``threshold`` gets every link of the hub pair
+    and tier that are listed; ``detail["links_with_data"]`` counts every link of the hub pair
     and tier that has data."""
     extra = extra or {}
     links = ctx.links
@@ -518,12 +519,13 @@ def _planning(ctx: _Context, rule: str, members: dict[int, dict],
         out.append(Finding(
             pipeline=PIPELINE, rule=rule, subject_type="hub_pair", subject=hub_pair,
             severity=Severity.INFO, observed=observed(listed),
-            threshold=threshold(everyone.get((hub_pair, tier), ks)), unit=unit,
+            threshold=threshold(ks), unit=unit,
             start=ctx.period.start, end=ctx.period.end,
             completeness=float(has.mean()) if has.size else 0.0,
             hub=ha if ha != NO_HUB else "", definition=ctx.definitions[rule],
             message=message(hub_pair.replace("|", " <-> "), tier, listed, others),
             detail={"tier": tier, "variant": tier, "chronic": True, "planning": True,
+                    "links_with_data": len(everyone.get((hub_pair, tier), ks)),
                     "links": [members[k] for k in listed],
                     **({"intermittent": [extra[k] for k in others]} if extra else {})}))
     return out
@@ -568,7 +570,7 @@ def _chronic(ctx: _Context, inflation: np.ndarray, acute: set[str]) -> list[Find
         return text + "; a design problem, not a fault"
 
     return _planning(ctx, "tier_budget_unmet", chronic, lambda ks: float(len(ks)),
-                     lambda ks: float(len(ks)), "links", message, intermittent)
+                     lambda ks: 0.0, "links", message, intermittent)
 
 
 def _route_inflation(ctx: _Context, inflation: np.ndarray, limit: float) -> list[Finding]:
