@@ -287,18 +287,19 @@ def _alerts(links: _Links, loss_limit: float) -> dict[str, np.ndarray]:
     rates of each SLO (``latency_fast``, ``loss_slow``, ...)."""
     grid, window = links.grid, links.grid.window
     sent = grid["samples"]
-    slos = {"latency": (sent - grid["replies_within_budget"], 1.0 - P95),
-            "loss": (sent * grid["loss_ratio"], loss_limit)}
+    scored = np.where(np.isnan(links.over), np.nan, sent)  # windows judged against this budget
+    slos = {"latency": (scored - grid["replies_within_budget"], scored, 1.0 - P95),
+            "loss": (sent * grid["loss_ratio"], sent, loss_limit)}
     tol = 1 - 1e-9  # so a bad share of exactly 14.4 x the allowance meets 14.4 despite floats
     out: dict[str, np.ndarray] = {}
     for name, long, short, threshold in (("fast", FAST_LOOKBACK, FAST_SHORT, FAST_BURN),
                                          ("slow", SLOW_LOOKBACK, SLOW_SHORT, SLOW_BURN)):
         firing = np.zeros(sent.shape, dtype=bool)
-        for slo, (bad, allowed) in slos.items():
+        for slo, (bad, total, allowed) in slos.items():
             if allowed <= 0:
                 continue
-            rate, ok = _burn(bad, sent, window, long, allowed)
-            short_rate, short_ok = _burn(bad, sent, window, short, allowed)
+            rate, ok = _burn(bad, total, window, long, allowed)
+            short_rate, short_ok = _burn(bad, total, window, short, allowed)
             firing |= ok & short_ok & (rate >= threshold * tol) & (short_rate >= threshold * tol)
             out[f"{slo}_{name}"] = rate
         out[name] = firing
