@@ -63,7 +63,7 @@ class Finding:
     """One conclusion about one subject over one window."""
 
     pipeline: str  # underuse | latency | pue | anomaly | surplus
-    rule: str  # e.g. site_below_minimum, p95_over_budget
+    rule: str  # e.g. site_below_minimum, link_degraded
     subject_type: str  # accelerator | node | site | cluster | hub | province | link | city
     subject: str
     severity: Severity
