@@ -304,9 +304,15 @@ def test_a_simulated_day_arrives_in_at_most_30_notifications(tmp_path, simulated
                              load_policy(), simulated_day.fleet.topology, write=False)
     with start_alertmanager(tmp_path, config) as am:
         result = push_analysis(am.url, analysis, hold=HOUR)
-        groups = requests.get(f"{am.url}/api/v2/alerts/groups", timeout=5).json()
-    # Every pushed alert is in some group (a critical one without a hub only in the NOC's).
-    pushed = len({a["fingerprint"] for g in groups for a in g["alerts"]})
+        deadline = time.monotonic() + 15
+        while True:  # the dispatcher groups new alerts asynchronously: wait for all of them
+            groups = requests.get(f"{am.url}/api/v2/alerts/groups", timeout=5).json()
+            # Every pushed alert is in some group (a critical one without a hub only in the
+            # NOC's; one inhibited by a hub-wide finding too).
+            pushed = len({a["fingerprint"] for g in groups for a in g["alerts"]})
+            if pushed >= result.firing or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
     print(f"{result.firing} alerts in {len(groups)} notification groups")
     assert result.firing == pushed > 0
     assert len(groups) <= 30
