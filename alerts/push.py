@@ -1,12 +1,17 @@
 """Findings as alerts: push them to Alertmanager's API v2, keep them alive, resolve them.
 
-Each finding becomes one alert whose labels say what and where, never when: ``alertname``
-(pipeline and rule, e.g. ``UnderuseSiteBelowMinimum``), ``source="computewatch-analyze"``,
-``pipeline``, ``rule``, ``subject_type``, ``subject``, ``severity``, ``hub``/``cluster``/
-``site`` where known, and ``kind`` (the pipeline) and ``scope`` (the subject type) as the
-shipped rules (alerts/rules) label theirs. The same finding in the next run has the same
-labels, so Alertmanager gives it the same fingerprint and notifies once. The numbers
-(observed, threshold, window, completeness) are annotations.
+Each finding (one incident: a latency episode of one link, an underused site, a lost card)
+becomes one alert whose labels say what and where, never when: ``alertname`` (pipeline and
+rule, e.g. ``UnderuseSiteBelowMinimum``), ``source="computewatch-analyze"``, ``pipeline``,
+``rule``, ``subject_type``, ``subject``, ``severity``, ``hub``/``cluster``/``site`` where
+known, ``kind`` (the pipeline) and ``scope`` (the subject type) as the shipped rules
+(alerts/rules) label theirs, and ``group``, the finding's root cause
+(`computewatch.triage.group_ids`: ``cluster:helinger``, ``link:a|b``,
+``chronic:underuse:site_below_minimum``), which alerts/alertmanager.yml groups analyze's
+alerts by, so a day's findings arrive as one notification per cause. The same finding in the
+next run has the same labels, so Alertmanager gives it the same fingerprint and notifies
+once. The numbers (observed, threshold, window, completeness) and the ``incident`` id are
+annotations.
 
 A run pushes every current finding with ``endsAt = now + hold``: while runs keep finding it,
 each push moves endsAt forward; if runs stop (the scheduler died), Alertmanager resolves it
@@ -36,7 +41,8 @@ from typing import Any
 import pandas as pd
 import requests
 
-from computewatch.findings import Analysis, Finding, Severity
+from computewatch.findings import Analysis, Finding, Period, Severity, incident_id
+from computewatch.triage import group_ids
 
 __all__ = ["SOURCE", "PushError", "PushResult", "alert_name", "finding_alert",
            "finding_labels", "push_analysis", "push_findings"]
@@ -70,8 +76,10 @@ def _utc(value: Any) -> datetime:
     return t.to_pydatetime()
 
 
-def finding_labels(finding: Finding, source: str = SOURCE) -> dict[str, str]:
-    """The alert's identity: the same finding gives the same labels in every run."""
+def finding_labels(finding: Finding, source: str = SOURCE,
+                   group: str | None = None) -> dict[str, str]:
+    """The alert's identity: the same finding gives the same labels in every run; ``group``
+    (its root cause) is a label when given."""
     f = finding
     labels = {"alertname": alert_name(f.pipeline, f.rule), "source": source,
               "pipeline": str(f.pipeline), "rule": str(f.rule),
@@ -84,6 +92,8 @@ def finding_labels(finding: Finding, source: str = SOURCE) -> dict[str, str]:
         value = getattr(f, key)
         if isinstance(value, str) and value:  # an empty label is no label in Alertmanager
             labels[key] = value
+    if group:
+        labels["group"] = group
     return labels
 
 
@@ -92,7 +102,7 @@ def _number(value: Any) -> str:
 
 
 def finding_alert(finding: Finding, *, now: datetime, hold: timedelta, source: str = SOURCE,
-                  generator_url: str | None = None) -> dict[str, Any]:
+                  generator_url: str | None = None, group: str | None = None) -> dict[str, Any]:
     """One postable alert (API v2) for a finding that holds now."""
     f = finding
     start, end = _utc(f.start), _utc(f.end)
@@ -100,11 +110,11 @@ def finding_alert(finding: Finding, *, now: datetime, hold: timedelta, source: s
                             f"({_number(f.observed)} vs {_number(f.threshold)} {f.unit})")
     annotations = {"summary": str(summary), "observed": _number(f.observed),
                    "threshold": _number(f.threshold), "unit": str(f.unit),
-                   "completeness": _number(f.completeness),
+                   "completeness": _number(f.completeness), "incident": incident_id(f),
                    "window_start": start.isoformat(), "window_end": end.isoformat()}
     if f.definition:
         annotations["description"] = str(f.definition)
-    alert = {"labels": finding_labels(f, source), "annotations": annotations,
+    alert = {"labels": finding_labels(f, source, group), "annotations": annotations,
              "startsAt": min(start, now).isoformat(), "endsAt": (now + hold).isoformat()}
     if generator_url:
         alert["generatorURL"] = generator_url
@@ -112,21 +122,24 @@ def finding_alert(finding: Finding, *, now: datetime, hold: timedelta, source: s
 
 
 def _current(findings: Iterable[Finding], min_severity: Severity,
-             period_end: datetime | None, recent: timedelta) -> tuple[list[Finding], int]:
-    """Findings to alert on, one per label set (the latest window wins); and how many not."""
-    kept: dict[tuple, Finding] = {}
+             period_end: datetime | None, recent: timedelta,
+             groups: dict[int, str]) -> tuple[list[tuple[Finding, str | None]], int]:
+    """Findings to alert on with their groups, one per label set (the latest window wins);
+    and how many not."""
+    kept: dict[tuple, tuple[Finding, str | None]] = {}
     skipped = 0
-    for f in findings:
+    for i, f in enumerate(findings):
         if int(f.severity) < min_severity or (
                 period_end is not None and _utc(f.end) < period_end - recent):
             skipped += 1
             continue
-        key = tuple(sorted(finding_labels(f).items()))
+        group = groups.get(i)
+        key = tuple(sorted(finding_labels(f, group=group).items()))
         if key in kept:  # several episodes of one finding: one alert, the latest window
             skipped += 1
-            if _utc(kept[key].end) >= _utc(f.end):
+            if _utc(kept[key][0].end) >= _utc(f.end):
                 continue
-        kept[key] = f
+        kept[key] = (f, group)
     return list(kept.values()), skipped
 
 
@@ -147,10 +160,13 @@ def push_findings(alertmanager_url: str, findings: Iterable[Finding], *,
                   now: datetime | None = None, period_end: datetime | None = None,
                   recent: timedelta | None = None, min_severity: Severity = Severity.WARNING,
                   source: str = SOURCE, generator_url: str | None = None,
-                  timeout: float = 10.0, session: requests.Session | None = None) -> PushResult:
+                  timeout: float = 10.0, session: requests.Session | None = None,
+                  period: Period | None = None) -> PushResult:
     """Push the current findings and resolve ours that are gone; one POST per run.
 
     ``pipelines``: those that ran and succeeded; only their vanished alerts are resolved.
+    ``period``, the analysed one, lets the root-cause groups tell acute from chronic
+    findings (`computewatch.triage.group_ids`).
     """
     base = alertmanager_url.rstrip("/")
     now = now or datetime.now(UTC)
@@ -158,9 +174,11 @@ def push_findings(alertmanager_url: str, findings: Iterable[Finding], *,
     own = session is None
     session = session or requests.Session()
     try:
-        current, skipped = _current(findings, min_severity, period_end, recent)
+        findings = list(findings)
+        groups = dict(enumerate(group_ids(findings, period)))
+        current, skipped = _current(findings, min_severity, period_end, recent, groups)
         alerts = [finding_alert(f, now=now, hold=hold, source=source,
-                                generator_url=generator_url) for f in current]
+                                generator_url=generator_url, group=g) for f, g in current]
         keys = {tuple(sorted(a["labels"].items())) for a in alerts}
         resolved = []
         for old in _active(session, base, source, timeout):
@@ -201,4 +219,5 @@ def push_analysis(alertmanager_url: str, analysis: Analysis, *,
     return push_findings(alertmanager_url, analysis.findings, pipelines=analysis.succeeded,
                          hold=hold, now=now, period_end=analysis.period.end, recent=recent,
                          min_severity=min_severity, source=source,
-                         generator_url=generator_url, timeout=timeout, session=session)
+                         generator_url=generator_url, timeout=timeout, session=session,
+                         period=analysis.period)

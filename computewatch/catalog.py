@@ -388,6 +388,10 @@ CATALOG: tuple[Metric, ...] = (
            "Interarrival jitter in the window (RFC 3550 estimator).", nan_ok=True),
     Metric("link_latency", "samples", "{count}", Kind.GAUGE, _LINK,
            "Probes sent in the window."),
+    Metric("link_latency", "replies_within_budget", "{count}", Kind.GAUGE, _LINK,
+           "Probes in the window answered within the link's tier budget (budget_seconds); "
+           "lost and late probes are not. Summed with samples over any window, it gives the "
+           "share of probes within budget, and so whether that window's p95 is."),
     Metric("link_latency", "fiber_min_seconds", "s", Kind.GAUGE, _LINK,
            "Physical minimum RTT over the great-circle distance (10 µs per km)."),
     Metric("link_latency", "budget_seconds", "s", Kind.GAUGE, _LINK,

@@ -3,7 +3,8 @@ the data completeness it rests on, so every line of a report can be checked.
 
 A core type: pipelines produce findings, and the alert push, the report and the command line
 read them, without importing each other. `Analysis` is one run of the pipelines over one
-period: its findings, most severe first, and what each pipeline did (ran, failed and why).
+period: its findings, most urgent first (`most_urgent_first`: acute critical, acute warning,
+then chronic and informational), and what each pipeline did (ran, failed and why).
 
 Findings are written back to the store as the catalogue's ``finding`` measurement (one point
 at the end of the finding's window, labels pipeline, rule, subject_type, subject, hub,
@@ -27,8 +28,9 @@ import pandas as pd
 
 from computewatch.store import Store
 
-__all__ = ["FINDING_COLUMNS", "Analysis", "Finding", "Period", "PipelineStatus", "Severity",
-           "finding_key", "findings_frame", "most_severe_first", "write_findings"]
+__all__ = ["CHRONIC_SPAN", "FINDING_COLUMNS", "Analysis", "Finding", "Period", "PipelineStatus",
+           "Severity", "finding_key", "findings_frame", "incident_id", "is_acute",
+           "most_severe_first", "most_urgent_first", "write_findings"]
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ class Finding:
     """One conclusion about one subject over one window."""
 
     pipeline: str  # underuse | latency | pue | anomaly | surplus
-    rule: str  # e.g. site_below_minimum, p95_over_budget
+    rule: str  # e.g. site_below_minimum, link_degraded
     subject_type: str  # accelerator | node | site | cluster | hub | province | link | city
     subject: str
     severity: Severity
@@ -83,6 +85,8 @@ class Finding:
     definition: str = ""  # the method in words, quoted by reports
     message: str = ""
     detail: dict = field(default_factory=dict)
+    """Rule-specific attributes; ``detail["chronic"]`` (bool), where a pipeline states it,
+    says whether the finding is a standing condition (chronic) or something new (acute)."""
 
 
 FINDING_COLUMNS = [f for f in Finding.__dataclass_fields__]
@@ -106,9 +110,45 @@ def most_severe_first(findings: Iterable[Finding]) -> list[Finding]:
     return sorted(findings, key=key)
 
 
-def findings_frame(findings: Iterable[Finding]) -> pd.DataFrame:
-    """Findings as a DataFrame (`FINDING_COLUMNS`), in `most_severe_first` order."""
-    rows = [asdict(f) for f in most_severe_first(findings)]
+CHRONIC_SPAN = 0.9
+"""A finding that does not say whether it is chronic, and lasts 90% of the analysed period or
+more, is a standing condition (chronic); a shorter one began or ended inside it (acute)."""
+
+
+def is_acute(f: Finding, period: Period | None = None) -> bool:
+    """Something new (acute) rather than a standing condition (chronic): as the pipeline
+    states it in ``detail["chronic"]``; else by `CHRONIC_SPAN` of ``period``; else acute."""
+    stated = f.detail.get("chronic") if isinstance(f.detail, dict) else None
+    if isinstance(stated, bool):
+        return not stated
+    if period is None:
+        return True
+    return (f.end - f.start) < CHRONIC_SPAN * (period.end - period.start)
+
+
+def _urgency(f: Finding, period: Period | None) -> int:
+    if is_acute(f, period) and f.severity >= Severity.WARNING:
+        return 0 if f.severity == Severity.CRITICAL else 1
+    return 2
+
+
+def most_urgent_first(findings: Iterable[Finding], period: Period | None = None) -> list[Finding]:
+    """Acute critical, acute warning, then chronic and informational findings (each part in
+    `most_severe_first` order): what pages comes before what plans."""
+    return sorted(most_severe_first(findings), key=lambda f: _urgency(f, period))
+
+
+def incident_id(f: Finding) -> str:
+    """A short stable id of one finding (pipeline, rule, subject and start): the same
+    episode keeps it from one run to the next."""
+    key = "\x1f".join((f.pipeline, f.rule, f.subject_type, f.subject,
+                       pd.Timestamp(f.start).isoformat()))
+    return "inc-" + hashlib.sha1(key.encode("utf-8")).hexdigest()[:10]
+
+
+def findings_frame(findings: Iterable[Finding], period: Period | None = None) -> pd.DataFrame:
+    """Findings as a DataFrame (`FINDING_COLUMNS`), in `most_urgent_first` order."""
+    rows = [asdict(f) for f in most_urgent_first(findings, period)]
     df = pd.DataFrame(rows, columns=FINDING_COLUMNS)
     if df.empty:
         return df
@@ -201,7 +241,7 @@ class PipelineStatus:
 @dataclass(frozen=True, slots=True)
 class Analysis:
     """One run of the pipelines over ``period``: the findings of every pipeline that ran,
-    most severe first (`most_severe_first`), and each selected pipeline's status in run order.
+    most urgent first (`most_urgent_first`), and each selected pipeline's status in run order.
 
     A failed pipeline has no findings here, and is not in `succeeded`: an alert push must not
     resolve its alerts, and a report states that it failed.
@@ -214,8 +254,8 @@ class Analysis:
     @classmethod
     def of(cls, period: Period, findings: Iterable[Finding],
            status: Iterable[PipelineStatus]) -> Analysis:
-        """An analysis with ``findings`` put in `most_severe_first` order."""
-        return cls(period, tuple(most_severe_first(findings)), tuple(status))
+        """An analysis with ``findings`` put in `most_urgent_first` order."""
+        return cls(period, tuple(most_urgent_first(findings, period)), tuple(status))
 
     @property
     def pipelines(self) -> tuple[str, ...]:
@@ -231,5 +271,5 @@ class Analysis:
         return tuple(s.name for s in self.status if not s.ok)
 
     def frame(self) -> pd.DataFrame:
-        """The findings as `findings_frame` gives them."""
-        return findings_frame(self.findings)
+        """The findings as `findings_frame` gives them for this period."""
+        return findings_frame(self.findings, self.period)

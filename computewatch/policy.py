@@ -59,6 +59,7 @@ PueValue = Annotated[float, Field(ge=1.0, le=10.0)]  # PUE = total / IT energy, 
 Seconds = Annotated[float, Field(gt=0.0, le=60.0)]
 Hours = Annotated[float, Field(gt=0.0, le=24 * 366)]
 Inflation = Annotated[float, Field(ge=1.0, le=100.0)]
+Km = Annotated[float, Field(gt=0.0, le=20_000.0)]  # no two places on Earth are further apart
 
 
 def _check_source(text: str) -> str:
@@ -149,11 +150,17 @@ class TierBudgets(_Model):
 
 
 class LatencyPolicy(_Model):
-    """Tier budgets are read as `rtt_semantics` says; `budget_rtt_s` always returns an RTT."""
+    """Tier budgets are read as `rtt_semantics` says; `budget_rtt_s` always returns an RTT.
+
+    ``metro_max_km`` and ``regional_max_km`` are the tier rule's distances
+    (`computewatch.topology.Topology.link`); left out, the topology's defaults apply
+    (`METRO_MAX_KM`, `REGIONAL_MAX_KM`, the values the shipped policy states)."""
 
     rtt_semantics: Sourced[RttSemantics]
     tiers: TierBudgets
     route_inflation_limit: Sourced[Inflation]
+    metro_max_km: Sourced[Km] | None = None
+    regional_max_km: Sourced[Km] | None = None
 
     @model_validator(mode="after")
     def _budgets_grow_with_tier(self) -> LatencyPolicy:
@@ -253,6 +260,17 @@ class Policy(_Model):
             if pue <= self.pue.grades[grade].value + 1e-9:
                 return grade
         return None
+
+    def tiered(self, topology: Topology) -> Topology:
+        """``topology`` with this policy's tier distances (unchanged where the policy states
+        none)."""
+        metro, regional = topology.tier_distances_km
+        lat = self.latency
+        metro = lat.metro_max_km.value if lat.metro_max_km is not None else metro
+        regional = lat.regional_max_km.value if lat.regional_max_km is not None else regional
+        if (metro, regional) == topology.tier_distances_km:
+            return topology
+        return topology.with_tier_distances(metro, regional)
 
     def budget_rtt_s(self, tier: Tier | str) -> float:
         """The tier's budget as a round-trip time, so callers always compare measured RTT."""

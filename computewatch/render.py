@@ -13,13 +13,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from computewatch.summary import NationalSummary
+from computewatch.triage import RootCause
 
 if TYPE_CHECKING:
     from computewatch.findings import Analysis
     from computewatch.sim.scoring import Scorecard
 
 __all__ = ["OutputFormat", "format_value", "render_analysis", "render_findings", "render_frame",
-           "render_scores", "render_summary"]
+           "render_root_causes", "render_scores", "render_summary"]
 
 
 class OutputFormat(StrEnum):
@@ -107,6 +108,27 @@ def render_summary(summary: NationalSummary, fmt: OutputFormat, out: TextIO,
 _SEVERITY = {0: "info", 1: "warning", 2: "critical"}
 
 
+def render_root_causes(causes: list[RootCause], out: TextIO, *, limit: int = 12,
+                       title: str = "Root causes") -> None:
+    """One line per root-cause group, most urgent first: what pages, then what plans."""
+    console = Console(file=out, width=None if out.isatty() else 160)
+    shown = causes[:limit]
+    more = f" (top {len(shown)})" if len(shown) < len(causes) else ""
+    table = Table(title=f"{escape(title)}: {len(causes)} groups{more}", title_justify="left")
+    for col in ("severity", "kind", "group", "findings", "window", "most urgent finding"):
+        table.add_column(col, justify="right" if col == "findings" else "left")
+    for c in shown:
+        sev = _SEVERITY.get(int(c.severity), str(c.severity))
+        colour = {"critical": "red", "warning": "yellow"}.get(sev)
+        rules = ", ".join(f"{r} x{n}" if n > 1 else r for r, n in c.rules[:3])
+        window = f"{c.start:%m-%d %H:%M} – {c.end:%m-%d %H:%M}"
+        table.add_row(f"[{colour}]{sev}[/{colour}]" if colour else sev,
+                      "acute" if c.acute else "chronic", escape(c.group),
+                      str(c.findings), window,
+                      escape(f"{c.headline.message or c.headline.rule} [{rules}]"))
+    console.print(table)
+
+
 def format_value(v: float, unit: str) -> str:
     """A finding's observed value or threshold in its unit, as tables and reports show it."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -120,13 +142,20 @@ def format_value(v: float, unit: str) -> str:
 
 def render_findings(df: pd.DataFrame, fmt: OutputFormat, out: TextIO, *,
                     limit: int | None = None, title: str = "Findings") -> None:
-    """Findings most severe first: a table for people, JSON or CSV for scripts."""
+    """Findings in the frame's order: a table for people, JSON or CSV for scripts.
+
+    JSON keeps every column (``detail`` too, where the frame has JSON-ready details:
+    `computewatch.triage.triage_frame`); CSV writes ``detail`` as a JSON string."""
     if fmt is OutputFormat.JSON:
-        out.write(json.dumps(_records(df.drop(columns=["detail"], errors="ignore")), indent=1,
-                             ensure_ascii=False, default=str) + "\n")
+        if "incident" not in df.columns:  # a plain findings frame: detail is not JSON-ready
+            df = df.drop(columns=["detail"], errors="ignore")
+        out.write(json.dumps(_records(df), indent=1, ensure_ascii=False, default=str) + "\n")
         return
     if fmt is OutputFormat.CSV:
-        df.drop(columns=["detail"], errors="ignore").to_csv(out, index=False)
+        if "detail" in df.columns:
+            df = df.assign(detail=[json.dumps(d, ensure_ascii=False, default=str)
+                                   for d in df.detail])
+        df.to_csv(out, index=False)
         return
     console = Console(file=out, width=None if out.isatty() else 160)
     shown = df if limit is None else df.head(limit)
@@ -147,14 +176,18 @@ def render_findings(df: pd.DataFrame, fmt: OutputFormat, out: TextIO, *,
 
 
 def render_analysis(analysis: Analysis, fmt: OutputFormat, out: TextIO, *,
-                    limit: int | None = None, title: str = "Findings") -> None:
+                    limit: int | None = None, title: str = "Findings",
+                    frame: pd.DataFrame | None = None) -> None:
     """A run of the pipelines: for scripts (JSON), the period, every pipeline's status
     (``ok`` with its count of findings, or ``failed`` with the error) and the findings; as a
-    table or CSV, the findings (a failed pipeline is the command's error and exit code)."""
+    table or CSV, the findings (a failed pipeline is the command's error and exit code).
+    ``frame``: the findings as the caller lays them out (default `Analysis.frame`)."""
+    frame = analysis.frame() if frame is None else frame
     if fmt is not OutputFormat.JSON:
-        render_findings(analysis.frame(), fmt, out, limit=limit, title=title)
+        render_findings(frame, fmt, out, limit=limit, title=title)
         return
-    df = analysis.frame().drop(columns=["detail"], errors="ignore")
+    df = frame if "incident" in frame.columns else frame.drop(columns=["detail"],
+                                                               errors="ignore")
     doc = {"start": analysis.period.start.isoformat(), "end": analysis.period.end.isoformat(),
            "pipelines": [{"name": st.name, "status": "ok" if st.ok else "failed",
                           "findings": st.findings, "error": st.error}

@@ -58,8 +58,9 @@ PlaceRule = tuple[Mapping[str, str | tuple[str, ...]], float]
 """(matchers, value): subjects whose labels match take the value; first match wins."""
 
 
-def _place(hub: str, cluster: str | None = None, site: str | None = None) -> dict[str, str]:
-    labels = {"hub": hub}
+def _place(hub: str | None, cluster: str | None = None,
+           site: str | None = None) -> dict[str, str]:
+    labels = {"hub": hub} if hub else {}
     if cluster:
         labels["cluster"] = cluster
     if site:
@@ -122,6 +123,20 @@ def _hubs_of(topology: Topology, region: str) -> tuple[str, ...]:
     return tuple(h.id for h in topology.hubs if h.region == region)
 
 
+def _region_rules(topology: Topology, region: str, value: float) -> list[PlaceRule]:
+    """A regional value for the region's hubs, and for its sites outside every hub (which
+    carry no hub label) by site."""
+    rules: list[PlaceRule] = []
+    outside = tuple(sorted(s.id for s in topology.sites
+                           if s.hub is None and topology.region_of(s.id) == region))
+    if outside:
+        rules.append(({"site": outside}, value))
+    hubs = _hubs_of(topology, region)
+    if hubs:
+        rules.append(({"hub": hubs}, value))
+    return rules
+
+
 def _grouped(per_subject: Mapping[str, float]) -> dict[float, tuple[str, ...]]:
     by_value: dict[float, list[str]] = {}
     for subject, value in sorted(per_subject.items()):
@@ -130,28 +145,26 @@ def _grouped(per_subject: Mapping[str, float]) -> dict[float, tuple[str, ...]]:
 
 
 def pue_target_rules(topology: Topology, policy: Policy) -> list[PlaceRule]:
-    """PUE target per site: per-site overrides, then the hub's region, then the default."""
+    """PUE target per site: per-site overrides, then the region (of the hub, or of a site
+    outside every hub), then the default."""
     rules: list[PlaceRule] = []
     for value, sites in _grouped({s: e.value for s, e in policy.pue.sites.items()}).items():
         rules.append(({"site": sites}, value))
     for region, entry in sorted(policy.pue.targets.items()):
-        hubs = _hubs_of(topology, region)
-        if hubs:
-            rules.append(({"hub": hubs}, entry.value))
+        rules += _region_rules(topology, region, entry.value)
     rules.append(({}, policy.pue.default_target.value))
     return rules
 
 
 def site_minimum_rules(topology: Topology, policy: Policy) -> list[PlaceRule]:
-    """Site utilization minimum: per-site subjects, then the hub's region, then the default."""
+    """Site utilization minimum: per-site subjects, then the region (of the hub, or of a site
+    outside every hub), then the default."""
     level = policy.utilization.minimums.site
     rules: list[PlaceRule] = []
     for value, sites in _grouped({s: e.value for s, e in level.subjects.items()}).items():
         rules.append(({"site": sites}, value))
     for region, entry in sorted(level.regions.items()):
-        hubs = _hubs_of(topology, region)
-        if hubs:
-            rules.append(({"hub": hubs}, entry.value))
+        rules += _region_rules(topology, region, entry.value)
     rules.append(({}, level.default.value))
     return rules
 

@@ -49,6 +49,7 @@ __all__ = [
     "Topology",
     "fiber_min_rtt_s",
     "great_circle_km",
+    "link_pair",
     "load_topology",
 ]
 
@@ -60,12 +61,15 @@ FIBER_RTT_S_PER_KM = 10e-6
 
 METRO_MAX_KM = 50.0
 """Sites closer than this are one metro even in different cities: the great-circle fiber RTT
-is then <= 0.5 ms, half the 1 ms metro budget, which leaves room for the 1.5x route inflation
-the MIIT plan allows (0.75 ms) plus equipment delay."""
+is then <= 0.5 ms, and a route at the 1.5x inflation the MIIT plan allows (0.75 ms) plus
+0.25 ms of equipment still meets the 1 ms metro budget. The shipped policy states the same
+distance (``latency.metro_max_km``); a policy may change it (`Topology.with_tier_distances`)."""
 
-REGIONAL_MAX_KM = 500.0
-"""Beyond this the great-circle fiber RTT alone (5 ms) uses the whole 5 ms regional budget,
-so no real route can meet it: such pairs are national unless they share a hub."""
+REGIONAL_MAX_KM = 300.0
+"""Sites of different hubs (or outside every hub) closer than this are one region: a route at
+the 1.5x inflation limit over 300 km takes 4.5 ms, which leaves 0.5 ms of equipment delay
+within the 5 ms regional budget. Beyond it only sites of one hub are regional; the rest are
+national. The shipped policy states the same distance (``latency.regional_max_km``)."""
 
 _ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _NODE_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")  # node ids are often hostnames
@@ -239,14 +243,19 @@ class Meter(_Model):
 
 
 class Site(_Model):
-    """A compute center telemetry comes from; `cluster` is None outside the 10 clusters."""
+    """A compute center telemetry comes from; `cluster` is None outside the 10 clusters.
+
+    ``hub`` is None for a site outside the eight hubs (a demand city in a province no hub
+    covers, such as Wuhan in Hubei); such a site states its ``region`` itself, which a hub
+    site takes from its hub."""
 
     id: Id
     name: str
     province: str
     city: str
-    hub: Id
+    hub: Id | None
     cluster: Id | None = None
+    region: Region | None = None
     lat: Latitude
     lon: Longitude
     role: Role
@@ -310,6 +319,17 @@ class Link:
     tier: Tier
     overridden: bool
 
+    @property
+    def pair(self) -> str:
+        """The unordered pair as one id, ``a|b`` with the ids sorted: a link is the same link
+        whichever end probes it."""
+        return link_pair(self.a, self.b)
+
+
+def link_pair(a: str, b: str) -> str:
+    """The unordered site pair ``a|b`` (ids sorted), the one id of a link in findings."""
+    return f"{a}|{b}" if a <= b else f"{b}|{a}"
+
 
 class Topology(_Model):
     """The whole network. Lookups raise KeyError naming the unknown id."""
@@ -325,6 +345,7 @@ class Topology(_Model):
     _clusters: dict[str, Cluster] = PrivateAttr(default_factory=dict)
     _sites: dict[str, Site] = PrivateAttr(default_factory=dict)
     _overrides: dict[frozenset[str], LinkOverride] = PrivateAttr(default_factory=dict)
+    _tier_km: tuple[float, float] = PrivateAttr(default=(METRO_MAX_KM, REGIONAL_MAX_KM))
 
     @model_validator(mode="after")
     def _cross_check(self) -> Topology:
@@ -340,7 +361,20 @@ class Topology(_Model):
             _known(("demand_cities", i, "hub"), "hub", city.hub, hub_ids)
         node_seen: dict[str, str] = {}
         for i, site in enumerate(self.sites):
-            _known(("sites", i, "hub"), "hub", site.hub, hub_ids)
+            if site.hub is None:
+                if site.cluster is not None:
+                    raise PathError(("sites", i, "cluster"), f"cluster {site.cluster!r} "
+                                    "belongs to a hub, but the site has none", site.cluster)
+                if site.region is None:
+                    raise PathError(("sites", i, "region"), "a site outside the hubs must "
+                                    "state its region (east or west)", None)
+            else:
+                _known(("sites", i, "hub"), "hub", site.hub, hub_ids)
+                hub_region = self._hubs[site.hub].region
+                if site.region is not None and site.region != hub_region:
+                    raise PathError(("sites", i, "region"), f"hub {site.hub!r} is in the "
+                                    f"{hub_region}; leave region out or write {hub_region}",
+                                    site.region)
             if site.cluster is not None:
                 _known(("sites", i, "cluster"), "cluster", site.cluster, sorted(self._clusters))
                 owner = self._clusters[site.cluster].hub
@@ -394,8 +428,27 @@ class Topology(_Model):
         raise KeyError(f"unknown demand city {name_or_id!r} (known: {known})")
 
     def region_of(self, site_id: str) -> Region:
-        """East or west, from the site's hub."""
-        return self.hub(self.site(site_id).hub).region
+        """East or west: the site's hub's region, or its own for a site outside the hubs."""
+        site = self.site(site_id)
+        if site.hub is None:
+            assert site.region is not None  # checked when the topology was loaded
+            return site.region
+        return self.hub(site.hub).region
+
+    @property
+    def tier_distances_km(self) -> tuple[float, float]:
+        """(metro, regional) great-circle distances of the tier rule (see `link`)."""
+        return self._tier_km
+
+    def with_tier_distances(self, metro_km: float, regional_km: float) -> Topology:
+        """This topology with the tier rule's distances set (a policy's
+        ``latency.metro_max_km`` and ``regional_max_km``)."""
+        if not 0 < metro_km <= regional_km:
+            raise ValueError(f"tier distances must satisfy 0 < metro ({metro_km} km) <= "
+                             f"regional ({regional_km} km)")
+        copy = self.model_copy()
+        copy._tier_km = (float(metro_km), float(regional_km))
+        return copy
 
     def sites_of_hub(self, hub_id: str) -> list[Site]:
         self.hub(hub_id)
@@ -409,6 +462,22 @@ class Topology(_Model):
     def accelerator_count(self) -> int:
         return sum(site.accelerator_count for site in self.sites)
 
+    def membership_warnings(self) -> list[str]:
+        """Sites whose hub does not cover their province, or that sit in a hub's province but
+        belong to none: a hub is a policy area, and a site outside it gets no hub's tiers."""
+        covered = {p.casefold(): h.id for h in self.hubs for p in h.provinces}
+        out = []
+        for site in self.sites:
+            owner = covered.get(site.province.casefold())
+            if site.hub is not None and owner != site.hub:
+                where = f"hub {owner!r}" if owner else "no hub"
+                out.append(f"site {site.id!r}: province {site.province!r} is in {where}, not "
+                           f"in hub {site.hub!r}")
+            elif site.hub is None and owner is not None:
+                out.append(f"site {site.id!r}: province {site.province!r} is in hub "
+                           f"{owner!r}, but the site belongs to no hub")
+        return out
+
     # --- geometry and tiers ---
 
     def distance_km(self, a: str, b: str) -> float:
@@ -420,7 +489,11 @@ class Topology(_Model):
         return great_circle_km(site.lat, site.lon, lat, lon)
 
     def link(self, a: str, b: str) -> Link:
-        """The pair (a, b) in the order given; an override for the unordered pair wins."""
+        """The pair (a, b) in the order given; an override for the unordered pair wins.
+
+        The tier rule, from geography and policy: metro within one city or within the metro
+        distance; regional between two sites of one hub, or within the regional distance;
+        national otherwise (between hubs, or from a site outside every hub)."""
         sa, sb = self.site(a), self.site(b)
         if a == b:
             raise ValueError(f"a link needs two different sites, got {a!r} twice")
@@ -429,15 +502,16 @@ class Topology(_Model):
         if override is not None and override.tier is not None:
             tier, overridden = override.tier, True
         else:
-            tier, overridden = _tier_by_rule(sa, sb, km), False
+            tier, overridden = _tier_by_rule(sa, sb, km, *self._tier_km), False
         return Link(a, b, km, fiber_min_rtt_s(km), tier, overridden)
 
     def links(self, mode: LinkMode = "full_mesh") -> list[Link]:
         """Links to probe and check.
 
         full_mesh: every unordered site pair. hub_and_spoke: each site to the role-'hub'
-        sites of its own hub, plus the role-'hub' sites of different hubs among themselves.
-        Pairs follow file order and appear once.
+        sites of its own hub (a site outside the hubs: to the nearest role-'hub' site), plus
+        the role-'hub' sites of different hubs among themselves. Pairs follow file order and
+        appear once.
         """
         if mode == "full_mesh":
             return [
@@ -449,8 +523,11 @@ class Topology(_Model):
         cores = [s for s in self.sites if s.role == "hub"]
         pairs: set[tuple[str, str]] = set()
         for site in self.sites:
+            if site.hub is None and cores:
+                nearest = min(cores, key=lambda c: self.distance_km(site.id, c.id))
+                pairs.add(_ordered(site.id, nearest.id, order))
             for core in cores:
-                if core.id != site.id and core.hub == site.hub:
+                if core.id != site.id and site.hub is not None and core.hub == site.hub:
                     pairs.add(_ordered(site.id, core.id, order))
         for i, a in enumerate(cores):
             for b in cores[i + 1 :]:
@@ -459,10 +536,10 @@ class Topology(_Model):
         return [self.link(a, b) for a, b in sorted(pairs, key=lambda p: (order[p[0]], order[p[1]]))]
 
 
-def _tier_by_rule(a: Site, b: Site, km: float) -> Tier:
-    if a.city.strip().casefold() == b.city.strip().casefold() or km <= METRO_MAX_KM:
+def _tier_by_rule(a: Site, b: Site, km: float, metro_km: float, regional_km: float) -> Tier:
+    if a.city.strip().casefold() == b.city.strip().casefold() or km <= metro_km:
         return Tier.METRO
-    if a.hub == b.hub or km <= REGIONAL_MAX_KM:
+    if (a.hub is not None and a.hub == b.hub) or km <= regional_km:
         return Tier.REGIONAL
     return Tier.NATIONAL
 

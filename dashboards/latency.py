@@ -1,8 +1,11 @@
-"""Latency: which site pairs keep their tier's budget, the worst links over time, route inflation.
+"""Latency: which site pairs keep their tier's budget, the worst links over time, route inflation,
+and the planning findings (links over budget by design, per hub pair and tier).
 
 The national plan promises latency circles (1 ms city, 5 ms region, 20 ms cross-hub); the
 probes measure each pair's RTT percentiles per window. Budgets come from the policy's tiers
-and the route-inflation limit from its MIIT figure.
+and the route-inflation limit from its MIIT figure. The planning table reads the latency
+pipeline's planning findings (``finding`` series written by ``computewatch analyze``): what a
+network plan must answer, which pages no one.
 """
 
 from __future__ import annotations
@@ -13,8 +16,24 @@ from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
-from computewatch.dashboards._panels import BY_THRESHOLDS, DATASOURCE, prom, steps
-from computewatch.dashboards.query import RANGE, Agg, Expr, OverTime, Var, by_place, series
+from computewatch.dashboards._panels import (
+    BY_THRESHOLDS,
+    DATASOURCE,
+    merge,
+    organize,
+    prom,
+    steps,
+)
+from computewatch.dashboards.query import (
+    RANGE,
+    Agg,
+    Expr,
+    OverTime,
+    Var,
+    by_place,
+    re_any,
+    series,
+)
 from computewatch.policy import Policy
 from computewatch.thresholds import tier_budget_rules
 from computewatch.topology import Tier, Topology
@@ -119,6 +138,36 @@ def _loss() -> timeseries.Panel:
             .unit("percentunit"))
 
 
+PLANNING_RULES = ("tier_budget_unmet", "route_inflation", "budget_below_physics")
+"""The latency pipeline's planning rules (computewatch.pipelines.latency.RULES, less the one
+that pages)."""
+
+
+def _planning() -> table.Panel:
+    def last(field: str) -> Expr:
+        return OverTime("last_over_time", series(f"finding.{field}", pipeline="latency",
+                                                 rule=re_any(PLANNING_RULES)), RANGE)
+
+    return (table.Panel().title("Planning: links over their budget by design, per hub pair")
+            .datasource(DATASOURCE)
+            .description("The latency pipeline's planning findings over the selected period, "
+                         "one row per hub pair (and tier) and rule: tier_budget_unmet counts "
+                         "the links over their tier budget through most of the period "
+                         "(threshold 0); route_inflation gives the worst "
+                         "route's inflation against the limit; budget_below_physics the "
+                         "largest fiber minimum against the budget. Not paged: a route that "
+                         "cannot meet its budget is a design problem.")
+            .height(10).span(24)
+            .with_target(prom(last("observed"), "A", instant=True, table=True))
+            .with_target(prom(last("threshold"), "B", instant=True, table=True))
+            .with_transformation(merge())
+            .with_transformation(organize(
+                {"subject": "hub pair", "Value #A": "observed", "Value #B": "threshold"},
+                exclude=("Time", "__name__", "pipeline", "subject_type", "cluster", "site"),
+                order=("rule", "subject", "hub", "Value #A", "Value #B")))
+            .decimals(3))
+
+
 def latency_dashboard(topology: Topology, policy: Policy) -> db.Dashboard:
     d = (db.Dashboard("computewatch · Latency").uid(UID)
          .tags(["computewatch", "latency"]).time("now-24h", "now").refresh("1m")
@@ -128,4 +177,5 @@ def latency_dashboard(topology: Topology, policy: Policy) -> db.Dashboard:
     for p in _stats(policy):
         d = d.with_panel(p)
     return (d.with_panel(_matrix(policy)).with_panel(_worst_links(policy))
-            .with_panel(_route_inflation(policy)).with_panel(_loss()))
+            .with_panel(_route_inflation(policy)).with_panel(_loss())
+            .with_panel(_planning()))

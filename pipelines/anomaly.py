@@ -203,7 +203,7 @@ def _hub_sites(topology: Topology) -> dict[str, list[str]]:
     """Role-'hub' sites per hub id."""
     out: dict[str, list[str]] = {}
     for s in topology.sites:
-        if s.role == "hub":
+        if s.role == "hub" and s.hub is not None:
             out.setdefault(s.hub, []).append(s.id)
     return out
 

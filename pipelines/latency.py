@@ -1,72 +1,116 @@
-"""Latency tiers: which inter-site links break their tier's budget, for how long, how fast
-they burn the latency SLO, whose route is longer than the plan allows, and whose budget no
-route can meet. NOC staff page on the burn rates and read the episodes; regulators read the
-same findings, each with its method in ``definition``.
+"""Latency tiers: which links break their tier's budget, whether that is new (an incident that
+pages the NOC) or how the link has been all along (a design problem for planning), and whose
+route is longer than the plan allows. Each finding states its method in ``definition``.
 
-Method, shared by every rule:
+Method (the window rule and the budgets are the core's, `computewatch.compliance`):
 
-- A link is one (src_site, dst_site, src_hub, dst_hub, tier) label set of ``link_latency``.
-  Probe kinds (udp, tcp, icmp) of one link are pooled, so the worst of them counts.
-- Windows of ``window`` (5 min by default) start at the period's start. The store does the
-  aggregation: per window the lowest and highest per-minute p95 RTT (MIN, MAX), the lowest
-  RTT (MIN), the mean loss (MEAN) and the fiber minimum (MAX). This module only ever holds
-  links x windows values, never raw samples.
-- Tier budgets are read as round-trip times (`Policy.budget_rtt_s`) and compared with the
-  measured round-trip times. A window is over budget when its p95 stayed over the budget
-  for the whole window: the lowest per-minute p95 in it > budget. Exactly at budget
-  complies. That window rule, the link labels and the budgets are the core's
-  (`computewatch.compliance`: `SUSTAINED_P95`, `link_budgets`), whose `window_compliance`
-  gives reports the complement, the share of windows within budget.
-- A window without any per-minute p95 (no samples, or no reply at all) is missing for the
-  RTT rules; lost probes show in ``loss_over_limit``.
-- Episodes (hysteresis): consecutive flagged windows form one episode, and one unflagged
-  window (within limits, or without data) between two flagged ones does not end it; two
-  do. A link flapping across its budget window by window is then one episode for the NOC,
-  not one page per 5 minutes, while a real recovery (10 min clean) closes it.
+- A link is an unordered site pair: both directions and every probe kind of a pair are one
+  link, so a slow link is one incident, not one per direction and rule.
+- Windows of ``window`` (5 min) from the period's start, and before it over the ``baseline``
+  (24 h) the classification looks back on. The store aggregates per window: probes sent and
+  probes answered within budget (SUM), loss and per-minute p95 (MEAN), lowest RTT, fiber
+  minimum and stored budget (MIN; the last two are constant per series); the pipeline holds
+  links x windows values only.
+- A window is *over budget* when its p95 over every probe in it exceeds the budget: fewer
+  than 95% of its probes were answered within it. It is *lossy* when its mean loss and the
+  mean loss of the last ``LOSS_SUSTAINED`` (30 min) are both over the loss limit: single
+  windows of background loss are not. A window is *bad* when it is either.
+- SLOs (Google SRE workbook, "Alerting on SLOs"), on probes: latency, 95% of probes
+  answered within the budget (the tier's p95); availability, at most ``loss_limit`` of
+  probes lost. Burn rate over a look-back = share of bad probes / the allowed share.
+  Multiwindow alerts: fast when the 1 h and the 5 min burn rates of either SLO are both
+  >= 14.4 (2% of a 30-day error budget in 1 h), slow when the 6 h and the 30 min ones are
+  both >= 6 (5% in 6 h); a burn rate counts once half its look-back holds data. The short
+  window ends an alert within one short window (5 min, 30 min) of recovery, and a link that
+  grazes its budget at its daily peak (a few percent of probes over) never burns that fast.
+- Episodes: runs of bad windows, one good (or empty) window bridged, two ending it.
+- Baseline of an episode: the link's windows in the ``baseline`` before it; when the store
+  holds less than half of that (a short history), the link's other windows in everything
+  fetched (the period and what precedes it), the episode left out, if they hold a quarter
+  of it; else none (the episode is not paged).
+- ``link_degraded`` (acute, pages): an episode of a link within budget in its baseline (the
+  p95 over every probe of the baseline within budget: >= 95% of them answered within it)
+  during which a burn-rate alert fired: CRITICAL when the fast one did, WARNING when only
+  the slow one did. One finding per pair and episode, carrying p95
+  and p99 over the episode's probes, loss, the peak burn rates and route inflation.
+- ``tier_budget_unmet`` (chronic, planning, INFO): links over budget in most
+  (>= ``CHRONIC_SHARE``) of their windows with data over the baseline and the period, one
+  finding per hub pair and tier listing them; links over budget in some of their windows
+  (more than ``INTERMITTENT_SHARE``, less than most) are listed there as intermittent. Neither
+  pages: a route that cannot meet its budget is a design problem, not a fault.
+- ``route_inflation`` (planning, INFO): links whose median window minimum RTT / fiber minimum
+  exceeds the policy limit (links under 50 km not scored), one finding per hub pair and tier.
+- ``budget_below_physics`` (planning, INFO): links whose fiber minimum alone exceeds their
+  budget, one finding per hub pair and tier.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
 
-from computewatch.compliance import LINK_LABELS, SUSTAINED_P95, link_budgets, window_count
+from computewatch.compliance import (
+    P95,
+    PairWindows,
+    link_budgets,
+    pair_windows,
+    scored_counts,
+    window_count,
+    windows_over_budget,
+)
 from computewatch.findings import Finding, Period, Severity
 from computewatch.policy import Policy
 from computewatch.store import Aggregate, Query, Store
 from computewatch.topology import Topology
 
-__all__ = ["run"]
+__all__ = ["CHRONIC_SHARE", "INTERMITTENT_SHARE", "RULES", "merged_quantile", "run"]
+
+log = logging.getLogger(__name__)
 
 PIPELINE = "latency"
-MEASUREMENT = "link_latency"
+RULES = ("link_degraded", "tier_budget_unmet", "route_inflation", "budget_below_physics")
+"""Every rule this pipeline writes: one acute, three for planning."""
 
 BRIDGED_WINDOWS = 1
-"""Unflagged windows an episode may contain between two flagged ones (hysteresis)."""
+"""Good windows an episode may contain between two bad ones (hysteresis)."""
 
-CRITICAL_FACTOR = 2.0
-CRITICAL_DURATION = timedelta(hours=1)
-"""An episode is CRITICAL above twice its threshold or when it lasts longer than this."""
-
-FAST_LOOKBACK, FAST_BURN = timedelta(hours=1), 14.4
-SLOW_LOOKBACK, SLOW_BURN = timedelta(hours=6), 6.0
+FAST_LOOKBACK, FAST_SHORT, FAST_BURN = timedelta(hours=1), timedelta(minutes=5), 14.4
+SLOW_LOOKBACK, SLOW_SHORT, SLOW_BURN = timedelta(hours=6), timedelta(minutes=30), 6.0
 """Google SRE workbook, "Alerting on SLOs", multiwindow multi-burn-rate alerts for a 30-day
 SLO: burning 14.4x for 1 h spends 2% of the month's error budget (14.4 x 1 h / 720 h), worth
-a page; burning 6x for 6 h spends 5% (6 x 6 h / 720 h), worth a ticket. The fast alert also
-needs the short window (the workbook's 5 min, here the last window) to be bad, so it stops
-as soon as the link recovers instead of for the rest of the hour."""
+a page; 6x for 6 h spends 5%, worth a ticket. Each needs its short window (1/12 of the long
+one) burning too, so it ends soon after the link recovers."""
 
 MIN_LOOKBACK_COVERAGE = 0.5
-"""A burn rate is only evaluated when at least half its look-back windows hold data, so a
-link whose data just began (or resumed) is not paged on its first bad window alone."""
+"""A burn rate counts once at least half its look-back windows hold data."""
+
+LOSS_SUSTAINED = timedelta(minutes=30)
+"""Loss counts when the last 30 min lose more than the limit on average, not one window."""
+
+INTERMITTENT_SHARE = 0.01
+"""A link over budget in more than 1% of its windows (but not in most) is intermittent."""
+
+MIN_BASELINE_TRAILING, MIN_BASELINE_REST = 0.5, 0.25
+"""The trailing baseline counts when it holds data for half its span (12 h of 24 h); else the
+link's other windows do when they hold a quarter of it (6 h); else the episode has no
+baseline, is not paged, and the chronic test alone judges the link."""
+
+CHRONIC_SHARE = 0.5
+"""A link over budget in at least half of its windows is over budget through most of its
+baseline: chronic, a design problem."""
 
 SHORT_LINK_FIBER_S = 0.5e-3
 """Links whose fiber minimum RTT is below 0.5 ms (under 50 km) are not scored for route
 inflation: there equipment and serialization delay, not route length, dominate the RTT."""
+
+NO_HUB = "no-hub"
+"""The hub-pair name of a site outside every hub."""
 
 
 def _span_text(td: timedelta) -> str:
@@ -76,145 +120,139 @@ def _span_text(td: timedelta) -> str:
     return f"{s / 60:g} min" if s % 60 == 0 else f"{s:g} s"
 
 
-def _definitions(window: timedelta, loss_limit: float, slo_target: float,
+def _definitions(window: timedelta, baseline: timedelta, loss_limit: float,
                  inflation_limit: float) -> dict[str, str]:
     w = _span_text(window)
-    episodes = ("Consecutive flagged windows form one episode; one window within the limit or "
-                "without data between two flagged windows does not end it, two do. "
-                f"CRITICAL when observed > {CRITICAL_FACTOR:g} x threshold or the episode "
-                f"lasts longer than {_span_text(CRITICAL_DURATION)}, else WARNING. "
-                "completeness = windows with data / windows in the episode.")
-    burn = (f"SLO: >= {slo_target:g} of {w} windows within the tier budget (a window is bad "
-            "when its p95 round-trip time stayed over the budget, read as a round-trip time, "
-            "for the whole window). Burn rate over a look-back = share of bad "
-            f"windows among those with data / (1 - {slo_target:g}), evaluated at each window "
-            f"end when >= {MIN_LOOKBACK_COVERAGE:g} of the look-back holds data. ")
+    windows = (f"Per {w} window the p95 round-trip time over every probe of the link (both "
+               "directions, every probe kind) is compared with the tier budget read as a "
+               "round-trip time: the window is over budget when fewer than 95% of its probes "
+               "were answered within the budget (exactly 95% complies). ")
+    baseline_text = (f"Baseline: the link's windows in the {_span_text(baseline)} before the "
+                     "episode, or, where the store holds less than half of that, its other "
+                     "windows in the analysed range. ")
     return {
-        "p95_over_budget": (
-            f"Per {w} window, the lowest per-minute p95 round-trip time of the link (MIN in "
-            "the store: the p95 stayed above it for the whole window) is compared with the "
-            "tier budget read as a round-trip time; a window is over budget when that p95 > "
-            "budget (equal complies). observed = the highest such window p95 in the episode "
-            "(s), threshold = budget (s); the worst single minute is in detail. " + episodes),
-        "loss_over_limit": (
-            f"Per {w} window, the mean probe loss ratio of the link (MEAN in the store) is "
-            f"compared with the limit {loss_limit:g}; a window is flagged when loss > limit. "
-            "observed = worst window mean loss in the episode. " + episodes),
-        "slo_burn_fast": (
-            burn + f"Fast burn (Google SRE workbook, multiwindow): the {_span_text(FAST_LOOKBACK)}"
-            f" burn rate >= {FAST_BURN:g} (2% of a 30-day error budget in 1 h) and the last "
-            f"{w} window also bad. One finding per burning stretch (one calm window bridged); "
-            "observed = peak burn rate. completeness = windows with data / windows in the "
-            "stretch's look-backs."),
-        "slo_burn_slow": (
-            burn + f"Slow burn (Google SRE workbook, multiwindow): the "
-            f"{_span_text(SLOW_LOOKBACK)} burn rate >= {SLOW_BURN:g} (5% of a 30-day error "
-            "budget in 6 h). One finding per burning stretch (one calm window bridged); "
-            "observed = peak burn rate. completeness = windows with data / windows in the "
-            "stretch's look-backs."),
+        "link_degraded": (
+            windows + f"A window is lossy when its mean loss and the mean loss of the last "
+            f"{_span_text(LOSS_SUSTAINED)} both exceed {loss_limit:g}. Bad = over budget or "
+            f"lossy. SLOs on probes: 95% answered within the budget (latency), at most "
+            f"{loss_limit:g} lost (availability); burn rate = bad share of probes / allowed "
+            "share over a look-back with at least half its windows holding data. Multiwindow "
+            f"alerts (Google SRE workbook): fast when the {_span_text(FAST_LOOKBACK)} and "
+            f"{_span_text(FAST_SHORT)} burn rates of either SLO are both >= {FAST_BURN:g}, "
+            f"slow when the {_span_text(SLOW_LOOKBACK)} and {_span_text(SLOW_SHORT)} ones are "
+            f"both >= {SLOW_BURN:g}. An episode is a run of bad windows (one good window "
+            "bridged, two end it); it is an incident when the link was within budget in its "
+            "baseline (the p95 over every probe of the baseline within budget) and an alert "
+            "fired during it: CRITICAL when the fast one fired, else WARNING. "
+            + baseline_text + "observed = p95 over every probe of "
+            "the episode, merged from the per-minute percentiles weighted by replies "
+            "(threshold = budget); completeness = windows with data / windows in the "
+            "episode."),
+        "tier_budget_unmet": (
+            windows + "A link is over budget by design (chronic) when its windows were over "
+            f"budget in at least {CHRONIC_SHARE:.0%} of those with data over the period and "
+            f"the {_span_text(baseline)} before it; intermittent when in more than "
+            f"{INTERMITTENT_SHARE:.0%} but less than {CHRONIC_SHARE:.0%}. One planning finding "
+            "per hub pair and tier, not paged: observed = chronic links, threshold = 0 (the "
+            "hub pair and tier's links with data are in detail). completeness = windows with "
+            "data / windows, over its links."),
         "route_inflation": (
-            f"Route inflation = median over the period's {w} windows of the window's minimum "
-            "RTT / the link's fiber minimum RTT (great circle, 10 us per km); flagged above "
-            f"the limit {inflation_limit:g}. Links whose fiber minimum is below "
+            f"Route inflation = median over the period's {w} windows of the link's minimum "
+            "RTT / its fiber minimum RTT (great circle, 10 us per km); over the limit "
+            f"{inflation_limit:g} it is listed. Links whose fiber minimum is below "
             f"{SHORT_LINK_FIBER_S * 1e3:g} ms (under 50 km) are not scored: equipment delay "
-            "dominates there. completeness = windows with a minimum RTT / windows in the "
-            "period."),
+            "dominates there. One planning finding per hub pair and tier: observed = the "
+            "worst link's inflation, threshold = the limit."),
         "budget_below_physics": (
             "The link's fiber minimum RTT (great circle at 10 us per km, no equipment, no "
             "detour) alone exceeds its tier budget read as a round-trip time: no route can "
-            "meet it, so its p95_over_budget findings are physics, not faults. observed = "
+            "meet it. One planning finding per hub pair and tier: observed = the largest "
             "fiber minimum (s), threshold = budget (s)."),
     }
 
 
-# --- data: (links x windows) arrays from windowed store queries -------------------------------
+# --- data ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class _Links:
-    """The store's window aggregates laid on one grid; `warm` windows precede the period."""
+    """The window aggregates of every link over [t0, end): ``first`` is the period's first
+    window, so ``[:, first:]`` is the period."""
 
-    labels: pd.DataFrame  # one row per link, LINK_LABELS columns
-    start: datetime
-    end: datetime
-    window: timedelta
-    warm: int
-    p95_all: np.ndarray  # (links, warm + n) sustained p95: look-back for the burn rates
-    p95_peak: np.ndarray  # (links, n) worst minute p95; the period only, as those below
-    loss: np.ndarray
-    rtt_min: np.ndarray
+    grid: PairWindows
+    first: int
+    budget: np.ndarray
     fiber: np.ndarray
+    over: np.ndarray  # 1 over budget, 0 within, NaN no data
+    lossy: np.ndarray
+    bad: np.ndarray  # over or lossy; NaN where neither can be judged
+
+    @property
+    def labels(self) -> pd.DataFrame:
+        return self.grid.links
 
     @property
     def n(self) -> int:
-        return self.loss.shape[1]
-
-    @property
-    def p95(self) -> np.ndarray:
-        return self.p95_all[:, self.warm:]
+        return self.grid.width - self.first
 
     def t(self, i: int) -> datetime:
-        """Start of period window ``i`` (``n`` gives the period's end)."""
-        return min(self.start + i * self.window, self.end)
+        """Start of grid window ``i``."""
+        return self.grid.start + i * self.grid.window
 
 
-def _fetch(store: Store, period: Period, window: timedelta, warm: int) -> _Links | None:
-    """Three windowed queries (MIN, MAX, MEAN), grouped by link; None when there is no data.
-
-    The MIN query starts ``warm`` windows before the period: the burn rates look back."""
+def _fetch(store: Store, period: Period, window: timedelta, warm: int, loss_limit: float,
+           policy: Policy, topology: Topology | None) -> _Links | None:
     t0 = period.start - warm * window
-    group = LINK_LABELS
-    low = store.query(Query(MEASUREMENT, ("rtt_p95_seconds", "rtt_min_seconds"), t0,
-                            period.end, group_by=group, window=window, agg=SUSTAINED_P95))
-    high = store.query(Query(MEASUREMENT, ("rtt_p95_seconds", "fiber_min_seconds"),
-                             period.start, period.end, group_by=group, window=window,
-                             agg=Aggregate.MAX))
-    loss = store.query(Query(MEASUREMENT, ("loss_ratio",), period.start, period.end,
-                             group_by=group, window=window, agg=Aggregate.MEAN))
-    frames = [f for f in (low, high, loss) if len(f)]
-    if not frames:
+    # Three scans: the fiber minimum and the stored budget are constant per series, so
+    # their minimum is as good as any aggregate and rides along with the lowest RTT.
+    grid = pair_windows(store, t0, period.end, window, {
+        Aggregate.SUM: ("samples", "replies_within_budget"),
+        Aggregate.MEAN: ("loss_ratio", "rtt_p95_seconds"),
+        Aggregate.MIN: ("rtt_min_seconds", "fiber_min_seconds", "budget_seconds"),
+    })
+    if grid is None:
         return None
-    labels = (pd.concat([f[list(group)] for f in frames]).astype(str).drop_duplicates()
-              .sort_values(list(group)).reset_index(drop=True))
-    index = pd.MultiIndex.from_frame(labels)
-    n = window_count(period.end - period.start, window)
-
-    def grid(frame: pd.DataFrame, field: str, first: int, width: int) -> np.ndarray:
-        out = np.full((len(labels), width), np.nan)
-        if len(frame):
-            rows = index.get_indexer(pd.MultiIndex.from_frame(frame[list(group)].astype(str)))
-            cols = ((frame["time"] - pd.Timestamp(t0)) // pd.Timedelta(window)).to_numpy(
-                dtype=np.int64) - first
-            ok = (cols >= 0) & (cols < width)
-            out[rows[ok], cols[ok]] = frame[field].to_numpy(dtype=float)[ok]
-        return out
-
-    return _Links(labels, period.start, period.end, window, warm,
-                  p95_all=grid(low, "rtt_p95_seconds", 0, warm + n),
-                  p95_peak=grid(high, "rtt_p95_seconds", warm, n),
-                  loss=grid(loss, "loss_ratio", warm, n),
-                  rtt_min=grid(low, "rtt_min_seconds", warm, n),
-                  fiber=grid(high, "fiber_min_seconds", warm, n))
+    budget = link_budgets(grid.links, policy, topology)
+    sent, within = scored_counts(grid, budget)
+    if np.isnan(within).all() and not np.isnan(grid["samples"]).all():
+        log.warning("link_latency holds probes but no replies_within_budget counts (a prober "
+                    "older than this version?): tier budgets cannot be judged")
+    over = windows_over_budget(sent, within)
+    over[np.isnan(budget)] = np.nan
+    loss = grid["loss_ratio"]
+    k = window_count(LOSS_SUSTAINED, window)
+    with np.errstate(invalid="ignore"):
+        lossy = ((loss > loss_limit) & (_trailing_mean(loss, k) > loss_limit)).astype(float)
+    lossy[np.isnan(loss)] = np.nan
+    bad = np.fmax(over, lossy)  # NaN only where both are
+    fiber = _fiber(grid, topology)
+    return _Links(grid, warm, budget, fiber, over, lossy, bad)
 
 
-def _row_max(x: np.ndarray) -> np.ndarray:
-    """Per-row max ignoring NaN; NaN for a row without any value (and no warning)."""
-    has = ~np.isnan(x)
-    out = np.where(has, x, -np.inf).max(axis=1, initial=-np.inf)
-    return np.where(has.any(axis=1), out, np.nan)
-
-
-def _fiber(links: _Links, topology: Topology | None) -> np.ndarray:
+def _fiber(grid: PairWindows, topology: Topology | None) -> np.ndarray:
     """The link's fiber minimum RTT from the store, else from the topology, else NaN."""
-    out = _row_max(links.fiber)
+    stored = grid["fiber_min_seconds"]
+    out = np.where((~np.isnan(stored)).any(axis=1),
+                   np.nanmax(np.where(np.isnan(stored), -np.inf, stored), axis=1), np.nan)
     if topology is not None:
         for k in np.flatnonzero(np.isnan(out)):
-            row = links.labels.iloc[k]
+            row = grid.links.iloc[k]
             with contextlib.suppress(KeyError, ValueError):
                 out[k] = topology.link(row.src_site, row.dst_site).fiber_min_rtt_s
     return out
 
 
-# --- episodes -------------------------------------------------------------------------------
+def _trailing(x: np.ndarray, k: int) -> np.ndarray:
+    """Sum over the last ``k`` windows up to and including each window, per row."""
+    c = np.concatenate([np.zeros((x.shape[0], 1)), np.cumsum(x, axis=1)], axis=1)
+    idx = np.arange(1, x.shape[1] + 1)
+    return c[:, idx] - c[:, np.maximum(idx - k, 0)]
+
+
+def _trailing_mean(x: np.ndarray, k: int) -> np.ndarray:
+    has = ~np.isnan(x)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _trailing(np.where(has, x, 0.0), k) / _trailing(has.astype(float), k)
+
 
 def _episodes(flag: np.ndarray, bridged: int = BRIDGED_WINDOWS) -> list[tuple[int, int]]:
     """Flagged windows merged into (first, last) index pairs, inclusive, bridging up to
@@ -228,192 +266,363 @@ def _episodes(flag: np.ndarray, bridged: int = BRIDGED_WINDOWS) -> list[tuple[in
     return [(int(a), int(b)) for a, b in zip(firsts, lasts, strict=True)]
 
 
+# --- burn rates ---------------------------------------------------------------------------
+
+def _burn(bad: np.ndarray, total: np.ndarray, window: timedelta, lookback: timedelta,
+          allowed: float) -> tuple[np.ndarray, np.ndarray]:
+    """(burn rate, evaluated) at each window over the ``lookback`` ending with it: bad
+    probes / probes / the allowed share."""
+    k = window_count(lookback, window)
+    has = ~np.isnan(total) & ~np.isnan(bad) & (np.nan_to_num(total) > 0)
+    n_bad = _trailing(np.where(has, bad, 0.0), k)
+    n_all = _trailing(np.where(has, total, 0.0), k)
+    n_win = _trailing(has.astype(float), k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = n_bad / n_all / allowed
+    return np.nan_to_num(rate), n_win >= max(MIN_LOOKBACK_COVERAGE * k, 1)
+
+
+def _alerts(links: _Links, loss_limit: float) -> dict[str, np.ndarray]:
+    """Per window: the multiwindow alerts firing (either SLO), and the long windows' burn
+    rates of each SLO (``latency_fast``, ``loss_slow``, ...)."""
+    grid, window = links.grid, links.grid.window
+    sent = grid["samples"]
+    scored = np.where(np.isnan(links.over), np.nan, sent)  # windows judged against this budget
+    slos = {"latency": (scored - grid["replies_within_budget"], scored, 1.0 - P95),
+            "loss": (sent * grid["loss_ratio"], sent, loss_limit)}
+    tol = 1 - 1e-9  # so a bad share of exactly 14.4 x the allowance meets 14.4 despite floats
+    out: dict[str, np.ndarray] = {}
+    for name, long, short, threshold in (("fast", FAST_LOOKBACK, FAST_SHORT, FAST_BURN),
+                                         ("slow", SLOW_LOOKBACK, SLOW_SHORT, SLOW_BURN)):
+        firing = np.zeros(sent.shape, dtype=bool)
+        for slo, (bad, total, allowed) in slos.items():
+            if allowed <= 0:
+                continue
+            rate, ok = _burn(bad, total, window, long, allowed)
+            short_rate, short_ok = _burn(bad, total, window, short, allowed)
+            firing |= ok & short_ok & (rate >= threshold * tol) & (short_rate >= threshold * tol)
+            out[f"{slo}_{name}"] = rate
+        out[name] = firing
+    return out
+
+
+# --- the per-minute percentiles of one incident, merged ---------------------------------------
+
+def merged_quantile(minutes: pd.DataFrame, q: float) -> float:
+    """The ``q`` quantile over every reply of several minutes, from each minute's summary.
+
+    Each minute's RTT distribution is taken as piecewise linear through its min (0), p50,
+    p95, p99 and max (1), weighted by its replies (``samples`` x (1 - ``loss_ratio``)); the
+    quantile of the mixture is found on the union of the knots, linearly between them. NaN
+    without replies."""
+    cols = ["rtt_min_seconds", "rtt_p50_seconds", "rtt_p95_seconds", "rtt_p99_seconds",
+            "rtt_max_seconds"]
+    m = minutes.dropna(subset=cols)
+    if m.empty:
+        return float("nan")
+    x = np.sort(m[cols].to_numpy(dtype=float), axis=1)  # (minutes, 5), monotone
+    w = (m.samples.to_numpy(dtype=float) * (1 - m.loss_ratio.fillna(0).to_numpy(dtype=float)))
+    if w.sum() <= 0:
+        return float("nan")
+    p = np.array([0.0, 0.5, 0.95, 0.99, 1.0])
+    knots = np.unique(x)
+    cdf = np.zeros(len(knots))
+    for row, weight in zip(x, w, strict=True):
+        cdf += weight * np.interp(knots, row, p, left=0.0, right=1.0)
+    cdf /= w.sum()
+    return float(np.interp(q, cdf, knots))
+
+
+def _minutes(store: Store, a: str, b: str, start: datetime, end: datetime) -> pd.DataFrame:
+    """The per-minute summaries of both directions of one link (a few hundred rows)."""
+    fields = ("rtt_min_seconds", "rtt_p50_seconds", "rtt_p95_seconds", "rtt_p99_seconds",
+              "rtt_max_seconds", "samples", "loss_ratio")
+    return store.query(Query("link_latency", fields, start, end,
+                             where={"src_site": [a, b], "dst_site": [a, b]},
+                             group_by=("src_site", "dst_site", "probe"),
+                             window=timedelta(minutes=1), agg=Aggregate.MEAN))
+
+
+# --- findings -----------------------------------------------------------------------------
+
 @dataclass(frozen=True)
 class _Context:
     links: _Links
-    budget: np.ndarray
-    fiber: np.ndarray
     definitions: dict[str, str]
     topology: Topology | None
+    period: Period
+    pairs: np.ndarray  # per link: its pair id
+    tiers: np.ndarray  # per link: its tier label
+    hub_pairs: np.ndarray  # per link: "ha|hb", the hubs sorted (NO_HUB outside the hubs)
 
-    def finding(self, k: int, rule: str, severity: Severity, observed: float,
-                threshold: float, unit: str, start: datetime, end: datetime,
-                completeness: float, message: str, detail: dict) -> Finding:
+    @classmethod
+    def of(cls, links: _Links, definitions: dict[str, str], topology: Topology | None,
+           period: Period) -> _Context:
+        labels = links.labels
+        hubs = {}
+        for src, dst, sh, dh in zip(labels.src_site, labels.dst_site, labels.src_hub,
+                                    labels.dst_hub, strict=True):
+            hubs[(src, dst)] = sorted((_hub(topology, src, sh), _hub(topology, dst, dh)))
+        return cls(links, definitions, topology, period, labels.pair.to_numpy(),
+                   labels.tier.to_numpy(),
+                   np.array(["|".join(h) for h in hubs.values()], dtype=object))
+
+    def place(self, k: int) -> tuple[str, str, str, str]:
+        """(site a, site b, hub of a, cluster of a)."""
         row = self.links.labels.iloc[k]
         hub, cluster = row.src_hub, ""
         if self.topology is not None:
-            try:
+            with contextlib.suppress(KeyError):
                 site = self.topology.site(row.src_site)
-                hub, cluster = hub or site.hub, site.cluster or ""
-            except KeyError:
-                pass
-        return Finding(
-            pipeline=PIPELINE, rule=rule, subject_type="link",
-            subject=f"{row.src_site}|{row.dst_site}", severity=severity,
-            observed=float(observed), threshold=float(threshold), unit=unit, start=start,
-            end=end, completeness=float(min(max(completeness, 0.0), 1.0)), hub=hub,
-            cluster=cluster, site=row.src_site, definition=self.definitions[rule],
-            message=message,
-            detail={"tier": row.tier, "dst_hub": row.dst_hub, **detail})
-
-    def name(self, k: int) -> str:
-        row = self.links.labels.iloc[k]
-        return f"{row.src_site}->{row.dst_site} ({row.tier})"
+                hub, cluster = hub or site.hub or "", site.cluster or ""
+        return row.src_site, row.dst_site, hub, cluster
 
 
-def _episode_findings(ctx: _Context, rule: str, values: np.ndarray, limits: np.ndarray,
-                      unit: str) -> list[Finding]:
-    """One finding per episode of windows with value > limit (see the module docstring)."""
-    links = ctx.links
-    with np.errstate(invalid="ignore"):
-        flagged = values > limits[:, None]  # NaN (no data, or no limit) is never flagged
-    has = ~np.isnan(values)
-    out = []
-    for k in np.flatnonzero(flagged.any(axis=1)):
-        for first, last in _episodes(flagged[k]):
-            start, end = links.t(first), links.t(last + 1)
-            observed = float(np.nanmax(values[k, first:last + 1]))
-            limit = float(limits[k])
-            critical = observed > CRITICAL_FACTOR * limit or end - start > CRITICAL_DURATION
-            span = last - first + 1
-            detail = {"windows": span, "windows_flagged": int(flagged[k, first:last + 1].sum()),
-                      "windows_with_data": int(has[k, first:last + 1].sum()),
-                      "window_s": links.window.total_seconds(), "ongoing": last == links.n - 1}
-            if rule == "p95_over_budget":
-                physics = bool(ctx.fiber[k] > limit)
-                peak = links.p95_peak[k, first:last + 1]
-                detail |= {"fiber_min_s": float(ctx.fiber[k]), "budget_below_physics": physics,
-                           "worst_minute_p95_s": float(np.nanmax(peak))
-                           if (~np.isnan(peak)).any() else None}
-                what = (f"p95 RTT held up to {observed * 1e3:.3g} ms over the "
-                        f"{limit * 1e3:g} ms budget"
-                        + (" (the fiber minimum alone exceeds it)" if physics else ""))
-            else:
-                what = f"loss up to {observed:.2%} over the {limit:.2%} limit"
-            out.append(ctx.finding(
-                k, rule, Severity.CRITICAL if critical else Severity.WARNING, observed, limit,
-                unit, start, end, has[k, first:last + 1].mean(),
-                f"{ctx.name(k)}: {what} for {_span_text(end - start)}", detail))
-    return out
+
+def _hub(topology: Topology | None, site: str, label: str) -> str:
+    """A site's hub: its label, else the topology's; `NO_HUB` outside every hub."""
+    if not label and topology is not None:
+        with contextlib.suppress(KeyError):
+            label = topology.site(site).hub or ""
+    return label or NO_HUB
 
 
-# --- SLO burn rate --------------------------------------------------------------------------
-
-def _trailing(x: np.ndarray, k: int) -> np.ndarray:
-    """Sum over the last ``k`` windows up to and including each window, per row."""
-    c = np.concatenate([np.zeros((x.shape[0], 1)), np.cumsum(x, axis=1)], axis=1)
-    idx = np.arange(1, x.shape[1] + 1)
-    return c[:, idx] - c[:, np.maximum(idx - k, 0)]
-
-
-def _burn_findings(ctx: _Context, slo_target: float) -> list[Finding]:
-    links = ctx.links
-    p95, warm = links.p95_all, links.warm
-    with np.errstate(invalid="ignore"):
-        bad = (p95 > ctx.budget[:, None]).astype(float)
-    has = (~np.isnan(p95) & ~np.isnan(ctx.budget)[:, None]).astype(float)
-    allowed = round(1.0 - slo_target, 12)  # 1 - 0.99 is 0.010000000000000009 in floats
-    out = []
-    for rule, lookback, threshold, severity in (
-            ("slo_burn_fast", FAST_LOOKBACK, FAST_BURN, Severity.CRITICAL),
-            ("slo_burn_slow", SLOW_LOOKBACK, SLOW_BURN, Severity.WARNING)):
-        k_win = window_count(lookback, links.window)
-        n_bad, n_has = _trailing(bad, k_win), _trailing(has, k_win)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            burn = n_bad / n_has / allowed
-        evaluated = n_has >= MIN_LOOKBACK_COVERAGE * k_win
-        # A relative tolerance so 6 bad in 100 meets 6x exactly despite 1 - 0.99 != 0.01.
-        burning = evaluated & (burn >= threshold * (1 - 1e-9))
-        if rule == "slo_burn_fast":
-            burning &= bad.astype(bool)  # the short window: the last one is bad too
-        burning, burn = burning[:, warm:], burn[:, warm:]
-        for k in np.flatnonzero(burning.any(axis=1)):
-            for first, last in _episodes(burning[k]):
-                peak_at = first + int(np.argmax(np.where(burning[k, first:last + 1],
-                                                         burn[k, first:last + 1], -1.0)))
-                peak = float(burn[k, peak_at])
-                lo = max(warm + first - k_win + 1, 0)
-                coverage = float(has[k, lo:warm + last + 1].mean())
-                start, end = links.t(first), links.t(last + 1)
-                out.append(ctx.finding(
-                    k, rule, severity, peak, threshold, "factor", start, end, coverage,
-                    f"{ctx.name(k)}: SLO ({slo_target:g} of windows within "
-                    f"{ctx.budget[k] * 1e3:g} ms) burning {peak:.3g}x over "
-                    f"{_span_text(lookback)}, threshold {threshold:g}x",
-                    {"lookback_s": k_win * links.window.total_seconds(),
-                     "slo_target": slo_target, "budget_s": float(ctx.budget[k]),
-                     "bad_windows_at_peak": int(n_bad[k, warm + peak_at]),
-                     "windows_with_data_at_peak": int(n_has[k, warm + peak_at]),
-                     "peak_at": links.t(peak_at + 1).isoformat()}))
-    return out
-
-
-# --- route inflation and physics -----------------------------------------------------------
-
-def _inflation_findings(ctx: _Context, limit: float) -> list[Finding]:
-    links = ctx.links
-    scored = ctx.fiber >= SHORT_LINK_FIBER_S  # NaN fiber compares False: not scored
+def _inflation(links: _Links) -> np.ndarray:
+    """Per link over the period: median of window minimum RTT / fiber minimum (NaN: none)."""
+    rtt = links.grid["rtt_min_seconds"][:, links.first:]
     with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = links.rtt_min / ctx.fiber[:, None]
-    ratio[~scored] = np.nan
-    counts = (~np.isnan(ratio)).sum(axis=1)
-    out = []
-    for k in np.flatnonzero(counts > 0):
-        inflation = float(np.nanmedian(ratio[k]))
-        if inflation <= limit:
-            continue
-        out.append(ctx.finding(
-            k, "route_inflation", Severity.WARNING, inflation, limit, "factor", links.start,
-            links.end, counts[k] / links.n,
-            f"{ctx.name(k)}: minimum RTT is {inflation:.2f}x the fiber minimum "
-            f"({ctx.fiber[k] * 1e3:.3g} ms), over the {limit:g}x limit",
-            {"fiber_min_s": float(ctx.fiber[k]), "windows_scored": int(counts[k])}))
+        ratio = rtt / links.fiber[:, None]
+    ratio[~(links.fiber >= SHORT_LINK_FIBER_S)] = np.nan
+    has = (~np.isnan(ratio)).any(axis=1)
+    out = np.full(len(ratio), np.nan)
+    if has.any():
+        out[has] = np.nanmedian(ratio[has], axis=1)
     return out
 
 
-def _physics_findings(ctx: _Context) -> list[Finding]:
+def _baseline(links: _Links, k: int, first: int, last: int, span: int) -> tuple[float, str]:
+    """Share of the probes of the episode's baseline answered within budget, and which
+    baseline it was (``trailing``, ``rest`` or ``none``: NaN)."""
+    has = ~np.isnan(links.over[k])
+    sent = np.where(has, links.grid["samples"][k], 0.0)
+    within = np.where(has, links.grid["replies_within_budget"][k], 0.0)
+    lo = max(first - span, 0)
+    if has[lo:first].sum() >= MIN_BASELINE_TRAILING * span:
+        part, source = slice(lo, first), "trailing"
+    elif has[:first].sum() + has[last + 1:].sum() >= MIN_BASELINE_REST * span:
+        keep = np.ones(len(has), dtype=bool)
+        keep[first:last + 1] = False
+        part, source = keep, "rest"
+    else:
+        return float("nan"), "none"
+    total = sent[part].sum()
+    return (float(within[part].sum() / total) if total > 0 else float("nan")), source
+
+
+def _degraded(ctx: _Context, store: Store, loss_limit: float, span: int,
+              inflation: np.ndarray) -> list[Finding]:
+    links = ctx.links
+    alerts = _alerts(links, loss_limit)
+    first = links.first
+    out = []
+    period_bad = np.nan_to_num(links.bad[:, first:]) > 0
+    for k in np.flatnonzero(period_bad.any(axis=1)):
+        for a, b in _episodes(period_bad[k]):
+            ga, gb = first + a, first + b  # grid indices
+            fast = bool(alerts["fast"][k, ga:gb + 1].any())
+            slow = bool(alerts["slow"][k, ga:gb + 1].any())
+            if not (fast or slow):
+                continue
+            share, source = _baseline(links, k, ga, gb, span)
+            if not share >= P95:  # NaN (no baseline) too: nothing says the link was fine
+                continue
+            out.append(_incident(ctx, store, k, ga, gb, fast, alerts, share, source,
+                                 inflation[k]))
+    return out
+
+
+def _incident(ctx: _Context, store: Store, k: int, ga: int, gb: int, fast: bool,
+              alerts: dict[str, np.ndarray], share: float, source: str,
+              inflation: float) -> Finding:
+    links = ctx.links
+    a, b, hub, cluster = ctx.place(k)
+    start, end = links.t(ga), min(links.t(gb + 1), ctx.period.end)
+    minutes = _minutes(store, a, b, start, end)
+    p95, p99 = merged_quantile(minutes, P95), merged_quantile(minutes, 0.99)
+    budget = float(links.budget[k])
+    has = ~np.isnan(links.bad[k, ga:gb + 1])
+    loss = links.grid["loss_ratio"][k, ga:gb + 1]
+    sent = links.grid["samples"][k, ga:gb + 1]
+    within = links.grid["replies_within_budget"][k, ga:gb + 1]
+    over = links.over[k, ga:gb + 1]
+    lossy = links.lossy[k, ga:gb + 1]
+    tier = ctx.tiers[k]
+    hb = _hub(ctx.topology, b, str(links.labels.dst_hub.iloc[k]))
+    causes = [c for c, m in (("rtt", over), ("loss", lossy)) if np.nansum(m) > 0]
+    detail = {
+        "pair": f"{a}|{b}", "site_b": b, "hub_b": hb if hb != NO_HUB else "", "tier": tier,
+        "chronic": False, "causes": causes,
+        "p95_s": p95, "p99_s": p99, "budget_s": budget,
+        "probes": float(np.nansum(sent)), "probes_within_budget": float(np.nansum(within)),
+        "loss_ratio_mean": float(np.nanmean(loss)) if (~np.isnan(loss)).any() else None,
+        "loss_ratio_max": float(np.nanmax(loss)) if (~np.isnan(loss)).any() else None,
+        **{f"burn_rate_{slo}_{speed}_peak": float(np.max(alerts[f"{slo}_{speed}"][k, ga:gb + 1]))
+           for slo in ("latency", "loss") for speed in ("fast", "slow")
+           if f"{slo}_{speed}" in alerts},
+        "alert": "fast" if fast else "slow",
+        "route_inflation": None if np.isnan(inflation) else float(inflation),
+        "fiber_min_s": float(links.fiber[k]),
+        "baseline_probes_within_budget": share, "baseline": source,
+        "windows": int(gb - ga + 1), "windows_bad": int(np.nansum(links.bad[k, ga:gb + 1])),
+        "windows_with_data": int(has.sum()), "window_s": links.grid.window.total_seconds(),
+        "ongoing": gb == links.grid.width - 1,
+    }
+    what = (f"p95 {p95 * 1e3:.3g} ms over the {budget * 1e3:g} ms budget" if "rtt" in causes
+            else f"loss up to {detail['loss_ratio_max']:.1%}")
+    if "rtt" in causes and "loss" in causes:
+        what += f", loss up to {detail['loss_ratio_max']:.1%}"
+    return Finding(
+        pipeline=PIPELINE, rule="link_degraded", subject_type="link", subject=f"{a}|{b}",
+        severity=Severity.CRITICAL if fast else Severity.WARNING,
+        observed=p95 if not np.isnan(p95) else float("nan"), threshold=budget, unit="s",
+        start=start, end=end, completeness=float(has.mean()), hub=hub, cluster=cluster,
+        site=a, definition=ctx.definitions["link_degraded"],
+        message=(f"{a} <-> {b} ({tier}): {what} for {_span_text(end - start)}, within budget "
+                 f"before; {'fast' if fast else 'slow'} burn-rate alert"),
+        detail=detail)
+
+
+def _group_by_hub_pair(ctx: _Context, ks: Iterable[int]) -> dict[tuple[str, str], list[int]]:
+    """Link indices by (hub pair ``a|b`` sorted, tier)."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for k in ks:
+        groups.setdefault((ctx.hub_pairs[k], ctx.tiers[k]), []).append(k)
+    return dict(sorted(groups.items()))
+
+
+def _planning(ctx: _Context, rule: str, members: dict[int, dict],
+              observed: Callable[[list[int]], float], threshold: Callable[[list[int]], float],
+              unit: str, message: Callable[[str, str, list[int], list[int]], str],
+              extra: dict[int, dict] | None = None) -> list[Finding]:
+    """One INFO finding per hub pair and tier of ``members`` (link index -> its entry) or of
+    ``extra`` (listed apart, as intermittent). ``threshold`` gets every link of the hub pair
+    and tier that are listed; ``detail["links_with_data"]`` counts every link of the hub pair
+    and tier that has data."""
+    extra = extra or {}
+    links = ctx.links
+    everyone = _group_by_hub_pair(ctx, np.flatnonzero((~np.isnan(links.over)).any(axis=1)))
+    out = []
+    for (hub_pair, tier), ks in _group_by_hub_pair(ctx, {*members, *extra}).items():
+        listed = [k for k in ks if k in members]
+        others = [k for k in ks if k in extra]
+        has = ~np.isnan(links.bad[ks, links.first:])
+        ha = hub_pair.split("|")[0]
+        out.append(Finding(
+            pipeline=PIPELINE, rule=rule, subject_type="hub_pair", subject=hub_pair,
+            severity=Severity.INFO, observed=observed(listed),
+            threshold=threshold(ks), unit=unit,
+            start=ctx.period.start, end=ctx.period.end,
+            completeness=float(has.mean()) if has.size else 0.0,
+            hub=ha if ha != NO_HUB else "", definition=ctx.definitions[rule],
+            message=message(hub_pair.replace("|", " <-> "), tier, listed, others),
+            detail={"tier": tier, "variant": tier, "chronic": True, "planning": True,
+                    "links_with_data": len(everyone.get((hub_pair, tier), ks)),
+                    "links": [members[k] for k in listed],
+                    **({"intermittent": [extra[k] for k in others]} if extra else {})}))
+    return out
+
+
+def _entry(ctx: _Context, k: int, **more: object) -> dict:
+    links = ctx.links
+    return {"pair": ctx.pairs[k], "budget_s": float(links.budget[k]),
+            "fiber_min_s": float(links.fiber[k]), **more}
+
+
+def _chronic(ctx: _Context, inflation: np.ndarray, acute: set[str]) -> list[Finding]:
+    """Links over budget in most windows (baseline and period), and intermittent ones."""
+    links = ctx.links
+    has = (~np.isnan(links.over)).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.nansum(links.over, axis=1) / has
+    typical = links.grid["rtt_p95_seconds"][:, links.first:]
+    chronic: dict[int, dict] = {}
+    intermittent: dict[int, dict] = {}
+    for k in np.flatnonzero(has > 0):
+        if ctx.pairs[k] in acute or np.isnan(links.budget[k]):
+            continue
+        col = typical[k][~np.isnan(typical[k])]
+        entry = _entry(ctx, int(k), share_over_budget=float(share[k]),
+                       windows_with_data=int(has[k]),
+                       median_minute_p95_s=float(np.median(col)) if col.size else None,
+                       route_inflation=None if np.isnan(inflation[k]) else float(inflation[k]),
+                       below_physics=bool(links.fiber[k] > links.budget[k]))
+        if share[k] >= CHRONIC_SHARE:
+            chronic[int(k)] = entry
+        elif share[k] > INTERMITTENT_SHARE:
+            intermittent[int(k)] = entry
+
+    def message(hubs: str, tier: str, listed: list[int], others: list[int]) -> str:
+        text = f"{hubs} {tier}: {len(listed)} link(s) over the budget through most of the period"
+        if listed:
+            worst = chronic[max(listed, key=lambda k: chronic[k]["share_over_budget"])]
+            text += f" (e.g. {worst['pair']}, {worst['share_over_budget']:.0%} of windows)"
+        if others:
+            text += f", {len(others)} intermittently"
+        return text + "; a design problem, not a fault"
+
+    return _planning(ctx, "tier_budget_unmet", chronic, lambda ks: float(len(ks)),
+                     lambda ks: 0.0, "links", message, intermittent)
+
+
+def _route_inflation(ctx: _Context, inflation: np.ndarray, limit: float) -> list[Finding]:
+    over = {int(k): _entry(ctx, int(k), route_inflation=float(inflation[k]))
+            for k in np.flatnonzero(inflation > limit)}
+    return _planning(
+        ctx, "route_inflation", over,
+        lambda ks: max(over[k]["route_inflation"] for k in ks), lambda ks: limit, "factor",
+        lambda hubs, tier, ks, _: (f"{hubs} {tier}: {len(ks)} link(s) with a route over "
+                                   f"{limit:g}x the fiber minimum (worst "
+                                   f"{max(over[k]['route_inflation'] for k in ks):.2f}x)"))
+
+
+def _physics(ctx: _Context) -> list[Finding]:
     links = ctx.links
     with np.errstate(invalid="ignore"):
-        impossible = ctx.fiber > ctx.budget
-    has = (~np.isnan(links.fiber)).sum(axis=1)
-    return [ctx.finding(
-        k, "budget_below_physics", Severity.INFO, ctx.fiber[k], ctx.budget[k], "s",
-        links.start, links.end, has[k] / links.n if has[k] else 1.0,
-        f"{ctx.name(k)}: the fiber minimum {ctx.fiber[k] * 1e3:.3g} ms alone exceeds the "
-        f"{ctx.budget[k] * 1e3:g} ms budget; no route can meet it",
-        {"fiber_source": "store" if has[k] else "topology"})
-        for k in np.flatnonzero(impossible)]
+        impossible = {int(k): _entry(ctx, int(k)) for k in
+                      np.flatnonzero(links.fiber > links.budget)}
+    return _planning(
+        ctx, "budget_below_physics", impossible,
+        lambda ks: max(float(links.fiber[k]) for k in ks),
+        lambda ks: min(float(links.budget[k]) for k in ks), "s",
+        lambda hubs, tier, ks, _: (f"{hubs} {tier}: {len(ks)} link(s) whose fiber minimum "
+                                   "alone exceeds the budget; no route can meet it"))
 
 
 # --- entry point ----------------------------------------------------------------------------
 
 def run(store: Store, period: Period, policy: Policy, topology: Topology | None = None, *,
-        window: timedelta = timedelta(minutes=5), loss_limit: float = 0.01,
-        slo_target: float = 0.99) -> list[Finding]:
+        window: timedelta = timedelta(minutes=5), baseline: timedelta = timedelta(hours=24),
+        loss_limit: float = 0.01) -> list[Finding]:
     """Latency findings for every link in ``store`` over ``period`` (see the module doc).
 
-    ``topology`` fills in what the labels lack: the cluster of the source site, a missing
-    hub or tier, a fiber minimum the prober did not write.
+    ``topology`` fills in what the labels lack: the cluster of a site, a missing hub or tier,
+    a fiber minimum the prober did not write.
     """
     if window <= timedelta(0):
         raise ValueError(f"window must be positive, got {window}")
+    if baseline < SLOW_LOOKBACK:
+        raise ValueError(f"baseline must be at least the slow look-back "
+                         f"{_span_text(SLOW_LOOKBACK)}, got {baseline}")
     if not 0.0 <= loss_limit < 1.0:
         raise ValueError(f"loss_limit must be in [0, 1), got {loss_limit}")
-    if not 0.0 < slo_target < 1.0:
-        raise ValueError(f"slo_target must be in (0, 1), got {slo_target}")
-    # The burn rates look back up to 6 h, so the query starts that much before the period.
-    links = _fetch(store, period, window, window_count(SLOW_LOOKBACK, window))
+    span = window_count(baseline, window)
+    links = _fetch(store, period, window, span, loss_limit, policy, topology)
     if links is None:
         return []
-    inflation_limit = float(policy.latency.route_inflation_limit.value)
-    ctx = _Context(links, link_budgets(links.labels, policy, topology), _fiber(links, topology),
-                   _definitions(window, loss_limit, slo_target, inflation_limit), topology)
-    findings = [
-        *_episode_findings(ctx, "p95_over_budget", links.p95, ctx.budget, "s"),
-        *_episode_findings(ctx, "loss_over_limit", links.loss,
-                           np.full(len(links.labels), loss_limit), "ratio"),
-        *_burn_findings(ctx, slo_target),
-        *_inflation_findings(ctx, inflation_limit),
-        *_physics_findings(ctx),
-    ]
-    return sorted(findings, key=lambda f: (f.start, f.subject, f.rule, f.end))
+    limit = float(policy.latency.route_inflation_limit.value)
+    ctx = _Context.of(links, _definitions(window, baseline, loss_limit, limit), topology,
+                      period)
+    inflation = _inflation(links)
+    acute = _degraded(ctx, store, loss_limit, span, inflation)
+    return [*acute, *_chronic(ctx, inflation, {f.subject for f in acute}),
+            *_route_inflation(ctx, inflation, limit), *_physics(ctx)]

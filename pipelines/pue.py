@@ -42,6 +42,14 @@ from computewatch.topology import Topology
 __all__ = ["run"]
 
 
+def _region(topology: Topology, site: str, hub: str) -> str | None:
+    """The site's region (its own where it belongs to no hub), else its hub's, else None."""
+    try:
+        return topology.region_of(site)
+    except KeyError:
+        return topology.hub(hub).region if hub in {h.id for h in topology.hubs} else None
+
+
 def run(store: Store, period: Period, policy: Policy, topology: Topology, *,
         excursion: float = 0.15,
         windows: tuple[str, ...] = ("all", "1d", "month")) -> list[Finding]:
@@ -63,7 +71,7 @@ def run(store: Store, period: Period, policy: Policy, topology: Topology, *,
                 continue  # one finding per site and window
             spans.add((r.site, r.window_start, r.window_end))
             hub, cluster = places.get(r.site, ("", ""))
-            region = topology.hub(hub).region if hub in {h.id for h in topology.hubs} else None
+            region = _region(topology, r.site, hub)
             entry = policy.pue_target_entry(region, r.site)
             common = dict(completeness=float(r.completeness), hub=hub, cluster=cluster,
                           site=r.site, start=r.window_start.to_pydatetime(),

@@ -227,7 +227,7 @@ def _idle_capacity(store: Store, period: Period, policy: Policy, *,
 def _join(rtt: pd.DataFrame, cap: pd.DataFrame, topology: Topology) -> pd.DataFrame:
     """Capacity rows with their site's RTT, hub and cluster; sorted by RTT, idle cards."""
     df = cap.merge(rtt, on="site", how="inner")
-    df["hub"] = [topology.site(s).hub for s in df.site]
+    df["hub"] = [topology.site(s).hub or "" for s in df.site]
     df["cluster"] = [topology.site(s).cluster or "" for s in df.site]
     df = df.sort_values(["city_rtt_s", "idle_cards", "site", "ecosystem", "model"],
                         ascending=[True, False, True, True, True], kind="stable")

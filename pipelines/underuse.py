@@ -60,7 +60,7 @@ __all__ = ["run"]
 def _region(topology: Topology, level: str, subject: str) -> str | None:
     try:
         if level == "site":
-            return topology.hub(topology.site(subject).hub).region
+            return topology.region_of(subject)
         if level == "cluster":
             return topology.hub(topology.cluster(subject).hub).region
         if level == "hub":
@@ -74,7 +74,7 @@ def _place(topology: Topology, level: str, subject: str) -> tuple[str, str, str]
     """(hub, cluster, site) labels of a finding's subject."""
     if level == "site":
         s = topology.site(subject)
-        return s.hub, s.cluster or "", s.id
+        return s.hub or "", s.cluster or "", s.id
     if level == "cluster":
         return topology.cluster(subject).hub, subject, ""
     if level == "hub":

@@ -93,8 +93,8 @@ def _local(t: pd.Timestamp | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
 def _cards(report: Report) -> list[dict[str, str]]:
     sites, f = report.sites, report.findings
     scored = sites.utilization_verdict.isin(["pass", "fail"])
-    links_has = int(report.links.windows_with_data.sum()) if len(report.links) else 0
-    within = int(report.links.windows_within_budget.sum()) if len(report.links) else 0
+    probes = float(report.links.probes.sum()) if len(report.links) else 0.0
+    within = float(report.links.probes_within_budget.sum()) if len(report.links) else 0.0
     sev = f.severity.astype(int) if len(f) else pd.Series(dtype=int)
     return [
         {"n": f"{len(sites)}", "label": "sites 中心"},
@@ -104,8 +104,8 @@ def _cards(report: Report) -> list[dict[str, str]]:
               f"{sites.pue_verdict.isin(['pass', 'fail']).sum()}",
          "label": "over PUE target / scored PUE超标"},
         {"n": f"{(~scored).sum()}", "label": "sites not scored (incomplete data) 数据不足"},
-        {"n": pct(within / links_has) if links_has else "—",
-         "label": f"link windows within tier budget ({within:,} of {links_has:,}) 时延达标"},
+        {"n": pct(within / probes) if probes else "—",
+         "label": f"link probes within tier budget ({within:,.0f} of {probes:,.0f}) 时延达标"},
         {"n": pct(report.coverage.get("period_completeness", 0.0)),
          "label": "of the period's site-windows hold data 数据覆盖"},
         {"n": f"{(sev == 2).sum()} / {(sev == 1).sum()} / {(sev == 0).sum()}",
@@ -153,6 +153,26 @@ def _findings(report: Report) -> tuple[list[dict], list[dict]]:
     return by_rule, shown
 
 
+def _planning(report: Report) -> list[dict]:
+    """The planning findings (standing conditions a route or a budget causes, per hub pair
+    and tier), every one: what a network plan has to answer, not what pages."""
+    f = report.findings
+    if f.empty or "detail" not in f:
+        return []
+    out = []
+    for r in f.itertuples():
+        detail = r.detail if isinstance(r.detail, dict) else {}
+        if not detail.get("planning"):
+            continue
+        links = [str(e.get("pair", "")) for e in detail.get("links", [])]
+        out.append({"rule": r.rule, "subject": r.subject, "tier": detail.get("tier", ""),
+                    "links": len(links),
+                    "examples": ", ".join(links[:3]) + (" ..." if len(links) > 3 else ""),
+                    "intermittent": len(detail.get("intermittent", [])),
+                    "message": r.message})
+    return sorted(out, key=lambda p: (p["rule"], -p["links"], p["subject"], p["tier"]))
+
+
 def _coverage(report: Report) -> list[tuple[str, str]]:
     c = report.coverage
     unknown = c.get("unknown_sites") or []
@@ -178,8 +198,8 @@ def _plots(report: Report) -> list[dict[str, object]]:
                     "dashed: the site minimums."},
         {"id": "latency", "title": "时延达标率 Latency-tier compliance",
          "svg": latency_plot(report),
-         "caption": "Share of link windows whose sustained p95 RTT kept within the tier budget, "
-                    "per hub (links touching it) and tier."},
+         "caption": "Share of probes answered within the tier budget, per hub (links touching "
+                    "it) and tier."},
         {"id": "pue", "title": "各中心PUE PUE by site", "svg": pue_plot(report), "wide": True,
          "caption": "Energy-based PUE over the period (green: within target, red: over, grey: "
                     "not stated for lack of data) with each site's target (black tick)."},
@@ -205,6 +225,7 @@ def render_html(report: Report) -> str:
         sites=report.sites.to_dict("records"), hubs=report.hubs.to_dict("records"),
         plots=_plots(report), findings_total=len(report.findings),
         findings_shown=len(shown), per_pipeline=FINDINGS_SHOWN, by_rule=by_rule, findings=shown,
+        planning=_planning(report),
         coverage=_coverage(report),
         methodology=[(t, list(g)) for t, g in groupby(entries, key=lambda e: e.topic)],
         policy_note=report.policy_name,

@@ -20,7 +20,7 @@ from computewatch.pue import (
     RESET_PLAUSIBLE_FACTOR,
 )
 from computewatch.reports._model import COLUMNS, Report
-from computewatch.topology import METRO_MAX_KM, REGIONAL_MAX_KM, Tier
+from computewatch.topology import Tier
 from computewatch.utilization import DEFINITIONS, IDLE_DEFINITION
 
 __all__ = ["Entry", "methodology"]
@@ -167,10 +167,12 @@ def _pue(report: Report) -> list[Entry]:
 def _latency(report: Report) -> list[Entry]:
     lat = report.policy.latency
     topic = "时延 Latency tiers"
+    metro_km, regional_km = report.topology.tier_distances_km
     tier_rule = {
-        Tier.METRO: f"both sites in the same city or within {METRO_MAX_KM:g} km",
-        Tier.REGIONAL: f"both sites in the same hub or within {REGIONAL_MAX_KM:g} km",
-        Tier.NATIONAL: "every other site pair (cross-hub)",
+        Tier.METRO: f"both sites in the same city or within {metro_km:g} km",
+        Tier.REGIONAL: f"both sites in the same hub or within {regional_km:g} km (a site in "
+                       "a province no hub covers belongs to none)",
+        Tier.NATIONAL: "every other site pair (between hubs, or from a site outside them)",
     }
     out = []
     for tier in Tier:
@@ -178,6 +180,12 @@ def _latency(report: Report) -> list[Entry]:
         out.append(Entry(topic, f"{tier.value} budget", f"{tier.value} tier: {tier_rule[tier]}",
                          f"{entry.value * 1e3:g} ms", entry.source))
     out += [
+        *(Entry(topic, name, text, f"{entry.value:g} km", entry.source)
+          for name, text, entry in (
+              ("metro distance", "sites in different cities this close are one metro",
+               lat.metro_max_km),
+              ("regional distance", "sites of different hubs (or of none) this close are one "
+               "region", lat.regional_max_km)) if entry is not None),
         Entry(topic, "RTT semantics", "how a budget is compared with the probes' round-trip "
               "times", lat.rtt_semantics.value, lat.rtt_semantics.source),
         Entry(topic, "tier compliance",

@@ -88,9 +88,12 @@ COLUMNS: dict[str, str] = {
     "pue_12m_completeness": "completeness of the 12-month PUE; empty when the store holds less "
                             "than 12 months",
     "link_windows": "link windows in the period (links touching the subject x windows)",
-    "link_windows_with_data": "those with a sustained p95 RTT",
-    "link_windows_within_budget": "those whose sustained p95 RTT <= the tier budget",
-    "latency_compliance": "link_windows_within_budget / link_windows_with_data",
+    "link_windows_with_data": "those with probes",
+    "link_windows_within_budget": "those whose p95 RTT over every probe <= the tier budget",
+    "link_probes": "probes sent over the links touching the subject in the period",
+    "link_probes_within_budget": "those answered within the tier budget",
+    "latency_compliance": "link_probes_within_budget / link_probes: the share of probes "
+                          "answered within the tier budget",
     "latency_completeness": "link_windows_with_data / link_windows",
     "findings_critical": "findings about the site (site rows: its own, and a link's at "
                          "either end) or the hub (hub rows: of its sites, and a link's with "
@@ -237,9 +240,12 @@ def _latency_row(links: pd.DataFrame) -> dict[str, float]:
     windows = int(links.windows.sum()) if len(links) else 0
     has = int(links.windows_with_data.sum()) if len(links) else 0
     within = int(links.windows_within_budget.sum()) if len(links) else 0
+    probes = float(links.probes.sum()) if len(links) else 0.0
+    probes_within = float(links.probes_within_budget.sum()) if len(links) else 0.0
     return {"link_windows": windows, "link_windows_with_data": has,
-            "link_windows_within_budget": within,
-            "latency_compliance": within / has if has else np.nan,
+            "link_windows_within_budget": within, "link_probes": probes,
+            "link_probes_within_budget": probes_within,
+            "latency_compliance": probes_within / probes if probes else np.nan,
             "latency_completeness": has / windows if windows else 0.0}
 
 
@@ -360,9 +366,9 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
               "period_end": period.end.isoformat()}
     rows = []
     for s in sites:
-        region = topology.hub(s.hub).region
+        region = topology.region_of(s.id)
         minimum = policy.utilization_minimum_entry("site", region, s.id)
-        row = {"level": "site", "id": s.id, "name": s.name, "hub": s.hub,
+        row = {"level": "site", "id": s.id, "name": s.name, "hub": s.hub or "",
                "cluster": s.cluster or "", "region": region,
                "accelerators_installed": s.accelerator_count,
                **_utilization_row(site_util[site_util.subject == s.id], n_windows),

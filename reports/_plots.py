@@ -81,9 +81,9 @@ def pue_plot(report: Report) -> str | None:
 
 
 def latency_plot(report: Report) -> str | None:
-    """Share of link windows within the tier budget, per hub and tier."""
+    """Share of probes answered within the tier budget, per hub and tier."""
     links = report.links
-    if links.empty or links.windows_with_data.sum() == 0:
+    if links.empty or links.probes.sum() == 0:
         return None
     hubs = [h for h in report.hubs.id]
     fig = Figure(figsize=(7.5, 2.9))
@@ -93,13 +93,13 @@ def latency_plot(report: Report) -> str | None:
         shares = []
         for h in hubs:
             sel = links[((links.src_hub == h) | (links.dst_hub == h)) & (links.tier == tier)]
-            has = sel.windows_with_data.sum()
-            shares.append(sel.windows_within_budget.sum() / has * 100 if has else np.nan)
+            has = sel.probes.sum()
+            shares.append(sel.probes_within_budget.sum() / has * 100 if has else np.nan)
         ax.bar(np.arange(len(hubs)) + (k - 1) * width, shares, width,
                color=TIER_COLOURS[tier], label=f"{tier.value}")
     ax.set_xticks(np.arange(len(hubs)), hubs, fontsize=8)
     ax.set_ylim(0, 105)
-    ax.set_ylabel("link windows within budget (%)")
+    ax.set_ylabel("probes within budget (%)")
     ax.legend(ncols=3, fontsize=8, frameon=False, loc="upper center",
               bbox_to_anchor=(0.5, 1.15))
     ax.spines[["top", "right"]].set_visible(False)

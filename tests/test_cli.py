@@ -77,6 +77,30 @@ def test_shipped_topology_checks_clean():
     # Every shipped site declares the simulator's incomer, UPS-output IT meter and cooling feeder.
     assert ("meters: 50 of 50 sites declare 150 (50 facility, 50 it, 50 cooling); "
             "PUE category 1: 50 sites") in proc.stdout
+    assert "outside every hub: wh-guanggu, xa-gaoxin" in proc.stdout
+
+
+def test_topology_check_warns_where_a_budget_is_below_fiber_physics(tmp_path):
+    # The shipped topology: Shenzhen to Zhangjiakou is 2,033 km, 20.3 ms of fiber RTT at the
+    # least, over the 20 ms national budget (10 us per km, computed from the coordinates).
+    proc = run("topology", "check")
+    warned = [line for line in proc.stderr.splitlines() if "exceeds the" in line]
+    assert len(warned) == 5 and all("no route can meet it" in w for w in warned)
+    assert any(w.startswith("warning: link sz-nanshan|zjk-a (national, 2,033 km): the fiber "
+                            "minimum 20.3 ms RTT exceeds the 20 ms budget") for w in warned)
+    # An override that makes a 1,730 km pair regional (5 ms) is warned about too.
+    path = _broken_topology(tmp_path, lambda d: d.update(
+        links=[{"a": "bj-ai", "b": "guian-a", "tier": "regional"}]))
+    proc = run("topology", "check", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: link bj-ai|guian-a (regional, 1,7" in proc.stderr
+    assert "(tier set by an override)" in proc.stderr
+    # A site put into a hub that does not cover its province is named.
+    path = _broken_topology(tmp_path, lambda d: next(
+        s for s in d["sites"] if s["id"] == "wh-guanggu").update(hub="yrd", region=None))
+    proc = run("topology", "check", str(path))
+    assert "warning: site 'wh-guanggu': province 'Hubei' is in no hub, not in hub 'yrd'" \
+        in proc.stderr
 
 
 @pytest.mark.slow  # the demo end to end (~6 s)

@@ -165,7 +165,10 @@ def test_by_place_renders_policy_rules_most_specific_first(shipped):
     pue = recorded("site:pue_energy_ratio:1h")
     text = by_place(pue, pue_target_rules(topology, policy)).promql()
     east = "|".join(h.id for h in topology.hubs if h.region == "east")
-    assert text.startswith(f'(((site:pue_energy_ratio:1h{{hub=~"{east}"}} * 0) + 1.25)')
+    # The east's target for the eastern site outside every hub (Wuhan, no hub label), then
+    # for the eastern hubs, ..., then the default.
+    assert text.startswith('(((((site:pue_energy_ratio:1h{site=~"wh')
+    assert text.index('{site=~"wh') < text.index(f'{{hub=~"{east}"}} * 0) + 1.25)')
     assert text.endswith("or ((site:pue_energy_ratio:1h * 0) + 1.5)")
     budgets = dict((m["tier"], v) for m, v in tier_budget_rules(policy))
     assert budgets == {"metro": 0.001, "regional": 0.005, "national": 0.02}

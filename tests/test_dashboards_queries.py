@@ -34,6 +34,8 @@ from computewatch.collectors.nvml import NvmlCollector
 from computewatch.dashboards import DASHBOARDS_DIR, build_dashboards
 from computewatch.dashboards.build import _panels  # every panel, rows and their children included
 from computewatch.dashboards.places import GAZETTEER_FILE
+from computewatch.findings import Period, write_findings
+from computewatch.pipelines import latency
 from computewatch.policy import Policy, load_policy
 from computewatch.samples import samples_to_frames
 from computewatch.sim import build_fleet, simulate
@@ -168,6 +170,12 @@ def loaded(tmp_path_factory) -> Loaded:
             errors, node_labels = _nvml_error_samples(fleet, times)
             for measurement, frame in samples_to_frames(errors).items():
                 store.write(measurement, frame)
+            # What `computewatch analyze` writes back: the latency pipeline's findings (its
+            # planning findings feed the latency dashboard's planning table). An analysis
+            # that ended a step before the dashboard looks: findings are stamped at their
+            # window's end, and an instant query hides its last 30 s.
+            found = latency.run(store, Period(START, END - STEP), policy, fleet.topology)
+            assert write_findings(store, found) > 0
         finally:
             store.close()
         _replay(vm.url, tmp)

@@ -1,53 +1,26 @@
-"""The latency pipeline on hand-computable link_latency frames written to a real DuckDB store,
-then on the simulator, scored against its ground truth."""
+"""The latency pipeline on hand-made minutes written to a real DuckDB store (expectations
+computed here by hand), then on the simulator, scored against its ground truth."""
 
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
+from link_frames import T0, W, at, minutes
 
 from computewatch.compliance import LINK_LABELS
 from computewatch.findings import Period, Severity
-from computewatch.pipelines.latency import run
+from computewatch.pipelines.latency import RULES, merged_quantile, run
 from computewatch.policy import load_policy
 from computewatch.store import Aggregate, DuckDBStore
 from computewatch.topology import load_topology
 
-T0 = datetime(2026, 3, 2, tzinfo=UTC)
-W = timedelta(minutes=5)
-MIN = timedelta(minutes=1)
-TWO_HOURS = Period(T0, T0 + timedelta(hours=2))
 POLICY = load_policy()  # budgets 1 / 5 / 20 ms as RTTs, inflation limit 1.5
-
-
-def frame(src: str, dst: str, tier: str, p95: list, *, loss: float | list = 0.0,
-          rtt_min: float | list | None = None, fiber: float | None = 0.001,
-          start: datetime = T0) -> pd.DataFrame:
-    """One row per minute, five minutes per window. ``p95`` holds one entry per window: a
-    number for all five minutes, a list of five per-minute values, or None for no data.
-    ``loss`` and ``rtt_min`` are one number for all windows or one entry per window."""
-    rows = []
-    for i, spec in enumerate(p95):
-        if spec is None:
-            continue
-        minutes = spec if isinstance(spec, list) else [spec] * 5
-        window_loss = loss[i] if isinstance(loss, list) else loss
-        window_min = rtt_min[i] if isinstance(rtt_min, list) else rtt_min
-        for m, value in enumerate(minutes):
-            row = {"time": start + i * W + m * MIN, "src_site": src, "dst_site": dst,
-                   "src_hub": f"{src}-hub", "dst_hub": f"{dst}-hub", "tier": tier,
-                   "probe": "udp", "rtt_p95_seconds": value,
-                   "rtt_min_seconds": window_min if window_min is not None else value * 0.8,
-                   "loss_ratio": window_loss[m] if isinstance(window_loss, list)
-                   else window_loss}
-            if fiber is not None:
-                row["fiber_min_seconds"] = fiber
-            rows.append(row)
-    return pd.DataFrame(rows)
+HOURS8 = Period(T0, T0 + timedelta(hours=8))  # 96 windows
+CLEAN = [60] * 72  # six hours within budget: the baseline an incident is judged against
 
 
 @pytest.fixture
@@ -67,189 +40,190 @@ def of(findings, rule: str, subject: str | None = None) -> list:
             if f.rule == rule and (subject is None or f.subject == subject)]
 
 
-def at(i: int) -> datetime:
-    return T0 + i * W
+# --- acute incidents ---------------------------------------------------------------------------
+
+def test_both_directions_of_a_degraded_link_are_one_incident(store):
+    # Six clean hours, then one hour with no probe within the 5 ms budget, both ways, then
+    # clean again. The fast burn (1 h and 5 min over 14.4 x the 5% allowance, i.e. >= 72% of
+    # the hour's probes bad) fires at the ninth bad window; the incident covers the episode.
+    pattern = CLEAN + [0] * 12 + [60] * 12
+    write(store, minutes("b", "a", "regional", pattern), minutes("a", "b", "regional", pattern))
+    findings = run(store, HOURS8, POLICY)
+    (inc,) = of(findings, "link_degraded")
+    assert inc.subject == "a|b" and inc.subject_type == "link" and inc.site == "a"
+    assert (inc.start, inc.end) == (at(72), at(84))
+    assert inc.severity == Severity.CRITICAL and inc.detail["alert"] == "fast"
+    assert inc.detail["chronic"] is False and inc.detail["causes"] == ["rtt"]
+    # Every minute's summary is the same (p95 1.5 x, p99 1.6 x budget): so is the merge.
+    assert inc.observed == pytest.approx(1.5 * 0.005) and inc.threshold == 0.005
+    assert inc.detail["p99_s"] == pytest.approx(1.6 * 0.005)
+    assert (inc.detail["probes"], inc.detail["probes_within_budget"]) == (2 * 12 * 300, 0)
+    assert inc.detail["burn_rate_latency_fast_peak"] == pytest.approx(20.0)
+    assert inc.detail["baseline"] == "rest" and inc.detail["baseline_probes_within_budget"] == 1
+    assert inc.completeness == 1.0 and inc.unit == "s" and inc.pipeline == "latency"
+    assert "95%" in inc.definition and "SRE workbook" in inc.definition
+    assert [f.rule for f in findings] == ["link_degraded"]  # nothing chronic about it
 
 
-# --- p95 over budget -------------------------------------------------------------------------
+def test_the_slow_burn_warns_and_ends_when_the_link_recovers(store):
+    # Half of the probes over budget for five hours: 10 x the allowance, under the fast
+    # 14.4 but over the slow 6. The 6 h burn reaches 6 (30% bad over 72 windows) after 44
+    # bad windows, at window 115; its 30 min window is burning at 10. The incident ends with
+    # the last bad window, not hours later with the 6 h look-back.
+    period = Period(T0, T0 + timedelta(hours=12))
+    write(store, minutes("s1", "s2", "regional", CLEAN + [30] * 60 + [60] * 12))
+    (inc,) = of(run(store, period, POLICY), "link_degraded")
+    assert (inc.start, inc.end) == (at(72), at(132))
+    assert inc.severity == Severity.WARNING and inc.detail["alert"] == "slow"
+    assert inc.detail["burn_rate_latency_fast_peak"] == pytest.approx(10.0)
+    assert inc.detail["burn_rate_latency_slow_peak"] == pytest.approx(0.5 * 60 / 72 / 0.05)
 
-def test_exactly_at_budget_complies_and_one_window_over_is_an_episode(store):
-    budget = 0.001  # metro
+
+def test_a_short_blip_does_not_page_and_one_good_window_does_not_split(store):
+    # l1: one bad window in an hour burns 1/12 / 5% = 1.7: nothing. l2: twelve bad windows
+    # with one good one in the middle: one episode (hysteresis), one incident.
+    write(store, minutes("l1", "l2", "metro", CLEAN + [0] + [60] * 23),
+          minutes("m1", "m2", "metro", CLEAN + [0] * 5 + [60] + [0] * 6 + [60] * 12))
+    findings = run(store, HOURS8, POLICY)
+    assert not of(findings, "link_degraded", "l1|l2")
+    (inc,) = of(findings, "link_degraded", "m1|m2")
+    assert (inc.start, inc.end) == (at(72), at(84))
+    assert inc.detail["windows"] == 12 and inc.detail["windows_bad"] == 11
+
+
+def test_sustained_loss_is_an_incident_and_single_lossy_windows_are_not(store):
+    # q: 2% loss in single windows (every sixth), all replies within budget: the 30 min mean
+    # stays at 0.33%, never over the 1% limit; 58 of 60 within keeps each window's p95.
+    # r: one hour losing 20% of the probes (48 of 60 answered, within budget): lossy and
+    # over budget (80% within), burning 16 x the latency allowance and 20 x the loss limit.
+    lossy = [0.02 if i % 6 == 0 else 0.0 for i in range(96)]
+    write(store, minutes("q1", "q2", "national", [58 if x else 60 for x in lossy], loss=lossy),
+          minutes("r1", "r2", "national", CLEAN + [48] * 12 + [60] * 12,
+                  loss=[0.0] * 72 + [0.2] * 12 + [0.0] * 12))
+    findings = run(store, HOURS8, POLICY)
+    assert not of(findings, "link_degraded", "q1|q2")
+    assert not of(findings, "tier_budget_unmet")  # q never over budget, r only in its hour
+    (inc,) = of(findings, "link_degraded", "r1|r2")
+    assert (inc.start, inc.end) == (at(72), at(84)) and inc.severity == Severity.CRITICAL
+    assert inc.detail["causes"] == ["rtt", "loss"]
+    assert inc.detail["loss_ratio_max"] == pytest.approx(0.2)
+    assert inc.detail["burn_rate_loss_fast_peak"] == pytest.approx(20.0)
+
+
+def test_data_gaps_lower_completeness_and_an_open_episode_is_ongoing(store):
+    write(store, minutes("g1", "g2", "metro", CLEAN + [60] * 12 + [0] * 5 + [None] + [0] * 6))
+    (inc,) = of(run(store, HOURS8, POLICY), "link_degraded")
+    assert (inc.start, inc.end) == (at(84), HOURS8.end)
+    assert inc.completeness == pytest.approx(11 / 12) and inc.detail["ongoing"] is True
+
+
+def test_a_link_without_a_baseline_is_not_paged(store):
+    # Two hours of data, all over budget: nothing says the link was ever within its budget,
+    # so it pages no one; over budget throughout, it is chronic.
+    write(store, minutes("n1", "n2", "metro", [0] * 24))
+    findings = run(store, Period(T0, T0 + timedelta(hours=2)), POLICY)
+    assert not of(findings, "link_degraded")
+    (plan,) = of(findings, "tier_budget_unmet")
+    assert [e["pair"] for e in plan.detail["links"]] == ["n1|n2"]
+
+
+# --- chronic: planning findings per hub pair and tier ------------------------------------------
+
+def test_exactly_95_percent_within_is_no_finding_and_less_is_chronic(store):
+    write(store, minutes("t1", "t2", "metro", [57] * 96),  # the p95 at the budget
+          minutes("u1", "u2", "metro", [56] * 96))  # 93.3% within: over in every window
+    findings = run(store, HOURS8, POLICY)
+    assert not [f for f in findings if "t1|t2" in f.subject]
+    assert all("t1|t2" not in str(f.detail) for f in findings)
+    (plan,) = of(findings, "tier_budget_unmet")
+    assert [e["pair"] for e in plan.detail["links"]] == ["u1|u2"]
+    assert plan.detail["links"][0]["share_over_budget"] == 1.0
+    assert not of(findings, "link_degraded")  # over budget all along: not an incident
+
+
+def test_chronic_links_are_one_planning_finding_per_hub_pair_and_tier(store):
+    hubs = ("east", "west")
     write(store,
-          frame("m1", "m2", "metro", [budget] * 24),
-          frame("m3", "m4", "metro", [0.0008, 0.0011] + [0.0008] * 22))
-    findings = run(store, TWO_HOURS, POLICY)
-    assert not of(findings, "p95_over_budget", "m1|m2")
-    assert not of(findings, "slo_burn_fast", "m1|m2") and not of(findings, "slo_burn_slow")
-    (ep,) = of(findings, "p95_over_budget", "m3|m4")
-    assert (ep.start, ep.end) == (at(1), at(2))
-    assert ep.observed == pytest.approx(0.0011) and ep.threshold == budget
-    assert ep.severity == Severity.WARNING and ep.unit == "s"
-    assert (ep.subject_type, ep.site, ep.hub) == ("link", "m3", "m3-hub")
-    assert ep.completeness == 1.0 and ep.pipeline == "latency"
-    assert "round-trip" in ep.definition and "p95 > budget" in ep.definition
+          minutes("c1", "w1", "national", [0] * 96, hubs=hubs),  # over all the time
+          minutes("c2", "w2", "national", ([0] * 3 + [60]) * 24, hubs=hubs),  # 75% over
+          minutes("c3", "w3", "national", ([0] + [60] * 3) * 24, hubs=hubs),  # 25%: intermittent
+          minutes("c4", "w4", "national", [60] * 96, hubs=hubs),  # fine
+          minutes("w5", "c5", "national", [0] * 96, hubs=("west", "east")))  # same hub pair
+    findings = run(store, HOURS8, POLICY)
+    (plan,) = of(findings, "tier_budget_unmet")
+    assert plan.subject == "east|west" and plan.subject_type == "hub_pair"
+    assert plan.severity == Severity.INFO and plan.unit == "links"
+    assert [e["pair"] for e in plan.detail["links"]] == ["c1|w1", "c2|w2", "c5|w5"]
+    assert [e["share_over_budget"] for e in plan.detail["links"]] == [1.0, 0.75, 1.0]
+    assert [e["pair"] for e in plan.detail["intermittent"]] == ["c3|w3"]
+    assert (plan.observed, plan.threshold) == (3, 0)  # 3 chronic links
+    assert plan.detail["links_with_data"] == 5
+    assert (plan.start, plan.end) == (HOURS8.start, HOURS8.end)
+    assert plan.detail["chronic"] is True and plan.detail["tier"] == "national"
+    assert not of(findings, "link_degraded")
 
 
-def test_a_window_is_over_budget_only_when_every_minute_is(store):
-    spike = [0.0013, 0.0013, 0.0009, 0.0013, 0.0013]  # one minute within: not sustained
-    held = [0.0012, 0.0011, 0.0014, 0.0011, 0.0011]  # over in every minute, at least 1.1 ms
-    write(store, frame("a", "b", "metro", [0.0008, spike, 0.0008, held] + [0.0008] * 20))
-    (ep,) = of(run(store, TWO_HOURS, POLICY), "p95_over_budget")
-    assert (ep.start, ep.end) == (at(3), at(4))
-    assert ep.observed == pytest.approx(0.0011)  # the p95 held over the whole window
-    assert ep.detail["worst_minute_p95_s"] == pytest.approx(0.0014)
-
-
-def test_a_flapping_link_gives_one_episode_per_unsettled_stretch(store):
-    # over, under, over, under, over, under, under, over, over, then within budget
-    pattern = [0.0055, 0.004, 0.0060, 0.004, 0.0052, 0.004, 0.004, 0.0110, 0.0051]
-    write(store, frame("r1", "r2", "regional", pattern + [0.004] * 15))
-    eps = of(run(store, TWO_HOURS, POLICY), "p95_over_budget")
-    # One calm window between two bad ones is bridged (hysteresis); two calm ones end it.
-    assert [(e.start, e.end) for e in eps] == [(at(0), at(5)), (at(7), at(9))]
-    first, second = eps
-    assert first.observed == pytest.approx(0.0060) and first.severity == Severity.WARNING
-    assert (first.detail["windows"], first.detail["windows_flagged"]) == (5, 3)
-    assert second.observed == pytest.approx(0.0110)
-    assert second.severity == Severity.CRITICAL  # more than twice the 5 ms budget
-
-
-def test_longer_than_an_hour_is_critical_and_exactly_an_hour_is_not(store):
-    over = 0.0012  # 1.2 x the metro budget
-    write(store,
-          frame("h1", "h2", "metro", [over] * 12 + [0.0008] * 12),
-          frame("h3", "h4", "metro", [over] * 13 + [0.0008] * 11))
-    findings = run(store, TWO_HOURS, POLICY)
-    (hour,) = of(findings, "p95_over_budget", "h1|h2")
-    (longer,) = of(findings, "p95_over_budget", "h3|h4")
-    assert hour.end - hour.start == timedelta(hours=1) and hour.severity == Severity.WARNING
-    assert longer.end - longer.start == timedelta(minutes=65)
-    assert longer.severity == Severity.CRITICAL
-
-
-def test_data_gaps_lower_completeness_and_two_missing_windows_split(store):
-    over = 0.0012
-    one_gap = [over, over, None, over, over, over] + [0.0008] * 18
-    two_gap = [over, over, None, None, over, over] + [0.0008] * 18
-    write(store, frame("g1", "g2", "metro", one_gap), frame("g3", "g4", "metro", two_gap))
-    findings = run(store, TWO_HOURS, POLICY)
-    (bridged,) = of(findings, "p95_over_budget", "g1|g2")
-    assert (bridged.start, bridged.end) == (at(0), at(6))
-    assert bridged.completeness == pytest.approx(5 / 6)
-    assert bridged.detail["windows_with_data"] == 5
-    split = of(findings, "p95_over_budget", "g3|g4")
-    assert [(e.start, e.end, e.completeness) for e in split] == [
-        (at(0), at(2), 1.0), (at(4), at(6), 1.0)]
-
-
-def test_an_episode_open_at_the_period_end_is_ongoing(store):
-    write(store, frame("o1", "o2", "metro", [0.0008] * 22 + [0.0012, 0.0012]))
-    (ep,) = of(run(store, TWO_HOURS, POLICY), "p95_over_budget")
-    assert ep.end == TWO_HOURS.end and ep.detail["ongoing"] is True
-
-
-# --- loss ------------------------------------------------------------------------------------
-
-def test_loss_episodes_use_the_window_mean(store):
-    loss = [0.0] * 3 + [0.02] * 3 + [0.0] * 18
-    write(store, frame("l1", "l2", "regional", [0.004] * 24, loss=loss))
-    (ep,) = of(run(store, TWO_HOURS, POLICY), "loss_over_limit")
-    assert (ep.start, ep.end) == (at(3), at(6))
-    assert ep.observed == pytest.approx(0.02) and ep.threshold == 0.01
-    assert ep.unit == "ratio" and ep.severity == Severity.WARNING
-    assert not of(run(store, TWO_HOURS, POLICY), "p95_over_budget")
-
-
-def test_loss_at_the_limit_complies_and_twice_it_is_still_a_warning(store):
-    # Binary-exact values: the window means are 0.0625 (= limit) and 0.125 (= 2 x limit).
-    at_limit = [0.3125, 0.0, 0.0, 0.0, 0.0]
-    twice = [0.3125, 0.3125, 0.0, 0.0, 0.0]
-    loss = [at_limit, 0.0, twice, twice] + [0.0] * 20
-    write(store, frame("l3", "l4", "regional", [0.004] * 24, loss=loss))
-    (ep,) = of(run(store, TWO_HOURS, POLICY, loss_limit=0.0625), "loss_over_limit")
-    assert (ep.start, ep.end) == (at(2), at(4))
-    assert ep.observed == 0.125 and ep.severity == Severity.WARNING
-
-
-# --- SLO burn rate ---------------------------------------------------------------------------
-
-def test_burn_rates_on_a_constructed_series(store):
-    # 6 h of history before the period (the look-back), then 8 h with windows 24-29 bad.
-    period = Period(T0, T0 + timedelta(hours=8))
-    history = [0.004] * 72 + [0.004] * 24 + [0.006] * 6 + [0.004] * 66
-    write(store, frame("b1", "b2", "regional", history, start=T0 - timedelta(hours=6)))
-    findings = run(store, period, POLICY)
-    # Fast, 12-window look-back: at window 24, 1 bad -> 1/12/0.01 = 8.3 (< 14.4); from
-    # window 25, 2 bad -> 16.7, and the last window is bad too, up to window 29 (6/12 -> 50).
-    # Window 30 is good: the short window stops the page.
-    (fast,) = of(findings, "slo_burn_fast")
-    assert (fast.start, fast.end) == (at(25), at(30))
-    assert fast.observed == pytest.approx(6 / 12 / 0.01) and fast.threshold == 14.4
-    assert fast.severity == Severity.CRITICAL and fast.unit == "factor"
-    assert fast.detail["bad_windows_at_peak"] == 6 and fast.completeness == 1.0
-    # Slow, 72-window look-back: 4 bad -> 5.6 (< 6) at window 27, 5 bad -> 6.9 at window
-    # 28; all six stay in the look-back to the period's end (window 95), peak 6/72/0.01.
-    (slow,) = of(findings, "slo_burn_slow")
-    assert (slow.start, slow.end) == (at(28), period.end)
-    assert slow.observed == pytest.approx(6 / 72 / 0.01) and slow.threshold == 6.0
-    assert slow.severity == Severity.WARNING
-    assert "2%" in fast.definition and "5%" in slow.definition
-    (ep,) = of(findings, "p95_over_budget")
-    assert (ep.start, ep.end) == (at(24), at(30))
-
-
-def test_burn_rate_waits_for_half_a_look_back_of_data(store):
-    write(store, frame("c1", "c2", "regional", [0.006] * 6 + [0.004] * 18))
-    (fast,) = of(run(store, TWO_HOURS, POLICY), "slo_burn_fast")
-    # No history before T0: the 1 h burn rate is first evaluated with 6 of 12 windows.
-    assert (fast.start, fast.end) == (at(5), at(6))
-    assert fast.observed == pytest.approx(100.0)
-    assert fast.completeness == 0.5  # its look-back: windows -6 to 5, half of them with data
-
-
-# --- route inflation and physics -------------------------------------------------------------
+# --- route inflation and physics ---------------------------------------------------------------
 
 def test_route_inflation_median_limit_and_short_link_exemption(store):
-    mins = [0.0032] * 20 + [0.0044] * 4  # outliers do not move the median
+    hubs = ("h", "h")
+    mins = [0.0032] * 20 + [0.0044] * 4  # outliers do not move the median: 1.6
     write(store,
-          frame("i1", "i2", "regional", [0.0045] * 24, rtt_min=mins, fiber=0.002),
-          frame("i3", "i4", "regional", [0.0045] * 24, rtt_min=0.0028, fiber=0.002),
-          frame("i5", "i6", "metro", [0.0009] * 24, rtt_min=0.0008, fiber=0.0004))
-    findings = run(store, TWO_HOURS, POLICY)
-    (inflated,) = of(findings, "route_inflation")
-    assert inflated.subject == "i1|i2"
-    assert inflated.observed == pytest.approx(1.6) and inflated.threshold == 1.5
-    assert inflated.severity == Severity.WARNING and inflated.unit == "factor"
-    assert (inflated.start, inflated.end) == (TWO_HOURS.start, TWO_HOURS.end)
-    assert "0.5 ms" in inflated.definition  # the short-link exemption is stated
+          minutes("i1", "i2", "regional", [60] * 24, rtt_min=mins, fiber=0.002, hubs=hubs),
+          minutes("i3", "i4", "regional", [60] * 24, rtt_min=0.0028, fiber=0.002, hubs=hubs),
+          minutes("i5", "i6", "metro", [60] * 24, rtt_min=0.0008, fiber=0.0004, hubs=hubs))
+    findings = run(store, Period(T0, T0 + timedelta(hours=2)), POLICY)
+    (plan,) = of(findings, "route_inflation")
+    assert (plan.subject, plan.severity, plan.unit) == ("h|h", Severity.INFO, "factor")
+    assert plan.observed == pytest.approx(1.6) and plan.threshold == 1.5
+    assert [(e["pair"], e["route_inflation"]) for e in plan.detail["links"]] == [
+        ("i1|i2", pytest.approx(1.6))]
+    assert "0.5 ms" in plan.definition  # the short-link exemption is stated
     # i3|i4 is 1.4x; i5|i6 is 2x but its 0.4 ms fiber minimum is under 50 km: not scored.
 
 
-def test_budget_below_physics_is_information_and_marks_the_violations(store):
-    write(store,
-          frame("p1", "p2", "national", [0.030] * 24, fiber=0.025),
-          frame("p3", "p4", "national", [0.019] * 24, fiber=0.015))
-    findings = run(store, TWO_HOURS, POLICY)
+def test_budget_below_physics_is_planning_information(store):
+    write(store, minutes("p1", "p2", "national", [0] * 24, fiber=0.025, hubs=("x", "y")),
+          minutes("p3", "p4", "national", [60] * 24, fiber=0.015, hubs=("x", "y")))
+    findings = run(store, Period(T0, T0 + timedelta(hours=2)), POLICY)
     (physics,) = of(findings, "budget_below_physics")
-    assert physics.subject == "p1|p2" and physics.severity == Severity.INFO
+    assert physics.subject == "x|y" and physics.severity == Severity.INFO
     assert physics.observed == 0.025 and physics.threshold == 0.020
-    (ep,) = of(findings, "p95_over_budget", "p1|p2")
-    assert ep.detail["budget_below_physics"] is True and "fiber minimum" in ep.message
+    assert [e["pair"] for e in physics.detail["links"]] == ["p1|p2"]
+    (plan,) = of(findings, "tier_budget_unmet")
+    assert plan.detail["links"][0]["below_physics"] is True
 
 
 def test_topology_fills_the_fiber_minimum_hub_and_cluster(store):
     topo = load_topology()
     far = next(lk for lk in topo.links() if lk.fiber_min_rtt_s > 0.020)
-    f = frame(far.a, far.b, "national", [0.030] * 24, fiber=None).assign(src_hub="")
-    write(store, f)
-    findings = run(store, TWO_HOURS, POLICY, topo)
+    write(store, minutes(far.a, far.b, "national", [0] * 24).assign(src_hub="", dst_hub=""))
+    findings = run(store, Period(T0, T0 + timedelta(hours=2)), POLICY, topo)
     (physics,) = of(findings, "budget_below_physics")
     assert physics.observed == pytest.approx(far.fiber_min_rtt_s)
-    site = topo.site(far.a)
-    assert (physics.hub, physics.cluster) == (site.hub, site.cluster or "")
+    hubs = sorted(h or "no-hub" for h in (topo.site(far.a).hub, topo.site(far.b).hub))
+    assert physics.subject == "|".join(hubs)
 
 
-# --- the contract ----------------------------------------------------------------------------
+# --- the merged percentiles --------------------------------------------------------------------
+
+def test_merged_quantile_of_two_uniform_minutes_is_the_mixtures():
+    # Minute A uniform on [0, 10] ms, minute B uniform on [10, 20] ms, 60 replies each: the
+    # mixture is uniform on [0, 20] ms, its p50 10 ms and its p95 19 ms. With B's replies
+    # halved by loss, A weighs 2/3: the p50 is at 7.5 ms (0.5 = 2/3 x F_A(x)).
+    a = [0.0, 0.005, 0.0095, 0.0099, 0.010]
+    b = [0.010, 0.015, 0.0195, 0.0199, 0.020]
+    cols = ["rtt_min_seconds", "rtt_p50_seconds", "rtt_p95_seconds", "rtt_p99_seconds",
+            "rtt_max_seconds"]
+    frame = pd.DataFrame([a, b], columns=cols).assign(samples=60.0, loss_ratio=0.0)
+    assert merged_quantile(frame, 0.95) == pytest.approx(0.019)
+    assert merged_quantile(frame, 0.5) == pytest.approx(0.010)
+    lossy = frame.assign(loss_ratio=[0.0, 0.5])
+    assert merged_quantile(lossy, 0.5) == pytest.approx(0.0075)
+    assert np.isnan(merged_quantile(frame.iloc[:0], 0.95))
+
+
+# --- the contract ------------------------------------------------------------------------------
 
 class SpyStore:
     """A store that records each query and the size of its answer."""
@@ -264,27 +238,32 @@ class SpyStore:
 
 
 def test_aggregation_is_pushed_down_to_links_x_windows(store):
-    write(store, frame("s1", "s2", "metro", [0.0008] * 24),
-          frame("s3", "s4", "metro", [0.0012] * 24))
+    pattern = CLEAN + [0] * 12 + [60] * 12
+    write(store, minutes("s1", "s2", "metro", [60] * 96), minutes("s3", "s4", "metro", pattern))
     spy = SpyStore(store)
-    run(spy, TWO_HOURS, POLICY)
-    assert {q.agg for q, _ in spy.calls} == {Aggregate.MIN, Aggregate.MAX, Aggregate.MEAN}
-    for q, rows in spy.calls:
-        assert q.window == W and q.group_by == LINK_LABELS
-        assert rows <= 2 * 24  # links x windows, never the 240 raw samples
+    run(spy, HOURS8, POLICY)
+    windowed = [(q, rows) for q, rows in spy.calls if q.window == W]
+    assert {q.agg for q, _ in windowed} == {Aggregate.SUM, Aggregate.MEAN, Aggregate.MIN}
+    for q, rows in windowed:
+        assert q.group_by == LINK_LABELS and q.start == T0 - timedelta(hours=24)
+        assert rows <= 2 * 96  # links x windows, never the 960 stored minutes
+    # The one incident's minutes are read for its p95 and p99: that link, that hour.
+    (detail,) = [(q, rows) for q, rows in spy.calls if q.window != W]
+    assert detail[0].where == {"src_site": ["s3", "s4"], "dst_site": ["s3", "s4"]}
+    assert (detail[0].start, detail[0].end, detail[1]) == (at(72), at(84), 60)
 
 
 def test_bad_arguments_and_an_empty_store(store):
-    assert run(store, TWO_HOURS, POLICY) == []
-    with pytest.raises(ValueError, match="slo_target"):
-        run(store, TWO_HOURS, POLICY, slo_target=1.0)
+    assert run(store, HOURS8, POLICY) == []
+    with pytest.raises(ValueError, match="baseline"):
+        run(store, HOURS8, POLICY, baseline=timedelta(hours=1))
     with pytest.raises(ValueError, match="window"):
-        run(store, TWO_HOURS, POLICY, window=timedelta(0))
+        run(store, HOURS8, POLICY, window=timedelta(0))
     with pytest.raises(ValueError, match="loss_limit"):
-        run(store, TWO_HOURS, POLICY, loss_limit=-0.1)
+        run(store, HOURS8, POLICY, loss_limit=-0.1)
 
 
-# --- the simulator ---------------------------------------------------------------------------
+# --- the simulator -----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def simulated(simulated_day, simulated_store):
@@ -295,41 +274,41 @@ def simulated(simulated_day, simulated_store):
     return history, findings
 
 
-def test_the_degraded_link_is_found(simulated):
+MARGIN = 0.01
+"""Links whose typical p95 is within 1% of their budget cross it with the daily load: the
+simulator's truth does not say whether they are over budget, so they are neither required nor
+false (the same band as the scorer's latency matchers)."""
+
+
+def test_the_degraded_link_is_the_one_incident(simulated):
     history, findings = simulated
     inc = history.truth.incident("link_degraded")
-    hits = [f for f in of(findings, "p95_over_budget", inc.subject)
-            if f.start < inc.end and f.end > inc.start
-            and abs(f.start - inc.start) <= timedelta(minutes=10)]
-    assert hits and hits[0].severity >= Severity.WARNING
-    assert of(findings, "loss_over_limit", inc.subject)
-    assert of(findings, "slo_burn_fast", inc.subject)
+    (hit,) = of(findings, "link_degraded")
+    assert hit.subject == inc.subject
+    assert abs(hit.start - inc.start) <= W and abs(hit.end - inc.end) <= W
+    assert hit.severity == Severity.CRITICAL and "loss" in hit.detail["causes"]
+    assert hit.observed > hit.threshold
 
 
-def test_warnings_name_the_incident_or_a_link_over_budget_by_design(simulated):
+def test_chronic_links_are_the_links_over_budget_by_design(simulated):
     history, findings = simulated
-    inc = history.truth.incident("link_degraded")
-    by_design = {f"{lt.src}|{lt.dst}" for lt in history.truth.links
-                 if lt.over_budget_by_design}
-    judged = [f for f in of(findings, "p95_over_budget") if f.severity >= Severity.WARNING]
-
-    def true(f) -> bool:
-        during = f.start < inc.end and f.end > inc.start
-        return f.subject in by_design or (f.subject == inc.subject and during)
-
-    precision = np.mean([true(f) for f in judged])
-    print(f"p95_over_budget precision {precision:.3f} over {len(judged)} findings")
-    assert len(judged) > 50 and precision >= 0.9
-    # Every link over budget by design with data shows up (recall of the design as well).
-    flagged = {f.subject for f in judged}
-    assert len(by_design - flagged) <= 0.05 * len(by_design)
+    listed = {e["pair"] for f in of(findings, "tier_budget_unmet") for e in f.detail["links"]}
+    truth = {lt.pair: lt for lt in history.truth.links}
+    clear = {p for p, lt in truth.items() if abs(lt.budget_margin) >= MARGIN}
+    by_design = {p for p in clear if truth[p].over_budget_by_design}
+    judged = listed & clear
+    precision = len(judged & by_design) / len(judged)
+    print(f"tier_budget_unmet: {len(listed)} links, {len(by_design)} over by design, "
+          f"precision {precision:.3f}")
+    assert by_design <= listed  # recall 100%
+    assert len(by_design) > 100 and precision >= 0.95
+    assert {f.severity for f in findings if f.rule != "link_degraded"} == {Severity.INFO}
 
 
 def test_every_finding_states_its_method(simulated):
     _, findings = simulated
-    assert {f.rule for f in findings} >= {"p95_over_budget", "slo_burn_fast", "slo_burn_slow",
-                                          "route_inflation", "budget_below_physics"}
+    assert {f.rule for f in findings} == set(RULES)
     assert all(len(f.definition) > 100 and f.end > f.start for f in findings)
     assert all(0.0 <= f.completeness <= 1.0 for f in findings)
-    assert all(f.hub and f.site for f in findings)
+    assert all(f.subject and "|" in f.subject for f in findings)
     replace(findings[0])  # frozen, well-formed dataclasses

@@ -79,13 +79,14 @@ def test_shipped_defaults(policy: Policy) -> None:
     assert policy.pue.min_completeness.value == 0.90
     assert policy.latency.rtt_semantics.value == "round_trip"
     assert policy.latency.route_inflation_limit.value == 1.5
+    assert (policy.latency.metro_max_km.value, policy.latency.regional_max_km.value) == (50, 300)
 
 
 def test_every_shipped_value_has_a_source(policy: Policy) -> None:
     entries = sourced_entries(policy)
     # 10 utilization + 6 definitions (4 shipped, accelerator and node by default) + 4 PUE
-    # + 3 GB 40879 grades + 5 latency
-    assert len(entries) == 28
+    # + 3 GB 40879 grades + 7 latency (2 tier distances)
+    assert len(entries) == 30
     for entry in entries:
         assert len(entry.source.strip()) >= 10, entry
 

@@ -98,8 +98,9 @@ PUBLIC: dict[str, set[str]] = {
         "EMITTED", "ERROR_TYPES", "SnmpCollector", "SnmpDevice", "SnmpProfile", "load_profile",
         "shipped_profiles"},
     "computewatch.compliance": {
-        "COMPLIANCE_COLUMNS", "COMPLIANCE_DEFINITION", "LINK_LABELS", "SUSTAINED_P95",
-        "link_budgets", "window_compliance", "window_count"},
+        "COMPLIANCE_COLUMNS", "COMPLIANCE_DEFINITION", "LINK_LABELS", "P95", "PAIR_COLUMNS",
+        "PairWindows", "link_budgets", "pair_windows", "scored_counts", "window_compliance",
+        "window_count", "windows_over_budget"},
     "computewatch.config": {
         "ConfigError", "FieldPath", "MAX_CONFIG_BYTES", "MAX_DEPTH", "MAX_LISTED", "MAX_VALUES",
         "PathError", "format_path", "load_yaml_model", "load_yaml_model_from_text",
@@ -135,8 +136,9 @@ PUBLIC: dict[str, set[str]] = {
         "format_seconds", "parse_duration"},
     "computewatch.errors": {"StoreError", "StoreURLError"},
     "computewatch.findings": {
-        "Analysis", "FINDING_COLUMNS", "Finding", "Period", "PipelineStatus", "Severity",
-        "finding_key", "findings_frame", "most_severe_first", "write_findings"},
+        "Analysis", "CHRONIC_SPAN", "FINDING_COLUMNS", "Finding", "Period", "PipelineStatus",
+        "Severity", "finding_key", "findings_frame", "incident_id", "is_acute",
+        "most_severe_first", "most_urgent_first", "write_findings"},
     "computewatch.lineprotocol": {
         "EncodeResult", "GZIP_LEVEL", "InfluxSettings", "LineProtocolError", "LineProtocolWriter",
         "MAX_NAME_BYTES", "MAX_TAGS", "MAX_TAG_VALUE_BYTES", "PRECISIONS", "VMEndpoints",
@@ -148,7 +150,8 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.pipelines.anomaly": {
         "FEATURES", "FLOORS", "HEALTH_STEP", "LOOKBACK", "MIN_BASELINE_WINDOWS", "MIN_RUN",
         "UNSEEN_HOUR_FLOOR", "Z_CRITICAL", "Z_FLAG", "Z_MOVED", "run"},
-    "computewatch.pipelines.latency": {"run"},
+    "computewatch.pipelines.latency": {
+        "CHRONIC_SHARE", "INTERMITTENT_SHARE", "RULES", "merged_quantile", "run"},
     "computewatch.pipelines.pue": {"run"},
     "computewatch.pipelines.surplus": {"SURPLUS_COLUMNS", "run", "surplus"},
     "computewatch.pipelines.underuse": {"run"},
@@ -165,7 +168,7 @@ PUBLIC: dict[str, set[str]] = {
         "MASK", "RedactingFormatter", "is_secret_key", "redact", "redact_url", "register_secret"},
     "computewatch.render": {
         "OutputFormat", "format_value", "render_analysis", "render_findings", "render_frame",
-        "render_scores", "render_summary"},
+        "render_root_causes", "render_scores", "render_summary"},
     "computewatch.reports": {
         "COLUMNS", "ChromiumMissingError", "EmptyPeriodError", "Entry", "HEADLESS_FLAGS",
         "PERIOD_FORMS", "PdfError", "REPORT_FORMATS", "Report", "ReportPeriod", "SHIPPED_POLICY",
@@ -204,7 +207,10 @@ PUBLIC: dict[str, set[str]] = {
         "AcceleratorInventory", "Cluster", "ConfigError", "DemandCity", "EARTH_RADIUS_KM",
         "FIBER_RTT_S_PER_KM", "Hub", "Link", "LinkOverride", "MAX_ACCELERATORS_PER_MODEL",
         "METER_CATEGORY", "METER_POINTS", "METRO_MAX_KM", "Meter", "Node", "REGIONAL_MAX_KM",
-        "Site", "Tier", "Topology", "fiber_min_rtt_s", "great_circle_km", "load_topology"},
+        "Site", "Tier", "Topology", "fiber_min_rtt_s", "great_circle_km", "link_pair",
+        "load_topology"},
+    "computewatch.triage": {"JSON_COLUMNS", "RootCause", "group_ids", "root_causes",
+                            "triage_frame"},
     "computewatch.utilization": {
         "COMPLETENESS_DEFINITION", "DEFINITIONS", "Definition", "IDLE_DEFINITION", "LEVELS",
         "WINDOW_COLUMNS", "idle_hours",

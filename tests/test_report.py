@@ -29,6 +29,7 @@ from report_fixtures import (
     write_fleet,
 )
 
+from computewatch.findings import Finding, Severity
 from computewatch.pipelines import PIPELINES, run_pipelines
 from computewatch.policy import load_policy
 from computewatch.reports import (
@@ -154,7 +155,7 @@ def test_pue_against_targets_and_completeness(report):
         1 / 3, abs=0.01)
 
 
-def test_latency_share_of_windows_within_the_tier_budget(report):
+def test_latency_share_of_probes_and_windows_within_the_tier_budget(report):
     windows = 3 * 288
     with_data = 2 * 288
     within = sum(1 for w in range(with_data) if link_p95(w) <= 0.005)  # 3 of every 4
@@ -163,6 +164,9 @@ def test_latency_share_of_windows_within_the_tier_budget(report):
         assert (r["link_windows"], r["link_windows_with_data"],
                 r["link_windows_within_budget"]) == (windows, with_data, within)
         assert r["latency_compliance"] == pytest.approx(0.75)
+        # 60 probes a minute; every 4th window has none within budget (report_fixtures).
+        assert (r["link_probes"], r["link_probes_within_budget"]) == (
+            with_data * 300, within * 300)
         assert r["latency_completeness"] == pytest.approx(2 / 3)
     assert row(report, "site", "zjk-b")["link_windows"] == 0
     assert row(report, "hub", "jjj")["link_windows_within_budget"] == within
@@ -207,6 +211,25 @@ def test_busy_fraction_definition(fleet_path):
     assert row(got, "site", "bj-ai")["utilization"] == pytest.approx(busy)
     assert row(got, "site", "zjk-a")["utilization"] == pytest.approx(1.0)
     assert set(got.rows.utilization_definition) == {"busy_fraction"}
+
+
+def test_a_link_finding_counts_at_both_ends_and_planning_is_listed(fleet_path, report):
+    def one_link(store, period, policy, topology):
+        return [Finding("latency", "link_degraded", "link", "bj-ai|zjk-a", Severity.CRITICAL,
+                        0.008, 0.005, "s", period.start, period.start + timedelta(hours=1),
+                        hub="jjj", site="bj-ai")]
+
+    got = build(fleet_path, parse_period(PERIOD), registry={"latency": one_link})
+    for site in ("bj-ai", "zjk-a"):  # the link's two ends, not only the first
+        assert row(got, "site", site)["findings_critical"] == 1
+    assert row(got, "site", "zjk-b")["findings_critical"] == 0
+    # The fixture's link is over budget in every 4th window: intermittent, a planning row.
+    html = render_html(report)
+    assert 'id="planning-list"' in html
+    planning = report.findings[report.findings.rule == "tier_budget_unmet"]
+    (detail,) = planning.detail
+    assert [e["pair"] for e in detail["intermittent"]] == ["bj-ai|zjk-a"]
+    assert detail["links"] == [] and "jjj|jjj" in html
 
 
 def test_one_hub_scope(fleet_path):

@@ -166,7 +166,8 @@ def test_sites_outside_clusters_sit_in_demand_cities(topo: Topology) -> None:
     for site in outside:
         assert site.city in city_names, site.id
         city = topo.city(site.city)
-        assert site.hub == city.hub, site.id
+        # The city's serving hub, unless the site's province is in no hub (then none).
+        assert site.hub == (city.hub if site.hub is not None else None), site.id
         assert topo.distance_km_to_point(site.id, city.lat, city.lon) < 70.0, site.id
 
 
@@ -296,8 +297,73 @@ def test_cross_hub_pair_within_regional_distance_is_regional(topo: Topology) -> 
 
 
 def test_same_hub_pair_beyond_regional_distance_is_regional(topo: Topology) -> None:
-    assert topo.distance_km("wh-guanggu", "yrd-qingpu") > REGIONAL_MAX_KM
-    assert topo.link("wh-guanggu", "yrd-qingpu").tier is Tier.REGIONAL
+    assert topo.site("qingyang-a").hub == topo.site("lz-lanzhou").hub == "gansu"
+    assert topo.distance_km("qingyang-a", "lz-lanzhou") > REGIONAL_MAX_KM
+    assert topo.link("qingyang-a", "lz-lanzhou").tier is Tier.REGIONAL
+
+
+# Provinces of the eight hubs, typed in from ../shared/reference/china-compute.md (the hub
+# table); Hubei (Wuhan) and Shaanxi (Xi'an) are in none of them.
+HUB_PROVINCES = {
+    "jjj": {"Beijing", "Tianjin", "Hebei"}, "yrd": {"Shanghai", "Jiangsu", "Zhejiang", "Anhui"},
+    "gba": {"Guangdong", "Hong Kong", "Macao"}, "chengyu": {"Sichuan", "Chongqing"},
+    "neimenggu": {"Inner Mongolia"}, "guizhou": {"Guizhou"}, "gansu": {"Gansu"},
+    "ningxia": {"Ningxia"}}
+
+
+def test_a_site_belongs_to_the_hub_that_covers_its_province_or_to_none(topo: Topology) -> None:
+    for site in topo.sites:
+        owner = next((h for h, provinces in HUB_PROVINCES.items()
+                      if site.province in provinces), None)
+        assert site.hub == owner, site.id
+    assert topo.site("wh-guanggu").hub is None and topo.site("xa-gaoxin").hub is None
+    assert topo.region_of("wh-guanggu") == "east" and topo.region_of("xa-gaoxin") == "west"
+    assert topo.membership_warnings() == []
+
+
+def test_wuhan_is_national_to_the_yrd_and_regional_only_by_distance(topo: Topology) -> None:
+    # The Wuhan edge site is 639 km from Qingpu: under the old hub membership it was a 5 ms
+    # "regional" link that no fiber can meet (6.4 ms minimum); outside every hub it is national.
+    far = topo.link("wh-guanggu", "yrd-qingpu")
+    assert far.distance_km == pytest.approx(639, abs=5)
+    assert far.tier is Tier.NATIONAL
+    # Xi'an is outside the hubs too, but 201 km from Qingyang: regional by distance.
+    near = topo.link("xa-gaoxin", "qingyang-a")
+    assert near.distance_km < REGIONAL_MAX_KM and near.tier is Tier.REGIONAL
+
+
+def test_no_shipped_link_within_a_hub_or_region_is_beyond_fiber_physics(topo: Topology) -> None:
+    # A regional budget of 5 ms is a 500 km great circle at 10 us/km: every regional link of
+    # the shipped topology is well inside it (the hubs' own pairs reach 360 km).
+    regional = [lk for lk in topo.links() if lk.tier is Tier.REGIONAL]
+    assert max(lk.distance_km for lk in regional) < 400
+    assert all(lk.tier is Tier.METRO for lk in topo.links() if lk.distance_km <= METRO_MAX_KM)
+
+
+def test_a_policy_distance_changes_the_tier_rule(topo: Topology) -> None:
+    assert topo.tier_distances_km == (METRO_MAX_KM, REGIONAL_MAX_KM) == (50.0, 300.0)
+    wider = topo.with_tier_distances(50, 500)
+    assert wider.link("wh-guanggu", "wuhu-c").tier is Tier.REGIONAL  # 378 km
+    assert topo.link("wh-guanggu", "wuhu-c").tier is Tier.NATIONAL
+    assert wider.link("wh-guanggu", "yrd-qingpu").tier is Tier.NATIONAL  # 639 km, no hub
+    with pytest.raises(ValueError, match="tier distances"):
+        topo.with_tier_distances(60, 40)
+
+
+def test_a_site_outside_the_hubs_must_state_its_region_and_have_no_cluster() -> None:
+    no_region = MINI.replace("    city: Beta\n    hub: east1\n", "    city: Beta\n    hub: null\n")
+    err = mini_error(no_region)
+    assert "sites[1].region" in str(err) and "must state its region" in str(err)
+    ok = mini(no_region.replace("    cluster: null\n    lat: 31.0",
+                                "    cluster: null\n    region: east\n    lat: 31.0"))
+    assert ok.site("e-edge").hub is None and ok.region_of("e-edge") == "east"
+    # ... and it spokes to the nearest role-hub site (e-core, 145 km), tier by distance.
+    assert {(lk.a, lk.b) for lk in ok.links("hub_and_spoke") if "e-edge" in (lk.a, lk.b)} \
+        == {("e-core", "e-edge")}
+    assert ok.link("e-core", "e-edge").tier is Tier.REGIONAL  # 145 km <= 300 km
+    clustered = MINI.replace("    hub: west1\n    cluster: cw\n    lat: 30.1",
+                             "    hub: null\n    cluster: cw\n    lat: 30.1")
+    assert "sites[3].cluster" in str(mini_error(clustered))
 
 
 def test_override_wins_for_the_unordered_pair() -> None:
@@ -347,8 +413,14 @@ def test_shipped_hub_and_spoke_links_touch_a_hub_site(topo: Topology) -> None:
         linked = {link.b if link.a == site.id else link.a for link in links} & own
         assert own <= {link.a for link in links} | {link.b for link in links}
         assert own == linked or site.id in cores, site.id
-    cross = [link for link in links if topo.site(link.a).hub != topo.site(link.b).hub]
+    cross = [link for link in links if topo.site(link.a).hub != topo.site(link.b).hub
+             and link.a in cores and link.b in cores]
     assert len(cross) == math.comb(len(cores), 2) - 2  # yrd and chengyu have two clusters
+    # The two sites outside every hub each spoke to their nearest role-hub site (Wuhu 395 km,
+    # Qingyang 201 km).
+    assert {(link.a, link.b) for link in links if "wh-guanggu" in (link.a, link.b)
+            or "xa-gaoxin" in (link.a, link.b)} == {("wuhu-a", "wh-guanggu"),
+                                                     ("qingyang-a", "xa-gaoxin")}
 
 
 # --- precise errors ---

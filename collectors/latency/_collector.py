@@ -35,6 +35,7 @@ EMITTED: tuple[str, ...] = (
     "link_latency.loss_ratio",
     "link_latency.jitter_seconds",
     "link_latency.samples",
+    "link_latency.replies_within_budget",
     "link_latency.fiber_min_seconds",
     "link_latency.budget_seconds",
     "link_latency.route_inflation",

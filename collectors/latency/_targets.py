@@ -82,6 +82,7 @@ def targets_from_topology(topology: Topology, policy: Policy, local_site: str,
     """
     if kind not in KINDS:
         raise ValueError(f"unknown probe kind {kind!r} (known: {', '.join(KINDS)})")
+    topology = policy.tiered(topology)  # tiers by the policy's distances
     local = topology.site(local_site)  # KeyError naming the site when unknown
     known = sorted(s.id for s in topology.sites)
     from computewatch.config import suggest_known
@@ -106,8 +107,8 @@ def targets_from_topology(topology: Topology, policy: Policy, local_site: str,
                              "needs host:port")
         targets.append(ProbeTarget(
             local_site, peer, host, port if kind != "icmp" else 0, kind, link.tier.value,
-            link.fiber_min_rtt_s, policy.budget_rtt_s(link.tier), local.hub,
-            topology.site(peer).hub))
+            link.fiber_min_rtt_s, policy.budget_rtt_s(link.tier), local.hub or "",
+            topology.site(peer).hub or ""))
     if missing:
         raise ValueError(f"no address for site(s) {', '.join(missing)}, which {local_site} "
                          f"probes in {mode} mode: add them to addresses (site id -> host[:port])")

@@ -17,6 +17,9 @@ last probe has had ``timeout`` to answer. Per target and window (`WindowResult`)
 - route inflation: window minimum RTT / the link's fiber minimum. NaN where the fiber minimum
   is below `MIN_FIBER_RTT_S` (1 µs, 100 m of fiber: loopback and same-building tests), where
   the ratio would be meaningless, and in windows without a reply.
+- replies within budget: replies whose RTT <= the link's tier budget (``budget_seconds``),
+  the count that lets any longer window's p95 over every probe be judged against the budget
+  (sums of counts merge; percentiles do not).
 - duplicates (a second reply to one sequence number), reordered (a reply whose sequence
   number is below the highest already answered, RFC 4737's notion) and late replies are
   counted on the `WindowResult`, logged, and written as the window's fields of those names.
@@ -93,6 +96,14 @@ class WindowResult:
         return self.rtt_min_s / fiber if fiber >= MIN_FIBER_RTT_S else math.nan
 
     @property
+    def replies_within_budget(self) -> int:
+        """Probes answered within the tier budget (RTT <= budget). With ``sent`` it gives the
+        share of probes within budget, which sums over windows and directions, so a longer
+        window's p95 over every probe is over budget exactly when fewer than 95% of its
+        probes were answered within it (lost and late probes never are)."""
+        return sum(1 for rtt in self.rtts if rtt <= self.budget_s)
+
+    @property
     def within_budget(self) -> bool:
         """p95 RTT within the tier budget (the national summary's test); False without a
         reply. Pipelines apply their own rule to the stored percentiles."""
@@ -106,6 +117,7 @@ class WindowResult:
             ("rtt_p95_seconds", self.rtt_p95_s), ("rtt_p99_seconds", self.rtt_p99_s),
             ("rtt_max_seconds", self.rtt_max_s), ("loss_ratio", self.loss_ratio),
             ("jitter_seconds", self.jitter_s), ("samples", float(self.sent)),
+            ("replies_within_budget", float(self.replies_within_budget)),
             ("fiber_min_seconds", self.target.fiber_min_rtt_s),
             ("budget_seconds", self.budget_s), ("route_inflation", self.route_inflation),
             ("late", float(self.late)), ("duplicates", float(self.duplicates)),

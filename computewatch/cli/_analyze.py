@@ -66,9 +66,10 @@ def analyze(
     """Run the analytics pipelines; findings are printed and written back to the store."""
     from computewatch.findings import Severity
     from computewatch.pipelines import PIPELINES, run_pipelines
-    from computewatch.render import render_analysis
+    from computewatch.render import render_analysis, render_root_causes
     from computewatch.schedule import run_every, write_heartbeat
     from computewatch.store import StoreError
+    from computewatch.triage import root_causes, triage_frame
 
     fmt = output_format(output)
     topo, pol = load_places(topology, policy)
@@ -95,10 +96,13 @@ def analyze(
                 raise UserError(str(exc)) from None
         finally:
             st.close()
-        render_analysis(analysis, fmt, sys.stdout,
+        title = f"{period.start:%Y-%m-%d %H:%M} – {period.end:%Y-%m-%d %H:%M}"
+        if fmt.value == "table":  # the one-screen summary, then the rows most urgent first
+            render_root_causes(root_causes(analysis.findings, analysis.period), sys.stdout,
+                               title=f"Root causes {title}")
+        render_analysis(analysis, fmt, sys.stdout, frame=triage_frame(analysis),
                         limit=limit if fmt.value == "table" else None,
-                        title=f"Findings {period.start:%Y-%m-%d %H:%M} – "
-                              f"{period.end:%Y-%m-%d %H:%M}")
+                        title=f"Findings {title}")
         for st in analysis.status:
             if not st.ok:
                 print_error(f"pipeline {st.name} failed: {st.error}")

@@ -62,12 +62,14 @@ def print_error(exc: BaseException | str) -> None:
 
 
 def load_places(topology: Path | None, policy: Path | None) -> tuple[Topology, Policy]:
-    """The topology and the policy checked against it (shipped files when not given)."""
+    """The topology and the policy checked against it (shipped files when not given); the
+    topology's latency tiers follow the policy's distances."""
     from computewatch.policy import load_policy
     from computewatch.topology import load_topology
 
     topo = load_topology(topology)
-    return topo, load_policy(policy, topology=topo)
+    pol = load_policy(policy, topology=topo)
+    return pol.tiered(topo), pol
 
 
 def parse_duration(text: str, option: str = "duration", minimum: float = 0.001) -> timedelta:

@@ -177,11 +177,12 @@ def build_fleet(topology: Topology, *, sites: int | None = None,
         topology = Topology(
             hubs=topology.hubs, clusters=topology.clusters,
             demand_cities=topology.demand_cities, sites=chosen,
-            links=[o for o in topology.link_overrides if o.a in ids and o.b in ids])
+            links=[o for o in topology.link_overrides if o.a in ids and o.b in ids]
+        ).with_tier_distances(*topology.tier_distances_km)
     inventories = _scaled_inventory(chosen, accelerators)
     profiles = []
     for site in chosen:
-        region = topology.hub(site.hub).region
+        region = topology.region_of(site.id)
         profiles.append(_profile(site, region, rng))
     cols: dict[str, list] = {k: [] for k in (
         "site", "node", "id", "index", "vendor", "model", "eco", "tdp", "idle", "mem", "clk")}

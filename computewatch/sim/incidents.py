@@ -38,6 +38,13 @@ class Incident:
 
 @dataclass(frozen=True, slots=True)
 class LinkTruth:
+    """One simulated link as configured: its route and what that route makes of its RTT.
+
+    ``typical_min_rtt_s`` is the RTT floor (fiber minimum x route factor + equipment delay),
+    ``typical_p95_s`` the p95 of a minute at the day's mean load (the floor plus three times
+    the typical queueing scale), ``inflation_limit`` the route inflation the simulation's
+    policy allows. The link's pair is ``src|dst`` sorted (`pair`)."""
+
     src: str
     dst: str
     tier: str
@@ -45,11 +52,29 @@ class LinkTruth:
     route_factor: float
     budget_rtt_s: float
     typical_p95_s: float
+    typical_min_rtt_s: float = float("nan")
+    inflation_limit: float = float("nan")
+
+    @property
+    def pair(self) -> str:
+        return f"{self.src}|{self.dst}" if self.src <= self.dst else f"{self.dst}|{self.src}"
 
     @property
     def over_budget_by_design(self) -> bool:
         """True when the route alone puts the link's typical p95 over its tier budget."""
         return self.typical_p95_s > self.budget_rtt_s
+
+    @property
+    def budget_margin(self) -> float:
+        """typical p95 / budget - 1: how far over (> 0) or under (< 0) its budget the route
+        puts the link; near 0 the link crosses its budget with the daily load."""
+        return self.typical_p95_s / self.budget_rtt_s - 1.0
+
+    @property
+    def inflation(self) -> float:
+        """The route inflation a probe measures: RTT floor / fiber minimum (the route factor
+        plus the equipment delay's share, which weighs on short links)."""
+        return self.typical_min_rtt_s / self.fiber_min_rtt_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +197,10 @@ class GroundTruth:
             "seed": self.seed, "start": self.start, "end": self.end, "step_s": self.step,
             "incidents": [asdict(i) for i in self.incidents],
             "underused_sites": self.underused_sites,
-            "links": [asdict(lt) | {"over_budget_by_design": lt.over_budget_by_design}
+            "links": [asdict(lt) | {"pair": lt.pair,
+                                    "over_budget_by_design": lt.over_budget_by_design,
+                                    "budget_margin": lt.budget_margin,
+                                    "inflation": lt.inflation}
                       for lt in self.links],
             "site_pue": self.site_pue, "pue_targets": self.pue_targets,
             "utilization": [asdict(u) for u in self.utilization],
@@ -193,7 +221,8 @@ class GroundTruth:
                      datetime.fromisoformat(i["start"]), datetime.fromisoformat(i["end"]),
                      i["detail"]) for i in doc["incidents"]
         ]
-        links = [LinkTruth(**{k: v for k, v in lt.items() if k != "over_budget_by_design"})
+        derived = {"pair", "over_budget_by_design", "budget_margin", "inflation"}
+        links = [LinkTruth(**{k: v for k, v in lt.items() if k not in derived})
                  for lt in doc["links"]]
         return cls(doc["seed"], datetime.fromisoformat(doc["start"]),
                    datetime.fromisoformat(doc["end"]), timedelta(seconds=doc["step_s"]),

@@ -100,7 +100,7 @@ class NodeSim:
     def labels(self) -> dict[str, str]:
         """The placement labels an agent on this node is configured with."""
         s = self.profile.site
-        return {"node": self.node, "site": s.id, "cluster": s.cluster or "", "hub": s.hub}
+        return {"node": self.node, "site": s.id, "cluster": s.cluster or "", "hub": s.hub or ""}
 
     def of_vendor(self, vendor: str) -> list[_Device]:
         return [d for d in self.devices if d.vendor == vendor]

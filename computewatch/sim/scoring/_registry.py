@@ -19,11 +19,11 @@ __all__ = ["MATCHERS", "SCORE_COLUMNS", "Scorecard", "score"]
 def _registry() -> dict[str, Matcher]:
     """Every module's ``MATCHERS``, merged; a rule claimed twice is a programming error."""
     # One module per pipeline, each exposing MATCHERS = {rule: matcher}: add a module to the
-    # import and the tuple (the latency rules' module is computewatch/sim/scoring/_latency.py).
-    from computewatch.sim.scoring import _anomaly, _pue, _surplus, _underuse
+    # import and the tuple.
+    from computewatch.sim.scoring import _anomaly, _latency, _pue, _surplus, _underuse
 
     merged: dict[str, Matcher] = {}
-    for module in (_underuse, _anomaly, _pue, _surplus):
+    for module in (_underuse, _latency, _anomaly, _pue, _surplus):
         for rule, matcher in module.MATCHERS.items():
             if rule in merged:
                 raise RuntimeError(f"rule {rule!r} has two matchers ({module.__name__})")
