@@ -137,7 +137,7 @@ def analyze(store: str, *args: str) -> subprocess.CompletedProcess:
 def test_analyze_json_has_the_incident_and_its_attributes(degraded_store):
     proc = analyze(degraded_store, "--format", "json")
     assert proc.returncode == 0, proc.stderr
-    (row,) = json.loads(proc.stdout)
+    (row,) = json.loads(proc.stdout)["findings"]
     assert list(row) == JSON_COLUMNS
     assert (row["rule"], row["subject"], row["severity"], row["group"], row["acute"]) == (
         "link_degraded", "a|b", 2, "link:a|b", True)
