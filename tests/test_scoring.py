@@ -223,9 +223,8 @@ def test_surplus_counts_what_lies_inside_the_circle():
 
 # --- the demo's day on three seeds -------------------------------------------------------------
 
-SCORED_PIPELINES = ("underuse", "anomaly", "pue", "surplus")
-"""The pipelines whose rules are scored here; the latency rules join with their matchers
-(computewatch/sim/scoring/_latency.py)."""
+SCORED_PIPELINES = ("underuse", "latency", "anomaly", "pue", "surplus")
+"""Every pipeline: each of their rules has a matcher (computewatch/sim/scoring)."""
 
 
 @pytest.fixture(scope="module")
