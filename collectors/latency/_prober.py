@@ -227,7 +227,11 @@ class Prober:
             return [self._latest[i] for i in sorted(self._latest)]
 
     def histograms(self) -> list[tuple[ProbeTarget, int, list[int], int, float]]:
-        """(target, requests, cumulative bucket counts incl. +Inf, count, sum) per target."""
+        """(target, requests, cumulative bucket counts incl. +Inf, count, sum) per target.
+
+        The event loop records a reply without this lock, so a read can fall between its
+        bucket and its count: the count given is the +Inf bucket's, which a histogram's
+        count must equal (the sum may lag by that one reply)."""
         out = []
         with self._lock:
             for st in self._states:
@@ -235,7 +239,7 @@ class Prober:
                 for n in st.buckets:
                     running += n
                     cumulative.append(running)
-                out.append((st.target, st.requests, cumulative, st.count, st.sum))
+                out.append((st.target, st.requests, cumulative, cumulative[-1], st.sum))
         return out
 
     def errors(self) -> dict[str, int]:
