@@ -370,3 +370,84 @@ def test_the_pod_resources_socket_is_where_the_kubelet_serves_it():
         spec = pod_specs(render("mixed-prometheus"))[agent]
         mounts = {m["mountPath"]: m for m in spec["containers"][0]["volumeMounts"]}
         assert mounts["/var/lib/kubelet/pod-resources"]["readOnly"] is True
+
+
+@pytest.mark.slow  # a real agent process (~5 s)
+def test_the_agent_runs_as_the_daemonset_starts_it(tmp_path):
+    """The DaemonSet's arguments and environment, with its ConfigMap's node.yaml: the series
+    carry the Kubernetes node name (COMPUTEWATCH_NODE, from spec.nodeName), not the host name,
+    and the probes' paths answer."""
+    import os
+    import socket
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    spec = pod_specs(render("nvidia-prometheus"))[AGENTS["nvidia"]]
+    c = spec["containers"][0]
+    maps = {re.sub(r"-[a-z0-9]{10}$", "", d["metadata"]["name"]): d
+            for d in render("nvidia-prometheus") if d["kind"] == "ConfigMap"}
+    (tmp_path / "node.yaml").write_text(maps["computewatch-node"]["data"]["node.yaml"],
+                                        encoding="utf-8")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = [a.replace("/etc/computewatch", str(tmp_path))
+             .replace("0.0.0.0:9400", f"127.0.0.1:{port}") for a in c["args"]]
+    env = {e["name"]: e.get("value", "") for e in c["env"]}
+    assert env.pop("COMPUTEWATCH_NODE") == ""  # from the downward API
+    env = {**os.environ, **env, "COMPUTEWATCH_NODE": "gpu-worker-17"}
+    proc = subprocess.Popen([sys.executable, "-m", "computewatch", *argv, "--duration", "6s"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def get(path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(base + path, timeout=2) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    try:
+        deadline = time.monotonic() + 30
+        ready = None
+        while time.monotonic() < deadline:
+            try:
+                ready = get("/readyz")
+                if ready[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        assert ready == (200, "ok\n")
+        assert get("/healthz") == (200, "ok\n")
+        status, body = get("/metrics")
+        assert status == 200 and 'node="gpu-worker-17"' in body
+        assert f'node="{socket.gethostname()}"' not in body
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "computewatch agent on gpu-worker-17" in err
+
+
+def test_the_agents_turn_workload_attribution_on_where_the_agent_has_it():
+    """The node config's `kubernetes` section (workload attribution, issue 17 item 2) is off by
+    default; on Kubernetes the agents must turn it on, in their ConfigMap's node.yaml or with
+    COMPUTEWATCH_KUBERNETES=true in the DaemonSets' environment. Vacuous until the agent has
+    the section; then it fails until the manifests turn it on."""
+    from computewatch.collectors.config import NodeConfig
+
+    if "kubernetes" not in NodeConfig.model_fields:
+        return
+    docs = render("mixed-prometheus")
+    maps = {re.sub(r"-[a-z0-9]{10}$", "", d["metadata"]["name"]): d
+            for d in docs if d["kind"] == "ConfigMap"}
+    cfg = NodeConfig.model_validate(yaml.safe_load(maps["computewatch-node"]["data"]["node.yaml"]))
+    for agent in AGENTS.values():
+        env = {e["name"]: e.get("value") for e in
+               pod_specs(docs)[agent]["containers"][0]["env"]}
+        assert cfg.kubernetes.enabled or env.get("COMPUTEWATCH_KUBERNETES") == "true", (
+            f"{agent}: workload attribution is off (deploy/kubernetes)")
