@@ -120,6 +120,9 @@ def test_every_overlay_renders_and_validates_offline(overlay):
     docs = render(overlay)
     errors = [e for d in docs for e in validation_errors(d)]
     assert errors == []
+    # `kubectl apply` (client side) keeps the whole object in an annotation of at most 256 KiB
+    too_big = [d["metadata"]["name"] for d in docs if len(json.dumps(d)) > 200 * 1024]
+    assert too_big == []
     nodes, flavour = overlay.split("-")
     wanted = set(AGENTS.values()) if nodes == "mixed" else {AGENTS[nodes]}
     assert set(by_kind(docs, "DaemonSet")) == wanted
