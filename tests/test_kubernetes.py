@@ -454,3 +454,11 @@ def test_the_agents_turn_workload_attribution_on_where_the_agent_has_it():
                pod_specs(docs)[agent]["containers"][0]["env"]}
         assert cfg.kubernetes.enabled or env.get("COMPUTEWATCH_KUBERNETES") == "true", (
             f"{agent}: workload attribution is off (deploy/kubernetes)")
+
+
+def test_each_agent_manifest_says_what_host_access_it_takes_and_why():
+    for kind in AGENTS:
+        text = (KUBERNETES / "components" / kind / f"agent-{kind}.yaml").read_text(
+            encoding="utf-8")
+        assert "# Host access, and why" in text
+        assert "# Resources" in text and "65 MB" in text, kind  # the measured footprint
