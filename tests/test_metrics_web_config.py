@@ -112,6 +112,26 @@ def test_tls_and_basic_auth_over_https(pki):
         exporter.close()
 
 
+def test_probe_paths_answer_without_credentials_and_readyz_waits_for_a_collection(pki):
+    """The Kubernetes probes (deploy/kubernetes): /healthz is 200 while the server answers,
+    /readyz 503 until the first collector's samples arrive, both without credentials, while
+    /metrics still refuses them."""
+    work, server, _, _ = pki
+    exporter = PrometheusExporter("127.0.0.1:0", web_config=web_config(work, server))
+    try:
+        base = f"https://127.0.0.1:{exporter.port}"
+        trust = ssl.create_default_context(cafile=str(server[0]))
+        assert fetch(base + "/healthz", trust) == (200, "ok\n")
+        assert fetch(base + "/readyz", trust) == (503, "no collection yet\n")
+        assert fetch(base + "/metrics", trust)[0] == 401
+        exporter.export([SAMPLE], "nvml")
+        assert fetch(base + "/readyz", trust) == (200, "ok\n")
+        assert fetch(base + "/metrics", trust)[0] == 401
+        assert fetch(base + "/metrics", trust, "prometheus", PASSWORD)[0] == 200
+    finally:
+        exporter.close()
+
+
 def test_client_certificates_when_required(pki):
     work, server, ca, scraper = pki
     path = web_config(work, server, f"  client_ca_file: {ca[0].name}\n"

@@ -18,6 +18,10 @@ npu-exporter writes them.
 exporter-toolkit's format) over TLS, optionally requiring client certificates, and with
 basic auth: a request without good credentials gets 401. The TLS handshake happens in the
 connection's own thread, within `HANDSHAKE_TIMEOUT_S`, so a slow client holds up nobody.
+
+Two probe paths answer without credentials (they tell nothing about the devices), for a
+kubelet's or load balancer's probes: ``/healthz`` is 200 while the server answers (liveness),
+``/readyz`` is 200 once any collector's samples have arrived and 503 before (readiness).
 """
 
 from __future__ import annotations
@@ -56,6 +60,9 @@ COMPAT_CHOICES = ("dcgm", "npu-exporter")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 HANDSHAKE_TIMEOUT_S = 10.0
 """Seconds a client gets for the TLS handshake, and for each read of its request."""
+
+PROBE_PATHS = ("/healthz", "/readyz")
+"""Liveness and readiness, answered without credentials (the Kubernetes probes use them)."""
 
 
 def _family(m: catalog.Metric, name: str | None = None, help_: str | None = None) -> Metric:
@@ -187,6 +194,12 @@ class SnapshotCollector:
         with self._lock:
             self._samples[source] = list(samples)
 
+    @property
+    def ready(self) -> bool:
+        """Whether any collector has reported yet (what ``/readyz`` answers)."""
+        with self._lock:
+            return bool(self._samples)
+
     def _current(self) -> list[Sample]:
         with self._lock:
             return [s for group in self._samples.values() for s in group]
@@ -248,8 +261,9 @@ class _MetricsServer(ThreadingMixIn, WSGIServer):
             conn.close()
 
 
-def _guarded(app: Callable, web: WebConfig) -> Callable:
-    """The metrics app behind basic auth (when users are configured) and extra headers."""
+def _guarded(app: Callable, web: WebConfig, ready: Callable[[], bool]) -> Callable:
+    """The metrics app behind basic auth (when users are configured) and extra headers; the
+    probe paths before it."""
     auth = web.basic_auth()
     extra = list(web.http_server_config.headers.items())
 
@@ -257,6 +271,12 @@ def _guarded(app: Callable, web: WebConfig) -> Callable:
         def start(status: str, headers: list, *rest: object) -> object:
             return start_response(status, headers + extra, *rest)
 
+        path = environ.get("PATH_INFO", "")
+        if path in PROBE_PATHS:
+            ok = path == "/healthz" or ready()
+            start("200 OK" if ok else "503 Service Unavailable",
+                  [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"ok\n" if ok else b"no collection yet\n"]
         if auth is not None and not auth.check(environ.get("HTTP_AUTHORIZATION")):
             start("401 Unauthorized", [("Content-Type", "text/plain; charset=utf-8"),
                                        ("WWW-Authenticate", 'Basic realm="computewatch"')])
@@ -287,7 +307,8 @@ class PrometheusExporter:
             address_family = _family_of(host, port)
 
         self._server: WSGIServer | None = make_server(
-            host, port, _guarded(self._app, web), Server, handler_class=_Quiet)
+            host, port, _guarded(self._app, web, lambda: self.snapshot.ready), Server,
+            handler_class=_Quiet)
         self._server.tls = tls  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.2,),
                                         name="metrics-http", daemon=True)

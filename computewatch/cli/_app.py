@@ -9,7 +9,17 @@ from typing import Annotated
 
 import typer
 
-from computewatch.cli import _analyze, _bridge, _dashboards, _demo, _node, _places, _query, _report
+from computewatch.cli import (
+    _analyze,
+    _bridge,
+    _dashboards,
+    _demo,
+    _kubernetes,
+    _node,
+    _places,
+    _query,
+    _report,
+)
 from computewatch.cli._common import UserError, print_error
 from computewatch.config import ConfigError
 from computewatch.status import ExitStatus
@@ -22,6 +32,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 topology_app = typer.Typer(no_args_is_help=True, help="Inspect and check topology files.")
 dashboards_app = typer.Typer(no_args_is_help=True,
                              help="Build the Grafana dashboards and upload them.")
+kubernetes_app = typer.Typer(no_args_is_help=True,
+                             help="Build the generated files of the Kubernetes manifests.")
 
 
 def _version(value: bool) -> None:
@@ -50,6 +62,8 @@ topology_app.command("check")(_places.topology_check)
 app.add_typer(dashboards_app, name="dashboards")
 dashboards_app.command("build")(_dashboards.dashboards_build)
 dashboards_app.command("push")(_dashboards.dashboards_push)
+app.add_typer(kubernetes_app, name="kubernetes")
+kubernetes_app.command("build")(_kubernetes.kubernetes_build)
 
 
 def main() -> None:

@@ -101,12 +101,20 @@ def agent(
     seed: SeedOpt = 0,
     duration: Annotated[str | None, typer.Option(
         help="Stop after this long (e.g. 10m); default: run until interrupted.")] = None,
+    node_name: Annotated[str | None, typer.Option(
+        "--node", envvar="COMPUTEWATCH_NODE",
+        help="This node's name, over the config's `node` (in Kubernetes: the pod's "
+             "spec.nodeName, whereas the host name is the pod's).")] = None,
 ) -> None:
     """Run the node agent: collect on schedule and export (Prometheus, OTLP, store)."""
     from computewatch.collectors.config import load_node_config
     from computewatch.collectors.setup import build_agent, build_exporters
 
     cfg = load_node_config(config)
+    if node_name is not None:
+        if not node_name.strip():
+            raise UserError("--node: empty node name")
+        cfg = cfg.model_copy(update={"node": node_name.strip()})
     node = _simulated(simulate, seed)
     labels = node.labels if node else cfg.labels
     duration_s = parse_duration(duration, "--duration").total_seconds() if duration else None
