@@ -157,6 +157,10 @@ _DEVICE = (*_PLACE, "node", "device", "index", "vendor", "model", "ecosystem",
 # them differently).
 _DEVICE = (*_DEVICE, "phy_id", "vdie_id", "memory_type")
 _DEVICE = (*_DEVICE, "gpu_instance_id", "gpu_instance_profile")  # MIG devices (NVML)
+# Kubernetes: the pod holding the device (the kubelet's PodResources API, as dcgm-exporter's
+# pod/namespace/container), or only its UID where the API is out of reach and a process on
+# the device runs in a pod's cgroup (collectors/kubernetes). Absent on a free device.
+_DEVICE = (*_DEVICE, "namespace", "pod", "container", "pod_uid")
 _METER = (*_PLACE, "meter", "scope", "source")
 _LINK = ("src_site", "dst_site", "src_hub", "dst_hub", "tier", "probe")
 
@@ -224,6 +228,10 @@ CATALOG: tuple[Metric, ...] = (
     _acc("throttled", "{state}", Kind.GAUGE,
          "1 while the clocks are held down for the labelled reason, else 0.", labels=("reason",),
          high=1.0),
+    _acc("allocated", "{state}", Kind.GAUGE,
+         "1 while a pod holds the device (the kubelet's PodResources API: a container was "
+         "allocated it by its device plugin), else 0; on a MIG-enabled GPU, 1 while any of "
+         "its instances is held. Absent where the agent cannot ask the kubelet.", high=1.0),
     # --- accelerator: processes (NVML's running compute processes, npu-smi's process table) --
     _acc("processes", "{count}", Kind.GAUGE,
          "Processes using the device, all of them (accelerator_process lists the top N by "
@@ -468,6 +476,17 @@ CATALOG: tuple[Metric, ...] = (
     Metric("agent", "samples_dropped_total", "{count}", Kind.COUNTER,
            ("node", *_PLACE, "exporter", "reason"),
            "Samples an exporter could not deliver and gave up on, by reason."),
+    # Workload attribution (collectors/kubernetes): the kubelet's PodResources API.
+    Metric("agent", "kubelet_up", "{state}", Kind.GAUGE, ("node", *_PLACE),
+           "1 when the kubelet's PodResources List answered at the last refresh, else 0.",
+           high=1.0),
+    Metric("agent", "kubelet_errors_total", "{count}", Kind.COUNTER,
+           ("node", *_PLACE, "reason"),
+           "PodResources List calls that failed, by reason: absent (no socket), unavailable, "
+           "timeout, unimplemented, error."),
+    Metric("agent", "attributed_devices", "{count}", Kind.GAUGE, ("node", *_PLACE, "source"),
+           "Devices labelled with a pod in the last batch, by source: podresources (the "
+           "kubelet's answer) or cgroup (a process on the device, through its cgroup)."),
     # The remote-write exporter's durable on-disk queue (collectors/export/remote.py).
     Metric("agent", "buffer_bytes", "By", Kind.GAUGE, ("node", *_PLACE, "exporter"),
            "Bytes of segment files in the exporter's on-disk queue."),
