@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 __all__ = [
+    "ALLOCATION_LABELS",
     "CATALOG",
     "UNITS",
     "CompatPart",
@@ -157,12 +158,15 @@ _DEVICE = (*_PLACE, "node", "device", "index", "vendor", "model", "ecosystem",
 # them differently).
 _DEVICE = (*_DEVICE, "phy_id", "vdie_id", "memory_type")
 _DEVICE = (*_DEVICE, "gpu_instance_id", "gpu_instance_profile")  # MIG devices (NVML)
-# Kubernetes: the pod holding the device (the kubelet's PodResources API, as dcgm-exporter's
-# pod/namespace/container), or only its UID where the API is out of reach and a process on
-# the device runs in a pod's cgroup (collectors/kubernetes). Absent on a free device.
-_DEVICE = (*_DEVICE, "namespace", "pod", "container", "pod_uid")
+# Kubernetes: the pod holding the device, as the kubelet's PodResources API names it (the
+# labels dcgm-exporter adds); empty while no pod holds it or where the node has no kubelet.
+ALLOCATION_LABELS = ("pod", "namespace", "container")
+_DEVICE = (*_DEVICE, *ALLOCATION_LABELS)
 _METER = (*_PLACE, "meter", "scope", "source")
 _LINK = ("src_site", "dst_site", "src_hub", "dst_hub", "tier", "probe")
+# Where the kubelet's API is out of reach, the pod's UID from the cgroup of a process on the
+# device (collectors/kubernetes): the cgroup names no pod, namespace or container.
+_DEVICE = (*_DEVICE, "pod_uid")
 
 
 def _acc(field_: str, unit: str, kind: Kind, help_: str, *, labels: tuple[str, ...] = (),
@@ -211,6 +215,10 @@ CATALOG: tuple[Metric, ...] = (
     _acc("health", "{state}", Kind.GAUGE,
          "1 when the device answers and reports healthy, 0 when it is unhealthy or lost.",
          otel="hw.status", npu_exporter="npu_chip_info_health_status", high=1.0),
+    _acc("allocated", "{state}", Kind.GAUGE,
+         "1 while a pod holds the device (the kubelet's PodResources API; the pod, namespace "
+         "and container labels name it), 0 while none does; absent where the node has no "
+         "kubelet.", high=1.0),
     _acc("pcie_replays_total", "{count}", Kind.COUNTER, "PCIe replay events.",
          dcgm="DCGM_FI_DEV_PCIE_REPLAY_COUNTER"),
     _acc("xid_errors_total", "{count}", Kind.COUNTER,
@@ -228,10 +236,6 @@ CATALOG: tuple[Metric, ...] = (
     _acc("throttled", "{state}", Kind.GAUGE,
          "1 while the clocks are held down for the labelled reason, else 0.", labels=("reason",),
          high=1.0),
-    _acc("allocated", "{state}", Kind.GAUGE,
-         "1 while a pod holds the device (the kubelet's PodResources API: a container was "
-         "allocated it by its device plugin), else 0; on a MIG-enabled GPU, 1 while any of "
-         "its instances is held. Absent where the agent cannot ask the kubelet.", high=1.0),
     # --- accelerator: processes (NVML's running compute processes, npu-smi's process table) --
     _acc("processes", "{count}", Kind.GAUGE,
          "Processes using the device, all of them (accelerator_process lists the top N by "

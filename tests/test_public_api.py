@@ -47,8 +47,8 @@ PUBLIC: dict[str, set[str]] = {
         "PushError", "PushResult", "SOURCE", "alert_name", "finding_alert", "finding_labels",
         "push_analysis", "push_findings"},
     "computewatch.catalog": {
-        "CATALOG", "CompatPart", "Kind", "Measurement", "Metric", "UNITS", "UnitSpec",
-        "UnknownMetricError", "measurement", "measurements", "metric"},
+        "ALLOCATION_LABELS", "CATALOG", "CompatPart", "Kind", "Measurement", "Metric", "UNITS",
+        "UnitSpec", "UnknownMetricError", "measurement", "measurements", "metric"},
     "computewatch.cli": {"app", "healthcheck", "main"},
     "computewatch.collectors": {
         "Collector", "CollectorError", "DriverAbsent", "NoData", "ParseError", "ResultCode",
