@@ -6,7 +6,8 @@ PodResources API and caches the answer; a kubelet that is down costs one log lin
 episode and a count in ``agent.kubelet_errors_total{reason}``, and never holds up another
 collector. As the agent's relabel step it adds ``namespace``, ``pod`` and ``container`` to
 every ``accelerator`` and ``accelerator_process`` sample of a held device, from the cache,
-with no I/O, and adds ``accelerator.allocated`` (1 held, 0 free) for every device.
+with no I/O, and adds ``accelerator.allocated`` (1 held, 0 free) for every device that
+reports its ``accelerator.health`` (every GPU, MIG device and NPU chip does, each run).
 
 Where the kubelet cannot be asked (no socket, an error), the last answer is dropped (a stale
 one would name pods that may be gone) and, unless turned off, the cgroup fallback runs: the
@@ -45,6 +46,21 @@ REASONS = ("absent", "unavailable", "timeout", "unimplemented", "error")
 """``agent.kubelet_errors_total{reason}``, each from the first cycle at 0."""
 
 _DEVICE_MEASUREMENTS = frozenset({"accelerator", "accelerator_process"})
+_PUT_M, _PUT_F, _PUT_V, _PUT_L, _PUT_T = (
+    getattr(Sample, f).__set__ for f in ("measurement", "field", "value", "labels", "time"))
+
+
+def _with_labels(s: Sample, labels: tuple[tuple[str, str], ...]) -> Sample:
+    """``s`` with other (sorted) labels. The relabel step's hot path: it makes one per
+    sample of a held device, every cycle, and the frozen dataclass's ``__init__`` costs twice
+    this (slot descriptors set directly; Sample has no ``__post_init__`` to skip)."""
+    out = object.__new__(Sample)
+    _PUT_M(out, s.measurement)
+    _PUT_F(out, s.field)
+    _PUT_V(out, s.value)
+    _PUT_L(out, labels)
+    _PUT_T(out, s.time)
+    return out
 _Labels = tuple[tuple[str, str], ...]
 
 
@@ -132,34 +148,26 @@ class PodAttribution:
                 return samples
             return self._relabel_from_cgroups(samples, cache)
         out: list[Sample] = []
-        devices: dict[str, Sample] = {}  # device -> its sample with the fewest labels
-        seen: dict[str, str] = {}  # device -> "podresources", or "" when no pod holds it
-        parents_held: set[str] = set()
+        health: list[tuple[Sample, tuple]] = []  # one per device: where allocated comes from
+        append = out.append
         for s in samples:
             if s.measurement not in _DEVICE_MEASUREMENTS:
-                out.append(s)
+                append(s)
                 continue
             hit = cache.get(s.labels)
             if hit is None:
                 hit = cache[s.labels] = self._resolve(held, s.labels)
-            device, new, parent = hit
-            if s.measurement == "accelerator":
-                best = devices.get(device)
-                if best is None or len(s.labels) < len(best.labels):
-                    devices[device] = s
-            if new is None:
-                seen.setdefault(device, "")
-                out.append(s)
-                continue
-            seen[device] = "podresources"
-            if parent:
-                parents_held.add(parent)
-            out.append(Sample(s.measurement, s.field, s.value, new, s.time))
-        for device, s in devices.items():
-            _, new, _ = cache[s.labels]
+            if s.field == "health" and s.measurement == "accelerator":
+                health.append((s, hit))
+            new = hit[1]
+            append(s if new is None else _with_labels(s, new))
+        parents_held = {parent for _, (_, new, parent) in health if new is not None and parent}
+        seen: dict[str, str] = {}
+        for s, (device, new, _) in health:
             on = new is not None or device in parents_held
-            out.append(Sample("accelerator", "allocated", 1.0 if on else 0.0,
-                              s.labels if new is None else new, s.time))
+            seen[device] = "podresources" if new is not None else ""
+            append(Sample("accelerator", "allocated", 1.0 if on else 0.0,
+                          s.labels if new is None else new, s.time))
         self._note(seen)
         return out
 
@@ -192,7 +200,7 @@ class PodAttribution:
             if new is None:
                 new = cache[(s.labels, ref.uid)] = tuple(
                     sorted({**dict(s.labels), "pod_uid": ref.uid}.items()))
-            out.append(Sample(s.measurement, s.field, s.value, new, s.time))
+            out.append(_with_labels(s, new))
         self._note(seen)
         return out
 
