@@ -25,6 +25,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import yaml
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
@@ -451,3 +452,26 @@ def test_without_the_socket_the_devices_processes_name_their_pods(node, sockdir,
 ])
 def test_device_plugin_ids(resource, device_id, keys):
     assert holding_keys(resource, device_id) == keys
+
+
+# --- the folder's README and sample ----------------------------------------------------------
+def test_sample_yaml_is_the_defaults_unless_marked_and_the_readme_shows_it():
+    from computewatch.collectors import kubernetes
+    from computewatch.collectors.config import load_node_config
+    from computewatch.collectors.kubernetes import KubernetesConfig
+
+    folder = Path(kubernetes.__file__).parent
+    text = (folder / "sample.yaml").read_text(encoding="utf-8")
+    config = load_node_config(folder / "sample.yaml").kubernetes
+    raw = yaml.safe_load(text)
+    assert list(raw) == ["kubernetes"]
+    assert set(raw["kubernetes"]) == set(KubernetesConfig.model_fields)
+    defaults = KubernetesConfig()
+    for name in KubernetesConfig.model_fields:
+        line = next(ln for ln in text.splitlines() if ln.strip().startswith(f"{name}:"))
+        if getattr(config, name) != getattr(defaults, name):
+            assert "example" in line, name
+    readme = (folder / "README.md").read_text(encoding="utf-8")
+    assert f"```yaml\n{text}```" in readme
+    assert [ln for ln in readme.splitlines() if ln.startswith("## ")] == [
+        "## Configuration", "## Metrics", "## Example output", "## Troubleshooting"]
