@@ -475,3 +475,20 @@ def test_sample_yaml_is_the_defaults_unless_marked_and_the_readme_shows_it():
     assert f"```yaml\n{text}```" in readme
     assert [ln for ln in readme.splitlines() if ln.startswith("## ")] == [
         "## Configuration", "## Metrics", "## Example output", "## Troubleshooting"]
+
+
+def test_a_failing_relabel_step_costs_its_labels_not_the_batch(node, caplog):
+    def broken(samples):
+        raise RuntimeError("bug")
+
+    labels = node.labels
+    agent = Agent([Scheduled(NvmlCollector(labels, nvml=_nvml(node)), 15.0, 10.0)], [],
+                  labels, relabel=broken)
+    caplog.set_level(logging.WARNING)
+    try:
+        batches = [agent.run_once() for _ in range(2)]
+    finally:
+        agent.close()
+    for batch in batches:
+        assert len(_by_device(batch, "accelerator.health")) == 10  # 8 GPUs + 2 MIG devices
+    assert len([r for r in caplog.records if "relabel" in r.getMessage()]) == 1

@@ -17,6 +17,10 @@ first process in a pod names the device's pod. That says which pod uses a device
 holds it (an allocated device with no process is not seen), so ``allocated`` is not emitted
 then. Several pods sharing one device (time-slicing, MPS) are reported as the first of them
 in (namespace, pod, container) order: a series has one pod label.
+
+The attribution is the agent's first collector, so in ``run_once`` its answer is in before
+the devices' batches are relabelled; under ``run`` the batches of the agent's first cycle
+may go out before the first answer (they then carry what the fallback finds).
 """
 
 from __future__ import annotations
