@@ -492,3 +492,20 @@ def test_a_failing_relabel_step_costs_its_labels_not_the_batch(node, caplog):
     for batch in batches:
         assert len(_by_device(batch, "accelerator.health")) == 10  # 8 GPUs + 2 MIG devices
     assert len([r for r in caplog.records if "relabel" in r.getMessage()]) == 1
+
+
+def test_a_stale_socket_left_by_a_stopped_kubelet_is_unavailable(node, sockdir):
+    import socket as socketlib
+
+    path = sockdir / "kubelet.sock"
+    stale = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+    stale.bind(str(path))  # bound, never listening: connections are refused
+    agent, _ = _agent(node, path, proc_root=sockdir)  # an empty /proc: no fallback pods
+    try:
+        samples = agent.run_once()
+    finally:
+        agent.close()
+        stale.close()
+    assert sample_value(samples, "agent.kubelet_errors_total", {"reason": "unavailable"}) == 1
+    assert sample_value(samples, "agent.kubelet_up") == 0.0
+    assert not [s for s in samples if s.label("pod") or s.label("pod_uid")]
