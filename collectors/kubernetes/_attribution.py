@@ -117,8 +117,10 @@ class PodAttribution:
                 self._failing = True
             return []
         with self._lock:
+            if held != self._held:  # the same answer keeps the relabel cache warm
+                self._relabelled = {}
             self._held, self._up = held, 1.0
-            self._reset()
+            self._pods = {}
         if self._failing:
             log.warning("kubelet PodResources answers again at %s", self._client.socket)
             self._failing = False
