@@ -124,7 +124,7 @@ def ids(node) -> dict[str, str]:
     """What the driver calls the devices the fake kubelet hands out."""
     nv = _nvml(node)
     nv.nvmlInit()
-    gpu = [nv.nvmlDeviceGetUUID(nv.nvmlDeviceGetHandleByIndex(i)) for i in range(5)]
+    gpu = [nv.nvmlDeviceGetUUID(nv.nvmlDeviceGetHandleByIndex(i)) for i in range(8)]
     parent = nv.nvmlDeviceGetHandleByIndex(1)
     migs = [nv.nvmlDeviceGetMigDeviceHandleByIndex(parent, j) for j in range(2)]
     out = {f"gpu{i}": (u.decode() if isinstance(u, bytes) else u) for i, u in enumerate(gpu)}
@@ -423,6 +423,8 @@ def test_without_the_socket_the_devices_processes_name_their_pods(node, sockdir,
         # the largest process is a system one; the next, in a pod, names the pod
         2: [(4200, "containerd", 2 * GIB), (4102, "python", GIB)],
         3: [(4300, "bash", GIB)],
+        # a host pid that, seen from the agent's own pid namespace, is one of its processes
+        5: [(4105, "computewatch", GIB)],
     })
     agent, _ = _agent(node, sockdir / "absent.sock", nvml=nv)
     try:
@@ -433,6 +435,7 @@ def test_without_the_socket_the_devices_processes_name_their_pods(node, sockdir,
     assert util[ids["gpu0"]]["pod_uid"] == FIXTURE_PODS[4101][0]
     assert util[ids["gpu2"]]["pod_uid"] == FIXTURE_PODS[4102][0]
     assert "pod_uid" not in util[ids["gpu3"]] and "pod" not in util[ids["gpu0"]]
+    assert "pod_uid" not in util[ids["gpu5"]]  # never the agent's own pod
     assert not [s for s in samples if s.name == "accelerator.allocated"]  # not knowable
     assert sample_value(samples, "agent.attributed_devices", {"source": "cgroup"}) == 2
     assert sample_value(samples, "agent.kubelet_errors_total", {"reason": "absent"}) == 1

@@ -99,6 +99,7 @@ class PodAttribution:
         self._up = 0.0
         self._failing = False
         self._attributed: dict[str, str] = {}  # device -> source of its pod labels
+        self._own: PodRef | None = None  # the agent's own pod, never a device's holder
 
     # -- the collector's part: refresh the cache ----------------------------------------------
     def collect(self) -> list[Sample]:
@@ -226,8 +227,14 @@ class PodAttribution:
         return {}
 
     def _cgroup_owners(self, samples: list[Sample]) -> dict[str, PodRef]:
-        """Each device's pod from its processes (largest first) in this batch."""
+        """Each device's pod from its processes (largest first) in this batch.
+
+        A pid that resolves to the agent's own pod is skipped: without hostPID the agent sees
+        its own pid namespace, where a device's host pid can name one of the agent's own
+        processes, and the agent runs nothing on an accelerator."""
         owners: dict[str, PodRef] = {}
+        if self._own is None:
+            self._own = pod_of_pid(self._proc_root, "self") or PodRef("")
         for s in samples:
             if s.measurement != "accelerator_process":
                 continue
@@ -237,7 +244,7 @@ class PodAttribution:
             n = int(pid)
             if n not in self._pods:
                 self._pods[n] = pod_of_pid(self._proc_root, n)
-            if (ref := self._pods[n]) is not None:
+            if (ref := self._pods[n]) is not None and ref.uid != self._own.uid:
                 owners[device] = ref
         return owners
 

@@ -58,10 +58,12 @@ def parse_cgroup(text: str) -> PodRef | None:
     return None
 
 
-def pod_of_pid(proc_root: Path, pid: int) -> PodRef | None:
-    """The pod of process ``pid`` under ``proc_root``; None when it is gone or in no pod."""
+def pod_of_pid(proc_root: Path, pid: int | str) -> PodRef | None:
+    """The pod of process ``pid`` (or ``"self"``) under ``proc_root``; None when it is gone
+    or in no pod."""
     try:
-        text = (Path(proc_root) / str(int(pid)) / "cgroup").read_text(errors="replace")
+        name = "self" if pid == "self" else str(int(pid))
+        text = (Path(proc_root) / name / "cgroup").read_text(errors="replace")
     except (OSError, ValueError):  # exited, not permitted, or not a pid
         return None
     return parse_cgroup(text)
