@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Debian packages the integration tests start as real servers; later parts add to this list.
 DEBIAN_PACKAGES := openssl prometheus prometheus-alertmanager victoria-metrics docker-compose chromium chromium-driver poppler-utils fonts-noto-cjk
 
-.PHONY: demo test test-fast bench lint venv debs clean
+.PHONY: demo test test-fast bench lint venv debs clean protos
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ test-fast: $(STAMP) debs lint
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# The kubelet PodResources stubs (collectors/kubernetes/_podresources_pb2*.py), committed;
+# rerun after editing collectors/kubernetes/_podresources.proto.
+protos: $(STAMP)
+	$(BIN)/python -m computewatch.collectors.kubernetes._generate
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info

@@ -23,6 +23,11 @@ errors per source), every cycle whatever its run's outcome; samples exported and
 per exporter; catalogue rejections as ``computewatch.samples_rejected_total``; and whatever an
 exporter with a ``self_samples(labels, now)`` method reports on itself (the remote-write
 exporter's ``agent_buffer_*`` queue metrics).
+
+An optional ``relabel`` step (workload attribution: collectors/kubernetes) sees each run's
+samples before validation and may add labels and samples; it must not do I/O that can hang
+(its data is refreshed by a collector of its own), and a failure of it costs its labels,
+logged once, never the batch.
 """
 
 from __future__ import annotations
@@ -189,7 +194,8 @@ class Agent:
     """Runs collectors and feeds exporters; `run_once` for one cycle, `run` until stopped."""
 
     def __init__(self, collectors: Sequence[Scheduled], exporters: Sequence[Exporter],
-                 labels: dict[str, str], *, clock: Callable[[], float] = time.monotonic) -> None:
+                 labels: dict[str, str], *, clock: Callable[[], float] = time.monotonic,
+                 relabel: Callable[[list[Sample]], list[Sample]] | None = None) -> None:
         names = [c.name for c in collectors]
         if len(set(names)) != len(names):
             raise ValueError(f"collector names must be unique, got {names}")
@@ -203,6 +209,8 @@ class Agent:
         self._clock = clock
         self._lock = threading.Lock()
         self._outlets = [_Outlet(e, self._account) for e in self.exporters]
+        self._relabel = relabel
+        self._relabel_failing = False
 
     @property
     def collector_names(self) -> list[str]:
@@ -256,10 +264,25 @@ class Agent:
             if slot.logged is ResultCode.NO_DATA:
                 log.warning("collector %s reads data again", result.name)
             slot.logged = None
-        result.samples = filter_samples(result.samples, self.rejections,
+        result.samples = filter_samples(self._relabelled(result.samples), self.rejections,
                                         f"collector {result.name}")
         slot.collected += len(result.samples)
         slot.last = result
+
+    def _relabelled(self, samples: list[Sample]) -> list[Sample]:
+        """The relabel step's output (workload attribution), or the samples as they were
+        when it fails: a bug there must cost labels, never a batch."""
+        if self._relabel is None or not samples:
+            return samples
+        try:
+            out = self._relabel(samples)
+        except Exception:
+            if not self._relabel_failing:
+                log.exception("relabel step failed; samples go out without its labels")
+                self._relabel_failing = True
+            return samples
+        self._relabel_failing = False
+        return out
 
     # -- self metrics ---------------------------------------------------------------------
     def self_samples(self, now: datetime | None = None) -> list[Sample]:

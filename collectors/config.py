@@ -31,6 +31,7 @@ from computewatch.collectors._settings import (
 )
 from computewatch.collectors.export.buffer import DEFAULT_MAX_BYTES
 from computewatch.collectors.export.remote import DEFAULT_BATCH_SAMPLES
+from computewatch.collectors.kubernetes import KubernetesConfig
 from computewatch.collectors.modbus import ModbusMeter
 from computewatch.collectors.redfish import RedfishEndpoint
 from computewatch.collectors.snmp import SnmpDevice
@@ -213,6 +214,9 @@ class NodeConfig(_Model):
     timeout: Duration = 10.0
     collectors: Collectors = Collectors()
     exports: Exports = Exports()
+    # Workload attribution: pod, namespace, container on every accelerator series
+    # (collectors/kubernetes/README.md).
+    kubernetes: KubernetesConfig = KubernetesConfig()
 
     @property
     def labels(self) -> dict[str, str]:

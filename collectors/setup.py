@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # the simulator is only imported when --simulate asks for it
 
     from computewatch.sim.node import NodeSim
 
-__all__ = ["build_agent", "build_collectors", "build_exporters"]
+__all__ = ["build_agent", "build_attribution", "build_collectors", "build_exporters"]
 
 
 def build_collectors(config: NodeConfig, simulate: NodeSim | None = None) -> list[Scheduled]:
@@ -194,4 +194,20 @@ def build_agent(config: NodeConfig, *, simulate: NodeSim | None = None,
                                                  meters=_declared_meters(p.topology,
                                                                          labels["site"])),
                                     config.interval, config.timeout))
-    return Agent(collectors, exporters, labels)
+    relabel = None
+    if config.kubernetes.enabled:
+        attribution = build_attribution(config, labels)
+        collectors.insert(0, attribution)  # first: its answer is in before the devices' runs
+        relabel = attribution.collector.relabel  # type: ignore[attr-defined]
+    return Agent(collectors, exporters, labels, relabel=relabel)
+
+
+def build_attribution(config: NodeConfig, labels: dict[str, str]) -> Scheduled:
+    """The ``kubernetes`` collector: the kubelet's PodResources, refreshed every ``refresh``."""
+    from computewatch.collectors.kubernetes import PodAttribution, PodResourcesClient
+
+    k = config.kubernetes
+    client = PodResourcesClient(k.pod_resources_socket, k.timeout)
+    return Scheduled(PodAttribution(labels, client, proc_root=k.proc_root,
+                                    cgroup_fallback=k.cgroup_fallback),
+                     k.refresh, k.timeout + 1.0)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 __all__ = [
+    "ALLOCATION_LABELS",
     "CATALOG",
     "UNITS",
     "CompatPart",
@@ -157,8 +158,15 @@ _DEVICE = (*_PLACE, "node", "device", "index", "vendor", "model", "ecosystem",
 # them differently).
 _DEVICE = (*_DEVICE, "phy_id", "vdie_id", "memory_type")
 _DEVICE = (*_DEVICE, "gpu_instance_id", "gpu_instance_profile")  # MIG devices (NVML)
+# Kubernetes: the pod holding the device, as the kubelet's PodResources API names it (the
+# labels dcgm-exporter adds); empty while no pod holds it or where the node has no kubelet.
+ALLOCATION_LABELS = ("pod", "namespace", "container")
+_DEVICE = (*_DEVICE, *ALLOCATION_LABELS)
 _METER = (*_PLACE, "meter", "scope", "source")
 _LINK = ("src_site", "dst_site", "src_hub", "dst_hub", "tier", "probe")
+# Where the kubelet's API is out of reach, the pod's UID from the cgroup of a process on the
+# device (collectors/kubernetes): the cgroup names no pod, namespace or container.
+_DEVICE = (*_DEVICE, "pod_uid")
 
 
 def _acc(field_: str, unit: str, kind: Kind, help_: str, *, labels: tuple[str, ...] = (),
@@ -207,6 +215,10 @@ CATALOG: tuple[Metric, ...] = (
     _acc("health", "{state}", Kind.GAUGE,
          "1 when the device answers and reports healthy, 0 when it is unhealthy or lost.",
          otel="hw.status", npu_exporter="npu_chip_info_health_status", high=1.0),
+    _acc("allocated", "{state}", Kind.GAUGE,
+         "1 while a pod holds the device (the kubelet's PodResources API; the pod, namespace "
+         "and container labels name it), 0 while none does; absent where the node has no "
+         "kubelet.", high=1.0),
     _acc("pcie_replays_total", "{count}", Kind.COUNTER, "PCIe replay events.",
          dcgm="DCGM_FI_DEV_PCIE_REPLAY_COUNTER"),
     _acc("xid_errors_total", "{count}", Kind.COUNTER,
@@ -468,6 +480,17 @@ CATALOG: tuple[Metric, ...] = (
     Metric("agent", "samples_dropped_total", "{count}", Kind.COUNTER,
            ("node", *_PLACE, "exporter", "reason"),
            "Samples an exporter could not deliver and gave up on, by reason."),
+    # Workload attribution (collectors/kubernetes): the kubelet's PodResources API.
+    Metric("agent", "kubelet_up", "{state}", Kind.GAUGE, ("node", *_PLACE),
+           "1 when the kubelet's PodResources List answered at the last refresh, else 0.",
+           high=1.0),
+    Metric("agent", "kubelet_errors_total", "{count}", Kind.COUNTER,
+           ("node", *_PLACE, "reason"),
+           "PodResources List calls that failed, by reason: absent (no socket), unavailable, "
+           "timeout, unimplemented, error."),
+    Metric("agent", "attributed_devices", "{count}", Kind.GAUGE, ("node", *_PLACE, "source"),
+           "Devices labelled with a pod in the last batch, by source: podresources (the "
+           "kubelet's answer) or cgroup (a process on the device, through its cgroup)."),
     # The remote-write exporter's durable on-disk queue (collectors/export/remote.py).
     Metric("agent", "buffer_bytes", "By", Kind.GAUGE, ("node", *_PLACE, "exporter"),
            "Bytes of segment files in the exporter's on-disk queue."),

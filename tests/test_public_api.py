@@ -47,8 +47,8 @@ PUBLIC: dict[str, set[str]] = {
         "PushError", "PushResult", "SOURCE", "alert_name", "finding_alert", "finding_labels",
         "push_analysis", "push_findings"},
     "computewatch.catalog": {
-        "CATALOG", "CompatPart", "Kind", "Measurement", "Metric", "UNITS", "UnitSpec",
-        "UnknownMetricError", "measurement", "measurements", "metric"},
+        "ALLOCATION_LABELS", "CATALOG", "CompatPart", "Kind", "Measurement", "Metric", "UNITS",
+        "UnitSpec", "UnknownMetricError", "measurement", "measurements", "metric"},
     "computewatch.cli": {"app", "healthcheck", "main"},
     "computewatch.collectors": {
         "Collector", "CollectorError", "DriverAbsent", "NoData", "ParseError", "ResultCode",
@@ -77,6 +77,10 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.collectors.export.store": {"StoreExporter"},
     "computewatch.collectors.export.webconfig": {
         "BasicAuth", "TlsServerConfig", "WebConfig", "load_web_config"},
+    "computewatch.collectors.kubernetes": {
+        "DEFAULT_SOCKET", "REASONS", "Holding", "KubeletUnavailable", "KubernetesConfig",
+        "PodAttribution", "PodRef", "PodResourcesClient", "holding_keys", "parse_cgroup",
+        "pod_of_pid", "sample_keys"},
     "computewatch.collectors.latency": {
         "BUCKETS", "DEFAULT_RATE", "DEFAULT_RESPONDER_PORT", "DROP_REASONS", "EMITTED",
         "ICMP_DISABLED", "KINDS", "LatencyCollector", "MAGIC", "MIN_FIBER_RTT_S", "PACKET_SIZE",
@@ -93,7 +97,8 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.collectors.redfish": {
         "EMITTED", "ERROR_TYPES", "PART_CONTEXTS", "RedfishCollector", "RedfishEndpoint",
         "environment_readings", "legacy_psu_input_watts", "power_control_watts", "sensor_reading"},
-    "computewatch.collectors.setup": {"build_agent", "build_collectors", "build_exporters"},
+    "computewatch.collectors.setup": {"build_agent", "build_attribution", "build_collectors",
+                                      "build_exporters"},
     "computewatch.collectors.snmp": {
         "EMITTED", "ERROR_TYPES", "SnmpCollector", "SnmpDevice", "SnmpProfile", "load_profile",
         "shipped_profiles"},

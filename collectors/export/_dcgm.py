@@ -2,11 +2,14 @@
 
 Facts from NVIDIA/dcgm-exporter (released tags; its etc/default-counters.csv and
 internal/pkg/rendermetrics): every series carries ``gpu`` (the GPU's index), ``UUID`` (the
-GPU's UUID), ``pci_bus_id``, ``device`` (``nvidia<gpu>``), ``modelName`` (the GPU's name) and
-``Hostname``, then its labels such as ``DCGM_FI_DRIVER_VERSION``. A MIG instance's series
-carry its GPU's ``gpu``, ``UUID`` and ``modelName`` plus ``GPU_I_PROFILE`` (``1g.10gb``) and
-``GPU_I_ID`` (NVML's GPU instance id). ``DCGM_FI_DEV_XID_ERRORS`` also carries ``err_code``
-and ``err_msg``. HELP texts are dcgm-exporter's, so a diff against its output is quiet.
+GPU's UUID), ``pci_bus_id``, ``device`` (``nvidia<gpu>``), ``modelName`` (the GPU's name)
+and ``Hostname``, then its labels such as ``DCGM_FI_DRIVER_VERSION``; with its Kubernetes
+mapping on, a device a pod holds also carries ``pod``, ``namespace`` and ``container``
+(internal/pkg/transformation/kubernetes.go: set only for a device a pod was allocated). A
+MIG instance's series carry its GPU's ``gpu``, ``UUID`` and ``modelName`` plus
+``GPU_I_PROFILE`` (``1g.10gb``) and ``GPU_I_ID`` (NVML's GPU instance id).
+``DCGM_FI_DEV_XID_ERRORS`` also carries ``err_code`` and ``err_msg``. HELP texts are
+dcgm-exporter's, so a diff against its output is quiet.
 """
 
 from __future__ import annotations
@@ -81,6 +84,9 @@ def dcgm_labels(labels: Mapping[str, str], name: str, value: float) -> dict[str,
         out["Hostname"] = labels["node"]
     if labels.get("driver_version"):
         out["DCGM_FI_DRIVER_VERSION"] = labels["driver_version"]
+    for key in ("pod", "namespace", "container"):  # its Kubernetes mapping: held devices only
+        if labels.get(key):
+            out[key] = labels[key]
     if name == XID:
         code = int(value)
         out["err_code"] = str(code)

@@ -43,13 +43,15 @@ healthy, 0 unhealthy or lost) becomes the ``hw.status`` state set: ``ok`` = heal
 ``failed`` = 1 - health.
 
 Attributes: the resource carries the agent's place (``host.name``, ``computewatch.site``,
-``.cluster``, ``.hub``, ``service.name``). Each point carries ``hw.id`` (the ``device`` label,
-or a meter's ``meter``), ``hw.type=gpu`` on accelerators (semconv has no other type for
-NPUs), ``hw.vendor``, ``hw.model``, ``hw.driver_version``, ``hw.parent`` (a MIG instance's
-GPU), ``error.type``; every other label as ``computewatch.<label>`` (``index``,
-``ecosystem``, ``pci_bus_id``, ...). Placement labels equal to the resource's are not
-repeated on points; ones that differ are kept as ``computewatch.node`` etc. Empty label
-values are omitted (as Prometheus treats them).
+``.cluster``, ``.hub``, ``service.name``). Each point carries ``hw.id`` (the ``device``
+label, or a meter's ``meter``), ``hw.type=gpu`` on accelerators (semconv has no other type
+for NPUs), ``hw.vendor``, ``hw.model``, ``hw.driver_version``, ``hw.parent`` (a MIG
+instance's GPU), ``error.type``; the pod holding a device as ``k8s.namespace.name``,
+``k8s.pod.name``, ``k8s.container.name`` and ``k8s.pod.uid`` (Kubernetes semantic
+conventions); every other label as ``computewatch.<label>`` (``index``, ``ecosystem``,
+``pci_bus_id``, ...). Placement labels equal to the resource's are not repeated on points;
+ones that differ are kept as ``computewatch.node`` etc. Empty label values are omitted (as
+Prometheus treats them).
 
 Failures never raise: a refused connection, a timeout or an HTTP error status returns
 ``ExportResult.failed(len(batch), reason)``, logged once per failure episode (then at debug
@@ -116,6 +118,9 @@ _HW_TYPE = {"accelerator": "gpu"}
 _ATTRIBUTE_NAMES = {
     "device": "hw.id", "meter": "hw.id", "vendor": "hw.vendor", "model": "hw.model",
     "driver_version": "hw.driver_version", "parent": "hw.parent", "error_type": "error.type",
+    # The pod holding a device (collectors/kubernetes), in the k8s semantic conventions.
+    "namespace": "k8s.namespace.name", "pod": "k8s.pod.name", "container": "k8s.container.name",
+    "pod_uid": "k8s.pod.uid",
 }
 _PLACEMENT = {"node": "host.name", "site": "computewatch.site",
               "cluster": "computewatch.cluster", "hub": "computewatch.hub"}

@@ -1,0 +1,250 @@
+"""`PodAttribution`: which pod holds each accelerator, as labels on its series.
+
+It plays two parts in the agent. As a collector (``kubernetes``, scheduled on its own
+``refresh`` interval and timeout like any other, in its own worker) it asks the kubelet's
+PodResources API and caches the answer; a kubelet that is down costs one log line per
+episode and a count in ``agent.kubelet_errors_total{reason}``, and never holds up another
+collector. As the agent's relabel step it adds ``namespace``, ``pod`` and ``container`` to
+every ``accelerator`` and ``accelerator_process`` sample of a held device, from the cache,
+with no I/O, and adds ``accelerator.allocated`` (1 held, 0 free) for every device that
+reports its ``accelerator.health`` (every GPU, MIG device and NPU chip does, each run).
+
+Where the kubelet cannot be asked (no socket, an error), the last answer is dropped (a stale
+one would name pods that may be gone) and, unless turned off, the cgroup fallback runs: the
+processes the collectors listed on a device (``accelerator_process{pid}``, largest first)
+are traced through ``<proc root>/<pid>/cgroup`` to their pod's UID (label ``pod_uid``); the
+first process in a pod names the device's pod. That says which pod uses a device, not which
+holds it (an allocated device with no process is not seen), so ``allocated`` is not emitted
+then. Several pods sharing one device (time-slicing, MPS) are reported as the first of them
+in (namespace, pod, container) order: a series has one pod label.
+
+The attribution is the agent's first collector, so in ``run_once`` its answer is in before
+the devices' batches are relabelled; under ``run`` the batches of the agent's first cycle
+may go out before the first answer (they then carry what the fallback finds).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+
+from computewatch.collectors._base import placement_labels
+from computewatch.collectors.kubernetes._cgroup import PodRef, pod_of_pid
+from computewatch.collectors.kubernetes._client import (
+    Holding,
+    KubeletUnavailable,
+    PodResourcesClient,
+)
+from computewatch.collectors.kubernetes._devices import Key, holding_keys, sample_keys
+from computewatch.samples import Sample
+
+__all__ = ["REASONS", "PodAttribution"]
+
+log = logging.getLogger(__name__)
+
+REASONS = ("absent", "unavailable", "timeout", "unimplemented", "error")
+"""``agent.kubelet_errors_total{reason}``, each from the first cycle at 0."""
+
+_DEVICE_MEASUREMENTS = frozenset({"accelerator", "accelerator_process"})
+_PUT_M, _PUT_F, _PUT_V, _PUT_L, _PUT_T = (
+    getattr(Sample, f).__set__ for f in ("measurement", "field", "value", "labels", "time"))
+
+
+def _with_labels(s: Sample, labels: tuple[tuple[str, str], ...]) -> Sample:
+    """``s`` with other (sorted) labels. The relabel step's hot path: it makes one per
+    sample of a held device, every cycle, and the frozen dataclass's ``__init__`` costs twice
+    this (slot descriptors set directly; Sample has no ``__post_init__`` to skip)."""
+    out = object.__new__(Sample)
+    _PUT_M(out, s.measurement)
+    _PUT_F(out, s.field)
+    _PUT_V(out, s.value)
+    _PUT_L(out, labels)
+    _PUT_T(out, s.time)
+    return out
+_Labels = tuple[tuple[str, str], ...]
+
+
+def holders_by_key(holdings: list[Holding]) -> dict[Key, dict[str, str]]:
+    """Each device key's holder as labels; where several share one, the first in order."""
+    out: dict[Key, tuple[str, str, str]] = {}
+    for h in holdings:
+        who = (h.namespace, h.pod, h.container)
+        for key in holding_keys(h.resource, h.device_id):
+            if key not in out or who < out[key]:
+                out[key] = who
+    return {k: {"namespace": ns, "pod": pod, "container": ctr}
+            for k, (ns, pod, ctr) in out.items()}
+
+
+class PodAttribution:
+    """Caches the kubelet's allocations and labels accelerator samples with their pods."""
+
+    name = "kubernetes"
+
+    def __init__(self, labels: Mapping[str, str], client: PodResourcesClient, *,
+                 proc_root: Path = Path("/proc"), cgroup_fallback: bool = True) -> None:
+        self._place = placement_labels(labels)
+        self._client = client
+        self._proc_root = Path(proc_root)
+        self._fallback = cgroup_fallback
+        self._lock = threading.Lock()
+        self._held: dict[Key, dict[str, str]] | None = None  # None: the kubelet is not heard
+        self._relabelled: dict = {}  # labels (and pod UID) -> what they become
+        self._pods: dict[int, PodRef | None] = {}
+        self._errors: Counter[str] = Counter({r: 0 for r in REASONS})
+        self._up = 0.0
+        self._failing = False
+        self._attributed: dict[str, str] = {}  # device -> source of its pod labels
+        self._own: PodRef | None = None  # the agent's own pod, never a device's holder
+
+    # -- the collector's part: refresh the cache ----------------------------------------------
+    def collect(self) -> list[Sample]:
+        """Ask the kubelet once; its metrics are in `self_samples`, every cycle."""
+        try:
+            held = holders_by_key(self._client.list())
+        except KubeletUnavailable as exc:
+            with self._lock:
+                self._errors[exc.reason] += 1
+                self._held, self._up = None, 0.0
+                self._reset()
+            if not self._failing:  # one line per episode
+                log.warning("kubelet PodResources unavailable (%s): %s; %s", exc.reason, exc,
+                            "labelling devices from their processes' cgroups"
+                            if self._fallback else "devices go without pod labels")
+                self._failing = True
+            return []
+        with self._lock:
+            if held != self._held:  # the same answer keeps the relabel cache warm
+                self._relabelled = {}
+            self._held, self._up = held, 1.0
+            self._pods = {}
+        if self._failing:
+            log.warning("kubelet PodResources answers again at %s", self._client.socket)
+            self._failing = False
+        return []
+
+    def _reset(self) -> None:
+        self._relabelled = {}
+        self._pods = {}
+
+    def self_samples(self, now: datetime) -> list[Sample]:
+        with self._lock:
+            out = [Sample.of("agent.kubelet_up", self._up, self._place, now)]
+            out += [Sample.of("agent.kubelet_errors_total", float(n),
+                              {**self._place, "reason": r}, now) for r, n in self._errors.items()]
+            by_source = Counter(self._attributed.values())
+        for source in ("podresources", "cgroup"):
+            out.append(Sample.of("agent.attributed_devices", float(by_source[source]),
+                                 {**self._place, "source": source}, now))
+        return out
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- the relabel step: no I/O but the fallback's /proc reads ------------------------------
+    def relabel(self, samples: list[Sample]) -> list[Sample]:
+        """``samples`` with pod labels on every held device's series, plus ``allocated``."""
+        with self._lock:
+            held, cache = self._held, self._relabelled
+        if held is None:
+            if not self._fallback:
+                return samples
+            return self._relabel_from_cgroups(samples, cache)
+        out: list[Sample] = []
+        health: list[tuple[Sample, tuple]] = []  # one per device: where allocated comes from
+        append = out.append
+        for s in samples:
+            if s.measurement not in _DEVICE_MEASUREMENTS:
+                append(s)
+                continue
+            hit = cache.get(s.labels)
+            if hit is None:
+                hit = cache[s.labels] = self._resolve(held, s.labels)
+            if s.field == "health" and s.measurement == "accelerator":
+                health.append((s, hit))
+            new = hit[1]
+            append(s if new is None else _with_labels(s, new))
+        parents_held = {parent for _, (_, new, parent) in health if new is not None and parent}
+        seen: dict[str, str] = {}
+        for s, (device, new, _) in health:
+            on = new is not None or device in parents_held
+            seen[device] = "podresources" if new is not None else ""
+            append(Sample("accelerator", "allocated", 1.0 if on else 0.0,
+                          s.labels if new is None else new, s.time))
+        self._note(seen)
+        return out
+
+    def _resolve(self, held: dict[Key, dict[str, str]],
+                 labels: _Labels) -> tuple[str, _Labels | None, str]:
+        """(device, the labels with its holder's or None when free, its parent when held)."""
+        lab = dict(labels)
+        device = lab.get("device", "")
+        extra = self._holder(held, lab)
+        if not extra:
+            return device, None, ""
+        return device, tuple(sorted({**lab, **extra}.items())), lab.get("parent", "")
+
+    def _relabel_from_cgroups(self, samples: list[Sample], cache: dict) -> list[Sample]:
+        owners = self._cgroup_owners(samples)
+        out: list[Sample] = []
+        seen: dict[str, str] = {}
+        for s in samples:
+            if s.measurement not in _DEVICE_MEASUREMENTS:
+                out.append(s)
+                continue
+            device = s.label("device") or ""
+            ref = owners.get(device)
+            if ref is None:
+                seen.setdefault(device, "")
+                out.append(s)
+                continue
+            seen[device] = "cgroup"
+            new = cache.get((s.labels, ref.uid))
+            if new is None:
+                new = cache[(s.labels, ref.uid)] = tuple(
+                    sorted({**dict(s.labels), "pod_uid": ref.uid}.items()))
+            out.append(_with_labels(s, new))
+        self._note(seen)
+        return out
+
+    def _note(self, seen: dict[str, str]) -> None:
+        with self._lock:
+            for device, source in seen.items():
+                if source:
+                    self._attributed[device] = source
+                else:
+                    self._attributed.pop(device, None)
+
+    @staticmethod
+    def _holder(held: dict[Key, dict[str, str]], lab: Mapping[str, str]) -> dict[str, str]:
+        for key in sample_keys(lab):
+            if (who := held.get(key)) is not None:
+                return who
+        return {}
+
+    def _cgroup_owners(self, samples: list[Sample]) -> dict[str, PodRef]:
+        """Each device's pod from its processes (largest first) in this batch.
+
+        A pid that resolves to the agent's own pod is skipped: without hostPID the agent sees
+        its own pid namespace, where a device's host pid can name one of the agent's own
+        processes, and the agent runs nothing on an accelerator."""
+        owners: dict[str, PodRef] = {}
+        if self._own is None:
+            self._own = pod_of_pid(self._proc_root, "self") or PodRef("")
+        for s in samples:
+            if s.measurement != "accelerator_process":
+                continue
+            device, pid = s.label("device"), s.label("pid")
+            if not device or not pid or device in owners or not pid.isdigit():
+                continue
+            n = int(pid)
+            if n not in self._pods:
+                self._pods[n] = pod_of_pid(self._proc_root, n)
+            if (ref := self._pods[n]) is not None and ref.uid != self._own.uid:
+                owners[device] = ref
+        return owners
+

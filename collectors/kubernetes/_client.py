@@ -1,0 +1,79 @@
+"""One call of the kubelet's PodResources API (v1 ``List``) over its unix socket.
+
+The answer is flattened into `Holding`s: (resource, device id) -> namespace, pod, container.
+A failure raises `KubeletUnavailable` with a short reason for the counter (absent: no socket;
+unavailable; timeout; unimplemented: a kubelet without v1; error).
+
+Each call opens its own channel and closes it: an idle open channel keeps gRPC's threads
+polling, about 0.5 ms of CPU a second (7 ms per 15 s cycle, measured), against about 0.6 ms
+to connect once per refresh over a local socket; and a kubelet that restarts is found again
+at the next refresh, never after gRPC's reconnect backoff (up to 2 minutes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Holding", "KubeletUnavailable", "PodResourcesClient"]
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """One device a container was allocated, as its device plugin names it."""
+
+    resource: str
+    device_id: str
+    namespace: str
+    pod: str
+    container: str
+
+
+class KubeletUnavailable(RuntimeError):
+    """The kubelet could not be asked; ``reason`` is a label value, the message says why."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+_REASONS = {"UNAVAILABLE": "unavailable", "DEADLINE_EXCEEDED": "timeout",
+            "UNIMPLEMENTED": "unimplemented"}
+
+
+class PodResourcesClient:
+    """Asks the kubelet at ``socket`` which container holds which device."""
+
+    def __init__(self, socket: Path, timeout_s: float = 2.0) -> None:
+        self.socket = Path(socket)
+        self.timeout_s = timeout_s
+
+    def list(self) -> list[Holding]:
+        import grpc
+
+        from computewatch.collectors.kubernetes import _podresources_pb2 as pb
+        from computewatch.collectors.kubernetes._podresources_pb2_grpc import (
+            PodResourcesListerStub,
+        )
+
+        if not self.socket.exists():
+            raise KubeletUnavailable("absent", f"no kubelet socket at {self.socket}")
+        channel = grpc.insecure_channel(f"unix://{self.socket.absolute()}")
+        try:
+            answer = PodResourcesListerStub(channel).List(pb.ListPodResourcesRequest(),
+                                                          timeout=self.timeout_s)
+        except grpc.RpcError as exc:
+            code = exc.code() if callable(getattr(exc, "code", None)) else None
+            name = code.name if code is not None else "UNKNOWN"
+            details = exc.details() if callable(getattr(exc, "details", None)) else ""
+            raise KubeletUnavailable(_REASONS.get(name, "error"),
+                                     f"PodResources List at {self.socket}: {name} "
+                                     f"{details}".rstrip()) from None
+        finally:
+            channel.close()
+        return [Holding(dev.resource_name, device_id, pod.namespace, pod.name, ctr.name)
+                for pod in answer.pod_resources for ctr in pod.containers
+                for dev in ctr.devices for device_id in dev.device_ids]
+
+    def close(self) -> None:
+        """Nothing is held between calls; here for the agent's close."""

@@ -1,0 +1,514 @@
+"""Workload attribution: a real kubelet PodResources gRPC server on a unix socket, the agent
+with simulated drivers (fake NVML with MIG, fake npu-smi) against it, and the pod labels
+checked where users read them: the Prometheus exposition (with the DCGM and npu-exporter
+names), OTLP as a real receiver decodes it, and line protocol. Then the kubelet going away
+and coming back, a kubelet that hangs, and the cgroup fallback on the fake /proc in
+tests/fixtures/proc.
+
+Expected values come from outside the code under test: device UUIDs and GPU instance ids
+are asked of the fake driver, the holders are the ones the fake kubelet was given, Ascend
+physical ids are the fake npu-smi's (physical id = position on the node), and the pod UIDs
+are read by hand from the fixture files (tests/fixtures/proc/README.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import grpc
+import pytest
+import yaml
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
+from prometheus_client.parser import text_string_to_metric_families
+
+from computewatch.collectors.agent import Agent, Scheduled
+from computewatch.collectors.ascend import AscendCollector
+from computewatch.collectors.config import NodeConfig
+from computewatch.collectors.export.otlp import OtlpExporter
+from computewatch.collectors.export.prometheus import exposition
+from computewatch.collectors.kubernetes import (
+    PodAttribution,
+    PodResourcesClient,
+    holding_keys,
+    parse_cgroup,
+    pod_of_pid,
+)
+from computewatch.collectors.kubernetes import _podresources_pb2 as pb
+from computewatch.collectors.kubernetes import _podresources_pb2_grpc as pb_grpc
+from computewatch.collectors.nvml import NvmlCollector
+from computewatch.collectors.setup import build_agent
+from computewatch.lineprotocol import encode_samples
+from computewatch.samples import Sample, sample_value
+from computewatch.sim.fake_hccn import FakeHccnTool
+from computewatch.sim.fake_npusmi import FakeNpuSmi
+from computewatch.sim.fake_nvml import FakeNvml
+from computewatch.sim.node import simulated_node
+
+PROC = Path(__file__).parent / "fixtures" / "proc"
+GIB = 2**30
+
+
+# --- a real kubelet PodResources server ----------------------------------------------------
+class Lister(pb_grpc.PodResourcesListerServicer):
+    """Answers List with ``pods``: [(namespace, pod, [(container, [(resource, [ids])])])]."""
+
+    def __init__(self, pods: list, delay_s: float = 0.0) -> None:
+        self.pods = pods
+        self.delay_s = delay_s
+        self.calls = 0
+
+    def List(self, request, context):
+        self.calls += 1
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        return pb.ListPodResourcesResponse(pod_resources=[
+            pb.PodResources(namespace=ns, name=name, containers=[
+                pb.ContainerResources(name=ctr, devices=[
+                    pb.ContainerDevices(resource_name=res, device_ids=ids)
+                    for res, ids in devices])
+                for ctr, devices in containers])
+            for ns, name, containers in self.pods])
+
+
+class Kubelet:
+    """The PodResources service on a unix socket; `stop` and `start` it like a restart."""
+
+    def __init__(self, socket: Path, lister: Lister) -> None:
+        self.socket = socket
+        self.lister = lister
+        self.server: grpc.Server | None = None
+
+    def start(self) -> None:
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        pb_grpc.add_PodResourcesListerServicer_to_server(self.lister, self.server)
+        self.server.add_insecure_port(f"unix://{self.socket}")
+        self.server.start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop(grace=None).wait(5)
+            self.server = None
+        self.socket.unlink(missing_ok=True)  # the kubelet's socket goes with it
+
+
+@pytest.fixture
+def sockdir() -> Iterator[Path]:
+    """A short directory: a unix socket path must fit in 108 bytes."""
+    with tempfile.TemporaryDirectory(prefix="kl", dir="/tmp") as d:
+        yield Path(d)
+
+
+# --- the node: 8 GPUs (GPU 1 in MIG mode with two instances) and 8 Ascend 910B --------------
+@pytest.fixture(scope="module")
+def node():
+    return simulated_node()
+
+
+def _nvml(node, **kw) -> FakeNvml:
+    return FakeNvml(node, mig={1: 2}, **kw)
+
+
+@pytest.fixture(scope="module")
+def ids(node) -> dict[str, str]:
+    """What the driver calls the devices the fake kubelet hands out."""
+    nv = _nvml(node)
+    nv.nvmlInit()
+    gpu = [nv.nvmlDeviceGetUUID(nv.nvmlDeviceGetHandleByIndex(i)) for i in range(8)]
+    parent = nv.nvmlDeviceGetHandleByIndex(1)
+    migs = [nv.nvmlDeviceGetMigDeviceHandleByIndex(parent, j) for j in range(2)]
+    out = {f"gpu{i}": (u.decode() if isinstance(u, bytes) else u) for i, u in enumerate(gpu)}
+    uuid0 = nv.nvmlDeviceGetUUID(migs[0])
+    out["mig0"] = uuid0.decode() if isinstance(uuid0, bytes) else uuid0
+    out["mig1_gi"] = str(nv.nvmlDeviceGetGpuInstanceId(migs[1]))
+    return out
+
+
+def _pods(ids: dict[str, str]) -> list:
+    return [
+        ("team-a", "train-0", [("trainer", [("nvidia.com/gpu", [ids["gpu0"], ids["gpu2"]])]),
+                               ("sidecar", [])]),
+        ("team-b", "infer-0", [("server", [("nvidia.com/mig-3g.40gb", [ids["mig0"]])])]),
+        # the pre-R470 MIG id form: MIG-<GPU UUID>/<GPU instance>/<compute instance>
+        ("team-b", "infer-1", [("server", [("nvidia.com/mig-3g.40gb",
+                                            [f"MIG-{ids['gpu1']}/{ids['mig1_gi']}/0"])])]),
+        ("team-c", "npu-job", [("worker", [("huawei.com/Ascend910", ["Ascend910-3"])])]),
+        ("team-c", "vnpu", [("w2", [("huawei.com/Ascend910-2c", ["Ascend910-2c-100-5"])])]),
+        # time-slicing: two pods share GPU 4; the first in (namespace, pod) order is named
+        ("team-d", "share-b", [("c", [("nvidia.com/gpu", [f"{ids['gpu4']}::1"])])]),
+        ("team-d", "share-a", [("c", [("nvidia.com/gpu", [f"{ids['gpu4']}::0"])])]),
+        ("kube-system", "coredns", [("coredns", [])]),
+    ]
+
+
+def _agent(node, socket: Path, *, timeout_s: float = 2.0, proc_root: Path = PROC,
+           nvml: FakeNvml | None = None, exporters=()) -> tuple[Agent, PodAttribution]:
+    labels = node.labels
+    attribution = PodAttribution(labels, PodResourcesClient(socket, timeout_s),
+                                 proc_root=proc_root)
+    collectors = [
+        Scheduled(attribution, 30.0, timeout_s + 1.0),
+        Scheduled(NvmlCollector(labels, nvml=nvml or _nvml(node)), 15.0, 10.0),
+        Scheduled(AscendCollector(labels, run=FakeNpuSmi(node), hccn_run=FakeHccnTool(node)),
+                  15.0, 10.0),
+    ]
+    return Agent(collectors, list(exporters), labels, relabel=attribution.relabel), attribution
+
+
+def _by_device(samples: list[Sample], name: str) -> dict[str, dict[str, str]]:
+    return {s.label("device"): dict(s.labels) for s in samples if s.name == name}
+
+
+def _pod(lab: dict[str, str]) -> tuple[str | None, str | None, str | None]:
+    return lab.get("namespace"), lab.get("pod"), lab.get("container")
+
+
+def _npu(samples: list[Sample], phy: str) -> str:
+    found = {s.label("device") for s in samples
+             if s.label("vendor") == "huawei" and s.label("phy_id") == phy}
+    assert len(found) == 1, found
+    return found.pop()
+
+
+@pytest.fixture
+def kubelet(sockdir, ids) -> Iterator[Kubelet]:
+    k = Kubelet(sockdir / "kubelet.sock", Lister(_pods(ids)))
+    k.start()
+    yield k
+    k.stop()
+
+
+@pytest.fixture
+def attributed(node, kubelet):
+    agent, _attribution = _agent(node, kubelet.socket)
+    try:
+        yield agent.run_once()
+    finally:
+        agent.close()
+
+
+# --- labels on the samples -------------------------------------------------------------------
+def test_every_series_of_a_held_device_names_its_pod(attributed, ids):
+    util = _by_device(attributed, "accelerator.utilization_ratio")
+    assert _pod(util[ids["gpu0"]]) == ("team-a", "train-0", "trainer")
+    assert _pod(util[ids["gpu2"]]) == ("team-a", "train-0", "trainer")
+    assert _pod(util[ids["gpu3"]]) == (None, None, None)  # free: no pod labels at all
+    assert _pod(util[ids["gpu4"]]) == ("team-d", "share-a", "c")
+    npu3 = _npu(attributed, "3")
+    assert _pod(util[npu3]) == ("team-c", "npu-job", "worker")
+    assert _pod(util[_npu(attributed, "5")]) == ("team-c", "vnpu", "w2")  # a vNPU of chip 5
+    # every accelerator series of the device, whatever its field
+    for s in attributed:
+        if s.measurement == "accelerator" and s.label("device") in (ids["gpu0"], npu3):
+            assert s.label("pod") in ("train-0", "npu-job"), s
+
+
+def test_mig_instances_are_matched_by_uuid_and_by_the_old_id_form(attributed, ids):
+    mem = _by_device(attributed, "accelerator.memory_used_bytes")
+    assert _pod(mem[ids["mig0"]]) == ("team-b", "infer-0", "server")
+    old = [lab for lab in mem.values() if lab.get("parent") == ids["gpu1"]
+           and lab.get("gpu_instance_id") == ids["mig1_gi"]]
+    assert len(old) == 1 and _pod(old[0]) == ("team-b", "infer-1", "server")
+
+
+def test_allocated_is_one_for_held_devices_zero_for_free_ones(attributed, ids):
+    alloc = {s.label("device"): s.value for s in attributed if s.name == "accelerator.allocated"}
+    assert alloc[ids["gpu0"]] == 1.0 and alloc[ids["gpu2"]] == 1.0
+    assert alloc[ids["gpu1"]] == 1.0  # a MIG-enabled GPU with an instance held
+    assert alloc[ids["gpu3"]] == 0.0
+    assert alloc[ids["mig0"]] == 1.0
+    assert alloc[_npu(attributed, "3")] == 1.0 and alloc[_npu(attributed, "0")] == 0.0
+    # one per device: 8 GPUs + 2 MIG instances + 8 NPUs; held: GPUs 0, 2, 4 and MIG-enabled
+    # GPU 1, both MIG instances, NPUs 3 and 5; seven of them with a pod of their own
+    assert len(alloc) == 18 and sum(alloc.values()) == 8.0
+    assert sample_value(attributed, "agent.kubelet_up") == 1.0
+    assert sample_value(attributed, "agent.attributed_devices", {"source": "podresources"}) == 7
+
+
+def test_process_series_carry_the_pod_too(node, kubelet, ids):
+    nv = _nvml(node, processes={0: [(777, "python3", 4 * GIB)]})
+    agent, _ = _agent(node, kubelet.socket, nvml=nv)
+    try:
+        samples = agent.run_once()
+    finally:
+        agent.close()
+    procs = [s for s in samples if s.name == "accelerator_process.memory_used_bytes"
+             and s.label("device") == ids["gpu0"]]
+    assert procs and all(s.label("pod") == "train-0" for s in procs)
+
+
+# --- where users read them -------------------------------------------------------------------
+def _families(text: bytes) -> dict[str, list]:
+    return {f.name: f.samples for f in text_string_to_metric_families(text.decode())}
+
+
+def test_prometheus_exposition_and_the_compat_names_carry_the_pod(attributed, ids):
+    fams = _families(exposition(attributed, compat=("dcgm", "npu-exporter")))
+    ours = {s.labels["device"]: s.labels for s in fams["accelerator_utilization_ratio"]}
+    assert _pod(ours[ids["gpu0"]]) == ("team-a", "train-0", "trainer")
+    dcgm = {s.labels["UUID"]: s.labels for s in fams["DCGM_FI_DEV_GPU_UTIL"]}
+    assert _pod(dcgm[ids["gpu0"]]) == ("team-a", "train-0", "trainer")
+    assert "pod" not in dcgm[ids["gpu3"]]  # dcgm-exporter: only a held device has them
+    npu = {s.labels["id"]: s.labels for s in fams["npu_chip_info_utilization"]}
+    assert (npu["3"]["namespace"], npu["3"]["pod_name"], npu["3"]["container_name"]) == (
+        "team-c", "npu-job", "worker")
+    assert (npu["0"]["namespace"], npu["0"]["pod_name"], npu["0"]["container_name"]) == (
+        "", "", "")  # npu-exporter: empty outside a pod
+    allocated = {s.labels["device"]: s.value for s in fams["accelerator_allocated"]}
+    assert allocated[ids["gpu0"]] == 1.0 and allocated[ids["gpu3"]] == 0.0
+
+
+def test_line_protocol_tags_carry_the_pod(attributed, ids):
+    result = encode_samples([s for s in attributed if s.label("device") == ids["gpu0"]])
+    lines = [ln for ln in result.payload.decode().splitlines()
+             if ln.startswith("accelerator,")]
+    assert lines
+    for line in lines:
+        tags = dict(t.split("=", 1) for t in re.split(r"(?<!\\),",
+                                                      re.split(r"(?<!\\) ", line)[0])[1:])
+        assert (tags["namespace"], tags["pod"], tags["container"]) == (
+            "team-a", "train-0", "trainer")
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.server.bodies.append(body)  # type: ignore[attr-defined]
+        reply = ExportMetricsServiceResponse().SerializeToString()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_otlp_points_carry_the_pod_in_k8s_semantic_conventions(attributed, ids, monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    server.bodies = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    exporter = OtlpExporter(f"http://127.0.0.1:{server.server_address[1]}/v1/metrics",
+                            resource={"host.name": "n"}, timeout_s=5.0)
+    try:
+        exporter.export(attributed)
+    finally:
+        exporter.close(timeout_s=2.0)
+        server.shutdown()
+        server.server_close()
+    req = ExportMetricsServiceRequest.FromString(server.bodies[0])  # type: ignore[attr-defined]
+    points = {}
+    for rm in req.resource_metrics:
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                if m.name == "hw.gpu.utilization":
+                    for p in m.gauge.data_points:
+                        a = {kv.key: kv.value.string_value for kv in p.attributes}
+                        points[a["hw.id"]] = a
+    gpu0 = points[ids["gpu0"]]
+    assert (gpu0["k8s.namespace.name"], gpu0["k8s.pod.name"], gpu0["k8s.container.name"]) == (
+        "team-a", "train-0", "trainer")
+    assert "k8s.pod.name" not in points[ids["gpu3"]]
+
+
+# --- the kubelet going away and coming back --------------------------------------------------
+def test_a_kubelet_that_goes_away_costs_one_line_and_a_counter_and_comes_back(
+        node, kubelet, ids, caplog):
+    agent, _ = _agent(node, kubelet.socket)
+    caplog.set_level(logging.WARNING)
+    try:
+        first = agent.run_once()
+        kubelet.stop()
+        away = [agent.run_once() for _ in range(3)]
+        lines = [r for r in caplog.records if "kubelet" in r.getMessage()]
+        kubelet.start()
+        back = agent.run_once()
+    finally:
+        agent.close()
+    util, health = "accelerator.utilization_ratio", "accelerator.health"
+    for batch in away:  # no cycle lost: every device still reported, just without a pod
+        assert len(_by_device(batch, health)) == len(_by_device(first, health)) == 18
+        assert _pod(_by_device(batch, util)[ids["gpu0"]]) == (None, None, None)
+        assert not [s for s in batch if s.name == "accelerator.allocated"]
+        assert sample_value(batch, "agent.kubelet_up") == 0.0
+    assert len(lines) == 1, [r.getMessage() for r in lines]  # one line for the episode
+    assert sample_value(away[-1], "agent.kubelet_errors_total", {"reason": "absent"}) == 3
+    assert sample_value(back, "agent.kubelet_up") == 1.0
+    assert _pod(_by_device(back, util)[ids["gpu0"]]) == ("team-a", "train-0", "trainer")
+    assert [s.name for s in back].count("accelerator.allocated") == 18
+
+
+def test_a_kubelet_that_hangs_is_a_timeout_not_a_stalled_cycle(node, sockdir, ids):
+    kubelet = Kubelet(sockdir / "kubelet.sock", Lister(_pods(ids), delay_s=3.0))
+    kubelet.start()
+    agent, _ = _agent(node, kubelet.socket, timeout_s=0.3)
+    try:
+        t0 = time.monotonic()
+        samples = agent.run_once()
+        took = time.monotonic() - t0
+    finally:
+        agent.close()
+        kubelet.stop()
+    assert took < 2.5  # the List call gave up at its deadline
+    assert sample_value(samples, "agent.kubelet_errors_total", {"reason": "timeout"}) == 1
+    assert len(_by_device(samples, "accelerator.health")) == 18  # 8 GPUs, 2 MIG, 8 NPUs
+
+
+def test_the_node_config_turns_attribution_on(node, kubelet, ids):
+    config = NodeConfig(kubernetes={"enabled": True,
+                                    "pod_resources_socket": str(kubelet.socket),
+                                    "refresh": "10s"})
+    agent = build_agent(config, simulate=node, exporters=[])
+    try:
+        assert agent.collector_names[0] == "kubernetes"
+        samples = agent.run_once()
+    finally:
+        agent.close()
+    util = _by_device(samples, "accelerator.utilization_ratio")
+    assert _pod(util[ids["gpu0"]]) == ("team-a", "train-0", "trainer")
+
+
+def test_attribution_is_off_by_default(node):
+    agent = build_agent(NodeConfig(), simulate=node, exporters=[])
+    try:
+        assert "kubernetes" not in agent.collector_names
+    finally:
+        agent.close()
+
+
+# --- the cgroup fallback ---------------------------------------------------------------------
+FIXTURE_PODS = {  # read by hand from tests/fixtures/proc/<pid>/cgroup
+    4101: ("7c3e8f2a-1b4d-4e6f-9a0b-2c5d7e9f1a3b", "burstable"),
+    4102: ("0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b", "besteffort"),
+    4103: ("5a6b7c8d-9e0f-1a2b-3c4d-5e6f7a8b9c0d", "guaranteed"),
+    4104: ("2a2c1d6a1b8b7e4c5c6a0e0b8f9c1e11", "burstable"),
+}
+
+
+@pytest.mark.parametrize("pid", sorted(FIXTURE_PODS))
+def test_a_pods_process_is_traced_to_its_pod_uid(pid):
+    ref = pod_of_pid(PROC, pid)
+    assert ref is not None
+    assert (ref.uid, ref.qos) == FIXTURE_PODS[pid]
+    text = (PROC / str(pid) / "cgroup").read_text()
+    assert len(ref.container_id) == 64 and ref.container_id in text
+
+
+@pytest.mark.parametrize("pid", [4200, 4300, 9999])
+def test_a_process_outside_pods_or_gone_has_no_pod(pid):
+    assert pod_of_pid(PROC, pid) is None
+
+
+def test_an_empty_or_foreign_cgroup_file_names_no_pod():
+    assert parse_cgroup("") is None
+    assert parse_cgroup("0::/kubepods.slice/kubepods-burstable.slice\n") is None
+
+
+def test_without_the_socket_the_devices_processes_name_their_pods(node, sockdir, ids):
+    nv = _nvml(node, processes={
+        0: [(4101, "python3", 8 * GIB)],
+        # the largest process is a system one; the next, in a pod, names the pod
+        2: [(4200, "containerd", 2 * GIB), (4102, "python", GIB)],
+        3: [(4300, "bash", GIB)],
+        # a host pid that, seen from the agent's own pid namespace, is one of its processes
+        5: [(4105, "computewatch", GIB)],
+    })
+    agent, _ = _agent(node, sockdir / "absent.sock", nvml=nv)
+    try:
+        samples = agent.run_once()
+    finally:
+        agent.close()
+    util = _by_device(samples, "accelerator.utilization_ratio")
+    assert util[ids["gpu0"]]["pod_uid"] == FIXTURE_PODS[4101][0]
+    assert util[ids["gpu2"]]["pod_uid"] == FIXTURE_PODS[4102][0]
+    assert "pod_uid" not in util[ids["gpu3"]] and "pod" not in util[ids["gpu0"]]
+    assert "pod_uid" not in util[ids["gpu5"]]  # never the agent's own pod
+    assert not [s for s in samples if s.name == "accelerator.allocated"]  # not knowable
+    assert sample_value(samples, "agent.attributed_devices", {"source": "cgroup"}) == 2
+    assert sample_value(samples, "agent.kubelet_errors_total", {"reason": "absent"}) == 1
+
+
+# --- device plugins' ids ---------------------------------------------------------------------
+@pytest.mark.parametrize(("resource", "device_id", "keys"), [
+    ("nvidia.com/gpu", "GPU-8a1b", [("uuid", "GPU-8a1b")]),
+    ("nvidia.com/gpu", "GPU-8a1b::3", [("uuid", "GPU-8a1b")]),
+    ("nvidia.com/gpu", "2", [("nvidia-index", "2")]),
+    ("nvidia.com/mig-1g.10gb", "MIG-4c2d", [("uuid", "MIG-4c2d")]),
+    ("nvidia.com/mig-1g.10gb", "MIG-GPU-8a1b-77/7/0", [("mig", "GPU-8a1b-77", "7")]),
+    ("huawei.com/Ascend910", "Ascend910-0", [("ascend-phy", "0")]),
+    ("huawei.com/Ascend310P", "Ascend310P-12", [("ascend-phy", "12")]),
+    ("huawei.com/Ascend910-2c", "Ascend910-2c-100-5", [("ascend-phy", "5")]),
+    ("example.com/fpga", "fpga-0", []),
+])
+def test_device_plugin_ids(resource, device_id, keys):
+    assert holding_keys(resource, device_id) == keys
+
+
+# --- the folder's README and sample ----------------------------------------------------------
+def test_sample_yaml_is_the_defaults_unless_marked_and_the_readme_shows_it():
+    from computewatch.collectors import kubernetes
+    from computewatch.collectors.config import load_node_config
+    from computewatch.collectors.kubernetes import KubernetesConfig
+
+    folder = Path(kubernetes.__file__).parent
+    text = (folder / "sample.yaml").read_text(encoding="utf-8")
+    config = load_node_config(folder / "sample.yaml").kubernetes
+    raw = yaml.safe_load(text)
+    assert list(raw) == ["kubernetes"]
+    assert set(raw["kubernetes"]) == set(KubernetesConfig.model_fields)
+    defaults = KubernetesConfig()
+    for name in KubernetesConfig.model_fields:
+        line = next(ln for ln in text.splitlines() if ln.strip().startswith(f"{name}:"))
+        if getattr(config, name) != getattr(defaults, name):
+            assert "example" in line, name
+    readme = (folder / "README.md").read_text(encoding="utf-8")
+    assert f"```yaml\n{text}```" in readme
+    assert [ln for ln in readme.splitlines() if ln.startswith("## ")] == [
+        "## Configuration", "## Metrics", "## Example output", "## Troubleshooting"]
+
+
+def test_a_failing_relabel_step_costs_its_labels_not_the_batch(node, caplog):
+    def broken(samples):
+        raise RuntimeError("bug")
+
+    labels = node.labels
+    agent = Agent([Scheduled(NvmlCollector(labels, nvml=_nvml(node)), 15.0, 10.0)], [],
+                  labels, relabel=broken)
+    caplog.set_level(logging.WARNING)
+    try:
+        batches = [agent.run_once() for _ in range(2)]
+    finally:
+        agent.close()
+    for batch in batches:
+        assert len(_by_device(batch, "accelerator.health")) == 10  # 8 GPUs + 2 MIG devices
+    assert len([r for r in caplog.records if "relabel" in r.getMessage()]) == 1
+
+
+def test_a_stale_socket_left_by_a_stopped_kubelet_is_unavailable(node, sockdir):
+    import socket as socketlib
+
+    path = sockdir / "kubelet.sock"
+    stale = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+    stale.bind(str(path))  # bound, never listening: connections are refused
+    agent, _ = _agent(node, path, proc_root=sockdir)  # an empty /proc: no fallback pods
+    try:
+        samples = agent.run_once()
+    finally:
+        agent.close()
+        stale.close()
+    assert sample_value(samples, "agent.kubelet_errors_total", {"reason": "unavailable"}) == 1
+    assert sample_value(samples, "agent.kubelet_up") == 0.0
+    assert not [s for s in samples if s.label("pod") or s.label("pod_uid")]
