@@ -432,6 +432,11 @@ def test_the_agent_runs_as_the_daemonset_starts_it(tmp_path):
         status, body = get("/metrics")
         assert status == 200 and 'node="gpu-worker-17"' in body
         assert f'node="{socket.gethostname()}"' not in body
+        # COMPUTEWATCH_KUBERNETES=true turned attribution on: with no kubelet here, it says so.
+        while "agent_kubelet_up{" not in body and time.monotonic() < deadline:
+            time.sleep(0.2)
+            body = get("/metrics")[1]
+        assert re.search(r"^agent_kubelet_up\{[^}]*\} 0\.0$", body, re.M), body[-2000:]
         _, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:

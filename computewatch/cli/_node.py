@@ -105,6 +105,11 @@ def agent(
         "--node", envvar="COMPUTEWATCH_NODE",
         help="This node's name, over the config's `node` (in Kubernetes: the pod's "
              "spec.nodeName, whereas the host name is the pod's).")] = None,
+    kubernetes: Annotated[bool | None, typer.Option(
+        "--kubernetes/--no-kubernetes", envvar="COMPUTEWATCH_KUBERNETES",
+        help="Label accelerators with the pod that holds them (kubelet PodResources), over "
+             "the config's `kubernetes.enabled`; like dcgm-exporter's "
+             "DCGM_EXPORTER_KUBERNETES.")] = None,
 ) -> None:
     """Run the node agent: collect on schedule and export (Prometheus, OTLP, store)."""
     from computewatch.collectors.config import load_node_config
@@ -115,6 +120,9 @@ def agent(
         if not node_name.strip():
             raise UserError("--node: empty node name")
         cfg = cfg.model_copy(update={"node": node_name.strip()})
+    if kubernetes is not None:
+        cfg = cfg.model_copy(update={"kubernetes": cfg.kubernetes.model_copy(
+            update={"enabled": kubernetes})})
     node = _simulated(simulate, seed)
     labels = node.labels if node else cfg.labels
     duration_s = parse_duration(duration, "--duration").total_seconds() if duration else None
