@@ -197,7 +197,7 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.store": {
         "Aggregate", "DEFAULT_URL", "DuckDBStore", "InfluxDBStore", "LineProtocolWriter",
         "PrometheusStore", "Query", "Store", "StoreError", "StoreURLError", "VictoriaMetricsStore",
-        "WriteError", "WriteResult", "open_store"},
+        "WriteError", "WriteResult", "open_store", "resolution"},
     "computewatch.summary": {"NationalSummary", "national_summary"},
     "computewatch.thresholds": {
         "BUSY_LEVEL", "PUE_MIN_COMPLETENESS", "PUE_TARGET", "PlaceRule", "ROUTE_INFLATION_LIMIT",

@@ -136,7 +136,7 @@ def hourly_select(meas: catalog.Measurement, fields: Sequence[str], samples: str
                         f"ELSE {c} END) AS {_q(state_column(f, 'increase'))}")
     if counters:  # each sample's predecessor among the series' non-null readings
         lags = ", ".join(
-            f"lag({_q(f)}) IGNORE NULLS OVER (PARTITION BY series_id ORDER BY time) "
+            f"lag({_q(f)} IGNORE NULLS) OVER (PARTITION BY series_id ORDER BY time) "
             f"AS {_q('_prev_' + f)}" for f in counters)
         source = (f"(SELECT * FROM (SELECT *, {lags} FROM {_q(samples)} "
                   f"WHERE time >= ? AND time < ?) WHERE time >= ?)")
