@@ -236,3 +236,33 @@ def test_late_data_is_rolled_up_again(tmp_path):
                             agg=Aggregate.SUM))
     assert got.utilization_ratio.tolist() == pytest.approx([60 * 0.5 + 1.0, 60 * 0.5])
     store.close()
+
+
+def test_history_written_as_rollups_reads_like_raw_data(month, tmp_path):
+    """A backfill at rollup resolution (no raw data ever): hourly states computed here with
+    pandas from the month's samples give the raw store's utilization and idle hours."""
+    acc = month["acc"].assign(hour=month["acc"].time.dt.floor("h"))
+    g = acc.groupby(["hour", "hub", "cluster", "site", "device"]).utilization_ratio
+    states = g.agg(**{"utilization_ratio:n": "count", "utilization_ratio:sum": "sum",
+                      "utilization_ratio:min": "min", "utilization_ratio:max": "max",
+                      "utilization_ratio:last": "last"}).reset_index()
+    states["utilization_ratio:last_time"] = acc.groupby(
+        ["hour", "hub", "cluster", "site", "device"]).time.max().to_numpy()
+    store = DuckDBStore(tmp_path / "history.duckdb")
+    assert store.write_rollup("accelerator", states.rename(columns={"hour": "time"})) == \
+        len(states)
+    want = utilization_totals(month["stores"]["raw"], T0, T1, by=("site",))
+    got = utilization_totals(store, T0, T1, by=("site",))
+    cols = ["samples", "utilization", "idle_accelerator_hours"]
+    assert got[cols].to_numpy() == pytest.approx(want[cols].to_numpy(), rel=1e-12)
+    daily = Query("accelerator", ("utilization_ratio",), T0, T1, group_by=("device",),
+                  window=timedelta(days=1), agg=Aggregate.MAX)
+    assert store.query(daily).utilization_ratio.tolist() == pytest.approx(
+        month["stores"]["raw"].query(daily).utilization_ratio.tolist())
+    with pytest.raises(StoreError, match="not an hour start"):
+        store.write_rollup("accelerator", states.rename(columns={"hour": "time"}).assign(
+            time=lambda d: d.time + MIN))
+    with pytest.raises(StoreError, match="neither a label nor field:state"):
+        store.write_rollup("accelerator", states.rename(columns={"hour": "time",
+                                                                 "utilization_ratio:n": "x"}))
+    store.close()

@@ -398,6 +398,79 @@ class DuckDBStore:
                           f"k, sum(n) FROM {hs} WHERE time >= ? AND time < ? GROUP BY ALL",
                           [d0, d1])
 
+    def write_rollup(self, measurement: str, frame: pa.Table | pd.DataFrame) -> int:
+        """Store hourly rollup rows directly (a backfill of history at rollup resolution,
+        where no raw data ever existed): ``time`` (hour starts, UTC), label columns, and
+        state columns ``field:state`` (`computewatch.store._rollups.STATES`, plus
+        ``increase`` for counters; a state left out is NULL: write ``n`` and ``sum`` at
+        least). The days they fall in are rolled up again. Returns rows stored."""
+        table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(
+            frame, preserve_index=False)
+        meas = catalog.measurement(measurement)
+        if TIME not in table.column_names:
+            raise StoreError(f"rollup frame for {measurement!r}: no {TIME!r} column")
+        states = {*ru.STATES, "increase"}
+        fields: set[str] = set()
+        for col in table.column_names:
+            if col == TIME or col in meas.labels:
+                continue
+            f, _, s = col.partition(":")
+            if s not in states:
+                raise StoreError(f"rollup frame for {measurement!r}: column {col!r} is neither "
+                                 f"a label nor field:state (states: {', '.join(sorted(states))})")
+            meas.metric(f)
+            fields.add(f)
+        if table.num_rows == 0:
+            return 0
+        table = _normalize(table, meas)
+        lo, hi = (v.as_py() for v in pc.min_max(table.column(TIME)).values())
+        off = pc.sum(pc.not_equal(table.column(TIME),
+                                  pc.floor_temporal(table.column(TIME), unit="hour"))).as_py()
+        if off:
+            raise StoreError(f"rollup frame for {measurement!r}: {off} rows' time is not an hour "
+                             f"start (first row at {lo})")
+        labels = [lab for lab in meas.labels if lab in table.column_names]
+        label_exprs = [_ident(lab) if lab in labels else "''" for lab in meas.labels]
+        sid = f"hash({', '.join(label_exprs)})"
+        label_sets = table.select(labels).group_by(labels).aggregate([]) if labels \
+            else pa.table({"_": [0]})
+        series_t = _ident("series_" + meas.name)
+        series_cols = ", ".join(_ident(lab) for lab in meas.labels)
+        state_cols = [c for c in table.column_names if ":" in c]
+        cols = ", ".join(_ident(c) for c in state_cols)
+        with self._lock:
+            self._ensure(meas)
+            have = self._rollup_tables(meas, fields)
+            hourly, daily = (ru.rollup_table(meas.name, g) for g in (ru.HOUR, ru.DAY))
+            self._con.register("_incoming", table)
+            self._con.register("_label_sets", label_sets)
+            try:
+                self._con.execute("BEGIN")
+                self._con.execute(
+                    f"INSERT INTO {series_t} (series_id, {series_cols}) "
+                    f"SELECT {sid}, {', '.join(label_exprs)} FROM _label_sets "
+                    f"WHERE {sid} NOT IN (SELECT series_id FROM {series_t})")
+                self._con.execute(f"INSERT INTO {_ident(hourly)} (time, series_id, {cols}) "
+                                  f"SELECT {_ident(TIME)}, {sid}, {cols} FROM _incoming")
+                d0, d1 = _floor(lo, ru.DAY), _floor(hi, ru.DAY) + ru.DAY
+                merged = [f for f in meas.fields if f in have]
+                all_cols = ", ".join(_ident(c) for c, _ in ru.rollup_columns(meas, merged))
+                self._con.execute(f"DELETE FROM {_ident(daily)} WHERE time >= ? AND time < ?",
+                                  [d0, d1])
+                source = f"(SELECT * FROM {_ident(hourly)} WHERE time >= ? AND time < ?)"
+                self._con.execute(f"INSERT INTO {_ident(daily)} (time, series_id, {all_cols}) "
+                                  + ru.merge_select(meas, merged, source,
+                                                    "date_trunc('day', time)"), [d0, d1])
+                self._con.execute("COMMIT")
+            except duckdb.Error as exc:
+                self._con.execute("ROLLBACK")
+                raise StoreError(f"{self.url}: rollup write of {measurement!r} failed: "
+                                 f"{exc}") from None
+            finally:
+                self._con.unregister("_incoming")
+                self._con.unregister("_label_sets")
+        return table.num_rows
+
     def _raw_from(self, measurement: str) -> datetime | None:
         return self._con.execute(
             f"SELECT min(time) FROM {_ident('samples_' + measurement)}").fetchone()[0]
