@@ -166,6 +166,9 @@ PUBLIC: dict[str, set[str]] = {
         "window_edges", "window_pue", "windowed_pue"},
     "computewatch.redact": {
         "MASK", "RedactingFormatter", "is_secret_key", "redact", "redact_url", "register_secret"},
+    "computewatch.rollup_rules": {
+        "GRAINS", "ROLLED_UP", "ROLLUP_RULES_FILE", "RollupRule", "render_rollup_rules",
+        "rollup_rules"},
     "computewatch.render": {
         "OutputFormat", "format_value", "render_analysis", "render_findings", "render_frame",
         "render_root_causes", "render_scores", "render_summary"},
