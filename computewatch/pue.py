@@ -535,11 +535,11 @@ def meter_readings(store: Store, period: Period,
     ``meter``, ``scope``, ``joules``, ``peak``, ``watts``.
     """
     where = {"scope": list(_REQUIRED_SCOPES)}
-    start = period.start - max(bucket, READING_MARGIN)
-    end = period.end + READING_MARGIN
-    # Beyond the raw data the store answers whole rollup buckets only (an hour in DuckDB).
-    step = resolution(store, "facility_power", start)
+    # Beyond the raw data the store answers whole rollup buckets only (hours, or days).
+    step = resolution(store, "facility_power", period.start - max(bucket, READING_MARGIN))
     bucket, fine_step = max(bucket, step), max(POWER_BUCKET, step)
+    start = period.start - max(bucket, READING_MARGIN)
+    end = period.end + max(READING_MARGIN, step)
     buckets = _counter_buckets(store, start, end, where, bucket)
     counters = _refined(store, buckets, where, bucket, fine_step) if len(buckets) else \
         pd.DataFrame(columns=_READING_COLUMNS)

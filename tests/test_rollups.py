@@ -266,3 +266,56 @@ def test_history_written_as_rollups_reads_like_raw_data(month, tmp_path):
         store.write_rollup("accelerator", states.rename(columns={"hour": "time",
                                                                  "utilization_ratio:n": "x"}))
     store.close()
+
+
+def _daily_states(frame: pd.DataFrame, labels: list[str], fields: list[str]) -> pd.DataFrame:
+    """Per series and UTC day, every state of ``fields``, computed here with pandas."""
+    frame = frame.sort_values("time").assign(day=frame.time.dt.floor("D"))
+    g = frame.groupby(["day", *labels])
+    out = {}
+    for f in fields:
+        out[f"{f}:n"] = g[f].count()
+        out[f"{f}:sum"] = g[f].sum()
+        out[f"{f}:min"] = g[f].min()
+        out[f"{f}:max"] = g[f].max()
+        out[f"{f}:first"] = g[f].first()
+        out[f"{f}:first_time"] = g.time.min()
+        out[f"{f}:last"] = g[f].last()
+        out[f"{f}:last_time"] = g.time.max()
+    return pd.DataFrame(out).reset_index().rename(columns={"day": "time"})
+
+
+def test_history_kept_as_daily_rollups_only_answers_in_whole_days(month, tmp_path):
+    """A year's backfill writes days, not hours: the month's utilization, idle hours,
+    compliance and PUE from daily rows alone are the raw month's."""
+    rng = np.random.default_rng(19)
+    _accelerators(rng)
+    meters, pue_want = _meters(rng)
+    store = DuckDBStore(tmp_path / "days.duckdb")
+    store.write_rollup("accelerator", _daily_states(
+        month["acc"], ["hub", "cluster", "site", "device"], ["utilization_ratio"]),
+        grain=timedelta(days=1))
+    store.write_rollup("facility_power", _daily_states(
+        meters, ["hub", "cluster", "site", "meter", "scope"], ["joules_total"]),
+        grain=timedelta(days=1))
+    store.write_rollup("link_latency", _daily_states(
+        month["links"], ["src_site", "dst_site", "src_hub", "dst_hub", "tier", "probe"],
+        ["samples", "replies_within_budget", "budget_seconds"]), grain=timedelta(days=1))
+    assert resolution(store, "accelerator", T0) == timedelta(days=1)
+    raw = month["stores"]["raw"]
+    want = utilization_totals(raw, T0, T1, by=("site",))
+    got = utilization_totals(store, T0, T1, by=("site",))
+    cols = ["samples", "utilization", "idle_accelerator_hours"]
+    assert got[cols].to_numpy() == pytest.approx(want[cols].to_numpy(), rel=1e-12)
+    policy = load_policy()
+    links = window_compliance(store, MONTH, policy)
+    assert links.windows[0] == 30
+    assert links.probes[0] == month["links"].samples.sum()
+    assert links.probes_within_budget[0] == month["links"].replies_within_budget.sum()
+    readings = meter_readings(store, MONTH)
+    pue = windowed_pue(readings, MONTH, policy, "all", by=("site",), min_completeness=0.0)
+    assert pue.set_index("site").pue.to_dict() == pytest.approx(pue_want, rel=1e-4)
+    with pytest.raises(StoreError, match="whole days"):
+        store.query(Query("accelerator", ("utilization_ratio",), T0, T1,
+                          window=timedelta(hours=1)))
+    store.close()

@@ -289,11 +289,9 @@ class DuckDBStore:
         with self._lock:
             lo, hi = self._con.execute(
                 f"SELECT min(time), max(time) FROM {_ident('samples_' + measurement)}").fetchone()
-            rolled = self._rolled_from(measurement)
-            if rolled is not None:  # rollups reach further back than raw data
-                last = self._con.execute(
-                    f"SELECT max(time) FROM "
-                    f"{_ident(ru.rollup_table(measurement, ru.HOUR))}").fetchone()[0]
+            spans = [s for g in ru.GRAINS if (s := self._rolled_span(measurement, g))]
+            if spans:  # rollups may reach further back than raw data
+                rolled, last = min(s[0] for s in spans), max(s[1] for s in spans)
                 lo = rolled if lo is None else min(lo, rolled)
                 hi = last if hi is None else hi
         if lo is None:
@@ -325,12 +323,17 @@ class DuckDBStore:
         with self._lock:
             return self._refresh(measurement)
 
-    def _refresh(self, measurement: str | None) -> int:
+    def _refresh(self, measurement: str | None, before: datetime | None = None) -> int:
+        """Roll up the marked spans (of one measurement; those starting before ``before``)."""
         if not self._table_exists("rollup_dirty"):
             return 0
-        sql = "SELECT measurement, lo, hi FROM rollup_dirty"
-        rows = self._con.execute(sql + (" WHERE measurement = ?" if measurement else ""),
-                                 [measurement] if measurement else []).fetchall()
+        sql = "SELECT measurement, lo, hi FROM rollup_dirty WHERE TRUE"
+        params: list = []
+        if measurement:
+            sql, params = sql + " AND measurement = ?", [measurement]
+        if before is not None:
+            sql, params = sql + " AND lo < ?", [*params, before]
+        rows = self._con.execute(sql, params).fetchall()
         spans: dict[str, list[tuple[datetime, datetime]]] = {}
         for name, lo, hi in rows:
             spans.setdefault(name, []).append((_floor(lo, ru.HOUR), _floor(hi, ru.HOUR) + ru.HOUR))
@@ -342,7 +345,10 @@ class DuckDBStore:
                 for lo, hi in _coalesce(ranges):
                     self._roll(meas, lo, hi)
                     hours += (hi - lo) // ru.HOUR
-                self._con.execute("DELETE FROM rollup_dirty WHERE measurement = ?", [name])
+                self._con.execute(
+                    "DELETE FROM rollup_dirty WHERE measurement = ?"
+                    + (" AND lo < ?" if before is not None else ""),
+                    [name, before] if before is not None else [name])
                 self._con.execute("COMMIT")
             except duckdb.Error as exc:
                 self._con.execute("ROLLBACK")
@@ -398,12 +404,17 @@ class DuckDBStore:
                           f"k, sum(n) FROM {hs} WHERE time >= ? AND time < ? GROUP BY ALL",
                           [d0, d1])
 
-    def write_rollup(self, measurement: str, frame: pa.Table | pd.DataFrame) -> int:
-        """Store hourly rollup rows directly (a backfill of history at rollup resolution,
-        where no raw data ever existed): ``time`` (hour starts, UTC), label columns, and
-        state columns ``field:state`` (`computewatch.store._rollups.STATES`, plus
-        ``increase`` for counters; a state left out is NULL: write ``n`` and ``sum`` at
-        least). The days they fall in are rolled up again. Returns rows stored."""
+    def write_rollup(self, measurement: str, frame: pa.Table | pd.DataFrame,
+                     grain: timedelta = ru.HOUR) -> int:
+        """Store rollup rows directly (a backfill of history at rollup resolution, where no
+        raw data ever existed): ``time`` (bucket starts, UTC), label columns, and state
+        columns ``field:state`` (`computewatch.store._rollups.STATES`, plus ``increase``
+        for counters; a state left out is NULL: write ``n`` and ``sum`` at least).
+        ``grain`` an hour (the days they fall in are rolled up again from the hours) or a
+        day (daily rows only: queries of those days then need whole days, `resolution`).
+        Write each day at one grain. Returns rows stored."""
+        if grain not in ru.GRAINS:
+            raise StoreError(f"rollup grain {grain} is neither an hour nor a day")
         table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(
             frame, preserve_index=False)
         meas = catalog.measurement(measurement)
@@ -424,11 +435,12 @@ class DuckDBStore:
             return 0
         table = _normalize(table, meas)
         lo, hi = (v.as_py() for v in pc.min_max(table.column(TIME)).values())
+        unit = "hour" if grain == ru.HOUR else "day"
         off = pc.sum(pc.not_equal(table.column(TIME),
-                                  pc.floor_temporal(table.column(TIME), unit="hour"))).as_py()
+                                  pc.floor_temporal(table.column(TIME), unit=unit))).as_py()
         if off:
-            raise StoreError(f"rollup frame for {measurement!r}: {off} rows' time is not an hour "
-                             f"start (first row at {lo})")
+            raise StoreError(f"rollup frame for {measurement!r}: {off} rows' time is not "
+                             f"a{'n' if unit == 'hour' else ''} {unit} start (first row at {lo})")
         labels = [lab for lab in meas.labels if lab in table.column_names]
         label_exprs = [_ident(lab) if lab in labels else "''" for lab in meas.labels]
         sid = f"hash({', '.join(label_exprs)})"
@@ -450,8 +462,12 @@ class DuckDBStore:
                     f"INSERT INTO {series_t} (series_id, {series_cols}) "
                     f"SELECT {sid}, {', '.join(label_exprs)} FROM _label_sets "
                     f"WHERE {sid} NOT IN (SELECT series_id FROM {series_t})")
-                self._con.execute(f"INSERT INTO {_ident(hourly)} (time, series_id, {cols}) "
+                self._con.execute(f"INSERT INTO {_ident(ru.rollup_table(meas.name, grain))} "
+                                  f"(time, series_id, {cols}) "
                                   f"SELECT {_ident(TIME)}, {sid}, {cols} FROM _incoming")
+                if grain == ru.DAY:
+                    self._con.execute("COMMIT")
+                    return table.num_rows
                 d0, d1 = _floor(lo, ru.DAY), _floor(hi, ru.DAY) + ru.DAY
                 merged = [f for f in meas.fields if f in have]
                 all_cols = ", ".join(_ident(c) for c, _ in ru.rollup_columns(meas, merged))
@@ -475,59 +491,70 @@ class DuckDBStore:
         return self._con.execute(
             f"SELECT min(time) FROM {_ident('samples_' + measurement)}").fetchone()[0]
 
-    def _rolled_from(self, measurement: str) -> datetime | None:
-        table = ru.rollup_table(measurement, ru.HOUR)
+    def _rolled_span(self, measurement: str, grain: timedelta) -> tuple | None:
+        """First and last bucket start of one grain's rollups, or None when it holds none."""
+        table = ru.rollup_table(measurement, grain)
         if not self._table_exists(table):
             return None
-        return self._con.execute(f"SELECT min(time) FROM {_ident(table)}").fetchone()[0]
+        lo, hi = self._con.execute(f"SELECT min(time), max(time) FROM {_ident(table)}").fetchone()
+        return None if lo is None else (lo, hi)
 
-    def _boundary(self, measurement: str) -> datetime | None:
-        """Where raw data takes over from rollups (an hour start), or None when the rollups
-        hold nothing older than the raw data: raw data answers every query then."""
-        if self._table_exists("rollup_dirty"):
-            self._refresh(measurement)
-        rolled = self._rolled_from(measurement)
+    def _coverage(self, measurement: str) -> tuple[datetime | None, datetime | None]:
+        """(boundary, days_until): where raw data takes over from rollups (an hour start;
+        None when the rollups hold nothing older than the raw data, so raw data answers every
+        query), and before which only daily rollups exist (None: hourly ones everywhere)."""
+        hourly, daily = (self._rolled_span(measurement, g) for g in (ru.HOUR, ru.DAY))
+        rolled = min([s[0] for s in (hourly, daily) if s], default=None)
         if rolled is None:
-            return None
+            return None, None
         raw = self._raw_from(measurement)
-        if raw is None:
-            return datetime.max
-        if rolled >= _floor(raw, ru.HOUR):
-            return None
-        return _ceil(raw, ru.HOUR)
+        if raw is not None and rolled >= _floor(raw, ru.HOUR):
+            return None, None
+        boundary = datetime.max if raw is None else _ceil(raw, ru.HOUR)
+        hours_from = _floor(hourly[0], ru.DAY) if hourly else boundary
+        days_until = hours_from if daily and daily[0] < hours_from else None
+        return boundary, days_until
 
     def resolution(self, measurement: str, start: datetime) -> timedelta:
         """The finest window a query from ``start`` can ask for: zero (any window, raw data)
-        when raw data reaches back to ``start``, else an hour (the hourly rollups)."""
+        when raw data reaches back to ``start``, else an hour (hourly rollups) or a day
+        (where history holds daily rollups only)."""
         catalog.measurement(measurement)
         if not self._has(measurement):
             return timedelta(0)
         with self._lock:
-            if not self._table_exists(ru.rollup_table(measurement, ru.HOUR)):
-                return timedelta(0)
-            boundary = self._boundary(measurement)
-        return ru.HOUR if boundary is not None and _naive_utc(start) < boundary else \
-            timedelta(0)
+            boundary, days_until = self._coverage(measurement)
+        t = _naive_utc(start)
+        if days_until is not None and t < days_until:
+            return ru.DAY
+        return ru.HOUR if boundary is not None and t < boundary else timedelta(0)
 
     def _plan(self, q: Query, meas: catalog.Measurement) -> list | None:
         """How a query reaching before the raw data is answered: (source, grain, lo, hi)
         segments (daily rollups, hourly rollups, raw), or None for raw data alone."""
-        if not self._table_exists(ru.rollup_table(meas.name, ru.HOUR)):
+        if self._rolled_span(meas.name, ru.HOUR) is None and \
+                self._rolled_span(meas.name, ru.DAY) is None:
             return None
         start, end = _naive_utc(q.start), _naive_utc(q.end)
-        boundary = self._boundary(meas.name)
+        boundary, days_until = self._coverage(meas.name)
         if boundary is None or start >= boundary:
             return None
         rolled_end = min(boundary, end)
-        grain = ru.HOUR
+        grain, kept, edge = ru.HOUR, "hourly", boundary
+        if days_until is not None and start < days_until:
+            grain, kept, edge = ru.DAY, "daily", days_until
         aligned = [start, rolled_end] if rolled_end < end else [start]
-        if any(t != _floor(t, ru.HOUR) for t in aligned) or (
-                q.window is not None and q.window % ru.HOUR):
+        if rolled_end > edge:
+            aligned = [start]  # finer data takes over before the end
+        if any(t != _floor(t, grain) for t in aligned) or (
+                q.window is not None and q.window % grain):
+            unit = "whole days" if grain == ru.DAY else "whole hours"
             raise StoreError(
-                f"{self.url}: {meas.name!r} before {boundary:%Y-%m-%d %H:%M} UTC is kept as "
-                f"hourly rollups: a query reaching before it needs its start, its end (if "
-                f"before that time) and its window in whole hours (got start "
+                f"{self.url}: {meas.name!r} before {edge:%Y-%m-%d %H:%M} UTC is kept as "
+                f"{kept} rollups: a query reaching before it needs its start, its end (if "
+                f"before that time) and its window in {unit} (got start "
                 f"{q.start.isoformat()}, end {q.end.isoformat()}, window {q.window})")
+        self._refresh(meas.name, before=rolled_end)  # what was written there since
         if q.agg == Aggregate.QUANTILE:
             missing = [f for f in q.fields if f not in ru.sketched(meas)]
             if missing:
@@ -541,7 +568,7 @@ class DuckDBStore:
             segments.append(("rollup", ru.DAY, start, days_end))
             start = days_end
         if rolled_end > start:
-            segments.append(("rollup", grain, start, rolled_end))
+            segments.append(("rollup", ru.HOUR, start, rolled_end))
         if end > rolled_end:
             segments.append(("raw", None, rolled_end, end))
         return segments
