@@ -319,3 +319,31 @@ def test_history_kept_as_daily_rollups_only_answers_in_whole_days(month, tmp_pat
         store.query(Query("accelerator", ("utilization_ratio",), T0, T1,
                           window=timedelta(hours=1)))
     store.close()
+
+
+def test_the_rollup_command_rolls_up_what_was_written_since_its_last_run(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "cli.duckdb"
+    store = DuckDBStore(path)
+    store.write("accelerator", pd.DataFrame({
+        "time": _minutes(T0, T0 + timedelta(hours=3)), "site": "s1", "device": "d",
+        "utilization_ratio": 0.25}))
+    store.close()
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "computewatch", "rollup", *args],
+                              capture_output=True, text=True, timeout=120)
+
+    first, again = run("--store", str(path)), run("--store", str(path))
+    assert first.returncode == 0 and f"rolled up 3 hours of {path}" in first.stdout
+    assert again.returncode == 0 and "rolled up 0 hours" in again.stdout
+    vm = run("--store", "victoriametrics://127.0.0.1:9")
+    assert vm.returncode == 2 and "deploy/rollups/computewatch-rollups.yml" in vm.stderr
+    store = DuckDBStore(path)
+    store.drop_before(T0 + timedelta(days=1))
+    got = store.query(Query("accelerator", ("utilization_ratio",), T0,
+                            T0 + timedelta(hours=3), agg=Aggregate.SUM))
+    assert got.utilization_ratio[0] == pytest.approx(180 * 0.25)
+    store.close()

@@ -9,7 +9,17 @@ from typing import Annotated
 
 import typer
 
-from computewatch.cli import _analyze, _bridge, _dashboards, _demo, _node, _places, _query, _report
+from computewatch.cli import (
+    _analyze,
+    _bridge,
+    _dashboards,
+    _demo,
+    _node,
+    _places,
+    _query,
+    _report,
+    _rollup,
+)
 from computewatch.cli._common import UserError, print_error
 from computewatch.config import ConfigError
 from computewatch.status import ExitStatus
@@ -42,7 +52,7 @@ def _root(
 
 
 for command in (_demo.demo, _query.summary, _node.collect, _node.agent, _node.responder,
-                _analyze.analyze, _query.surplus, _report.report):
+                _analyze.analyze, _query.surplus, _report.report, _rollup.rollup):
     app.command()(command)
 app.command("alert-bridge")(_bridge.alert_bridge)
 app.add_typer(topology_app, name="topology")
