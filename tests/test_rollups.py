@@ -278,8 +278,6 @@ def _daily_states(frame: pd.DataFrame, labels: list[str], fields: list[str]) -> 
         out[f"{f}:sum"] = g[f].sum()
         out[f"{f}:min"] = g[f].min()
         out[f"{f}:max"] = g[f].max()
-        out[f"{f}:first"] = g[f].first()
-        out[f"{f}:first_time"] = g.time.min()
         out[f"{f}:last"] = g[f].last()
         out[f"{f}:last_time"] = g.time.max()
     return pd.DataFrame(out).reset_index().rename(columns={"day": "time"})

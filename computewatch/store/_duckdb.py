@@ -363,7 +363,7 @@ class DuckDBStore:
             self._con.execute(f"CREATE TABLE IF NOT EXISTS {table} "
                               f"(time TIMESTAMP, series_id UBIGINT)")
             have = self._columns(ru.rollup_table(meas.name, grain))
-            for col, kind in ru.rollup_columns(meas, ordered):
+            for col, kind in ru.rollup_columns(ordered):
                 if col not in have:
                     self._con.execute(f"ALTER TABLE {table} ADD COLUMN {_ident(col)} {kind}")
             if ru.sketched(meas):
@@ -379,19 +379,18 @@ class DuckDBStore:
         self._rollup_tables(meas, set(fields))
         samples = "samples_" + meas.name
         hourly, daily = (ru.rollup_table(meas.name, g) for g in (ru.HOUR, ru.DAY))
-        cols = ", ".join(_ident(c) for c, _ in ru.rollup_columns(meas, fields))
+        cols = ", ".join(_ident(c) for c, _ in ru.rollup_columns(fields))
         self._con.execute(f"DELETE FROM {_ident(hourly)} WHERE time >= ? AND time < ?", [lo, hi])
         if fields:
             self._con.execute(f"INSERT INTO {_ident(hourly)} (time, series_id, {cols}) "
-                              + ru.hourly_select(meas, fields, samples),
-                              [lo - ru.HOUR, hi, lo])
+                              + ru.hourly_select(fields, samples), [lo, hi])
         d0, d1 = _floor(lo, ru.DAY), _floor(hi - ru.HOUR, ru.DAY) + ru.DAY
         self._con.execute(f"DELETE FROM {_ident(daily)} WHERE time >= ? AND time < ?", [d0, d1])
         if fields:
             source = f"(SELECT * FROM {_ident(hourly)} WHERE time >= ? AND time < ?)"
             self._con.execute(f"INSERT INTO {_ident(daily)} (time, series_id, {cols}) "
-                              + ru.merge_select(meas, fields, source,
-                                                "date_trunc('day', time)"), [d0, d1])
+                              + ru.merge_select(fields, source, "date_trunc('day', time)"),
+                              [d0, d1])
         sketched = [f for f in ru.sketched(meas) if f in fields]
         if not sketched:
             return
@@ -408,8 +407,9 @@ class DuckDBStore:
                      grain: timedelta = ru.HOUR) -> int:
         """Store rollup rows directly (a backfill of history at rollup resolution, where no
         raw data ever existed): ``time`` (bucket starts, UTC), label columns, and state
-        columns ``field:state`` (`computewatch.store._rollups.STATES`, plus ``increase``
-        for counters; a state left out is NULL: write ``n`` and ``sum`` at least).
+        columns ``field:state`` (`computewatch.store._rollups.STATES`; a state left out is
+        NULL: write ``n`` and ``sum`` at least, ``last``, ``last_time`` and ``max`` for
+        counters).
         ``grain`` an hour (the days they fall in are rolled up again from the hours) or a
         day (daily rows only: queries of those days then need whole days, `resolution`).
         Write each day at one grain. Returns rows stored."""
@@ -420,7 +420,7 @@ class DuckDBStore:
         meas = catalog.measurement(measurement)
         if TIME not in table.column_names:
             raise StoreError(f"rollup frame for {measurement!r}: no {TIME!r} column")
-        states = {*ru.STATES, "increase"}
+        states = set(ru.STATES)
         fields: set[str] = set()
         for col in table.column_names:
             if col == TIME or col in meas.labels:
@@ -470,13 +470,13 @@ class DuckDBStore:
                     return table.num_rows
                 d0, d1 = _floor(lo, ru.DAY), _floor(hi, ru.DAY) + ru.DAY
                 merged = [f for f in meas.fields if f in have]
-                all_cols = ", ".join(_ident(c) for c, _ in ru.rollup_columns(meas, merged))
+                all_cols = ", ".join(_ident(c) for c, _ in ru.rollup_columns(merged))
                 self._con.execute(f"DELETE FROM {_ident(daily)} WHERE time >= ? AND time < ?",
                                   [d0, d1])
                 source = f"(SELECT * FROM {_ident(hourly)} WHERE time >= ? AND time < ?)"
                 self._con.execute(f"INSERT INTO {_ident(daily)} (time, series_id, {all_cols}) "
-                                  + ru.merge_select(meas, merged, source,
-                                                    "date_trunc('day', time)"), [d0, d1])
+                                  + ru.merge_select(merged, source, "date_trunc('day', time)"),
+                                  [d0, d1])
                 self._con.execute("COMMIT")
             except duckdb.Error as exc:
                 self._con.execute("ROLLBACK")

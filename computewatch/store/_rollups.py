@@ -3,12 +3,11 @@
 Why: regulators read months and years, while raw 1-minute data is kept only for a retention
 period. A rollup row holds, per series and hour (``rollup_1h_m``) or day (``rollup_1d_m``),
 every field's *mergeable state*: ``n`` (non-null samples), ``sum``, ``min``, ``max``,
-``first``/``first_time``, ``last``/``last_time``, and for counters ``increase`` (the
-counter's rise from the sample before each sample in the bucket, a drop counted as a reset
-to zero, as Prometheus' ``increase`` without extrapolation). Means, sums, counts, minima,
-maxima and last values of any group over whole buckets follow exactly from these (floating
-point summation order aside), so utilization, idle accelerator-hours, meter readings for PUE
-and probe counts for tier compliance are the same numbers from rollups as from raw data.
+``last``/``last_time``. Means, sums, counts, minima, maxima and last values of any group
+over whole buckets follow exactly from these (floating point summation order aside), so
+utilization, idle accelerator-hours, meter readings for PUE (a counter's last and highest
+reading per hour: `computewatch.pue` undoes resets on them as on raw buckets) and probe
+counts for tier compliance are the same numbers from rollups as from raw data.
 
 Percentiles cannot be merged from per-bucket percentiles. For the latency fields
 (`sketched`) each bucket keeps a log-bucketed histogram (``sketch_1h_m``: field, bucket
@@ -50,10 +49,10 @@ _LOG_GAMMA = math.log(GAMMA)
 _ZERO_BUCKET = -(2 ** 31)
 """Where non-positive values go (read back as 0); below every positive value's bucket."""
 
-STATES = ("n", "sum", "min", "max", "first", "first_time", "last", "last_time")
-"""The state columns every rolled-up field has (counters add ``increase``)."""
+STATES = ("n", "sum", "min", "max", "last", "last_time")
+"""The state columns every rolled-up field has."""
 
-_SKETCHED_MEASUREMENTS = ("link_latency",)
+_SKETCHED = {"link_latency": ("rtt_p50_seconds", "rtt_p95_seconds", "rtt_p99_seconds")}
 
 
 def rollup_table(measurement: str, grain: timedelta) -> str:
@@ -74,10 +73,9 @@ def state_column(field: str, state: str) -> str:
 
 
 def sketched(meas: catalog.Measurement) -> tuple[str, ...]:
-    """The fields whose quantiles rollups answer: the latency measurement's durations."""
-    if meas.name not in _SKETCHED_MEASUREMENTS:
-        return ()
-    return tuple(m.field for m in meas.metrics if m.unit == "s" and m.kind == catalog.Kind.GAUGE)
+    """The fields whose quantiles rollups answer: the latency percentiles the summary and
+    the pipelines ask quantiles of (a sketch costs rows: keep it to those)."""
+    return tuple(f for f in _SKETCHED.get(meas.name, ()) if f in meas.fields)
 
 
 def _q(name: str) -> str:
@@ -96,25 +94,19 @@ def value_sql(bucket: str) -> str:
             f"ELSE 2 * exp({bucket} * {_LOG_GAMMA!r}) / {GAMMA + 1!r} END")
 
 
-def rollup_columns(meas: catalog.Measurement, fields: Sequence[str]) -> list[tuple[str, str]]:
+def rollup_columns(fields: Sequence[str]) -> list[tuple[str, str]]:
     """(column, SQL type) of a rollup table's state columns for ``fields``."""
     out = []
     for f in fields:
         for s in STATES:
             kind = ("BIGINT" if s == "n" else "TIMESTAMP" if s.endswith("_time") else "DOUBLE")
             out.append((state_column(f, s), kind))
-        if meas.metric(f).kind == catalog.Kind.COUNTER:
-            out.append((state_column(f, "increase"), "DOUBLE"))
     return out
 
 
-def hourly_select(meas: catalog.Measurement, fields: Sequence[str], samples: str) -> str:
+def hourly_select(fields: Sequence[str], samples: str) -> str:
     """SELECT of hourly state rows from raw samples in ``[?, ?)`` (hour-aligned bounds).
-
-    Counters' increases need each sample's predecessor: the query reads one hour more
-    before the range (third and fourth parameters: that earlier start, and the range start
-    again) and keeps the rows inside."""
-    counters = [f for f in fields if meas.metric(f).kind == catalog.Kind.COUNTER]
+    ``arg_max`` skips NULL values, so ``last`` is the last reading the field had."""
     aggs = []
     for f in fields:
         c = _q(f)
@@ -122,47 +114,24 @@ def hourly_select(meas: catalog.Measurement, fields: Sequence[str], samples: str
                  f"sum({c}) AS {_q(state_column(f, 'sum'))}",
                  f"min({c}) AS {_q(state_column(f, 'min'))}",
                  f"max({c}) AS {_q(state_column(f, 'max'))}",
-                 f"arg_min({c}, time) FILTER (WHERE {c} IS NOT NULL) "
-                 f"AS {_q(state_column(f, 'first'))}",
-                 f"min(time) FILTER (WHERE {c} IS NOT NULL) "
-                 f"AS {_q(state_column(f, 'first_time'))}",
-                 f"arg_max({c}, time) FILTER (WHERE {c} IS NOT NULL) "
-                 f"AS {_q(state_column(f, 'last'))}",
-                 f"max(time) FILTER (WHERE {c} IS NOT NULL) "
+                 f"arg_max({c}, time) AS {_q(state_column(f, 'last'))}",
+                 f"max(CASE WHEN {c} IS NOT NULL THEN time END) "
                  f"AS {_q(state_column(f, 'last_time'))}"]
-        if f in counters:
-            aggs.append(f"sum(CASE WHEN {_q('_prev_' + f)} IS NULL THEN 0 "
-                        f"WHEN {c} >= {_q('_prev_' + f)} THEN {c} - {_q('_prev_' + f)} "
-                        f"ELSE {c} END) AS {_q(state_column(f, 'increase'))}")
-    if counters:  # each sample's predecessor among the series' non-null readings
-        lags = ", ".join(
-            f"lag({_q(f)} IGNORE NULLS) OVER (PARTITION BY series_id ORDER BY time) "
-            f"AS {_q('_prev_' + f)}" for f in counters)
-        source = (f"(SELECT * FROM (SELECT *, {lags} FROM {_q(samples)} "
-                  f"WHERE time >= ? AND time < ?) WHERE time >= ?)")
-    else:
-        source = f"(SELECT * FROM {_q(samples)} WHERE time >= ? AND time < ? AND time >= ?)"
-    return (f"SELECT date_trunc('hour', time) AS time, series_id, {', '.join(aggs)} "
-            f"FROM {source} GROUP BY ALL")
+    return (f"SELECT time_bucket(INTERVAL 1 HOUR, time) AS time, series_id, {', '.join(aggs)} "
+            f"FROM {_q(samples)} WHERE time >= ? AND time < ? GROUP BY ALL")
 
 
-def merge_select(meas: catalog.Measurement, fields: Sequence[str], source: str,
-                 bucket: str) -> str:
+def merge_select(fields: Sequence[str], source: str, bucket: str) -> str:
     """SELECT that merges state rows of ``source`` into coarser buckets (``bucket`` SQL
-    for the new bucket start). Counters' increases add up: each row's already counts the
-    rise from the sample before it, wherever that sample lies."""
+    for the new bucket start)."""
     aggs = []
     for f in fields:
         def c(s: str, f: str = f) -> str:
             return _q(state_column(f, s))
         aggs += [f"sum({c('n')}) AS {c('n')}", f"sum({c('sum')}) AS {c('sum')}",
                  f"min({c('min')}) AS {c('min')}", f"max({c('max')}) AS {c('max')}",
-                 f"arg_min({c('first')}, {c('first_time')}) AS {c('first')}",
-                 f"min({c('first_time')}) AS {c('first_time')}",
                  f"arg_max({c('last')}, {c('last_time')}) AS {c('last')}",
                  f"max({c('last_time')}) AS {c('last_time')}"]
-        if meas.metric(f).kind == catalog.Kind.COUNTER:
-            aggs.append(f"sum({c('increase')}) AS {c('increase')}")
     return f"SELECT {bucket} AS time, series_id, {', '.join(aggs)} FROM {source} GROUP BY ALL"
 
 
