@@ -115,6 +115,7 @@ class DuckDBStore:
             self._con.execute(f"SET threads = {int(threads)}")
         self._lock = threading.Lock()
         self._fields: dict[str, set[str]] = {}
+        self._rolled: dict[str, set[str]] = {}  # rollup tables' fields (`_rollup_tables`)
 
     # -- schema ---------------------------------------------------------------------------
     def _ensure(self, meas: catalog.Measurement, fields: Sequence[str] = ()) -> set[str]:
@@ -352,26 +353,33 @@ class DuckDBStore:
                 self._con.execute("COMMIT")
             except duckdb.Error as exc:
                 self._con.execute("ROLLBACK")
+                self._rolled.clear()
                 raise StoreError(f"{self.url}: rollup of {name!r} failed: {exc}") from None
         return hours
 
     def _rollup_tables(self, meas: catalog.Measurement, fields: set[str]) -> set[str]:
-        """Create or widen the rollup and sketch tables; the fields they have columns for."""
+        """Create or widen the rollup and sketch tables; the fields they have columns for
+        (kept per connection: the tables only ever widen)."""
+        have = self._rolled.get(meas.name)
+        if have is not None and fields <= have:
+            return have
         ordered = [f for f in meas.fields if f in fields]
         for grain in ru.GRAINS:
             table = _ident(ru.rollup_table(meas.name, grain))
             self._con.execute(f"CREATE TABLE IF NOT EXISTS {table} "
                               f"(time TIMESTAMP, series_id UBIGINT)")
-            have = self._columns(ru.rollup_table(meas.name, grain))
+            cols = self._columns(ru.rollup_table(meas.name, grain))
             for col, kind in ru.rollup_columns(ordered):
-                if col not in have:
+                if col not in cols:
                     self._con.execute(f"ALTER TABLE {table} ADD COLUMN {_ident(col)} {kind}")
             if ru.sketched(meas):
                 self._con.execute(
                     f"CREATE TABLE IF NOT EXISTS {_ident(ru.sketch_table(meas.name, grain))} "
                     f"(time TIMESTAMP, series_id UBIGINT, field VARCHAR, k INTEGER, n BIGINT)")
-        return {f for f in meas.fields
-                if ru.state_column(f, "n") in self._columns(ru.rollup_table(meas.name, ru.HOUR))}
+        cols = self._columns(ru.rollup_table(meas.name, ru.HOUR))
+        have = {f for f in meas.fields if ru.state_column(f, "n") in cols}
+        self._rolled[meas.name] = have
+        return have
 
     def _roll(self, meas: catalog.Measurement, lo: datetime, hi: datetime) -> None:
         """Recompute the hours [lo, hi) from raw data, then the days they fall in."""
@@ -480,6 +488,7 @@ class DuckDBStore:
                 self._con.execute("COMMIT")
             except duckdb.Error as exc:
                 self._con.execute("ROLLBACK")
+                self._rolled.clear()
                 raise StoreError(f"{self.url}: rollup write of {measurement!r} failed: "
                                  f"{exc}") from None
             finally:
