@@ -319,6 +319,7 @@ def test_history_kept_as_daily_rollups_only_answers_in_whole_days(month, tmp_pat
     store.close()
 
 
+@pytest.mark.slow  # three runs of the real command (a Python start-up each, about 6 s)
 def test_the_rollup_command_rolls_up_what_was_written_since_its_last_run(tmp_path):
     import subprocess
     import sys
