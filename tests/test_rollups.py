@@ -346,3 +346,25 @@ def test_the_rollup_command_rolls_up_what_was_written_since_its_last_run(tmp_pat
                             T0 + timedelta(hours=3), agg=Aggregate.SUM))
     assert got.utilization_ratio[0] == pytest.approx(180 * 0.25)
     store.close()
+
+
+@pytest.mark.parametrize("name", ["mixed", "rolled"])
+def test_the_national_summary_reads_rollups_unaware(month, name):
+    """The summary asks its usual queries; the store answers from rollups where raw data
+    is gone, and the month's national row is the raw month's."""
+    from computewatch.summary import national_summary
+    from computewatch.topology import load_topology
+
+    topology, policy = load_topology(), load_policy()
+    want = national_summary(month["stores"]["raw"], topology, policy, T0, T1)
+    got = national_summary(month["stores"][name], topology, policy, T0, T1)
+    w, g = (s.rows.set_index("level").loc["national"] for s in (want, got))
+    assert g.accelerators == w.accelerators == 6
+    assert g.mean_utilization == pytest.approx(month["acc"].utilization_ratio.mean(), rel=1e-12)
+    assert g.idle_accelerator_hours == pytest.approx(w.idle_accelerator_hours, rel=1e-12)
+    assert g.pue == pytest.approx(w.pue, rel=1e-4)  # hourly readings against 15-minute ones
+    # Each direction's p95 within the sketch's error (so two close ones may swap places).
+    keys = ["src_site", "dst_site"]
+    lw, lg = (s.links.sort_values(keys).rtt_p95_seconds.to_numpy() for s in (want, got))
+    assert lg == pytest.approx(lw, rel=RELATIVE_ERROR)
+    assert g.worst_link_p95_s == pytest.approx(w.worst_link_p95_s, rel=RELATIVE_ERROR)
