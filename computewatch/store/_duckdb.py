@@ -307,9 +307,9 @@ class DuckDBStore:
         lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
         if lo is None:
             return
-        self._con.execute("CREATE TABLE IF NOT EXISTS rollup_dirty "
+        self._con.execute("CREATE TABLE IF NOT EXISTS pending_rollups "
                           "(measurement VARCHAR, lo TIMESTAMP, hi TIMESTAMP)")
-        self._con.execute("INSERT INTO rollup_dirty VALUES (?, ?, ?)", [measurement, lo, hi])
+        self._con.execute("INSERT INTO pending_rollups VALUES (?, ?, ?)", [measurement, lo, hi])
 
     def _table_exists(self, table: str) -> bool:
         return bool(self._con.execute(
@@ -326,9 +326,9 @@ class DuckDBStore:
 
     def _refresh(self, measurement: str | None, before: datetime | None = None) -> int:
         """Roll up the marked spans (of one measurement; those starting before ``before``)."""
-        if not self._table_exists("rollup_dirty"):
+        if not self._table_exists("pending_rollups"):
             return 0
-        sql = "SELECT measurement, lo, hi FROM rollup_dirty WHERE TRUE"
+        sql = "SELECT measurement, lo, hi FROM pending_rollups WHERE TRUE"
         params: list = []
         if measurement:
             sql, params = sql + " AND measurement = ?", [measurement]
@@ -347,7 +347,7 @@ class DuckDBStore:
                     self._roll(meas, lo, hi)
                     hours += (hi - lo) // ru.HOUR
                 self._con.execute(
-                    "DELETE FROM rollup_dirty WHERE measurement = ?"
+                    "DELETE FROM pending_rollups WHERE measurement = ?"
                     + (" AND lo < ?" if before is not None else ""),
                     [name, before] if before is not None else [name])
                 self._con.execute("COMMIT")
@@ -672,7 +672,7 @@ class DuckDBStore:
         the labels of the series they hold) stay."""
         deleted = 0
         with self._lock:
-            if self._table_exists("rollup_dirty") and any(
+            if self._table_exists("pending_rollups") and any(
                     self._table_exists(ru.rollup_table(m.name, ru.HOUR))
                     for m in catalog.measurements()):
                 self._refresh(None)

@@ -17,7 +17,7 @@ index, count), DDSketch's mapping: a positive value ``x`` falls in bucket
 many buckets sums their histograms and interpolates between the ranks as DuckDB's
 ``quantile_cont`` does, so it is within 1% of the raw ``quantile_cont`` of the same samples.
 
-Maintenance: a write records the span it touched (``rollup_dirty``, two timestamps per
+Maintenance: a write records the span it touched (``pending_rollups``, two timestamps per
 batch, so ingest pays almost nothing); `refresh` recomputes the touched hours from raw data
 and the days from the hours, so late and out-of-order data are rolled up exactly. It runs
 before retention deletes raw data, before any query that reads rollups, and on a schedule
