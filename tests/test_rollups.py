@@ -230,11 +230,21 @@ def test_late_data_is_rolled_up_again(tmp_path):
     late = pd.DataFrame({"time": [T0 + timedelta(minutes=30, seconds=30)], "site": "s1",
                          "device": "d", "utilization_ratio": 1.0})
     store.write("accelerator", late)
+    hourly = Query("accelerator", ("utilization_ratio",), T0, T0 + timedelta(hours=2),
+                   window=timedelta(hours=1), agg=Aggregate.SUM)
+    assert store.query(hourly).utilization_ratio.tolist() == pytest.approx(
+        [60 * 0.5 + 1.0, 60 * 0.5])  # raw data
+    assert resolution(store, "accelerator", T0) == timedelta(0)
     store.drop_before(T0 + timedelta(days=1))  # rolls up the late sample before expiry
-    got = store.query(Query("accelerator", ("utilization_ratio",), T0,
-                            T0 + timedelta(hours=2), window=timedelta(hours=1),
-                            agg=Aggregate.SUM))
+    assert resolution(store, "accelerator", T0) == timedelta(hours=1)
+    got = store.query(hourly)
     assert got.utilization_ratio.tolist() == pytest.approx([60 * 0.5 + 1.0, 60 * 0.5])
+    # Raw data written again before the rollups' end takes over from there on.
+    store.write("accelerator", frame.iloc[60:])
+    assert resolution(store, "accelerator", T0) == timedelta(hours=1)
+    assert resolution(store, "accelerator", T0 + timedelta(hours=1)) == timedelta(0)
+    assert store.query(hourly).utilization_ratio.tolist() == pytest.approx(
+        [60 * 0.5 + 1.0, 60 * 0.5])
     store.close()
 
 

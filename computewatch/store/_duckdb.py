@@ -116,6 +116,9 @@ class DuckDBStore:
         self._lock = threading.Lock()
         self._fields: dict[str, set[str]] = {}
         self._rolled: dict[str, set[str]] = {}  # rollup tables' fields (`_rollup_tables`)
+        # Where raw data and rollups begin, per measurement (and grain): asked by every query
+        # of a store with rollups, so kept until a write, rollup or deletion changes them.
+        self._spans: dict[tuple[str, timedelta | None], tuple | None] = {}
 
     # -- schema ---------------------------------------------------------------------------
     def _ensure(self, meas: catalog.Measurement, fields: Sequence[str] = ()) -> set[str]:
@@ -307,6 +310,7 @@ class DuckDBStore:
         lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
         if lo is None:
             return
+        self._spans.pop((measurement, None), None)
         self._con.execute("CREATE TABLE IF NOT EXISTS pending_rollups "
                           "(measurement VARCHAR, lo TIMESTAMP, hi TIMESTAMP)")
         self._con.execute("INSERT INTO pending_rollups VALUES (?, ?, ?)", [measurement, lo, hi])
@@ -383,6 +387,7 @@ class DuckDBStore:
 
     def _roll(self, meas: catalog.Measurement, lo: datetime, hi: datetime) -> None:
         """Recompute the hours [lo, hi) from raw data, then the days they fall in."""
+        self._spans.clear()
         fields = [f for f in meas.fields if f in self._ensure(meas)]
         self._rollup_tables(meas, set(fields))
         samples = "samples_" + meas.name
@@ -459,6 +464,7 @@ class DuckDBStore:
         state_cols = [c for c in table.column_names if ":" in c]
         cols = ", ".join(_ident(c) for c in state_cols)
         with self._lock:
+            self._spans.clear()
             self._ensure(meas)
             have = self._rollup_tables(meas, fields)
             hourly, daily = (ru.rollup_table(meas.name, g) for g in (ru.HOUR, ru.DAY))
@@ -497,16 +503,24 @@ class DuckDBStore:
         return table.num_rows
 
     def _raw_from(self, measurement: str) -> datetime | None:
-        return self._con.execute(
-            f"SELECT min(time) FROM {_ident('samples_' + measurement)}").fetchone()[0]
+        key = (measurement, None)
+        if key not in self._spans:
+            self._spans[key] = self._con.execute(
+                f"SELECT min(time) FROM {_ident('samples_' + measurement)}").fetchone()[0]
+        return self._spans[key]
 
     def _rolled_span(self, measurement: str, grain: timedelta) -> tuple | None:
         """First and last bucket start of one grain's rollups, or None when it holds none."""
-        table = ru.rollup_table(measurement, grain)
-        if not self._table_exists(table):
-            return None
-        lo, hi = self._con.execute(f"SELECT min(time), max(time) FROM {_ident(table)}").fetchone()
-        return None if lo is None else (lo, hi)
+        key = (measurement, grain)
+        if key not in self._spans:
+            table = ru.rollup_table(measurement, grain)
+            span = None
+            if self._table_exists(table):
+                lo, hi = self._con.execute(
+                    f"SELECT min(time), max(time) FROM {_ident(table)}").fetchone()
+                span = None if lo is None else (lo, hi)
+            self._spans[key] = span
+        return self._spans[key]
 
     def _coverage(self, measurement: str) -> tuple[datetime | None, datetime | None]:
         """(boundary, days_until): where raw data takes over from rollups (an hour start;
@@ -652,6 +666,7 @@ class DuckDBStore:
         if not self._has(measurement):
             return 0
         with self._lock:
+            self._spans.clear()
             clauses, params = self._where(meas, where)
             series = _ident("series_" + meas.name)
             match = (f" AND series_id IN (SELECT s.series_id FROM {series} s WHERE "
@@ -672,6 +687,7 @@ class DuckDBStore:
         the labels of the series they hold) stay."""
         deleted = 0
         with self._lock:
+            self._spans.clear()
             if self._table_exists("pending_rollups") and any(
                     self._table_exists(ru.rollup_table(m.name, ru.HOUR))
                     for m in catalog.measurements()):
