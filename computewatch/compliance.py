@@ -37,7 +37,7 @@ import pandas as pd
 
 from computewatch.findings import Period
 from computewatch.policy import Policy
-from computewatch.store import Aggregate, Query, Store
+from computewatch.store import Aggregate, Query, Store, resolution
 from computewatch.topology import Tier, Topology
 
 __all__ = ["COMPLIANCE_COLUMNS", "COMPLIANCE_DEFINITION", "LINK_LABELS", "P95",
@@ -242,6 +242,8 @@ def window_compliance(store: Store, period: Period, policy: Policy,
     ``windows``, ``windows_with_data``, ``windows_within_budget``, ``probes``,
     ``probes_within_budget``; see `COMPLIANCE_DEFINITION`.
     """
+    # Beyond the raw data the store answers whole rollup buckets only (an hour in DuckDB).
+    window = max(window, resolution(store, "link_latency", period.start))
     grid = pair_windows(store, period.start, period.end, window, {
         Aggregate.SUM: ("samples", "replies_within_budget"),
         Aggregate.MAX: ("budget_seconds",)})

@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import pandas as pd
 
-from computewatch.store import Aggregate, Query
+from computewatch.store import Aggregate, Query, resolution
 
 if TYPE_CHECKING:  # annotations only: the agent's PUE collector needs none of them
     from computewatch.findings import Period
@@ -490,24 +490,31 @@ def _counter_buckets(store: Store, start: datetime, end: datetime, where: Mappin
 
 
 def _refined(store: Store, counters: pd.DataFrame, where: Mapping,
-             bucket: timedelta) -> pd.DataFrame:
+             bucket: timedelta, fine_step: timedelta = POWER_BUCKET) -> pd.DataFrame:
     """Buckets holding fewer readings than their meter usually has (where a meter fell
     silent or came back), and every bucket of a meter read at most once per bucket (hourly
     meters), read again per `POWER_BUCKET`: stamping such a bucket's last reading at its end
-    would put the reading up to a bucket late and count a slot the meter did not cover."""
+    would put the reading up to a bucket late and count a slot the meter did not cover.
+    ``fine_step``: the finest the store answers (rollups: an hour; nothing finer to read)."""
     typical = counters.groupby(["site", "meter"])["count"].transform("median")
     partial = (counters["count"] < typical) | (typical <= 1)  # sparse meters: every reading
-    if not partial.any():
+    if not partial.any() or fine_step >= bucket:
         return counters[_READING_COLUMNS]
     few = counters[partial]
     fine = _counter_buckets(store, few.time.min() - bucket, few.time.max(),
-                            {**where, "meter": sorted(set(few.meter))}, POWER_BUCKET)
+                            {**where, "meter": sorted(set(few.meter))}, fine_step)
     spans = {(r.site, r.meter, r.time) for r in few.itertuples()}  # bucket ends
     ends = fine.time.dt.ceil(pd.Timedelta(bucket))  # the coarse bucket each minute is in
     inside = [(s, m, e) in spans for s, m, e in zip(fine.site, fine.meter, ends, strict=True)]
     kept = counters[~partial][_READING_COLUMNS]
     return pd.concat([kept, fine[inside][_READING_COLUMNS]], ignore_index=True).sort_values(
         ["site", "meter", "time"], ignore_index=True)
+
+
+def _slotted(readings: pd.DataFrame, bucket: timedelta) -> pd.DataFrame:
+    """Readings marked with the bucket they were read at (`windowed_pue` slots by it)."""
+    readings.attrs["slot"] = bucket
+    return readings
 
 
 def meter_readings(store: Store, period: Period,
@@ -528,42 +535,48 @@ def meter_readings(store: Store, period: Period,
     ``meter``, ``scope``, ``joules``, ``peak``, ``watts``.
     """
     where = {"scope": list(_REQUIRED_SCOPES)}
+    # Beyond the raw data the store answers whole rollup buckets only (hours, or days).
+    step = resolution(store, "facility_power", period.start - max(bucket, READING_MARGIN))
+    bucket, fine_step = max(bucket, step), max(POWER_BUCKET, step)
     start = period.start - max(bucket, READING_MARGIN)
-    end = period.end + READING_MARGIN
+    end = period.end + max(READING_MARGIN, step)
     buckets = _counter_buckets(store, start, end, where, bucket)
-    counters = _refined(store, buckets, where, bucket) if len(buckets) else \
+    counters = _refined(store, buckets, where, bucket, fine_step) if len(buckets) else \
         pd.DataFrame(columns=_READING_COLUMNS)
     series = store.series("facility_power", where)
     if series.empty or "meter" not in series:
-        return counters.reset_index(drop=True)
+        return _slotted(counters.reset_index(drop=True), bucket)
     with_counter = set(zip(buckets.site, buckets.meter, strict=True))
     keys = series[["site", "meter"]].dropna().drop_duplicates()
     power_only = [m for s, m in keys.itertuples(index=False) if (s, m) not in with_counter]
     if not power_only:
-        return counters.reset_index(drop=True)
+        return _slotted(counters.reset_index(drop=True), bucket)
     watts = store.query(Query("facility_power", ("watts",), start, end,
                               where={**where, "meter": sorted(set(power_only))},
-                              group_by=_PLACE, window=POWER_BUCKET, agg=Aggregate.MEAN))
+                              group_by=_PLACE, window=fine_step, agg=Aggregate.MEAN))
     watts = watts[watts.watts.notna()]
     watts = watts[[(s, m) not in with_counter
                    for s, m in zip(watts.site, watts.meter, strict=True)]]
     if watts.empty:
-        return counters.reset_index(drop=True)
-    watts = watts.assign(time=watts.time + POWER_BUCKET, joules=np.nan,
+        return _slotted(counters.reset_index(drop=True), bucket)
+    watts = watts.assign(time=watts.time + fine_step, joules=np.nan,
                          peak=np.nan)[_READING_COLUMNS]
-    return pd.concat([f for f in (counters, watts) if len(f)], ignore_index=True)
+    return _slotted(pd.concat([f for f in (counters, watts) if len(f)], ignore_index=True),
+                    bucket)
 
 
 def windowed_pue(readings: pd.DataFrame, period: Period, policy: Policy,
                  window: str | timedelta, *, by: Sequence[str] = ("site",),
                  min_completeness: float | None = None,
                  topology: Topology | None = None) -> pd.DataFrame:
-    """`window_pue` over `meter_readings`: slots of `READING_BUCKET`, counter gaps of up to
+    """`window_pue` over `meter_readings`: slots of `READING_BUCKET` (or the rollups' hour
+    the readings were read at, beyond the raw data), counter gaps of up to
     two slots, the topology's declared meters, and the policy's completeness floor (or
     ``min_completeness``): the one PUE that findings, reports and the summary state.
     Columns as `window_pue` returns them."""
     floor = (float(policy.pue.min_completeness.value) if min_completeness is None
              else min_completeness)
+    slot = readings.attrs.get("slot", READING_BUCKET)  # hourly where read from rollups
     return window_pue(readings, period.start, period.end, window, by=by,
-                      meters=declared_meters(topology), slot=READING_BUCKET,
-                      max_gap=2 * READING_BUCKET, min_completeness=floor)
+                      meters=declared_meters(topology), slot=slot,
+                      max_gap=2 * slot, min_completeness=floor)

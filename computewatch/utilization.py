@@ -29,7 +29,7 @@ import pandas as pd
 
 from computewatch.findings import Period
 from computewatch.policy import UtilizationDefinition
-from computewatch.store import Aggregate, Query, Store
+from computewatch.store import Aggregate, Query, Store, resolution
 from computewatch.topology import Topology
 
 __all__ = ["COMPLETENESS_DEFINITION", "DEFINITIONS", "IDLE_DEFINITION", "LEVELS",
@@ -77,17 +77,19 @@ _PROBE = timedelta(hours=3)
 
 
 def _whole_hours(store: Store, lo: datetime, end: datetime,
-                 where: Mapping[str, str | Sequence[str]] | None) -> timedelta:
-    """One hour over the most samples any device sent in a whole clock hour from ``lo``'s
-    hour to ``end``; zero when no such hour lies whole inside."""
-    lo = pd.Timestamp(lo).floor(_HOUR).to_pydatetime()  # hours on the clock, as data has
-    if end - lo < _HOUR:
+                 where: Mapping[str, str | Sequence[str]] | None,
+                 unit: timedelta = _HOUR) -> timedelta:
+    """One hour (``unit``: a day where the store keeps daily rollups only) over the most
+    samples any device sent in a whole clock hour from ``lo``'s hour to ``end``; zero when
+    no such hour lies whole inside."""
+    lo = pd.Timestamp(lo).floor(unit).to_pydatetime()  # hours on the clock, as data has
+    if end - lo < unit:
         return timedelta(0)
     counts = store.query(Query("accelerator", (_FIELD,), lo, end, where=dict(where or {}),
-                               group_by=("device",), window=_HOUR, agg=Aggregate.COUNT))
-    whole = counts[counts.time + _HOUR <= pd.Timestamp(end)]
+                               group_by=("device",), window=unit, agg=Aggregate.COUNT))
+    whole = counts[counts.time + unit <= pd.Timestamp(end)]
     most = float(whole[_FIELD].max()) if len(whole) else 0.0
-    return _HOUR / most if most > 0 else timedelta(0)
+    return unit / most if most > 0 else timedelta(0)
 
 
 def _spacing(store: Store, lo: datetime, end: datetime, last: datetime,
@@ -119,8 +121,11 @@ def sampling_interval(store: Store, start: datetime, end: datetime, *,
     lo = max(start, first)
     if last < lo or lo >= end:
         return timedelta(0)
-    top = min(end, last + _HOUR)
-    got = _whole_hours(store, max(lo, top - _PROBE), top, where)
+    # Beyond the raw data the store answers whole rollup buckets (hours, or days) only.
+    unit = max(_HOUR, resolution(store, "accelerator", max(lo, min(end, last) - _PROBE)))
+    top = min(end, pd.Timestamp(last + unit).floor(unit).to_pydatetime()
+              if unit > _HOUR else last + _HOUR)
+    got = _whole_hours(store, max(lo, top - max(_PROBE, unit)), top, where, unit)
     if got == timedelta(0):
         got = _spacing(store, lo, end, last, where)
     return got

@@ -171,6 +171,9 @@ PUBLIC: dict[str, set[str]] = {
         "window_edges", "window_pue", "windowed_pue"},
     "computewatch.redact": {
         "MASK", "RedactingFormatter", "is_secret_key", "redact", "redact_url", "register_secret"},
+    "computewatch.rollup_rules": {
+        "GRAINS", "ROLLED_UP", "ROLLUP_RULES_FILE", "RollupRule", "render_rollup_rules",
+        "rollup_rules"},
     "computewatch.render": {
         "OutputFormat", "format_value", "render_analysis", "render_findings", "render_frame",
         "render_root_causes", "render_scores", "render_summary"},
@@ -202,7 +205,7 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.store": {
         "Aggregate", "DEFAULT_URL", "DuckDBStore", "InfluxDBStore", "LineProtocolWriter",
         "PrometheusStore", "Query", "Store", "StoreError", "StoreURLError", "VictoriaMetricsStore",
-        "WriteError", "WriteResult", "open_store"},
+        "WriteError", "WriteResult", "open_store", "resolution"},
     "computewatch.summary": {"NationalSummary", "national_summary"},
     "computewatch.thresholds": {
         "BUSY_LEVEL", "PUE_MIN_COMPLETENESS", "PUE_TARGET", "PlaceRule", "ROUTE_INFLATION_LIMIT",

@@ -19,6 +19,7 @@ from computewatch.cli import (
     _places,
     _query,
     _report,
+    _rollup,
 )
 from computewatch.cli._common import UserError, print_error
 from computewatch.config import ConfigError
@@ -54,7 +55,7 @@ def _root(
 
 
 for command in (_demo.demo, _query.summary, _node.collect, _node.agent, _node.responder,
-                _analyze.analyze, _query.surplus, _report.report):
+                _analyze.analyze, _query.surplus, _report.report, _rollup.rollup):
     app.command()(command)
 app.command("alert-bridge")(_bridge.alert_bridge)
 app.add_typer(topology_app, name="topology")

@@ -20,6 +20,7 @@ Third-party backends can register through the ``computewatch.stores`` entry-poin
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from importlib.metadata import entry_points
 from urllib.parse import urlsplit
 
@@ -42,6 +43,7 @@ __all__ = [
     "WriteError",
     "WriteResult",
     "open_store",
+    "resolution",
 ]
 
 _LAZY = {
@@ -128,3 +130,13 @@ def open_store(url: str = DEFAULT_URL, *, create: bool = True) -> Store:
         raise StoreURLError(f"unknown store URL {redact_url(url)!r}: scheme {scheme!r} is not "
                             f"one of {', '.join(sorted(_BACKENDS))}")
     return factory(url, create)
+
+
+def resolution(store: Store, measurement: str, start: datetime) -> timedelta:
+    """The finest window a query of ``measurement`` from ``start`` can ask of ``store``:
+    zero (any window) where raw data reaches back that far, else the grain of the rollups
+    that hold it (an hour in DuckDB). Callers widen a window to at least this; a store
+    without rollups (VictoriaMetrics, Prometheus and InfluxDB keep their own raw retention
+    and recording rules) answers zero."""
+    get = getattr(store, "resolution", None)
+    return get(measurement, start) if get is not None else timedelta(0)

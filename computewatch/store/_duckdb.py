@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 from computewatch import catalog
 from computewatch.errors import StoreURLError
 from computewatch.samples import TIME
+from computewatch.store import _rollups as ru
 from computewatch.store._protocol import (
     Aggregate,
     Query,
@@ -70,6 +71,28 @@ def _normalize(table: pa.Table, meas: catalog.Measurement) -> pa.Table:
     return table
 
 
+def _floor(t: datetime, grain: timedelta) -> datetime:
+    """``t`` (naive UTC) down to a multiple of ``grain`` since the epoch."""
+    epoch = datetime(1970, 1, 1)
+    return t - (t - epoch) % grain
+
+
+def _ceil(t: datetime, grain: timedelta) -> datetime:
+    down = _floor(t, grain)
+    return down if down == t else down + grain
+
+
+def _coalesce(ranges: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    """Overlapping or touching [lo, hi) ranges merged."""
+    out: list[tuple[datetime, datetime]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
 class DuckDBStore:
     """`Store` backed by a DuckDB file (``duckdb:///path.duckdb``, ``duckdb:///:memory:``)."""
 
@@ -92,6 +115,10 @@ class DuckDBStore:
             self._con.execute(f"SET threads = {int(threads)}")
         self._lock = threading.Lock()
         self._fields: dict[str, set[str]] = {}
+        self._rolled: dict[str, set[str]] = {}  # rollup tables' fields (`_rollup_tables`)
+        # Where raw data and rollups begin, per measurement (and grain): asked by every query
+        # of a store with rollups, so kept until a write, rollup or deletion changes them.
+        self._spans: dict[tuple[str, timedelta | None], tuple | None] = {}
 
     # -- schema ---------------------------------------------------------------------------
     def _ensure(self, meas: catalog.Measurement, fields: Sequence[str] = ()) -> set[str]:
@@ -170,6 +197,7 @@ class DuckDBStore:
                 self._con.execute(
                     f"INSERT INTO {samples_t} (time, series_id, {cols}) "
                     f"SELECT {_ident(TIME)}, {sid}, {cols} FROM _incoming")
+                self._mark_dirty(meas.name, table.column(TIME))
                 self._con.execute("COMMIT")
             except duckdb.Error as exc:
                 self._con.execute("ROLLBACK")
@@ -216,6 +244,11 @@ class DuckDBStore:
         if not self._has(q.measurement):
             return pd.DataFrame(columns=columns)
         with self._lock:
+            plan = self._plan(q, meas)
+            if plan is not None:
+                df = self._query_rollups(q, meas, plan)
+                df[TIME] = pd.to_datetime(df[TIME]).dt.tz_localize(UTC)
+                return df[columns].reset_index(drop=True)
             present = self._ensure(meas)
             start, end = _naive_utc(q.start), _naive_utc(q.end)
             if q.window is None:
@@ -260,9 +293,369 @@ class DuckDBStore:
         with self._lock:
             lo, hi = self._con.execute(
                 f"SELECT min(time), max(time) FROM {_ident('samples_' + measurement)}").fetchone()
+            spans = [s for g in ru.GRAINS if (s := self._rolled_span(measurement, g))]
+            if spans:  # rollups may reach further back than raw data
+                rolled, last = min(s[0] for s in spans), max(s[1] for s in spans)
+                lo = rolled if lo is None else min(lo, rolled)
+                hi = last if hi is None else hi
         if lo is None:
             return None
         return lo.replace(tzinfo=UTC), hi.replace(tzinfo=UTC)
+
+    # -- rollups (computewatch.store._rollups) ----------------------------------------------
+    def _mark_dirty(self, measurement: str, times: pa.ChunkedArray) -> None:
+        """Note the span a write touched; `refresh_rollups` rolls it up (inside the write's
+        transaction, so a span is never lost)."""
+        bounds = pc.min_max(times)
+        lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+        if lo is None:
+            return
+        self._spans.pop((measurement, None), None)
+        self._con.execute("CREATE TABLE IF NOT EXISTS pending_rollups "
+                          "(measurement VARCHAR, lo TIMESTAMP, hi TIMESTAMP)")
+        self._con.execute("INSERT INTO pending_rollups VALUES (?, ?, ?)", [measurement, lo, hi])
+
+    def _table_exists(self, table: str) -> bool:
+        return bool(self._con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+            [table]).fetchone()[0])
+
+    def refresh_rollups(self, measurement: str | None = None) -> int:
+        """Roll up every span written since the last refresh (of one measurement, or all):
+        the touched hours are recomputed from raw data and their days from the hours.
+        Returns the hours recomputed. Run on a schedule (e.g. every few minutes) to keep
+        each run small; retention and queries that read rollups run it too."""
+        with self._lock:
+            return self._refresh(measurement)
+
+    def _refresh(self, measurement: str | None, before: datetime | None = None) -> int:
+        """Roll up the marked spans (of one measurement; those starting before ``before``)."""
+        if not self._table_exists("pending_rollups"):
+            return 0
+        sql = "SELECT measurement, lo, hi FROM pending_rollups WHERE TRUE"
+        params: list = []
+        if measurement:
+            sql, params = sql + " AND measurement = ?", [measurement]
+        if before is not None:
+            sql, params = sql + " AND lo < ?", [*params, before]
+        rows = self._con.execute(sql, params).fetchall()
+        spans: dict[str, list[tuple[datetime, datetime]]] = {}
+        for name, lo, hi in rows:
+            spans.setdefault(name, []).append((_floor(lo, ru.HOUR), _floor(hi, ru.HOUR) + ru.HOUR))
+        hours = 0
+        for name, ranges in spans.items():
+            meas = catalog.measurement(name)
+            try:
+                self._con.execute("BEGIN")
+                for lo, hi in _coalesce(ranges):
+                    self._roll(meas, lo, hi)
+                    hours += (hi - lo) // ru.HOUR
+                self._con.execute(
+                    "DELETE FROM pending_rollups WHERE measurement = ?"
+                    + (" AND lo < ?" if before is not None else ""),
+                    [name, before] if before is not None else [name])
+                self._con.execute("COMMIT")
+            except duckdb.Error as exc:
+                self._con.execute("ROLLBACK")
+                self._rolled.clear()
+                raise StoreError(f"{self.url}: rollup of {name!r} failed: {exc}") from None
+        return hours
+
+    def _rollup_tables(self, meas: catalog.Measurement, fields: set[str]) -> set[str]:
+        """Create or widen the rollup and sketch tables; the fields they have columns for
+        (kept per connection: the tables only ever widen)."""
+        have = self._rolled.get(meas.name)
+        if have is not None and fields <= have:
+            return have
+        ordered = [f for f in meas.fields if f in fields]
+        for grain in ru.GRAINS:
+            table = _ident(ru.rollup_table(meas.name, grain))
+            self._con.execute(f"CREATE TABLE IF NOT EXISTS {table} "
+                              f"(time TIMESTAMP, series_id UBIGINT)")
+            cols = self._columns(ru.rollup_table(meas.name, grain))
+            for col, kind in ru.rollup_columns(ordered):
+                if col not in cols:
+                    self._con.execute(f"ALTER TABLE {table} ADD COLUMN {_ident(col)} {kind}")
+            if ru.sketched(meas):
+                self._con.execute(
+                    f"CREATE TABLE IF NOT EXISTS {_ident(ru.sketch_table(meas.name, grain))} "
+                    f"(time TIMESTAMP, series_id UBIGINT, field VARCHAR, k INTEGER, n BIGINT)")
+        cols = self._columns(ru.rollup_table(meas.name, ru.HOUR))
+        have = {f for f in meas.fields if ru.state_column(f, "n") in cols}
+        self._rolled[meas.name] = have
+        return have
+
+    def _roll(self, meas: catalog.Measurement, lo: datetime, hi: datetime) -> None:
+        """Recompute the hours [lo, hi) from raw data, then the days they fall in."""
+        self._spans.clear()
+        fields = [f for f in meas.fields if f in self._ensure(meas)]
+        self._rollup_tables(meas, set(fields))
+        samples = "samples_" + meas.name
+        hourly, daily = (ru.rollup_table(meas.name, g) for g in (ru.HOUR, ru.DAY))
+        cols = ", ".join(_ident(c) for c, _ in ru.rollup_columns(fields))
+        self._con.execute(f"DELETE FROM {_ident(hourly)} WHERE time >= ? AND time < ?", [lo, hi])
+        if fields:
+            self._con.execute(f"INSERT INTO {_ident(hourly)} (time, series_id, {cols}) "
+                              + ru.hourly_select(fields, samples), [lo, hi])
+        d0, d1 = _floor(lo, ru.DAY), _floor(hi - ru.HOUR, ru.DAY) + ru.DAY
+        self._con.execute(f"DELETE FROM {_ident(daily)} WHERE time >= ? AND time < ?", [d0, d1])
+        if fields:
+            source = f"(SELECT * FROM {_ident(hourly)} WHERE time >= ? AND time < ?)"
+            self._con.execute(f"INSERT INTO {_ident(daily)} (time, series_id, {cols}) "
+                              + ru.merge_select(fields, source, "date_trunc('day', time)"),
+                              [d0, d1])
+        sketched = [f for f in ru.sketched(meas) if f in fields]
+        if not sketched:
+            return
+        hs, ds = (_ident(ru.sketch_table(meas.name, g)) for g in (ru.HOUR, ru.DAY))
+        self._con.execute(f"DELETE FROM {hs} WHERE time >= ? AND time < ?", [lo, hi])
+        for f in sketched:
+            self._con.execute(f"INSERT INTO {hs} " + ru.sketch_from_raw(f, samples), [lo, hi])
+        self._con.execute(f"DELETE FROM {ds} WHERE time >= ? AND time < ?", [d0, d1])
+        self._con.execute(f"INSERT INTO {ds} SELECT date_trunc('day', time), series_id, field, "
+                          f"k, sum(n) FROM {hs} WHERE time >= ? AND time < ? GROUP BY ALL",
+                          [d0, d1])
+
+    def write_rollup(self, measurement: str, frame: pa.Table | pd.DataFrame,
+                     grain: timedelta = ru.HOUR) -> int:
+        """Store rollup rows directly (a backfill of history at rollup resolution, where no
+        raw data ever existed): ``time`` (bucket starts, UTC), label columns, and state
+        columns ``field:state`` (`computewatch.store._rollups.STATES`; a state left out is
+        NULL: write ``n`` and ``sum`` at least, ``last``, ``last_time`` and ``max`` for
+        counters).
+        ``grain`` an hour (the days they fall in are rolled up again from the hours) or a
+        day (daily rows only: queries of those days then need whole days, `resolution`).
+        Write each day at one grain. Returns rows stored."""
+        if grain not in ru.GRAINS:
+            raise StoreError(f"rollup grain {grain} is neither an hour nor a day")
+        table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(
+            frame, preserve_index=False)
+        meas = catalog.measurement(measurement)
+        if TIME not in table.column_names:
+            raise StoreError(f"rollup frame for {measurement!r}: no {TIME!r} column")
+        states = set(ru.STATES)
+        fields: set[str] = set()
+        for col in table.column_names:
+            if col == TIME or col in meas.labels:
+                continue
+            f, _, s = col.partition(":")
+            if s not in states:
+                raise StoreError(f"rollup frame for {measurement!r}: column {col!r} is neither "
+                                 f"a label nor field:state (states: {', '.join(sorted(states))})")
+            meas.metric(f)
+            fields.add(f)
+        if table.num_rows == 0:
+            return 0
+        table = _normalize(table, meas)
+        lo, hi = (v.as_py() for v in pc.min_max(table.column(TIME)).values())
+        unit = "hour" if grain == ru.HOUR else "day"
+        off = pc.sum(pc.not_equal(table.column(TIME),
+                                  pc.floor_temporal(table.column(TIME), unit=unit))).as_py()
+        if off:
+            raise StoreError(f"rollup frame for {measurement!r}: {off} rows' time is not "
+                             f"a{'n' if unit == 'hour' else ''} {unit} start (first row at {lo})")
+        labels = [lab for lab in meas.labels if lab in table.column_names]
+        label_exprs = [_ident(lab) if lab in labels else "''" for lab in meas.labels]
+        sid = f"hash({', '.join(label_exprs)})"
+        label_sets = table.select(labels).group_by(labels).aggregate([]) if labels \
+            else pa.table({"_": [0]})
+        series_t = _ident("series_" + meas.name)
+        series_cols = ", ".join(_ident(lab) for lab in meas.labels)
+        state_cols = [c for c in table.column_names if ":" in c]
+        cols = ", ".join(_ident(c) for c in state_cols)
+        with self._lock:
+            self._spans.clear()
+            self._ensure(meas)
+            have = self._rollup_tables(meas, fields)
+            hourly, daily = (ru.rollup_table(meas.name, g) for g in (ru.HOUR, ru.DAY))
+            self._con.register("_incoming", table)
+            self._con.register("_label_sets", label_sets)
+            try:
+                self._con.execute("BEGIN")
+                self._con.execute(
+                    f"INSERT INTO {series_t} (series_id, {series_cols}) "
+                    f"SELECT {sid}, {', '.join(label_exprs)} FROM _label_sets "
+                    f"WHERE {sid} NOT IN (SELECT series_id FROM {series_t})")
+                self._con.execute(f"INSERT INTO {_ident(ru.rollup_table(meas.name, grain))} "
+                                  f"(time, series_id, {cols}) "
+                                  f"SELECT {_ident(TIME)}, {sid}, {cols} FROM _incoming")
+                if grain == ru.DAY:
+                    self._con.execute("COMMIT")
+                    return table.num_rows
+                d0, d1 = _floor(lo, ru.DAY), _floor(hi, ru.DAY) + ru.DAY
+                merged = [f for f in meas.fields if f in have]
+                all_cols = ", ".join(_ident(c) for c, _ in ru.rollup_columns(merged))
+                self._con.execute(f"DELETE FROM {_ident(daily)} WHERE time >= ? AND time < ?",
+                                  [d0, d1])
+                source = f"(SELECT * FROM {_ident(hourly)} WHERE time >= ? AND time < ?)"
+                self._con.execute(f"INSERT INTO {_ident(daily)} (time, series_id, {all_cols}) "
+                                  + ru.merge_select(merged, source, "date_trunc('day', time)"),
+                                  [d0, d1])
+                self._con.execute("COMMIT")
+            except duckdb.Error as exc:
+                self._con.execute("ROLLBACK")
+                self._rolled.clear()
+                raise StoreError(f"{self.url}: rollup write of {measurement!r} failed: "
+                                 f"{exc}") from None
+            finally:
+                self._con.unregister("_incoming")
+                self._con.unregister("_label_sets")
+        return table.num_rows
+
+    def _raw_from(self, measurement: str) -> datetime | None:
+        key = (measurement, None)
+        if key not in self._spans:
+            self._spans[key] = self._con.execute(
+                f"SELECT min(time) FROM {_ident('samples_' + measurement)}").fetchone()[0]
+        return self._spans[key]
+
+    def _rolled_span(self, measurement: str, grain: timedelta) -> tuple | None:
+        """First and last bucket start of one grain's rollups, or None when it holds none."""
+        key = (measurement, grain)
+        if key not in self._spans:
+            table = ru.rollup_table(measurement, grain)
+            span = None
+            if self._table_exists(table):
+                lo, hi = self._con.execute(
+                    f"SELECT min(time), max(time) FROM {_ident(table)}").fetchone()
+                span = None if lo is None else (lo, hi)
+            self._spans[key] = span
+        return self._spans[key]
+
+    def _coverage(self, measurement: str) -> tuple[datetime | None, datetime | None]:
+        """(boundary, days_until): where raw data takes over from rollups (an hour start;
+        None when the rollups hold nothing older than the raw data, so raw data answers every
+        query), and before which only daily rollups exist (None: hourly ones everywhere)."""
+        hourly, daily = (self._rolled_span(measurement, g) for g in (ru.HOUR, ru.DAY))
+        rolled = min([s[0] for s in (hourly, daily) if s], default=None)
+        if rolled is None:
+            return None, None
+        raw = self._raw_from(measurement)
+        if raw is not None and rolled >= _floor(raw, ru.HOUR):
+            return None, None
+        boundary = datetime.max if raw is None else _ceil(raw, ru.HOUR)
+        hours_from = _floor(hourly[0], ru.DAY) if hourly else boundary
+        days_until = hours_from if daily and daily[0] < hours_from else None
+        return boundary, days_until
+
+    def resolution(self, measurement: str, start: datetime) -> timedelta:
+        """The finest window a query from ``start`` can ask for: zero (any window, raw data)
+        when raw data reaches back to ``start``, else an hour (hourly rollups) or a day
+        (where history holds daily rollups only)."""
+        catalog.measurement(measurement)
+        if not self._has(measurement):
+            return timedelta(0)
+        with self._lock:
+            boundary, days_until = self._coverage(measurement)
+        t = _naive_utc(start)
+        if days_until is not None and t < days_until:
+            return ru.DAY
+        return ru.HOUR if boundary is not None and t < boundary else timedelta(0)
+
+    def _plan(self, q: Query, meas: catalog.Measurement) -> list | None:
+        """How a query reaching before the raw data is answered: (source, grain, lo, hi)
+        segments (daily rollups, hourly rollups, raw), or None for raw data alone."""
+        if self._rolled_span(meas.name, ru.HOUR) is None and \
+                self._rolled_span(meas.name, ru.DAY) is None:
+            return None
+        start, end = _naive_utc(q.start), _naive_utc(q.end)
+        boundary, days_until = self._coverage(meas.name)
+        if boundary is None or start >= boundary:
+            return None
+        rolled_end = min(boundary, end)
+        grain, kept, edge = ru.HOUR, "hourly", boundary
+        if days_until is not None and start < days_until:
+            grain, kept, edge = ru.DAY, "daily", days_until
+        aligned = [start, rolled_end] if rolled_end < end else [start]
+        if rolled_end > edge:
+            aligned = [start]  # finer data takes over before the end
+        if any(t != _floor(t, grain) for t in aligned) or (
+                q.window is not None and q.window % grain):
+            unit = "whole days" if grain == ru.DAY else "whole hours"
+            raise StoreError(
+                f"{self.url}: {meas.name!r} before {edge:%Y-%m-%d %H:%M} UTC is kept as "
+                f"{kept} rollups: a query reaching before it needs its start, its end (if "
+                f"before that time) and its window in {unit} (got start "
+                f"{q.start.isoformat()}, end {q.end.isoformat()}, window {q.window})")
+        self._refresh(meas.name, before=rolled_end)  # what was written there since
+        if q.agg == Aggregate.QUANTILE:
+            missing = [f for f in q.fields if f not in ru.sketched(meas)]
+            if missing:
+                raise StoreError(f"{self.url}: {meas.name!r} before {boundary:%Y-%m-%d %H:%M} "
+                                 f"UTC keeps no sketch of {', '.join(missing)} for quantiles "
+                                 f"(sketched: {', '.join(ru.sketched(meas)) or 'none'})")
+        segments = []
+        days_end = _floor(rolled_end, ru.DAY)
+        if start == _floor(start, ru.DAY) and (q.window is None or not q.window % ru.DAY) \
+                and days_end > start:
+            segments.append(("rollup", ru.DAY, start, days_end))
+            start = days_end
+        if rolled_end > start:
+            segments.append(("rollup", ru.HOUR, start, rolled_end))
+        if end > rolled_end:
+            segments.append(("raw", None, rolled_end, end))
+        return segments
+
+    def _query_rollups(self, q: Query, meas: catalog.Measurement, plan: list) -> pd.DataFrame:
+        present = self._ensure(meas)
+        rolled = self._rollup_tables(meas, set())
+        start = _naive_utc(q.start)
+        if q.window is None:
+            bucket = "CAST(? AS TIMESTAMP)"
+        else:
+            micros = int(q.window / timedelta(microseconds=1))
+            bucket = f"time_bucket(INTERVAL ({micros}) MICROSECOND, t.time, CAST(? AS TIMESTAMP))"
+        where, where_params = self._where(meas, q.where)
+        groups = "".join(f", s.{_ident(g)} AS {_ident(g)}" for g in q.group_by)
+        join = (f"JOIN {_ident('series_' + meas.name)} s USING (series_id)"
+                if where or q.group_by else "")
+        filters = "".join(f" AND {c}" for c in where)
+        samples = "samples_" + meas.name
+        if q.agg != Aggregate.QUANTILE:
+            parts, params = [], []
+            for source, grain, lo, hi in plan:
+                parts.append(ru.raw_states(meas, q.fields, samples, present) if source == "raw"
+                             else ru.rolled_states(q.fields, ru.rollup_table(meas.name, grain),
+                                                   rolled))
+                params += [lo, hi]
+            aggs = ", ".join(f"{ru.final_agg(q.agg.value, f)} AS {_ident(f)}" for f in q.fields)
+            sql = (f"SELECT {bucket} AS time{groups}, {aggs} FROM "
+                   f"({' UNION ALL '.join(parts)}) t {join} WHERE TRUE{filters} "
+                   f"GROUP BY ALL ORDER BY ALL")
+            return self._run(sql, [start, *params, *where_params], meas)
+        out = None
+        keys = [TIME, *q.group_by]
+        for f in q.fields:
+            parts, params = [], []
+            for source, grain, lo, hi in plan:
+                if source == "raw":
+                    parts.append(ru.raw_sketch_rows(f, samples) if f in present else
+                                 "SELECT NULL::TIMESTAMP AS time, NULL::UBIGINT AS series_id, "
+                                 "NULL::INTEGER AS k, NULL::BIGINT AS n WHERE FALSE")
+                else:
+                    parts.append(ru.sketch_rows(f, ru.sketch_table(meas.name, grain)))
+                params += [lo, hi]
+            part = ", ".join(["time", *(_ident(g) for g in q.group_by)])
+            rank = f"{float(q.quantile)!r} * (tot - 1)"
+            sql = (f"WITH b AS (SELECT {bucket} AS time{groups}, t.k AS k, sum(t.n) AS n "
+                   f"FROM ({' UNION ALL '.join(parts)}) t {join} WHERE TRUE{filters} "
+                   f"GROUP BY ALL), "
+                   f"c AS (SELECT *, sum(n) OVER (PARTITION BY {part} ORDER BY k) AS cum, "
+                   f"sum(n) OVER (PARTITION BY {part}) AS tot FROM b), "
+                   f"r AS (SELECT {part}, min(k) FILTER (WHERE cum > floor({rank})) AS klo, "
+                   f"min(k) FILTER (WHERE cum > ceil({rank})) AS khi, "
+                   f"any_value({rank} - floor({rank})) AS frac FROM c GROUP BY ALL) "
+                   f"SELECT {part}, {ru.value_sql('klo')} + frac * ({ru.value_sql('khi')} - "
+                   f"{ru.value_sql('klo')}) AS {_ident(f)} FROM r ORDER BY ALL")
+            got = self._run(sql, [start, *params, *where_params], meas)
+            out = got if out is None else out.merge(got, on=keys, how="outer")
+        return out
+
+    def _run(self, sql: str, params: list, meas: catalog.Measurement) -> pd.DataFrame:
+        try:
+            return self._con.execute(sql, params).df()
+        except duckdb.Error as exc:
+            raise StoreError(f"{self.url}: query on {meas.name!r} failed: {exc}") from None
 
     # -- housekeeping ---------------------------------------------------------------------
     def delete(self, measurement: str, start: datetime, end: datetime,
@@ -273,6 +666,7 @@ class DuckDBStore:
         if not self._has(measurement):
             return 0
         with self._lock:
+            self._spans.clear()
             clauses, params = self._where(meas, where)
             series = _ident("series_" + meas.name)
             match = (f" AND series_id IN (SELECT s.series_id FROM {series} s WHERE "
@@ -288,16 +682,28 @@ class DuckDBStore:
         return int(deleted)
 
     def drop_before(self, cutoff: datetime) -> int:
+        """Raw samples older than ``cutoff`` go. In a store that keeps rollups (once
+        `refresh_rollups` has run) what was written is rolled up first, and the rollups (and
+        the labels of the series they hold) stay."""
         deleted = 0
         with self._lock:
+            self._spans.clear()
+            if self._table_exists("pending_rollups") and any(
+                    self._table_exists(ru.rollup_table(m.name, ru.HOUR))
+                    for m in catalog.measurements()):
+                self._refresh(None)
             for meas in catalog.measurements():
                 if not self._has(meas.name):
                     continue
                 samples, series = _ident("samples_" + meas.name), _ident("series_" + meas.name)
                 deleted += self._con.execute(
                     f"DELETE FROM {samples} WHERE time < ?", [_naive_utc(cutoff)]).fetchone()[0]
+                keep = [f"SELECT DISTINCT series_id FROM {samples}"]
+                if self._table_exists(ru.rollup_table(meas.name, ru.DAY)):
+                    keep.append("SELECT DISTINCT series_id FROM "
+                                + _ident(ru.rollup_table(meas.name, ru.DAY)))
                 self._con.execute(f"DELETE FROM {series} WHERE series_id NOT IN "
-                                  f"(SELECT DISTINCT series_id FROM {samples})")
+                                  f"({' UNION '.join(keep)})")
         return deleted
 
     def close(self) -> None:

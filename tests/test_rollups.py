@@ -1,0 +1,380 @@
+"""A hand-built month read from raw data and from rollups gives the same answers.
+
+Three DuckDB stores hold the same month (November 2026: two sites of three accelerators, a
+facility and an IT meter per site with a counter reset, one link probed both ways, every
+minute): ``raw`` keeps every sample; ``mixed`` rolled up and then expired all but the last
+five days (at an unaligned minute); ``rolled`` rolled up and then expired everything. The
+month's utilization, idle accelerator-hours, PUE and tier compliance are computed with the
+core's own functions on each and compared with each other and with the values computed here
+from the generated numbers; percentiles within the sketch's stated 1%.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from computewatch.compliance import window_compliance
+from computewatch.findings import Period
+from computewatch.policy import load_policy
+from computewatch.pue import meter_readings, windowed_pue
+from computewatch.store import Aggregate, DuckDBStore, Query, StoreError, resolution
+from computewatch.store._rollups import RELATIVE_ERROR
+from computewatch.utilization import utilization_totals
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+T1 = datetime(2026, 12, 1, tzinfo=UTC)
+MONTH = Period(T0, T1)
+MIN = timedelta(minutes=1)
+SITES = {"s1": ("h1", "c1"), "s2": ("h2", "c2")}
+BUDGET = 0.005  # the shipped policy's regional budget as a round-trip time
+RESET_AT = T0 + timedelta(days=11, hours=5, minutes=17)
+
+
+def _minutes(lo: datetime, hi: datetime) -> pd.DatetimeIndex:
+    return pd.date_range(lo, hi, freq="1min", inclusive="left")
+
+
+def _accelerators(rng: np.random.Generator) -> pd.DataFrame:
+    times = _minutes(T0, T1)
+    frames = []
+    for site, (hub, cluster) in SITES.items():
+        for d in range(3):
+            u = rng.uniform(0.0, 1.0, len(times)) ** (1 + d)  # a different mean per card
+            keep = np.ones(len(times), bool)
+            if site == "s2" and d == 2:  # a card silent for three days
+                keep[(times >= T0 + timedelta(days=9)) & (times < T0 + timedelta(days=12))] = 0
+            frames.append(pd.DataFrame({
+                "time": times[keep], "hub": hub, "cluster": cluster, "site": site,
+                "device": f"{site}-gpu{d}", "utilization_ratio": u[keep],
+                "power_watts": 100 + 300 * u[keep]}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _meters(rng: np.random.Generator) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Counters read every minute from two hours before the month to two hours after it.
+    A meter draws ``watts[k]`` during minute k; s1's facility counter restarts from 0."""
+    times = _minutes(T0 - timedelta(hours=2), T1 + timedelta(hours=2))
+    frames, pue = [], {}
+    for site, (hub, cluster) in SITES.items():
+        it_w = rng.uniform(8e5, 1.2e6, len(times))
+        fac_w = it_w * rng.uniform(1.15, 1.35, len(times))
+        inside = (times >= T0) & (times < T1)
+        pue[site] = fac_w[inside].sum() / it_w[inside].sum()
+        for scope, watts in (("it", it_w), ("facility", fac_w)):
+            joules = 5e9 + np.concatenate([[0.0], np.cumsum(watts[:-1] * 60.0)])
+            if site == "s1" and scope == "facility":
+                after = times >= RESET_AT
+                joules[after] -= joules[after][0]
+            frames.append(pd.DataFrame({
+                "time": times, "hub": hub, "cluster": cluster, "site": site,
+                "meter": f"{site}-{scope}", "scope": scope, "joules_total": joules}))
+    return pd.concat(frames, ignore_index=True), pue
+
+
+def _links(rng: np.random.Generator) -> pd.DataFrame:
+    times = _minutes(T0, T1)
+    frames = []
+    for src, dst in (("s1", "s2"), ("s2", "s1")):
+        within = rng.integers(52, 61, len(times)).astype(float)
+        frames.append(pd.DataFrame({
+            "time": times, "src_site": src, "dst_site": dst, "src_hub": SITES[src][0],
+            "dst_hub": SITES[dst][0], "tier": "regional", "probe": "udp",
+            "samples": 60.0, "replies_within_budget": within, "budget_seconds": BUDGET,
+            "rtt_p95_seconds": rng.lognormal(np.log(0.8 * BUDGET), 0.3, len(times))}))
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def month(tmp_path_factory):
+    rng = np.random.default_rng(19)
+    acc, (meters, pue), links = _accelerators(rng), _meters(rng), _links(rng)
+    stores = {}
+    for name in ("raw", "mixed", "rolled"):
+        store = DuckDBStore(tmp_path_factory.mktemp(name) / "m.duckdb")
+        for day in range(-1, 32):  # a day at a time, as data lands
+            lo, hi = T0 + timedelta(days=day), T0 + timedelta(days=day + 1)
+            for meas, frame in (("accelerator", acc), ("facility_power", meters),
+                                ("link_latency", links)):
+                part = frame[(frame.time >= lo) & (frame.time < hi)]
+                if len(part):
+                    store.write(meas, part)
+        if name != "raw":
+            assert store.refresh_rollups() > 0
+            store.drop_before(T1 - timedelta(days=5, minutes=-37) if name == "mixed" else
+                              T1 + timedelta(days=1))
+        stores[name] = store
+    yield {"stores": stores, "acc": acc, "pue": pue, "links": links}
+    for store in stores.values():
+        store.close()
+
+
+def test_the_stores_hold_what_they_should(month):
+    raw, mixed, rolled = (month["stores"][n] for n in ("raw", "mixed", "rolled"))
+    assert rolled.query(Query("accelerator", ("utilization_ratio",), T0, T1,
+                              agg=Aggregate.COUNT)).utilization_ratio[0] == len(month["acc"])
+    assert resolution(raw, "accelerator", T0) == timedelta(0)
+    assert resolution(rolled, "accelerator", T0) == timedelta(hours=1)
+    assert resolution(mixed, "accelerator", T0) == timedelta(hours=1)
+    assert resolution(mixed, "accelerator", T1 - timedelta(days=2)) == timedelta(0)
+    lo, _ = rolled.time_bounds("accelerator")
+    assert lo == T0  # the rollups reach back where raw data is gone
+    assert set(rolled.series("accelerator").device) == set(month["acc"].device)
+
+
+@pytest.mark.parametrize("name", ["mixed", "rolled"])
+def test_utilization_and_idle_hours_are_the_same_from_rollups(month, name):
+    acc = month["acc"]
+    by_site = acc.groupby("site").utilization_ratio.agg(["mean", "count", "sum"])
+    want_idle = (by_site["count"] - by_site["sum"]) / 60.0  # one-minute samples
+    for store in (month["stores"]["raw"], month["stores"][name]):
+        got = utilization_totals(store, T0, T1, by=("site",)).set_index("site")
+        assert got.utilization.to_numpy() == pytest.approx(by_site["mean"].to_numpy(), rel=1e-12)
+        assert got.samples.tolist() == by_site["count"].tolist()
+        assert got.idle_accelerator_hours.to_numpy() == pytest.approx(want_idle.to_numpy(),
+                                                                     rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["mixed", "rolled"])
+@pytest.mark.parametrize("agg", [Aggregate.MEAN, Aggregate.SUM, Aggregate.COUNT,
+                                 Aggregate.MIN, Aggregate.MAX, Aggregate.LAST])
+@pytest.mark.parametrize("window", [timedelta(days=1), timedelta(hours=6), None])
+def test_windowed_aggregates_are_the_same_from_rollups(month, name, agg, window):
+    q = Query("accelerator", ("utilization_ratio", "power_watts"), T0, T1,
+              group_by=("site", "device"), window=window, agg=agg)
+    want = month["stores"]["raw"].query(q)
+    got = month["stores"][name].query(q)
+    assert len(want) == len(got) > 0
+    assert (got.time == want.time).all() and (got.device == want.device).all()
+    for f in q.fields:
+        assert got[f].to_numpy(dtype=float) == pytest.approx(want[f].to_numpy(dtype=float),
+                                                             rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["mixed", "rolled"])
+def test_pue_is_the_same_from_rollups(month, name):
+    policy = load_policy()
+
+    def pue(store, bucket=None):
+        readings = (meter_readings(store, MONTH) if bucket is None
+                    else meter_readings(store, MONTH, bucket))
+        got = windowed_pue(readings, MONTH, policy, "all", by=("site",), min_completeness=0.0)
+        return got.set_index("site")
+
+    hourly_raw = pue(month["stores"]["raw"], timedelta(hours=1))
+    hourly = pue(month["stores"][name], timedelta(hours=1))
+    assert hourly.pue.to_numpy() == pytest.approx(hourly_raw.pue.to_numpy(), rel=1e-12)
+    assert hourly.completeness.tolist() == hourly_raw.completeness.tolist() == [1.0, 1.0]
+    # The default 15-minute readings from raw data, hourly ones where only rollups are left:
+    # the month's PUE agrees with the generated energy (one reset minute lost of 43,200).
+    default = pue(month["stores"][name])
+    for got in (default, pue(month["stores"]["raw"])):
+        assert got.pue.to_dict() == pytest.approx(month["pue"], rel=1e-4)
+
+
+@pytest.mark.parametrize("name", ["mixed", "rolled"])
+def test_compliance_is_the_same_from_rollups(month, name):
+    policy = load_policy()
+    links = month["links"]
+    raw = window_compliance(month["stores"]["raw"], MONTH, policy, window=timedelta(hours=1))
+    got = window_compliance(month["stores"][name], MONTH, policy, window=timedelta(hours=1))
+    cols = ["windows", "windows_with_data", "windows_within_budget", "probes",
+            "probes_within_budget"]
+    assert got[cols].to_numpy().tolist() == raw[cols].to_numpy().tolist()
+    assert got.probes[0] == links.samples.sum()
+    assert got.probes_within_budget[0] == links.replies_within_budget.sum()
+    # The default five-minute windows widen to the rollups' hour; the probes are the same.
+    auto = window_compliance(month["stores"][name], MONTH, policy)
+    assert auto.windows[0] == 30 * 24 and auto.probes[0] == links.samples.sum()
+
+
+@pytest.mark.parametrize("name", ["mixed", "rolled"])
+@pytest.mark.parametrize("window", [None, timedelta(days=1)])
+def test_percentiles_are_within_the_sketch_error(month, name, window):
+    q = Query("link_latency", ("rtt_p95_seconds",), T0, T1,
+              group_by=("src_site", "dst_site"), window=window, agg=Aggregate.QUANTILE,
+              quantile=0.95)
+    want = month["stores"]["raw"].query(q)
+    got = month["stores"][name].query(q)
+    assert len(got) == len(want) == (2 if window is None else 60)
+    err = np.abs(got.rtt_p95_seconds - want.rtt_p95_seconds) / want.rtt_p95_seconds
+    assert err.max() <= RELATIVE_ERROR
+    # The month's p95 is read from every probe minute, not averaged from the days' p95s.
+    if window is None:
+        links = month["links"]
+        exact = links.groupby(["src_site", "dst_site"]).rtt_p95_seconds.quantile(0.95)
+        assert got.rtt_p95_seconds.to_numpy() == pytest.approx(exact.to_numpy(),
+                                                               rel=RELATIVE_ERROR)
+
+
+def test_a_query_before_the_raw_data_must_be_in_whole_hours(month):
+    rolled = month["stores"]["rolled"]
+    with pytest.raises(StoreError, match="whole hours"):
+        rolled.query(Query("accelerator", ("utilization_ratio",), T0, T1,
+                           window=timedelta(minutes=15)))
+    with pytest.raises(StoreError, match="whole hours"):
+        rolled.query(Query("accelerator", ("utilization_ratio",), T0 + MIN, T1))
+    with pytest.raises(StoreError, match="no sketch of power_watts"):
+        rolled.query(Query("accelerator", ("power_watts",), T0, T1, agg=Aggregate.QUANTILE))
+
+
+def test_late_data_is_rolled_up_again(tmp_path):
+    store = DuckDBStore(tmp_path / "late.duckdb")
+    frame = pd.DataFrame({"time": _minutes(T0, T0 + timedelta(hours=2)), "site": "s1",
+                          "device": "d", "utilization_ratio": 0.5})
+    store.write("accelerator", frame)
+    store.refresh_rollups()
+    late = pd.DataFrame({"time": [T0 + timedelta(minutes=30, seconds=30)], "site": "s1",
+                         "device": "d", "utilization_ratio": 1.0})
+    store.write("accelerator", late)
+    hourly = Query("accelerator", ("utilization_ratio",), T0, T0 + timedelta(hours=2),
+                   window=timedelta(hours=1), agg=Aggregate.SUM)
+    assert store.query(hourly).utilization_ratio.tolist() == pytest.approx(
+        [60 * 0.5 + 1.0, 60 * 0.5])  # raw data
+    assert resolution(store, "accelerator", T0) == timedelta(0)
+    store.drop_before(T0 + timedelta(days=1))  # rolls up the late sample before expiry
+    assert resolution(store, "accelerator", T0) == timedelta(hours=1)
+    got = store.query(hourly)
+    assert got.utilization_ratio.tolist() == pytest.approx([60 * 0.5 + 1.0, 60 * 0.5])
+    # Raw data written again before the rollups' end takes over from there on.
+    store.write("accelerator", frame.iloc[60:])
+    assert resolution(store, "accelerator", T0) == timedelta(hours=1)
+    assert resolution(store, "accelerator", T0 + timedelta(hours=1)) == timedelta(0)
+    assert store.query(hourly).utilization_ratio.tolist() == pytest.approx(
+        [60 * 0.5 + 1.0, 60 * 0.5])
+    store.close()
+
+
+def test_history_written_as_rollups_reads_like_raw_data(month, tmp_path):
+    """A backfill at rollup resolution (no raw data ever): hourly states computed here with
+    pandas from the month's samples give the raw store's utilization and idle hours."""
+    acc = month["acc"].assign(hour=month["acc"].time.dt.floor("h"))
+    g = acc.groupby(["hour", "hub", "cluster", "site", "device"]).utilization_ratio
+    states = g.agg(**{"utilization_ratio:n": "count", "utilization_ratio:sum": "sum",
+                      "utilization_ratio:min": "min", "utilization_ratio:max": "max",
+                      "utilization_ratio:last": "last"}).reset_index()
+    states["utilization_ratio:last_time"] = acc.groupby(
+        ["hour", "hub", "cluster", "site", "device"]).time.max().to_numpy()
+    store = DuckDBStore(tmp_path / "history.duckdb")
+    assert store.write_rollup("accelerator", states.rename(columns={"hour": "time"})) == \
+        len(states)
+    want = utilization_totals(month["stores"]["raw"], T0, T1, by=("site",))
+    got = utilization_totals(store, T0, T1, by=("site",))
+    cols = ["samples", "utilization", "idle_accelerator_hours"]
+    assert got[cols].to_numpy() == pytest.approx(want[cols].to_numpy(), rel=1e-12)
+    daily = Query("accelerator", ("utilization_ratio",), T0, T1, group_by=("device",),
+                  window=timedelta(days=1), agg=Aggregate.MAX)
+    assert store.query(daily).utilization_ratio.tolist() == pytest.approx(
+        month["stores"]["raw"].query(daily).utilization_ratio.tolist())
+    with pytest.raises(StoreError, match="not an hour start"):
+        store.write_rollup("accelerator", states.rename(columns={"hour": "time"}).assign(
+            time=lambda d: d.time + MIN))
+    with pytest.raises(StoreError, match="neither a label nor field:state"):
+        store.write_rollup("accelerator", states.rename(columns={"hour": "time",
+                                                                 "utilization_ratio:n": "x"}))
+    store.close()
+
+
+def _daily_states(frame: pd.DataFrame, labels: list[str], fields: list[str]) -> pd.DataFrame:
+    """Per series and UTC day, every state of ``fields``, computed here with pandas."""
+    frame = frame.sort_values("time").assign(day=frame.time.dt.floor("D"))
+    g = frame.groupby(["day", *labels])
+    out = {}
+    for f in fields:
+        out[f"{f}:n"] = g[f].count()
+        out[f"{f}:sum"] = g[f].sum()
+        out[f"{f}:min"] = g[f].min()
+        out[f"{f}:max"] = g[f].max()
+        out[f"{f}:last"] = g[f].last()
+        out[f"{f}:last_time"] = g.time.max()
+    return pd.DataFrame(out).reset_index().rename(columns={"day": "time"})
+
+
+def test_history_kept_as_daily_rollups_only_answers_in_whole_days(month, tmp_path):
+    """A year's backfill writes days, not hours: the month's utilization, idle hours,
+    compliance and PUE from daily rows alone are the raw month's."""
+    rng = np.random.default_rng(19)
+    _accelerators(rng)
+    meters, pue_want = _meters(rng)
+    store = DuckDBStore(tmp_path / "days.duckdb")
+    store.write_rollup("accelerator", _daily_states(
+        month["acc"], ["hub", "cluster", "site", "device"], ["utilization_ratio"]),
+        grain=timedelta(days=1))
+    store.write_rollup("facility_power", _daily_states(
+        meters, ["hub", "cluster", "site", "meter", "scope"], ["joules_total"]),
+        grain=timedelta(days=1))
+    store.write_rollup("link_latency", _daily_states(
+        month["links"], ["src_site", "dst_site", "src_hub", "dst_hub", "tier", "probe"],
+        ["samples", "replies_within_budget", "budget_seconds"]), grain=timedelta(days=1))
+    assert resolution(store, "accelerator", T0) == timedelta(days=1)
+    raw = month["stores"]["raw"]
+    want = utilization_totals(raw, T0, T1, by=("site",))
+    got = utilization_totals(store, T0, T1, by=("site",))
+    cols = ["samples", "utilization", "idle_accelerator_hours"]
+    assert got[cols].to_numpy() == pytest.approx(want[cols].to_numpy(), rel=1e-12)
+    policy = load_policy()
+    links = window_compliance(store, MONTH, policy)
+    assert links.windows[0] == 30
+    assert links.probes[0] == month["links"].samples.sum()
+    assert links.probes_within_budget[0] == month["links"].replies_within_budget.sum()
+    readings = meter_readings(store, MONTH)
+    pue = windowed_pue(readings, MONTH, policy, "all", by=("site",), min_completeness=0.0)
+    assert pue.set_index("site").pue.to_dict() == pytest.approx(pue_want, rel=1e-4)
+    with pytest.raises(StoreError, match="whole days"):
+        store.query(Query("accelerator", ("utilization_ratio",), T0, T1,
+                          window=timedelta(hours=1)))
+    store.close()
+
+
+@pytest.mark.slow  # three runs of the real command (a Python start-up each, about 6 s)
+def test_the_rollup_command_rolls_up_what_was_written_since_its_last_run(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "cli.duckdb"
+    store = DuckDBStore(path)
+    store.write("accelerator", pd.DataFrame({
+        "time": _minutes(T0, T0 + timedelta(hours=3)), "site": "s1", "device": "d",
+        "utilization_ratio": 0.25}))
+    store.close()
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "computewatch", "rollup", *args],
+                              capture_output=True, text=True, timeout=120)
+
+    first, again = run("--store", str(path)), run("--store", str(path))
+    assert first.returncode == 0 and f"rolled up 3 hours of {path}" in first.stdout
+    assert again.returncode == 0 and "rolled up 0 hours" in again.stdout
+    vm = run("--store", "victoriametrics://127.0.0.1:9")
+    assert vm.returncode == 2 and "deploy/rollups/computewatch-rollups.yml" in vm.stderr
+    store = DuckDBStore(path)
+    store.drop_before(T0 + timedelta(days=1))
+    got = store.query(Query("accelerator", ("utilization_ratio",), T0,
+                            T0 + timedelta(hours=3), agg=Aggregate.SUM))
+    assert got.utilization_ratio[0] == pytest.approx(180 * 0.25)
+    store.close()
+
+
+@pytest.mark.parametrize("name", ["mixed", "rolled"])
+def test_the_national_summary_reads_rollups_unaware(month, name):
+    """The summary asks its usual queries; the store answers from rollups where raw data
+    is gone, and the month's national row is the raw month's."""
+    from computewatch.summary import national_summary
+    from computewatch.topology import load_topology
+
+    topology, policy = load_topology(), load_policy()
+    want = national_summary(month["stores"]["raw"], topology, policy, T0, T1)
+    got = national_summary(month["stores"][name], topology, policy, T0, T1)
+    w, g = (s.rows.set_index("level").loc["national"] for s in (want, got))
+    assert g.accelerators == w.accelerators == 6
+    assert g.mean_utilization == pytest.approx(month["acc"].utilization_ratio.mean(), rel=1e-12)
+    assert g.idle_accelerator_hours == pytest.approx(w.idle_accelerator_hours, rel=1e-12)
+    assert g.pue == pytest.approx(w.pue, rel=1e-4)  # hourly readings against 15-minute ones
+    # Each direction's p95 within the sketch's error (so two close ones may swap places).
+    keys = ["src_site", "dst_site"]
+    lw, lg = (s.links.sort_values(keys).rtt_p95_seconds.to_numpy() for s in (want, got))
+    assert lg == pytest.approx(lw, rel=RELATIVE_ERROR)
+    assert g.worst_link_p95_s == pytest.approx(w.worst_link_p95_s, rel=RELATIVE_ERROR)
