@@ -9,6 +9,12 @@ TSDB keeps a series index apart from its chunks.
 The series id is DuckDB's 64-bit hash of the label values, computed in SQL during the
 insert, so writing needs no join and no Python loop. A missing label is stored as the empty
 string (as in Prometheus, an empty label equals an absent one). Every aggregate runs in SQL.
+
+Each write lands sorted by series then time, so a series' samples sit together: its constant
+fields (memory totals, health) and its id compress to runs, and DuckDB's ALP packs the decimal
+values of one device in narrower ranges. Measured on 2 h of the demo fleet (3.4 M rows): 25.7
+bytes per accelerator row unsorted, 17.1 sorted (``python -m bench storage`` measures the
+demo's day; the alternatives measured are listed in bench/bench_storage.py).
 """
 
 from __future__ import annotations
@@ -169,7 +175,8 @@ class DuckDBStore:
                     f"WHERE {sid} NOT IN (SELECT series_id FROM {series_t})")
                 self._con.execute(
                     f"INSERT INTO {samples_t} (time, series_id, {cols}) "
-                    f"SELECT {_ident(TIME)}, {sid}, {cols} FROM _incoming")
+                    f"SELECT {_ident(TIME)}, {sid} AS _sid, {cols} FROM _incoming "
+                    f"ORDER BY _sid, {_ident(TIME)}")
                 self._con.execute("COMMIT")
             except duckdb.Error as exc:
                 self._con.execute("ROLLBACK")
