@@ -20,8 +20,10 @@ demo's day; the alternatives measured are listed in bench/bench_storage.py).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -43,9 +45,30 @@ from computewatch.store._protocol import (
 )
 from computewatch.validation import Rejections, validate_frame
 
-__all__ = ["DuckDBStore"]
+__all__ = ["RAW_RETENTION", "ROLLUP_PREFIXES", "DuckDBStore", "Expiry"]
 
 log = logging.getLogger(__name__)
+
+RAW_RETENTION = timedelta(days=35)
+"""Raw samples kept by default: a month and its late corrections; rollups keep the years."""
+ROLLUP_PREFIXES = ("rollup_", "sketch_")
+"""Tables named ``<prefix><grain>_<measurement>`` hold rollups: `DuckDBStore.expire` keeps
+them (and the series they refer to) past the raw data's retention."""
+
+
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """What `DuckDBStore.expire` did. ``used_bytes_*`` count the file's blocks in use: DuckDB
+    reuses freed blocks for the next writes, so the file stops growing; ``compact`` rewrites
+    the file so that it shrinks to ``file_bytes``."""
+
+    raw_cutoff: datetime
+    raw_rows: int
+    rollup_cutoff: datetime | None
+    rollup_rows: int
+    used_bytes_before: int
+    used_bytes_after: int
+    file_bytes: int
 
 def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
@@ -94,6 +117,7 @@ class DuckDBStore:
             self._con = duckdb.connect(self.path)
         except duckdb.Error as exc:
             raise StoreError(f"{self.url}: cannot open: {exc}") from None
+        self._threads = threads
         if threads:
             self._con.execute(f"SET threads = {int(threads)}")
         self._lock = threading.Lock()
@@ -300,12 +324,94 @@ class DuckDBStore:
             for meas in catalog.measurements():
                 if not self._has(meas.name):
                     continue
-                samples, series = _ident("samples_" + meas.name), _ident("series_" + meas.name)
+                samples = _ident("samples_" + meas.name)
                 deleted += self._con.execute(
                     f"DELETE FROM {samples} WHERE time < ?", [_naive_utc(cutoff)]).fetchone()[0]
-                self._con.execute(f"DELETE FROM {series} WHERE series_id NOT IN "
-                                  f"(SELECT DISTINCT series_id FROM {samples})")
+                self._drop_unreferenced(meas.name, self._tables())
         return deleted
+
+    def _used_bytes(self) -> int:
+        return int(self._con.execute(
+            "SELECT used_blocks * block_size FROM pragma_database_size() "
+            "WHERE database_name = current_database()").fetchone()[0])
+
+    def _tables(self) -> list[str]:
+        return [r[0] for r in self._con.execute(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_catalog = current_database() ORDER BY 1").fetchall()]
+
+    def expire(self, raw: timedelta = RAW_RETENTION, rollups: timedelta | None = None, *,
+               now: datetime | None = None, compact: bool = False) -> Expiry:
+        """Retention: delete raw samples older than ``now - raw`` and rollup rows older than
+        ``now - rollups`` (None keeps rollups for good), then checkpoint so the freed blocks
+        are reused; ``compact`` also rewrites the file so it shrinks.
+
+        A series stays in its index while a rollup refers to it, so rollups keep their
+        labels after the raw samples are gone.
+        """
+        if raw <= timedelta(0) or (rollups is not None and rollups <= timedelta(0)):
+            raise StoreError(f"{self.url}: retention must be positive, got raw={raw}, "
+                             f"rollups={rollups}")
+        now = now or datetime.now(UTC)
+        raw_cutoff = now - raw
+        rollup_cutoff = None if rollups is None else now - rollups
+        with self._lock:
+            before = self._used_bytes()
+        # The raw samples go the way `drop_before` drops them (the rollups and the series
+        # they refer to stay), then old rollup rows, then a checkpoint frees the blocks.
+        raw_rows = self.drop_before(raw_cutoff)
+        rollup_rows = 0
+        with self._lock:
+            try:
+                if rollup_cutoff is not None:
+                    tables = self._tables()
+                    for name in tables:
+                        if name.startswith(ROLLUP_PREFIXES):
+                            rollup_rows += self._con.execute(
+                                f"DELETE FROM {_ident(name)} WHERE time < ?",
+                                [_naive_utc(rollup_cutoff)]).fetchone()[0]
+                    for name in tables:
+                        if name.startswith("series_"):
+                            self._drop_unreferenced(name.removeprefix("series_"), tables)
+                self._con.execute("CHECKPOINT")
+            except duckdb.Error as exc:
+                raise StoreError(f"{self.url}: expiry failed: {exc}") from None
+            if compact and self.path != ":memory:":
+                self._compact()
+            after = self._used_bytes()
+        size = 0 if self.path == ":memory:" else Path(self.path).stat().st_size
+        log.info("store %s: expired %d raw rows before %s and %d rollup rows; %d -> %d bytes "
+                 "in use", self.url, raw_rows, raw_cutoff, rollup_rows, before, after)
+        return Expiry(raw_cutoff, raw_rows, rollup_cutoff, rollup_rows, before, after, size)
+
+    def _drop_unreferenced(self, measurement: str, tables: Sequence[str]) -> None:
+        """Remove the series of ``measurement`` that neither raw samples nor rollups use."""
+        users = [t for t in tables if t == "samples_" + measurement or (
+            t.startswith(ROLLUP_PREFIXES) and t.split("_", 2)[2:] == [measurement])]
+        keep = " UNION ALL ".join(f"SELECT series_id FROM {_ident(t)}" for t in users)
+        self._con.execute(f"DELETE FROM {_ident('series_' + measurement)}"
+                          + (f" WHERE series_id NOT IN ({keep})" if keep else ""))
+
+    def _compact(self) -> None:
+        """Rewrite the database into a fresh file and swap it in: DuckDB never returns freed
+        blocks to the file system, a copy holds only the live ones."""
+        tmp = self.path + ".compact"
+        for p in (tmp, tmp + ".wal"):
+            Path(p).unlink(missing_ok=True)
+        db = self._con.execute("SELECT current_database()").fetchone()[0]
+        try:
+            self._con.execute(f"ATTACH '{tmp}' AS _compact")
+            self._con.execute(f"COPY FROM DATABASE {_ident(db)} TO _compact")
+            self._con.execute("DETACH _compact")
+        except duckdb.Error as exc:
+            Path(tmp).unlink(missing_ok=True)
+            raise StoreError(f"{self.url}: compaction failed: {exc}") from None
+        self._con.close()
+        os.replace(tmp, self.path)
+        self._con = duckdb.connect(self.path)
+        if self._threads:
+            self._con.execute(f"SET threads = {int(self._threads)}")
+        self._fields.clear()
 
     def close(self) -> None:
         with self._lock:
