@@ -9,7 +9,17 @@ from typing import Annotated
 
 import typer
 
-from computewatch.cli import _analyze, _bridge, _dashboards, _demo, _node, _places, _query, _report
+from computewatch.cli import (
+    _analyze,
+    _bridge,
+    _dashboards,
+    _demo,
+    _node,
+    _places,
+    _query,
+    _report,
+    _store,
+)
 from computewatch.cli._common import UserError, print_error
 from computewatch.config import ConfigError
 from computewatch.status import ExitStatus
@@ -22,6 +32,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 topology_app = typer.Typer(no_args_is_help=True, help="Inspect and check topology files.")
 dashboards_app = typer.Typer(no_args_is_help=True,
                              help="Build the Grafana dashboards and upload them.")
+store_app = typer.Typer(no_args_is_help=True, help="Look after a store: retention.")
 
 
 def _version(value: bool) -> None:
@@ -50,6 +61,8 @@ topology_app.command("check")(_places.topology_check)
 app.add_typer(dashboards_app, name="dashboards")
 dashboards_app.command("build")(_dashboards.dashboards_build)
 dashboards_app.command("push")(_dashboards.dashboards_push)
+app.add_typer(store_app, name="store")
+store_app.command("expire")(_store.store_expire)
 
 
 def main() -> None:
