@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -97,6 +98,34 @@ def _normalize(table: pa.Table, meas: catalog.Measurement) -> pa.Table:
             col = pc.fill_null(col.cast(pa.string()), "")
             table = table.set_column(table.schema.get_field_index(lab), lab, col)
     return table
+
+
+def _series_order(table: pa.Table, labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The row order that puts each series' samples together, in time order, and where
+    each series starts in it. Series are told apart by their labels' dictionary indices
+    (numpy on integers: no string is hashed per row)."""
+    table = table.select([*labels, TIME]).unify_dictionaries()
+    n = table.num_rows
+    key = np.zeros(n, np.int64)
+    span = 1
+    for lab in labels:
+        col = table.column(lab).combine_chunks()
+        if not pa.types.is_dictionary(col.type):
+            col = pc.dictionary_encode(col)
+        size = max(len(col.dictionary), 1)
+        if span * size >= 2**62:  # renumber the combinations seen so far, densely
+            _, key = np.unique(key, return_inverse=True)
+            span = int(key.max()) + 1
+        key = key * size + col.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        span *= size
+    times = table.column(TIME).combine_chunks().cast(pa.int64()).to_numpy(zero_copy_only=False)
+    if n and np.all(times[1:] >= times[:-1]):
+        order = np.argsort(key, kind="stable")  # arrival order is time order already
+    else:
+        order = np.lexsort((times, key))
+    ordered = key[order]
+    starts = np.flatnonzero(np.concatenate(([n > 0], ordered[1:] != ordered[:-1])))
+    return order, starts
 
 
 class DuckDBStore:
@@ -180,27 +209,32 @@ class DuckDBStore:
         # The same hash input whichever labels a frame carries: absent labels are ''.
         label_exprs = [_ident(lab) if lab in labels else "''" for lab in meas.labels]
         sid = f"hash({', '.join(label_exprs)})"
-        # Distinct label sets are found in Arrow (fast on dictionary columns), so the
-        # series index sees thousands of rows, not the whole batch.
-        label_sets = table.select(labels).group_by(labels).aggregate([]) if labels \
+        order, starts = _series_order(table, labels)
+        # One row per label set, in series order: the series index sees thousands of rows,
+        # and only those are hashed; each sample gets its set's id by repetition.
+        label_sets = table.select(labels).take(pa.array(order[starts])) if labels \
             else pa.table({"_": [0]})
         series_t, samples_t = _ident("series_" + meas.name), _ident("samples_" + meas.name)
         series_cols = ", ".join(_ident(lab) for lab in meas.labels)
         cols = ", ".join(_ident(f) for f in fields)
         with self._lock:
             self._ensure(meas, fields)
-            self._con.register("_incoming", table)
             self._con.register("_label_sets", label_sets)
             try:
+                set_ids = self._con.execute(f"SELECT {sid} FROM _label_sets").fetchnumpy()
+                ids = np.repeat(next(iter(set_ids.values())).astype(np.uint64),
+                                np.diff(np.append(starts, table.num_rows)))
+                rows = table.select([TIME, *fields]).take(pa.array(order)) \
+                    .append_column("series_id", pa.array(ids, pa.uint64()))
+                self._con.register("_incoming", rows)
                 self._con.execute("BEGIN")
                 self._con.execute(
                     f"INSERT INTO {series_t} (series_id, {series_cols}) "
-                    f"SELECT {sid}, {', '.join(label_exprs)} FROM _label_sets "
+                    f"SELECT DISTINCT {sid}, {', '.join(label_exprs)} FROM _label_sets "
                     f"WHERE {sid} NOT IN (SELECT series_id FROM {series_t})")
                 self._con.execute(
                     f"INSERT INTO {samples_t} (time, series_id, {cols}) "
-                    f"SELECT {_ident(TIME)}, {sid} AS _sid, {cols} FROM _incoming "
-                    f"ORDER BY _sid, {_ident(TIME)}")
+                    f"SELECT {_ident(TIME)}, series_id, {cols} FROM _incoming")
                 self._con.execute("COMMIT")
             except duckdb.Error as exc:
                 self._con.execute("ROLLBACK")
