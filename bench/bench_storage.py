@@ -36,6 +36,7 @@ Run: ``.venv/bin/python -m bench storage [hours] [vm_hours]``.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 import tempfile
@@ -92,29 +93,31 @@ def main(hours: int = 24, vm_hours: int = 3) -> None:
 
     fleet = build_fleet(load_topology())
     acc_rows = vm_rows = hour = 0
-    with tempfile.TemporaryDirectory(prefix="bench-storage-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-storage-") as tmp, \
+            contextlib.ExitStack() as stack:
         ours_path, base_path = Path(tmp) / "ours.duckdb", Path(tmp) / "base.duckdb"
-        with start_victoriametrics(Path(tmp) / "vm") as vm:
-            ours = DuckDBStore(ours_path)
-            base = duckdb.connect(str(base_path))
-            vms = VictoriaMetricsStore(f"victoriametrics://127.0.0.1:{vm.port}")
-            t_ours = t_vm = 0.0
-            for measurement, frame in simulate(fleet, hours=hours, end=END).chunks():
-                if measurement == "accelerator":
-                    acc_rows += frame.num_rows
-                    hour += 1
-                    vm_rows += frame.num_rows if hour <= vm_hours else 0
+        vm = stack.enter_context(start_victoriametrics(Path(tmp) / "vm")) if vm_hours else None
+        ours = DuckDBStore(ours_path)
+        base = duckdb.connect(str(base_path))
+        vms = VictoriaMetricsStore(f"victoriametrics://127.0.0.1:{vm.port}") if vm else None
+        t_ours = t_vm = 0.0
+        for measurement, frame in simulate(fleet, hours=hours, end=END).chunks():
+            if measurement == "accelerator":
+                acc_rows += frame.num_rows
+                hour += 1
+                vm_rows += frame.num_rows if hour <= vm_hours else 0
+            t0 = time.perf_counter()
+            ours.write(measurement, frame)
+            t_ours += time.perf_counter() - t0
+            _baseline_insert(base, measurement, frame)
+            if vms and hour <= vm_hours:
                 t0 = time.perf_counter()
-                ours.write(measurement, frame)
-                t_ours += time.perf_counter() - t0
-                _baseline_insert(base, measurement, frame)
-                if hour <= vm_hours:
-                    t0 = time.perf_counter()
-                    vms.write(measurement, frame)
-                    t_vm += time.perf_counter() - t0
-            ours.close()
-            base.execute("CHECKPOINT")
-            base.close()
+                vms.write(measurement, frame)
+                t_vm += time.perf_counter() - t0
+        ours.close()
+        base.execute("CHECKPOINT")
+        base.close()
+        if vms:
             vms.close()
             vm_bytes, vm_values = _vm_size(vm.url)
         ours_b, base_b = ours_path.stat().st_size, base_path.stat().st_size
@@ -126,6 +129,8 @@ def main(hours: int = 24, vm_hours: int = 3) -> None:
     row("baseline: same tables, rows unsorted", f"{base_b / acc_rows:.2f} B/sample",
         f"{base_b / 1e6:,.0f} MB file (the layout before)")
     row("ratio baseline / ours", f"{base_b / ours_b:.2f}x")
+    if not vm_hours:
+        return
     row(f"VictoriaMetrics, first {min(vm_hours, hours)} h, flushed+merged",
         f"{vm_bytes / vm_rows:.2f} B/sample",
         f"{vm_bytes / 1e6:,.0f} MB; {vm_bytes / max(vm_values, 1):.2f} B per stored value "
