@@ -405,7 +405,7 @@ class DuckDBStore:
                 if rollup_cutoff is not None:
                     tables = self._tables()
                     for name in tables:
-                        if name.startswith(ROLLUP_PREFIXES):
+                        if self._is_rollup(name):
                             rollup_rows += self._con.execute(
                                 f"DELETE FROM {_ident(name)} WHERE time < ?",
                                 [_naive_utc(rollup_cutoff)]).fetchone()[0]
@@ -423,10 +423,15 @@ class DuckDBStore:
                  "in use", self.url, raw_rows, raw_cutoff, rollup_rows, before, after)
         return Expiry(raw_cutoff, raw_rows, rollup_cutoff, rollup_rows, before, after, size)
 
+    def _is_rollup(self, table: str) -> bool:
+        """A rollup table: a rollup prefix and rows keyed by time and series (a bookkeeping
+        table such as ``rollup_dirty`` shares the prefix, not the key)."""
+        return table.startswith(ROLLUP_PREFIXES) and {"time", "series_id"} <= self._columns(table)
+
     def _drop_unreferenced(self, measurement: str, tables: Sequence[str]) -> None:
         """Remove the series of ``measurement`` that neither raw samples nor rollups use."""
         users = [t for t in tables if t == "samples_" + measurement or (
-            t.startswith(ROLLUP_PREFIXES) and t.split("_", 2)[2:] == [measurement])]
+            self._is_rollup(t) and t.split("_", 2)[2:] == [measurement])]
         keep = " UNION ALL ".join(f"SELECT series_id FROM {_ident(t)}" for t in users)
         self._con.execute(f"DELETE FROM {_ident('series_' + measurement)}"
                           + (f" WHERE series_id NOT IN ({keep})" if keep else ""))
