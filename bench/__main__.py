@@ -17,13 +17,14 @@ from bench import (
     bench_pipelines,
     bench_query,
     bench_remote_write,
+    bench_storage,
     bench_store_victoriametrics,
 )
 
 
 def main() -> None:
     which = sys.argv[1:] or ["demo", "query", "ingest", "lineprotocol", "agent", "ascend",
-                            "latency", "pipelines", "remote_write", "store_vm", "bridge"]
+                            "latency", "pipelines", "remote_write", "store_vm", "bridge", "storage"]
     print(f"computewatch benchmarks on {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, Python {platform.python_version()}")
     store = bench_demo.STORE
@@ -53,9 +54,11 @@ def main() -> None:
             bench_store_victoriametrics.main()
         elif name == "bridge":
             bench_bridge.main()
+        elif name == "storage":
+            bench_storage.main()
         else:
             sys.exit(f"unknown benchmark {name!r}: demo, query, ingest, lineprotocol, agent, "
-                     f"ascend, latency, pipelines, remote_write, store_vm, bridge")
+                     f"ascend, latency, pipelines, remote_write, store_vm, bridge, storage")
 
 
 main()

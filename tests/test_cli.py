@@ -158,7 +158,7 @@ def test_usage_errors_exit_2():
 
 @pytest.mark.parametrize("command", [
     ("summary",), ("analyze",), ("report", "--period", "2026-10"),
-    ("surplus", "--near", "Shanghai"),
+    ("surplus", "--near", "Shanghai"), ("store", "expire"),
 ])
 def test_read_only_commands_never_create_a_store(tmp_path, command):
     missing = tmp_path / "sub" / "nosuch.duckdb"

@@ -222,3 +222,24 @@ def test_where_that_accepts_nothing_is_an_empty_answer_and_bad_values_are_named(
     assert len(store.series("accelerator", {"site": ["bj-1", "sh-1", "bj-1"]})) == 10
     with pytest.raises(StoreError, match=r"where\['site'\] value 7 is not a string"):
         store.series("accelerator", {"site": [7]})
+
+
+def test_rows_out_of_order_and_chunks_with_their_own_dictionaries(tmp_path):
+    """Rows are stored sorted by series and time whatever order and chunking they come in."""
+    times = [T0 + timedelta(minutes=m) for m in (2, 0, 1)]
+    dev = pa.array(["a", "b", "a"]).dictionary_encode()
+    first = pa.table({"time": pa.array(times, pa.timestamp("us", tz="UTC")), "device": dev,
+                      "power_watts": [102.0, 200.0, 101.0]})
+    second = pa.table({"time": pa.array([T0 + timedelta(minutes=3)], pa.timestamp("us", tz="UTC")),
+                       "device": pa.array(["b"]).dictionary_encode(), "power_watts": [203.0]})
+    # The second chunk's dictionary holds only "b", at index 0 where the first has "a".
+    frame = pa.concat_tables([first, second])
+    s = DuckDBStore(tmp_path / "o.duckdb")
+    assert s.write("accelerator", frame).rows == 4
+    assert sorted(s.series("accelerator").device) == ["a", "b"]
+    got = s.query(Query("accelerator", ("power_watts",), T0, T0 + timedelta(minutes=4),
+                        group_by=("device",), agg=Aggregate.LAST))
+    assert dict(zip(got.device, got.power_watts, strict=True)) == {"a": 102.0, "b": 203.0}
+    rows = s._con.execute("SELECT time, power_watts FROM samples_accelerator").fetchall()
+    assert [r[1] for r in rows] in ([101.0, 102.0, 200.0, 203.0], [200.0, 203.0, 101.0, 102.0])
+    s.close()

@@ -20,6 +20,7 @@ from computewatch.cli import (
     _query,
     _report,
     _rollup,
+    _store,
 )
 from computewatch.cli._common import UserError, print_error
 from computewatch.config import ConfigError
@@ -35,6 +36,7 @@ dashboards_app = typer.Typer(no_args_is_help=True,
                              help="Build the Grafana dashboards and upload them.")
 kubernetes_app = typer.Typer(no_args_is_help=True,
                              help="Build the generated files of the Kubernetes manifests.")
+store_app = typer.Typer(no_args_is_help=True, help="Look after a store: retention.")
 
 
 def _version(value: bool) -> None:
@@ -65,6 +67,8 @@ dashboards_app.command("build")(_dashboards.dashboards_build)
 dashboards_app.command("push")(_dashboards.dashboards_push)
 app.add_typer(kubernetes_app, name="kubernetes")
 kubernetes_app.command("build")(_kubernetes.kubernetes_build)
+app.add_typer(store_app, name="store")
+store_app.command("expire")(_store.store_expire)
 
 
 def main() -> None:

@@ -1,0 +1,141 @@
+"""Bytes per accelerator sample: the embedded store on the demo's day, VictoriaMetrics beside it.
+
+The demo's default fleet (every site of the shipped topology) is simulated for ``hours``
+(default 24: the demo's day) and every frame, accelerator, facility and link alike, is written
+an hour at a time, as the demo writes, into three places:
+
+1. the DuckDB store as it is (`DuckDBStore.write`: rows sorted by series then time);
+2. baseline in the same run: the same rows inserted unsorted into the same tables, the layout
+   before issue 19 (hash series id, one DOUBLE per field, rows in the simulator's order);
+3. a real VictoriaMetrics (the Debian package's binary, started here), through
+   `VictoriaMetricsStore.write`, then flushed (``/internal/force_flush``) and merged
+   (``/internal/force_merge``) before its ``vm_data_size_bytes`` is read.
+
+"Bytes per accelerator sample" is each store's whole size (all three measurements) divided by
+the accelerator rows, one row being one device's reading at one minute (7 fields); the
+VictoriaMetrics line also shows bytes per stored value, the figure VictoriaMetrics quotes.
+
+Layouts measured while choosing (2 h of the demo fleet, 3.4 M rows, DuckDB 2.0, bytes per
+accelerator row; per column from ``pragma_storage_info``): unsorted 25.7; sorted by series
+and time 17.1 (time 4.3 BitPacking, energy counter 6.2 ALP, utilization 2.1, temperature 1.8,
+power 1.7 ALP, memory 0.7 RLE, series id 0.3 RLE); dense integer series ids instead of hashes
+17.1 (no gain once sorted, and a join on every write); sorted by time then series 17.3 (time
+free, but memory and counters spread over devices); 16 KiB blocks 21.1 (bit-packing gives
+up); TIMESTAMP_MS saves 1.5 (drops the microseconds other stores keep); scaled SMALLINT or
+FLOAT instead of DOUBLE no gain over ALP, which already stores decimals as narrow integers.
+Parquet with zstd, one file per hour: 7.5 (doubles) to 7.8 (scaled integers with byte-stream
+split), the energy counter alone 3.2 to 4.0: below 6 needs counters stored as per-series
+deltas, which no columnar encoding here does across series boundaries.
+
+VictoriaMetrics takes its data through line protocol encoded in Python, about 0.15 M values/s
+on the 2-core machine (90 s an hour of this fleet), so by default it loads the first
+``vm_hours`` (3) of the same day and its figure is per accelerator sample of those hours.
+
+Run: ``.venv/bin/python -m bench storage [hours] [vm_hours]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import requests
+
+from bench._util import END, row
+from computewatch import catalog
+from computewatch.sim import build_fleet, simulate
+from computewatch.store import DuckDBStore, VictoriaMetricsStore
+from computewatch.topology import load_topology
+from computewatch.validation import Rejections, validate_frame
+
+
+def _baseline_insert(con: duckdb.DuckDBPyConnection, measurement: str, frame: pa.Table) -> None:
+    """The pre-issue-19 layout: same tables, rows in arrival order."""
+    meas = catalog.measurement(measurement)
+    frame = validate_frame(measurement, frame, Rejections(), "baseline")
+    labels = [c for c in meas.labels if c in frame.column_names]
+    fields = [c for c in meas.fields if c in frame.column_names]
+    exprs = [f'CAST("{lab}" AS VARCHAR)' if lab in labels else "''" for lab in meas.labels]
+    table = f'"samples_{measurement}"'
+    cols = ", ".join(f'"{f}" DOUBLE' for f in fields)
+    con.execute(f"CREATE TABLE IF NOT EXISTS {table} (time TIMESTAMP, series_id UBIGINT, {cols})")
+    con.register("_in", frame)
+    con.execute(f"INSERT INTO {table} SELECT time::TIMESTAMP, hash({', '.join(exprs)}), "
+                f"{', '.join(chr(34) + f + chr(34) for f in fields)} FROM _in")
+    con.unregister("_in")
+
+
+def _vm_size(url: str) -> tuple[int, int]:
+    """(bytes on disk, values stored) after a flush and a full merge."""
+    requests.get(f"{url}/internal/force_flush", timeout=600).raise_for_status()
+    requests.get(f"{url}/internal/force_merge", timeout=3600).raise_for_status()
+    time.sleep(2)  # the merge runs in the background; its metrics settle after it
+    size = rows = 0
+    for _ in range(60):
+        text = requests.get(f"{url}/metrics", timeout=60).text
+        size = sum(float(v) for v in re.findall(r'^vm_data_size_bytes\{[^}]*\} (\S+)', text, re.M))
+        rows = sum(float(v) for v in re.findall(
+            r'^vm_rows\{type="storage/(?:inmemory|small|big)"\} (\S+)', text, re.M))
+        if rows:
+            break
+        time.sleep(1)
+    return int(size), int(rows)
+
+
+def main(hours: int = 24, vm_hours: int = 3) -> None:
+    from tests.servers import start_victoriametrics
+
+    fleet = build_fleet(load_topology())
+    acc_rows = vm_rows = hour = 0
+    with tempfile.TemporaryDirectory(prefix="bench-storage-") as tmp, \
+            contextlib.ExitStack() as stack:
+        ours_path, base_path = Path(tmp) / "ours.duckdb", Path(tmp) / "base.duckdb"
+        vm = stack.enter_context(start_victoriametrics(Path(tmp) / "vm")) if vm_hours else None
+        ours = DuckDBStore(ours_path)
+        base = duckdb.connect(str(base_path))
+        vms = VictoriaMetricsStore(f"victoriametrics://127.0.0.1:{vm.port}") if vm else None
+        t_ours = t_vm = 0.0
+        for measurement, frame in simulate(fleet, hours=hours, end=END).chunks():
+            if measurement == "accelerator":
+                acc_rows += frame.num_rows
+                hour += 1
+                vm_rows += frame.num_rows if hour <= vm_hours else 0
+            t0 = time.perf_counter()
+            ours.write(measurement, frame)
+            t_ours += time.perf_counter() - t0
+            _baseline_insert(base, measurement, frame)
+            if vms and hour <= vm_hours:
+                t0 = time.perf_counter()
+                vms.write(measurement, frame)
+                t_vm += time.perf_counter() - t0
+        ours.close()
+        base.execute("CHECKPOINT")
+        base.close()
+        if vms:
+            vms.close()
+            vm_bytes, vm_values = _vm_size(vm.url)
+        ours_b, base_b = ours_path.stat().st_size, base_path.stat().st_size
+    print(f"embedded storage: the demo's fleet ({fleet.n_devices:,} accelerators) x {hours} h "
+          f"at 1 min, {acc_rows:,} accelerator samples (rows of 7 fields) plus facility and "
+          f"link data")
+    row("DuckDB store, sorted by series and time", f"{ours_b / acc_rows:.2f} B/sample",
+        f"{ours_b / 1e6:,.0f} MB file (aim <= 6 B/sample); written in {t_ours:.1f} s")
+    row("baseline: same tables, rows unsorted", f"{base_b / acc_rows:.2f} B/sample",
+        f"{base_b / 1e6:,.0f} MB file (the layout before)")
+    row("ratio baseline / ours", f"{base_b / ours_b:.2f}x")
+    if not vm_hours:
+        return
+    row(f"VictoriaMetrics, first {min(vm_hours, hours)} h, flushed+merged",
+        f"{vm_bytes / vm_rows:.2f} B/sample",
+        f"{vm_bytes / 1e6:,.0f} MB; {vm_bytes / max(vm_values, 1):.2f} B per stored value "
+        f"({vm_values:,} values); written in {t_vm:.1f} s")
+
+
+if __name__ == "__main__":
+    main(*(int(a) for a in sys.argv[1:3]))
