@@ -762,18 +762,14 @@ class DuckDBStore:
                     self._table_exists(ru.rollup_table(m.name, ru.HOUR))
                     for m in catalog.measurements()):
                 self._refresh(None)
+            tables = self._tables()
             for meas in catalog.measurements():
                 if not self._has(meas.name):
                     continue
                 samples = _ident("samples_" + meas.name)
                 deleted += self._con.execute(
                     f"DELETE FROM {samples} WHERE time < ?", [_naive_utc(cutoff)]).fetchone()[0]
-                keep = [f"SELECT DISTINCT series_id FROM {samples}"]
-                if self._table_exists(ru.rollup_table(meas.name, ru.DAY)):
-                    keep.append("SELECT DISTINCT series_id FROM "
-                                + _ident(ru.rollup_table(meas.name, ru.DAY)))
-                self._con.execute(f"DELETE FROM {series} WHERE series_id NOT IN "
-                                  f"({' UNION '.join(keep)})")
+                self._drop_unreferenced(meas.name, tables)  # rollups keep their series
         return deleted
 
     def _used_bytes(self) -> int:
