@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 __all__ = [
+    "ALLOCATION_LABELS",
     "CATALOG",
     "UNITS",
     "CompatPart",
@@ -157,6 +158,10 @@ _DEVICE = (*_PLACE, "node", "device", "index", "vendor", "model", "ecosystem",
 # them differently).
 _DEVICE = (*_DEVICE, "phy_id", "vdie_id", "memory_type")
 _DEVICE = (*_DEVICE, "gpu_instance_id", "gpu_instance_profile")  # MIG devices (NVML)
+# Kubernetes: the pod holding the device, as the kubelet's PodResources API names it (the
+# labels dcgm-exporter adds); empty while no pod holds it or where the node has no kubelet.
+ALLOCATION_LABELS = ("pod", "namespace", "container")
+_DEVICE = (*_DEVICE, *ALLOCATION_LABELS)
 _METER = (*_PLACE, "meter", "scope", "source")
 _LINK = ("src_site", "dst_site", "src_hub", "dst_hub", "tier", "probe")
 
@@ -207,6 +212,10 @@ CATALOG: tuple[Metric, ...] = (
     _acc("health", "{state}", Kind.GAUGE,
          "1 when the device answers and reports healthy, 0 when it is unhealthy or lost.",
          otel="hw.status", npu_exporter="npu_chip_info_health_status", high=1.0),
+    _acc("allocated", "{state}", Kind.GAUGE,
+         "1 while a pod holds the device (the kubelet's PodResources API; the pod, namespace "
+         "and container labels name it), 0 while none does; absent where the node has no "
+         "kubelet.", high=1.0),
     _acc("pcie_replays_total", "{count}", Kind.COUNTER, "PCIe replay events.",
          dcgm="DCGM_FI_DEV_PCIE_REPLAY_COUNTER"),
     _acc("xid_errors_total", "{count}", Kind.COUNTER,

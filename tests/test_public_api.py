@@ -47,8 +47,8 @@ PUBLIC: dict[str, set[str]] = {
         "PushError", "PushResult", "SOURCE", "alert_name", "finding_alert", "finding_labels",
         "push_analysis", "push_findings"},
     "computewatch.catalog": {
-        "CATALOG", "CompatPart", "Kind", "Measurement", "Metric", "UNITS", "UnitSpec",
-        "UnknownMetricError", "measurement", "measurements", "metric"},
+        "ALLOCATION_LABELS", "CATALOG", "CompatPart", "Kind", "Measurement", "Metric", "UNITS",
+        "UnitSpec", "UnknownMetricError", "measurement", "measurements", "metric"},
     "computewatch.cli": {"app", "healthcheck", "main"},
     "computewatch.collectors": {
         "Collector", "CollectorError", "DriverAbsent", "NoData", "ParseError", "ResultCode",
@@ -187,7 +187,10 @@ PUBLIC: dict[str, set[str]] = {
         "DEVICES_PER_NODE", "Fleet", "SiteProfile", "build_fleet", "simulated_meters"},
     "computewatch.sim.hardware": {"AcceleratorSpec", "spec_for"},
     "computewatch.sim.history": {"HOST_FACTOR", "History", "simulate"},
-    "computewatch.sim.incidents": {"GroundTruth", "Incident", "LinkTruth", "UtilizationTruth"},
+    "computewatch.sim.incidents": {"AllocationTruth", "GroundTruth", "Incident", "LinkTruth",
+                                   "UtilizationTruth"},
+    "computewatch.sim.tenants": {"CONTAINER", "HELD_IDLE_SHARE", "NAMESPACES", "job_pod",
+                                 "site_tenants"},
     "computewatch.sim.node": {
         "DeviceReading", "MIXED", "NodeSim", "mixed_node", "node_from_fleet", "simulated_node"},
     "computewatch.sim.scoring": {
