@@ -215,8 +215,9 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.triage": {"JSON_COLUMNS", "RootCause", "group_ids", "root_causes",
                             "triage_frame"},
     "computewatch.utilization": {
-        "COMPLETENESS_DEFINITION", "DEFINITIONS", "Definition", "IDLE_DEFINITION", "LEVELS",
-        "WINDOW_COLUMNS", "idle_hours",
+        "ALLOCATION_DEFINITION", "COMPLETENESS_DEFINITION", "DEFINITIONS", "Definition", "FREE",
+        "HELD_IDLE_COLUMNS", "IDLE_DEFINITION", "LEVELS", "SPLIT_COLUMNS", "WINDOW_COLUMNS",
+        "allocation_totals", "held_idle_windows", "idle_hours", "idle_split",
         "sampling_interval", "utilization_totals", "utilization_windows",
         "utilization_windows_by_definition", "window_totals"},
     "computewatch.validation": {

@@ -398,7 +398,7 @@ class History:
                 mask = self._active_mask(inc, times)
                 if mask.any():
                     alloc[np.ix_(mask, f.devices_of(inc.detail["sites"]))] = False
-        holder, pod_key = self._holders(hour, times, alloc)
+        holder, pod_key = self._holders(hour, times, allocated, alloc)
         busy = np.clip(rng.normal(_BUSY_LEVEL, _BUSY_SD, (n_t, n_d)), *_BUSY_CLIP)
         free = np.clip(np.abs(rng.normal(_FREE_LEVEL, _FREE_SD, (n_t, n_d))), *_FREE_CLIP)
         util = np.where(alloc, busy, free)
@@ -445,12 +445,14 @@ class History:
         })
         return table, site_it_w * HOST_FACTOR
 
-    def _holders(self, hour: int, times: np.ndarray,
+    def _holders(self, hour: int, times: np.ndarray, drawn: np.ndarray,
                  running: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(namespace index or -1 per sample, pod key per sample) for one hour: a running
-        card is held by its drawn namespace, an idle one by it with `HELD_IDLE_SHARE`; the
+        card is held by its drawn namespace, a card drawn to run nothing by it with
+        `HELD_IDLE_SHARE`, a card whose job an idled cluster stopped by none; the
         ``tenant_idle`` incident's cards by its namespace (their own stream: the load's draws
-        are untouched). Pod keys: namespace x nodes + node, or -2 - k for incident k's pod."""
+        are untouched). Pod keys: namespace x nodes + node, or -2 - k for incident k's pod.
+        So a pod never holds a card idle in a window it also ran a job in."""
         f = self.fleet
         rng = np.random.default_rng([f.seed, 7, hour])
         held = rng.random(f.n_devices) < HELD_IDLE_SHARE
@@ -459,7 +461,7 @@ class History:
         table = np.array([list(t) + [t[0]] * (width - len(t)) for t in self._tenants])
         counts = np.array([len(t) for t in self._tenants])
         ns = table[f.device_site, pick % counts[f.device_site]]
-        holder = np.where(running | held[None, :], ns[None, :], -1)
+        holder = np.where(running | (held & ~drawn)[None, :], ns[None, :], -1)
         node_codes = self._node_codes
         pod_key = np.where(holder >= 0, holder * len(self._nodes) + node_codes[None, :], -1)
         for k, inc in enumerate(self.truth.incidents):

@@ -1,0 +1,143 @@
+"""Allocated-idle versus free (issue 17): the core's split of idle accelerator-hours and the
+held-idle card-hours, by hand on a tiny store and against the simulator's ground truth.
+
+By hand (DuckDB), 2 hours from T0, one site bj-ai, every sample standing for 30 minutes
+(4 samples per card):
+
+- g0: held by pod train-0 of namespace team-a, utilization 0.9 throughout;
+- g1: held by pod nb-0 of namespace team-b, utilization 0.0 in the first hour, then free
+  (no pod) at 0.0 in the second;
+- g2: free, at 0.2 throughout.
+
+Idle accelerator-hours (sum of (1 - u) x 0.5 h): g0 4 x 0.1 x 0.5 = 0.2; g1 2 x 1.0 x 0.5 =
+1.0 allocated + 1.0 free; g2 4 x 0.8 x 0.5 = 1.6 free. Allocated 1.2 (team-a 0.2, team-b
+1.0), free 2.6, total 3.8. Held-idle card-hours: team-b's g1 in the first hour (mean 0.0 at
+most the busy level 0.10): 1.0; team-a's g0 (0.9) is busy, g2 is free.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+
+from computewatch.findings import Period
+from computewatch.policy import load_policy
+from computewatch.sim import build_fleet, simulate
+from computewatch.store import DuckDBStore
+from computewatch.topology import load_topology
+from computewatch.utilization import (
+    FREE,
+    held_idle_windows,
+    idle_split,
+    utilization_totals,
+)
+
+T0 = datetime(2026, 10, 1, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+BUSY = 0.10
+
+
+def _rows() -> pd.DataFrame:
+    rows = []
+    for k in range(4):
+        t = T0 + k * timedelta(minutes=30)
+        first = k < 2
+        rows += [
+            {"time": t, "site": "bj-ai", "device": "g0", "namespace": "team-a",
+             "pod": "train-0", "container": "main", "utilization_ratio": 0.9, "allocated": 1.0},
+            {"time": t, "site": "bj-ai", "device": "g1",
+             "namespace": "team-b" if first else "", "pod": "nb-0" if first else "",
+             "container": "main" if first else "", "utilization_ratio": 0.0,
+             "allocated": 1.0 if first else 0.0},
+            {"time": t, "site": "bj-ai", "device": "g2", "namespace": "", "pod": "",
+             "container": "", "utilization_ratio": 0.2, "allocated": 0.0},
+        ]
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):
+    store = DuckDBStore(tmp_path_factory.mktemp("alloc") / "tiny.duckdb")
+    store.write("accelerator", _rows())
+    yield store
+    store.close()
+
+
+def test_idle_split_by_hand(tiny: DuckDBStore) -> None:
+    split = idle_split(tiny, T0, T0 + 2 * HOUR, by=("site",)).set_index("site")
+    assert split.loc["bj-ai", "allocated_idle_hours"] == pytest.approx(1.2)
+    assert split.loc["bj-ai", "free_idle_hours"] == pytest.approx(2.6)
+    assert split.loc["bj-ai", "idle_accelerator_hours"] == pytest.approx(3.8)
+    by_ns = idle_split(tiny, T0, T0 + 2 * HOUR, by=("site",), where={"namespace": "team-b"})
+    assert by_ns.allocated_idle_hours.tolist() == pytest.approx([1.0])
+    total = utilization_totals(tiny, T0, T0 + 2 * HOUR, by=("site",))
+    assert total.idle_accelerator_hours.tolist() == pytest.approx([3.8])
+
+
+def test_held_idle_windows_by_hand(tiny: DuckDBStore) -> None:
+    held = held_idle_windows(tiny, Period(T0, T0 + 2 * HOUR), busy_level=BUSY)
+    assert held[["time", "namespace", "pod", "device"]].values.tolist() == [
+        [pd.Timestamp(T0), "team-b", "nb-0", "g1"]]
+    assert held.hours.tolist() == pytest.approx([1.0])
+    assert held.samples.tolist() == [2.0]
+
+
+# --- the simulated fleet -------------------------------------------------------------------
+
+END = datetime(2026, 10, 2, tzinfo=UTC)
+HOURS = 12
+
+
+@pytest.fixture(scope="module")
+def fleet_store(tmp_path_factory: pytest.TempPathFactory):
+    fleet = build_fleet(load_topology(), sites=8, accelerators=400, seed=5)
+    history = simulate(fleet, hours=HOURS, end=END)
+    store = DuckDBStore(tmp_path_factory.mktemp("alloc") / "fleet.duckdb")
+    for measurement, frame in history.chunks():
+        store.write(measurement, frame)
+    yield history, store
+    store.close()
+
+
+def test_split_matches_the_simulators_truth_per_site_and_namespace(fleet_store) -> None:
+    history, store = fleet_store
+    truth = history.truth.allocation_hours()
+    per = idle_split(store, history.start, history.end, by=("site", "namespace"))
+    got = {(r.site, r.namespace): r for r in per.itertuples()}
+    assert set(got) == set(truth)
+    for key, want in truth.items():
+        row = got[key]
+        part = row.free_idle_hours if key[1] == FREE else row.allocated_idle_hours
+        assert part == pytest.approx(want["idle_accelerator_hours"], rel=1e-9, abs=1e-9), key
+        other = row.allocated_idle_hours if key[1] == FREE else row.free_idle_hours
+        assert other == 0.0
+    sites = idle_split(store, history.start, history.end, by=("site",)).set_index("site")
+    for site in sites.index:
+        free = sum(v["idle_accelerator_hours"] for (s, ns), v in truth.items()
+                   if s == site and ns == FREE)
+        held = sum(v["idle_accelerator_hours"] for (s, ns), v in truth.items()
+                   if s == site and ns != FREE)
+        assert sites.loc[site, "free_idle_hours"] == pytest.approx(free, rel=1e-9)
+        assert sites.loc[site, "allocated_idle_hours"] == pytest.approx(held, rel=1e-9)
+        assert sites.loc[site, "idle_accelerator_hours"] == pytest.approx(free + held, rel=1e-9)
+    assert sites.free_idle_hours.sum() > 0 and sites.allocated_idle_hours.sum() > 0
+
+
+def test_held_idle_card_hours_match_the_truth(fleet_store) -> None:
+    history, store = fleet_store
+    truth = history.truth.allocation_hours()
+    policy = load_policy()
+    held = held_idle_windows(store, Period(history.start, history.end),
+                             busy_level=policy.utilization.busy_level.value)
+    got = held.groupby(["site", "namespace"]).hours.sum()
+    want = {k: v["idle_card_hours"] for k, v in truth.items() if v["idle_card_hours"] > 0}
+    assert set(got.index) == set(want)
+    for key, hours in want.items():
+        assert got[key] == pytest.approx(hours, rel=1e-9), key
+    # The tenant's reserved cards are among them, every hour of the incident.
+    inc = history.truth.incident("tenant_idle")
+    mine = held[(held.site == inc.detail["site"]) & (held.namespace == inc.subject)
+                & (held.pod == inc.detail["pod"])]
+    assert set(mine.device) == set(inc.detail["devices"])
