@@ -140,6 +140,7 @@ class History:
                                                   return_inverse=True)
         self.truth = self._plan(rng)
         self._alloc_truth = self._allocation_truth()
+        self._count_allocation()
         self.truth.allocation.extend(self._alloc_truth.values())
         self._acc_labels = self._accelerator_labels()
         self._energy = rng.uniform(1e6, 5e8, fleet.n_devices)  # J since the driver loaded
@@ -391,14 +392,7 @@ class History:
         rng = np.random.default_rng([f.seed, 3, hour])
         times = self._times(hour)
         n_t, n_d = len(times), f.n_devices
-        allocated = rng.random(n_d) < self._allocation_probability(hour)[f.device_site]
-        alloc = np.broadcast_to(allocated, (n_t, n_d)).copy()
-        for inc in self.truth.incidents:
-            if inc.kind == "cluster_idle":
-                mask = self._active_mask(inc, times)
-                if mask.any():
-                    alloc[np.ix_(mask, f.devices_of(inc.detail["sites"]))] = False
-        holder, pod_key = self._holders(hour, times, allocated, alloc)
+        allocated, alloc, holder, pod_key = self._occupancy(hour, rng)
         busy = np.clip(rng.normal(_BUSY_LEVEL, _BUSY_SD, (n_t, n_d)), *_BUSY_CLIP)
         free = np.clip(np.abs(rng.normal(_FREE_LEVEL, _FREE_SD, (n_t, n_d))), *_FREE_CLIP)
         util = np.where(alloc, busy, free)
@@ -413,19 +407,18 @@ class History:
         mem_used = 512 * 2**20 + mem_share * f.device_memory_bytes
         mem_used = np.broadcast_to(np.minimum(mem_used, f.device_memory_bytes), (n_t, n_d))
         health = np.ones((n_t, n_d))
-        valid = np.ones((n_t, n_d), dtype=bool)
+        valid = self._valid(hour)
         for inc in self.truth.incidents:
             if inc.kind == "device_lost":
                 mask = self._active_mask(inc, times)
                 d = int(np.flatnonzero(f.device_id == inc.subject)[0])
                 health[mask, d] = 0.0
-                valid[mask, d] = False
                 power[mask, d] = 0.0  # for the site's IT sum: a lost card draws ~nothing
         site_it_w = np.zeros((n_t, len(f.sites)))
         for s in range(len(f.sites)):  # a few dozen sites: one vector sum each
             site_it_w[:, s] = power[:, f.device_site == s].sum(axis=1)
         invalid = None if valid.all() else ~valid.ravel()
-        self._record_allocation(hour, np.round(util, 4), holder, alloc, valid)
+        self._record_utilization(hour, np.round(util, 4), holder, valid)
 
         def col(a: np.ndarray) -> pa.Array:
             return pa.array(np.ascontiguousarray(a).ravel(), pa.float64(), mask=invalid)
@@ -498,22 +491,67 @@ class History:
                                       held.astype(np.int32)),
         }
 
-    def _record_allocation(self, hour: int, util: np.ndarray, holder: np.ndarray,
-                           running: np.ndarray, valid: np.ndarray) -> None:
-        """Add one hour's written samples to the truth, per (site, namespace)."""
+    def _occupancy(self, hour: int, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(drawn to run a job per card, running per sample, holder per sample, pod key per
+        sample) of one hour; ``rng`` is the hour's load stream, of which this takes the first
+        draw (so the plan can replay it without generating the telemetry)."""
+        f = self.fleet
+        times = self._times(hour)
+        allocated = rng.random(f.n_devices) < self._allocation_probability(hour)[f.device_site]
+        alloc = np.broadcast_to(allocated, (len(times), f.n_devices)).copy()
+        for inc in self.truth.incidents:
+            if inc.kind == "cluster_idle":
+                mask = self._active_mask(inc, times)
+                if mask.any():
+                    alloc[np.ix_(mask, f.devices_of(inc.detail["sites"]))] = False
+        holder, pod_key = self._holders(hour, times, allocated, alloc)
+        return allocated, alloc, holder, pod_key
+
+    def _valid(self, hour: int) -> np.ndarray:
+        """Per sample of the hour: False where the card is lost (it writes nothing)."""
+        f = self.fleet
+        times = self._times(hour)
+        valid = np.ones((len(times), f.n_devices), dtype=bool)
+        for inc in self.truth.incidents:
+            if inc.kind == "device_lost":
+                d = int(np.flatnonzero(f.device_id == inc.subject)[0])
+                valid[self._active_mask(inc, times), d] = False
+        return valid
+
+    def _keys(self, holder: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Per written sample: site x (namespaces + 1) + namespace + 1 (0 for free)."""
+        return (self.fleet.device_site[None, :] * (len(NAMESPACES) + 1) + holder + 1)[valid]
+
+    def _count_allocation(self) -> None:
+        """The truth's samples and held-idle samples per (site, namespace) and hour, replayed
+        from the hours' first draws (cheap: no telemetry is generated), so a truth is whole
+        whether or not its telemetry was read."""
         f = self.fleet
         width = len(NAMESPACES) + 1
-        key = (f.device_site[None, :] * width + holder + 1)[valid]
         size = len(f.sites) * width
-        samples = np.bincount(key, minlength=size)
-        usum = np.bincount(key, weights=util[valid], minlength=size)
-        idle = np.bincount(key, weights=((holder >= 0) & ~running)[valid].astype(float),
-                           minlength=size)
-        for k in np.flatnonzero(samples):
+        for hour in range(self.hours):
+            _, running, holder, _ = self._occupancy(
+                hour, np.random.default_rng([f.seed, 3, hour]))
+            valid = self._valid(hour)
+            key = self._keys(holder, valid)
+            samples = np.bincount(key, minlength=size)
+            idle = np.bincount(key, weights=((holder >= 0) & ~running)[valid].astype(float),
+                               minlength=size)
+            for k in np.flatnonzero(samples):
+                entry = self._alloc_truth[(int(k) // width, int(k) % width - 1)]
+                entry.samples[hour] = float(samples[k])
+                entry.idle_samples[hour] = float(idle[k])
+
+    def _record_utilization(self, hour: int, util: np.ndarray, holder: np.ndarray,
+                            valid: np.ndarray) -> None:
+        """Add one hour's written utilization sums to the truth, per (site, namespace)."""
+        width = len(NAMESPACES) + 1
+        key = self._keys(holder, valid)
+        usum = np.bincount(key, weights=util[valid], minlength=len(self.fleet.sites) * width)
+        for k in np.flatnonzero(np.bincount(key, minlength=len(usum))):
             entry = self._alloc_truth[(int(k) // width, int(k) % width - 1)]
-            entry.samples[hour] = float(samples[k])
             entry.utilization_sum[hour] = float(usum[k])
-            entry.idle_samples[hour] = float(idle[k])
 
     def _facility_hour(self, hour: int, it_w: np.ndarray) -> pa.Table:
         f = self.fleet

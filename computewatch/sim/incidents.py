@@ -108,9 +108,11 @@ class AllocationTruth:
 
     ``samples``: utilization samples written (a lost card writes none); ``utilization_sum``:
     their sum, of the values as written; ``idle_samples``: the samples of cards the namespace
-    held while they ran no job (allocated but idle; always 0 for the free cards). The lists
-    are filled as the history generates each hour, so they are complete once every hour has
-    been read (`computewatch.sim.History.chunks`).
+    held while they ran no job (allocated but idle; always 0 for the free cards).
+    ``samples`` and ``idle_samples`` are whole as soon as the history is made (it replays
+    each hour's allocation draws); ``utilization_sum`` is filled as the history generates
+    each hour, so it is whole once every hour has been read
+    (`computewatch.sim.History.chunks`).
     """
 
     site: str
