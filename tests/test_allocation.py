@@ -23,6 +23,8 @@ import pandas as pd
 import pytest
 
 from computewatch.findings import Period
+from computewatch.pipelines.surplus import run as surplus_run
+from computewatch.pipelines.surplus import surplus
 from computewatch.policy import load_policy
 from computewatch.sim import build_fleet, simulate
 from computewatch.store import DuckDBStore
@@ -141,3 +143,36 @@ def test_held_idle_card_hours_match_the_truth(fleet_store) -> None:
     mine = held[(held.site == inc.detail["site"]) & (held.namespace == inc.subject)
                 & (held.pod == inc.detail["pod"])]
     assert set(mine.device) == set(inc.detail["devices"])
+
+
+def test_surplus_offers_only_free_capacity(fleet_store) -> None:
+    """Per site, surplus' idle accelerator-hours are exactly the free cards' (the truth's
+    namespace ""), its idle cards are free, and what pods hold idle is stated apart."""
+    history, store = fleet_store
+    policy = load_policy()
+    topo = history.fleet.topology
+    period = Period(history.start, history.end)
+    table = surplus(store, period, policy, topo, near="Shanghai", within_s=0.2)
+    assert set(table.site) == set(history.fleet.site_ids)
+    truth = history.truth.allocation_hours()
+    per_site = table.groupby("site")[["idle_accelerator_hours",
+                                      "reclaimable_accelerator_hours", "idle_cards",
+                                      "reclaimable_cards"]].sum()
+    last = history.hours - 1
+    for site, row in per_site.iterrows():
+        assert row.idle_accelerator_hours == pytest.approx(
+            truth[(site, FREE)]["idle_accelerator_hours"], rel=1e-9), site
+        held = sum(v["idle_card_hours"] for (s, ns), v in truth.items() if s == site and ns)
+        # A held idle card's hours count by their unused share (its utilization is 0-5%).
+        assert held * 0.95 <= row.reclaimable_accelerator_hours <= held + 1e-9, site
+        held_now = sum(a.idle_samples[last] for a in history.truth.allocation
+                       if a.site == site and a.namespace) / history.steps_per_hour
+        assert row.reclaimable_cards == held_now, site
+    assert per_site.reclaimable_cards.sum() > 0
+    # The findings offer the same free hours and state the reclaimable apart.
+    (found,) = [f for f in surplus_run(store, period, policy, topo, cities=["Shanghai"],
+                                       circles=[0.2])]
+    assert found.detail["idle_accelerator_hours"] == pytest.approx(
+        per_site.idle_accelerator_hours.sum())
+    assert found.detail["reclaimable_cards"] == per_site.reclaimable_cards.sum()
+    assert "reclaiming" in found.message

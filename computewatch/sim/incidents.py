@@ -150,14 +150,17 @@ class GroundTruth:
     allocation: list[AllocationTruth] = field(default_factory=list)
     """Per site and namespace (and the free cards): what the history wrote, hour by hour."""
 
+    def whole_hours(self, start: datetime, end: datetime) -> list[int]:
+        """Indices of the simulated hours that lie whole inside [start, end)."""
+        return [h for h, share in self._hours(start, end) if share >= 1.0]
+
     def allocation_hours(self, start: datetime | None = None,
                          end: datetime | None = None) -> dict[tuple[str, str], dict[str, float]]:
         """Per (site, namespace) over the whole simulated hours inside [start, end) (default:
         the truth's period): ``idle_accelerator_hours`` (the core's one definition:
         (samples - utilization sum) x the step), ``idle_card_hours`` (hours the namespace
         held cards that ran no job) and ``samples``. Namespace "" is the free cards."""
-        lo, hi = start or self.start, end or self.end
-        hours = [h for h, share in self._hours(lo, hi) if share >= 1.0]
+        hours = self.whole_hours(start or self.start, end or self.end)
         step_h = self.step / timedelta(hours=1)
         out = {}
         for a in self.allocation:
