@@ -23,10 +23,13 @@ import pandas as pd
 import pytest
 
 from computewatch.findings import Period
+from computewatch.pipelines import run_pipelines
 from computewatch.pipelines.surplus import run as surplus_run
 from computewatch.pipelines.surplus import surplus
 from computewatch.policy import load_policy
+from computewatch.reports import build_report, parse_period, render_html
 from computewatch.sim import build_fleet, simulate
+from computewatch.sim.scoring import score
 from computewatch.store import DuckDBStore
 from computewatch.topology import load_topology
 from computewatch.utilization import (
@@ -176,3 +179,54 @@ def test_surplus_offers_only_free_capacity(fleet_store) -> None:
         per_site.idle_accelerator_hours.sum())
     assert found.detail["reclaimable_cards"] == per_site.reclaimable_cards.sum()
     assert "reclaiming" in found.message
+
+
+def test_underuse_and_the_report_state_both_parts(fleet_store) -> None:
+    """The underuse pipeline finds the tenant holding cards idle (and nothing else of the
+    rule); the report's site and hub rows split idle hours as the truth does, and its
+    namespace table names who held idle cards, for how long."""
+    history, store = fleet_store
+    policy = load_policy()
+    topo = history.fleet.topology
+    period = Period(history.start, history.end)
+    analysis = run_pipelines(store, period, policy, topo, only=["underuse"], write=False)
+    held = [f for f in analysis.findings if f.rule == "allocated_idle"]
+    inc = history.truth.incident("tenant_idle")
+    assert [f.subject for f in held] == [f"{inc.detail['site']}/{inc.subject}"]
+    assert held[0].detail["devices"] == inc.detail["devices"]
+    card = score(analysis.findings, history.truth, period)
+    assert (card.rule("allocated_idle").recall, card.rule("allocated_idle").precision) == (1, 1)
+    for f in analysis.findings:
+        if f.rule.endswith("_below_minimum"):
+            assert f.detail["allocated_idle_hours"] + f.detail["free_idle_hours"] \
+                == pytest.approx(f.detail["idle_accelerator_hours"], rel=1e-9)
+
+    label = "2026-10-01T20:00/2026-10-02T08:00"  # the 12 simulated hours, China time
+    report = build_report(store, topo, policy, parse_period(label), analysis)
+    truth = history.truth.allocation_hours()
+    for r in report.sites.itertuples():
+        free = truth.get((r.id, FREE), {}).get("idle_accelerator_hours", 0.0)
+        held_h = sum(v["idle_accelerator_hours"] for (s, ns), v in truth.items()
+                     if s == r.id and ns)
+        assert r.free_idle_hours == pytest.approx(free, rel=1e-9, abs=1e-9), r.id
+        assert r.allocated_idle_hours == pytest.approx(held_h, rel=1e-9, abs=1e-9), r.id
+        assert r.allocated_idle_hours + r.free_idle_hours == pytest.approx(
+            r.idle_accelerator_hours, rel=1e-9, abs=1e-9)
+    for h in report.hubs.itertuples():
+        sites = report.sites[report.sites.hub == h.id]
+        assert h.free_idle_hours == pytest.approx(sites.free_idle_hours.sum(), abs=1e-9)
+    ns = report.namespaces.set_index(["site", "namespace"])
+    for key, want in truth.items():
+        if key[1]:
+            assert ns.loc[key, "allocated_idle_hours"] == pytest.approx(
+                want["idle_accelerator_hours"], rel=1e-9)
+            assert ns.loc[key, "held_idle_card_hours"] == pytest.approx(
+                want["idle_card_hours"], rel=1e-9)
+    # The tenant held its reserved cards idle through the incident: at least those cards,
+    # for at least the incident's whole hours.
+    mine = ns.loc[(inc.detail["site"], inc.subject)]
+    assert mine.cards_held_idle >= inc.detail["cards"]
+    assert mine.hours_holding_idle >= len(history.truth.whole_hours(inc.start, inc.end))
+    html = render_html(report)
+    assert 'id="namespace-table"' in html and inc.subject in html
+    assert 'data-col="free_idle_hours"' in html

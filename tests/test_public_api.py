@@ -171,9 +171,10 @@ PUBLIC: dict[str, set[str]] = {
         "render_root_causes", "render_scores", "render_summary"},
     "computewatch.reports": {
         "COLUMNS", "ChromiumMissingError", "EmptyPeriodError", "Entry", "HEADLESS_FLAGS",
-        "PERIOD_FORMS", "PdfError", "REPORT_FORMATS", "Report", "ReportPeriod", "SHIPPED_POLICY",
-        "build_report", "check_scope", "default_report_path", "find_chromium", "html_to_pdf",
-        "methodology", "parse_period", "render_csv", "render_html", "write_report"},
+        "NAMESPACE_COLUMNS", "PERIOD_FORMS", "PdfError", "REPORT_FORMATS", "Report",
+        "ReportPeriod", "SHIPPED_POLICY", "build_report", "check_scope", "default_report_path",
+        "find_chromium", "html_to_pdf", "methodology", "parse_period", "render_csv",
+        "render_html", "write_report"},
     "computewatch.samples": {
         "EARLIEST_TIME", "LATEST_TIME", "Sample", "TIME", "sample_value", "samples_to_frames"},
     "computewatch.schedule": {"run_every", "write_heartbeat"},
