@@ -24,6 +24,8 @@ from computewatch.policy import Policy
 
 __all__ = [
     "IDLE_CAPACITY",
+    "IDLE_CAPACITY_ALLOCATED",
+    "IDLE_CAPACITY_FREE",
     "PLACE",
     "RULES_FILE",
     "RecordingRule",
@@ -37,6 +39,12 @@ PLACE = ("hub", "cluster", "site")
 IDLE_CAPACITY = "site:accelerator_idle_capacity:sum"
 """Per site, the sum over reporting accelerators of (1 - utilization): averaged over a period
 and multiplied by its hours, the idle accelerator-hours (`computewatch.utilization`)."""
+IDLE_CAPACITY_FREE = "site:accelerator_idle_capacity_free:sum"
+"""`IDLE_CAPACITY` of the accelerators no pod holds (no ``namespace`` label): what others
+could use (`computewatch.utilization.ALLOCATION_DEFINITION`)."""
+IDLE_CAPACITY_ALLOCATED = "namespace:accelerator_idle_capacity_allocated:sum"
+"""`IDLE_CAPACITY` of the accelerators a namespace's pods hold, per site and namespace; with
+the free part it adds up to `IDLE_CAPACITY`."""
 RULES_FILE = "rules/computewatch-dashboards.yml"
 """Where the rendered file goes, relative to the dashboards directory."""
 
@@ -90,6 +98,17 @@ def recording_rules(policy: Policy) -> list[RecordingRule]:
                       "over those reporting; its mean over a period times the period's hours "
                       "is the idle accelerator-hours as computewatch.utilization defines them "
                       "(the summary's and the report's)."),
+        RecordingRule(IDLE_CAPACITY_FREE,
+                      Agg("sum", Num(1.0) - util.where(namespace=""), by=PLACE),
+                      "The unused capacity of a site's free accelerators (no pod holds them: "
+                      "no namespace label), what others could use; with the allocated part "
+                      "it adds up to site:accelerator_idle_capacity:sum."),
+        RecordingRule(IDLE_CAPACITY_ALLOCATED,
+                      Agg("sum", Num(1.0) - util.where(namespace=Match("!=", "")),
+                          by=(*PLACE, "namespace")),
+                      "The unused capacity of the accelerators a namespace's pods hold, per "
+                      "site and namespace (Kubernetes allocation from the kubelet): held by "
+                      "a tenant and left unused."),
         RecordingRule("site:pue_energy_ratio:1h", energy("facility") / energy("it"),
                       "Energy-based interim PUE over the last hour: facility energy / IT energy "
                       "(ISO/IEC 30134-2), counters by increase() (resets undone on the raw "
