@@ -29,7 +29,9 @@ from computewatch.pipelines.surplus import surplus
 from computewatch.policy import load_policy
 from computewatch.reports import build_report, parse_period, render_html
 from computewatch.sim import build_fleet, simulate
+from computewatch.sim.node import mixed_node
 from computewatch.sim.scoring import score
+from computewatch.sim.tenants import NAMESPACES
 from computewatch.store import DuckDBStore
 from computewatch.topology import load_topology
 from computewatch.utilization import (
@@ -230,3 +232,37 @@ def test_underuse_and_the_report_state_both_parts(fleet_store) -> None:
     html = render_html(report)
     assert 'id="namespace-table"' in html and inc.subject in html
     assert 'data-col="free_idle_hours"' in html
+
+
+def test_the_fake_drivers_node_lists_who_holds_each_device() -> None:
+    """A simulated node (what the fake NVML and npu-smi read) says which pod holds each
+    device, under the tenants model: every card running a job is held, about 20% of the idle
+    ones are, by namespaces of the node's site; ids are the device plugins' (GPU UUIDs)."""
+    fleet = build_fleet(load_topology(), seed=0)
+    node = mixed_node(fleet)
+    site = node.site
+    tenants = set(node.tenants)
+    assert tenants and tenants <= set(NAMESPACES)
+    busy = idle = held_idle = 0
+    for h in range(48):
+        t = END + h * HOUR + timedelta(minutes=7)
+        readings = {(r.vendor, r.index): r for r in node.readings(t)}
+        held = {(a.vendor, a.index): a for a in node.allocations(t)}
+        for key, r in readings.items():
+            if r.utilization > 0.2:
+                busy += 1
+                assert key in held, (t, key)
+            else:
+                idle += 1
+                held_idle += key in held
+        for a in held.values():
+            assert a.namespace in tenants and a.pod.startswith(a.namespace)
+            if a.vendor == "nvidia":
+                assert (a.resource, a.device_id) == ("nvidia.com/gpu",
+                                                     readings[("nvidia", a.index)].uuid)
+            else:
+                assert a.resource == "huawei.com/Ascend910" and a.device_id.startswith(
+                    "Ascend910-")
+    assert busy > 0 and 0.1 < held_idle / idle < 0.3, (site, held_idle, idle)
+    node.lose(0, "nvidia")
+    assert ("nvidia", 0) not in {(a.vendor, a.index) for a in node.allocations(END)}

@@ -193,7 +193,8 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.sim.tenants": {"CONTAINER", "HELD_IDLE_SHARE", "NAMESPACES", "job_pod",
                                  "site_tenants"},
     "computewatch.sim.node": {
-        "DeviceReading", "MIXED", "NodeSim", "mixed_node", "node_from_fleet", "simulated_node"},
+        "Allocation", "DeviceReading", "MIXED", "NodeSim", "mixed_node", "node_from_fleet",
+        "simulated_node"},
     "computewatch.sim.scoring": {
         "MATCHERS", "Matcher", "RuleScore", "SCORE_COLUMNS", "Scorecard", "covered_share",
         "overlap", "overlaps", "score"},
