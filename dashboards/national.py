@@ -28,6 +28,7 @@ from computewatch.dashboards.query import (
     RANGE,
     RANGE_SECONDS,
     Agg,
+    Bin,
     Expr,
     OverTime,
     by_place,
@@ -259,8 +260,13 @@ def _idle_split() -> timeseries.Panel:
 
 def _namespace_table() -> table.Panel:
     """Who holds idle accelerators: idle accelerator-hours held, per site and namespace."""
-    held = OverTime("avg_over_time", recorded(IDLE_CAPACITY_ALLOCATED), RANGE)
-    hours = Agg("sum", held, by=(*PLACE, "namespace")) * RANGE_SECONDS / 3600
+    # The mean over the rule's evaluations, counting those in which the namespace held
+    # nothing (no series then) as zero: its sum over the range / the evaluations of the
+    # site's idle capacity, which is recorded at every one.
+    held = Agg("sum", OverTime("sum_over_time", recorded(IDLE_CAPACITY_ALLOCATED), RANGE),
+               by=(*PLACE, "namespace"))
+    evaluations = OverTime("count_over_time", recorded(IDLE_CAPACITY), RANGE)
+    hours = Bin("/", held, evaluations).matching(PLACE, ()) * RANGE_SECONDS / 3600
     panel = (table.Panel().title("Allocated but idle, by namespace").datasource(DATASOURCE)
              .description("Per site and Kubernetes namespace: the idle accelerator-hours of "
                           "the accelerators its pods held over the selected period (capacity "

@@ -19,7 +19,17 @@ from pathlib import Path
 
 import yaml
 
-from computewatch.dashboards.query import Agg, Bin, Expr, Match, Num, OverTime, Window, series
+from computewatch.dashboards.query import (
+    Agg,
+    Bin,
+    Expr,
+    Fn,
+    Match,
+    Num,
+    OverTime,
+    Window,
+    series,
+)
 from computewatch.policy import Policy
 
 __all__ = [
@@ -30,6 +40,7 @@ __all__ = [
     "RULES_FILE",
     "RecordingRule",
     "alerts_records",
+    "freshest",
     "known_records",
     "recording_rules",
     "render_rules",
@@ -56,6 +67,19 @@ _HEADER = (
     "# build` from dashboards/rules.py and the policy; edit those, not this file.\n"
     "# Load into vmalert (-rule=) or Prometheus (rule_files) next to alerts/rules/*.yml.\n"
 )
+
+
+_SERIES = ("device", "pod", "namespace")
+"""What tells an accelerator's series apart once pods hold it (the kubelet's labels)."""
+
+
+def freshest(expr: Expr) -> Expr:
+    """``expr`` with one series per accelerator: when the pod holding a card changes, the
+    series of the old pod stays visible for the lookback after its last sample; it is
+    dropped for the one with the newest sample, so a card is never counted twice."""
+    stamp = Fn("timestamp", expr)
+    stale = Bin("<", stamp, Agg("max", stamp, by=("device",))).matching(("device",), ())
+    return Bin("unless", expr, stale).matching(_SERIES)
 
 
 @dataclass(frozen=True)
@@ -93,18 +117,23 @@ def recording_rules(policy: Policy) -> list[RecordingRule]:
                       "Mean utilization of a hub's accelerators."),
         RecordingRule("national:accelerator_utilization_ratio:avg", Agg("avg", util),
                       "Mean utilization of every accelerator."),
-        RecordingRule(IDLE_CAPACITY, Agg("sum", Num(1.0) - util, by=PLACE),
+        RecordingRule(IDLE_CAPACITY, Agg("sum", Num(1.0) - freshest(util), by=PLACE),
                       "Unused capacity of a site's accelerators, the sum of (1 - utilization) "
-                      "over those reporting; its mean over a period times the period's hours "
+                      "over those reporting (one series per accelerator: a pod's series that "
+                      "another replaced is dropped); its mean over a period times the "
+                      "period's hours "
                       "is the idle accelerator-hours as computewatch.utilization defines them "
                       "(the summary's and the report's)."),
         RecordingRule(IDLE_CAPACITY_FREE,
-                      Agg("sum", Num(1.0) - util.where(namespace=""), by=PLACE),
+                      Agg("sum", Num(1.0) - Bin("and", freshest(util),
+                                                util.where(namespace="")).matching(_SERIES),
+                          by=PLACE),
                       "The unused capacity of a site's free accelerators (no pod holds them: "
                       "no namespace label), what others could use; with the allocated part "
                       "it adds up to site:accelerator_idle_capacity:sum."),
         RecordingRule(IDLE_CAPACITY_ALLOCATED,
-                      Agg("sum", Num(1.0) - util.where(namespace=Match("!=", "")),
+                      Agg("sum", Num(1.0) - Bin("and", freshest(util), util.where(
+                          namespace=Match("!=", ""))).matching(_SERIES),
                           by=(*PLACE, "namespace")),
                       "The unused capacity of the accelerators a namespace's pods hold, per "
                       "site and namespace (Kubernetes allocation from the kubelet): held by "

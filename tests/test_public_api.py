@@ -129,7 +129,8 @@ PUBLIC: dict[str, set[str]] = {
         "SAMPLE_INTERVALS", "UID", "completeness", "regulator_dashboard"},
     "computewatch.dashboards.rules": {
         "IDLE_CAPACITY", "IDLE_CAPACITY_ALLOCATED", "IDLE_CAPACITY_FREE", "PLACE", "RULES_FILE",
-        "RecordingRule", "alerts_records", "known_records", "recording_rules", "render_rules"},
+        "RecordingRule", "alerts_records", "freshest", "known_records", "recording_rules",
+        "render_rules"},
     "computewatch.dashboards.site": {"UID", "site_dashboard"},
     "computewatch.durations": {
         "Duration", "Interval", "MAX_DURATION_S", "MIN_DURATION_S", "ShortInterval",
