@@ -19,7 +19,8 @@ site's utilization and idle accelerator-hours for a period are one number wherev
 Allocation (Kubernetes: an accelerator is *allocated* while a pod holds it, and its
 ``namespace`` label names the tenant; it is *free* otherwise) splits the idle capacity:
 
-- **Allocated and free idle accelerator-hours** (`allocation_totals`, `idle_split`): the one
+- **Allocated and free idle accelerator-hours** (`allocation_totals`, `idle_split`,
+  `idle_split_windows`): the one
   definition above over the samples of allocated accelerators, and over the rest. The two add
   up to the idle accelerator-hours exactly. The free part is what others could use; the
   allocated part is capacity tenants hold and leave unused.
@@ -46,6 +47,7 @@ from computewatch.topology import Topology
 __all__ = ["ALLOCATION_DEFINITION", "COMPLETENESS_DEFINITION", "DEFINITIONS", "FREE",
            "HELD_IDLE_COLUMNS", "IDLE_DEFINITION", "LEVELS", "SPLIT_COLUMNS", "WINDOW_COLUMNS",
            "Definition", "allocation_totals", "held_idle_windows", "idle_hours", "idle_split",
+           "idle_split_windows",
            "sampling_interval", "utilization_totals", "utilization_windows",
            "utilization_windows_by_definition", "window_totals"]
 
@@ -215,6 +217,30 @@ def idle_split(store: Store, start: datetime, end: datetime, *, by: Sequence[str
     per = per.assign(allocated_idle_hours=per.idle_accelerator_hours.where(~free, 0.0),
                      free_idle_hours=per.idle_accelerator_hours.where(free, 0.0))
     out = per.groupby(list(by), as_index=False)[SPLIT_COLUMNS].sum()
+    return out[cols].reset_index(drop=True)
+
+
+def idle_split_windows(store: Store, period: Period, *, window: timedelta = _HOUR,
+                       interval: timedelta | None = None) -> pd.DataFrame:
+    """Per site and window (from the period's start) with samples: ``time``, ``site`` and
+    `SPLIT_COLUMNS`; two store queries (SUM and COUNT by site, namespace and window), so the
+    split of any run of windows is a sum over its rows."""
+    cols = ["time", "site", *SPLIT_COLUMNS]
+    q = dict(start=period.start, end=period.end, window=window, group_by=("site", "namespace"))
+    total = store.query(Query("accelerator", (_FIELD,), agg=Aggregate.SUM, **q))
+    count = store.query(Query("accelerator", (_FIELD,), agg=Aggregate.COUNT, **q))
+    if total.empty or count.empty:
+        return pd.DataFrame(columns=cols)
+    per = total.rename(columns={_FIELD: "usum"}).merge(
+        count.rename(columns={_FIELD: "samples"}), on=["time", "site", "namespace"])
+    per = per[per.samples > 0].astype({"samples": float, "usum": float})
+    step = interval if interval is not None else sampling_interval(store, period.start,
+                                                                    period.end)
+    idle = idle_hours(per.samples, per.usum, step)
+    free = per.namespace == FREE
+    per = per.assign(idle_accelerator_hours=idle, allocated_idle_hours=idle.where(~free, 0.0),
+                     free_idle_hours=idle.where(free, 0.0))
+    out = per.groupby(["time", "site"], as_index=False)[SPLIT_COLUMNS].sum()
     return out[cols].reset_index(drop=True)
 
 

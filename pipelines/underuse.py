@@ -58,8 +58,7 @@ from computewatch.utilization import (
     DEFINITIONS,
     LEVELS,
     Definition,
-    idle_split,
-    sampling_interval,
+    idle_split_windows,
     utilization_windows_by_definition,
     window_totals,
 )
@@ -117,8 +116,8 @@ def run(store: Store, period: Period, policy: Policy, topology: Topology, *,
             findings.extend(_subject_findings(
                 level, str(subject), g.set_index("time").reindex(grid), policy, topology,
                 chosen[level], span, window, sustained))
-    step = sampling_interval(store, period.start, period.end)
-    findings = [_with_split(store, f, topology, step) for f in findings]
+    split = idle_split_windows(store, period, window=window)
+    findings = [_with_split(split, f, topology) for f in findings]
     any_frame = next(iter(frames.values()))
     sites = any_frame["site"].groupby("subject").accelerators.max() \
         if "site" in any_frame else pd.Series(dtype=float)
@@ -134,13 +133,14 @@ def _members(topology: Topology, level: str, subject: str) -> list[str]:
     return [s.id for s in topology.sites if getattr(s, attr) == subject]
 
 
-def _with_split(store: Store, f: Finding, topology: Topology, step: timedelta) -> Finding:
-    """The finding with its idle accelerator-hours split into allocated and free."""
+def _with_split(split: pd.DataFrame, f: Finding, topology: Topology) -> Finding:
+    """The finding with its idle accelerator-hours split into allocated and free (the
+    windows of its member sites inside its own window)."""
     members = _members(topology, f.subject_type, f.subject)
     if not members:
         return f
-    split = idle_split(store, f.start, f.end, by=("site",), where={"site": members},
-                       interval=step)
+    split = split[split.site.isin(members) & (split.time >= pd.Timestamp(f.start))
+                  & (split.time < pd.Timestamp(f.end))]
     held = float(split.allocated_idle_hours.sum())
     free = float(split.free_idle_hours.sum())
     message = f.message + (f"; {held:,.0f} of them held by pods, {free:,.0f} free"

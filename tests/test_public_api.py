@@ -221,6 +221,7 @@ PUBLIC: dict[str, set[str]] = {
         "ALLOCATION_DEFINITION", "COMPLETENESS_DEFINITION", "DEFINITIONS", "Definition", "FREE",
         "HELD_IDLE_COLUMNS", "IDLE_DEFINITION", "LEVELS", "SPLIT_COLUMNS", "WINDOW_COLUMNS",
         "allocation_totals", "held_idle_windows", "idle_hours", "idle_split",
+        "idle_split_windows",
         "sampling_interval", "utilization_totals", "utilization_windows",
         "utilization_windows_by_definition", "window_totals"},
     "computewatch.validation": {
