@@ -16,6 +16,18 @@ site's utilization and idle accelerator-hours for a period are one number wherev
   time it reported: a window it reported in for half its length counts half an hour per
   hour, never a whole one. The interval is read from the data (`sampling_interval`).
 
+Allocation (Kubernetes: an accelerator is *allocated* while a pod holds it, and its
+``namespace`` label names the tenant; it is *free* otherwise) splits the idle capacity:
+
+- **Allocated and free idle accelerator-hours** (`allocation_totals`, `idle_split`,
+  `idle_split_windows`): the one
+  definition above over the samples of allocated accelerators, and over the rest. The two add
+  up to the idle accelerator-hours exactly. The free part is what others could use; the
+  allocated part is capacity tenants hold and leave unused.
+- **Held-idle card-hours** (`held_idle_windows`): per namespace, the hours its pods held
+  accelerators whose window mean utilization is at most the busy level: who holds idle cards,
+  and for how long (a held card that runs nothing counts whole, not by its unused share).
+
 Aggregation is pushed into the store (SUM, MEAN and COUNT queries by group and window), so
 memory grows with groups x windows, never with samples.
 """
@@ -32,9 +44,11 @@ from computewatch.policy import UtilizationDefinition
 from computewatch.store import Aggregate, Query, Store, resolution
 from computewatch.topology import Topology
 
-__all__ = ["COMPLETENESS_DEFINITION", "DEFINITIONS", "IDLE_DEFINITION", "LEVELS",
-           "WINDOW_COLUMNS", "Definition",
-           "idle_hours", "sampling_interval", "utilization_totals", "utilization_windows",
+__all__ = ["ALLOCATION_DEFINITION", "COMPLETENESS_DEFINITION", "DEFINITIONS", "FREE",
+           "HELD_IDLE_COLUMNS", "IDLE_DEFINITION", "LEVELS", "SPLIT_COLUMNS", "WINDOW_COLUMNS",
+           "Definition", "allocation_totals", "held_idle_windows", "idle_hours", "idle_split",
+           "idle_split_windows",
+           "sampling_interval", "utilization_totals", "utilization_windows",
            "utilization_windows_by_definition", "window_totals"]
 
 Definition = UtilizationDefinition
@@ -54,6 +68,26 @@ IDLE_DEFINITION = ("idle accelerator-hours = sum over utilization samples of "
                    "windows line up with the data; the interval is read from the data (one "
                    "hour over the most samples an accelerator sent in one whole hour of the "
                    "last three hours of data in the period)")
+
+ALLOCATION_DEFINITION = (
+    "an accelerator is allocated while a pod holds it (its namespace label, from the "
+    "kubelet's PodResources API, is set) and free otherwise; idle accelerator-hours split "
+    "exactly into allocated (the samples of allocated accelerators) and free (the rest); "
+    "held-idle card-hours of a namespace = the hours its pods held accelerators whose mean "
+    "utilization over the window was at most the busy level {busy:g}")
+"""The allocation split in words (``{busy}``: the policy's busy level)."""
+
+FREE = ""
+"""The ``namespace`` of a free accelerator (no pod holds it)."""
+
+SPLIT_COLUMNS = ["idle_accelerator_hours", "allocated_idle_hours", "free_idle_hours"]
+"""`idle_split` columns after the group's: idle accelerator-hours, their allocated part and
+their free part (allocated + free = idle)."""
+
+HELD_IDLE_COLUMNS = ["time", "site", "namespace", "pod", "device", "samples", "utilization",
+                     "hours"]
+"""`held_idle_windows` frames: window start, where, who, which card, its samples in the
+window, their mean and the hours they stand for."""
 
 LEVELS = ("site", "cluster", "hub", "province")
 """The levels `utilization_windows` rolls sites up to (from the topology)."""
@@ -162,6 +196,85 @@ def utilization_totals(store: Store, start: datetime, end: datetime, *,
                                                                     where=where)
     out["idle_accelerator_hours"] = idle_hours(out.samples, out.utilization_sum, step)
     return out[cols]
+
+
+def allocation_totals(store: Store, start: datetime, end: datetime, *,
+                      by: Sequence[str] = ("site",),
+                      where: Mapping[str, str | Sequence[str]] | None = None,
+                      interval: timedelta | None = None) -> pd.DataFrame:
+    """`utilization_totals` per ``by`` group and ``namespace`` (`FREE` for free accelerators):
+    the allocated and free samples of each group, each with its idle accelerator-hours."""
+    return utilization_totals(store, start, end, by=tuple(dict.fromkeys((*by, "namespace"))),
+                              where=where, interval=interval)
+
+
+def idle_split(store: Store, start: datetime, end: datetime, *, by: Sequence[str],
+               where: Mapping[str, str | Sequence[str]] | None = None,
+               interval: timedelta | None = None) -> pd.DataFrame:
+    """Per ``by`` group with samples: `SPLIT_COLUMNS` (idle accelerator-hours, the part of
+    allocated accelerators, the part of free ones); the same two store queries as
+    `utilization_totals`, grouped by namespace too."""
+    cols = [*by, *SPLIT_COLUMNS]
+    per = allocation_totals(store, start, end, by=by, where=where, interval=interval)
+    if per.empty:
+        return pd.DataFrame(columns=cols)
+    free = per.namespace == FREE
+    per = per.assign(allocated_idle_hours=per.idle_accelerator_hours.where(~free, 0.0),
+                     free_idle_hours=per.idle_accelerator_hours.where(free, 0.0))
+    out = per.groupby(list(by), as_index=False)[SPLIT_COLUMNS].sum()
+    return out[cols].reset_index(drop=True)
+
+
+def idle_split_windows(store: Store, period: Period, *, window: timedelta = _HOUR,
+                       interval: timedelta | None = None) -> pd.DataFrame:
+    """Per site and window (from the period's start) with samples: ``time``, ``site`` and
+    `SPLIT_COLUMNS`; two store queries (SUM and COUNT by site, namespace and window), so the
+    split of any run of windows is a sum over its rows."""
+    cols = ["time", "site", *SPLIT_COLUMNS]
+    q = dict(start=period.start, end=period.end, window=window, group_by=("site", "namespace"))
+    total = store.query(Query("accelerator", (_FIELD,), agg=Aggregate.SUM, **q))
+    count = store.query(Query("accelerator", (_FIELD,), agg=Aggregate.COUNT, **q))
+    if total.empty or count.empty:
+        return pd.DataFrame(columns=cols)
+    per = total.rename(columns={_FIELD: "usum"}).merge(
+        count.rename(columns={_FIELD: "samples"}), on=["time", "site", "namespace"])
+    per = per[per.samples > 0].astype({"samples": float, "usum": float})
+    step = interval if interval is not None else sampling_interval(store, period.start,
+                                                                    period.end)
+    idle = idle_hours(per.samples, per.usum, step)
+    free = per.namespace == FREE
+    per = per.assign(idle_accelerator_hours=idle, allocated_idle_hours=idle.where(~free, 0.0),
+                     free_idle_hours=idle.where(free, 0.0))
+    out = per.groupby(["time", "site"], as_index=False)[SPLIT_COLUMNS].sum()
+    return out[cols].reset_index(drop=True)
+
+
+def held_idle_windows(store: Store, period: Period, *, busy_level: float,
+                      window: timedelta = timedelta(hours=1),
+                      where: Mapping[str, str | Sequence[str]] | None = None,
+                      interval: timedelta | None = None) -> pd.DataFrame:
+    """`HELD_IDLE_COLUMNS` rows: every window (from the period's start) in which a pod held
+    an accelerator whose mean utilization was at most ``busy_level``. One MEAN and one COUNT
+    query by site, namespace, pod and device per window; memory grows with devices x
+    windows. ``hours`` = samples x ``interval`` (default: `sampling_interval` of the period).
+    """
+    q = dict(start=period.start, end=period.end, where=dict(where or {}), window=window,
+             group_by=("site", "namespace", "pod", "device"))
+    mean = store.query(Query("accelerator", (_FIELD,), agg=Aggregate.MEAN, **q))
+    if mean.empty:
+        return pd.DataFrame(columns=HELD_IDLE_COLUMNS)
+    keys = ["time", "site", "namespace", "pod", "device"]
+    held = mean[(mean.namespace != FREE) & (mean[_FIELD] <= busy_level)]
+    if held.empty:
+        return pd.DataFrame(columns=HELD_IDLE_COLUMNS)
+    count = store.query(Query("accelerator", (_FIELD,), agg=Aggregate.COUNT, **q))
+    out = held.rename(columns={_FIELD: "utilization"}).merge(
+        count.rename(columns={_FIELD: "samples"}), on=keys)
+    step = interval if interval is not None else sampling_interval(
+        store, period.start, period.end, where=where)
+    out["samples"] = out.samples.astype(float)
+    out["hours"] = out.samples * (step / _HOUR)
+    return out.sort_values(keys)[HELD_IDLE_COLUMNS].reset_index(drop=True)
 
 
 def _site_aggregates(store: Store, period: Period, window: timedelta, busy_level: float,

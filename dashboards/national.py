@@ -17,6 +17,8 @@ from computewatch.dashboards._panels import (
     BY_THRESHOLDS,
     DATASOURCE,
     GAZETTEER,
+    merge,
+    organize,
     place_table,
     prom,
     steps,
@@ -26,13 +28,19 @@ from computewatch.dashboards.query import (
     RANGE,
     RANGE_SECONDS,
     Agg,
+    Bin,
     Expr,
     OverTime,
     by_place,
     recorded,
     series,
 )
-from computewatch.dashboards.rules import IDLE_CAPACITY, PLACE
+from computewatch.dashboards.rules import (
+    IDLE_CAPACITY,
+    IDLE_CAPACITY_ALLOCATED,
+    IDLE_CAPACITY_FREE,
+    PLACE,
+)
 from computewatch.policy import Policy
 from computewatch.thresholds import site_minimum_rules, tier_budget_rules
 from computewatch.topology import Topology
@@ -231,6 +239,52 @@ def _hub_utilization(policy: Policy) -> timeseries.Panel:
                     .placement(cm.LegendPlacement.RIGHT).calcs(["mean", "min", "max"])))
 
 
+def _idle_split() -> timeseries.Panel:
+    """Idle capacity now, free versus held by pods, nationally."""
+    free = Agg("sum", recorded(IDLE_CAPACITY_FREE))
+    held = Agg("sum", recorded(IDLE_CAPACITY_ALLOCATED))
+    return (timeseries.Panel().title("Idle capacity: free vs held by pods")
+            .datasource(DATASOURCE)
+            .description("Unused accelerator capacity (the sum of 1 - utilization, in "
+                         "accelerators) split by Kubernetes allocation: free accelerators, "
+                         "which others could use, and accelerators a pod holds but leaves "
+                         "unused. The two add up to the idle capacity; their mean over a "
+                         "period times its hours is the idle accelerator-hours of the report.")
+            .height(9).span(12)
+            .with_target(prom(free, "A", legend="free"))
+            .with_target(prom(held, "B", legend="held by pods"))
+            .unit("short").min(0)
+            .stacking(cb.StackingConfig().mode(cm.StackingMode.NORMAL))
+            .fill_opacity(30))
+
+
+def _namespace_table() -> table.Panel:
+    """Who holds idle accelerators: idle accelerator-hours held, per site and namespace."""
+    # The mean over the rule's evaluations, counting those in which the namespace held
+    # nothing (no series then) as zero: its sum over the range / the evaluations of the
+    # site's idle capacity, which is recorded at every one.
+    held = Agg("sum", OverTime("sum_over_time", recorded(IDLE_CAPACITY_ALLOCATED), RANGE),
+               by=(*PLACE, "namespace"))
+    evaluations = OverTime("count_over_time", recorded(IDLE_CAPACITY), RANGE)
+    hours = Bin("/", held, evaluations).matching(PLACE, ()) * RANGE_SECONDS / 3600
+    panel = (table.Panel().title("Allocated but idle, by namespace").datasource(DATASOURCE)
+             .description("Per site and Kubernetes namespace: the idle accelerator-hours of "
+                          "the accelerators its pods held over the selected period (capacity "
+                          "a tenant holds and leaves unused; the surplus pipeline does not "
+                          "offer it). Most first. The report's namespace table adds how long "
+                          "each held idle cards.")
+             .height(9).span(12))
+    panel = (panel.with_target(prom(hours, "A", instant=True, table=True))
+             .with_transformation(merge())
+             .with_transformation(organize({"Value #A": "idle acc-h held"},
+                                           order=("site", "namespace", "hub", "cluster",
+                                                  "idle acc-h held"))))
+    return (panel.sort_by([cb.TableSortByFieldState().display_name("idle acc-h held")
+                           .desc(True)])
+            .data_links(_site_link())
+            .override_by_name("idle acc-h held", [dm.DynamicConfigValue("decimals", 0)]))
+
+
 def national_dashboard(topology: Topology, policy: Policy) -> db.Dashboard:
     d = (db.Dashboard("computewatch · National overview").uid(UID)
          .tags(["computewatch", "national"]).time("now-24h", "now").refresh("1m")
@@ -240,4 +294,5 @@ def national_dashboard(topology: Topology, policy: Policy) -> db.Dashboard:
     for p in _stats(policy):
         d = d.with_panel(p)
     return (d.with_panel(_map(policy)).with_panel(_underused_table(topology, policy))
-            .with_panel(_hub_utilization(policy)))
+            .with_panel(_hub_utilization(policy)).with_panel(_idle_split())
+            .with_panel(_namespace_table()))

@@ -309,7 +309,7 @@ class OverTime(Expr):
 class Fn(Expr):
     """A PromQL function of one expression and literal arguments (clamp_max, abs, ...)."""
 
-    name: Literal["clamp_max", "clamp_min", "abs", "round"]
+    name: Literal["clamp_max", "clamp_min", "abs", "round", "timestamp"]
     expr: Expr
     args: tuple[float, ...] = ()
 

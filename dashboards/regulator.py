@@ -44,11 +44,13 @@ SAMPLE_INTERVALS = ("60", "15", "30", "300")
 agent's default collection interval)."""
 
 
-def completeness(selector: Selector) -> Expr:
+def completeness(selector: Selector, unit: str) -> Expr:
     """Share of the expected samples that arrived over the period, per site: samples received
-    / (series seen x period / expected interval), capped at 1."""
+    / (``unit``s seen (devices, meters) x period / expected interval), capped at 1. Units,
+    not series: a card whose pod changed has a series per pod, and is still one card."""
     received = Agg("sum", OverTime("count_over_time", selector, RANGE), by=PLACE)
-    seen = Agg("count", OverTime("count_over_time", selector, RANGE), by=PLACE)
+    seen = Agg("count", Agg("count", OverTime("count_over_time", selector, RANGE),
+                            by=(*PLACE, unit)), by=PLACE)
     return Fn("clamp_max", received / (seen * RANGE_SECONDS / SAMPLE_INTERVAL), (1,))
 
 
@@ -62,11 +64,11 @@ def _queries(topology: Topology, policy: Policy) -> list[tuple[str, str, Expr]]:
         ("A", "utilization", util),
         ("B", "minimum", by_place(util, minimum)),
         ("C", "utilization ok", util.ge(by_place(util, minimum), bool_=True)),
-        ("D", "utilization data", completeness(series("accelerator.utilization_ratio"))),
+        ("D", "utilization data", completeness(series("accelerator.utilization_ratio"), "device")),
         ("E", "PUE", pue),
         ("F", "PUE target", by_place(pue, target)),
         ("G", "PUE ok", pue.le(by_place(pue, target), bool_=True)),
-        ("H", "meter data", completeness(meters)),
+        ("H", "meter data", completeness(meters, "meter")),
     ]
 
 

@@ -19,15 +19,28 @@ from pathlib import Path
 
 import yaml
 
-from computewatch.dashboards.query import Agg, Bin, Expr, Match, Num, OverTime, Window, series
+from computewatch.dashboards.query import (
+    Agg,
+    Bin,
+    Expr,
+    Fn,
+    Match,
+    Num,
+    OverTime,
+    Window,
+    series,
+)
 from computewatch.policy import Policy
 
 __all__ = [
     "IDLE_CAPACITY",
+    "IDLE_CAPACITY_ALLOCATED",
+    "IDLE_CAPACITY_FREE",
     "PLACE",
     "RULES_FILE",
     "RecordingRule",
     "alerts_records",
+    "freshest",
     "known_records",
     "recording_rules",
     "render_rules",
@@ -37,6 +50,12 @@ PLACE = ("hub", "cluster", "site")
 IDLE_CAPACITY = "site:accelerator_idle_capacity:sum"
 """Per site, the sum over reporting accelerators of (1 - utilization): averaged over a period
 and multiplied by its hours, the idle accelerator-hours (`computewatch.utilization`)."""
+IDLE_CAPACITY_FREE = "site:accelerator_idle_capacity_free:sum"
+"""`IDLE_CAPACITY` of the accelerators no pod holds (no ``namespace`` label): what others
+could use (`computewatch.utilization.ALLOCATION_DEFINITION`)."""
+IDLE_CAPACITY_ALLOCATED = "namespace:accelerator_idle_capacity_allocated:sum"
+"""`IDLE_CAPACITY` of the accelerators a namespace's pods hold, per site and namespace; with
+the free part it adds up to `IDLE_CAPACITY`."""
 RULES_FILE = "rules/computewatch-dashboards.yml"
 """Where the rendered file goes, relative to the dashboards directory."""
 
@@ -48,6 +67,19 @@ _HEADER = (
     "# build` from dashboards/rules.py and the policy; edit those, not this file.\n"
     "# Load into vmalert (-rule=) or Prometheus (rule_files) next to alerts/rules/*.yml.\n"
 )
+
+
+_SERIES = ("device", "pod", "namespace")
+"""What tells an accelerator's series apart once pods hold it (the kubelet's labels)."""
+
+
+def freshest(expr: Expr) -> Expr:
+    """``expr`` with one series per accelerator: when the pod holding a card changes, the
+    series of the old pod stays visible for the lookback after its last sample; it is
+    dropped for the one with the newest sample, so a card is never counted twice."""
+    stamp = Fn("timestamp", expr)
+    stale = Bin("<", stamp, Agg("max", stamp, by=("device",))).matching(("device",), ())
+    return Bin("unless", expr, stale).matching(_SERIES)
 
 
 @dataclass(frozen=True)
@@ -85,11 +117,27 @@ def recording_rules(policy: Policy) -> list[RecordingRule]:
                       "Mean utilization of a hub's accelerators."),
         RecordingRule("national:accelerator_utilization_ratio:avg", Agg("avg", util),
                       "Mean utilization of every accelerator."),
-        RecordingRule(IDLE_CAPACITY, Agg("sum", Num(1.0) - util, by=PLACE),
+        RecordingRule(IDLE_CAPACITY, Agg("sum", Num(1.0) - freshest(util), by=PLACE),
                       "Unused capacity of a site's accelerators, the sum of (1 - utilization) "
-                      "over those reporting; its mean over a period times the period's hours "
+                      "over those reporting (one series per accelerator: a pod's series that "
+                      "another replaced is dropped); its mean over a period times the "
+                      "period's hours "
                       "is the idle accelerator-hours as computewatch.utilization defines them "
                       "(the summary's and the report's)."),
+        RecordingRule(IDLE_CAPACITY_FREE,
+                      Agg("sum", Num(1.0) - Bin("and", freshest(util),
+                                                util.where(namespace="")).matching(_SERIES),
+                          by=PLACE),
+                      "The unused capacity of a site's free accelerators (no pod holds them: "
+                      "no namespace label), what others could use; with the allocated part "
+                      "it adds up to site:accelerator_idle_capacity:sum."),
+        RecordingRule(IDLE_CAPACITY_ALLOCATED,
+                      Agg("sum", Num(1.0) - Bin("and", freshest(util), util.where(
+                          namespace=Match("!=", ""))).matching(_SERIES),
+                          by=(*PLACE, "namespace")),
+                      "The unused capacity of the accelerators a namespace's pods hold, per "
+                      "site and namespace (Kubernetes allocation from the kubelet): held by "
+                      "a tenant and left unused."),
         RecordingRule("site:pue_energy_ratio:1h", energy("facility") / energy("it"),
                       "Energy-based interim PUE over the last hour: facility energy / IT energy "
                       "(ISO/IEC 30134-2), counters by increase() (resets undone on the raw "

@@ -9,11 +9,17 @@ The national plan asks for compute to reach users within 1 ms (metro), 5 ms (reg
   direction; the lowest such link median wins (the city's best measured entry point).
   Otherwise it is *estimated*: great-circle km x 10 µs/km x the policy's route-inflation limit,
   the slowest route the MIIT plan allows, so an estimate never flatters a far site.
+- Only free capacity is offered: an accelerator a pod holds (its ``namespace`` label is set,
+  `computewatch.utilization.ALLOCATION_DEFINITION`) is not surplus, however idle.
 - Idle accelerator-hours of a (site, ecosystem, model) group: the core's one definition
-  (`computewatch.utilization.utilization_totals`: (samples - utilization sum) x the sampling
-  interval, from one SUM and one COUNT query grouped by site, ecosystem and model).
-- Idle cards now: devices whose mean utilization over the last hour of the period is below
-  the policy's busy level (one query grouped by device over that hour only).
+  over the free accelerators' samples (`computewatch.utilization.allocation_totals`:
+  (samples - utilization sum) x the sampling interval, from one SUM and one COUNT query
+  grouped by site, ecosystem, model and namespace).
+- Idle cards now: free devices whose mean utilization over the last hour of the period is
+  below the policy's busy level (one query grouped by device over that hour only).
+- Reclaimable, stated apart: the cards pods hold idle now, and the idle accelerator-hours of
+  the windows in which pods held cards idle over the period
+  (`computewatch.utilization.held_idle_windows`): what reclaiming them would add.
 
 Memory grows with the devices of the last hour plus sites x groups, never with raw samples.
 Findings are INFO: surplus is an opportunity, not a violation.
@@ -38,7 +44,12 @@ from computewatch.topology import (
     fiber_min_rtt_s,
     great_circle_km,
 )
-from computewatch.utilization import sampling_interval, utilization_totals
+from computewatch.utilization import (
+    FREE,
+    allocation_totals,
+    held_idle_windows,
+    sampling_interval,
+)
 
 __all__ = ["SURPLUS_COLUMNS", "run", "surplus"]
 
@@ -51,15 +62,19 @@ BEYOND = "beyond"
 
 SURPLUS_COLUMNS = ["site", "hub", "cluster", "city_rtt_s", "rtt_source", "tier_circle",
                    "ecosystem", "model", "accelerators", "idle_cards",
-                   "idle_accelerator_hours", "mean_utilization"]
+                   "idle_accelerator_hours", "mean_utilization", "reclaimable_cards",
+                   "reclaimable_accelerator_hours"]
 
 DEFINITION = (
     "RTT city->site: median over the period of the window p50 RTT of probed links between a "
     "site in the city (same name or within {metro_km:g} km) and the site, either direction, "
     "lowest link wins (observed); else great-circle km x 10 us/km x route inflation "
-    "{inflation:g} (estimated). Idle accelerator-hours: sum over utilization samples of "
-    "(1 - utilization) x the sampling interval, inferred from the data. Idle "
-    "cards: devices whose mean utilization over the period's last hour is below {busy:g}.")
+    "{inflation:g} (estimated). Only free accelerators (no pod holds them) are offered. "
+    "Idle accelerator-hours: sum over the free accelerators' utilization samples of "
+    "(1 - utilization) x the sampling interval, inferred from the data. Idle cards: free "
+    "devices whose mean utilization over the period's last hour is below {busy:g}. "
+    "Reclaimable, apart: cards pods hold with a last-hour mean below {busy:g}, and the idle "
+    "accelerator-hours of the hourly windows in which pods held cards at most that busy.")
 
 _GROUP = ("site", "ecosystem", "model")
 _UTIL = "utilization_ratio"
@@ -178,10 +193,13 @@ def _idle_capacity(store: Store, period: Period, policy: Policy, *,
                   sites: Sequence[str] | None = None, ecosystem: str | None = None,
                   model: str | None = None) -> pd.DataFrame:
     """Per (site, ecosystem, model) with samples in the period: ``accelerators``,
-    ``idle_cards``, ``idle_accelerator_hours``, ``mean_utilization``, ``samples``, ``step_h``.
+    ``idle_cards`` and ``idle_accelerator_hours`` (free accelerators only),
+    ``mean_utilization`` (all), ``samples`` (all), ``step_h``, ``reclaimable_cards`` and
+    ``reclaimable_accelerator_hours`` (cards pods hold idle).
     """
     cols = [*_GROUP, "accelerators", "idle_cards", "idle_accelerator_hours",
-            "mean_utilization", "samples", "step_h"]
+            "mean_utilization", "samples", "step_h", "reclaimable_cards",
+            "reclaimable_accelerator_hours"]
     where: dict[str, str | list[str]] = {}
     if sites is not None:
         if not sites:
@@ -199,24 +217,40 @@ def _idle_capacity(store: Store, period: Period, policy: Policy, *,
     if series.empty:
         return pd.DataFrame(columns=cols)
     step = sampling_interval(store, period.start, period.end, where=where)
-    out = utilization_totals(store, period.start, period.end, by=_GROUP, where=where,
-                             interval=step)
-    if out.empty:
+    per = allocation_totals(store, period.start, period.end, by=_GROUP, where=where,
+                            interval=step)
+    if per.empty:
         return pd.DataFrame(columns=cols)
-    out = out.rename(columns={"utilization": "mean_utilization"})
+    free = per.namespace == FREE
+    g = per.assign(free_idle=per.idle_accelerator_hours.where(free, 0.0)) \
+        .groupby(list(_GROUP), as_index=False)[["samples", "utilization_sum", "free_idle"]].sum()
+    out = pd.DataFrame({**{k: g[k] for k in _GROUP}, "samples": g.samples,
+                        "mean_utilization": g.utilization_sum / g.samples,
+                        "idle_accelerator_hours": g.free_idle})
 
+    busy = policy.utilization.busy_level.value
     last_start = max(period.start, period.end - timedelta(hours=1))
     dev_mean = store.query(Query("accelerator", (_UTIL,), last_start, period.end, where=where,
-                                 group_by=(*_GROUP, "device"))).drop(columns="time")
-    busy = policy.utilization.busy_level.value
-    idle_now = dev_mean[dev_mean[_UTIL] < busy].groupby(list(_GROUP)).size() \
-        .rename("idle_cards").reset_index()
+                                 group_by=(*_GROUP, "namespace", "device"))).drop(columns="time")
+    idle = dev_mean[dev_mean[_UTIL] < busy]
+    held_now = idle[idle.namespace != FREE]
+    free_now = idle[(idle.namespace == FREE) & ~idle.device.isin(held_now.device)]
+    idle_now = free_now.groupby(list(_GROUP)).device.nunique().rename("idle_cards")
+    reclaim_now = held_now.groupby(list(_GROUP)).device.nunique().rename("reclaimable_cards")
 
-    devices = series.groupby(list(_GROUP)).device.nunique().rename("accelerators").reset_index()
-    out = out.merge(devices, on=list(_GROUP), how="left").merge(idle_now, on=list(_GROUP),
-                                                                how="left")
-    out["accelerators"] = out.accelerators.fillna(0).astype(int)
-    out["idle_cards"] = out.idle_cards.fillna(0).astype(int)
+    held = held_idle_windows(store, period, busy_level=busy, where=where, interval=step)
+    kinds = series.drop_duplicates("device").set_index("device")[["ecosystem", "model"]]
+    held = held.join(kinds, on="device")
+    reclaim_h = (held.hours * (1.0 - held.utilization)).groupby(
+        [held.site, held.ecosystem, held.model]).sum().rename("reclaimable_accelerator_hours")
+    reclaim_h.index.names = list(_GROUP)
+
+    devices = series.groupby(list(_GROUP)).device.nunique().rename("accelerators")
+    for extra in (devices, idle_now, reclaim_now, reclaim_h):
+        out = out.merge(extra.reset_index(), on=list(_GROUP), how="left")
+    for name in ("accelerators", "idle_cards", "reclaimable_cards"):
+        out[name] = out[name].fillna(0).astype(int)
+    out["reclaimable_accelerator_hours"] = out.reclaimable_accelerator_hours.fillna(0.0)
     out["step_h"] = step / timedelta(hours=1)
     return out[cols].reset_index(drop=True)
 
@@ -276,6 +310,8 @@ def _finding(city: DemandCity, circle: float, inside: pd.DataFrame, period: Peri
             "models": sorted(idle_models.index.astype(str),
                              key=lambda m: (-int(idle_models[m]), m)),
             "sites": sorted(g[g.idle_cards > 0].site.unique().tolist()),
+            "reclaimable_cards": int(g.reclaimable_cards.sum()),
+            "reclaimable_accelerator_hours": float(g.reclaimable_accelerator_hours.sum()),
         }
     idle = sum(e["idle_cards"] for e in by_eco.values())
     hours = sum(e["idle_accelerator_hours"] for e in by_eco.values())
@@ -295,8 +331,13 @@ def _finding(city: DemandCity, circle: float, inside: pd.DataFrame, period: Peri
     if hours:
         split = ", ".join(f"{e.upper()} {_hours(by_eco[e]['idle_accelerator_hours'])}"
                           for e in order if by_eco[e]["idle_accelerator_hours"])
-        message += (f"; {_hours(hours)} idle accelerator-hours over {period.hours:g} h "
+        message += (f"; {_hours(hours)} free idle accelerator-hours over {period.hours:g} h "
                     f"({split})")
+    reclaim_cards = sum(e["reclaimable_cards"] for e in by_eco.values())
+    reclaim_hours = sum(e["reclaimable_accelerator_hours"] for e in by_eco.values())
+    if reclaim_cards or reclaim_hours:
+        message += (f"; reclaiming cards that pods hold idle would add {reclaim_cards:,} "
+                    f"now and {_hours(reclaim_hours)} accelerator-hours over the period")
     return Finding(
         pipeline=PIPELINE, rule=RULE, subject_type="city", subject=city.id,
         severity=Severity.INFO, observed=float(idle), threshold=0.0, unit="accelerators",
@@ -305,6 +346,8 @@ def _finding(city: DemandCity, circle: float, inside: pd.DataFrame, period: Peri
         detail={"circle_s": circle, "tier": _circle_name(policy, circle),
                 "variant": f"{circle * 1000:g}ms", "idle_cards": idle,
                 "idle_accelerator_hours": hours, "sites": int(inside.site.nunique()),
+                "reclaimable_cards": reclaim_cards,
+                "reclaimable_accelerator_hours": reclaim_hours,
                 "observed_rtt_sites": int(inside[inside.rtt_source == "observed"]
                                           .site.nunique()),
                 "by_ecosystem": by_eco})

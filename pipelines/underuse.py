@@ -29,12 +29,19 @@ the idle share (1 - the value) and its completeness: the mean of its windows' co
 cluster's, hub's or province's counts its silent member sites). Minimums come from the
 policy per level, region and subject.
 
+Idle capacity is split by allocation (`computewatch.utilization.ALLOCATION_DEFINITION`):
+each finding's idle accelerator-hours come with their allocated part (cards pods held) and
+their free part (``detail["allocated_idle_hours"]``, ``detail["free_idle_hours"]``; they
+add up), and namespaces whose pods hold cards idle for the sustained hours get findings of
+their own (rule ``allocated_idle``, `computewatch.pipelines._held_idle`).
+
 All aggregation is pushed into the store: windowed queries per site and device, so memory
 grows with devices x windows, not with samples.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import numpy as np
@@ -42,6 +49,7 @@ import pandas as pd
 
 from computewatch.findings import Finding, Period, Severity
 from computewatch.pipelines._episodes import sustained_below
+from computewatch.pipelines._held_idle import allocated_idle_findings
 from computewatch.policy import Policy
 from computewatch.store import Store
 from computewatch.topology import Topology
@@ -50,6 +58,7 @@ from computewatch.utilization import (
     DEFINITIONS,
     LEVELS,
     Definition,
+    idle_split_windows,
     utilization_windows_by_definition,
     window_totals,
 )
@@ -107,7 +116,37 @@ def run(store: Store, period: Period, policy: Policy, topology: Topology, *,
             findings.extend(_subject_findings(
                 level, str(subject), g.set_index("time").reindex(grid), policy, topology,
                 chosen[level], span, window, sustained))
+    split = idle_split_windows(store, period, window=window)
+    findings = [_with_split(split, f, topology) for f in findings]
+    any_frame = next(iter(frames.values()))
+    sites = any_frame["site"].groupby("subject").accelerators.max() \
+        if "site" in any_frame else pd.Series(dtype=float)
+    findings.extend(allocated_idle_findings(
+        store, period, policy, topology, window=window, sustained_hours=sustained,
+        site_accelerators={str(k): float(v) for k, v in sites.items()}))
     return findings
+
+
+def _members(topology: Topology, level: str, subject: str) -> list[str]:
+    """The topology sites a subject of ``level`` covers."""
+    attr = {"site": "id", "cluster": "cluster", "hub": "hub", "province": "province"}[level]
+    return [s.id for s in topology.sites if getattr(s, attr) == subject]
+
+
+def _with_split(split: pd.DataFrame, f: Finding, topology: Topology) -> Finding:
+    """The finding with its idle accelerator-hours split into allocated and free (the
+    windows of its member sites inside its own window)."""
+    members = _members(topology, f.subject_type, f.subject)
+    if not members:
+        return f
+    split = split[split.site.isin(members) & (split.time >= pd.Timestamp(f.start))
+                  & (split.time < pd.Timestamp(f.end))]
+    held = float(split.allocated_idle_hours.sum())
+    free = float(split.free_idle_hours.sum())
+    message = f.message + (f"; {held:,.0f} of them held by pods, {free:,.0f} free"
+                           if held > 0 else "")
+    return replace(f, message=message, detail={**f.detail, "allocated_idle_hours": held,
+                                               "free_idle_hours": free})
 
 
 def _subject_findings(level: str, subject: str, s: pd.DataFrame, policy: Policy,

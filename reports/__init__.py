@@ -15,6 +15,7 @@ from computewatch.reports._html import render_html
 from computewatch.reports._methodology import Entry, methodology
 from computewatch.reports._model import (
     COLUMNS,
+    NAMESPACE_COLUMNS,
     SHIPPED_POLICY,
     EmptyPeriodError,
     Report,
@@ -28,6 +29,7 @@ from computewatch.reports._write import REPORT_FORMATS, default_report_path, wri
 __all__ = [
     "COLUMNS",
     "HEADLESS_FLAGS",
+    "NAMESPACE_COLUMNS",
     "PERIOD_FORMS",
     "REPORT_FORMATS",
     "SHIPPED_POLICY",

@@ -17,7 +17,11 @@ from computewatch.reports._period import CHINA
 from computewatch.reports._plots import latency_plot, pue_plot, utilization_plot
 from computewatch.utilization import DEFINITIONS
 
-__all__ = ["FINDINGS_SHOWN", "render_html"]
+__all__ = ["FINDINGS_SHOWN", "NAMESPACES_SHOWN", "render_html"]
+
+NAMESPACES_SHOWN = 30
+"""Rows of the per-namespace table shown (most held-idle card-hours first; the CSV of
+``computewatch analyze`` and the report model hold every one)."""
 
 FINDINGS_SHOWN = 25
 """Findings listed one by one per pipeline (most severe first), so a pipeline with thousands
@@ -226,6 +230,8 @@ def render_html(report: Report) -> str:
         plots=_plots(report), findings_total=len(report.findings),
         findings_shown=len(shown), per_pipeline=FINDINGS_SHOWN, by_rule=by_rule, findings=shown,
         planning=_planning(report),
+        namespaces=report.namespaces.head(NAMESPACES_SHOWN).to_dict("records"),
+        namespaces_total=len(report.namespaces),
         coverage=_coverage(report),
         methodology=[(t, list(g)) for t, g in groupby(entries, key=lambda e: e.topic)],
         policy_note=report.policy_name,

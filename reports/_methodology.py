@@ -21,7 +21,7 @@ from computewatch.pue import (
 )
 from computewatch.reports._model import COLUMNS, Report
 from computewatch.topology import Tier
-from computewatch.utilization import DEFINITIONS, IDLE_DEFINITION
+from computewatch.utilization import ALLOCATION_DEFINITION, DEFINITIONS, IDLE_DEFINITION
 
 __all__ = ["Entry", "methodology"]
 
@@ -92,6 +92,10 @@ def _utilization(report: Report) -> list[Entry]:
                              entry.source))
     out.append(Entry(topic, "idle accelerator-hours", IDLE_DEFINITION, "",
                      f"{METHOD} (computewatch/utilization.py)"))
+    out.append(Entry(topic, "allocated and free",
+                     ALLOCATION_DEFINITION.format(busy=u.busy_level.value), "",
+                     f"{METHOD} (computewatch/utilization.py); allocation from the kubelet's "
+                     "PodResources API"))
     return out
 
 

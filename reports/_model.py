@@ -35,12 +35,17 @@ from computewatch.store import Store
 from computewatch.topology import Topology
 from computewatch.utilization import (
     DEFINITIONS,
+    FREE,
+    allocation_totals,
+    held_idle_windows,
+    idle_split,
+    sampling_interval,
     utilization_windows_by_definition,
     window_totals,
 )
 
-__all__ = ["COLUMNS", "SHIPPED_POLICY", "EmptyPeriodError", "Report", "build_report",
-           "check_scope"]
+__all__ = ["COLUMNS", "NAMESPACE_COLUMNS", "SHIPPED_POLICY", "EmptyPeriodError", "Report",
+           "build_report", "check_scope"]
 
 COLUMNS: dict[str, str] = {
     "level": "site or hub",
@@ -66,6 +71,12 @@ COLUMNS: dict[str, str] = {
                                 "(hub rows: the mean over the hub's sites, a silent one at 0)",
     "idle_accelerator_hours": "sum over utilization samples of (1 - utilization) x the "
                               "sampling interval (time without samples counts for nothing)",
+    "allocated_idle_hours": "the part of idle_accelerator_hours from accelerators a pod held "
+                            "(Kubernetes: the namespace label is set): capacity tenants held "
+                            "and left unused",
+    "free_idle_hours": "the part of idle_accelerator_hours from accelerators no pod held: "
+                       "capacity others could use (allocated_idle_hours + free_idle_hours = "
+                       "idle_accelerator_hours)",
     "pue": "energy-based PUE over the period (facility / IT energy); empty when not stated",
     "pue_target": "the policy PUE target for the region and site",
     "pue_verdict": "pass (<= target), fail, incomplete, no_it_meter, no_facility_meter or "
@@ -108,6 +119,17 @@ COLUMNS: dict[str, str] = {
 }
 """The columns of the report's rows and CSV, in order, with what each holds."""
 
+NAMESPACE_COLUMNS: dict[str, str] = {
+    "site": "the site", "hub": "its hub", "namespace": "the Kubernetes namespace",
+    "allocated_idle_hours": "idle accelerator-hours of the accelerators its pods held",
+    "held_idle_card_hours": "hours its pods held accelerators whose window mean utilization "
+                            "was at most the busy level (a held card counts whole)",
+    "cards_held_idle": "accelerators its pods held idle in at least one window",
+    "hours_holding_idle": "windows in which it held at least one idle accelerator x the "
+                          "window length: for how long it held idle cards",
+}
+"""The columns of the report's per-namespace table, with what each holds."""
+
 SHIPPED_POLICY = "the shipped policy, computewatch/data/policy.yaml"
 
 Progress = Callable[[str], None]
@@ -142,6 +164,9 @@ class Report:
     """The hub rows' utilization definition (``definition`` is the site rows')."""
     verdicts_from_findings: bool = False
     """True when the utilization verdicts are the underuse findings of the analysis."""
+    namespaces: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        columns=list(NAMESPACE_COLUMNS)))
+    """Who holds idle accelerators: one row per site and namespace (`NAMESPACE_COLUMNS`)."""
 
     @property
     def sites(self) -> pd.DataFrame:
@@ -353,6 +378,11 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
     if site_util.empty and not metered and links.empty:
         raise EmptyPeriodError(_empty_message(store, period, hub))
 
+    progress("allocation")
+    step = sampling_interval(store, p.start, p.end)
+    split = idle_split(store, p.start, p.end, by=("site",), interval=step).set_index("site")
+    namespaces = _namespaces(store, p, policy, topology, site_ids, window, step)
+
     findings = analysis.frame()
     status = {s.name: str(s) for s in analysis.status}
     if hub is not None and len(findings):
@@ -372,6 +402,7 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
                "cluster": s.cluster or "", "region": region,
                "accelerators_installed": s.accelerator_count,
                **_utilization_row(site_util[site_util.subject == s.id], n_windows),
+               **_split_row(split, [s.id]),
                "utilization_minimum": float(minimum.value),
                **_pue_row(site_pue, s.id, "site", policy, site_12m),
                "pue_target": float(policy.pue_target_entry(region, s.id).value),
@@ -391,6 +422,7 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
                "cluster": "", "region": h.region,
                "accelerators_installed": sum(r["accelerators_installed"] for r in of_hub),
                **util,
+               **_split_row(split, [x["id"] for x in of_hub]),
                "utilization_minimum": float(minimum.value),
                **_pue_row(hub_pue, h.id, "hub", policy, hub_12m),
                "pue_target": float(policy.pue_target_entry(h.region).value),
@@ -417,7 +449,42 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
                   links.reset_index(drop=True), findings, status,
                   _coverage(store, site_util, readings, links, topology, len(sites),
                             n_windows),
-                  policy_name, hub_definition=chosen["hub"], verdicts_from_findings=by_findings)
+                  policy_name, hub_definition=chosen["hub"], verdicts_from_findings=by_findings,
+                  namespaces=namespaces)
+
+
+def _split_row(split: pd.DataFrame, sites: list[str]) -> dict[str, float]:
+    """The allocated and free parts of the sites' idle accelerator-hours (0 without data)."""
+    got = split[split.index.isin(sites)]
+    return {"allocated_idle_hours": float(got.allocated_idle_hours.sum()),
+            "free_idle_hours": float(got.free_idle_hours.sum())}
+
+
+def _namespaces(store: Store, period: Period, policy: Policy, topology: Topology,
+                site_ids: set[str], window: timedelta, step: timedelta) -> pd.DataFrame:
+    """`NAMESPACE_COLUMNS` rows of the scope's sites, most held-idle card-hours first."""
+    cols = list(NAMESPACE_COLUMNS)
+    per = allocation_totals(store, period.start, period.end, by=("site",), interval=step)
+    per = per[(per.namespace != FREE) & per.site.isin(site_ids)]
+    if per.empty:
+        return pd.DataFrame(columns=cols)
+    held = held_idle_windows(store, period, busy_level=float(policy.utilization.busy_level.value),
+                             window=window, interval=step)
+    held = held[held.site.isin(site_ids)]
+    g = held.groupby(["site", "namespace"])
+    stats = pd.DataFrame({"held_idle_card_hours": g.hours.sum(),
+                          "cards_held_idle": g.device.nunique(),
+                          "hours_holding_idle": g.time.nunique() * (window / timedelta(hours=1))
+                          }).reset_index()
+    out = per.rename(columns={"idle_accelerator_hours": "allocated_idle_hours"}).merge(
+        stats, on=["site", "namespace"], how="left")
+    out[["held_idle_card_hours", "hours_holding_idle"]] = out[
+        ["held_idle_card_hours", "hours_holding_idle"]].fillna(0.0)
+    out["cards_held_idle"] = out.cards_held_idle.fillna(0).astype(int)
+    out["hub"] = [topology.site(s).hub or "" for s in out.site]
+    out = out.sort_values(["held_idle_card_hours", "allocated_idle_hours", "site", "namespace"],
+                          ascending=[False, False, True, True], kind="stable")
+    return out[cols].reset_index(drop=True)
 
 
 def _empty_message(store: Store, period: ReportPeriod, hub: str | None) -> str:

@@ -43,7 +43,7 @@ from computewatch.sim.fake_nvml import FakeNvml
 from computewatch.sim.node import node_from_fleet
 from computewatch.store import open_store
 from computewatch.topology import Topology, load_topology
-from computewatch.utilization import utilization_totals
+from computewatch.utilization import idle_split, utilization_totals
 
 pytestmark = pytest.mark.slow  # a simulated day through VictoriaMetrics and vmalert
 
@@ -340,6 +340,28 @@ def test_idle_accelerator_hours_are_the_cores_definition(loaded):
     # The rule is evaluated once a minute over 5-minute samples: edges of the day and the
     # lost card's last minutes are all that may differ.
     assert float(row["value"][1]) == pytest.approx(by_hand, rel=5e-3)
+
+
+def test_idle_hours_free_and_held_by_pods_are_the_cores_split(loaded):
+    """Issue 17: the national dashboard's free and held-by-pod idle capacity are the core's
+    split (computewatch.utilization.idle_split) from the same VictoriaMetrics store, and both
+    are the sums by hand over the frames' samples with and without a namespace."""
+    frame = loaded.accelerator.select(["namespace", "utilization_ratio"]).to_pandas()
+    idle = (1.0 - frame.utilization_ratio) * (STEP / timedelta(hours=1))
+    free = frame.namespace.astype(str) == ""
+    by_hand_free, by_hand_held = float(idle[free].sum()), float(idle[~free].sum())
+    assert by_hand_free > 0 and by_hand_held > 0
+    store = open_store(f"victoriametrics://{loaded.url.split('://', 1)[1]}")
+    try:
+        split = idle_split(store, START, END, by=("hub",))
+    finally:
+        store.close()
+    assert float(split.free_idle_hours.sum()) == pytest.approx(by_hand_free, rel=1e-9)
+    assert float(split.allocated_idle_hours.sum()) == pytest.approx(by_hand_held, rel=1e-9)
+    rows = _target_rows(loaded, "computewatch-national", "Allocated but idle, by namespace")
+    assert {r["metric"]["namespace"] for r in rows} == set(frame.namespace[~free].astype(str))
+    # Recorded once a minute over 5-minute samples, as the idle accelerator-hours above.
+    assert sum(float(r["value"][1]) for r in rows) == pytest.approx(by_hand_held, rel=5e-3)
 
 
 def test_pue_targets_follow_the_policy_site_override_first(loaded, tmp_path):

@@ -133,8 +133,9 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.dashboards.regulator": {
         "SAMPLE_INTERVALS", "UID", "completeness", "regulator_dashboard"},
     "computewatch.dashboards.rules": {
-        "IDLE_CAPACITY", "PLACE", "RULES_FILE", "RecordingRule", "alerts_records", "known_records",
-        "recording_rules", "render_rules"},
+        "IDLE_CAPACITY", "IDLE_CAPACITY_ALLOCATED", "IDLE_CAPACITY_FREE", "PLACE", "RULES_FILE",
+        "RecordingRule", "alerts_records", "freshest", "known_records", "recording_rules",
+        "render_rules"},
     "computewatch.dashboards.site": {"UID", "site_dashboard"},
     "computewatch.durations": {
         "Duration", "Interval", "MAX_DURATION_S", "MIN_DURATION_S", "ShortInterval",
@@ -179,9 +180,10 @@ PUBLIC: dict[str, set[str]] = {
         "render_root_causes", "render_scores", "render_summary"},
     "computewatch.reports": {
         "COLUMNS", "ChromiumMissingError", "EmptyPeriodError", "Entry", "HEADLESS_FLAGS",
-        "PERIOD_FORMS", "PdfError", "REPORT_FORMATS", "Report", "ReportPeriod", "SHIPPED_POLICY",
-        "build_report", "check_scope", "default_report_path", "find_chromium", "html_to_pdf",
-        "methodology", "parse_period", "render_csv", "render_html", "write_report"},
+        "NAMESPACE_COLUMNS", "PERIOD_FORMS", "PdfError", "REPORT_FORMATS", "Report",
+        "ReportPeriod", "SHIPPED_POLICY", "build_report", "check_scope", "default_report_path",
+        "find_chromium", "html_to_pdf", "methodology", "parse_period", "render_csv",
+        "render_html", "write_report"},
     "computewatch.samples": {
         "EARLIEST_TIME", "LATEST_TIME", "Sample", "TIME", "sample_value", "samples_to_frames"},
     "computewatch.schedule": {"run_every", "write_heartbeat"},
@@ -195,9 +197,13 @@ PUBLIC: dict[str, set[str]] = {
         "DEVICES_PER_NODE", "Fleet", "SiteProfile", "build_fleet", "simulated_meters"},
     "computewatch.sim.hardware": {"AcceleratorSpec", "spec_for"},
     "computewatch.sim.history": {"HOST_FACTOR", "History", "simulate"},
-    "computewatch.sim.incidents": {"GroundTruth", "Incident", "LinkTruth", "UtilizationTruth"},
+    "computewatch.sim.incidents": {"AllocationTruth", "GroundTruth", "Incident", "LinkTruth",
+                                   "UtilizationTruth"},
+    "computewatch.sim.tenants": {"CONTAINER", "HELD_IDLE_SHARE", "NAMESPACES", "job_pod",
+                                 "site_tenants"},
     "computewatch.sim.node": {
-        "DeviceReading", "MIXED", "NodeSim", "mixed_node", "node_from_fleet", "simulated_node"},
+        "Allocation", "DeviceReading", "MIXED", "NodeSim", "mixed_node", "node_from_fleet",
+        "simulated_node"},
     "computewatch.sim.scoring": {
         "MATCHERS", "Matcher", "RuleScore", "SCORE_COLUMNS", "Scorecard", "covered_share",
         "overlap", "overlaps", "score"},
@@ -220,8 +226,10 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.triage": {"JSON_COLUMNS", "RootCause", "group_ids", "root_causes",
                             "triage_frame"},
     "computewatch.utilization": {
-        "COMPLETENESS_DEFINITION", "DEFINITIONS", "Definition", "IDLE_DEFINITION", "LEVELS",
-        "WINDOW_COLUMNS", "idle_hours",
+        "ALLOCATION_DEFINITION", "COMPLETENESS_DEFINITION", "DEFINITIONS", "Definition", "FREE",
+        "HELD_IDLE_COLUMNS", "IDLE_DEFINITION", "LEVELS", "SPLIT_COLUMNS", "WINDOW_COLUMNS",
+        "allocation_totals", "held_idle_windows", "idle_hours", "idle_split",
+        "idle_split_windows",
         "sampling_interval", "utilization_totals", "utilization_windows",
         "utilization_windows_by_definition", "window_totals"},
     "computewatch.validation": {

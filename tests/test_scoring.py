@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -98,7 +99,8 @@ def test_every_registered_rule_is_scored_and_a_rule_without_a_matcher_is_said():
 def test_the_matchers_of_the_pipelines_here_are_registered():
     assert {"site_below_minimum", "cluster_below_minimum", "hub_below_minimum",
             "province_below_minimum", "accelerator_lost", "site_anomaly", "pue_over_target",
-            "pue_excursion", "pue_incomplete", "idle_capacity_within_circle"} <= set(MATCHERS)
+            "pue_excursion", "pue_incomplete", "idle_capacity_within_circle",
+            "allocated_idle"} <= set(MATCHERS)
 
 
 # --- underuse ----------------------------------------------------------------------------------
@@ -198,6 +200,36 @@ def test_the_simulator_meters_everything_so_an_incomplete_finding_is_false():
     assert (got.expected, got.false_positives) == (0, 1)
 
 
+# --- allocation --------------------------------------------------------------------------------
+
+HELD = (T0 + 3 * HOUR, T0 + 15 * HOUR)  # 12 h, over the 6 sustained
+HELD_TRUTH = replace(TRUTH, incidents=[*TRUTH.incidents, Incident(
+    "tenant_idle", "namespace", "vision", *HELD,
+    {"site": "s-busy", "devices": ["s-busy-n0-gpu0", "s-busy-n0-gpu1"], "cards": 2})])
+
+
+def _held(subject: str, start: datetime, end: datetime, devices: list[str]) -> Finding:
+    return finding("allocated_idle", subject, start, end, subject_type="namespace",
+                   site="s-busy", devices=devices)
+
+
+def test_a_namespace_holding_cards_idle_is_found_by_site_namespace_cards_and_time():
+    m = MATCHERS["allocated_idle"]
+    both = ["s-busy-n0-gpu0", "s-busy-n0-gpu1"]
+    # Covers 9 of the 12 h (75%) with both cards: found.
+    got = m([_held("s-busy/vision", T0 + 6 * HOUR, T0 + 16 * HOUR, both)], HELD_TRUTH, DAY)
+    assert (got.true_positives, got.false_negatives, got.false_positives) == (1, 0, 0)
+    # Another namespace, a card that is not the incident's, 5 of 12 h (42%): all false, and
+    # the incident missed.
+    wrong = m([_held("s-busy/speech", *HELD, both),
+               _held("s-busy/vision", *HELD, ["s-busy-n1-gpu0"]),
+               _held("s-busy/vision", T0 + 10 * HOUR, T0 + 15 * HOUR, both)], HELD_TRUTH, DAY)
+    assert (wrong.true_positives, wrong.false_negatives, wrong.false_positives) == (0, 1, 3)
+    # Nothing to find in a truth without the incident, and a claim there is false.
+    none = m([_held("s-busy/vision", *HELD, both)], TRUTH, DAY)
+    assert (none.expected, none.false_positives) == (0, 1)
+
+
 # --- surplus -----------------------------------------------------------------------------------
 
 def _circle(circle_s: float, sites: int, idle_hours: float) -> Finding:
@@ -254,6 +286,7 @@ def test_every_rule_at_full_recall_and_95_percent_precision(analyses, seed):
     found = {s.rule: s.true_positives for s in card.scores}
     assert found["site_below_minimum"] >= 10 and found["site_anomaly"] == 2
     assert found["accelerator_lost"] == 1 and found["idle_capacity_within_circle"] == 45
+    assert found["allocated_idle"] == 1  # the tenant's reserved cards (issue 17)
 
 
 @pytest.mark.parametrize("seed", DEMO_SEEDS)

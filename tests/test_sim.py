@@ -177,7 +177,12 @@ def test_ground_truth_round_trips_and_names_real_subjects(loaded, small_fleet, t
     assert (back.busy_utilization, back.free_utilization) == (
         history.truth.busy_utilization, history.truth.free_utilization)
     kinds = {i.kind for i in back.incidents}
-    assert kinds == {"cluster_idle", "cooling_fault", "link_degraded", "device_lost"}
+    assert kinds == {"cluster_idle", "cooling_fault", "link_degraded", "device_lost",
+                     "tenant_idle"}
+    assert back.allocation == history.truth.allocation
+    held = back.incident("tenant_idle")
+    assert held.detail["site"] in small_fleet.site_ids
+    assert set(held.detail["devices"]) <= set(small_fleet.device_id)
     assert back.incident("cooling_fault").subject in small_fleet.site_ids
     assert back.incident("device_lost").subject in set(small_fleet.device_id)
     for inc in back.incidents:

@@ -10,6 +10,11 @@ The models, kept simple and stated so the pipelines' results can be reasoned abo
 - Utilization: each device is allocated to a job for an hour with probability
   ``p = target / 0.88 x diurnal x weekly``; an allocated device runs at about 88%, a free one
   at about 1%. Diurnal swing peaks at 15:00 China time, weekends are quieter in the east.
+- Tenants (`computewatch.sim.tenants`): a card running a job is held by a pod of one of its
+  site's namespaces; a card running none is still held, idle, with probability 0.2, else it
+  is free. One tenant at one site holds 4 cards of a node idle for 60% of the period (the
+  ``tenant_idle`` incident). The truth records, as each hour is written, every (site,
+  namespace)'s samples, their utilization sum and the samples of cards held idle.
 - Power: idle + (TDP - idle) x utilization^0.85, with noise; the energy counter integrates it.
 - Facility: IT power = accelerator power x 1.6 (hosts, network, storage); facility power =
   IT x PUE, where PUE depends on the site's climate, the season and the time of day.
@@ -32,7 +37,14 @@ import pyarrow as pa
 from computewatch.policy import Policy, load_policy
 from computewatch.samples import TIME
 from computewatch.sim.fleet import Fleet
-from computewatch.sim.incidents import GroundTruth, Incident, LinkTruth, UtilizationTruth
+from computewatch.sim.incidents import (
+    AllocationTruth,
+    GroundTruth,
+    Incident,
+    LinkTruth,
+    UtilizationTruth,
+)
+from computewatch.sim.tenants import CONTAINER, HELD_IDLE_SHARE, NAMESPACES, job_pod, site_tenants
 from computewatch.topology import METRO_MAX_KM, Link, fiber_min_rtt_s, great_circle_km
 
 __all__ = ["HOST_FACTOR", "History", "simulate"]
@@ -51,6 +63,8 @@ _ROUTE_FACTORS = (1.1, 2.0)
 _CHINA_UTC_OFFSET_H = 8
 _PROBES_PER_WINDOW = 60
 _DEGRADED_FROM = 0.9
+_TENANT_IDLE_CARDS = 4
+_TENANT_IDLE_SPAN = (0.25, 0.85)
 
 
 def _normal_cdf(z: float) -> float:
@@ -121,7 +135,13 @@ class History:
         # than the great circle, and the MIIT plan's 1.5 limit is not always met.
         lo, hi = _ROUTE_FACTORS
         self.route_factor = lo + (hi - lo) * rng.beta(2.0, 5.0, len(self.links))
+        self._tenants = site_tenants(fleet)
+        self._nodes, self._node_codes = np.unique(fleet.device_node.astype(str),
+                                                  return_inverse=True)
         self.truth = self._plan(rng)
+        self._alloc_truth = self._allocation_truth()
+        self._count_allocation()
+        self.truth.allocation.extend(self._alloc_truth.values())
         self._acc_labels = self._accelerator_labels()
         self._energy = rng.uniform(1e6, 5e8, fleet.n_devices)  # J since the driver loaded
         n_sites = len(fleet.sites)
@@ -177,6 +197,9 @@ class History:
                                   self.end, {"site": fleet.sites[fleet.device_site[lost]].site.id,
                                              "node": str(fleet.device_node[lost]),
                                              "reason": "fell off the bus (XID 79)"}))
+        tenant_idle = self._tenant_idle(idle_sites | {cooling_site}, at)
+        if tenant_idle is not None:
+            incidents.append(tenant_idle)
         underused = sorted(p.site.id for p in fleet.sites if p.underused)
         doy = self.start.timetuple().tm_yday
         seasonal = 0.06 * np.cos(2 * np.pi * (doy - 200) / 365.0)
@@ -189,6 +212,44 @@ class History:
                            _folded_normal_mean(_FREE_LEVEL, _FREE_SD),
                            float(self.policy.utilization.sustained_hours.value),
                            self._city_rtt(links))
+
+    def _tenant_idle(self, avoid: set[str], at) -> Incident | None:
+        """One namespace holding `_TENANT_IDLE_CARDS` cards of one node idle (its own random
+        stream, so the other incidents draw as before): at a site busy by design, outside
+        the idled cluster and the cooling fault, on one of its largest sites."""
+        f = self.fleet
+        rng = np.random.default_rng([f.seed, 8])
+        cards = np.bincount(f.device_site, minlength=len(f.sites))
+        ok = [i for i, p in enumerate(f.sites) if p.site.id not in avoid and not p.underused
+              and cards[i] >= 2 * _TENANT_IDLE_CARDS]
+        if not ok:
+            return None
+        biggest = sorted(ok, key=lambda i: (-cards[i], i))[:max(1, len(ok) // 2)]
+        s = biggest[int(rng.integers(len(biggest)))]
+        nodes = sorted(set(f.device_node[f.device_site == s]))
+        node = nodes[int(rng.integers(len(nodes)))]
+        devices = sorted(str(d) for d in f.device_id[f.device_node == node])
+        devices = devices[:_TENANT_IDLE_CARDS]
+        tenants = self._tenants[s]
+        namespace = NAMESPACES[tenants[int(rng.integers(len(tenants)))]]
+        site = f.sites[s].site.id
+        return Incident("tenant_idle", "namespace", namespace, at(_TENANT_IDLE_SPAN[0]),
+                        at(_TENANT_IDLE_SPAN[1]),
+                        {"site": site, "node": str(node), "devices": devices,
+                         "cards": len(devices), "pod": f"{namespace}-reserved-"
+                                                       f"{str(node).rsplit('-', 1)[-1]}",
+                         "container": CONTAINER})
+
+    def _allocation_truth(self) -> dict[tuple[int, int], AllocationTruth]:
+        """Empty hour-by-hour truth per (site index, namespace index; -1 free)."""
+        out = {}
+        for s, tenants in enumerate(self._tenants):
+            site = self.fleet.sites[s].site.id
+            for ns in (-1, *tenants):
+                out[(s, ns)] = AllocationTruth(site, NAMESPACES[ns] if ns >= 0 else "",
+                                               [0.0] * self.hours, [0.0] * self.hours,
+                                               [0.0] * self.hours)
+        return out
 
     def _accelerator_labels(self) -> _Labels:
         f = self.fleet
@@ -232,6 +293,9 @@ class History:
                     awake[:, f.site_index[site]] -= share
             elif inc.kind == "device_lost":
                 present[:, f.site_index[inc.detail["site"]]] -= share
+            elif inc.kind == "tenant_idle":
+                s = f.site_index[inc.detail["site"]]
+                awake[:, s] -= share * inc.detail["cards"] / cards[s]
         allocated = p * awake
         var_count = present * p * (1 - p) * awake ** 2  # variance of the allocated count
         groups: dict[tuple[str, str], list[int]] = {}
@@ -328,13 +392,7 @@ class History:
         rng = np.random.default_rng([f.seed, 3, hour])
         times = self._times(hour)
         n_t, n_d = len(times), f.n_devices
-        allocated = rng.random(n_d) < self._allocation_probability(hour)[f.device_site]
-        alloc = np.broadcast_to(allocated, (n_t, n_d)).copy()
-        for inc in self.truth.incidents:
-            if inc.kind == "cluster_idle":
-                mask = self._active_mask(inc, times)
-                if mask.any():
-                    alloc[np.ix_(mask, f.devices_of(inc.detail["sites"]))] = False
+        allocated, alloc, holder, pod_key = self._occupancy(hour, rng)
         busy = np.clip(rng.normal(_BUSY_LEVEL, _BUSY_SD, (n_t, n_d)), *_BUSY_CLIP)
         free = np.clip(np.abs(rng.normal(_FREE_LEVEL, _FREE_SD, (n_t, n_d))), *_FREE_CLIP)
         util = np.where(alloc, busy, free)
@@ -349,18 +407,18 @@ class History:
         mem_used = 512 * 2**20 + mem_share * f.device_memory_bytes
         mem_used = np.broadcast_to(np.minimum(mem_used, f.device_memory_bytes), (n_t, n_d))
         health = np.ones((n_t, n_d))
-        valid = np.ones((n_t, n_d), dtype=bool)
+        valid = self._valid(hour)
         for inc in self.truth.incidents:
             if inc.kind == "device_lost":
                 mask = self._active_mask(inc, times)
                 d = int(np.flatnonzero(f.device_id == inc.subject)[0])
                 health[mask, d] = 0.0
-                valid[mask, d] = False
                 power[mask, d] = 0.0  # for the site's IT sum: a lost card draws ~nothing
         site_it_w = np.zeros((n_t, len(f.sites)))
         for s in range(len(f.sites)):  # a few dozen sites: one vector sum each
             site_it_w[:, s] = power[:, f.device_site == s].sum(axis=1)
         invalid = None if valid.all() else ~valid.ravel()
+        self._record_utilization(hour, np.round(util, 4), holder, valid)
 
         def col(a: np.ndarray) -> pa.Array:
             return pa.array(np.ascontiguousarray(a).ravel(), pa.float64(), mask=invalid)
@@ -368,7 +426,9 @@ class History:
         table = pa.table({
             TIME: pa.array(np.repeat(times, n_d), pa.timestamp("us", tz="UTC")),
             **self._acc_labels.table(n_t),
+            **self._allocation_labels(hour, holder, pod_key),
             "utilization_ratio": col(np.round(util, 4)),
+            "allocated": col((holder >= 0).astype(float)),
             "memory_used_bytes": col(np.broadcast_to(np.round(mem_used, -6), (n_t, n_d))),
             "memory_total_bytes": col(np.broadcast_to(f.device_memory_bytes, (n_t, n_d))),
             "power_watts": col(power),
@@ -377,6 +437,121 @@ class History:
             "health": pa.array(health.ravel(), pa.float64()),
         })
         return table, site_it_w * HOST_FACTOR
+
+    def _holders(self, hour: int, times: np.ndarray, drawn: np.ndarray,
+                 running: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(namespace index or -1 per sample, pod key per sample) for one hour: a running
+        card is held by its drawn namespace, a card drawn to run nothing by it with
+        `HELD_IDLE_SHARE`, a card whose job an idled cluster stopped by none; the
+        ``tenant_idle`` incident's cards by its namespace (their own stream: the load's draws
+        are untouched). Pod keys: namespace x nodes + node, or -2 - k for incident k's pod.
+        So a pod never holds a card idle in a window it also ran a job in."""
+        f = self.fleet
+        rng = np.random.default_rng([f.seed, 7, hour])
+        held = rng.random(f.n_devices) < HELD_IDLE_SHARE
+        pick = rng.integers(0, 2**31 - 1, f.n_devices)
+        width = max(len(t) for t in self._tenants)
+        table = np.array([list(t) + [t[0]] * (width - len(t)) for t in self._tenants])
+        counts = np.array([len(t) for t in self._tenants])
+        ns = table[f.device_site, pick % counts[f.device_site]]
+        holder = np.where(running | (held & ~drawn)[None, :], ns[None, :], -1)
+        node_codes = self._node_codes
+        pod_key = np.where(holder >= 0, holder * len(self._nodes) + node_codes[None, :], -1)
+        for k, inc in enumerate(self.truth.incidents):
+            if inc.kind == "tenant_idle":
+                mask = self._active_mask(inc, times)
+                if mask.any():
+                    devs = np.flatnonzero(np.isin(f.device_id, inc.detail["devices"]))
+                    running[np.ix_(mask, devs)] = False
+                    holder[np.ix_(mask, devs)] = NAMESPACES.index(inc.subject)
+                    pod_key[np.ix_(mask, devs)] = -2 - k
+        return holder, pod_key
+
+    def _allocation_labels(self, hour: int, holder: np.ndarray,
+                           pod_key: np.ndarray) -> dict[str, pa.DictionaryArray]:
+        """The namespace, pod and container of every sample ("" while no pod holds it)."""
+        abs_hour = int(self.start.timestamp() // 3600) + hour
+        keys, codes = np.unique(pod_key.ravel(), return_inverse=True)
+        n_nodes = len(self._nodes)
+        pods = []
+        for key in keys:
+            if key == -1:
+                pods.append("")
+            elif key <= -2:
+                pods.append(self.truth.incidents[-2 - int(key)].detail["pod"])
+            else:
+                pods.append(job_pod(NAMESPACES[int(key) // n_nodes],
+                                    str(self._nodes[int(key) % n_nodes]), abs_hour))
+        held = holder.ravel() >= 0
+        return {
+            "pod": _dict_column(np.array(pods, dtype=object), codes.astype(np.int32)),
+            "namespace": _dict_column(np.array(("", *NAMESPACES), dtype=object),
+                                      (holder.ravel() + 1).astype(np.int32)),
+            "container": _dict_column(np.array(["", CONTAINER], dtype=object),
+                                      held.astype(np.int32)),
+        }
+
+    def _occupancy(self, hour: int, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(drawn to run a job per card, running per sample, holder per sample, pod key per
+        sample) of one hour; ``rng`` is the hour's load stream, of which this takes the first
+        draw (so the plan can replay it without generating the telemetry)."""
+        f = self.fleet
+        times = self._times(hour)
+        allocated = rng.random(f.n_devices) < self._allocation_probability(hour)[f.device_site]
+        alloc = np.broadcast_to(allocated, (len(times), f.n_devices)).copy()
+        for inc in self.truth.incidents:
+            if inc.kind == "cluster_idle":
+                mask = self._active_mask(inc, times)
+                if mask.any():
+                    alloc[np.ix_(mask, f.devices_of(inc.detail["sites"]))] = False
+        holder, pod_key = self._holders(hour, times, allocated, alloc)
+        return allocated, alloc, holder, pod_key
+
+    def _valid(self, hour: int) -> np.ndarray:
+        """Per sample of the hour: False where the card is lost (it writes nothing)."""
+        f = self.fleet
+        times = self._times(hour)
+        valid = np.ones((len(times), f.n_devices), dtype=bool)
+        for inc in self.truth.incidents:
+            if inc.kind == "device_lost":
+                d = int(np.flatnonzero(f.device_id == inc.subject)[0])
+                valid[self._active_mask(inc, times), d] = False
+        return valid
+
+    def _keys(self, holder: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Per written sample: site x (namespaces + 1) + namespace + 1 (0 for free)."""
+        return (self.fleet.device_site[None, :] * (len(NAMESPACES) + 1) + holder + 1)[valid]
+
+    def _count_allocation(self) -> None:
+        """The truth's samples and held-idle samples per (site, namespace) and hour, replayed
+        from the hours' first draws (cheap: no telemetry is generated), so a truth is whole
+        whether or not its telemetry was read."""
+        f = self.fleet
+        width = len(NAMESPACES) + 1
+        size = len(f.sites) * width
+        for hour in range(self.hours):
+            _, running, holder, _ = self._occupancy(
+                hour, np.random.default_rng([f.seed, 3, hour]))
+            valid = self._valid(hour)
+            key = self._keys(holder, valid)
+            samples = np.bincount(key, minlength=size)
+            idle = np.bincount(key, weights=((holder >= 0) & ~running)[valid].astype(float),
+                               minlength=size)
+            for k in np.flatnonzero(samples):
+                entry = self._alloc_truth[(int(k) // width, int(k) % width - 1)]
+                entry.samples[hour] = float(samples[k])
+                entry.idle_samples[hour] = float(idle[k])
+
+    def _record_utilization(self, hour: int, util: np.ndarray, holder: np.ndarray,
+                            valid: np.ndarray) -> None:
+        """Add one hour's written utilization sums to the truth, per (site, namespace)."""
+        width = len(NAMESPACES) + 1
+        key = self._keys(holder, valid)
+        usum = np.bincount(key, weights=util[valid], minlength=len(self.fleet.sites) * width)
+        for k in np.flatnonzero(np.bincount(key, minlength=len(usum))):
+            entry = self._alloc_truth[(int(k) // width, int(k) % width - 1)]
+            entry.utilization_sum[hour] = float(usum[k])
 
     def _facility_hour(self, hour: int, it_w: np.ndarray) -> pa.Table:
         f = self.fleet

@@ -1,12 +1,14 @@
 """Incidents the simulator injects, and the ground truth the pipelines are checked against.
 
 Besides the incidents (a cluster going idle, a cooling fault, a degraded link, a GPU falling
-off the bus) the ground truth records what the simulator configured on purpose: the sites
-set up as chronically underused; every site's, cluster's, hub's and province's expected load
-hour by hour with the minimum and definition the policy applies to it; every link's route
-factor and whether its tier budget is reachable at all over that route; each site's typical
-PUE and its target; and the RTT a demand city can expect to each site. The scorer
-(`computewatch.sim.scoring`) judges findings by these alone.
+off the bus, a tenant holding cards idle for hours) the ground truth records what the
+simulator configured on purpose: the sites set up as chronically underused; every site's,
+cluster's, hub's and province's expected load hour by hour with the minimum and definition
+the policy applies to it; every link's route factor and whether its tier budget is reachable
+at all over that route; each site's typical PUE and its target; the RTT a demand city can
+expect to each site; and, as the history writes them, the samples of the cards each
+namespace held and of the free ones. The scorer (`computewatch.sim.scoring`) judges findings
+by these alone.
 """
 
 from __future__ import annotations
@@ -18,15 +20,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-__all__ = ["GroundTruth", "Incident", "LinkTruth", "UtilizationTruth"]
+__all__ = ["AllocationTruth", "GroundTruth", "Incident", "LinkTruth", "UtilizationTruth"]
 
 
 @dataclass(frozen=True, slots=True)
 class Incident:
     """One injected fault over the half-open interval [start, end)."""
 
-    kind: str  # cluster_idle | cooling_fault | link_degraded | device_lost
-    subject_type: str  # cluster | site | link | device
+    kind: str  # cluster_idle | cooling_fault | link_degraded | device_lost | tenant_idle
+    subject_type: str  # cluster | site | link | device | namespace
     subject: str
     start: datetime
     end: datetime
@@ -99,6 +101,27 @@ class UtilizationTruth:
     allocated_var: list[float]
 
 
+@dataclass(frozen=True, slots=True)
+class AllocationTruth:
+    """What the history wrote for the cards one namespace held at one site, hour by hour
+    from the truth's start (``namespace`` "" for the cards no pod held: the free ones).
+
+    ``samples``: utilization samples written (a lost card writes none); ``utilization_sum``:
+    their sum, of the values as written; ``idle_samples``: the samples of cards the namespace
+    held while they ran no job (allocated but idle; always 0 for the free cards).
+    ``samples`` and ``idle_samples`` are whole as soon as the history is made (it replays
+    each hour's allocation draws); ``utilization_sum`` is filled as the history generates
+    each hour, so it is whole once every hour has been read
+    (`computewatch.sim.History.chunks`).
+    """
+
+    site: str
+    namespace: str
+    samples: list[float]
+    utilization_sum: list[float]
+    idle_samples: list[float]
+
+
 @dataclass
 class GroundTruth:
     seed: int
@@ -124,6 +147,31 @@ class GroundTruth:
     """Per demand city and site: [lowest, highest] RTT the city's best route to the site can
     have (from the links' route factors where a site in the city probes the site; else from
     the great-circle distance at the simulator's route factors, 1.1 to 2.0)."""
+    allocation: list[AllocationTruth] = field(default_factory=list)
+    """Per site and namespace (and the free cards): what the history wrote, hour by hour."""
+
+    def whole_hours(self, start: datetime, end: datetime) -> list[int]:
+        """Indices of the simulated hours that lie whole inside [start, end)."""
+        return [h for h, share in self._hours(start, end) if share >= 1.0]
+
+    def allocation_hours(self, start: datetime | None = None,
+                         end: datetime | None = None) -> dict[tuple[str, str], dict[str, float]]:
+        """Per (site, namespace) over the whole simulated hours inside [start, end) (default:
+        the truth's period): ``idle_accelerator_hours`` (the core's one definition:
+        (samples - utilization sum) x the step), ``idle_card_hours`` (hours the namespace
+        held cards that ran no job) and ``samples``. Namespace "" is the free cards."""
+        hours = self.whole_hours(start or self.start, end or self.end)
+        step_h = self.step / timedelta(hours=1)
+        out = {}
+        for a in self.allocation:
+            n = sum(a.samples[h] for h in hours)
+            usum = sum(a.utilization_sum[h] for h in hours)
+            idle = sum(a.idle_samples[h] for h in hours)
+            if n:
+                out[(a.site, a.namespace)] = {"samples": n,
+                                              "idle_accelerator_hours": (n - usum) * step_h,
+                                              "idle_card_hours": idle * step_h}
+        return out
 
     def utilization_of(self, level: str, subject: str) -> UtilizationTruth:
         for u in self.utilization:
@@ -207,6 +255,7 @@ class GroundTruth:
             "busy_utilization": self.busy_utilization,
             "free_utilization": self.free_utilization,
             "sustained_hours": self.sustained_hours, "city_rtt": self.city_rtt,
+            "allocation": [asdict(a) for a in self.allocation],
         }
         return json.dumps(doc, default=enc, indent=1, ensure_ascii=False)
 
@@ -230,4 +279,5 @@ class GroundTruth:
                    doc.get("pue_targets", {}),
                    [UtilizationTruth(**u) for u in doc.get("utilization", [])],
                    doc.get("busy_utilization", 0.88), doc.get("free_utilization", 0.0),
-                   doc.get("sustained_hours", 0.0), doc.get("city_rtt", {}))
+                   doc.get("sustained_hours", 0.0), doc.get("city_rtt", {}),
+                   [AllocationTruth(**a) for a in doc.get("allocation", [])])

@@ -16,8 +16,10 @@ from datetime import UTC, datetime
 
 from computewatch.sim.fleet import DEVICES_PER_NODE, Fleet, SiteProfile
 from computewatch.sim.hardware import AcceleratorSpec, spec_for
+from computewatch.sim.tenants import CONTAINER, HELD_IDLE_SHARE, NAMESPACES, job_pod, site_tenants
 
-__all__ = ["MIXED", "DeviceReading", "NodeSim", "mixed_node", "node_from_fleet", "simulated_node"]
+__all__ = ["MIXED", "Allocation", "DeviceReading", "NodeSim", "mixed_node", "node_from_fleet",
+           "simulated_node"]
 
 _CHINA_UTC_OFFSET_H = 8
 
@@ -66,6 +68,21 @@ class DeviceReading:
     processes: list[tuple[int, str, int]] = field(default_factory=list)  # pid, name, bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """One device a pod holds, as the kubelet's PodResources API would list it: the device
+    plugin's resource name and device id (the GPU UUID; the Ascend plugin's ``Ascend910-N``
+    style id), and the pod, namespace and container holding it."""
+
+    vendor: str
+    index: int
+    resource: str
+    device_id: str
+    namespace: str
+    pod: str
+    container: str
+
+
 @dataclass
 class _Device:
     index: int
@@ -90,6 +107,7 @@ class NodeSim:
     lost: set[tuple[str, int]] = field(default_factory=set)  # (vendor, index)
     unhealthy: set[tuple[str, int]] = field(default_factory=set)
     npu_layout: str | None = None  # the fake npu-smi's layout: 910b | 310p | a3 (None: by model)
+    tenants: tuple[str, ...] = ()  # namespaces of the node's site (computewatch.sim.tenants)
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -125,7 +143,8 @@ class NodeSim:
             mine = self._cache[vendor] = [r for r in self._cache["all"] if r.vendor == vendor]
         return mine
 
-    def _utilization(self, dev: _Device, t: datetime) -> float:
+    def _running(self, dev: _Device, t: datetime) -> bool:
+        """Whether a job runs on ``dev`` in ``t``'s hour (the history's hourly draw)."""
         p = self.profile
         ts = t.timestamp()
         local_h = (ts / 3600.0 + _CHINA_UTC_OFFSET_H) % 24.0
@@ -134,8 +153,39 @@ class NodeSim:
         if weekday >= 5:
             shape *= 1.0 - 0.5 * p.diurnal_amplitude
         alloc_p = min(1.0, p.target_utilization / 0.88 * shape)
-        hour = int(ts // 3600)
-        allocated = _unit(self.seed, self.node, dev.vendor, dev.index, hour) < alloc_p
+        return _unit(self.seed, self.node, dev.vendor, dev.index, int(ts // 3600)) < alloc_p
+
+    def allocations(self, t: datetime | None = None) -> list[Allocation]:
+        """The devices pods hold at ``t`` (the tenants model of `computewatch.sim.tenants`):
+        a running card is held by a namespace of the site, an idle one with
+        `HELD_IDLE_SHARE`, and one pod per namespace, node and hour holds its cards. Lost
+        devices are left out (the kubelet's plugin reports them unhealthy)."""
+        t = t or datetime.now(UTC)
+        if not self.tenants:
+            return []
+        hour = int(t.timestamp() // 3600)
+        out = []
+        for d in self.devices:
+            if (d.vendor, d.index) in self.lost:
+                continue
+            held = self._running(d, t) or _unit(self.seed, self.node, d.vendor, d.index, hour,
+                                                "held") < HELD_IDLE_SHARE
+            if not held:
+                continue
+            ns = self.tenants[int(_unit(self.seed, self.node, d.vendor, d.index, hour, "ns")
+                                  * len(self.tenants))]
+            if d.vendor == "nvidia":
+                resource, dev_id = "nvidia.com/gpu", d.uuid
+            else:
+                chip = "Ascend310P" if "310P" in d.spec.model else "Ascend910"
+                resource, dev_id = f"huawei.com/{chip}", f"{chip}-{d.index}"
+            out.append(Allocation(d.vendor, d.index, resource, dev_id, ns,
+                                  job_pod(ns, self.node, hour), CONTAINER))
+        return out
+
+    def _utilization(self, dev: _Device, t: datetime) -> float:
+        ts = t.timestamp()
+        allocated = self._running(dev, t)
         noise = _unit(self.seed, self.node, dev.vendor, dev.index, int(ts // 15)) - 0.5
         if allocated:
             return min(1.0, max(0.3, 0.88 + 0.12 * noise))
@@ -221,7 +271,12 @@ def node_from_fleet(fleet: Fleet, node: str) -> NodeSim:
     profile = fleet.sites[fleet.device_site[positions[0]]]
     devices = [_device(fleet.seed, node, int(fleet.device_index[i]), str(fleet.device_vendor[i]),
                        str(fleet.device_model[i])) for i in positions]
-    return NodeSim(node, profile, devices, seed=fleet.seed)
+    return NodeSim(node, profile, devices, seed=fleet.seed,
+                   tenants=_tenants_of(fleet, fleet.device_site[positions[0]]))
+
+
+def _tenants_of(fleet: Fleet, site_index: int) -> tuple[str, ...]:
+    return tuple(NAMESPACES[i] for i in site_tenants(fleet)[int(site_index)])
 
 
 def mixed_node(fleet: Fleet, *, gpus: int = DEVICES_PER_NODE, npus: int = DEVICES_PER_NODE,
@@ -231,7 +286,8 @@ def mixed_node(fleet: Fleet, *, gpus: int = DEVICES_PER_NODE, npus: int = DEVICE
     node = f"{profile.site.id}-mixed0"
     devices = [_device(fleet.seed, node, i, "nvidia", gpu_model) for i in range(gpus)]
     devices += [_device(fleet.seed, node, i, "huawei", npu_model) for i in range(npus)]
-    return NodeSim(node, profile, devices, seed=fleet.seed)
+    return NodeSim(node, profile, devices, seed=fleet.seed,
+                   tenants=_tenants_of(fleet, fleet.sites.index(profile)))
 
 
 MIXED = "mixed"

@@ -20,10 +20,17 @@ def _registry() -> dict[str, Matcher]:
     """Every module's ``MATCHERS``, merged; a rule claimed twice is a programming error."""
     # One module per pipeline, each exposing MATCHERS = {rule: matcher}: add a module to the
     # import and the tuple.
-    from computewatch.sim.scoring import _anomaly, _latency, _pue, _surplus, _underuse
+    from computewatch.sim.scoring import (
+        _allocation,
+        _anomaly,
+        _latency,
+        _pue,
+        _surplus,
+        _underuse,
+    )
 
     merged: dict[str, Matcher] = {}
-    for module in (_underuse, _latency, _anomaly, _pue, _surplus):
+    for module in (_underuse, _allocation, _latency, _anomaly, _pue, _surplus):
         for rule, matcher in module.MATCHERS.items():
             if rule in merged:
                 raise RuntimeError(f"rule {rule!r} has two matchers ({module.__name__})")

@@ -11,12 +11,19 @@ accelerator-hours (``detail["idle_accelerator_hours"]``) lie between the expecte
 of the surely-inside sites and of the possibly-inside ones, each widened by three standard
 deviations of job churn and ``RELATIVE_TOLERANCE``. Otherwise it is false (a wrong RTT, a
 wrong circle or a wrong sum of idle hours).
+
+Surplus offers free capacity only (issue 17): where the truth records allocation, a site's
+expected idle hours are its free cards' samples (counted by the history) x the step x
+(1 - the free utilization), with no churn left to allow for; a finding that offers the
+idle hours of cards pods hold is false. Truths without allocation use the whole site's
+expected idle hours.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from datetime import timedelta
 
 from computewatch.findings import Finding, Period
 from computewatch.sim.incidents import GroundTruth
@@ -41,7 +48,11 @@ def _true(f: Finding, truth: GroundTruth) -> bool:
     if not len(sure) <= int(f.detail.get("sites", -1)) <= len(maybe):
         return False
 
+    free = _free_idle(truth, f)
+
     def idle(sites: list[str]) -> tuple[float, float]:
+        if free is not None:
+            return sum(free.get(s, 0.0) for s in sites), 0.0
         total = var = 0.0
         for s in sites:
             try:
@@ -55,6 +66,17 @@ def _true(f: Finding, truth: GroundTruth) -> bool:
     claimed = float(f.detail.get("idle_accelerator_hours", math.nan))
     return (lo - _Z * lo_sd) * (1 - RELATIVE_TOLERANCE) <= claimed \
         <= (hi + _Z * hi_sd) * (1 + RELATIVE_TOLERANCE)
+
+
+def _free_idle(truth: GroundTruth, f: Finding) -> dict[str, float] | None:
+    """Per site: the free cards' expected idle hours over the finding's whole hours; None
+    when the truth records no allocation."""
+    if not truth.allocation:
+        return None
+    step_h = truth.step / timedelta(hours=1)
+    hours = truth.whole_hours(f.start, f.end)
+    return {a.site: sum(a.samples[h] for h in hours) * step_h * (1 - truth.free_utilization)
+            for a in truth.allocation if a.namespace == ""}
 
 
 def _match(findings: Sequence[Finding], truth: GroundTruth, period: Period) -> RuleScore:
