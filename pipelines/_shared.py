@@ -1,0 +1,131 @@
+"""One scan of the accelerators feeding every pipeline of a run.
+
+Underuse, surplus and the sampling interval they share each ask the store for utilization
+sums, counts and means over the analysed period, grouped by site, by device or by site,
+ecosystem and model: on a national fleet each is a scan of every raw sample (144 M for
+100,000 accelerators over a day). `SharedScan` wraps the run's store, reads the period's
+utilization once per device and hour (one SUM and one COUNT query), and answers those
+queries from that table: sums and counts add up exactly, a mean is their ratio. Whatever it
+cannot answer exactly (another measurement or field, a quantile, a window or range off the
+period's hourly grid, anomaly's trailing baseline) goes to the store unchanged.
+
+Memory: devices x hours rows with the device as a category (100,000 x 24 rows is about
+60 MB), instead of one such frame per query.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from computewatch.findings import Period
+from computewatch.store import Aggregate, Query, Store
+
+__all__ = ["SharedScan"]
+
+_MEASUREMENT = "accelerator"
+_FIELD = "utilization_ratio"
+_GRAIN = timedelta(hours=1)
+_AGGS = (Aggregate.SUM, Aggregate.COUNT, Aggregate.MEAN)
+
+
+def _ns(times: pd.Series) -> np.ndarray:
+    """UTC times as integer nanoseconds since the epoch (cheap to compare and bucket)."""
+    return pd.DatetimeIndex(pd.to_datetime(times, utc=True)).as_unit("ns").asi8
+
+
+class SharedScan:
+    """A `Store` that answers the period's utilization queries from one hourly read per
+    device, and passes every other call to ``store``."""
+
+    def __init__(self, store: Store, period: Period) -> None:
+        self._store = store
+        self._period = period
+        self._base: pd.DataFrame | None = None
+        self._labels: pd.DataFrame | None = None
+        self._usable: bool | None = None
+        self.url = store.url
+
+    def __getattr__(self, name: str) -> Any:  # write, series, time_bounds, delete, ...
+        return getattr(self._store, name)
+
+    # -- which queries -----------------------------------------------------------------------
+    def _on_grid(self, t: pd.Timestamp) -> bool:
+        offset = t - pd.Timestamp(self._period.start)
+        return offset >= pd.Timedelta(0) and offset % _GRAIN == pd.Timedelta(0)
+
+    def _answerable(self, q: Query) -> bool:
+        if q.measurement != _MEASUREMENT or q.fields != (_FIELD,) or q.agg not in _AGGS:
+            return False
+        start, end = pd.Timestamp(q.start), pd.Timestamp(q.end)
+        period_end = pd.Timestamp(self._period.end)
+        if not self._on_grid(start) or end > period_end:
+            return False
+        if end != period_end and not self._on_grid(end):
+            return False
+        return q.window is None or (q.window % _GRAIN == timedelta(0))
+
+    # -- the one scan ----------------------------------------------------------------------------
+    def _load(self) -> bool:
+        """Read the base table once; False when the labels do not name one series per
+        device (then every query goes to the store, as without this class)."""
+        if self._usable is not None:
+            return self._usable
+        labels = self._store.series(_MEASUREMENT)
+        if labels.empty or labels.device.duplicated().any():
+            self._usable = False
+            return False
+        q = dict(start=self._period.start, end=self._period.end, group_by=("device",),
+                 window=_GRAIN)
+        total = self._store.query(Query(_MEASUREMENT, (_FIELD,), agg=Aggregate.SUM, **q))
+        count = self._store.query(Query(_MEASUREMENT, (_FIELD,), agg=Aggregate.COUNT, **q))
+        base = total.rename(columns={_FIELD: "usum"}).merge(
+            count.rename(columns={_FIELD: "n"}), on=["time", "device"], how="outer")
+        devices = pd.CategoricalDtype(labels.device.astype(str))
+        self._base = pd.DataFrame({
+            "time": _ns(base.time),
+            "device": base.device.astype(str).astype(devices).cat.codes.to_numpy(),
+            "usum": base.usum.astype(float).to_numpy(),
+            "n": base.n.fillna(0).astype(np.int64).to_numpy()})
+        self._labels = labels.reset_index(drop=True)
+        self._usable = True
+        return True
+
+    # -- Store -------------------------------------------------------------------------------
+    def query(self, q: Query) -> pd.DataFrame:
+        if not self._answerable(q) or not self._load():
+            return self._store.query(q)
+        base, labels = self._base, self._labels
+        assert base is not None and labels is not None
+        start, end = pd.Timestamp(q.start).value, pd.Timestamp(q.end).value
+        rows = base[(base.time >= start) & (base.time < end)]
+        for tag, want in (q.where or {}).items():
+            accept = [want] if isinstance(want, str) else list(want)
+            if tag not in labels.columns or not all(isinstance(v, str) for v in accept):
+                return self._store.query(q)  # the store names the bad tag or value
+            keep = np.flatnonzero(labels[tag].isin(accept).to_numpy())
+            rows = rows[np.isin(rows.device.to_numpy(), keep)]
+        if any(g not in labels.columns for g in q.group_by):
+            return self._store.query(q)
+        if q.window is None:
+            time = np.full(len(rows), start, dtype=np.int64)
+        else:
+            w = pd.Timedelta(q.window).value
+            time = start + ((rows.time.to_numpy() - start) // w) * w
+        keys = {"time": time}
+        for g in q.group_by:
+            keys[g] = labels[g].to_numpy()[rows.device.to_numpy()]
+        frame = pd.DataFrame({**keys, "usum": rows.usum.to_numpy(), "n": rows.n.to_numpy()})
+        g = frame.groupby(list(keys), sort=True, dropna=False)
+        out = pd.DataFrame({"usum": g.usum.sum(min_count=1), "n": g.n.sum()}).reset_index()
+        if q.agg == Aggregate.SUM:
+            out[_FIELD] = out.usum
+        elif q.agg == Aggregate.COUNT:
+            out[_FIELD] = out.n.astype(np.int64)
+        else:
+            out[_FIELD] = out.usum / out.n.where(out.n > 0)
+        out["time"] = pd.to_datetime(out.time.astype(np.int64), unit="ns", utc=True)
+        return out[["time", *q.group_by, _FIELD]].reset_index(drop=True)
