@@ -9,8 +9,9 @@ queries from that table: sums and counts add up exactly, a mean is their ratio. 
 cannot answer exactly (another measurement or field, a quantile, a window or range off the
 period's hourly grid, anomaly's trailing baseline) goes to the store unchanged.
 
-Memory: devices x hours rows with the device as a category (100,000 x 24 rows is about
-60 MB), instead of one such frame per query.
+Memory: devices x hours rows of 28 bytes with the device as a category (100,000 x 24 rows is
+about 70 MB), instead of one such frame per query; above `MAX_ROWS` device-hours (a month of
+a national fleet) every query goes to the store.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ _MEASUREMENT = "accelerator"
 _FIELD = "utilization_ratio"
 _GRAIN = timedelta(hours=1)
 _AGGS = (Aggregate.SUM, Aggregate.COUNT, Aggregate.MEAN)
+MAX_ROWS = 12_000_000
+"""The most device-hours the scan holds (about 300 MB); a longer period or a larger fleet
+reads the store per query, as it would without this class."""
 
 
 def _ns(times: pd.Series) -> np.ndarray:
@@ -41,8 +45,9 @@ class SharedScan:
     """A `Store` that answers the period's utilization queries from one hourly read per
     device, and passes every other call to ``store``."""
 
-    def __init__(self, store: Store, period: Period) -> None:
+    def __init__(self, store: Store, period: Period, *, max_rows: int = MAX_ROWS) -> None:
         self._store = store
+        self.max_rows = max_rows
         self._period = period
         self._base: pd.DataFrame | None = None
         self._labels: pd.DataFrame | None = None
@@ -71,11 +76,14 @@ class SharedScan:
     # -- the one scan ----------------------------------------------------------------------------
     def _load(self) -> bool:
         """Read the base table once; False when the labels do not name one series per
-        device (then every query goes to the store, as without this class)."""
+        device or the period holds more than ``max_rows`` device-hours (then every query
+        goes to the store, as without this class)."""
         if self._usable is not None:
             return self._usable
         labels = self._store.series(_MEASUREMENT)
-        if labels.empty or labels.device.duplicated().any():
+        hours = -(-(self._period.end - self._period.start) // _GRAIN)
+        if labels.empty or labels.device.duplicated().any() or \
+                len(labels) * hours > self.max_rows:
             self._usable = False
             return False
         q = dict(start=self._period.start, end=self._period.end, group_by=("device",),

@@ -112,6 +112,17 @@ def test_what_it_cannot_answer_goes_to_the_store(fleet_store):
     assert counting.queries == others
 
 
+def test_a_scan_too_large_is_not_made(fleet_store):
+    """Above its cap (device-hours) every query goes to the store."""
+    _, store = fleet_store
+    counting = CountingStore(store)
+    q = Query("accelerator", ("utilization_ratio",), PERIOD.start, PERIOD.end,
+              group_by=("site",), agg=Aggregate.SUM)
+    got = SharedScan(counting, PERIOD, max_rows=100).query(q)
+    pd.testing.assert_frame_equal(got, store.query(q))
+    assert counting.queries == [q]
+
+
 def test_the_runner_finds_the_same_with_and_without_it(fleet_store):
     fleet, store = fleet_store
     policy = load_policy(topology=fleet.topology)
