@@ -222,3 +222,13 @@ def test_where_that_accepts_nothing_is_an_empty_answer_and_bad_values_are_named(
     assert len(store.series("accelerator", {"site": ["bj-1", "sh-1", "bj-1"]})) == 10
     with pytest.raises(StoreError, match=r"where\['site'\] value 7 is not a string"):
         store.series("accelerator", {"site": [7]})
+
+
+def test_the_buffer_pool_can_be_capped(tmp_path):
+    """memory_limit reaches DuckDB (512 MB is 488.2 MiB in its own words); a size it cannot
+    read is refused before the store opens."""
+    with DuckDBStore(tmp_path / "capped.duckdb", memory_limit="512MB") as store:
+        got = store._con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    assert got == "488.2 MiB"
+    with pytest.raises(ValueError, match="'lots' is not a size"):
+        DuckDBStore(tmp_path / "other.duckdb", memory_limit="lots")

@@ -14,6 +14,7 @@ string (as in Prometheus, an empty label equals an absent one). Every aggregate 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -71,10 +72,16 @@ def _normalize(table: pa.Table, meas: catalog.Measurement) -> pa.Table:
 
 
 class DuckDBStore:
-    """`Store` backed by a DuckDB file (``duckdb:///path.duckdb``, ``duckdb:///:memory:``)."""
+    """`Store` backed by a DuckDB file (``duckdb:///path.duckdb``, ``duckdb:///:memory:``).
+
+    ``memory_limit`` (e.g. ``"512MB"``) caps DuckDB's buffer pool, which otherwise keeps
+    every block a scan read, up to 80% of RAM, in the process' resident memory; a scan of
+    data beyond it reads the blocks again from the file (from the OS page cache when warm).
+    """
 
     def __init__(self, path: str | Path, *, rejections: Rejections | None = None,
-                 threads: int | None = None, create: bool = True) -> None:
+                 threads: int | None = None, create: bool = True,
+                 memory_limit: str | None = None) -> None:
         memory = str(path) == ":memory:"
         self.path = str(path) if memory else str(Path(path).expanduser().resolve())
         self.url = self.path  # a plain path names a DuckDB store; messages show it absolute
@@ -90,6 +97,10 @@ class DuckDBStore:
             raise StoreError(f"{self.url}: cannot open: {exc}") from None
         if threads:
             self._con.execute(f"SET threads = {int(threads)}")
+        if memory_limit:  # DuckDB's buffer pool keeps the blocks it read, up to 80% of RAM
+            if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", memory_limit.strip()):
+                raise ValueError(f"memory_limit {memory_limit!r} is not a size such as 512MB")
+            self._con.execute(f"SET memory_limit = '{memory_limit.strip()}'")
         self._lock = threading.Lock()
         self._fields: dict[str, set[str]] = {}
 
