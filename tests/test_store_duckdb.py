@@ -9,6 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from computewatch.errors import StoreURLError
 from computewatch.store import Aggregate, DuckDBStore, Query, StoreError, open_store
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
@@ -232,3 +233,13 @@ def test_the_buffer_pool_can_be_capped(tmp_path):
     assert got == "488.2 MiB"
     with pytest.raises(ValueError, match="'lots' is not a size"):
         DuckDBStore(tmp_path / "other.duckdb", memory_limit="lots")
+
+
+def test_the_url_caps_the_buffer_pool(tmp_path):
+    with open_store(f"duckdb:///{tmp_path}/capped.duckdb?memory_limit=256MB") as store:
+        got = store._con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    assert got == "244.1 MiB"
+    with pytest.raises(StoreURLError, match="unknown option 'threads'"):
+        open_store(f"duckdb:///{tmp_path}/x.duckdb?threads=2")
+    with pytest.raises(StoreURLError, match="'lots' is not a size"):
+        open_store(f"duckdb:///{tmp_path}/x.duckdb?memory_limit=lots")
