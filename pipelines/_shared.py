@@ -4,14 +4,15 @@ Underuse, surplus and the sampling interval they share each ask the store for ut
 sums, counts and means over the analysed period, grouped by site, by device or by site,
 ecosystem and model: on a national fleet each is a scan of every raw sample (144 M for
 100,000 accelerators over a day). `SharedScan` wraps the run's store, reads the period's
-utilization once per device and hour (one SUM and one COUNT query), and answers those
-queries from that table: sums and counts add up exactly, a mean is their ratio. Whatever it
-cannot answer exactly (another measurement or field, a quantile, a window or range off the
-period's hourly grid, anomaly's trailing baseline) goes to the store unchanged.
+utilization once per series and hour (one SUM and one COUNT query by device and the labels
+that change on a device), and answers those queries from that table: sums and counts add up
+exactly, a mean is their ratio. Whatever it cannot answer exactly (another measurement or
+field, a quantile, a window or range off the period's hourly grid, anomaly's trailing
+baseline) goes to the store unchanged.
 
-Memory: devices x hours rows of 28 bytes with the device as a category (100,000 x 24 rows is
-about 70 MB), instead of one such frame per query; above `MAX_ROWS` device-hours (a month of
-a national fleet) every query goes to the store.
+Memory: series x hours rows of 28 bytes, the series as a row number of the store's series
+index (100,000 x 24 rows is about 70 MB), instead of one such frame per query; above
+`MAX_ROWS` series-hours (a month of a national fleet) every query goes to the store.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ _FIELD = "utilization_ratio"
 _GRAIN = timedelta(hours=1)
 _AGGS = (Aggregate.SUM, Aggregate.COUNT, Aggregate.MEAN)
 MAX_ROWS = 12_000_000
-"""The most device-hours the scan holds (about 300 MB); a longer period or a larger fleet
+"""The most series-hours the scan holds (about 300 MB); a longer period or a larger fleet
 reads the store per query, as it would without this class."""
 
 
@@ -75,30 +76,38 @@ class SharedScan:
 
     # -- the one scan ----------------------------------------------------------------------------
     def _load(self) -> bool:
-        """Read the base table once; False when the labels do not name one series per
-        device or the period holds more than ``max_rows`` device-hours (then every query
-        goes to the store, as without this class)."""
+        """Read the base table once; False when the period holds more than ``max_rows``
+        series-hours (then every query goes to the store, as without this class).
+
+        The base is keyed by the device and whichever labels change on it (a pod that
+        comes and goes makes several series of one device), so each row is one series.
+        """
         if self._usable is not None:
             return self._usable
-        labels = self._store.series(_MEASUREMENT)
+        labels = self._store.series(_MEASUREMENT).reset_index(drop=True)
         hours = -(-(self._period.end - self._period.start) // _GRAIN)
-        if labels.empty or labels.device.duplicated().any() or \
-                len(labels) * hours > self.max_rows:
+        if labels.empty or len(labels) * hours > self.max_rows:
             self._usable = False
             return False
-        q = dict(start=self._period.start, end=self._period.end, group_by=("device",),
+        per_device = labels.groupby("device", sort=False).nunique(dropna=False)
+        key = ["device", *(c for c in per_device.columns if (per_device[c] > 1).any())]
+        q = dict(start=self._period.start, end=self._period.end, group_by=tuple(key),
                  window=_GRAIN)
         total = self._store.query(Query(_MEASUREMENT, (_FIELD,), agg=Aggregate.SUM, **q))
         count = self._store.query(Query(_MEASUREMENT, (_FIELD,), agg=Aggregate.COUNT, **q))
         base = total.rename(columns={_FIELD: "usum"}).merge(
-            count.rename(columns={_FIELD: "n"}), on=["time", "device"], how="outer")
-        devices = pd.CategoricalDtype(labels.device.astype(str))
+            count.rename(columns={_FIELD: "n"}), on=["time", *key], how="outer")
+        index = pd.MultiIndex.from_frame(labels[key].astype(str))
+        series = index.get_indexer(pd.MultiIndex.from_frame(base[key].astype(str)))
+        if not index.is_unique or (series < 0).any():
+            self._usable = False  # labels the series index does not hold: ask the store
+            return False
         self._base = pd.DataFrame({
             "time": _ns(base.time),
-            "device": base.device.astype(str).astype(devices).cat.codes.to_numpy(),
+            "series": series,
             "usum": base.usum.astype(float).to_numpy(),
             "n": base.n.fillna(0).astype(np.int64).to_numpy()})
-        self._labels = labels.reset_index(drop=True)
+        self._labels = labels
         self._usable = True
         return True
 
@@ -115,7 +124,7 @@ class SharedScan:
             if tag not in labels.columns or not all(isinstance(v, str) for v in accept):
                 return self._store.query(q)  # the store names the bad tag or value
             keep = np.flatnonzero(labels[tag].isin(accept).to_numpy())
-            rows = rows[np.isin(rows.device.to_numpy(), keep)]
+            rows = rows[np.isin(rows.series.to_numpy(), keep)]
         if any(g not in labels.columns for g in q.group_by):
             return self._store.query(q)
         if q.window is None:
@@ -125,7 +134,7 @@ class SharedScan:
             time = start + ((rows.time.to_numpy() - start) // w) * w
         keys = {"time": time}
         for g in q.group_by:
-            keys[g] = labels[g].to_numpy()[rows.device.to_numpy()]
+            keys[g] = labels[g].to_numpy()[rows.series.to_numpy()]
         frame = pd.DataFrame({**keys, "usum": rows.usum.to_numpy(), "n": rows.n.to_numpy()})
         g = frame.groupby(list(keys), sort=True, dropna=False)
         out = pd.DataFrame({"usum": g.usum.sum(min_count=1), "n": g.n.sum()}).reset_index()

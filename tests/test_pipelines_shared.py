@@ -70,9 +70,10 @@ def test_answers_as_the_store_does(fleet_store):
         pd.testing.assert_frame_equal(shared.query(q).reset_index(drop=True),
                                       store.query(q).reset_index(drop=True),
                                       check_dtype=False, rtol=1e-12, atol=0)
-    # one SUM and one COUNT by device and hour, whatever was asked after
-    assert [(q.agg, q.group_by, q.window) for q in counting.queries] == [
-        (Aggregate.SUM, ("device",), H), (Aggregate.COUNT, ("device",), H)]
+    # one SUM and one COUNT by device (and labels that change on one) and hour, whatever
+    # was asked after
+    assert [(q.agg, q.group_by[0], q.window) for q in counting.queries] == [
+        (Aggregate.SUM, "device", H), (Aggregate.COUNT, "device", H)]
 
 
 def test_a_sum_read_by_hand(fleet_store):
@@ -110,6 +111,29 @@ def test_what_it_cannot_answer_goes_to_the_store(fleet_store):
     for q in others:
         pd.testing.assert_frame_equal(shared.query(q), store.query(q))
     assert counting.queries == others
+
+
+def test_a_device_with_two_series():
+    """A card moved to another node halfway (two series of one device): each series is a
+    row of the scan, and sums by node and device come out as the store's. By hand: d1 sends
+    0.2 every minute on n1 in the first hour and 0.6 on n2 in the second, d2 0.5 on n1."""
+    store = DuckDBStore(":memory:")
+    minutes = pd.date_range(PERIOD.start, periods=120, freq="min")
+    first = minutes < PERIOD.start + H
+    frame = pd.DataFrame({
+        "time": [*minutes, *minutes], "device": ["d1"] * 120 + ["d2"] * 120,
+        "node": [*np.where(first, "n1", "n2"), *["n1"] * 120], "site": "s1",
+        "utilization_ratio": [*np.where(first, 0.2, 0.6), *[0.5] * 120]})
+    store.write("accelerator", frame)
+    counting = CountingStore(store)
+    shared = SharedScan(counting, PERIOD)
+    q = Query("accelerator", ("utilization_ratio",), PERIOD.start, PERIOD.end,
+              group_by=("node", "device"), agg=Aggregate.SUM)
+    got = shared.query(q)
+    assert got[["node", "device"]].values.tolist() == [["n1", "d1"], ["n1", "d2"], ["n2", "d1"]]
+    assert got.utilization_ratio.tolist() == pytest.approx([60 * 0.2, 120 * 0.5, 60 * 0.6])
+    pd.testing.assert_frame_equal(got, store.query(q), check_dtype=False)
+    assert counting.queries[0].group_by == ("device", "node")
 
 
 def test_a_scan_too_large_is_not_made(fleet_store):
