@@ -86,7 +86,9 @@ class SharedScan:
             return self._usable
         labels = self._store.series(_MEASUREMENT).reset_index(drop=True)
         hours = -(-(self._period.end - self._period.start) // _GRAIN)
-        if labels.empty or len(labels) * hours > self.max_rows:
+        # A device holds one label set at a time (a pod's series ends as the next begins),
+        # so the scan has about devices x hours rows, however many series the store names.
+        if labels.empty or labels.device.nunique() * hours > self.max_rows:
             self._usable = False
             return False
         per_device = labels.groupby("device", sort=False).nunique(dropna=False)
@@ -94,6 +96,9 @@ class SharedScan:
         q = dict(start=self._period.start, end=self._period.end, group_by=tuple(key),
                  window=_GRAIN)
         total = self._store.query(Query(_MEASUREMENT, (_FIELD,), agg=Aggregate.SUM, **q))
+        if len(total) > 2 * self.max_rows:  # series that overlap in time: too many rows
+            self._usable = False
+            return False
         count = self._store.query(Query(_MEASUREMENT, (_FIELD,), agg=Aggregate.COUNT, **q))
         base = total.rename(columns={_FIELD: "usum"}).merge(
             count.rename(columns={_FIELD: "n"}), on=["time", *key], how="outer")
