@@ -17,6 +17,7 @@ index (100,000 x 24 rows is about 70 MB), instead of one such frame per query; a
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -117,6 +118,21 @@ class SharedScan:
         return True
 
     # -- Store -------------------------------------------------------------------------------
+    def series(self, measurement: str,
+               where: Mapping[str, str | Sequence[str]] | None = None) -> pd.DataFrame:
+        """The accelerators' label sets from the index the scan read (a fleet whose pods
+        come and go has millions: one read, not one per pipeline); else the store's."""
+        labels = self._labels if measurement == _MEASUREMENT else None
+        if labels is None:
+            return self._store.series(measurement, where)
+        keep = np.ones(len(labels), dtype=bool)
+        for tag, want in (where or {}).items():
+            accept = [want] if isinstance(want, str) else list(want)
+            if tag not in labels.columns or not all(isinstance(v, str) for v in accept):
+                return self._store.series(measurement, where)  # the store names the error
+            keep &= labels[tag].isin(accept).to_numpy()
+        return labels[keep].reset_index(drop=True)
+
     def query(self, q: Query) -> pd.DataFrame:
         if not self._answerable(q) or not self._load():
             return self._store.query(q)

@@ -113,6 +113,21 @@ def test_what_it_cannot_answer_goes_to_the_store(fleet_store):
     assert counting.queries == others
 
 
+def test_series_come_from_the_index_it_read(fleet_store):
+    fleet, store = fleet_store
+    shared = SharedScan(store, PERIOD)
+    sites = sorted(s.id for s in fleet.topology.sites[:2])
+    before = shared.series("accelerator", {"site": sites})  # nothing read yet: the store's
+    shared.query(Query("accelerator", ("utilization_ratio",), PERIOD.start, PERIOD.end,
+                       agg=Aggregate.SUM))
+    for where in (None, {"site": sites}, {"site": sites, "ecosystem": "cuda"}, {"site": []}):
+        pd.testing.assert_frame_equal(shared.series("accelerator", where),
+                                      store.series("accelerator", where), check_dtype=False)
+    pd.testing.assert_frame_equal(before, store.series("accelerator", {"site": sites}))
+    pd.testing.assert_frame_equal(shared.series("facility_power"),
+                                  store.series("facility_power"))
+
+
 def test_a_device_with_two_series():
     """A card moved to another node halfway (two series of one device): each series is a
     row of the scan, and sums by node and device come out as the store's. By hand: d1 sends
