@@ -13,6 +13,7 @@ from types import MappingProxyType
 
 from computewatch.findings import Analysis, Finding, Period, PipelineStatus, write_findings
 from computewatch.pipelines import anomaly, latency, pue, surplus, underuse
+from computewatch.pipelines._shared import SharedScan
 from computewatch.policy import Policy
 from computewatch.store import Store
 from computewatch.topology import Topology
@@ -45,7 +46,8 @@ def run_pipelines(store: Store, period: Period, policy: Policy, topology: Topolo
     are written to the store as ``finding``, replacing those the same pipelines wrote for
     the same period before (`computewatch.findings.write_findings`), so re-running an
     analysis leaves one copy of each finding. ``progress`` is called with each pipeline's
-    name as it starts.
+    name as it starts. The pipelines read the store through `SharedScan`, so the period's
+    utilization is scanned once for all of them.
     """
     names = list(registry) if only is None else list(dict.fromkeys(only))
     unknown = [n for n in names if n not in registry]
@@ -53,11 +55,12 @@ def run_pipelines(store: Store, period: Period, policy: Policy, topology: Topolo
         raise ValueError(f"unknown pipeline {unknown[0]!r} (choose from {', '.join(registry)})")
     findings: list[Finding] = []
     status: list[PipelineStatus] = []
+    shared = SharedScan(store, period)  # one read of the period's utilization for all
     for name in names:
         if progress is not None:
             progress(name)
         try:
-            got = registry[name](store, period, policy, topology)
+            got = registry[name](shared, period, policy, topology)
         except Exception as exc:  # one broken pipeline never stops the others
             log.exception("pipeline %s failed; the others still ran", name)
             status.append(PipelineStatus(name, error=f"{type(exc).__name__}: {exc}"))

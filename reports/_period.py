@@ -3,7 +3,8 @@
 Regulators count months and days in local time (UTC+8), so ``2026-10`` is
 2026-09-30T16:00Z to 2026-10-31T16:00Z. Accepted forms:
 
-- ``2026-10`` a month, ``2026`` a year, ``2026-10-05`` a day (all China time);
+- ``2026-10`` a month, ``2026-Q3`` a quarter (July to September), ``2026`` a year,
+  ``2026-10-05`` a day (all China time);
 - ``START/END`` an ISO 8601 range: dates or date-times; a date-time without an offset is
   China time; an end written as a date includes that day (``2026-10-01/2026-10-07`` is a week);
 - a duration such as ``24h`` or ``7d``: that long, ending at the store's last sample.
@@ -24,11 +25,13 @@ from computewatch.samples import EARLIEST_TIME, LATEST_TIME
 __all__ = ["PERIOD_FORMS", "ReportPeriod", "parse_period"]
 
 CHINA = ZoneInfo(CHINA_TZ)
-PERIOD_FORMS = ("YYYY-MM (a month in China time), YYYY, YYYY-MM-DD, START/END (ISO 8601 "
-                "dates or date-times) or a duration ending at the last sample, e.g. 7d")
+PERIOD_FORMS = ("YYYY-MM (a month in China time), YYYY-Qn (a quarter), YYYY, YYYY-MM-DD, "
+                "START/END (ISO 8601 dates or date-times) or a duration ending at the last "
+                "sample, e.g. 7d")
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 _YEAR = re.compile(r"^(\d{4})$")
+_QUARTER = re.compile(r"^(\d{4})-[Qq](\d)$")
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,14 @@ def _parse_period(text: str, last_sample_end: datetime | None) -> ReportPeriod:
             raise _bad(text, f"month {month} is not 01-12")
         nxt = (year + month // 12, month % 12 + 1)
         return ReportPeriod(raw, _midnight(_date(year, month)), _midnight(_date(*nxt)))
+    if m := _QUARTER.match(raw):
+        year, quarter = int(m[1]), int(m[2])
+        if not 1 <= quarter <= 4:
+            raise _bad(text, f"quarter {quarter} is not 1-4")
+        first = 3 * (quarter - 1) + 1
+        nxt = (year + 1, 1) if quarter == 4 else (year, first + 3)
+        return ReportPeriod(f"{year}-Q{quarter}", _midnight(_date(year, first)),
+                            _midnight(_date(*nxt)))
     if m := _YEAR.match(raw):
         year = int(m[1])
         return ReportPeriod(raw, _midnight(_date(year, 1)), _midnight(_date(year + 1, 1)))

@@ -419,6 +419,9 @@ def test_a_policy_override_reaches_the_rows_and_the_methodology(fleet_path, tmp_
     ("2026-12", datetime(2026, 11, 30, 16, tzinfo=UTC), datetime(2026, 12, 31, 16, tzinfo=UTC)),
     ("2026-10-05", datetime(2026, 10, 4, 16, tzinfo=UTC), datetime(2026, 10, 5, 16, tzinfo=UTC)),
     ("2026", datetime(2025, 12, 31, 16, tzinfo=UTC), datetime(2026, 12, 31, 16, tzinfo=UTC)),
+    ("2026-Q3", datetime(2026, 6, 30, 16, tzinfo=UTC), datetime(2026, 9, 30, 16, tzinfo=UTC)),
+    ("2026-q1", datetime(2025, 12, 31, 16, tzinfo=UTC), datetime(2026, 3, 31, 16, tzinfo=UTC)),
+    ("2026-Q4", datetime(2026, 9, 30, 16, tzinfo=UTC), datetime(2026, 12, 31, 16, tzinfo=UTC)),
     ("2026-10-01/2026-10-07", datetime(2026, 9, 30, 16, tzinfo=UTC),
      datetime(2026, 10, 7, 16, tzinfo=UTC)),
     ("2026-10-01T00:00Z/2026-10-02T12:00Z", datetime(2026, 10, 1, tzinfo=UTC),
@@ -440,7 +443,8 @@ def test_a_duration_ends_at_the_last_sample():
 
 
 @pytest.mark.parametrize(("text", "why"), [
-    ("2026-13", "month 13 is not 01-12"), ("2026-02-30", "day is out of range"),
+    ("2026-13", "month 13 is not 01-12"), ("2026-Q5", "quarter 5 is not 1-4"),
+    ("2026-02-30", "day is out of range"),
     ("2026-10-05/2026-10-01", "the end is not after the start"), ("last tuesday", "not a"),
     ("", "empty"), ("2026-10-01/soon", "'soon' is not an ISO 8601"),
 ])

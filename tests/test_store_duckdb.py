@@ -9,6 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from computewatch.errors import StoreURLError
 from computewatch.store import Aggregate, DuckDBStore, Query, StoreError, open_store
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
@@ -243,3 +244,23 @@ def test_rows_out_of_order_and_chunks_with_their_own_dictionaries(tmp_path):
     rows = s._con.execute("SELECT time, power_watts FROM samples_accelerator").fetchall()
     assert [r[1] for r in rows] in ([101.0, 102.0, 200.0, 203.0], [200.0, 203.0, 101.0, 102.0])
     s.close()
+
+
+def test_the_buffer_pool_can_be_capped(tmp_path):
+    """memory_limit reaches DuckDB (512 MB is 488.2 MiB in its own words); a size it cannot
+    read is refused before the store opens."""
+    with DuckDBStore(tmp_path / "capped.duckdb", memory_limit="512MB") as store:
+        got = store._con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    assert got == "488.2 MiB"
+    with pytest.raises(ValueError, match="'lots' is not a size"):
+        DuckDBStore(tmp_path / "other.duckdb", memory_limit="lots")
+
+
+def test_the_url_caps_the_buffer_pool(tmp_path):
+    with open_store(f"duckdb:///{tmp_path}/capped.duckdb?memory_limit=256MB") as store:
+        got = store._con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    assert got == "244.1 MiB"
+    with pytest.raises(StoreURLError, match="unknown option 'threads'"):
+        open_store(f"duckdb:///{tmp_path}/x.duckdb?threads=2")
+    with pytest.raises(StoreURLError, match="'lots' is not a size"):
+        open_store(f"duckdb:///{tmp_path}/x.duckdb?memory_limit=lots")

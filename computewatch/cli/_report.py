@@ -27,7 +27,8 @@ __all__ = ["report"]
 
 def report(
     period: Annotated[str | None, typer.Option(
-        help="A month in China time (2026-10), a year, a day (2026-10-05), a range "
+        help="A month in China time (2026-10), a quarter (2026-Q3), a year, a day "
+             "(2026-10-05), a range "
              "(2026-10-01/2026-10-07) or a duration ending at the last sample (24h); "
              "default: the month of the last sample.")] = None,
     hub: Annotated[str | None, typer.Option(help="Only this hub and its sites, e.g. jjj.")]

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from importlib.metadata import entry_points
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from computewatch.errors import StoreURLError
 from computewatch.redact import redact_url
@@ -96,7 +96,15 @@ def _open_duckdb(url: str, create: bool) -> Store:
         path = parts.netloc + parts.path
     if not path:
         raise StoreURLError(f"{url}: no file path; write duckdb:///path/to/file.duckdb")
-    return DuckDBStore(path, create=create)
+    options = parse_qs(parts.query)  # duckdb:///f.duckdb?memory_limit=512MB
+    unknown = sorted(set(options) - {"memory_limit"})
+    if unknown:
+        raise StoreURLError(f"{url}: unknown option {unknown[0]!r} (known: memory_limit)")
+    try:
+        return DuckDBStore(path, create=create,
+                           memory_limit=options.get("memory_limit", [None])[-1])
+    except ValueError as exc:
+        raise StoreURLError(f"{url}: {exc}") from None
 
 
 _BACKENDS: dict[str, Callable[[str, bool], Store]] = {

@@ -1,0 +1,169 @@
+"""One scan of the accelerators feeding every pipeline of a run.
+
+Underuse, surplus and the sampling interval they share each ask the store for utilization
+sums, counts and means over the analysed period, grouped by site, by device or by site,
+ecosystem and model: on a national fleet each is a scan of every raw sample (144 M for
+100,000 accelerators over a day). `SharedScan` wraps the run's store, reads the period's
+utilization once per series and hour (one SUM and one COUNT query by device and the labels
+that change on a device), and answers those queries from that table: sums and counts add up
+exactly, a mean is their ratio. Whatever it cannot answer exactly (another measurement or
+field, a quantile, a window or range off the period's hourly grid, anomaly's trailing
+baseline) goes to the store unchanged.
+
+Memory: series x hours rows of 28 bytes, the series as a row number of the store's series
+index (100,000 x 24 rows is about 70 MB), instead of one such frame per query; above
+`MAX_ROWS` series-hours (a month of a national fleet) every query goes to the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from computewatch.findings import Period
+from computewatch.store import Aggregate, Query, Store
+
+__all__ = ["SharedScan"]
+
+_MEASUREMENT = "accelerator"
+_FIELD = "utilization_ratio"
+_GRAIN = timedelta(hours=1)
+_AGGS = (Aggregate.SUM, Aggregate.COUNT, Aggregate.MEAN)
+MAX_ROWS = 12_000_000
+"""The most series-hours the scan holds (about 300 MB); a longer period or a larger fleet
+reads the store per query, as it would without this class."""
+
+
+def _ns(times: pd.Series) -> np.ndarray:
+    """UTC times as integer nanoseconds since the epoch (cheap to compare and bucket)."""
+    return pd.DatetimeIndex(pd.to_datetime(times, utc=True)).as_unit("ns").asi8
+
+
+class SharedScan:
+    """A `Store` that answers the period's utilization queries from one hourly read per
+    device, and passes every other call to ``store``."""
+
+    def __init__(self, store: Store, period: Period, *, max_rows: int = MAX_ROWS) -> None:
+        self._store = store
+        self.max_rows = max_rows
+        self._period = period
+        self._base: pd.DataFrame | None = None
+        self._labels: pd.DataFrame | None = None
+        self._usable: bool | None = None
+        self.url = store.url
+
+    def __getattr__(self, name: str) -> Any:  # write, series, time_bounds, delete, ...
+        return getattr(self._store, name)
+
+    # -- which queries -----------------------------------------------------------------------
+    def _on_grid(self, t: pd.Timestamp) -> bool:
+        offset = t - pd.Timestamp(self._period.start)
+        return offset >= pd.Timedelta(0) and offset % _GRAIN == pd.Timedelta(0)
+
+    def _answerable(self, q: Query) -> bool:
+        if q.measurement != _MEASUREMENT or q.fields != (_FIELD,) or q.agg not in _AGGS:
+            return False
+        start, end = pd.Timestamp(q.start), pd.Timestamp(q.end)
+        period_end = pd.Timestamp(self._period.end)
+        if not self._on_grid(start) or end > period_end:
+            return False
+        if end != period_end and not self._on_grid(end):
+            return False
+        return q.window is None or (q.window % _GRAIN == timedelta(0))
+
+    # -- the one scan ----------------------------------------------------------------------------
+    def _load(self) -> bool:
+        """Read the base table once; False when the period holds more than ``max_rows``
+        series-hours (then every query goes to the store, as without this class).
+
+        The base is keyed by the device and whichever labels change on it (a pod that
+        comes and goes makes several series of one device), so each row is one series.
+        """
+        if self._usable is not None:
+            return self._usable
+        labels = self._store.series(_MEASUREMENT).reset_index(drop=True)
+        hours = -(-(self._period.end - self._period.start) // _GRAIN)
+        # A device holds one label set at a time (a pod's series ends as the next begins),
+        # so the scan has about devices x hours rows, however many series the store names.
+        if labels.empty or labels.device.nunique() * hours > self.max_rows:
+            self._usable = False
+            return False
+        per_device = labels.groupby("device", sort=False).nunique(dropna=False)
+        key = ["device", *(c for c in per_device.columns if (per_device[c] > 1).any())]
+        q = dict(start=self._period.start, end=self._period.end, group_by=tuple(key),
+                 window=_GRAIN)
+        total = self._store.query(Query(_MEASUREMENT, (_FIELD,), agg=Aggregate.SUM, **q))
+        if len(total) > 2 * self.max_rows:  # series that overlap in time: too many rows
+            self._usable = False
+            return False
+        count = self._store.query(Query(_MEASUREMENT, (_FIELD,), agg=Aggregate.COUNT, **q))
+        base = total.rename(columns={_FIELD: "usum"}).merge(
+            count.rename(columns={_FIELD: "n"}), on=["time", *key], how="outer")
+        index = pd.MultiIndex.from_frame(labels[key].astype(str))
+        series = index.get_indexer(pd.MultiIndex.from_frame(base[key].astype(str)))
+        if not index.is_unique or (series < 0).any():
+            self._usable = False  # labels the series index does not hold: ask the store
+            return False
+        self._base = pd.DataFrame({
+            "time": _ns(base.time),
+            "series": series,
+            "usum": base.usum.astype(float).to_numpy(),
+            "n": base.n.fillna(0).astype(np.int64).to_numpy()})
+        self._labels = labels
+        self._usable = True
+        return True
+
+    # -- Store -------------------------------------------------------------------------------
+    def series(self, measurement: str,
+               where: Mapping[str, str | Sequence[str]] | None = None) -> pd.DataFrame:
+        """The accelerators' label sets from the index the scan read (a fleet whose pods
+        come and go has millions: one read, not one per pipeline); else the store's."""
+        labels = self._labels if measurement == _MEASUREMENT else None
+        if labels is None:
+            return self._store.series(measurement, where)
+        keep = np.ones(len(labels), dtype=bool)
+        for tag, want in (where or {}).items():
+            accept = [want] if isinstance(want, str) else list(want)
+            if tag not in labels.columns or not all(isinstance(v, str) for v in accept):
+                return self._store.series(measurement, where)  # the store names the error
+            keep &= labels[tag].isin(accept).to_numpy()
+        return labels[keep].reset_index(drop=True)
+
+    def query(self, q: Query) -> pd.DataFrame:
+        if not self._answerable(q) or not self._load():
+            return self._store.query(q)
+        base, labels = self._base, self._labels
+        assert base is not None and labels is not None
+        start, end = pd.Timestamp(q.start).value, pd.Timestamp(q.end).value
+        rows = base[(base.time >= start) & (base.time < end)]
+        for tag, want in (q.where or {}).items():
+            accept = [want] if isinstance(want, str) else list(want)
+            if tag not in labels.columns or not all(isinstance(v, str) for v in accept):
+                return self._store.query(q)  # the store names the bad tag or value
+            keep = np.flatnonzero(labels[tag].isin(accept).to_numpy())
+            rows = rows[np.isin(rows.series.to_numpy(), keep)]
+        if any(g not in labels.columns for g in q.group_by):
+            return self._store.query(q)
+        if q.window is None:
+            time = np.full(len(rows), start, dtype=np.int64)
+        else:
+            w = pd.Timedelta(q.window).value
+            time = start + ((rows.time.to_numpy() - start) // w) * w
+        keys = {"time": time}
+        for g in q.group_by:
+            keys[g] = labels[g].to_numpy()[rows.series.to_numpy()]
+        frame = pd.DataFrame({**keys, "usum": rows.usum.to_numpy(), "n": rows.n.to_numpy()})
+        g = frame.groupby(list(keys), sort=True, dropna=False)
+        out = pd.DataFrame({"usum": g.usum.sum(min_count=1), "n": g.n.sum()}).reset_index()
+        if q.agg == Aggregate.SUM:
+            out[_FIELD] = out.usum
+        elif q.agg == Aggregate.COUNT:
+            out[_FIELD] = out.n.astype(np.int64)
+        else:
+            out[_FIELD] = out.usum / out.n.where(out.n > 0)
+        out["time"] = pd.to_datetime(out.time.astype(np.int64), unit="ns", utc=True)
+        return out[["time", *q.group_by, _FIELD]].reset_index(drop=True)
