@@ -72,6 +72,9 @@ CLOSE_TIMEOUT_S = 3.0
 """How long `Agent.close` waits, all exporters and collectors together (the agent must
 stop within 5 s of a signal; this leaves the rest for the process to exit)."""
 
+STOP_GRACE_S = 1.0
+"""How long a stop waits for a collector run already under way (then `close`'s 3 s)."""
+
 
 @dataclass
 class Scheduled:
@@ -387,6 +390,18 @@ class Agent:
                     self._submit(SELF, self.self_samples())
             wake = min([*due.values(), *(d for _, d in pending.values())])
             stop.wait(min(max(0.0, wake - self._clock()), 0.05 if pending else 1.0))
+        self._finish_in_flight(pending)
+
+    def _finish_in_flight(self, pending: dict[str, tuple[Future | None, float]]) -> None:
+        """A run that was under way when ``stop`` came has read its devices already: wait
+        for it (at most STOP_GRACE_S, the stop must stay prompt) and queue what it read, so
+        that a stop between a run's reading and its export loses nothing unseen."""
+        grace = self._clock() + STOP_GRACE_S
+        for name, (fut, deadline) in pending.items():
+            result = self._finish(self._slots[name], fut, min(deadline, grace))
+            self._submit(name, result.samples)
+        if pending:
+            self._submit(SELF, self.self_samples())
 
     def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
         """Export what is queued, then flush and close every exporter and collector, all in

@@ -302,3 +302,32 @@ def test_an_exporter_that_falls_behind_loses_its_oldest_batches_counted():
     agent.close(timeout_s=5)
     assert [s for s, _ in slow.batches][-1] == f"s{BACKLOG + 10}"  # the newest kept
     assert len(slow.batches) == BACKLOG + 1
+
+
+def test_a_run_under_way_when_the_stop_comes_is_still_exported():
+    """A stop between a run's reading and its export must not lose what it read (the
+    durable-delivery fault test lost one batch this way when SIGTERM came mid-run)."""
+
+    class Slow(Good):
+        name = "slow"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.started = threading.Event()
+
+        def collect(self):
+            self.started.set()
+            time.sleep(0.3)  # the stop arrives while this run is reading
+            return super().collect()
+
+    slow, rec = Slow(), Recorder()
+    agent = Agent([Scheduled(slow, 10, 5)], [rec], LABELS)
+    stop = threading.Event()
+    t = threading.Thread(target=agent.run, args=(stop,))
+    t.start()
+    assert slow.started.wait(5)
+    stop.set()
+    t.join(5)
+    agent.close()
+    assert slow.runs == 1
+    assert [len(b) for s, b in rec.batches if s == "slow"] == [1]
