@@ -199,8 +199,8 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.sim.history": {"HOST_FACTOR", "History", "simulate"},
     "computewatch.sim.incidents": {"AllocationTruth", "GroundTruth", "Incident", "LinkTruth",
                                    "UtilizationTruth"},
-    "computewatch.sim.tenants": {"CONTAINER", "HELD_IDLE_SHARE", "NAMESPACES", "job_pod",
-                                 "site_tenants"},
+    "computewatch.sim.tenants": {"CONTAINER", "HELD_IDLE_SHARE", "JOB_HOURS", "NAMESPACES",
+                                 "job_lifetime", "job_pod", "job_start", "site_tenants"},
     "computewatch.sim.node": {
         "Allocation", "DeviceReading", "MIXED", "NodeSim", "mixed_node", "node_from_fleet",
         "simulated_node"},

@@ -44,7 +44,15 @@ from computewatch.sim.incidents import (
     LinkTruth,
     UtilizationTruth,
 )
-from computewatch.sim.tenants import CONTAINER, HELD_IDLE_SHARE, NAMESPACES, job_pod, site_tenants
+from computewatch.sim.tenants import (
+    CONTAINER,
+    HELD_IDLE_SHARE,
+    NAMESPACES,
+    job_lifetime,
+    job_pod,
+    job_start,
+    site_tenants,
+)
 from computewatch.topology import METRO_MAX_KM, Link, fiber_min_rtt_s, great_circle_km
 
 __all__ = ["HOST_FACTOR", "History", "simulate"]
@@ -136,6 +144,8 @@ class History:
         lo, hi = _ROUTE_FACTORS
         self.route_factor = lo + (hi - lo) * rng.beta(2.0, 5.0, len(self.links))
         self._tenants = site_tenants(fleet)
+        self._lifetimes: tuple[np.ndarray, np.ndarray] | None = None
+        self._pod_names: dict[tuple[int, int], str] = {}
         self._nodes, self._node_codes = np.unique(fleet.device_node.astype(str),
                                                   return_inverse=True)
         self.truth = self._plan(rng)
@@ -469,27 +479,48 @@ class History:
 
     def _allocation_labels(self, hour: int, holder: np.ndarray,
                            pod_key: np.ndarray) -> dict[str, pa.DictionaryArray]:
-        """The namespace, pod and container of every sample ("" while no pod holds it)."""
+        """The namespace, pod and container of every sample ("" while no pod holds it).
+        Pod keys are small integers, so their codes come from a presence table in O(n), not
+        from sorting every sample (`np.unique`); names are made once per job (`job_pod`)."""
         abs_hour = int(self.start.timestamp() // 3600) + hour
-        keys, codes = np.unique(pod_key.ravel(), return_inverse=True)
         n_nodes = len(self._nodes)
-        pods = []
-        for key in keys:
-            if key == -1:
-                pods.append("")
-            elif key <= -2:
-                pods.append(self.truth.incidents[-2 - int(key)].detail["pod"])
-            else:
-                pods.append(job_pod(NAMESPACES[int(key) // n_nodes],
-                                    str(self._nodes[int(key) % n_nodes]), abs_hour))
+        n_inc = len(self.truth.incidents)
+        flat = pod_key.ravel() + (n_inc + 2)  # -2 - k .. keys -> 0 ..
+        present = np.zeros(len(NAMESPACES) * n_nodes + n_inc + 2, dtype=bool)
+        present[flat] = True
+        keys = np.flatnonzero(present) - (n_inc + 2)
+        remap = np.cumsum(present, dtype=np.int32) - 1
+        codes = remap[flat]
+        jobs = keys[keys >= 0]
+        hours, phase = self._job_lifetimes()
+        starts = job_start(abs_hour, hours[jobs], phase[jobs])
+        names = self._pod_names
+        pods = [""] * int((keys < 0).sum())
+        for k, key in enumerate(keys[keys < 0]):
+            pods[k] = "" if key == -1 else self.truth.incidents[-2 - int(key)].detail["pod"]
+        for key, start in zip(jobs.tolist(), starts.tolist(), strict=True):
+            name = names.get((key, start))
+            if name is None:
+                name = names[(key, start)] = job_pod(NAMESPACES[key // n_nodes],
+                                                     str(self._nodes[key % n_nodes]), abs_hour)
+            pods.append(name)
         held = holder.ravel() >= 0
         return {
-            "pod": _dict_column(np.array(pods, dtype=object), codes.astype(np.int32)),
+            "pod": _dict_column(np.array(pods, dtype=object), codes),
             "namespace": _dict_column(np.array(("", *NAMESPACES), dtype=object),
                                       (holder.ravel() + 1).astype(np.int32)),
             "container": _dict_column(np.array(["", CONTAINER], dtype=object),
                                       held.astype(np.int32)),
         }
+
+    def _job_lifetimes(self) -> tuple[np.ndarray, np.ndarray]:
+        """(hours, phase) of the pods of every pod key (namespace x nodes + node), drawn
+        once: `job_lifetime` per pair is a hash, too slow to call per sample or hour."""
+        if self._lifetimes is None:
+            pairs = [job_lifetime(ns, str(node)) for ns in NAMESPACES for node in self._nodes]
+            arr = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+            self._lifetimes = (arr[:, 0], arr[:, 1])
+        return self._lifetimes
 
     def _occupancy(self, hour: int, rng: np.random.Generator
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -647,7 +678,7 @@ class History:
         }
         return pa.table({
             TIME: pa.array(np.repeat(times, n_l), pa.timestamp("us", tz="UTC")),
-            **{k: _dict_column(*_codes(np.tile(np.array(v, dtype=object), n_t)))
+            **{k: _Labels({k: _codes(np.array(v, dtype=object))}).table(n_t)[k]
                for k, v in labels.items()},
             **{k: np.round(np.ascontiguousarray(v).ravel(), 7) for k, v in cols.items()},
         })

@@ -158,8 +158,9 @@ class NodeSim:
     def allocations(self, t: datetime | None = None) -> list[Allocation]:
         """The devices pods hold at ``t`` (the tenants model of `computewatch.sim.tenants`):
         a running card is held by a namespace of the site, an idle one with
-        `HELD_IDLE_SHARE`, and one pod per namespace, node and hour holds its cards. Lost
-        devices are left out (the kubelet's plugin reports them unhealthy)."""
+        `HELD_IDLE_SHARE`, and one pod per namespace, node and job (`job_pod`: 6 to 72 h)
+        holds its cards. Lost devices are left out (the kubelet's plugin reports them
+        unhealthy)."""
         t = t or datetime.now(UTC)
         if not self.tenants:
             return []

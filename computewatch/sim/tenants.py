@@ -14,11 +14,14 @@ backfilled store agree on who holds what.
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 
 from computewatch.sim.fleet import Fleet
 
-__all__ = ["CONTAINER", "HELD_IDLE_SHARE", "NAMESPACES", "job_pod", "site_tenants"]
+__all__ = ["CONTAINER", "HELD_IDLE_SHARE", "JOB_HOURS", "NAMESPACES", "job_lifetime", "job_pod",
+           "job_start", "site_tenants"]
 
 NAMESPACES = ("llm-pretrain", "llm-finetune", "vision", "speech", "recsys", "autodrive",
               "bio-fold", "weather", "edu-lab", "fin-risk")
@@ -44,7 +47,32 @@ def site_tenants(fleet: Fleet) -> list[tuple[int, ...]]:
     return out
 
 
+JOB_HOURS = (6, 12, 24, 48, 72)
+"""How long a simulated job's pod lives, in hours (each namespace and node draws one): real
+training jobs run for hours to days, so a card keeps one pod (one series) that long instead
+of a new pod name every hour."""
+
+
+def job_lifetime(namespace: str, node: str) -> tuple[int, int]:
+    """(hours each pod of ``namespace`` on ``node`` lives, phase in hours): a fixed draw per
+    pair from a hash of the names (no seed needed: the agent and the history must agree),
+    the phase staggering the pods so they do not all restart at the same hour."""
+    h = zlib.crc32(f"{namespace}/{node}".encode())
+    hours = JOB_HOURS[h % len(JOB_HOURS)]
+    return hours, (h // len(JOB_HOURS)) % hours
+
+
+def job_start(hour: int | np.ndarray, hours: int | np.ndarray,
+              phase: int | np.ndarray) -> int | np.ndarray:
+    """The epoch hour the pod live at epoch hour ``hour`` started, for pods that live
+    ``hours`` with ``phase`` (`job_lifetime`); works on ints and on numpy arrays, so the
+    history can name a whole hour's pods at once."""
+    return (hour + phase) // hours * hours - phase
+
+
 def job_pod(namespace: str, node: str, hour: int) -> str:
-    """The pod of ``namespace`` on ``node`` in epoch hour ``hour``: one pod per namespace,
-    node and hour holds every card the namespace has there (a multi-GPU job)."""
-    return f"{namespace}-{hour:x}-{node.rsplit('-', 1)[-1]}"
+    """The pod of ``namespace`` on ``node`` at epoch hour ``hour``: one pod per namespace,
+    node and job holds every card the namespace has there (a multi-GPU job), and lives
+    `job_lifetime` hours; it is named after the hour its job started."""
+    start = job_start(hour, *job_lifetime(namespace, node))
+    return f"{namespace}-{start:x}-{node.rsplit('-', 1)[-1]}"

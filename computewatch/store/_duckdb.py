@@ -143,7 +143,7 @@ def _series_order(table: pa.Table, labels: Sequence[str]) -> tuple[np.ndarray, n
             col = pc.dictionary_encode(col)
         size = max(len(col.dictionary), 1)
         if span * size >= 2**62:  # renumber the combinations seen so far, densely
-            _, key = np.unique(key, return_inverse=True)
+            key = pd.factorize(key)[0].astype(np.int64)  # hashing: O(n), np.unique sorts
             span = int(key.max()) + 1
         key = key * size + col.indices.to_numpy(zero_copy_only=False).astype(np.int64)
         span *= size
