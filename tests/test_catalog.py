@@ -8,6 +8,7 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -430,6 +431,26 @@ def test_validate_frame_nulls_bad_cells_and_counts_exactly() -> None:
         ("store", "accelerator", "power_watts", "nan"): 1,
         ("store", "accelerator", "bogus", "unknown_metric"): 2,
     }
+
+
+def test_validate_frame_reads_past_what_null_slots_hold() -> None:
+    """A null's slot in the value buffer may hold anything (here NaN and 9.0, masked): the
+    nulls stay null, uncounted, the values beside them are kept, and one bad value in a
+    frame that is otherwise fine is still caught."""
+    ok = pa.array(np.array([0.25, np.nan, 9.0, 0.75]), mask=np.array([False, True, True, False]))
+    bad = pa.array(np.array([0.25, np.nan, 1.5]), mask=np.array([False, True, False]))
+    table = pa.table({"time": pa.array([T0] * 4, pa.timestamp("us", tz="UTC")),
+                      "utilization_ratio": ok})
+    rejections = Rejections()
+    out = validate_frame("accelerator", table, rejections, "store")
+    assert out.column("utilization_ratio").to_pylist() == [0.25, None, None, 0.75]
+    assert rejections.counts() == {}
+    table = pa.table({"time": pa.array([T0] * 3, pa.timestamp("us", tz="UTC")),
+                      "utilization_ratio": bad})
+    out = validate_frame("accelerator", table, rejections, "store")
+    assert out.column("utilization_ratio").to_pylist() == [0.25, None, None]
+    assert rejections.counts() == {("store", "accelerator", "utilization_ratio",
+                                    "out_of_range"): 1}
 
 
 def test_validate_frame_keeps_allowed_nan_and_refuses_text() -> None:
