@@ -188,7 +188,9 @@ class DuckDBStore:
             if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", memory_limit.strip()):
                 raise ValueError(f"memory_limit {memory_limit!r} is not a size such as 512MB")
             self._con.execute(f"SET memory_limit = '{memory_limit.strip()}'")
+        self._memory_limit = memory_limit.strip() if memory_limit else None
         self._lock = threading.Lock()
+        self._reads: duckdb.DuckDBPyConnection | None = None  # `_arrow_reads`
         self._fields: dict[str, set[str]] = {}
         self._rolled: dict[str, set[str]] = {}  # rollup tables' fields (`_rollup_tables`)
         # Where raw data and rollups begin, per measurement (and grain): asked by every query
@@ -344,38 +346,72 @@ class DuckDBStore:
         raise StoreError(f"aggregate {agg!r} cannot be split per series")
 
     def _raw_sql(self, q: Query, meas: catalog.Measurement, present: set[str],
-                 bucket: str, where: list[str]) -> str:
+                 bucket: str, where: list[str]) -> tuple[str, str | None]:
         """The SQL of a query over raw samples (parameters: bucket origin, start, end, then
-        the ``where`` values).
+        the ``where`` values, twice when grouped), and for a grouped query the SQL of its
+        groups (parameters: the ``where`` values), numbered as the first query's ``_g``.
 
         Every aggregate but a quantile runs in two steps: per series and window first, on
         the narrow sample table alone (integer series ids, no labels), then per group over
-        those partial rows joined to the series' labels. The sample rows never meet a label
-        string, which halves the cost of a query grouped by device and keeps the join to
-        series x windows rows; the answers are the same (floating-point summation order
-        aside, which DuckDB's parallel aggregation never fixed either).
+        those partial rows, the group being a number given to each series (its labels'
+        rank): the sample rows never meet a label string, and neither do the groups' rows,
+        which get their labels in Arrow afterwards (`_with_labels`). Turning millions of
+        label strings into Python ones, and sorting by them, was most of a grouped query's
+        time. The answers are the same (floating-point summation order aside, which
+        DuckDB's parallel aggregation never fixed either), in the same order.
         """
         series = _ident("series_" + meas.name)
         samples = _ident("samples_" + meas.name)
-        groups = "".join(f", s.{_ident(g)} AS {_ident(g)}" for g in q.group_by)
         if q.agg == Aggregate.QUANTILE:
+            groups = "".join(f", s.{_ident(g)} AS {_ident(g)}" for g in q.group_by)
             aggs = ", ".join(f"{self._agg_sql(q, f, present)} AS {_ident(f)}" for f in q.fields)
             join = f"JOIN {series} s USING (series_id)" if where or q.group_by else ""
             return (f"SELECT {bucket} AS time{groups}, {aggs} FROM {samples} t {join} "
                     f"WHERE t.time >= ? AND t.time < ?"
-                    + "".join(f" AND {c}" for c in where) + " GROUP BY ALL ORDER BY ALL")
+                    + "".join(f" AND {c}" for c in where) + " GROUP BY ALL ORDER BY ALL"), None
         partial, final = [], []
         for f in q.fields:
             cols, finish = self._partial_sql(q.agg, f, present)
             partial += cols
             final.append(f"{finish} AS {_ident(f)}")
-        match = (f" AND t.series_id IN (SELECT s.series_id FROM {series} s WHERE "
-                 + " AND ".join(where) + ")") if where else ""
+        matching = f" WHERE {' AND '.join(where)}" if where else ""
+        match = (f" AND t.series_id IN (SELECT s.series_id FROM {series} s{matching})"
+                 if where else "")
         inner = (f"SELECT {bucket} AS time, t.series_id, {', '.join(partial)} FROM {samples} t "
                  f"WHERE t.time >= ? AND t.time < ?{match} GROUP BY ALL")
-        join = f"JOIN {series} s USING (series_id)" if q.group_by else ""
-        return (f"SELECT p.time AS time{groups}, {', '.join(final)} FROM ({inner}) p {join} "
-                f"GROUP BY ALL ORDER BY ALL")
+        if not q.group_by:
+            return (f"SELECT p.time AS time, {', '.join(final)} FROM ({inner}) p "
+                    f"GROUP BY ALL ORDER BY ALL"), None
+        keys = ", ".join(f"s.{_ident(g)}" for g in q.group_by)
+        named = "".join(f", s.{_ident(g)} AS {_ident(g)}" for g in q.group_by)
+        numbered = (f"SELECT s.series_id, DENSE_RANK() OVER (ORDER BY {keys}) - 1 AS _g"
+                    f"{named} FROM {series} s{matching}")
+        sql = (f"SELECT p.time AS time, n._g AS _g, {', '.join(final)} FROM ({inner}) p "
+               f"JOIN ({numbered}) n USING (series_id) GROUP BY p.time, n._g "
+               f"ORDER BY p.time, n._g")
+        labels = (f"SELECT DISTINCT _g, {', '.join(_ident(g) for g in q.group_by)} "
+                  f"FROM ({numbered}) ORDER BY _g")
+        return sql, labels
+
+    @staticmethod
+    def _with_labels(rows: pa.Table, labels: pa.Table, group_by: Sequence[str]) -> pa.Table:
+        """``rows`` (time, ``_g``, fields) with each group's labels in place of ``_g``."""
+        index = rows.column("_g")
+        cols = [rows.column(TIME), *(labels.column(g).take(index) for g in group_by)]
+        names = [TIME, *group_by]
+        for name in rows.column_names:
+            if name not in (TIME, "_g"):
+                cols.append(rows.column(name))
+                names.append(name)
+        return pa.table(cols, names=names)
+
+    def _arrow_reads(self) -> duckdb.DuckDBPyConnection:
+        """A second connection to the same database for reads fetched as Arrow: DuckDB
+        hands a relation's rows to Arrow without a copy, but refuses a relation on a
+        connection whose last result was not read to its end (a ``fetchone``)."""
+        if self._reads is None:
+            self._reads = self._con.cursor()
+        return self._reads
 
     def query(self, q: Query) -> pd.DataFrame:
         meas = check_query(q, self.url)
@@ -397,9 +433,16 @@ class DuckDBStore:
                 bucket = (f"time_bucket(INTERVAL ({micros}) MICROSECOND, t.time, "
                           f"CAST(? AS TIMESTAMP))")
             where, where_params = self._where(meas, q.where)
-            sql = self._raw_sql(q, meas, present, bucket, where)
+            sql, labels_sql = self._raw_sql(q, meas, present, bucket, where)
             try:
-                df = self._con.execute(sql, [start, start, end, *where_params]).df()
+                if labels_sql is None:
+                    df = self._con.execute(sql, [start, start, end, *where_params]).df()
+                else:
+                    reads = self._arrow_reads()
+                    rows = reads.sql(sql, params=[start, start, end, *where_params,
+                                                  *where_params]).to_arrow_table()
+                    labels = reads.sql(labels_sql, params=where_params).to_arrow_table()
+                    df = self._with_labels(rows, labels, q.group_by).to_pandas()
             except duckdb.Error as exc:
                 raise StoreError(f"{self.url}: query on {meas.name!r} failed: {exc}") from None
         df[TIME] = pd.to_datetime(df[TIME]).dt.tz_localize(UTC)
@@ -916,15 +959,22 @@ class DuckDBStore:
         except duckdb.Error as exc:
             Path(tmp).unlink(missing_ok=True)
             raise StoreError(f"{self.url}: compaction failed: {exc}") from None
+        if self._reads is not None:
+            self._reads.close()
+            self._reads = None
         self._con.close()
         os.replace(tmp, self.path)
         self._con = duckdb.connect(self.path)
         if self._threads:
             self._con.execute(f"SET threads = {int(self._threads)}")
+        if self._memory_limit:
+            self._con.execute(f"SET memory_limit = '{self._memory_limit}'")
         self._fields.clear()
 
     def close(self) -> None:
         with self._lock:
+            if self._reads is not None:
+                self._reads.close()
             self._con.close()
 
     def __enter__(self) -> DuckDBStore:
