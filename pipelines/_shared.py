@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from computewatch.findings import Period
-from computewatch.store import Aggregate, Query, Store
+from computewatch.store import Aggregate, Query, Store, query_many
 
 __all__ = ["SharedScan"]
 
@@ -41,6 +41,37 @@ reads the store per query, as it would without this class."""
 def _ns(times: pd.Series) -> np.ndarray:
     """UTC times as integer nanoseconds since the epoch (cheap to compare and bucket)."""
     return pd.DatetimeIndex(pd.to_datetime(times, utc=True)).as_unit("ns").asi8
+
+
+def _same_rows(a: pd.DataFrame, b: pd.DataFrame, keys: Sequence[str]) -> bool:
+    """Whether ``a`` and ``b`` name the same keys in the same order, row by row."""
+    if len(a) != len(b):
+        return False
+    return all(pd.array(a[k]).equals(pd.array(b[k])) for k in keys)
+
+
+def _codes(a: pd.Series, b: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """The values of ``a`` and ``b`` as integers, equal values numbered alike."""
+    codes = pd.factorize(pd.concat([a, b], ignore_index=True).astype(str),
+                         use_na_sentinel=False)[0]
+    return codes[:len(a)], codes[len(a):]
+
+
+def _rows_of(index: pd.DataFrame, rows: pd.DataFrame) -> tuple[np.ndarray, bool]:
+    """For each row of ``rows``, the number of the ``index`` row with the same values
+    (-1: none), and whether ``index``'s rows are distinct. Integer codes, not strings,
+    are hashed: millions of label strings made the string way the scan's dearest step."""
+    key_index = np.zeros(len(index), np.int64)
+    key_rows = np.zeros(len(rows), np.int64)
+    for col in index.columns:
+        left, right = _codes(index[col], rows[col])
+        size = int(max(left.max(initial=-1), right.max(initial=-1))) + 1
+        both = np.concatenate([key_index * size + left, key_rows * size + right])
+        both = pd.factorize(both)[0].astype(np.int64)  # dense again: never overflows
+        key_index, key_rows = both[:len(index)], both[len(index):]
+    lookup = pd.Index(key_index)
+    return lookup.get_indexer(key_rows) if lookup.is_unique else np.array([]), \
+        lookup.is_unique
 
 
 class SharedScan:
@@ -96,16 +127,21 @@ class SharedScan:
         key = ["device", *(c for c in per_device.columns if (per_device[c] > 1).any())]
         q = dict(start=self._period.start, end=self._period.end, group_by=tuple(key),
                  window=_GRAIN)
-        total = self._store.query(Query(_MEASUREMENT, (_FIELD,), agg=Aggregate.SUM, **q))
+        total, count = query_many(self._store, [
+            Query(_MEASUREMENT, (_FIELD,), agg=Aggregate.SUM, **q),
+            Query(_MEASUREMENT, (_FIELD,), agg=Aggregate.COUNT, **q)])
         if len(total) > 2 * self.max_rows:  # series that overlap in time: too many rows
             self._usable = False
             return False
-        count = self._store.query(Query(_MEASUREMENT, (_FIELD,), agg=Aggregate.COUNT, **q))
-        base = total.rename(columns={_FIELD: "usum"}).merge(
-            count.rename(columns={_FIELD: "n"}), on=["time", *key], how="outer")
-        index = pd.MultiIndex.from_frame(labels[key].astype(str))
-        series = index.get_indexer(pd.MultiIndex.from_frame(base[key].astype(str)))
-        if not index.is_unique or (series < 0).any():
+        keys = ["time", *key]
+        if _same_rows(total, count, keys):  # one scan's two answers (DuckDB): row by row
+            base = total.rename(columns={_FIELD: "usum"})
+            base["n"] = count[_FIELD].to_numpy()
+        else:
+            base = total.rename(columns={_FIELD: "usum"}).merge(
+                count.rename(columns={_FIELD: "n"}), on=keys, how="outer")
+        series, unique = _rows_of(labels[key], base[key])
+        if not unique or (series < 0).any():
             self._usable = False  # labels the series index does not hold: ask the store
             return False
         self._base = pd.DataFrame({

@@ -36,6 +36,10 @@ class CountingStore:
         self.queries.append(q)
         return self._store.query(q)
 
+    def query_many(self, queries: list[Query]) -> list[pd.DataFrame]:
+        self.queries.extend(queries)
+        return self._store.query_many(queries)
+
 
 @pytest.fixture(scope="module")
 def fleet_store():

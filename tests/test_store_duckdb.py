@@ -10,7 +10,14 @@ import pyarrow as pa
 import pytest
 
 from computewatch.errors import StoreURLError
-from computewatch.store import Aggregate, DuckDBStore, Query, StoreError, open_store
+from computewatch.store import (
+    Aggregate,
+    DuckDBStore,
+    Query,
+    StoreError,
+    open_store,
+    query_many,
+)
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
 
@@ -264,3 +271,53 @@ def test_the_url_caps_the_buffer_pool(tmp_path):
         open_store(f"duckdb:///{tmp_path}/x.duckdb?threads=2")
     with pytest.raises(StoreURLError, match="'lots' is not a size"):
         open_store(f"duckdb:///{tmp_path}/x.duckdb?memory_limit=lots")
+
+
+def test_aggregates_of_one_scan_each_match_pandas(store, random_frame):
+    """`query_many`: a MEAN, a SUM, a COUNT, a MAX and a LAST of the same fields, groups
+    and windows (read in one scan), a quantile and a query of another window beside them;
+    each answer is what pandas computes from the frame that was written."""
+    start, end, window = T0 + timedelta(minutes=7), T0 + timedelta(hours=5), timedelta(hours=1)
+    where = {"site": ["bj-1", "sh-1", "gy-1"]}
+    subset = random_frame[random_frame.site.isin(where["site"])]
+    hows = [(Aggregate.MEAN, "mean"), (Aggregate.SUM, "sum"), (Aggregate.COUNT, "count"),
+            (Aggregate.MAX, "max"), (Aggregate.LAST, "last")]
+    queries = [Query("accelerator", ("power_watts",), start, end, where=where,
+                     group_by=("hub", "device"), window=window, agg=agg) for agg, _ in hows]
+    queries.append(Query("accelerator", ("power_watts",), start, end, where=where,
+                         group_by=("hub", "device"), window=window, agg=Aggregate.QUANTILE,
+                         quantile=0.5))
+    queries.append(Query("accelerator", ("power_watts",), start, end, where=where,
+                         group_by=("hub", "device"), window=2 * window, agg=Aggregate.SUM))
+    answers = query_many(store, queries)
+    ordered = subset.sort_values("time")
+    expected = [_pandas_windowed(ordered, start, end, window, ["hub", "device"], "power_watts",
+                                 how) for _, how in hows]
+    expected.append(_pandas_windowed(ordered, start, end, window, ["hub", "device"],
+                                     "power_watts", "median"))
+    expected.append(_pandas_windowed(ordered, start, end, 2 * window, ["hub", "device"],
+                                     "power_watts", "sum"))
+    assert len(answers) == len(expected)
+    for got, want in zip(answers, expected, strict=True):
+        got = got.copy()
+        got["time"] = got.time.dt.tz_convert(UTC)
+        pd.testing.assert_frame_equal(got, want, check_dtype=False, rtol=1e-9, atol=0)
+
+
+def test_a_store_without_query_many_answers_one_by_one(store):
+    class Plain:
+        url = "plain://"
+
+        def __init__(self) -> None:
+            self.asked: list[Query] = []
+
+        def query(self, q: Query) -> pd.DataFrame:
+            self.asked.append(q)
+            return store.query(q)
+
+    plain = Plain()
+    qs = [Query("accelerator", ("utilization_ratio",), T0, T0 + timedelta(hours=6), agg=agg)
+          for agg in (Aggregate.SUM, Aggregate.COUNT)]
+    got = query_many(plain, qs)
+    assert plain.asked == qs
+    assert got[1].utilization_ratio.iloc[0] == 20_000

@@ -19,14 +19,18 @@ Third-party backends can register through the ``computewatch.stores`` entry-poin
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 from computewatch.errors import StoreURLError
 from computewatch.redact import redact_url
 from computewatch.store._protocol import Aggregate, Query, Store, StoreError, WriteResult
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "DEFAULT_URL",
@@ -43,6 +47,7 @@ __all__ = [
     "WriteError",
     "WriteResult",
     "open_store",
+    "query_many",
     "resolution",
 ]
 
@@ -148,3 +153,13 @@ def resolution(store: Store, measurement: str, start: datetime) -> timedelta:
     and recording rules) answers zero."""
     get = getattr(store, "resolution", None)
     return get(measurement, start) if get is not None else timedelta(0)
+
+
+def query_many(store: Store, queries: Sequence[Query]) -> list[pd.DataFrame]:
+    """Each query's answer, as `Store.query` gives it. A store that can share one read
+    among queries that differ only in their aggregate (DuckDB: a SUM and a COUNT of the
+    same series in one scan) does; any other store answers them one by one."""
+    many = getattr(store, "query_many", None)
+    if many is not None:
+        return many(queries)
+    return [store.query(q) for q in queries]

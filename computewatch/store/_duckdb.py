@@ -236,7 +236,7 @@ class DuckDBStore:
     def _has(self, measurement: str) -> bool:
         return bool(self._con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-            ["samples_" + measurement]).fetchone()[0])
+            ["samples_" + measurement]).fetchall()[0][0])
 
     # -- write ----------------------------------------------------------------------------
     def write(self, measurement: str, frame: pa.Table | pd.DataFrame) -> WriteResult:
@@ -322,11 +322,12 @@ class DuckDBStore:
         raise StoreError(f"unsupported aggregate {q.agg!r}")
 
     @staticmethod
-    def _partial_sql(agg: Aggregate, col: str, present: set[str]) -> tuple[list[str], str]:
+    def _partial_sql(agg: Aggregate, col: str, present: set[str],
+                     tag: str = "") -> tuple[list[str], str]:
         """An aggregate split in two (per series, then per group): the per-series partial
-        columns (``_p0_col``, ``_p1_col``) and the expression that finishes them."""
+        columns (``_p0{tag}_col``, ``_p1{tag}_col``) and the expression that finishes them."""
         c = f"t.{_ident(col)}" if col in present else "CAST(NULL AS DOUBLE)"
-        p0, p1 = _ident("_p0_" + col), _ident("_p1_" + col)
+        p0, p1 = _ident(f"_p0{tag}_{col}"), _ident(f"_p1{tag}_{col}")
         match agg:
             case Aggregate.MEAN:
                 return [f"sum({c}) AS {p0}", f"count({c}) AS {p1}"], \
@@ -345,50 +346,68 @@ class DuckDBStore:
                     f"arg_max(p.{p0}, p.{p1}) FILTER (WHERE p.{p0} IS NOT NULL)"
         raise StoreError(f"aggregate {agg!r} cannot be split per series")
 
-    def _raw_sql(self, q: Query, meas: catalog.Measurement, present: set[str],
-                 bucket: str, where: list[str]) -> tuple[str, str | None]:
-        """The SQL of a query over raw samples (parameters: bucket origin, start, end, then
-        the ``where`` values, twice when grouped), and for a grouped query the SQL of its
-        groups (parameters: the ``where`` values), numbered as the first query's ``_g``.
+    def _quantile_sql(self, q: Query, meas: catalog.Measurement, present: set[str],
+                      where: list[str]) -> str:
+        """A quantile over raw samples, in one step (parameters: bucket origin, start, end,
+        then the ``where`` values)."""
+        if q.window is None:
+            bucket = "CAST(? AS TIMESTAMP)"
+        else:
+            micros = int(q.window / timedelta(microseconds=1))
+            bucket = f"time_bucket(INTERVAL ({micros}) MICROSECOND, t.time, CAST(? AS TIMESTAMP))"
+        series = _ident("series_" + meas.name)
+        groups = "".join(f", s.{_ident(g)} AS {_ident(g)}" for g in q.group_by)
+        aggs = ", ".join(f"{self._agg_sql(q, f, present)} AS {_ident(f)}" for f in q.fields)
+        join = f"JOIN {series} s USING (series_id)" if where or q.group_by else ""
+        return (f"SELECT {bucket} AS time{groups}, {aggs} FROM {_ident('samples_' + meas.name)} "
+                f"t {join} WHERE t.time >= ? AND t.time < ?"
+                + "".join(f" AND {c}" for c in where) + " GROUP BY ALL ORDER BY ALL")
 
-        Every aggregate but a quantile runs in two steps: per series and window first, on
-        the narrow sample table alone (integer series ids, no labels), then per group over
-        those partial rows, the group being a number given to each series (its labels'
-        rank): the sample rows never meet a label string, and neither do the groups' rows,
-        which get their labels in Arrow afterwards (`_with_labels`). Turning millions of
-        label strings into Python ones, and sorting by them, was most of a grouped query's
-        time. The answers are the same (floating-point summation order aside, which
-        DuckDB's parallel aggregation never fixed either), in the same order.
+    def _raw_sql(self, q: Query, aggs: Sequence[Aggregate], meas: catalog.Measurement,
+                 present: set[str], where: list[str]) -> tuple[str, str | None]:
+        """The SQL of ``aggs`` (none a quantile) of query ``q`` over raw samples, each field
+        of the k-th aggregate in column ``k:field`` (parameters: start, end, then the
+        ``where`` values, twice when grouped), and for a grouped query the SQL of its groups
+        (parameters: the ``where`` values), numbered as the first query's ``_g``.
+
+        Two steps: per series and window first, on the narrow sample table alone (integer
+        series ids and window numbers, no labels), then per group over those partial rows,
+        the group being a number given to each series (its labels' rank): the sample rows
+        never meet a label string, and neither do the groups' rows, which get their labels
+        in Arrow afterwards (`_with_labels`). Turning millions of label strings into Python
+        ones and sorting by them was most of a grouped query's time, and DuckDB's
+        ``time_bucket`` a third of the scan's. Several aggregates share the one scan (the
+        first step's cost hardly grows with its columns). The answers are the same
+        (floating-point summation order aside, which DuckDB's parallel aggregation never
+        fixed either), in the same order.
         """
         series = _ident("series_" + meas.name)
-        samples = _ident("samples_" + meas.name)
-        if q.agg == Aggregate.QUANTILE:
-            groups = "".join(f", s.{_ident(g)} AS {_ident(g)}" for g in q.group_by)
-            aggs = ", ".join(f"{self._agg_sql(q, f, present)} AS {_ident(f)}" for f in q.fields)
-            join = f"JOIN {series} s USING (series_id)" if where or q.group_by else ""
-            return (f"SELECT {bucket} AS time{groups}, {aggs} FROM {samples} t {join} "
-                    f"WHERE t.time >= ? AND t.time < ?"
-                    + "".join(f" AND {c}" for c in where) + " GROUP BY ALL ORDER BY ALL"), None
+        origin = int((_naive_utc(q.start) - datetime(1970, 1, 1)) / timedelta(microseconds=1))
+        width = 0 if q.window is None else int(q.window / timedelta(microseconds=1))
+        window = f"(epoch_us(t.time) - {origin}) // {width}" if width else "0"
         partial, final = [], []
-        for f in q.fields:
-            cols, finish = self._partial_sql(q.agg, f, present)
-            partial += cols
-            final.append(f"{finish} AS {_ident(f)}")
+        for k, agg in enumerate(aggs):
+            for f in q.fields:
+                cols, finish = self._partial_sql(agg, f, present, str(k))
+                partial += cols
+                final.append(f"{finish} AS {_ident(f'{k}:{f}')}")
         matching = f" WHERE {' AND '.join(where)}" if where else ""
         match = (f" AND t.series_id IN (SELECT s.series_id FROM {series} s{matching})"
                  if where else "")
-        inner = (f"SELECT {bucket} AS time, t.series_id, {', '.join(partial)} FROM {samples} t "
+        inner = (f"SELECT {window} AS _w, t.series_id, {', '.join(partial)} "
+                 f"FROM {_ident('samples_' + meas.name)} t "
                  f"WHERE t.time >= ? AND t.time < ?{match} GROUP BY ALL")
+        time = f"make_timestamp({origin} + p._w * {width})"
         if not q.group_by:
-            return (f"SELECT p.time AS time, {', '.join(final)} FROM ({inner}) p "
-                    f"GROUP BY ALL ORDER BY ALL"), None
+            return (f"SELECT {time} AS time, {', '.join(final)} FROM ({inner}) p "
+                    f"GROUP BY p._w ORDER BY p._w"), None
         keys = ", ".join(f"s.{_ident(g)}" for g in q.group_by)
         named = "".join(f", s.{_ident(g)} AS {_ident(g)}" for g in q.group_by)
         numbered = (f"SELECT s.series_id, DENSE_RANK() OVER (ORDER BY {keys}) - 1 AS _g"
                     f"{named} FROM {series} s{matching}")
-        sql = (f"SELECT p.time AS time, n._g AS _g, {', '.join(final)} FROM ({inner}) p "
-               f"JOIN ({numbered}) n USING (series_id) GROUP BY p.time, n._g "
-               f"ORDER BY p.time, n._g")
+        sql = (f"SELECT {time} AS time, n._g AS _g, {', '.join(final)} FROM ({inner}) p "
+               f"JOIN ({numbered}) n USING (series_id) GROUP BY p._w, n._g "
+               f"ORDER BY p._w, n._g")
         labels = (f"SELECT DISTINCT _g, {', '.join(_ident(g) for g in q.group_by)} "
                   f"FROM ({numbered}) ORDER BY _g")
         return sql, labels
@@ -414,39 +433,71 @@ class DuckDBStore:
         return self._reads
 
     def query(self, q: Query) -> pd.DataFrame:
-        meas = check_query(q, self.url)
-        columns = [TIME, *q.group_by, *q.fields]
-        if not self._has(q.measurement):
-            return pd.DataFrame(columns=columns)
+        return self.query_many([q])[0]
+
+    def query_many(self, queries: Sequence[Query]) -> list[pd.DataFrame]:
+        """`query` for each of ``queries``; those over raw data that differ only in their
+        aggregate (a SUM and a COUNT of the same fields, windows and groups) share one
+        scan. `computewatch.store.query_many` calls this where a store has it."""
+        out: list[pd.DataFrame | None] = [None] * len(queries)
+        fused: dict[tuple, list[int]] = {}
+        for i, q in enumerate(queries):
+            check_query(q, self.url)
+            if not self._has(q.measurement):
+                out[i] = pd.DataFrame(columns=[TIME, *q.group_by, *q.fields])
+                continue
+            alone = i if q.agg == Aggregate.QUANTILE else -1  # a quantile shares nothing
+            key = (q.measurement, q.fields, q.start, q.end, q.window, q.group_by,
+                   repr(sorted((q.where or {}).items())), alone)
+            fused.setdefault(key, []).append(i)
+        for members in fused.values():
+            got = self._query_fused([queries[i] for i in members])
+            for i, df in zip(members, got, strict=True):
+                out[i] = df
+        return [df for df in out if df is not None]
+
+    def _query_fused(self, qs: list[Query]) -> list[pd.DataFrame]:
+        """Queries alike but for their aggregates (one when a quantile), in one read."""
+        q = qs[0]
+        meas = catalog.measurement(q.measurement)
         with self._lock:
             plan = self._plan(q, meas)
             if plan is not None:
-                df = self._query_rollups(q, meas, plan)
-                df[TIME] = pd.to_datetime(df[TIME]).dt.tz_localize(UTC)
-                return df[columns].reset_index(drop=True)
+                frames = []
+                for one in qs:
+                    df = self._query_rollups(one, meas, plan)
+                    df[TIME] = pd.to_datetime(df[TIME]).dt.tz_localize(UTC)
+                    frames.append(df[[TIME, *q.group_by, *q.fields]].reset_index(drop=True))
+                return frames
             present = self._ensure(meas)
             start, end = _naive_utc(q.start), _naive_utc(q.end)
-            if q.window is None:
-                bucket = "CAST(? AS TIMESTAMP)"
-            else:
-                micros = int(q.window / timedelta(microseconds=1))
-                bucket = (f"time_bucket(INTERVAL ({micros}) MICROSECOND, t.time, "
-                          f"CAST(? AS TIMESTAMP))")
             where, where_params = self._where(meas, q.where)
-            sql, labels_sql = self._raw_sql(q, meas, present, bucket, where)
+            reads = self._arrow_reads()
             try:
-                if labels_sql is None:
+                if q.agg == Aggregate.QUANTILE:
+                    sql = self._quantile_sql(q, meas, present, where)
                     df = self._con.execute(sql, [start, start, end, *where_params]).df()
+                    df[TIME] = pd.to_datetime(df[TIME]).dt.tz_localize(UTC)
+                    return [df[[TIME, *q.group_by, *q.fields]].reset_index(drop=True)]
+                sql, labels_sql = self._raw_sql(q, [one.agg for one in qs], meas, present,
+                                                where)
+                if labels_sql is None:
+                    rows = reads.sql(sql, params=[start, end, *where_params]).to_arrow_table()
                 else:
-                    reads = self._arrow_reads()
-                    rows = reads.sql(sql, params=[start, start, end, *where_params,
-                                                  *where_params]).to_arrow_table()
+                    rows = reads.sql(sql, params=[start, end, *where_params, *where_params]
+                                     ).to_arrow_table()
                     labels = reads.sql(labels_sql, params=where_params).to_arrow_table()
-                    df = self._with_labels(rows, labels, q.group_by).to_pandas()
+                    rows = self._with_labels(rows, labels, q.group_by)
             except duckdb.Error as exc:
                 raise StoreError(f"{self.url}: query on {meas.name!r} failed: {exc}") from None
-        df[TIME] = pd.to_datetime(df[TIME]).dt.tz_localize(UTC)
-        return df[columns].reset_index(drop=True)
+        frames = []
+        keys = [TIME, *q.group_by]
+        for k in range(len(qs)):
+            part = rows.select([*keys, *(f"{k}:{f}" for f in q.fields)])
+            df = part.rename_columns([*keys, *q.fields]).to_pandas()
+            df[TIME] = pd.to_datetime(df[TIME]).dt.tz_localize(UTC)
+            frames.append(df)
+        return frames
 
     def series(self, measurement: str,
                where: Mapping[str, str | Sequence[str]] | None = None) -> pd.DataFrame:
@@ -465,8 +516,9 @@ class DuckDBStore:
         if not self._has(measurement):
             return None
         with self._lock:
+            samples = _ident("samples_" + measurement)
             lo, hi = self._con.execute(
-                f"SELECT min(time), max(time) FROM {_ident('samples_' + measurement)}").fetchone()
+                f"SELECT min(time), max(time) FROM {samples}").fetchall()[0]
             spans = [s for g in ru.GRAINS if (s := self._rolled_span(measurement, g))]
             if spans:  # rollups may reach further back than raw data
                 rolled, last = min(s[0] for s in spans), max(s[1] for s in spans)
@@ -492,7 +544,7 @@ class DuckDBStore:
     def _table_exists(self, table: str) -> bool:
         return bool(self._con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-            [table]).fetchone()[0])
+            [table]).fetchall()[0][0])
 
     def refresh_rollups(self, measurement: str | None = None) -> int:
         """Roll up every span written since the last refresh (of one measurement, or all):
@@ -680,7 +732,7 @@ class DuckDBStore:
         key = (measurement, None)
         if key not in self._spans:
             self._spans[key] = self._con.execute(
-                f"SELECT min(time) FROM {_ident('samples_' + measurement)}").fetchone()[0]
+                f"SELECT min(time) FROM {_ident('samples_' + measurement)}").fetchall()[0][0]
         return self._spans[key]
 
     def _rolled_span(self, measurement: str, grain: timedelta) -> tuple | None:
@@ -691,7 +743,7 @@ class DuckDBStore:
             span = None
             if self._table_exists(table):
                 lo, hi = self._con.execute(
-                    f"SELECT min(time), max(time) FROM {_ident(table)}").fetchone()
+                    f"SELECT min(time), max(time) FROM {_ident(table)}").fetchall()[0]
                 span = None if lo is None else (lo, hi)
             self._spans[key] = span
         return self._spans[key]
@@ -849,7 +901,7 @@ class DuckDBStore:
                 deleted = self._con.execute(
                     f"DELETE FROM {_ident('samples_' + meas.name)} WHERE time >= ? AND "
                     f"time < ?{match}", [_naive_utc(start), _naive_utc(end), *params]
-                ).fetchone()[0]
+                ).fetchall()[0][0]
             except duckdb.Error as exc:
                 raise StoreError(f"{self.url}: delete from {meas.name!r} failed: {exc}") \
                     from None
@@ -872,14 +924,14 @@ class DuckDBStore:
                     continue
                 samples = _ident("samples_" + meas.name)
                 deleted += self._con.execute(
-                    f"DELETE FROM {samples} WHERE time < ?", [_naive_utc(cutoff)]).fetchone()[0]
+                    f"DELETE FROM {samples} WHERE time < ?", [_naive_utc(cutoff)]).fetchall()[0][0]
                 self._drop_unreferenced(meas.name, tables)  # rollups keep their series
         return deleted
 
     def _used_bytes(self) -> int:
         return int(self._con.execute(
             "SELECT used_blocks * block_size FROM pragma_database_size() "
-            "WHERE database_name = current_database()").fetchone()[0])
+            "WHERE database_name = current_database()").fetchall()[0][0])
 
     def _tables(self) -> list[str]:
         return [r[0] for r in self._con.execute(
@@ -915,7 +967,7 @@ class DuckDBStore:
                         if self._is_rollup(name):
                             rollup_rows += self._con.execute(
                                 f"DELETE FROM {_ident(name)} WHERE time < ?",
-                                [_naive_utc(rollup_cutoff)]).fetchone()[0]
+                                [_naive_utc(rollup_cutoff)]).fetchall()[0][0]
                     for name in tables:
                         if name.startswith("series_"):
                             self._drop_unreferenced(name.removeprefix("series_"), tables)
@@ -951,7 +1003,7 @@ class DuckDBStore:
         tmp = self.path + ".compact"
         for p in (tmp, tmp + ".wal"):
             Path(p).unlink(missing_ok=True)
-        db = self._con.execute("SELECT current_database()").fetchone()[0]
+        db = self._con.execute("SELECT current_database()").fetchall()[0][0]
         try:
             self._con.execute(f"ATTACH '{tmp}' AS _compact")
             self._con.execute(f"COPY FROM DATABASE {_ident(db)} TO _compact")
