@@ -85,6 +85,7 @@ class SharedScan:
         self._base: pd.DataFrame | None = None
         self._labels: pd.DataFrame | None = None
         self._usable: bool | None = None
+        self._ranked: dict[str, tuple[np.ndarray, pd.Index]] = {}
         self.url = store.url
 
     def __getattr__(self, name: str) -> Any:  # write, series, time_bounds, delete, ...
@@ -153,6 +154,14 @@ class SharedScan:
         self._usable = True
         return True
 
+    def _ranks(self, label: str) -> tuple[np.ndarray, pd.Index]:
+        """Each series' value of ``label`` as its rank among the values, and the values."""
+        if label not in self._ranked:
+            assert self._labels is not None
+            self._ranked[label] = pd.factorize(self._labels[label], sort=True,
+                                               use_na_sentinel=False)
+        return self._ranked[label]
+
     # -- Store -------------------------------------------------------------------------------
     def series(self, measurement: str,
                where: Mapping[str, str | Sequence[str]] | None = None) -> pd.DataFrame:
@@ -189,12 +198,16 @@ class SharedScan:
         else:
             w = pd.Timedelta(q.window).value
             time = start + ((rows.time.to_numpy() - start) // w) * w
+        # Grouped by each label's rank among its values (integers sort as the strings do);
+        # the strings come back only for the groups' rows.
         keys = {"time": time}
         for g in q.group_by:
-            keys[g] = labels[g].to_numpy()[rows.series.to_numpy()]
+            keys[g] = self._ranks(g)[0][rows.series.to_numpy()]
         frame = pd.DataFrame({**keys, "usum": rows.usum.to_numpy(), "n": rows.n.to_numpy()})
-        g = frame.groupby(list(keys), sort=True, dropna=False)
+        g = frame.groupby(list(keys), sort=True)
         out = pd.DataFrame({"usum": g.usum.sum(min_count=1), "n": g.n.sum()}).reset_index()
+        for col in q.group_by:
+            out[col] = self._ranks(col)[1].take(out[col].to_numpy())
         if q.agg == Aggregate.SUM:
             out[_FIELD] = out.usum
         elif q.agg == Aggregate.COUNT:

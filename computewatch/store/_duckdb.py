@@ -510,7 +510,10 @@ class DuckDBStore:
             sql = (f"SELECT DISTINCT {cols} FROM {_ident('series_' + meas.name)} s"
                    + (" WHERE " + " AND ".join(clauses) if clauses else "")
                    + " ORDER BY ALL")
-            return self._con.execute(sql, params).df()
+            try:  # through Arrow: a fleet whose pods come and go has millions of label sets
+                return self._arrow_reads().sql(sql, params=params).to_arrow_table().to_pandas()
+            except duckdb.Error as exc:
+                raise StoreError(f"{self.url}: series of {meas.name!r}: {exc}") from None
 
     def time_bounds(self, measurement: str) -> tuple[datetime, datetime] | None:
         if not self._has(measurement):
