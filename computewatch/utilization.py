@@ -41,7 +41,7 @@ import pandas as pd
 
 from computewatch.findings import Period
 from computewatch.policy import UtilizationDefinition
-from computewatch.store import Aggregate, Query, Store, resolution
+from computewatch.store import Aggregate, Query, Store, query_many, resolution, side_by_side
 from computewatch.topology import Topology
 
 __all__ = ["ALLOCATION_DEFINITION", "COMPLETENESS_DEFINITION", "DEFINITIONS", "FREE",
@@ -182,12 +182,12 @@ def utilization_totals(store: Store, start: datetime, end: datetime, *,
     """
     cols = [*by, "samples", "utilization_sum", "utilization", "idle_accelerator_hours"]
     q = dict(start=start, end=end, where=dict(where or {}), group_by=tuple(by))
-    total = store.query(Query("accelerator", (_FIELD,), agg=Aggregate.SUM, **q))
-    count = store.query(Query("accelerator", (_FIELD,), agg=Aggregate.COUNT, **q))
+    total, count = query_many(store, [Query("accelerator", (_FIELD,), agg=Aggregate.SUM, **q),
+                                      Query("accelerator", (_FIELD,), agg=Aggregate.COUNT, **q)])
     if total.empty or count.empty:
         return pd.DataFrame(columns=cols)
-    out = total.drop(columns="time").rename(columns={_FIELD: "utilization_sum"}).merge(
-        count.drop(columns="time").rename(columns={_FIELD: "samples"}), on=list(by))
+    out = side_by_side(total.drop(columns="time").rename(columns={_FIELD: "utilization_sum"}),
+                       count.drop(columns="time").rename(columns={_FIELD: "samples"}), by)
     out = out[out.samples > 0].reset_index(drop=True)
     out["samples"] = out.samples.astype(float)
     out["utilization_sum"] = out.utilization_sum.astype(float)
@@ -232,12 +232,12 @@ def idle_split_windows(store: Store, period: Period, *, window: timedelta = _HOU
     split of any run of windows is a sum over its rows."""
     cols = ["time", "site", *SPLIT_COLUMNS]
     q = dict(start=period.start, end=period.end, window=window, group_by=("site", "namespace"))
-    total = store.query(Query("accelerator", (_FIELD,), agg=Aggregate.SUM, **q))
-    count = store.query(Query("accelerator", (_FIELD,), agg=Aggregate.COUNT, **q))
+    total, count = query_many(store, [Query("accelerator", (_FIELD,), agg=Aggregate.SUM, **q),
+                                      Query("accelerator", (_FIELD,), agg=Aggregate.COUNT, **q)])
     if total.empty or count.empty:
         return pd.DataFrame(columns=cols)
-    per = total.rename(columns={_FIELD: "usum"}).merge(
-        count.rename(columns={_FIELD: "samples"}), on=["time", "site", "namespace"])
+    per = side_by_side(total.rename(columns={_FIELD: "usum"}),
+                       count.rename(columns={_FIELD: "samples"}), ["time", "site", "namespace"])
     per = per[per.samples > 0].astype({"samples": float, "usum": float})
     step = interval if interval is not None else sampling_interval(store, period.start,
                                                                     period.end)
@@ -260,16 +260,17 @@ def held_idle_windows(store: Store, period: Period, *, busy_level: float,
     """
     q = dict(start=period.start, end=period.end, where=dict(where or {}), window=window,
              group_by=("site", "namespace", "pod", "device"))
-    mean = store.query(Query("accelerator", (_FIELD,), agg=Aggregate.MEAN, **q))
+    mean, count = query_many(store, [Query("accelerator", (_FIELD,), agg=Aggregate.MEAN, **q),
+                                     Query("accelerator", (_FIELD,), agg=Aggregate.COUNT, **q)])
     if mean.empty:
         return pd.DataFrame(columns=HELD_IDLE_COLUMNS)
     keys = ["time", "site", "namespace", "pod", "device"]
-    held = mean[(mean.namespace != FREE) & (mean[_FIELD] <= busy_level)]
-    if held.empty:
+    both = side_by_side(mean.rename(columns={_FIELD: "utilization"}),
+                        count.rename(columns={_FIELD: "samples"}), keys)
+    out = both[(both.namespace != FREE) & (both.utilization <= busy_level)]
+    if out.empty:
         return pd.DataFrame(columns=HELD_IDLE_COLUMNS)
-    count = store.query(Query("accelerator", (_FIELD,), agg=Aggregate.COUNT, **q))
-    out = held.rename(columns={_FIELD: "utilization"}).merge(
-        count.rename(columns={_FIELD: "samples"}), on=keys)
+    out = out.copy()
     step = interval if interval is not None else sampling_interval(
         store, period.start, period.end, where=where)
     out["samples"] = out.samples.astype(float)
@@ -283,12 +284,11 @@ def _site_aggregates(store: Store, period: Period, window: timedelta, busy_level
     share of accelerators busy, accelerators with data and idle accelerator-hours (SUM and
     COUNT by site and window; MEAN by site, device and window for the busy share)."""
     q = dict(start=period.start, end=period.end, window=window)
-    total = store.query(Query("accelerator", (_FIELD,), group_by=("site",),
-                              agg=Aggregate.SUM, **q))
-    count = store.query(Query("accelerator", (_FIELD,), group_by=("site",),
-                              agg=Aggregate.COUNT, **q))
-    out = total.rename(columns={_FIELD: "usum"}).merge(
-        count.rename(columns={_FIELD: "samples"}), on=["time", "site"])
+    total, count = query_many(store, [
+        Query("accelerator", (_FIELD,), group_by=("site",), agg=Aggregate.SUM, **q),
+        Query("accelerator", (_FIELD,), group_by=("site",), agg=Aggregate.COUNT, **q)])
+    out = side_by_side(total.rename(columns={_FIELD: "usum"}),
+                       count.rename(columns={_FIELD: "samples"}), ["time", "site"])
     out = out[out.samples > 0].astype({"samples": float, "usum": float})
     per_dev = store.query(Query("accelerator", (_FIELD,), group_by=("site", "device"),
                                 agg=Aggregate.MEAN, **q)).dropna(subset=[_FIELD])

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from computewatch.findings import Period
-from computewatch.store import Aggregate, Query, Store, query_many
+from computewatch.store import Aggregate, Query, Store, query_many, side_by_side
 
 __all__ = ["SharedScan"]
 
@@ -41,13 +41,6 @@ reads the store per query, as it would without this class."""
 def _ns(times: pd.Series) -> np.ndarray:
     """UTC times as integer nanoseconds since the epoch (cheap to compare and bucket)."""
     return pd.DatetimeIndex(pd.to_datetime(times, utc=True)).as_unit("ns").asi8
-
-
-def _same_rows(a: pd.DataFrame, b: pd.DataFrame, keys: Sequence[str]) -> bool:
-    """Whether ``a`` and ``b`` name the same keys in the same order, row by row."""
-    if len(a) != len(b):
-        return False
-    return all(pd.array(a[k]).equals(pd.array(b[k])) for k in keys)
 
 
 def _codes(a: pd.Series, b: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -134,13 +127,8 @@ class SharedScan:
         if len(total) > 2 * self.max_rows:  # series that overlap in time: too many rows
             self._usable = False
             return False
-        keys = ["time", *key]
-        if _same_rows(total, count, keys):  # one scan's two answers (DuckDB): row by row
-            base = total.rename(columns={_FIELD: "usum"})
-            base["n"] = count[_FIELD].to_numpy()
-        else:
-            base = total.rename(columns={_FIELD: "usum"}).merge(
-                count.rename(columns={_FIELD: "n"}), on=keys, how="outer")
+        base = side_by_side(total.rename(columns={_FIELD: "usum"}),
+                            count.rename(columns={_FIELD: "n"}), ["time", *key], how="outer")
         series, unique = _rows_of(labels[key], base[key])
         if not unique or (series < 0).any():
             self._usable = False  # labels the series index does not hold: ask the store
@@ -179,8 +167,33 @@ class SharedScan:
         return labels[keep].reset_index(drop=True)
 
     def query(self, q: Query) -> pd.DataFrame:
-        if not self._answerable(q) or not self._load():
-            return self._store.query(q)
+        return self.query_many([q])[0]
+
+    def query_many(self, queries: Sequence[Query]) -> list[pd.DataFrame]:
+        """Each query's answer: from the scan where it can (queries alike but for their
+        aggregate grouped once), the rest from the store (`query_many`, sharing its reads)."""
+        out: list[pd.DataFrame | None] = [None] * len(queries)
+        grouped: dict[tuple, pd.DataFrame | None] = {}
+        rest: list[int] = []
+        for i, q in enumerate(queries):
+            if not self._answerable(q) or not self._load():
+                rest.append(i)
+                continue
+            key = (q.start, q.end, q.window, q.group_by, repr(sorted((q.where or {}).items())))
+            if key not in grouped:
+                grouped[key] = self._grouped(q)
+            sums = grouped[key]
+            if sums is None:  # a tag or value the scan cannot check: the store names it
+                rest.append(i)
+                continue
+            out[i] = _finish(sums, q)
+        for i, df in zip(rest, query_many(self._store, [queries[i] for i in rest]),
+                         strict=True):
+            out[i] = df
+        return [df for df in out if df is not None]
+
+    def _grouped(self, q: Query) -> pd.DataFrame | None:
+        """Per window and group of ``q``: the utilization sum ``usum`` and count ``n``."""
         base, labels = self._base, self._labels
         assert base is not None and labels is not None
         start, end = pd.Timestamp(q.start).value, pd.Timestamp(q.end).value
@@ -188,11 +201,11 @@ class SharedScan:
         for tag, want in (q.where or {}).items():
             accept = [want] if isinstance(want, str) else list(want)
             if tag not in labels.columns or not all(isinstance(v, str) for v in accept):
-                return self._store.query(q)  # the store names the bad tag or value
+                return None
             keep = np.flatnonzero(labels[tag].isin(accept).to_numpy())
             rows = rows[np.isin(rows.series.to_numpy(), keep)]
         if any(g not in labels.columns for g in q.group_by):
-            return self._store.query(q)
+            return None
         if q.window is None:
             time = np.full(len(rows), start, dtype=np.int64)
         else:
@@ -208,11 +221,18 @@ class SharedScan:
         out = pd.DataFrame({"usum": g.usum.sum(min_count=1), "n": g.n.sum()}).reset_index()
         for col in q.group_by:
             out[col] = self._ranks(col)[1].take(out[col].to_numpy())
-        if q.agg == Aggregate.SUM:
-            out[_FIELD] = out.usum
-        elif q.agg == Aggregate.COUNT:
-            out[_FIELD] = out.n.astype(np.int64)
-        else:
-            out[_FIELD] = out.usum / out.n.where(out.n > 0)
         out["time"] = pd.to_datetime(out.time.astype(np.int64), unit="ns", utc=True)
-        return out[["time", *q.group_by, _FIELD]].reset_index(drop=True)
+        return out
+
+
+def _finish(sums: pd.DataFrame, q: Query) -> pd.DataFrame:
+    """``q``'s aggregate from the grouped sums and counts."""
+    if q.agg == Aggregate.SUM:
+        value = sums.usum
+    elif q.agg == Aggregate.COUNT:
+        value = sums.n.astype(np.int64)
+    else:
+        value = sums.usum / sums.n.where(sums.n > 0)
+    out = sums[["time", *q.group_by]].copy()
+    out[_FIELD] = value.to_numpy()
+    return out.reset_index(drop=True)

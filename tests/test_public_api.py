@@ -211,7 +211,7 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.store": {
         "Aggregate", "DEFAULT_URL", "DuckDBStore", "InfluxDBStore", "LineProtocolWriter",
         "PrometheusStore", "Query", "Store", "StoreError", "StoreURLError", "VictoriaMetricsStore",
-        "WriteError", "WriteResult", "open_store", "query_many", "resolution"},
+        "WriteError", "WriteResult", "open_store", "query_many", "resolution", "side_by_side"},
     "computewatch.summary": {"NationalSummary", "national_summary"},
     "computewatch.thresholds": {
         "BUSY_LEVEL", "PUE_MIN_COMPLETENESS", "PUE_TARGET", "PlaceRule", "ROUTE_INFLATION_LIMIT",

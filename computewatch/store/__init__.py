@@ -49,6 +49,7 @@ __all__ = [
     "open_store",
     "query_many",
     "resolution",
+    "side_by_side",
 ]
 
 _LAZY = {
@@ -163,3 +164,20 @@ def query_many(store: Store, queries: Sequence[Query]) -> list[pd.DataFrame]:
     if many is not None:
         return many(queries)
     return [store.query(q) for q in queries]
+
+
+def side_by_side(left: pd.DataFrame, right: pd.DataFrame, on: Sequence[str],
+                 how: str = "inner") -> pd.DataFrame:
+    """``left`` with ``right``'s other columns, on rows whose ``on`` keys match (``how``: a
+    join as `pandas.DataFrame.merge` names it). Two answers of one scan (`query_many`)
+    name the same keys in the same order: they are put side by side as they are, without
+    hashing millions of label strings to join them; other answers are merged."""
+    import pandas as pd  # not at import: the agent imports this package and no pandas
+
+    keys = list(on)
+    if len(left) == len(right) and all(
+            pd.array(left[k]).equals(pd.array(right[k])) for k in keys):
+        out = left.reset_index(drop=True)
+        extra = right.drop(columns=keys).reset_index(drop=True)
+        return pd.concat([out, extra], axis=1)
+    return left.merge(right, on=keys, how=how)
