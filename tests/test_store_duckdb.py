@@ -275,7 +275,8 @@ def test_the_url_caps_the_buffer_pool(tmp_path):
 
 def test_aggregates_of_one_scan_each_match_pandas(store, random_frame):
     """`query_many`: a MEAN, a SUM, a COUNT, a MAX and a LAST of the same fields, groups
-    and windows (read in one scan), a quantile and a query of another window beside them;
+    and windows and a MIN of another field (read in one scan), a quantile and a query of
+    another window beside them;
     each answer is what pandas computes from the frame that was written."""
     start, end, window = T0 + timedelta(minutes=7), T0 + timedelta(hours=5), timedelta(hours=1)
     where = {"site": ["bj-1", "sh-1", "gy-1"]}
@@ -289,6 +290,8 @@ def test_aggregates_of_one_scan_each_match_pandas(store, random_frame):
                          quantile=0.5))
     queries.append(Query("accelerator", ("power_watts",), start, end, where=where,
                          group_by=("hub", "device"), window=2 * window, agg=Aggregate.SUM))
+    queries.append(Query("accelerator", ("utilization_ratio",), start, end, where=where,
+                         group_by=("hub", "device"), window=window, agg=Aggregate.MIN))
     answers = query_many(store, queries)
     ordered = subset.sort_values("time")
     expected = [_pandas_windowed(ordered, start, end, window, ["hub", "device"], "power_watts",
@@ -297,6 +300,8 @@ def test_aggregates_of_one_scan_each_match_pandas(store, random_frame):
                                      "power_watts", "median"))
     expected.append(_pandas_windowed(ordered, start, end, 2 * window, ["hub", "device"],
                                      "power_watts", "sum"))
+    expected.append(_pandas_windowed(ordered, start, end, window, ["hub", "device"],
+                                     "utilization_ratio", "min"))
     assert len(answers) == len(expected)
     for got, want in zip(answers, expected, strict=True):
         got = got.copy()

@@ -158,8 +158,8 @@ def resolution(store: Store, measurement: str, start: datetime) -> timedelta:
 
 def query_many(store: Store, queries: Sequence[Query]) -> list[pd.DataFrame]:
     """Each query's answer, as `Store.query` gives it. A store that can share one read
-    among queries that differ only in their aggregate (DuckDB: a SUM and a COUNT of the
-    same series in one scan) does; any other store answers them one by one."""
+    among queries that differ only in their fields and aggregates (DuckDB: a SUM and a
+    COUNT of the same series in one scan) does; any other store answers them one by one."""
     many = getattr(store, "query_many", None)
     if many is not None:
         return many(queries)

@@ -363,10 +363,11 @@ class DuckDBStore:
                 f"t {join} WHERE t.time >= ? AND t.time < ?"
                 + "".join(f" AND {c}" for c in where) + " GROUP BY ALL ORDER BY ALL")
 
-    def _raw_sql(self, q: Query, aggs: Sequence[Aggregate], meas: catalog.Measurement,
+    def _raw_sql(self, q: Query, asked: Sequence[Query], meas: catalog.Measurement,
                  present: set[str], where: list[str]) -> tuple[str, str | None]:
-        """The SQL of ``aggs`` (none a quantile) of query ``q`` over raw samples, each field
-        of the k-th aggregate in column ``k:field`` (parameters: start, end, then the
+        """The SQL of the ``asked`` queries (none a quantile; alike but for their fields and
+        aggregates, their range, window, groups and filter those of ``q``) over raw samples,
+        each field of the k-th query in column ``k:field`` (parameters: start, end, then the
         ``where`` values, twice when grouped), and for a grouped query the SQL of its groups
         (parameters: the ``where`` values), numbered as the first query's ``_g``.
 
@@ -386,9 +387,9 @@ class DuckDBStore:
         width = 0 if q.window is None else int(q.window / timedelta(microseconds=1))
         window = f"(epoch_us(t.time) - {origin}) // {width}" if width else "0"
         partial, final = [], []
-        for k, agg in enumerate(aggs):
-            for f in q.fields:
-                cols, finish = self._partial_sql(agg, f, present, str(k))
+        for k, one in enumerate(asked):
+            for f in one.fields:
+                cols, finish = self._partial_sql(one.agg, f, present, str(k))
                 partial += cols
                 final.append(f"{finish} AS {_ident(f'{k}:{f}')}")
         matching = f" WHERE {' AND '.join(where)}" if where else ""
@@ -437,8 +438,8 @@ class DuckDBStore:
 
     def query_many(self, queries: Sequence[Query]) -> list[pd.DataFrame]:
         """`query` for each of ``queries``; those over raw data that differ only in their
-        aggregate (a SUM and a COUNT of the same fields, windows and groups) share one
-        scan. `computewatch.store.query_many` calls this where a store has it."""
+        fields and aggregates (a SUM and a COUNT over the same range, windows, groups and
+        filter) share one scan. `computewatch.store.query_many` calls this where a store has it."""
         out: list[pd.DataFrame | None] = [None] * len(queries)
         fused: dict[tuple, list[int]] = {}
         for i, q in enumerate(queries):
@@ -447,7 +448,7 @@ class DuckDBStore:
                 out[i] = pd.DataFrame(columns=[TIME, *q.group_by, *q.fields])
                 continue
             alone = i if q.agg == Aggregate.QUANTILE else -1  # a quantile shares nothing
-            key = (q.measurement, q.fields, q.start, q.end, q.window, q.group_by,
+            key = (q.measurement, q.start, q.end, q.window, q.group_by,
                    repr(sorted((q.where or {}).items())), alone)
             fused.setdefault(key, []).append(i)
         for members in fused.values():
@@ -457,7 +458,8 @@ class DuckDBStore:
         return [df for df in out if df is not None]
 
     def _query_fused(self, qs: list[Query]) -> list[pd.DataFrame]:
-        """Queries alike but for their aggregates (one when a quantile), in one read."""
+        """Queries alike but for their fields and aggregates (one when a quantile), in one
+        read."""
         q = qs[0]
         meas = catalog.measurement(q.measurement)
         with self._lock:
@@ -467,7 +469,7 @@ class DuckDBStore:
                 for one in qs:
                     df = self._query_rollups(one, meas, plan)
                     df[TIME] = pd.to_datetime(df[TIME]).dt.tz_localize(UTC)
-                    frames.append(df[[TIME, *q.group_by, *q.fields]].reset_index(drop=True))
+                    frames.append(df[[TIME, *q.group_by, *one.fields]].reset_index(drop=True))
                 return frames
             present = self._ensure(meas)
             start, end = _naive_utc(q.start), _naive_utc(q.end)
@@ -479,8 +481,7 @@ class DuckDBStore:
                     df = self._con.execute(sql, [start, start, end, *where_params]).df()
                     df[TIME] = pd.to_datetime(df[TIME]).dt.tz_localize(UTC)
                     return [df[[TIME, *q.group_by, *q.fields]].reset_index(drop=True)]
-                sql, labels_sql = self._raw_sql(q, [one.agg for one in qs], meas, present,
-                                                where)
+                sql, labels_sql = self._raw_sql(q, qs, meas, present, where)
                 if labels_sql is None:
                     rows = reads.sql(sql, params=[start, end, *where_params]).to_arrow_table()
                 else:
@@ -492,9 +493,9 @@ class DuckDBStore:
                 raise StoreError(f"{self.url}: query on {meas.name!r} failed: {exc}") from None
         frames = []
         keys = [TIME, *q.group_by]
-        for k in range(len(qs)):
-            part = rows.select([*keys, *(f"{k}:{f}" for f in q.fields)])
-            df = part.rename_columns([*keys, *q.fields]).to_pandas()
+        for k, one in enumerate(qs):
+            part = rows.select([*keys, *(f"{k}:{f}" for f in one.fields)])
+            df = part.rename_columns([*keys, *one.fields]).to_pandas()
             df[TIME] = pd.to_datetime(df[TIME]).dt.tz_localize(UTC)
             frames.append(df)
         return frames
