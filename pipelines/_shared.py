@@ -1,17 +1,19 @@
 """One scan of the accelerators feeding every pipeline of a run.
 
-Underuse, surplus and the sampling interval they share each ask the store for utilization
-sums, counts and means over the analysed period, grouped by site, by device or by site,
-ecosystem and model: on a national fleet each is a scan of every raw sample (144 M for
-100,000 accelerators over a day). `SharedScan` wraps the run's store, reads the period's
-utilization once per series and hour (one SUM and one COUNT query by device and the labels
-that change on a device), and answers those queries from that table: sums and counts add up
-exactly, a mean is their ratio. Whatever it cannot answer exactly (another measurement or
-field, a quantile, a window or range off the period's hourly grid, anomaly's trailing
-baseline) goes to the store unchanged.
+Underuse, surplus, anomaly and the sampling interval they share each ask the store for
+utilization and power sums, counts and means, and health minima, over the analysed period
+(or a baseline before it), grouped by site, by device or by site, ecosystem and model: on a
+national fleet each is a scan of every raw sample (144 M for 100,000 accelerators over a
+day). `SharedScan` wraps the run's store, reads the period once per series and hour (the
+store's `query_many`: one SUM, one COUNT and one MIN query by device and the labels that
+change on a device, a single scan in DuckDB), and answers those queries from that table:
+sums, counts and minima add up exactly, a mean is a ratio of them. A query that starts
+before the period is answered too when the store holds nothing before it. Whatever it cannot
+answer exactly (another measurement or field, a quantile, a window or range off the
+period's hourly grid, a baseline over data before the period) goes to the store unchanged.
 
-Memory: series x hours rows of 28 bytes, the series as a row number of the store's series
-index (100,000 x 24 rows is about 70 MB), instead of one such frame per query; above
+Memory: series x hours rows of 48 bytes, the series as a row number of the store's series
+index (100,000 x 24 rows is about 115 MB), instead of one such frame per query; above
 `MAX_ROWS` series-hours (a month of a national fleet) every query goes to the store.
 """
 
@@ -33,8 +35,12 @@ _MEASUREMENT = "accelerator"
 _FIELD = "utilization_ratio"
 _GRAIN = timedelta(hours=1)
 _AGGS = (Aggregate.SUM, Aggregate.COUNT, Aggregate.MEAN)
+_SUMMED = ("utilization_ratio", "power_watts")
+"""Fields the scan keeps as sum and count per series and hour (SUM, COUNT and MEAN)."""
+_LEAST = ("health",)
+"""Fields the scan keeps as their minimum per series and hour (MIN)."""
 MAX_ROWS = 12_000_000
-"""The most series-hours the scan holds (about 300 MB); a longer period or a larger fleet
+"""The most series-hours the scan holds (about 580 MB); a longer period or a larger fleet
 reads the store per query, as it would without this class."""
 
 
@@ -79,6 +85,7 @@ class SharedScan:
         self._labels: pd.DataFrame | None = None
         self._usable: bool | None = None
         self._ranked: dict[str, tuple[np.ndarray, pd.Index]] = {}
+        self._bare_before: bool | None = None
         self.url = store.url
 
     def __getattr__(self, name: str) -> Any:  # write, series, time_bounds, delete, ...
@@ -87,18 +94,31 @@ class SharedScan:
     # -- which queries -----------------------------------------------------------------------
     def _on_grid(self, t: pd.Timestamp) -> bool:
         offset = t - pd.Timestamp(self._period.start)
-        return offset >= pd.Timedelta(0) and offset % _GRAIN == pd.Timedelta(0)
+        return offset % _GRAIN == pd.Timedelta(0)
+
+    def _nothing_before(self) -> bool:
+        """Whether the store holds no accelerator data before the period (then a query that
+        starts earlier, an anomaly baseline's week, reads exactly what the scan holds)."""
+        if self._bare_before is None:
+            bounds = self._store.time_bounds(_MEASUREMENT)
+            self._bare_before = bounds is None or bounds[0] >= self._period.start
+        return self._bare_before
 
     def _answerable(self, q: Query) -> bool:
-        if q.measurement != _MEASUREMENT or q.fields != (_FIELD,) or q.agg not in _AGGS:
+        if q.measurement != _MEASUREMENT:
+            return False
+        kept = _SUMMED if q.agg in _AGGS else _LEAST if q.agg == Aggregate.MIN else ()
+        if not q.fields or not set(q.fields) <= set(kept):
             return False
         start, end = pd.Timestamp(q.start), pd.Timestamp(q.end)
-        period_end = pd.Timestamp(self._period.end)
+        period_start, period_end = pd.Timestamp(self._period.start), pd.Timestamp(self._period.end)
         if not self._on_grid(start) or end > period_end:
             return False
-        if end != period_end and not self._on_grid(end):
+        if end != period_end and not (end > period_start and self._on_grid(end)):
             return False
-        return q.window is None or (q.window % _GRAIN == timedelta(0))
+        if q.window is not None and q.window % _GRAIN != timedelta(0):
+            return False
+        return start >= period_start or self._nothing_before()
 
     # -- the one scan ----------------------------------------------------------------------------
     def _load(self) -> bool:
@@ -121,23 +141,31 @@ class SharedScan:
         key = ["device", *(c for c in per_device.columns if (per_device[c] > 1).any())]
         q = dict(start=self._period.start, end=self._period.end, group_by=tuple(key),
                  window=_GRAIN)
-        total, count = query_many(self._store, [
-            Query(_MEASUREMENT, (_FIELD,), agg=Aggregate.SUM, **q),
-            Query(_MEASUREMENT, (_FIELD,), agg=Aggregate.COUNT, **q)])
+        total, count, least = query_many(self._store, [
+            Query(_MEASUREMENT, _SUMMED, agg=Aggregate.SUM, **q),
+            Query(_MEASUREMENT, _SUMMED, agg=Aggregate.COUNT, **q),
+            Query(_MEASUREMENT, _LEAST, agg=Aggregate.MIN, **q)])
         if len(total) > 2 * self.max_rows:  # series that overlap in time: too many rows
             self._usable = False
             return False
-        base = side_by_side(total.rename(columns={_FIELD: "usum"}),
-                            count.rename(columns={_FIELD: "n"}), ["time", *key], how="outer")
+        keys = ["time", *key]
+        base = side_by_side(total.rename(columns={f: f"{f}:sum" for f in _SUMMED}),
+                            count.rename(columns={f: f"{f}:n" for f in _SUMMED}), keys,
+                            how="outer")
+        base = side_by_side(base, least.rename(columns={f: f"{f}:min" for f in _LEAST}), keys,
+                            how="outer")
         series, unique = _rows_of(labels[key], base[key])
         if not unique or (series < 0).any():
             self._usable = False  # labels the series index does not hold: ask the store
             return False
-        self._base = pd.DataFrame({
-            "time": _ns(base.time),
-            "series": series,
-            "usum": base.usum.astype(float).to_numpy(),
-            "n": base.n.fillna(0).astype(np.int64).to_numpy()})
+        columns: dict[str, np.ndarray] = {"time": _ns(base.time),
+                                          "series": series.astype(np.int32)}
+        for f in _SUMMED:
+            columns[f"{f}:sum"] = base[f"{f}:sum"].astype(float).to_numpy()
+            columns[f"{f}:n"] = base[f"{f}:n"].fillna(0).astype(np.int32).to_numpy()
+        for f in _LEAST:
+            columns[f"{f}:min"] = base[f"{f}:min"].astype(float).to_numpy()
+        self._base = pd.DataFrame(columns)
         self._labels = labels
         self._usable = True
         return True
@@ -193,7 +221,7 @@ class SharedScan:
         return [df for df in out if df is not None]
 
     def _grouped(self, q: Query) -> pd.DataFrame | None:
-        """Per window and group of ``q``: the utilization sum ``usum`` and count ``n``."""
+        """Per window and group of ``q``: each kept field's sum, count and minimum."""
         base, labels = self._base, self._labels
         assert base is not None and labels is not None
         start, end = pd.Timestamp(q.start).value, pd.Timestamp(q.end).value
@@ -216,9 +244,13 @@ class SharedScan:
         keys = {"time": time}
         for g in q.group_by:
             keys[g] = self._ranks(g)[0][rows.series.to_numpy()]
-        frame = pd.DataFrame({**keys, "usum": rows.usum.to_numpy(), "n": rows.n.to_numpy()})
+        values = rows.drop(columns=["time", "series"]).reset_index(drop=True)
+        frame = pd.concat([pd.DataFrame(keys), values], axis=1)
         g = frame.groupby(list(keys), sort=True)
-        out = pd.DataFrame({"usum": g.usum.sum(min_count=1), "n": g.n.sum()}).reset_index()
+        out = pd.concat(
+            [g[[f"{f}:sum" for f in _SUMMED]].sum(min_count=1),
+             g[[f"{f}:n" for f in _SUMMED]].sum(),
+             g[[f"{f}:min" for f in _LEAST]].min()], axis=1).reset_index()
         for col in q.group_by:
             out[col] = self._ranks(col)[1].take(out[col].to_numpy())
         out["time"] = pd.to_datetime(out.time.astype(np.int64), unit="ns", utc=True)
@@ -226,13 +258,17 @@ class SharedScan:
 
 
 def _finish(sums: pd.DataFrame, q: Query) -> pd.DataFrame:
-    """``q``'s aggregate from the grouped sums and counts."""
-    if q.agg == Aggregate.SUM:
-        value = sums.usum
-    elif q.agg == Aggregate.COUNT:
-        value = sums.n.astype(np.int64)
-    else:
-        value = sums.usum / sums.n.where(sums.n > 0)
+    """``q``'s aggregate from the grouped sums, counts and minima."""
     out = sums[["time", *q.group_by]].copy()
-    out[_FIELD] = value.to_numpy()
+    for f in q.fields:
+        if q.agg == Aggregate.SUM:
+            value = sums[f"{f}:sum"]
+        elif q.agg == Aggregate.COUNT:
+            value = sums[f"{f}:n"].astype(np.int64)
+        elif q.agg == Aggregate.MIN:
+            value = sums[f"{f}:min"]
+        else:
+            n = sums[f"{f}:n"]
+            value = sums[f"{f}:sum"] / n.where(n > 0)
+        out[f] = value.to_numpy()
     return out.reset_index(drop=True)

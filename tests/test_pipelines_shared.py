@@ -74,10 +74,11 @@ def test_answers_as_the_store_does(fleet_store):
         pd.testing.assert_frame_equal(shared.query(q).reset_index(drop=True),
                                       store.query(q).reset_index(drop=True),
                                       check_dtype=False, rtol=1e-12, atol=0)
-    # one SUM and one COUNT by device (and labels that change on one) and hour, whatever
-    # was asked after
+    # one SUM, one COUNT and one MIN by device (and labels that change on one) and hour,
+    # whatever was asked after
     assert [(q.agg, q.group_by[0], q.window) for q in counting.queries] == [
-        (Aggregate.SUM, "device", H), (Aggregate.COUNT, "device", H)]
+        (Aggregate.SUM, "device", H), (Aggregate.COUNT, "device", H),
+        (Aggregate.MIN, "device", H)]
 
 
 def test_a_sum_read_by_hand(fleet_store):
@@ -104,7 +105,9 @@ def test_what_it_cannot_answer_goes_to_the_store(fleet_store):
         # a start off the grid
         Query("accelerator", ("utilization_ratio",), PERIOD.start, PERIOD.end,
               agg=Aggregate.QUANTILE, quantile=0.9),
-        Query("accelerator", ("power_watts",), PERIOD.start, PERIOD.end, agg=Aggregate.SUM),
+        Query("accelerator", ("temperature_celsius",), PERIOD.start, PERIOD.end,
+              agg=Aggregate.SUM),
+        Query("accelerator", ("health",), PERIOD.start, PERIOD.end, agg=Aggregate.MEAN),
         Query("accelerator", ("utilization_ratio",), PERIOD.start - H, PERIOD.end,
               agg=Aggregate.SUM),
         Query("accelerator", ("utilization_ratio",), PERIOD.start, PERIOD.end,
@@ -115,6 +118,33 @@ def test_what_it_cannot_answer_goes_to_the_store(fleet_store):
     for q in others:
         pd.testing.assert_frame_equal(shared.query(q), store.query(q))
     assert counting.queries == others
+
+
+def test_power_health_and_a_baseline_before_an_empty_past_as_the_store_gives_them(fleet_store):
+    """Power's sums, counts and means and health's minima come from the scan too; and with
+    nothing stored before the period (here: the whole 6 h stored is the period), a query
+    starting a week earlier (anomaly's baseline) reads what the scan holds."""
+    fleet, store = fleet_store
+    whole = Period(END - 6 * H, END)
+    counting = CountingStore(store)
+    shared = SharedScan(counting, whole)
+    sites = sorted(s.id for s in fleet.topology.sites[:3])
+    week = whole.start - timedelta(days=7)
+    asked = [
+        Query("accelerator", ("utilization_ratio", "power_watts"), week, whole.end,
+              group_by=("site",), window=H, agg=Aggregate.MEAN),
+        Query("accelerator", ("utilization_ratio",), week, whole.end,
+              group_by=("site", "device"), agg=Aggregate.COUNT),
+        Query("accelerator", ("health",), whole.start, whole.end,
+              group_by=("hub", "cluster", "site", "node", "device"), agg=Aggregate.MIN),
+        Query("accelerator", ("power_watts",), whole.start + H, whole.end, where={"site": sites},
+              group_by=("site",), window=2 * H, agg=Aggregate.SUM),
+    ]
+    for q in asked:
+        pd.testing.assert_frame_equal(shared.query(q).reset_index(drop=True),
+                                      store.query(q).reset_index(drop=True),
+                                      check_dtype=False, rtol=1e-12, atol=0)
+    assert [q.agg for q in counting.queries] == [Aggregate.SUM, Aggregate.COUNT, Aggregate.MIN]
 
 
 def test_series_come_from_the_index_it_read(fleet_store):
