@@ -179,3 +179,20 @@ def test_the_glossary_check_catches_a_wrong_term():
     assert not _matches("alert", "bad --alert-severity {value}")
     assert not _matches("accelerator", "idle accelerator-hours")
     assert _matches('"national"', "national") and not _matches('"national"', "National")
+
+
+REJECTED_ANYWHERE = ("报警", "警报", "延迟", "延时", "空闲算力", "电能使用效率", "加速器")
+"""Rejected variants (docs/glossary.md) that no Chinese text may use, whatever the context."""
+
+
+def test_no_chinese_text_uses_a_rejected_variant():
+    texts = {str(PO): PO.read_text(encoding="utf-8")}
+    texts |= {str(p): p.read_text(encoding="utf-8")
+              for p in (ROOT / "docs" / "runbooks" / "zh-CN").glob("*.md")}
+    texts |= {str(p): "\n".join(line for line in p.read_text(encoding="utf-8").splitlines()
+                                if "_zh:" in line)
+              for p in (ROOT / "alerts").glob("*/*.yml")}
+    assert len(texts) > 30
+    for path, text in texts.items():
+        for bad in REJECTED_ANYWHERE:
+            assert bad not in text, f"{path} uses {bad!r} (see docs/glossary.md)"
