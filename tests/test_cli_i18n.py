@@ -148,3 +148,14 @@ def test_errors_are_in_the_language_chosen(tmp_path):
     assert "error: bad --format 'xml': one of table, json, csv" in en.stderr
     bad = run("summary", lang="fr")
     assert bad.returncode == ExitStatus.BAD_INPUT and "bad --lang 'fr'" in bad.stderr
+
+
+def test_help_is_in_the_language_chosen():
+    zh = run("summary", "--help", lang="zh-CN")
+    assert zh.returncode == 0
+    assert "打印存储中数据的全国汇总。" in zh.stdout and "从 --until 往前的时段长度" in zh.stdout
+    by_locale = run("--help", env={"LANG": "zh_CN.UTF-8"})
+    assert "面向全国一体化算力网络的遥测与可观测性工具。" in by_locale.stdout
+    en = run("summary", "--help")
+    assert "Print the national summary of what a store holds." in en.stdout
+    assert not HAN.search(en.stdout)
