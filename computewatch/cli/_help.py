@@ -38,12 +38,28 @@ def help_texts(command: click.Command) -> list[str]:
 
 
 def translate_help(command: click.Command) -> None:
-    """Replace the tree's help texts with the current language's (`computewatch.i18n`)."""
-    from computewatch.i18n import _
+    """Replace the tree's help texts with the current language's (`computewatch.i18n`),
+    the ``--help`` option's own included."""
+    from computewatch.i18n import N_, _
 
+    help_help = _(N_("Show this message and exit."))
     for item in _walk(command):
         text = getattr(item, "help", None)
         if text:
             item.help = _(text)
-        if isinstance(item, click.Command) and item.short_help:
-            item.short_help = _(item.short_help)
+        if hasattr(item, "get_help_option"):  # a command (Typer carries its own click copy)
+            if item.short_help:
+                item.short_help = _(item.short_help)
+            item.get_help_option = _help_option(item.get_help_option, help_help)
+
+
+def _help_option(original: Any, text: str) -> Any:
+    """``get_help_option`` whose option says ``text`` (click builds it per context)."""
+
+    def get_help_option(ctx: click.Context) -> click.Option | None:
+        option = original(ctx)
+        if option is not None:
+            option.help = text
+        return option
+
+    return get_help_option
