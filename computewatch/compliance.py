@@ -37,7 +37,7 @@ import pandas as pd
 
 from computewatch.findings import Period
 from computewatch.policy import Policy
-from computewatch.store import Aggregate, Query, Store, resolution
+from computewatch.store import Aggregate, Query, Store, query_many, resolution
 from computewatch.topology import Tier, Topology
 
 __all__ = ["COMPLIANCE_COLUMNS", "COMPLIANCE_DEFINITION", "LINK_LABELS", "P95",
@@ -167,13 +167,14 @@ def _combine(key: np.ndarray, values: np.ndarray, size: int, agg: Aggregate) -> 
 
 def pair_windows(store: Store, start: datetime, end: datetime, window: timedelta,
                  queries: dict[Aggregate, tuple[str, ...]]) -> PairWindows | None:
-    """One windowed query per aggregate (fields of ``link_latency``), grouped by series and
-    pooled into unordered pairs: sums add, minima and maxima take the extreme, means the
-    mean of the series. None when the store holds no link data in [start, end)."""
+    """One windowed query per aggregate (fields of ``link_latency``; one scan where the
+    store shares it, `query_many`), grouped by series and pooled into unordered pairs: sums
+    add, minima and maxima take the extreme, means the mean of the series. None when the
+    store holds no link data in [start, end)."""
     frames = {}
-    for agg, fields in queries.items():
-        got = store.query(Query("link_latency", fields, start, end, group_by=LINK_LABELS,
-                                window=window, agg=agg))
+    asked = [Query("link_latency", fields, start, end, group_by=LINK_LABELS, window=window,
+                   agg=agg) for agg, fields in queries.items()]
+    for agg, got in zip(queries, query_many(store, asked), strict=True):  # one scan
         if len(got):
             frames[agg] = (got, *_series_pairs(got))
     if not frames:
