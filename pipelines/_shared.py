@@ -239,22 +239,43 @@ class SharedScan:
         else:
             w = pd.Timedelta(q.window).value
             time = start + ((rows.time.to_numpy() - start) // w) * w
-        # Grouped by each label's rank among its values (integers sort as the strings do);
-        # the strings come back only for the groups' rows.
-        keys = {"time": time}
-        for g in q.group_by:
-            keys[g] = self._ranks(g)[0][rows.series.to_numpy()]
-        values = rows.drop(columns=["time", "series"]).reset_index(drop=True)
-        frame = pd.concat([pd.DataFrame(keys), values], axis=1)
-        g = frame.groupby(list(keys), sort=True)
-        out = pd.concat(
-            [g[[f"{f}:sum" for f in _SUMMED]].sum(min_count=1),
-             g[[f"{f}:n" for f in _SUMMED]].sum(),
-             g[[f"{f}:min" for f in _LEAST]].min()], axis=1).reset_index()
-        for col in q.group_by:
-            out[col] = self._ranks(col)[1].take(out[col].to_numpy())
-        out["time"] = pd.to_datetime(out.time.astype(np.int64), unit="ns", utc=True)
+        # Grouped by each label's rank among its values (integers sort as the strings do),
+        # in numpy; the strings come back only for the groups' rows.
+        series = rows.series.to_numpy()
+        parts = [time, *(self._ranks(g)[0][series] for g in q.group_by)]
+        group, first = _group_numbers(parts)
+        ngroups = len(first)
+        out = pd.DataFrame({"time": pd.to_datetime(time[first], unit="ns", utc=True)})
+        for col, part in zip(q.group_by, parts[1:], strict=True):
+            out[col] = self._ranks(col)[1].take(part[first])
+        for f in _SUMMED:
+            v = rows[f"{f}:sum"].to_numpy()
+            has = ~np.isnan(v)
+            total = np.bincount(group, weights=np.where(has, v, 0.0), minlength=ngroups)
+            seen = np.bincount(group, weights=has, minlength=ngroups)
+            out[f"{f}:sum"] = np.where(seen > 0, total, np.nan)  # NaN where all are NaN
+            out[f"{f}:n"] = np.bincount(group, weights=rows[f"{f}:n"].to_numpy(),
+                                        minlength=ngroups).astype(np.int64)
+        order = np.argsort(group, kind="stable")
+        starts = np.searchsorted(group[order], np.arange(ngroups))
+        for f in _LEAST:
+            v = rows[f"{f}:min"].to_numpy()[order]
+            out[f"{f}:min"] = np.fmin.reduceat(v, starts) if len(v) else np.empty(0)
         return out
+
+
+def _group_numbers(parts: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows numbered by their combination of ``parts`` (integer columns), the numbers in
+    the combinations' lexicographic order, and each group's first row."""
+    key = np.zeros(len(parts[0]), np.int64)
+    for part in parts:
+        codes, uniques = pd.factorize(part, sort=True)
+        span = len(uniques)
+        if key.size and int(key.max()) >= (2**62) // max(span, 1):
+            key = pd.factorize(key, sort=True)[0].astype(np.int64)  # dense, order kept
+        key = key * span + codes
+    _, first, group = np.unique(key, return_index=True, return_inverse=True)
+    return group.astype(np.int64), first
 
 
 def _finish(sums: pd.DataFrame, q: Query) -> pd.DataFrame:
