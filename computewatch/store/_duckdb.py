@@ -406,16 +406,21 @@ class DuckDBStore:
         named = "".join(f", s.{_ident(g)} AS {_ident(g)}" for g in q.group_by)
         numbered = (f"SELECT s.series_id, DENSE_RANK() OVER (ORDER BY {keys}) - 1 AS _g"
                     f"{named} FROM {series} s{matching}")
-        sql = (f"SELECT {time} AS time, n._g AS _g, {', '.join(final)} FROM ({inner}) p "
-               f"JOIN ({numbered}) n USING (series_id) GROUP BY p._w, n._g "
-               f"ORDER BY p._w, n._g")
+        sql = (f"SELECT p._w AS _w, {time} AS time, n._g AS _g, {', '.join(final)} "
+               f"FROM ({inner}) p JOIN ({numbered}) n USING (series_id) GROUP BY p._w, n._g")
         labels = (f"SELECT DISTINCT _g, {', '.join(_ident(g) for g in q.group_by)} "
                   f"FROM ({numbered}) ORDER BY _g")
         return sql, labels
 
     @staticmethod
     def _with_labels(rows: pa.Table, labels: pa.Table, group_by: Sequence[str]) -> pa.Table:
-        """``rows`` (time, ``_g``, fields) with each group's labels in place of ``_g``."""
+        """``rows`` (``_w``, time, ``_g``, fields, in no order) in window and group order,
+        with each group's labels in place of ``_g``. Sorted here, on one integer per row:
+        DuckDB's ORDER BY of millions of rows cost three times as much."""
+        window = rows.column("_w").to_numpy()
+        group = rows.column("_g").to_numpy()
+        key = window * (int(group.max(initial=0)) + 1) + group
+        rows = rows.take(pa.array(np.argsort(key, kind="stable"))).drop_columns(["_w"])
         index = rows.column("_g")
         cols = [rows.column(TIME), *(labels.column(g).take(index) for g in group_by)]
         names = [TIME, *group_by]
