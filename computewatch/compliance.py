@@ -35,8 +35,8 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from computewatch.i18n import N_
 from computewatch.findings import Period
+from computewatch.i18n import N_
 from computewatch.policy import Policy
 from computewatch.store import Aggregate, Query, Store, resolution
 from computewatch.topology import Tier, Topology

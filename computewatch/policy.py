@@ -78,6 +78,13 @@ class Sourced(_Model, Generic[V]):
 
     value: V
     source: Annotated[str, AfterValidator(_check_source)]
+    source_zh: str = ""
+    """The source in Chinese, for zh-CN reports (the shipped policy states one for every
+    value); empty: the reports quote ``source``."""
+
+    def source_in(self, language: str) -> str:
+        """The source as a report in ``language`` quotes it."""
+        return self.source_zh if language == "zh-CN" and self.source_zh else self.source
 
 
 _DEFAULT_DEFINITION = Sourced[UtilizationDefinition](

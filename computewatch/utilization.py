@@ -39,8 +39,8 @@ from datetime import datetime, timedelta
 
 import pandas as pd
 
-from computewatch.i18n import N_
 from computewatch.findings import Period
+from computewatch.i18n import N_
 from computewatch.policy import UtilizationDefinition
 from computewatch.store import Aggregate, Query, Store, resolution
 from computewatch.topology import Topology

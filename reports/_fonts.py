@@ -45,7 +45,7 @@ class _Face:
     index: int  # the font's number inside a .ttc collection, 0 for a single font
 
 
-def _family_names(font) -> set[str]:  # noqa: ANN001 - a fontTools TTFont
+def _family_names(font) -> set[str]:
     name = font["name"]
     return {str(n.toUnicode()) for n in name.names if n.nameID in (1, 16)}
 
@@ -66,7 +66,7 @@ def find_cjk_font(weight: int) -> _Face:
         try:
             fonts = (TTCollection(str(path), lazy=True).fonts if path.suffix.lower() == ".ttc"
                      else [TTFont(str(path), lazy=True)])
-        except Exception:  # noqa: BLE001 - an unreadable font file is skipped, not fatal
+        except Exception:
             continue
         for index, font in enumerate(fonts):
             names = _family_names(font)

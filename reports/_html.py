@@ -9,6 +9,7 @@ stay in the HTML's ``id`` and ``data-id`` attributes, where scripts and tests fi
 from __future__ import annotations
 
 import math
+import re
 from functools import lru_cache
 from itertools import groupby
 
@@ -49,6 +50,16 @@ a filing, not a log; the counts by rule always cover them all, and ``computewatc
 ORDER = ("underuse", "pue", "latency", "anomaly", "surplus")
 
 _FONT_SLOT = "/*computewatch:embedded-fonts*/"
+NO_HUB = "no-hub"
+"""How the latency pipeline names the end of a hub pair outside every hub."""
+
+
+def _period_label(report: Report) -> str:
+    """The period as requested (``2026-10``, ``2026-Q3``, a range), a duration in words."""
+    label = report.period.label
+    if label.startswith("last "):
+        return _("last {duration}").format(duration=label[len("last "):])
+    return label
 
 
 def _missing(x: object) -> bool:
@@ -86,9 +97,9 @@ def pue_label(row: dict, floor: float = 1.0) -> str:
         return "—"
     cat = int(row.get("pue_category") or 0)
     kind = _("interim") if row.get("pue_interim", True) else _("12-month")
-    parts = [(_("{kind}, cat. {category} ({point})").format(
-        kind=kind, category=cat, point=_(CATEGORY_POINT[cat])) if cat in CATEGORY_POINT
-        else _("{kind}, category not declared").format(kind=kind))]
+    parts = [(_("{kind}, cat. {category}").format(kind=kind, category=cat)
+              if cat in CATEGORY_POINT else
+              _("{kind}, category not declared").format(kind=kind))]
     grade = row.get("pue_grade") or ""
     if grade:
         parts.append(_("above GB 40879 limit") if grade == "over_limit"
@@ -96,7 +107,8 @@ def pue_label(row: dict, floor: float = 1.0) -> str:
     if not _missing(row.get("pue_12m")):
         parts.append(_("12 months: {pue}").format(pue=f"{row['pue_12m']:.3f}"))
     elif not _missing(row.get("pue_12m_completeness")):
-        parts.append(_("12 months: {share} metered").format(share=pct0(row["pue_12m_completeness"])))
+        parts.append(_("12 months: {share} metered").format(
+            share=pct0(row["pue_12m_completeness"])))
     if row.get("pue_silent_meters") and float(row.get("pue_completeness") or 0.0) < floor:
         parts.append(_("silent: {meters}").format(meters=row["pue_silent_meters"]))
     return " · ".join(parts)
@@ -173,10 +185,12 @@ def _place(report: Report, kind: str, key: str) -> str:
 
 
 def _subject(report: Report, subject_type: str, subject: str) -> str:
-    """A finding's subject by name: a link (``a|b``) as both sites' names."""
+    """A finding's subject by name: a link (``a|b``) as both sites' names, a hub pair's
+    ``no-hub`` end (sites outside the hubs) in words."""
     kind = {"link": "site", "hub_pair": "hub"}.get(subject_type)
     if kind and "|" in subject:
-        return " | ".join(_place(report, kind, part) for part in subject.split("|"))
+        return " | ".join(_("outside the hubs") if part == NO_HUB and kind == "hub"
+                          else _place(report, kind, part) for part in subject.split("|"))
     if subject_type in ("site", "hub", "cluster", "province"):
         return _place(report, subject_type, subject)
     return subject
@@ -232,7 +246,7 @@ def _planning(report: Report) -> list[dict]:
                     "subject": _subject(report, "hub_pair", str(r.subject)),
                     "subject_id": str(r.subject), "tier": word(TIER_NAMES, detail.get("tier", "")),
                     "links": len(links),
-                    "examples": "; ".join(named) + (" …" if len(links) > 3 else ""),
+                    "examples": "; ".join(named[:2]) + (" …" if len(links) > 2 else ""),
                     "intermittent": len(detail.get("intermittent", []))})
     return sorted(out, key=lambda p: (p["rule"], -p["links"], p["subject_id"], p["tier"]))
 
@@ -263,7 +277,7 @@ def _status(text: str) -> str:
     """A pipeline's status line (``N findings`` or ``failed: ...``) in the language."""
     head, _sep, rest = text.partition(" ")
     if head.isdigit() and rest in ("findings", "finding"):
-        return ngettext("{n} finding", "{n} findings", int(head)).format(n=head)
+        return _("{n} findings").format(n=head)
     if text.startswith("failed: "):
         return _("failed: {error}").format(error=text[len("failed: "):])
     return text
@@ -286,6 +300,27 @@ def _plots(report: Report) -> list[dict[str, object]]:
     ]
 
 
+def _css_text(text: str) -> str:
+    """``text`` as a CSS string: backslashes, quotes and ``<`` (which could close the style
+    element) escaped."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("<", "\\3C ") + '"'
+
+
+def page_counter_css() -> str:
+    """The footer's page numbers as a CSS ``content`` value in the current language:
+    "Page N of M", 第 N 页 / 共 M 页 (the counters are the printer's)."""
+    text = _("Page {page} of {pages}")
+    parts = []
+    for chunk in re.split(r"(\{page\}|\{pages\})", text):
+        if chunk == "{page}":
+            parts.append("counter(page)")
+        elif chunk == "{pages}":
+            parts.append("counter(pages)")
+        elif chunk:
+            parts.append(_css_text(chunk))
+    return " ".join(parts)
+
+
 def _scope(report: Report) -> str:
     parts = []
     if report.hub:
@@ -293,7 +328,7 @@ def _scope(report: Report) -> str:
     if report.province:
         parts.append(_("province {name}").format(
             name=_place(report, "province", report.province)))
-    return ", ".join(parts) if parts else _("national")
+    return ", ".join(parts) if parts else _("nationwide")
 
 
 def _rows(report: Report, frame: pd.DataFrame) -> list[dict]:
@@ -323,7 +358,7 @@ def _render(report: Report) -> str:
     lang = current_language()
     start, end = report.period.local()
     title = _("Compute Center Regulatory Report")
-    heading = f"{title} — {report.period.label}" + (
+    heading = f"{title} — {_period_label(report)}" + (
         f" — {_scope(report)}" if report.hub or report.province else "")
     by_rule, shown = _findings(report)
     entries = methodology(report)
@@ -331,9 +366,15 @@ def _render(report: Report) -> str:
     digest = report.policy_sha256
     return _environment().get_template("report.html").render(
         lang=lang, html_lang="zh-Hans-CN" if lang == "zh-CN" else lang,
-        title=heading, short_title=f"{title} · {report.period.label} · {_scope(report)}",
-        font_family=FONT_FAMILY, font_slot=_FONT_SLOT,
-        period_label=report.period.label,
+        title=heading,
+        font_family=FONT_FAMILY, font_slot=_FONT_SLOT, page_counter=page_counter_css(),
+        header_right=_css_text(_("computewatch {version} · policy {policy} · SHA-256 {sha}").format(
+            version=report.software_version or "—", policy=report.policy.version or "—",
+            sha=digest[:12] if digest else "—")),
+        header_left=_css_text(f"{title} · {_period_label(report)} · {_scope(report)}"),
+        footer_left=_css_text(_("Generated {time} UTC · China time is UTC+8").format(
+            time=f"{report.generated:%Y-%m-%d %H:%M}")),
+        period_label=_period_label(report),
         local_start=f"{start:%Y-%m-%d %H:%M}", local_end=f"{end:%Y-%m-%d %H:%M}",
         utc_start=f"{report.period.start:%Y-%m-%d %H:%M}",
         utc_end=f"{report.period.end:%Y-%m-%d %H:%M}", scope=_scope(report),

@@ -25,11 +25,11 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from computewatch import __version__
 from computewatch.compliance import window_compliance
 from computewatch.config import suggest_known
 from computewatch.findings import Analysis, Period
 from computewatch.i18n import N_
-from computewatch import __version__
 from computewatch.policy import Policy, policy_sha256
 from computewatch.pue import CHINA_TZ, PUE_COLUMNS, meter_readings, windowed_pue
 from computewatch.reports._period import ReportPeriod
@@ -384,7 +384,8 @@ def resolve_province(topology: Topology, text: str) -> str:
 
 def build_report(store: Store, topology: Topology, policy: Policy, period: ReportPeriod,
                  analysis: Analysis, *, hub: str | None = None,
-                 province: str | None = None, definition: str | None = None, window: timedelta = timedelta(hours=1),
+                 province: str | None = None, definition: str | None = None,
+                 window: timedelta = timedelta(hours=1),
                  latency_window: timedelta = timedelta(minutes=5),
                  policy_name: str = SHIPPED_POLICY, policy_digest: str | None = None,
                  progress: Progress | None = None) -> Report:
