@@ -191,7 +191,7 @@ def _subject(report: Report, subject_type: str, subject: str) -> str:
     if kind and "|" in subject:
         return " | ".join(_("outside the hubs") if part == NO_HUB and kind == "hub"
                           else _place(report, kind, part) for part in subject.split("|"))
-    if subject_type in ("site", "hub", "cluster", "province"):
+    if subject_type in ("site", "hub", "cluster", "province", "city"):
         return _place(report, subject_type, subject)
     return subject
 
