@@ -16,7 +16,7 @@ from importlib.metadata import version
 
 import numpy as np
 import pytest
-from report_fixtures import HOURS, PERIOD, START, write_fleet
+from report_fixtures import HOURS, PERIOD, write_fleet
 from report_text import chinese_outside, english_words
 
 from computewatch.pipelines import run_pipelines
@@ -99,7 +99,7 @@ def _row(report, level, subject):
     return r
 
 
-# --- the cover ---------------------------------------------------------------------------------
+# --- the cover ------------------------------------------------------------------------------ -
 
 @pytest.mark.parametrize("language", ["en", "zh-CN"])
 def test_the_cover_states_version_policy_hash_window_and_completeness(report, language):
@@ -147,7 +147,7 @@ def test_the_policy_hash_is_of_the_file_the_report_ran_with(fleet_path, tmp_path
     assert hashlib.sha256(SHIPPED).hexdigest() not in html and "local-1" in html
 
 
-# --- scope by province -------------------------------------------------------------------------
+# --- scope by province ---------------------------------------------------------------------- -
 
 def test_province_scope_has_the_province_sites_only(fleet_path):
     hebei = sorted(s.id for s in TOPO.sites if s.province == "Hebei")
@@ -171,7 +171,7 @@ def test_a_bad_province_is_refused_naming_the_option():
         check_scope(TOPO, "gba", None, province="Hebei")
 
 
-# --- energy --------------------------------------------------------------------------------------
+# --- energy ----------------------------------------------------------------------------------- 
 
 def test_energy_is_stated_in_kwh_from_the_meters(report):
     """bj-ai's IT meter draws 800 + 40 * ((k // 12) % 5) W in 5-minute step k (k = 0 at 15
@@ -188,7 +188,7 @@ def test_energy_is_stated_in_kwh_from_the_meters(report):
     assert "joule" not in html.lower()
 
 
-# --- the CSV ---------------------------------------------------------------------------------------
+# --- the CSV ------------------------------------------------------------------------------------ 
 
 def test_the_zh_cn_csv_has_chinese_headers_and_words_and_the_same_numbers(report):
     en, zh = io.StringIO(), io.StringIO()
@@ -210,7 +210,7 @@ def test_the_zh_cn_csv_has_chinese_headers_and_words_and_the_same_numbers(report
     assert bj_zh[utilization] == bj_en[utilization]  # numbers are numbers in every language
 
 
-# --- no untranslated word --------------------------------------------------------------------------
+# --- no untranslated word ----------------------------------------------------------------------- 
 
 def _ids(report) -> set[str]:
     """Ids a report may show as they are: namespaces, finding subjects, CSV columns."""
