@@ -171,7 +171,7 @@ def test_a_bad_province_is_refused_naming_the_option():
         check_scope(TOPO, "gba", None, province="Hebei")
 
 
-# --- energy ----------------------------------------------------------------------------------- 
+# --- energy -----------------------------------------------------------------------------------
 
 def test_energy_is_stated_in_kwh_from_the_meters(report):
     """bj-ai's IT meter draws 800 + 40 * ((k // 12) % 5) W in 5-minute step k (k = 0 at 15
@@ -188,7 +188,7 @@ def test_energy_is_stated_in_kwh_from_the_meters(report):
     assert "joule" not in html.lower()
 
 
-# --- the CSV ------------------------------------------------------------------------------------ 
+# --- the CSV ------------------------------------------------------------------------------------
 
 def test_the_zh_cn_csv_has_chinese_headers_and_words_and_the_same_numbers(report):
     en, zh = io.StringIO(), io.StringIO()
@@ -210,7 +210,7 @@ def test_the_zh_cn_csv_has_chinese_headers_and_words_and_the_same_numbers(report
     assert bj_zh[utilization] == bj_en[utilization]  # numbers are numbers in every language
 
 
-# --- no untranslated word ----------------------------------------------------------------------- 
+# --- no untranslated word -----------------------------------------------------------------------
 
 def _ids(report) -> set[str]:
     """Ids a report may show as they are: namespaces, finding subjects, CSV columns."""
