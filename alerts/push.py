@@ -41,7 +41,9 @@ from typing import Any
 import pandas as pd
 import requests
 
+from computewatch.finding_text import finding_message, rule_title
 from computewatch.findings import Analysis, Finding, Period, Severity, incident_id
+from computewatch.i18n import using_language
 from computewatch.triage import group_ids
 
 __all__ = ["SOURCE", "PushError", "PushResult", "alert_name", "finding_alert",
@@ -101,6 +103,12 @@ def _number(value: Any) -> str:
     return f"{float(value):.6g}"
 
 
+def _zh_title(rule: str) -> str:
+    """The rule's title in Chinese (the ``title_zh`` annotation)."""
+    with using_language("zh-CN"):
+        return rule_title(rule)
+
+
 def finding_alert(finding: Finding, *, now: datetime, hold: timedelta, source: str = SOURCE,
                   generator_url: str | None = None, group: str | None = None) -> dict[str, Any]:
     """One postable alert (API v2) for a finding that holds now."""
@@ -114,6 +122,9 @@ def finding_alert(finding: Finding, *, now: datetime, hold: timedelta, source: s
                    "window_start": start.isoformat(), "window_end": end.isoformat()}
     if f.definition:
         annotations["description"] = str(f.definition)
+    # What a Chinese target of the bridge shows (computewatch.finding_text).
+    annotations["title_zh"] = _zh_title(f.rule)
+    annotations["summary_zh"] = finding_message(f, "zh-CN")
     alert = {"labels": finding_labels(f, source, group), "annotations": annotations,
              "startsAt": min(start, now).isoformat(), "endsAt": (now + hold).isoformat()}
     if generator_url:

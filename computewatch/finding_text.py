@@ -17,14 +17,19 @@ from computewatch.i18n import N_, _, translations, using_language
 from computewatch.place_names import subject_name
 from computewatch.topology import Topology
 
-__all__ = ["ACUTE_NAMES", "PIPELINE_NAMES", "RULE_TITLES", "SEVERITY_NAMES", "TIER_NAMES",
-           "finding_message", "format_value", "rule_title", "word"]
+__all__ = ["ACUTE_NAMES", "PIPELINE_NAMES", "RULE_TITLES", "SEVERITY_NAMES", "SUBJECT_TYPES",
+           "TIER_NAMES", "finding_message", "format_value", "rule_title", "word"]
 
 SEVERITY_NAMES = {0: N_("info"), 1: N_("warning"), 2: N_("critical")}
 PIPELINE_NAMES = {"underuse": N_("underuse"), "latency": N_("latency"), "pue": N_("pue"),
                   "anomaly": N_("anomaly"), "surplus": N_("surplus")}
 TIER_NAMES = {"metro": N_("metro"), "regional": N_("regional"), "national": N_("national")}
 ACUTE_NAMES = {True: N_("acute"), False: N_("chronic")}
+SUBJECT_TYPES = {"accelerator": N_("accelerator"), "device": N_("device"), "node": N_("node"),
+                 "site": N_("site"), "cluster": N_("cluster"), "hub": N_("hub"),
+                 "province": N_("province"), "link": N_("link"), "hub_pair": N_("hub pair"),
+                 "city": N_("city")}
+"""What a finding is about, as a word (``subject_type``)."""
 RULE_TITLES = {
     "accelerator_below_minimum": N_("accelerator utilization below the minimum"),
     "node_below_minimum": N_("node utilization below the minimum"),

@@ -16,6 +16,7 @@ from computewatch.finding_text import (
     ACUTE_NAMES,
     PIPELINE_NAMES,
     SEVERITY_NAMES,
+    SUBJECT_TYPES,
     TIER_NAMES,
     finding_message,
     format_value,
@@ -108,7 +109,8 @@ def render_summary(summary: NationalSummary, fmt: OutputFormat, out: TextIO,
                           (_("Mean util."), "right"), (_("Idle acc.-h"), "right"),
                           (_("PUE"), "right"), (_("Worst link"), "left"), (_("Tier"), "left"),
                           (_("p95 / budget"), "right")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        table.add_column(name, justify=justify,  # type: ignore[arg-type]
+                         overflow="ellipsis" if lang == "en" else "fold")
     for r in summary.rows.itertuples():
         if r.level == "national":
             table.add_section()
@@ -136,8 +138,6 @@ def render_summary(summary: NationalSummary, fmt: OutputFormat, out: TextIO,
 
 
 _COLOURS = {2: "red", 1: "yellow"}
-_GROUP_KINDS = {"hub": "hub", "cluster": "cluster", "site": "site", "city": "city",
-                "province": "province", "link": "link", "hub_pair": "hub_pair"}
 
 
 def _severity(level: int) -> str:
@@ -148,11 +148,17 @@ def _severity(level: int) -> str:
 
 
 def _group_name(group: str, places: Topology | None, lang: str) -> str:
-    """A root-cause group (``cluster:qingyang``) with its place named in ``lang``."""
+    """A root-cause group (``cluster:qingyang``, ``chronic:underuse:site_below_minimum``)
+    in ``lang``: its kind and place as words and names (the rule stays an id)."""
     kind, _sep, subject = group.partition(":")
-    if lang == "en" or kind not in _GROUP_KINDS:
+    if lang == "en":
         return group
-    return f"{kind}:{subject_name(places, _GROUP_KINDS[kind], subject, lang)}"
+    if kind == "chronic":
+        pipeline, _sep, rule = subject.partition(":")
+        return ":".join((word(ACUTE_NAMES, False), word(PIPELINE_NAMES, pipeline), rule))
+    if kind not in SUBJECT_TYPES:
+        return group
+    return f"{word(SUBJECT_TYPES, kind)}:{subject_name(places, kind, subject, lang)}"
 
 
 def render_root_causes(causes: list[RootCause], out: TextIO, *, limit: int = 12,
@@ -164,10 +170,12 @@ def render_root_causes(causes: list[RootCause], out: TextIO, *, limit: int = 12,
     more = _(" (top {n})").format(n=len(shown)) if len(shown) < len(causes) else ""
     table = Table(title=escape(title) + _(": {n} groups").format(n=len(causes)) + more,
                   title_justify="left")
+    # Chinese has no spaces to wrap at: fold long cells rather than cut them with "…".
+    overflow = "ellipsis" if lang == "en" else "fold"
     for col, justify in ((_("severity"), "left"), (_("kind"), "left"), (_("group"), "left"),
                          (_("findings"), "right"), (_("window"), "left"),
                          (_("most urgent finding"), "left")):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        table.add_column(col, justify=justify, overflow=overflow)  # type: ignore[arg-type]
     for c in shown:
         rules = ", ".join(f"{r} x{n}" if n > 1 else r for r, n in c.rules[:3])
         window = f"{c.start:%m-%d %H:%M} – {c.end:%m-%d %H:%M}"
@@ -204,7 +212,8 @@ def render_findings(df: pd.DataFrame, fmt: OutputFormat, out: TextIO, *,
                          (_("subject"), "left"), (_("observed"), "right"),
                          (_("threshold"), "right"), (_("window"), "left"),
                          (_("compl."), "right")):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        table.add_column(col, justify=justify,  # type: ignore[arg-type]
+                         overflow="ellipsis" if lang == "en" else "fold")
     for r in shown.itertuples():
         window = f"{pd.Timestamp(r.start):%m-%d %H:%M} – {pd.Timestamp(r.end):%m-%d %H:%M}"
         table.add_row(_severity(r.severity), escape(word(PIPELINE_NAMES, r.pipeline)), r.rule,

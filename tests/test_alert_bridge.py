@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import subprocess
 import sys
 import time
@@ -603,3 +604,81 @@ def test_example_config_is_valid_and_serves_every_alertmanager_receiver():
     assert config.listen.endswith(":9095") and all(
         hook["url"].startswith("http://alert-bridge:9095/")
         for r in am["receivers"] for hook in r.get("webhook_configs", []))
+
+
+# --- the language of messages -----------------------------------------------------------------
+
+def pue_notification() -> dict:
+    """SitePueOverTarget at zjk-a as Alertmanager delivers it: the annotations expanded as
+    alerts/tests/pue_test.yml expects them (English and zh-CN, written there by hand)."""
+    doc = notification(1)
+    doc["alerts"][0]["labels"] = {"alertname": "SitePueOverTarget", "severity": "warning",
+                                  "kind": "pue", "scope": "site", "hub": "jjj",
+                                  "cluster": "zhangjiakou", "site": "zjk-a", "window": "1h"}
+    doc["alerts"][0]["annotations"] = {
+        "summary": "Site zjk-a PUE 1.30 over target",
+        "description": "The energy-based PUE of site zjk-a (hub jjj) has been over its target "
+                       "of 1.25 in every 1 h window for 3 h (now 1.30).",
+        "runbook_url": "docs/runbooks/SitePueOverTarget.md",
+        "runbook_url_zh": "docs/runbooks/zh-CN/SitePueOverTarget.md",
+        "title_zh": "站点电能利用效率（PUE）超过目标值",
+        "summary_zh": "站点 zjk-a 电能利用效率（PUE）1.30，超过目标值",
+        "description_zh": "站点 zjk-a（枢纽 jjj）基于能耗的电能利用效率（PUE）已连续 3 小时在每个 "
+                          "1 小时窗口内高于目标值 1.25（当前 1.30）。"}
+    doc["groupLabels"] = doc["commonLabels"] = {"alertname": "SitePueOverTarget"}
+    return doc
+
+
+ALLOWED_LATIN = {"Alertmanager", "PUE", "UTC", "docs", "runbooks", "zh", "CN", "md",
+                 "SitePueOverTarget"}
+"""Latin words a Chinese message may hold: the product names, the alert's name and label
+names and values (ids), URLs and paths; anything else is untranslated English."""
+
+
+def _latin_words(text: str) -> set[str]:
+    """Latin words of two letters or more outside URLs (a site's letter, 张家口智算中心A, is
+    part of its Chinese name)."""
+    text = re.sub(r"https?://[^\s)>|]+", " ", text)
+    return set(re.findall(r"[A-Za-z][A-Za-z0-9]+", text))
+
+
+@pytest.mark.parametrize(("kind", "extra"), [
+    ("dingtalk", "secret: {env: ROBOT_SECRET}"), ("wecom", "format: text"),
+    ("feishu", "secret: {env: ROBOT_SECRET}"), ("slack", "language: zh-CN"),
+    ("webhook", "secret: {env: ROBOT_SECRET}")])
+def test_chinese_alert_bodies_use_the_zh_annotations_and_place_names(sinks, bridge_for, kind,
+                                                                     extra):
+    sink = sinks(kind, secret=SECRET if "secret" in extra else "")
+    bridge = bridge_for({"t": f'{{kind: {kind}, url: "{sink.url}", {extra}}}'})
+    assert post(bridge, pue_notification()).status_code == 200
+    got = sink.wait_for(1, verified_only=False)
+    assert len(got) == 1 and got[0].verified, got[0].problem if got else "nothing arrived"
+    text = got[0].text
+    assert "【告警】站点电能利用效率（PUE）超过目标值" in text
+    assert "站点 张家口智算中心A 电能利用效率（PUE）1.30，超过目标值" in text
+    assert ("站点 张家口智算中心A（枢纽 京津冀）基于能耗的电能利用效率（PUE）已连续 3 小时在每个 "
+            "1 小时窗口内高于目标值 1.25（当前 1.30）。") in text
+    assert "cluster=张家口集群" in text and "hub=京津冀" in text and "site=张家口智算中心A" in text
+    assert "处置手册: docs/runbooks/zh-CN/SitePueOverTarget.md" in text
+    assert "开始: 2026-05-09 16:00:00 (UTC+08:00)" in text
+    labels = set(pue_notification()["alerts"][0]["labels"]) | {"pue", "site", "1h"}
+    untranslated = _latin_words(text) - ALLOWED_LATIN - labels
+    assert not untranslated, f"English left in a Chinese message: {sorted(untranslated)}"
+    if kind == "dingtalk":
+        assert got[0].json["markdown"]["title"] == "【告警】站点电能利用效率（PUE）超过目标值"
+
+
+def test_english_alert_bodies_hold_no_chinese(sinks, bridge_for):
+    sink = sinks("slack")
+    bridge = bridge_for({"t": f'{{kind: slack, url: "{sink.url}", language: en}}'})
+    assert post(bridge, pue_notification()).status_code == 200
+    text = sink.wait_for(1)[0].text
+    assert "*[FIRING] SitePueOverTarget*" in text
+    assert "Site zjk-a PUE 1.30 over target" in text and "site=zjk-a" in text
+    assert "Runbook: docs/runbooks/SitePueOverTarget.md" in text
+    assert not re.search(r"[\u3000-\u9fff\uff00-\uffef]", text), text
+
+
+def test_the_untranslated_word_check_can_fail():
+    assert _latin_words("站点 zjk-a over target http://x/y?z") - ALLOWED_LATIN - {"zjk"} == {
+        "over", "target"}

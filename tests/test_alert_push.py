@@ -322,3 +322,16 @@ def test_a_simulated_day_arrives_in_at_most_30_notifications(tmp_path, simulated
     (card,) = [g for g in groups if g["labels"]["group"] == f"accelerator:{lost}"
                and g["receiver"]["name"] != "noc-dingtalk"]
     assert [a["labels"]["rule"] for a in card["alerts"]] == ["accelerator_lost"]
+
+
+def test_a_pushed_finding_carries_its_chinese_title_and_summary():
+    """What a Chinese target of the bridge shows; the expected text is worked by hand from
+    the finding: 31% against a 50% minimum over 00:00-06:00 UTC."""
+    t = datetime(2026, 12, 5, tzinfo=UTC)
+    f = Finding("underuse", "site_below_minimum", "site", "zjk-a", Severity.WARNING, 0.31, 0.5,
+                "ratio", t, t + timedelta(hours=6), message="zjk-a is idle")
+    notes = finding_alert(f, now=t + timedelta(hours=7), hold=timedelta(hours=1))["annotations"]
+    assert notes["summary"] == "zjk-a is idle"
+    assert notes["title_zh"] == "站点算力利用率低于下限"
+    assert notes["summary_zh"] == ("zjk-a：站点算力利用率低于下限，观测值 31.0%，阈值 50.0%，"
+                                   "2026-12-05 00:00 至 2026-12-05 06:00 UTC")

@@ -192,6 +192,28 @@ def test_every_alert_has_a_runbook_and_every_runbook_an_alert():
     assert not orphans, f"runbooks for alerts no rule defines: {sorted(orphans)}"
 
 
+RUNBOOK_SECTIONS_ZH = ("## 含义", "## 可能原因", "## 检查方法", "## 如何静默")
+HAN = re.compile(r"[\u4e00-\u9fff]")
+
+
+def test_every_alert_has_chinese_annotations_and_a_chinese_runbook():
+    """The zh-CN set the bridge's Chinese targets show, and its runbook beside the English."""
+    for name, rule in _alerts().items():
+        notes = rule["annotations"]
+        for key in ("title_zh", "summary_zh", "description_zh"):
+            assert HAN.search(str(notes.get(key, ""))), f"{name}: no Chinese {key}"
+        assert notes.get("runbook_url_zh") == f"docs/runbooks/zh-CN/{name}.md", name
+        path = ROOT / notes["runbook_url_zh"]
+        assert path.is_file(), f"{name}: {path.relative_to(ROOT)} missing"
+        text = path.read_text(encoding="utf-8")
+        assert text.startswith(f"# {name}：{notes['title_zh']}\n"), path.name
+        for heading in RUNBOOK_SECTIONS_ZH:
+            assert heading in text, f"{path.name}: no '{heading}' section"
+        assert f"alertname={name}" in text and f"](../{name}.md)" in text, path.name
+    orphans = {p.stem for p in (RUNBOOKS / "zh-CN").glob("*.md")} - set(_alerts()) - {"README"}
+    assert not orphans, f"Chinese runbooks for alerts no rule defines: {sorted(orphans)}"
+
+
 # --- thresholds are the policy's -----------------------------------------------------------------
 
 

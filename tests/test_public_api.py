@@ -142,7 +142,8 @@ PUBLIC: dict[str, set[str]] = {
         "format_seconds", "parse_duration"},
     "computewatch.errors": {"StoreError", "StoreURLError"},
     "computewatch.finding_text": {
-        "ACUTE_NAMES", "PIPELINE_NAMES", "RULE_TITLES", "SEVERITY_NAMES", "TIER_NAMES",
+        "ACUTE_NAMES", "PIPELINE_NAMES", "RULE_TITLES", "SEVERITY_NAMES", "SUBJECT_TYPES",
+        "TIER_NAMES",
         "finding_message", "format_value", "rule_title", "word"},
     "computewatch.findings": {
         "Analysis", "CHRONIC_SPAN", "FINDING_COLUMNS", "Finding", "Period", "PipelineStatus",

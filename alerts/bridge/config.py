@@ -188,7 +188,9 @@ class TargetConfig(_Model):
     kind: Kind
     url: str | SecretRef
     secret: SecretRef | None = None  # signing key: DingTalk/Feishu "sign", webhook HMAC
-    language: Literal["zh", "en"] = "zh"
+    language: Literal["zh", "zh-CN", "en"] = "zh"
+    """zh (or zh-CN): the catalogue's Chinese, the rules' zh annotations, Chinese place names;
+    en: English."""
     format: Literal["markdown", "text"] | None = None
     rate_limit: RateLimit | list[RateLimit] | None = None  # one window or several
     max_bytes: int | None = Field(None, ge=256)
@@ -227,7 +229,7 @@ class TargetConfig(_Model):
 
     @property
     def effective_timezone(self) -> str:
-        return self.timezone or ("Asia/Shanghai" if self.language == "zh" else "UTC")
+        return self.timezone or ("UTC" if self.language == "en" else "Asia/Shanghai")
 
 
 class BridgeConfig(_Model):
@@ -235,6 +237,9 @@ class BridgeConfig(_Model):
     auth: AuthConfig
     max_body_bytes: int = Field(1 << 20, ge=1024)
     external_url: str | None = None  # link base for messages, instead of Alertmanager's own
+    topology: Path | None = None
+    """The topology whose Chinese place names Chinese messages show (default: the shipped
+    one)."""
     dead_letter: Path = Path("var/alert-bridge/dead-letter.jsonl")
     delivery: DeliveryConfig = DeliveryConfig()
     server: ServerConfig = ServerConfig()

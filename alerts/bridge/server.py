@@ -82,9 +82,14 @@ class AlertBridge:
         self.metrics = BridgeMetrics()
         self.dead_letters = DeadLetterLog(config.dead_letter)
         self.workers: dict[str, TargetWorker] = {}
+        places = None
+        if any(tc.language != "en" for tc in config.targets.values()):
+            from computewatch.topology import load_topology
+
+            places = load_topology(config.topology)
         for name, tc in config.targets.items():
             target = build_target(name, tc, secrets.urls[name], secrets.signing[name],
-                                  config.external_url)
+                                  config.external_url, places)
             windows = [(r.messages, r.per) for r in tc.effective_rate_limits]
             limiter = SlidingWindowLimiter(windows) if windows else None
             self.workers[name] = TargetWorker(target, config.delivery, self.metrics,

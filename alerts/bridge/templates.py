@@ -1,6 +1,11 @@
 """Messages for people: one notification (a group of alerts) as a title and a text, in
 Chinese or English, in the markup each chat tool renders, within its size limit.
 
+The words are the message catalogue's (`computewatch.i18n`). In Chinese an alert shows its
+zh-CN annotations (``title_zh``, ``summary_zh``, ``description_zh``, written beside the
+English ones in alerts/rules/*.yml) where it has them, and its places (hub, cluster, site,
+link ends) by their Chinese names from the topology; label names and ids stay as they are.
+
 Limits are in UTF-8 bytes, which is how DingTalk and WeCom count them (a Chinese character
 is three). When a message does not fit, whole alerts are left out from the end and the text
 says how many, so what remains is readable; the link to the group in Alertmanager is always
@@ -10,13 +15,21 @@ it cut, at a character boundary.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from computewatch.alerts.bridge.payload import Alert, Notification
+from computewatch.finding_text import SEVERITY_NAMES
+from computewatch.i18n import _, using_language
+from computewatch.place_names import PlaceKind, place_name
+
+if TYPE_CHECKING:
+    from computewatch.topology import Topology
 
 __all__ = ["STYLES", "Message", "Style", "cut_utf8", "group_link", "render", "utf8_len"]
 
@@ -62,19 +75,51 @@ STYLES: dict[str, Style] = {
     "text": Style("text", _same, lambda t, u: f"{t}: {u}", _same, "\n"),
 }
 
-_WORDS = {
-    "zh": {"firing": "告警", "resolved": "已恢复", "started": "开始", "ended": "结束",
-           "source": "查看来源", "all": "在 Alertmanager 中查看全部",
-           "hidden": "还有 {n} 条告警因长度限制未显示",
-           "am_truncated": "Alertmanager 另有 {n} 条告警未发送",
-           "count": "（{n} 条）", "critical": "严重", "warning": "警告", "info": "提示"},
-    "en": {"firing": "FIRING", "resolved": "RESOLVED", "started": "Started", "ended": "Ended",
-           "source": "Source", "all": "See all in Alertmanager",
-           "hidden": "{n} more alerts not shown (message size limit)",
-           "am_truncated": "Alertmanager left out {n} more alerts", "count": " ({n})",
-           "critical": "critical", "warning": "warning", "info": "info"},
-}
 _SKIP_LABELS = {"alertname", "severity"}
+_PLACE_LABELS: dict[str, PlaceKind] = {"hub": "hub", "cluster": "cluster", "site": "site",
+                                       "src_site": "site", "dst_site": "site",
+                                       "province": "province", "city": "city"}
+"""Labels whose values are places, shown by their Chinese names in Chinese messages."""
+_SEVERITY_LEVELS = {"info": 0, "warning": 1, "critical": 2}
+
+
+def _catalogue_language(language: str) -> str:
+    """The bridge's ``language`` setting (zh, zh-CN or en) as a catalogue language."""
+    return "en" if language == "en" else "zh-CN"
+
+
+def _words() -> dict[str, str]:
+    """The message words in the current language (`computewatch.i18n`)."""
+    return {"firing": _("FIRING"), "resolved": _("RESOLVED"), "source": _("Source"),
+            "all": _("See all in Alertmanager"),
+            "hidden": _("{n} more alerts not shown (message size limit)"),
+            "am_truncated": _("Alertmanager left out {n} more alerts"),
+            **{sev: _(SEVERITY_NAMES[level]) for sev, level in _SEVERITY_LEVELS.items()}}
+
+
+class _Places:
+    """Place names for one message: label values (ids) to Chinese names, and the same ids
+    replaced where they stand alone in an annotation's text."""
+
+    def __init__(self, places: Topology | None, language: str) -> None:
+        self.places = places if language != "en" else None
+        self.language = language
+
+    def label(self, key: str, value: str) -> str:
+        kind = _PLACE_LABELS.get(key)
+        if self.places is None or kind is None:
+            return value
+        return place_name(self.places, kind, value, self.language)
+
+    def text(self, text: str, labels: dict[str, str]) -> str:
+        if self.places is None:
+            return text
+        for key, value in labels.items():
+            name = self.label(key, value)
+            if name != value and value:
+                text = re.sub(rf"(?<![A-Za-z0-9_.-]){re.escape(value)}(?![A-Za-z0-9_-])",
+                              name, text)
+        return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +145,11 @@ def group_link(notification: Notification, base: str | None = None) -> str:
     return link
 
 
-def _group_name(n: Notification) -> str:
+def _group_name(n: Notification, chinese: bool) -> str:
     name = n.common_labels.get("alertname") or n.group_labels.get("alertname")
+    titles = {a.annotations.get("title_zh", "") for a in n.alerts}
+    if chinese and name and len(titles) == 1 and "" not in titles:
+        return titles.pop()
     if name:
         return name
     if n.group_labels:
@@ -116,25 +164,38 @@ def _time(t: datetime, tz: ZoneInfo) -> str:
     return f"{local:%Y-%m-%d %H:%M:%S} ({zone})"
 
 
+def _annotation(alert: Alert, key: str, chinese: bool) -> str:
+    """An annotation in the message's language: the ``_zh`` one in Chinese where it exists."""
+    if chinese and alert.annotations.get(f"{key}_zh"):
+        return alert.annotations[f"{key}_zh"]
+    return alert.annotations.get(key, "")
+
+
 def _block(alert: Alert, words: dict[str, str], style: Style, tz: ZoneInfo,
-           mixed: bool) -> str:
+           mixed: bool, places: _Places) -> str:
+    chinese = places.language != "en"
     severity = alert.labels.get("severity", "")
     tag = words.get(severity, severity)
-    head = f"[{tag}] {alert.name}" if tag else alert.name
+    name = (alert.annotations.get("title_zh") if chinese else None) or alert.name
+    head = f"[{tag}] {name}" if tag else name
     if mixed and alert.status == "resolved":
         head = f"[{words['resolved']}] {head}"
     lines = [style.bold(style.escape(head))]
-    labels = ", ".join(f"{k}={v}" for k, v in sorted(alert.labels.items())
+    labels = ", ".join(f"{k}={places.label(k, v)}" for k, v in sorted(alert.labels.items())
                        if k not in _SKIP_LABELS)
     if labels:
         lines.append(style.escape(labels))
     for key in ("summary", "description"):
-        if alert.annotations.get(key):
-            lines.append(style.escape(alert.annotations[key]))
-    when = f"{words['started']}: {_time(alert.starts_at, tz)}"
+        text = _annotation(alert, key, chinese)
+        if text:
+            lines.append(style.escape(places.text(text, alert.labels)))
+    when = _("Started: {time}").format(time=_time(alert.starts_at, tz))
     if alert.status == "resolved" and alert.ends_at is not None:
-        when += f" · {words['ended']}: {_time(alert.ends_at, tz)}"
+        when += " · " + _("Ended: {time}").format(time=_time(alert.ends_at, tz))
     lines.append(when)
+    runbook = _annotation(alert, "runbook_url", chinese)
+    if runbook:
+        lines.append(_("Runbook: {path}").format(path=runbook))
     if alert.generator_url:
         lines.append(style.link(words["source"], alert.generator_url))
     return style.line_break.join(lines)
@@ -142,22 +203,32 @@ def _block(alert: Alert, words: dict[str, str], style: Style, tz: ZoneInfo,
 
 def render(notification: Notification, *, language: str = "zh", style: Style | str = "markdown",
            max_bytes: int | None = None, timezone: str = "UTC",
-           link_base: str | None = None) -> Message:
-    """Title and text of one notification, the text at most ``max_bytes`` UTF-8 bytes."""
+           link_base: str | None = None, places: Topology | None = None) -> Message:
+    """Title and text of one notification, the text at most ``max_bytes`` UTF-8 bytes;
+    ``language`` zh (or zh-CN) or en, ``places`` the topology whose Chinese names a Chinese
+    message shows."""
+    lang = _catalogue_language(language)
+    with using_language(lang):
+        return _render(notification, lang, style, max_bytes, timezone, link_base,
+                       _Places(places, lang))
+
+
+def _render(notification: Notification, language: str, style: Style | str,
+            max_bytes: int | None, timezone: str, link_base: str | None,
+            places: _Places) -> Message:
     st = STYLES[style] if isinstance(style, str) else style
-    words = _WORDS[language]
+    words = _words()
     tz = ZoneInfo(timezone)
     n = notification
     alerts = n.firing + n.resolved  # firing first: what needs doing comes before what is done
     status_word = words["firing"] if n.status == "firing" else words["resolved"]
-    count = words["count"].format(n=len(alerts)) if len(alerts) > 1 else ""
-    if language == "zh":
-        title = f"【{status_word}】{_group_name(n)}{count}"
+    group = _group_name(n, language != "en")
+    if len(alerts) > 1:
+        title = _("[{status}:{n}] {name}").format(status=status_word, n=len(alerts), name=group)
     else:
-        title = f"[{status_word}{':' + str(len(alerts)) if len(alerts) > 1 else ''}] " \
-                f"{_group_name(n)}"
+        title = _("[{status}] {name}").format(status=status_word, name=group)
     mixed = bool(n.firing and n.resolved)
-    blocks = [_block(a, words, st, tz, mixed) for a in alerts]
+    blocks = [_block(a, words, st, tz, mixed, places) for a in alerts]
     link = group_link(n, link_base)
     header = st.bold(st.escape(title))
     sep = st.line_break * 2 if st.name == "dingtalk" else "\n\n"

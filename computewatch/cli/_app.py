@@ -23,6 +23,7 @@ from computewatch.cli import (
     _store,
 )
 from computewatch.cli._common import UserError, print_error
+from computewatch.cli._help import translate_help
 from computewatch.config import ConfigError
 from computewatch.status import ExitStatus
 
@@ -80,6 +81,23 @@ app.add_typer(store_app, name="store")
 store_app.command("expire")(_store.store_expire)
 
 
+def _help_language(argv: list[str]) -> str:
+    """The language help is shown in, read before click parses (the root callback sets the
+    run's language, too late for the help texts); a bad value is left to the callback."""
+    from computewatch.i18n import LanguageError, resolve_language
+
+    option = None
+    for i, arg in enumerate(argv):
+        if arg == "--lang" and i + 1 < len(argv):
+            option = argv[i + 1]
+        elif arg.startswith("--lang="):
+            option = arg.split("=", 1)[1]
+    try:
+        return resolve_language(option)
+    except LanguageError:
+        return "en"
+
+
 def main() -> None:
     """Console-script entry point: an error is one line; bad input exits 2, a failure while
     running (a store that cannot be reached) exits 1. Log lines and errors go through
@@ -92,7 +110,14 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
     sys.argv[1:] = _node.bare_simulate(sys.argv[1:])
     try:
-        app()  # usage errors are click's: it prints them and exits with code 2
+        command = typer.main.get_command(app)
+        language = _help_language(sys.argv[1:])
+        if language != "en":
+            from computewatch.i18n import using_language
+
+            with using_language(language):
+                translate_help(command)
+        command()  # usage errors are click's: it prints them and exits with code 2
     except (ConfigError, UserError, StoreURLError) as exc:
         print_error(exc)
         sys.exit(ExitStatus.BAD_INPUT)

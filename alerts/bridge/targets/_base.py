@@ -14,12 +14,15 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from computewatch.alerts.bridge.config import TargetConfig
 from computewatch.alerts.bridge.payload import Notification
 from computewatch.alerts.bridge.templates import STYLES, Message, Style, render
+
+if TYPE_CHECKING:
+    from computewatch.topology import Topology
 
 __all__ = ["OK", "Outcome", "Prepared", "Request", "Target", "errcode_outcome", "http_outcome",
            "json_body"]
@@ -113,8 +116,9 @@ class Target(ABC):
     body_limit: ClassVar[bool] = False  # max_bytes bounds the whole body, not the text
 
     def __init__(self, name: str, config: TargetConfig, url: str, secret: str | None,
-                 link_base: str | None = None) -> None:
+                 link_base: str | None = None, places: Topology | None = None) -> None:
         self.name = name
+        self.places = places
         self.config = config
         self.url = url
         self._secret = secret
@@ -137,7 +141,7 @@ class Target(ABC):
     def render(self, notification: Notification, max_bytes: int | None) -> Message:
         return render(notification, language=self.config.language, style=self.style,
                       max_bytes=max_bytes, timezone=self.config.effective_timezone,
-                      link_base=self.link_base)
+                      link_base=self.link_base, places=self.places)
 
     @abstractmethod
     def document(self, message: Message, notification: Notification) -> dict[str, Any]:

@@ -1,0 +1,161 @@
+"""The command line in zh-CN and in English, run as a user runs it (subprocesses).
+
+zh-CN output of demo, summary, analyze and surplus holds no English message text: every Latin
+word left is an id, a unit or a name from `ALLOWED_LATIN` (ids are tokens with a digit, `-`,
+`_`, `/`, `.`, `:` or `|`: site, node and rule ids, paths, URLs). English output holds no
+Chinese. Places are shown by their Chinese names (京津冀, not jjj).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from computewatch.status import ExitStatus
+from computewatch.topology import load_topology
+
+ALLOWED_LATIN = {
+    "UTC", "PUE", "RTT", "IT", "CUDA", "CANN", "cuda", "cann", "ms", "s", "h", "json", "csv",
+    "computewatch", "finding", "Ascend"}
+"""Latin words zh-CN output may hold: units, abbreviations the glossary keeps (PUE, RTT, IT
+as in IT 设备能耗), the software ecosystems, the product's name, the store's table name, a
+vendor's model name. A single capital letter is a site's letter (张家口智算中心A)."""
+HAN = re.compile(r"[\u4e00-\u9fff]")
+_TOPOLOGY = load_topology()
+IDS = {p.id for p in (*_TOPOLOGY.hubs, *_TOPOLOGY.clusters, *_TOPOLOGY.sites)}
+"""Ids of places are ids, even those that read as words (``tianfu`` in the scorer's lines)."""
+
+
+def run(*args: str, lang: str | None = None, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("COMPUTEWATCH_LANG", "LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG")}
+    environ |= {"LANG": "C.UTF-8", **(env or {})}
+    lead = ("--lang", lang) if lang else ()
+    return subprocess.run([sys.executable, "-m", "computewatch", *lead, *args], env=environ,
+                          capture_output=True, text=True, timeout=300)
+
+
+def unwrap(text: str) -> str:
+    """Table rows with their wrapped cells joined: a line whose first cell is blank continues
+    the row above (rich folds long Chinese cells anywhere, even inside ``UTC``)."""
+    rows: list[list[str]] = []
+    out: list[str] = []
+    for line in text.splitlines():
+        cells = line.split("│")
+        if len(cells) > 2 and not cells[1].strip() and rows:
+            rows[-1] = [a.rstrip() + b.strip() for a, b in zip(rows[-1], cells, strict=False)]
+        elif len(cells) > 2:
+            rows.append(cells)
+        else:
+            out.append(line)
+    return "\n".join(out + ["│".join(r) for r in rows])
+
+
+def english_words(text: str) -> list[str]:
+    """Plain Latin words (no digit or id punctuation) outside the allowed set."""
+    text = unwrap(text)
+    tokens = [t.rstrip(".:|/-_") for t in
+              re.findall(r"(?<![A-Za-z0-9])[A-Za-z][A-Za-z0-9_\-./:|]*", text)]
+    return sorted({t for t in tokens if re.fullmatch(r"[A-Za-z]+", t)
+                   and t not in ALLOWED_LATIN and t not in IDS and len(t) > 1})
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """A small demo run in zh-CN: its output, and its store for the other commands."""
+    where = tmp_path_factory.mktemp("cli-i18n")
+    store = f"duckdb:///{where}/demo.duckdb"
+    proc = run("demo", "--sites", "12", "--accelerators", "600", "--hours", "3", "--seed", "5",
+               "--store", store, "--truth", str(where / "truth.json"), lang="zh-CN")
+    assert proc.returncode == 0, proc.stderr
+    return store, proc
+
+
+def test_the_word_check_can_fail():
+    assert english_words("站点 zjk-a over budget: 1.2 ms (PUE) 张家口智算中心A") == [
+        "budget", "over"]
+
+
+@pytest.mark.slow  # a small demo end to end (~10 s)
+def test_demo_in_zh_cn_has_no_english_message_text(demo):
+    _store, proc = demo
+    out = proc.stdout + proc.stderr
+    assert "全国汇总" in out and "枢纽 / 集群" in out and "闲置算力（卡时）" in out
+    assert "分析：" in out and "发现项与模拟器真值的比对评分" in out
+    assert english_words(out) == [], out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", [
+    ("summary", "--since", "3h"),
+    ("analyze", "--since", "3h"),
+    ("surplus", "--near", "Shanghai", "--within", "20ms", "--since", "3h"),
+])
+def test_query_commands_in_zh_cn_have_no_english_message_text(demo, command):
+    store, _proc = demo
+    proc = run(*command, "--store", store, lang="zh-CN")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout + proc.stderr
+    assert HAN.search(out)
+    assert english_words(out) == [], out
+
+
+@pytest.mark.slow
+def test_places_are_named_in_chinese_and_english_keeps_ids(demo):
+    store, _proc = demo
+    zh = run("summary", "--since", "3h", "--store", store, lang="zh-CN").stdout
+    en = run("summary", "--since", "3h", "--store", store, lang="en").stdout
+    assert "京津冀" in zh and "粤港澳大湾区" in zh and "全国" in zh
+    assert not re.search(r"\bjjj\b|\bgba\b", zh)
+    assert re.search(r"\bjjj\b", en) and "National summary" in en
+    assert not HAN.search(en), en
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", [
+    ("summary", "--since", "3h"), ("analyze", "--since", "3h"),
+    ("surplus", "--near", "Shanghai", "--within", "20ms", "--since", "3h")])
+def test_english_output_holds_no_chinese(demo, command):
+    store, _proc = demo
+    proc = run(*command, "--store", store, lang="en")
+    assert proc.returncode == 0 and not HAN.search(proc.stdout + proc.stderr), proc.stdout
+
+
+@pytest.mark.slow
+def test_the_language_comes_from_the_locale_and_the_variable(demo):
+    store, _proc = demo
+    by_locale = run("summary", "--since", "3h", "--store", store, env={"LANG": "zh_CN.UTF-8"})
+    assert "全国汇总" in by_locale.stdout
+    by_variable = run("summary", "--since", "3h", "--store", store,
+                      env={"LANG": "zh_CN.UTF-8", "COMPUTEWATCH_LANG": "en"})
+    assert "National summary" in by_variable.stdout
+    by_option = run("summary", "--since", "3h", "--store", store, lang="en",
+                    env={"COMPUTEWATCH_LANG": "zh-CN"})
+    assert "National summary" in by_option.stdout
+
+
+def test_errors_are_in_the_language_chosen(tmp_path):
+    missing = f"duckdb:///{tmp_path}/none.duckdb"
+    zh = run("summary", "--format", "xml", "--store", missing, lang="zh-CN")
+    assert zh.returncode == ExitStatus.BAD_INPUT
+    assert "错误： --format 'xml' 无效：应为 table、json 或 csv 之一" in zh.stderr
+    en = run("summary", "--format", "xml", "--store", missing, lang="en")
+    assert "error: bad --format 'xml': one of table, json, csv" in en.stderr
+    bad = run("summary", lang="fr")
+    assert bad.returncode == ExitStatus.BAD_INPUT and "bad --lang 'fr'" in bad.stderr
+
+
+def test_help_is_in_the_language_chosen():
+    zh = run("summary", "--help", lang="zh-CN")
+    assert zh.returncode == 0
+    assert "打印存储中数据的全国汇总。" in zh.stdout and "从 --until 往前的时段长度" in zh.stdout
+    by_locale = run("--help", env={"LANG": "zh_CN.UTF-8"})
+    assert "面向全国一体化算力网络的遥测与可观测性工具。" in by_locale.stdout
+    en = run("summary", "--help")
+    assert "Print the national summary of what a store holds." in en.stdout
+    assert not HAN.search(en.stdout)
