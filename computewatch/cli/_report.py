@@ -54,6 +54,7 @@ def report(
     data window and its completeness)."""
     from zoneinfo import ZoneInfo
 
+    from computewatch.i18n import _
     from computewatch.pipelines import run_pipelines
     from computewatch.policy import policy_sha256
     from computewatch.pue import CHINA_TZ
@@ -109,14 +110,17 @@ def report(
         print_error(exc)
         raise typer.Exit(ExitStatus.ERROR) from None
     sites = result.sites
+    scope = ", ".join(filter(None, (hub, result.province)))
     console.print(
-        f"report {rp.label} ({', '.join(filter(None, (hub, result.province))) or 'national'}): "
-        f"{len(sites)} sites, "
-        f"{(sites.utilization_verdict == 'fail').sum()} below their utilization minimum, "
-        f"{(sites.pue_verdict == 'fail').sum()} over their PUE target, "
-        f"{(~sites.utilization_verdict.isin(['pass', 'fail'])).sum()} not scored; "
-        f"{result.coverage['period_completeness']:.1%} of the period holds data; "
-        f"{len(result.findings)} findings" + (f" -> {target}" if target else ""),
+        _("report {period} ({scope}): {sites} sites, {below} below their utilization minimum, "
+          "{over} over their PUE target, {unscored} not scored; {share} of the period holds "
+          "data; {findings} findings").format(
+            period=rp.label, scope=scope or _("nationwide"), sites=len(sites),
+            below=(sites.utilization_verdict == "fail").sum(),
+            over=(sites.pue_verdict == "fail").sum(),
+            unscored=(~sites.utilization_verdict.isin(["pass", "fail"])).sum(),
+            share=f"{result.coverage['period_completeness']:.1%}",
+            findings=len(result.findings)) + (f" -> {target}" if target else ""),
         markup=False, highlight=False, soft_wrap=True)
     if analysis.failed:  # the report says so too; the exit code tells a script
         for st in analysis.status:
