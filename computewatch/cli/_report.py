@@ -115,7 +115,9 @@ def report(
         _("report {period} ({scope}): {sites} sites, {below} below their utilization minimum, "
           "{over} over their PUE target, {unscored} not scored; {share} of the period holds "
           "data; {findings} findings").format(
-            period=rp.label, scope=scope or _("nationwide"), sites=len(sites),
+            period=(_("last {duration}").format(duration=rp.label[len("last "):])
+                    if rp.label.startswith("last ") else rp.label),
+            scope=scope or _("nationwide"), sites=len(sites),
             below=(sites.utilization_verdict == "fail").sum(),
             over=(sites.pue_verdict == "fail").sum(),
             unscored=(~sites.utilization_verdict.isin(["pass", "fail"])).sum(),
