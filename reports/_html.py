@@ -97,9 +97,9 @@ def pue_label(row: dict, floor: float = 1.0) -> str:
         return "—"
     cat = int(row.get("pue_category") or 0)
     kind = _("interim") if row.get("pue_interim", True) else _("12-month")
-    parts = [(_("{kind}, cat. {category}").format(kind=kind, category=cat)
-              if cat in CATEGORY_POINT else
-              _("{kind}, category not declared").format(kind=kind))]
+    parts = [(_("{kind}, cat. {category} ({point})").format(
+        kind=kind, category=cat, point=_(CATEGORY_POINT[cat])) if cat in CATEGORY_POINT
+        else _("{kind}, category not declared").format(kind=kind))]
     grade = row.get("pue_grade") or ""
     if grade:
         parts.append(_("above GB 40879 limit") if grade == "over_limit"
