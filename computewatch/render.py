@@ -207,7 +207,8 @@ def render_findings(df: pd.DataFrame, fmt: OutputFormat, out: TextIO, *,
     console = Console(file=out, width=_width(out, 160))
     shown = df if limit is None else df.head(limit)
     more = _(" (top {n})").format(n=len(shown)) if len(shown) < len(df) else ""
-    table = Table(title=f"{escape(title)}: {len(df)}{more}", title_justify="left")
+    table = Table(title=_("{title}: {n}").format(title=escape(title), n=len(df)) + more,
+                  title_justify="left")
     for col, justify in ((_("severity"), "left"), (_("pipeline"), "left"), (_("rule"), "left"),
                          (_("subject"), "left"), (_("observed"), "right"),
                          (_("threshold"), "right"), (_("window"), "left"),

@@ -154,6 +154,7 @@ def test_help_is_in_the_language_chosen():
     zh = run("summary", "--help", lang="zh-CN")
     assert zh.returncode == 0
     assert "打印存储中数据的全国汇总。" in zh.stdout and "从 --until 往前的时段长度" in zh.stdout
+    assert "显示此帮助信息后退出。" in zh.stdout
     by_locale = run("--help", env={"LANG": "zh_CN.UTF-8"})
     assert "面向全国一体化算力网络的遥测与可观测性工具。" in by_locale.stdout
     en = run("summary", "--help")

@@ -212,7 +212,7 @@ def test_simulated_nodes_exist_and_their_configs_load(resolved):
 def test_stack_topology_is_the_shipped_one_cut_to_the_stacks_sites(resolved):
     shipped = yaml.safe_load((ROOT / "computewatch/data/topology.yaml").read_text("utf-8"))
     stack = yaml.safe_load((ROOT / "deploy/topology.yaml").read_text("utf-8"))
-    for part in ("hubs", "clusters", "demand_cities"):
+    for part in ("hubs", "clusters", "demand_cities", "provinces", "cities"):
         assert stack[part] == shipped[part], f"deploy/topology.yaml: {part} differ"
     by_id = {s["id"]: s for s in shipped["sites"]}
     for site in stack["sites"]:

@@ -167,3 +167,13 @@ def test_the_console_script_runs_from_the_wheel(installed):
     proc = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "usage" in proc.stdout.lower()
+
+
+def test_the_installed_catalogue_translates(installed):
+    """The compiled zh-CN catalogue ships in the wheel and is what the command reads."""
+    script = installed.parents[2] / "bin" / "computewatch"
+    proc = subprocess.run([str(script), "--lang", "zh-CN", "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "面向全国一体化算力网络的遥测与可观测性工具。" in proc.stdout
+    assert (installed / PACKAGE / "locale" / "zh_CN" / "LC_MESSAGES" / "computewatch.mo").is_file()

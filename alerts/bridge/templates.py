@@ -164,11 +164,12 @@ def _time(t: datetime, tz: ZoneInfo) -> str:
     return f"{local:%Y-%m-%d %H:%M:%S} ({zone})"
 
 
-def _annotation(alert: Alert, key: str, chinese: bool) -> str:
-    """An annotation in the message's language: the ``_zh`` one in Chinese where it exists."""
+def _annotation(alert: Alert, key: str, chinese: bool) -> tuple[str, bool]:
+    """An annotation in the message's language, and whether it is a ``_zh`` one (the only
+    text whose place ids become Chinese names: other text is left as its author wrote it)."""
     if chinese and alert.annotations.get(f"{key}_zh"):
-        return alert.annotations[f"{key}_zh"]
-    return alert.annotations.get(key, "")
+        return alert.annotations[f"{key}_zh"], True
+    return alert.annotations.get(key, ""), False
 
 
 def _block(alert: Alert, words: dict[str, str], style: Style, tz: ZoneInfo,
@@ -186,14 +187,14 @@ def _block(alert: Alert, words: dict[str, str], style: Style, tz: ZoneInfo,
     if labels:
         lines.append(style.escape(labels))
     for key in ("summary", "description"):
-        text = _annotation(alert, key, chinese)
+        text, zh = _annotation(alert, key, chinese)
         if text:
-            lines.append(style.escape(places.text(text, alert.labels)))
+            lines.append(style.escape(places.text(text, alert.labels) if zh else text))
     when = _("Started: {time}").format(time=_time(alert.starts_at, tz))
     if alert.status == "resolved" and alert.ends_at is not None:
         when += " · " + _("Ended: {time}").format(time=_time(alert.ends_at, tz))
     lines.append(when)
-    runbook = _annotation(alert, "runbook_url", chinese)
+    runbook, _zh = _annotation(alert, "runbook_url", chinese)
     if runbook:
         lines.append(_("Runbook: {path}").format(path=runbook))
     if alert.generator_url:

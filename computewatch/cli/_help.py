@@ -4,9 +4,9 @@ message catalogue when the command tree is built, and extracted for it by `extra
 Typer takes help from docstrings and ``help=`` arguments at import, before a language is
 chosen, so they cannot be marked with ``_()`` where they are written. Instead the click
 command tree is walked: `translate_help` replaces each help text with its translation
-(``computewatch --lang zh-CN summary --help``), and `extract` is the pybabel extraction
-method (babel.cfg) that yields the same texts for the catalogue. Click's own words (Usage,
-Options) stay click's.
+(``computewatch --lang zh-CN summary --help``), and `_help_extract.extract` is the pybabel
+extraction method (babel.cfg) that yields the same texts for the catalogue. Click's own
+words (Usage, Options) stay click's.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-__all__ = ["extract", "help_texts", "translate_help"]
+__all__ = ["help_texts", "translate_help"]
 
 
 def _walk(command: click.Command) -> Iterator[Any]:
@@ -38,23 +38,28 @@ def help_texts(command: click.Command) -> list[str]:
 
 
 def translate_help(command: click.Command) -> None:
-    """Replace the tree's help texts with the current language's (`computewatch.i18n`)."""
-    from computewatch.i18n import _
+    """Replace the tree's help texts with the current language's (`computewatch.i18n`),
+    the ``--help`` option's own included."""
+    from computewatch.i18n import N_, _
 
+    help_help = _(N_("Show this message and exit."))
     for item in _walk(command):
         text = getattr(item, "help", None)
         if text:
             item.help = _(text)
-        if isinstance(item, click.Command) and item.short_help:
-            item.short_help = _(item.short_help)
+        if hasattr(item, "get_help_option"):  # a command (Typer carries its own click copy)
+            if item.short_help:
+                item.short_help = _(item.short_help)
+            item.get_help_option = _help_option(item.get_help_option, help_help)
 
 
-def extract(fileobj: Any, keywords: Any, comment_tags: Any, options: Any
-            ) -> Iterator[tuple[int, str, str, list[str]]]:
-    """pybabel's extraction method for the help texts (babel.cfg maps it to this file)."""
-    import typer
+def _help_option(original: Any, text: str) -> Any:
+    """``get_help_option`` whose option says ``text`` (click builds it per context)."""
 
-    from computewatch.cli._app import app
+    def get_help_option(ctx: click.Context) -> click.Option | None:
+        option = original(ctx)
+        if option is not None:
+            option.help = text
+        return option
 
-    for text in help_texts(typer.main.get_command(app)):
-        yield 1, "_", text, ["command-line help"]
+    return get_help_option

@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from computewatch.cli._common import PolicyOpt, load_places
+from computewatch.finding_text import TIER_NAMES, word
+from computewatch.i18n import _
 from computewatch.place_names import untranslated_places
 from computewatch.topology import Topology
 
@@ -24,21 +26,28 @@ def topology_check(
     links = topo.links("full_mesh")
     tiers = {t: sum(1 for lk in links if lk.tier == t) for t in {lk.tier for lk in links}}
     outside = [s.id for s in topo.sites if s.hub is None]
-    typer.echo(f"{path or 'shipped topology'}: {len(topo.hubs)} hubs, {len(topo.clusters)} "
-               f"clusters, {len(topo.sites)} sites, {topo.accelerator_count:,} accelerators, "
-               f"{len(links)} site pairs ("
-               + ", ".join(f"{n} {t}" for t, n in sorted(tiers.items())) + ")"
-               + (f"; outside every hub: {', '.join(outside)}" if outside else ""))
+    typer.echo(_("{source}: {hubs} hubs, {clusters} clusters, {sites} sites, {accelerators} "
+                 "accelerators, {pairs} site pairs ({tiers})").format(
+        source=path or _("shipped topology"), hubs=len(topo.hubs),
+        clusters=len(topo.clusters), sites=len(topo.sites),
+        accelerators=f"{topo.accelerator_count:,}", pairs=len(links),
+        tiers=", ".join(f"{n} {word(TIER_NAMES, t.value)}" for t, n in sorted(tiers.items())))
+               + (_("; outside every hub: {sites}").format(sites=", ".join(outside))
+                  if outside else ""))
+    warning = _("warning:")
     for line in topo.membership_warnings():
-        typer.echo(f"warning: {line}", err=True)
+        typer.echo(f"{warning} {line}", err=True)
     for line in untranslated_places(topo):
-        typer.echo(f"warning: {line}: zh-CN output shows its id or English name", err=True)
+        typer.echo(f"{warning} {line}: zh-CN output shows its id or English name", err=True)
     impossible = [lk for lk in links if lk.fiber_min_rtt_s > pol.budget_rtt_s(lk.tier)]
     for lk in impossible:
-        typer.echo(f"warning: link {lk.pair} ({lk.tier.value}, {lk.distance_km:,.0f} km): the "
-                   f"fiber minimum {lk.fiber_min_rtt_s * 1e3:.1f} ms RTT exceeds the "
-                   f"{pol.budget_rtt_s(lk.tier) * 1e3:g} ms budget; no route can meet it"
-                   + (" (tier set by an override)" if lk.overridden else ""), err=True)
+        typer.echo(f"{warning} " + _(
+            "link {pair} ({tier}, {km} km): the fiber minimum {fiber} ms RTT exceeds the "
+            "{budget} ms budget; no route can meet it").format(
+                pair=lk.pair, tier=word(TIER_NAMES, lk.tier.value),
+                km=f"{lk.distance_km:,.0f}", fiber=f"{lk.fiber_min_rtt_s * 1e3:.1f}",
+                budget=f"{pol.budget_rtt_s(lk.tier) * 1e3:g}")
+                   + (_(" (tier set by an override)") if lk.overridden else ""), err=True)
     typer.echo(_meters_line(topo))
 
 
@@ -48,20 +57,23 @@ def _meters_line(topo: Topology) -> str:
     meters = [m for s in declaring for m in s.meters]
     by_scope = {scope: sum(1 for m in meters if m.scope == scope)
                 for scope in ("facility", "it", "cooling", "other")}
-    cats: dict[str, int] = {}
+    cats: dict[tuple[int, int], int] = {}  # (0, category) or (1, 0) for "no IT meter"
     for s in declaring:
         it = [m.category for m in s.meters if m.scope == "it"]
-        key = f"category {min(it)}" if it else "no IT meter"
+        key = (0, min(it)) if it else (1, 0)
         cats[key] = cats.get(key, 0) + 1
-    line = (f"meters: {len(declaring)} of {len(topo.sites)} sites declare {len(meters)} ("
-            + ", ".join(f"{n} {scope}" for scope, n in by_scope.items() if n) + ")")
+    line = _("meters: {declaring} of {sites} sites declare {meters} ({scopes})").format(
+        declaring=len(declaring), sites=len(topo.sites), meters=len(meters),
+        scopes=", ".join(f"{n} {scope}" for scope, n in by_scope.items() if n))
     if cats:
-        line += "; PUE " + ", ".join(f"{k}: {n} sites" for k, n in sorted(cats.items()))
+        line += "; PUE " + ", ".join(
+            (_("category {n}").format(n=cat) if none == 0 else _("no IT meter"))
+            + _(": {n} sites").format(n=n) for (none, cat), n in sorted(cats.items()))
     no_fac = [s.id for s in declaring if not any(m.scope == "facility" for m in s.meters)]
     if no_fac:
-        line += f"; no facility meter at {', '.join(no_fac)}: no PUE"
+        line += _("; no facility meter at {sites}: no PUE").format(sites=", ".join(no_fac))
     undeclared = len(topo.sites) - len(declaring)
     if undeclared:
-        line += (f"; {undeclared} sites declare none (their PUE covers the meters that report "
-                 "and states no category)")
+        line += _("; {n} sites declare none (their PUE covers the meters that report and "
+                  "states no category)").format(n=undeclared)
     return line
