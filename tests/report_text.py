@@ -31,15 +31,21 @@ _HEX = re.compile(r"[0-9a-f]{8,}")
 _CJK = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uff00-\uffef]+")
 
 
-def english_words(text: str, topology: Topology, extra_ids: set[str] = frozenset()) -> list[str]:
+def english_words(text: str, topology: Topology, extra_ids: set[str] = frozenset(), *,
+                  wrapped: bool = False) -> list[str]:
     """The Latin-script tokens of ``text`` that are English words: not an id of the topology
     or in ``extra_ids`` (namespaces, the store's path), not an identifier (``a_b``, a path,
-    an option), not a hash, not in `NOT_WORDS`."""
+    an option), not a hash, not in `NOT_WORDS`. ``wrapped`` (text from a printed page, where a
+    narrow cell may break an id at a hyphen: ``zjk-`` / ``b-facility``) also allows the
+    pieces of an id on either side of one of its hyphens."""
     ids = {s.id for s in topology.sites} | {h.id for h in topology.hubs} | {
         c.id for c in topology.clusters} | set(extra_ids)
     for site in topology.sites:  # a Chinese site name may end in a letter: 芜湖智算中心C
         if site.name_zh:
             text = text.replace(site.name_zh, " ")
+    if wrapped:
+        ids |= {piece for i in list(ids) for k in range(1, i.count("-") + 1)
+                for piece in i.rsplit("-", k) + i.split("-", k)}
     known = NOT_WORDS | ids
     found = []
     for token in _TOKEN.findall(text):

@@ -213,7 +213,7 @@ def test_the_printed_report_is_a_filed_document(report, language, footer, tmp_pa
     assert report.policy_sha256[:12] in first and "2026.12" in first  # the cover
     if language == "zh-CN":
         assert "算力中心监管报告" in first and "数据完整度" in first
-        assert english_words(text, TOPO, _ids(report)) == []
+        assert english_words(text, TOPO, _ids(report), wrapped=True) == []
     else:
         assert "Compute Center Regulatory Report" in first and "Completeness" in first
         assert chinese_outside(text, ENGLISH_SOURCES) == []
