@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from computewatch.findings import Period
+from computewatch.i18n import N_
 from computewatch.policy import Policy
 from computewatch.store import Aggregate, Query, Store, query_many, resolution
 from computewatch.topology import Tier, Topology
@@ -58,7 +59,7 @@ P95 = 0.95
 """The tier budgets are kept by a window's 95th-percentile RTT: at least this share of its
 probes answered within budget."""
 
-COMPLIANCE_DEFINITION = (
+COMPLIANCE_DEFINITION = N_(
     "A link is an unordered site pair: both directions and every probe kind are pooled. Per "
     "link and {window} window, the p95 round-trip time over every probe sent in the window is "
     "compared with the link's tier budget read as a round-trip time: the prober counts the "

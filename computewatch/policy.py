@@ -41,6 +41,7 @@ __all__ = [
     "UtilizationDefinition",
     "UtilizationPolicy",
     "load_policy",
+    "policy_sha256",
 ]
 
 V = TypeVar("V")
@@ -77,6 +78,13 @@ class Sourced(_Model, Generic[V]):
 
     value: V
     source: Annotated[str, AfterValidator(_check_source)]
+    source_zh: str = ""
+    """The source in Chinese, for zh-CN reports (the shipped policy states one for every
+    value); empty: the reports quote ``source``."""
+
+    def source_in(self, language: str) -> str:
+        """The source as a report in ``language`` quotes it."""
+        return self.source_zh if language == "zh-CN" and self.source_zh else self.source
 
 
 _DEFAULT_DEFINITION = Sourced[UtilizationDefinition](
@@ -183,6 +191,9 @@ class LatencyPolicy(_Model):
 class Policy(_Model):
     """The whole policy file."""
 
+    version: str = ""
+    """The file's own version (e.g. ``2026.12``), which a filed report states beside the
+    file's hash (`policy_sha256`); empty when the file names none."""
     utilization: UtilizationPolicy
     pue: PuePolicy
     latency: LatencyPolicy
@@ -276,6 +287,17 @@ class Policy(_Model):
         """The tier's budget as a round-trip time, so callers always compare measured RTT."""
         budget: float = getattr(self.latency.tiers, Tier(tier).value).value
         return budget * 2 if self.latency.rtt_semantics.value == "one_way" else budget
+
+
+def policy_sha256(path: Path | None = None) -> str:
+    """The SHA-256 of a policy file's bytes (None: the shipped policy), hex: with the
+    version, what identifies the thresholds a report applied, so a reader can check the
+    file it was given is the one the report ran with."""
+    import hashlib
+
+    data = (Path(path).read_bytes() if path is not None else
+            (resources.files("computewatch") / "data" / "policy.yaml").read_bytes())
+    return hashlib.sha256(data).hexdigest()
 
 
 def load_policy(path: Path | None = None, *, topology: Topology | None = None) -> Policy:

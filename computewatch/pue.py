@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import pandas as pd
 
+from computewatch.i18n import N_
 from computewatch.store import Aggregate, Query, resolution
 
 if TYPE_CHECKING:  # annotations only: the agent's PUE collector needs none of them
@@ -96,10 +97,10 @@ counter's energy."""
 ANNUAL = timedelta(days=365)
 """A window at least this long is a 12-month PUE; a shorter one an interim PUE."""
 
-CATEGORY_POINT = {1: "UPS output", 2: "PDU output", 3: "IT equipment input"}
+CATEGORY_POINT = {1: N_("UPS output"), 2: N_("PDU output"), 3: N_("IT equipment input")}
 """ISO/IEC 30134-2 categories and where each meters IT energy."""
 
-DEFINITION = ("energy-based PUE = facility energy / IT energy of the site's declared meters "
+DEFINITION = N_("energy-based PUE = facility energy / IT energy of the site's declared meters "
               "(counters, and power-only meters integrated by the trapezoid rule) over the "
               "slots every meter covers (ISO/IEC 30134-2, GB 40879-2021 RM2); counter resets "
               "on raw readings restart from zero; interim below 12 months; category from "

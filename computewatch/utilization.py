@@ -40,6 +40,7 @@ from datetime import datetime, timedelta
 import pandas as pd
 
 from computewatch.findings import Period
+from computewatch.i18n import N_
 from computewatch.policy import UtilizationDefinition
 from computewatch.store import Aggregate, Query, Store, query_many, resolution, side_by_side
 from computewatch.topology import Topology
@@ -54,14 +55,14 @@ __all__ = ["ALLOCATION_DEFINITION", "COMPLETENESS_DEFINITION", "DEFINITIONS", "F
 Definition = UtilizationDefinition
 """The two definitions a utilization minimum can apply to (the policy chooses per level)."""
 DEFINITIONS: dict[str, str] = {
-    "time_weighted": "time-weighted mean utilization (mean of all utilization samples in "
-                     "each window)",
-    "busy_fraction": "busy fraction (share of accelerator-windows whose mean utilization "
-                     "exceeds the busy level)",
+    "time_weighted": N_("time-weighted mean utilization (mean of all utilization samples in "
+                        "each window)"),
+    "busy_fraction": N_("busy fraction (share of accelerator-windows whose mean utilization "
+                        "exceeds the busy level)"),
 }
 """Each utilization definition in words, as findings, the report and the summary state it."""
 
-IDLE_DEFINITION = ("idle accelerator-hours = sum over utilization samples of "
+IDLE_DEFINITION = N_("idle accelerator-hours = sum over utilization samples of "
                    "(1 - utilization) x the sampling interval, i.e. the capacity left unused; "
                    "time without samples counts for nothing, so a window an accelerator "
                    "reported in for part of its length counts only that part, however the "
@@ -69,7 +70,7 @@ IDLE_DEFINITION = ("idle accelerator-hours = sum over utilization samples of "
                    "hour over the most samples an accelerator sent in one whole hour of the "
                    "last three hours of data in the period)")
 
-ALLOCATION_DEFINITION = (
+ALLOCATION_DEFINITION = N_(
     "an accelerator is allocated while a pod holds it (its namespace label, from the "
     "kubelet's PodResources API, is set) and free otherwise; idle accelerator-hours split "
     "exactly into allocated (the samples of allocated accelerators) and free (the rest); "

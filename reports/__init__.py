@@ -6,7 +6,10 @@ reads the store through the core's definitions (utilization, PUE, tier complianc
 the pipelines' findings as a core `computewatch.findings.Analysis` that the caller ran; it
 imports no other layer, derives no metric of its own, and nothing upstream imports it.
 Renderings: one self-contained HTML file, a CSV with the same numbers, and a PDF printed from
-the HTML by headless Chromium.
+the HTML by headless Chromium, in zh-CN or English (`computewatch.i18n`): a document to file,
+with the software version, the policy's version and SHA-256, the data window and its
+completeness on the cover, every page numbered, and only TrueType fonts embedded. Scope:
+national, one hub, one province, or a hub's sites in a province.
 """
 
 from computewatch.reports._chromium import HEADLESS_FLAGS, ChromiumMissingError, find_chromium

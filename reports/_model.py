@@ -25,10 +25,12 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from computewatch import __version__
 from computewatch.compliance import window_compliance
 from computewatch.config import suggest_known
 from computewatch.findings import Analysis, Period
-from computewatch.policy import Policy
+from computewatch.i18n import N_
+from computewatch.policy import Policy, policy_sha256
 from computewatch.pue import CHINA_TZ, PUE_COLUMNS, meter_readings, windowed_pue
 from computewatch.reports._period import ReportPeriod
 from computewatch.store import Store
@@ -48,89 +50,94 @@ __all__ = ["COLUMNS", "NAMESPACE_COLUMNS", "SHIPPED_POLICY", "EmptyPeriodError",
            "build_report", "check_scope"]
 
 COLUMNS: dict[str, str] = {
-    "level": "site or hub",
-    "id": "site or hub id (topology)",
-    "name": "site or hub name",
-    "hub": "hub id",
-    "cluster": "cluster id, empty outside the 10 clusters (hub rows: empty)",
-    "region": "east or west (the hub's region), which selects regional thresholds",
-    "accelerators": "most accelerators reporting in any utilization window of the period",
-    "accelerators_installed": "accelerators in the topology's inventory",
-    "utilization": "utilization over the covered windows (ratio 0..1; definition in "
-                   "utilization_definition)",
-    "utilization_minimum": "the policy minimum for the level, region and subject (ratio)",
-    "utilization_verdict": "fail (the underuse pipeline found the subject below its minimum "
+    "level": N_("site or hub"),
+    "id": N_("site or hub id (topology)"),
+    "name": N_("site or hub name"),
+    "hub": N_("hub id"),
+    "cluster": N_("cluster id, empty outside the 10 clusters (hub rows: empty)"),
+    "region": N_("east or west (the hub's region), which selects regional thresholds"),
+    "accelerators": N_("most accelerators reporting in any utilization window of the period"),
+    "accelerators_installed": N_("accelerators in the topology's inventory"),
+    "utilization": N_("utilization over the covered windows (ratio 0..1; definition in "
+                   "utilization_definition)"),
+    "utilization_minimum": N_("the policy minimum for the level, region and subject (ratio)"),
+    "utilization_verdict": N_("fail (the underuse pipeline found the subject below its minimum "
                            "for at least sustained_hours in the period: the finding analyze "
                            "reports), pass (no such finding and completeness at least the "
                            "floor), incomplete (no finding, completeness below the floor: not "
                            "scored) or no_data; with a --definition other than the policy's, "
-                           "the period value against the minimum",
-    "utilization_shortfall_hours": "hours of the period inside the subject's underuse "
-                                   "findings (empty when the verdict is not from them)",
-    "utilization_completeness": "windows with accelerator data / windows in the period "
-                                "(hub rows: the mean over the hub's sites, a silent one at 0)",
-    "idle_accelerator_hours": "sum over utilization samples of (1 - utilization) x the "
-                              "sampling interval (time without samples counts for nothing)",
-    "allocated_idle_hours": "the part of idle_accelerator_hours from accelerators a pod held "
+                           "the period value against the minimum"),
+    "utilization_shortfall_hours": N_("hours of the period inside the subject's underuse "
+                                   "findings (empty when the verdict is not from them)"),
+    "utilization_completeness": N_("windows with accelerator data / windows in the period "
+                                "(hub rows: the mean over the hub's sites, a silent one at 0)"),
+    "idle_accelerator_hours": N_("sum over utilization samples of (1 - utilization) x the "
+                              "sampling interval (time without samples counts for nothing)"),
+    "allocated_idle_hours": N_("the part of idle_accelerator_hours from accelerators a pod held "
                             "(Kubernetes: the namespace label is set): capacity tenants held "
-                            "and left unused",
-    "free_idle_hours": "the part of idle_accelerator_hours from accelerators no pod held: "
+                            "and left unused"),
+    "free_idle_hours": N_("the part of idle_accelerator_hours from accelerators no pod held: "
                        "capacity others could use (allocated_idle_hours + free_idle_hours = "
-                       "idle_accelerator_hours)",
-    "pue": "energy-based PUE over the period (facility / IT energy); empty when not stated",
-    "pue_target": "the policy PUE target for the region and site",
-    "pue_verdict": "pass (<= target), fail, incomplete, no_it_meter, no_facility_meter or "
-                   "no_data",
-    "pue_completeness": "share of the period's 15-minute slots that every declared facility "
-                        "and IT meter covers (hub rows: of the hub's reporting sites)",
-    "pue_category": "ISO/IEC 30134-2 category from where IT energy is metered: 1 UPS output, "
+                       "idle_accelerator_hours)"),
+    "pue": N_("energy-based PUE over the period (facility / IT energy); empty when not stated"),
+    "pue_target": N_("the policy PUE target for the region and site"),
+    "pue_verdict": N_("pass (<= target), fail, incomplete, no_it_meter, no_facility_meter or "
+                   "no_data"),
+    "pue_completeness": N_("share of the period's 15-minute slots that every declared facility "
+                        "and IT meter covers (hub rows: of the hub's reporting sites)"),
+    "pue_category": N_("ISO/IEC 30134-2 category from where IT energy is metered: 1 UPS output, "
                     "2 PDU output, 3 IT equipment input (the lowest when meters mix); 0 when "
-                    "the meters' points are not declared",
-    "pue_interim": "true when the period is shorter than 12 months: the PUE is an interim PUE "
-                   "(ISO/IEC 30134-2)",
-    "pue_grade": "GB 40879-2021 energy-efficiency grade the stated PUE meets (1, 2, 3; "
+                    "the meters' points are not declared"),
+    "pue_interim": N_("true when the period is shorter than 12 months: the PUE is an interim PUE "
+                   "(ISO/IEC 30134-2)"),
+    "pue_grade": N_("GB 40879-2021 energy-efficiency grade the stated PUE meets (1, 2, 3; "
                  "over_limit above grade 3, the limit value); empty when no PUE is stated. "
-                 "The standard grades 12-month figures: for an interim PUE it is indicative",
-    "pue_silent_meters": "declared meters that did not cover the whole period, with the share "
-                         "of it they covered (e.g. 's1-aux 0%')",
-    "pue_12m": "the 12-month PUE ending at the period's end, when the store holds meter "
+                 "The standard grades 12-month figures: for an interim PUE it is indicative"),
+    "facility_energy_kwh": N_("facility energy (the incomer meters) over the slots the PUE "
+                           "covers, kWh (3.6 MJ); empty when no PUE slot is covered"),
+    "it_energy_kwh": N_("IT energy over the same slots, kWh"),
+    "pue_silent_meters": N_("declared meters that did not cover the whole period, with the share "
+                         "of it they covered (e.g. 's1-aux 0%')"),
+    "pue_12m": N_("the 12-month PUE ending at the period's end, when the store holds meter "
                "readings from 12 months before it (ISO/IEC 30134-2's PUE proper); empty "
-               "otherwise or below the completeness floor",
-    "pue_12m_completeness": "completeness of the 12-month PUE; empty when the store holds less "
-                            "than 12 months",
-    "link_windows": "link windows in the period (links touching the subject x windows)",
-    "link_windows_with_data": "those with probes",
-    "link_windows_within_budget": "those whose p95 RTT over every probe <= the tier budget",
-    "link_probes": "probes sent over the links touching the subject in the period",
-    "link_probes_within_budget": "those answered within the tier budget",
-    "latency_compliance": "link_probes_within_budget / link_probes: the share of probes "
-                          "answered within the tier budget",
-    "latency_completeness": "link_windows_with_data / link_windows",
-    "findings_critical": "findings about the site (site rows: its own, and a link's at "
+               "otherwise or below the completeness floor"),
+    "pue_12m_completeness": N_("completeness of the 12-month PUE; empty when the store holds less "
+                            "than 12 months"),
+    "link_windows": N_("link windows in the period (links touching the subject x windows)"),
+    "link_windows_with_data": N_("those with probes"),
+    "link_windows_within_budget": N_("those whose p95 RTT over every probe <= the tier budget"),
+    "link_probes": N_("probes sent over the links touching the subject in the period"),
+    "link_probes_within_budget": N_("those answered within the tier budget"),
+    "latency_compliance": N_("link_probes_within_budget / link_probes: the share of probes "
+                          "answered within the tier budget"),
+    "latency_completeness": N_("link_windows_with_data / link_windows"),
+    "findings_critical": N_("findings about the site (site rows: its own, and a link's at "
                          "either end) or the hub (hub rows: of its sites, and a link's with "
-                         "either end in it), severity critical",
-    "findings_warning": "the same, severity warning",
-    "findings_info": "the same, severity info",
-    "utilization_definition": "time_weighted or busy_fraction: the policy's for the level "
-                              "(utilization.minimums.<level>.definition) unless overridden",
-    "period": "the period as requested, e.g. 2026-10",
-    "period_start": "start of the period, UTC (ISO 8601)",
-    "period_end": "end of the period (exclusive), UTC (ISO 8601)",
+                         "either end in it), severity critical"),
+    "findings_warning": N_("the same, severity warning"),
+    "findings_info": N_("the same, severity info"),
+    "utilization_definition": N_("time_weighted or busy_fraction: the policy's for the level "
+                              "(utilization.minimums.<level>.definition) unless overridden"),
+    "period": N_("the period as requested, e.g. 2026-10"),
+    "period_start": N_("start of the period, UTC (ISO 8601)"),
+    "period_end": N_("end of the period (exclusive), UTC (ISO 8601)"),
 }
 """The columns of the report's rows and CSV, in order, with what each holds."""
 
 NAMESPACE_COLUMNS: dict[str, str] = {
-    "site": "the site", "hub": "its hub", "namespace": "the Kubernetes namespace",
-    "allocated_idle_hours": "idle accelerator-hours of the accelerators its pods held",
-    "held_idle_card_hours": "hours its pods held accelerators whose window mean utilization "
-                            "was at most the busy level (a held card counts whole)",
-    "cards_held_idle": "accelerators its pods held idle in at least one window",
-    "hours_holding_idle": "windows in which it held at least one idle accelerator x the "
-                          "window length: for how long it held idle cards",
+    "site": N_("the site"), "hub": N_("its hub"), "namespace": N_("the Kubernetes namespace"),
+    "allocated_idle_hours": N_("idle accelerator-hours of the accelerators its pods held"),
+    "held_idle_card_hours": N_("hours its pods held accelerators whose window mean utilization "
+                            "was at most the busy level (a held card counts whole)"),
+    "cards_held_idle": N_("accelerators its pods held idle in at least one window"),
+    "hours_holding_idle": N_("windows in which it held at least one idle accelerator x the "
+                          "window length: for how long it held idle cards"),
 }
 """The columns of the report's per-namespace table, with what each holds."""
 
 SHIPPED_POLICY = "the shipped policy, computewatch/data/policy.yaml"
+
+JOULES_PER_KWH = 3.6e6
 
 Progress = Callable[[str], None]
 """Called with the name of each step as it starts."""
@@ -167,6 +174,14 @@ class Report:
     namespaces: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
         columns=list(NAMESPACE_COLUMNS)))
     """Who holds idle accelerators: one row per site and namespace (`NAMESPACE_COLUMNS`)."""
+    province: str | None = None
+    """The province the report is scoped to (its English name, as the topology writes it);
+    then it has site rows only: a hub row would pool sites outside the province."""
+    policy_sha256: str = ""
+    """SHA-256 of the policy file the report ran with (`computewatch.policy.policy_sha256`);
+    empty when the caller could not name the file."""
+    software_version: str = ""
+    """The computewatch version that built the report."""
 
     @property
     def sites(self) -> pd.DataFrame:
@@ -212,15 +227,25 @@ def _pue_row(pue: pd.DataFrame, key: str, col: str, policy: Policy,
                   else {"pue_12m": np.nan, "pue_12m_completeness": 0.0})
     if got.empty:
         return {"pue": np.nan, "pue_completeness": 0.0, "_pue_flag": "no_data",
+                "facility_energy_kwh": np.nan, "it_energy_kwh": np.nan,
                 "pue_category": 0, "pue_interim": True, "pue_grade": "",
                 "pue_silent_meters": "", **twelve}
     r = got.iloc[0]
     coverage = dict(r.meter_coverage)
     return {"pue": float(r.pue), "pue_completeness": float(r.completeness),
+            "facility_energy_kwh": _kwh(r.facility_joules),
+            "it_energy_kwh": _kwh(r.it_joules),
             "_pue_flag": str(r.flag), "pue_category": int(r.category),
             "pue_interim": bool(r.interim), "pue_grade": _grade(policy, float(r.pue)),
             "pue_silent_meters": "; ".join(f"{m} {coverage[m]:.0%}" for m in r.silent_meters),
             **twelve}
+
+
+def _kwh(joules: object) -> float:
+    """Joules (the counters' SI unit) as kWh, the unit energy is billed and regulated in;
+    NaN when nothing was covered."""
+    value = float(joules) if joules is not None else np.nan
+    return value / JOULES_PER_KWH if value == value and value > 0 else np.nan
 
 
 def _grade(policy: Policy, pue: float) -> str:
@@ -315,23 +340,60 @@ def _severity_counts(findings: pd.DataFrame) -> dict[str, int]:
             "findings_info": int((sev == 0).sum())}
 
 
-def check_scope(topology: Topology, hub: str | None, definition: str | None) -> None:
-    """Refuse an unknown hub or utilization definition (ValueError naming the option), so a
-    caller can check a request before it runs the pipelines for it. A definition of None
-    means the policy's, per level."""
+def check_scope(topology: Topology, hub: str | None, definition: str | None, *,
+                province: str | None = None) -> str | None:
+    """Refuse an unknown hub, province or utilization definition (ValueError naming the
+    option), so a caller can check a request before it runs the pipelines for it. A
+    definition of None means the policy's, per level. Returns the province as the topology
+    writes it (``hebei`` and 河北 are Hebei), or None."""
     known = sorted(h.id for h in topology.hubs)
     if hub is not None and hub not in known:
         raise ValueError(f"--hub {hub!r}: unknown hub ({suggest_known(hub, known)})")
     if definition is not None and definition not in DEFINITIONS:
         raise ValueError(f"--definition {definition!r}: unknown (use {', '.join(DEFINITIONS)})")
+    if province is None:
+        return None
+    found = resolve_province(topology, province)
+    if hub is not None and not any(s.hub == hub and s.province == found
+                                   for s in topology.sites):
+        raise ValueError(f"--province {province!r} and --hub {hub!r}: no site of the topology "
+                         f"is in both")
+    return found
+
+
+def resolve_province(topology: Topology, text: str) -> str:
+    """The province of the topology's sites that ``text`` names: its English name in any
+    case, or its Chinese name where the topology gives one (with or without 省, 市, 自治区)."""
+    wanted = text.strip().casefold()
+    names = sorted({s.province for s in topology.sites})
+    chinese: dict[str, str] = {}
+    for p in getattr(topology, "provinces", []) or []:
+        zh = str(getattr(p, "name_zh", "") or "")
+        if zh:
+            chinese[zh] = p.name
+            chinese[re.sub(r"(省|市|自治区|壮族自治区|回族自治区|维吾尔自治区|特别行政区)$", "",
+                           zh)] = p.name
+    for name in names:
+        if name.casefold() == wanted:
+            return name
+    if text.strip() in chinese and chinese[text.strip()] in names:
+        return chinese[text.strip()]
+    raise ValueError(f"--province {text!r}: no site of the topology is in it "
+                     f"({suggest_known(text, names)})")
 
 
 def build_report(store: Store, topology: Topology, policy: Policy, period: ReportPeriod,
                  analysis: Analysis, *, hub: str | None = None,
-                 definition: str | None = None, window: timedelta = timedelta(hours=1),
+                 province: str | None = None, definition: str | None = None,
+                 window: timedelta = timedelta(hours=1),
                  latency_window: timedelta = timedelta(minutes=5),
-                 policy_name: str = SHIPPED_POLICY, progress: Progress | None = None) -> Report:
-    """The report of ``period`` for the whole network, or for one ``hub``.
+                 policy_name: str = SHIPPED_POLICY, policy_digest: str | None = None,
+                 progress: Progress | None = None) -> Report:
+    """The report of ``period`` for the whole network, or for one ``hub`` or ``province``
+    (both: the hub's sites in the province). A province scope has site rows only.
+
+    ``policy_digest`` is the SHA-256 of the policy file (None: the shipped file's when
+    ``policy_name`` is `SHIPPED_POLICY`, else not stated).
 
     ``analysis`` is the pipelines' run over the same period (`computewatch.pipelines.
     run_pipelines`, usually with ``write=False``): its findings of the scope and every
@@ -345,16 +407,19 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
     period for the scope.
     """
     progress = progress or (lambda _step: None)
-    check_scope(topology, hub, definition)
+    province = check_scope(topology, hub, definition, province=province)
+    if policy_digest is None:
+        policy_digest = policy_sha256() if policy_name == SHIPPED_POLICY else ""
     p = period.period
     if analysis.period != p:
         raise ValueError(f"the analysis covers {analysis.period.start:%Y-%m-%d %H:%M} – "
                          f"{analysis.period.end:%Y-%m-%d %H:%M} UTC, not the report's period "
                          f"{period.label}")
     floor = float(policy.pue.min_completeness.value)
-    sites = [s for s in topology.sites if hub is None or s.hub == hub]
+    sites = [s for s in topology.sites if (hub is None or s.hub == hub)
+             and (province is None or s.province == province)]
     site_ids = {s.id for s in sites}
-    hubs = [h for h in topology.hubs if hub is None or h.id == hub]
+    hubs = [h for h in topology.hubs if (hub is None or h.id == hub) and province is None]
     n_windows = len(pd.date_range(p.start, p.end, freq=window, inclusive="left"))
 
     progress("utilization")
@@ -372,11 +437,13 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
     progress("latency")
     links = window_compliance(store, p, policy, topology, window=latency_window)
     links = links[links.budget_s.notna()]
-    if hub is not None:
+    if province is not None:
+        links = links[links.src_site.isin(site_ids) | links.dst_site.isin(site_ids)]
+    elif hub is not None:
         links = links[(links.src_hub == hub) | (links.dst_hub == hub)]
     metered = bool(len(readings)) and bool(readings.site.isin(site_ids).any())
     if site_util.empty and not metered and links.empty:
-        raise EmptyPeriodError(_empty_message(store, period, hub))
+        raise EmptyPeriodError(_empty_message(store, period, hub, province))
 
     progress("allocation")
     step = sampling_interval(store, p.start, p.end)
@@ -385,7 +452,7 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
 
     findings = analysis.frame()
     status = {s.name: str(s) for s in analysis.status}
-    if hub is not None and len(findings):
+    if (hub is not None or province is not None) and len(findings):
         findings = _touching(findings, site_ids).reset_index(drop=True)
     # The verdicts are analyze's where its underuse pipeline ran with the same definitions.
     by_findings = "underuse" in analysis.succeeded and definition is None
@@ -450,7 +517,8 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
                   _coverage(store, site_util, readings, links, topology, len(sites),
                             n_windows),
                   policy_name, hub_definition=chosen["hub"], verdicts_from_findings=by_findings,
-                  namespaces=namespaces)
+                  namespaces=namespaces, province=province, policy_sha256=policy_digest,
+                  software_version=__version__)
 
 
 def _split_row(split: pd.DataFrame, sites: list[str]) -> dict[str, float]:
@@ -487,12 +555,13 @@ def _namespaces(store: Store, period: Period, policy: Policy, topology: Topology
     return out[cols].reset_index(drop=True)
 
 
-def _empty_message(store: Store, period: ReportPeriod, hub: str | None) -> str:
+def _empty_message(store: Store, period: ReportPeriod, hub: str | None,
+                   province: str | None = None) -> str:
     bounds = store.time_bounds("accelerator")
     held = (f"it holds accelerator data from {bounds[0]:%Y-%m-%d %H:%M} to "
             f"{bounds[1]:%Y-%m-%d %H:%M} UTC" if bounds else
             "it holds no accelerator data at all; run `computewatch demo` or an agent first")
-    scope = f" for hub {hub}" if hub else ""
+    scope = (f" for hub {hub}" if hub else "") + (f" in {province}" if province else "")
     return (f"{store.url}: no accelerator, meter or link data in {period.label} "
             f"({period.start:%Y-%m-%d %H:%M} – {period.end:%Y-%m-%d %H:%M} UTC){scope}; {held}")
 

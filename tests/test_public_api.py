@@ -174,7 +174,7 @@ PUBLIC: dict[str, set[str]] = {
         "PLACE_KINDS", "PlaceKind", "place_name", "subject_name", "untranslated_places"},
     "computewatch.policy": {
         "ConfigError", "LEVELS", "LatencyPolicy", "LevelMinimum", "Policy", "PuePolicy", "Sourced",
-        "UtilizationDefinition", "UtilizationPolicy", "load_policy"},
+        "UtilizationDefinition", "UtilizationPolicy", "load_policy", "policy_sha256"},
     "computewatch.pue": {
         "ANNUAL", "CATEGORY_POINT", "CHINA_TZ", "DEFINITION", "POWER_BUCKET", "POWER_MAX_GAP",
         "PUE_COLUMNS", "READING_BUCKET", "READING_MARGIN", "RESET_PLAUSIBLE_FACTOR", "WINDOWS",

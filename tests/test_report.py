@@ -475,7 +475,7 @@ def test_cli_writes_csv_and_html(fleet_path, tmp_path):
     proc = cli("--period", "2026-10-01/2026-10-03", "--store", url, cwd=tmp_path)
     assert proc.returncode == ExitStatus.OK, proc.stderr
     page = tmp_path / "report-2026-10-01-2026-10-03.html"
-    assert "方法说明 Methodology" in page.read_text(encoding="utf-8")
+    assert "<h2>Methodology</h2>" in page.read_text(encoding="utf-8")  # English by default
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -33,23 +33,30 @@ def report(
              "default: the month of the last sample.")] = None,
     hub: Annotated[str | None, typer.Option(help="Only this hub and its sites, e.g. jjj.")]
     = None,
+    province: Annotated[str | None, typer.Option(
+        help="Only the sites in this province, by its English or Chinese name, e.g. Hebei "
+             "or 河北 (site rows only; with --hub, the hub's sites in it).")] = None,
     store: StoreOpt = DEFAULT_STORE,
     topology: TopologyOpt = None,
     policy: PolicyOpt = None,
     output: Annotated[str, typer.Option("--format", help="html | pdf | csv")] = "html",
     out: Annotated[str | None, typer.Option(
         "--out", help="File to write, '-' for stdout (html, csv); default: "
-        "report-<period>[-<hub>].<format> in the current directory.")] = None,
+        "report-<period>[-<hub>][-<province>].<format> in the current directory.")] = None,
     definition: Annotated[str | None, typer.Option(
         help="Utilization definition for every row: time_weighted | busy_fraction (default: "
              "the policy's for each level; then the verdicts are analyze's findings).")]
     = None,
 ) -> None:
     """The regulator report: utilization, PUE and latency tiers per site and hub, data
-    completeness, findings and the methodology with every threshold's source."""
+    completeness, findings and the methodology with every threshold's source, in the language
+    of --lang (the cover states the software version, the policy's version and SHA-256, the
+    data window and its completeness)."""
     from zoneinfo import ZoneInfo
 
+    from computewatch.i18n import _
     from computewatch.pipelines import run_pipelines
+    from computewatch.policy import policy_sha256
     from computewatch.pue import CHINA_TZ
     from computewatch.reports import (
         REPORT_FORMATS,
@@ -80,14 +87,15 @@ def report(
         try:
             rp = parse_period(period, last_sample_end=bounds[1] + timedelta(minutes=1)
                               if bounds else None)
-            check_scope(topo, hub, definition)
+            check_scope(topo, hub, definition, province=province)
             with console.status("report") as status:
                 analysis = run_pipelines(  # read-only: the report's findings are not stored
                     st, rp.period, pol, topo, write=False,
                     progress=lambda name: status.update(f"report: findings: {name}"))
-                result = build_report(st, topo, pol, rp, analysis, hub=hub,
+                result = build_report(st, topo, pol, rp, analysis, hub=hub, province=province,
                                       definition=definition,
                                       policy_name=str(policy) if policy else SHIPPED_POLICY,
+                                      policy_digest=policy_sha256(policy),
                                       progress=lambda step: status.update(f"report: {step}"))
         except ValueError as exc:  # a bad period, hub or definition; an empty period
             raise UserError(str(exc)) from None
@@ -102,13 +110,19 @@ def report(
         print_error(exc)
         raise typer.Exit(ExitStatus.ERROR) from None
     sites = result.sites
+    scope = ", ".join(filter(None, (hub, result.province)))
     console.print(
-        f"report {rp.label} ({hub or 'national'}): {len(sites)} sites, "
-        f"{(sites.utilization_verdict == 'fail').sum()} below their utilization minimum, "
-        f"{(sites.pue_verdict == 'fail').sum()} over their PUE target, "
-        f"{(~sites.utilization_verdict.isin(['pass', 'fail'])).sum()} not scored; "
-        f"{result.coverage['period_completeness']:.1%} of the period holds data; "
-        f"{len(result.findings)} findings" + (f" -> {target}" if target else ""),
+        _("report {period} ({scope}): {sites} sites, {below} below their utilization minimum, "
+          "{over} over their PUE target, {unscored} not scored; {share} of the period holds "
+          "data; {findings} findings").format(
+            period=(_("last {duration}").format(duration=rp.label[len("last "):])
+                    if rp.label.startswith("last ") else rp.label),
+            scope=scope or _("nationwide"), sites=len(sites),
+            below=(sites.utilization_verdict == "fail").sum(),
+            over=(sites.pue_verdict == "fail").sum(),
+            unscored=(~sites.utilization_verdict.isin(["pass", "fail"])).sum(),
+            share=f"{result.coverage['period_completeness']:.1%}",
+            findings=len(result.findings)) + (f" -> {target}" if target else ""),
         markup=False, highlight=False, soft_wrap=True)
     if analysis.failed:  # the report says so too; the exit code tells a script
         for st in analysis.status:
