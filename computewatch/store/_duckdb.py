@@ -12,11 +12,20 @@ string (as in Prometheus, an empty label equals an absent one). Every aggregate 
 
 Each write lands sorted by series then time, so a series' samples sit together: its constant
 fields (memory totals, health) and its id compress to runs, and DuckDB's ALP packs the decimal
-values of one device in narrower ranges. The order comes from numpy on the labels' dictionary
-indices, and only the distinct label sets are hashed, so sorting costs less than hashing every
-row did. The demo's day: 18.1 bytes per accelerator sample (734 MB) against 27.0 (1,098 MB)
-unsorted (``python -m bench storage``; the alternatives measured are listed in
-bench/bench_storage.py).
+values of one device in narrower ranges. The order comes from the labels' dictionary indices
+(`computewatch.store._order`: a transposition for the time-major frames collectors and the
+simulator write, a checked hash sort otherwise), rows are moved by numpy, and only the
+distinct label sets are hashed. The demo's day: 18.1 bytes per accelerator sample (734 MB)
+against 27.0 (1,098 MB) unsorted (``python -m bench storage``; the alternatives measured are
+listed in bench/bench_storage.py).
+
+DuckDB compresses an append on one core. A write of `PARALLEL_ROWS` or more (an hour of a
+fleet) is cut in two at a row-group boundary and the halves are appended at once by this
+connection and a second one (a cursor), each in its own transaction: the first (with the
+series index and the rollup bookkeeping) commits, then the second. A failure before the
+first commit stores nothing; one of the second commit alone (the disk filling up between
+the two) is reported as a StoreError naming the rows stored, as the line-protocol stores
+report a write cut short.
 
 Retention: `DuckDBStore.expire` deletes raw samples past their period and rollup rows past
 theirs, then checkpoints; DuckDB reuses the freed blocks, and ``compact`` rewrites the file.
