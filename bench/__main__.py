@@ -21,14 +21,27 @@ from bench import (
     bench_store_victoriametrics,
 )
 
+ALL = ("demo", "query", "ingest", "lineprotocol", "agent", "ascend", "latency", "pipelines",
+       "remote_write", "store_vm", "bridge", "storage")
+
+
+def _named(argv: list[str]) -> list[tuple[str, list[int]]]:
+    """Benchmark names, each with the numbers that follow it (``storage 24 0``)."""
+    out: list[tuple[str, list[int]]] = []
+    for arg in argv:
+        if arg.isdigit() and out:
+            out[-1][1].append(int(arg))
+        else:
+            out.append((arg, []))
+    return out
+
 
 def main() -> None:
-    which = sys.argv[1:] or ["demo", "query", "ingest", "lineprotocol", "agent", "ascend",
-                            "latency", "pipelines", "remote_write", "store_vm", "bridge", "storage"]
+    which = _named(sys.argv[1:]) or [(name, []) for name in ALL]
     print(f"computewatch benchmarks on {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, Python {platform.python_version()}")
     store = bench_demo.STORE
-    for name in which:
+    for name, args in which:
         print()
         if name == "demo":
             store = bench_demo.main()
@@ -37,7 +50,7 @@ def main() -> None:
                 store = bench_demo.main()
             bench_query.main(store)
         elif name == "ingest":
-            bench_ingest.main()
+            bench_ingest.main(*args)
         elif name == "lineprotocol":
             bench_lineprotocol.main()
         elif name == "agent":
@@ -55,7 +68,7 @@ def main() -> None:
         elif name == "bridge":
             bench_bridge.main()
         elif name == "storage":
-            bench_storage.main()
+            bench_storage.main(*args)
         else:
             sys.exit(f"unknown benchmark {name!r}: demo, query, ingest, lineprotocol, agent, "
                      f"ascend, latency, pipelines, remote_write, store_vm, bridge, storage")

@@ -27,6 +27,24 @@ Parquet with zstd, one file per hour: 7.5 (doubles) to 7.8 (scaled integers with
 split), the energy counter alone 3.2 to 4.0: below 6 needs counters stored as per-series
 deltas, which no columnar encoding here does across series boundaries.
 
+Measured again for issue 19's 6-byte aim (one hour of the demo's fleet, 1.69 M accelerator
+rows of 8 fields and 12 labels, sorted by series and time; bytes per accelerator row from
+``parquet_metadata``): Parquet written by DuckDB 2.0 (``PARQUET_VERSION v2``, zstd) 6.89
+(level 9: 6.73; unsorted 7.86): utilization 1.48, power 1.59, energy counter 2.38,
+temperature 1.12, series id 0.17 (hashes), memory 0.07, time and the constant fields ~0.
+pyarrow's writer 7.50 (dictionary pages suit the gauges, byte-stream split the counter: 2.58).
+The counter as per-series integer deltas (x10, exact at the simulator's 0.1 J) 1.75, as
+offsets from each series' first reading in the hour 2.75. The link measurement (1,225 links x
+60 minutes of 11 fields with ~7 decimals) adds 1.44 per accelerator row as DuckDB's v2
+Parquet sorted by link, 0.58 with its times as integer tenths of a microsecond (exact here);
+facility meters 0.08. So the best lossless layout measured, zstd Parquet with the counter as
+per-series deltas and link times as integers, comes to about 6.9 bytes per accelerator
+sample (6.26 + 0.58 + 0.08), of which the four noisy accelerator fields alone take 5.9
+(1.48 + 1.59 + 1.12 + 1.75): 6 is out of reach for this data without losing resolution or
+predicting the counter from the power (the simulator's energy grows by exactly 60 x power
+each minute; NVML's counter integrates power between readings and does not).
+VictoriaMetrics, which delta-encodes series and uses zstd, keeps the same data at 18.4.
+
 VictoriaMetrics takes its data through line protocol encoded in Python, about 0.15 M values/s
 on the 2-core machine (90 s an hour of this fleet), so by default it loads the first
 ``vm_hours`` (3) of the same day and its figure is per accelerator sample of those hours.
@@ -92,7 +110,7 @@ def main(hours: int = 24, vm_hours: int = 3) -> None:
     from tests.servers import start_victoriametrics
 
     fleet = build_fleet(load_topology())
-    acc_rows = vm_rows = hour = 0
+    acc_rows = vm_rows = hour = n_fields = 0
     with tempfile.TemporaryDirectory(prefix="bench-storage-") as tmp, \
             contextlib.ExitStack() as stack:
         ours_path, base_path = Path(tmp) / "ours.duckdb", Path(tmp) / "base.duckdb"
@@ -104,6 +122,8 @@ def main(hours: int = 24, vm_hours: int = 3) -> None:
         for measurement, frame in simulate(fleet, hours=hours, end=END).chunks():
             if measurement == "accelerator":
                 acc_rows += frame.num_rows
+                n_fields = sum(c in catalog.measurement(measurement).fields
+                               for c in frame.column_names)
                 hour += 1
                 vm_rows += frame.num_rows if hour <= vm_hours else 0
             t0 = time.perf_counter()
@@ -122,8 +142,8 @@ def main(hours: int = 24, vm_hours: int = 3) -> None:
             vm_bytes, vm_values = _vm_size(vm.url)
         ours_b, base_b = ours_path.stat().st_size, base_path.stat().st_size
     print(f"embedded storage: the demo's fleet ({fleet.n_devices:,} accelerators) x {hours} h "
-          f"at 1 min, {acc_rows:,} accelerator samples (rows of 7 fields) plus facility and "
-          f"link data")
+          f"at 1 min, {acc_rows:,} accelerator samples (rows of {n_fields} fields) plus facility "
+          f"and link data")
     row("DuckDB store, sorted by series and time", f"{ours_b / acc_rows:.2f} B/sample",
         f"{ours_b / 1e6:,.0f} MB file (aim <= 6 B/sample); written in {t_ours:.1f} s")
     row("baseline: same tables, rows unsorted", f"{base_b / acc_rows:.2f} B/sample",

@@ -12,11 +12,20 @@ string (as in Prometheus, an empty label equals an absent one). Every aggregate 
 
 Each write lands sorted by series then time, so a series' samples sit together: its constant
 fields (memory totals, health) and its id compress to runs, and DuckDB's ALP packs the decimal
-values of one device in narrower ranges. The order comes from numpy on the labels' dictionary
-indices, and only the distinct label sets are hashed, so sorting costs less than hashing every
-row did. The demo's day: 18.1 bytes per accelerator sample (734 MB) against 27.0 (1,098 MB)
-unsorted (``python -m bench storage``; the alternatives measured are listed in
-bench/bench_storage.py).
+values of one device in narrower ranges. The order comes from the labels' dictionary indices
+(`computewatch.store._order`: a transposition for the time-major frames collectors and the
+simulator write, a checked hash sort otherwise), rows are moved by numpy, and only the
+distinct label sets are hashed. The demo's day: 18.1 bytes per accelerator sample (734 MB)
+against 27.0 (1,098 MB) unsorted (``python -m bench storage``; the alternatives measured are
+listed in bench/bench_storage.py).
+
+DuckDB compresses an append on one core. A write of `PARALLEL_ROWS` or more (an hour of a
+fleet) is cut in two at a row-group boundary and the halves are appended at once by this
+connection and a second one (a cursor), each in its own transaction: the first (with the
+series index and the rollup bookkeeping) commits, then the second. A failure before the
+first commit stores nothing; one of the second commit alone (the disk filling up between
+the two) is reported as a StoreError naming the rows stored, as the line-protocol stores
+report a write cut short.
 
 Retention: `DuckDBStore.expire` deletes raw samples past their period and rollup rows past
 theirs, then checkpoints; DuckDB reuses the freed blocks, and ``compact`` rewrites the file.
@@ -24,11 +33,13 @@ theirs, then checkpoints; DuckDB reuses the freed blocks, and ``compact`` rewrit
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,6 +54,7 @@ from computewatch import catalog
 from computewatch.errors import StoreURLError
 from computewatch.samples import TIME
 from computewatch.store import _rollups as ru
+from computewatch.store._order import SeriesOrder, series_order
 from computewatch.store._protocol import (
     Aggregate,
     Query,
@@ -53,12 +65,17 @@ from computewatch.store._protocol import (
 )
 from computewatch.validation import Rejections, validate_frame
 
-__all__ = ["RAW_RETENTION", "ROLLUP_PREFIXES", "DuckDBStore", "Expiry"]
+__all__ = ["PARALLEL_ROWS", "RAW_RETENTION", "ROLLUP_PREFIXES", "DuckDBStore", "Expiry"]
 
 log = logging.getLogger(__name__)
 
 RAW_RETENTION = timedelta(days=35)
 """Raw samples kept by default: a month and its late corrections; rollups keep the years."""
+ROW_GROUP = 122_880
+"""DuckDB's rows per row group, the unit it compresses and writes."""
+PARALLEL_ROWS = 2 * ROW_GROUP
+"""A write of at least this many rows (two of DuckDB's row groups) is appended by two
+connections at once, each half compressed on its own core."""
 ROLLUP_PREFIXES = ("rollup_", "sketch_")
 """Tables named ``<prefix><grain>_<measurement>`` hold rollups: `DuckDBStore.expire` keeps
 them (and the series they refer to) past the raw data's retention."""
@@ -129,34 +146,6 @@ def _coalesce(ranges: list[tuple[datetime, datetime]]) -> list[tuple[datetime, d
     return out
 
 
-def _series_order(table: pa.Table, labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The row order that puts each series' samples together, in time order, and where
-    each series starts in it. Series are told apart by their labels' dictionary indices
-    (numpy on integers: no string is hashed per row)."""
-    table = table.select([*labels, TIME]).unify_dictionaries()
-    n = table.num_rows
-    key = np.zeros(n, np.int64)
-    span = 1
-    for lab in labels:
-        col = table.column(lab).combine_chunks()
-        if not pa.types.is_dictionary(col.type):
-            col = pc.dictionary_encode(col)
-        size = max(len(col.dictionary), 1)
-        if span * size >= 2**62:  # renumber the combinations seen so far, densely
-            key = pd.factorize(key)[0].astype(np.int64)  # hashing: O(n), np.unique sorts
-            span = int(key.max()) + 1
-        key = key * size + col.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        span *= size
-    times = table.column(TIME).combine_chunks().cast(pa.int64()).to_numpy(zero_copy_only=False)
-    if n and np.all(times[1:] >= times[:-1]):
-        order = np.argsort(key, kind="stable")  # arrival order is time order already
-    else:
-        order = np.lexsort((times, key))
-    ordered = key[order]
-    starts = np.flatnonzero(np.concatenate(([n > 0], ordered[1:] != ordered[:-1])))
-    return order, starts
-
-
 class DuckDBStore:
     """`Store` backed by a DuckDB file (``duckdb:///path.duckdb``, ``duckdb:///:memory:``).
 
@@ -191,6 +180,8 @@ class DuckDBStore:
         self._memory_limit = memory_limit.strip() if memory_limit else None
         self._lock = threading.Lock()
         self._reads: duckdb.DuckDBPyConnection | None = None  # `_arrow_reads`
+        self._helper: duckdb.DuckDBPyConnection | None = None  # appends a large write's 2nd half
+        self._executor: ThreadPoolExecutor | None = None
         self._fields: dict[str, set[str]] = {}
         self._rolled: dict[str, set[str]] = {}  # rollup tables' fields (`_rollup_tables`)
         # Where raw data and rollups begin, per measurement (and grain): asked by every query
@@ -254,41 +245,89 @@ class DuckDBStore:
         # The same hash input whichever labels a frame carries: absent labels are ''.
         label_exprs = [_ident(lab) if lab in labels else "''" for lab in meas.labels]
         sid = f"hash({', '.join(label_exprs)})"
-        order, starts = _series_order(table, labels)
+        layout = series_order(table, labels)
         # One row per label set, in series order: the series index sees thousands of rows,
         # and only those are hashed; each sample gets its set's id by repetition.
-        label_sets = table.select(labels).take(pa.array(order[starts])) if labels \
+        label_sets = table.select(labels).take(pa.array(layout.first)) if labels \
             else pa.table({"_": [0]})
         series_t, samples_t = _ident("series_" + meas.name), _ident("samples_" + meas.name)
         series_cols = ", ".join(_ident(lab) for lab in meas.labels)
         cols = ", ".join(_ident(f) for f in fields)
+        insert = (f"INSERT INTO {samples_t} (time, series_id, {cols}) "
+                  f"SELECT {_ident(TIME)}, series_id, {cols} FROM _incoming")
         with self._lock:
             self._ensure(meas, fields)
             self._con.register("_label_sets", label_sets)
+            helper, appended, split = None, None, 0
             try:
                 set_ids = self._con.execute(f"SELECT {sid} FROM _label_sets").fetchnumpy()
                 ids = np.repeat(next(iter(set_ids.values())).astype(np.uint64),
-                                np.diff(np.append(starts, table.num_rows)))
-                rows = table.select([TIME, *fields]).take(pa.array(order)) \
-                    .append_column("series_id", pa.array(ids, pa.uint64()))
+                                layout.lengths())
+                rows = pa.table({TIME: layout.apply(table.column(TIME)),
+                                 **{f: layout.apply(table.column(f)) for f in fields},
+                                 "series_id": pa.array(ids, pa.uint64())})
+                split = self._split(layout)
+                if split:  # the second half appended by a second connection, at once
+                    helper = self._helper_con()
+                    helper.register("_incoming", rows.slice(split))
+                    helper.execute("BEGIN")
+                    appended = self._pool().submit(helper.execute, insert)
+                    rows = rows.slice(0, split)
                 self._con.register("_incoming", rows)
                 self._con.execute("BEGIN")
                 self._con.execute(
                     f"INSERT INTO {series_t} (series_id, {series_cols}) "
                     f"SELECT DISTINCT {sid}, {', '.join(label_exprs)} FROM _label_sets "
                     f"WHERE {sid} NOT IN (SELECT series_id FROM {series_t})")
-                self._con.execute(
-                    f"INSERT INTO {samples_t} (time, series_id, {cols}) "
-                    f"SELECT {_ident(TIME)}, series_id, {cols} FROM _incoming")
+                self._con.execute(insert)
                 self._mark_dirty(meas.name, table.column(TIME))
+                if appended is not None:
+                    appended.result()
                 self._con.execute("COMMIT")
-            except duckdb.Error as exc:
-                self._con.execute("ROLLBACK")
-                raise StoreError(f"{self.url}: write of {measurement!r} failed: {exc}") from None
+            except BaseException as exc:
+                with contextlib.suppress(duckdb.Error):
+                    self._con.execute("ROLLBACK")
+                if helper is not None:
+                    with contextlib.suppress(BaseException):
+                        if appended is not None:
+                            appended.result()
+                    with contextlib.suppress(duckdb.Error):
+                        helper.execute("ROLLBACK")
+                    helper.unregister("_incoming")
+                if isinstance(exc, duckdb.Error):
+                    raise StoreError(f"{self.url}: write of {measurement!r} failed: "
+                                     f"{exc}") from None
+                raise
             finally:
                 self._con.unregister("_incoming")
                 self._con.unregister("_label_sets")
+            if helper is not None:
+                try:
+                    helper.execute("COMMIT")
+                except duckdb.Error as exc:
+                    raise StoreError(f"{self.url}: write of {measurement!r} stopped after "
+                                     f"{split} of {table.num_rows} rows: {exc}") from None
+                finally:
+                    helper.unregister("_incoming")
         return WriteResult(table.num_rows, rejected)
+
+    def _split(self, layout: SeriesOrder) -> int:
+        """Where a large write is cut in two, or 0: DuckDB compresses an append on one core,
+        so two connections append two halves on two. The cut falls on a row-group boundary
+        (DuckDB's 122,880 rows), so the first half leaves no partly filled row group."""
+        if layout.n < PARALLEL_ROWS or self._threads == 1 or (os.cpu_count() or 1) < 2:
+            return 0
+        return max(1, round(layout.n / 2 / ROW_GROUP)) * ROW_GROUP
+
+    def _helper_con(self) -> duckdb.DuckDBPyConnection:
+        if self._helper is None:
+            self._helper = self._con.cursor()
+        return self._helper
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="duckdb-append")
+        return self._executor
 
     # -- read -----------------------------------------------------------------------------
     def _where(self, meas: catalog.Measurement,
@@ -1023,6 +1062,7 @@ class DuckDBStore:
         if self._reads is not None:
             self._reads.close()
             self._reads = None
+        self._close_helper()
         self._con.close()
         os.replace(tmp, self.path)
         self._con = duckdb.connect(self.path)
@@ -1032,10 +1072,19 @@ class DuckDBStore:
             self._con.execute(f"SET memory_limit = '{self._memory_limit}'")
         self._fields.clear()
 
+    def _close_helper(self) -> None:
+        if self._helper is not None:
+            self._helper.close()
+            self._helper = None
+
     def close(self) -> None:
         with self._lock:
             if self._reads is not None:
                 self._reads.close()
+            self._close_helper()
+            if self._executor is not None:
+                self._executor.shutdown()
+                self._executor = None
             self._con.close()
 
     def __enter__(self) -> DuckDBStore:
