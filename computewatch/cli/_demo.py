@@ -48,6 +48,13 @@ def demo(
     accelerators: Annotated[int | None, typer.Option(
         help="Accelerators in the fleet (default: the topology's inventory).")] = None,
     hours: Annotated[int, typer.Option(help="Hours of history to backfill.")] = 24,
+    days: Annotated[int | None, typer.Option(
+        help="Days of history (overrides --hours): all but the last --raw-hours are written "
+             "as rollups from the simulator's per-hour model (hourly, or daily for a large "
+             "fleet's year), the way a store keeps history past its raw retention; e.g. "
+             "--days 365 for `report --period <year>`.")] = None,
+    raw_hours: Annotated[int, typer.Option(
+        help="With --days: the last hours kept as 1-minute samples.")] = 24,
     seed: Annotated[int, typer.Option(
         min=0, help="Random seed; the same seed, the same fleet.")] = 0,
     store: StoreOpt = DEFAULT_STORE,
@@ -71,6 +78,14 @@ def demo(
 
     fmt = output_format(output)
     topo, pol = load_places(topology, policy)
+    if days is not None:
+        if not 1 <= days <= MAX_HOURS // 24:
+            raise UserError(f"bad --days {days}: must be from 1 to {MAX_HOURS // 24}")
+        if not 1 <= raw_hours <= 24 * days:
+            raise UserError(f"bad --raw-hours {raw_hours}: must be from 1 to {24 * days}")
+        if raw_hours % 24:
+            raise UserError(f"bad --raw-hours {raw_hours}: must be whole days (24, 48, ...)")
+        hours = 24 * days
     _check_size(sites, accelerators, hours, topo.accelerator_count)
     st = open_store(store)
     console = err_console()
@@ -91,13 +106,16 @@ def demo(
 
             result = run_demo(st, topo, pol, sites=sites, accelerators=accelerators,
                               hours=hours, seed=seed, truth_path=truth, progress=progress,
-                              analyze=analyze)
+                              analyze=analyze, raw_hours=raw_hours if days else None)
     finally:
         st.close()
     total = sum(result.samples.values())
     console.print(
-        f"{result.sites} sites, {result.accelerators:,} accelerators, {hours} h at 1-minute "
-        f"resolution: {total:,} rows ({result.samples.get('accelerator', 0):,} accelerator "
+        f"{result.sites} sites, {result.accelerators:,} accelerators, "
+        + (f"{days} days ({hours - raw_hours} h as rollups, the last {raw_hours} h"
+           if days else f"{hours} h")
+        + f" at 1-minute resolution{')' if days else ''}: {total:,} rows "
+        f"({result.samples.get('accelerator', 0):,} accelerator "
         f"samples) written to {st.url} in {result.seconds:.1f} s; {result.rejected} values "
         f"rejected. Ground truth: {truth}", markup=False, highlight=False, soft_wrap=True)
     extra = {"scores": result.scores.to_dict()} if result.scores is not None else None

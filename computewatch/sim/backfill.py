@@ -33,6 +33,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -52,7 +53,7 @@ from computewatch.sim.history import (
     HOST_FACTOR,
     History,
 )
-from computewatch.sim.tenants import CONTAINER
+from computewatch.sim.tenants import CONTAINER, NAMESPACES, job_start
 
 __all__ = ["ACCELERATOR_FIELDS", "rollup_frames"]
 
@@ -98,159 +99,254 @@ def _states(prefix: str, n, total, low, high, last, last_time) -> dict[str, obje
             f"{prefix}:max": high, f"{prefix}:last": last, f"{prefix}:last_time": last_time}
 
 
-def _accelerator_hour(h: History, hour: int) -> tuple[pd.DataFrame, np.ndarray]:
-    """One row per (card, pod) of the hour with the card's labels' codes and its states, and
-    the sites' mean accelerator power (W) over the hour."""
+def _card_rows(h: History, hour: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """One row per (card, pod) written in the hour: card ``d``, ``pod_key``, ``holder``,
+    samples ``n``, ``busy`` and ``held`` samples, index of the ``last`` sample; and every
+    card's watts x samples (a lost card draws nothing)."""
     f = h.fleet
-    n_d = f.n_devices
-    t0 = pd.Timestamp(h.start + hour * HOUR)
-    parts = []
-    it_w = np.zeros(n_d)  # watts x samples per card (a lost card draws nothing)
     p_busy = f.device_idle_w + (f.device_tdp_w - f.device_idle_w) * _BUSY.power_mean
     p_free = f.device_idle_w + (f.device_tdp_w - f.device_idle_w) * _FREE.power_mean
+    it_w = np.zeros(f.n_devices)
+    parts = []
     for seg in h.segments(hour):
-        valid = seg.valid[0]
-        running = seg.running[0]
+        valid, running, holder = seg.valid[0], seg.running[0], seg.holder[0]
         it_w += seg.minutes * np.where(valid, np.where(running, p_busy, p_free), 0.0)
         d = np.flatnonzero(valid)
-        parts.append(pd.DataFrame({
-            "d": d, "pod_key": seg.pod_key[0][d], "holder": seg.holder[0][d],
-            "n": seg.minutes, "busy": np.where(running[d], seg.minutes, 0),
-            "held": np.where(seg.holder[0][d] >= 0, seg.minutes, 0),
-            "last_minute": seg.first + seg.minutes - 1}))
-    rows = pd.concat(parts, ignore_index=True)
-    if len(parts) > 1:
-        rows = rows.groupby(["d", "pod_key"], sort=True).agg(
-            holder=("holder", "first"), n=("n", "sum"), busy=("busy", "sum"),
-            held=("held", "sum"), last_minute=("last_minute", "max")).reset_index()
+        m = np.full(len(d), seg.minutes, dtype=np.int64)
+        parts.append({"d": d, "pod_key": seg.pod_key[0][d], "holder": holder[d], "n": m,
+                      "busy": np.where(running[d], m, 0), "held": np.where(holder[d] >= 0, m, 0),
+                      "last": np.full(len(d), seg.first + seg.minutes - 1, dtype=np.int64)})
+    if len(parts) == 1:
+        return parts[0], it_w
+    cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    key = cat["d"] * (len(NAMESPACES) * len(h._nodes) + len(h.truth.incidents) + 2) \
+        + cat["pod_key"] + len(h.truth.incidents) + 2
+    _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+    rows = {k: cat[k][first] for k in ("d", "pod_key", "holder")}
+    for k in ("n", "busy", "held"):
+        rows[k] = np.bincount(inv, weights=cat[k]).astype(np.int64)
+    last = np.zeros(len(first), dtype=np.int64)
+    np.maximum.at(last, inv, cat["last"])
+    rows["last"] = last
+    return rows, it_w
+
+
+def _card_states(h: History, hour: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """`_card_rows` with the model's sums: utilization (expectation plus the noise of a sum
+    of that many samples), power, and the energy counter after the row's last sample.
+    Advances the history's counters and records the allocation truth's sums."""
+    f = h.fleet
+    rows, it_w = _card_rows(h, hour)
     rng = np.random.default_rng([f.seed, 9, hour])
-    n, busy = rows.n.to_numpy(float), rows.busy.to_numpy(float)
+    d, n, busy = rows["d"], rows["n"].astype(float), rows["busy"].astype(float)
     free = n - busy
-    noise = rng.normal(0.0, 1.0, len(rows)) * np.sqrt(busy * _BUSY.sd ** 2
-                                                      + free * _FREE.sd ** 2)
-    usum = np.clip(busy * _BUSY.mean + free * _FREE.mean + noise, 0.0, n)
-    any_busy, any_free = busy > 0, free > 0
-    d = rows.d.to_numpy()
+    noise = rng.normal(0.0, 1.0, len(d)) * np.sqrt(busy * _BUSY.sd ** 2 + free * _FREE.sd ** 2)
+    rows["usum"] = np.clip(busy * _BUSY.mean + free * _FREE.mean + noise, 0.0, n)
+    p_busy = f.device_idle_w[d] + (f.device_tdp_w[d] - f.device_idle_w[d]) * _BUSY.power_mean
+    p_free = f.device_idle_w[d] + (f.device_tdp_w[d] - f.device_idle_w[d]) * _FREE.power_mean
+    rows["power"] = busy * p_busy + free * p_free
+    rows["p_low"] = np.where(free > 0, p_free, p_busy)
+    rows["p_high"] = np.where(busy > 0, p_busy, p_free)
     step_s = h.step.total_seconds()
-    last_time = t0 + pd.to_timedelta(rows.last_minute.to_numpy() * step_s, unit="s")
-    ulast = np.where(any_busy, _BUSY.mean, _FREE.mean)
-    pw_sum = busy * p_busy[d] + free * p_free[d]
-    # The counter at the row's last minute: the card's running energy after the hour, less
-    # what the minutes after that drew (an approximation only for a card lost mid-hour).
     h._energy = h._energy + it_w * step_s
-    energy_end = h._energy[d]
-    energy_start = energy_end - (pw_sum - pw_sum / np.maximum(n, 1)) * step_s
-    held = rows.held.to_numpy(float)
-    out = pd.DataFrame({"d": d, "pod_key": rows.pod_key.to_numpy(),
-                        "holder": rows.holder.to_numpy(), TIME: t0})
-    cols = {
-        **_states("utilization_ratio", n.astype(np.int64), usum,
-                  np.where(any_free, _FREE.low, _BUSY.low),
-                  np.where(any_busy, _BUSY.high, _FREE.high), ulast, last_time),
-        **_states("allocated", n.astype(np.int64), held, np.where(held < n, 0.0, 1.0),
-                  np.where(held > 0, 1.0, 0.0), np.where(held > 0, 1.0, 0.0), last_time),
-        **_states("power_watts", n.astype(np.int64), pw_sum,
-                  np.where(any_free, p_free[d], p_busy[d]),
-                  np.where(any_busy, p_busy[d], p_free[d]), pw_sum / np.maximum(n, 1),
-                  last_time),
-        **_states("energy_joules_total", n.astype(np.int64),
-                  n * (energy_start + energy_end) / 2.0, energy_start, energy_end, energy_end,
-                  last_time),
-        **_states("health", n.astype(np.int64), n, 1.0, 1.0, 1.0, last_time),
-    }
-    out = pd.concat([out, pd.DataFrame(cols)], axis=1)
-    h._record_backfill(hour, usum, rows.holder.to_numpy(), d)
+    rows["e_end"] = h._energy[d]
+    rows["e_start"] = rows["e_end"] - (rows["power"] - rows["power"] / np.maximum(n, 1)) * step_s
+    h._record_backfill(hour, rows["usum"], rows["holder"], d)
     site_w = np.bincount(f.device_site, weights=it_w / h.steps_per_hour,
                          minlength=len(f.sites))
-    return out, site_w
+    return rows, site_w
 
 
-def _merge_day(hours: list[pd.DataFrame], keys: list[str]) -> pd.DataFrame:
-    """Hourly state rows of one UTC day merged per series (the store's own merge rules)."""
-    frame = pd.concat(hours, ignore_index=True)
-    fields = sorted({c.split(":", 1)[0] for c in frame.columns if ":" in c})
-    agg: dict[str, tuple[str, str]] = {}
-    for fl in fields:
-        agg |= {f"{fl}:n": (f"{fl}:n", "sum"), f"{fl}:sum": (f"{fl}:sum", "sum"),
-                f"{fl}:min": (f"{fl}:min", "min"), f"{fl}:max": (f"{fl}:max", "max"),
-                f"{fl}:last": (f"{fl}:last", "last"),
-                f"{fl}:last_time": (f"{fl}:last_time", "max")}
-    extra = {c: (c, "first") for c in frame.columns
-             if c not in keys and ":" not in c and c != TIME}
-    out = frame.groupby(keys, sort=True).agg(**agg, **extra).reset_index()
-    out[TIME] = frame[TIME].iloc[0].floor("D")
+def _card_columns(rows: dict[str, np.ndarray], last_time: pa.Array) -> dict[str, pa.Array]:
+    """The state columns of card rows (hourly, or merged per day by `_merge_cards`)."""
+    n = rows["n"]
+    nf = n.astype(float)
+    busy, held = rows["busy"], rows["held"]
+    any_busy, any_free = busy > 0, busy < n
+    out: dict[str, pa.Array] = {}
+
+    def put(field: str, total, low, high, last) -> None:
+        for state, value in (("n", n), ("sum", total), ("min", low), ("max", high),
+                             ("last", last)):
+            out[f"{field}:{state}"] = pa.array(
+                np.broadcast_to(np.asarray(value, dtype=np.int64 if state == "n" else float),
+                                n.shape))
+        out[f"{field}:last_time"] = last_time
+
+    put("utilization_ratio", rows["usum"], np.where(any_free, _FREE.low, _BUSY.low),
+        np.where(any_busy, _BUSY.high, _FREE.high), np.where(any_busy, _BUSY.mean, _FREE.mean))
+    put("allocated", held.astype(float), np.where(held < n, 0.0, 1.0),
+        np.where(held > 0, 1.0, 0.0), np.where(held > 0, 1.0, 0.0))
+    put("power_watts", rows["power"], rows["p_low"], rows["p_high"],
+        rows["power"] / np.maximum(nf, 1))
+    put("energy_joules_total", nf * (rows["e_start"] + rows["e_end"]) / 2.0, rows["e_start"],
+        rows["e_end"], rows["e_end"])
+    put("health", nf, 1.0, 1.0, 1.0)
     return out
 
 
-def _accelerator_table(h: History, rows: pd.DataFrame, hour: int) -> pa.Table:
-    """Label columns (dictionary-encoded, the codes the minute data uses) and states."""
-    d = rows.d.to_numpy()
+def _pod_starts(h: History, hour: int, pod_key: np.ndarray) -> np.ndarray:
+    """The epoch hour each row's pod started (0 for an incident's pod or no pod)."""
+    hours, phase = h._job_lifetimes()
+    abs_hour = int(h.start.timestamp() // 3600) + hour
+    key = np.maximum(pod_key, 0)
+    return np.where(pod_key >= 0, job_start(abs_hour, hours[key], phase[key]), 0)
+
+
+def _pod_names(h: History, pod_key: np.ndarray, start: np.ndarray
+               ) -> tuple[pa.DictionaryArray, pa.DictionaryArray, pa.DictionaryArray]:
+    """(pod, namespace, container) columns of rows from their pod keys and start hours: the
+    names the minute data gives (`History._allocation_labels`, `job_pod`)."""
+    n_nodes = len(h._nodes)
+    n_inc = len(h.truth.incidents)
+    combined = (pod_key + n_inc + 2) * (1 << 32) + start
+    uniq, codes = np.unique(combined, return_inverse=True)
+    names = []
+    for c in uniq.tolist():
+        key, st = c // (1 << 32) - n_inc - 2, c % (1 << 32)
+        if key == -1:
+            names.append("")
+        elif key < -1:
+            names.append(h.truth.incidents[-2 - key].detail["pod"])
+        else:
+            node = str(h._nodes[key % n_nodes])
+            names.append(f"{NAMESPACES[key // n_nodes]}-{st:x}-{node.rsplit('-', 1)[-1]}")
+    ns = np.where(pod_key >= 0, pod_key // n_nodes, -1)
+    for k, inc in enumerate(h.truth.incidents):
+        ns = np.where(pod_key == -2 - k, NAMESPACES.index(inc.subject)
+                      if inc.kind == "tenant_idle" else -1, ns)
+    held = (ns >= 0).astype(np.int32)
+
+    def dict_col(values, idx) -> pa.DictionaryArray:
+        return pa.DictionaryArray.from_arrays(pa.array(idx, pa.int32()),
+                                              pa.array(values, pa.string()))
+
+    return (dict_col(names, codes.astype(np.int32)),
+            dict_col(["", *NAMESPACES], (ns + 1).astype(np.int32)),
+            dict_col(["", CONTAINER], held))
+
+
+def _card_table(h: History, rows: dict[str, np.ndarray], t0_us: int, starts: np.ndarray,
+                last_us: np.ndarray) -> pa.Table:
+    d = rows["d"]
     labels = {name: pa.DictionaryArray.from_arrays(pa.array(codes[d], pa.int32()),
                                                    pa.array(values, pa.string()))
               for name, (values, codes) in h._acc_labels.columns.items()}
-    labels |= h._allocation_labels(hour, rows.holder.to_numpy(), rows.pod_key.to_numpy())
-    states = rows[[c for c in rows.columns if ":" in c]]
-    table = pa.Table.from_pandas(states, preserve_index=False)
-    times = pa.array(rows[TIME].dt.tz_convert("UTC") if rows[TIME].dt.tz is not None
-                     else rows[TIME], pa.timestamp("us", tz="UTC"))
-    return pa.table({TIME: times, **labels, **{c: table.column(c) for c in states.columns}})
+    pod, namespace, container = _pod_names(h, rows["pod_key"], starts)
+    ts = pa.timestamp("us", tz="UTC")
+    last_time = pa.array(last_us, ts)
+    return pa.table({TIME: pa.array(np.full(len(d), t0_us), ts), **labels, "pod": pod,
+                     "namespace": namespace, "container": container,
+                     **_card_columns(rows, last_time)})
 
 
-def _facility_hour(h: History, hour: int, acc_w: np.ndarray) -> pd.DataFrame:
+def _merge_cards(hours: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """A day's card rows merged per (card, pod and its start): sums add, the first row's
+    counter start and the last row's end and time stay."""
+    cat = {k: np.concatenate([r[k] for r in hours]) for k in hours[0]}
+    key = (cat["d"] << 42) | ((cat["pod_key"] + (1 << 21)) << 20) | (cat["start"] & 0xFFFFF)
+    _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+    _, last_rev = np.unique(key[::-1], return_index=True)
+    last = len(key) - 1 - last_rev
+    out = {k: cat[k][first] for k in ("d", "pod_key", "holder", "start", "e_start")}
+    for k in ("n", "busy", "held"):
+        out[k] = np.bincount(inv, weights=cat[k]).astype(np.int64)
+    for k in ("usum", "power"):
+        out[k] = np.bincount(inv, weights=cat[k])
+    out["p_low"] = cat["p_low"][first]  # a card's levels: the same each hour
+    out["p_high"] = cat["p_high"][first]
+    low = np.bincount(inv, weights=(cat["busy"] < cat["n"]).astype(float)) > 0
+    high = np.bincount(inv, weights=(cat["busy"] > 0).astype(float)) > 0
+    out["p_low"] = np.where(low, np.minimum(cat["p_low"][first], cat["p_low"][last]),
+                            out["p_low"])
+    out["p_high"] = np.where(high, np.maximum(cat["p_high"][first], cat["p_high"][last]),
+                             out["p_high"])
+    out["e_end"] = cat["e_end"][last]
+    out["last_us"] = cat["last_us"][last]
+    return out
+
+
+_State = dict[str, dict[str, np.ndarray]]
+"""field -> state -> one value per series (``n``, ``sum``, ``min``, ``max``, ``last``)."""
+
+
+def _constant(value: np.ndarray, m: int) -> dict[str, np.ndarray]:
+    """The states of ``m`` samples of one value per series."""
+    return {"n": np.full(len(value), m, dtype=np.int64), "sum": value * m, "min": value,
+            "max": value, "last": value}
+
+
+def _merge_states(hours: list[_State]) -> _State:
+    """Hourly states of the same series merged (sums add, extremes, the last hour's last)."""
+    out: _State = {}
+    for field in hours[0]:
+        st = [h[field] for h in hours]
+        out[field] = {"n": np.sum([s["n"] for s in st], axis=0),
+                      "sum": np.sum([s["sum"] for s in st], axis=0),
+                      "min": np.min([s["min"] for s in st], axis=0),
+                      "max": np.max([s["max"] for s in st], axis=0),
+                      "last": st[-1]["last"]}
+    return out
+
+
+def _state_frame(labels: dict[str, object], states: _State, t0: pd.Timestamp,
+                 last: pd.Timestamp) -> pd.DataFrame:
+    cols: dict[str, object] = {TIME: t0, **labels}
+    for field, st in states.items():
+        cols |= {f"{field}:{k}": v for k, v in st.items()}
+        cols[f"{field}:last_time"] = last
+    return pd.DataFrame(cols)
+
+
+def _facility_hour(h: History, hour: int, acc_w: np.ndarray) -> _State:
+    """The meters' states of one hour, per meter in (facility, it, cooling) x site order."""
     f = h.fleet
-    t0 = pd.Timestamp(h.start + hour * HOUR)
-    n_s = len(f.sites)
     it_w = acc_w * HOST_FACTOR
     doy = (h.start + hour * HOUR).timetuple().tm_yday
     seasonal = 0.06 * np.cos(2 * np.pi * (doy - 200) / 365.0)
     times = h._times(hour)
     local_h = (times / 3.6e9 + _CHINA_UTC_OFFSET_H) % 24.0
     daily = float(np.mean(0.03 * np.sin(2 * np.pi * (local_h - 8.0) / 24.0)))
-    pue = np.array([p.pue_base for p in f.sites]) + seasonal + daily
+    pue = h._pue_base + seasonal + daily
     for inc in h.truth.incidents:
         if inc.kind == "cooling_fault":
             pue[f.site_index[inc.subject]] += inc.detail["pue_increase"] * float(
                 h._active_mask(inc, times).mean())
     pue = np.maximum(pue, 1.03)
     fac_w = it_w * pue
-    watts = np.stack([fac_w, it_w, (fac_w - it_w) * 0.8])  # (meter, site)
-    start_j = h._meter_energy.copy()
+    watts = np.stack([fac_w, it_w, (fac_w - it_w) * 0.8]).ravel()  # (meter, site)
+    m = h.steps_per_hour
     step_s = h.step.total_seconds()
-    h._meter_energy = h._meter_energy + watts * step_s * h.steps_per_hour
-    end_j = h._meter_energy
+    start_j = h._meter_energy.ravel().copy()
+    h._meter_energy = h._meter_energy + watts.reshape(3, -1) * step_s * m
+    end_j = h._meter_energy.ravel()
     first_j = start_j + watts * step_s
-    scopes = ("facility", "it", "cooling")
-    last = t0 + (h.steps_per_hour - 1) * pd.Timedelta(h.step)
-    n = np.full(3 * n_s, h.steps_per_hour, dtype=np.int64)
-    w = watts.ravel()
-    frame = pd.DataFrame({
-        TIME: t0,
-        "hub": [p.site.hub or "" for p in f.sites] * 3,
-        "cluster": [p.site.cluster or "" for p in f.sites] * 3,
-        "site": f.site_ids * 3,
-        "meter": [f"{s}-{scope}" for scope in scopes for s in f.site_ids],
-        "scope": [scope for scope in scopes for _ in f.site_ids],
-        "source": "simulator",
-        **_states("watts", n, w * n, w, w, w, last),
-        **_states("joules_total", n, n * (first_j.ravel() + end_j.ravel()) / 2.0,
-                  first_j.ravel(), end_j.ravel(), end_j.ravel(), last),
-    })
-    return frame
+    return {"watts": _constant(watts, m),
+            "joules_total": {"n": np.full(len(watts), m, dtype=np.int64),
+                             "sum": m * (first_j + end_j) / 2.0, "min": first_j,
+                             "max": end_j.copy(), "last": end_j.copy()}}
 
 
-def _link_hour(h: History, hour: int) -> pd.DataFrame | None:
-    if not h.links:
-        return None
+def _facility_labels(h: History) -> dict[str, object]:
     f = h.fleet
-    t0 = pd.Timestamp(h.start + hour * HOUR)
+    scopes = ("facility", "it", "cooling")
+    return {"hub": [p.site.hub or "" for p in f.sites] * 3,
+            "cluster": [p.site.cluster or "" for p in f.sites] * 3,
+            "site": f.site_ids * 3,
+            "meter": [f"{s}-{scope}" for scope in scopes for s in f.site_ids],
+            "scope": [scope for scope in scopes for _ in f.site_ids],
+            "source": "simulator"}
+
+
+def _link_hour(h: History, hour: int) -> _State:
+    """The links' states of one hour, from the queueing scale at mid-hour."""
+    f = h.fleet
     times = h._times(hour)
     mid = times[len(times) // 2: len(times) // 2 + 1]
-    fiber = np.array([lk.fiber_min_rtt_s for lk in h.links])
-    base = fiber * h.route_factor + _EQUIPMENT_RTT_S
-    amps = np.array([f.sites[f.site_index[lk.a]].diurnal_amplitude for lk in h.links])
-    load = h._load_shape(mid, amps)[0]
+    base = h._link_base
+    load = h._load_shape(mid, h._link_amps)[0]
     q = (0.01 * base + 0.05e-3) * (0.4 + 0.6 * load) * math.exp(0.25 ** 2 / 2)
-    budget = np.array([h.policy.budget_rtt_s(lk.tier) for lk in h.links])
+    budget = h._link_budget
     m = h.steps_per_hour
     lost = np.full(len(h.links), 0.002 * 2.0 * m)  # P(loss) x mean probes lost, per minute
     share = np.zeros(len(h.links))
@@ -270,22 +366,23 @@ def _link_hour(h: History, hour: int) -> pd.DataFrame | None:
     p_within = (1 - share) * within(base, q) + share * within(base * factor, q * factor)
     replies = m * _PROBES_PER_WINDOW - lost
     scale = (1 - share) + share * factor
-    n = np.full(len(h.links), m, dtype=np.int64)
-    last = t0 + (m - 1) * pd.Timedelta(h.step)
-    hub_of = {p.site.id: p.site.hub or "" for p in f.sites}
-    cols: dict[str, object] = {
-        TIME: t0, "src_site": [lk.a for lk in h.links], "dst_site": [lk.b for lk in h.links],
-        "src_hub": [hub_of[lk.a] for lk in h.links], "dst_hub": [hub_of[lk.b] for lk in h.links],
-        "tier": [lk.tier.value for lk in h.links], "probe": "udp"}
-    for name, per_minute in (("rtt_p50_seconds", (base + 0.69 * q) * scale),
-                             ("rtt_p95_seconds", (base + 3.0 * q) * scale),
-                             ("rtt_p99_seconds", (base + 4.6 * q) * scale),
-                             ("samples", np.full(len(h.links), float(_PROBES_PER_WINDOW))),
-                             ("replies_within_budget", replies * p_within / m),
-                             ("loss_ratio", lost / m / _PROBES_PER_WINDOW),
-                             ("budget_seconds", budget)):
-        cols |= _states(name, n, per_minute * m, per_minute, per_minute, per_minute, last)
-    return pd.DataFrame(cols)
+    del f
+    return {name: _constant(per_minute, m) for name, per_minute in (
+        ("rtt_p50_seconds", (base + 0.69 * q) * scale),
+        ("rtt_p95_seconds", (base + 3.0 * q) * scale),
+        ("rtt_p99_seconds", (base + 4.6 * q) * scale),
+        ("samples", np.full(len(h.links), float(_PROBES_PER_WINDOW))),
+        ("replies_within_budget", replies * p_within / m),
+        ("loss_ratio", lost / m / _PROBES_PER_WINDOW),
+        ("budget_seconds", budget))}
+
+
+def _link_labels(h: History) -> dict[str, object]:
+    hub_of = {p.site.id: p.site.hub or "" for p in h.fleet.sites}
+    return {"src_site": [lk.a for lk in h.links], "dst_site": [lk.b for lk in h.links],
+            "src_hub": [hub_of[lk.a] for lk in h.links],
+            "dst_hub": [hub_of[lk.b] for lk in h.links],
+            "tier": [lk.tier.value for lk in h.links], "probe": "udp"}
 
 
 def rollup_frames(history: History, hours: int, grain: timedelta = HOUR
@@ -299,44 +396,52 @@ def rollup_frames(history: History, hours: int, grain: timedelta = HOUR
         raise ValueError(f"rollup grain {grain} is neither an hour nor a day")
     if hours < 0 or hours > history.hours:
         raise ValueError(f"cannot backfill {hours} hours of a {history.hours}-hour history")
-    per = 1 if grain == HOUR else 24
     if grain == DAY and (hours % 24 or history.start.hour or history.start.minute):
         raise ValueError("a daily backfill needs whole UTC days from a day start")
-    for first in range(0, hours, per):
+    # One batch per UTC day (the store merges a day's hours once per write, not per hour).
+    into_day = (history.start - history.start.replace(hour=0, minute=0, second=0,
+                                                      microsecond=0)) // HOUR
+    edges = sorted({0, hours, *range(24 - into_day if into_day else 24, hours, 24)})
+    step_us = int(history.step / timedelta(microseconds=1))
+    fiber = np.array([lk.fiber_min_rtt_s for lk in history.links])
+    history._link_base = fiber * history.route_factor + _EQUIPMENT_RTT_S
+    fleet = history.fleet
+    history._link_amps = np.array([fleet.sites[fleet.site_index[lk.a]].diurnal_amplitude
+                                   for lk in history.links])
+    history._link_budget = np.array([history.policy.budget_rtt_s(lk.tier)
+                                     for lk in history.links])
+    history._pue_base = np.array([p.pue_base for p in fleet.sites])
+    meters, link_labels = _facility_labels(history), _link_labels(history)
+    last_step = (history.steps_per_hour - 1) * pd.Timedelta(history.step)
+    for first, last in pairwise(edges):
         acc, fac, links = [], [], []
-        for hour in range(first, first + per):
-            rows, site_w = _accelerator_hour(history, hour)
-            acc.append(rows)
+        for hour in range(first, last):
+            rows, site_w = _card_states(history, hour)
+            t0_us = int((history.start + hour * HOUR).timestamp() * 1_000_000)
+            rows["start"] = _pod_starts(history, hour, rows["pod_key"])
+            rows["last_us"] = t0_us + rows["last"] * step_us
+            acc.append((t0_us, rows))
             fac.append(_facility_hour(history, hour, site_w))
-            lk = _link_hour(history, hour)
-            if lk is not None:
-                links.append(lk)
-        if per == 1:
-            yield "accelerator", _accelerator_table(history, acc[0], first), grain
-            yield "facility_power", fac[0], grain
+            if history.links:
+                links.append(_link_hour(history, hour))
+        t0 = pd.Timestamp(history.start + first * HOUR)
+        if grain == HOUR:
+            yield "accelerator", pa.concat_tables(
+                [_card_table(history, rows, t0_us, rows["start"], rows["last_us"])
+                 for t0_us, rows in acc]).unify_dictionaries().combine_chunks(), grain
+            yield "facility_power", pd.concat(
+                [_state_frame(meters, st, t0 + k * HOUR, t0 + k * HOUR + last_step)
+                 for k, st in enumerate(fac)], ignore_index=True), grain
             if links:
-                yield "link_latency", links[0], grain
+                yield "link_latency", pd.concat(
+                    [_state_frame(link_labels, st, t0 + k * HOUR, t0 + k * HOUR + last_step)
+                     for k, st in enumerate(links)], ignore_index=True), grain
             continue
-        # A day: a card's rows merge per pod (pod names are per hour and job: key by name).
-        for k, rows in enumerate(acc):
-            table = _accelerator_table(history, rows, first + k)
-            for name in ("pod", "namespace"):
-                rows[name] = table.column(name).combine_chunks().dictionary_decode() \
-                    .to_numpy(zero_copy_only=False)
-        day = _merge_day(acc, ["d", "pod", "namespace"])
-        labels = {name: pa.DictionaryArray.from_arrays(
-            pa.array(codes[day.d.to_numpy()], pa.int32()), pa.array(values, pa.string()))
-            for name, (values, codes) in history._acc_labels.columns.items()}
-        held = day.namespace.to_numpy() != ""
-        states = day[[c for c in day.columns if ":" in c]]
-        yield "accelerator", pa.table({
-            TIME: pa.array(day[TIME], pa.timestamp("us", tz="UTC")), **labels,
-            "pod": pa.array(day.pod.to_numpy(), pa.string()),
-            "namespace": pa.array(day.namespace.to_numpy(), pa.string()),
-            "container": pa.array(np.where(held, CONTAINER, ""), pa.string()),
-            **{c: pa.Table.from_pandas(states[[c]], preserve_index=False).column(0)
-               for c in states.columns}}), grain
-        yield "facility_power", _merge_day(fac, ["meter"]), grain
+        day = _merge_cards([rows for _, rows in acc])
+        yield "accelerator", _card_table(history, day, acc[0][0], day["start"],
+                                         day["last_us"]), grain
+        end_step = t0 + (last - first - 1) * HOUR + last_step
+        yield "facility_power", _state_frame(meters, _merge_states(fac), t0, end_step), grain
         if links:
-            yield "link_latency", _merge_day(links, ["src_site", "dst_site"]), grain
-
+            yield "link_latency", _state_frame(link_labels, _merge_states(links), t0,
+                                               end_step), grain

@@ -159,6 +159,7 @@ class History:
         lo, hi = _ROUTE_FACTORS
         self.route_factor = lo + (hi - lo) * rng.beta(2.0, 5.0, len(self.links))
         self._tenants = site_tenants(fleet)
+        self._devices_cache: dict[int, np.ndarray] = {}
         self._lifetimes: tuple[np.ndarray, np.ndarray] | None = None
         self._pod_names: dict[tuple[int, int], str] = {}
         self._nodes, self._node_codes = np.unique(fleet.device_node.astype(str),
@@ -488,7 +489,7 @@ class History:
             if inc.kind == "tenant_idle":
                 mask = self._active_mask(inc, times)
                 if mask.any():
-                    devs = np.flatnonzero(np.isin(f.device_id, inc.detail["devices"]))
+                    devs = self._incident_devices(inc)
                     running[np.ix_(mask, devs)] = False
                     holder[np.ix_(mask, devs)] = NAMESPACES.index(inc.subject)
                     pod_key[np.ix_(mask, devs)] = -2 - k
@@ -553,7 +554,7 @@ class History:
             if inc.kind == "cluster_idle":
                 mask = self._active_mask(inc, times)
                 if mask.any():
-                    alloc[np.ix_(mask, f.devices_of(inc.detail["sites"]))] = False
+                    alloc[np.ix_(mask, self._incident_devices(inc))] = False
         holder, pod_key = self._holders(hour, times, allocated, alloc)
         return allocated, alloc, holder, pod_key
 
@@ -577,6 +578,22 @@ class History:
                                self._valid(hour, at)))
         return out
 
+    def _incident_devices(self, inc: Incident) -> np.ndarray:
+        """The card positions an incident touches (kept: string searches over every card
+        cost more than the rest of an hour's occupancy)."""
+        key = id(inc)
+        got = self._devices_cache.get(key)
+        if got is None:
+            f = self.fleet
+            if inc.kind == "cluster_idle":
+                got = f.devices_of(inc.detail["sites"])
+            elif inc.kind == "tenant_idle":
+                got = np.flatnonzero(np.isin(f.device_id, inc.detail["devices"]))
+            else:  # device_lost
+                got = np.flatnonzero(f.device_id == inc.subject)[:1]
+            self._devices_cache[key] = got
+        return got
+
     def _valid(self, hour: int, times: np.ndarray | None = None) -> np.ndarray:
         """Per sample of the hour: False where the card is lost (it writes nothing)."""
         f = self.fleet
@@ -584,8 +601,7 @@ class History:
         valid = np.ones((len(times), f.n_devices), dtype=bool)
         for inc in self.truth.incidents:
             if inc.kind == "device_lost":
-                d = int(np.flatnonzero(f.device_id == inc.subject)[0])
-                valid[self._active_mask(inc, times), d] = False
+                valid[self._active_mask(inc, times), self._incident_devices(inc)] = False
         return valid
 
     def _keys(self, holder: np.ndarray, valid: np.ndarray) -> np.ndarray:
