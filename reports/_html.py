@@ -185,6 +185,7 @@ def _coverage(report: Report) -> list[tuple[str, str]]:
          f"{c['site_windows']:,} site-windows ({pct(c['period_completeness'])}; "
          f"{c['sites']} sites x {c['windows']:,} windows); first window "
          f"{_local(c['first_window'])}, last {_local(c['last_window'])} (China time)"),
+        *((("Period read 读取区间", c["period_note"]),) if c.get("period_note") else ()),
         ("Meters 计量表", f"{c['meters']:,} meters with energy readings in the period"),
         ("Links 链路", f"{c['links']:,} probed links in scope with a known tier"),
         ("Left out 未纳入", ", ".join(unknown) + " (sites in the store but not in the "

@@ -31,7 +31,7 @@ from computewatch.findings import Analysis, Period
 from computewatch.policy import Policy
 from computewatch.pue import CHINA_TZ, PUE_COLUMNS, meter_readings, windowed_pue
 from computewatch.reports._period import ReportPeriod
-from computewatch.store import Store
+from computewatch.store import Store, resolution
 from computewatch.topology import Topology
 from computewatch.utilization import (
     DEFINITIONS,
@@ -352,6 +352,9 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
                          f"{analysis.period.end:%Y-%m-%d %H:%M} UTC, not the report's period "
                          f"{period.label}")
     floor = float(policy.pue.min_completeness.value)
+    # History kept as rollups answers windows of their grain at the finest (an hour, or a
+    # day where only daily rollups hold the start): utilization windows widen to it.
+    window = max(window, resolution(store, "accelerator", p.start))
     sites = [s for s in topology.sites if hub is None or s.hub == hub]
     site_ids = {s.id for s in sites}
     hubs = [h for h in topology.hubs if hub is None or h.id == hub]
@@ -447,8 +450,8 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
     return Report(period, hub, store.url, datetime.now(UTC), policy, topology, chosen["site"],
                   window, latency_window, frame, site_util.reset_index(drop=True),
                   links.reset_index(drop=True), findings, status,
-                  _coverage(store, site_util, readings, links, topology, len(sites),
-                            n_windows),
+                  {**_coverage(store, site_util, readings, links, topology, len(sites),
+                               n_windows), "period_note": period.note},
                   policy_name, hub_definition=chosen["hub"], verdicts_from_findings=by_findings,
                   namespaces=namespaces)
 

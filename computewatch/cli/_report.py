@@ -59,6 +59,7 @@ def report(
         build_report,
         check_scope,
         parse_period,
+        readable_period,
         write_report,
     )
 
@@ -81,6 +82,7 @@ def report(
             rp = parse_period(period, last_sample_end=bounds[1] + timedelta(minutes=1)
                               if bounds else None)
             check_scope(topo, hub, definition)
+            rp = readable_period(st, rp)  # daily-only history is read in UTC days
             with console.status("report") as status:
                 analysis = run_pipelines(  # read-only: the report's findings are not stored
                     st, rp.period, pol, topo, write=False,

@@ -99,89 +99,122 @@ def _states(prefix: str, n, total, low, high, last, last_time) -> dict[str, obje
             f"{prefix}:max": high, f"{prefix}:last": last, f"{prefix}:last_time": last_time}
 
 
-def _card_rows(h: History, hour: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """One row per (card, pod) written in the hour: card ``d``, ``pod_key``, ``holder``,
-    samples ``n``, ``busy`` and ``held`` samples, index of the ``last`` sample; and every
-    card's watts x samples (a lost card draws nothing)."""
+@dataclass
+class _Context:
+    """What a backfill computes once per history: the label dictionaries and the links'
+    and sites' constants (the same expressions `History` uses per hour)."""
+
+    labels: dict[str, tuple[pa.Array, np.ndarray]]
+    link_base: np.ndarray
+    link_amps: np.ndarray
+    link_budget: np.ndarray
+    pue_base: np.ndarray
+
+    @classmethod
+    def of(cls, h: History) -> _Context:
+        f = h.fleet
+        fiber = np.array([lk.fiber_min_rtt_s for lk in h.links])
+        return cls({name: (pa.array(values, pa.string()), codes.astype(np.int32))
+                    for name, (values, codes) in h._acc_labels.columns.items()},
+                   fiber * h.route_factor + _EQUIPMENT_RTT_S,
+                   np.array([f.sites[f.site_index[lk.a]].diurnal_amplitude for lk in h.links]),
+                   np.array([h.policy.budget_rtt_s(lk.tier) for lk in h.links]),
+                   np.array([p.pue_base for p in f.sites]))
+
+
+def _card_segments(h: History, hour: int) -> tuple[list[dict[str, np.ndarray]], np.ndarray]:
+    """Per span of the hour (`History.segments`), one row per card written in it: card
+    ``d``, ``pod_key``, ``holder``, samples ``n``, ``busy`` and ``held`` samples, the index
+    of its ``last`` sample, the utilization sum (the expectation plus the noise of a sum of
+    that many samples) and the power sum; and the sites' mean accelerator power. Advances
+    the history's energy counters (``e_end`` per row: the card's counter after the hour)
+    and records the allocation truth's utilization sums."""
     f = h.fleet
     p_busy = f.device_idle_w + (f.device_tdp_w - f.device_idle_w) * _BUSY.power_mean
     p_free = f.device_idle_w + (f.device_tdp_w - f.device_idle_w) * _FREE.power_mean
-    it_w = np.zeros(f.n_devices)
+    rng = np.random.default_rng([f.seed, 9, hour])
+    watts = np.zeros(f.n_devices)  # watts x samples per card (a lost card draws nothing)
     parts = []
     for seg in h.segments(hour):
         valid, running, holder = seg.valid[0], seg.running[0], seg.holder[0]
-        it_w += seg.minutes * np.where(valid, np.where(running, p_busy, p_free), 0.0)
+        noise = rng.normal(0.0, 1.0, f.n_devices)
         d = np.flatnonzero(valid)
-        m = np.full(len(d), seg.minutes, dtype=np.int64)
-        parts.append({"d": d, "pod_key": seg.pod_key[0][d], "holder": holder[d], "n": m,
-                      "busy": np.where(running[d], m, 0), "held": np.where(holder[d] >= 0, m, 0),
-                      "last": np.full(len(d), seg.first + seg.minutes - 1, dtype=np.int64)})
+        m = float(seg.minutes)
+        run = running[d]
+        busy = np.where(run, m, 0.0)
+        free = m - busy
+        sd = np.sqrt(busy * _BUSY.sd ** 2 + free * _FREE.sd ** 2)
+        power = np.where(run, p_busy[d], p_free[d]) * m
+        watts[d] += power
+        parts.append({"d": d, "pod_key": seg.pod_key[0][d], "holder": holder[d],
+                      "n": np.full(len(d), m), "busy": busy,
+                      "held": np.where(holder[d] >= 0, m, 0.0),
+                      "last": np.full(len(d), seg.first + seg.minutes - 1, dtype=np.int64),
+                      "usum": np.clip(busy * _BUSY.mean + free * _FREE.mean + noise[d] * sd,
+                                      0.0, m),
+                      "power": power})
+    h._energy = h._energy + watts * h.step.total_seconds()
+    for part in parts:
+        part["e_end"] = h._energy[part["d"]]
+        h._record_backfill(hour, part["usum"], part["holder"], part["d"])
+    site_w = np.bincount(f.device_site, weights=watts / h.steps_per_hour,
+                         minlength=len(f.sites))
+    return parts, site_w
+
+
+_SUMMED = ("n", "busy", "held", "usum", "power")
+
+
+def _merge_segments(h: History, parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """One hour's segment rows merged per (card, pod): a card's pod is the same all hour
+    but where an incident starts or ends."""
     if len(parts) == 1:
-        return parts[0], it_w
+        return parts[0]
     cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     key = cat["d"] * (len(NAMESPACES) * len(h._nodes) + len(h.truth.incidents) + 2) \
         + cat["pod_key"] + len(h.truth.incidents) + 2
     _, first, inv = np.unique(key, return_index=True, return_inverse=True)
-    rows = {k: cat[k][first] for k in ("d", "pod_key", "holder")}
-    for k in ("n", "busy", "held"):
-        rows[k] = np.bincount(inv, weights=cat[k]).astype(np.int64)
+    rows = {k: cat[k][first] for k in ("d", "pod_key", "holder", "e_end")}
+    for k in _SUMMED:
+        rows[k] = np.bincount(inv, weights=cat[k])
     last = np.zeros(len(first), dtype=np.int64)
     np.maximum.at(last, inv, cat["last"])
     rows["last"] = last
-    return rows, it_w
+    return rows
 
 
-def _card_states(h: History, hour: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """`_card_rows` with the model's sums: utilization (expectation plus the noise of a sum
-    of that many samples), power, and the energy counter after the row's last sample.
-    Advances the history's counters and records the allocation truth's sums."""
+def _card_columns(h: History, rows: dict[str, np.ndarray], last_time: pa.Array
+                  ) -> dict[str, pa.Array]:
+    """The state columns of card rows: sums as modelled; ``min``/``max`` the levels' ranges
+    (indicative); the energy counter from the row's first to its last sample."""
     f = h.fleet
-    rows, it_w = _card_rows(h, hour)
-    rng = np.random.default_rng([f.seed, 9, hour])
-    d, n, busy = rows["d"], rows["n"].astype(float), rows["busy"].astype(float)
-    free = n - busy
-    noise = rng.normal(0.0, 1.0, len(d)) * np.sqrt(busy * _BUSY.sd ** 2 + free * _FREE.sd ** 2)
-    rows["usum"] = np.clip(busy * _BUSY.mean + free * _FREE.mean + noise, 0.0, n)
+    d, n = rows["d"], rows["n"]
+    busy, held, power = rows["busy"], rows["held"], rows["power"]
+    any_busy, any_free = busy > 0, busy < n
     p_busy = f.device_idle_w[d] + (f.device_tdp_w[d] - f.device_idle_w[d]) * _BUSY.power_mean
     p_free = f.device_idle_w[d] + (f.device_tdp_w[d] - f.device_idle_w[d]) * _FREE.power_mean
-    rows["power"] = busy * p_busy + free * p_free
-    rows["p_low"] = np.where(free > 0, p_free, p_busy)
-    rows["p_high"] = np.where(busy > 0, p_busy, p_free)
-    step_s = h.step.total_seconds()
-    h._energy = h._energy + it_w * step_s
-    rows["e_end"] = h._energy[d]
-    rows["e_start"] = rows["e_end"] - (rows["power"] - rows["power"] / np.maximum(n, 1)) * step_s
-    h._record_backfill(hour, rows["usum"], rows["holder"], d)
-    site_w = np.bincount(f.device_site, weights=it_w / h.steps_per_hour,
-                         minlength=len(f.sites))
-    return rows, site_w
-
-
-def _card_columns(rows: dict[str, np.ndarray], last_time: pa.Array) -> dict[str, pa.Array]:
-    """The state columns of card rows (hourly, or merged per day by `_merge_cards`)."""
-    n = rows["n"]
-    nf = n.astype(float)
-    busy, held = rows["busy"], rows["held"]
-    any_busy, any_free = busy > 0, busy < n
+    e_end = rows["e_end"]
+    e_start = rows.get("e_start")
+    if e_start is None:  # an hour: the counter at its first sample
+        e_start = e_end - (power - power / np.maximum(n, 1)) * h.step.total_seconds()
     out: dict[str, pa.Array] = {}
+    count = n.astype(np.int64)
 
     def put(field: str, total, low, high, last) -> None:
-        for state, value in (("n", n), ("sum", total), ("min", low), ("max", high),
-                             ("last", last)):
-            out[f"{field}:{state}"] = pa.array(
-                np.broadcast_to(np.asarray(value, dtype=np.int64 if state == "n" else float),
-                                n.shape))
+        out[f"{field}:n"] = pa.array(count)
+        for state, value in (("sum", total), ("min", low), ("max", high), ("last", last)):
+            out[f"{field}:{state}"] = pa.array(np.broadcast_to(np.asarray(value, float),
+                                                               n.shape))
         out[f"{field}:last_time"] = last_time
 
     put("utilization_ratio", rows["usum"], np.where(any_free, _FREE.low, _BUSY.low),
         np.where(any_busy, _BUSY.high, _FREE.high), np.where(any_busy, _BUSY.mean, _FREE.mean))
-    put("allocated", held.astype(float), np.where(held < n, 0.0, 1.0),
-        np.where(held > 0, 1.0, 0.0), np.where(held > 0, 1.0, 0.0))
-    put("power_watts", rows["power"], rows["p_low"], rows["p_high"],
-        rows["power"] / np.maximum(nf, 1))
-    put("energy_joules_total", nf * (rows["e_start"] + rows["e_end"]) / 2.0, rows["e_start"],
-        rows["e_end"], rows["e_end"])
-    put("health", nf, 1.0, 1.0, 1.0)
+    put("allocated", held, np.where(held < n, 0.0, 1.0), np.where(held > 0, 1.0, 0.0),
+        np.where(held > 0, 1.0, 0.0))
+    put("power_watts", power, np.where(any_free, p_free, p_busy),
+        np.where(any_busy, p_busy, p_free), power / np.maximum(n, 1))
+    put("energy_joules_total", n * (e_start + e_end) / 2.0, e_start, e_end, e_end)
+    put("health", n, 1.0, 1.0, 1.0)
     return out
 
 
@@ -193,10 +226,14 @@ def _pod_starts(h: History, hour: int, pod_key: np.ndarray) -> np.ndarray:
     return np.where(pod_key >= 0, job_start(abs_hour, hours[key], phase[key]), 0)
 
 
-def _pod_names(h: History, pod_key: np.ndarray, start: np.ndarray
-               ) -> tuple[pa.DictionaryArray, pa.DictionaryArray, pa.DictionaryArray]:
-    """(pod, namespace, container) columns of rows from their pod keys and start hours: the
-    names the minute data gives (`History._allocation_labels`, `job_pod`)."""
+def _dict_column(values: list[str], codes: np.ndarray) -> pa.DictionaryArray:
+    return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32), pa.int32()),
+                                          pa.array(values, pa.string()))
+
+
+def _pod_names(h: History, pod_key: np.ndarray, start: np.ndarray) -> pa.DictionaryArray:
+    """The pod column of rows from their pod keys and start hours: the names the minute
+    data gives (`History._allocation_labels`, `job_pod`)."""
     n_nodes = len(h._nodes)
     n_inc = len(h.truth.incidents)
     combined = (pod_key + n_inc + 2) * (1 << 32) + start
@@ -211,59 +248,62 @@ def _pod_names(h: History, pod_key: np.ndarray, start: np.ndarray
         else:
             node = str(h._nodes[key % n_nodes])
             names.append(f"{NAMESPACES[key // n_nodes]}-{st:x}-{node.rsplit('-', 1)[-1]}")
-    ns = np.where(pod_key >= 0, pod_key // n_nodes, -1)
-    for k, inc in enumerate(h.truth.incidents):
-        ns = np.where(pod_key == -2 - k, NAMESPACES.index(inc.subject)
-                      if inc.kind == "tenant_idle" else -1, ns)
-    held = (ns >= 0).astype(np.int32)
-
-    def dict_col(values, idx) -> pa.DictionaryArray:
-        return pa.DictionaryArray.from_arrays(pa.array(idx, pa.int32()),
-                                              pa.array(values, pa.string()))
-
-    return (dict_col(names, codes.astype(np.int32)),
-            dict_col(["", *NAMESPACES], (ns + 1).astype(np.int32)),
-            dict_col(["", CONTAINER], held))
+    return _dict_column(names, codes)
 
 
-def _card_table(h: History, rows: dict[str, np.ndarray], t0_us: int, starts: np.ndarray,
-                last_us: np.ndarray) -> pa.Table:
+def _card_table(h: History, ctx: _Context, rows: dict[str, np.ndarray], t0_us: int,
+                pod: pa.Array, last_us: np.ndarray) -> pa.Table:
     d = rows["d"]
-    labels = {name: pa.DictionaryArray.from_arrays(pa.array(codes[d], pa.int32()),
-                                                   pa.array(values, pa.string()))
-              for name, (values, codes) in h._acc_labels.columns.items()}
-    pod, namespace, container = _pod_names(h, rows["pod_key"], starts)
+    labels = {name: pa.DictionaryArray.from_arrays(pa.array(codes[d], pa.int32()), values)
+              for name, (values, codes) in ctx.labels.items()}
+    holder = rows["holder"]
     ts = pa.timestamp("us", tz="UTC")
-    last_time = pa.array(last_us, ts)
     return pa.table({TIME: pa.array(np.full(len(d), t0_us), ts), **labels, "pod": pod,
-                     "namespace": namespace, "container": container,
-                     **_card_columns(rows, last_time)})
+                     "namespace": _dict_column(["", *NAMESPACES], holder + 1),
+                     "container": _dict_column(["", CONTAINER], (holder >= 0).astype(int)),
+                     **_card_columns(h, rows, pa.array(last_us, ts))})
 
 
-def _merge_cards(hours: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """A day's card rows merged per (card, pod and its start): sums add, the first row's
-    counter start and the last row's end and time stay."""
-    cat = {k: np.concatenate([r[k] for r in hours]) for k in hours[0]}
-    key = (cat["d"] << 42) | ((cat["pod_key"] + (1 << 21)) << 20) | (cat["start"] & 0xFFFFF)
-    _, first, inv = np.unique(key, return_index=True, return_inverse=True)
-    _, last_rev = np.unique(key[::-1], return_index=True)
-    last = len(key) - 1 - last_rev
-    out = {k: cat[k][first] for k in ("d", "pod_key", "holder", "start", "e_start")}
-    for k in ("n", "busy", "held"):
-        out[k] = np.bincount(inv, weights=cat[k]).astype(np.int64)
-    for k in ("usum", "power"):
-        out[k] = np.bincount(inv, weights=cat[k])
-    out["p_low"] = cat["p_low"][first]  # a card's levels: the same each hour
-    out["p_high"] = cat["p_high"][first]
-    low = np.bincount(inv, weights=(cat["busy"] < cat["n"]).astype(float)) > 0
-    high = np.bincount(inv, weights=(cat["busy"] > 0).astype(float)) > 0
-    out["p_low"] = np.where(low, np.minimum(cat["p_low"][first], cat["p_low"][last]),
-                            out["p_low"])
-    out["p_high"] = np.where(high, np.maximum(cat["p_high"][first], cat["p_high"][last]),
-                             out["p_high"])
-    out["e_end"] = cat["e_end"][last]
-    out["last_us"] = cat["last_us"][last]
-    return out
+class _CardDay:
+    """A UTC day of card rows accumulated per (card, namespace) in dense arrays: one row
+    per card and holder (a pod lives 6-72 hours and a card's namespace changes by the hour,
+    so daily rows per pod would be several per card; daily rows carry the namespace and
+    leave the pod empty, hourly ones name it)."""
+
+    def __init__(self, h: History) -> None:
+        self.h = h
+        n_d = h.fleet.n_devices
+        size = (len(NAMESPACES) + 1) * n_d
+        self.sums = {k: np.zeros(size) for k in _SUMMED}
+        self.first_hour = np.full(size, -1, dtype=np.int64)
+        self.last_step = np.zeros(size, dtype=np.int64)
+        self.hour_end = []  # every card's energy counter after each hour
+        self.day_start = h._energy.copy()
+
+    def add(self, k: int, parts: list[dict[str, np.ndarray]]) -> None:
+        n_d = self.h.fleet.n_devices
+        for part in parts:
+            key = (part["holder"] + 1) * n_d + part["d"]  # a card once per span
+            for name in _SUMMED:
+                self.sums[name][key] += part[name]
+            unset = self.first_hour[key] < 0
+            self.first_hour[key[unset]] = k
+            self.last_step[key] = k * self.h.steps_per_hour + part["last"]
+        self.hour_end.append(self.h._energy.copy())
+
+    def rows(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """(rows, index of each row's last sample from the day's start)."""
+        n_d = self.h.fleet.n_devices
+        key = np.flatnonzero(self.sums["n"] > 0)
+        d, holder = key % n_d, key // n_d - 1
+        ends = np.stack(self.hour_end)
+        first, last = self.first_hour[key], self.last_step[key] // self.h.steps_per_hour
+        before = np.where(first > 0, ends[np.maximum(first - 1, 0), d], self.day_start[d])
+        rows = {"d": d, "holder": holder, **{k: v[key] for k, v in self.sums.items()},
+                "e_end": ends[last, d]}
+        rows["e_start"] = before + rows["power"] / np.maximum(rows["n"], 1) \
+            * self.h.step.total_seconds()
+        return rows, self.last_step[key]
 
 
 _State = dict[str, dict[str, np.ndarray]]
@@ -298,7 +338,7 @@ def _state_frame(labels: dict[str, object], states: _State, t0: pd.Timestamp,
     return pd.DataFrame(cols)
 
 
-def _facility_hour(h: History, hour: int, acc_w: np.ndarray) -> _State:
+def _facility_hour(h: History, ctx: _Context, hour: int, acc_w: np.ndarray) -> _State:
     """The meters' states of one hour, per meter in (facility, it, cooling) x site order."""
     f = h.fleet
     it_w = acc_w * HOST_FACTOR
@@ -307,7 +347,7 @@ def _facility_hour(h: History, hour: int, acc_w: np.ndarray) -> _State:
     times = h._times(hour)
     local_h = (times / 3.6e9 + _CHINA_UTC_OFFSET_H) % 24.0
     daily = float(np.mean(0.03 * np.sin(2 * np.pi * (local_h - 8.0) / 24.0)))
-    pue = h._pue_base + seasonal + daily
+    pue = ctx.pue_base + seasonal + daily
     for inc in h.truth.incidents:
         if inc.kind == "cooling_fault":
             pue[f.site_index[inc.subject]] += inc.detail["pue_increase"] * float(
@@ -338,15 +378,14 @@ def _facility_labels(h: History) -> dict[str, object]:
             "source": "simulator"}
 
 
-def _link_hour(h: History, hour: int) -> _State:
+def _link_hour(h: History, ctx: _Context, hour: int) -> _State:
     """The links' states of one hour, from the queueing scale at mid-hour."""
-    f = h.fleet
     times = h._times(hour)
     mid = times[len(times) // 2: len(times) // 2 + 1]
-    base = h._link_base
-    load = h._load_shape(mid, h._link_amps)[0]
+    base = ctx.link_base
+    load = h._load_shape(mid, ctx.link_amps)[0]
     q = (0.01 * base + 0.05e-3) * (0.4 + 0.6 * load) * math.exp(0.25 ** 2 / 2)
-    budget = h._link_budget
+    budget = ctx.link_budget
     m = h.steps_per_hour
     lost = np.full(len(h.links), 0.002 * 2.0 * m)  # P(loss) x mean probes lost, per minute
     share = np.zeros(len(h.links))
@@ -366,7 +405,6 @@ def _link_hour(h: History, hour: int) -> _State:
     p_within = (1 - share) * within(base, q) + share * within(base * factor, q * factor)
     replies = m * _PROBES_PER_WINDOW - lost
     scale = (1 - share) + share * factor
-    del f
     return {name: _constant(per_minute, m) for name, per_minute in (
         ("rtt_p50_seconds", (base + 0.69 * q) * scale),
         ("rtt_p95_seconds", (base + 3.0 * q) * scale),
@@ -403,32 +441,30 @@ def rollup_frames(history: History, hours: int, grain: timedelta = HOUR
                                                       microsecond=0)) // HOUR
     edges = sorted({0, hours, *range(24 - into_day if into_day else 24, hours, 24)})
     step_us = int(history.step / timedelta(microseconds=1))
-    fiber = np.array([lk.fiber_min_rtt_s for lk in history.links])
-    history._link_base = fiber * history.route_factor + _EQUIPMENT_RTT_S
-    fleet = history.fleet
-    history._link_amps = np.array([fleet.sites[fleet.site_index[lk.a]].diurnal_amplitude
-                                   for lk in history.links])
-    history._link_budget = np.array([history.policy.budget_rtt_s(lk.tier)
-                                     for lk in history.links])
-    history._pue_base = np.array([p.pue_base for p in fleet.sites])
+    ctx = _Context.of(history)
     meters, link_labels = _facility_labels(history), _link_labels(history)
     last_step = (history.steps_per_hour - 1) * pd.Timedelta(history.step)
     for first, last in pairwise(edges):
         acc, fac, links = [], [], []
+        day = _CardDay(history) if grain == DAY else None
         for hour in range(first, last):
-            rows, site_w = _card_states(history, hour)
-            t0_us = int((history.start + hour * HOUR).timestamp() * 1_000_000)
-            rows["start"] = _pod_starts(history, hour, rows["pod_key"])
-            rows["last_us"] = t0_us + rows["last"] * step_us
-            acc.append((t0_us, rows))
-            fac.append(_facility_hour(history, hour, site_w))
+            parts, site_w = _card_segments(history, hour)
+            if day is not None:
+                day.add(hour - first, parts)
+            else:
+                rows = _merge_segments(history, parts)
+                t0_us = int((history.start + hour * HOUR).timestamp() * 1_000_000)
+                pod = _pod_names(history, rows["pod_key"],
+                                 _pod_starts(history, hour, rows["pod_key"]))
+                acc.append(_card_table(history, ctx, rows, t0_us, pod,
+                                       t0_us + rows["last"] * step_us))
+            fac.append(_facility_hour(history, ctx, hour, site_w))
             if history.links:
-                links.append(_link_hour(history, hour))
+                links.append(_link_hour(history, ctx, hour))
         t0 = pd.Timestamp(history.start + first * HOUR)
-        if grain == HOUR:
-            yield "accelerator", pa.concat_tables(
-                [_card_table(history, rows, t0_us, rows["start"], rows["last_us"])
-                 for t0_us, rows in acc]).unify_dictionaries().combine_chunks(), grain
+        if day is None:
+            yield "accelerator", pa.concat_tables(acc).unify_dictionaries().combine_chunks(), \
+                grain
             yield "facility_power", pd.concat(
                 [_state_frame(meters, st, t0 + k * HOUR, t0 + k * HOUR + last_step)
                  for k, st in enumerate(fac)], ignore_index=True), grain
@@ -437,9 +473,11 @@ def rollup_frames(history: History, hours: int, grain: timedelta = HOUR
                     [_state_frame(link_labels, st, t0 + k * HOUR, t0 + k * HOUR + last_step)
                      for k, st in enumerate(links)], ignore_index=True), grain
             continue
-        day = _merge_cards([rows for _, rows in acc])
-        yield "accelerator", _card_table(history, day, acc[0][0], day["start"],
-                                         day["last_us"]), grain
+        rows, steps = day.rows()
+        t0_us = int(t0.timestamp() * 1_000_000)
+        yield "accelerator", _card_table(history, ctx, rows, t0_us,
+                                         _dict_column([""], np.zeros(len(steps), int)),
+                                         t0_us + steps * step_us), grain
         end_step = t0 + (last - first - 1) * HOUR + last_step
         yield "facility_power", _state_frame(meters, _merge_states(fac), t0, end_step), grain
         if links:
