@@ -30,6 +30,7 @@ per-hour model* that drives the minute data (`computewatch.sim.history`):
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -38,6 +39,7 @@ from itertools import pairwise
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from computewatch.samples import TIME
 from computewatch.sim.history import (
@@ -90,6 +92,10 @@ def _level(mu: float, sd: float, clip: tuple[float, float], folded: bool) -> _Le
                   min(clip[1], mean + 2.5 * s))
 
 
+_LOGNORMAL_NODES = np.exp(0.25 * np.array([statistics.NormalDist().inv_cdf((k + 0.5) / 32)
+                                             for k in range(32)]))
+"""Equal-mass nodes of the minutes' queueing factor, lognormal(0, 0.25)."""
+
 _BUSY = _level(_BUSY_LEVEL, _BUSY_SD, _BUSY_CLIP, folded=False)
 _FREE = _level(_FREE_LEVEL, _FREE_SD, _FREE_CLIP, folded=True)
 
@@ -138,31 +144,32 @@ def _card_segments(h: History, hour: int) -> tuple[list[dict[str, np.ndarray]], 
     for seg in h.segments(hour):
         valid, running, holder = seg.valid[0], seg.running[0], seg.holder[0]
         noise = rng.normal(0.0, 1.0, f.n_devices)
-        d = np.flatnonzero(valid)
+        d = np.arange(f.n_devices)  # a lost card still reports health 0 (the minute data)
         m = float(seg.minutes)
-        run = running[d]
-        busy = np.where(run, m, 0.0)
-        free = m - busy
+        n = np.where(valid, m, 0.0)
+        busy = np.where(running & valid, m, 0.0)
+        free = n - busy
         sd = np.sqrt(busy * _BUSY.sd ** 2 + free * _FREE.sd ** 2)
-        power = np.where(run, p_busy[d], p_free[d]) * m
-        watts[d] += power
-        parts.append({"d": d, "pod_key": seg.pod_key[0][d], "holder": holder[d],
-                      "n": np.full(len(d), m), "busy": busy,
-                      "held": np.where(holder[d] >= 0, m, 0.0),
+        power = np.where(running, p_busy, p_free) * n
+        watts += power
+        parts.append({"d": d, "pod_key": seg.pod_key[0], "holder": holder,
+                      "n": n, "lost": m - n, "busy": busy,
+                      "held": np.where(holder >= 0, n, 0.0),
                       "last": np.full(len(d), seg.first + seg.minutes - 1, dtype=np.int64),
-                      "usum": np.clip(busy * _BUSY.mean + free * _FREE.mean + noise[d] * sd,
-                                      0.0, m),
+                      "usum": np.clip(busy * _BUSY.mean + free * _FREE.mean + noise * sd,
+                                      0.0, n),
                       "power": power})
     h._energy = h._energy + watts * h.step.total_seconds()
     for part in parts:
         part["e_end"] = h._energy[part["d"]]
-        h._record_backfill(hour, part["usum"], part["holder"], part["d"])
+    h._record_backfill(hour, *(np.concatenate([p[k] for p in parts])
+                               for k in ("usum", "holder", "d")))
     site_w = np.bincount(f.device_site, weights=watts / h.steps_per_hour,
                          minlength=len(f.sites))
     return parts, site_w
 
 
-_SUMMED = ("n", "busy", "held", "usum", "power")
+_SUMMED = ("n", "lost", "busy", "held", "usum", "power")
 
 
 def _merge_segments(h: History, parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -198,14 +205,17 @@ def _card_columns(h: History, rows: dict[str, np.ndarray], last_time: pa.Array
     if e_start is None:  # an hour: the counter at its first sample
         e_start = e_end - (power - power / np.maximum(n, 1)) * h.step.total_seconds()
     out: dict[str, pa.Array] = {}
-    count = n.astype(np.int64)
+    none = n == 0  # a lost card's rows: health alone
+    nulls = pa.nulls(len(n), pa.timestamp("us", tz="UTC"))
+    masked_time = pc.if_else(pa.array(none), nulls, last_time) if none.any() else last_time
 
-    def put(field: str, total, low, high, last) -> None:
-        out[f"{field}:n"] = pa.array(count)
+    def put(field: str, total, low, high, last, count=n, mask=none) -> None:
+        out[f"{field}:n"] = pa.array(count.astype(np.int64))
         for state, value in (("sum", total), ("min", low), ("max", high), ("last", last)):
-            out[f"{field}:{state}"] = pa.array(np.broadcast_to(np.asarray(value, float),
-                                                               n.shape))
-        out[f"{field}:last_time"] = last_time
+            out[f"{field}:{state}"] = pa.array(
+                np.broadcast_to(np.asarray(value, float), n.shape),
+                mask=mask if mask.any() else None)
+        out[f"{field}:last_time"] = masked_time if mask is none else last_time
 
     put("utilization_ratio", rows["usum"], np.where(any_free, _FREE.low, _BUSY.low),
         np.where(any_busy, _BUSY.high, _FREE.high), np.where(any_busy, _BUSY.mean, _FREE.mean))
@@ -214,7 +224,9 @@ def _card_columns(h: History, rows: dict[str, np.ndarray], last_time: pa.Array
     put("power_watts", power, np.where(any_free, p_free, p_busy),
         np.where(any_busy, p_busy, p_free), power / np.maximum(n, 1))
     put("energy_joules_total", n * (e_start + e_end) / 2.0, e_start, e_end, e_end)
-    put("health", n, 1.0, 1.0, 1.0)
+    lost = rows["lost"]
+    put("health", n, np.where(lost > 0, 0.0, 1.0), np.where(n > 0, 1.0, 0.0),
+        np.where(lost > 0, 0.0, 1.0), count=n + lost, mask=np.zeros(len(n), bool))
     return out
 
 
@@ -384,7 +396,8 @@ def _link_hour(h: History, ctx: _Context, hour: int) -> _State:
     mid = times[len(times) // 2: len(times) // 2 + 1]
     base = ctx.link_base
     load = h._load_shape(mid, ctx.link_amps)[0]
-    q = (0.01 * base + 0.05e-3) * (0.4 + 0.6 * load) * math.exp(0.25 ** 2 / 2)
+    q0 = (0.01 * base + 0.05e-3) * (0.4 + 0.6 * load)  # times each minute's lognormal
+    q = q0 * math.exp(0.25 ** 2 / 2)
     budget = ctx.link_budget
     m = h.steps_per_hour
     lost = np.full(len(h.links), 0.002 * 2.0 * m)  # P(loss) x mean probes lost, per minute
@@ -402,7 +415,9 @@ def _link_hour(h: History, ctx: _Context, hour: int) -> _State:
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
             return np.where(budget > b, -np.expm1(-(budget - b) / qq), 0.0)
 
-    p_within = (1 - share) * within(base, q) + share * within(base * factor, q * factor)
+    # The share within budget is not linear in q: averaged over the minutes' lognormal.
+    p_within = np.mean([(1 - share) * within(base, q0 * z) + share * within(
+        base * factor, q0 * z * factor) for z in _LOGNORMAL_NODES], axis=0)
     replies = m * _PROBES_PER_WINDOW - lost
     scale = (1 - share) + share * factor
     return {name: _constant(per_minute, m) for name, per_minute in (
