@@ -19,12 +19,14 @@ from bench import (
     bench_remote_write,
     bench_storage,
     bench_store_victoriametrics,
+    bench_year,
 )
 
 
 def main() -> None:
-    which = sys.argv[1:] or ["demo", "query", "ingest", "lineprotocol", "agent", "ascend",
-                            "latency", "pipelines", "remote_write", "store_vm", "bridge", "storage"]
+    which = [a for a in sys.argv[1:] if not a.startswith("--")] or [
+        "demo", "query", "ingest", "lineprotocol", "agent", "ascend", "latency", "pipelines",
+        "remote_write", "store_vm", "bridge", "storage", "year"]
     print(f"computewatch benchmarks on {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, Python {platform.python_version()}")
     store = bench_demo.STORE
@@ -56,9 +58,11 @@ def main() -> None:
             bench_bridge.main()
         elif name == "storage":
             bench_storage.main()
+        elif name == "year":
+            bench_year.main(rebuild="--rebuild" in sys.argv)
         else:
             sys.exit(f"unknown benchmark {name!r}: demo, query, ingest, lineprotocol, agent, "
-                     f"ascend, latency, pipelines, remote_write, store_vm, bridge, storage")
+                     f"ascend, latency, pipelines, remote_write, store_vm, bridge, storage, year")
 
 
 main()
