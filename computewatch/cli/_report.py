@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
@@ -62,6 +63,7 @@ def report(
         readable_period,
         write_report,
     )
+    from computewatch.store import resolution
 
     fmt = output.lower()
     if fmt not in REPORT_FORMATS:
@@ -83,9 +85,17 @@ def report(
                               if bounds else None)
             check_scope(topo, hub, definition)
             rp = readable_period(st, rp)  # daily-only history is read in UTC days
+            # The pipelines' rules (a shortfall sustained for hours, 5-minute latency
+            # windows) need hourly data: over history kept as daily rollups none run, and
+            # the verdicts compare each period value with its minimum (the report says so).
+            daily = resolution(st, "accelerator", rp.start) >= timedelta(days=1)
+            if daily:
+                rp = replace(rp, note=f"{rp.note}; the pipelines' findings need hourly data "
+                             f"and were not run: each verdict compares the period's value "
+                             f"with its minimum or target")
             with console.status("report") as status:
                 analysis = run_pipelines(  # read-only: the report's findings are not stored
-                    st, rp.period, pol, topo, write=False,
+                    st, rp.period, pol, topo, write=False, only=() if daily else None,
                     progress=lambda name: status.update(f"report: findings: {name}"))
                 result = build_report(st, topo, pol, rp, analysis, hub=hub,
                                       definition=definition,

@@ -57,13 +57,21 @@ from computewatch.sim.history import (
 )
 from computewatch.sim.tenants import CONTAINER, NAMESPACES, job_start
 
-__all__ = ["ACCELERATOR_FIELDS", "rollup_frames"]
+__all__ = ["ACCELERATOR_FIELDS", "CARD_STATES", "rollup_frames"]
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
-ACCELERATOR_FIELDS = ("utilization_ratio", "allocated", "power_watts", "energy_joules_total",
-                      "health")
-"""The accelerator fields the backfill writes states of (what reports and pipelines read)."""
+CARD_STATES = {
+    "utilization_ratio": ("n", "sum", "min", "max"),
+    "allocated": ("n", "sum"),
+    "power_watts": ("n", "sum", "min", "max"),
+    "energy_joules_total": ("n", "min", "max", "last", "last_time"),
+    "health": ("n", "sum", "min"),
+}
+"""The accelerator fields the backfill writes and their states (what reports, summaries
+and pipelines ask: means, sums, extremes; a counter's last reading): 18 columns, not 30;
+the others stay NULL (`DuckDBStore.write_rollup`)."""
+ACCELERATOR_FIELDS = tuple(CARD_STATES)
 
 _STATES = ("n", "sum", "min", "max", "last", "last_time")
 
@@ -210,12 +218,16 @@ def _card_columns(h: History, rows: dict[str, np.ndarray], last_time: pa.Array
     masked_time = pc.if_else(pa.array(none), nulls, last_time) if none.any() else last_time
 
     def put(field: str, total, low, high, last, count=n, mask=none) -> None:
+        """Write the states `CARD_STATES` keeps for ``field`` (the rest are NULL)."""
+        keep = CARD_STATES[field]
         out[f"{field}:n"] = pa.array(count.astype(np.int64))
         for state, value in (("sum", total), ("min", low), ("max", high), ("last", last)):
-            out[f"{field}:{state}"] = pa.array(
-                np.broadcast_to(np.asarray(value, float), n.shape),
-                mask=mask if mask.any() else None)
-        out[f"{field}:last_time"] = masked_time if mask is none else last_time
+            if state in keep:
+                out[f"{field}:{state}"] = pa.array(
+                    np.broadcast_to(np.asarray(value, float), n.shape),
+                    mask=mask if mask.any() else None)
+        if "last_time" in keep:
+            out[f"{field}:last_time"] = masked_time if mask is none else last_time
 
     put("utilization_ratio", rows["usum"], np.where(any_free, _FREE.low, _BUSY.low),
         np.where(any_busy, _BUSY.high, _FREE.high), np.where(any_busy, _BUSY.mean, _FREE.mean))
