@@ -21,6 +21,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -191,13 +192,17 @@ def _verdict(value: float, threshold: float, completeness: float, floor: float, 
     return "pass" if ok else "fail"
 
 
-def _utilization_row(frame: pd.DataFrame, n_windows: int) -> dict[str, float]:
+def _utilization_row(frame: pd.DataFrame, n_windows: int,
+                     by_quarter: bool = False) -> dict[str, float]:
+    """A subject's period values from its windows; completeness the share of windows with
+    data (quarter windows: the share of each the samples cover, `_site_completeness`)."""
     if frame.empty:
         return {"utilization": np.nan, "idle_accelerator_hours": 0.0,
                 "utilization_completeness": 0.0, "accelerators": 0}
     value, idle = window_totals(frame)
+    covered = frame.completeness.fillna(0.0).sum() if by_quarter else frame.value.notna().sum()
     return {"utilization": value, "idle_accelerator_hours": idle,
-            "utilization_completeness": float(frame.value.notna().sum()) / n_windows,
+            "utilization_completeness": float(covered) / n_windows,
             "accelerators": int(frame.accelerators.max())}
 
 
@@ -363,10 +368,19 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
     progress("utilization")
     chosen = {level: definition or policy.utilization_definition_entry(level).value
               for level in ("site", "hub")}
-    by_definition = utilization_windows_by_definition(
-        store, p, topology, definitions=list(chosen.values()), window=window,
-        busy_level=float(policy.utilization.busy_level.value))
-    by_level = {level: by_definition[chosen[level]][level] for level in chosen}
+    step = sampling_interval(store, p.start, p.end)
+    long = p.end - p.start > LONG_PERIOD or \
+        resolution(store, "accelerator", p.start) >= timedelta(days=1)
+    pieces = _quarters(store, p) if long else None
+    if pieces is None:
+        by_level = _utilization_levels(store, p, topology, chosen, window, policy, step)
+    else:  # one window per calendar quarter (a month's or a quarter's: one window)
+        n_windows = len(pieces)
+        window = max(q.end - q.start for q in pieces)
+        parts = [_utilization_levels(store, q, topology, chosen, q.end - q.start, policy, step)
+                 for q in pieces]
+        by_level = {level: pd.concat([part[level] for part in parts], ignore_index=True)
+                    for level in chosen}
     site_util = by_level["site"][by_level["site"].subject.isin(site_ids)]
     progress("pue")
     readings = meter_readings(store, p)
@@ -382,9 +396,11 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
         raise EmptyPeriodError(_empty_message(store, period, hub))
 
     progress("allocation")
-    step = sampling_interval(store, p.start, p.end)
-    split = idle_split(store, p.start, p.end, by=("site",), interval=step).set_index("site")
-    namespaces = _namespaces(store, p, policy, topology, site_ids, window, step)
+    per = allocation_totals(store, p.start, p.end, by=("site",), interval=step)
+    split = idle_split(store, p.start, p.end, by=("site",), interval=step,
+                       totals=per).set_index("site")
+    namespaces = _namespaces(store, p, policy, topology, site_ids,
+                             window if pieces is None else p.end - p.start, step, per)
 
     findings = analysis.frame()
     status = {s.name: str(s) for s in analysis.status}
@@ -404,7 +420,8 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
         row = {"level": "site", "id": s.id, "name": s.name, "hub": s.hub or "",
                "cluster": s.cluster or "", "region": region,
                "accelerators_installed": s.accelerator_count,
-               **_utilization_row(site_util[site_util.subject == s.id], n_windows),
+               **_utilization_row(site_util[site_util.subject == s.id], n_windows,
+                                  pieces is not None),
                **_split_row(split, [s.id]),
                "utilization_minimum": float(minimum.value),
                **_pue_row(site_pue, s.id, "site", policy, site_12m),
@@ -417,7 +434,8 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
     for h in hubs:
         minimum = policy.utilization_minimum_entry("hub", h.region, h.id)
         of_hub = [r for r in rows if r["level"] == "site" and r["hub"] == h.id]
-        util = _utilization_row(hub_util[hub_util.subject == h.id], n_windows)
+        util = _utilization_row(hub_util[hub_util.subject == h.id], n_windows,
+                                pieces is not None)
         # A hub is complete when all its sites are: a silent site must not hide behind the rest.
         util["utilization_completeness"] = float(np.mean(
             [r["utilization_completeness"] for r in of_hub])) if of_hub else 0.0
@@ -450,10 +468,47 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
     return Report(period, hub, store.url, datetime.now(UTC), policy, topology, chosen["site"],
                   window, latency_window, frame, site_util.reset_index(drop=True),
                   links.reset_index(drop=True), findings, status,
-                  {**_coverage(store, site_util, readings, links, topology, len(sites),
-                               n_windows), "period_note": period.note},
+                  {**_coverage(set(per.site) if len(per) else set(), site_util, readings,
+                               links, topology, len(sites), n_windows, pieces is not None),
+                   "period_note": period.note},
                   policy_name, hub_definition=chosen["hub"], verdicts_from_findings=by_findings,
                   namespaces=namespaces)
+
+
+LONG_PERIOD = timedelta(days=92)
+"""Periods longer than a quarter (and any period over history kept as daily rollups) are
+evaluated per calendar quarter (China time), one window each, not per hour: a year of a
+national fleet per card and hour is billions of rows, and regulators read utilization by
+quarter (a month inside daily rollups: one window)."""
+
+
+def _quarters(store: Store, period: Period) -> list[Period]:
+    """``period`` cut at the starts of calendar quarters in China time; a cut inside history
+    kept as daily rollups (UTC days) moves to the next UTC midnight (`readable_period`)."""
+    local = pd.Timestamp(period.start).tz_convert(CHINA_TZ)
+    cuts = [period.start]
+    q = pd.Timestamp(year=local.year, month=3 * ((local.month - 1) // 3) + 1, day=1,
+                     tz=CHINA_TZ)
+    while True:
+        q = q + pd.DateOffset(months=3)
+        t = q.tz_convert("UTC").to_pydatetime()
+        if resolution(store, "accelerator", t) >= timedelta(days=1) and t.hour:
+            t = t.replace(hour=0) + timedelta(days=1)
+        if t >= period.end:
+            break
+        cuts.append(t)
+    cuts.append(period.end)
+    return [Period(a, b) for a, b in pairwise(cuts)]
+
+
+def _utilization_levels(store: Store, period: Period, topology: Topology,
+                        chosen: dict[str, str], window: timedelta, policy: Policy,
+                        step: timedelta) -> dict[str, pd.DataFrame]:
+    """The site and hub utilization windows under each level's chosen definition."""
+    by_definition = utilization_windows_by_definition(
+        store, period, topology, definitions=list(chosen.values()), window=window,
+        busy_level=float(policy.utilization.busy_level.value), interval=step)
+    return {level: by_definition[chosen[level]][level] for level in chosen}
 
 
 def _split_row(split: pd.DataFrame, sites: list[str]) -> dict[str, float]:
@@ -464,10 +519,11 @@ def _split_row(split: pd.DataFrame, sites: list[str]) -> dict[str, float]:
 
 
 def _namespaces(store: Store, period: Period, policy: Policy, topology: Topology,
-                site_ids: set[str], window: timedelta, step: timedelta) -> pd.DataFrame:
-    """`NAMESPACE_COLUMNS` rows of the scope's sites, most held-idle card-hours first."""
+                site_ids: set[str], window: timedelta, step: timedelta,
+                per: pd.DataFrame) -> pd.DataFrame:
+    """`NAMESPACE_COLUMNS` rows of the scope's sites, most held-idle card-hours first
+    (``per``: `allocation_totals` of the period by site)."""
     cols = list(NAMESPACE_COLUMNS)
-    per = allocation_totals(store, period.start, period.end, by=("site",), interval=step)
     per = per[(per.namespace != FREE) & per.site.isin(site_ids)]
     if per.empty:
         return pd.DataFrame(columns=cols)
@@ -500,15 +556,16 @@ def _empty_message(store: Store, period: ReportPeriod, hub: str | None) -> str:
             f"({period.start:%Y-%m-%d %H:%M} – {period.end:%Y-%m-%d %H:%M} UTC){scope}; {held}")
 
 
-def _coverage(store: Store, site_util: pd.DataFrame, readings: pd.DataFrame,
+def _coverage(stored: set[str], site_util: pd.DataFrame, readings: pd.DataFrame,
               links: pd.DataFrame, topology: Topology, n_sites: int,
-              n_windows: int) -> dict[str, object]:
+              n_windows: int, by_quarter: bool = False) -> dict[str, object]:
     """What the store holds of the period, and what was left out because the topology lacks it."""
     covered = int(site_util.value.notna().sum()) if len(site_util) else 0
+    if by_quarter and len(site_util):  # how much of each quarter window the data covers
+        covered = float(site_util.completeness.fillna(0.0).sum())
     expected = n_sites * n_windows
     known = {s.id for s in topology.sites}
-    stored = store.series("accelerator")
-    unknown = sorted(set(stored.site.dropna()) - known) if "site" in stored else []
+    unknown = sorted({s for s in stored if isinstance(s, str)} - known)
     return {
         "site_windows_with_data": covered, "site_windows": expected, "sites": n_sites,
         "windows": n_windows,
