@@ -152,3 +152,53 @@ def test_the_ground_truth_is_the_minute_datas(stores):
         # that many samples (a busy minute's sd is 0.06).
         spread = 4 * 0.06 * np.sqrt(2 * sum(a.samples))
         assert abs(sum(b.utilization_sum) - sum(a.utilization_sum)) <= spread
+
+
+@pytest.mark.slow  # two real commands: a 40-day demo and a year report (about a minute)
+def test_demo_days_then_the_year_report(tmp_path):
+    """`computewatch demo --days 40` (40 sites, the last day raw, the rest hourly rollups)
+    and `computewatch report --period 2026` over it: each site's utilization and idle hours
+    are what the simulator wrote (its allocation truth), its probes are every link's 60 a
+    minute for the 40 days, its PUE the configured one (season aside)."""
+    import csv
+    import subprocess
+    import sys
+
+    from computewatch.sim import GroundTruth
+
+    store, truth_path, out = tmp_path / "y.duckdb", tmp_path / "t.json", tmp_path / "r.csv"
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "computewatch", *args],
+                              capture_output=True, text=True, timeout=900)
+
+    demo = run("demo", "--sites", "40", "--accelerators", "1200", "--days", "40",
+               "--no-analyze", "--store", str(store), "--truth", str(truth_path),
+               "--format", "json")
+    assert demo.returncode == 0, demo.stderr
+    assert "40 days (936 h as rollups, the last 24 h at 1-minute resolution)" in demo.stderr
+    truth = GroundTruth.load(truth_path)
+    with DuckDBStore(store) as st:
+        assert resolution(st, "accelerator", truth.start) == timedelta(hours=1)
+        assert resolution(st, "accelerator", truth.end - timedelta(hours=2)) == timedelta(0)
+    report = run("report", "--period", "2026", "--store", str(store), "--format", "csv",
+                 "--out", str(out), "--definition", "time_weighted")
+    assert report.returncode == 0, report.stderr
+    rows = {r["id"]: r for r in csv.DictReader(out.open()) if r["level"] == "site"}
+    written: dict[str, list[float]] = {}
+    for a in truth.allocation:
+        got = written.setdefault(a.site, [0.0, 0.0, 0.0])
+        got[0] += sum(a.samples)
+        got[1] += sum(a.utilization_sum)
+        got[2] += (sum(a.samples) - sum(a.utilization_sum)) / 60.0 if a.namespace else 0.0
+    fault = next(i.subject for i in truth.incidents if i.kind == "cooling_fault")
+    for site, (samples, usum, held_idle) in written.items():
+        r = rows[site]
+        assert float(r["utilization"]) == pytest.approx(usum / samples, rel=1e-9), site
+        assert float(r["idle_accelerator_hours"]) == pytest.approx(
+            (samples - usum) / 60.0, rel=1e-9), site
+        assert float(r["allocated_idle_hours"]) == pytest.approx(held_idle, rel=1e-9), site
+        touching = sum(1 for lt in truth.links if site in (lt.src, lt.dst))
+        assert float(r["link_probes"]) == pytest.approx(touching * 60 * 1440 * 40), site
+        if site != fault:
+            assert float(r["pue"]) == pytest.approx(truth.site_pue[site], abs=0.05), site
