@@ -23,7 +23,10 @@ from computewatch.cli._common import (
 )
 from computewatch.status import ExitStatus
 
-__all__ = ["report"]
+__all__ = ["HOURLY_PIPELINES", "report"]
+
+HOURLY_PIPELINES = ("underuse", "pue", "surplus")
+"""The pipelines whose windows are whole hours, so hourly rollups answer them."""
 
 
 def report(
@@ -85,17 +88,21 @@ def report(
                               if bounds else None)
             check_scope(topo, hub, definition)
             rp = readable_period(st, rp)  # daily-only history is read in UTC days
-            # The pipelines' rules (a shortfall sustained for hours, 5-minute latency
-            # windows) need hourly data: over history kept as daily rollups none run, and
-            # the verdicts compare each period value with its minimum (the report says so).
-            daily = resolution(st, "accelerator", rp.start) >= timedelta(days=1)
-            if daily:
-                rp = replace(rp, note=f"{rp.note}; the pipelines' findings need hourly data "
-                             f"and were not run: each verdict compares the period's value "
-                             f"with its minimum or target")
+            # The pipelines' rules need their windows: over hourly rollups those that read
+            # hours run (latency's 5-minute and anomaly's 1-minute windows cannot); over
+            # daily rollups none, and the verdicts compare each period value with its
+            # minimum or target. The report says which.
+            res = resolution(st, "accelerator", rp.start)
+            only = () if res >= timedelta(days=1) else \
+                HOURLY_PIPELINES if res >= timedelta(hours=1) else None
+            if only is not None:
+                rp = replace(rp, note="; ".join(filter(None, (
+                    rp.note, f"history before the raw data is kept as "
+                    f"{'daily' if not only else 'hourly'} rollups: pipelines run: "
+                    f"{', '.join(only) or 'none'} (the others need finer windows)"))))
             with console.status("report") as status:
                 analysis = run_pipelines(  # read-only: the report's findings are not stored
-                    st, rp.period, pol, topo, write=False, only=() if daily else None,
+                    st, rp.period, pol, topo, write=False, only=only,
                     progress=lambda name: status.update(f"report: findings: {name}"))
                 result = build_report(st, topo, pol, rp, analysis, hub=hub,
                                       definition=definition,
