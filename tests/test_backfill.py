@@ -212,3 +212,27 @@ def test_demo_days_then_the_year_report(tmp_path):
         if site != fault:
             assert pue[site] == pytest.approx(truth.site_pue[site], abs=0.05), site
     assert pue[fault] > truth.site_pue[fault] + 0.05
+
+
+def test_a_report_over_daily_rollups_reads_utc_days_and_says_so(stores):
+    """China days start at 16:00 UTC, inside a daily rollup: the report reads the period
+    from the next UTC midnight, states it, and its numbers are those of the UTC days."""
+    from computewatch.findings import Analysis
+    from computewatch.reports import build_report, parse_period, readable_period
+
+    store, history = stores["daily"]
+    asked = parse_period("2026-12-04/2026-12-05")  # China dates: 12-03 16:00 to 12-05 16:00
+    assert asked.start == datetime(2026, 12, 3, 16, tzinfo=UTC)
+    got = readable_period(store, asked)
+    assert (got.start, got.end) == (START, END)
+    assert "daily rollups" in got.note and got.label == asked.label
+    assert readable_period(stores["hourly"][0], asked) == asked  # hours answer China days
+    topology = history.fleet.topology
+    report = build_report(store, topology, POLICY, got, Analysis.of(got.period, [], []))
+    assert report.coverage["period_note"] == got.note
+    want = utilization_totals(store, START, END, by=("site",)).set_index("site")
+    rows = report.rows[report.rows.level == "site"].set_index("id")
+    for site in want.index:
+        assert rows.utilization[site] == pytest.approx(want.utilization[site], rel=1e-9)
+        assert rows.idle_accelerator_hours[site] == pytest.approx(
+            want.idle_accelerator_hours[site], rel=1e-9)
