@@ -176,7 +176,7 @@ def test_demo_days_then_the_year_report(tmp_path):
                "--no-analyze", "--store", str(store), "--truth", str(truth_path),
                "--format", "json")
     assert demo.returncode == 0, demo.stderr
-    assert "40 days (936 h as rollups, the last 24 h at 1-minute resolution)" in \
+    assert "40 days: 936 h as rollups, the last 24 h at 1-minute resolution" in \
         " ".join(demo.stderr.split())
     truth = GroundTruth.load(truth_path)
     with DuckDBStore(store) as st:
