@@ -109,15 +109,16 @@ def demo(
                               analyze=analyze, raw_hours=raw_hours if days else None)
     finally:
         st.close()
+    if days:
+        console.print(f"{days} days: {hours - raw_hours} h as rollups, the last {raw_hours} h "
+                      f"at 1-minute resolution", markup=False, highlight=False, soft_wrap=True)
+
     total = sum(result.samples.values())
     console.print(
         f"{result.sites} sites, {result.accelerators:,} accelerators, {hours} h at 1-minute "
         f"resolution: {total:,} rows ({result.samples.get('accelerator', 0):,} accelerator "
         f"samples) written to {st.url} in {result.seconds:.1f} s; {result.rejected} values "
         f"rejected. Ground truth: {truth}", markup=False, highlight=False, soft_wrap=True)
-    if days:
-        console.print(f"{days} days: {hours - raw_hours} h as rollups, the last {raw_hours} h "
-                      f"at 1-minute resolution", markup=False, highlight=False, soft_wrap=True)
     extra = {"scores": result.scores.to_dict()} if result.scores is not None else None
     render_summary(result.summary, fmt, sys.stdout, extra=extra)
     if result.analysis is not None and fmt.value == "table":
