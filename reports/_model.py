@@ -31,7 +31,7 @@ from computewatch.config import suggest_known
 from computewatch.findings import Analysis, Period
 from computewatch.policy import Policy
 from computewatch.pue import CHINA_TZ, PUE_COLUMNS, meter_readings, windowed_pue
-from computewatch.reports._period import ReportPeriod
+from computewatch.reports._period import ReportPeriod, readable_period
 from computewatch.store import Store, resolution
 from computewatch.topology import Topology
 from computewatch.utilization import (
@@ -254,7 +254,8 @@ def _twelve_months(store: Store, period: Period, policy: Policy, topology: Topol
              ).tz_convert("UTC").to_pydatetime()
     if bounds is None or bounds[0] > start:
         return None, None
-    twelve = Period(start, period.end)
+    # Read as the store can answer it (a start inside daily rollups: the next UTC midnight).
+    twelve = readable_period(store, ReportPeriod("12m", start, period.end)).period
     return _site_and_hub_pue(meter_readings(store, twelve), twelve, policy, topology)
 
 
@@ -377,8 +378,8 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
     else:  # one window per calendar quarter (a month's or a quarter's: one window)
         n_windows = len(pieces)
         window = max(q.end - q.start for q in pieces)
-        parts = [_utilization_levels(store, q, topology, chosen, q.end - q.start, policy, step)
-                 for q in pieces]
+        parts = [_utilization_levels(store, q, topology, chosen, _one_window(store, q), policy,
+                                     step) for q in pieces]
         by_level = {level: pd.concat([part[level] for part in parts], ignore_index=True)
                     for level in chosen}
     site_util = by_level["site"][by_level["site"].subject.isin(site_ids)]
@@ -400,7 +401,7 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
     split = idle_split(store, p.start, p.end, by=("site",), interval=step,
                        totals=per).set_index("site")
     namespaces = _namespaces(store, p, policy, topology, site_ids,
-                             window if pieces is None else p.end - p.start, step, per)
+                             window if pieces is None else _one_window(store, p), step, per)
 
     findings = analysis.frame()
     status = {s.name: str(s) for s in analysis.status}
@@ -499,6 +500,14 @@ def _quarters(store: Store, period: Period) -> list[Period]:
         cuts.append(t)
     cuts.append(period.end)
     return [Period(a, b) for a, b in pairwise(cuts)]
+
+
+def _one_window(store: Store, period: Period) -> timedelta:
+    """A window holding all of ``period``, in whole units of the store's resolution there
+    (rollups answer whole hours or days; the query's end clips the window)."""
+    span = period.end - period.start
+    unit = resolution(store, "accelerator", period.start)
+    return -(-span // unit) * unit if unit > timedelta(0) else span
 
 
 def _utilization_levels(store: Store, period: Period, topology: Topology,
