@@ -19,10 +19,11 @@ from bench import (
     bench_remote_write,
     bench_storage,
     bench_store_victoriametrics,
+    bench_year,
 )
 
 ALL = ("demo", "query", "ingest", "lineprotocol", "agent", "ascend", "latency", "pipelines",
-       "remote_write", "store_vm", "bridge", "storage")
+       "remote_write", "store_vm", "bridge", "storage", "year")
 
 
 def _named(argv: list[str]) -> list[tuple[str, list[int]]]:
@@ -37,7 +38,8 @@ def _named(argv: list[str]) -> list[tuple[str, list[int]]]:
 
 
 def main() -> None:
-    which = _named(sys.argv[1:]) or [(name, []) for name in ALL]
+    which = _named([a for a in sys.argv[1:] if not a.startswith("--")]) or [
+        (name, []) for name in ALL]
     print(f"computewatch benchmarks on {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, Python {platform.python_version()}")
     store = bench_demo.STORE
@@ -69,9 +71,11 @@ def main() -> None:
             bench_bridge.main()
         elif name == "storage":
             bench_storage.main(*args)
+        elif name == "year":
+            bench_year.main(rebuild="--rebuild" in sys.argv)
         else:
             sys.exit(f"unknown benchmark {name!r}: demo, query, ingest, lineprotocol, agent, "
-                     f"ascend, latency, pipelines, remote_write, store_vm, bridge, storage")
+                     f"ascend, latency, pipelines, remote_write, store_vm, bridge, storage, year")
 
 
 main()

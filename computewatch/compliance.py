@@ -59,13 +59,15 @@ P95 = 0.95
 """The tier budgets are kept by a window's 95th-percentile RTT: at least this share of its
 probes answered within budget."""
 
+# ``{share}``: P95 as a percentage (a literal "95% o" would read as a %-format to gettext).
 COMPLIANCE_DEFINITION = N_(
     "A link is an unordered site pair: both directions and every probe kind are pooled. Per "
     "link and {window} window, the p95 round-trip time over every probe sent in the window is "
     "compared with the link's tier budget read as a round-trip time: the prober counts the "
     "probes answered within the budget (lost and late probes never are), the store sums the "
-    "counts per window, and the window is within budget when at least 95% of its probes were "
-    "answered within it (exactly 95% complies), which is when its p95 is within budget. "
+    "counts per window, and the window is within budget when at least {share} of its probes "
+    "were answered within it (exactly {share} complies), which is when its p95 is within "
+    "budget. "
     "Compliance = probes answered within budget / probes sent over the period; windows within "
     "budget / windows with data is given beside it. completeness = windows with data / "
     "windows in the period. Links of unknown tier are not scored.")

@@ -211,12 +211,15 @@ def allocation_totals(store: Store, start: datetime, end: datetime, *,
 
 def idle_split(store: Store, start: datetime, end: datetime, *, by: Sequence[str],
                where: Mapping[str, str | Sequence[str]] | None = None,
-               interval: timedelta | None = None) -> pd.DataFrame:
+               interval: timedelta | None = None,
+               totals: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per ``by`` group with samples: `SPLIT_COLUMNS` (idle accelerator-hours, the part of
     allocated accelerators, the part of free ones); the same two store queries as
-    `utilization_totals`, grouped by namespace too."""
+    `utilization_totals`, grouped by namespace too, unless the caller has their answer
+    (``totals``: `allocation_totals` of the same period and ``by``)."""
     cols = [*by, *SPLIT_COLUMNS]
-    per = allocation_totals(store, start, end, by=by, where=where, interval=interval)
+    per = totals if totals is not None else allocation_totals(
+        store, start, end, by=by, where=where, interval=interval)
     if per.empty:
         return pd.DataFrame(columns=cols)
     free = per.namespace == FREE

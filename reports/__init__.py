@@ -26,7 +26,12 @@ from computewatch.reports._model import (
     check_scope,
 )
 from computewatch.reports._pdf import PdfError, html_to_pdf
-from computewatch.reports._period import PERIOD_FORMS, ReportPeriod, parse_period
+from computewatch.reports._period import (
+    PERIOD_FORMS,
+    ReportPeriod,
+    parse_period,
+    readable_period,
+)
 from computewatch.reports._write import REPORT_FORMATS, default_report_path, write_report
 
 __all__ = [
@@ -49,6 +54,7 @@ __all__ = [
     "html_to_pdf",
     "methodology",
     "parse_period",
+    "readable_period",
     "render_csv",
     "render_html",
     "write_report",

@@ -261,6 +261,7 @@ def _coverage(report: Report) -> list[tuple[str, str]]:
             held=f"{c['site_windows_with_data']:,}", expected=f"{c['site_windows']:,}",
             share=pct(c["period_completeness"]), sites=c["sites"], windows=f"{c['windows']:,}",
             first=_local(c["first_window"]), last=_local(c["last_window"]))),
+        *(((_("Period read"), c["period_note"]),) if c.get("period_note") else ()),
         (_("Meters"), _("{n} meters with energy readings in the period").format(
             n=f"{c['meters']:,}")),
         (_("Links"), _("{n} probed links in scope with a known tier").format(

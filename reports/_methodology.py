@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from computewatch.compliance import COMPLIANCE_DEFINITION
+from computewatch.compliance import COMPLIANCE_DEFINITION, P95
 from computewatch.finding_text import PIPELINE_NAMES, rule_title, word
 from computewatch.i18n import N_, _, current_language
 from computewatch.policy import LEVELS, Sourced
@@ -239,7 +239,8 @@ def _latency(report: Report) -> list[Entry]:
                                            "round-trip times"),
               lat.rtt_semantics.value, _src(lat.rtt_semantics)),
         Entry(topic, _("tier compliance"),
-              _(COMPLIANCE_DEFINITION).format(window=_minutes(report.latency_window)), "",
+              _(COMPLIANCE_DEFINITION).format(window=_minutes(report.latency_window),
+                                              share=f"{P95:.0%}"), "",
               _method("computewatch/compliance.py") + "; " + _(
                   "no official compliance share exists, so no verdict is stated")),
         Entry(topic, _("route inflation limit"), _(

@@ -21,6 +21,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -32,8 +33,8 @@ from computewatch.findings import Analysis, Period
 from computewatch.i18n import N_
 from computewatch.policy import Policy, policy_sha256
 from computewatch.pue import CHINA_TZ, PUE_COLUMNS, meter_readings, windowed_pue
-from computewatch.reports._period import ReportPeriod
-from computewatch.store import Store
+from computewatch.reports._period import ReportPeriod, readable_period
+from computewatch.store import Store, resolution
 from computewatch.topology import Topology
 from computewatch.utilization import (
     DEFINITIONS,
@@ -206,13 +207,17 @@ def _verdict(value: float, threshold: float, completeness: float, floor: float, 
     return "pass" if ok else "fail"
 
 
-def _utilization_row(frame: pd.DataFrame, n_windows: int) -> dict[str, float]:
+def _utilization_row(frame: pd.DataFrame, n_windows: int,
+                     by_quarter: bool = False) -> dict[str, float]:
+    """A subject's period values from its windows; completeness the share of windows with
+    data (quarter windows: the share of each the samples cover, `_site_completeness`)."""
     if frame.empty:
         return {"utilization": np.nan, "idle_accelerator_hours": 0.0,
                 "utilization_completeness": 0.0, "accelerators": 0}
     value, idle = window_totals(frame)
+    covered = frame.completeness.fillna(0.0).sum() if by_quarter else frame.value.notna().sum()
     return {"utilization": value, "idle_accelerator_hours": idle,
-            "utilization_completeness": float(frame.value.notna().sum()) / n_windows,
+            "utilization_completeness": float(covered) / n_windows,
             "accelerators": int(frame.accelerators.max())}
 
 
@@ -274,7 +279,8 @@ def _twelve_months(store: Store, period: Period, policy: Policy, topology: Topol
              ).tz_convert("UTC").to_pydatetime()
     if bounds is None or bounds[0] > start:
         return None, None
-    twelve = Period(start, period.end)
+    # Read as the store can answer it (a start inside daily rollups: the next UTC midnight).
+    twelve = readable_period(store, ReportPeriod("12m", start, period.end)).period
     return _site_and_hub_pue(meter_readings(store, twelve), twelve, policy, topology)
 
 
@@ -416,6 +422,9 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
                          f"{analysis.period.end:%Y-%m-%d %H:%M} UTC, not the report's period "
                          f"{period.label}")
     floor = float(policy.pue.min_completeness.value)
+    # History kept as rollups answers windows of their grain at the finest (an hour, or a
+    # day where only daily rollups hold the start): utilization windows widen to it.
+    window = max(window, resolution(store, "accelerator", p.start))
     sites = [s for s in topology.sites if (hub is None or s.hub == hub)
              and (province is None or s.province == province)]
     site_ids = {s.id for s in sites}
@@ -425,10 +434,19 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
     progress("utilization")
     chosen = {level: definition or policy.utilization_definition_entry(level).value
               for level in ("site", "hub")}
-    by_definition = utilization_windows_by_definition(
-        store, p, topology, definitions=list(chosen.values()), window=window,
-        busy_level=float(policy.utilization.busy_level.value))
-    by_level = {level: by_definition[chosen[level]][level] for level in chosen}
+    step = sampling_interval(store, p.start, p.end)
+    long = p.end - p.start > LONG_PERIOD or \
+        resolution(store, "accelerator", p.start) >= timedelta(days=1)
+    pieces = _quarters(store, p) if long else None
+    if pieces is None:
+        by_level = _utilization_levels(store, p, topology, chosen, window, policy, step)
+    else:  # one window per calendar quarter (a month's or a quarter's: one window)
+        n_windows = len(pieces)
+        window = max(q.end - q.start for q in pieces)
+        parts = [_utilization_levels(store, q, topology, chosen, _one_window(store, q), policy,
+                                     step) for q in pieces]
+        by_level = {level: pd.concat([part[level] for part in parts], ignore_index=True)
+                    for level in chosen}
     site_util = by_level["site"][by_level["site"].subject.isin(site_ids)]
     progress("pue")
     readings = meter_readings(store, p)
@@ -446,9 +464,11 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
         raise EmptyPeriodError(_empty_message(store, period, hub, province))
 
     progress("allocation")
-    step = sampling_interval(store, p.start, p.end)
-    split = idle_split(store, p.start, p.end, by=("site",), interval=step).set_index("site")
-    namespaces = _namespaces(store, p, policy, topology, site_ids, window, step)
+    per = allocation_totals(store, p.start, p.end, by=("site",), interval=step)
+    split = idle_split(store, p.start, p.end, by=("site",), interval=step,
+                       totals=per).set_index("site")
+    namespaces = _namespaces(store, p, policy, topology, site_ids,
+                             window if pieces is None else _one_window(store, p), step, per)
 
     findings = analysis.frame()
     status = {s.name: str(s) for s in analysis.status}
@@ -468,7 +488,8 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
         row = {"level": "site", "id": s.id, "name": s.name, "hub": s.hub or "",
                "cluster": s.cluster or "", "region": region,
                "accelerators_installed": s.accelerator_count,
-               **_utilization_row(site_util[site_util.subject == s.id], n_windows),
+               **_utilization_row(site_util[site_util.subject == s.id], n_windows,
+                                  pieces is not None),
                **_split_row(split, [s.id]),
                "utilization_minimum": float(minimum.value),
                **_pue_row(site_pue, s.id, "site", policy, site_12m),
@@ -481,7 +502,8 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
     for h in hubs:
         minimum = policy.utilization_minimum_entry("hub", h.region, h.id)
         of_hub = [r for r in rows if r["level"] == "site" and r["hub"] == h.id]
-        util = _utilization_row(hub_util[hub_util.subject == h.id], n_windows)
+        util = _utilization_row(hub_util[hub_util.subject == h.id], n_windows,
+                                pieces is not None)
         # A hub is complete when all its sites are: a silent site must not hide behind the rest.
         util["utilization_completeness"] = float(np.mean(
             [r["utilization_completeness"] for r in of_hub])) if of_hub else 0.0
@@ -514,11 +536,56 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
     return Report(period, hub, store.url, datetime.now(UTC), policy, topology, chosen["site"],
                   window, latency_window, frame, site_util.reset_index(drop=True),
                   links.reset_index(drop=True), findings, status,
-                  _coverage(store, site_util, readings, links, topology, len(sites),
-                            n_windows),
+                  {**_coverage(set(per.site) if len(per) else set(), site_util, readings,
+                               links, topology, len(sites), n_windows, pieces is not None),
+                   "period_note": period.note},
                   policy_name, hub_definition=chosen["hub"], verdicts_from_findings=by_findings,
                   namespaces=namespaces, province=province, policy_sha256=policy_digest,
                   software_version=__version__)
+
+
+LONG_PERIOD = timedelta(days=92)
+"""Periods longer than a quarter (and any period over history kept as daily rollups) are
+evaluated per calendar quarter (China time), one window each, not per hour: a year of a
+national fleet per card and hour is billions of rows, and regulators read utilization by
+quarter (a month inside daily rollups: one window)."""
+
+
+def _quarters(store: Store, period: Period) -> list[Period]:
+    """``period`` cut at the starts of calendar quarters in China time; a cut inside history
+    kept as daily rollups (UTC days) moves to the next UTC midnight (`readable_period`)."""
+    local = pd.Timestamp(period.start).tz_convert(CHINA_TZ)
+    cuts = [period.start]
+    q = pd.Timestamp(year=local.year, month=3 * ((local.month - 1) // 3) + 1, day=1,
+                     tz=CHINA_TZ)
+    while True:
+        q = q + pd.DateOffset(months=3)
+        t = q.tz_convert("UTC").to_pydatetime()
+        if resolution(store, "accelerator", t) >= timedelta(days=1) and t.hour:
+            t = t.replace(hour=0) + timedelta(days=1)
+        if t >= period.end:
+            break
+        cuts.append(t)
+    cuts.append(period.end)
+    return [Period(a, b) for a, b in pairwise(cuts)]
+
+
+def _one_window(store: Store, period: Period) -> timedelta:
+    """A window holding all of ``period``, in whole units of the store's resolution there
+    (rollups answer whole hours or days; the query's end clips the window)."""
+    span = period.end - period.start
+    unit = resolution(store, "accelerator", period.start)
+    return -(-span // unit) * unit if unit > timedelta(0) else span
+
+
+def _utilization_levels(store: Store, period: Period, topology: Topology,
+                        chosen: dict[str, str], window: timedelta, policy: Policy,
+                        step: timedelta) -> dict[str, pd.DataFrame]:
+    """The site and hub utilization windows under each level's chosen definition."""
+    by_definition = utilization_windows_by_definition(
+        store, period, topology, definitions=list(chosen.values()), window=window,
+        busy_level=float(policy.utilization.busy_level.value), interval=step)
+    return {level: by_definition[chosen[level]][level] for level in chosen}
 
 
 def _split_row(split: pd.DataFrame, sites: list[str]) -> dict[str, float]:
@@ -529,10 +596,11 @@ def _split_row(split: pd.DataFrame, sites: list[str]) -> dict[str, float]:
 
 
 def _namespaces(store: Store, period: Period, policy: Policy, topology: Topology,
-                site_ids: set[str], window: timedelta, step: timedelta) -> pd.DataFrame:
-    """`NAMESPACE_COLUMNS` rows of the scope's sites, most held-idle card-hours first."""
+                site_ids: set[str], window: timedelta, step: timedelta,
+                per: pd.DataFrame) -> pd.DataFrame:
+    """`NAMESPACE_COLUMNS` rows of the scope's sites, most held-idle card-hours first
+    (``per``: `allocation_totals` of the period by site)."""
     cols = list(NAMESPACE_COLUMNS)
-    per = allocation_totals(store, period.start, period.end, by=("site",), interval=step)
     per = per[(per.namespace != FREE) & per.site.isin(site_ids)]
     if per.empty:
         return pd.DataFrame(columns=cols)
@@ -566,15 +634,16 @@ def _empty_message(store: Store, period: ReportPeriod, hub: str | None,
             f"({period.start:%Y-%m-%d %H:%M} – {period.end:%Y-%m-%d %H:%M} UTC){scope}; {held}")
 
 
-def _coverage(store: Store, site_util: pd.DataFrame, readings: pd.DataFrame,
+def _coverage(stored: set[str], site_util: pd.DataFrame, readings: pd.DataFrame,
               links: pd.DataFrame, topology: Topology, n_sites: int,
-              n_windows: int) -> dict[str, object]:
+              n_windows: int, by_quarter: bool = False) -> dict[str, object]:
     """What the store holds of the period, and what was left out because the topology lacks it."""
     covered = int(site_util.value.notna().sum()) if len(site_util) else 0
+    if by_quarter and len(site_util):  # how much of each quarter window the data covers
+        covered = float(site_util.completeness.fillna(0.0).sum())
     expected = n_sites * n_windows
     known = {s.id for s in topology.sites}
-    stored = store.series("accelerator")
-    unknown = sorted(set(stored.site.dropna()) - known) if "site" in stored else []
+    unknown = sorted({s for s in stored if isinstance(s, str)} - known)
     return {
         "site_windows_with_data": covered, "site_windows": expected, "sites": n_sites,
         "windows": n_windows,

@@ -21,8 +21,9 @@ from computewatch.durations import parse_duration
 from computewatch.findings import Period
 from computewatch.pue import CHINA_TZ
 from computewatch.samples import EARLIEST_TIME, LATEST_TIME
+from computewatch.store import Store, resolution
 
-__all__ = ["PERIOD_FORMS", "ReportPeriod", "parse_period"]
+__all__ = ["PERIOD_FORMS", "ReportPeriod", "parse_period", "readable_period"]
 
 CHINA = ZoneInfo(CHINA_TZ)
 PERIOD_FORMS = ("YYYY-MM (a month in China time), YYYY-Qn (a quarter), YYYY, YYYY-MM-DD, "
@@ -36,11 +37,13 @@ _QUARTER = re.compile(r"^(\d{4})-[Qq](\d)$")
 
 @dataclass(frozen=True)
 class ReportPeriod:
-    """A labelled half-open interval [start, end) in UTC."""
+    """A labelled half-open interval [start, end) in UTC. ``note`` says how the interval
+    read differs from the one asked for (`readable_period`); empty when it does not."""
 
     label: str
     start: datetime
     end: datetime
+    note: str = ""
 
     @property
     def period(self) -> Period:
@@ -146,3 +149,38 @@ def _parse_period(text: str, last_sample_end: datetime | None) -> ReportPeriod:
         raise _bad(text, "a duration needs a store with data to end at")
     return ReportPeriod(f"last {raw}", last_sample_end - timedelta(seconds=seconds),
                         last_sample_end)
+
+
+_MEASUREMENTS = ("accelerator", "facility_power", "link_latency")
+
+
+def readable_period(store: Store, period: ReportPeriod) -> ReportPeriod:
+    """The period as ``store`` can answer it. Where history is kept as daily rollups only
+    (UTC days: a year's backfill, `DuckDBStore.write_rollup`), a China-time day starts at
+    16:00 UTC, inside a rollup day: an end that falls there moves to the next UTC midnight
+    (8 hours later), so a year is read as 1 January to 1 January UTC; ``note`` says so and
+    the report states it. Periods over raw data and hourly rollups are read as asked."""
+    def coarsest(t: datetime) -> timedelta:
+        return max(resolution(store, m, t) for m in _MEASUREMENTS)
+
+    day = timedelta(days=1)
+    start, end = period.start, period.end
+    moved = []
+    if coarsest(start) >= day and start != _floor_day(start):
+        start = _floor_day(start) + day
+        moved.append("start")
+    last = end - timedelta(microseconds=1)
+    if coarsest(last) >= day and end != _floor_day(end):
+        end = _floor_day(end) + day
+        moved.append("end")
+    if not moved or end <= start:
+        return period
+    return ReportPeriod(period.label, start, end,
+                        f"read {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC: the store "
+                        f"keeps this history as daily rollups (UTC days), so the period's "
+                        f"{' and '.join(moved)} moved to the next UTC midnight")
+
+
+def _floor_day(t: datetime) -> datetime:
+    t = t.astimezone(UTC)
+    return t.replace(hour=0, minute=0, second=0, microsecond=0)

@@ -193,7 +193,8 @@ PUBLIC: dict[str, set[str]] = {
         "COLUMNS", "ChromiumMissingError", "EmptyPeriodError", "Entry", "HEADLESS_FLAGS",
         "NAMESPACE_COLUMNS", "PERIOD_FORMS", "PdfError", "REPORT_FORMATS", "Report",
         "ReportPeriod", "SHIPPED_POLICY", "build_report", "check_scope", "default_report_path",
-        "find_chromium", "html_to_pdf", "methodology", "parse_period", "render_csv",
+        "find_chromium", "html_to_pdf", "methodology", "parse_period", "readable_period",
+        "render_csv",
         "render_html", "write_report"},
     "computewatch.samples": {
         "EARLIEST_TIME", "LATEST_TIME", "Sample", "TIME", "sample_value", "samples_to_frames"},
@@ -207,7 +208,8 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.sim.fleet": {
         "DEVICES_PER_NODE", "Fleet", "SiteProfile", "build_fleet", "simulated_meters"},
     "computewatch.sim.hardware": {"AcceleratorSpec", "spec_for"},
-    "computewatch.sim.history": {"HOST_FACTOR", "History", "simulate"},
+    "computewatch.sim.backfill": {"ACCELERATOR_FIELDS", "CARD_STATES", "rollup_frames"},
+    "computewatch.sim.history": {"HOST_FACTOR", "History", "Segment", "simulate"},
     "computewatch.sim.incidents": {"AllocationTruth", "GroundTruth", "Incident", "LinkTruth",
                                    "UtilizationTruth"},
     "computewatch.sim.tenants": {"CONTAINER", "HELD_IDLE_SHARE", "JOB_HOURS", "NAMESPACES",

@@ -42,7 +42,7 @@ from computewatch.reports import (
     render_html,
 )
 from computewatch.status import ExitStatus
-from computewatch.store import DuckDBStore
+from computewatch.store import DuckDBStore, resolution
 from computewatch.topology import load_topology
 
 TOPO = load_topology()
@@ -577,3 +577,35 @@ def test_a_link_finding_counts_for_both_of_its_sites(fleet_path):
     assert row(got, "site", "zjk-a")["findings_critical"] == 1  # the other end
     assert row(got, "site", "zjk-b")["findings_critical"] == 0
     assert row(got, "hub", "jjj")["findings_critical"] == 1  # one finding, counted once
+
+
+# --- history kept as rollups -------------------------------------------------------------------
+
+def test_the_report_over_rollups_is_the_raw_report(fleet_path, report, tmp_path):
+    """The same three days rolled up and their raw samples dropped (as retention does): the
+    report reads the rollups unaware, and every number a regulator reads is the raw one
+    (verdicts, utilization, idle hours, PUE, probes within budget); the latency windows
+    widen to the rollups' hour, so only the window counts differ (and say so)."""
+    path = tmp_path / "rolled.duckdb"
+    with opened(path) as store:
+        write_fleet(store, TOPO)
+        assert store.refresh_rollups() > 0
+        store.drop_before(START + timedelta(days=30))
+        assert resolution(store, "accelerator", START) == timedelta(hours=1)  # rollups only
+    period = parse_period(PERIOD)
+    rolled = build(path, period, pipelines=ONLY_FAST)
+    keys = ["level", "id"]
+    want = report.rows.sort_values(keys).reset_index(drop=True)
+    got = rolled.rows.sort_values(keys).reset_index(drop=True)
+    for col in ("utilization_verdict", "pue_verdict", "accelerators"):
+        assert got[col].tolist() == want[col].tolist(), col
+    for col in ("utilization", "utilization_completeness", "idle_accelerator_hours",
+                "allocated_idle_hours", "free_idle_hours", "link_probes",
+                "link_probes_within_budget", "latency_compliance"):
+        np.testing.assert_allclose(got[col].to_numpy(float), want[col].to_numpy(float),
+                                   rtol=1e-9, err_msg=col)
+    # Hourly readings against 5-minute ones: the period's energy is the same, bounded by
+    # the readings nearest its ends (one reading step apart at most).
+    np.testing.assert_allclose(got.pue.to_numpy(float), want.pue.to_numpy(float), rtol=1e-3)
+    assert rolled.latency_window == timedelta(minutes=5)
+    assert rolled.coverage["period_note"] == ""  # hourly rollups answer China days as asked

@@ -51,6 +51,13 @@ def demo(
     accelerators: Annotated[int | None, typer.Option(
         help="Accelerators in the fleet (default: the topology's inventory).")] = None,
     hours: Annotated[int, typer.Option(help="Hours of history to backfill.")] = 24,
+    days: Annotated[int | None, typer.Option(
+        help="Days of history (overrides --hours): all but the last --raw-hours are written "
+             "as rollups from the simulator's per-hour model (hourly, or daily for a large "
+             "fleet's year), the way a store keeps history past its raw retention; e.g. "
+             "--days 365 for `report --period <year>`.")] = None,
+    raw_hours: Annotated[int, typer.Option(
+        help="With --days: the last hours kept as 1-minute samples.")] = 24,
     seed: Annotated[int, typer.Option(
         min=0, help="Random seed; the same seed, the same fleet.")] = 0,
     store: StoreOpt = DEFAULT_STORE,
@@ -75,6 +82,14 @@ def demo(
 
     fmt = output_format(output)
     topo, pol = load_places(topology, policy)
+    if days is not None:
+        if not 1 <= days <= MAX_HOURS // 24:
+            raise UserError(f"bad --days {days}: must be from 1 to {MAX_HOURS // 24}")
+        if not 1 <= raw_hours <= 24 * days:
+            raise UserError(f"bad --raw-hours {raw_hours}: must be from 1 to {24 * days}")
+        if raw_hours % 24:
+            raise UserError(f"bad --raw-hours {raw_hours}: must be whole days (24, 48, ...)")
+        hours = 24 * days
     _check_size(sites, accelerators, hours, topo.accelerator_count)
     st = open_store(store)
     console = err_console()
@@ -97,9 +112,13 @@ def demo(
 
             result = run_demo(st, topo, pol, sites=sites, accelerators=accelerators,
                               hours=hours, seed=seed, truth_path=truth, progress=progress,
-                              analyze=analyze)
+                              analyze=analyze, raw_hours=raw_hours if days else None)
     finally:
         st.close()
+    if days:
+        console.print(f"{days} days: {hours - raw_hours} h as rollups, the last {raw_hours} h "
+                      f"at 1-minute resolution", markup=False, highlight=False, soft_wrap=True)
+
     total = sum(result.samples.values())
     console.print(_(
         "{sites} sites, {accelerators} accelerators, {hours} h at 1-minute resolution: {rows} "

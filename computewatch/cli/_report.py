@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
@@ -22,7 +23,10 @@ from computewatch.cli._common import (
 )
 from computewatch.status import ExitStatus
 
-__all__ = ["report"]
+__all__ = ["HOURLY_PIPELINES", "report"]
+
+HOURLY_PIPELINES = ("underuse", "pue", "surplus")
+"""The pipelines whose windows are whole hours, so hourly rollups answer them."""
 
 
 def report(
@@ -66,8 +70,10 @@ def report(
         build_report,
         check_scope,
         parse_period,
+        readable_period,
         write_report,
     )
+    from computewatch.store import resolution
 
     fmt = output.lower()
     if fmt not in REPORT_FORMATS:
@@ -88,9 +94,22 @@ def report(
             rp = parse_period(period, last_sample_end=bounds[1] + timedelta(minutes=1)
                               if bounds else None)
             check_scope(topo, hub, definition, province=province)
+            rp = readable_period(st, rp)  # daily-only history is read in UTC days
+            # The pipelines' rules need their windows: over hourly rollups those that read
+            # hours run (latency's 5-minute and anomaly's 1-minute windows cannot); over
+            # daily rollups none, and the verdicts compare each period value with its
+            # minimum or target. The report says which.
+            res = resolution(st, "accelerator", rp.start)
+            only = () if res >= timedelta(days=1) else \
+                HOURLY_PIPELINES if res >= timedelta(hours=1) else None
+            if only is not None:
+                rp = replace(rp, note="; ".join(filter(None, (
+                    rp.note, f"history before the raw data is kept as "
+                    f"{'daily' if not only else 'hourly'} rollups: pipelines run: "
+                    f"{', '.join(only) or 'none'} (the others need finer windows)"))))
             with console.status("report") as status:
                 analysis = run_pipelines(  # read-only: the report's findings are not stored
-                    st, rp.period, pol, topo, write=False,
+                    st, rp.period, pol, topo, write=False, only=only,
                     progress=lambda name: status.update(f"report: findings: {name}"))
                 result = build_report(st, topo, pol, rp, analysis, hub=hub, province=province,
                                       definition=definition,

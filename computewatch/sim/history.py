@@ -30,6 +30,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import numpy as np
 import pyarrow as pa
@@ -55,7 +56,7 @@ from computewatch.sim.tenants import (
 )
 from computewatch.topology import METRO_MAX_KM, Link, fiber_min_rtt_s, great_circle_km
 
-__all__ = ["HOST_FACTOR", "History", "simulate"]
+__all__ = ["HOST_FACTOR", "History", "Segment", "simulate"]
 
 HOST_FACTOR = 1.6
 """Server power per watt of accelerator power: CPUs, memory, NICs and storage draw the rest."""
@@ -117,6 +118,20 @@ def _codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return uniq, inverse.astype(np.int32)
 
 
+@dataclass(frozen=True)
+class Segment:
+    """A span of one hour over which every card's occupancy is constant (`History.segments`):
+    from minute ``first`` for ``minutes``; arrays of shape (1, devices) but ``drawn``."""
+
+    first: int
+    minutes: int
+    drawn: np.ndarray
+    running: np.ndarray
+    holder: np.ndarray
+    pod_key: np.ndarray
+    valid: np.ndarray
+
+
 class History:
     """The simulated telemetry of ``fleet`` over [start, start + hours) at ``step``."""
 
@@ -144,6 +159,7 @@ class History:
         lo, hi = _ROUTE_FACTORS
         self.route_factor = lo + (hi - lo) * rng.beta(2.0, 5.0, len(self.links))
         self._tenants = site_tenants(fleet)
+        self._devices_cache: dict[int, np.ndarray] = {}
         self._lifetimes: tuple[np.ndarray, np.ndarray] | None = None
         self._pod_names: dict[tuple[int, int], str] = {}
         self._nodes, self._node_codes = np.unique(fleet.device_node.astype(str),
@@ -388,9 +404,11 @@ class History:
         return diurnal * weekend
 
     # -- frames ---------------------------------------------------------------------------
-    def chunks(self) -> Iterator[tuple[str, pa.Table]]:
-        """Yield (measurement, frame) for every hour, in time order."""
-        for hour in range(self.hours):
+    def chunks(self, first_hour: int = 0) -> Iterator[tuple[str, pa.Table]]:
+        """Yield (measurement, frame) for every hour from ``first_hour``, in time order (the
+        hours before it written as rollups first, `computewatch.sim.backfill`, so the energy
+        counters go on from there)."""
+        for hour in range(first_hour, self.hours):
             acc, site_it_w = self._accelerator_hour(hour)
             yield "accelerator", acc
             yield "facility_power", self._facility_hour(hour, site_it_w)
@@ -471,7 +489,7 @@ class History:
             if inc.kind == "tenant_idle":
                 mask = self._active_mask(inc, times)
                 if mask.any():
-                    devs = np.flatnonzero(np.isin(f.device_id, inc.detail["devices"]))
+                    devs = self._incident_devices(inc)
                     running[np.ix_(mask, devs)] = False
                     holder[np.ix_(mask, devs)] = NAMESPACES.index(inc.subject)
                     pod_key[np.ix_(mask, devs)] = -2 - k
@@ -522,32 +540,68 @@ class History:
             self._lifetimes = (arr[:, 0], arr[:, 1])
         return self._lifetimes
 
-    def _occupancy(self, hour: int, rng: np.random.Generator
+    def _occupancy(self, hour: int, rng: np.random.Generator, times: np.ndarray | None = None
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(drawn to run a job per card, running per sample, holder per sample, pod key per
         sample) of one hour; ``rng`` is the hour's load stream, of which this takes the first
-        draw (so the plan can replay it without generating the telemetry)."""
+        draw (so the plan can replay it without generating the telemetry). ``times``: some
+        of the hour's sample times (default all of them; `segments` passes one per span)."""
         f = self.fleet
-        times = self._times(hour)
+        times = self._times(hour) if times is None else times
         allocated = rng.random(f.n_devices) < self._allocation_probability(hour)[f.device_site]
         alloc = np.broadcast_to(allocated, (len(times), f.n_devices)).copy()
         for inc in self.truth.incidents:
             if inc.kind == "cluster_idle":
                 mask = self._active_mask(inc, times)
                 if mask.any():
-                    alloc[np.ix_(mask, f.devices_of(inc.detail["sites"]))] = False
+                    alloc[np.ix_(mask, self._incident_devices(inc))] = False
         holder, pod_key = self._holders(hour, times, allocated, alloc)
         return allocated, alloc, holder, pod_key
 
-    def _valid(self, hour: int) -> np.ndarray:
+    def segments(self, hour: int) -> list[Segment]:
+        """The hour cut where an incident starts or ends: within each span every card's
+        occupancy (drawn, running, holder, pod, written or not) is constant, so one sample
+        time per span gives the whole hour exactly, at 1/60 of the cost of every minute
+        (the allocation truth and the rollup backfill, `computewatch.sim.backfill`)."""
+        times = self._times(hour)
+        cuts = {0, len(times)}
+        for inc in self.truth.incidents:
+            mask = self._active_mask(inc, times)
+            cuts.update((np.flatnonzero(np.diff(mask.astype(np.int8))) + 1).tolist())
+        edges = sorted(cuts)
+        out = []
+        for a, b in pairwise(edges):
+            at = times[a:a + 1]
+            drawn, running, holder, pod_key = self._occupancy(
+                hour, np.random.default_rng([self.fleet.seed, 3, hour]), at)
+            out.append(Segment(a, b - a, drawn, running, holder, pod_key,
+                               self._valid(hour, at)))
+        return out
+
+    def _incident_devices(self, inc: Incident) -> np.ndarray:
+        """The card positions an incident touches (kept: string searches over every card
+        cost more than the rest of an hour's occupancy)."""
+        key = id(inc)
+        got = self._devices_cache.get(key)
+        if got is None:
+            f = self.fleet
+            if inc.kind == "cluster_idle":
+                got = f.devices_of(inc.detail["sites"])
+            elif inc.kind == "tenant_idle":
+                got = np.flatnonzero(np.isin(f.device_id, inc.detail["devices"]))
+            else:  # device_lost
+                got = np.flatnonzero(f.device_id == inc.subject)[:1]
+            self._devices_cache[key] = got
+        return got
+
+    def _valid(self, hour: int, times: np.ndarray | None = None) -> np.ndarray:
         """Per sample of the hour: False where the card is lost (it writes nothing)."""
         f = self.fleet
-        times = self._times(hour)
+        times = self._times(hour) if times is None else times
         valid = np.ones((len(times), f.n_devices), dtype=bool)
         for inc in self.truth.incidents:
             if inc.kind == "device_lost":
-                d = int(np.flatnonzero(f.device_id == inc.subject)[0])
-                valid[self._active_mask(inc, times), d] = False
+                valid[self._active_mask(inc, times), self._incident_devices(inc)] = False
         return valid
 
     def _keys(self, holder: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -562,13 +616,14 @@ class History:
         width = len(NAMESPACES) + 1
         size = len(f.sites) * width
         for hour in range(self.hours):
-            _, running, holder, _ = self._occupancy(
-                hour, np.random.default_rng([f.seed, 3, hour]))
-            valid = self._valid(hour)
-            key = self._keys(holder, valid)
-            samples = np.bincount(key, minlength=size)
-            idle = np.bincount(key, weights=((holder >= 0) & ~running)[valid].astype(float),
-                               minlength=size)
+            samples = np.zeros(size)
+            idle = np.zeros(size)
+            for seg in self.segments(hour):
+                key = self._keys(seg.holder, seg.valid)
+                samples += seg.minutes * np.bincount(key, minlength=size)
+                idle += seg.minutes * np.bincount(
+                    key, weights=((seg.holder >= 0) & ~seg.running)[seg.valid].astype(float),
+                    minlength=size)
             for k in np.flatnonzero(samples):
                 entry = self._alloc_truth[(int(k) // width, int(k) % width - 1)]
                 entry.samples[hour] = float(samples[k])
@@ -583,6 +638,17 @@ class History:
         for k in np.flatnonzero(np.bincount(key, minlength=len(usum))):
             entry = self._alloc_truth[(int(k) // width, int(k) % width - 1)]
             entry.utilization_sum[hour] = float(usum[k])
+
+    def _record_backfill(self, hour: int, usum: np.ndarray, holder: np.ndarray,
+                         device: np.ndarray) -> None:
+        """Add one backfilled hour's utilization sums (per row of card and pod) to the
+        truth, per (site, namespace), as `_record_utilization` does for minute data."""
+        width = len(NAMESPACES) + 1
+        key = self.fleet.device_site[device] * width + holder + 1
+        sums = np.bincount(key, weights=usum, minlength=len(self.fleet.sites) * width)
+        for k in np.flatnonzero(np.bincount(key, minlength=len(sums))):
+            entry = self._alloc_truth[(int(k) // width, int(k) % width - 1)]
+            entry.utilization_sum[hour] = float(sums[k])
 
     def _facility_hour(self, hour: int, it_w: np.ndarray) -> pa.Table:
         f = self.fleet

@@ -95,6 +95,12 @@ class Expiry:
     used_bytes_after: int
     file_bytes: int
 
+_STATES_OF = {Aggregate.MEAN: ("n", "sum"), Aggregate.SUM: ("sum",), Aggregate.COUNT: ("n",),
+              Aggregate.MIN: ("min",), Aggregate.MAX: ("max",),
+              Aggregate.LAST: ("last", "last_time")}
+"""The rollup states each aggregate reads (`computewatch.store._rollups.final_agg`)."""
+
+
 def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -892,9 +898,17 @@ class DuckDBStore:
                              else ru.rolled_states(q.fields, ru.rollup_table(meas.name, grain),
                                                    rolled))
                 params += [lo, hi]
+            # Two steps, as over raw samples (`_raw_sql`): the state rows merge per series
+            # and window on integer ids first, then only those rows meet the labels (a year
+            # of a national fleet's daily rows is tens of millions, its series 100,000s).
+            merged = ", ".join(ru.merge_states(f, _STATES_OF[q.agg]) for f in q.fields)
+            match = (f" WHERE t.series_id IN (SELECT s.series_id FROM "
+                     f"{_ident('series_' + meas.name)} s WHERE " + " AND ".join(where) + ")"
+                     ) if where else ""
+            inner = (f"SELECT {bucket} AS time, t.series_id, {merged} FROM "
+                     f"({' UNION ALL '.join(parts)}) t{match} GROUP BY ALL")
             aggs = ", ".join(f"{ru.final_agg(q.agg.value, f)} AS {_ident(f)}" for f in q.fields)
-            sql = (f"SELECT {bucket} AS time{groups}, {aggs} FROM "
-                   f"({' UNION ALL '.join(parts)}) t {join} WHERE TRUE{filters} "
+            sql = (f"SELECT t.time AS time{groups}, {aggs} FROM ({inner}) t {join} "
                    f"GROUP BY ALL ORDER BY ALL")
             return self._run(sql, [start, *params, *where_params], meas)
         out = None

@@ -33,7 +33,8 @@ from datetime import timedelta
 from computewatch import catalog
 
 __all__ = ["DAY", "GAMMA", "GRAINS", "HOUR", "RELATIVE_ERROR", "STATES", "bucket_sql",
-           "final_agg", "hourly_select", "merge_select", "raw_sketch_rows", "raw_states",
+           "final_agg", "hourly_select", "merge_select", "merge_states", "raw_sketch_rows",
+           "raw_states",
            "rolled_states", "rollup_columns", "rollup_table", "sketch_from_raw", "sketch_rows",
            "sketch_table", "sketched", "state_column", "value_sql"]
 
@@ -119,6 +120,19 @@ def hourly_select(fields: Sequence[str], samples: str) -> str:
                  f"AS {_q(state_column(f, 'last_time'))}"]
     return (f"SELECT time_bucket(INTERVAL 1 HOUR, time) AS time, series_id, {', '.join(aggs)} "
             f"FROM {_q(samples)} WHERE time >= ? AND time < ? GROUP BY ALL")
+
+
+_MERGE = {"n": "sum({c})", "sum": "sum({c})", "min": "min({c})", "max": "max({c})",
+          "last": "arg_max({c}, {t})", "last_time": "max({c})"}
+
+
+def merge_states(field: str, states: Sequence[str]) -> str:
+    """The aggregates that merge state rows' ``states`` of ``field`` (from a source aliased
+    ``t``) into the same state columns: per series and window, before labels are joined."""
+    def c(s: str) -> str:
+        return "t." + _q(state_column(field, s))
+    return ", ".join(f"{_MERGE[s].format(c=c(s), t=c('last_time'))} AS "
+                     f"{_q(state_column(field, s))}" for s in states)
 
 
 def merge_select(fields: Sequence[str], source: str, bucket: str) -> str:
