@@ -1,8 +1,9 @@
 """Small helpers over grafana-foundation-sdk that every dashboard module shares.
 
-They fix what must be the same everywhere: the datasource reference (the provisioned
-VictoriaMetrics datasource, by its fixed uid), how a logical query becomes a Prometheus
-target, threshold steps, and the transformations the tables use.
+They fix what must be the same everywhere: the datasource reference (the dashboard's
+``$datasource`` variable, which defaults to the provisioned VictoriaMetrics datasource), how a
+logical query becomes a Prometheus target, threshold steps, energy in kWh, and the
+transformations the tables use.
 """
 
 from __future__ import annotations
@@ -15,24 +16,45 @@ from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models import prometheus as pm
 
 from computewatch.dashboards.query import Expr
+from computewatch.dashboards.sets import DASHBOARD_SETS
+from computewatch.i18n import N_, _, current_language
 
 __all__ = [
     "BY_THRESHOLDS",
     "DATASOURCE",
+    "DATASOURCE_NAME",
     "DATASOURCE_UID",
+    "DATASOURCE_VARIABLE",
     "GAZETTEER",
+    "JOULES_PER_KWH",
+    "KWH",
+    "LABEL_COLUMNS",
+    "dashboard_link",
+    "datasource_variable",
+    "kwh",
     "merge",
     "organize",
     "place_table",
     "prom",
+    "source",
     "steps",
     "value_field",
 ]
 
 DATASOURCE_UID = "computewatch-victoriametrics"
-"""Fixed in dashboards/provisioning/datasources/victoriametrics.yaml; every panel names it."""
+"""Fixed in dashboards/provisioning/datasources/victoriametrics.yaml: the default of every
+dashboard's datasource variable."""
+DATASOURCE_NAME = "VictoriaMetrics"
+DATASOURCE_VARIABLE = "datasource"
 
-DATASOURCE = dm.DataSourceRef(type_val="prometheus", uid=DATASOURCE_UID)
+DATASOURCE = dm.DataSourceRef(type_val="prometheus", uid=f"${{{DATASOURCE_VARIABLE}}}")
+"""Every panel and target reads the dashboard's ``$datasource``: any Prometheus-type
+datasource (VictoriaMetrics, Prometheus, a second region's store) can be picked, and an
+imported dashboard is not tied to one datasource uid."""
+
+JOULES_PER_KWH = 3.6e6
+KWH = "kwatth"
+"""Grafana's kilowatt-hour unit: it scales to MWh and GWh itself (SI prefixes on Wh)."""
 
 GAZETTEER = "public/gazetteer/computewatch-places.json"
 """The Geomap lookup file, served by Grafana from its public/gazetteer directory (the compose
@@ -41,6 +63,33 @@ file mounts dashboards/provisioning/gazetteer/computewatch-places.json there).""
 
 BY_THRESHOLDS = db.FieldColor().mode(dm.FieldColorModeId.THRESHOLDS)
 """Colour values by the panel's thresholds (tables, the map), not by series."""
+
+
+def datasource_variable(label: str) -> db.DatasourceVariable:
+    """The ``$datasource`` variable: Prometheus-type datasources, the provisioned one first."""
+    return (db.DatasourceVariable(DATASOURCE_VARIABLE).label(label).type("prometheus")
+            .current(dm.VariableOption(selected=True, text=DATASOURCE_NAME,
+                                       value=DATASOURCE_UID)))
+
+
+def dashboard_link(base_uid: str, params: str) -> str:
+    """A link to another dashboard of the same language set, keeping the time range and the
+    datasource chosen here."""
+    uid = DASHBOARD_SETS[current_language()].uid(base_uid)
+    return (f"/d/{uid}?{params}&${{{DATASOURCE_VARIABLE}:queryparam}}"
+            "&${__url_time_range}")
+
+
+def source(text: str) -> str:
+    """A policy threshold's source, as the policy states it, in the current language where
+    the catalogue has it (the shipped policy's sources are translated; a site's own policy
+    shows its own words)."""
+    return _(text.strip())
+
+
+def kwh(joules: Expr) -> Expr:
+    """Energy in kWh from joules (the catalogue's base unit): what meters and bills show."""
+    return joules / JOULES_PER_KWH
 
 
 def prom(expr: Expr, ref: str = "A", *, legend: str | None = None, instant: bool = False,
@@ -76,18 +125,26 @@ def merge() -> dm.DataTransformerConfig:
 def place_table(panel: table.Panel, columns: Sequence[tuple[str, str, Expr]]) -> table.Panel:
     """One row per place: each ``(ref, column name, expr)`` an instant table query, merged on
     their shared labels, the columns renamed and ordered after site, hub and cluster."""
-    for ref, _, expr in columns:
+    for ref, _name, expr in columns:
         panel = panel.with_target(prom(expr, ref, instant=True, table=True))
-    rename = {f"Value #{ref}": name for ref, name, _ in columns}
+    rename = {f"Value #{ref}": name for ref, name, _expr in columns}
     return (panel.with_transformation(merge())
             .with_transformation(organize(rename, order=("site", "hub", "cluster", *rename))))
 
 
+LABEL_COLUMNS = {"site": N_("site"), "hub": N_("hub"), "cluster": N_("cluster"),
+                 "namespace": N_("namespace"), "rule": N_("rule"), "tier": N_("tier")}
+"""Label columns the tables show, headed in the dashboard's language (data links still read
+them by their label name)."""
+
+
 def organize(rename: Mapping[str, str], exclude: Sequence[str] = ("Time", "__name__"),
              order: Sequence[str] = ()) -> dm.DataTransformerConfig:
-    """Rename, hide and order table columns."""
+    """Rename, hide and order table columns; label columns get their heading in the
+    current language."""
+    labels = {k: _(v) for k, v in LABEL_COLUMNS.items() if _(v) != k and k not in rename}
     return dm.DataTransformerConfig(id_val="organize", options={
-        "renameByName": dict(rename),
+        "renameByName": {**labels, **rename},
         "excludeByName": {name: True for name in exclude},
         "indexByName": {name: i for i, name in enumerate(order)},
     })

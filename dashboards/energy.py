@@ -13,7 +13,16 @@ from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
-from computewatch.dashboards._panels import BY_THRESHOLDS, DATASOURCE, place_table, prom, steps
+from computewatch.dashboards._panels import (
+    BY_THRESHOLDS,
+    DATASOURCE,
+    KWH,
+    kwh,
+    place_table,
+    prom,
+    steps,
+)
+from computewatch.dashboards.national import pue_steps
 from computewatch.dashboards.query import (
     INTERVAL,
     RANGE,
@@ -81,6 +90,30 @@ def _pue_over_time() -> timeseries.Panel:
                     .placement(cm.LegendPlacement.RIGHT).calcs(["mean", "max"])))
 
 
+HUB_PUE = "hub:pue_energy_ratio:weighted1h"
+"""alerts/rules/recording.yml: each hub's energy-weighted PUE of the last full hour, over the
+sites whose hour is complete enough to state."""
+
+
+def _pue_by_hub(policy: Policy) -> timeseries.Panel:
+    return (timeseries.Panel().title("PUE by hub (energy-weighted, last full hour)")
+            .datasource(DATASOURCE)
+            .description("Each hub's PUE over the last full hour: the facility energy of its "
+                         "sites / their IT energy, so a large site weighs more than a small "
+                         "one (not a mean of site PUEs); sites whose hour is less complete "
+                         "than the policy floor are left out. Recording rule "
+                         f"{HUB_PUE}; colours at the policy's targets "
+                         f"({pue_target_text(policy)}).")
+            .height(8).span(24)
+            .with_target(prom(recorded(HUB_PUE), legend="{{hub}}"))
+            .decimals(3).min(1).thresholds(pue_steps(policy))
+            .thresholds_style(cb.GraphThresholdsStyleConfig()
+                              .mode(cm.GraphThresholdsStyleMode.DASHED))
+            .legend(cb.VizLegendOptions().show_legend(True)
+                    .display_mode(cm.LegendDisplayMode.TABLE)
+                    .placement(cm.LegendPlacement.RIGHT).calcs(["mean", "max", "lastNotNull"])))
+
+
 def _energy_by_scope() -> timeseries.Panel:
     joules = series("facility_power.joules_total")
     acc = series("accelerator.energy_joules_total")
@@ -89,11 +122,11 @@ def _energy_by_scope() -> timeseries.Panel:
                          "sites; it, cooling, other), and the accelerators' own counters (part "
                          "of it).")
             .height(9).span(14)
-            .with_target(prom(Agg("sum", OverTime("increase", joules, INTERVAL), by=("scope",)),
-                              "A", legend="{{scope}}"))
-            .with_target(prom(Agg("sum", OverTime("increase", acc, INTERVAL)), "B",
+            .with_target(prom(kwh(Agg("sum", OverTime("increase", joules, INTERVAL),
+                                      by=("scope",))), "A", legend="{{scope}}"))
+            .with_target(prom(kwh(Agg("sum", OverTime("increase", acc, INTERVAL))), "B",
                               legend="accelerators"))
-            .unit("joule").draw_style(cm.GraphDrawStyle.BARS).fill_opacity(60))
+            .unit(KWH).draw_style(cm.GraphDrawStyle.BARS).fill_opacity(60))
 
 
 def _energy_by_hub() -> bargauge.Panel:
@@ -101,9 +134,10 @@ def _energy_by_hub() -> bargauge.Panel:
     return (bargauge.Panel().title("Energy by hub and scope").datasource(DATASOURCE)
             .description("Energy each hub's meters recorded over the selected period, by scope.")
             .height(9).span(10)
-            .with_target(prom(Agg("sum", OverTime("increase", joules, RANGE),
-                                  by=("hub", "scope")), instant=True, legend="{{hub}} {{scope}}"))
-            .unit("joule").display_mode(cm.BarGaugeDisplayMode.GRADIENT)
+            .with_target(prom(kwh(Agg("sum", OverTime("increase", joules, RANGE),
+                                      by=("hub", "scope"))), instant=True,
+                              legend="{{hub}} {{scope}}"))
+            .unit(KWH).display_mode(cm.BarGaugeDisplayMode.GRADIENT)
             .orientation(cm.VizOrientation.HORIZONTAL)
             .color_scheme(db.FieldColor().mode(dm.FieldColorModeId.CONTINUOUS_BL_PU)))
 
@@ -115,4 +149,5 @@ def energy_dashboard(topology: Topology, policy: Policy) -> db.Dashboard:
             .description("Energy-based PUE of every site against its target, and where the "
                          "energy goes.")
             .with_panel(_pue_table(topology, policy)).with_panel(_pue_over_time())
+            .with_panel(_pue_by_hub(policy))
             .with_panel(_energy_by_scope()).with_panel(_energy_by_hub()))

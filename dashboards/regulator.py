@@ -107,7 +107,7 @@ def _compliance_table(topology: Topology, policy: Policy) -> table.Panel:
 
 
 def _share_stats(topology: Topology, policy: Policy) -> list[stat.Panel]:
-    queries = {ref: expr for ref, _, expr in _queries(topology, policy)}
+    queries = {ref: expr for ref, _name, expr in _queries(topology, policy)}
 
     def share(title: str, description: str, verdict: Expr) -> stat.Panel:
         return (stat.Panel().title(title).description(description).datasource(DATASOURCE)

@@ -13,7 +13,7 @@ from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
-from computewatch.dashboards._panels import DATASOURCE, prom, steps
+from computewatch.dashboards._panels import DATASOURCE, KWH, kwh, prom, steps
 from computewatch.dashboards.national import pue_steps, utilization_steps
 from computewatch.dashboards.query import (
     RANGE,
@@ -108,7 +108,7 @@ def _accelerators(policy: Policy) -> list[object]:
         bargauge.Panel().title("Energy per device").datasource(DATASOURCE)
         .description("Energy each accelerator consumed over the selected period, from its "
                      "energy counter (resets handled).")
-        .with_target(prom(energy, legend=dev, instant=True)).unit("joule").height(8).span(12)
+        .with_target(prom(kwh(energy), legend=dev, instant=True)).unit(KWH).height(8).span(12)
         .display_mode(cm.BarGaugeDisplayMode.BASIC).orientation(cm.VizOrientation.HORIZONTAL)
         .min_viz_height(10).color_scheme(db.FieldColor().mode(dm.FieldColorModeId.FIXED)
                                          .fixed_color("purple")),
