@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Debian packages the integration tests start as real servers; later parts add to this list.
 DEBIAN_PACKAGES := openssl prometheus prometheus-alertmanager victoria-metrics docker-compose chromium chromium-driver poppler-utils fonts-noto-cjk
 
-.PHONY: demo test test-fast bench lint venv debs clean protos
+.PHONY: demo test test-fast bench lint venv debs clean protos i18n
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,19 @@ bench: $(STAMP)
 # rerun after editing collectors/kubernetes/_podresources.proto.
 protos: $(STAMP)
 	$(BIN)/python -m computewatch.collectors.kubernetes._generate
+
+# The message catalogues (computewatch/locale): extract the marked messages into the template,
+# merge them into each language's .po (translate the new entries there), compile the .mo files
+# the package reads at run time (committed, so a wheel needs no Babel). Sorted and without
+# source locations, so that branches adding messages merge cleanly.
+LOCALES := zh_CN
+i18n: $(STAMP)
+	$(BIN)/pybabel extract -F babel.cfg --sort-output --no-location \
+	  -o computewatch/locale/computewatch.pot .
+	for l in $(LOCALES); do \
+	  $(BIN)/pybabel update --no-fuzzy-matching --ignore-obsolete -l $$l -D computewatch \
+	    -i computewatch/locale/computewatch.pot -d computewatch/locale; done
+	$(BIN)/pybabel compile --statistics -D computewatch -d computewatch/locale
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info

@@ -12,12 +12,24 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from computewatch.finding_text import (
+    ACUTE_NAMES,
+    PIPELINE_NAMES,
+    SEVERITY_NAMES,
+    TIER_NAMES,
+    finding_message,
+    format_value,
+    word,
+)
+from computewatch.i18n import _, current_language
+from computewatch.place_names import place_name, subject_name
 from computewatch.summary import NationalSummary
 from computewatch.triage import RootCause
 
 if TYPE_CHECKING:
     from computewatch.findings import Analysis
     from computewatch.sim.scoring import Scorecard
+    from computewatch.topology import Topology
 
 __all__ = ["OutputFormat", "format_value", "render_analysis", "render_findings", "render_frame",
            "render_root_causes", "render_scores", "render_summary"]
@@ -27,6 +39,14 @@ class OutputFormat(StrEnum):
     TABLE = "table"
     JSON = "json"
     CSV = "csv"
+
+
+def _width(out: TextIO, columns: int) -> int | None:
+    """Piped output (logs, CI) gets a wide table instead of rich's 80-column default; Chinese
+    text takes two columns a character, so a non-English table gets a third more."""
+    if out.isatty():
+        return None
+    return columns if current_language() == "en" else columns * 4 // 3
 
 
 def _ms(seconds: float) -> str:
@@ -54,12 +74,20 @@ def render_frame(df: pd.DataFrame, fmt: OutputFormat, out: TextIO, *, title: str
         table.add_column(escape(str(col)))
     for row in df.itertuples(index=False):
         table.add_row(*[f"{v:,.3f}" if isinstance(v, float) else escape(str(v)) for v in row])
-    Console(file=out, width=None if out.isatty() else 160).print(table)
+    Console(file=out, width=_width(out, 160)).print(table)
+
+
+def _link_name(places: Topology | None, link: str, lang: str) -> str:
+    """A summary's worst link (``a ↔ b``) with its sites' names in ``lang``."""
+    return " ↔ ".join(place_name(places, "site", site, lang) for site in link.split(" ↔ "))
 
 
 def render_summary(summary: NationalSummary, fmt: OutputFormat, out: TextIO,
-                   console: Console | None = None, *, extra: dict | None = None) -> None:
-    """The national summary; ``extra`` keys join the JSON document (the demo's scores)."""
+                   console: Console | None = None, *, extra: dict | None = None,
+                   places: Topology | None = None) -> None:
+    """The national summary; ``extra`` keys join the JSON document (the demo's scores).
+    The table is in the current language, its places named from ``places`` (JSON and CSV
+    keep ids and English field names: they are for scripts)."""
     if fmt is OutputFormat.JSON:
         doc = {"start": summary.start.isoformat(), "end": summary.end.isoformat(),
                "rows": _records(summary.rows), "worst_links": _records(summary.links.head(10)),
@@ -70,78 +98,88 @@ def render_summary(summary: NationalSummary, fmt: OutputFormat, out: TextIO,
         summary.rows.to_csv(out, index=False)
         return
     # Piped output (logs, CI) gets a wide table instead of rich's 80-column default.
-    console = console or Console(file=out, width=None if out.isatty() else 150)
-    title = (f"National summary {summary.start:%Y-%m-%d %H:%M} – {summary.end:%Y-%m-%d %H:%M} "
-             f"UTC")
+    console = console or Console(file=out, width=_width(out, 150))
+    lang = current_language()
+    title = _("National summary {start} – {end} UTC").format(
+        start=f"{summary.start:%Y-%m-%d %H:%M}", end=f"{summary.end:%Y-%m-%d %H:%M}")
     table = Table(title=title, title_justify="left", show_lines=False)
-    for name, justify in (("Hub / cluster", "left"), ("Sites", "right"), ("Accel.", "right"),
-                          ("CUDA / CANN", "right"), ("Mean util.", "right"),
-                          ("Idle acc.-h", "right"), ("PUE", "right"),
-                          ("Worst link", "left"), ("Tier", "left"),
-                          ("p95 / budget", "right")):
+    for name, justify in ((_("Hub / cluster"), "left"), (_("Sites"), "right"),
+                          (_("Accel."), "right"), ("CUDA / CANN", "right"),
+                          (_("Mean util."), "right"), (_("Idle acc.-h"), "right"),
+                          (_("PUE"), "right"), (_("Worst link"), "left"), (_("Tier"), "left"),
+                          (_("p95 / budget"), "right")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for r in summary.rows.itertuples():
         if r.level == "national":
             table.add_section()
-            label = "[bold]National[/bold]"
+            label = "[bold]" + _("National") + "[/bold]"
         elif r.level == "hub":
-            label = f"[bold]{r.hub}[/bold]"
+            label = f"[bold]{escape(place_name(places, 'hub', r.hub, lang))}[/bold]"
         else:
-            label = f"  {r.cluster}"
+            label = f"  {escape(place_name(places, 'cluster', r.cluster, lang))}"
         over = r.worst_link_p95_s > r.worst_link_budget_s
         ratio = (f"{_ms(r.worst_link_p95_s)} / {_ms(r.worst_link_budget_s)}"
                  if r.worst_link else "—")
         pue = "—" if math.isnan(r.pue) else f"{r.pue:.3f}"
         table.add_row(label, str(r.sites), f"{r.accelerators:,}", f"{r.cuda:,} / {r.cann:,}",
                       _pct(r.mean_utilization), f"{r.idle_accelerator_hours:,.0f}", pue,
-                      r.worst_link or "—", r.worst_link_tier or "—",
+                      _link_name(places, r.worst_link, lang) if r.worst_link else "—",
+                      word(TIER_NAMES, r.worst_link_tier) if r.worst_link_tier else "—",
                       f"[red]{ratio}[/red]" if over else ratio)
     console.print(table)
-    console.print(
-        "[dim]Mean util.: mean of all utilization samples. Idle acc.-h: Σ (1 − utilization) × "
+    console.print("[dim]" + escape(_(
+        "Mean util.: mean of all utilization samples. Idle acc.-h: Σ (1 − utilization) × "
         "sampling interval. PUE: facility energy / IT energy from meter counters over the "
         "part of the period every meter covers (pue_completeness in json and csv). Worst "
         "link: the largest 95th-percentile window p95 RTT relative to its tier budget (red: "
-        "over budget).[/dim]")
+        "over budget).")) + "[/dim]")
 
 
-_SEVERITY = {0: "info", 1: "warning", 2: "critical"}
+_COLOURS = {2: "red", 1: "yellow"}
+_GROUP_KINDS = {"hub": "hub", "cluster": "cluster", "site": "site", "city": "city",
+                "province": "province", "link": "link", "hub_pair": "hub_pair"}
+
+
+def _severity(level: int) -> str:
+    """The severity word, coloured as before (red critical, yellow warning)."""
+    sev = word(SEVERITY_NAMES, int(level))
+    colour = _COLOURS.get(int(level))
+    return f"[{colour}]{escape(sev)}[/{colour}]" if colour else escape(sev)
+
+
+def _group_name(group: str, places: Topology | None, lang: str) -> str:
+    """A root-cause group (``cluster:qingyang``) with its place named in ``lang``."""
+    kind, _sep, subject = group.partition(":")
+    if lang == "en" or kind not in _GROUP_KINDS:
+        return group
+    return f"{kind}:{subject_name(places, _GROUP_KINDS[kind], subject, lang)}"
 
 
 def render_root_causes(causes: list[RootCause], out: TextIO, *, limit: int = 12,
-                       title: str = "Root causes") -> None:
+                       title: str = "Root causes", places: Topology | None = None) -> None:
     """One line per root-cause group, most urgent first: what pages, then what plans."""
-    console = Console(file=out, width=None if out.isatty() else 160)
+    lang = current_language()
+    console = Console(file=out, width=_width(out, 160))
     shown = causes[:limit]
-    more = f" (top {len(shown)})" if len(shown) < len(causes) else ""
-    table = Table(title=f"{escape(title)}: {len(causes)} groups{more}", title_justify="left")
-    for col in ("severity", "kind", "group", "findings", "window", "most urgent finding"):
-        table.add_column(col, justify="right" if col == "findings" else "left")
+    more = _(" (top {n})").format(n=len(shown)) if len(shown) < len(causes) else ""
+    table = Table(title=escape(title) + _(": {n} groups").format(n=len(causes)) + more,
+                  title_justify="left")
+    for col, justify in ((_("severity"), "left"), (_("kind"), "left"), (_("group"), "left"),
+                         (_("findings"), "right"), (_("window"), "left"),
+                         (_("most urgent finding"), "left")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for c in shown:
-        sev = _SEVERITY.get(int(c.severity), str(c.severity))
-        colour = {"critical": "red", "warning": "yellow"}.get(sev)
         rules = ", ".join(f"{r} x{n}" if n > 1 else r for r, n in c.rules[:3])
         window = f"{c.start:%m-%d %H:%M} – {c.end:%m-%d %H:%M}"
-        table.add_row(f"[{colour}]{sev}[/{colour}]" if colour else sev,
-                      "acute" if c.acute else "chronic", escape(c.group),
-                      str(c.findings), window,
-                      escape(f"{c.headline.message or c.headline.rule} [{rules}]"))
+        table.add_row(_severity(c.severity), word(ACUTE_NAMES, bool(c.acute)),
+                      escape(_group_name(c.group, places, lang)), str(c.findings), window,
+                      escape(f"{finding_message(c.headline, lang, places)} [{rules}]"))
     console.print(table)
 
 
-def format_value(v: float, unit: str) -> str:
-    """A finding's observed value or threshold in its unit, as tables and reports show it."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "—"
-    if unit == "ratio":
-        return f"{v:.1%}"
-    if unit == "s":
-        return f"{v * 1000:.2f} ms"
-    return f"{v:,.3f}" if abs(v) < 100 else f"{v:,.0f}"
-
-
 def render_findings(df: pd.DataFrame, fmt: OutputFormat, out: TextIO, *,
-                    limit: int | None = None, title: str = "Findings") -> None:
+                    limit: int | None = None, title: str = "Findings",
+                    places: Topology | None = None) -> None:
     """Findings in the frame's order: a table for people, JSON or CSV for scripts.
 
     JSON keeps every column (``detail`` too, where the frame has JSON-ready details:
@@ -157,34 +195,35 @@ def render_findings(df: pd.DataFrame, fmt: OutputFormat, out: TextIO, *,
                                    for d in df.detail])
         df.to_csv(out, index=False)
         return
-    console = Console(file=out, width=None if out.isatty() else 160)
+    lang = current_language()
+    console = Console(file=out, width=_width(out, 160))
     shown = df if limit is None else df.head(limit)
-    more = f" (top {len(shown)})" if len(shown) < len(df) else ""
+    more = _(" (top {n})").format(n=len(shown)) if len(shown) < len(df) else ""
     table = Table(title=f"{escape(title)}: {len(df)}{more}", title_justify="left")
-    for col in ("severity", "pipeline", "rule", "subject", "observed", "threshold", "window",
-                "compl."):
-        table.add_column(col, justify="right" if col in ("observed", "threshold", "compl.")
-                         else "left")
+    for col, justify in ((_("severity"), "left"), (_("pipeline"), "left"), (_("rule"), "left"),
+                         (_("subject"), "left"), (_("observed"), "right"),
+                         (_("threshold"), "right"), (_("window"), "left"),
+                         (_("compl."), "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in shown.itertuples():
-        sev = _SEVERITY.get(int(r.severity), str(r.severity))
-        colour = {"critical": "red", "warning": "yellow"}.get(sev)
         window = f"{pd.Timestamp(r.start):%m-%d %H:%M} – {pd.Timestamp(r.end):%m-%d %H:%M}"
-        table.add_row(f"[{colour}]{sev}[/{colour}]" if colour else sev, r.pipeline, r.rule,
-                      escape(str(r.subject)), format_value(r.observed, r.unit),
+        table.add_row(_severity(r.severity), escape(word(PIPELINE_NAMES, r.pipeline)), r.rule,
+                      escape(subject_name(places, r.subject_type, str(r.subject), lang)),
+                      format_value(r.observed, r.unit),
                       format_value(r.threshold, r.unit), window, f"{r.completeness:.0%}")
     console.print(table)
 
 
 def render_analysis(analysis: Analysis, fmt: OutputFormat, out: TextIO, *,
                     limit: int | None = None, title: str = "Findings",
-                    frame: pd.DataFrame | None = None) -> None:
+                    frame: pd.DataFrame | None = None, places: Topology | None = None) -> None:
     """A run of the pipelines: for scripts (JSON), the period, every pipeline's status
     (``ok`` with its count of findings, or ``failed`` with the error) and the findings; as a
     table or CSV, the findings (a failed pipeline is the command's error and exit code).
     ``frame``: the findings as the caller lays them out (default `Analysis.frame`)."""
     frame = analysis.frame() if frame is None else frame
     if fmt is not OutputFormat.JSON:
-        render_findings(frame, fmt, out, limit=limit, title=title)
+        render_findings(frame, fmt, out, limit=limit, title=title, places=places)
         return
     df = frame if "incident" in frame.columns else frame.drop(columns=["detail"],
                                                                errors="ignore")
@@ -199,11 +238,13 @@ def render_analysis(analysis: Analysis, fmt: OutputFormat, out: TextIO, *,
 def render_scores(card: Scorecard, out: TextIO) -> None:
     """Recall and precision of every rule against the simulator's ground truth, with the
     first misses and false findings; rules without a matcher said, never hidden."""
-    console = Console(file=out, width=None if out.isatty() else 160)
-    table = Table(title="Findings scored against the simulator's ground truth",
+    console = Console(file=out, width=_width(out, 160))
+    table = Table(title=escape(_("Findings scored against the simulator's ground truth")),
                   title_justify="left")
-    for col in ("rule", "to find", "found", "missed", "false", "recall", "precision"):
-        table.add_column(col, justify="left" if col == "rule" else "right")
+    for col, justify in ((_("rule"), "left"), (_("to find"), "right"), (_("found"), "right"),
+                         (_("missed"), "right"), (_("false"), "right"), (_("recall"), "right"),
+                         (_("precision"), "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
 
     def pct(x: float) -> str:
         return "—" if math.isnan(x) else f"{x:.0%}"
@@ -216,12 +257,15 @@ def render_scores(card: Scorecard, out: TextIO) -> None:
     console.print(table)
     for s in card.scores:
         for line in s.missed[:3]:
-            console.print(f"  missed  {s.rule}: {escape(line)}", highlight=False)
+            console.print(_("  missed  {rule}: {line}").format(rule=s.rule, line=escape(line)),
+                          highlight=False)
         for line in s.wrong[:3]:
-            console.print(f"  false   {s.rule}: {escape(line)}", highlight=False)
+            console.print(_("  false   {rule}: {line}").format(rule=s.rule, line=escape(line)),
+                          highlight=False)
     if card.unscored:
-        console.print("[red]rules with findings and no matcher (not scored): "
+        console.print("[red]" + escape(_("rules with findings and no matcher (not scored): "))
                       + ", ".join(f"{r} ({n})" for r, n in card.unscored.items()) + "[/red]")
-    console.print("[dim]to find: what the truth file states for the rule; found/missed: those "
-                  "items; false: findings that name nothing the truth states (each matcher's "
-                  "rule in computewatch/sim/scoring).[/dim]")
+    console.print("[dim]" + escape(_(
+        "to find: what the truth file states for the rule; found/missed: those items; false: "
+        "findings that name nothing the truth states (each matcher's rule in "
+        "computewatch/sim/scoring).")) + "[/dim]")

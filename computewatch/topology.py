@@ -36,6 +36,7 @@ __all__ = [
     "METRO_MAX_KM",
     "REGIONAL_MAX_KM",
     "AcceleratorInventory",
+    "City",
     "Cluster",
     "ConfigError",
     "DemandCity",
@@ -44,6 +45,7 @@ __all__ = [
     "LinkOverride",
     "Meter",
     "Node",
+    "Province",
     "Site",
     "Tier",
     "Topology",
@@ -87,7 +89,19 @@ def _check_node_id(value: str) -> str:
     return value
 
 
+_HAN = re.compile(r"[\u4e00-\u9fff]")
+
+
+def _check_chinese(value: str) -> str:
+    if value != value.strip() or not _HAN.search(value):
+        raise ValueError("must be the place's Chinese name (Chinese characters, no surrounding "
+                         "spaces)")
+    return value
+
+
 Id = Annotated[str, AfterValidator(_check_id)]
+ChineseName = Annotated[str, AfterValidator(_check_chinese)]
+"""A place's name in Chinese (``name_zh``): what zh-CN output shows for it."""
 NodeId = Annotated[str, AfterValidator(_check_node_id)]
 Latitude = Annotated[float, Field(ge=-90, le=90)]
 Longitude = Annotated[float, Field(ge=-180, le=180)]
@@ -127,7 +141,7 @@ class Hub(_Model):
 
     id: Id
     name: str
-    name_zh: str
+    name_zh: ChineseName
     region: Region
     provinces: list[str]
     lat: Latitude
@@ -139,7 +153,7 @@ class Cluster(_Model):
 
     id: Id
     name: str
-    name_zh: str
+    name_zh: ChineseName
     hub: Id
     province: str
     lat: Latitude
@@ -147,12 +161,28 @@ class Cluster(_Model):
     zones: list[str] = []
 
 
+class Province(_Model):
+    """A province-level division named by hubs, clusters, cities and sites (English ``name``
+    as they write it), with its Chinese name."""
+
+    name: str
+    name_zh: ChineseName
+
+
+class City(_Model):
+    """A city a site names that is not a demand city, with its Chinese name."""
+
+    name: str
+    name_zh: ChineseName
+    province: str
+
+
 class DemandCity(_Model):
     """A city whose users the latency circles are drawn around; `hub` serves it."""
 
     id: Id
     name: str
-    name_zh: str
+    name_zh: ChineseName
     province: str
     hub: Id
     lat: Latitude
@@ -251,6 +281,8 @@ class Site(_Model):
 
     id: Id
     name: str
+    name_zh: ChineseName | None = None
+    """The site's Chinese name (zh-CN output shows it; a site without one shows its id)."""
     province: str
     city: str
     hub: Id | None
@@ -338,6 +370,10 @@ class Topology(_Model):
     clusters: list[Cluster]
     demand_cities: list[DemandCity]
     sites: list[Site]
+    provinces: list[Province] = []
+    """Chinese names of the provinces the places name (`computewatch.place_names`)."""
+    cities: list[City] = []
+    """Chinese names of the cities sites name that are not demand cities."""
     link_overrides: list[LinkOverride] = Field(default=[], alias="links")
     """Written `links:` in YAML; the attribute is renamed so `links()` can be the method."""
 
@@ -352,7 +388,14 @@ class Topology(_Model):
         """Unique ids and references that resolve; errors carry the offending field's path."""
         self._hubs = _unique("hubs", self.hubs, "hub")
         self._clusters = _unique("clusters", self.clusters, "cluster")
-        _unique("demand_cities", self.demand_cities, "demand city")
+        demand = _unique("demand_cities", self.demand_cities, "demand city")
+        _unique_names("provinces", self.provinces, "province")
+        _unique_names("cities", self.cities, "city")
+        demand_names = {c.name.casefold() for c in demand.values()}
+        for i, city in enumerate(self.cities):
+            if city.name.casefold() in demand_names:
+                raise PathError(("cities", i, "name"), f"{city.name!r} is a demand city; its "
+                                "Chinese name is its demand_cities entry's", city.name)
         self._sites = _unique("sites", self.sites, "site")
         hub_ids = sorted(self._hubs)
         for i, cluster in enumerate(self.clusters):
@@ -561,6 +604,17 @@ def _unique(field: str, items: list[Any], what: str) -> dict[str, Any]:
         index[item.id] = item
         first[item.id] = i
     return index
+
+
+def _unique_names(field: str, items: list[Any], what: str) -> dict[str, Any]:
+    """Items keyed by their English name, case-insensitively; a repeated name is an error."""
+    seen: dict[str, Any] = {}
+    for i, item in enumerate(items):
+        key = item.name.casefold()
+        if key in seen:
+            raise PathError((field, i, "name"), f"duplicate {what} {item.name!r}", item.name)
+        seen[key] = item
+    return seen
 
 
 def _known(path: tuple[str | int, ...], what: str, value: str, known: list[str]) -> None:

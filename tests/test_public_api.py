@@ -148,10 +148,18 @@ PUBLIC: dict[str, set[str]] = {
         "Duration", "Interval", "MAX_DURATION_S", "MIN_DURATION_S", "ShortInterval",
         "format_seconds", "parse_duration"},
     "computewatch.errors": {"StoreError", "StoreURLError"},
+    "computewatch.finding_text": {
+        "ACUTE_NAMES", "PIPELINE_NAMES", "RULE_TITLES", "SEVERITY_NAMES", "TIER_NAMES",
+        "finding_message", "format_value", "rule_title", "word"},
     "computewatch.findings": {
         "Analysis", "CHRONIC_SPAN", "FINDING_COLUMNS", "Finding", "Period", "PipelineStatus",
         "Severity", "finding_key", "findings_frame", "incident_id", "is_acute",
         "most_severe_first", "most_urgent_first", "write_findings"},
+    "computewatch.i18n": {
+        "DEFAULT_LANGUAGE", "DOMAIN", "ENV_VAR", "LANGUAGES", "LOCALE_DIR", "LanguageError",
+        "N_", "_", "current_language", "gettext_dir", "language_of_locale", "ngettext",
+        "normalize_language", "resolve_language", "set_language", "translations",
+        "using_language"},
     "computewatch.lineprotocol": {
         "EncodeResult", "GZIP_LEVEL", "InfluxSettings", "LineProtocolError", "LineProtocolWriter",
         "MAX_NAME_BYTES", "MAX_TAGS", "MAX_TAG_VALUE_BYTES", "PRECISIONS", "VMEndpoints",
@@ -168,6 +176,8 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.pipelines.pue": {"run"},
     "computewatch.pipelines.surplus": {"SURPLUS_COLUMNS", "run", "surplus"},
     "computewatch.pipelines.underuse": {"run"},
+    "computewatch.place_names": {
+        "PLACE_KINDS", "PlaceKind", "place_name", "subject_name", "untranslated_places"},
     "computewatch.policy": {
         "ConfigError", "LEVELS", "LatencyPolicy", "LevelMinimum", "Policy", "PuePolicy", "Sourced",
         "UtilizationDefinition", "UtilizationPolicy", "load_policy"},
@@ -225,7 +235,8 @@ PUBLIC: dict[str, set[str]] = {
         "RTT_BUDGET", "ThresholdRule", "UTILIZATION_MINIMUM", "pue_target_rules",
         "site_minimum_rules", "threshold_series", "tier_budget_rules"},
     "computewatch.topology": {
-        "AcceleratorInventory", "Cluster", "ConfigError", "DemandCity", "EARTH_RADIUS_KM",
+        "AcceleratorInventory", "City", "Cluster", "ConfigError", "DemandCity",
+        "EARTH_RADIUS_KM", "Province",
         "FIBER_RTT_S_PER_KM", "Hub", "Link", "LinkOverride", "MAX_ACCELERATORS_PER_MODEL",
         "METER_CATEGORY", "METER_POINTS", "METRO_MAX_KM", "Meter", "Node", "REGIONAL_MAX_KM",
         "Site", "Tier", "Topology", "fiber_min_rtt_s", "great_circle_km", "link_pair",

@@ -27,6 +27,7 @@ from computewatch.cli._common import (
 )
 from computewatch.cli._signals import run_until_signalled
 from computewatch.config import ConfigError
+from computewatch.i18n import _
 from computewatch.status import ExitStatus
 
 if TYPE_CHECKING:
@@ -76,15 +77,16 @@ def analyze(
     names = [o.strip() for o in only.split(",")] if only else None
     bad = [n for n in names or [] if n not in PIPELINES]
     if bad:
-        raise UserError(f"unknown pipeline {bad[0]!r} (choose from {', '.join(PIPELINES)})")
+        raise UserError(_("unknown pipeline {name} (choose from {known})").format(
+            name=repr(bad[0]), known=", ".join(PIPELINES)))
     interval = parse_duration(every, "--every", minimum=1.0) if every else None
     hold = (parse_duration(alert_hold, "--alert-hold") if alert_hold
             else 3 * interval if interval else timedelta(hours=1))
     try:
         min_severity = Severity[alert_severity.upper()]
     except KeyError:
-        raise UserError(f"bad --alert-severity {alert_severity!r}: one of info, warning, "
-                        f"critical") from None
+        raise UserError(_("bad --alert-severity {value}: one of info, warning, critical")
+                        .format(value=repr(alert_severity))) from None
 
     def run_once() -> bool:
         st = open_existing(store)
@@ -99,13 +101,15 @@ def analyze(
         title = f"{period.start:%Y-%m-%d %H:%M} – {period.end:%Y-%m-%d %H:%M}"
         if fmt.value == "table":  # the one-screen summary, then the rows most urgent first
             render_root_causes(root_causes(analysis.findings, analysis.period), sys.stdout,
-                               title=f"Root causes {title}")
+                               title=_("Root causes {period}").format(period=title),
+                               places=topo)
         render_analysis(analysis, fmt, sys.stdout, frame=triage_frame(analysis),
                         limit=limit if fmt.value == "table" else None,
-                        title=f"Findings {title}")
+                        title=_("Findings {period}").format(period=title), places=topo)
         for st in analysis.status:
             if not st.ok:
-                print_error(f"pipeline {st.name} failed: {st.error}")
+                print_error(_("pipeline {name} failed: {error}").format(name=st.name,
+                                                                        error=st.error))
         ok = _push_alerts(alert or [], analysis, hold, min_severity)
         if ok and heartbeat is not None and not analysis.failed:
             write_heartbeat(heartbeat)
@@ -132,6 +136,7 @@ def _push_alerts(urls: list[str], analysis: Analysis, hold: timedelta,
     if not urls:
         return True
     from computewatch.alerts.push import PushError, push_analysis
+    from computewatch.finding_text import SEVERITY_NAMES, word
     from computewatch.redact import redact_url
 
     ok = True
@@ -143,7 +148,9 @@ def _push_alerts(urls: list[str], analysis: Analysis, hold: timedelta,
             ok = False
             continue
         err_console().print(
-            f"alerts: {res.firing} firing, {res.resolved} resolved, {res.skipped} findings not "
-            f"pushed (below {min_severity.name.lower()} or not current) at {redact_url(res.url)}",
+            _("alerts: {firing} firing, {resolved} resolved, {skipped} findings not pushed "
+              "(below {severity} or not current) at {url}").format(
+                firing=res.firing, resolved=res.resolved, skipped=res.skipped,
+                severity=word(SEVERITY_NAMES, int(min_severity)), url=redact_url(res.url)),
             markup=False, highlight=False)
     return ok

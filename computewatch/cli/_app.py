@@ -52,8 +52,17 @@ def _root(
     version: Annotated[bool, typer.Option(
         "--version", callback=_version, is_eager=True,
         help="Print the version and exit.")] = False,
+    lang: Annotated[str | None, typer.Option(
+        "--lang", help="Language of tables and messages: en or zh-CN (default: "
+        "$COMPUTEWATCH_LANG, else the locale, e.g. LANG=zh_CN.UTF-8, else en).")] = None,
 ) -> None:
     """Telemetry and observability for national compute networks."""
+    from computewatch.i18n import LanguageError, resolve_language, set_language
+
+    try:
+        set_language(resolve_language(lang))
+    except LanguageError as exc:
+        raise UserError(str(exc)) from None
 
 
 for command in (_demo.demo, _query.summary, _node.collect, _node.agent, _node.responder,

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
+from computewatch.i18n import _
+
 if TYPE_CHECKING:
     from computewatch.findings import Period
     from computewatch.policy import Policy
@@ -57,7 +59,7 @@ def print_error(exc: BaseException | str) -> None:
     from computewatch.redact import redact
 
     console = err_console()
-    console.print("[red]error:[/red] ", end="", markup=True, highlight=False)
+    console.print("[red]" + _("error:") + "[/red] ", end="", markup=True, highlight=False)
     console.print(redact(exc), markup=False, highlight=False, soft_wrap=True)
 
 
@@ -79,7 +81,7 @@ def parse_duration(text: str, option: str = "duration", minimum: float = 0.001) 
     try:
         return timedelta(seconds=seconds(text, minimum=minimum))
     except ValueError as exc:
-        raise UserError(f"bad {option}: {exc}") from None
+        raise UserError(_("bad {option}: {error}").format(option=option, error=exc)) from None
 
 
 def parse_time(text: str, option: str = "time") -> datetime:
@@ -91,10 +93,13 @@ def parse_time(text: str, option: str = "time") -> datetime:
         t = t if t.tzinfo else t.replace(tzinfo=UTC)
         inside = EARLIEST_TIME <= t <= LATEST_TIME
     except (ValueError, OverflowError):
-        raise UserError(f"bad {option} {text!r}: write ISO 8601, e.g. 2026-10-01T00:00Z") from None
+        raise UserError(_("bad {option} {text}: write ISO 8601, e.g. 2026-10-01T00:00Z").format(
+            option=option, text=repr(text))) from None
     if not inside:
-        raise UserError(f"bad {option} {text!r}: outside {EARLIEST_TIME:%Y-%m-%d} to "
-                        f"{LATEST_TIME:%Y-%m-%d}, the times a store keeps")
+        raise UserError(_("bad {option} {text}: outside {first} to {last}, the times a store "
+                          "keeps").format(option=option, text=repr(text),
+                                          first=f"{EARLIEST_TIME:%Y-%m-%d}",
+                                          last=f"{LATEST_TIME:%Y-%m-%d}"))
     return t
 
 
@@ -104,7 +109,8 @@ def output_format(text: str) -> OutputFormat:
     try:
         return OutputFormat(text)
     except ValueError:
-        raise UserError(f"bad --format {text!r}: one of table, json, csv") from None
+        raise UserError(_("bad --format {text}: one of table, json, csv").format(
+            text=repr(text))) from None
 
 
 def open_existing(store: str) -> Store:
@@ -123,13 +129,14 @@ def period_of(st: Store, since: str, until: str | None) -> Period:
     if until is None:
         bounds = st.time_bounds("accelerator")
         if bounds is None:
-            raise UserError(f"{st.url}: holds no accelerator samples; run `computewatch "
-                            f"demo` or an agent first")
+            raise UserError(_("{url}: holds no accelerator samples; run `computewatch demo` or "
+                              "an agent first").format(url=st.url))
         end = bounds[1] + timedelta(minutes=1)
     else:
         end = parse_time(until, "--until")
     start = end - parse_duration(since, "--since")
     if start < EARLIEST_TIME:
-        raise UserError(f"--since {since} before {end:%Y-%m-%d} starts before "
-                        f"{EARLIEST_TIME:%Y-%m-%d}, the earliest time a store keeps")
+        raise UserError(_("--since {since} before {end} starts before {first}, the earliest "
+                          "time a store keeps").format(since=since, end=f"{end:%Y-%m-%d}",
+                                                       first=f"{EARLIEST_TIME:%Y-%m-%d}"))
     return Period(start, end)

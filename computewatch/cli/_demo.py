@@ -20,6 +20,7 @@ from computewatch.cli._common import (
     load_places,
     output_format,
 )
+from computewatch.i18n import _
 
 __all__ = ["MAX_ACCELERATORS", "MAX_HOURS", "MAX_SITES", "demo"]
 
@@ -36,10 +37,12 @@ def _check_size(sites: int | None, accelerators: int | None, hours: int, fleet_s
                                      ("--accelerators", accelerators, 1, MAX_ACCELERATORS),
                                      ("--hours", hours, 1, MAX_HOURS)):
         if value is not None and not low <= value <= high:
-            raise UserError(f"bad {option} {value}: must be from {low:,} to {high:,}")
+            raise UserError(_("bad {option} {value}: must be from {low} to {high}").format(
+                option=option, value=value, low=f"{low:,}", high=f"{high:,}"))
     if accelerators is None and fleet_size > MAX_ACCELERATORS:
-        raise UserError(f"the topology holds {fleet_size:,} accelerators, more than the "
-                        f"{MAX_ACCELERATORS:,} the demo simulates; pass --accelerators")
+        raise UserError(_("the topology holds {n} accelerators, more than the {most} the demo "
+                          "simulates; pass --accelerators").format(
+            n=f"{fleet_size:,}", most=f"{MAX_ACCELERATORS:,}"))
 
 
 def demo(
@@ -66,6 +69,7 @@ def demo(
 ) -> None:
     """Simulate the national fleet, backfill the store, and print the national summary."""
     from computewatch.cli._demo_run import run_demo
+    from computewatch.finding_text import PIPELINE_NAMES, word
     from computewatch.render import render_findings, render_scores, render_summary
     from computewatch.store import open_store
 
@@ -79,10 +83,12 @@ def demo(
             own = str(Path(DEFAULT_STORE).resolve())
             replace = st.url == own or st.time_bounds("accelerator") is None
         if not replace:
-            raise UserError(f"{st.url} already holds data and the demo would delete all of "
-                            f"it; pass --replace to allow that, or choose another --store")
-        with Progress(TextColumn("[bold]backfill"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("hours · {task.fields[samples]:,} samples"),
+            raise UserError(_("{url} already holds data and the demo would delete all of "
+                              "it; pass --replace to allow that, or choose another --store")
+                            .format(url=st.url))
+        with Progress(TextColumn("[bold]" + _("backfill")), BarColumn(), MofNCompleteColumn(),
+                      TextColumn(_("hours · {samples} samples").format(
+                          samples="{task.fields[samples]:,}")),
                       TimeElapsedColumn(), console=console, transient=False) as bar:
             task = bar.add_task("backfill", total=hours, samples=0)
 
@@ -95,18 +101,24 @@ def demo(
     finally:
         st.close()
     total = sum(result.samples.values())
-    console.print(
-        f"{result.sites} sites, {result.accelerators:,} accelerators, {hours} h at 1-minute "
-        f"resolution: {total:,} rows ({result.samples.get('accelerator', 0):,} accelerator "
-        f"samples) written to {st.url} in {result.seconds:.1f} s; {result.rejected} values "
-        f"rejected. Ground truth: {truth}", markup=False, highlight=False, soft_wrap=True)
+    console.print(_(
+        "{sites} sites, {accelerators} accelerators, {hours} h at 1-minute resolution: {rows} "
+        "rows ({samples} accelerator samples) written to {url} in {seconds} s; {rejected} "
+        "values rejected. Ground truth: {truth}").format(
+            sites=result.sites, accelerators=f"{result.accelerators:,}", hours=hours,
+            rows=f"{total:,}", samples=f"{result.samples.get('accelerator', 0):,}", url=st.url,
+            seconds=f"{result.seconds:.1f}", rejected=result.rejected, truth=truth),
+        markup=False, highlight=False, soft_wrap=True)
     extra = {"scores": result.scores.to_dict()} if result.scores is not None else None
-    render_summary(result.summary, fmt, sys.stdout, extra=extra)
+    render_summary(result.summary, fmt, sys.stdout, extra=extra, places=topo)
     if result.analysis is not None and fmt.value == "table":
         df = result.analysis.frame()
-        console.print(f"analytics: {len(df)} findings in {result.analysis_seconds:.1f} s, "
-                      f"written to the store as `finding`", markup=False)
+        console.print(_("analytics: {n} findings in {seconds} s, written to the store as "
+                        "`finding`").format(n=len(df), seconds=f"{result.analysis_seconds:.1f}"),
+                      markup=False)
         for name, group in df.groupby("pipeline", sort=False):
-            render_findings(group, fmt, sys.stdout, limit=5, title=f"Top {name} findings")
+            render_findings(group, fmt, sys.stdout, limit=5, places=topo,
+                            title=_("Top {pipeline} findings").format(
+                                pipeline=word(PIPELINE_NAMES, name)))
         if result.scores is not None:
             render_scores(result.scores, sys.stdout)

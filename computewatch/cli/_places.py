@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from computewatch.cli._common import PolicyOpt, load_places
+from computewatch.place_names import untranslated_places
 from computewatch.topology import Topology
 
 __all__ = ["topology_check"]
@@ -30,6 +31,8 @@ def topology_check(
                + (f"; outside every hub: {', '.join(outside)}" if outside else ""))
     for line in topo.membership_warnings():
         typer.echo(f"warning: {line}", err=True)
+    for line in untranslated_places(topo):
+        typer.echo(f"warning: {line}: zh-CN output shows its id or English name", err=True)
     impossible = [lk for lk in links if lk.fiber_min_rtt_s > pol.budget_rtt_s(lk.tier)]
     for lk in impossible:
         typer.echo(f"warning: link {lk.pair} ({lk.tier.value}, {lk.distance_km:,.0f} km): the "
