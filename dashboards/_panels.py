@@ -9,15 +9,18 @@ transformations the tables use.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 from grafana_foundation_sdk.builders import dashboard as db
-from grafana_foundation_sdk.builders import prometheus, table
+from grafana_foundation_sdk.builders import prometheus, table, timeseries
 from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models import prometheus as pm
 
 from computewatch.dashboards.query import Expr
 from computewatch.dashboards.sets import DASHBOARD_SETS
 from computewatch.i18n import N_, _, current_language
+from computewatch.place_names import PlaceKind, place_name
+from computewatch.topology import Topology
 
 __all__ = [
     "BY_THRESHOLDS",
@@ -31,15 +34,21 @@ __all__ = [
     "LABEL_COLUMNS",
     "dashboard_link",
     "datasource_variable",
+    "hub_names",
+    "joined",
     "kwh",
     "merge",
     "organize",
+    "place_mappings",
     "place_table",
     "prom",
     "source",
     "steps",
     "value_field",
+    "with_place_names",
 ]
+
+_Mappable = TypeVar("_Mappable")
 
 DATASOURCE_UID = "computewatch-victoriametrics"
 """Fixed in dashboards/provisioning/datasources/victoriametrics.yaml: the default of every
@@ -78,6 +87,47 @@ def dashboard_link(base_uid: str, params: str) -> str:
     uid = DASHBOARD_SETS[current_language()].uid(base_uid)
     return (f"/d/{uid}?{params}&${{{DATASOURCE_VARIABLE}:queryparam}}"
             "&${__url_time_range}")
+
+
+def place_mappings(topology: Topology | None,
+                   kinds: Sequence[PlaceKind] = ("hub", "cluster", "site")) -> list[dm.ValueMap]:
+    """Value mappings showing each place id of ``kinds`` by its name in the current language
+    (京津冀 for ``jjj`` in zh-CN); none in English, which shows ids. A mapping matches a cell's
+    exact text, so numbers are untouched. Keep ``site`` out of panels whose data links carry
+    the site id: a link reads the shown value."""
+    language = current_language()
+    if language == "en" or topology is None:
+        return []
+    ids = {"hub": [h.id for h in topology.hubs], "cluster": [c.id for c in topology.clusters],
+           "site": [s.id for s in topology.sites]}
+    names = {key: dm.ValueMappingResult(text=name) for kind in kinds for key in ids[kind]
+             if (name := place_name(topology, kind, key, language)) != key}
+    return [dm.ValueMap(names)] if names else []
+
+
+def with_place_names(panel: _Mappable, topology: Topology | None,
+                     kinds: Sequence[PlaceKind] = ("hub", "cluster", "site")) -> _Mappable:
+    """``panel`` with `place_mappings` (unchanged in English)."""
+    mappings = place_mappings(topology, kinds)
+    return panel.mappings(mappings) if mappings else panel
+
+
+def hub_names(panel: timeseries.Panel, topology: Topology | None) -> timeseries.Panel:
+    """A panel whose series are named by hub id (legend ``{{hub}}``): each shown by the hub's
+    name in the current language."""
+    language = current_language()
+    if language == "en" or topology is None:
+        return panel
+    for hub in topology.hubs:
+        name = place_name(topology, "hub", hub.id, language)
+        if name != hub.id:
+            panel = panel.override_by_name(hub.id, [dm.DynamicConfigValue("displayName", name)])
+    return panel
+
+
+def joined(parts: Sequence[str]) -> str:
+    """A list in running text: comma-separated, with the full-width comma in Chinese."""
+    return ("，" if current_language().startswith("zh") else ", ").join(parts)
 
 
 def source(text: str) -> str:

@@ -19,6 +19,7 @@ from grafana_foundation_sdk.models import dashboard as dm
 from computewatch.dashboards._panels import (
     BY_THRESHOLDS,
     DATASOURCE,
+    joined,
     merge,
     organize,
     prom,
@@ -68,8 +69,8 @@ def _stats(policy: Policy) -> list[stat.Panel]:
     p95 = series("link_latency.rtt_p95_seconds", **TIER)
     over = Agg("count", p95.gt(by_place(p95, tier_budget_rules(policy))), by=("tier",))
     probed = Agg("count", p95, by=("tier",))
-    budgets = _(", ").join(f"{_(TIER_NAMES[m['tier']])} {v * 1e3:g} ms"
-                           for m, v in tier_budget_rules(policy))
+    budgets = joined([f"{_(TIER_NAMES[m['tier']])} {v * 1e3:g} ms"
+                      for m, v in tier_budget_rules(policy)])
     semantics = _(RTT_SEMANTICS.get(policy.latency.rtt_semantics.value,
                                     policy.latency.rtt_semantics.value))
     return [

@@ -18,12 +18,15 @@ from computewatch.dashboards._panels import (
     DATASOURCE,
     GAZETTEER,
     dashboard_link,
+    hub_names,
     merge,
     organize,
     place_table,
     prom,
+    source,
     steps,
     value_field,
+    with_place_names,
 )
 from computewatch.dashboards.basemap import MapTiles, basemap
 from computewatch.dashboards.query import (
@@ -90,8 +93,10 @@ def links_in_violation(policy: Policy) -> Expr:
 
 
 def _site_link() -> list[db.DashboardLink]:
+    # The site id only: a link reads the value as shown, and hubs and clusters are shown by
+    # name in zh-CN (the drill-down's hub and cluster variables default to all).
     return [db.DashboardLink(_("Open site drill-down")).url(dashboard_link(
-        SITE_DASHBOARD, "var-hub=${__data.fields.hub}&var-site=${__data.fields.site}"))]
+        SITE_DASHBOARD, "var-site=${__data.fields.site}"))]
 
 
 def _stats(policy: Policy) -> list[stat.Panel]:
@@ -112,7 +117,7 @@ def _stats(policy: Policy) -> list[stat.Panel]:
             "Mean utilization of every accelerator over the selected period (recording rule "
             "{rule}).").format(rule="national:accelerator_utilization_ratio:avg"))
         .with_target(prom(recorded("national:accelerator_utilization_ratio:avg"),
-                          legend=_("national")))
+                          legend=_("national mean")))
         .reduce_options(cb.ReduceDataOptions().calcs(["mean"]))
         .unit("percentunit").decimals(1).min(0).max(1).thresholds(utilization_steps(policy)),
         panel(_("Idle accelerator-hours"), _(
@@ -160,7 +165,7 @@ def _marker_layer(name: str, ref: str, lookup: str, color_field: str, *, size: i
             .config({"showLegend": True, "style": style}))
 
 
-def _map(policy: Policy, tiles: MapTiles | None) -> geomap.Panel:
+def _map(topology: Topology, policy: Policy, tiles: MapTiles | None) -> geomap.Panel:
     queries = [
         ("C", _("Hubs: utilization"), recorded("hub:accelerator_utilization_ratio:avg"),
          "hub"),
@@ -195,6 +200,7 @@ def _map(policy: Policy, tiles: MapTiles | None) -> geomap.Panel:
                  dm.DynamicConfigValue("thresholds", pue_steps(policy).build())]))
     for ref, _name, expr, _lookup in queries:
         panel = panel.with_target(prom(expr, ref, instant=True, table=True))
+    panel = with_place_names(panel, topology, ("hub", "cluster"))  # the labels
     return panel.layers([
         _marker_layer(name, ref, lookup, value_field(ref, n), size=looks[ref][0],
                       symbol=looks[ref][1], opacity=looks[ref][2], text=looks[ref][3])
@@ -215,8 +221,9 @@ def _underused_table(topology: Topology, policy: Policy) -> table.Panel:
              .description(_("Sites whose mean utilization over the selected period is below "
                             "their policy minimum (default {value:g}: {source}), with the idle "
                             "accelerator-hours of the period.").format(
-                 value=entry.value, source=entry.source.strip()))
+                 value=entry.value, source=source(entry.source)))
              .height(15).span(8))
+    panel = with_place_names(panel, topology, ("hub", "cluster"))
     return (place_table(panel, [("A", utilization, below), ("B", minimum_col, minimum),
                                 ("C", idle_col, idle)])
             .sort_by([cb.TableSortByFieldState().display_name(utilization)])
@@ -231,12 +238,13 @@ def _underused_table(topology: Topology, policy: Policy) -> table.Panel:
             .override_by_name(idle_col, [dm.DynamicConfigValue("decimals", 0)]))
 
 
-def _hub_utilization(policy: Policy) -> timeseries.Panel:
+def _hub_utilization(topology: Topology, policy: Policy) -> timeseries.Panel:
     hub_min = policy.utilization.minimums.hub.default
-    return (timeseries.Panel().title(_("Utilization by hub")).datasource(DATASOURCE)
+    return (hub_names(timeseries.Panel(), topology).title(_("Utilization by hub"))
+            .datasource(DATASOURCE)
             .description(_("Mean accelerator utilization of each hub; the dashed line is the "
                            "hub minimum ({value:g}: {source}).").format(
-                value=hub_min.value, source=hub_min.source.strip()))
+                value=hub_min.value, source=source(hub_min.source)))
             .height(9).span(24)
             .with_target(prom(recorded("hub:accelerator_utilization_ratio:avg"),
                               legend="{{hub}}"))
@@ -269,7 +277,7 @@ def _idle_split() -> timeseries.Panel:
             .fill_opacity(30))
 
 
-def _namespace_table() -> table.Panel:
+def _namespace_table(topology: Topology) -> table.Panel:
     """Who holds idle accelerators: idle accelerator-hours held, per site and namespace."""
     # The mean over the rule's evaluations, counting those in which the namespace held
     # nothing (no series then) as zero: its sum over the range / the evaluations of the
@@ -286,6 +294,7 @@ def _namespace_table() -> table.Panel:
                             "offer it). Most first. The report's namespace table adds how long "
                             "each held idle cards."))
              .height(9).span(12))
+    panel = with_place_names(panel, topology, ("hub", "cluster"))
     panel = (panel.with_target(prom(hours, "A", instant=True, table=True))
              .with_transformation(merge())
              .with_transformation(organize({"Value #A": held_col},
@@ -305,6 +314,7 @@ def national_dashboard(topology: Topology, policy: Policy,
                         "and latency compliance of every hub, cluster and site.")))
     for p in _stats(policy):
         d = d.with_panel(p)
-    return (d.with_panel(_map(policy, tiles)).with_panel(_underused_table(topology, policy))
-            .with_panel(_hub_utilization(policy)).with_panel(_idle_split())
-            .with_panel(_namespace_table()))
+    return (d.with_panel(_map(topology, policy, tiles))
+            .with_panel(_underused_table(topology, policy))
+            .with_panel(_hub_utilization(topology, policy)).with_panel(_idle_split())
+            .with_panel(_namespace_table(topology)))
