@@ -345,3 +345,104 @@ def test_a_tile_url_grafana_cannot_use_is_refused_naming_the_option(tmp_path, ur
     err = capsys.readouterr().err
     assert "--map-tiles" in err and says in err and url in err
     assert not list(tmp_path.iterdir())
+
+
+# --- the two languages: no English left in the zh-CN set, no Chinese in the English one ------
+
+CJK = re.compile(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]")
+ALLOWED = {  # units, ids, acronyms, product and standard names kept as written in Chinese text
+    "computewatch", "PUE", "RTT", "p95", "kWh", "MWh", "GWh", "ms", "ISO", "IEC", "GB", "RM2",
+    "IT", "GPU", "NPU", "ECC", "XID", "NVIDIA", "Ascend", "cuda", "cann", "Kubernetes", "Pod",
+    "README", "Grafana", "facility", "it", "cooling", "other", "h",
+}
+
+
+def _visible(model: dict) -> list[str]:
+    """What a person reads in a dashboard: its title and description, every panel's title,
+    description, legends, column headings, value-mapping texts, link titles, layer names and
+    text content, row titles, variable labels."""
+    out = [model["title"], model.get("description", "")]
+    out += [v.get("label", "") for v in model["templating"]["list"]]
+    out += [v["current"].get("text", "") for v in model["templating"]["list"]
+            if v["type"] == "custom" and not str(v["current"].get("text", "")).isdigit()]
+    for panel in model["panels"]:
+        out += [panel.get("title", ""), panel.get("description", "")]
+        out += [t.get("legendFormat", "") for t in panel.get("targets", [])]
+        for tr in panel.get("transformations", []):
+            out += list(tr.get("options", {}).get("renameByName", {}).values())
+        defaults = panel.get("fieldConfig", {}).get("defaults", {})
+        out += [link["title"] for link in defaults.get("links", [])]
+        for mapping in defaults.get("mappings", []):
+            out += [r.get("text", "") for r in mapping.get("options", {}).values()]
+        for override in panel.get("fieldConfig", {}).get("overrides", []):
+            for prop in override["properties"]:
+                if prop["id"] == "mappings":
+                    out += [r.get("text", "") for m in prop["value"]
+                            for r in m["options"].values()]
+        options = panel.get("options", {})
+        out += [layer.get("name", "") for layer in options.get("layers", [])]
+        if options.get("basemap"):
+            out.append(options["basemap"].get("name", ""))
+        out.append(options.get("content", ""))
+    return [s for s in out if s]
+
+
+def _english_words(text: str, sources: list[str]) -> list[str]:
+    for quoted in sources:  # the policy's sources are quoted as policy.yaml states them
+        text = text.replace(quoted, "")
+    text = re.sub(r"\{\{[^}]*\}\}|`[^`]*`|\b[a-z_]+:[a-z0-9_]+:[a-z0-9_]+\b", "", text)
+    words = [w.strip(".-") for w in re.findall(r"[A-Za-z][A-Za-z0-9_.-]*", text)]
+    return [w for w in words if w not in ALLOWED and not re.fullmatch(r"[A-Z0-9]\d*", w)]
+
+
+def _policy_sources(policy) -> list[str]:
+    from pydantic import BaseModel
+
+    found: list[str] = []
+
+    def walk(node) -> None:
+        if isinstance(node, BaseModel):
+            if isinstance(getattr(node, "source", None), str):
+                found.append(node.source.strip())
+            for name in type(node).model_fields:
+                walk(getattr(node, name))
+        elif isinstance(node, dict):
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list | tuple):
+            for v in node:
+                walk(v)
+
+    walk(policy)
+    return sorted(set(found), key=len, reverse=True)
+
+
+def test_the_zh_cn_set_has_no_untranslated_english(files, shipped):
+    sources = _policy_sources(shipped[1])
+    zh = {rel: json.loads(text) for rel, text in files.items() if rel.startswith("json/zh-CN/")}
+    assert len(zh) == 5
+    for rel, model in zh.items():
+        texts = _visible(model)
+        assert len(texts) > 20, rel
+        left = {t[:60]: words for t in texts if (words := _english_words(t, sources))}
+        assert not left, f"{rel}: untranslated {left}"
+        assert CJK.search(model["title"]) and all(
+            CJK.search(p["title"]) for p in model["panels"] if p.get("title")), rel
+
+
+def test_the_english_set_has_no_chinese(files, shipped):
+    sources = _policy_sources(shipped[1])  # some cite Chinese documents by their numbers
+    en = {rel: json.loads(text) for rel, text in files.items() if rel.startswith("json/en/")}
+    assert len(en) == 5
+    for rel, model in en.items():
+        texts = [t for t in _visible(model)]
+        for quoted in sources:
+            texts = [t.replace(quoted, "") for t in texts]
+        found = [t for t in texts if CJK.search(t)]
+        assert not found, f"{rel}: {found[:3]}"
+
+
+def test_the_untranslated_check_catches_english(shipped):
+    model = json.loads(build_files(*shipped)["json/zh-CN/computewatch-site-zh-cn.json"])
+    model["panels"][0]["description"] += " Power drawn now."
+    assert _english_words(model["panels"][0]["description"], []) == ["Power", "drawn", "now"]
