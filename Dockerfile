@@ -1,6 +1,18 @@
 # computewatch: the agent, responder, alert bridge and pipelines, one image, entrypoint `computewatch`.
 # Build: docker build -t computewatch:0.1.0 .   (docker-compose.yml builds it as that tag)
-FROM python:3.11.11-slim-bookworm
+#
+# Inside China's networks: the base image through a registry mirror or proxy cache of Docker
+# Hub, Python packages through a PyPI mirror (pip reads PIP_INDEX_URL, PIP_EXTRA_INDEX_URL and
+# PIP_TRUSTED_HOST from the environment; empty means pip's default), e.g.
+#   docker build --build-arg CW_REGISTRY=harbor.example.cn/dockerhub \
+#     --build-arg PIP_INDEX_URL=https://mirrors.aliyun.com/pypi/simple/ -t computewatch:0.1.0 .
+ARG CW_REGISTRY=docker.io
+FROM ${CW_REGISTRY}/library/python:3.11.11-slim-bookworm
+
+# Build-time only: ARGs are not kept in the image's environment.
+ARG PIP_INDEX_URL=""
+ARG PIP_EXTRA_INDEX_URL=""
+ARG PIP_TRUSTED_HOST=""
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -17,13 +17,18 @@ from computewatch.dashboards._panels import (
     BY_THRESHOLDS,
     DATASOURCE,
     GAZETTEER,
+    dashboard_link,
+    hub_names,
     merge,
     organize,
     place_table,
     prom,
+    source,
     steps,
     value_field,
+    with_place_names,
 )
+from computewatch.dashboards.basemap import MapTiles, basemap
 from computewatch.dashboards.query import (
     RANGE,
     RANGE_SECONDS,
@@ -41,6 +46,7 @@ from computewatch.dashboards.rules import (
     IDLE_CAPACITY_FREE,
     PLACE,
 )
+from computewatch.i18n import _
 from computewatch.policy import Policy
 from computewatch.thresholds import site_minimum_rules, tier_budget_rules
 from computewatch.topology import Topology
@@ -48,7 +54,7 @@ from computewatch.topology import Topology
 __all__ = ["UID", "national_dashboard", "pue_steps", "utilization_steps"]
 
 UID = "computewatch-national"
-SITE_DASHBOARD = "/d/computewatch-site/computewatch-site-drill-down"
+SITE_DASHBOARD = "computewatch-site"
 
 
 def utilization_steps(policy: Policy) -> db.ThresholdsConfig:
@@ -87,50 +93,53 @@ def links_in_violation(policy: Policy) -> Expr:
 
 
 def _site_link() -> list[db.DashboardLink]:
-    return [db.DashboardLink("Open site drill-down").url(
-        SITE_DASHBOARD + "?var-hub=${__data.fields.hub}&var-site=${__data.fields.site}"
-        "&${__url_time_range}")]
+    # The site id only: a link reads the value as shown, and hubs and clusters are shown by
+    # name in zh-CN (the drill-down's hub and cluster variables default to all).
+    return [db.DashboardLink(_("Open site drill-down")).url(dashboard_link(
+        SITE_DASHBOARD, "var-site=${__data.fields.site}"))]
 
 
 def _stats(policy: Policy) -> list[stat.Panel]:
-    def panel(title: str, description: str) -> stat.Panel:
+    def panel(title: str, description: str, span: int = 5) -> stat.Panel:
         return (stat.Panel().title(title).description(description).datasource(DATASOURCE)
-                .height(4).span(4 if title == "Links in violation" else 5)
+                .height(4).span(span)
                 .graph_mode(cm.BigValueGraphMode.AREA).color_mode(cm.BigValueColorMode.VALUE))
 
     online = Agg("sum", series("accelerator.health"), by=("ecosystem",))
     return [
-        panel("Accelerators online", "Accelerators reporting healthy now, by software "
-              "ecosystem: cuda (NVIDIA) and cann (Huawei Ascend).")
+        panel(_("Accelerators online"), _("Accelerators reporting healthy now, by software "
+                                          "ecosystem: cuda (NVIDIA) and cann (Huawei Ascend)."))
         .with_target(prom(online, legend="{{ecosystem}}"))
         .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]))
         .text_mode(cm.BigValueTextMode.VALUE_AND_NAME).unit("short").decimals(0)
         .color_scheme(db.FieldColor().mode(dm.FieldColorModeId.FIXED).fixed_color("blue")),
-        panel("National mean utilization", "Mean utilization of every accelerator over the "
-              "selected period (recording rule national:accelerator_utilization_ratio:avg).")
+        panel(_("National mean utilization"), _(
+            "Mean utilization of every accelerator over the selected period (recording rule "
+            "{rule}).").format(rule="national:accelerator_utilization_ratio:avg"))
         .with_target(prom(recorded("national:accelerator_utilization_ratio:avg"),
-                          legend="national"))
+                          legend=_("national mean")))
         .reduce_options(cb.ReduceDataOptions().calcs(["mean"]))
         .unit("percentunit").decimals(1).min(0).max(1).thresholds(utilization_steps(policy)),
-        panel("Idle accelerator-hours", "Capacity left unused over the selected period: the "
-              "sum over utilization samples of (1 - utilization) x the sampling interval, i.e. "
-              "the mean unused capacity times the period's hours (the summary's and the "
-              "report's definition).")
+        panel(_("Idle accelerator-hours"), _(
+            "Capacity left unused over the selected period: the sum over utilization samples "
+            "of (1 - utilization) x the sampling interval, i.e. the mean unused capacity times "
+            "the period's hours (the summary's and the report's definition)."))
         .with_target(prom(Agg("sum", idle_accelerator_hours()) * RANGE_SECONDS / 3600,
-                          instant=True, legend="idle accelerator-hours"))
+                          instant=True, legend=_("idle accelerator-hours")))
         .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]))
         .graph_mode(cm.BigValueGraphMode.NONE).unit("short").decimals(0)
         .color_scheme(db.FieldColor().mode(dm.FieldColorModeId.FIXED).fixed_color("orange")),
-        panel("Energy-weighted PUE", "National PUE over the selected period: all facility "
-              "energy / all IT energy from the meters' counters, so each site weighs by its "
-              "energy (ISO/IEC 30134-2).")
+        panel(_("Energy-weighted PUE"), _(
+            "National PUE over the selected period: all facility energy / all IT energy from "
+            "the meters' counters, so each site weighs by its energy (ISO/IEC 30134-2)."))
         .with_target(prom(energy_weighted_pue(), instant=True, legend="PUE"))
         .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]))
         .graph_mode(cm.BigValueGraphMode.NONE).decimals(3).thresholds(pue_steps(policy)),
-        panel("Links in violation", "Site pairs whose latest p95 RTT exceeds their tier's "
-              "budget (metro {:g} ms, regional {:g} ms, national {:g} ms, round trip)."
-              .format(*(v * 1e3 for _, v in tier_budget_rules(policy))))
-        .with_target(prom(links_in_violation(policy), legend="links"))
+        panel(_("Links in violation"), _(
+            "Site pairs whose latest p95 RTT exceeds their tier's budget (metro {metro:g} ms, "
+            "regional {regional:g} ms, national {national:g} ms, round trip).").format(
+            **{m["tier"]: v * 1e3 for m, v in tier_budget_rules(policy)}), span=4)
+        .with_target(prom(links_in_violation(policy), legend=_("links")))
         .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]))
         .no_value("0").decimals(0).thresholds(steps("green", (1, "red"))),
     ]
@@ -156,37 +165,42 @@ def _marker_layer(name: str, ref: str, lookup: str, color_field: str, *, size: i
             .config({"showLegend": True, "style": style}))
 
 
-def _map(policy: Policy) -> geomap.Panel:
+def _map(topology: Topology, policy: Policy, tiles: MapTiles | None) -> geomap.Panel:
     queries = [
-        ("C", "Hubs: utilization", recorded("hub:accelerator_utilization_ratio:avg"), "hub"),
-        ("D", "Clusters: utilization", recorded("cluster:accelerator_utilization_ratio:avg"),
+        ("C", _("Hubs: utilization"), recorded("hub:accelerator_utilization_ratio:avg"),
+         "hub"),
+        ("D", _("Clusters: utilization"), recorded("cluster:accelerator_utilization_ratio:avg"),
          "cluster"),
-        ("B", "Sites: PUE (last hour)", recorded("site:pue_energy_ratio:1h"), "site"),
-        ("A", "Sites: utilization", recorded("site:accelerator_utilization_ratio:avg"), "site"),
+        ("B", _("Sites: PUE (last hour)"), recorded("site:pue_energy_ratio:1h"), "site"),
+        ("A", _("Sites: utilization"), recorded("site:accelerator_utilization_ratio:avg"),
+         "site"),
     ]
     n = len(queries)
-    looks = {"C": (34, "circle", 0.25, True), "D": (12, "triangle", 0.8, False),
+    looks = {"C": (34, "circle", 0.25, True), "D": (12, "triangle", 0.8, True),
              "B": (16, "circle", 0.5, False), "A": (7, "circle", 1.0, False)}
-    panel = (geomap.Panel().title("Sites, clusters and hubs").datasource(DATASOURCE)
-             .description("Each site's inner dot is its accelerators' mean utilization now "
-                          "(red below the site minimum, orange below the cluster and hub "
-                          "minimum, green above); its halo is the site's energy-based PUE over "
-                          "the last hour (green within the western target, yellow within the "
-                          "eastern one, orange within the default, red beyond). Triangles are "
-                          "the 10 clusters, large circles the 8 hubs, colored by utilization.")
+    panel = (geomap.Panel().title(_("Sites, clusters and hubs")).datasource(DATASOURCE)
+             .description(_(
+                 "Each site's inner dot is its accelerators' mean utilization now (red below "
+                 "the site minimum, orange below the cluster and hub minimum, green above); its "
+                 "halo is the site's energy-based PUE over the last hour (green within the "
+                 "western target, yellow within the eastern one, orange within the default, "
+                 "red beyond). Triangles are the clusters, large circles the hubs, colored by "
+                 "utilization and labelled. No map tiles: the base is a 5-degree graticule "
+                 "served by Grafana itself (see the README to add a licensed tile service)."))
              .height(15).span(16)
              .view(geomap.MapViewConfig().id("coords").lat(35).lon(105).zoom(4))
              .controls(geomap.ControlsOptions().show_zoom(True).mouse_wheel_zoom(True)
                        .show_scale(True))
-             .basemap(cb.MapLayerOptions().type("default").name("Basemap"))
+             .basemap(basemap(tiles, _("Base layer")))
              .tooltip(geomap.TooltipOptions().mode(gm.TooltipMode.DETAILS))
              .unit("percentunit").decimals(1).thresholds(utilization_steps(policy))
              .color_scheme(BY_THRESHOLDS).data_links(_site_link())
              .override_by_name(value_field("B", n), [
                  dm.DynamicConfigValue("unit", "none"), dm.DynamicConfigValue("decimals", 2),
                  dm.DynamicConfigValue("thresholds", pue_steps(policy).build())]))
-    for ref, _, expr, _ in queries:
+    for ref, _name, expr, _lookup in queries:
         panel = panel.with_target(prom(expr, ref, instant=True, table=True))
+    panel = with_place_names(panel, topology, ("hub", "cluster"))  # the labels
     return panel.layers([
         _marker_layer(name, ref, lookup, value_field(ref, n), size=looks[ref][0],
                       symbol=looks[ref][1], opacity=looks[ref][2], text=looks[ref][3])
@@ -202,31 +216,35 @@ def _underused_table(topology: Topology, policy: Policy) -> table.Panel:
     idle_hours = Agg("sum", idle_accelerator_hours(), by=PLACE) * RANGE_SECONDS / 3600
     idle = (idle_hours & below).matching(PLACE)
     entry = policy.utilization.minimums.site.default
-    panel = (table.Panel().title("Underused sites").datasource(DATASOURCE)
-             .description("Sites whose mean utilization over the selected period is below "
-                          f"their policy minimum (default {entry.value:g}: "
-                          f"{entry.source.strip()}), with the idle accelerator-hours of the "
-                          "period.")
+    utilization, minimum_col, idle_col = _("utilization"), _("minimum"), _("idle acc-h")
+    panel = (table.Panel().title(_("Underused sites")).datasource(DATASOURCE)
+             .description(_("Sites whose mean utilization over the selected period is below "
+                            "their policy minimum (default {value:g}: {source}), with the idle "
+                            "accelerator-hours of the period.").format(
+                 value=entry.value, source=source(entry.source)))
              .height(15).span(8))
-    return (place_table(panel, [("A", "utilization", below), ("B", "minimum", minimum),
-                                ("C", "idle acc-h", idle)])
-            .sort_by([cb.TableSortByFieldState().display_name("utilization")])
+    panel = with_place_names(panel, topology, ("hub", "cluster"))
+    return (place_table(panel, [("A", utilization, below), ("B", minimum_col, minimum),
+                                ("C", idle_col, idle)])
+            .sort_by([cb.TableSortByFieldState().display_name(utilization)])
             .color_scheme(BY_THRESHOLDS).data_links(_site_link())
-            .override_by_name("utilization", [
+            .override_by_name(utilization, [
                 dm.DynamicConfigValue("unit", "percentunit"),
                 dm.DynamicConfigValue("decimals", 1),
                 dm.DynamicConfigValue("custom.cellOptions", {"type": "color-text"}),
                 dm.DynamicConfigValue("thresholds", utilization_steps(policy).build())])
-            .override_by_name("minimum", [dm.DynamicConfigValue("unit", "percentunit"),
-                                          dm.DynamicConfigValue("decimals", 0)])
-            .override_by_name("idle acc-h", [dm.DynamicConfigValue("decimals", 0)]))
+            .override_by_name(minimum_col, [dm.DynamicConfigValue("unit", "percentunit"),
+                                            dm.DynamicConfigValue("decimals", 0)])
+            .override_by_name(idle_col, [dm.DynamicConfigValue("decimals", 0)]))
 
 
-def _hub_utilization(policy: Policy) -> timeseries.Panel:
+def _hub_utilization(topology: Topology, policy: Policy) -> timeseries.Panel:
     hub_min = policy.utilization.minimums.hub.default
-    return (timeseries.Panel().title("Utilization by hub").datasource(DATASOURCE)
-            .description("Mean accelerator utilization of each hub; the dashed line is the "
-                         f"hub minimum ({hub_min.value:g}: {hub_min.source.strip()}).")
+    return (hub_names(timeseries.Panel(), topology).title(_("Utilization by hub"))
+            .datasource(DATASOURCE)
+            .description(_("Mean accelerator utilization of each hub; the dashed line is the "
+                           "hub minimum ({value:g}: {source}).").format(
+                value=hub_min.value, source=source(hub_min.source)))
             .height(9).span(24)
             .with_target(prom(recorded("hub:accelerator_utilization_ratio:avg"),
                               legend="{{hub}}"))
@@ -243,22 +261,23 @@ def _idle_split() -> timeseries.Panel:
     """Idle capacity now, free versus held by pods, nationally."""
     free = Agg("sum", recorded(IDLE_CAPACITY_FREE))
     held = Agg("sum", recorded(IDLE_CAPACITY_ALLOCATED))
-    return (timeseries.Panel().title("Idle capacity: free vs held by pods")
+    return (timeseries.Panel().title(_("Idle capacity: free vs held by pods"))
             .datasource(DATASOURCE)
-            .description("Unused accelerator capacity (the sum of 1 - utilization, in "
-                         "accelerators) split by Kubernetes allocation: free accelerators, "
-                         "which others could use, and accelerators a pod holds but leaves "
-                         "unused. The two add up to the idle capacity; their mean over a "
-                         "period times its hours is the idle accelerator-hours of the report.")
+            .description(_("Unused accelerator capacity (the sum of 1 - utilization, in "
+                           "accelerators) split by Kubernetes allocation: free accelerators, "
+                           "which others could use, and accelerators a pod holds but leaves "
+                           "unused. The two add up to the idle capacity; their mean over a "
+                           "period times its hours is the idle accelerator-hours of the "
+                           "report."))
             .height(9).span(12)
-            .with_target(prom(free, "A", legend="free"))
-            .with_target(prom(held, "B", legend="held by pods"))
+            .with_target(prom(free, "A", legend=_("free")))
+            .with_target(prom(held, "B", legend=_("held by pods")))
             .unit("short").min(0)
             .stacking(cb.StackingConfig().mode(cm.StackingMode.NORMAL))
             .fill_opacity(30))
 
 
-def _namespace_table() -> table.Panel:
+def _namespace_table(topology: Topology) -> table.Panel:
     """Who holds idle accelerators: idle accelerator-hours held, per site and namespace."""
     # The mean over the rule's evaluations, counting those in which the namespace held
     # nothing (no series then) as zero: its sum over the range / the evaluations of the
@@ -267,32 +286,35 @@ def _namespace_table() -> table.Panel:
                by=(*PLACE, "namespace"))
     evaluations = OverTime("count_over_time", recorded(IDLE_CAPACITY), RANGE)
     hours = Bin("/", held, evaluations).matching(PLACE, ()) * RANGE_SECONDS / 3600
-    panel = (table.Panel().title("Allocated but idle, by namespace").datasource(DATASOURCE)
-             .description("Per site and Kubernetes namespace: the idle accelerator-hours of "
-                          "the accelerators its pods held over the selected period (capacity "
-                          "a tenant holds and leaves unused; the surplus pipeline does not "
-                          "offer it). Most first. The report's namespace table adds how long "
-                          "each held idle cards.")
+    held_col = _("idle acc-h held")
+    panel = (table.Panel().title(_("Allocated but idle, by namespace")).datasource(DATASOURCE)
+             .description(_("Per site and Kubernetes namespace: the idle accelerator-hours of "
+                            "the accelerators its pods held over the selected period (capacity "
+                            "a tenant holds and leaves unused; the surplus pipeline does not "
+                            "offer it). Most first. The report's namespace table adds how long "
+                            "each held idle cards."))
              .height(9).span(12))
+    panel = with_place_names(panel, topology, ("hub", "cluster"))
     panel = (panel.with_target(prom(hours, "A", instant=True, table=True))
              .with_transformation(merge())
-             .with_transformation(organize({"Value #A": "idle acc-h held"},
+             .with_transformation(organize({"Value #A": held_col},
                                            order=("site", "namespace", "hub", "cluster",
-                                                  "idle acc-h held"))))
-    return (panel.sort_by([cb.TableSortByFieldState().display_name("idle acc-h held")
-                           .desc(True)])
+                                                  held_col))))
+    return (panel.sort_by([cb.TableSortByFieldState().display_name(held_col).desc(True)])
             .data_links(_site_link())
-            .override_by_name("idle acc-h held", [dm.DynamicConfigValue("decimals", 0)]))
+            .override_by_name(held_col, [dm.DynamicConfigValue("decimals", 0)]))
 
 
-def national_dashboard(topology: Topology, policy: Policy) -> db.Dashboard:
-    d = (db.Dashboard("computewatch · National overview").uid(UID)
+def national_dashboard(topology: Topology, policy: Policy,
+                       tiles: MapTiles | None = None) -> db.Dashboard:
+    d = (db.Dashboard(_("computewatch · National overview")).uid(UID)
          .tags(["computewatch", "national"]).time("now-24h", "now").refresh("1m")
          .timezone("browser").tooltip(dm.DashboardCursorSync.CROSSHAIR)
-         .description("China's national compute network at a glance: utilization, PUE and "
-                      "latency compliance of every hub, cluster and site."))
+         .description(_("China's national compute network at a glance: utilization, PUE "
+                        "and latency compliance of every hub, cluster and site.")))
     for p in _stats(policy):
         d = d.with_panel(p)
-    return (d.with_panel(_map(policy)).with_panel(_underused_table(topology, policy))
-            .with_panel(_hub_utilization(policy)).with_panel(_idle_split())
-            .with_panel(_namespace_table()))
+    return (d.with_panel(_map(topology, policy, tiles))
+            .with_panel(_underused_table(topology, policy))
+            .with_panel(_hub_utilization(topology, policy)).with_panel(_idle_split())
+            .with_panel(_namespace_table(topology)))

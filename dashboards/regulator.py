@@ -14,8 +14,17 @@ from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models import text as tm
 
-from computewatch.dashboards._panels import BY_THRESHOLDS, DATASOURCE, place_table, prom, steps
-from computewatch.dashboards.energy import period_pue, pue_target_text
+from computewatch.dashboards._panels import (
+    BY_THRESHOLDS,
+    DATASOURCE,
+    LABEL_COLUMNS,
+    place_table,
+    prom,
+    source,
+    steps,
+    with_place_names,
+)
+from computewatch.dashboards.energy import REGIONS, period_pue, pue_target_text
 from computewatch.dashboards.query import (
     RANGE,
     RANGE_SECONDS,
@@ -31,6 +40,8 @@ from computewatch.dashboards.query import (
     series,
 )
 from computewatch.dashboards.rules import PLACE
+from computewatch.i18n import _, current_language
+from computewatch.place_names import place_name
 from computewatch.policy import Policy
 from computewatch.thresholds import pue_target_rules, site_minimum_rules
 from computewatch.topology import Topology
@@ -61,44 +72,48 @@ def _queries(topology: Topology, policy: Policy) -> list[tuple[str, str, Expr]]:
     target = pue_target_rules(topology, policy)
     meters = series("facility_power.joules_total").where(scope=re_any(["facility", "it"]))
     return [
-        ("A", "utilization", util),
-        ("B", "minimum", by_place(util, minimum)),
-        ("C", "utilization ok", util.ge(by_place(util, minimum), bool_=True)),
-        ("D", "utilization data", completeness(series("accelerator.utilization_ratio"), "device")),
+        ("A", _("utilization"), util),
+        ("B", _("minimum"), by_place(util, minimum)),
+        ("C", _("utilization ok"), util.ge(by_place(util, minimum), bool_=True)),
+        ("D", _("utilization data"),
+         completeness(series("accelerator.utilization_ratio"), "device")),
         ("E", "PUE", pue),
-        ("F", "PUE target", by_place(pue, target)),
-        ("G", "PUE ok", pue.le(by_place(pue, target), bool_=True)),
-        ("H", "meter data", completeness(meters, "meter")),
+        ("F", _("PUE target"), by_place(pue, target)),
+        ("G", _("PUE ok"), pue.le(by_place(pue, target), bool_=True)),
+        ("H", _("meter data"), completeness(meters, "meter")),
     ]
 
 
 def _verdict_mapping() -> list[dm.ValueMap]:
-    return [dm.ValueMap({"1": dm.ValueMappingResult(text="meets", color="green"),
-                         "0": dm.ValueMappingResult(text="fails", color="red")})]
+    return [dm.ValueMap({"1": dm.ValueMappingResult(text=_("meets"), color="green"),
+                         "0": dm.ValueMappingResult(text=_("fails"), color="red")})]
 
 
 def _compliance_table(topology: Topology, policy: Policy) -> table.Panel:
     floor = policy.pue.min_completeness.value
     queries = _queries(topology, policy)
-    panel = (table.Panel().title("Compliance per site").datasource(DATASOURCE)
-             .description("Per site over the selected period: time-weighted mean utilization "
-                          "against the site minimum, energy-based PUE against the target, and "
-                          "the share of expected samples behind each (accelerator samples; "
-                          "facility and IT meter readings). A verdict resting on less than "
-                          f"{floor:.0%} of the expected data is not a finding (the completeness "
-                          "cell turns red).")
+    panel = (table.Panel().title(_("Compliance per site")).datasource(DATASOURCE)
+             .description(_("Per site over the selected period: time-weighted mean "
+                            "utilization against the site minimum, energy-based PUE against "
+                            "the target, and the share of expected samples behind each "
+                            "(accelerator samples; facility and IT meter readings). A verdict "
+                            "resting on less than {floor:.0%} of the expected data is not a "
+                            "finding (the completeness cell turns red).").format(floor=floor))
              .height(16).span(24))
+    panel = with_place_names(panel, topology)
+    site_col = LABEL_COLUMNS["site"]
     panel = (place_table(panel, queries)
-             .sort_by([cb.TableSortByFieldState().display_name("site")]).decimals(3)
+             .sort_by([cb.TableSortByFieldState().display_name(_(site_col))]).decimals(3)
              .color_scheme(BY_THRESHOLDS))
-    for name in ("utilization", "minimum"):
+    names = {ref: name for ref, name, _expr in queries}
+    for name in (names["A"], names["B"]):
         panel = panel.override_by_name(name, [dm.DynamicConfigValue("unit", "percentunit"),
                                               dm.DynamicConfigValue("decimals", 1)])
-    for name in ("utilization ok", "PUE ok"):
+    for name in (names["C"], names["G"]):
         panel = panel.override_by_name(name, [
             dm.DynamicConfigValue("mappings", _verdict_mapping()),
             dm.DynamicConfigValue("custom.cellOptions", {"type": "color-background"})])
-    for name in ("utilization data", "meter data"):
+    for name in (names["D"], names["H"]):
         panel = panel.override_by_name(name, [
             dm.DynamicConfigValue("unit", "percentunit"), dm.DynamicConfigValue("decimals", 1),
             dm.DynamicConfigValue("custom.cellOptions", {"type": "color-text"}),
@@ -107,61 +122,70 @@ def _compliance_table(topology: Topology, policy: Policy) -> table.Panel:
 
 
 def _share_stats(topology: Topology, policy: Policy) -> list[stat.Panel]:
-    queries = {ref: expr for ref, _, expr in _queries(topology, policy)}
+    queries = {ref: expr for ref, _name, expr in _queries(topology, policy)}
 
     def share(title: str, description: str, verdict: Expr) -> stat.Panel:
         return (stat.Panel().title(title).description(description).datasource(DATASOURCE)
-                .with_target(prom(Agg("avg", verdict), instant=True, legend="share"))
+                .with_target(prom(Agg("avg", verdict), instant=True, legend=_("share")))
                 .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]))
                 .graph_mode(cm.BigValueGraphMode.NONE).unit("percentunit").decimals(0)
                 .thresholds(steps("red", (0.5, "orange"), (0.9, "green"))).height(5).span(6))
 
     return [
-        share("Sites meeting the utilization minimum", "Share of sites whose mean utilization "
-              "over the period is at or above their minimum.", queries["C"]),
-        share("Sites meeting the PUE target", "Share of sites whose energy-based PUE over the "
-              "period is at or below their target.", queries["G"]),
+        share(_("Sites meeting the utilization minimum"), _(
+            "Share of sites whose mean utilization over the period is at or above their "
+            "minimum."), queries["C"]),
+        share(_("Sites meeting the PUE target"), _(
+            "Share of sites whose energy-based PUE over the period is at or below their "
+            "target."), queries["G"]),
     ]
 
 
-def _method(policy: Policy) -> text.Panel:
+def _method(topology: Topology, policy: Policy) -> text.Panel:
     u, p = policy.utilization, policy.pue
     site = u.minimums.site
+    lang = current_language()
     lines = [
-        "### Method and thresholds",
+        "### " + _("Method and thresholds"),
         "",
-        "- **Utilization**: time-weighted mean of the accelerators' utilization samples over "
-        "the period (the `time_weighted` definition of `computewatch.utilization`), per site.",
-        f"- **Site minimum**: {site.default.value:g}. Source: {site.default.source.strip()}",
-        *(f"  - {s}: {e.value:g} ({e.source.strip()})" for s, e in sorted(site.subjects.items())),
-        "- **Idle accelerator-hours**: the capacity left unused, the sum over utilization "
-        "samples of (1 - utilization) x the sampling interval (the summary's and the "
-        "report's definition).",
-        "- **PUE**: energy-based, facility energy / IT energy from the meters' counters over "
-        "the period (ISO/IEC 30134-2; GB 40879-2021 RM2).",
-        f"- **PUE targets**: {pue_target_text(policy)}.",
-        *(f"  - {region}: {e.source.strip()}" for region, e in sorted(p.targets.items())),
-        f"  - default: {p.default_target.source.strip()}",
-        f"- **Data completeness floor**: {p.min_completeness.value:.0%}. "
-        f"Source: {p.min_completeness.source.strip()}",
-        "- **Completeness** is samples received / (series seen × period / the expected "
-        "sample interval chosen above).",
+        _("- **Utilization**: time-weighted mean of the accelerators' utilization samples "
+          "over the period (the `time_weighted` definition of `computewatch.utilization`), "
+          "per site."),
+        _("- **Site minimum**: {value:g}. Source: {source}").format(
+            value=site.default.value, source=source(site.default.source)),
+        *(f"  - {place_name(topology, 'site', s, lang)}: {e.value:g} ({source(e.source)})"
+          for s, e in sorted(site.subjects.items())),
+        _("- **Idle accelerator-hours**: the capacity left unused, the sum over utilization "
+          "samples of (1 - utilization) x the sampling interval (the summary's and the "
+          "report's definition)."),
+        _("- **PUE**: energy-based, facility energy / IT energy from the meters' counters "
+          "over the period (ISO/IEC 30134-2; GB 40879-2021 RM2)."),
+        _("- **PUE targets**: {targets}.").format(targets=pue_target_text(policy, topology)),
+        *(f"  - {_(REGIONS.get(region, region))}: {source(e.source)}"
+          for region, e in sorted(p.targets.items())),
+        _("  - default: {source}").format(source=source(p.default_target.source)),
+        _("- **Data completeness floor**: {floor:.0%}. Source: {source}").format(
+            floor=p.min_completeness.value, source=source(p.min_completeness.source)),
+        _("- **Completeness** is samples received / (series seen × period / the expected "
+          "sample interval chosen above)."),
     ]
-    return (text.Panel().title("Method").mode(tm.TextMode.MARKDOWN).content("\n".join(lines))
-            .height(10).span(12))
+    return (text.Panel().title(_("Method")).mode(tm.TextMode.MARKDOWN)
+            .content("\n".join(lines)).height(10).span(12))
 
 
 def regulator_dashboard(topology: Topology, policy: Policy) -> db.Dashboard:
-    interval = (db.CustomVariable("sample_interval").label("Expected sample interval (s)")
+    interval = (db.CustomVariable("sample_interval").label(_("Expected sample interval (s)"))
                 .values(",".join(SAMPLE_INTERVALS))
                 .current(dm.VariableOption(selected=True, text=SAMPLE_INTERVALS[0],
                                            value=SAMPLE_INTERVALS[0])))
-    d = (db.Dashboard("computewatch · Regulator view").uid(UID)
+    d = (db.Dashboard(_("computewatch · Regulator view")).uid(UID)
          .tags(["computewatch", "regulator"]).time("now-7d", "now")
          .timezone("Asia/Shanghai")
-         .description("Utilization and PUE compliance per site for a chosen period, with the "
-                      "data completeness behind each verdict and the thresholds' sources.")
+         .description(_("Utilization and PUE compliance per site for a chosen period, with "
+                        "the data completeness behind each verdict and the thresholds' "
+                        "sources."))
          .with_variable(interval))
     for p in _share_stats(topology, policy):
         d = d.with_panel(p)
-    return d.with_panel(_method(policy)).with_panel(_compliance_table(topology, policy))
+    return (d.with_panel(_method(topology, policy))
+            .with_panel(_compliance_table(topology, policy)))

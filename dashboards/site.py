@@ -13,7 +13,7 @@ from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
-from computewatch.dashboards._panels import DATASOURCE, prom, steps
+from computewatch.dashboards._panels import DATASOURCE, KWH, kwh, prom, steps
 from computewatch.dashboards.national import pue_steps, utilization_steps
 from computewatch.dashboards.query import (
     RANGE,
@@ -27,6 +27,7 @@ from computewatch.dashboards.query import (
     recorded,
     series,
 )
+from computewatch.i18n import _
 from computewatch.policy import Policy
 from computewatch.thresholds import pue_target_rules
 from computewatch.topology import Topology
@@ -50,10 +51,11 @@ def _variables() -> list[db.QueryVariable]:
         return v
 
     return [
-        var("hub", "Hub", f"label_values({anchor}, hub)", include_all=True),
-        var("cluster", "Cluster", f'label_values({anchor}{{hub=~"$hub"}}, cluster)',
+        var("hub", _("Hub"), f"label_values({anchor}, hub)", include_all=True),
+        var("cluster", _("Cluster"), f'label_values({anchor}{{hub=~"$hub"}}, cluster)',
             include_all=True),
-        var("site", "Site", f'label_values({anchor}{{hub=~"$hub", cluster=~"$cluster"}}, site)',
+        var("site", _("Site"),
+            f'label_values({anchor}{{hub=~"$hub", cluster=~"$cluster"}}, site)',
             include_all=False),
     ]
 
@@ -73,21 +75,25 @@ def _summary(policy: Policy) -> list[stat.Panel]:
                 .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"])))
 
     return [
-        panel("Accelerators").description("Accelerators of the site that report, by model.")
+        panel(_("Accelerators")).description(_("Accelerators of the site that report, by "
+                                               "model."))
         .with_target(prom(Agg("count", series("accelerator.health", **SITE), by=("model",)),
                           legend="{{model}}"))
         .text_mode(cm.BigValueTextMode.VALUE_AND_NAME).decimals(0),
-        panel("Utilization").description("Mean utilization of the site's accelerators.")
+        panel(_("Utilization")).description(_("Mean utilization of the site's "
+                                              "accelerators."))
         .with_target(prom(recorded("site:accelerator_utilization_ratio:avg", **SITE),
-                          legend="utilization"))
+                          legend=_("utilization")))
         .unit("percentunit").decimals(1).thresholds(utilization_steps(policy)),
-        panel("PUE (last hour)").description("Energy-based PUE over the last hour from the "
-                                             "site's meters: facility energy / IT energy.")
+        panel(_("PUE (last hour)")).description(_("Energy-based PUE over the last hour from "
+                                                  "the site's meters: facility energy / IT "
+                                                  "energy."))
         .with_target(prom(recorded("site:pue_energy_ratio:1h", **SITE), legend="PUE"))
         .decimals(3).thresholds(pue_steps(policy)),
-        panel("Facility power").description("Power through the site's facility meters.")
+        panel(_("Facility power")).description(_("Power through the site's facility "
+                                                 "meters."))
         .with_target(prom(Agg("sum", series("facility_power.watts", scope="facility", **SITE)),
-                          legend="facility"))
+                          legend=_("facility")))
         .unit("watt"),
     ]
 
@@ -97,18 +103,18 @@ def _accelerators(policy: Policy) -> list[object]:
     util = series("accelerator.utilization_ratio", **SITE)
     energy = OverTime("increase", series("accelerator.energy_joules_total", **SITE), RANGE)
     return [
-        _timeseries("Utilization per device", "Share of time each accelerator's compute "
-                    "engines were busy.", "percentunit")
+        _timeseries(_("Utilization per device"), _("Share of time each accelerator's compute "
+                                                   "engines were busy."), "percentunit")
         .with_target(prom(util, legend=dev)).min(0).max(1),
-        _timeseries("Power per device", "Power drawn by each accelerator.", "watt")
+        _timeseries(_("Power per device"), _("Power drawn by each accelerator."), "watt")
         .with_target(prom(series("accelerator.power_watts", **SITE), legend=dev)),
-        _timeseries("Temperature per device", "Die (GPU) or chip (NPU) temperature.",
+        _timeseries(_("Temperature per device"), _("Die (GPU) or chip (NPU) temperature."),
                     "celsius")
         .with_target(prom(series("accelerator.temperature_celsius", **SITE), legend=dev)),
-        bargauge.Panel().title("Energy per device").datasource(DATASOURCE)
-        .description("Energy each accelerator consumed over the selected period, from its "
-                     "energy counter (resets handled).")
-        .with_target(prom(energy, legend=dev, instant=True)).unit("joule").height(8).span(12)
+        bargauge.Panel().title(_("Energy per device")).datasource(DATASOURCE)
+        .description(_("Energy each accelerator consumed over the selected period, from its "
+                       "energy counter (resets handled), in kWh."))
+        .with_target(prom(kwh(energy), legend=dev, instant=True)).unit(KWH).height(8).span(12)
         .display_mode(cm.BarGaugeDisplayMode.BASIC).orientation(cm.VizOrientation.HORIZONTAL)
         .min_viz_height(10).color_scheme(db.FieldColor().mode(dm.FieldColorModeId.FIXED)
                                          .fixed_color("purple")),
@@ -119,17 +125,18 @@ def _facility(topology: Topology, policy: Policy) -> list[object]:
     pue = recorded("site:pue_energy_ratio:1h", **SITE)
     target = by_place(pue, pue_target_rules(topology, policy))
     return [
-        _timeseries("PUE against target", "Energy-based PUE over each trailing hour, and the "
-                    "site's target from the policy (site override, else its region's, else "
-                    "the default).", "none")
-        .with_target(prom(pue, "A", legend="PUE (1 h)"))
-        .with_target(prom(target, "B", legend="target"))
+        _timeseries(_("PUE against target"), _(
+            "Energy-based PUE over each trailing hour, and the site's target from the policy "
+            "(site override, else its region's, else the default)."), "none")
+        .with_target(prom(pue, "A", legend=_("PUE (1 h)")))
+        .with_target(prom(target, "B", legend=_("target")))
         .decimals(2)
-        .override_by_name("target", [
+        .override_by_name(_("target"), [
             dm.DynamicConfigValue("custom.lineStyle", {"fill": "dash", "dash": [10, 10]}),
             dm.DynamicConfigValue("color", {"mode": "fixed", "fixedColor": "red"})]),
-        _timeseries("Power by meter scope", "Power through the site's meters by what they "
-                    "feed: facility (the whole site), it, cooling, other.", "watt")
+        _timeseries(_("Power by meter scope"), _(
+            "Power through the site's meters by what they feed: facility (the whole site), "
+            "it, cooling, other."), "watt")
         .with_target(prom(Agg("sum", series("facility_power.watts", **SITE), by=("scope",)),
                           legend="{{scope}}")),
     ]
@@ -142,41 +149,44 @@ def _health() -> list[object]:
     throttled = series("accelerator.throttled", **SITE)
     unhealthy = Agg("sum", Num(1) - series("accelerator.health", **SITE), by=("node",))
     return [
-        statushistory.Panel().title("Node health").datasource(DATASOURCE)
-        .description("Worst accelerator health on each node: green while every accelerator "
-                     "answers and reports healthy, red while one is unhealthy or lost.")
+        statushistory.Panel().title(_("Node health")).datasource(DATASOURCE)
+        .description(_("Worst accelerator health on each node: green while every accelerator "
+                       "answers and reports healthy, red while one is unhealthy or lost."))
         .with_target(prom(health, legend="{{node}}")).height(8).span(12)
-        .mappings([dm.ValueMap({"1": dm.ValueMappingResult(text="healthy", color="green"),
-                                "0": dm.ValueMappingResult(text="unhealthy", color="red")})])
+        .mappings([dm.ValueMap({"1": dm.ValueMappingResult(text=_("healthy"), color="green"),
+                                "0": dm.ValueMappingResult(text=_("unhealthy"),
+                                                           color="red")})])
         .thresholds(steps("red", (1, "green"))),
-        _timeseries("Unhealthy accelerators per node", "Accelerators that report unhealthy or "
-                    "are lost, per node.", "short")
+        _timeseries(_("Unhealthy accelerators per node"), _(
+            "Accelerators that report unhealthy or are lost, per node."), "short")
         .with_target(prom(unhealthy, legend="{{node}}"))
         .decimals(0),
-        _timeseries("XID errors", "NVIDIA XID errors per interval, by node and XID code "
-                    "(79: fell off the bus, 48: double-bit ECC, 63/64: row remapping).", "short")
+        _timeseries(_("XID errors"), _(
+            "NVIDIA XID errors per interval, by node and XID code (79: fell off the bus, 48: "
+            "double-bit ECC, 63/64: row remapping)."), "short")
         .with_target(prom(Agg("sum", xid, by=("node", "xid")), legend="{{node}} XID {{xid}}")),
-        _timeseries("ECC errors", "Device-memory ECC errors per interval, corrected and "
-                    "uncorrected.", "short")
+        _timeseries(_("ECC errors"), _("Device-memory ECC errors per interval, corrected and "
+                                       "uncorrected."), "short")
         .with_target(prom(Agg("sum", ecc, by=("node", "error_type")),
                           legend="{{node}} {{error_type}}")),
-        _timeseries("Clock throttling", "Accelerators whose clocks are held down, by reason.",
-                    "short")
+        _timeseries(_("Clock throttling"), _("Accelerators whose clocks are held down, by "
+                                             "reason."), "short")
         .with_target(prom(Agg("sum", throttled.where(reason=Match("!=", "")), by=("reason",)),
                           legend="{{reason}}")),
     ]
 
 
 def site_dashboard(topology: Topology, policy: Policy) -> db.Dashboard:
-    d = (db.Dashboard("computewatch · Site drill-down").uid(UID)
+    d = (db.Dashboard(_("computewatch · Site drill-down")).uid(UID)
          .tags(["computewatch", "site"]).time("now-6h", "now").refresh("1m")
          .timezone("browser").tooltip(dm.DashboardCursorSync.CROSSHAIR)
-         .description("One site's accelerators, facility power and PUE, and device health.")
+         .description(_("One site's accelerators, facility power and PUE, and device "
+                        "health."))
          .variables(_variables()))
     for p in _summary(policy):
         d = d.with_panel(p)
-    rows = (("Accelerators", _accelerators(policy)), ("Facility", _facility(topology, policy)),
-            ("Health and errors", _health()))
+    rows = ((_("Accelerators"), _accelerators(policy)),
+            (_("Facility"), _facility(topology, policy)), (_("Health and errors"), _health()))
     for title, panels in rows:
         row = db.Row(title)
         for p in panels:

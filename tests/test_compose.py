@@ -9,6 +9,7 @@ tests/test_stack_e2e.py runs the same topology as local processes.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -31,6 +32,7 @@ BIN = Path(sys.executable).parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 OUR_IMAGE = f"computewatch:{PYPROJECT['project']['version']}"
 HEALTHCHECK_BIN = "computewatch-healthcheck"
+DEFAULT_REGISTRY = "docker.io"
 
 
 def _docker_compose() -> str:
@@ -39,12 +41,13 @@ def _docker_compose() -> str:
     return found
 
 
-def compose_config(path: Path = COMPOSE, *args: str) -> subprocess.CompletedProcess:
+def compose_config(path: Path = COMPOSE, *args: str,
+                   env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """`docker-compose config` on ``path`` with the project directory at the repo root."""
     return subprocess.run([_docker_compose(), "--project-directory", str(ROOT), "-f", str(path),
                            "--profile", "influxdb", "config", *args],
                           capture_output=True, text=True, timeout=60, cwd=ROOT,
-                          env={"PATH": "/usr/bin:/bin"})
+                          env={"PATH": "/usr/bin:/bin", **(env or {})})
 
 
 def check_jsonschema(path: Path) -> subprocess.CompletedProcess:
@@ -69,7 +72,7 @@ def _broken_copy(tmp_path: Path, old: str, new: str) -> Path:
     return path
 
 
-VM_IMAGE_LINE = "    image: victoriametrics/victoria-metrics:"
+VM_IMAGE_LINE = "    image: ${CW_REGISTRY:-docker.io}/victoriametrics/victoria-metrics:"
 BREAKAGES = {
     "misspelt service key": (VM_IMAGE_LINE, "    restrat: always\n" + VM_IMAGE_LINE),
     "port is not a list": ('ports: ["${COMPUTEWATCH_BIND:-127.0.0.1}:8428:8428"]',
@@ -347,7 +350,9 @@ def test_dockerfile_copies_the_packages_and_installs_the_console_script():
     commands = dockerfile.parse_file(str(DOCKERFILE))
     by = lambda cmd: [c for c in commands if c.cmd == cmd]  # noqa: E731
     (base,) = by("FROM")
-    assert re.fullmatch(r"python:3\.11(\.\d+)?-slim(-\w+)?", base.value[0])
+    assert base.value[0].startswith("${CW_REGISTRY}/library/"), "the base image's registry"
+    assert re.fullmatch(r"python:3\.11(\.\d+)?-slim(-\w+)?",
+                        base.value[0].removeprefix("${CW_REGISTRY}/library/"))
     for copy in by("COPY"):
         assert not copy.flags or all(f.startswith("--chmod") for f in copy.flags)
         for source in copy.value[:-1]:
@@ -462,4 +467,95 @@ def test_grafana_image_is_the_version_the_dashboards_are_built_for(resolved):
     deps = [*PYPROJECT["project"]["dependencies"], *(d for extra in extras for d in extra)]
     (sdk,) = [d for d in deps if d.startswith("grafana-foundation-sdk")]
     built_for = sdk.rpartition("!")[2]
-    assert resolved["services"]["grafana"]["image"] == f"grafana/grafana:{built_for}"
+    assert resolved["services"]["grafana"]["image"] == \
+        f"{DEFAULT_REGISTRY}/grafana/grafana:{built_for}"
+
+
+# --- inside China's networks: one registry prefix, pip's index settings, nothing online -------
+
+MIRROR = "harbor.example.cn/dockerhub"
+PIP_SETTINGS = {"PIP_INDEX_URL": "https://mirrors.example.cn/pypi/simple/",
+                "PIP_EXTRA_INDEX_URL": "https://pypi.example.cn/simple/",
+                "PIP_TRUSTED_HOST": "mirrors.example.cn"}
+
+
+def test_every_image_is_pulled_through_the_registry_variable(resolved):
+    """With CW_REGISTRY set, every image the stack pulls comes from it and our image's base
+    does too; unset, they come from Docker Hub under their full names."""
+    result = compose_config(env={"CW_REGISTRY": MIRROR})
+    assert result.returncode == 0, result.stderr
+    mirrored = yaml.safe_load(result.stdout)["services"]
+    assert set(mirrored) == set(resolved["services"])
+    pulled = 0
+    for name, service in mirrored.items():
+        default = resolved["services"][name]
+        if "build" in service:
+            assert service["image"] == default["image"] == OUR_IMAGE, name
+            assert service["build"]["args"]["CW_REGISTRY"] == MIRROR, name
+            assert default["build"]["args"]["CW_REGISTRY"] == DEFAULT_REGISTRY, name
+            continue
+        pulled += 1
+        assert service["image"].startswith(f"{MIRROR}/"), f"{name}: {service['image']}"
+        assert default["image"] == \
+            f"{DEFAULT_REGISTRY}/{service['image'].removeprefix(MIRROR + '/')}", name
+        repository = service["image"].removeprefix(MIRROR + "/").rpartition(":")[0]
+        assert "/" in repository, f"{name}: {repository} needs its namespace (library/...)"
+    assert pulled >= 6
+
+
+def test_pip_index_settings_reach_the_image_build():
+    """PIP_INDEX_URL, PIP_EXTRA_INDEX_URL and PIP_TRUSTED_HOST from the environment reach the
+    build as arguments the Dockerfile declares after FROM (so `pip install` sees them), and
+    none of them is baked into the image's environment."""
+    result = compose_config(env=PIP_SETTINGS)
+    assert result.returncode == 0, result.stderr
+    built = [s for s in yaml.safe_load(result.stdout)["services"].values() if "build" in s]
+    assert built
+    for service in built:
+        for name, value in PIP_SETTINGS.items():
+            assert service["build"]["args"][name] == value
+    commands = dockerfile.parse_file(str(DOCKERFILE))
+    start = next(i for i, c in enumerate(commands) if c.cmd == "FROM")
+    install = next(i for i, c in enumerate(commands) if c.cmd == "RUN"
+                   and "pip install" in c.value[0])
+    declared = {c.value[0].split("=")[0] for c in commands[start:install] if c.cmd == "ARG"}
+    assert set(PIP_SETTINGS) <= declared
+    assert not [c for c in commands if c.cmd == "ENV" and any(k in " ".join(c.value)
+                                                              for k in PIP_SETTINGS)]
+
+
+URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s\"',;)]+", re.I)
+
+
+def test_nothing_in_the_running_stack_reaches_the_internet(resolved):
+    """Every URL in a service's command, entrypoint, environment and health check names a
+    service of the stack or the container itself; Grafana's and InfluxDB's calls home are off,
+    and Grafana's default map base layer is a file it serves itself."""
+    names = hostnames(resolved)
+    local = {"localhost", "127.0.0.1", "0.0.0.0"}
+    found = 0
+    for name, service in resolved["services"].items():
+        parts = [service.get("command"), service.get("entrypoint"), service.get("environment"),
+                 service.get("healthcheck", {}).get("test")]
+        for _, value in _walk(parts):
+            for url in URL.findall(str(value)):
+                found += 1
+                host = urlsplit(url).hostname
+                if url.startswith("file://"):
+                    continue
+                assert host in names or host in local, f"{name} reaches {url}"
+    assert found >= 10
+    grafana = resolved["services"]["grafana"]["environment"]
+    off = {"GF_ANALYTICS_REPORTING_ENABLED": "false", "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",
+           "GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES": "false", "GF_NEWS_NEWS_FEED_ENABLED": "false",
+           "GF_SECURITY_DISABLE_GRAVATAR": "true", "GF_SNAPSHOTS_EXTERNAL_ENABLED": "false",
+           "GF_PLUGINS_PUBLIC_KEY_RETRIEVAL_DISABLED": "true"}
+    assert {k: grafana.get(k) for k in off} == off
+    assert not any(k.startswith("GF_INSTALL_PLUGINS") or k == "GF_PLUGINS_PREINSTALL"
+                   for k in grafana), "plugins would be downloaded at start"
+    base = json.loads(grafana["GF_GEOMAP_DEFAULT_BASELAYER_CONFIG"])
+    served = {v.split(":")[1].removeprefix("/usr/share/grafana/"): Path(v.split(":")[0])
+              for v in resolved["services"]["grafana"]["volumes"]
+              if ":/usr/share/grafana/public/" in v}
+    assert base["type"] == "geojson" and served[base["config"]["src"]].is_file()
+    assert resolved["services"]["influxdb"]["environment"]["INFLUXD_REPORTING_DISABLED"] == "true"

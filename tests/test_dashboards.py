@@ -4,7 +4,10 @@ what the catalogue does not declare, and policy thresholds render per place."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -14,10 +17,12 @@ from computewatch.cli import app
 from computewatch.dashboards import (
     DASHBOARDS_DIR,
     DashboardError,
+    MapTiles,
     build_dashboards,
     build_files,
     stale_files,
 )
+from computewatch.dashboards.basemap import BASE_LAYER_FILE
 from computewatch.dashboards.build import _check_records
 from computewatch.dashboards.places import PlacesError, gazetteer
 from computewatch.dashboards.query import (
@@ -59,11 +64,13 @@ def test_a_stale_file_is_caught(files, tmp_path):
 
     write_files(files, tmp_path)
     assert stale_files(files, tmp_path) == []
-    path = tmp_path / "json" / "computewatch-national.json"
+    path = tmp_path / "json" / "en" / "computewatch-national.json"
     path.write_text(path.read_text().replace("National overview", "Old overview"))
-    (tmp_path / "json" / "computewatch-gone.json").write_text("{}")
-    assert stale_files(files, tmp_path) == ["json/computewatch-national.json",
-                                            "json/computewatch-gone.json"]
+    (tmp_path / "json" / "en" / "computewatch-gone.json").write_text("{}")
+    (tmp_path / "json" / "computewatch-national.json").write_text("{}")  # before the sets
+    assert stale_files(files, tmp_path) == ["json/en/computewatch-national.json",
+                                            "json/computewatch-national.json",
+                                            "json/en/computewatch-gone.json"]
 
 
 def test_build_is_deterministic(shipped, files):
@@ -84,20 +91,26 @@ def test_cli_build_writes_the_committed_files_and_check_reports_staleness(tmp_pa
     assert "computewatch-dashboards.yml" in stale.output
 
 
-def test_every_panel_reads_the_provisioned_datasource(files):
+def test_every_panel_reads_the_datasource_variable_defaulting_to_the_provisioned_one(files):
     ds = yaml.safe_load((DASHBOARDS_DIR / "provisioning/datasources/victoriametrics.yaml")
                         .read_text())["datasources"]
     (vm,) = [d for d in ds if d["type"] == "prometheus"]
-    for rel, text in files.items():
-        if not rel.startswith("json/"):
-            continue
-        model = json.loads(text)
+    dashboards = [rel for rel in files if rel.startswith("json/")]
+    assert len(dashboards) == 10  # five dashboards in two languages
+    for rel in dashboards:
+        model = json.loads(files[rel])
+        variable = model["templating"]["list"][0]
+        assert variable["type"] == "datasource" and variable["query"] == "prometheus", rel
+        assert variable["current"]["value"] == vm["uid"]
+        assert variable["current"]["text"] == vm["name"]
+        ref = {"type": "prometheus", "uid": "${" + variable["name"] + "}"}
+        assert files[rel].count(vm["uid"]) == 1, f"{rel}: the datasource uid outside the variable"
         for panel in model["panels"]:
             if panel["type"] in ("row", "text"):
                 continue
-            assert panel["datasource"] == {"type": "prometheus", "uid": vm["uid"]}, rel
+            assert panel["datasource"] == ref, rel
             for target in panel["targets"]:
-                assert target["datasource"]["uid"] == vm["uid"]
+                assert target["datasource"] == ref
                 assert target["refId"]
         ids = [p["id"] for p in model["panels"]]
         assert ids == list(range(1, len(ids) + 1))
@@ -106,15 +119,34 @@ def test_every_panel_reads_the_provisioned_datasource(files):
             assert g["x"] >= 0 and g["x"] + g["w"] <= 24, (rel, p["title"], g)
 
 
-def test_provisioning_points_at_the_generated_json():
-    provider = yaml.safe_load((DASHBOARDS_DIR / "provisioning/dashboards/computewatch.yaml")
-                              .read_text())["providers"][0]
-    assert provider["type"] == "file"
-    assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
+def test_provisioning_loads_each_language_set_into_its_own_folder(files):
+    """Each provider's path, through the compose file's mount of dashboards/json, is the
+    directory of one set, and holds exactly that set's dashboards."""
+    from test_compose import compose_config
+
+    providers = yaml.safe_load((DASHBOARDS_DIR / "provisioning/dashboards/computewatch.yaml")
+                               .read_text())["providers"]
+    grafana = yaml.safe_load(compose_config().stdout)["services"]["grafana"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in grafana["volumes"]}
+    json_dir = str(DASHBOARDS_DIR / "json")
+    (inside,) = [path for path, source in mounts.items() if source == json_dir]
+    assert [p["options"]["path"] for p in providers] == [f"{inside}/en", f"{inside}/zh-CN"]
+    assert len({p["folderUid"] for p in providers}) == len({p["folder"] for p in providers}) == 2
+    by_dir = {}
+    for provider in providers:
+        assert provider["type"] == "file" and provider["allowUiUpdates"] is False
+        directory = provider["options"]["path"].removeprefix(inside + "/")
+        by_dir[directory] = sorted(rel.split("/")[-1] for rel in files
+                                   if rel.startswith(f"json/{directory}/"))
+    assert [name.removesuffix(".json") for name in by_dir["en"]] == [
+        "computewatch-energy", "computewatch-latency", "computewatch-national",
+        "computewatch-regulator", "computewatch-site"]
+    assert by_dir["zh-CN"] == [name.replace(".json", "-zh-cn.json") for name in by_dir["en"]]
+    assert sum(len(v) for v in by_dir.values()) == sum(r.startswith("json/") for r in files)
 
 
 def test_geomap_layers_look_places_up_in_the_gazetteer(files):
-    model = json.loads(files["json/computewatch-national.json"])
+    model = json.loads(files["json/en/computewatch-national.json"])
     (geo,) = [p for p in model["panels"] if p["type"] == "geomap"]
     refs = {t["refId"] for t in geo["targets"]}
     lookups = {layer["location"]["lookup"] for layer in geo["options"]["layers"]}
@@ -183,8 +215,10 @@ def test_a_panel_reading_an_unknown_recording_rule_is_refused(shipped):
 
 def test_rules_already_recorded_by_alerts_are_not_repeated(shipped, tmp_path):
     topology, policy = shipped
+    # The per-hub PUE is one the dashboards read from alerts/rules/recording.yml only.
     (tmp_path / "a.yml").write_text(yaml.safe_dump({"groups": [{"name": "g", "rules": [
-        {"record": "site:pue_energy_ratio:1h", "expr": "vector(1)"}]}]}))
+        {"record": "site:pue_energy_ratio:1h", "expr": "vector(1)"},
+        {"record": "hub:pue_energy_ratio:weighted1h", "expr": "vector(1)"}]}]}))
     ours = yaml.safe_load(build_files(topology, policy, tmp_path)
                           ["rules/computewatch-dashboards.yml"])
     names = [r["record"] for r in ours["groups"][0]["rules"]]
@@ -229,3 +263,186 @@ def test_pue_recording_rule_adds_power_only_meters_and_survives_a_reset(tmp_path
     done = subprocess.run([installed("promtool"), "test", "rules", str(spec)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- offline: no external URL in any dashboard; a licensed tile service only when asked -------
+
+EXTERNAL = re.compile(r"[a-z][a-z0-9+.-]*://|^//|\bwww\.", re.I)
+
+
+def _strings(node):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield k
+            yield from _strings(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _strings(v)
+    elif isinstance(node, str):
+        yield node
+
+
+def _geomap(text: str) -> dict:
+    (geo,) = [p for p in json.loads(text)["panels"] if p["type"] == "geomap"]
+    return geo
+
+
+def test_no_dashboard_fetches_anything_from_outside_grafana(files):
+    """Every string of every dashboard (both languages): no URL with a scheme or a
+    protocol-relative one; links stay inside Grafana; the map's base layer is a file Grafana
+    serves (the generated graticule), never a tile server."""
+    from test_compose import compose_config
+
+    dashboards = {rel: text for rel, text in files.items() if rel.startswith("json/")}
+    assert len(dashboards) == 10
+    for rel, text in dashboards.items():
+        found = [s for s in _strings(json.loads(text)) if EXTERNAL.search(s)]
+        assert not found, f"{rel}: {found[:3]}"
+    grafana = yaml.safe_load(compose_config().stdout)["services"]["grafana"]
+    served = {v.split(":")[1].removeprefix("/usr/share/grafana/"): Path(v.split(":")[0])
+              for v in grafana["volumes"] if ":/usr/share/grafana/public/" in v}
+    for rel in ("json/en/computewatch-national.json",
+                "json/zh-CN/computewatch-national-zh-cn.json"):
+        base = _geomap(files[rel])["options"]["basemap"]
+        assert base["type"] == "geojson", rel
+        source = served[base["config"]["src"]]
+        assert source == DASHBOARDS_DIR / BASE_LAYER_FILE
+        lines = json.loads(source.read_text())["features"]
+        assert {f["geometry"]["type"] for f in lines} == {"LineString"}  # no polygons
+        layers = _geomap(files[rel])["options"]["layers"]
+        assert {layer["location"]["gazetteer"] for layer in layers} <= set(served)
+        labelled = {layer["location"]["lookup"] for layer in layers
+                    if layer["config"]["style"].get("text", {}).get("mode") == "field"}
+        assert labelled == {"hub", "cluster"}, rel
+
+
+def test_a_licensed_tile_service_replaces_the_graticule_when_given(shipped):
+    tiles = MapTiles("https://t0.tianditu.gov.cn/DataServer?T=vec_w&x={x}&y={y}&l={z}&tk=KEY",
+                     "天地图 GS(2024)0650号")
+    built = build_files(*shipped, tiles=tiles)
+    base = _geomap(built["json/zh-CN/computewatch-national-zh-cn.json"])["options"]["basemap"]
+    assert base["type"] == "xyz"
+    assert base["config"] == {"url": tiles.url, "attribution": tiles.attribution}
+    urls = [s for rel, text in built.items() if rel.startswith("json/")
+            for s in _strings(json.loads(text)) if EXTERNAL.search(s)]
+    assert urls == [tiles.url, tiles.url]  # the two national maps, nothing else
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("tiles.example.cn/{z}/{x}/{y}.png", "an http(s) URL"),
+    ("https://tiles.example.cn/{z}/{x}.png", "no {y} placeholder"),
+    ("https://tiles.example.cn/tile.png", "no {z}, {x}, {y} placeholder"),
+])
+def test_a_tile_url_grafana_cannot_use_is_refused_naming_the_option(tmp_path, url, says,
+                                                                     monkeypatch, capsys):
+    from computewatch.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["computewatch", "dashboards", "build", "--out",
+                                      str(tmp_path), "--map-tiles", url])
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code == ExitStatus.BAD_INPUT
+    err = capsys.readouterr().err
+    assert "--map-tiles" in err and says in err and url in err
+    assert not list(tmp_path.iterdir())
+
+
+# --- the two languages: no English left in the zh-CN set, no Chinese in the English one ------
+
+CJK = re.compile(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]")
+ALLOWED = {  # units, ids, acronyms, product and standard names kept as written in Chinese text
+    "computewatch", "PUE", "RTT", "p95", "kWh", "MWh", "GWh", "ms", "ISO", "IEC", "GB", "RM2",
+    "IT", "GPU", "NPU", "ECC", "XID", "NVIDIA", "Ascend", "cuda", "cann", "Kubernetes", "Pod",
+    "README", "Grafana", "facility", "it", "cooling", "other", "h",
+}
+
+
+def _visible(model: dict) -> list[str]:
+    """What a person reads in a dashboard: its title and description, every panel's title,
+    description, legends, column headings, value-mapping texts, link titles, layer names and
+    text content, row titles, variable labels."""
+    out = [model["title"], model.get("description", "")]
+    out += [v.get("label", "") for v in model["templating"]["list"]]
+    out += [v["current"].get("text", "") for v in model["templating"]["list"]
+            if v["type"] == "custom" and not str(v["current"].get("text", "")).isdigit()]
+    for panel in model["panels"]:
+        out += [panel.get("title", ""), panel.get("description", "")]
+        out += [t.get("legendFormat", "") for t in panel.get("targets", [])]
+        for tr in panel.get("transformations", []):
+            out += list(tr.get("options", {}).get("renameByName", {}).values())
+        defaults = panel.get("fieldConfig", {}).get("defaults", {})
+        out += [link["title"] for link in defaults.get("links", [])]
+        for mapping in defaults.get("mappings", []):
+            out += [r.get("text", "") for r in mapping.get("options", {}).values()]
+        for override in panel.get("fieldConfig", {}).get("overrides", []):
+            for prop in override["properties"]:
+                if prop["id"] == "mappings":
+                    out += [r.get("text", "") for m in prop["value"]
+                            for r in m["options"].values()]
+        options = panel.get("options", {})
+        out += [layer.get("name", "") for layer in options.get("layers", [])]
+        if options.get("basemap"):
+            out.append(options["basemap"].get("name", ""))
+        out.append(options.get("content", ""))
+    return [s for s in out if s]
+
+
+def _english_words(text: str, sources: list[str]) -> list[str]:
+    for quoted in sources:  # the policy's sources are quoted as policy.yaml states them
+        text = text.replace(quoted, "")
+    text = re.sub(r"\{\{[^}]*\}\}|`[^`]*`|\b[a-z_]+:[a-z0-9_]+:[a-z0-9_]+\b", "", text)
+    words = [w.strip(".-") for w in re.findall(r"[A-Za-z][A-Za-z0-9_.-]*", text)]
+    return [w for w in words if w not in ALLOWED and not re.fullmatch(r"[A-Z0-9]\d*", w)]
+
+
+def _policy_sources(policy) -> list[str]:
+    from pydantic import BaseModel
+
+    found: list[str] = []
+
+    def walk(node) -> None:
+        if isinstance(node, BaseModel):
+            if isinstance(getattr(node, "source", None), str):
+                found.append(node.source.strip())
+            for name in type(node).model_fields:
+                walk(getattr(node, name))
+        elif isinstance(node, dict):
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list | tuple):
+            for v in node:
+                walk(v)
+
+    walk(policy)
+    return sorted(set(found), key=len, reverse=True)
+
+
+def test_the_zh_cn_set_has_no_untranslated_english(files, shipped):
+    sources = _policy_sources(shipped[1])
+    zh = {rel: json.loads(text) for rel, text in files.items() if rel.startswith("json/zh-CN/")}
+    assert len(zh) == 5
+    for rel, model in zh.items():
+        texts = _visible(model)
+        assert len(texts) > 20, rel
+        left = {t[:60]: words for t in texts if (words := _english_words(t, sources))}
+        assert not left, f"{rel}: untranslated {left}"
+        assert CJK.search(model["title"]) and all(
+            CJK.search(p["title"]) for p in model["panels"] if p.get("title")), rel
+
+
+def test_the_english_set_has_no_chinese(files, shipped):
+    sources = _policy_sources(shipped[1])  # some cite Chinese documents by their numbers
+    en = {rel: json.loads(text) for rel, text in files.items() if rel.startswith("json/en/")}
+    assert len(en) == 5
+    for rel, model in en.items():
+        texts = [t for t in _visible(model)]
+        for quoted in sources:
+            texts = [t.replace(quoted, "") for t in texts]
+        found = [t for t in texts if CJK.search(t)]
+        assert not found, f"{rel}: {found[:3]}"
+
+
+def test_the_untranslated_check_catches_english(shipped):
+    model = json.loads(build_files(*shipped)["json/zh-CN/computewatch-site-zh-cn.json"])
+    model["panels"][0]["description"] += " Power drawn now."
+    assert _english_words(model["panels"][0]["description"], []) == ["Power", "drawn", "now"]

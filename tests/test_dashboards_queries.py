@@ -18,12 +18,14 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 import requests
@@ -37,7 +39,8 @@ from computewatch.dashboards.places import GAZETTEER_FILE
 from computewatch.findings import Period, write_findings
 from computewatch.pipelines import latency
 from computewatch.policy import Policy, load_policy
-from computewatch.samples import samples_to_frames
+from computewatch.pue import meter_readings, windowed_pue
+from computewatch.samples import Sample, samples_to_frames
 from computewatch.sim import build_fleet, simulate
 from computewatch.sim.fake_nvml import FakeNvml
 from computewatch.sim.node import node_from_fleet
@@ -53,7 +56,8 @@ STEP = timedelta(minutes=5)
 START = END - timedelta(hours=HOURS)
 RULE_NAME = re.compile(r"\b([a-z_]+:[a-z0-9_]+:[a-z0-9_]+)\b")
 VMALERT = "/usr/bin/vmalert"
-JSON_DIR = DASHBOARDS_DIR / "json"
+JSON_DIR = DASHBOARDS_DIR / "json" / "en"
+"""The English set; the zh-CN set runs the same queries (test_the_sets_run_the_same_queries)."""
 MACROS = {
     "__range_s": str(HOURS * 3600),
     "__range": f"{HOURS * 3600}s",
@@ -73,6 +77,7 @@ class Loaded:
     accelerator: pa.Table
     facility: pa.Table
     nvml_node: dict[str, str]
+    pue: pd.DataFrame  # each site's 1 h PUE windows, as site agents export them
 
 
 def _rules_by_name(paths: list[Path]) -> dict[str, list[dict[str, Any]]]:
@@ -85,49 +90,52 @@ def _rules_by_name(paths: list[Path]) -> dict[str, list[dict[str, Any]]]:
     return rules
 
 
-def _replay_file(tmp: Path) -> tuple[Path, bool]:
-    """The recording rules the committed dashboards read, and what those read in turn, as one
-    file in dependency order; True when some rule reads another (replay must then wait)."""
+def _replay_files(tmp: Path) -> list[Path]:
+    """The recording rules the committed dashboards read, and what those read in turn: one
+    file per level of dependency (rules over raw series first, then the rules that read
+    those), replayed one after another so that a rule's inputs are stored before it runs."""
     rule_files = sorted((DASHBOARDS_DIR.parent / "alerts" / "rules").glob("*.yml"))
     rule_files += sorted((DASHBOARDS_DIR / "rules").glob("*.yml"))
     defined = _rules_by_name(rule_files)
-    wanted: list[str] = []
-    chained = False
+    level: dict[str, int] = {}
 
-    def need(name: str, depth: int = 0) -> None:
-        nonlocal chained
-        if name in wanted:
-            return
+    def need(name: str) -> int:
+        if name in level:
+            return level[name]
         assert name in defined, f"dashboards read {name!r}, which no rule file defines"
-        for rule in defined[name]:
-            for dep in RULE_NAME.findall(rule["expr"]):
-                chained = True
-                need(dep, depth + 1)
-        wanted.append(name)
+        level[name] = max((need(dep) + 1 for rule in defined[name]
+                           for dep in RULE_NAME.findall(rule["expr"])), default=0)
+        return level[name]
 
     for path in sorted(JSON_DIR.glob("*.json")):
         for panel in _panels(json.loads(path.read_text(encoding="utf-8"))):
             for target in panel.get("targets", []):
                 for name in RULE_NAME.findall(target.get("expr", "")):
                     need(name)
-    rules = [rule for name in wanted for rule in defined[name]]
-    out = tmp / "replay.yml"
-    out.write_text(yaml.safe_dump({"groups": [{"name": "dashboards-replay", "interval": "1m",
-                                               "rules": rules}]}), encoding="utf-8")
-    return out, chained
+    assert level
+    files = []
+    for depth in range(max(level.values()) + 1):
+        rules = [rule for name in sorted(level) if level[name] == depth
+                 for rule in defined[name]]
+        out = tmp / f"replay-{depth}.yml"
+        out.write_text(yaml.safe_dump({"groups": [{"name": f"dashboards-replay-{depth}",
+                                                   "interval": "1m", "rules": rules}]}),
+                       encoding="utf-8")
+        files.append(out)
+    return files
 
 
 def _replay(vm_url: str, tmp: Path) -> None:
-    rules, chained = _replay_file(tmp)
-    argv = [VMALERT, f"-rule={rules}", f"-datasource.url={vm_url}",
-            f"-remoteWrite.url={vm_url}", f"-replay.timeFrom={START:%Y-%m-%dT%H:%M:%SZ}",
-            f"-replay.timeTo={END:%Y-%m-%dT%H:%M:%SZ}", "-replay.disableProgressBar",
-            f"-replay.rulesDelay={'1s' if chained else '0s'}", "-loggerLevel=WARN",
-            f"-httpListenAddr=127.0.0.1:{free_port()}"]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, f"vmalert replay failed:\n{done.stdout[-3000:]}\n" \
-                                 f"{done.stderr[-3000:]}"
-    requests.get(f"{vm_url}/internal/force_flush", timeout=10).raise_for_status()
+    for rules in _replay_files(tmp):
+        argv = [VMALERT, f"-rule={rules}", f"-datasource.url={vm_url}",
+                f"-remoteWrite.url={vm_url}", f"-replay.timeFrom={START:%Y-%m-%dT%H:%M:%SZ}",
+                f"-replay.timeTo={END:%Y-%m-%dT%H:%M:%SZ}", "-replay.disableProgressBar",
+                "-loggerLevel=WARN", f"-httpListenAddr=127.0.0.1:{free_port()}"]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"vmalert replay failed:\n{done.stdout[-3000:]}\n" \
+                                     f"{done.stderr[-3000:]}"
+        requests.get(f"{vm_url}/internal/force_flush", timeout=10).raise_for_status()
+        time.sleep(1)  # what was flushed becomes searchable
 
 
 def _nvml_error_samples(fleet, times: list[datetime]):
@@ -148,6 +156,29 @@ def _nvml_error_samples(fleet, times: list[datetime]):
     finally:
         collector.close()
     return samples, node.labels
+
+
+def _hourly_pue(store, policy: Policy, topology: Topology) -> tuple[list[Sample], pd.DataFrame]:
+    """Each site's ``pue`` window samples for every full hour of the day, derived from the
+    meters in the store (`computewatch.pue`), emitted as a site agent's PueCollector does:
+    the last complete hour again at every run (here every step) until the next one ends."""
+    period = Period(START, END)
+    windows = windowed_pue(meter_readings(store, period), period, policy, "1h",
+                           topology=topology)
+    places = {s.id: s for s in topology.sites}
+    out = []
+    for r in windows.itertuples():
+        site = places[r.site]
+        labels = {"site": r.site, "hub": site.hub or "", "cluster": site.cluster or "",
+                  "window": "1h"}
+        labels = {k: v for k, v in labels.items() if v}
+        for k in range(int(timedelta(hours=1) / STEP)):
+            at = r.window_end.to_pydatetime() + k * STEP
+            out.append(Sample.of("pue.completeness_ratio", r.completeness, labels, at))
+            out.append(Sample.of("pue.facility_joules", r.facility_joules, labels, at))
+            out.append(Sample.of("pue.it_joules", r.it_joules, labels, at))
+    assert out
+    return out, windows
 
 
 @pytest.fixture(scope="module")
@@ -176,13 +207,18 @@ def loaded(tmp_path_factory) -> Loaded:
             # window's end, and an instant query hides its last 30 s.
             found = latency.run(store, Period(START, END - STEP), policy, fleet.topology)
             assert write_findings(store, found) > 0
+            # What site agents with meters export: the energy-based PUE of each full hour
+            # (collectors/pue.py), which the per-hub PUE recording rule reads.
+            pue_samples, pue_windows = _hourly_pue(store, policy, fleet.topology)
+            for measurement, frame in samples_to_frames(pue_samples).items():
+                assert store.write(measurement, frame).rejected == 0
         finally:
             store.close()
         _replay(vm.url, tmp)
         yield Loaded(vm.url, fleet.topology, policy,
                      pa.concat_tables(kept["accelerator"], promote_options="permissive"),
                      pa.concat_tables(kept["facility_power"], promote_options="permissive"),
-                     node_labels)
+                     node_labels, pue_windows)
 
 
 # --- running queries the way Grafana does --------------------------------------------------
@@ -257,6 +293,23 @@ def test_the_committed_dashboards_are_there():
         "computewatch-energy", "computewatch-regulator"}
 
 
+def _queries(model: dict[str, Any]) -> list[tuple[int, str, str, bool]]:
+    return [(panel["id"], t["refId"], t["expr"], bool(t.get("instant")))
+            for panel in _panels(model) for t in panel.get("targets", [])]
+
+
+def test_the_sets_run_the_same_queries():
+    """Only text differs between the languages: every panel of the zh-CN set runs what the
+    English panel in its place runs, with the same variables, so the English run covers it."""
+    for path in _committed():
+        en = json.loads(path.read_text(encoding="utf-8"))
+        zh = json.loads((JSON_DIR.parent / "zh-CN" / f"{path.stem}-zh-cn.json")
+                        .read_text(encoding="utf-8"))
+        assert _queries(zh) == _queries(en) and _queries(en), path.stem
+        assert [(v["name"], v["type"], v.get("query")) for v in zh["templating"]["list"]] == \
+            [(v["name"], v["type"], v.get("query")) for v in en["templating"]["list"]]
+
+
 @pytest.mark.parametrize("path", _committed(), ids=lambda p: p.stem)
 def test_every_panel_query_returns_data(loaded, path):
     model = json.loads(path.read_text(encoding="utf-8"))
@@ -322,6 +375,45 @@ def test_energy_weighted_pue_is_total_facility_over_total_it_energy(loaded):
     expected = delta["facility"] / delta["it"]
     (row,) = _target_rows(loaded, "computewatch-national", "Energy-weighted PUE")
     assert float(row["value"][1]) == pytest.approx(expected, rel=2e-3)
+
+
+def test_energy_by_hub_is_each_hubs_meter_energy_in_kwh(loaded):
+    frame = loaded.facility.select(["hub", "meter", "scope", "time", "joules_total"]) \
+        .to_pandas().dropna(subset=["hub"]).sort_values("time")
+    per_meter = frame.groupby(["hub", "scope", "meter"], observed=True)["joules_total"]
+    kwh = ((per_meter.last() - per_meter.first()).groupby(level=["hub", "scope"]).sum()
+           / 3.6e6)
+    rows = _target_rows(loaded, "computewatch-energy", "Energy by hub and scope")
+    got = {(r["metric"]["hub"], r["metric"]["scope"]): float(r["value"][1]) for r in rows}
+    assert set(got) == set(kwh.index)
+    for key, value in got.items():
+        assert value == pytest.approx(kwh[key], rel=1e-2), key
+
+
+def test_hub_pue_is_the_hubs_facility_over_it_energy_of_its_complete_sites(loaded):
+    """The per-hub PUE panel (recording rule hub:pue_energy_ratio:weighted1h): per hub and
+    full hour, the facility energy of its sites whose hour is complete enough over their IT
+    energy, from the windows the site agents export, not a mean of the sites' PUEs."""
+    floor = loaded.policy.pue.min_completeness.value
+    windows = loaded.pue.assign(hub=loaded.pue.site.map(
+        {s.id: s.hub for s in loaded.topology.sites}))
+    windows = windows[(windows.completeness >= floor) & windows.hub.notna()]
+    sums = windows.groupby(["window_end", "hub"])[["facility_joules", "it_joules"]].sum()
+    expected = sums.facility_joules / sums.it_joules
+    rows = _target_rows(loaded, "computewatch-energy",
+                        "PUE by hub (energy-weighted, last full hour)")
+    checked = 0
+    for row in rows:
+        hub = row["metric"]["hub"]
+        for t, value in row["values"]:
+            at = pd.Timestamp(float(t), unit="s", tz="UTC")
+            stamp = at.floor("1h")  # the last full hour, which the agents report until the next
+            if at.minute == 30 and (stamp, hub) in expected.index:
+                assert float(value) == pytest.approx(expected[(stamp, hub)], rel=1e-6), \
+                    (hub, stamp)
+                checked += 1
+    assert {r["metric"]["hub"] for r in rows} == set(windows.hub)
+    assert checked >= 10 * len(rows)
 
 
 def test_idle_accelerator_hours_are_the_cores_definition(loaded):

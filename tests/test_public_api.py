@@ -111,12 +111,16 @@ PUBLIC: dict[str, set[str]] = {
         "PathError", "format_path", "load_yaml_model", "load_yaml_model_from_text",
         "suggest_known"},
     "computewatch.dashboards": {
-        "DASHBOARDS_DIR", "DashboardError", "GrafanaAuthError", "GrafanaUnreachable", "PushError",
-        "PushResult", "build_dashboards", "build_files", "push_dashboards", "stale_files",
+        "DASHBOARDS_DIR", "DASHBOARD_SETS", "DashboardError", "DashboardSet", "GrafanaAuthError",
+        "GrafanaUnreachable", "MapTiles", "MapTilesError", "PushError", "PushResult",
+        "build_dashboards", "build_files", "build_sets", "push_dashboards", "stale_files",
         "write_files"},
+    "computewatch.dashboards.basemap": {
+        "BASE_LAYER_FILE", "BASE_LAYER_URL", "TILES_ENV", "MapTiles", "MapTilesError",
+        "base_layer", "basemap", "render_base_layer"},
     "computewatch.dashboards.build": {
         "ALERTS_RULES_DIR", "DASHBOARDS_DIR", "DashboardError", "build_dashboards", "build_files",
-        "stale_files", "write_files"},
+        "build_sets", "stale_files", "write_files"},
     "computewatch.dashboards.energy": {"UID", "energy_dashboard", "period_pue", "pue_target_text"},
     "computewatch.dashboards.latency": {"UID", "latency_dashboard"},
     "computewatch.dashboards.national": {
@@ -136,6 +140,9 @@ PUBLIC: dict[str, set[str]] = {
         "IDLE_CAPACITY", "IDLE_CAPACITY_ALLOCATED", "IDLE_CAPACITY_FREE", "PLACE", "RULES_FILE",
         "RecordingRule", "alerts_records", "freshest", "known_records", "recording_rules",
         "render_rules"},
+    "computewatch.dashboards.sets": {
+        "DASHBOARD_SETS", "GRAFANA_DASHBOARDS", "PROVISIONING_FILE", "DashboardSet",
+        "render_provisioning"},
     "computewatch.dashboards.site": {"UID", "site_dashboard"},
     "computewatch.durations": {
         "Duration", "Interval", "MAX_DURATION_S", "MIN_DURATION_S", "ShortInterval",

@@ -17,17 +17,38 @@ __all__ = ["dashboards_build", "dashboards_push"]
 def dashboards_build(
     out: Annotated[Path | None, typer.Option(
         "--out", help="Directory to write into (default: the dashboards/ directory itself): "
-                      "json/*.json, the Geomap gazetteer and the recording rules.")] = None,
+                      "json/<language>/*.json, the Geomap gazetteer and base layer, the "
+                      "provisioning and the recording rules.")] = None,
     check: Annotated[bool, typer.Option(
         "--check", help="Write nothing; exit 1 if the files under --out are stale.")] = False,
+    map_tiles: Annotated[str | None, typer.Option(
+        "--map-tiles", envvar="COMPUTEWATCH_MAP_TILES", show_envvar=True,
+        help="XYZ URL of a licensed tile service for the national map, with {z}, {x} and "
+             "{y}, e.g. 天地图 or an intranet tile server. Default: no tiles (a graticule "
+             "served by Grafana itself; nothing is fetched from the internet).")] = None,
+    map_attribution: Annotated[str, typer.Option(
+        "--map-attribution", help="Attribution shown with --map-tiles (the map's 审图号 "
+                                  "and provider).")] = "",
     topology: TopologyOpt = None,
     policy: PolicyOpt = None,
 ) -> None:
-    """Regenerate the Grafana dashboards' JSON (grafana-foundation-sdk) and their companions."""
-    from computewatch.dashboards import DASHBOARDS_DIR, build_files, stale_files, write_files
+    """Regenerate the Grafana dashboards' JSON (grafana-foundation-sdk), in English and
+    Chinese, and their companions."""
+    from computewatch.dashboards import (
+        DASHBOARDS_DIR,
+        MapTiles,
+        MapTilesError,
+        build_files,
+        stale_files,
+        write_files,
+    )
 
+    try:
+        tiles = MapTiles(map_tiles, map_attribution) if map_tiles else None
+    except MapTilesError as exc:
+        raise UserError(f"--map-tiles: {exc}") from None
     topo, pol = load_places(topology, policy)
-    files = build_files(topo, pol)
+    files = build_files(topo, pol, tiles=tiles)
     root = out or DASHBOARDS_DIR
     if check:
         stale = stale_files(files, root)
@@ -51,8 +72,11 @@ def dashboards_push(
              "command line is visible to other users.")] = None,
     token_file: Annotated[Path | None, typer.Option(
         "--token-file", help="File holding the token (e.g. a Docker secret).")] = None,
-    folder: Annotated[str, typer.Option(help="Grafana folder to put the dashboards in.")]
-    = "computewatch",
+    folder: Annotated[str | None, typer.Option(
+        help="Grafana folder to put the dashboards in (default: the language set's folder: "
+             "computewatch, or computewatch 简体中文 for zh-CN).")] = None,
+    language: Annotated[str, typer.Option(
+        "--language", help="Which set to push: en or zh-CN.")] = "en",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each Grafana call.")]
     = 10.0,
     topology: TopologyOpt = None,
@@ -60,12 +84,16 @@ def dashboards_push(
 ) -> None:
     """Upload the dashboards into a Grafana folder; idempotent by dashboard uid."""
     from computewatch.dashboards import (
+        DASHBOARD_SETS,
         GrafanaAuthError,
         PushError,
         build_dashboards,
         push_dashboards,
     )
 
+    if language not in DASHBOARD_SETS:
+        raise UserError(f"bad --language {language!r}: one of {', '.join(DASHBOARD_SETS)}")
+    folder = folder or DASHBOARD_SETS[language].folder
     if not (math.isfinite(timeout) and 0 < timeout <= 3600):
         raise UserError(f"bad --timeout {timeout}: seconds, more than 0 and at most 3600")
     if token_file is not None:
@@ -80,7 +108,8 @@ def dashboards_push(
     register_secret(token)  # never in an error or a log line
     topo, pol = load_places(topology, policy)
     try:
-        fuid, results = push_dashboards(build_dashboards(topo, pol), url, token or "",
+        fuid, results = push_dashboards(build_dashboards(topo, pol, language=language), url,
+                                        token or "",
                                         folder=folder, timeout_s=timeout)
     except GrafanaAuthError as exc:
         raise UserError(str(exc)) from None
