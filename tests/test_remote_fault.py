@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from servers import free_port, start_victoriametrics
-from vmexport import exported
+from vmexport import exported, wait_for_count
 
 pytestmark = pytest.mark.slow  # a VictoriaMetrics outage and a killed agent, in real time (~2 min)
 
@@ -129,6 +129,9 @@ def test_an_outage_and_a_killed_agent_lose_nothing(tmp_path):
         total = sum(generated.values())
         assert total >= RATE * (RUN_S - 10)  # both agents really ran at the rate
         dropped = sum(dropped_first.values()) + sum(dropped_second.values())
+        # VictoriaMetrics may make the last batch searchable a moment after acknowledging it
+        # (a failed run's data directory, reopened, held all 240,000): wait for the count.
+        wait_for_count(vm.url, SERIES, total - dropped, timeout_s=30)
         series = exported(vm.url, SERIES)
         stored = sum(len(s["values"]) for s in series)
         assert stored == total - dropped, (
