@@ -203,11 +203,13 @@ def build_agent(config: NodeConfig, *, simulate: NodeSim | None = None,
 
 
 def build_attribution(config: NodeConfig, labels: dict[str, str]) -> Scheduled:
-    """The ``kubernetes`` collector: the kubelet's PodResources, refreshed every ``refresh``."""
+    """The ``kubernetes`` collector: runs every ``interval`` (a few µs when nothing is due)
+    and asks the kubelet every ``refresh``, or sooner when the devices' processes change."""
     from computewatch.collectors.kubernetes import PodAttribution, PodResourcesClient
 
     k = config.kubernetes
     client = PodResourcesClient(k.pod_resources_socket, k.timeout)
     return Scheduled(PodAttribution(labels, client, proc_root=k.proc_root,
-                                    cgroup_fallback=k.cgroup_fallback),
-                     k.refresh, k.timeout + 1.0)
+                                    cgroup_fallback=k.cgroup_fallback,
+                                    refresh_s=k.refresh),
+                     min(config.interval, k.refresh), k.timeout + 1.0)

@@ -512,3 +512,94 @@ def test_a_stale_socket_left_by_a_stopped_kubelet_is_unavailable(node, sockdir):
     assert sample_value(samples, "agent.kubelet_errors_total", {"reason": "unavailable"}) == 1
     assert sample_value(samples, "agent.kubelet_up") == 0.0
     assert not [s for s in samples if s.label("pod") or s.label("pod_uid")]
+
+
+# --- when the kubelet is asked ---------------------------------------------------------------
+class _Clock:
+    """The attribution's monotonic clock, moved by the test a cycle (15 s) at a time."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _timed_agent(node, kubelet: Kubelet, nvml: FakeNvml, clock: _Clock) -> Agent:
+    """The node's collectors with attribution asked every 60 s at most (the default)."""
+    attribution = PodAttribution(node.labels, PodResourcesClient(kubelet.socket, 2.0),
+                                 proc_root=PROC, refresh_s=60.0, clock=clock)
+    collectors = [
+        Scheduled(attribution, 15.0, 3.0),
+        Scheduled(NvmlCollector(node.labels, nvml=nvml), 15.0, 10.0),
+        Scheduled(AscendCollector(node.labels, run=FakeNpuSmi(node),
+                                  hccn_run=FakeHccnTool(node)), 15.0, 10.0),
+    ]
+    return Agent(collectors, [], node.labels, relabel=attribution.relabel)
+
+
+def _cycles(agent: Agent, clock: _Clock, n: int) -> list[list[Sample]]:
+    out = []
+    for _ in range(n):
+        out.append(agent.run_once())
+        clock.now += 15.0
+    return out
+
+
+@pytest.fixture
+def steady_nvml(node) -> FakeNvml:
+    """GPU 0 (held by team-a/train-0) runs a process; the other GPUs run none."""
+    return _nvml(node, processes={0: [(4242, "python", GIB)],
+                                  **{i: [] for i in range(1, 8)}})
+
+
+def test_with_steady_processes_the_kubelet_is_asked_once_a_refresh(
+        node, kubelet, steady_nvml):
+    clock = _Clock()
+    agent = _timed_agent(node, kubelet, steady_nvml, clock)
+    try:
+        _cycles(agent, clock, 8)  # two minutes at 15 s
+    finally:
+        agent.close()
+    assert kubelet.lister.calls == 2  # at 0 s and 60 s, not every cycle
+
+
+def test_a_process_starting_on_a_free_device_brings_its_pod_within_a_cycle(
+        node, kubelet, steady_nvml, ids):
+    clock = _Clock()
+    agent = _timed_agent(node, kubelet, steady_nvml, clock)
+    util = "accelerator.utilization_ratio"
+    try:
+        first = _cycles(agent, clock, 1)[0]
+        assert _pod(_by_device(first, util)[ids["gpu3"]]) == (None, None, None)
+        # the scheduler gives GPU 3 to a new pod, whose process starts on it
+        kubelet.lister.pods = [*_pods(ids), ("team-e", "new-job", [
+            ("main", [("nvidia.com/gpu", [ids["gpu3"]])])])]
+        steady_nvml.processes[3] = [(5151, "python", GIB)]
+        seen, after = _cycles(agent, clock, 2)  # at 15 s the process, at 30 s the pod
+    finally:
+        agent.close()
+    assert _pod(_by_device(seen, util)[ids["gpu3"]]) == (None, None, None)
+    assert _pod(_by_device(after, util)[ids["gpu3"]]) == ("team-e", "new-job", "main")
+    assert kubelet.lister.calls == 2  # 30 s after the first List, half the refresh
+
+
+def test_the_last_process_leaving_a_held_device_frees_it_within_a_cycle(
+        node, kubelet, steady_nvml, ids):
+    clock = _Clock()
+    agent = _timed_agent(node, kubelet, steady_nvml, clock)
+    util, allocated = "accelerator.utilization_ratio", "accelerator.allocated"
+    try:
+        first = _cycles(agent, clock, 1)[0]
+        assert _pod(_by_device(first, util)[ids["gpu0"]]) == ("team-a", "train-0", "trainer")
+        # train-0 ends: its process exits and the kubelet no longer lists it
+        kubelet.lister.pods = [p for p in _pods(ids) if p[1] != "train-0"]
+        steady_nvml.processes[0] = []
+        _, after = _cycles(agent, clock, 2)
+    finally:
+        agent.close()
+    assert _pod(_by_device(after, util)[ids["gpu0"]]) == (None, None, None)
+    held = {s.label("device"): s.value for s in after if s.name == allocated}
+    assert held[ids["gpu0"]] == held[ids["gpu2"]] == 0.0  # train-0 held both
+    assert held[ids["mig0"]] == 1.0  # infer-0 still holds its MIG device
+    assert kubelet.lister.calls == 2

@@ -18,6 +18,14 @@ holds it (an allocated device with no process is not seen), so ``allocated`` is 
 then. Several pods sharing one device (time-slicing, MPS) are reported as the first of them
 in (namespace, pod, container) order: a series has one pod label.
 
+The kubelet is asked every ``refresh_s`` (60 s in the node config), and sooner, at the
+collector's next run, when the devices' processes change in a way the cached answer may not
+cover: a new process on a device the answer calls free (a pod may have been given it since),
+or the last process gone from a held one (its pod may have ended). So a pod that starts or
+stops work is labelled within one cycle, and one that only holds or releases an idle device
+within ``refresh_s``, while a List (about 1.2 ms of CPU: grpc opens a channel for it) runs
+about once a minute, not every cycle. Hinted Lists come at most every ``refresh_s / 4``.
+
 The attribution is the agent's first collector, so in ``run_once`` its answer is in before
 the devices' batches are relabelled; under ``run`` the batches of the agent's first cycle
 may go out before the first answer (they then carry what the fallback finds).
@@ -27,8 +35,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -86,8 +95,16 @@ class PodAttribution:
     name = "kubernetes"
 
     def __init__(self, labels: Mapping[str, str], client: PodResourcesClient, *,
-                 proc_root: Path = Path("/proc"), cgroup_fallback: bool = True) -> None:
+                 proc_root: Path = Path("/proc"), cgroup_fallback: bool = True,
+                 refresh_s: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """``refresh_s``: the longest an answer is used (0: ask at every collector run)."""
         self._place = placement_labels(labels)
+        self._refresh_s = refresh_s
+        self._clock = clock
+        self._asked_at: float | None = None
+        self._hinted = False  # the relabel step saw processes the answer may not cover
+        self._procs: dict[str, frozenset[str]] = {}  # device -> its pids in its last batch
         self._client = client
         self._proc_root = Path(proc_root)
         self._fallback = cgroup_fallback
@@ -103,7 +120,11 @@ class PodAttribution:
 
     # -- the collector's part: refresh the cache ----------------------------------------------
     def collect(self) -> list[Sample]:
-        """Ask the kubelet once; its metrics are in `self_samples`, every cycle."""
+        """Ask the kubelet when due; its metrics are in `self_samples`, every cycle."""
+        if not self._due():
+            return []
+        with self._lock:
+            self._asked_at, self._hinted = self._clock(), False
         try:
             held = holders_by_key(self._client.list())
         except KubeletUnavailable as exc:
@@ -126,6 +147,27 @@ class PodAttribution:
             log.warning("kubelet PodResources answers again at %s", self._client.socket)
             self._failing = False
         return []
+
+    def _due(self) -> bool:
+        with self._lock:
+            if self._asked_at is None:
+                return True
+            since = self._clock() - self._asked_at
+            return since >= self._refresh_s or (self._hinted and since >= self._refresh_s / 4)
+
+    def _watch(self, procs: dict[str, set[str]], held: set[str], present: set[str]) -> None:
+        """Hint an early List when processes start on a device the answer calls free, or
+        the last one leaves a held device (see the module's docstring). ``present``: the
+        devices this batch reports (each collector's batch is relabelled on its own)."""
+        before = self._procs  # a device first seen now is the baseline: no hint
+        started = any(device in before and pids - before[device]
+                      for device, pids in procs.items() if device not in held)
+        ended = any(before.get(device) and device not in procs for device in held)
+        for device in present | procs.keys():
+            before[device] = frozenset(procs.get(device, ()))
+        if started or ended:
+            with self._lock:
+                self._hinted = True
 
     def _reset(self) -> None:
         self._relabelled = {}
@@ -156,6 +198,7 @@ class PodAttribution:
             return self._relabel_from_cgroups(samples, cache)
         out: list[Sample] = []
         health: list[tuple[Sample, tuple]] = []  # one per device: where allocated comes from
+        procs: dict[str, set[str]] = {}  # device -> pids, for `_watch`
         append = out.append
         for s in samples:
             if s.measurement not in _DEVICE_MEASUREMENTS:
@@ -164,8 +207,11 @@ class PodAttribution:
             hit = cache.get(s.labels)
             if hit is None:
                 hit = cache[s.labels] = self._resolve(held, s.labels)
-            if s.field == "health" and s.measurement == "accelerator":
-                health.append((s, hit))
+            if s.measurement == "accelerator":
+                if s.field == "health":
+                    health.append((s, hit))
+            else:
+                procs.setdefault(hit[0], set()).add(s.label("pid") or "")
             new = hit[1]
             append(s if new is None else _with_labels(s, new))
         parents_held = {parent for _, (_, new, parent) in health if new is not None and parent}
@@ -176,6 +222,9 @@ class PodAttribution:
             append(Sample("accelerator", "allocated", 1.0 if on else 0.0,
                           s.labels if new is None else new, s.time))
         self._note(seen)
+        if health:  # a batch of the devices' collector (not one of meters or links)
+            self._watch(procs, {device for _, (device, new, _) in health if new is not None},
+                        {device for _, (device, _, _) in health})
         return out
 
     def _resolve(self, held: dict[Key, dict[str, str]],

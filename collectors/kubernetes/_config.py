@@ -21,7 +21,9 @@ class KubernetesConfig(_Model):
     """Workload attribution: label each accelerator with the pod that holds it.
 
     ``pod_resources_socket``: the kubelet's PodResources socket (mount it read-only into the
-    agent's pod). ``refresh``: how often the agent asks (the answer is cached in between).
+    agent's pod). ``refresh``: the longest the agent uses an answer before asking again;
+    it asks sooner, within one collection interval, when a process starts on a device the
+    answer calls free or the last one leaves a held device.
     ``timeout``: one List call. ``proc_root``: the host's /proc (the agent needs hostPID for
     it), read for the fallback: where the socket cannot be reached, a device's processes are
     traced through ``/proc/<pid>/cgroup`` to their pod's UID. ``cgroup_fallback: false``
@@ -30,7 +32,7 @@ class KubernetesConfig(_Model):
 
     enabled: bool = False
     pod_resources_socket: Path = DEFAULT_SOCKET
-    refresh: Interval = 30.0
+    refresh: Interval = 60.0
     timeout: Duration = Field(2.0, gt=0)
     proc_root: Path = Path("/proc")
     cgroup_fallback: bool = True
