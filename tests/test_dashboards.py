@@ -418,7 +418,7 @@ def _policy_sources(policy) -> list[str]:
 
 
 def test_the_zh_cn_set_has_no_untranslated_english(files, shipped):
-    sources = _policy_sources(shipped[1])
+    sources: list[str] = []  # the policy's sources are quoted in Chinese (source_zh), as well
     zh = {rel: json.loads(text) for rel, text in files.items() if rel.startswith("json/zh-CN/")}
     assert len(zh) == 5
     for rel, model in zh.items():
@@ -428,6 +428,19 @@ def test_the_zh_cn_set_has_no_untranslated_english(files, shipped):
         assert not left, f"{rel}: untranslated {left}"
         assert CJK.search(model["title"]) and all(
             CJK.search(p["title"]) for p in model["panels"] if p.get("title")), rel
+
+
+def test_the_zh_cn_set_quotes_the_policys_sources_in_chinese(files, shipped):
+    policy = shipped[1]
+    zh = "\n".join(t for rel, text in files.items() if rel.startswith("json/zh-CN/")
+                   for t in _visible(json.loads(text)))
+    en = "\n".join(t for rel, text in files.items() if rel.startswith("json/en/")
+                   for t in _visible(json.loads(text)))
+    quoted = [policy.latency.route_inflation_limit, policy.utilization.minimums.hub.default,
+              policy.pue.min_completeness]
+    for entry in quoted:
+        assert entry.source_zh.strip() in zh and entry.source.strip() not in zh, entry.source
+        assert entry.source.strip() in en, entry.source
 
 
 def test_the_english_set_has_no_chinese(files, shipped):
