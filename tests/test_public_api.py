@@ -159,7 +159,7 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.i18n": {
         "DEFAULT_LANGUAGE", "DOMAIN", "ENV_VAR", "LANGUAGES", "LOCALE_DIR", "LanguageError",
         "N_", "_", "current_language", "gettext_dir", "language_of_locale", "ngettext",
-        "normalize_language", "resolve_language", "set_language", "translations",
+        "normalize_language", "resolve_language", "restate", "set_language", "translations",
         "using_language"},
     "computewatch.lineprotocol": {
         "EncodeResult", "GZIP_LEVEL", "InfluxSettings", "LineProtocolError", "LineProtocolWriter",
@@ -190,6 +190,11 @@ PUBLIC: dict[str, set[str]] = {
         "window_edges", "window_pue", "windowed_pue"},
     "computewatch.redact": {
         "MASK", "RedactingFormatter", "is_secret_key", "redact", "redact_url", "register_secret"},
+    "computewatch.rule_definitions": {
+        "ANOMALY_HEALTH", "ANOMALY_SITE", "HELD_IDLE", "LATENCY_BUDGET_BELOW_PHYSICS",
+        "LATENCY_LINK_DEGRADED", "LATENCY_ROUTE_INFLATION", "LATENCY_TIER_BUDGET_UNMET",
+        "PUE_EXCURSION", "PUE_OVER_TARGET", "PUE_WINDOW_NAMES", "RULE_TEMPLATES", "SURPLUS",
+        "UNDERUSE", "definition_in_language"},
     "computewatch.rollup_rules": {
         "GRAINS", "ROLLED_UP", "ROLLUP_RULES_FILE", "RollupRule", "render_rollup_rules",
         "rollup_rules"},

@@ -5,8 +5,9 @@ Typer takes help from docstrings and ``help=`` arguments at import, before a lan
 chosen, so they cannot be marked with ``_()`` where they are written. Instead the click
 command tree is walked: `translate_help` replaces each help text with its translation
 (``computewatch --lang zh-CN summary --help``), and `_help_extract.extract` is the pybabel
-extraction method (babel.cfg) that yields the same texts for the catalogue. Click's own
-words (Usage, Options) stay click's.
+extraction method (babel.cfg) that yields the same texts for the catalogue. The usage line's
+placeholders (``[OPTIONS]``, ``COMMAND [ARGS]...``) are translated here too; click's own words
+(Usage, Options, Error) by `computewatch.cli._click_words`.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ def translate_help(command: click.Command) -> None:
         if hasattr(item, "get_help_option"):  # a command (Typer carries its own click copy)
             if item.short_help:
                 item.short_help = _(item.short_help)
+            if getattr(item, "options_metavar", None) == "[OPTIONS]":
+                item.options_metavar = _(N_("[OPTIONS]"))
+            if getattr(item, "subcommand_metavar", None) == "COMMAND [ARGS]...":
+                item.subcommand_metavar = _(N_("COMMAND [ARGS]..."))
             item.get_help_option = _help_option(item.get_help_option, help_help)
 
 
