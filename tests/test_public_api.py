@@ -107,9 +107,9 @@ PUBLIC: dict[str, set[str]] = {
         "PairWindows", "link_budgets", "pair_windows", "scored_counts", "window_compliance",
         "window_count", "windows_over_budget"},
     "computewatch.config": {
-        "ConfigError", "FieldPath", "MAX_CONFIG_BYTES", "MAX_DEPTH", "MAX_LISTED", "MAX_VALUES",
-        "PathError", "format_path", "load_yaml_model", "load_yaml_model_from_text",
-        "suggest_known"},
+        "CONFIG_MESSAGES", "ConfigError", "FieldPath", "MAX_CONFIG_BYTES", "MAX_DEPTH",
+        "MAX_LISTED", "MAX_VALUES", "PathError", "format_path", "load_yaml_model",
+        "load_yaml_model_from_text", "message_in_language", "suggest_known"},
     "computewatch.dashboards": {
         "DASHBOARDS_DIR", "DASHBOARD_SETS", "DashboardError", "DashboardSet", "GrafanaAuthError",
         "GrafanaUnreachable", "MapTiles", "MapTilesError", "PushError", "PushResult",
