@@ -12,6 +12,7 @@ placeholders (``[OPTIONS]``, ``COMMAND [ARGS]...``) are translated here too; cli
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -51,11 +52,19 @@ def translate_help(command: click.Command) -> None:
         if hasattr(item, "get_help_option"):  # a command (Typer carries its own click copy)
             if item.short_help:
                 item.short_help = _(item.short_help)
+            elif item.help and item.help != text:  # click cuts at a space: Chinese has none
+                item.short_help = _short(item.help)
             if getattr(item, "options_metavar", None) == "[OPTIONS]":
                 item.options_metavar = _(N_("[OPTIONS]"))
             if getattr(item, "subcommand_metavar", None) == "COMMAND [ARGS]...":
                 item.subcommand_metavar = _(N_("COMMAND [ARGS]..."))
             item.get_help_option = _help_option(item.get_help_option, help_help)
+
+
+def _short(text: str, limit: int = 40) -> str:
+    """A command's line in its group's list: the first clause of its translated help."""
+    first = re.split(r"[。；：]", text.strip(), maxsplit=1)[0]
+    return first if len(first) <= limit else first[:limit - 1] + "…"
 
 
 def _help_option(original: Any, text: str) -> Any:
