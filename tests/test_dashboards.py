@@ -396,25 +396,8 @@ def _english_words(text: str, sources: list[str]) -> list[str]:
 
 
 def _policy_sources(policy) -> list[str]:
-    from pydantic import BaseModel
-
-    found: list[str] = []
-
-    def walk(node) -> None:
-        if isinstance(node, BaseModel):
-            if isinstance(getattr(node, "source", None), str):
-                found.append(node.source.strip())
-            for name in type(node).model_fields:
-                walk(getattr(node, name))
-        elif isinstance(node, dict):
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list | tuple):
-            for v in node:
-                walk(v)
-
-    walk(policy)
-    return sorted(set(found), key=len, reverse=True)
+    """The policy's sources as written, longest first (so a longer one is removed whole)."""
+    return sorted(policy.sources_in("en"), key=len, reverse=True)
 
 
 def test_the_zh_cn_set_has_no_untranslated_english(files, shipped):
