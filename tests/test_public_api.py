@@ -190,14 +190,14 @@ PUBLIC: dict[str, set[str]] = {
         "window_edges", "window_pue", "windowed_pue"},
     "computewatch.redact": {
         "MASK", "RedactingFormatter", "is_secret_key", "redact", "redact_url", "register_secret"},
+    "computewatch.rollup_rules": {
+        "GRAINS", "ROLLED_UP", "ROLLUP_RULES_FILE", "RollupRule", "render_rollup_rules",
+        "rollup_rules"},
     "computewatch.rule_definitions": {
         "ANOMALY_HEALTH", "ANOMALY_SITE", "HELD_IDLE", "LATENCY_BUDGET_BELOW_PHYSICS",
         "LATENCY_LINK_DEGRADED", "LATENCY_ROUTE_INFLATION", "LATENCY_TIER_BUDGET_UNMET",
         "PUE_EXCURSION", "PUE_OVER_TARGET", "PUE_WINDOW_NAMES", "RULE_TEMPLATES", "SURPLUS",
         "UNDERUSE", "definition_in_language"},
-    "computewatch.rollup_rules": {
-        "GRAINS", "ROLLED_UP", "ROLLUP_RULES_FILE", "RollupRule", "render_rollup_rules",
-        "rollup_rules"},
     "computewatch.render": {
         "OutputFormat", "format_value", "render_analysis", "render_findings", "render_frame",
         "render_root_causes", "render_scores", "render_summary"},
