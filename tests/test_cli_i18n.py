@@ -263,3 +263,34 @@ def test_config_errors_are_framed_in_the_language_with_names_and_values_verbatim
             ) in en.stderr, en.stderr
     missing = run("topology", "check", str(tmp_path / "none.yaml"), lang="zh-CN")
     assert f"{tmp_path / 'none.yaml'}: 文件不存在" in missing.stderr, missing.stderr
+
+
+def test_a_typer_on_click_itself_sends_clicks_gettext_to_the_catalogue(monkeypatch):
+    """Typer before its own copy of click (pyproject allows >= 0.12): click's modules ask
+    gettext, and get the catalogue's words."""
+    import importlib
+
+    import click.formatting
+    import typer.core
+
+    from computewatch.cli import _click_words
+    from computewatch.i18n import using_language
+
+    real = importlib.import_module
+
+    def without_typers_click(name: str, *args):
+        if name.startswith("typer._click"):
+            raise ImportError(name)
+        return real(name, *args)
+
+    for module in (click.core, click.exceptions, click.formatting, click.parser, click.types,
+                   click.decorators, typer.core):
+        for attr in ("_", "ngettext"):
+            if hasattr(module, attr):
+                monkeypatch.setattr(module, attr, getattr(module, attr))  # restored after
+    monkeypatch.setattr(_click_words.importlib, "import_module", without_typers_click)
+    _click_words.route_click_words()
+    with using_language("zh-CN"):
+        assert click.formatting._("Usage:") == "用法："
+        assert typer.core._("Options") == "选项"
+    assert click.formatting._("Usage:") == "Usage:"

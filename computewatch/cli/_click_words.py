@@ -20,7 +20,7 @@ from computewatch.i18n import N_, _, current_language, restate
 
 __all__ = ["ERROR_LINES", "HEADINGS", "MESSAGES", "route_click_words"]
 
-HEADINGS = (N_("Usage: "), N_("Options"), N_("Commands"), N_("Arguments"),
+HEADINGS = (N_("Usage: "), N_("Usage:"), N_("Options"), N_("Commands"), N_("Arguments"),
             N_("default: {default}"), N_("env var: {var}"), N_("required"), N_("(dynamic)"),
             N_("Aborted!"), N_("Missing command."), N_("No such command {name!r}."))
 """The words Typer's click asks gettext for, and the usage prefix."""
@@ -74,11 +74,15 @@ def route_click_words() -> None:
     """Send Typer's click words through the catalogue of the current language (call once,
     before the command runs; idempotent)."""
     core = importlib.import_module("typer.core")
-    formatting = importlib.import_module("typer._click.formatting")
-    exceptions = importlib.import_module("typer._click.exceptions")
+    core._ = _  # headings, default/env var/required notes, Aborted!, Missing command.
+    try:
+        formatting = importlib.import_module("typer._click.formatting")
+        exceptions = importlib.import_module("typer._click.exceptions")
+    except ImportError:  # a Typer on click itself (before 0.2x): click asks gettext
+        _route_click_gettext()
+        return
     if getattr(exceptions.echo, "_computewatch", False):
         return
-    core._ = _  # headings, default/env var/required notes, Aborted!, Missing command.
 
     write_usage = formatting.HelpFormatter.write_usage
 
@@ -96,3 +100,16 @@ def route_click_words() -> None:
 
     echo_in_language._computewatch = True  # type: ignore[attr-defined]
     exceptions.echo = echo_in_language
+
+
+def _route_click_gettext() -> None:
+    """click's modules ask the standard library's gettext: ask the catalogue instead (the
+    msgids click shares with Typer's copy translate; the others stay click's English)."""
+    from computewatch.i18n import ngettext
+
+    for name in ("core", "decorators", "exceptions", "formatting", "parser", "types"):
+        module = importlib.import_module(f"click.{name}")
+        if hasattr(module, "_"):
+            module._ = _
+        if hasattr(module, "ngettext"):
+            module.ngettext = ngettext
