@@ -192,6 +192,8 @@ HELP_VERBATIM = {
     "info", "warning", "critical", "cuda", "cann", "dcgm", "prometheus", "influx", "en", "zh",
     "Shanghai", "Hebei", "True",
     "d", "h", "m", "s", "w", "ms",
+    # an argument's name, as its option names are kept (topology check's path)
+    "path",
 }
 _CODE = re.compile(r"`[^`]*`|--?[A-Za-z][\w-]*|<[^>]*>|\[[a-z_]+\]|\$\{?[A-Z_]+\}?"
                    r"|(?<![A-Za-z0-9])[a-z][a-z0-9]*(?:-[a-z0-9]+)+(?![A-Za-z0-9])"
@@ -202,17 +204,19 @@ _CODE = re.compile(r"`[^`]*`|--?[A-Za-z][\w-]*|<[^>]*>|\[[a-z_]+\]|\$\{?[A-Z_]+\
 def help_english(text: str) -> list[str]:
     """English words left in a help page: lines wrapped inside a token joined first, then
     code (options, metavars, placeholders, paths, URLs, env vars, acronyms) set aside."""
-    lines = [line.strip() for line in text.splitlines()]
-    joined = lines[0] if lines else ""
-    for line in lines[1:]:
-        inside = re.search(r"[\w/:.\-]$", joined) and re.match(r"[\w/:.]", line)
+    lines = text.splitlines()
+    joined = lines[0].strip() if lines else ""
+    for raw in lines[1:]:  # a continuation is indented past an entry's two spaces
+        line = raw.strip()
+        inside = (len(raw) - len(raw.lstrip()) > 2 and re.search(r"[\w/:.\-]$", joined)
+                  and re.match(r"[\w/:.]", line))
         joined += line if inside else "\n" + line
     words = re.findall(r"(?<![A-Za-z0-9])[A-Za-z][A-Za-z0-9]*", _CODE.sub(" ", joined))
     return sorted({w for w in words if w not in HELP_VERBATIM | COMMAND_NAMES | IDS})
 
 
 def test_the_help_word_check_can_fail():
-    assert help_english("用法：computewatch summary [选项]\n选项:\n  --since <str>  Period "
+    assert help_english("用法：computewatch summary [选项]\n选项：\n  --since <str>  Period "
                         "length, e.g. 24h.  [默认值：24h]") == ["Period", "length"]
 
 
@@ -222,7 +226,7 @@ def test_every_help_page_in_zh_cn_is_chinese(path):
     proc = run(*path, "--help", lang="zh-CN")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert out.startswith("用法：python -m computewatch") and "选项:" in out
+    assert out.startswith("用法：python -m computewatch") and "选项：" in out
     assert "显示此帮助信息后退出。" in out
     assert "Usage" not in out and "Options" not in out and "default:" not in out
     assert help_english(out) == [], out

@@ -20,9 +20,10 @@ from computewatch.i18n import N_, _, current_language, restate
 
 __all__ = ["ERROR_LINES", "HEADINGS", "MESSAGES", "route_click_words"]
 
-HEADINGS = (N_("Usage: "), N_("Usage:"), N_("Options"), N_("Commands"), N_("Arguments"),
-            N_("default: {default}"), N_("env var: {var}"), N_("required"), N_("(dynamic)"),
-            N_("Aborted!"), N_("Missing command."), N_("No such command {name!r}."))
+HEADINGS = (N_("Usage: "), N_("Usage:"), N_("{heading}:"), N_("Options"), N_("Commands"),
+            N_("Arguments"), N_("default: {default}"), N_("env var: {var}"), N_("required"),
+            N_("(dynamic)"), N_("Aborted!"), N_("Missing command."),
+            N_("No such command {name!r}."))
 """The words Typer's click asks gettext for, and the usage prefix."""
 
 ERROR_LINES = (N_("Error: {message}"), N_("Try '{command} {option}' for help."))
@@ -91,6 +92,15 @@ def route_click_words() -> None:
         write_usage(self, prog, args, _("Usage: ") if prefix is None else prefix)
 
     formatting.HelpFormatter.write_usage = usage_in_language
+    write_heading = formatting.HelpFormatter.write_heading
+
+    def heading_in_language(self: Any, heading: str) -> None:
+        if current_language() == "en":
+            write_heading(self, heading)
+        else:  # the colon of the language (选项：), not click's ASCII one
+            self.write(f"{'':>{self.current_indent}}{_('{heading}:').format(heading=heading)}\n")
+
+    formatting.HelpFormatter.write_heading = heading_in_language
     echo = exceptions.echo
 
     def echo_in_language(message: Any = None, *args: Any, **kwargs: Any) -> None:

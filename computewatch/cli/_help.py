@@ -61,10 +61,11 @@ def translate_help(command: click.Command) -> None:
             item.get_help_option = _help_option(item.get_help_option, help_help)
 
 
-def _short(text: str, limit: int = 40) -> str:
-    """A command's line in its group's list: the first clause of its translated help."""
-    first = re.split(r"[。；：]", text.strip(), maxsplit=1)[0]
-    return first if len(first) <= limit else first[:limit - 1] + "…"
+def _short(text: str, limit: int = 60) -> str:
+    """A command's line in its group's list: the first sentence of its translated help, or
+    of a long one its first clause."""
+    first = text.strip().split("。", 1)[0]
+    return first if len(first) <= limit else re.split(r"[：；]", first, maxsplit=1)[0]
 
 
 def _help_option(original: Any, text: str) -> Any:
