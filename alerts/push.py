@@ -33,7 +33,7 @@ episode that ended days ago is history for the report, not a page for the NOC.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -44,6 +44,7 @@ import requests
 from computewatch.finding_text import finding_message, rule_title
 from computewatch.findings import Analysis, Finding, Period, Severity, incident_id
 from computewatch.i18n import using_language
+from computewatch.rule_definitions import definition_in_language
 from computewatch.triage import group_ids
 
 __all__ = ["SOURCE", "PushError", "PushResult", "alert_name", "finding_alert",
@@ -110,8 +111,10 @@ def _zh_title(rule: str) -> str:
 
 
 def finding_alert(finding: Finding, *, now: datetime, hold: timedelta, source: str = SOURCE,
-                  generator_url: str | None = None, group: str | None = None) -> dict[str, Any]:
-    """One postable alert (API v2) for a finding that holds now."""
+                  generator_url: str | None = None, group: str | None = None,
+                  sources: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """One postable alert (API v2) for a finding that holds now. ``sources`` maps the
+    policy's sources to their Chinese (`Policy.sources_in`), for ``description_zh``."""
     f = finding
     start, end = _utc(f.start), _utc(f.end)
     summary = f.message or (f"{f.subject_type} {f.subject}: {f.rule} "
@@ -122,6 +125,8 @@ def finding_alert(finding: Finding, *, now: datetime, hold: timedelta, source: s
                    "window_start": start.isoformat(), "window_end": end.isoformat()}
     if f.definition:
         annotations["description"] = str(f.definition)
+        with using_language("zh-CN"):  # the rule's definition as a Chinese target shows it
+            annotations["description_zh"] = definition_in_language(str(f.definition), sources)
     # What a Chinese target of the bridge shows (computewatch.finding_text).
     annotations["title_zh"] = _zh_title(f.rule)
     annotations["summary_zh"] = finding_message(f, "zh-CN")
@@ -172,7 +177,8 @@ def push_findings(alertmanager_url: str, findings: Iterable[Finding], *,
                   recent: timedelta | None = None, min_severity: Severity = Severity.WARNING,
                   source: str = SOURCE, generator_url: str | None = None,
                   timeout: float = 10.0, session: requests.Session | None = None,
-                  period: Period | None = None) -> PushResult:
+                  period: Period | None = None,
+                  sources: Mapping[str, str] | None = None) -> PushResult:
     """Push the current findings and resolve ours that are gone; one POST per run.
 
     ``pipelines``: those that ran and succeeded; only their vanished alerts are resolved.
@@ -189,7 +195,8 @@ def push_findings(alertmanager_url: str, findings: Iterable[Finding], *,
         groups = dict(enumerate(group_ids(findings, period)))
         current, skipped = _current(findings, min_severity, period_end, recent, groups)
         alerts = [finding_alert(f, now=now, hold=hold, source=source,
-                                generator_url=generator_url, group=g) for f, g in current]
+                                generator_url=generator_url, group=g, sources=sources)
+                  for f, g in current]
         keys = {tuple(sorted(a["labels"].items())) for a in alerts}
         resolved = []
         for old in _active(session, base, source, timeout):
@@ -223,7 +230,8 @@ def push_analysis(alertmanager_url: str, analysis: Analysis, *,
                   hold: timedelta = timedelta(hours=1), now: datetime | None = None,
                   recent: timedelta | None = None, min_severity: Severity = Severity.WARNING,
                   source: str = SOURCE, generator_url: str | None = None,
-                  timeout: float = 10.0, session: requests.Session | None = None) -> PushResult:
+                  timeout: float = 10.0, session: requests.Session | None = None,
+                  sources: Mapping[str, str] | None = None) -> PushResult:
     """`push_findings` for one run of the pipelines: its findings, current as of its period's
     end, resolving only the vanished alerts of the pipelines that succeeded (a failed
     pipeline's alerts stay as they are)."""
@@ -231,4 +239,4 @@ def push_analysis(alertmanager_url: str, analysis: Analysis, *,
                          hold=hold, now=now, period_end=analysis.period.end, recent=recent,
                          min_severity=min_severity, source=source,
                          generator_url=generator_url, timeout=timeout, session=session,
-                         period=analysis.period)
+                         period=analysis.period, sources=sources)

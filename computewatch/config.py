@@ -31,9 +31,11 @@ from typing import Any, TypeVar, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from computewatch.i18n import N_, _, current_language, restate
 from computewatch.redact import is_secret_key, redact
 
 __all__ = [
+    "CONFIG_MESSAGES",
     "MAX_CONFIG_BYTES",
     "MAX_DEPTH",
     "MAX_LISTED",
@@ -44,6 +46,7 @@ __all__ = [
     "format_path",
     "load_yaml_model",
     "load_yaml_model_from_text",
+    "message_in_language",
     "suggest_known",
 ]
 
@@ -66,6 +69,65 @@ MAX_VALUES = 1_000_000
 _MAX_INT = 2**63 - 1
 _LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _IDENT = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+CONFIG_MESSAGES = (
+    N_("file not found"),
+    N_("is a directory, expected a YAML file"),
+    N_("not UTF-8 text ({reason} at byte {start})"),
+    N_("cannot read: {reason}"),
+    N_("file is empty"),
+    N_("file is larger than {mib} MiB, the limit for a config file"),
+    N_("text is larger than {mib} MiB, the limit for a config file"),
+    N_("YAML syntax error: {problem}"),
+    N_("YAML error: character {what} is not allowed in a YAML file ({reason})"),
+    N_("nested deeper than {levels} levels"),
+    N_("an alias refers to the value that contains it"),
+    N_("must be a finite number"),
+    N_("is out of range (a 64-bit integer at most)"),
+    N_("duplicate key {key} (first at line {line})"),
+    N_("required field is missing"),
+    N_("unknown key {key} (did you mean {close}? allowed: {allowed})"),
+    N_("unknown key {key} (allowed: {allowed})"),
+    N_("unknown key {key}"),
+    N_("must match {pattern}"),
+    N_("must be <= {limit}"), N_("must be < {limit}"), N_("must be >= {limit}"),
+    N_("must be > {limit}"),
+    N_("must be a valid number, unable to parse string as a number"),
+    N_("must be a valid integer, unable to parse string as an integer"),
+    N_("must be a valid integer, got a number with a fractional part"),
+    N_("must be a valid string"),
+    N_("must be a valid boolean, unable to interpret input"),
+    N_("must be a valid list"),
+    N_("must be a valid dictionary"),
+    N_("duplicate {what} id {value} (first at {where})"),
+    N_("unknown {what} {value} ({known})"),
+)
+"""What a config error says, as templates: the loader's own messages, pydantic's common ones
+as the loader words them, and the cross-reference checks' unknown and duplicate ids. Names,
+paths and values are kept verbatim in every language."""
+
+_KNOWN = (N_("known: {ids}"), N_("did you mean {ids}? {n} known"), N_("{n} known: {ids}, ..."))
+_WHAT = {"hub": N_("hub"), "cluster": N_("cluster"), "site": N_("site"),
+         "province": N_("province"), "city": N_("city"), "node": N_("node"),
+         "region": N_("region"), "target": N_("target"), "meter": N_("meter"),
+         "demand city": N_("demand city")}
+
+
+def _in_language(field: str, text: str) -> str:
+    if field == "known":
+        return restate(text, _KNOWN) or text
+    if field == "what" and text in _WHAT:
+        return _(_WHAT[text])
+    return text
+
+
+def message_in_language(message: str) -> str:
+    """A config error's message (English, as raised) in the current language where one of
+    `CONFIG_MESSAGES` words it; else as raised."""
+    if current_language() == "en":
+        return message
+    return restate(message, CONFIG_MESSAGES, value=_in_language) or message
 
 
 class ConfigError(Exception):
@@ -93,16 +155,17 @@ class ConfigError(Exception):
         parts = [where]
         if self.path:
             parts.append(format_path(self.path))
-        text = self.message
+        text = message_in_language(self.message)
         if self.has_value and any(is_secret_key(p) for p in self.path):
             # A secret written inline where a reference was expected: never echo it.
-            text = f"{text} (the value is not shown: this field holds a secret)"
+            text = _("{message} (the value is not shown: this field holds a secret)").format(
+                message=text)
         elif self.has_value:
             shown = _short_repr(self.value)
             # Validators often quote the bad value in the message already; do not say it twice.
-            if f"got {shown}" not in text and not (isinstance(self.value, str)
-                                                   and shown in text):
-                text = f"{text} (got {shown})"
+            if f"got {shown}" not in self.message and not (isinstance(self.value, str)
+                                                           and shown in self.message):
+                text = _("{message} (got {value})").format(message=text, value=shown)
         parts.append(text)
         # Credentials in a URL and registered secrets are hidden wherever they appear.
         return redact(": ".join(parts).replace("\n", " "))

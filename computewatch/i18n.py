@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import gettext
 import os
-from collections.abc import Iterator, Mapping
+import re
+import string
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import cache
@@ -27,7 +29,7 @@ from pathlib import Path
 
 __all__ = ["DEFAULT_LANGUAGE", "DOMAIN", "ENV_VAR", "LANGUAGES", "LOCALE_DIR", "N_",
            "LanguageError", "_", "current_language", "gettext_dir", "language_of_locale",
-           "ngettext", "normalize_language", "resolve_language", "set_language",
+           "ngettext", "normalize_language", "resolve_language", "restate", "set_language",
            "translations", "using_language"]
 
 DOMAIN = "computewatch"
@@ -144,3 +146,68 @@ def N_(message: str) -> str:
     """Mark ``message`` for the catalogue without translating it (module-level tables, which
     are built before a language is chosen: translate them with `_` where they are shown)."""
     return message
+
+
+def _fields(template: str) -> list[tuple[str, str | None]]:
+    """``template``'s literal text and field names, in order (a format spec dropped)."""
+    return [(literal, field) for literal, field, _spec, _conv in string.Formatter().parse(template)]
+
+
+@cache
+def _pattern(template: str, nested: tuple[tuple[str, tuple[str, ...]], ...] = ()) -> re.Pattern:
+    """A regular expression matching the whole of any text ``template`` formats to: each
+    field a named group (a field met again must repeat its value), a field in ``nested``
+    one of its templates."""
+    inner = dict(nested)
+    seen: set[str] = set()
+    out = []
+    for literal, field in _fields(template):
+        out.append(re.escape(literal))
+        if field is None:
+            continue
+        name = field.split(".")[0].split("[")[0]
+        if name in seen:
+            out.append(f"(?P={name})")
+            continue
+        seen.add(name)
+        if name in inner:
+            body = "|".join(_loose(t) for t in inner[name])
+            out.append(f"(?P<{name}>{body})")
+        else:
+            out.append(f"(?P<{name}>.*?)")
+    return re.compile("".join(out), re.S)
+
+
+def _loose(template: str) -> str:
+    """A pattern for any text ``template`` formats to, without groups (a nested value)."""
+    return "".join(re.escape(literal) + ("" if field is None else ".*?")
+                   for literal, field in _fields(template))
+
+
+def _fill(template: str, values: Mapping[str, str]) -> str:
+    """``template`` with each field replaced by its value as text (specs dropped: the value
+    is already formatted, as the English text showed it)."""
+    return "".join(literal + ("" if field is None else values[field.split(".")[0]])
+                   for literal, field in _fields(template))
+
+
+def restate(text: str, templates: Sequence[str], *,
+            nested: Mapping[str, Sequence[str]] | None = None,
+            value: Callable[[str, str], str] | None = None) -> str | None:
+    """``text``, an English message formatted from one of ``templates`` (catalogue msgids
+    with named fields), in the current language: the first template whose pattern matches
+    all of it is translated and filled with the values read back from the text, each passed
+    through ``value(field, text)`` (e.g. a word, a nested definition, a policy source) or
+    kept verbatim. ``nested`` names the fields whose value is itself one of some templates
+    (matched as such, so a "; " inside one cannot split it). None when no template matches.
+
+    This is for text that is stored or raised in English (a finding's definition, a library's
+    error) and read later in a language: the reading, not the writing, picks the language."""
+    key = tuple(sorted((k, tuple(v)) for k, v in (nested or {}).items()))
+    for template in templates:
+        m = _pattern(template, key).fullmatch(text)
+        if m is None:
+            continue
+        got = {k: (value(k, v) if value else v) for k, v in m.groupdict().items()}
+        return _fill(_(template), got)
+    return None

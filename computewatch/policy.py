@@ -283,6 +283,28 @@ class Policy(_Model):
             return topology
         return topology.with_tier_distances(metro, regional)
 
+    def sources_in(self, language: str) -> dict[str, str]:
+        """Every source the policy states, as written (stripped), to the source in
+        ``language`` (`Sourced.source_in`): to read a source quoted in English text, such as
+        a finding's stored definition, in the language of a report."""
+        found: dict[str, str] = {}
+
+        def walk(node: object) -> None:
+            if isinstance(node, Sourced):
+                found[node.source.strip()] = node.source_in(language).strip()
+            if isinstance(node, BaseModel):
+                for name in type(node).model_fields:
+                    walk(getattr(node, name))
+            elif isinstance(node, dict):
+                for v in node.values():
+                    walk(v)
+            elif isinstance(node, list | tuple):
+                for v in node:
+                    walk(v)
+
+        walk(self)
+        return found
+
     def budget_rtt_s(self, tier: Tier | str) -> float:
         """The tier's budget as a round-trip time, so callers always compare measured RTT."""
         budget: float = getattr(self.latency.tiers, Tier(tier).value).value

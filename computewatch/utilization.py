@@ -99,7 +99,7 @@ WINDOW_COLUMNS = ["time", "subject", "value", "weight", "accelerators", "idle_ho
 (samples for time_weighted, accelerators for busy_fraction), accelerators with data, the
 window's idle accelerator-hours, and its completeness (`COMPLETENESS_DEFINITION`)."""
 
-COMPLETENESS_DEFINITION = (
+COMPLETENESS_DEFINITION = N_(
     "completeness of a site's window = utilization samples received / (the site's "
     "accelerators x the samples one accelerator sends in a window), where the site's "
     "accelerators are the most that reported in any window of the period; a cluster's, hub's "

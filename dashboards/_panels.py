@@ -20,6 +20,7 @@ from computewatch.dashboards.query import Expr
 from computewatch.dashboards.sets import DASHBOARD_SETS
 from computewatch.i18n import N_, _, current_language
 from computewatch.place_names import PlaceKind, place_name
+from computewatch.policy import Sourced
 from computewatch.topology import Topology
 
 __all__ = [
@@ -130,11 +131,11 @@ def joined(parts: Sequence[str]) -> str:
     return ("，" if current_language().startswith("zh") else ", ").join(parts)
 
 
-def source(text: str) -> str:
-    """A policy threshold's source, as the policy states it, in the current language where
-    the catalogue has it (the shipped policy's sources are translated; a site's own policy
-    shows its own words)."""
-    return _(text.strip())
+def source(entry: Sourced) -> str:
+    """A policy threshold's source in the current language, as the policy states it
+    (``source_zh`` in zh-CN where the policy gives one, else ``source``: a site's own policy
+    shows its own words), on one line."""
+    return " ".join(entry.source_in(current_language()).split())
 
 
 def kwh(joules: Expr) -> Expr:

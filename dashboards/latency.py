@@ -128,7 +128,7 @@ def _route_inflation(policy: Policy) -> bargauge.Panel:
             .description(_("Lowest RTT over the selected period / the fiber minimum over the "
                            "great-circle distance, for the 15 most inflated pairs; the limit "
                            "is {value:g} ({source}).").format(value=limit.value,
-                                                             source=source(limit.source)))
+                                                             source=source(limit)))
             .height(10).span(10)
             .with_target(prom(Agg("topk", rtt_min / fiber, param=15), instant=True,
                               legend="{{src_site}} → {{dst_site}}"))

@@ -221,7 +221,7 @@ def _underused_table(topology: Topology, policy: Policy) -> table.Panel:
              .description(_("Sites whose mean utilization over the selected period is below "
                             "their policy minimum (default {value:g}: {source}), with the idle "
                             "accelerator-hours of the period.").format(
-                 value=entry.value, source=source(entry.source)))
+                 value=entry.value, source=source(entry)))
              .height(15).span(8))
     panel = with_place_names(panel, topology, ("hub", "cluster"))
     return (place_table(panel, [("A", utilization, below), ("B", minimum_col, minimum),
@@ -244,7 +244,7 @@ def _hub_utilization(topology: Topology, policy: Policy) -> timeseries.Panel:
             .datasource(DATASOURCE)
             .description(_("Mean accelerator utilization of each hub; the dashed line is the "
                            "hub minimum ({value:g}: {source}).").format(
-                value=hub_min.value, source=source(hub_min.source)))
+                value=hub_min.value, source=source(hub_min)))
             .height(9).span(24)
             .with_target(prom(recorded("hub:accelerator_utilization_ratio:avg"),
                               legend="{{hub}}"))

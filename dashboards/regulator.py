@@ -152,8 +152,8 @@ def _method(topology: Topology, policy: Policy) -> text.Panel:
           "over the period (the `time_weighted` definition of `computewatch.utilization`), "
           "per site."),
         _("- **Site minimum**: {value:g}. Source: {source}").format(
-            value=site.default.value, source=source(site.default.source)),
-        *(f"  - {place_name(topology, 'site', s, lang)}: {e.value:g} ({source(e.source)})"
+            value=site.default.value, source=source(site.default)),
+        *(f"  - {place_name(topology, 'site', s, lang)}: {e.value:g} ({source(e)})"
           for s, e in sorted(site.subjects.items())),
         _("- **Idle accelerator-hours**: the capacity left unused, the sum over utilization "
           "samples of (1 - utilization) x the sampling interval (the summary's and the "
@@ -161,11 +161,11 @@ def _method(topology: Topology, policy: Policy) -> text.Panel:
         _("- **PUE**: energy-based, facility energy / IT energy from the meters' counters "
           "over the period (ISO/IEC 30134-2; GB 40879-2021 RM2)."),
         _("- **PUE targets**: {targets}.").format(targets=pue_target_text(policy, topology)),
-        *(f"  - {_(REGIONS.get(region, region))}: {source(e.source)}"
+        *(f"  - {_(REGIONS.get(region, region))}: {source(e)}"
           for region, e in sorted(p.targets.items())),
-        _("  - default: {source}").format(source=source(p.default_target.source)),
+        _("  - default: {source}").format(source=source(p.default_target)),
         _("- **Data completeness floor**: {floor:.0%}. Source: {source}").format(
-            floor=p.min_completeness.value, source=source(p.min_completeness.source)),
+            floor=p.min_completeness.value, source=source(p.min_completeness)),
         _("- **Completeness** is samples received / (series seen × period / the expected "
           "sample interval chosen above)."),
     ]

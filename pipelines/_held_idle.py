@@ -26,6 +26,7 @@ import pandas as pd
 
 from computewatch.findings import Finding, Period, Severity
 from computewatch.policy import Policy
+from computewatch.rule_definitions import HELD_IDLE
 from computewatch.store import Store
 from computewatch.topology import Topology
 from computewatch.utilization import ALLOCATION_DEFINITION, held_idle_windows
@@ -127,9 +128,8 @@ def _episodes_of(site: str, ns: str, runs: list, grid: pd.DatetimeIndex, window:
             Severity.WARNING if material else Severity.INFO, float(len(cards)), 0.0,
             "accelerators", start, end, completeness=1.0, hub=hub, cluster=cluster,
             site=site,
-            definition=(ALLOCATION_DEFINITION.format(busy=busy)
-                        + f"; a namespace is reported when its pods hold a card that idle "
-                          f"for {sustained:g} h or more in a row"),
+            definition=HELD_IDLE.format(allocation=ALLOCATION_DEFINITION.format(busy=busy),
+                                        hours=sustained),
             message=(f"namespace {ns} at {site} held {len(cards)} idle "
                      f"card{'' if len(cards) == 1 else 's'} for {hours:.1f} h "
                      f"({card_hours:,.1f} card-hours; pods {', '.join(pods[:3])}"

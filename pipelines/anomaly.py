@@ -80,6 +80,7 @@ from computewatch.findings import Finding, Period, Severity
 from computewatch.pipelines._episodes import episodes
 from computewatch.policy import Policy
 from computewatch.pue import CHINA_TZ, meter_readings, window_edges, window_pue
+from computewatch.rule_definitions import ANOMALY_HEALTH, ANOMALY_SITE
 from computewatch.store import Aggregate, Query, Store
 from computewatch.topology import Site, Topology
 
@@ -137,16 +138,8 @@ Z_CRITICAL = 10.0
 _READING_BUCKET = timedelta(minutes=5)
 _IQR_TO_SD = 1.349
 
-HEALTH_DEFINITION = (
-    "accelerator health (1 healthy, 0 unhealthy or lost) as the minimum per 1-minute bucket; "
-    "an episode is a run of unhealthy minutes ended by a healthy reading; it starts at the "
-    "first unhealthy minute and ends one minute after the last (or at the period end)")
-SITE_DEFINITION = (
-    "robust z-scores of per-site window features (mean utilization, log watts per unit of "
-    "utilization, energy-based PUE, log median RTT to the hub site) against the site's own "
-    "trailing baseline (its earlier, not anomalous windows within 7 days; median, scale "
-    "IQR/1.349 at least the job-churn noise and a per-feature floor); a window is anomalous "
-    "when a feature's |z| >= {z:g}")
+HEALTH_DEFINITION = ANOMALY_HEALTH
+SITE_DEFINITION = ANOMALY_SITE
 
 
 # -- accelerator_lost ----------------------------------------------------------------------

@@ -66,6 +66,12 @@ from computewatch.compliance import (
 )
 from computewatch.findings import Finding, Period, Severity
 from computewatch.policy import Policy
+from computewatch.rule_definitions import (
+    LATENCY_BUDGET_BELOW_PHYSICS,
+    LATENCY_LINK_DEGRADED,
+    LATENCY_ROUTE_INFLATION,
+    LATENCY_TIER_BUDGET_UNMET,
+)
 from computewatch.store import Aggregate, Query, Store
 from computewatch.topology import Topology
 
@@ -122,52 +128,19 @@ def _span_text(td: timedelta) -> str:
 
 def _definitions(window: timedelta, baseline: timedelta, loss_limit: float,
                  inflation_limit: float) -> dict[str, str]:
-    w = _span_text(window)
-    windows = (f"Per {w} window the p95 round-trip time over every probe of the link (both "
-               "directions, every probe kind) is compared with the tier budget read as a "
-               "round-trip time: the window is over budget when fewer than 95% of its probes "
-               "were answered within the budget (exactly 95% complies). ")
-    baseline_text = (f"Baseline: the link's windows in the {_span_text(baseline)} before the "
-                     "episode, or, where the store holds less than half of that, its other "
-                     "windows in the analysed range. ")
+    w, share, base = _span_text(window), f"{P95:.0%}", _span_text(baseline)
     return {
-        "link_degraded": (
-            windows + f"A window is lossy when its mean loss and the mean loss of the last "
-            f"{_span_text(LOSS_SUSTAINED)} both exceed {loss_limit:g}. Bad = over budget or "
-            f"lossy. SLOs on probes: 95% answered within the budget (latency), at most "
-            f"{loss_limit:g} lost (availability); burn rate = bad share of probes / allowed "
-            "share over a look-back with at least half its windows holding data. Multiwindow "
-            f"alerts (Google SRE workbook): fast when the {_span_text(FAST_LOOKBACK)} and "
-            f"{_span_text(FAST_SHORT)} burn rates of either SLO are both >= {FAST_BURN:g}, "
-            f"slow when the {_span_text(SLOW_LOOKBACK)} and {_span_text(SLOW_SHORT)} ones are "
-            f"both >= {SLOW_BURN:g}. An episode is a run of bad windows (one good window "
-            "bridged, two end it); it is an incident when the link was within budget in its "
-            "baseline (the p95 over every probe of the baseline within budget) and an alert "
-            "fired during it: CRITICAL when the fast one fired, else WARNING. "
-            + baseline_text + "observed = p95 over every probe of "
-            "the episode, merged from the per-minute percentiles weighted by replies "
-            "(threshold = budget); completeness = windows with data / windows in the "
-            "episode."),
-        "tier_budget_unmet": (
-            windows + "A link is over budget by design (chronic) when its windows were over "
-            f"budget in at least {CHRONIC_SHARE:.0%} of those with data over the period and "
-            f"the {_span_text(baseline)} before it; intermittent when in more than "
-            f"{INTERMITTENT_SHARE:.0%} but less than {CHRONIC_SHARE:.0%}. One planning finding "
-            "per hub pair and tier, not paged: observed = chronic links, threshold = 0 (the "
-            "hub pair and tier's links with data are in detail). completeness = windows with "
-            "data / windows, over its links."),
-        "route_inflation": (
-            f"Route inflation = median over the period's {w} windows of the link's minimum "
-            "RTT / its fiber minimum RTT (great circle, 10 us per km); over the limit "
-            f"{inflation_limit:g} it is listed. Links whose fiber minimum is below "
-            f"{SHORT_LINK_FIBER_S * 1e3:g} ms (under 50 km) are not scored: equipment delay "
-            "dominates there. One planning finding per hub pair and tier: observed = the "
-            "worst link's inflation, threshold = the limit."),
-        "budget_below_physics": (
-            "The link's fiber minimum RTT (great circle at 10 us per km, no equipment, no "
-            "detour) alone exceeds its tier budget read as a round-trip time: no route can "
-            "meet it. One planning finding per hub pair and tier: observed = the largest "
-            "fiber minimum (s), threshold = budget (s)."),
+        "link_degraded": LATENCY_LINK_DEGRADED.format(
+            window=w, share=share, loss_span=_span_text(LOSS_SUSTAINED), loss_limit=loss_limit,
+            fast_lookback=_span_text(FAST_LOOKBACK), fast_short=_span_text(FAST_SHORT),
+            fast_burn=FAST_BURN, slow_lookback=_span_text(SLOW_LOOKBACK),
+            slow_short=_span_text(SLOW_SHORT), slow_burn=SLOW_BURN, baseline=base),
+        "tier_budget_unmet": LATENCY_TIER_BUDGET_UNMET.format(
+            window=w, share=share, chronic=f"{CHRONIC_SHARE:.0%}", baseline=base,
+            intermittent=f"{INTERMITTENT_SHARE:.0%}"),
+        "route_inflation": LATENCY_ROUTE_INFLATION.format(
+            window=w, limit=inflation_limit, short_ms=SHORT_LINK_FIBER_S * 1e3),
+        "budget_below_physics": LATENCY_BUDGET_BELOW_PHYSICS,
     }
 
 

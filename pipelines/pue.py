@@ -36,6 +36,7 @@ from computewatch.findings import Finding, Period, Severity
 from computewatch.pipelines._episodes import episodes
 from computewatch.policy import Policy
 from computewatch.pue import DEFINITION, meter_readings, pue_label, windowed_pue
+from computewatch.rule_definitions import PUE_EXCURSION, PUE_OVER_TARGET
 from computewatch.store import Store
 from computewatch.topology import Topology
 
@@ -87,7 +88,8 @@ def run(store: Store, period: Period, policy: Policy, topology: Topology, *,
                 findings.append(Finding(
                     "pue", "pue_over_target", "site", r.site, sev, float(r.pue),
                     float(entry.value), "factor",
-                    definition=f"{DEFINITION}; {name} window; target source: {entry.source}",
+                    definition=PUE_OVER_TARGET.format(pue=DEFINITION, window=name,
+                                                      source=entry.source),
                     message=f"{r.site}: {label} {r.pue:.3f} > target {entry.value:.2f} over "
                             f"the {name} window" + _grade_text(policy, float(r.pue)),
                     detail={**_labels(r, policy), "window": name}, **common))
@@ -194,8 +196,7 @@ def _excursions(readings: pd.DataFrame, period: Period, policy: Policy, topology
                 sl.index[0].to_pydatetime(), (sl.index[-1] + timedelta(hours=1)).to_pydatetime(),
                 completeness=float(g.completeness.iloc[ep.first: ep.last + 1].mean()),
                 hub=hub, cluster=cluster, site=str(site),
-                definition=f"{DEFINITION}; hourly PUE more than {excursion} above the site's "
-                           f"median over the period",
+                definition=PUE_EXCURSION.format(pue=DEFINITION, excursion=excursion),
                 message=f"{site}: hourly PUE up to {sl.max():.3f} against a median of "
                         f"{median:.3f}, {len(sl)} h",
                 detail={"median": median, "hours": len(sl)}))

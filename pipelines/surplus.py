@@ -35,6 +35,7 @@ import pandas as pd
 
 from computewatch.findings import Finding, Period, Severity
 from computewatch.policy import Policy
+from computewatch.rule_definitions import SURPLUS
 from computewatch.store import Aggregate, Query, Store
 from computewatch.topology import (
     METRO_MAX_KM,
@@ -65,16 +66,8 @@ SURPLUS_COLUMNS = ["site", "hub", "cluster", "city_rtt_s", "rtt_source", "tier_c
                    "idle_accelerator_hours", "mean_utilization", "reclaimable_cards",
                    "reclaimable_accelerator_hours"]
 
-DEFINITION = (
-    "RTT city->site: median over the period of the window p50 RTT of probed links between a "
-    "site in the city (same name or within {metro_km:g} km) and the site, either direction, "
-    "lowest link wins (observed); else great-circle km x 10 us/km x route inflation "
-    "{inflation:g} (estimated). Only free accelerators (no pod holds them) are offered. "
-    "Idle accelerator-hours: sum over the free accelerators' utilization samples of "
-    "(1 - utilization) x the sampling interval, inferred from the data. Idle cards: free "
-    "devices whose mean utilization over the period's last hour is below {busy:g}. "
-    "Reclaimable, apart: cards pods hold with a last-hour mean below {busy:g}, and the idle "
-    "accelerator-hours of the hourly windows in which pods held cards at most that busy.")
+DEFINITION = SURPLUS
+"""The method in words (``{metro_km}``, ``{inflation}``, ``{busy}``: the values applied)."""
 
 _GROUP = ("site", "ecosystem", "model")
 _UTIL = "utilization_ratio"

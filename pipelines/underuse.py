@@ -51,6 +51,7 @@ from computewatch.findings import Finding, Period, Severity
 from computewatch.pipelines._episodes import sustained_below
 from computewatch.pipelines._held_idle import allocated_idle_findings
 from computewatch.policy import Policy
+from computewatch.rule_definitions import UNDERUSE
 from computewatch.store import Store
 from computewatch.topology import Topology
 from computewatch.utilization import (
@@ -172,10 +173,10 @@ def _subject_findings(level: str, subject: str, s: pd.DataFrame, policy: Policy,
             "underuse", f"{level}_below_minimum", level, subject, sev, observed, threshold,
             "ratio", start, end, completeness=completeness, hub=hub, cluster=cluster,
             site=site,
-            definition=f"{DEFINITIONS[definition]}; below the {level} minimum on the rolling "
-                       f"mean of {sustained:g} h in {window / timedelta(minutes=1):g}-minute "
-                       f"windows; completeness: {COMPLETENESS_DEFINITION}; minimum source: "
-                       f"{entry.source}",
+            definition=UNDERUSE.format(
+                utilization=DEFINITIONS[definition], level=level, hours=sustained,
+                minutes=window / timedelta(minutes=1), completeness=COMPLETENESS_DEFINITION,
+                source=entry.source),
             message=f"{level} {subject}: {'' if chronic else 'new: '}"
                     f"{word} {observed:.1%} < {threshold:.0%} for "
                     f"{hours:.1f} h, {idle_ah:,.0f} idle accelerator-hours ({1 - observed:.0%} "

@@ -22,6 +22,7 @@ from computewatch.pue import (
     RESET_PLAUSIBLE_FACTOR,
 )
 from computewatch.reports._model import COLUMNS, Report
+from computewatch.rule_definitions import definition_in_language
 from computewatch.topology import Tier
 from computewatch.utilization import ALLOCATION_DEFINITION, DEFINITIONS, IDLE_DEFINITION
 
@@ -277,21 +278,17 @@ def _findings(report: Report) -> list[Entry]:
     firsts = report.findings.drop_duplicates(["pipeline", "rule"]).sort_values(
         ["pipeline", "rule"])
     english = current_language() == "en"
+    sources = report.policy.sources_in(current_language())
     for r in firsts.itertuples():
         if english:  # the pipeline's own definition, with the values it applied
             out.append(Entry(topic, f"{r.pipeline}: {r.rule}", r.definition or "(not stated)",
                              "", _method(f"pipelines/{r.pipeline}.py")))
             continue
-        # The pipelines write their definitions in English with the values they applied; in
-        # another language the rule is named and the reader pointed to the thresholds above.
+        # The pipelines store their definitions in English with the values they applied;
+        # the report restates each in its language when it is rendered (not when analysed).
         out.append(Entry(topic, f"{word(PIPELINE_NAMES, r.pipeline)}: {rule_title(r.rule)}",
-                         _("{title}: found by the {pipeline} pipeline by its rule {rule}, with "
-                           "the definitions and thresholds stated above; the pipeline's full "
-                           "definition with the values it applied is in the English report and "
-                           "in the definition field of computewatch analyze --format json.")
-                         .format(title=rule_title(r.rule), pipeline=word(PIPELINE_NAMES,
-                                                                        r.pipeline),
-                                 rule=r.rule), "", _method(f"pipelines/{r.pipeline}.py")))
+                         definition_in_language(r.definition, sources) if r.definition
+                         else _("(not stated)"), "", _method(f"pipelines/{r.pipeline}.py")))
     return out
 
 

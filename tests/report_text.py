@@ -23,6 +23,8 @@ NOT_WORDS = {
     "NPU", "DC", "true", "pass", "fail", "incomplete", "no_data", "over_limit",
     # the command a reader runs for every finding: `computewatch analyze --format csv|json`
     "analyze", "format", "definition",
+    # statistics in the rules' definitions: percentiles, the interquartile range, a z-score
+    "p50", "IQR", "z",
     # the shipped policy's Chinese sources name the agencies by their English abbreviations
     "NDRC", "CAC", "MIIT", "NEA",
 }

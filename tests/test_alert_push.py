@@ -335,3 +335,21 @@ def test_a_pushed_finding_carries_its_chinese_title_and_summary():
     assert notes["title_zh"] == "站点算力利用率低于下限"
     assert notes["summary_zh"] == ("zjk-a：站点算力利用率低于下限，观测值 31.0%，阈值 50.0%，"
                                    "2026-12-05 00:00 至 2026-12-05 06:00 UTC")
+
+
+def test_a_pushed_finding_carries_its_rules_definition_in_chinese():
+    """The definition a Chinese target shows (``description_zh``): the stored English read
+    back and restated, the policy's source in Chinese; ``description`` stays as stored."""
+    from computewatch.pue import DEFINITION
+    from computewatch.rule_definitions import PUE_OVER_TARGET
+
+    east = load_policy().pue.targets["east"]
+    t = datetime(2026, 12, 5, tzinfo=UTC)
+    stated = PUE_OVER_TARGET.format(pue=DEFINITION, window="1d", source=east.source)
+    f = Finding("pue", "pue_over_target", "site", "zjk-a", Severity.WARNING, 1.31, 1.25,
+                "factor", t, t + timedelta(days=1), definition=stated)
+    notes = finding_alert(f, now=t + timedelta(days=1), hold=timedelta(hours=1),
+                          sources=load_policy().sources_in("zh-CN"))["annotations"]
+    assert notes["description"] == stated
+    assert notes["description_zh"].startswith("基于电能计量的 PUE = ")
+    assert notes["description_zh"].endswith("；每日窗口；目标值来源：" + east.source_zh.strip())

@@ -160,3 +160,141 @@ def test_help_is_in_the_language_chosen():
     en = run("summary", "--help")
     assert "Print the national summary of what a store holds." in en.stdout
     assert not HAN.search(en.stdout)
+
+
+# --- help pages, click's own words, config errors -------------------------------------------
+
+def _command_paths() -> list[tuple[str, ...]]:
+    import typer.main
+
+    from computewatch.cli import app
+
+    def walk(command, prefix=()):
+        yield prefix
+        for name, sub in sorted(getattr(command, "commands", {}).items()):
+            yield from walk(sub, (*prefix, name))
+
+    return list(walk(typer.main.get_command(app)))
+
+
+COMMAND_PATHS = _command_paths()
+COMMAND_NAMES = {word for path in COMMAND_PATHS for part in path for word in part.split("-")}
+HELP_VERBATIM = {
+    # products, standards and their own terms (Grafana's Editor role, Docker's secret,
+    # Prometheus' exporter-toolkit web config, the kinds a manifest holds)
+    "Alertmanager", "Ascend", "ConfigMap", "Docker", "DuckDB", "Editor", "Geomap", "Grafana",
+    "Kubernetes", "Pod", "PodResources", "Prometheus", "PrometheusRule", "Slack", "VMRule",
+    "kubelet", "webhook", "exporter", "toolkit", "web", "secret", "uid", "python",
+    "computewatch",
+    # values a user types: formats, pipelines, severities, ecosystems, languages, places,
+    # duration units, a boolean default
+    "table", "json", "csv", "html", "pdf", "underuse", "latency", "pue", "anomaly", "surplus",
+    "info", "warning", "critical", "cuda", "cann", "dcgm", "prometheus", "influx", "en", "zh",
+    "Shanghai", "Hebei", "True",
+    "d", "h", "m", "s", "w", "ms",
+    # an argument's name, as its option names are kept (topology check's path)
+    "path",
+}
+_CODE = re.compile(r"`[^`]*`|--?[A-Za-z][\w-]*|<[^>]*>|\[[a-z_]+\]|\$\{?[A-Z_]+\}?"
+                   r"|(?<![A-Za-z0-9])[a-z][a-z0-9]*(?:-[a-z0-9]+)+(?![A-Za-z0-9])"
+                   r"|(?<![A-Za-z0-9])[A-Z][A-Z0-9_]+(?![A-Za-z0-9])"
+                   r"|\S*[/=_:.@{}][^\s，、；（）。]*")
+
+
+def help_english(text: str) -> list[str]:
+    """English words left in a help page: lines wrapped inside a token joined first, then
+    code (options, metavars, placeholders, paths, URLs, env vars, acronyms) set aside."""
+    lines = text.splitlines()
+    joined = lines[0].strip() if lines else ""
+    for raw in lines[1:]:  # a continuation is indented past an entry's two spaces
+        line = raw.strip()
+        inside = (len(raw) - len(raw.lstrip()) > 2 and re.search(r"[\w/:.\-]$", joined)
+                  and re.match(r"[\w/:.]", line))
+        joined += line if inside else "\n" + line
+    words = re.findall(r"(?<![A-Za-z0-9])[A-Za-z][A-Za-z0-9]*", _CODE.sub(" ", joined))
+    return sorted({w for w in words if w not in HELP_VERBATIM | COMMAND_NAMES | IDS})
+
+
+def test_the_help_word_check_can_fail():
+    assert help_english("用法：computewatch summary [选项]\n选项：\n  --since <str>  Period "
+                        "length, e.g. 24h.  [默认值：24h]") == ["Period", "length"]
+
+
+@pytest.mark.slow  # one process per command (~20)
+@pytest.mark.parametrize("path", COMMAND_PATHS, ids=lambda p: " ".join(p) or "computewatch")
+def test_every_help_page_in_zh_cn_is_chinese(path):
+    proc = run(*path, "--help", lang="zh-CN")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert out.startswith("用法：python -m computewatch") and "选项：" in out
+    assert "显示此帮助信息后退出。" in out
+    assert "Usage" not in out and "Options" not in out and "default:" not in out
+    assert help_english(out) == [], out
+
+
+def test_clicks_own_words_are_in_the_language_and_english_is_clicks():
+    zh = run("summary", "--bogus", lang="zh-CN")
+    assert zh.returncode == 2
+    assert zh.stderr.splitlines() == [
+        "用法：python -m computewatch summary [选项]",
+        "运行 'python -m computewatch summary --help' 查看帮助。",
+        "",
+        "错误：没有选项：--bogus",
+    ], zh.stderr
+    zh_bad = run("analyze", "--limit", "x", lang="zh-CN")
+    assert "错误：'--limit' 的值无效：应为整数，无法将该字符串解析为整数" in zh_bad.stderr
+    en = run("summary", "--bogus", lang="en")
+    assert en.returncode == 2
+    assert en.stderr.splitlines() == [
+        "Usage: python -m computewatch summary [OPTIONS]",
+        "Try 'python -m computewatch summary --help' for help.",
+        "",
+        "Error: No such option: --bogus",
+    ], en.stderr
+
+
+def test_config_errors_are_framed_in_the_language_with_names_and_values_verbatim(tmp_path):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("utilization:\n  busy_lvl: 3\n", encoding="utf-8")
+    store = f"duckdb:///{tmp_path}/none.duckdb"
+    zh = run("summary", "--policy", str(policy), "--store", store, lang="zh-CN")
+    assert zh.returncode == ExitStatus.BAD_INPUT
+    assert (f"{policy}:2: utilization.busy_lvl: 未知的键 'busy_lvl'（是否指 'busy_level'？允许："
+            "busy_level, minimums, sustained_hours）（实际为 3）") in zh.stderr, zh.stderr
+    en = run("summary", "--policy", str(policy), "--store", store, lang="en")
+    assert (f"{policy}:2: utilization.busy_lvl: unknown key 'busy_lvl' (did you mean "
+            "'busy_level'? allowed: busy_level, minimums, sustained_hours) (got 3)"
+            ) in en.stderr, en.stderr
+    missing = run("topology", "check", str(tmp_path / "none.yaml"), lang="zh-CN")
+    assert f"{tmp_path / 'none.yaml'}: 文件不存在" in missing.stderr, missing.stderr
+
+
+def test_a_typer_on_click_itself_sends_clicks_gettext_to_the_catalogue(monkeypatch):
+    """Typer before its own copy of click (pyproject allows >= 0.12): click's modules ask
+    gettext, and get the catalogue's words."""
+    import importlib
+
+    import click.formatting
+    import typer.core
+
+    from computewatch.cli import _click_words
+    from computewatch.i18n import using_language
+
+    real = importlib.import_module
+
+    def without_typers_click(name: str, *args):
+        if name.startswith("typer._click"):
+            raise ImportError(name)
+        return real(name, *args)
+
+    for module in (click.core, click.exceptions, click.formatting, click.parser, click.types,
+                   click.decorators, typer.core):
+        for attr in ("_", "ngettext"):
+            if hasattr(module, attr):
+                monkeypatch.setattr(module, attr, getattr(module, attr))  # restored after
+    monkeypatch.setattr(_click_words.importlib, "import_module", without_typers_click)
+    _click_words.route_click_words()
+    with using_language("zh-CN"):
+        assert click.formatting._("Usage:") == "用法："
+        assert typer.core._("Options") == "选项"
+    assert click.formatting._("Usage:") == "Usage:"

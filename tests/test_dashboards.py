@@ -396,29 +396,12 @@ def _english_words(text: str, sources: list[str]) -> list[str]:
 
 
 def _policy_sources(policy) -> list[str]:
-    from pydantic import BaseModel
-
-    found: list[str] = []
-
-    def walk(node) -> None:
-        if isinstance(node, BaseModel):
-            if isinstance(getattr(node, "source", None), str):
-                found.append(node.source.strip())
-            for name in type(node).model_fields:
-                walk(getattr(node, name))
-        elif isinstance(node, dict):
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list | tuple):
-            for v in node:
-                walk(v)
-
-    walk(policy)
-    return sorted(set(found), key=len, reverse=True)
+    """The policy's sources as written, longest first (so a longer one is removed whole)."""
+    return sorted(policy.sources_in("en"), key=len, reverse=True)
 
 
 def test_the_zh_cn_set_has_no_untranslated_english(files, shipped):
-    sources = _policy_sources(shipped[1])
+    sources: list[str] = []  # the policy's sources are quoted in Chinese (source_zh), as well
     zh = {rel: json.loads(text) for rel, text in files.items() if rel.startswith("json/zh-CN/")}
     assert len(zh) == 5
     for rel, model in zh.items():
@@ -428,6 +411,19 @@ def test_the_zh_cn_set_has_no_untranslated_english(files, shipped):
         assert not left, f"{rel}: untranslated {left}"
         assert CJK.search(model["title"]) and all(
             CJK.search(p["title"]) for p in model["panels"] if p.get("title")), rel
+
+
+def test_the_zh_cn_set_quotes_the_policys_sources_in_chinese(files, shipped):
+    policy = shipped[1]
+    zh = "\n".join(t for rel, text in files.items() if rel.startswith("json/zh-CN/")
+                   for t in _visible(json.loads(text)))
+    en = "\n".join(t for rel, text in files.items() if rel.startswith("json/en/")
+                   for t in _visible(json.loads(text)))
+    quoted = [policy.latency.route_inflation_limit, policy.utilization.minimums.hub.default,
+              policy.pue.min_completeness]
+    for entry in quoted:
+        assert entry.source_zh.strip() in zh and entry.source.strip() not in zh, entry.source
+        assert entry.source.strip() in en, entry.source
 
 
 def test_the_english_set_has_no_chinese(files, shipped):

@@ -107,9 +107,9 @@ PUBLIC: dict[str, set[str]] = {
         "PairWindows", "link_budgets", "pair_windows", "scored_counts", "window_compliance",
         "window_count", "windows_over_budget"},
     "computewatch.config": {
-        "ConfigError", "FieldPath", "MAX_CONFIG_BYTES", "MAX_DEPTH", "MAX_LISTED", "MAX_VALUES",
-        "PathError", "format_path", "load_yaml_model", "load_yaml_model_from_text",
-        "suggest_known"},
+        "CONFIG_MESSAGES", "ConfigError", "FieldPath", "MAX_CONFIG_BYTES", "MAX_DEPTH",
+        "MAX_LISTED", "MAX_VALUES", "PathError", "format_path", "load_yaml_model",
+        "load_yaml_model_from_text", "message_in_language", "suggest_known"},
     "computewatch.dashboards": {
         "DASHBOARDS_DIR", "DASHBOARD_SETS", "DashboardError", "DashboardSet", "GrafanaAuthError",
         "GrafanaUnreachable", "MapTiles", "MapTilesError", "PushError", "PushResult",
@@ -159,7 +159,7 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.i18n": {
         "DEFAULT_LANGUAGE", "DOMAIN", "ENV_VAR", "LANGUAGES", "LOCALE_DIR", "LanguageError",
         "N_", "_", "current_language", "gettext_dir", "language_of_locale", "ngettext",
-        "normalize_language", "resolve_language", "set_language", "translations",
+        "normalize_language", "resolve_language", "restate", "set_language", "translations",
         "using_language"},
     "computewatch.lineprotocol": {
         "EncodeResult", "GZIP_LEVEL", "InfluxSettings", "LineProtocolError", "LineProtocolWriter",
@@ -193,6 +193,11 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.rollup_rules": {
         "GRAINS", "ROLLED_UP", "ROLLUP_RULES_FILE", "RollupRule", "render_rollup_rules",
         "rollup_rules"},
+    "computewatch.rule_definitions": {
+        "ANOMALY_HEALTH", "ANOMALY_SITE", "HELD_IDLE", "LATENCY_BUDGET_BELOW_PHYSICS",
+        "LATENCY_LINK_DEGRADED", "LATENCY_ROUTE_INFLATION", "LATENCY_TIER_BUDGET_UNMET",
+        "PUE_EXCURSION", "PUE_OVER_TARGET", "PUE_WINDOW_NAMES", "RULE_TEMPLATES", "SURPLUS",
+        "UNDERUSE", "definition_in_language"},
     "computewatch.render": {
         "OutputFormat", "format_value", "render_analysis", "render_findings", "render_frame",
         "render_root_causes", "render_scores", "render_summary"},

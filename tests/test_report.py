@@ -30,6 +30,7 @@ from report_fixtures import (
 )
 
 from computewatch.findings import Finding, Severity
+from computewatch.i18n import using_language
 from computewatch.pipelines import PIPELINES, run_pipelines
 from computewatch.policy import load_policy
 from computewatch.reports import (
@@ -389,6 +390,39 @@ def test_methodology_states_every_threshold_with_the_policy_source(report):
     html = render_html(report)
     for sourced in expected.values():
         assert str(escape(sourced.source)) in html  # as Jinja escapes it
+
+
+def _text(html: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+def test_each_rules_definition_is_in_the_language_the_report_is_rendered_in(fleet_path, report):
+    # The pipelines store their definitions in English whatever language ran them, so an
+    # analysis is not frozen in the language of whoever ran it; the report restates them.
+    with opened(fleet_path) as store, using_language("zh-CN"):
+        period = parse_period(PERIOD)
+        ran_in_zh = analyzed(store, period, ONLY_FAST)
+    stored = set(report.findings.definition)
+    assert {f.definition for f in ran_in_zh.findings} == stored
+    assert any(d.startswith("time-weighted mean utilization") for d in stored)
+    rules = set(report.findings.rule)
+    assert {"site_below_minimum", "pue_over_target", "tier_budget_unmet"} <= rules
+    zh = _text(render_html(report, language="zh-CN"))
+    en = _text(render_html(report, language="en"))
+    site_min = POLICY.utilization.minimums.site.default
+    targets = [*POLICY.pue.targets.values(), POLICY.pue.default_target]
+    # underuse, pue and latency rules as a Chinese reader reads them (written by hand)
+    assert "按 60 分钟窗口计算的 6 h 滚动平均值低于站点最低值" in zh
+    assert "最低值来源：" + str(escape(site_min.source_zh.strip())) in zh
+    assert "基于电能计量的 PUE" in zh and any(
+        "窗口；目标值来源：" + str(escape(t.source_zh.strip())) in zh for t in targets)
+    assert "每个 5 分钟窗口内，将该链路全部探测" in zh
+    for english in ("below the site minimum", "energy-based PUE", "target source",
+                    "Per 5 min window", "English report"):
+        assert english not in zh, english
+    assert "below the site minimum on the rolling mean of 6 h in 60-minute windows" in en
+    assert "; month window; target source: " in en or "; 1d window; target source: " in en
+    assert "每个" not in en and "目标值来源" not in en
 
 
 def test_a_policy_override_reaches_the_rows_and_the_methodology(fleet_path, tmp_path):

@@ -46,8 +46,8 @@ def report(tmp_path_factory):
     try:
         write_fleet(store, TOPO)
         period = parse_period(PERIOD)
-        analysis = run_pipelines(store, period.period, POLICY, TOPO, only=("underuse", "pue"),
-                                 write=False)
+        analysis = run_pipelines(store, period.period, POLICY, TOPO,
+                                 only=("underuse", "pue", "latency"), write=False)
         return build_report(store, TOPO, POLICY, period, analysis)
     finally:
         store.close()
@@ -166,6 +166,10 @@ def test_the_text_chromium_shows_is_all_in_the_language(browser, report, languag
         assert browser.title.startswith("算力中心监管报告 — " + PERIOD)
         assert english_words(text, TOPO, _ids(report)) == []
         assert "方法说明" in text and "京津冀" in text and "北京" in text
+        # each rule's definition in Chinese, as the pipeline applied it (written by hand)
+        assert "按 60 分钟窗口计算的 6 h 滚动平均值低于站点最低值" in text
+        assert "基于电能计量的 PUE" in text and "窗口；目标值来源：" in text
+        assert "每个 5 分钟窗口内，将该链路全部探测" in text
     else:
         assert chinese_outside(text, ENGLISH_SOURCES) == []
     svg_text = browser.execute_script(
@@ -254,3 +258,34 @@ def test_the_demo_day_prints_on_at_most_12_pages_with_summary_and_plots_first(
     for n, sheet in enumerate(text.split("\f")[:pages], start=1):  # no mostly-blank page
         lines = [ln for ln in sheet.splitlines() if ln.strip()]
         assert n == pages or len(lines) >= 20, (n, len(lines))
+
+
+RULE_FRAGMENTS = {  # each rule's definition in the zh-CN report, as written by hand
+    "site_below_minimum": "滚动平均值低于站点最低值",
+    "hub_below_minimum": "滚动平均值低于枢纽最低值",
+    "allocated_idle": "命名空间的 Pod 占用的卡连续闲置", "pue_over_target": "窗口；目标值来源：",
+    "pue_excursion": "逐小时 PUE 比该站点本时段中位数高出", "accelerator_lost": "加速卡健康状态",
+    "site_anomaly": "计算稳健 z 分数", "idle_capacity_within_circle": "城市到站点的 RTT",
+    "link_degraded": "多窗口告警", "tier_budget_unmet": "按设计即超出预算",
+    "route_inflation": "路由迂回系数 = 本时段各", "budget_below_physics": "任何路由都无法满足",
+}
+
+
+def test_the_demo_days_zh_cn_report_states_every_rule_in_chinese(demo_day, browser, tmp_path):
+    """Every pipeline's findings (the demo day has them all): the methodology restates each
+    rule's definition in Chinese, in the browser's text and in the printed PDF's."""
+    rules = set(demo_day.findings.rule)
+    assert set(RULE_FRAGMENTS) <= rules, set(RULE_FRAGMENTS) - rules
+    page = tmp_path / "demo-zh.html"
+    page.write_text(render_html(demo_day, language="zh-CN"), encoding="utf-8")
+    browser.get(page.as_uri())
+    seen = browser.execute_script(_SEEN_TEXT)
+    pdf = write_report(demo_day, "pdf", tmp_path / "demo-zh.pdf", language="zh-CN")
+    _pages, printed, _fonts = _pdf_facts(pdf)
+    ids = _ids(demo_day)
+    assert english_words(seen, TOPO, ids) == []
+    assert english_words(printed, TOPO, ids, wrapped=True) == []
+    flat = re.sub(r"\s+", "", printed)  # pdftotext breaks lines inside a cell
+    for rule, fragment in RULE_FRAGMENTS.items():
+        assert fragment in seen, rule
+        assert re.sub(r"\s+", "", fragment) in flat, rule

@@ -110,7 +110,7 @@ def analyze(
             if not st.ok:
                 print_error(_("pipeline {name} failed: {error}").format(name=st.name,
                                                                         error=st.error))
-        ok = _push_alerts(alert or [], analysis, hold, min_severity)
+        ok = _push_alerts(alert or [], analysis, hold, min_severity, pol.sources_in("zh-CN"))
         if ok and heartbeat is not None and not analysis.failed:
             write_heartbeat(heartbeat)
         return ok and not analysis.failed
@@ -131,7 +131,7 @@ def analyze(
 
 
 def _push_alerts(urls: list[str], analysis: Analysis, hold: timedelta,
-                 min_severity: Severity) -> bool:
+                 min_severity: Severity, sources: dict[str, str]) -> bool:
     """Push findings to each Alertmanager; one that fails does not stop the others."""
     if not urls:
         return True
@@ -142,7 +142,8 @@ def _push_alerts(urls: list[str], analysis: Analysis, hold: timedelta,
     ok = True
     for url in urls:
         try:
-            res = push_analysis(url, analysis, hold=hold, min_severity=min_severity)
+            res = push_analysis(url, analysis, hold=hold, min_severity=min_severity,
+                                sources=sources)
         except PushError as exc:
             print_error(exc)
             ok = False

@@ -22,6 +22,7 @@ from computewatch.cli import (
     _rollup,
     _store,
 )
+from computewatch.cli._click_words import route_click_words
 from computewatch.cli._common import UserError, print_error
 from computewatch.cli._help import translate_help
 from computewatch.config import ConfigError
@@ -112,11 +113,12 @@ def main() -> None:
     try:
         command = typer.main.get_command(app)
         language = _help_language(sys.argv[1:])
-        if language != "en":
-            from computewatch.i18n import using_language
+        from computewatch.i18n import set_language
 
-            with using_language(language):
-                translate_help(command)
+        set_language(language)  # a usage error can come before the root callback sets it
+        if language != "en":
+            translate_help(command)
+        route_click_words()  # click's own words (Usage, Error, Missing option) too
         command()  # usage errors are click's: it prints them and exits with code 2
     except (ConfigError, UserError, StoreURLError) as exc:
         print_error(exc)

@@ -5,12 +5,14 @@ Typer takes help from docstrings and ``help=`` arguments at import, before a lan
 chosen, so they cannot be marked with ``_()`` where they are written. Instead the click
 command tree is walked: `translate_help` replaces each help text with its translation
 (``computewatch --lang zh-CN summary --help``), and `_help_extract.extract` is the pybabel
-extraction method (babel.cfg) that yields the same texts for the catalogue. Click's own
-words (Usage, Options) stay click's.
+extraction method (babel.cfg) that yields the same texts for the catalogue. The usage line's
+placeholders (``[OPTIONS]``, ``COMMAND [ARGS]...``) are translated here too; click's own words
+(Usage, Options, Error) by `computewatch.cli._click_words`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -50,7 +52,20 @@ def translate_help(command: click.Command) -> None:
         if hasattr(item, "get_help_option"):  # a command (Typer carries its own click copy)
             if item.short_help:
                 item.short_help = _(item.short_help)
+            elif item.help and item.help != text:  # click cuts at a space: Chinese has none
+                item.short_help = _short(item.help)
+            if getattr(item, "options_metavar", None) == "[OPTIONS]":
+                item.options_metavar = _(N_("[OPTIONS]"))
+            if getattr(item, "subcommand_metavar", None) == "COMMAND [ARGS]...":
+                item.subcommand_metavar = _(N_("COMMAND [ARGS]..."))
             item.get_help_option = _help_option(item.get_help_option, help_help)
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """A command's line in its group's list: the first sentence of its translated help, or
+    of a long one its first clause."""
+    first = text.strip().split("。", 1)[0]
+    return first if len(first) <= limit else re.split(r"[：；]", first, maxsplit=1)[0]
 
 
 def _help_option(original: Any, text: str) -> Any:
