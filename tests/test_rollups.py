@@ -278,6 +278,35 @@ def test_history_written_as_rollups_reads_like_raw_data(month, tmp_path):
     store.close()
 
 
+@pytest.mark.parametrize("grain", [timedelta(hours=1), timedelta(days=1)])
+def test_history_written_with_sketches_answers_percentiles(month, tmp_path, grain):
+    """A backfill's link rows carry each bucket's samples as ``field:sketch`` (here every
+    sample of the hour or day, by its value): a month's percentiles per direction are then
+    the raw ``quantile_cont``'s within the sketch's 1%, as from rolled-up raw data; counts
+    that do not add up to ``field:n`` are refused, naming the field."""
+    links = month["links"].assign(bucket=month["links"].time.dt.floor(
+        "h" if grain == timedelta(hours=1) else "D"))
+    keys = ["bucket", "src_site", "dst_site", "src_hub", "dst_hub", "tier", "probe"]
+    g = links.groupby(keys).rtt_p95_seconds
+    rows = g.agg(**{"rtt_p95_seconds:n": "count", "rtt_p95_seconds:sum": "sum"}).reset_index()
+    rows["rtt_p95_seconds:sketch"] = [[{"value": v, "n": 1} for v in values]
+                                      for _, values in g]
+    rows = rows.rename(columns={"bucket": "time"})
+    store = DuckDBStore(tmp_path / "sketched.duckdb")
+    assert store.write_rollup("link_latency", rows, grain) == len(rows)
+    for q in (0.05, 0.5, 0.95, 0.99):
+        query = Query("link_latency", ("rtt_p95_seconds",), T0, T1,
+                      group_by=("src_site", "dst_site"), agg=Aggregate.QUANTILE, quantile=q)
+        want = links.groupby(["src_site", "dst_site"]).rtt_p95_seconds.quantile(q).to_numpy()
+        assert store.query(query).rtt_p95_seconds.to_numpy() == pytest.approx(
+            want, rel=RELATIVE_ERROR)
+    short = rows.iloc[:3].assign(**{"rtt_p95_seconds:n": rows["rtt_p95_seconds:n"][:3] + 1})
+    with pytest.raises(StoreError, match="3 rows' rtt_p95_seconds:sketch counts do not add"):
+        store.write_rollup("link_latency", short.assign(
+            time=short.time + 40 * timedelta(days=1)), grain)
+    store.close()
+
+
 def _daily_states(frame: pd.DataFrame, labels: list[str], fields: list[str]) -> pd.DataFrame:
     """Per series and UTC day, every state of ``fields``, computed here with pandas."""
     frame = frame.sort_values("time").assign(day=frame.time.dt.floor("D"))

@@ -703,6 +703,12 @@ class DuckDBStore:
         columns ``field:state`` (`computewatch.store._rollups.STATES`; a state left out is
         NULL: write ``n`` and ``sum`` at least, ``last``, ``last_time`` and ``max`` for
         counters).
+        A sketched field (`computewatch.store._rollups.sketched`: the latency percentiles)
+        may carry ``field:sketch``, its samples in the bucket as a list of ``{value, n}``
+        per row (``n`` samples near ``value``; the counts add up to ``field:n``): each
+        value goes into the sketch bucket a raw sample of it would, so quantiles over
+        these buckets read as over rolled-up raw data. Without it the buckets answer no
+        quantile of that field.
         ``grain`` an hour (the days they fall in are rolled up again from the hours) or a
         day (daily rows only: queries of those days then need whole days, `resolution`).
         Write each day at one grain. Returns rows stored."""
@@ -715,13 +721,18 @@ class DuckDBStore:
             raise StoreError(f"rollup frame for {measurement!r}: no {TIME!r} column")
         states = set(ru.STATES)
         fields: set[str] = set()
+        sketches: list[str] = []
         for col in table.column_names:
             if col == TIME or col in meas.labels:
                 continue
             f, _, s = col.partition(":")
+            if s == ru.SKETCH and f in ru.sketched(meas):
+                sketches.append(f)
+                continue
             if s not in states:
                 raise StoreError(f"rollup frame for {measurement!r}: column {col!r} is neither "
-                                 f"a label nor field:state (states: {', '.join(sorted(states))})")
+                                 f"a label nor field:state (states: {', '.join(sorted(states))}"
+                                 f"; {ru.SKETCH} for {', '.join(ru.sketched(meas)) or 'none'})")
             meas.metric(f)
             fields.add(f)
         if table.num_rows == 0:
@@ -741,7 +752,8 @@ class DuckDBStore:
             else pa.table({"_": [0]})
         series_t = _ident("series_" + meas.name)
         series_cols = ", ".join(_ident(lab) for lab in meas.labels)
-        state_cols = [c for c in table.column_names if ":" in c]
+        state_cols = [c for c in table.column_names
+                      if ":" in c and not c.endswith(":" + ru.SKETCH)]
         cols = ", ".join(_ident(c) for c in state_cols)
         with self._lock:
             self._spans.clear()
@@ -759,6 +771,8 @@ class DuckDBStore:
                 self._con.execute(f"INSERT INTO {_ident(ru.rollup_table(meas.name, grain))} "
                                   f"(time, series_id, {cols}) "
                                   f"SELECT {_ident(TIME)}, {sid}, {cols} FROM _incoming")
+                for f in sketches:
+                    self._write_sketch(meas, f, sid, grain, table.column_names)
                 if grain == ru.DAY:
                     self._con.execute("COMMIT")
                     return table.num_rows
@@ -771,6 +785,13 @@ class DuckDBStore:
                 self._con.execute(f"INSERT INTO {_ident(daily)} (time, series_id, {all_cols}) "
                                   + ru.merge_select(merged, source, "date_trunc('day', time)"),
                                   [d0, d1])
+                if sketches:
+                    hs, ds = (_ident(ru.sketch_table(meas.name, g)) for g in (ru.HOUR, ru.DAY))
+                    self._con.execute(f"DELETE FROM {ds} WHERE time >= ? AND time < ?", [d0, d1])
+                    self._con.execute(
+                        f"INSERT INTO {ds} SELECT date_trunc('day', time), series_id, field, "
+                        f"k, sum(n) FROM {hs} WHERE time >= ? AND time < ? GROUP BY ALL",
+                        [d0, d1])
                 self._con.execute("COMMIT")
             except duckdb.Error as exc:
                 self._con.execute("ROLLBACK")
@@ -781,6 +802,29 @@ class DuckDBStore:
                 self._con.unregister("_incoming")
                 self._con.unregister("_label_sets")
         return table.num_rows
+
+    def _write_sketch(self, meas: catalog.Measurement, field: str, sid: str,
+                      grain: timedelta, columns: list[str]) -> None:
+        """Insert ``_incoming``'s ``field:sketch`` lists as sketch rows of ``grain``, after
+        checking that their counts add up to ``field:n`` (inside `write_rollup`'s
+        transaction)."""
+        col = _ident(ru.state_column(field, ru.SKETCH))
+        entries = (f"(SELECT {_ident(TIME)} AS time, {sid} AS series_id, "
+                   f"unnest({col}, recursive := true) FROM _incoming)")
+        n_col = ru.state_column(field, "n")
+        if n_col in columns:
+            bad = self._con.execute(
+                f"SELECT count(*), any_value({_ident(TIME)}) FROM _incoming WHERE "
+                f"coalesce(list_sum(list_transform({col}, lambda e: e.n)), 0) "
+                f"<> coalesce({_ident(n_col)}, 0)").fetchall()[0]
+            if bad[0]:
+                raise StoreError(f"rollup frame for {meas.name!r}: {bad[0]} rows' "
+                                 f"{field}:{ru.SKETCH} counts do not add up to {n_col} "
+                                 f"(first at {bad[1]})")
+        self._con.execute(
+            f"INSERT INTO {_ident(ru.sketch_table(meas.name, grain))} "
+            f"SELECT time, series_id, '{field}', {ru.bucket_sql('value')} AS k, sum(n) "
+            f"FROM {entries} WHERE value IS NOT NULL AND n > 0 GROUP BY ALL")
 
     def _raw_from(self, measurement: str) -> datetime | None:
         key = (measurement, None)

@@ -32,7 +32,7 @@ from datetime import timedelta
 
 from computewatch import catalog
 
-__all__ = ["DAY", "GAMMA", "GRAINS", "HOUR", "RELATIVE_ERROR", "STATES", "bucket_sql",
+__all__ = ["DAY", "GAMMA", "GRAINS", "HOUR", "RELATIVE_ERROR", "SKETCH", "STATES", "bucket_sql",
            "final_agg", "hourly_select", "merge_select", "merge_states", "raw_sketch_rows",
            "raw_states",
            "rolled_states", "rollup_columns", "rollup_table", "sketch_from_raw", "sketch_rows",
@@ -52,6 +52,10 @@ _ZERO_BUCKET = -(2 ** 31)
 
 STATES = ("n", "sum", "min", "max", "last", "last_time")
 """The state columns every rolled-up field has."""
+
+SKETCH = "sketch"
+"""The state a rollup frame gives a sketched field's samples in (``field:sketch``: a list of
+``{value, n}`` per row), kept in the sketch table rather than a column."""
 
 _SKETCHED = {"link_latency": ("rtt_p50_seconds", "rtt_p95_seconds", "rtt_p99_seconds")}
 
