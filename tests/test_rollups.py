@@ -307,6 +307,23 @@ def test_history_written_with_sketches_answers_percentiles(month, tmp_path, grai
     store.close()
 
 
+def test_the_numpy_bucketing_is_the_sqls():
+    """Sketch lists are bucketed in numpy, raw samples in SQL: the same bucket for every
+    value, bucket edges, zero and negatives included."""
+    import duckdb
+
+    from computewatch.store._rollups import GAMMA, bucket_of, bucket_sql
+
+    rng = np.random.default_rng(7)
+    edges = GAMMA ** np.arange(-900, 50, dtype=float)
+    values = np.concatenate([rng.lognormal(np.log(0.01), 3.0, 20_000), edges,
+                             np.nextafter(edges, 0), np.nextafter(edges, 1), [0.0, -1.0]])
+    con = duckdb.connect()
+    con.register("v", pd.DataFrame({"x": values}))
+    want = con.execute(f"SELECT {bucket_sql('x')} FROM v").fetchnumpy()
+    assert bucket_of(values).tolist() == next(iter(want.values())).tolist()
+
+
 def _daily_states(frame: pd.DataFrame, labels: list[str], fields: list[str]) -> pd.DataFrame:
     """Per series and UTC day, every state of ``fields``, computed here with pandas."""
     frame = frame.sort_values("time").assign(day=frame.time.dt.floor("D"))

@@ -760,7 +760,8 @@ class DuckDBStore:
             self._ensure(meas)
             have = self._rollup_tables(meas, fields)
             hourly, daily = (ru.rollup_table(meas.name, g) for g in (ru.HOUR, ru.DAY))
-            self._con.register("_incoming", table)
+            self._con.register("_incoming", table.append_column(
+                "_row", pa.array(np.arange(table.num_rows))) if sketches else table)
             self._con.register("_label_sets", label_sets)
             try:
                 self._con.execute("BEGIN")
@@ -772,7 +773,7 @@ class DuckDBStore:
                                   f"(time, series_id, {cols}) "
                                   f"SELECT {_ident(TIME)}, {sid}, {cols} FROM _incoming")
                 for f in sketches:
-                    self._write_sketch(meas, f, sid, grain, table.column_names)
+                    self._write_sketch(meas, f, sid, grain, table)
                 if grain == ru.DAY:
                     self._con.execute("COMMIT")
                     return table.num_rows
@@ -804,27 +805,44 @@ class DuckDBStore:
         return table.num_rows
 
     def _write_sketch(self, meas: catalog.Measurement, field: str, sid: str,
-                      grain: timedelta, columns: list[str]) -> None:
-        """Insert ``_incoming``'s ``field:sketch`` lists as sketch rows of ``grain``, after
-        checking that their counts add up to ``field:n`` (inside `write_rollup`'s
-        transaction)."""
-        col = _ident(ru.state_column(field, ru.SKETCH))
-        entries = (f"(SELECT {_ident(TIME)} AS time, {sid} AS series_id, "
-                   f"unnest({col}, recursive := true) FROM _incoming)")
+                      grain: timedelta, table: pa.Table) -> None:
+        """Insert ``table``'s ``field:sketch`` lists (``table`` is registered as
+        ``_incoming`` with a ``_row`` number) as sketch rows of ``grain``, one per row and
+        bucket, after checking that their counts add up to ``field:n`` (inside
+        `write_rollup`'s transaction). Bucketed in numpy: a year's backfill gives a
+        national fleet's links millions of entries, most of them sharing a bucket."""
+        lists = table.column(ru.state_column(field, ru.SKETCH)).combine_chunks()
+        parents = pc.list_parent_indices(lists).to_numpy()
+        flat = pc.list_flatten(lists)
+        values = pc.fill_null(flat.field("value"), np.nan).to_numpy(zero_copy_only=False)
+        counts = pc.fill_null(flat.field("n"), 0).to_numpy(zero_copy_only=False).astype(
+            np.int64)
         n_col = ru.state_column(field, "n")
-        if n_col in columns:
-            bad = self._con.execute(
-                f"SELECT count(*), any_value({_ident(TIME)}) FROM _incoming WHERE "
-                f"coalesce(list_sum(list_transform({col}, lambda e: e.n)), 0) "
-                f"<> coalesce({_ident(n_col)}, 0)").fetchall()[0]
-            if bad[0]:
-                raise StoreError(f"rollup frame for {meas.name!r}: {bad[0]} rows' "
-                                 f"{field}:{ru.SKETCH} counts do not add up to {n_col} "
-                                 f"(first at {bad[1]})")
-        self._con.execute(
-            f"INSERT INTO {_ident(ru.sketch_table(meas.name, grain))} "
-            f"SELECT time, series_id, '{field}', {ru.bucket_sql('value')} AS k, sum(n) "
-            f"FROM {entries} WHERE value IS NOT NULL AND n > 0 GROUP BY ALL")
+        if n_col in table.column_names:
+            want = pc.fill_null(table.column(n_col), 0).to_numpy().astype(np.int64)
+            got = np.bincount(parents, weights=counts, minlength=len(want)).astype(np.int64)
+            bad = np.flatnonzero(got != want)
+            if bad.size:
+                raise StoreError(
+                    f"rollup frame for {meas.name!r}: {bad.size} rows' "
+                    f"{field}:{ru.SKETCH} counts do not add up to {n_col} (first at "
+                    f"{table.column(TIME)[int(bad[0])].as_py()}: {got[bad[0]]} != "
+                    f"{want[bad[0]]})")
+        keep = (counts > 0) & ~np.isnan(values)
+        key = parents[keep].astype(np.int64) * (1 << 33) + \
+            (ru.bucket_of(values[keep]) - ru.ZERO_BUCKET)
+        uniq, inverse = np.unique(key, return_inverse=True)
+        compact = pa.table({
+            "_row": uniq >> 33, "k": ((uniq & ((1 << 33) - 1)) + ru.ZERO_BUCKET).astype(np.int32),
+            "n": np.bincount(inverse, weights=counts[keep]).astype(np.int64)})
+        self._con.register("_sketch", compact)
+        try:
+            self._con.execute(
+                f"INSERT INTO {_ident(ru.sketch_table(meas.name, grain))} "
+                f"SELECT {_ident(TIME)}, {sid}, '{field}', s.k, s.n "
+                f"FROM _sketch s JOIN _incoming i ON i._row = s._row")
+        finally:
+            self._con.unregister("_sketch")
 
     def _raw_from(self, measurement: str) -> datetime | None:
         key = (measurement, None)
