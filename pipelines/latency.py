@@ -44,7 +44,9 @@ Method (the window rule and the budgets are the core's, `computewatch.compliance
   budget, one finding per hub pair and tier.
 
 Over rollups (history before the raw data, `computewatch.store.resolution`) windows widen to
-the rollups' grain (an hour; whole multiples of it), with the same rules: probe counts,
+the rollups' grain at the period's start (an hour; whole multiples of it); a period in raw
+data keeps its windows, and its baseline reads only as far back as the raw data (then the
+short-history baseline applies). Over rollups the rules are the same: probe counts,
 loss and minima add up exactly per hour, so compliance, chronic links, route inflation and
 physics are what raw data gives at hourly windows. What hourly windows cannot show: an
 incident's minutes (episodes start and end on the hour); a short one diluted in its hour
@@ -613,6 +615,24 @@ def _physics(ctx: _Context) -> list[Finding]:
 
 # --- entry point ----------------------------------------------------------------------------
 
+def _answerable(store: Store, period: Period, window: timedelta, span: int) -> int:
+    """How many of the ``span`` baseline windows before the period the store answers at
+    ``window``: all of them, unless they reach into rollups coarser than the window (raw
+    data for the period, rollups before it): then those from where the raw data starts, and
+    the baseline is the short history's (see `MIN_BASELINE_TRAILING`)."""
+    warm = span
+    while warm:
+        grain = resolution(store, "link_latency", period.start - warm * window)
+        if not grain or window % grain == timedelta(0):
+            break
+        warm -= 1
+    if warm < span:
+        log.info("latency: the %s baseline before %s reaches into rollups coarser than %s "
+                 "windows: %d of its %d windows read", _span_text(span * window),
+                 period.start.isoformat(), _span_text(window), warm, span)
+    return warm
+
+
 def _widened(store: Store, start: datetime, window: timedelta) -> timedelta:
     """``window``, or the least multiple of the store's resolution from ``start`` (rollups'
     grain) that is not shorter; logged when widened."""
@@ -640,9 +660,10 @@ def run(store: Store, period: Period, policy: Policy, topology: Topology | None 
                          f"{_span_text(SLOW_LOOKBACK)}, got {baseline}")
     if not 0.0 <= loss_limit < 1.0:
         raise ValueError(f"loss_limit must be in [0, 1), got {loss_limit}")
-    window = _widened(store, period.start - baseline, window)
+    window = _widened(store, period.start, window)
     span = window_count(baseline, window)
-    links = _fetch(store, period, window, span, loss_limit, policy, topology)
+    links = _fetch(store, period, window, _answerable(store, period, window, span),
+                   loss_limit, policy, topology)
     if links is None:
         return []
     limit = float(policy.latency.route_inflation_limit.value)

@@ -1,12 +1,13 @@
 """The latency and anomaly pipelines over hourly rollups find what they find over raw data.
 
-One small simulated fleet, two days, written twice as minutes: ``raw`` keeps them, ``rolled``
-rolls them up and drops every raw sample (`refresh_rollups`, `drop_before`), so its whole
-history is hourly rollups. Both pipelines run over the second day (the first is their
-baseline) through the runner, as the report runs them. Expected values are the simulator's
-ground truth (the injected link degradation and lost device, timed to the minute) and the
-hourly rollups' stated limits (see the pipelines' docstrings): findings timed to the hour
-that holds them, the same subjects, the same links listed, tier compliance exact.
+One small simulated fleet, two days, written as minutes three times: ``raw`` keeps them,
+``rolled`` rolls them up and drops every raw sample (`refresh_rollups`, `drop_before`), so
+its whole history is hourly rollups; ``mixed`` drops only the first day's (a demo's store).
+Both pipelines run over the second day (the first is their baseline) through the runner.
+Expected values are the simulator's ground truth (the injected link degradation and lost
+device, timed to the minute) and the hourly rollups' stated limits (see the pipelines'
+docstrings): findings timed to the hour that holds them, the same subjects, the same links
+listed, tier compliance exact.
 """
 
 from __future__ import annotations
@@ -39,14 +40,14 @@ def _floor_hour(t: datetime) -> datetime:
 def runs(tmp_path_factory):
     fleet = build_fleet(load_topology(), sites=12, accelerators=200, seed=3)
     out = {}
-    for name in ("raw", "rolled"):
+    for name in ("raw", "rolled", "mixed"):
         history = simulate(fleet, hours=HOURS, end=END, policy=POLICY)
         store = DuckDBStore(tmp_path_factory.mktemp(name) / "p.duckdb")
         for measurement, frame in history.chunks():
             store.write(measurement, frame)
-        if name == "rolled":
+        if name != "raw":  # mixed: the baseline day rolled up, the period raw (as a demo)
             store.refresh_rollups()
-            store.drop_before(END + timedelta(days=1))
+            store.drop_before(END + timedelta(days=1) if name == "rolled" else PERIOD.start)
         analysis = run_pipelines(store, PERIOD, POLICY, fleet.topology,
                                  only=["latency", "anomaly"], write=False)
         out[name] = (store, analysis, history.truth)
@@ -125,6 +126,24 @@ def test_tier_compliance_is_exact_over_hourly_rollups(runs):
     raw, rolled = compliance(runs["raw"][0]), compliance(runs["rolled"][0])
     assert rolled.index.tolist() == raw.index.tolist()
     assert rolled.to_numpy() == pytest.approx(raw.to_numpy(), rel=1e-12)
+
+
+def test_a_raw_period_after_rollups_keeps_its_windows(runs):
+    """A demo's store: the day before the period kept as hourly rollups, the period raw.
+    The period keeps its 5-minute windows (the incident timed as on raw data); the
+    baseline reads only the raw data, so the link's other windows stand in for it."""
+    store, analysis, truth = runs["mixed"]
+    assert resolution(store, "link_latency", PERIOD.start - HOUR) == HOUR
+    assert resolution(store, "link_latency", PERIOD.start) == timedelta(0)
+    assert all(s.ok for s in analysis.status), analysis.status
+    inc = _incident(truth, "link_degraded")
+    (found,) = _by_rule(analysis, "link_degraded")
+    assert found.subject == inc.subject and found.detail["window_s"] == 300.0
+    assert found.detail["baseline"] == "rest"
+    assert abs(found.start - inc.start) <= timedelta(minutes=5)
+    lost = _incident(truth, "device_lost")
+    assert [(f.subject, f.start) for f in _by_rule(analysis, "accelerator_lost")] == \
+        [(lost.subject, lost.start)]  # the period's minutes
 
 
 def test_a_lost_accelerator_is_found_and_timed_to_the_hour(runs):
