@@ -326,54 +326,45 @@ def _card_table(h: History, ctx: _Context, rows: dict[str, np.ndarray], t0_us: i
 
 
 class _CardDay:
-    """A UTC day of card rows, one per card and pod: the series the minute data's own daily
-    rollups hold (a card holds several pods, and namespaces, in a day: about six rows per
-    card of the default fleet, where one per card and namespace would be 3.6). Spans are
-    collected hour by hour and merged at the day's end."""
+    """A UTC day of card rows accumulated per (card, namespace) in dense arrays: one row
+    per card and holder (a pod lives 6-72 hours and a card's namespace changes by the hour,
+    so daily rows per pod would be several per card; daily rows carry the namespace and
+    leave the pod empty, hourly ones name it)."""
 
     def __init__(self, h: History) -> None:
         self.h = h
-        self.spans: list[dict[str, np.ndarray]] = []
-        self.hour_end: list[np.ndarray] = []  # every card's energy counter after each hour
+        n_d = h.fleet.n_devices
+        size = (len(NAMESPACES) + 1) * n_d
+        self.sums = {k: np.zeros(size) for k in _SUMMED}
+        self.first_hour = np.full(size, -1, dtype=np.int64)
+        self.last_step = np.zeros(size, dtype=np.int64)
+        self.hour_end = []  # every card's energy counter after each hour
         self.day_start = h._energy.copy()
 
-    def add(self, k: int, hour: int, parts: list[dict[str, np.ndarray]]) -> None:
-        """The spans of the day's ``k``-th hour (the history's ``hour``), in time order."""
-        n_inc = len(self.h.truth.incidents)
+    def add(self, k: int, parts: list[dict[str, np.ndarray]]) -> None:
+        n_d = self.h.fleet.n_devices
         for part in parts:
-            start = _pod_starts(self.h, hour, part["pod_key"])
-            self.spans.append({
-                **{name: part[name] for name in ("d", "holder", *_SUMMED)},
-                "pod": (part["pod_key"].astype(np.int64) + n_inc + 2) * (1 << 32) + start,
-                "hour": np.full(len(part["d"]), k, dtype=np.int64),
-                "step": k * self.h.steps_per_hour + part["last"]})
+            key = (part["holder"] + 1) * n_d + part["d"]  # a card once per span
+            for name in _SUMMED:
+                self.sums[name][key] += part[name]
+            unset = self.first_hour[key] < 0
+            self.first_hour[key[unset]] = k
+            self.last_step[key] = k * self.h.steps_per_hour + part["last"]
         self.hour_end.append(self.h._energy.copy())
 
     def rows(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """(rows, index of each row's last sample from the day's start)."""
-        h = self.h
-        n_d = h.fleet.n_devices
-        cat = {k: np.concatenate([s[k] for s in self.spans]) for k in self.spans[0]}
-        pods, pod_code = np.unique(cat["pod"], return_inverse=True)
-        key = pod_code.astype(np.int64) * n_d + cat["d"]
-        keys, first_at, inverse = np.unique(key, return_index=True, return_inverse=True)
-        _, from_end = np.unique(key[::-1], return_index=True)
-        last_at = len(key) - 1 - from_end  # spans are in time order: the last one is latest
-        sums = {k: np.bincount(inverse, weights=cat[k], minlength=len(keys)) for k in _SUMMED}
-        keep = sums["n"] + sums["lost"] > 0  # a lost card's pod still reports health 0
-        keys, first_at, last_at = keys[keep], first_at[keep], last_at[keep]
-        d, pod = keys % n_d, pods[keys // n_d]
-        n_inc = len(h.truth.incidents)
+        n_d = self.h.fleet.n_devices
+        key = np.flatnonzero(self.sums["n"] > 0)
+        d, holder = key % n_d, key // n_d - 1
         ends = np.stack(self.hour_end)
-        first, step = cat["hour"][first_at], cat["step"][last_at]
-        last = step // h.steps_per_hour
+        first, last = self.first_hour[key], self.last_step[key] // self.h.steps_per_hour
         before = np.where(first > 0, ends[np.maximum(first - 1, 0), d], self.day_start[d])
-        rows = {"d": d, "holder": cat["holder"][first_at],
-                "pod_key": pod // (1 << 32) - n_inc - 2, "start": pod % (1 << 32),
-                **{k: v[keep] for k, v in sums.items()}, "e_end": ends[last, d]}
+        rows = {"d": d, "holder": holder, **{k: v[key] for k, v in self.sums.items()},
+                "e_end": ends[last, d]}
         rows["e_start"] = before + rows["power"] / np.maximum(rows["n"], 1) \
-            * h.step.total_seconds()
-        return rows, step
+            * self.h.step.total_seconds()
+        return rows, self.last_step[key]
 
 
 _State = dict[str, dict[str, np.ndarray]]
@@ -554,7 +545,7 @@ def rollup_frames(history: History, hours: int, grain: timedelta = HOUR
         for hour in range(first, last):
             parts, site_w = _card_segments(history, hour)
             if day is not None:
-                day.add(hour - first, hour, parts)
+                day.add(hour - first, parts)
             else:
                 rows = _merge_segments(history, parts)
                 t0_us = int((history.start + hour * HOUR).timestamp() * 1_000_000)
@@ -580,8 +571,8 @@ def rollup_frames(history: History, hours: int, grain: timedelta = HOUR
             continue
         rows, steps = day.rows()
         t0_us = int(t0.timestamp() * 1_000_000)
-        pod = _pod_names(history, rows["pod_key"], rows["start"])
-        yield "accelerator", _card_table(history, ctx, rows, t0_us, pod,
+        yield "accelerator", _card_table(history, ctx, rows, t0_us,
+                                         _dict_column([""], np.zeros(len(steps), int)),
                                          t0_us + steps * step_us), grain
         end_step = t0 + (last - first - 1) * HOUR + last_step
         yield "facility_power", _state_frame(meters, _merge_states(fac), t0, end_step), grain
