@@ -29,6 +29,7 @@ T0 = datetime(2026, 11, 1, tzinfo=UTC)
 T1 = datetime(2026, 12, 1, tzinfo=UTC)
 MONTH = Period(T0, T1)
 MIN = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
 SITES = {"s1": ("h1", "c1"), "s2": ("h2", "c2")}
 BUDGET = 0.005  # the shipped policy's regional budget as a round-trip time
 RESET_AT = T0 + timedelta(days=11, hours=5, minutes=17)
@@ -304,6 +305,27 @@ def test_history_written_with_sketches_answers_percentiles(month, tmp_path, grai
     with pytest.raises(StoreError, match="3 rows' rtt_p95_seconds:sketch counts do not add"):
         store.write_rollup("link_latency", short.assign(
             time=short.time + 40 * timedelta(days=1)), grain)
+    store.close()
+
+
+def test_sketch_lists_with_zero_and_repeated_values(tmp_path):
+    """Entries of one row that share a bucket add up; a zero is counted as 0 (its own
+    bucket, far below every positive one); an entry of count 0 is nothing."""
+    store = DuckDBStore(tmp_path / "zero.duckdb")
+    sketch = [[{"value": 0.0, "n": 1}, {"value": 0.010, "n": 2}, {"value": 0.01001, "n": 1},
+               {"value": 0.5, "n": 0}]]
+    store.write_rollup("link_latency", pd.DataFrame({
+        "time": [T0], "src_site": ["a"], "dst_site": ["b"], "rtt_p95_seconds:n": [4],
+        "rtt_p95_seconds:sum": [0.03001], "rtt_p95_seconds:sketch": sketch}))
+
+    def q(quantile: float) -> float:
+        return float(store.query(Query("link_latency", ("rtt_p95_seconds",), T0, T0 + HOUR,
+                                       agg=Aggregate.QUANTILE, quantile=quantile)
+                                 ).rtt_p95_seconds[0])
+
+    assert q(0.0) == 0.0  # the zero: 1 of 4
+    assert q(1.0) == pytest.approx(0.010, rel=RELATIVE_ERROR)  # not 0.5 (count 0)
+    assert q(2 / 3) == pytest.approx(0.010, rel=RELATIVE_ERROR)
     store.close()
 
 

@@ -130,6 +130,23 @@ def _normalize(table: pa.Table, meas: catalog.Measurement) -> pa.Table:
     return table
 
 
+def _per_row_buckets(rows: np.ndarray, k: np.ndarray, n: np.ndarray, n_rows: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sketch entries (row, bucket, count) summed per row and bucket: on a dense grid of
+    rows x the buckets in use where that is small (a backfill's links span a few hundred
+    buckets), else by sorting."""
+    if not len(k):
+        return rows, k, n
+    lo = int(k.min())
+    span = int(k.max()) - lo + 1
+    if n_rows * span <= 8 * len(k) + (1 << 20):
+        total = np.bincount(rows * span + (k - lo), weights=n, minlength=n_rows * span)
+        cells = np.flatnonzero(total)
+        return cells // span, cells % span + lo, total[cells].astype(np.int64)
+    keys, inverse = np.unique(np.stack([rows, k]), axis=1, return_inverse=True)
+    return keys[0], keys[1], np.bincount(inverse.ravel(), weights=n).astype(np.int64)
+
+
 def _floor(t: datetime, grain: timedelta) -> datetime:
     """``t`` (naive UTC) down to a multiple of ``grain`` since the epoch."""
     epoch = datetime(1970, 1, 1)
@@ -812,11 +829,15 @@ class DuckDBStore:
         `write_rollup`'s transaction). Bucketed in numpy: a year's backfill gives a
         national fleet's links millions of entries, most of them sharing a bucket."""
         lists = table.column(ru.state_column(field, ru.SKETCH)).combine_chunks()
-        parents = pc.list_parent_indices(lists).to_numpy()
-        flat = pc.list_flatten(lists)
-        values = pc.fill_null(flat.field("value"), np.nan).to_numpy(zero_copy_only=False)
-        counts = pc.fill_null(flat.field("n"), 0).to_numpy(zero_copy_only=False).astype(
-            np.int64)
+        offsets = lists.offsets.to_numpy()
+        parents = np.repeat(np.arange(len(lists)), np.diff(offsets))
+        flat = lists.values.slice(offsets[0], offsets[-1] - offsets[0])
+        values = flat.field("value")
+        counts = flat.field("n")
+        values = pc.fill_null(values, np.nan) if values.null_count else values
+        counts = pc.fill_null(counts, 0) if counts.null_count else counts
+        values = values.to_numpy(zero_copy_only=False)
+        counts = counts.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
         n_col = ru.state_column(field, "n")
         if n_col in table.column_names:
             want = pc.fill_null(table.column(n_col), 0).to_numpy().astype(np.int64)
@@ -829,12 +850,9 @@ class DuckDBStore:
                     f"{table.column(TIME)[int(bad[0])].as_py()}: {got[bad[0]]} != "
                     f"{want[bad[0]]})")
         keep = (counts > 0) & ~np.isnan(values)
-        key = parents[keep].astype(np.int64) * (1 << 33) + \
-            (ru.bucket_of(values[keep]) - ru.ZERO_BUCKET)
-        uniq, inverse = np.unique(key, return_inverse=True)
-        compact = pa.table({
-            "_row": uniq >> 33, "k": ((uniq & ((1 << 33) - 1)) + ru.ZERO_BUCKET).astype(np.int32),
-            "n": np.bincount(inverse, weights=counts[keep]).astype(np.int64)})
+        rows, k, n = _per_row_buckets(parents[keep], ru.bucket_of(values[keep]), counts[keep],
+                                      len(lists))
+        compact = pa.table({"_row": rows, "k": k.astype(np.int32), "n": n})
         self._con.register("_sketch", compact)
         try:
             self._con.execute(
