@@ -64,6 +64,16 @@ one) with its value, the baseline median, the change and the z, in the message a
 critical when a feature reaches ``Z_CRITICAL``. Passing a ``baseline`` period replaces the
 trailing baseline with that one (normal operation by the caller's word; its windows are not
 judged).
+
+**Over rollups** (history before the raw data, `computewatch.store.resolution`) both rules
+run at the rollups' grain (an hour): a lost device is screened by its hourly minimum health
+and its episodes are timed to the hour (from the first hour with an unhealthy reading to
+the end of the last one: the minute it was lost and came back is not kept); the site
+features are hourly means, PUE from the meters' hourly readings, and the median RTT to the
+hub from the hours' latency sketches (within their 1%), so site anomalies of an hour or more
+are judged as on raw data. What hourly rollups cannot show: a device lost for minutes
+inside an hour that also ended healthy still shows (its hour's minimum is 0), but not when;
+site windows shorter than an hour.
 """
 
 from __future__ import annotations
@@ -81,7 +91,7 @@ from computewatch.pipelines._episodes import episodes
 from computewatch.policy import Policy
 from computewatch.pue import CHINA_TZ, meter_readings, window_edges, window_pue
 from computewatch.rule_definitions import ANOMALY_HEALTH, ANOMALY_SITE
-from computewatch.store import Aggregate, Query, Store
+from computewatch.store import Aggregate, Query, Store, resolution
 from computewatch.topology import Site, Topology
 
 __all__ = ["FEATURES", "FLOORS", "HEALTH_STEP", "LOOKBACK", "MIN_BASELINE_WINDOWS", "MIN_RUN",
@@ -152,10 +162,12 @@ def _lost_accelerators(store: Store, period: Period) -> list[Finding]:
     if suspects.empty:
         return []
     places = suspects.drop_duplicates("device").set_index("device")
+    # Over rollups the finest step is their grain (an hour): episodes are timed to it.
+    health_step = max(HEALTH_STEP, resolution(store, "accelerator", period.start))
     fine = store.query(Query("accelerator", ("health",), period.start, period.end,
                              where={"device": sorted(places.index)}, group_by=("device",),
-                             window=HEALTH_STEP, agg=Aggregate.MIN))
-    step = pd.Timedelta(HEALTH_STEP)
+                             window=health_step, agg=Aggregate.MIN))
+    step = pd.Timedelta(health_step)
     end_of_period = pd.Timestamp(period.end)
     findings = []
     for device, g in fine.dropna(subset=["health"]).groupby("device", sort=True):
@@ -227,8 +239,10 @@ def _rtt_to_hub(store: Store, edges: pd.DatetimeIndex, window: timedelta,
 def _pue(store: Store, edges: pd.DatetimeIndex, window: timedelta,
          min_completeness: float) -> pd.DataFrame:
     """Per site and window: energy-based PUE from store-side last counter readings."""
-    bucket = min(_READING_BUCKET, window / 2)
     t0, t1 = edges[0].to_pydatetime(), edges[-1].to_pydatetime()
+    # Over rollups the meters are read once per rollup bucket (an hour), not every 5 min.
+    bucket = max(min(_READING_BUCKET, window / 2),
+                 resolution(store, "facility_power", t0 - _READING_BUCKET))
     readings = meter_readings(store, Period(t0, t1), bucket)
     if readings.empty:
         return pd.DataFrame(columns=["time", "site", "pue"])

@@ -42,6 +42,19 @@ Method (the window rule and the budgets are the core's, `computewatch.compliance
   exceeds the policy limit (links under 50 km not scored), one finding per hub pair and tier.
 - ``budget_below_physics`` (planning, INFO): links whose fiber minimum alone exceeds their
   budget, one finding per hub pair and tier.
+
+Over rollups (history before the raw data, `computewatch.store.resolution`) windows widen to
+the rollups' grain at the period's start (an hour; whole multiples of it); a period in raw
+data keeps its windows, and its baseline reads only as far back as the raw data (then the
+short-history baseline applies). Over rollups the rules are the same: probe counts,
+loss and minima add up exactly per hour, so compliance, chronic links, route inflation and
+physics are what raw data gives at hourly windows. What hourly windows cannot show: an
+incident's minutes (episodes start and end on the hour); a short one diluted in its hour
+(the fast alert needs at least 14.4 x 5% = 72% of an hour's probes bad, the slow one 30%
+for six hours: a 20-minute outage may not page); the 5-minute and 30-minute short windows
+of the burn-rate alerts become the hour itself; and an incident's p95 and p99 are merged
+from the hours' mean per-minute percentiles (`merged_quantile` on hourly means), between the
+incident's and the link's normal values where an incident covers part of an hour.
 """
 
 from __future__ import annotations
@@ -72,7 +85,7 @@ from computewatch.rule_definitions import (
     LATENCY_ROUTE_INFLATION,
     LATENCY_TIER_BUDGET_UNMET,
 )
-from computewatch.store import Aggregate, Query, Store
+from computewatch.store import Aggregate, Query, Store, resolution
 from computewatch.topology import Topology
 
 __all__ = ["CHRONIC_SHARE", "INTERMITTENT_SHARE", "RULES", "merged_quantile", "run"]
@@ -307,13 +320,15 @@ def merged_quantile(minutes: pd.DataFrame, q: float) -> float:
 
 
 def _minutes(store: Store, a: str, b: str, start: datetime, end: datetime) -> pd.DataFrame:
-    """The per-minute summaries of both directions of one link (a few hundred rows)."""
+    """The per-minute summaries of both directions of one link (a few hundred rows); over
+    rollups their means per hour (the finest the store holds there)."""
     fields = ("rtt_min_seconds", "rtt_p50_seconds", "rtt_p95_seconds", "rtt_p99_seconds",
               "rtt_max_seconds", "samples", "loss_ratio")
+    step = max(timedelta(minutes=1), resolution(store, "link_latency", start))
     return store.query(Query("link_latency", fields, start, end,
                              where={"src_site": [a, b], "dst_site": [a, b]},
                              group_by=("src_site", "dst_site", "probe"),
-                             window=timedelta(minutes=1), agg=Aggregate.MEAN))
+                             window=step, agg=Aggregate.MEAN))
 
 
 # --- findings -----------------------------------------------------------------------------
@@ -573,6 +588,36 @@ def _physics(ctx: _Context) -> list[Finding]:
 
 # --- entry point ----------------------------------------------------------------------------
 
+def _answerable(store: Store, period: Period, window: timedelta, span: int) -> int:
+    """How many of the ``span`` baseline windows before the period the store answers at
+    ``window``: all of them, unless they reach into rollups coarser than the window (raw
+    data for the period, rollups before it): then those from where the raw data starts, and
+    the baseline is the short history's (see `MIN_BASELINE_TRAILING`)."""
+    warm = span
+    while warm:
+        grain = resolution(store, "link_latency", period.start - warm * window)
+        if not grain or window % grain == timedelta(0):
+            break
+        warm -= 1
+    if warm < span:
+        log.info("latency: the %s baseline before %s reaches into rollups coarser than %s "
+                 "windows: %d of its %d windows read", _span_text(span * window),
+                 period.start.isoformat(), _span_text(window), warm, span)
+    return warm
+
+
+def _widened(store: Store, start: datetime, window: timedelta) -> timedelta:
+    """``window``, or the least multiple of the store's resolution from ``start`` (rollups'
+    grain) that is not shorter; logged when widened."""
+    grain = resolution(store, "link_latency", start)
+    if not grain or window % grain == timedelta(0):
+        return window
+    wide = -(-window // grain) * grain
+    log.info("latency: history from %s is kept as rollups of %s: windows of %s, not %s",
+             start.isoformat(), grain, wide, window)
+    return wide
+
+
 def run(store: Store, period: Period, policy: Policy, topology: Topology | None = None, *,
         window: timedelta = timedelta(minutes=5), baseline: timedelta = timedelta(hours=24),
         loss_limit: float = 0.01) -> list[Finding]:
@@ -588,8 +633,10 @@ def run(store: Store, period: Period, policy: Policy, topology: Topology | None 
                          f"{_span_text(SLOW_LOOKBACK)}, got {baseline}")
     if not 0.0 <= loss_limit < 1.0:
         raise ValueError(f"loss_limit must be in [0, 1), got {loss_limit}")
+    window = _widened(store, period.start, window)
     span = window_count(baseline, window)
-    links = _fetch(store, period, window, span, loss_limit, policy, topology)
+    links = _fetch(store, period, window, _answerable(store, period, window, span),
+                   loss_limit, policy, topology)
     if links is None:
         return []
     limit = float(policy.latency.route_inflation_limit.value)

@@ -559,3 +559,39 @@ def test_nothing_in_the_running_stack_reaches_the_internet(resolved):
               if ":/usr/share/grafana/public/" in v}
     assert base["type"] == "geojson" and served[base["config"]["src"]].is_file()
     assert resolved["services"]["influxdb"]["environment"]["INFLUXD_REPORTING_DISABLED"] == "true"
+
+
+def test_vmalert_records_the_rollup_rules_from_the_raw_store_into_the_rollups_store(resolved):
+    """The stack's vmalert reads the generated rollup rules (through its bind mount: the
+    committed file), queries the raw VictoriaMetrics and writes into victoriametrics-rollups,
+    the instance kept for years; the real vmalert (the Debian package, the image's release)
+    accepts its flags and the rules (``-dryRun``), and refuses a misspelt flag."""
+    from computewatch.rollup_rules import ROLLUP_RULES_FILE
+
+    service = resolved["services"]["vmalert"]
+    assert service["image"].endswith(f"/victoriametrics/vmalert:v{_debian_vm_version()}")
+    flags = dict(arg.split("=", 1) for arg in service["command"])
+    mounts = {v.split(":")[1]: Path(v.split(":")[0]) for v in service["volumes"]}
+    rule = Path(flags["-rule"])
+    assert mounts[str(rule.parent)] / rule.name == ROOT / ROLLUP_RULES_FILE
+    assert urlsplit(flags["-datasource.url"]).hostname == "victoriametrics"
+    assert urlsplit(flags["-remoteWrite.url"]).hostname == "victoriametrics-rollups"
+    assert set(service["depends_on"]) == {"victoriametrics", "victoriametrics-rollups"}
+    local = [f"-rule={ROOT / ROLLUP_RULES_FILE}",
+             *(a for a in service["command"] if not a.startswith("-rule="))]
+    vmalert = shutil.which("vmalert")
+    assert vmalert, "vmalert is not installed; `make test` installs it (victoria-metrics)"
+    ok = subprocess.run([vmalert, *local, "-dryRun"], capture_output=True, text=True,
+                        timeout=60)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    bad = subprocess.run([vmalert, *local, "-remoteWrite.urll=x", "-dryRun"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0
+
+
+def _debian_vm_version() -> str:
+    """The installed victoria-metrics package's upstream version (``1.79.5``)."""
+    out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "victoria-metrics"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split("+")[0]

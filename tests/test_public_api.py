@@ -220,7 +220,8 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.sim.fleet": {
         "DEVICES_PER_NODE", "Fleet", "SiteProfile", "build_fleet", "simulated_meters"},
     "computewatch.sim.hardware": {"AcceleratorSpec", "spec_for"},
-    "computewatch.sim.backfill": {"ACCELERATOR_FIELDS", "CARD_STATES", "rollup_frames"},
+    "computewatch.sim.backfill": {"ACCELERATOR_FIELDS", "CARD_STATES", "SKETCH_MASS",
+                                  "rollup_frames"},
     "computewatch.sim.history": {"HOST_FACTOR", "History", "Segment", "simulate"},
     "computewatch.sim.incidents": {"AllocationTruth", "GroundTruth", "Incident", "LinkTruth",
                                    "UtilizationTruth"},

@@ -29,6 +29,7 @@ T0 = datetime(2026, 11, 1, tzinfo=UTC)
 T1 = datetime(2026, 12, 1, tzinfo=UTC)
 MONTH = Period(T0, T1)
 MIN = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
 SITES = {"s1": ("h1", "c1"), "s2": ("h2", "c2")}
 BUDGET = 0.005  # the shipped policy's regional budget as a round-trip time
 RESET_AT = T0 + timedelta(days=11, hours=5, minutes=17)
@@ -276,6 +277,73 @@ def test_history_written_as_rollups_reads_like_raw_data(month, tmp_path):
         store.write_rollup("accelerator", states.rename(columns={"hour": "time",
                                                                  "utilization_ratio:n": "x"}))
     store.close()
+
+
+@pytest.mark.parametrize("grain", [timedelta(hours=1), timedelta(days=1)])
+def test_history_written_with_sketches_answers_percentiles(month, tmp_path, grain):
+    """A backfill's link rows carry each bucket's samples as ``field:sketch`` (here every
+    sample of the hour or day, by its value): a month's percentiles per direction are then
+    the raw ``quantile_cont``'s within the sketch's 1%, as from rolled-up raw data; counts
+    that do not add up to ``field:n`` are refused, naming the field."""
+    links = month["links"].assign(bucket=month["links"].time.dt.floor(
+        "h" if grain == timedelta(hours=1) else "D"))
+    keys = ["bucket", "src_site", "dst_site", "src_hub", "dst_hub", "tier", "probe"]
+    g = links.groupby(keys).rtt_p95_seconds
+    rows = g.agg(**{"rtt_p95_seconds:n": "count", "rtt_p95_seconds:sum": "sum"}).reset_index()
+    rows["rtt_p95_seconds:sketch"] = [[{"value": v, "n": 1} for v in values]
+                                      for _, values in g]
+    rows = rows.rename(columns={"bucket": "time"})
+    store = DuckDBStore(tmp_path / "sketched.duckdb")
+    assert store.write_rollup("link_latency", rows, grain) == len(rows)
+    for q in (0.05, 0.5, 0.95, 0.99):
+        query = Query("link_latency", ("rtt_p95_seconds",), T0, T1,
+                      group_by=("src_site", "dst_site"), agg=Aggregate.QUANTILE, quantile=q)
+        want = links.groupby(["src_site", "dst_site"]).rtt_p95_seconds.quantile(q).to_numpy()
+        assert store.query(query).rtt_p95_seconds.to_numpy() == pytest.approx(
+            want, rel=RELATIVE_ERROR)
+    short = rows.iloc[:3].assign(**{"rtt_p95_seconds:n": rows["rtt_p95_seconds:n"][:3] + 1})
+    with pytest.raises(StoreError, match="3 rows' rtt_p95_seconds:sketch counts do not add"):
+        store.write_rollup("link_latency", short.assign(
+            time=short.time + 40 * timedelta(days=1)), grain)
+    store.close()
+
+
+def test_sketch_lists_with_zero_and_repeated_values(tmp_path):
+    """Entries of one row that share a bucket add up; a zero is counted as 0 (its own
+    bucket, far below every positive one); an entry of count 0 is nothing."""
+    store = DuckDBStore(tmp_path / "zero.duckdb")
+    sketch = [[{"value": 0.0, "n": 1}, {"value": 0.010, "n": 2}, {"value": 0.01001, "n": 1},
+               {"value": 0.5, "n": 0}]]
+    store.write_rollup("link_latency", pd.DataFrame({
+        "time": [T0], "src_site": ["a"], "dst_site": ["b"], "rtt_p95_seconds:n": [4],
+        "rtt_p95_seconds:sum": [0.03001], "rtt_p95_seconds:sketch": sketch}))
+
+    def q(quantile: float) -> float:
+        return float(store.query(Query("link_latency", ("rtt_p95_seconds",), T0, T0 + HOUR,
+                                       agg=Aggregate.QUANTILE, quantile=quantile)
+                                 ).rtt_p95_seconds[0])
+
+    assert q(0.0) == 0.0  # the zero: 1 of 4
+    assert q(1.0) == pytest.approx(0.010, rel=RELATIVE_ERROR)  # not 0.5 (count 0)
+    assert q(2 / 3) == pytest.approx(0.010, rel=RELATIVE_ERROR)
+    store.close()
+
+
+def test_the_numpy_bucketing_is_the_sqls():
+    """Sketch lists are bucketed in numpy, raw samples in SQL: the same bucket for every
+    value, bucket edges, zero and negatives included."""
+    import duckdb
+
+    from computewatch.store._rollups import GAMMA, bucket_of, bucket_sql
+
+    rng = np.random.default_rng(7)
+    edges = GAMMA ** np.arange(-900, 50, dtype=float)
+    values = np.concatenate([rng.lognormal(np.log(0.01), 3.0, 20_000), edges,
+                             np.nextafter(edges, 0), np.nextafter(edges, 1), [0.0, -1.0]])
+    con = duckdb.connect()
+    con.register("v", pd.DataFrame({"x": values}))
+    want = con.execute(f"SELECT {bucket_sql('x')} FROM v").fetchnumpy()
+    assert bucket_of(values).tolist() == next(iter(want.values())).tolist()
 
 
 def _daily_states(frame: pd.DataFrame, labels: list[str], fields: list[str]) -> pd.DataFrame:

@@ -130,6 +130,23 @@ def _normalize(table: pa.Table, meas: catalog.Measurement) -> pa.Table:
     return table
 
 
+def _per_row_buckets(rows: np.ndarray, k: np.ndarray, n: np.ndarray, n_rows: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sketch entries (row, bucket, count) summed per row and bucket: on a dense grid of
+    rows x the buckets in use where that is small (a backfill's links span a few hundred
+    buckets), else by sorting."""
+    if not len(k):
+        return rows, k, n
+    lo = int(k.min())
+    span = int(k.max()) - lo + 1
+    if n_rows * span <= 8 * len(k) + (1 << 20):
+        total = np.bincount(rows * span + (k - lo), weights=n, minlength=n_rows * span)
+        cells = np.flatnonzero(total)
+        return cells // span, cells % span + lo, total[cells].astype(np.int64)
+    keys, inverse = np.unique(np.stack([rows, k]), axis=1, return_inverse=True)
+    return keys[0], keys[1], np.bincount(inverse.ravel(), weights=n).astype(np.int64)
+
+
 def _floor(t: datetime, grain: timedelta) -> datetime:
     """``t`` (naive UTC) down to a multiple of ``grain`` since the epoch."""
     epoch = datetime(1970, 1, 1)
@@ -703,6 +720,12 @@ class DuckDBStore:
         columns ``field:state`` (`computewatch.store._rollups.STATES`; a state left out is
         NULL: write ``n`` and ``sum`` at least, ``last``, ``last_time`` and ``max`` for
         counters).
+        A sketched field (`computewatch.store._rollups.sketched`: the latency percentiles)
+        may carry ``field:sketch``, its samples in the bucket as a list of ``{value, n}``
+        per row (``n`` samples near ``value``; the counts add up to ``field:n``): each
+        value goes into the sketch bucket a raw sample of it would, so quantiles over
+        these buckets read as over rolled-up raw data. Without it the buckets answer no
+        quantile of that field.
         ``grain`` an hour (the days they fall in are rolled up again from the hours) or a
         day (daily rows only: queries of those days then need whole days, `resolution`).
         Write each day at one grain. Returns rows stored."""
@@ -715,13 +738,18 @@ class DuckDBStore:
             raise StoreError(f"rollup frame for {measurement!r}: no {TIME!r} column")
         states = set(ru.STATES)
         fields: set[str] = set()
+        sketches: list[str] = []
         for col in table.column_names:
             if col == TIME or col in meas.labels:
                 continue
             f, _, s = col.partition(":")
+            if s == ru.SKETCH and f in ru.sketched(meas):
+                sketches.append(f)
+                continue
             if s not in states:
                 raise StoreError(f"rollup frame for {measurement!r}: column {col!r} is neither "
-                                 f"a label nor field:state (states: {', '.join(sorted(states))})")
+                                 f"a label nor field:state (states: {', '.join(sorted(states))}"
+                                 f"; {ru.SKETCH} for {', '.join(ru.sketched(meas)) or 'none'})")
             meas.metric(f)
             fields.add(f)
         if table.num_rows == 0:
@@ -741,14 +769,16 @@ class DuckDBStore:
             else pa.table({"_": [0]})
         series_t = _ident("series_" + meas.name)
         series_cols = ", ".join(_ident(lab) for lab in meas.labels)
-        state_cols = [c for c in table.column_names if ":" in c]
+        state_cols = [c for c in table.column_names
+                      if ":" in c and not c.endswith(":" + ru.SKETCH)]
         cols = ", ".join(_ident(c) for c in state_cols)
         with self._lock:
             self._spans.clear()
             self._ensure(meas)
             have = self._rollup_tables(meas, fields)
             hourly, daily = (ru.rollup_table(meas.name, g) for g in (ru.HOUR, ru.DAY))
-            self._con.register("_incoming", table)
+            self._con.register("_incoming", table.append_column(
+                "_row", pa.array(np.arange(table.num_rows))) if sketches else table)
             self._con.register("_label_sets", label_sets)
             try:
                 self._con.execute("BEGIN")
@@ -759,6 +789,8 @@ class DuckDBStore:
                 self._con.execute(f"INSERT INTO {_ident(ru.rollup_table(meas.name, grain))} "
                                   f"(time, series_id, {cols}) "
                                   f"SELECT {_ident(TIME)}, {sid}, {cols} FROM _incoming")
+                for f in sketches:
+                    self._write_sketch(meas, f, sid, grain, table)
                 if grain == ru.DAY:
                     self._con.execute("COMMIT")
                     return table.num_rows
@@ -771,6 +803,13 @@ class DuckDBStore:
                 self._con.execute(f"INSERT INTO {_ident(daily)} (time, series_id, {all_cols}) "
                                   + ru.merge_select(merged, source, "date_trunc('day', time)"),
                                   [d0, d1])
+                if sketches:
+                    hs, ds = (_ident(ru.sketch_table(meas.name, g)) for g in (ru.HOUR, ru.DAY))
+                    self._con.execute(f"DELETE FROM {ds} WHERE time >= ? AND time < ?", [d0, d1])
+                    self._con.execute(
+                        f"INSERT INTO {ds} SELECT date_trunc('day', time), series_id, field, "
+                        f"k, sum(n) FROM {hs} WHERE time >= ? AND time < ? GROUP BY ALL",
+                        [d0, d1])
                 self._con.execute("COMMIT")
             except duckdb.Error as exc:
                 self._con.execute("ROLLBACK")
@@ -781,6 +820,47 @@ class DuckDBStore:
                 self._con.unregister("_incoming")
                 self._con.unregister("_label_sets")
         return table.num_rows
+
+    def _write_sketch(self, meas: catalog.Measurement, field: str, sid: str,
+                      grain: timedelta, table: pa.Table) -> None:
+        """Insert ``table``'s ``field:sketch`` lists (``table`` is registered as
+        ``_incoming`` with a ``_row`` number) as sketch rows of ``grain``, one per row and
+        bucket, after checking that their counts add up to ``field:n`` (inside
+        `write_rollup`'s transaction). Bucketed in numpy: a year's backfill gives a
+        national fleet's links millions of entries, most of them sharing a bucket."""
+        lists = table.column(ru.state_column(field, ru.SKETCH)).combine_chunks()
+        offsets = lists.offsets.to_numpy()
+        parents = np.repeat(np.arange(len(lists)), np.diff(offsets))
+        flat = lists.values.slice(offsets[0], offsets[-1] - offsets[0])
+        values = flat.field("value")
+        counts = flat.field("n")
+        values = pc.fill_null(values, np.nan) if values.null_count else values
+        counts = pc.fill_null(counts, 0) if counts.null_count else counts
+        values = values.to_numpy(zero_copy_only=False)
+        counts = counts.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        n_col = ru.state_column(field, "n")
+        if n_col in table.column_names:
+            want = pc.fill_null(table.column(n_col), 0).to_numpy().astype(np.int64)
+            got = np.bincount(parents, weights=counts, minlength=len(want)).astype(np.int64)
+            bad = np.flatnonzero(got != want)
+            if bad.size:
+                raise StoreError(
+                    f"rollup frame for {meas.name!r}: {bad.size} rows' "
+                    f"{field}:{ru.SKETCH} counts do not add up to {n_col} (first at "
+                    f"{table.column(TIME)[int(bad[0])].as_py()}: {got[bad[0]]} != "
+                    f"{want[bad[0]]})")
+        keep = (counts > 0) & ~np.isnan(values)
+        rows, k, n = _per_row_buckets(parents[keep], ru.bucket_of(values[keep]), counts[keep],
+                                      len(lists))
+        compact = pa.table({"_row": rows, "k": k.astype(np.int32), "n": n})
+        self._con.register("_sketch", compact)
+        try:
+            self._con.execute(
+                f"INSERT INTO {_ident(ru.sketch_table(meas.name, grain))} "
+                f"SELECT {_ident(TIME)}, {sid}, '{field}', s.k, s.n "
+                f"FROM _sketch s JOIN _incoming i ON i._row = s._row")
+        finally:
+            self._con.unregister("_sketch")
 
     def _raw_from(self, measurement: str) -> datetime | None:
         key = (measurement, None)

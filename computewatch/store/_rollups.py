@@ -30,9 +30,12 @@ import math
 from collections.abc import Sequence
 from datetime import timedelta
 
+import numpy as np
+
 from computewatch import catalog
 
-__all__ = ["DAY", "GAMMA", "GRAINS", "HOUR", "RELATIVE_ERROR", "STATES", "bucket_sql",
+__all__ = ["DAY", "GAMMA", "GRAINS", "HOUR", "RELATIVE_ERROR", "SKETCH", "STATES", "ZERO_BUCKET",
+           "bucket_of", "bucket_sql",
            "final_agg", "hourly_select", "merge_select", "merge_states", "raw_sketch_rows",
            "raw_states",
            "rolled_states", "rollup_columns", "rollup_table", "sketch_from_raw", "sketch_rows",
@@ -47,11 +50,15 @@ RELATIVE_ERROR = 0.01
 """The sketch's bound: a quantile from rollups is within 1% of the raw ``quantile_cont``."""
 GAMMA = (1 + RELATIVE_ERROR) / (1 - RELATIVE_ERROR)
 _LOG_GAMMA = math.log(GAMMA)
-_ZERO_BUCKET = -(2 ** 31)
+ZERO_BUCKET = -(2 ** 31)
 """Where non-positive values go (read back as 0); below every positive value's bucket."""
 
 STATES = ("n", "sum", "min", "max", "last", "last_time")
 """The state columns every rolled-up field has."""
+
+SKETCH = "sketch"
+"""The state a rollup frame gives a sketched field's samples in (``field:sketch``: a list of
+``{value, n}`` per row), kept in the sketch table rather than a column."""
 
 _SKETCHED = {"link_latency": ("rtt_p50_seconds", "rtt_p95_seconds", "rtt_p99_seconds")}
 
@@ -86,12 +93,19 @@ def _q(name: str) -> str:
 def bucket_sql(value: str) -> str:
     """SQL of the sketch bucket of ``value`` (NULL stays NULL)."""
     return (f"CASE WHEN {value} > 0 THEN CAST(ceil(ln({value}) / {_LOG_GAMMA!r}) AS INTEGER) "
-            f"WHEN {value} IS NOT NULL THEN {_ZERO_BUCKET} END")
+            f"WHEN {value} IS NOT NULL THEN {ZERO_BUCKET} END")
+
+
+def bucket_of(values: np.ndarray) -> np.ndarray:
+    """`bucket_sql` in numpy, for values bucketed before they reach DuckDB (no NaN)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k = np.ceil(np.log(values) / _LOG_GAMMA)
+    return np.where(values > 0, k, ZERO_BUCKET).astype(np.int64)
 
 
 def value_sql(bucket: str) -> str:
     """SQL of the value a sketch bucket is read back as."""
-    return (f"CASE WHEN {bucket} = {_ZERO_BUCKET} THEN 0.0 "
+    return (f"CASE WHEN {bucket} = {ZERO_BUCKET} THEN 0.0 "
             f"ELSE 2 * exp({bucket} * {_LOG_GAMMA!r}) / {GAMMA + 1!r} END")
 
 
