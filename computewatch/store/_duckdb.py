@@ -955,11 +955,14 @@ class DuckDBStore:
         for i, one in enumerate(qs):
             by_groups.setdefault(one.group_by, []).append(i)
         out: list[pd.DataFrame | None] = [None] * len(qs)
+        window_count = pc.count_distinct(states.column(TIME)).as_py()
         reads = self._arrow_reads()
         reads.register("_rollup_states", states)
         try:
             for group_by, members in by_groups.items():
-                rows = self._group_states(reads, meas, group_by, [qs[i] for i in members])
+                group = self._group_numbered if group_by and window_count > 1 \
+                    else self._group_states
+                rows = group(reads, meas, group_by, [qs[i] for i in members])
                 keys = [TIME, *group_by]
                 for k, i in enumerate(members):
                     part = rows.select([*keys, *(f"{k}:{f}" for f in qs[i].fields)])
@@ -972,18 +975,27 @@ class DuckDBStore:
             reads.unregister("_rollup_states")
         return [df for df in out if df is not None]
 
-    @classmethod
-    def _group_states(cls, reads: duckdb.DuckDBPyConnection, meas: catalog.Measurement,
+    @staticmethod
+    def _group_states(reads: duckdb.DuckDBPyConnection, meas: catalog.Measurement,
                       group_by: Sequence[str], qs: Sequence[Query]) -> pa.Table:
         """``_rollup_states``' rows grouped by window and ``group_by``, each query's fields
-        as ``k:field``, in time and label order. Grouped on one integer per label set, as
-        raw rows are (`_raw_sql`): hashing the label strings of every row cost more than
-        the scan."""
+        as ``k:field``, in time and label order (as Arrow: labels arrive as the strings
+        pandas keeps, not as Python objects)."""
         aggs = ", ".join(f"{ru.final_agg(one.agg.value, f)} AS {_ident(f'{k}:{f}')}"
                          for k, one in enumerate(qs) for f in one.fields)
-        if not group_by:
-            return reads.sql(f"SELECT t.time AS time, {aggs} FROM _rollup_states t "
-                             f"GROUP BY ALL ORDER BY ALL").to_arrow_table()
+        groups = "".join(f", s.{_ident(g)} AS {_ident(g)}" for g in group_by)
+        join = f"JOIN {_ident('series_' + meas.name)} s USING (series_id)" if group_by else ""
+        return reads.sql(f"SELECT t.time AS time{groups}, {aggs} FROM _rollup_states t {join} "
+                         f"GROUP BY ALL ORDER BY ALL").to_arrow_table()
+
+    @classmethod
+    def _group_numbered(cls, reads: duckdb.DuckDBPyConnection, meas: catalog.Measurement,
+                      group_by: Sequence[str], qs: Sequence[Query]) -> pa.Table:
+        """`_group_states` where each series has many windows (a year of daily link rows:
+        365 a series): grouped on one integer per label set, as raw rows are (`_raw_sql`),
+        not on every row's label strings."""
+        aggs = ", ".join(f"{ru.final_agg(one.agg.value, f)} AS {_ident(f'{k}:{f}')}"
+                         for k, one in enumerate(qs) for f in one.fields)
         keys = ", ".join(f"s.{_ident(g)}" for g in group_by)
         named = "".join(f", s.{_ident(g)} AS {_ident(g)}" for g in group_by)
         numbered = (f"SELECT s.series_id, DENSE_RANK() OVER (ORDER BY {keys}) - 1 AS _g{named} "
