@@ -102,8 +102,9 @@ _STATES_OF = {Aggregate.MEAN: ("n", "sum"), Aggregate.SUM: ("sum",), Aggregate.C
 
 
 _KEPT_STATE_ROWS = 8_000_000
-"""At most this many merged state rows are kept per measurement, filter and window (a few
-hundred MB at most: a year's quarters of 400,000 series are 1.6 M)."""
+"""At most this many merged state rows are kept in all (a few hundred MB: a year's quarters
+of 400,000 series are 1.6 M); past it what was kept is dropped, so a long-lived reader that
+never writes does not grow."""
 
 
 @dataclass(frozen=True)
@@ -1037,8 +1038,10 @@ class DuckDBStore:
             rows = self._merge_states(pieces, q.start, needed, meas)
         else:
             rows = self._scan_states(q, meas, plan, needed)
-        if sum(one.rows.num_rows for one in kept) + rows.num_rows > _KEPT_STATE_ROWS:
-            kept.clear()
+        if sum(one.rows.num_rows for part in self._states.values() for one in part) \
+                + rows.num_rows > _KEPT_STATE_ROWS:
+            for part in self._states.values():
+                part.clear()
         kept.append(_States(q.start, q.end, {f: frozenset(s) for f, s in needed.items()},
                             rows))
         return rows
