@@ -137,8 +137,7 @@ class SharedScan:
         if labels.empty or labels.device.nunique() * hours > self.max_rows:
             self._usable = False
             return False
-        per_device = labels.groupby("device", sort=False).nunique(dropna=False)
-        key = ["device", *(c for c in per_device.columns if (per_device[c] > 1).any())]
+        key = ["device", *_varying_within(labels, "device")]
         q = dict(start=self._period.start, end=self._period.end, group_by=tuple(key),
                  window=_GRAIN)
         total, count, least = query_many(self._store, [
@@ -262,6 +261,23 @@ class SharedScan:
             v = rows[f"{f}:min"].to_numpy()[order]
             out[f"{f}:min"] = np.fmin.reduceat(v, starts) if len(v) else np.empty(0)
         return out
+
+
+def _varying_within(labels: pd.DataFrame, by: str) -> list[str]:
+    """The columns of ``labels`` that take more than one value (NaN one of them) for some
+    value of ``by``. Rows sorted by ``by`` once; then each column is compared with the row
+    above: a groupby-nunique of every column cost seconds on a fleet's 600,000 series."""
+    owner = pd.factorize(labels[by], use_na_sentinel=False)[0]
+    order = np.argsort(owner, kind="stable")
+    same_owner = owner[order][1:] == owner[order][:-1]
+    varying = []
+    for col in labels.columns:
+        if col == by:
+            continue
+        codes = pd.factorize(labels[col], use_na_sentinel=False)[0][order]
+        if (same_owner & (codes[1:] != codes[:-1])).any():
+            varying.append(col)
+    return varying
 
 
 def _group_numbers(parts: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

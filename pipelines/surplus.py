@@ -85,7 +85,7 @@ def surplus(store: Store, period: Period, policy: Policy, topology: Topology, *,
         raise ValueError(f"within_s must be a positive RTT in seconds, got {within_s!r}")
     city = _resolve_city(topology, near)
     eco = _resolve_ecosystem(ecosystem)
-    rtt = _city_rtt(store, period, policy, topology, city)
+    rtt = _city_rtt(_pair_medians(store, period), policy, topology, city)
     rtt = rtt[rtt.city_rtt_s <= within_s]
     if rtt.empty:
         return pd.DataFrame(columns=SURPLUS_COLUMNS)
@@ -113,8 +113,9 @@ def run(store: Store, period: Period, policy: Policy, topology: Topology, *,
                                    inflation=policy.latency.route_inflation_limit.value,
                                    busy=policy.utilization.busy_level.value)
     findings = []
+    medians = _pair_medians(store, period)  # every city's observed RTTs from one query
     for city in chosen:
-        rtt = _city_rtt(store, period, policy, topology, city)
+        rtt = _city_rtt(medians, policy, topology, city)
         joined = _join(rtt, cap, topology)
         for circle in sorted(circles):
             inside = joined[joined.city_rtt_s <= circle]
@@ -133,16 +134,17 @@ def _city_sites(topology: Topology, city: DemandCity) -> list[str]:
             or great_circle_km(s.lat, s.lon, city.lat, city.lon) <= METRO_MAX_KM]
 
 
-def _city_rtt(store: Store, period: Period, policy: Policy, topology: Topology,
+def _city_rtt(medians: pd.DataFrame, policy: Policy, topology: Topology,
              city: DemandCity) -> pd.DataFrame:
     """Per topology site: ``site``, ``city_rtt_s``, ``rtt_source`` (observed | estimated),
-    ``tier_circle``; observed where a city site probes the site, else the inflated fiber floor.
+    ``tier_circle``; observed where a city site probes the site (``medians``:
+    `_pair_medians`), else the inflated fiber floor.
     """
     inflation = policy.latency.route_inflation_limit.value
     sites = [s.id for s in topology.sites]
     estimated = np.array([fiber_min_rtt_s(topology.distance_km_to_point(s, city.lat, city.lon))
                           * inflation for s in sites])
-    observed = _observed_rtt(store, period, _city_sites(topology, city))
+    observed = _observed_rtt(medians, _city_sites(topology, city))
     obs = np.array([observed.get(s, np.nan) for s in sites], dtype=float)
     has = ~np.isnan(obs)
     out = pd.DataFrame({
@@ -154,17 +156,25 @@ def _city_rtt(store: Store, period: Period, policy: Policy, topology: Topology,
     return out
 
 
-def _observed_rtt(store: Store, period: Period, anchors: list[str]) -> dict[str, float]:
-    """Lowest per-link median p50 from any anchor (city) site to each other site."""
+def _pair_medians(store: Store, period: Period) -> pd.DataFrame:
+    """The period's median p50 RTT per (src_site, dst_site) link direction, probed ones only.
+    One query for every city: a city's links are whole groups of it, so their medians are
+    those its own filtered query would give."""
+    df = store.query(Query("link_latency", (_RTT,), period.start, period.end,
+                           group_by=("src_site", "dst_site"), agg=Aggregate.QUANTILE,
+                           quantile=0.5))
+    df = df.dropna(subset=[_RTT])
+    return df[df.src_site != df.dst_site]
+
+
+def _observed_rtt(medians: pd.DataFrame, anchors: list[str]) -> dict[str, float]:
+    """Lowest per-link median p50 (``medians``: `_pair_medians`) from any anchor (city)
+    site to each other site."""
     if not anchors:
         return {}
     best: dict[str, float] = {}
     for anchor_tag, other_tag in (("src_site", "dst_site"), ("dst_site", "src_site")):
-        df = store.query(Query("link_latency", (_RTT,), period.start, period.end,
-                               where={anchor_tag: anchors}, group_by=("src_site", "dst_site"),
-                               agg=Aggregate.QUANTILE, quantile=0.5))
-        df = df.dropna(subset=[_RTT])
-        df = df[df.src_site != df.dst_site]
+        df = medians[medians[anchor_tag].isin(anchors)]
         for other, value in zip(df[other_tag], df[_RTT], strict=True):
             if other and (other not in best or value < best[other]):
                 best[other] = float(value)

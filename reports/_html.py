@@ -24,7 +24,6 @@ from computewatch.reports._fonts import FONT_FAMILY, embedded_font_css
 from computewatch.reports._methodology import methodology
 from computewatch.reports._model import COLUMNS, Report
 from computewatch.reports._period import CHINA
-from computewatch.reports._plots import latency_plot, pue_plot, utilization_plot
 from computewatch.reports._words import (
     PIPELINE_NAMES,
     SEVERITY_NAMES,
@@ -285,6 +284,10 @@ def _status(text: str) -> str:
 
 
 def _plots(report: Report) -> list[dict[str, object]]:
+    # matplotlib is imported here, not with the module: a CSV report draws no plot and
+    # its import costs more than a month's report of a national fleet otherwise does
+    from computewatch.reports._plots import latency_plot, pue_plot, utilization_plot
+
     return [  # the two small plots side by side, the PUE of every site below them
         {"id": "utilization", "title": _("Utilization distribution"),
          "svg": utilization_plot(report),

@@ -12,6 +12,7 @@ from the generated numbers; percentiles within the sketch's stated 1%.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -446,3 +447,75 @@ def test_the_national_summary_reads_rollups_unaware(month, name):
     lw, lg = (s.links.sort_values(keys).rtt_p95_seconds.to_numpy() for s in (want, got))
     assert lg == pytest.approx(lw, rel=RELATIVE_ERROR)
     assert g.worst_link_p95_s == pytest.approx(w.worst_link_p95_s, rel=RELATIVE_ERROR)
+
+
+def _rolled_copy(acc: pd.DataFrame, path) -> DuckDBStore:
+    """The month's accelerator samples, rolled up and then expired: rollups only."""
+    store = DuckDBStore(path)
+    store.write("accelerator", acc)
+    store.refresh_rollups()
+    store.drop_before(T1 + timedelta(days=1))
+    return store
+
+
+def test_a_range_is_merged_from_the_kept_ranges_that_partition_it(month, tmp_path,
+                                                                 monkeypatch):
+    """A year report asks each quarter, then the year: the year's state rows are merged from
+    the quarters' (no second scan), and every aggregate is still the samples' own."""
+    acc = month["acc"]
+    store = _rolled_copy(acc, tmp_path / "parts.duckdb")
+    scans = []
+    original = DuckDBStore._scan_states
+    monkeypatch.setattr(DuckDBStore, "_scan_states",
+                        lambda self, *a: scans.append(a[0].start) or original(self, *a))
+    cuts = [T0, T0 + timedelta(days=9), T0 + timedelta(days=23), T1]
+    fields = ("utilization_ratio", "power_watts")
+    for lo, hi in pairwise(cuts):  # one window each, as quarters are
+        store.query(Query("accelerator", fields, lo, hi, group_by=("site",), window=hi - lo,
+                          agg=Aggregate.MEAN))
+    assert len(scans) == 3
+    by_device = acc.sort_values("time").groupby("device")
+    want = {Aggregate.MEAN: by_device.utilization_ratio.mean(),
+            Aggregate.COUNT: by_device.utilization_ratio.count(),
+            Aggregate.SUM: by_device.utilization_ratio.sum()}
+    for agg, expected in want.items():
+        got = store.query(Query("accelerator", fields, T0, T1, group_by=("device",),
+                                agg=agg)).set_index("device").utilization_ratio
+        assert got.to_numpy(dtype=float) == pytest.approx(
+            expected.loc[got.index].to_numpy(dtype=float), rel=1e-12)
+        assert len(got) == 6
+    assert len(scans) == 3  # MEAN, COUNT and SUM of the month: the three parts merged
+    # States a part does not keep (MAX, LAST) need a scan of their own, and are exact too.
+    got = store.query(Query("accelerator", fields, T0, T1, group_by=("device",),
+                            agg=Aggregate.MAX)).set_index("device").power_watts
+    assert got.to_numpy() == pytest.approx(by_device.power_watts.max().loc[got.index].to_numpy())
+    got = store.query(Query("accelerator", fields, T0, T1, group_by=("device",),
+                            agg=Aggregate.LAST)).set_index("device").utilization_ratio
+    assert got.to_numpy() == pytest.approx(
+        by_device.utilization_ratio.last().loc[got.index].to_numpy())
+    assert len(scans) == 5
+    store.close()
+
+
+def test_kept_states_are_forgotten_when_the_data_changes(tmp_path):
+    """A query answered from kept state rows never returns what the store held before a
+    write: late raw data and rollup rows written into hours already read both count."""
+    store = DuckDBStore(tmp_path / "late.duckdb")
+    frame = pd.DataFrame({"time": _minutes(T0, T0 + timedelta(hours=2)), "site": "s1",
+                          "device": "d", "utilization_ratio": 0.5})
+    store.write("accelerator", frame)
+    store.refresh_rollups()
+    store.drop_before(T0 + timedelta(days=1))
+    total = Query("accelerator", ("utilization_ratio",), T0, T0 + timedelta(hours=3),
+                  group_by=("site",), agg=Aggregate.SUM)
+    assert store.query(total).utilization_ratio.tolist() == pytest.approx([120 * 0.5])
+    assert store.query(total).utilization_ratio.tolist() == pytest.approx([120 * 0.5])
+    late = pd.DataFrame({"time": [T0 + timedelta(hours=2, seconds=30)], "site": "s1",
+                         "device": "d", "utilization_ratio": 1.0})
+    store.write("accelerator", late)
+    assert store.query(total).utilization_ratio.tolist() == pytest.approx([120 * 0.5 + 1.0])
+    more = pd.DataFrame({"time": [T0 + timedelta(hours=1)], "site": "s1", "device": "d",
+                         "utilization_ratio:n": [1], "utilization_ratio:sum": [0.25]})
+    store.write_rollup("accelerator", more)
+    assert store.query(total).utilization_ratio.tolist() == pytest.approx([120 * 0.5 + 1.25])
+    store.close()
