@@ -237,6 +237,11 @@ def test_demo_days_then_the_year_report(tmp_path):
         if site != fault:
             assert pue[site] == pytest.approx(truth.site_pue[site], abs=0.05), site
     assert pue[fault] > truth.site_pue[fault] + 0.05
+    # `analyze --since 2d` back from the last sample (not on the hour) reaches into the
+    # hourly rollups: read from the next whole hour, said on stderr, every pipeline answers
+    found = run("analyze", "--since", "2d", "--store", str(store), "--format", "json")
+    assert found.returncode == 0, found.stderr
+    assert "rollups" in found.stderr
 
 
 def test_a_report_over_daily_rollups_reads_utc_days_and_says_so(stores):
@@ -261,3 +266,27 @@ def test_a_report_over_daily_rollups_reads_utc_days_and_says_so(stores):
         assert rows.utilization[site] == pytest.approx(want.utilization[site], rel=1e-9)
         assert rows.idle_accelerator_hours[site] == pytest.approx(
             want.idle_accelerator_hours[site], rel=1e-9)
+
+
+@pytest.mark.parametrize("name, since, until, start, end", [
+    # 4 Dec 23:30 to 5 Dec 23:30 over hourly rollups: 5 Dec 00:00 to 23:00
+    ("hourly", "1d", END - timedelta(minutes=30), START + timedelta(hours=24),
+     END - timedelta(hours=1)),
+    # 4 Dec 12:00 to 6 Dec 00:00 over daily rollups: 5 Dec 00:00 to 6 Dec 00:00
+    ("daily", "36h", END, START + timedelta(days=1), END),
+])
+def test_a_cli_period_inside_rollups_is_read_in_whole_windows(
+        stores, name, since, until, start, end, capsys):
+    """`analyze --since 1d --until 23:30`: over rollups the store answers whole hours (or
+    days), so the period's ends move inward to them and stderr says so (the windows by
+    hand in the parameters)."""
+    from computewatch.cli._common import period_of
+
+    store = stores[name][0]
+    got = period_of(store, since, until.isoformat())
+    assert (got.start, got.end) == (start, end)
+    assert "rollups" in capsys.readouterr().err
+    store.query(Query("accelerator", ("utilization_ratio",), got.start, got.end,
+                      agg=Aggregate.MEAN, group_by=("site",)))  # answered, not refused
+    exact = period_of(store, "1d", END.isoformat())  # whole days: read as asked
+    assert (exact.start, exact.end) == (END - timedelta(days=1), END)

@@ -139,4 +139,34 @@ def period_of(st: Store, since: str, until: str | None) -> Period:
         raise UserError(_("--since {since} before {end} starts before {first}, the earliest "
                           "time a store keeps").format(since=since, end=f"{end:%Y-%m-%d}",
                                                        first=f"{EARLIEST_TIME:%Y-%m-%d}"))
+    return _in_whole_rollups(st, Period(start, end))
+
+
+_MEASUREMENTS = ("accelerator", "facility_power", "link_latency")
+
+
+def _in_whole_rollups(st: Store, period: Period) -> Period:
+    """``period`` with an end that falls inside history kept as rollups only moved inward
+    to the rollups' grain (an hour, or a day where only daily rollups are kept): the store
+    answers there in whole windows, and `--since 30d` back from the last sample (10:37)
+    would start at 10:37 thirty days ago. Said on stderr; raw periods are read as asked."""
+    from computewatch.findings import Period
+    from computewatch.store import resolution
+
+    def grain(t: datetime) -> timedelta:
+        return max(resolution(st, m, t) for m in _MEASUREMENTS)
+
+    def floor(t: datetime, g: timedelta) -> datetime:
+        return t - (t - datetime(1970, 1, 1, tzinfo=UTC)) % g
+
+    start, end = period.start, period.end
+    if (g := grain(start)) and start != floor(start, g):
+        start = floor(start, g) + g
+    if (g := grain(end - timedelta(microseconds=1))) and end != floor(end, g):
+        end = floor(end, g)
+    if (start, end) == (period.start, period.end) or end <= start:
+        return period
+    err_console().print(_("read {start} to {end} UTC: the store keeps that history as "
+                          "rollups, answered in whole hours or days").format(
+                              start=f"{start:%Y-%m-%d %H:%M}", end=f"{end:%Y-%m-%d %H:%M}"))
     return Period(start, end)
