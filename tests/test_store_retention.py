@@ -147,3 +147,34 @@ def test_store_expire_command_reports_what_it_freed(path):
                                    "--raw-retention", "30m"])
     # (main() turns a UserError into exit code 2; the runner hands back the exception)
     assert "bad --raw-retention" in str(bad.exception) and "at least 1h" in str(bad.exception)
+
+
+def test_late_samples_for_an_expired_hour_leave_its_rollup_whole(tmp_path, caplog):
+    """An hour whose raw samples expired keeps the rollup made from them: a late sample
+    written there afterwards is kept raw and logged, not rolled up in place of the hour.
+    By hand: 60 minutes at 0.5 give an hourly mean of 0.5 over 60 samples; rolled up from the
+    late sample alone it would read 1.0 over 1."""
+    from computewatch.store import Aggregate, Query
+
+    hour = datetime(2026, 3, 1, 10, tzinfo=UTC)
+    minutes = pd.date_range(hour, periods=60, freq="1min", tz="UTC")
+    frame = pd.DataFrame({"time": minutes, "site": "gy-1", "device": "gpu-000",
+                          "utilization_ratio": 0.5})
+    late = pd.DataFrame({"time": [hour + timedelta(minutes=30, seconds=10)], "site": "gy-1",
+                         "device": "gpu-000", "utilization_ratio": [1.0]})
+    with DuckDBStore(tmp_path / "late.duckdb") as st:
+        st.write("accelerator", frame)
+        st.refresh_rollups()
+        st.drop_before(hour + timedelta(minutes=45))  # the hour's raw samples partly gone
+        st.write("accelerator", late)
+        caplog.set_level("WARNING")
+        st.refresh_rollups()
+        got = st.query(Query("accelerator", ("utilization_ratio",), hour,
+                             hour + timedelta(hours=1), agg=Aggregate.MEAN,
+                             window=timedelta(hours=1)))
+        n = st.query(Query("accelerator", ("utilization_ratio",), hour,
+                           hour + timedelta(hours=1), agg=Aggregate.COUNT,
+                           window=timedelta(hours=1)))
+    assert got["utilization_ratio"].tolist() == [0.5]
+    assert n["utilization_ratio"].tolist() == [60]
+    assert any("before the raw samples' expiry" in r.getMessage() for r in caplog.records)

@@ -746,8 +746,37 @@ class DuckDBStore:
         return have
 
     def _roll(self, meas: catalog.Measurement, lo: datetime, hi: datetime) -> None:
-        """Recompute the hours [lo, hi) from raw data, then the days they fall in."""
+        """Recompute the hours [lo, hi) from raw data, then the days they fall in. An hour
+        whose raw samples have expired (before `_sealed_before`) and that holds rollups
+        keeps them: recomputed from the few late samples written there since, it would
+        lose the hour. Those late samples stay raw until the next expiry, logged."""
         self._forget()
+        sealed = self._sealed_before(meas.name)
+        kept: list[datetime] = []
+        if sealed is not None and lo < sealed:
+            hourly = _ident(ru.rollup_table(meas.name, ru.HOUR))
+            if self._table_exists(ru.rollup_table(meas.name, ru.HOUR)):
+                kept = [r[0] for r in self._con.execute(
+                    f"SELECT DISTINCT time FROM {hourly} WHERE time >= ? AND time < ? "
+                    "ORDER BY 1", [lo, min(hi, sealed)]).fetchall()]
+        if kept:
+            late = self._con.execute(
+                f"SELECT count(*) FROM {_ident('samples_' + meas.name)} WHERE "
+                "date_trunc('hour', time) IN (SELECT unnest(?::TIMESTAMP[]))",
+                [kept]).fetchall()[0][0]
+            if late:
+                log.warning("store %s: %d %s samples written for hours before the raw "
+                            "samples' expiry (%s) that hold rollups (%s to %s): kept raw "
+                            "until the next expiry, not rolled up; those hours keep the "
+                            "rollups of their samples", self.url, late, meas.name, sealed,
+                            kept[0], kept[-1] + ru.HOUR)
+        start = lo
+        for hour in [*kept, hi]:
+            if start < hour:
+                self._roll_range(meas, start, hour)
+            start = max(start, hour + ru.HOUR)
+
+    def _roll_range(self, meas: catalog.Measurement, lo: datetime, hi: datetime) -> None:
         fields = [f for f in meas.fields if f in self._ensure(meas)]
         self._rollup_tables(meas, set(fields))
         samples = "samples_" + meas.name
@@ -775,6 +804,16 @@ class DuckDBStore:
         self._con.execute(f"INSERT INTO {ds} SELECT date_trunc('day', time), series_id, field, "
                           f"k, sum(n) FROM {hs} WHERE time >= ? AND time < ? GROUP BY ALL",
                           [d0, d1])
+
+    def _sealed_before(self, measurement: str) -> datetime | None:
+        """The hour from which raw samples of ``measurement`` are complete: raw samples
+        before the last expiry's cutoff are gone, so hours before it (the cutoff's own hour
+        included, partly gone) that hold rollups are not recomputed from raw data."""
+        if not self._table_exists("raw_expired"):
+            return None
+        rows = self._con.execute("SELECT max(cutoff) FROM raw_expired WHERE measurement = ?",
+                                 [measurement]).fetchall()
+        return None if rows[0][0] is None else _ceil(rows[0][0], ru.HOUR)
 
     def write_rollup(self, measurement: str, frame: pa.Table | pd.DataFrame,
                      grain: timedelta = ru.HOUR) -> int:
@@ -1267,8 +1306,14 @@ class DuckDBStore:
                 if not self._has(meas.name):
                     continue
                 samples = _ident("samples_" + meas.name)
-                deleted += self._con.execute(
+                gone = self._con.execute(
                     f"DELETE FROM {samples} WHERE time < ?", [_naive_utc(cutoff)]).fetchall()[0][0]
+                deleted += gone
+                if gone:  # hours before the cutoff are sealed: see `_roll`
+                    self._con.execute("CREATE TABLE IF NOT EXISTS raw_expired "
+                                      "(measurement VARCHAR, cutoff TIMESTAMP)")
+                    self._con.execute("INSERT INTO raw_expired VALUES (?, ?)",
+                                      [meas.name, _naive_utc(cutoff)])
                 self._drop_unreferenced(meas.name, tables)  # rollups keep their series
         return deleted
 
