@@ -237,9 +237,12 @@ def test_demo_days_then_the_year_report(tmp_path):
         if site != fault:
             assert pue[site] == pytest.approx(truth.site_pue[site], abs=0.05), site
     assert pue[fault] > truth.site_pue[fault] + 0.05
-    # `analyze --since 2d` back from the last sample (not on the hour) reaches into the
-    # hourly rollups: read from the next whole hour, said on stderr, every pipeline answers
-    found = run("analyze", "--since", "2d", "--store", str(store), "--format", "json")
+    # `analyze --since 2d` back from a time not on the hour (an agent's last sample)
+    # reaches into the hourly rollups: read from the next whole hour, said on stderr,
+    # every pipeline answers (the store refused the period before)
+    until = (truth.end - timedelta(minutes=30)).isoformat()
+    found = run("analyze", "--since", "2d", "--until", until, "--store", str(store),
+                "--format", "json")
     assert found.returncode == 0, found.stderr
     assert "rollups" in found.stderr
 
