@@ -72,6 +72,55 @@ _IDENT = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 CONFIG_MESSAGES = (
+    # the config models' own checks (collectors, bridge, exporter web config, policy,
+    # topology) as they word them; first, before the general templates below match them
+    N_('a {type} at {address} runs past register 65535'),
+    N_('must be one of {units} for {name}'),
+    N_('only a counter has a rollover modulus'),
+    N_("not supported: Python's TLS verifies every client certificate it asks for; use "
+       "VerifyClientCertIfGiven or RequireAndVerifyClientCert"),
+    N_("{mode} needs the CA that signs the scrapers' certificates"),
+    N_('is above max_version {version}'),
+    N_("must be a bcrypt hash ($2y$..., 60 characters; e.g. htpasswd -nBC 10 \"\" | tr "
+       "-d ':')"),
+    N_("not supported by computewatch (remove it; the TLS defaults of Python's ssl "
+       "module apply)"),
+    N_('is for SNMPv2c; SNMPv3 authenticates with user and keys'),
+    N_('SNMPv3 needs a user'),
+    N_('SNMPv3 privacy needs authentication too (auth_protocol, auth_key_env)'),
+    N_("is for SNMPv3 (version: '3')"),
+    N_('give oid (one OID) or parts (a sum of OIDs), not both and not neither'),
+    N_('sum: true belongs on each part that is a table column'),
+    N_('a profile reads watts, joules_total or both'),
+    N_('needs the sys_object_id prefixes'),
+    N_('must be the name of an environment variable that holds the password (letters, '
+       'digits and _, e.g. BMC_PASSWORD), not the password itself'),
+    N_('required when password_env or password_file is set'),
+    N_('needs password_env or password_file (a password is never written in the config)'),
+    N_('must not be empty (leave it out for the default)'),
+    N_('credentials do not belong in the url: use username and password_env or '
+       'password_file'),
+    N_('empty or repeated chassis id'),
+    N_('a password is never written in the config: put it in an environment variable '
+       '(password_env) or a file (password_file)'),
+    N_('a webhook target must have a signing secret'),
+    N_("{kind} has no request signing; the URL's key is the credential (give it as url: "
+       "{{env: ...}})"),
+    N_('must be an http:// or https:// URL'),
+    N_('a receiver needs at least one target'),
+    N_('unknown time zone'),
+    N_("must be >= grade {grade}'s {value}"),
+    N_('must be >= the {tier} budget ({low})'),
+    N_('scope {scope} meters measure at {where}, not {point}'),
+    N_("{city} is a demand city; its Chinese name is its demand_cities entry's"),
+    N_('a link needs two sites, got {site} twice'),
+    N_('duplicate override for {pair}'),
+    N_('nodes hold more {vendor} {model} than the site lists ({held} > {listed})'),
+    N_('cluster {cluster} belongs to a hub, but the site has none'),
+    N_('a site outside the hubs must state its region (east or west)'),
+    N_('hub {hub} is in the {region}; leave region out or write {region}'),
+    N_("cluster {cluster} belongs to hub {owner}, not to the site's hub {hub}"),
+    N_('duplicate node id {node} (also in site {site})'),
     N_("file not found"),
     N_("is a directory, expected a YAML file"),
     N_("not UTF-8 text ({reason} at byte {start})"),
@@ -102,6 +151,13 @@ CONFIG_MESSAGES = (
     N_("must be a valid dictionary"),
     N_("duplicate {what} id {value} (first at {where})"),
     N_("unknown {what} {value} ({known})"),
+    # the models' general forms, last: the first template that matches is taken
+    N_('{name} is a {kind}'),
+    N_('duplicate {what} {value}'),
+    N_('{one} and {other} go together'),
+    N_('give {one} or {other}, not both'),
+    N_('set {one} or {other}, not both'),
+    N_('{reason} (e.g. 127.0.0.1:9095)'),
 )
 """What a config error says, as templates: the loader's own messages, pydantic's common ones
 as the loader words them, and the cross-reference checks' unknown and duplicate ids. Names,

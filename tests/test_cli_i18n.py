@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -298,3 +299,60 @@ def test_a_typer_on_click_itself_sends_clicks_gettext_to_the_catalogue(monkeypat
         assert click.formatting._("Usage:") == "用法："
         assert typer.core._("Options") == "选项"
     assert click.formatting._("Usage:") == "Usage:"
+
+
+def _path_error_messages() -> list[tuple[str, int, str]]:
+    """Every message a config model raises as a PathError, as the code words it, with each
+    formatted value written as ``X`` (read from the source, not from the catalogue)."""
+    import ast
+
+    root = Path(__file__).parent.parent
+    out = []
+    for folder in ("computewatch", "collectors", "alerts", "pipelines"):
+        for path in sorted((root / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                func = getattr(node, "func", None)
+                name = getattr(func, "id", getattr(func, "attr", None))
+                if not (isinstance(node, ast.Call) and name == "PathError"
+                        and len(node.args) >= 2):
+                    continue
+                arg = node.args[1]
+                if isinstance(arg, ast.Constant):
+                    text = str(arg.value)
+                elif isinstance(arg, ast.JoinedStr):
+                    text = "".join(v.value if isinstance(v, ast.Constant) else "X"
+                                   for v in arg.values)
+                else:
+                    continue
+                out.append((path.relative_to(root).as_posix(), node.lineno, text))
+    return out
+
+
+def test_every_config_models_check_reads_in_chinese():
+    from computewatch.config import message_in_language
+    from computewatch.i18n import using_language
+
+    messages = _path_error_messages()
+    assert len(messages) >= 50  # the models' checks were found
+    with using_language("zh-CN"):
+        left = [(f, n, t) for f, n, t in messages if message_in_language(t) == t]
+    assert not left, left
+
+
+@pytest.mark.parametrize("english, chinese", [  # by hand; each must not fall to a general form
+    ("must be >= grade B's 0.3", "须 >= 等级 B 的 0.3"),
+    ("must be >= the regional budget (0.001)", "须 >= regional 预算（0.001）"),
+    ("'Lanzhou' is a demand city; its Chinese name is its demand_cities entry's",
+     "'Lanzhou' 是需求城市；其中文名取自 demand_cities 条目"),
+    ("duplicate override for bj-1-sh-1", "bj-1-sh-1 的覆盖设置重复"),
+    ("duplicate node id 'n1' (also in site 'bj-1')", "节点 id 'n1' 重复（也在站点 'bj-1' 中）"),
+    ("give key_file or key_env, not both", "key_file 与 key_env 只能给出其一"),
+    ("power_watts is a gauge", "power_watts 是 gauge"),
+])
+def test_config_checks_in_chinese_by_hand(english, chinese):
+    from computewatch.config import message_in_language
+    from computewatch.i18n import using_language
+
+    with using_language("zh-CN"):
+        assert message_in_language(english) == chinese
+    assert message_in_language(english) == english
