@@ -301,22 +301,37 @@ def test_a_typer_on_click_itself_sends_clicks_gettext_to_the_catalogue(monkeypat
     assert click.formatting._("Usage:") == "Usage:"
 
 
+_VALIDATORS = ("collectors/config.py", "collectors/_settings.py", "collectors/*/_config.py",
+               "collectors/snmp/_profiles.py", "collectors/modbus/_maps.py",
+               "collectors/export/webconfig.py", "alerts/bridge/config.py",
+               "computewatch/topology.py", "computewatch/policy.py",
+               "computewatch/durations.py", "computewatch/addresses.py")
+"""The modules whose ValueErrors are config models' validators (pydantic hands them to
+the loader as the field's message)."""
+
+
 def _path_error_messages() -> list[tuple[str, int, str]]:
-    """Every message a config model raises as a PathError, as the code words it, with each
-    formatted value written as ``X`` (read from the source, not from the catalogue)."""
+    """Every message a config model raises (a PathError anywhere, a ValueError in the
+    validators' modules), as the code words it, with each formatted value written as ``X``
+    (read from the source, not from the catalogue)."""
     import ast
 
     root = Path(__file__).parent.parent
+    validators = {p for pattern in _VALIDATORS for p in root.glob(pattern)}
     out = []
     for folder in ("computewatch", "collectors", "alerts", "pipelines"):
         for path in sorted((root / folder).rglob("*.py")):
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
                 func = getattr(node, "func", None)
                 name = getattr(func, "id", getattr(func, "attr", None))
-                if not (isinstance(node, ast.Call) and name == "PathError"
-                        and len(node.args) >= 2):
+                if isinstance(node, ast.Call) and name == "PathError" and len(node.args) >= 2:
+                    arg = node.args[1]
+                elif (isinstance(node, ast.Raise) and path in validators
+                      and isinstance(node.exc, ast.Call) and node.exc.args
+                      and getattr(node.exc.func, "id", None) == "ValueError"):
+                    arg = node.exc.args[0]
+                else:
                     continue
-                arg = node.args[1]
                 if isinstance(arg, ast.Constant):
                     text = str(arg.value)
                 elif isinstance(arg, ast.JoinedStr):
@@ -333,7 +348,7 @@ def test_every_config_models_check_reads_in_chinese():
     from computewatch.i18n import using_language
 
     messages = _path_error_messages()
-    assert len(messages) >= 50  # the models' checks were found
+    assert len(messages) >= 85  # the models' checks were found
     with using_language("zh-CN"):
         left = [(f, n, t) for f, n, t in messages if message_in_language(t) == t]
     assert not left, left
