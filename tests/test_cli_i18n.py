@@ -371,3 +371,16 @@ def test_config_checks_in_chinese_by_hand(english, chinese):
     with using_language("zh-CN"):
         assert message_in_language(english) == chinese
     assert message_in_language(english) == english
+
+
+def test_a_first_runs_mistakes_read_in_chinese(tmp_path):
+    """What a new user meets first: a store that is not there, a bad option value."""
+    missing = tmp_path / "none.duckdb"
+    zh = run("summary", "--store", str(missing), lang="zh-CN")
+    assert zh.returncode != 0
+    assert f"{missing}：没有这个存储（DuckDB 文件）；请先运行 `computewatch demo`" in zh.stderr, \
+        zh.stderr
+    en = run("summary", "--store", str(missing), lang="en")
+    assert f"{missing}: no such store (a DuckDB file); run `computewatch demo`" in en.stderr
+    bad = run("report", "--format", "docx", "--store", str(missing), lang="zh-CN")
+    assert "--format 'docx' 无效：须为" in bad.stderr, bad.stderr

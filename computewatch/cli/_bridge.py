@@ -11,6 +11,7 @@ import typer
 
 from computewatch.cli._common import UserError, err_console
 from computewatch.cli._signals import run_until_signalled
+from computewatch.i18n import _
 
 __all__ = ["alert_bridge"]
 
@@ -50,8 +51,8 @@ def alert_bridge(
     try:
         bridge.start()
     except OSError as exc:
-        raise UserError(f"cannot listen on {listen or bridge.config.listen}: "
-                        f"{exc.strerror or exc}") from None
+        raise UserError(_("cannot listen on {address}: {reason}").format(
+            address=listen or bridge.config.listen, reason=exc.strerror or exc)) from None
     err_console().print(f"computewatch alert-bridge on {bridge.url}: {routes}",
                         markup=False, highlight=False)
     try:

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from computewatch.cli._common import PolicyOpt, TopologyOpt, UserError, load_places, print_error
+from computewatch.i18n import _
 from computewatch.status import ExitStatus
 
 __all__ = ["dashboards_build", "dashboards_push"]
@@ -92,17 +93,19 @@ def dashboards_push(
     )
 
     if language not in DASHBOARD_SETS:
-        raise UserError(f"bad --language {language!r}: one of {', '.join(DASHBOARD_SETS)}")
+        raise UserError(_("bad --language {value}: one of {choices}").format(
+            value=repr(language), choices=", ".join(DASHBOARD_SETS)))
     folder = folder or DASHBOARD_SETS[language].folder
     if not (math.isfinite(timeout) and 0 < timeout <= 3600):
-        raise UserError(f"bad --timeout {timeout}: seconds, more than 0 and at most 3600")
+        raise UserError(_("bad --timeout {value}: seconds, more than 0 and at most 3600").format(
+            value=timeout))
     if token_file is not None:
         try:
             token = token_file.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise UserError(f"--token-file {token_file}: {exc.strerror or exc}") from None
         if not token:
-            raise UserError(f"--token-file {token_file}: the file is empty")
+            raise UserError(_("--token-file {path}: the file is empty").format(path=token_file))
     from computewatch.redact import redact_url, register_secret
 
     register_secret(token)  # never in an error or a log line

@@ -84,11 +84,14 @@ def demo(
     topo, pol = load_places(topology, policy)
     if days is not None:
         if not 1 <= days <= MAX_HOURS // 24:
-            raise UserError(f"bad --days {days}: must be from 1 to {MAX_HOURS // 24}")
+            raise UserError(_("bad --days {value}: must be from 1 to {high}").format(
+                value=days, high=MAX_HOURS // 24))
         if not 1 <= raw_hours <= 24 * days:
-            raise UserError(f"bad --raw-hours {raw_hours}: must be from 1 to {24 * days}")
+            raise UserError(_("bad --raw-hours {value}: must be from 1 to {high}").format(
+                value=raw_hours, high=24 * days))
         if raw_hours % 24:
-            raise UserError(f"bad --raw-hours {raw_hours}: must be whole days (24, 48, ...)")
+            raise UserError(_("bad --raw-hours {value}: must be whole days (24, 48, ...)").format(
+                value=raw_hours))
         hours = 24 * days
     _check_size(sites, accelerators, hours, topo.accelerator_count)
     st = open_store(store)

@@ -18,6 +18,7 @@ from computewatch.cli._common import (
     parse_duration,
 )
 from computewatch.cli._signals import run_until_signalled
+from computewatch.i18n import _
 
 __all__ = ["agent", "bare_simulate", "collect", "responder"]
 
@@ -43,7 +44,8 @@ def _compat(text: str | None) -> list[str] | None:
     names = [c.strip() for c in text.split(",") if c.strip()]
     bad = [c for c in names if c not in COMPAT_CHOICES]
     if bad:
-        raise UserError(f"bad --compat {bad[0]!r}: choose from {', '.join(COMPAT_CHOICES)}")
+        raise UserError(_("bad --compat {value}: choose from {choices}").format(
+            value=repr(bad[0]), choices=", ".join(COMPAT_CHOICES)))
     return names
 
 
@@ -76,8 +78,8 @@ def collect(
     try:
         fmt = SampleFormat(output)
     except ValueError:
-        raise UserError(f"bad --format {output!r}: one of prometheus, influx, json, "
-                        f"table") from None
+        raise UserError(_("bad --format {value}: one of {choices}").format(
+            value=repr(output), choices="prometheus, influx, json, table")) from None
     cfg = load_node_config(config)
     runner = build_agent(cfg, simulate=_simulated(simulate, seed), exporters=[])
     try:
@@ -118,7 +120,7 @@ def agent(
     cfg = load_node_config(config)
     if node_name is not None:
         if not node_name.strip():
-            raise UserError("--node: empty node name")
+            raise UserError(_("--node: empty node name"))
         cfg = cfg.model_copy(update={"node": node_name.strip()})
     if kubernetes is not None:
         cfg = cfg.model_copy(update={"kubernetes": cfg.kubernetes.model_copy(
@@ -130,7 +132,7 @@ def agent(
         exporters = build_exporters(cfg, labels=labels, listen=listen, compat=_compat(compat),
                                     web_config=web_config_file)
     except (ValueError, OSError) as exc:
-        raise UserError(f"cannot start exporters: {exc}") from None
+        raise UserError(_("cannot start exporters: {reason}").format(reason=exc)) from None
     runner = build_agent(cfg, simulate=node, exporters=exporters)
     where = ", ".join(e.name + (f" on {getattr(e, 'scheme', 'http')} :{e.port}"
                                 if hasattr(e, "port") else "")
@@ -168,10 +170,11 @@ def responder(
     except ValueError as exc:
         raise UserError(str(exc)) from None
     if not 0.0 <= drop < 1.0:
-        raise UserError(f"--drop {drop}: must be in [0, 1)")
+        raise UserError(_("--drop {value}: must be in [0, 1)").format(value=drop))
     rate = DEFAULT_RATE if rate is None else rate
     if not 0.0 <= rate < float("inf"):
-        raise UserError(f"--rate {rate}: must be a number of probes a second >= 0")
+        raise UserError(_("--rate {value}: must be a number of probes a second >= 0").format(
+            value=rate))
     delay_s = parse_duration(delay, "--delay").total_seconds() if delay else 0.0
     try:
         key = read_probe_key(key_file, key_env)
@@ -189,4 +192,5 @@ def responder(
     try:
         run_until_signalled(serve)
     except OSError as exc:
-        raise UserError(f"cannot listen on udp {listen}: {exc}") from None
+        raise UserError(_("cannot listen on udp {address}: {reason}").format(
+            address=listen, reason=exc)) from None

@@ -80,9 +80,10 @@ def report(
 
     fmt = output.lower()
     if fmt not in REPORT_FORMATS:
-        raise UserError(f"bad --format {output!r}: one of {', '.join(REPORT_FORMATS)}")
+        raise UserError(_("bad --format {value}: one of {choices}").format(
+            value=repr(output), choices=", ".join(REPORT_FORMATS)))
     if out == "-" and fmt == "pdf":
-        raise UserError("--format pdf cannot go to stdout; name a file with --out")
+        raise UserError(_("--format pdf cannot go to stdout; name a file with --out"))
     topo, pol = load_places(topology, policy)
     st = open_existing(store)
     console = err_console()
@@ -90,8 +91,9 @@ def report(
         bounds = st.time_bounds("accelerator")
         if period is None:
             if bounds is None:
-                raise UserError(f"{st.url}: holds no accelerator samples; run `computewatch "
-                                f"demo` or an agent first, or pass --period")
+                raise UserError(_("{url}: holds no accelerator samples; run `computewatch "
+                                  "demo` or an agent first, or pass --period").format(
+                                      url=st.url))
             period = f"{bounds[1].astimezone(ZoneInfo(CHINA_TZ)):%Y-%m}"
         try:
             rp = parse_period(period, last_sample_end=bounds[1] + timedelta(minutes=1)

@@ -18,6 +18,7 @@ from computewatch.cli._common import (
     open_existing,
     parse_duration,
 )
+from computewatch.i18n import _
 
 __all__ = ["store_expire"]
 
@@ -49,7 +50,8 @@ def store_expire(
     try:
         if not isinstance(st, DuckDBStore):
             where = _SERVER_RETENTION.get(type(st).__name__, "the server's own setting")
-            raise UserError(f"{st.url}: the server keeps its own retention: set {where}")
+            raise UserError(_("{url}: the server keeps its own retention: set {where}").format(
+                url=st.url, where=where))
         got = st.expire(keep_raw, keep_rollups, compact=compact)
     finally:
         st.close()

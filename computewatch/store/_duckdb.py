@@ -52,6 +52,7 @@ import pyarrow.compute as pc
 
 from computewatch import catalog
 from computewatch.errors import StoreURLError
+from computewatch.i18n import _
 from computewatch.samples import TIME
 from computewatch.store import _rollups as ru
 from computewatch.store._order import SeriesOrder, series_order
@@ -221,8 +222,9 @@ class DuckDBStore:
         self.rejections = rejections or Rejections()
         if not memory:
             if not create and not Path(self.path).is_file():
-                raise StoreURLError(f"{self.path}: no such store (a DuckDB file); run "
-                                 f"`computewatch demo` or an agent first, or check --store")
+                raise StoreURLError(_("{path}: no such store (a DuckDB file); run "
+                                      "`computewatch demo` or an agent first, or check "
+                                      "--store").format(path=self.path))
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
             self._con = duckdb.connect(self.path)
