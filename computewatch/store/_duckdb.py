@@ -38,7 +38,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -192,6 +192,21 @@ def _floor(t: datetime, grain: timedelta) -> datetime:
 def _ceil(t: datetime, grain: timedelta) -> datetime:
     down = _floor(t, grain)
     return down if down == t else down + grain
+
+
+def _in_groups(queries: Sequence[Query], key: Callable[[int, Query], Hashable],
+               answer: Callable[[list[Query]], list[pd.DataFrame]]) -> list[pd.DataFrame]:
+    """Each query's answer, in the queries' order: ``answer`` is asked once per group of
+    queries with the same ``key(index, query)`` (one scan for the group), and its answers
+    are put back in the members' places."""
+    groups: dict[Hashable, list[int]] = {}
+    for i, q in enumerate(queries):
+        groups.setdefault(key(i, q), []).append(i)
+    out: list[pd.DataFrame] = [pd.DataFrame()] * len(queries)
+    for members in groups.values():
+        for i, df in zip(members, answer([queries[i] for i in members]), strict=True):
+            out[i] = df
+    return out
 
 
 def _coalesce(ranges: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
@@ -547,22 +562,20 @@ class DuckDBStore:
         """`query` for each of ``queries``; those over raw data that differ only in their
         fields and aggregates (a SUM and a COUNT over the same range, windows, groups and
         filter) share one scan. `computewatch.store.query_many` calls this where a store has it."""
-        out: list[pd.DataFrame | None] = [None] * len(queries)
-        fused: dict[tuple, list[int]] = {}
-        for i, q in enumerate(queries):
+        for q in queries:
             check_query(q, self.url)
-            if not self._has(q.measurement):
-                out[i] = pd.DataFrame(columns=[TIME, *q.group_by, *q.fields])
-                continue
+
+        def fused(i: int, q: Query) -> tuple:
             alone = i if q.agg == Aggregate.QUANTILE else -1  # a quantile shares nothing
-            key = (q.measurement, q.start, q.end, q.window,
-                   repr(sorted((q.where or {}).items())), alone)
-            fused.setdefault(key, []).append(i)
-        for members in fused.values():
-            got = self._query_fused([queries[i] for i in members])
-            for i, df in zip(members, got, strict=True):
-                out[i] = df
-        return [df for df in out if df is not None]
+            return (q.measurement, q.start, q.end, q.window,
+                    repr(sorted((q.where or {}).items())), alone)
+
+        def answer(qs: list[Query]) -> list[pd.DataFrame]:
+            if not self._has(qs[0].measurement):
+                return [pd.DataFrame(columns=[TIME, *q.group_by, *q.fields]) for q in qs]
+            return self._query_fused(qs)
+
+        return _in_groups(queries, fused, answer)
 
     def _query_fused(self, qs: list[Query]) -> list[pd.DataFrame]:
         """Queries alike but for their fields, aggregates and groups: over rollups one scan
@@ -572,15 +585,7 @@ class DuckDBStore:
             plan = self._plan(qs[0], meas)
             if plan is not None and qs[0].agg != Aggregate.QUANTILE:
                 return self._query_rollups_many(qs, meas, plan)
-        by_groups: dict[tuple[str, ...], list[int]] = {}
-        for i, q in enumerate(qs):
-            by_groups.setdefault(q.group_by, []).append(i)
-        out: list[pd.DataFrame | None] = [None] * len(qs)
-        for members in by_groups.values():
-            got = self._query_grouped([qs[i] for i in members])
-            for i, df in zip(members, got, strict=True):
-                out[i] = df
-        return [df for df in out if df is not None]
+        return _in_groups(qs, lambda _i, q: q.group_by, self._query_grouped)
 
     def _query_grouped(self, qs: list[Query]) -> list[pd.DataFrame]:
         """Queries alike but for their fields and aggregates (one when a quantile), in one
