@@ -1,7 +1,7 @@
 """Every place of the shipped topology has its Chinese name, and zh-CN output shows it.
 
 Expected names are read from the public naming of the hubs and clusters (the NDRC approvals,
-../shared/reference/china-compute.md) and standard Chinese province names, not from the code.
+the reference china-compute.md) and standard Chinese province names, not from the code.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from computewatch.topology import (
 
 SHIPPED_TEXT = (resources.files("computewatch") / "data" / "topology.yaml").read_text("utf-8")
 
-# Cluster coordinates from ../shared/reference/china-compute.md, typed in independently.
+# Cluster coordinates from the reference china-compute.md, typed in independently.
 REFERENCE_CLUSTERS = {
     "zhangjiakou": ("jjj", 40.77, 114.89),
     "yrd-demo": ("yrd", 31.00, 120.90),
@@ -302,7 +302,7 @@ def test_same_hub_pair_beyond_regional_distance_is_regional(topo: Topology) -> N
     assert topo.link("qingyang-a", "lz-lanzhou").tier is Tier.REGIONAL
 
 
-# Provinces of the eight hubs, typed in from ../shared/reference/china-compute.md (the hub
+# Provinces of the eight hubs, typed in from the reference china-compute.md (the hub
 # table); Hubei (Wuhan) and Shaanxi (Xi'an) are in none of them.
 HUB_PROVINCES = {
     "jjj": {"Beijing", "Tianjin", "Hebei"}, "yrd": {"Shanghai", "Jiangsu", "Zhejiang", "Anhui"},
