@@ -8,7 +8,9 @@ the raw series, so the rollups are per series like the embedded store's and merg
 
 - gauges: ``sum_over_time``, ``count_over_time``, ``min_over_time``, ``max_over_time`` and
   ``last_over_time`` (a mean over any span is the sum of sums over the sum of counts);
-- counters: ``increase`` (resets undone on the raw samples) and the last reading;
+- counters: ``increase`` (resets undone on the raw samples), and the number of readings, the
+  highest and the last reading (what `computewatch.pue` reads per hour to undo resets, as it
+  does from the embedded store's rollups);
 - the probers' RTT histogram (``link_latency_rtt_seconds_bucket``, label ``le``, with its
   ``_count`` and ``_sum``): its ``increase`` per bucket, so a month's percentile is
   ``histogram_quantile`` over the month's summed buckets, within one bucket's width (the
@@ -31,8 +33,8 @@ from pathlib import Path
 
 from computewatch import catalog
 
-__all__ = ["GRAINS", "ROLLED_UP", "ROLLUP_RULES_FILE", "RollupRule", "render_rollup_rules",
-           "rollup_rules"]
+__all__ = ["GRAINS", "ROLLED_UP", "ROLLUP_RULES_FILE", "RollupRule", "record_name",
+           "render_rollup_rules", "rolled_ops", "rollup_rules"]
 
 ROLLUP_RULES_FILE = Path("deploy/rollups/computewatch-rollups.yml")
 """Where the rendered rules live, relative to the repository root."""
@@ -53,7 +55,7 @@ ROLLED_UP: dict[str, tuple[str, ...]] = {
 
 _GAUGE_OPS = ("sum_over_time", "count_over_time", "min_over_time", "max_over_time",
               "last_over_time")
-_COUNTER_OPS = ("increase", "last_over_time")
+_COUNTER_OPS = ("increase", "count_over_time", "max_over_time", "last_over_time")
 _HISTOGRAM_OPS = ("increase",)
 
 
@@ -67,6 +69,19 @@ def _ops(metric: catalog.Metric) -> tuple[str, ...]:
     if metric.histogram is not None:
         return _HISTOGRAM_OPS
     return _COUNTER_OPS if metric.kind == catalog.Kind.COUNTER else _GAUGE_OPS
+
+
+def rolled_ops(metric: catalog.Metric) -> tuple[str, ...]:
+    """The operations a metric's rollups keep (``sum``, ``count``, ``min``, ``max``, ``last``,
+    ``increase``), as its record names spell them; none for a field not rolled up."""
+    if metric.field not in ROLLED_UP.get(metric.measurement, ()):
+        return ()
+    return tuple(op.removesuffix("_over_time") for op in _ops(metric))
+
+
+def record_name(metric: catalog.Metric, op: str, grain: str) -> str:
+    """The series a rule records: ``series:<metric>:<op>_<grain>``."""
+    return f"series:{metric.prometheus}:{op}_{grain}"
 
 
 def _metrics() -> list[catalog.Metric]:
@@ -83,8 +98,7 @@ def rollup_rules(grain: str) -> list[RollupRule]:
     rules = []
     for m in _metrics():
         for op in _ops(m):
-            name = op.removesuffix("_over_time")
-            rules.append(RollupRule(f"series:{m.prometheus}:{name}_{grain}",
+            rules.append(RollupRule(record_name(m, op.removesuffix("_over_time"), grain),
                                     f"{op}({m.prometheus}[{window}])"))
     return rules
 

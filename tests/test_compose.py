@@ -577,6 +577,14 @@ def test_vmalert_records_the_rollup_rules_from_the_raw_store_into_the_rollups_st
     assert urlsplit(flags["-datasource.url"]).hostname == "victoriametrics"
     assert urlsplit(flags["-remoteWrite.url"]).hostname == "victoriametrics-rollups"
     assert set(service["depends_on"]) == {"victoriametrics", "victoriametrics-rollups"}
+    # the pipelines read the records where vmalert writes them
+    from computewatch.lineprotocol import parse_rollups_url
+
+    analyze = resolved["services"]["pipelines"]["command"]
+    rollups = parse_rollups_url(analyze[analyze.index("--store") + 1])
+    assert rollups is not None
+    assert urlsplit(rollups).netloc == urlsplit(flags["-remoteWrite.url"]).netloc
+    assert "victoriametrics-rollups" in resolved["services"]["pipelines"]["depends_on"]
     local = [f"-rule={ROOT / ROLLUP_RULES_FILE}",
              *(a for a in service["command"] if not a.startswith("-rule="))]
     vmalert = shutil.which("vmalert")

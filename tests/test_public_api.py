@@ -167,7 +167,7 @@ PUBLIC: dict[str, set[str]] = {
         "WriteError", "WriteTarget", "Writer", "check_name", "check_write_url", "encode_frame",
         "encode_samples", "escape_field_key", "escape_measurement", "escape_string", "escape_tag",
         "escape_tag_key", "is_retryable_status", "parse_influx_url", "parse_prometheus_url",
-        "parse_vm_url", "parse_write_url"},
+        "parse_rollups_url", "parse_vm_url", "parse_write_url"},
     "computewatch.pipelines": {"PIPELINES", "Pipeline", "run_pipelines"},
     "computewatch.pipelines.anomaly": {
         "FEATURES", "FLOORS", "HEALTH_STEP", "LOOKBACK", "MIN_BASELINE_WINDOWS", "MIN_RUN",
@@ -191,8 +191,8 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.redact": {
         "MASK", "RedactingFormatter", "is_secret_key", "redact", "redact_url", "register_secret"},
     "computewatch.rollup_rules": {
-        "GRAINS", "ROLLED_UP", "ROLLUP_RULES_FILE", "RollupRule", "render_rollup_rules",
-        "rollup_rules"},
+        "GRAINS", "ROLLED_UP", "ROLLUP_RULES_FILE", "RollupRule", "record_name",
+        "render_rollup_rules", "rolled_ops", "rollup_rules"},
     "computewatch.rule_definitions": {
         "ANOMALY_HEALTH", "ANOMALY_SITE", "HELD_IDLE", "LATENCY_BUDGET_BELOW_PHYSICS",
         "LATENCY_LINK_DEGRADED", "LATENCY_ROUTE_INFLATION", "LATENCY_TIER_BUDGET_UNMET",

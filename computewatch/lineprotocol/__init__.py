@@ -71,6 +71,7 @@ from computewatch.lineprotocol._urls import (
     check_write_url,
     parse_influx_url,
     parse_prometheus_url,
+    parse_rollups_url,
     parse_vm_url,
     parse_write_url,
 )
@@ -105,6 +106,7 @@ __all__ = [
     "is_retryable_status",
     "parse_influx_url",
     "parse_prometheus_url",
+    "parse_rollups_url",
     "parse_vm_url",
     "parse_write_url",
 ]

@@ -24,7 +24,7 @@ from computewatch.errors import StoreError, StoreURLError
 from computewatch.redact import redact_url, register_secret
 
 __all__ = ["InfluxSettings", "VMEndpoints", "WriteTarget", "check_write_url", "parse_influx_url",
-           "parse_prometheus_url", "parse_vm_url", "parse_write_url"]
+           "parse_prometheus_url", "parse_rollups_url", "parse_vm_url", "parse_write_url"]
 
 
 def _bad(url: str, message: str) -> StoreURLError:
@@ -77,7 +77,7 @@ def _http_and_timeout(url: str, params: Mapping[str, str]) -> tuple[str, float]:
 
 
 _TENANT = re.compile(r"^\d+(:\d+)?$")
-_VM_PARAMS = {"tenant", "insert", "select", "tls", "timeout", "flush"}
+_VM_PARAMS = {"tenant", "insert", "select", "tls", "timeout", "flush", "rollups"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +187,7 @@ def parse_influx_url(url: str) -> InfluxSettings:
     return InfluxSettings(base, org, bucket, version, language, _token(url, params), timeout_s)
 
 
-_PROMETHEUS_PARAMS = {"tls", "timeout"}
+_PROMETHEUS_PARAMS = {"tls", "timeout", "rollups"}
 
 
 def parse_prometheus_url(url: str) -> tuple[str, float]:
@@ -199,6 +199,18 @@ def parse_prometheus_url(url: str) -> tuple[str, float]:
         raise _bad(url, "no host:port; write prometheus://host:9090")
     http, timeout_s = _http_and_timeout(url, _params(url, _PROMETHEUS_PARAMS))
     return f"{http}://{parts.netloc}{parts.path.rstrip('/')}", timeout_s
+
+
+def parse_rollups_url(url: str) -> str | None:
+    """The HTTP base of the instance holding the rollup series a ``victoriametrics://`` or
+    ``prometheus://`` URL names (``rollups=host:port``, https with ``tls=1``), or None: the
+    store's own instance holds them."""
+    known = _VM_PARAMS if _split(url).scheme == "victoriametrics" else _PROMETHEUS_PARAMS
+    params = _params(url, known)
+    if "rollups" not in params:
+        return None
+    http, _ = _http_and_timeout(url, params)
+    return f"{http}://{_host_port(url, 'rollups', params['rollups'])}"
 
 
 # --- the write target of any of them -------------------------------------------------------

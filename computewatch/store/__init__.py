@@ -5,8 +5,10 @@
   ``duckdb:///:memory:``: embedded DuckDB, no server (`_duckdb`); its messages name the
   resolved absolute path;
 - ``victoriametrics://host:8428`` (cluster: ``?tenant=0:0``, ``?insert=h:8480&select=h:8481``):
-  line protocol in, MetricsQL out (`_victoriametrics`);
-- ``prometheus://host:9090``: read-only, Prometheus scrapes the agents (`_prometheus`);
+  line protocol in, MetricsQL out (`_victoriametrics`); ``&rollups=host:port`` where the
+  rollup records live, if not in the same instance (`_promrollups`);
+- ``prometheus://host:9090``: read-only, Prometheus scrapes the agents (`_prometheus`;
+  ``?rollups=host:port`` too);
 - ``influxdb://host:8086?org=...&bucket=...`` (``&version=3``, ``&query=sql|influxql``):
   InfluxDB 2 with Flux reads, or 3 with SQL or InfluxQL reads (`_influxdb`).
 
@@ -149,9 +151,9 @@ def open_store(url: str = DEFAULT_URL, *, create: bool = True) -> Store:
 def resolution(store: Store, measurement: str, start: datetime) -> timedelta:
     """The finest window a query of ``measurement`` from ``start`` can ask of ``store``:
     zero (any window) where raw data reaches back that far, else the grain of the rollups
-    that hold it (an hour in DuckDB). Callers widen a window to at least this; a store
-    without rollups (VictoriaMetrics, Prometheus and InfluxDB keep their own raw retention
-    and recording rules) answers zero."""
+    that hold it (an hour in DuckDB, and in VictoriaMetrics and Prometheus, whose recording
+    rules write hourly records). Callers widen a window to at least this; a store without
+    rollups (InfluxDB) answers zero."""
     get = getattr(store, "resolution", None)
     return get(measurement, start) if get is not None else timedelta(0)
 

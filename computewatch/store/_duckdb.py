@@ -183,15 +183,8 @@ def _per_row_buckets(rows: np.ndarray, k: np.ndarray, n: np.ndarray, n_rows: int
     return keys[0], keys[1], np.bincount(inverse.ravel(), weights=n).astype(np.int64)
 
 
-def _floor(t: datetime, grain: timedelta) -> datetime:
-    """``t`` (naive UTC) down to a multiple of ``grain`` since the epoch."""
-    epoch = datetime(1970, 1, 1)
-    return t - (t - epoch) % grain
-
-
-def _ceil(t: datetime, grain: timedelta) -> datetime:
-    down = _floor(t, grain)
-    return down if down == t else down + grain
+_floor = ru.floor_time
+_ceil = ru.ceil_time
 
 
 def _in_groups(queries: Sequence[Query], key: Callable[[int, Query], Hashable],
@@ -999,10 +992,9 @@ class DuckDBStore:
         rolled = min([s[0] for s in (hourly, daily) if s], default=None)
         if rolled is None:
             return None, None
-        raw = self._raw_from(measurement)
-        if raw is not None and rolled >= _floor(raw, ru.HOUR):
+        boundary = ru.raw_boundary(rolled, self._raw_from(measurement), datetime.max)
+        if boundary is None:
             return None, None
-        boundary = datetime.max if raw is None else _ceil(raw, ru.HOUR)
         hours_from = _floor(hourly[0], ru.DAY) if hourly else boundary
         days_until = hours_from if daily and daily[0] < hours_from else None
         return boundary, days_until
@@ -1032,20 +1024,15 @@ class DuckDBStore:
         if boundary is None or start >= boundary:
             return None
         rolled_end = min(boundary, end)
-        grain, kept, edge = ru.HOUR, "hourly", boundary
+        grain, edge = ru.HOUR, boundary
         if days_until is not None and start < days_until:
-            grain, kept, edge = ru.DAY, "daily", days_until
+            grain, edge = ru.DAY, days_until
         aligned = [start, rolled_end] if rolled_end < end else [start]
         if rolled_end > edge:
             aligned = [start]  # finer data takes over before the end
         if any(t != _floor(t, grain) for t in aligned) or (
                 q.window is not None and q.window % grain):
-            unit = "whole days" if grain == ru.DAY else "whole hours"
-            raise StoreError(
-                f"{self.url}: {meas.name!r} before {edge:%Y-%m-%d %H:%M} UTC is kept as "
-                f"{kept} rollups: a query reaching before it needs its start, its end (if "
-                f"before that time) and its window in {unit} (got start "
-                f"{q.start.isoformat()}, end {q.end.isoformat()}, window {q.window})")
+            raise ru.unaligned(self.url, meas.name, q, edge, grain)
         self._refresh(meas.name, before=rolled_end)  # what was written there since
         if q.agg == Aggregate.QUANTILE:
             missing = [f for f in q.fields if f not in ru.sketched(meas)]

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -34,7 +35,7 @@ from computewatch.store._promql import (
 )
 from computewatch.store._protocol import Aggregate, Query, StoreError, check_query
 
-__all__ = ["PromAPI", "PromAPIReads"]
+__all__ = ["PromAPI"]
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +121,12 @@ class PromAPI:
 
     @property
     def left_open(self) -> bool:
+        """Prometheus 3 ranges are left-open, 2's closed; VictoriaMetrics (left-open) answers
+        the build info with no version (a Prometheus store's ``rollups=`` may name one)."""
         if self._left_open is None:
             version = str((self.get("/api/v1/status/buildinfo") or {}).get("version", ""))
             try:
-                major = int(version.split(".")[0])
+                major = int(version.split(".")[0]) if version else 3
             except ValueError:
                 major = 2
             self._left_open = major >= 3
@@ -140,30 +143,39 @@ class PromAPI:
     # -- Store reads ----------------------------------------------------------------------
     def query(self, q: Query) -> pd.DataFrame:
         meas = check_query(q, self.source)
-        columns = [TIME, *q.group_by, *q.fields]
         label_matchers = matchers(meas, q.where, self.source)
         plans = list(evaluations(q, left_open=self.left_open, source=self.source)) \
             if label_matchers is not None else []
-        keys = [TIME, *q.group_by]
-        merged: pd.DataFrame | None = None
-        for f in q.fields:
-            series = selector(meas.metric(f).prometheus, label_matchers or [])
-            part = self._field_frame(q, f, series, plans)
-            merged = part if merged is None else merged.merge(part, on=keys, how="outer")
-        if merged is None or merged.empty:
-            return _empty(columns, q)
+        builders = {f: partial(expression, q, selector(meas.metric(f).prometheus,
+                                                       label_matchers or []),
+                               dialect=self.dialect) for f in q.fields}
+        merged = self.answer(q, builders, plans)
         if q.agg is Aggregate.COUNT:
             merged[list(q.fields)] = merged[list(q.fields)].fillna(0).astype("int64")
-        merged = merged.sort_values(keys, ignore_index=True)
-        return merged[columns]
+        return merged[[TIME, *q.group_by, *q.fields]]
 
-    def _field_frame(self, q: Query, f: str, series: str,
+    def answer(self, q: Query, builders: Mapping[str, Callable[[int], str]],
+               plans: Sequence[Evaluation]) -> pd.DataFrame:
+        """One column per ``builders`` key: the values its expression (given the range in
+        ms) takes at ``plans``' evaluation times, per window start and ``q.group_by``
+        group; outer-merged, in time and group order (``float64``; empty columns where
+        nothing answered)."""
+        keys = [TIME, *q.group_by]
+        merged: pd.DataFrame | None = None
+        for name, build in builders.items():
+            part = self._field_frame(q, name, build, plans)
+            merged = part if merged is None else merged.merge(part, on=keys, how="outer")
+        if merged is None or merged.empty:
+            return _empty([*keys, *builders], q.group_by)
+        return merged.sort_values(keys, ignore_index=True)
+
+    def _field_frame(self, q: Query, f: str, build: Callable[[int], str],
                      plans: Sequence[Evaluation]) -> pd.DataFrame:
         times: list[datetime] = []
         groups: list[list[str]] = [[] for _ in q.group_by]
         values: list[float] = []
         for ev in plans:
-            expr = expression(q, series, ev.range_ms, self.dialect)
+            expr = build(ev.range_ms)
             for result in self.query_range(expr, ev.first_ms, ev.last_ms, ev.step_ms):
                 metric = result.get("metric", {})
                 labels = [metric.get(g, "") for g in q.group_by]
@@ -223,20 +235,28 @@ class PromAPI:
         return "{" + f'__name__=~"{fields}"' + "}"
 
     def time_bounds(self, measurement: str) -> tuple[datetime, datetime] | None:
-        meas = catalog.measurement(measurement)
-        s = self.any_series(meas)
+        s = self.any_series(catalog.measurement(measurement))
+        first = self.first_ms(s)
+        if first is None:
+            return None
+        last = self.last_ms(s, first)
+        return _utc(first), _utc(last if last is not None else first)
+
+    def first_ms(self, s: str) -> int | None:
+        """The time (ms) of the earliest sample of the series ``s`` selects, or None."""
         hi, r = self.all_time_range()
         if self.dialect is Dialect.METRICSQL:
             first = self._scalar(f"min(tfirst_over_time({s}{r}))", hi)
-            if first is None:
-                return None
+            return None if first is None else round(first * 1000)
+        return self._bisect(s, EARLIEST_MS, hi, earliest=True)
+
+    def last_ms(self, s: str, after_ms: int) -> int | None:
+        """The time (ms) of the latest sample of ``s``, none of which is before ``after_ms``."""
+        hi, r = self.all_time_range()
+        if self.dialect is Dialect.METRICSQL:
             last = self._scalar(f"max(tlast_over_time({s}{r}))", hi)
-            return _utc(round(first * 1000)), _utc(round((last or first) * 1000))
-        first_ms = self._bisect(s, EARLIEST_MS, hi, earliest=True)
-        if first_ms is None:
-            return None
-        last_ms = self._bisect(s, first_ms, hi, earliest=False)
-        return _utc(first_ms), _utc(last_ms if last_ms is not None else first_ms)
+            return None if last is None else round(last * 1000)
+        return self._bisect(s, after_ms, hi, earliest=False)
 
     def _scalar(self, expr: str, at_ms: int) -> float | None:
         result = self.query_range(expr, at_ms, at_ms, 1000)
@@ -286,35 +306,10 @@ def _utc(t_ms: int) -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=t_ms)
 
 
-def _empty(columns: list[str], q: Query) -> pd.DataFrame:
+def _empty(columns: list[str], group_by: Sequence[str]) -> pd.DataFrame:
+    """No rows: ``time``, the groups as strings, the values as float64."""
     frame = {TIME: pd.DatetimeIndex([], tz=UTC).as_unit("us")}
-    frame.update({g: pd.Series([], dtype="str") for g in q.group_by})
-    dtype = "int64" if q.agg is Aggregate.COUNT else "float64"
-    frame.update({f: pd.Series([], dtype=dtype) for f in q.fields})
+    frame.update({g: pd.Series([], dtype="str") for g in group_by})
+    frame.update({c: pd.Series([], dtype="float64")
+                  for c in columns if c != TIME and c not in group_by})
     return pd.DataFrame(frame)[columns]
-
-
-class PromAPIReads:
-    """The read half of a `Store` whose ``_api`` is a `PromAPI`: VictoriaMetrics and
-    Prometheus answer `query`, `series` and `time_bounds` the same way."""
-
-    _api: PromAPI
-
-    def query(self, query: Query) -> pd.DataFrame:
-        return self._api.query(query)
-
-    def series(self, measurement: str,
-               where: Mapping[str, str | Sequence[str]] | None = None) -> pd.DataFrame:
-        return self._api.series(measurement, where)
-
-    def time_bounds(self, measurement: str) -> tuple[datetime, datetime] | None:
-        return self._api.time_bounds(measurement)
-
-    def close(self) -> None:
-        self._api.close()
-
-    def __enter__(self) -> PromAPIReads:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -1,7 +1,9 @@
 """`Store` on Prometheus: read-only, PromQL out.
 
 ``prometheus://host:9090`` (``/prefix`` after the port when Prometheus runs under
-``--web.route-prefix``; ``?tls=1`` for https, ``?timeout=30s``). Prometheus scrapes the
+``--web.route-prefix``; ``?tls=1`` for https, ``?timeout=30s``; ``?rollups=host:port``
+for the instance holding the rollup records, if not this one: a query reaching before the
+raw data reads them, `computewatch.store._promrollups`). Prometheus scrapes the
 agents' ``/metrics``; nobody writes to it, so `PrometheusStore.write` refuses with a
 StoreError that says so, and `PrometheusStore.drop_before` refuses too (Prometheus applies
 its own ``--storage.tsdb.retention.time``).
@@ -29,10 +31,11 @@ from datetime import datetime
 import pandas as pd
 import pyarrow as pa
 
-from computewatch.lineprotocol import parse_prometheus_url
+from computewatch.lineprotocol import parse_prometheus_url, parse_rollups_url
 from computewatch.redact import redact_url
-from computewatch.store._promapi import PromAPI, PromAPIReads
+from computewatch.store._promapi import PromAPI
 from computewatch.store._promql import Dialect
+from computewatch.store._promrollups import PromAPIReads
 from computewatch.store._protocol import StoreError, WriteResult
 
 __all__ = ["PrometheusStore", "parse_prometheus_url"]
@@ -44,6 +47,7 @@ class PrometheusStore(PromAPIReads):
         self.url = redact_url(url)  # what messages show
         base, timeout_s = parse_prometheus_url(url)
         self._api = PromAPI(base, dialect=Dialect.PROMQL, source=self.url, timeout_s=timeout_s)
+        self._open_rollups(parse_rollups_url(url))
 
     def write(self, measurement: str, frame: pa.Table | pd.DataFrame) -> WriteResult:
         raise StoreError(f"{self.url}: Prometheus is read-only here: it scrapes the agents' "

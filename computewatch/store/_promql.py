@@ -62,6 +62,7 @@ __all__ = [
     "quote",
     "regex_escape",
     "selector",
+    "summed",
 ]
 
 MAX_POINTS = 10_000
@@ -116,6 +117,12 @@ def _by(group_by: Sequence[str], extra: Sequence[str] = ()) -> str:
     return f" by ({', '.join(labels)})" if labels else ""
 
 
+def summed(q: Query, series: str, range_ms: int) -> str:
+    """Per group and window, the sum of ``series``' samples (of rollups: of their sums or
+    counts)."""
+    return f"sum{_by(q.group_by)} (sum_over_time({series}[{range_ms}ms]))"
+
+
 def expression(q: Query, series: str, range_ms: int, dialect: Dialect) -> str:
     """The expression whose value at an evaluation time is the aggregate of one window."""
     s = f"{series}[{range_ms}ms]"
@@ -125,7 +132,7 @@ def expression(q: Query, series: str, range_ms: int, dialect: Dialect) -> str:
         case Aggregate.MEAN:
             return f"sum{by} (sum_over_time({s})) / sum{by} (count_over_time({s}))"
         case Aggregate.SUM:
-            return f"sum{by} (sum_over_time({s}))"
+            return summed(q, series, range_ms)
         case Aggregate.COUNT:
             return f"sum{by} (count_over_time({s}))"
         case Aggregate.MIN:

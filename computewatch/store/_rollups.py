@@ -28,18 +28,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 
 from computewatch import catalog
+from computewatch.store._protocol import Query, StoreError
 
 __all__ = ["DAY", "GAMMA", "GRAINS", "HOUR", "RELATIVE_ERROR", "SKETCH", "STATES", "ZERO_BUCKET",
-           "bucket_of", "bucket_sql",
-           "final_agg", "hourly_select", "merge_select", "merge_states", "raw_sketch_rows",
-           "raw_states",
+           "bucket_of", "bucket_sql", "ceil_time", "final_agg", "floor_time", "hourly_select",
+           "merge_select", "merge_states", "raw_boundary", "raw_sketch_rows", "raw_states",
            "rolled_states", "rollup_columns", "rollup_table", "sketch_from_raw", "sketch_rows",
-           "sketch_table", "sketched", "state_column", "value_sql"]
+           "sketch_table", "sketched", "state_column", "unaligned", "value_sql"]
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -61,6 +61,42 @@ SKETCH = "sketch"
 ``{value, n}`` per row), kept in the sketch table rather than a column."""
 
 _SKETCHED = {"link_latency": ("rtt_p50_seconds", "rtt_p95_seconds", "rtt_p99_seconds")}
+
+
+def floor_time(t: datetime, grain: timedelta) -> datetime:
+    """``t`` down to a multiple of ``grain`` since the epoch (naive UTC or aware alike)."""
+    epoch = datetime(1970, 1, 1, tzinfo=t.tzinfo)
+    return t - (t - epoch) % grain
+
+
+def ceil_time(t: datetime, grain: timedelta) -> datetime:
+    down = floor_time(t, grain)
+    return down if down == t else down + grain
+
+
+def raw_boundary(rolled_from: datetime | None, raw_from: datetime | None,
+                 never: datetime) -> datetime | None:
+    """Where raw data takes over from rollups: the first whole hour of raw data, or None
+    when rollups hold nothing older than the raw data (raw data answers every query);
+    ``never`` (the latest time) where rollups exist and raw data does not. Every store with
+    rollups draws the line here, so they answer a query from the same data the same way."""
+    if rolled_from is None:
+        return None
+    if raw_from is not None and rolled_from >= floor_time(raw_from, HOUR):
+        return None
+    return never if raw_from is None else ceil_time(raw_from, HOUR)
+
+
+def unaligned(source: str, measurement: str, q: Query, edge: datetime,
+              grain: timedelta) -> StoreError:
+    """The refusal of a query that reaches before ``edge``, where data is kept as rollups of
+    ``grain``, without whole buckets of it."""
+    kept, unit = ("daily", "whole days") if grain == DAY else ("hourly", "whole hours")
+    return StoreError(
+        f"{source}: {measurement!r} before {edge:%Y-%m-%d %H:%M} UTC is kept as "
+        f"{kept} rollups: a query reaching before it needs its start, its end (if "
+        f"before that time) and its window in {unit} (got start "
+        f"{q.start.isoformat()}, end {q.end.isoformat()}, window {q.window})")
 
 
 def rollup_table(measurement: str, grain: timedelta) -> str:

@@ -10,6 +10,10 @@ URLs:
 - ``victoriametrics://?insert=vminsert:8480&select=vmselect:8481&tenant=7``: a cluster
   with its two services at their own addresses (tenant ``accountID[:projectID]``, default 0).
 - ``&tls=1`` switches to https; ``&timeout=30s`` sets the HTTP timeout (default 60 s).
+- ``&rollups=host:port``: the instance that holds the rollup records (vmalert's
+  ``-remoteWrite.url``; the compose stack's ``victoriametrics-rollups:8428``), read with the
+  same ``tls`` and ``timeout``; left out, the store's own instance (read side) holds them.
+  A query reaching before the raw data reads them (`computewatch.store._promrollups`).
 - ``&flush=0``: a single node buffers new samples for about a second before a query sees
   them; by default the store asks it to flush (``/internal/force_flush``) after every
   ``write``, so a read right after a write sees it, as with the embedded store. A cluster
@@ -50,11 +54,17 @@ import pandas as pd
 import pyarrow as pa
 
 from computewatch import catalog
-from computewatch.lineprotocol import LineProtocolWriter, VMEndpoints, parse_vm_url
+from computewatch.lineprotocol import (
+    LineProtocolWriter,
+    VMEndpoints,
+    parse_rollups_url,
+    parse_vm_url,
+)
 from computewatch.redact import redact_url
 from computewatch.store._batches import write_frame
-from computewatch.store._promapi import PromAPI, PromAPIReads
+from computewatch.store._promapi import PromAPI
 from computewatch.store._promql import Dialect, ms, quote
+from computewatch.store._promrollups import PromAPIReads
 from computewatch.store._protocol import WriteResult
 from computewatch.validation import Rejections
 
@@ -76,11 +86,14 @@ class VictoriaMetricsStore(PromAPIReads):
                             left_open=True, params={"nocache": "1"}, timeout_s=timeout_s)
         self._delete = PromAPI(self.endpoints.delete, dialect=Dialect.METRICSQL, source=self.url,
                                left_open=True, timeout_s=timeout_s)
+        self._open_rollups(parse_rollups_url(url))
 
     def write(self, measurement: str, frame: pa.Table | pd.DataFrame) -> WriteResult:
         result = write_frame(self._writer, measurement, frame, self.rejections, self.url, "ms")
         if self.endpoints.flush and result.rows:
             self._api.post("/internal/force_flush", [], "flush after write")
+        if result.rows:
+            self._rollups.forget()  # raw data may begin earlier now
         return result
 
     def drop_before(self, cutoff: datetime) -> int:
@@ -105,11 +118,12 @@ class VictoriaMetricsStore(PromAPIReads):
                                       [("match[]", m) for m in selectors[i:i + DELETE_BATCH]],
                                       f"delete of {name!r} series older than {cutoff}")
                 deleted += round(sum(float(v) for r in result for _, v in r.get("values", ())))
+        self._rollups.forget()
         return deleted
 
     def close(self) -> None:
         self._writer.close()
-        self._api.close()
+        super().close()
         self._delete.close()
 
     def __repr__(self) -> str:
