@@ -30,6 +30,10 @@ import pytest
 import requests
 from servers import free_port, installed, start_prometheus, start_victoriametrics
 
+from computewatch.errors import StoreURLError
+from computewatch.findings import Period
+from computewatch.lineprotocol import parse_rollups_url
+from computewatch.pue import meter_readings
 from computewatch.rollup_rules import ROLLUP_RULES_FILE
 from computewatch.store import Aggregate, DuckDBStore, Query, StoreError, open_store, resolution
 from computewatch.store._promrollups import bucket_quantile
@@ -283,3 +287,34 @@ def test_the_rtt_quantile_sums_the_histogram_records_and_raw_buckets(stores):
     with pytest.raises(StoreError, match=r"cannot answer the quantile of 'rtt_p95_seconds'.*"
                                          r"histogram, 'rtt_seconds_bucket'"):
         vm.query(replace(q, fields=("rtt_p95_seconds",)))
+
+
+@pytest.mark.slow
+def test_the_pue_meter_readings_are_the_embedded_stores(stores):
+    """The PUE's readings widen to the records' hour before the line (`resolution`) and come
+    out the same from every store: each counter's last and highest reading per hour."""
+    period = Period(T0 + H, END - H)
+    want = meter_readings(stores["duckdb"], period)
+    assert len(want) == HOURS
+    assert want.joules.tolist() == pytest.approx([1e6 + 100 * (60 * h + 59)
+                                                  for h in range(HOURS)])
+    for name in ("victoriametrics", "prometheus"):
+        got = meter_readings(stores[name], period)
+        pd.testing.assert_frame_equal(got, want, check_dtype=False, rtol=1e-12, obj=name)
+
+
+@pytest.mark.parametrize(("url", "base"), [
+    ("victoriametrics://vm:8428", None),
+    ("victoriametrics://vm:8428?rollups=vm-rollups:8428", "http://vm-rollups:8428"),
+    ("victoriametrics://vm:8428?tls=1&rollups=vm-rollups:443", "https://vm-rollups:443"),
+    ("prometheus://prom:9090?rollups=10.0.0.7:8428", "http://10.0.0.7:8428"),
+])
+def test_the_rollups_parameter_names_the_records_instance(url, base):
+    assert parse_rollups_url(url) == base
+
+
+@pytest.mark.parametrize("url", ["victoriametrics://vm:8428?rollups=vm-rollups",
+                                 "prometheus://prom:9090?rollups=h:99999"])
+def test_a_bad_rollups_parameter_is_named(url):
+    with pytest.raises(StoreURLError, match=r"rollups .* is not host:port"):
+        open_store(url)

@@ -29,10 +29,15 @@ data, merged into one frame as the embedded store merges its rollups and raw row
   count, min, max from those states; last: the last value of the series whose latest record
   is the latest (MetricsQL; ties, as series last read in the same hour, give the largest;
   PromQL: the largest of the series' last values), and a raw part's last over a rollup
-  part's. Counters have no sum or min rollups, quantiles no mergeable state here (the RTT
-  histogram's ``increase`` records are for dashboards), and fields outside
-  `computewatch.rollup_rules.ROLLED_UP` no rollups at all: such a query before the boundary
-  is refused with a `StoreError` naming the aggregate, the field and the boundary.
+  part's. The RTT's quantile is asked of its histogram (field ``rtt_seconds_bucket``, on
+  either side of the boundary alike): per window, group and bucket the records' increases
+  and the raw counters' ``increase`` are summed, and the rank interpolated within its bucket
+  as ``histogram_quantile`` does (`bucket_quantile`): within one bucket's width of the
+  probes' true quantile (VictoriaMetrics' ``increase`` partitions a counter exactly;
+  Prometheus' extrapolates to the window's edges). Counters have no sum or min rollups, the
+  per-window percentile fields (``rtt_p95_seconds``) no mergeable quantile state, and fields
+  outside `computewatch.rollup_rules.ROLLED_UP` no rollups at all: such a query before the
+  boundary is refused with a `StoreError` naming the aggregate, the field and the boundary.
 - **Edges**: a raw sample exactly on an hour falls in the hour before it in a record
   (PromQL's ``(t - 1h, t]``), in the hour after it in raw windows and in the embedded store's
   rollups; samples read at any other millisecond are counted alike everywhere.
