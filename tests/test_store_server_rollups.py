@@ -37,6 +37,7 @@ from computewatch.pue import meter_readings
 from computewatch.rollup_rules import ROLLUP_RULES_FILE
 from computewatch.store import Aggregate, DuckDBStore, Query, StoreError, open_store, resolution
 from computewatch.store._promrollups import bucket_quantile
+from computewatch.utilization import utilization_totals
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
@@ -318,3 +319,16 @@ def test_the_rollups_parameter_names_the_records_instance(url, base):
 def test_a_bad_rollups_parameter_is_named(url):
     with pytest.raises(StoreURLError, match=r"rollups .* is not host:port"):
         open_store(url)
+
+
+@pytest.mark.slow
+def test_utilization_totals_and_idle_hours_are_the_embedded_stores(stores):
+    """The summary's utilization over records and raw data: d0's 540 readings sum to 231.93
+    (by hand, above), d1's to 270; one reading a minute, so idle hours are (540 - sum) / 60."""
+    want = utilization_totals(stores["duckdb"], T0, END, by=("device",))
+    assert want.utilization_sum.tolist() == pytest.approx([231.93, 270.0], rel=1e-12)
+    assert want.idle_accelerator_hours.tolist() == pytest.approx(
+        [(540 - 231.93) / 60, (540 - 270) / 60], rel=1e-12)
+    for name in ("victoriametrics", "prometheus"):
+        got = utilization_totals(stores[name], T0, END, by=("device",))
+        pd.testing.assert_frame_equal(got, want, check_dtype=False, rtol=1e-12, obj=name)
