@@ -10,7 +10,8 @@ the line is 07:00 and seven hours are read from records. The DuckDB store gets t
 minutes, rolls them up and drops the raw samples before 06:00.
 
 Card ``d0`` reads ``h/10 + k/1000`` at minute ``k`` of hour ``h``: an hour sums to
-``6 h + 1.77`` over 60 readings, peaks at ``h/10 + 0.059`` and ends there; ``d1`` reads 0.5.
+``6 h + 1.77`` over 60 readings, peaks at ``h/10 + 0.059`` and ends there; ``d1`` reads 0.5;
+``d2`` reads 0.25 until 06:00 only (raw retention forgets it: only records know it).
 The meter's counter reads ``1e6 + 100 i`` at its ``i``-th minute. A link's RTT histogram
 (buckets 10, 20, 50 ms and +Inf) counts, at each reading before 07:00 but the first, 1 more
 reply within 10 ms, 3 more within 20 and 2 more within 50 (distribution A), and from 07:00,
@@ -69,7 +70,9 @@ def _frames() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     d0 = (i // 60) / 10 + (i % 60) / 1000
     acc = pd.concat([pd.DataFrame({"time": times, "site": "s1", "device": d,
                                    "utilization_ratio": v})
-                     for d, v in (("d0", d0), ("d1", np.full(len(times), 0.5)))],
+                     for d, v in (("d0", d0), ("d1", np.full(len(times), 0.5)))]
+                    + [pd.DataFrame({"time": times[times < RAW_FROM], "site": "s1",
+                                     "device": "d2", "utilization_ratio": 0.25})],
                     ignore_index=True)
     meter = pd.DataFrame({"time": times, "site": "s1", "meter": "m", "scope": "facility",
                           "joules_total": 1e6 + 100.0 * i})
@@ -187,6 +190,10 @@ def test_the_line_and_the_resolution_are_where_raw_data_begins(stores):
     assert vm.time_bounds("accelerator") == (T0, END - timedelta(seconds=30))
     assert stores["prometheus"].time_bounds("accelerator") == (T0, END - timedelta(seconds=30))
     assert duck.time_bounds("accelerator")[0] == T0
+    # d2 left the raw data with the old samples; its records keep it listed
+    for store in stores.values():
+        assert store.series("accelerator").device.tolist() == ["d0", "d1", "d2"]
+        assert store.series("accelerator", {"device": "d2"}).site.tolist() == ["s1"]
 
 
 @pytest.mark.slow
@@ -202,7 +209,7 @@ def test_mean_sum_count_over_records_and_raw_data_are_the_hand_computed_ones(sto
     assert d0.utilization_ratio.tolist() == pytest.approx(
         [sum(_d0_hour_sum(h) for h in range(k, k + 3)) for k in (0, 3, 6)], rel=1e-12)
     count = _ask(stores, _util(Aggregate.COUNT, None, group_by=()))
-    assert count.utilization_ratio.tolist() == [2 * HOURS * 60]
+    assert count.utilization_ratio.tolist() == [2 * HOURS * 60 + 6 * 60]
     assert count.utilization_ratio.dtype == np.int64
 
 
@@ -324,11 +331,12 @@ def test_a_bad_rollups_parameter_is_named(url):
 @pytest.mark.slow
 def test_utilization_totals_and_idle_hours_are_the_embedded_stores(stores):
     """The summary's utilization over records and raw data: d0's 540 readings sum to 231.93
-    (by hand, above), d1's to 270; one reading a minute, so idle hours are (540 - sum) / 60."""
+    (by hand, above), d1's to 270, d2's 360 to 90; one reading a minute, so idle hours are
+    (readings - sum) / 60."""
     want = utilization_totals(stores["duckdb"], T0, END, by=("device",))
-    assert want.utilization_sum.tolist() == pytest.approx([231.93, 270.0], rel=1e-12)
+    assert want.utilization_sum.tolist() == pytest.approx([231.93, 270.0, 90.0], rel=1e-12)
     assert want.idle_accelerator_hours.tolist() == pytest.approx(
-        [(540 - 231.93) / 60, (540 - 270) / 60], rel=1e-12)
+        [(540 - 231.93) / 60, (540 - 270) / 60, (360 - 90) / 60], rel=1e-12)
     for name in ("victoriametrics", "prometheus"):
         got = utilization_totals(stores[name], T0, END, by=("device",))
         pd.testing.assert_frame_equal(got, want, check_dtype=False, rtol=1e-12, obj=name)

@@ -223,12 +223,15 @@ class PromAPI:
         rows: set[tuple[str, ...]] = set()
         if label_matchers is not None:
             for name in self.names(meas, label_matchers):
-                data = self.call("/api/v1/series",
-                                 [("match[]", selector(name, label_matchers)), *self.all_time()],
-                                 f"series of {name!r}")
-                rows.update(tuple(s.get(lab, "") for lab in meas.labels) for s in data or [])
+                rows |= self.label_sets(meas, selector(name, label_matchers), repr(name))
         df = pd.DataFrame(sorted(rows), columns=list(meas.labels), dtype="str")
         return df.reset_index(drop=True)
+
+    def label_sets(self, meas: catalog.Measurement, s: str, what: str) -> set[tuple[str, ...]]:
+        """The measurement's labels (``''`` where absent) of every series ``s`` selects."""
+        data = self.call("/api/v1/series", [("match[]", s), *self.all_time()],
+                         f"series of {what}")
+        return {tuple(one.get(lab, "") for lab in meas.labels) for one in data or []}
 
     def any_series(self, meas: catalog.Measurement) -> str:
         fields = "|".join(regex_escape(meas.metric(f).prometheus) for f in meas.fields)

@@ -38,6 +38,9 @@ data, merged into one frame as the embedded store merges its rollups and raw row
   per-window percentile fields (``rtt_p95_seconds``) no mergeable quantile state, and fields
   outside `computewatch.rollup_rules.ROLLED_UP` no rollups at all: such a query before the
   boundary is refused with a `StoreError` naming the aggregate, the field and the boundary.
+- **Series and bounds**: ``series`` adds the label sets only records hold (a card gone
+  before raw data begins), ``time_bounds`` starts where the rollups do, as the embedded
+  store's.
 - **Edges**: a raw sample exactly on an hour falls in the hour before it in a record
   (PromQL's ``(t - 1h, t]``), in the hour after it in raw windows and in the embedded store's
   rollups; samples read at any other millisecond are counted alike everywhere.
@@ -180,12 +183,29 @@ class PromRollups:
         """Drop the boundaries kept: a write may have moved where raw data begins."""
         self._kept.clear()
 
-    def _any_record(self, meas: catalog.Measurement) -> str | None:
+    def _any_record(self, meas: catalog.Measurement,
+                    label_matchers: Sequence[str] = ()) -> str | None:
+        """A selector of every hourly record of the measurement (None: nothing rolled up)."""
         names = [regex_escape(meas.metric(f).prometheus)
                  for f in ROLLED_UP.get(meas.name, ()) if f in meas.fields]
         if not names:
             return None
-        return "{" + f'__name__=~"series:({"|".join(names)}):[a-z]+_1h"' + "}"
+        return "{" + ", ".join([f'__name__=~"series:({"|".join(names)}):[a-z]+_1h"',
+                                *label_matchers]) + "}"
+
+    def series(self, measurement: str,
+               where: Mapping[str, str | Sequence[str]] | None = None) -> pd.DataFrame:
+        """The raw data's label sets, and those only records hold where rollups reach
+        further back (as the embedded store keeps the labels of rolled-up series)."""
+        meas = catalog.measurement(measurement)
+        frame = self.raw.series(measurement, where)
+        label_matchers = matchers(meas, where, self.source)
+        records = self._any_record(meas, label_matchers or [])
+        if label_matchers is None or records is None or self.coverage(meas)[0] is None:
+            return frame
+        rows = set(frame.itertuples(index=False, name=None))
+        rows |= self.rolled.label_sets(meas, records, "the rollup records")
+        return pd.DataFrame(sorted(rows), columns=list(meas.labels), dtype="str")
 
     def coverage(self, meas: catalog.Measurement) -> tuple[datetime | None, datetime | None]:
         """(boundary, rolled_from): where raw data takes over from rollups (None: raw data
@@ -377,7 +397,7 @@ class PromAPIReads:
 
     def series(self, measurement: str,
                where: Mapping[str, str | Sequence[str]] | None = None) -> pd.DataFrame:
-        return self._api.series(measurement, where)
+        return self._rollups.series(measurement, where)
 
     def time_bounds(self, measurement: str) -> tuple[datetime, datetime] | None:
         return self._rollups.time_bounds(measurement)
