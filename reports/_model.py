@@ -42,6 +42,7 @@ from computewatch.utilization import (
     allocation_totals,
     held_idle_windows,
     idle_split,
+    read_ahead,
     sampling_interval,
     utilization_windows_by_definition,
     window_totals,
@@ -221,12 +222,28 @@ def _utilization_row(frame: pd.DataFrame, n_windows: int,
             "accelerators": int(frame.accelerators.max())}
 
 
-def _pue_row(pue: pd.DataFrame, key: str, col: str, policy: Policy,
-             annual: pd.DataFrame | None) -> dict[str, object]:
-    got = pue[pue[col] == key]
+def _rows_by(frame: pd.DataFrame, *columns: str) -> Callable[[str], pd.DataFrame]:
+    """``frame``'s rows whose value in any of ``columns`` is the key asked, in ``frame``'s
+    order, as a boolean mask per key selects them, but from positions found once: the
+    report asks once per site and hub (a month's link windows are 36,750 rows)."""
+    where = [frame.groupby(c, sort=False, observed=True).indices if len(frame) else {}
+             for c in columns]
+
+    def rows(key: str) -> pd.DataFrame:
+        hits = [idx[key] for idx in where if key in idx]
+        return frame.iloc[np.unique(np.concatenate(hits))] if hits else frame.iloc[0:0]
+    return rows
+
+
+def _pue_row(pue_of: Callable[[str], pd.DataFrame],
+             annual_of: Callable[[str], pd.DataFrame] | None, key: str,
+             policy: Policy) -> dict[str, object]:
+    """A site's or hub's PUE values (``pue_of``, ``annual_of``: `_rows_by` of the period's
+    and the 12-month PUE frames; None: no 12-month PUE)."""
+    got = pue_of(key)
     twelve = {"pue_12m": np.nan, "pue_12m_completeness": np.nan}
-    if annual is not None:
-        a = annual[annual[col] == key]
+    if annual_of is not None:
+        a = annual_of(key)
         twelve = ({"pue_12m": float(a.pue.iloc[0]),
                    "pue_12m_completeness": float(a.completeness.iloc[0])} if len(a)
                   else {"pue_12m": np.nan, "pue_12m_completeness": 0.0})
@@ -438,6 +455,8 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
     long = p.end - p.start > LONG_PERIOD or \
         resolution(store, "accelerator", p.start) >= timedelta(days=1)
     pieces = _quarters(store, p) if long else None
+    if pieces is None or len(pieces) == 1:  # every utilization read below is over p
+        read_ahead(store, p, window=window if pieces is None else _one_window(store, p))
     if pieces is None:
         by_level = _utilization_levels(store, p, topology, chosen, window, policy, step)
     else:  # one window per calendar quarter (a month's or a quarter's: one window)
@@ -481,6 +500,12 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
     progress("tables")
     common = {"period": period.label, "period_start": period.start.isoformat(),
               "period_end": period.end.isoformat()}
+    util_of, hub_util_of = _rows_by(site_util, "subject"), _rows_by(by_level["hub"], "subject")
+    links_of_site = _rows_by(links, "src_site", "dst_site")
+    links_of_hub = _rows_by(links, "src_hub", "dst_hub")
+    pue_of = {"site": _rows_by(site_pue, "site"), "hub": _rows_by(hub_pue, "hub")}
+    twelve_of = {"site": None if site_12m is None else _rows_by(site_12m, "site"),
+                 "hub": None if hub_12m is None else _rows_by(hub_12m, "hub")}
     rows = []
     for s in sites:
         region = topology.region_of(s.id)
@@ -488,22 +513,19 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
         row = {"level": "site", "id": s.id, "name": s.name, "hub": s.hub or "",
                "cluster": s.cluster or "", "region": region,
                "accelerators_installed": s.accelerator_count,
-               **_utilization_row(site_util[site_util.subject == s.id], n_windows,
-                                  pieces is not None),
+               **_utilization_row(util_of(s.id), n_windows, pieces is not None),
                **_split_row(split, [s.id]),
                "utilization_minimum": float(minimum.value),
-               **_pue_row(site_pue, s.id, "site", policy, site_12m),
+               **_pue_row(pue_of["site"], twelve_of["site"], s.id, policy),
                "pue_target": float(policy.pue_target_entry(region, s.id).value),
-               **_latency_row(links[(links.src_site == s.id) | (links.dst_site == s.id)]),
+               **_latency_row(links_of_site(s.id)),
                **_severity_counts(_touching(findings, {s.id})),
                "utilization_definition": chosen["site"]}
         rows.append(row)
-    hub_util = by_level["hub"]
     for h in hubs:
         minimum = policy.utilization_minimum_entry("hub", h.region, h.id)
         of_hub = [r for r in rows if r["level"] == "site" and r["hub"] == h.id]
-        util = _utilization_row(hub_util[hub_util.subject == h.id], n_windows,
-                                pieces is not None)
+        util = _utilization_row(hub_util_of(h.id), n_windows, pieces is not None)
         # A hub is complete when all its sites are: a silent site must not hide behind the rest.
         util["utilization_completeness"] = float(np.mean(
             [r["utilization_completeness"] for r in of_hub])) if of_hub else 0.0
@@ -513,9 +535,9 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
                **util,
                **_split_row(split, [x["id"] for x in of_hub]),
                "utilization_minimum": float(minimum.value),
-               **_pue_row(hub_pue, h.id, "hub", policy, hub_12m),
+               **_pue_row(pue_of["hub"], twelve_of["hub"], h.id, policy),
                "pue_target": float(policy.pue_target_entry(h.region).value),
-               **_latency_row(links[(links.src_hub == h.id) | (links.dst_hub == h.id)]),
+               **_latency_row(links_of_hub(h.id)),
                **_severity_counts(_touching(findings, {x["id"] for x in of_hub})
                                   if of_hub else findings.iloc[0:0]),
                "utilization_definition": chosen["hub"]}
