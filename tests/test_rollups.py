@@ -509,7 +509,9 @@ def test_label_sets_of_one_window_are_grouped_together_and_kept(month, tmp_path,
     """A month report asks four label sets of the month's one window from three places:
     told first (`prefetch`), the store groups them in one statement (one set asked in two
     label orders apart), and each query then reads what was kept: the samples' own numbers,
-    in label order, whatever the order the sets were computed in."""
+    in the order of its labels (one statement orders the sets whose labels come in the
+    longest set's order, (hub, site, device); (device, hub) does not, and is ordered
+    apart)."""
     acc = month["acc"]
     store = _rolled_copy(acc, tmp_path / "sets.duckdb")
     calls = []
@@ -524,7 +526,8 @@ def test_label_sets_of_one_window_are_grouped_together_and_kept(month, tmp_path,
 
     asked = [ask(("site",), Aggregate.SUM), ask(("site", "device"), Aggregate.MEAN),
              ask(("device", "site"), Aggregate.COUNT, None), ask(("hub",), Aggregate.COUNT),
-             ask(("site",), Aggregate.COUNT, None)]
+             ask(("site",), Aggregate.COUNT, None), ask(("device", "hub"), Aggregate.SUM),
+             ask(("hub", "site", "device"), Aggregate.MEAN)]
     prefetch(store, asked)
     assert sorted(calls) == ["_group_states", "_grouping_sets"]
     calls.clear()
@@ -533,7 +536,8 @@ def test_label_sets_of_one_window_are_grouped_together_and_kept(month, tmp_path,
     u = acc.utilization_ratio
     want = [u.groupby(acc.site).sum(), u.groupby([acc.site, acc.device]).mean(),
             u.groupby([acc.device, acc.site]).count(), u.groupby(acc.hub).count(),
-            u.groupby(acc.site).count()]
+            u.groupby(acc.site).count(), u.groupby([acc.device, acc.hub]).sum(),
+            u.groupby([acc.hub, acc.site, acc.device]).mean()]
     for q, frame, expected in zip(asked, got, want, strict=True):
         assert (frame.time == pd.Timestamp(T0)).all()
         labels = [tuple(r) for r in frame[list(q.group_by)].itertuples(index=False)]

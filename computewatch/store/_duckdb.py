@@ -1143,13 +1143,16 @@ class DuckDBStore:
             raise StoreError(f"{self.url}: query on {meas.name!r} failed: {exc}") from None
         finally:
             reads.unregister("_rollup_states")
+        frames = {}  # one conversion per label set: its label strings once for all queries
+        for g, columns in wanted.items() if answer else ():
+            frame = grouped[g].select([TIME, *g, *columns]).to_pandas()
+            frame[TIME] = pd.to_datetime(frame[TIME]).dt.tz_localize(UTC)
+            frames[g] = frame
         out = []
         for one in qs if answer else ():
             keys = [TIME, *one.group_by]
-            part = grouped[one.group_by].select([*keys, *_agg_columns(one)])
-            df = part.rename_columns([*keys, *one.fields]).to_pandas()
-            df[TIME] = pd.to_datetime(df[TIME]).dt.tz_localize(UTC)
-            out.append(df)
+            df = frames[one.group_by][[*keys, *_agg_columns(one)]]
+            out.append(df.set_axis([*keys, *one.fields], axis=1))
         return out
 
     @classmethod
@@ -1186,8 +1189,16 @@ class DuckDBStore:
     def _grouping_sets(reads: duckdb.DuckDBPyConnection, meas: catalog.Measurement,
                        sets: Sequence[tuple[str, ...]], columns: Sequence[str]
                        ) -> dict[tuple[str, ...], pa.Table]:
-        """`_group_states` of every label set in ``sets`` from one statement."""
-        labels = list(dict.fromkeys(g for one in sets for g in one))
+        """`_group_states` of every label set in ``sets`` from one statement, ordered once:
+        by set, window and the labels, the longest set's first (a set's other labels are
+        NULL in its rows, so each set whose labels come in that order is in its own order);
+        a set in another order is ordered apart."""
+        labels = list(dict.fromkeys([*max(sets, key=len), *(g for one in sets for g in one)]))
+
+        def in_order(one: Sequence[str]) -> bool:
+            rank = [labels.index(g) for g in one]
+            return rank == sorted(rank)
+
         keys = ", ".join(f"s.{_ident(g)}" for g in labels)
         grouping = ", ".join("(t.time" + "".join(f", s.{_ident(g)}" for g in one) + ")"
                              for one in sets)
@@ -1196,20 +1207,19 @@ class DuckDBStore:
             + "".join(f"s.{_ident(g)} AS {_ident(g)}, " for g in labels)
             + ", ".join(f"{_final_agg(c)} AS {_ident(c)}" for c in columns)
             + f" FROM _rollup_states t JOIN {_ident('series_' + meas.name)} s "
-            f"USING (series_id) GROUP BY GROUPING SETS ({grouping})").to_arrow_table()
-        reads.register("_grouped", rows)
-        try:
-            out = {}
-            for one in sets:  # GROUPING's bit is set for each label the set leaves out
-                bits = sum(1 << (len(labels) - 1 - i) for i, g in enumerate(labels)
-                           if g not in one)
-                picked = ", ".join(["time", *(_ident(g) for g in one),
-                                    *(_ident(c) for c in columns)])
-                out[tuple(one)] = reads.sql(f"SELECT {picked} FROM _grouped WHERE _set = "
-                                            f"{bits} ORDER BY ALL").to_arrow_table()
-            return out
-        finally:
-            reads.unregister("_grouped")
+            f"USING (series_id) GROUP BY GROUPING SETS ({grouping}) "
+            "ORDER BY _set, time, " + ", ".join(_ident(g) for g in labels)).to_arrow_table()
+        numbers = rows.column("_set").to_numpy()
+        out = {}
+        for one in sets:  # GROUPING's bit is set for each label the set leaves out
+            bits = sum(1 << (len(labels) - 1 - i) for i, g in enumerate(labels)
+                       if g not in one)
+            lo, hi = np.searchsorted(numbers, [bits, bits + 1])
+            part = rows.slice(lo, hi - lo).select(["time", *one, *columns])
+            if not in_order(one):
+                part = part.sort_by([("time", "ascending"), *((g, "ascending") for g in one)])
+            out[tuple(one)] = part
+        return out
 
     @staticmethod
     def _group_states(reads: duckdb.DuckDBPyConnection, meas: catalog.Measurement,
