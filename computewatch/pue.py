@@ -276,7 +276,7 @@ class _MeterData:
     def per_meter(cls, data: pd.DataFrame) -> dict[tuple, _MeterData]:
         """(site, meter) -> its readings, for every meter of ``data`` (columns ``site``,
         ``meter``, ``_t`` in ns, ``joules``, ``watts``, optionally ``peak``): one pass over
-        numpy columns, not a sorted frame per meter (a month of 150 meters: 0.2 s less)."""
+        numpy columns, not a sorted frame per meter (a report: twice 150 meters)."""
         t = data["_t"].to_numpy()
         joules = data["joules"].to_numpy(dtype=float, na_value=np.nan)
         watts = data["watts"].to_numpy(dtype=float, na_value=np.nan)

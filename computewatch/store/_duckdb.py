@@ -726,7 +726,7 @@ class DuckDBStore:
 
     def _table_exists(self, table: str) -> bool:
         """Whether ``table`` exists; a table found is remembered (the store drops none), as
-        every query asks (a month's report asked 50 times, 3 to 6 ms each)."""
+        every query asks (a month's report about 50 times, a few ms each)."""
         if table in self._known_tables:
             return True
         found = bool(self._con.execute(
