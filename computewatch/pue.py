@@ -273,15 +273,25 @@ class _MeterData:
     watts: np.ndarray | None
 
     @classmethod
-    def of(cls, m: pd.DataFrame) -> _MeterData:
-        m = m.sort_values("_t", kind="stable")
-        counter = m[m.joules.notna()]
-        if len(counter):
-            peak = counter["peak"].to_numpy(dtype=float) if "peak" in counter else None
-            return cls(counter["_t"].to_numpy(), counter["joules"].to_numpy(dtype=float), peak,
-                       None)
-        power = m[m.watts.notna()]
-        return cls(power["_t"].to_numpy(), None, None, power["watts"].to_numpy(dtype=float))
+    def per_meter(cls, data: pd.DataFrame) -> dict[tuple, _MeterData]:
+        """(site, meter) -> its readings, for every meter of ``data`` (columns ``site``,
+        ``meter``, ``_t`` in ns, ``joules``, ``watts``, optionally ``peak``): one pass over
+        numpy columns, not a sorted frame per meter (a report: twice 150 meters)."""
+        t = data["_t"].to_numpy()
+        joules = data["joules"].to_numpy(dtype=float, na_value=np.nan)
+        watts = data["watts"].to_numpy(dtype=float, na_value=np.nan)
+        peak = data["peak"].to_numpy(dtype=float, na_value=np.nan) if "peak" in data else None
+        out = {}
+        for key, rows in data.groupby(["site", "meter"], sort=False).indices.items():
+            rows = rows[np.argsort(t[rows], kind="stable")]  # by time, ties as they came
+            counter = rows[~np.isnan(joules[rows])]
+            if len(counter):
+                out[key] = cls(t[counter], joules[counter],
+                               peak[counter] if peak is not None else None, None)
+            else:
+                power = rows[~np.isnan(watts[rows])]
+                out[key] = cls(t[power], None, None, watts[power])
+        return out
 
 
 _NO_DATA = _MeterData(np.zeros(0, dtype=np.int64), None, None, None)
@@ -359,8 +369,7 @@ def window_pue(readings: pd.DataFrame, start: datetime, end: datetime,
         data["site"] = ""
     data["_t"] = pd.to_datetime(data["time"], utc=True).dt.as_unit("ns").astype("int64")
     declared = dict(meters or {})
-    arrays = {(site, meter): _MeterData.of(m)
-              for (site, meter), m in data.groupby(["site", "meter"], sort=False)}
+    arrays = _MeterData.per_meter(data)
     keys = list(dict.fromkeys([*by, "site", "meter", "scope"]))
     combos = data[keys].drop_duplicates()
     groups: dict[tuple, pd.DataFrame] = {}

@@ -42,13 +42,21 @@ import pandas as pd
 from computewatch.findings import Period
 from computewatch.i18n import N_
 from computewatch.policy import UtilizationDefinition
-from computewatch.store import Aggregate, Query, Store, query_many, resolution, side_by_side
+from computewatch.store import (
+    Aggregate,
+    Query,
+    Store,
+    prefetch,
+    query_many,
+    resolution,
+    side_by_side,
+)
 from computewatch.topology import Topology
 
 __all__ = ["ALLOCATION_DEFINITION", "COMPLETENESS_DEFINITION", "DEFINITIONS", "FREE",
            "HELD_IDLE_COLUMNS", "IDLE_DEFINITION", "LEVELS", "SPLIT_COLUMNS", "WINDOW_COLUMNS",
            "Definition", "allocation_totals", "held_idle_windows", "idle_hours", "idle_split",
-           "idle_split_windows",
+           "idle_split_windows", "read_ahead",
            "sampling_interval", "utilization_totals", "utilization_windows",
            "utilization_windows_by_definition", "window_totals"]
 
@@ -172,6 +180,18 @@ def idle_hours(samples, utilization_sum, interval: timedelta):
     return (samples - utilization_sum) * (interval / timedelta(hours=1))
 
 
+def _totals_queries(start: datetime, end: datetime, by: Sequence[str],
+                    where: Mapping[str, str | Sequence[str]] | None) -> list[Query]:
+    """`utilization_totals`' SUM and COUNT by ``by`` over [start, end)."""
+    q = dict(start=start, end=end, where=dict(where or {}), group_by=tuple(by))
+    return [Query("accelerator", (_FIELD,), agg=Aggregate.SUM, **q),
+            Query("accelerator", (_FIELD,), agg=Aggregate.COUNT, **q)]
+
+
+def _allocation_by(by: Sequence[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((*by, "namespace")))
+
+
 def utilization_totals(store: Store, start: datetime, end: datetime, *,
                        by: Sequence[str], where: Mapping[str, str | Sequence[str]] | None = None,
                        interval: timedelta | None = None) -> pd.DataFrame:
@@ -182,9 +202,7 @@ def utilization_totals(store: Store, start: datetime, end: datetime, *,
     the same range and filter.
     """
     cols = [*by, "samples", "utilization_sum", "utilization", "idle_accelerator_hours"]
-    q = dict(start=start, end=end, where=dict(where or {}), group_by=tuple(by))
-    total, count = query_many(store, [Query("accelerator", (_FIELD,), agg=Aggregate.SUM, **q),
-                                      Query("accelerator", (_FIELD,), agg=Aggregate.COUNT, **q)])
+    total, count = query_many(store, _totals_queries(start, end, by, where))
     if total.empty or count.empty:
         return pd.DataFrame(columns=cols)
     out = side_by_side(total.drop(columns="time").rename(columns={_FIELD: "utilization_sum"}),
@@ -205,8 +223,8 @@ def allocation_totals(store: Store, start: datetime, end: datetime, *,
                       interval: timedelta | None = None) -> pd.DataFrame:
     """`utilization_totals` per ``by`` group and ``namespace`` (`FREE` for free accelerators):
     the allocated and free samples of each group, each with its idle accelerator-hours."""
-    return utilization_totals(store, start, end, by=tuple(dict.fromkeys((*by, "namespace"))),
-                              where=where, interval=interval)
+    return utilization_totals(store, start, end, by=_allocation_by(by), where=where,
+                              interval=interval)
 
 
 def idle_split(store: Store, start: datetime, end: datetime, *, by: Sequence[str],
@@ -253,6 +271,15 @@ def idle_split_windows(store: Store, period: Period, *, window: timedelta = _HOU
     return out[cols].reset_index(drop=True)
 
 
+def _held_idle_queries(period: Period, window: timedelta,
+                       where: Mapping[str, str | Sequence[str]] | None) -> list[Query]:
+    """`held_idle_windows`' MEAN and COUNT by site, namespace, pod, device and window."""
+    q = dict(start=period.start, end=period.end, where=dict(where or {}), window=window,
+             group_by=("site", "namespace", "pod", "device"))
+    return [Query("accelerator", (_FIELD,), agg=Aggregate.MEAN, **q),
+            Query("accelerator", (_FIELD,), agg=Aggregate.COUNT, **q)]
+
+
 def held_idle_windows(store: Store, period: Period, *, busy_level: float,
                       window: timedelta = timedelta(hours=1),
                       where: Mapping[str, str | Sequence[str]] | None = None,
@@ -262,10 +289,7 @@ def held_idle_windows(store: Store, period: Period, *, busy_level: float,
     query by site, namespace, pod and device per window; memory grows with devices x
     windows. ``hours`` = samples x ``interval`` (default: `sampling_interval` of the period).
     """
-    q = dict(start=period.start, end=period.end, where=dict(where or {}), window=window,
-             group_by=("site", "namespace", "pod", "device"))
-    mean, count = query_many(store, [Query("accelerator", (_FIELD,), agg=Aggregate.MEAN, **q),
-                                     Query("accelerator", (_FIELD,), agg=Aggregate.COUNT, **q)])
+    mean, count = query_many(store, _held_idle_queries(period, window, where))
     if mean.empty:
         return pd.DataFrame(columns=HELD_IDLE_COLUMNS)
     keys = ["time", "site", "namespace", "pod", "device"]
@@ -282,20 +306,37 @@ def held_idle_windows(store: Store, period: Period, *, busy_level: float,
     return out.sort_values(keys)[HELD_IDLE_COLUMNS].reset_index(drop=True)
 
 
+def _site_queries(period: Period, window: timedelta) -> list[Query]:
+    """`_site_aggregates`' SUM and COUNT by site and MEAN by site and device, per window."""
+    q = dict(start=period.start, end=period.end, window=window)
+    return [Query("accelerator", (_FIELD,), group_by=("site",), agg=Aggregate.SUM, **q),
+            Query("accelerator", (_FIELD,), group_by=("site",), agg=Aggregate.COUNT, **q),
+            Query("accelerator", (_FIELD,), group_by=("site", "device"), agg=Aggregate.MEAN,
+                  **q)]
+
+
+def read_ahead(store: Store, period: Period, *, window: timedelta,
+               by: Sequence[str] = ("site",)) -> None:
+    """Let ``store`` answer together the queries that `utilization_windows_by_definition`
+    (at ``window``), `allocation_totals` (by ``by``) and `held_idle_windows` (at ``window``)
+    will ask over ``period``, for a caller that runs all three (the report): over one window
+    of rollups DuckDB groups the period's rows once for all their label sets
+    (`computewatch.store.prefetch`), not once per function."""
+    prefetch(store, [*_site_queries(period, window),
+                     *_totals_queries(period.start, period.end, _allocation_by(by), None),
+                     *_held_idle_queries(period, window, None)])
+
+
 def _site_aggregates(store: Store, period: Period, window: timedelta, busy_level: float,
                      step: timedelta) -> pd.DataFrame:
     """Per site and window, for either definition: utilization samples and their sum, the
     share of accelerators busy, accelerators with data and idle accelerator-hours (SUM and
     COUNT by site and window; MEAN by site, device and window for the busy share)."""
-    q = dict(start=period.start, end=period.end, window=window)
-    total, count = query_many(store, [
-        Query("accelerator", (_FIELD,), group_by=("site",), agg=Aggregate.SUM, **q),
-        Query("accelerator", (_FIELD,), group_by=("site",), agg=Aggregate.COUNT, **q)])
+    total, count, per_dev = query_many(store, _site_queries(period, window))
     out = side_by_side(total.rename(columns={_FIELD: "usum"}),
                        count.rename(columns={_FIELD: "samples"}), ["time", "site"])
     out = out[out.samples > 0].astype({"samples": float, "usum": float})
-    per_dev = store.query(Query("accelerator", (_FIELD,), group_by=("site", "device"),
-                                agg=Aggregate.MEAN, **q)).dropna(subset=[_FIELD])
+    per_dev = per_dev.dropna(subset=[_FIELD])
     g = (per_dev[_FIELD] > busy_level).groupby([per_dev.time, per_dev.site])
     cards = pd.DataFrame({"busy": g.mean(), "accelerators": g.size()}).reset_index()
     out = out.merge(cards, on=["time", "site"], how="left")

@@ -7,12 +7,11 @@ the report all work from the `Analysis` this returns.
 
 from __future__ import annotations
 
+import importlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from types import MappingProxyType
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from computewatch.findings import Analysis, Finding, Period, PipelineStatus, write_findings
-from computewatch.pipelines import anomaly, latency, pue, surplus, underuse
 from computewatch.pipelines._shared import SharedScan
 from computewatch.policy import Policy
 from computewatch.store import Store
@@ -25,13 +24,30 @@ log = logging.getLogger(__name__)
 Pipeline = Callable[[Store, Period, Policy, Topology], list[Finding]]
 """A pipeline's entry point: ``run(store, period, policy, topology) -> findings``."""
 
-PIPELINES: Mapping[str, Pipeline] = MappingProxyType({
-    "underuse": underuse.run,
-    "latency": latency.run,
-    "pue": pue.run,
-    "anomaly": anomaly.run,
-    "surplus": surplus.run,
-})
+
+
+class _Registry(Mapping[str, Pipeline]):
+    """Pipeline name -> its module's ``run``, read-only; a module is imported when its
+    pipeline is first looked up, so a run of some (a report over daily rollups runs none)
+    does not import the others."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self._names = tuple(names)
+
+    def __getitem__(self, name: str) -> Pipeline:
+        if name not in self._names:
+            raise KeyError(name)
+        return importlib.import_module(f"{__package__}.{name}").run
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+PIPELINES: Mapping[str, Pipeline] = _Registry(("underuse", "latency", "pue", "anomaly",
+                                               "surplus"))
 """Every pipeline by name, in the order a full run runs them."""
 
 

@@ -10,12 +10,15 @@ the HTML by headless Chromium, in zh-CN or English (`computewatch.i18n`): a docu
 with the software version, the policy's version and SHA-256, the data window and its
 completeness on the cover, every page numbered, and only TrueType fonts embedded. Scope:
 national, one hub, one province, or a hub's sites in a province.
+
+The HTML rendering and the methodology (Jinja2, the fonts) load on first use, so a CSV
+report does not import them.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from computewatch.reports._chromium import HEADLESS_FLAGS, ChromiumMissingError, find_chromium
 from computewatch.reports._csv import render_csv
-from computewatch.reports._html import render_html
-from computewatch.reports._methodology import Entry, methodology
 from computewatch.reports._model import (
     COLUMNS,
     NAMESPACE_COLUMNS,
@@ -59,3 +62,17 @@ __all__ = [
     "render_html",
     "write_report",
 ]
+
+if TYPE_CHECKING:
+    from computewatch.reports._html import render_html
+    from computewatch.reports._methodology import Entry, methodology
+
+_LAZY = {"render_html": "_html", "Entry": "_methodology", "methodology": "_methodology"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,7 +18,7 @@ the store does not hold is never scored.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -42,6 +42,7 @@ from computewatch.utilization import (
     allocation_totals,
     held_idle_windows,
     idle_split,
+    read_ahead,
     sampling_interval,
     utilization_windows_by_definition,
     window_totals,
@@ -221,28 +222,50 @@ def _utilization_row(frame: pd.DataFrame, n_windows: int,
             "accelerators": int(frame.accelerators.max())}
 
 
-def _pue_row(pue: pd.DataFrame, key: str, col: str, policy: Policy,
-             annual: pd.DataFrame | None) -> dict[str, object]:
-    got = pue[pue[col] == key]
+def _rows_by(frame: pd.DataFrame, *columns: str,
+             values: Sequence[str] | None = None) -> Callable[[str], pd.DataFrame]:
+    """``frame``'s rows (its ``values`` columns; default all) whose value in any of
+    ``columns`` is the key asked, in ``frame``'s order, as a boolean mask per key selects
+    them, but from positions found once: the report asks once per site and hub (a month's
+    link windows are 36,750 rows)."""
+    where = [frame.groupby(c, sort=False, observed=True).indices if len(frame) else {}
+             for c in columns]
+    picked = frame if values is None else frame[list(values)]
+
+    def rows(key: str) -> pd.DataFrame:
+        hits = [idx[key] for idx in where if key in idx]
+        return picked.iloc[np.unique(np.concatenate(hits))] if hits else picked.iloc[0:0]
+    return rows
+
+
+def _first_by(frame: pd.DataFrame, column: str) -> dict[object, dict]:
+    """Each ``column`` value's first row of ``frame`` as a record (what ``frame[frame[column]
+    == key].iloc[0]`` holds), looked up once per site and hub."""
+    return {r[column]: r for r in reversed(frame.to_dict("records"))}
+
+
+def _pue_row(got: dict | None, annual: Mapping[object, dict] | None, key: str,
+             policy: Policy) -> dict[str, object]:
+    """A site's or hub's PUE values from its `_first_by` record of the period's PUE (None:
+    none) and the 12-month PUE's records (None: no 12-month PUE)."""
     twelve = {"pue_12m": np.nan, "pue_12m_completeness": np.nan}
     if annual is not None:
-        a = annual[annual[col] == key]
-        twelve = ({"pue_12m": float(a.pue.iloc[0]),
-                   "pue_12m_completeness": float(a.completeness.iloc[0])} if len(a)
-                  else {"pue_12m": np.nan, "pue_12m_completeness": 0.0})
-    if got.empty:
+        a = annual.get(key)
+        twelve = ({"pue_12m": float(a["pue"]), "pue_12m_completeness": float(a["completeness"])}
+                  if a is not None else {"pue_12m": np.nan, "pue_12m_completeness": 0.0})
+    if got is None:
         return {"pue": np.nan, "pue_completeness": 0.0, "_pue_flag": "no_data",
                 "facility_energy_kwh": np.nan, "it_energy_kwh": np.nan,
                 "pue_category": 0, "pue_interim": True, "pue_grade": "",
                 "pue_silent_meters": "", **twelve}
-    r = got.iloc[0]
-    coverage = dict(r.meter_coverage)
-    return {"pue": float(r.pue), "pue_completeness": float(r.completeness),
-            "facility_energy_kwh": _kwh(r.facility_joules),
-            "it_energy_kwh": _kwh(r.it_joules),
-            "_pue_flag": str(r.flag), "pue_category": int(r.category),
-            "pue_interim": bool(r.interim), "pue_grade": _grade(policy, float(r.pue)),
-            "pue_silent_meters": "; ".join(f"{m} {coverage[m]:.0%}" for m in r.silent_meters),
+    coverage = dict(got["meter_coverage"])
+    return {"pue": float(got["pue"]), "pue_completeness": float(got["completeness"]),
+            "facility_energy_kwh": _kwh(got["facility_joules"]),
+            "it_energy_kwh": _kwh(got["it_joules"]),
+            "_pue_flag": str(got["flag"]), "pue_category": int(got["category"]),
+            "pue_interim": bool(got["interim"]), "pue_grade": _grade(policy, float(got["pue"])),
+            "pue_silent_meters": "; ".join(f"{m} {coverage[m]:.0%}"
+                                           for m in got["silent_meters"]),
             **twelve}
 
 
@@ -290,6 +313,11 @@ def _pue_verdict(row: dict, floor: float) -> str:
         return flag
     return _verdict(row["pue"], row["pue_target"], row["pue_completeness"], floor,
                     higher_is_better=False)
+
+
+_LINK_SUMS = ("windows", "windows_with_data", "windows_within_budget", "probes",
+              "probes_within_budget")
+"""The columns of the link windows `_latency_row` sums."""
 
 
 def _latency_row(links: pd.DataFrame) -> dict[str, float]:
@@ -341,7 +369,9 @@ def _verdict_from_findings(row: dict, shortfall: float | None, floor: float) -> 
 
 
 def _severity_counts(findings: pd.DataFrame) -> dict[str, int]:
-    sev = findings.severity.astype(int) if len(findings) else pd.Series(dtype=int)
+    if findings.empty:
+        return {"findings_critical": 0, "findings_warning": 0, "findings_info": 0}
+    sev = findings.severity.astype(int)
     return {"findings_critical": int((sev == 2).sum()), "findings_warning": int((sev == 1).sum()),
             "findings_info": int((sev == 0).sum())}
 
@@ -438,6 +468,8 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
     long = p.end - p.start > LONG_PERIOD or \
         resolution(store, "accelerator", p.start) >= timedelta(days=1)
     pieces = _quarters(store, p) if long else None
+    if pieces is None or len(pieces) == 1:  # every utilization read below is over p
+        read_ahead(store, p, window=window if pieces is None else _one_window(store, p))
     if pieces is None:
         by_level = _utilization_levels(store, p, topology, chosen, window, policy, step)
     else:  # one window per calendar quarter (a month's or a quarter's: one window)
@@ -481,6 +513,12 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
     progress("tables")
     common = {"period": period.label, "period_start": period.start.isoformat(),
               "period_end": period.end.isoformat()}
+    util_of, hub_util_of = _rows_by(site_util, "subject"), _rows_by(by_level["hub"], "subject")
+    links_of_site = _rows_by(links, "src_site", "dst_site", values=_LINK_SUMS)
+    links_of_hub = _rows_by(links, "src_hub", "dst_hub", values=_LINK_SUMS)
+    pue_of = {"site": _first_by(site_pue, "site"), "hub": _first_by(hub_pue, "hub")}
+    twelve_of = {"site": None if site_12m is None else _first_by(site_12m, "site"),
+                 "hub": None if hub_12m is None else _first_by(hub_12m, "hub")}
     rows = []
     for s in sites:
         region = topology.region_of(s.id)
@@ -488,22 +526,19 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
         row = {"level": "site", "id": s.id, "name": s.name, "hub": s.hub or "",
                "cluster": s.cluster or "", "region": region,
                "accelerators_installed": s.accelerator_count,
-               **_utilization_row(site_util[site_util.subject == s.id], n_windows,
-                                  pieces is not None),
+               **_utilization_row(util_of(s.id), n_windows, pieces is not None),
                **_split_row(split, [s.id]),
                "utilization_minimum": float(minimum.value),
-               **_pue_row(site_pue, s.id, "site", policy, site_12m),
+               **_pue_row(pue_of["site"].get(s.id), twelve_of["site"], s.id, policy),
                "pue_target": float(policy.pue_target_entry(region, s.id).value),
-               **_latency_row(links[(links.src_site == s.id) | (links.dst_site == s.id)]),
+               **_latency_row(links_of_site(s.id)),
                **_severity_counts(_touching(findings, {s.id})),
                "utilization_definition": chosen["site"]}
         rows.append(row)
-    hub_util = by_level["hub"]
     for h in hubs:
         minimum = policy.utilization_minimum_entry("hub", h.region, h.id)
         of_hub = [r for r in rows if r["level"] == "site" and r["hub"] == h.id]
-        util = _utilization_row(hub_util[hub_util.subject == h.id], n_windows,
-                                pieces is not None)
+        util = _utilization_row(hub_util_of(h.id), n_windows, pieces is not None)
         # A hub is complete when all its sites are: a silent site must not hide behind the rest.
         util["utilization_completeness"] = float(np.mean(
             [r["utilization_completeness"] for r in of_hub])) if of_hub else 0.0
@@ -513,9 +548,9 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
                **util,
                **_split_row(split, [x["id"] for x in of_hub]),
                "utilization_minimum": float(minimum.value),
-               **_pue_row(hub_pue, h.id, "hub", policy, hub_12m),
+               **_pue_row(pue_of["hub"].get(h.id), twelve_of["hub"], h.id, policy),
                "pue_target": float(policy.pue_target_entry(h.region).value),
-               **_latency_row(links[(links.src_hub == h.id) | (links.dst_hub == h.id)]),
+               **_latency_row(links_of_hub(h.id)),
                **_severity_counts(_touching(findings, {x["id"] for x in of_hub})
                                   if of_hub else findings.iloc[0:0]),
                "utilization_definition": chosen["hub"]}

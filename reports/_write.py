@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TextIO
 
 from computewatch.reports._csv import render_csv
-from computewatch.reports._html import render_html
 from computewatch.reports._model import Report
 from computewatch.reports._pdf import html_to_pdf
 
@@ -33,6 +32,8 @@ def write_report(report: Report, fmt: str, target: Path | None = None, *,
     from the HTML with its fonts embedded (`render_html`'s ``embed_fonts``)."""
     if fmt not in REPORT_FORMATS:
         raise ValueError(f"bad report format {fmt!r}: one of {', '.join(REPORT_FORMATS)}")
+    if fmt != "csv":
+        from computewatch.reports._html import render_html  # Jinja2: not for a CSV
     if stdout is not None:
         if fmt == "pdf":
             raise ValueError("a PDF report cannot go to standard output; name a file")

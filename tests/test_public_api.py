@@ -237,7 +237,8 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.store": {
         "Aggregate", "DEFAULT_URL", "DuckDBStore", "InfluxDBStore", "LineProtocolWriter",
         "PrometheusStore", "Query", "Store", "StoreError", "StoreURLError", "VictoriaMetricsStore",
-        "WriteError", "WriteResult", "open_store", "query_many", "resolution", "side_by_side"},
+        "WriteError", "WriteResult", "open_store", "prefetch", "query_many", "resolution",
+        "side_by_side"},
     "computewatch.summary": {"NationalSummary", "national_summary"},
     "computewatch.thresholds": {
         "BUSY_LEVEL", "PUE_MIN_COMPLETENESS", "PUE_TARGET", "PlaceRule", "ROUTE_INFLATION_LIMIT",
@@ -256,7 +257,7 @@ PUBLIC: dict[str, set[str]] = {
         "ALLOCATION_DEFINITION", "COMPLETENESS_DEFINITION", "DEFINITIONS", "Definition", "FREE",
         "HELD_IDLE_COLUMNS", "IDLE_DEFINITION", "LEVELS", "SPLIT_COLUMNS", "WINDOW_COLUMNS",
         "allocation_totals", "held_idle_windows", "idle_hours", "idle_split",
-        "idle_split_windows",
+        "idle_split_windows", "read_ahead",
         "sampling_interval", "utilization_totals", "utilization_windows",
         "utilization_windows_by_definition", "window_totals"},
     "computewatch.validation": {

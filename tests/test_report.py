@@ -512,6 +512,33 @@ def test_cli_writes_csv_and_html(fleet_path, tmp_path):
     assert "<h2>Methodology</h2>" in page.read_text(encoding="utf-8")  # English by default
 
 
+_IMPORTED_BY_THE_RUN = """
+import runpy, sys
+sys.argv = ["computewatch", *sys.argv[1:]]
+try:
+    runpy.run_module("computewatch", run_name="__main__")
+finally:
+    print(" ".join(sorted(sys.modules)), file=sys.stderr)
+"""
+
+
+def test_a_csv_report_imports_no_plotting_templates_or_simulator(fleet_path):
+    """Start-up is most of a month's report (issue 19): a CSV report imports neither
+    matplotlib nor Jinja2 (the HTML and PDF renderings'), nor the simulator."""
+    proc = subprocess.run([sys.executable, "-c", _IMPORTED_BY_THE_RUN, "report", "--period",
+                           PERIOD, "--store", f"duckdb:///{fleet_path}", "--format", "csv",
+                           "--out", "-", "--hub", "jjj"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == ExitStatus.OK, proc.stderr
+    assert "bj-ai" in proc.stdout
+    modules = set(proc.stderr.strip().splitlines()[-1].split())
+    assert {"computewatch.reports._csv", "computewatch.pipelines.underuse", "pandas",
+            "duckdb"} <= modules  # what it needs, so the list is the run's
+    unwanted = {"matplotlib", "jinja2", "computewatch.reports._html",
+                "computewatch.reports._plots", "computewatch.sim"}
+    assert not unwanted & modules
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (("--period", "2026-13"), "bad period '2026-13': month 13"),
     (("--period", "2026-08"), "no accelerator, meter or link data in 2026-08"),

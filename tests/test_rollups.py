@@ -22,7 +22,14 @@ from computewatch.compliance import window_compliance
 from computewatch.findings import Period
 from computewatch.policy import load_policy
 from computewatch.pue import meter_readings, windowed_pue
-from computewatch.store import Aggregate, DuckDBStore, Query, StoreError, resolution
+from computewatch.store import (
+    Aggregate,
+    DuckDBStore,
+    Query,
+    StoreError,
+    prefetch,
+    resolution,
+)
 from computewatch.store._rollups import RELATIVE_ERROR
 from computewatch.utilization import utilization_totals
 
@@ -494,6 +501,50 @@ def test_a_range_is_merged_from_the_kept_ranges_that_partition_it(month, tmp_pat
     assert got.to_numpy() == pytest.approx(
         by_device.utilization_ratio.last().loc[got.index].to_numpy())
     assert len(scans) == 5
+    store.close()
+
+
+def test_label_sets_of_one_window_are_grouped_together_and_kept(month, tmp_path,
+                                                                monkeypatch):
+    """A month report asks four label sets of the month's one window from three places:
+    told first (`prefetch`), the store groups them in one statement (one set asked in two
+    label orders apart), and each query then reads what was kept: the samples' own numbers,
+    in the order of its labels (one statement orders the sets whose labels come in the
+    longest set's order, (hub, site, device); (device, hub) does not, and is ordered
+    apart)."""
+    acc = month["acc"]
+    store = _rolled_copy(acc, tmp_path / "sets.duckdb")
+    calls = []
+    for name in ("_grouping_sets", "_group_states"):
+        original = getattr(DuckDBStore, name)
+        monkeypatch.setattr(DuckDBStore, name, staticmethod(
+            lambda *a, _o=original, _n=name: calls.append(_n) or _o(*a)))
+
+    def ask(by: tuple[str, ...], agg: Aggregate, window: timedelta | None = T1 - T0) -> Query:
+        return Query("accelerator", ("utilization_ratio",), T0, T1, group_by=by, agg=agg,
+                     window=window)
+
+    asked = [ask(("site",), Aggregate.SUM), ask(("site", "device"), Aggregate.MEAN),
+             ask(("device", "site"), Aggregate.COUNT, None), ask(("hub",), Aggregate.COUNT),
+             ask(("site",), Aggregate.COUNT, None), ask(("device", "hub"), Aggregate.SUM),
+             ask(("hub", "site", "device"), Aggregate.MEAN)]
+    prefetch(store, asked)
+    assert sorted(calls) == ["_group_states", "_grouping_sets"]
+    calls.clear()
+    got = [store.query(q) for q in asked]
+    assert calls == []  # every answer was kept
+    u = acc.utilization_ratio
+    want = [u.groupby(acc.site).sum(), u.groupby([acc.site, acc.device]).mean(),
+            u.groupby([acc.device, acc.site]).count(), u.groupby(acc.hub).count(),
+            u.groupby(acc.site).count(), u.groupby([acc.device, acc.hub]).sum(),
+            u.groupby([acc.hub, acc.site, acc.device]).mean()]
+    for q, frame, expected in zip(asked, got, want, strict=True):
+        assert (frame.time == pd.Timestamp(T0)).all()
+        labels = [tuple(r) for r in frame[list(q.group_by)].itertuples(index=False)]
+        assert labels == sorted(labels)  # in label order, as each query alone answers
+        keys = labels if len(q.group_by) > 1 else [k for (k,) in labels]
+        assert frame.utilization_ratio.to_numpy(dtype=float) == pytest.approx(
+            expected.loc[keys].to_numpy(dtype=float), rel=1e-12)
     store.close()
 
 

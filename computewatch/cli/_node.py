@@ -50,10 +50,13 @@ def _compat(text: str | None) -> list[str] | None:
 
 
 def bare_simulate(argv: list[str]) -> list[str]:
-    """``--simulate`` with no value means the mixed node (click has no optional values)."""
+    """``--simulate`` with no value means the mixed node (click has no optional values).
+    Every command passes here: the simulator is imported only when ``--simulate`` is."""
+    out = list(argv)
+    if "--simulate" not in out:
+        return out
     from computewatch.sim.node import MIXED
 
-    out = list(argv)
     for i, arg in enumerate(out):
         if arg == "--simulate" and (i + 1 == len(out) or out[i + 1].startswith("-")):
             out[i] = f"--simulate={MIXED}"

@@ -49,6 +49,7 @@ __all__ = [
     "WriteError",
     "WriteResult",
     "open_store",
+    "prefetch",
     "query_many",
     "resolution",
     "side_by_side",
@@ -166,6 +167,16 @@ def query_many(store: Store, queries: Sequence[Query]) -> list[pd.DataFrame]:
     if many is not None:
         return many(queries)
     return [store.query(q) for q in queries]
+
+
+def prefetch(store: Store, queries: Sequence[Query]) -> None:
+    """Tell ``store`` the queries a caller is about to ask, one by one, from several places:
+    a store that can answer them together (DuckDB: every label grouping of one window of
+    rollups in one statement, the answers kept until the data changes) does so now; any
+    other store does nothing, and each query is asked as usual."""
+    ahead = getattr(store, "prefetch", None)
+    if ahead is not None:
+        ahead(queries)
 
 
 def side_by_side(left: pd.DataFrame, right: pd.DataFrame, on: Sequence[str],

@@ -40,7 +40,7 @@ import re
 import threading
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -110,15 +110,22 @@ never writes does not grow."""
 
 @dataclass(frozen=True)
 class _States:
-    """State rows merged per series over [start, end) (`DuckDBStore._rollup_states`)."""
+    """State rows merged per series over [start, end) (`DuckDBStore._rollup_states`), and
+    where they hold one window, the answers grouped from them so far: label set ->
+    (window, labels, ``agg:field``...) rows (`DuckDBStore._grouped_once`)."""
 
     start: datetime
     end: datetime
     states: Mapping[str, frozenset[str]]
     rows: pa.Table
+    grouped: dict[tuple[str, ...], pa.Table] = field(default_factory=dict)
 
     def covers(self, needed: Mapping[str, Sequence[str]]) -> bool:
         return all(f in self.states and set(s) <= self.states[f] for f, s in needed.items())
+
+    @property
+    def kept_rows(self) -> int:
+        return self.rows.num_rows + sum(t.num_rows for t in self.grouped.values())
 
 
 def _partition(kept: Sequence[_States], start: datetime, end: datetime,
@@ -139,6 +146,17 @@ def _partition(kept: Sequence[_States], start: datetime, end: datetime,
 
 def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def _agg_columns(q: Query) -> list[str]:
+    """The columns of ``q``'s answer among grouped state rows: ``agg:field`` per field."""
+    return [f"{q.agg.value}:{f}" for f in q.fields]
+
+
+def _final_agg(column: str) -> str:
+    """The aggregate over state rows behind an `_agg_columns` column."""
+    agg, field_name = column.split(":", 1)
+    return ru.final_agg(agg, field_name)
 
 
 def _naive_utc(t: datetime) -> datetime:
@@ -258,6 +276,7 @@ class DuckDBStore:
         # Rollup state rows merged per series and window (`_rollup_states`), kept for the
         # next query of the same range or of a range they partition; forgotten on any change.
         self._states: dict[tuple, list[_States]] = {}
+        self._known_tables: set[str] = set()  # tables known to exist (`_table_exists`)
 
     # -- schema ---------------------------------------------------------------------------
     def _ensure(self, meas: catalog.Measurement, fields: Sequence[str] = ()) -> set[str]:
@@ -296,9 +315,7 @@ class DuckDBStore:
             [table]).fetchall()}
 
     def _has(self, measurement: str) -> bool:
-        return bool(self._con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-            ["samples_" + measurement]).fetchall()[0][0])
+        return self._table_exists("samples_" + measurement)
 
     # -- write ----------------------------------------------------------------------------
     def write(self, measurement: str, frame: pa.Table | pd.DataFrame) -> WriteResult:
@@ -570,6 +587,31 @@ class DuckDBStore:
 
         return _in_groups(queries, fused, answer)
 
+    def prefetch(self, queries: Sequence[Query]) -> None:
+        """`computewatch.store.prefetch`: the queries over rollups that read one window of
+        the same range and series (the window at least the range: none, or a month's one
+        window) are grouped now, every label set in one statement, and their answers kept
+        for when each is asked; the others are left until then."""
+        for q in queries:
+            check_query(q, self.url)
+
+        def whole(q: Query) -> tuple:
+            one = q.window is None or q.window >= q.end - q.start
+            return (q.measurement, q.start, q.end, repr(sorted((q.where or {}).items())),
+                    one and q.agg != Aggregate.QUANTILE)
+
+        groups: dict[tuple, list[Query]] = {}
+        for q in queries:
+            groups.setdefault(whole(q), []).append(q)
+        for key, qs in groups.items():
+            if not key[-1] or not self._has(qs[0].measurement):
+                continue
+            meas = catalog.measurement(qs[0].measurement)
+            with self._lock:
+                plans = [self._plan(q, meas) for q in qs]  # a misaligned window raises here
+                if all(plan is not None for plan in plans):
+                    self._query_rollups_many(qs, meas, plans[0], answer=False)
+
     def _query_fused(self, qs: list[Query]) -> list[pd.DataFrame]:
         """Queries alike but for their fields, aggregates and groups: over rollups one scan
         answers all of them (`_query_rollups_many`); over raw data one scan per grouping."""
@@ -676,9 +718,16 @@ class DuckDBStore:
         self._states.clear()
 
     def _table_exists(self, table: str) -> bool:
-        return bool(self._con.execute(
+        """Whether ``table`` exists; a table found is remembered (the store drops none), as
+        every query asks (a month's report about 50 times, a few ms each)."""
+        if table in self._known_tables:
+            return True
+        found = bool(self._con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
             [table]).fetchall()[0][0])
+        if found:
+            self._known_tables.add(table)
+        return found
 
     def refresh_rollups(self, measurement: str | None = None) -> int:
         """Roll up every span written since the last refresh (of one measurement, or all):
@@ -1053,50 +1102,125 @@ class DuckDBStore:
         return segments
 
     def _query_rollups_many(self, qs: list[Query], meas: catalog.Measurement,
-                            plan: list) -> list[pd.DataFrame]:
+                            plan: list, *, answer: bool = True) -> list[pd.DataFrame]:
         """Queries over rollups alike but for their fields, aggregates and groups: the state
         rows are merged per series and window once, for every state any of them reads (the
         scan of a quarter's or a year's rows is the cost; the merged rows are one per series
-        and window), then each query groups those rows by its labels."""
+        and window), then grouped by each query's labels: where they hold one window, every
+        label set in one statement, kept with the states (`_grouped_once`). Without
+        ``answer``, only that (`prefetch`)."""
         q = qs[0]
         needed: dict[str, list[str]] = {}
         for one in qs:
             for f in one.fields:
                 have = needed.setdefault(f, [])
                 have += [s for s in _STATES_OF[one.agg] if s not in have]
-        states = self._rollup_states(q, meas, plan, needed)
-        by_groups: dict[tuple[str, ...], list[int]] = {}
-        for i, one in enumerate(qs):
-            by_groups.setdefault(one.group_by, []).append(i)
-        out: list[pd.DataFrame | None] = [None] * len(qs)
+        kept = self._rollup_states(q, meas, plan, needed)
+        states = kept.rows
+        wanted: dict[tuple[str, ...], list[str]] = {}
+        for one in qs:
+            have = wanted.setdefault(one.group_by, [])
+            have += [c for c in _agg_columns(one) if c not in have]
         window_count = pc.count_distinct(states.column(TIME)).as_py()
         reads = self._arrow_reads()
         reads.register("_rollup_states", states)
         try:
-            for group_by, members in by_groups.items():
-                group = self._group_numbered if group_by and window_count > 1 \
-                    else self._group_states
-                rows = group(reads, meas, group_by, [qs[i] for i in members])
-                keys = [TIME, *group_by]
-                for k, i in enumerate(members):
-                    part = rows.select([*keys, *(f"{k}:{f}" for f in qs[i].fields)])
-                    df = part.rename_columns([*keys, *qs[i].fields]).to_pandas()
-                    df[TIME] = pd.to_datetime(df[TIME]).dt.tz_localize(UTC)
-                    out[i] = df
+            if window_count <= 1:
+                grouped = self._grouped_once(reads, meas, kept, wanted)
+            elif not answer:
+                return []
+            else:
+                grouped = {g: (self._group_numbered if g else self._group_states)(
+                    reads, meas, g, columns) for g, columns in wanted.items()}
         except duckdb.Error as exc:
             raise StoreError(f"{self.url}: query on {meas.name!r} failed: {exc}") from None
         finally:
             reads.unregister("_rollup_states")
-        return [df for df in out if df is not None]
+        frames = {}  # one conversion per label set: its label strings once for all queries
+        for g, columns in wanted.items() if answer else ():
+            frame = grouped[g].select([TIME, *g, *columns]).to_pandas()
+            frame[TIME] = pd.to_datetime(frame[TIME]).dt.tz_localize(UTC)
+            frames[g] = frame
+        out = []
+        for one in qs if answer else ():
+            keys = [TIME, *one.group_by]
+            df = frames[one.group_by][[*keys, *_agg_columns(one)]]
+            out.append(df.set_axis([*keys, *one.fields], axis=1))
+        return out
+
+    @classmethod
+    def _grouped_once(cls, reads: duckdb.DuckDBPyConnection, meas: catalog.Measurement,
+                      kept: _States, wanted: Mapping[tuple[str, ...], Sequence[str]]
+                      ) -> dict[tuple[str, ...], pa.Table]:
+        """One window's state rows (registered as ``_rollup_states``) grouped by each label
+        set of ``wanted`` with its ``agg:field`` columns: those ``kept`` has already, the
+        rest computed together and kept. Two label sets or more are one GROUPING SETS
+        statement (the join with the series' labels and the pass over the rows once, not
+        once per set: the month's report asks four), each set's rows then put in order apart.
+        """
+        def has(g: tuple[str, ...], columns: Sequence[str]) -> bool:
+            return g in kept.grouped and set(columns) <= set(kept.grouped[g].column_names)
+
+        def before(g: tuple[str, ...]) -> list[str]:  # a set asked again with more columns
+            got = kept.grouped[g].column_names if g in kept.grouped else []
+            return [c for c in got if c not in (TIME, *g)]
+
+        todo = {g: list(dict.fromkeys([*before(g), *columns]))
+                for g, columns in wanted.items() if not has(g, columns)}
+        # label sets of two labels or more, each set once (GROUPING SETS cannot tell apart
+        # the same labels in two orders)
+        labelled = list({frozenset(g): g for g in todo if g}.values())
+        if len(labelled) > 1:
+            columns = list(dict.fromkeys(c for g in labelled for c in todo[g]))
+            kept.grouped.update(cls._grouping_sets(reads, meas, labelled, columns))
+        for g in todo:
+            if g not in kept.grouped or not has(g, todo[g]):
+                kept.grouped[g] = cls._group_states(reads, meas, g, todo[g])
+        return {g: kept.grouped[g] for g in wanted}
+
+    @staticmethod
+    def _grouping_sets(reads: duckdb.DuckDBPyConnection, meas: catalog.Measurement,
+                       sets: Sequence[tuple[str, ...]], columns: Sequence[str]
+                       ) -> dict[tuple[str, ...], pa.Table]:
+        """`_group_states` of every label set in ``sets`` from one statement, ordered once:
+        by set, window and the labels, the longest set's first (a set's other labels are
+        NULL in its rows, so each set whose labels come in that order is in its own order);
+        a set in another order is ordered apart."""
+        labels = list(dict.fromkeys([*max(sets, key=len), *(g for one in sets for g in one)]))
+
+        def in_order(one: Sequence[str]) -> bool:
+            rank = [labels.index(g) for g in one]
+            return rank == sorted(rank)
+
+        keys = ", ".join(f"s.{_ident(g)}" for g in labels)
+        grouping = ", ".join("(t.time" + "".join(f", s.{_ident(g)}" for g in one) + ")"
+                             for one in sets)
+        rows = reads.sql(
+            f"SELECT GROUPING({keys}) AS _set, t.time AS time, "
+            + "".join(f"s.{_ident(g)} AS {_ident(g)}, " for g in labels)
+            + ", ".join(f"{_final_agg(c)} AS {_ident(c)}" for c in columns)
+            + f" FROM _rollup_states t JOIN {_ident('series_' + meas.name)} s "
+            f"USING (series_id) GROUP BY GROUPING SETS ({grouping}) "
+            "ORDER BY _set, time, " + ", ".join(_ident(g) for g in labels)).to_arrow_table()
+        numbers = rows.column("_set").to_numpy()
+        out = {}
+        for one in sets:  # GROUPING's bit is set for each label the set leaves out
+            bits = sum(1 << (len(labels) - 1 - i) for i, g in enumerate(labels)
+                       if g not in one)
+            lo, hi = np.searchsorted(numbers, [bits, bits + 1])
+            part = rows.slice(lo, hi - lo).select(["time", *one, *columns])
+            if not in_order(one):
+                part = part.sort_by([("time", "ascending"), *((g, "ascending") for g in one)])
+            out[tuple(one)] = part
+        return out
 
     @staticmethod
     def _group_states(reads: duckdb.DuckDBPyConnection, meas: catalog.Measurement,
-                      group_by: Sequence[str], qs: Sequence[Query]) -> pa.Table:
-        """``_rollup_states``' rows grouped by window and ``group_by``, each query's fields
-        as ``k:field``, in time and label order (as Arrow: labels arrive as the strings
-        pandas keeps, not as Python objects)."""
-        aggs = ", ".join(f"{ru.final_agg(one.agg.value, f)} AS {_ident(f'{k}:{f}')}"
-                         for k, one in enumerate(qs) for f in one.fields)
+                      group_by: Sequence[str], columns: Sequence[str]) -> pa.Table:
+        """``_rollup_states``' rows grouped by window and ``group_by``, with ``columns``
+        (``agg:field``, `_agg_columns`), in time and label order (as Arrow: labels arrive as
+        the strings pandas keeps, not as Python objects)."""
+        aggs = ", ".join(f"{_final_agg(c)} AS {_ident(c)}" for c in columns)
         groups = "".join(f", s.{_ident(g)} AS {_ident(g)}" for g in group_by)
         join = f"JOIN {_ident('series_' + meas.name)} s USING (series_id)" if group_by else ""
         return reads.sql(f"SELECT t.time AS time{groups}, {aggs} FROM _rollup_states t {join} "
@@ -1104,12 +1228,11 @@ class DuckDBStore:
 
     @classmethod
     def _group_numbered(cls, reads: duckdb.DuckDBPyConnection, meas: catalog.Measurement,
-                      group_by: Sequence[str], qs: Sequence[Query]) -> pa.Table:
+                        group_by: Sequence[str], columns: Sequence[str]) -> pa.Table:
         """`_group_states` where each series has many windows (a year of daily link rows:
         365 a series): grouped on one integer per label set, as raw rows are (`_raw_sql`),
         not on every row's label strings."""
-        aggs = ", ".join(f"{ru.final_agg(one.agg.value, f)} AS {_ident(f'{k}:{f}')}"
-                         for k, one in enumerate(qs) for f in one.fields)
+        aggs = ", ".join(f"{_final_agg(c)} AS {_ident(c)}" for c in columns)
         keys = ", ".join(f"s.{_ident(g)}" for g in group_by)
         named = "".join(f", s.{_ident(g)} AS {_ident(g)}" for g in group_by)
         numbered = (f"SELECT s.series_id, DENSE_RANK() OVER (ORDER BY {keys}) - 1 AS _g{named} "
@@ -1131,7 +1254,7 @@ class DuckDBStore:
         return cls._with_labels(rows, labels, group_by)
 
     def _rollup_states(self, q: Query, meas: catalog.Measurement, plan: list,
-                       needed: Mapping[str, Sequence[str]]) -> pa.Table:
+                       needed: Mapping[str, Sequence[str]]) -> _States:
         """(time, series_id, ``field:state``...) rows of the series matching ``q.where``:
         ``needed``'s states merged per series and window of ``q`` over ``plan``'s
         segments (rollups, and raw samples shaped as state rows).
@@ -1145,19 +1268,19 @@ class DuckDBStore:
         kept = self._states.setdefault(key, [])
         for one in kept:
             if (one.start, one.end) == (q.start, q.end) and one.covers(needed):
-                return one.rows
+                return one
         pieces = _partition(kept, q.start, q.end, needed) if window is None else None
         if pieces:
             rows = self._merge_states(pieces, q.start, needed, meas)
         else:
             rows = self._scan_states(q, meas, plan, needed)
-        if sum(one.rows.num_rows for part in self._states.values() for one in part) \
+        if sum(one.kept_rows for part in self._states.values() for one in part) \
                 + rows.num_rows > _KEPT_STATE_ROWS:
             for part in self._states.values():
                 part.clear()
-        kept.append(_States(q.start, q.end, {f: frozenset(s) for f, s in needed.items()},
-                            rows))
-        return rows
+        one = _States(q.start, q.end, {f: frozenset(s) for f, s in needed.items()}, rows)
+        kept.append(one)
+        return one
 
     def _merge_states(self, pieces: list[_States], start: datetime,
                       needed: Mapping[str, Sequence[str]],
