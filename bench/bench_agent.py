@@ -18,9 +18,12 @@ with the relabel step alone; and the peak RSS with grpc loaded.
 The relabel step puts each relabelled sample in its original's place in the agent's own list
 of the run's batch, so the original is freed at once. Building a second list beside the first
 (before 6 December) kept ~570 more objects alive each cycle, and the cyclic garbage collector
-then ran about once a cycle instead of every 8th (0.55 ms of collections a cycle against
-0.09 ms, timed with ``gc.callbacks``); in instructions (callgrind, 20 cycles) the step went
-from +5.4 M to +3.4 M a cycle over the agent's 41.5 M without attribution.
+then ran about once a cycle instead of every 8th (100 collections in 100 cycles, not 13;
+timed with ``gc.callbacks`` under load, 0.55 ms a cycle against 0.09 ms). On the node's two
+batches alone, fresh copies each cycle, old and new steps interleaved in one process (least
+of 7, load 6): +0.67 ms before, +0.53 ms after; in the whole agent (least of 8, load 5 to 8)
++1.06 and +1.02 ms, not told apart. What remains is one new `Sample` per sample of a held
+device (566 here): only labels given where the collectors build them would avoid it.
 The extra RSS is grpcio's, which the issue requires: importing it maps about 6.4 MB of its
 library's code and makes 3.2 MB of Python objects (cygrpc imports asyncio and ssl, grpc
 imports grpc.aio), the protobuf runtime and the stubs 1.3 MB, and the first connection
