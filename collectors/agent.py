@@ -27,7 +27,8 @@ exporter's ``agent_buffer_*`` queue metrics).
 An optional ``relabel`` step (workload attribution: collectors/kubernetes) sees each run's
 samples before validation and may add labels and samples; it must not do I/O that can hang
 (its data is refreshed by a collector of its own), and a failure of it costs its labels,
-logged once, never the batch.
+logged once, never the batch. It is given the agent's own list of the run's samples (never
+the collector's) and may rewrite it in place.
 """
 
 from __future__ import annotations
@@ -273,8 +274,9 @@ class Agent:
         slot.last = result
 
     def _relabelled(self, samples: list[Sample]) -> list[Sample]:
-        """The relabel step's output (workload attribution), or the samples as they were
-        when it fails: a bug there must cost labels, never a batch."""
+        """The relabel step's output (workload attribution), or, when it fails, the samples
+        as it left them (it may rewrite the list in place): a bug there must cost labels,
+        never a batch."""
         if self._relabel is None or not samples:
             return samples
         try:

@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 REASONS = ("absent", "unavailable", "timeout", "unimplemented", "error")
 """``agent.kubelet_errors_total{reason}``, each from the first cycle at 0."""
 
+_Labels = tuple[tuple[str, str], ...]
 _DEVICE_MEASUREMENTS = frozenset({"accelerator", "accelerator_process"})
 _PUT_M, _PUT_F, _PUT_V, _PUT_L, _PUT_T = (
     getattr(Sample, f).__set__ for f in ("measurement", "field", "value", "labels", "time"))
@@ -74,19 +75,22 @@ def _with_labels(s: Sample, labels: tuple[tuple[str, str], ...]) -> Sample:
     _PUT_L(out, labels)
     _PUT_T(out, s.time)
     return out
-_Labels = tuple[tuple[str, str], ...]
 
 
-def holders_by_key(holdings: list[Holding]) -> dict[Key, dict[str, str]]:
-    """Each device key's holder as labels; where several share one, the first in order."""
+def holders_by_key(holdings: list[Holding]) -> dict[Key, _Labels]:
+    """Each device key's holder as sorted labels, one tuple per holder (its pairs are shared
+    by every labelled label set of its devices); where several share one, the first in
+    order."""
     out: dict[Key, tuple[str, str, str]] = {}
     for h in holdings:
         who = (h.namespace, h.pod, h.container)
         for key in holding_keys(h.resource, h.device_id):
             if key not in out or who < out[key]:
                 out[key] = who
-    return {k: {"namespace": ns, "pod": pod, "container": ctr}
-            for k, (ns, pod, ctr) in out.items()}
+    labels: dict[tuple[str, str, str], _Labels] = {}
+    for ns, pod, ctr in out.values():
+        labels.setdefault((ns, pod, ctr), (("container", ctr), ("namespace", ns), ("pod", pod)))
+    return {k: labels[who] for k, who in out.items()}
 
 
 class PodAttribution:
@@ -109,7 +113,7 @@ class PodAttribution:
         self._proc_root = Path(proc_root)
         self._fallback = cgroup_fallback
         self._lock = threading.Lock()
-        self._held: dict[Key, dict[str, str]] | None = None  # None: the kubelet is not heard
+        self._held: dict[Key, _Labels] | None = None  # None: the kubelet is not heard
         self._relabelled: dict = {}  # labels (and pod UID) -> what they become
         self._pods: dict[int, PodRef | None] = {}
         self._errors: Counter[str] = Counter({r: 0 for r in REASONS})
@@ -189,76 +193,85 @@ class PodAttribution:
 
     # -- the relabel step: no I/O but the fallback's /proc reads ------------------------------
     def relabel(self, samples: list[Sample]) -> list[Sample]:
-        """``samples`` with pod labels on every held device's series, plus ``allocated``."""
+        """``samples`` with pod labels on every held device's series, plus ``allocated``.
+
+        In place: the agent hands over its own list of a run's batch, and each relabelled
+        sample takes its original's slot there, which frees the original at once. A cycle so
+        holds no more live objects than without attribution; a new list beside the old one
+        held ~570 more each cycle and ran the cyclic garbage collector about once a cycle,
+        not every 8th (bench/bench_agent.py says what that cost)."""
         with self._lock:
             held, cache = self._held, self._relabelled
         if held is None:
             if not self._fallback:
                 return samples
             return self._relabel_from_cgroups(samples, cache)
-        out: list[Sample] = []
         health: list[tuple[Sample, tuple]] = []  # one per device: where allocated comes from
         procs: dict[str, set[str]] = {}  # device -> pids, for `_watch`
-        append = out.append
-        for s in samples:
+        seen_labels: object = None  # a device's samples share one labels tuple: hash it once
+        hit: tuple = ()
+        for i, s in enumerate(samples):
             if s.measurement not in _DEVICE_MEASUREMENTS:
-                append(s)
                 continue
-            hit = cache.get(s.labels)
-            if hit is None:
-                hit = cache[s.labels] = self._resolve(held, s.labels)
+            if s.labels is not seen_labels:
+                seen_labels = s.labels
+                hit = cache.get(seen_labels)
+                if hit is None:
+                    hit = cache[seen_labels] = self._resolve(held, seen_labels)
             if s.measurement == "accelerator":
                 if s.field == "health":
                     health.append((s, hit))
             else:
                 procs.setdefault(hit[0], set()).add(s.label("pid") or "")
-            new = hit[1]
-            append(s if new is None else _with_labels(s, new))
+            if hit[1] is not None:
+                samples[i] = _with_labels(s, hit[1])
         parents_held = {parent for _, (_, new, parent) in health if new is not None and parent}
         seen: dict[str, str] = {}
         for s, (device, new, _) in health:
             on = new is not None or device in parents_held
             seen[device] = "podresources" if new is not None else ""
-            append(Sample("accelerator", "allocated", 1.0 if on else 0.0,
-                          s.labels if new is None else new, s.time))
+            samples.append(Sample("accelerator", "allocated", 1.0 if on else 0.0,
+                                  s.labels if new is None else new, s.time))
         self._note(seen)
         if health:  # a batch of the devices' collector (not one of meters or links)
             self._watch(procs, {device for _, (device, new, _) in health if new is not None},
                         {device for _, (device, _, _) in health})
-        return out
+        return samples
 
-    def _resolve(self, held: dict[Key, dict[str, str]],
+    def _resolve(self, held: dict[Key, _Labels],
                  labels: _Labels) -> tuple[str, _Labels | None, str]:
-        """(device, the labels with its holder's or None when free, its parent when held)."""
+        """(device, the labels with its holder's or None when free, its parent when held).
+        The labelled set is made of the original pairs and the holder's, not copies."""
         lab = dict(labels)
         device = lab.get("device", "")
         extra = self._holder(held, lab)
         if not extra:
             return device, None, ""
-        return device, tuple(sorted({**lab, **extra}.items())), lab.get("parent", "")
+        names = {k for k, _ in extra}
+        return (device, tuple(sorted((*(p for p in labels if p[0] not in names), *extra))),
+                lab.get("parent", ""))
 
     def _relabel_from_cgroups(self, samples: list[Sample], cache: dict) -> list[Sample]:
+        """``samples`` with ``pod_uid`` on the devices a pod's process runs on; in place, as
+        `relabel`."""
         owners = self._cgroup_owners(samples)
-        out: list[Sample] = []
         seen: dict[str, str] = {}
-        for s in samples:
+        for i, s in enumerate(samples):
             if s.measurement not in _DEVICE_MEASUREMENTS:
-                out.append(s)
                 continue
             device = s.label("device") or ""
             ref = owners.get(device)
             if ref is None:
                 seen.setdefault(device, "")
-                out.append(s)
                 continue
             seen[device] = "cgroup"
             new = cache.get((s.labels, ref.uid))
             if new is None:
                 new = cache[(s.labels, ref.uid)] = tuple(
                     sorted({**dict(s.labels), "pod_uid": ref.uid}.items()))
-            out.append(_with_labels(s, new))
+            samples[i] = _with_labels(s, new)
         self._note(seen)
-        return out
+        return samples
 
     def _note(self, seen: dict[str, str]) -> None:
         with self._lock:
@@ -269,11 +282,11 @@ class PodAttribution:
                     self._attributed.pop(device, None)
 
     @staticmethod
-    def _holder(held: dict[Key, dict[str, str]], lab: Mapping[str, str]) -> dict[str, str]:
+    def _holder(held: dict[Key, _Labels], lab: Mapping[str, str]) -> _Labels:
         for key in sample_keys(lab):
             if (who := held.get(key)) is not None:
                 return who
-        return {}
+        return ()
 
     def _cgroup_owners(self, samples: list[Sample]) -> dict[str, PodRef]:
         """Each device's pod from its processes (largest first) in this batch.
