@@ -20,6 +20,7 @@ index (100,000 x 24 rows is about 115 MB), instead of one such frame per query; 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -85,6 +86,8 @@ class SharedScan:
         self._labels: pd.DataFrame | None = None
         self._usable: bool | None = None
         self._ranked: dict[str, tuple[np.ndarray, pd.Index]] = {}
+        self._grouping: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
+        self._columns: set[str] = set()
         self._bare_before: bool | None = None
         self.url = store.url
 
@@ -125,28 +128,68 @@ class SharedScan:
         """Read the base table once; False when the period holds more than ``max_rows``
         series-hours (then every query goes to the store, as without this class).
 
-        The base is keyed by the device and whichever labels change on it (a pod that
-        comes and goes makes several series of one device), so each row is one series.
+        Each row of the base is one series (a label set: a pod that comes and goes makes
+        several series of one device) and hour. A store that answers per series
+        (`DuckDBStore.series_windows`) gives the rows numbered by series already; any other
+        is asked by the device and whichever labels change on it, and its answer's labels
+        are matched to the series index's rows.
         """
         if self._usable is not None:
             return self._usable
-        labels = self._store.series(_MEASUREMENT).reset_index(drop=True)
+        self._usable = False
+        ids = getattr(self._store, "series_ids", None)
+        per_series = getattr(self._store, "series_windows", None)
+        if ids is not None and per_series is not None:
+            labels, series_ids = ids(_MEASUREMENT)
+        else:
+            labels, series_ids = self._store.series(_MEASUREMENT).reset_index(drop=True), None
         hours = -(-(self._period.end - self._period.start) // _GRAIN)
         # A device holds one label set at a time (a pod's series ends as the next begins),
         # so the scan has about devices x hours rows, however many series the store names.
         if labels.empty or labels.device.nunique() * hours > self.max_rows:
-            self._usable = False
             return False
+        q = dict(start=self._period.start, end=self._period.end, window=_GRAIN)
+        queries = [Query(_MEASUREMENT, _SUMMED, agg=Aggregate.SUM, **q),
+                   Query(_MEASUREMENT, _SUMMED, agg=Aggregate.COUNT, **q),
+                   Query(_MEASUREMENT, _LEAST, agg=Aggregate.MIN, **q)]
+        got = per_series(queries) if series_ids is not None and per_series is not None \
+            else None
+        if got is not None:
+            series = pd.Index(series_ids).get_indexer(got["series_id"])
+            order = _hour_device_order(got["time"], series, labels.device)
+            parts = {"time": got["time"][order], "series": series[order],
+                     **{f"{f}:sum": got[f"0:{f}"][order] for f in _SUMMED},
+                     **{f"{f}:n": got[f"1:{f}"][order] for f in _SUMMED},
+                     **{f"{f}:min": got[f"2:{f}"][order] for f in _LEAST}}
+        else:
+            parts = self._by_labels(labels, queries)
+            if parts is None:
+                return False
+        if len(parts["time"]) > 2 * self.max_rows or (parts["series"] < 0).any():
+            return False  # series that overlap in time, or labels the index does not hold
+        columns: dict[str, np.ndarray] = {"time": parts["time"].astype(np.int64),
+                                          "series": parts["series"].astype(np.int32)}
+        for f in _SUMMED:
+            columns[f"{f}:sum"] = parts[f"{f}:sum"].astype(float)
+            columns[f"{f}:n"] = np.nan_to_num(parts[f"{f}:n"].astype(float)).astype(np.int32)
+        for f in _LEAST:
+            columns[f"{f}:min"] = parts[f"{f}:min"].astype(float)
+        self._base = pd.DataFrame(columns)
+        self._labels = labels
+        self._columns = set(labels.columns)
+        self._usable = True
+        return True
+
+    def _by_labels(self, labels: pd.DataFrame,
+                   queries: list[Query]) -> dict[str, np.ndarray] | None:
+        """The base's columns from ``queries`` asked of the store grouped by the device and
+        the labels that change on one, each row matched to its series; None when the
+        answer cannot be matched (too many rows, labels the index does not hold)."""
         key = ["device", *_varying_within(labels, "device")]
-        q = dict(start=self._period.start, end=self._period.end, group_by=tuple(key),
-                 window=_GRAIN)
-        total, count, least = query_many(self._store, [
-            Query(_MEASUREMENT, _SUMMED, agg=Aggregate.SUM, **q),
-            Query(_MEASUREMENT, _SUMMED, agg=Aggregate.COUNT, **q),
-            Query(_MEASUREMENT, _LEAST, agg=Aggregate.MIN, **q)])
+        total, count, least = query_many(self._store, [replace(q, group_by=tuple(key))
+                                                       for q in queries])
         if len(total) > 2 * self.max_rows:  # series that overlap in time: too many rows
-            self._usable = False
-            return False
+            return None
         keys = ["time", *key]
         base = side_by_side(total.rename(columns={f: f"{f}:sum" for f in _SUMMED}),
                             count.rename(columns={f: f"{f}:n" for f in _SUMMED}), keys,
@@ -154,20 +197,10 @@ class SharedScan:
         base = side_by_side(base, least.rename(columns={f: f"{f}:min" for f in _LEAST}), keys,
                             how="outer")
         series, unique = _rows_of(labels[key], base[key])
-        if not unique or (series < 0).any():
-            self._usable = False  # labels the series index does not hold: ask the store
-            return False
-        columns: dict[str, np.ndarray] = {"time": _ns(base.time),
-                                          "series": series.astype(np.int32)}
-        for f in _SUMMED:
-            columns[f"{f}:sum"] = base[f"{f}:sum"].astype(float).to_numpy()
-            columns[f"{f}:n"] = base[f"{f}:n"].fillna(0).astype(np.int32).to_numpy()
-        for f in _LEAST:
-            columns[f"{f}:min"] = base[f"{f}:min"].astype(float).to_numpy()
-        self._base = pd.DataFrame(columns)
-        self._labels = labels
-        self._usable = True
-        return True
+        if not unique:
+            return None
+        return {"time": _ns(base.time), "series": series,
+                **{c: base[c].astype(float).to_numpy() for c in base.columns if ":" in c}}
 
     def _ranks(self, label: str) -> tuple[np.ndarray, pd.Index]:
         """Each series' value of ``label`` as its rank among the values, and the values."""
@@ -185,13 +218,10 @@ class SharedScan:
         labels = self._labels if measurement == _MEASUREMENT else None
         if labels is None:
             return self._store.series(measurement, where)
-        keep = np.ones(len(labels), dtype=bool)
-        for tag, want in (where or {}).items():
-            accept = [want] if isinstance(want, str) else list(want)
-            if tag not in labels.columns or not all(isinstance(v, str) for v in accept):
-                return self._store.series(measurement, where)  # the store names the error
-            keep &= labels[tag].isin(accept).to_numpy()
-        return labels[keep].reset_index(drop=True)
+        kept = self._kept(where)
+        if kept is None:
+            return self._store.series(measurement, where)  # the store names the error
+        return (labels if kept[1] is None else labels[kept[1]]).reset_index(drop=True)
 
     def query(self, q: Query) -> pd.DataFrame:
         return self.query_many([q])[0]
@@ -206,61 +236,111 @@ class SharedScan:
             if not self._answerable(q) or not self._load():
                 rest.append(i)
                 continue
-            key = (q.start, q.end, q.window, q.group_by, repr(sorted((q.where or {}).items())))
-            if key not in grouped:
-                grouped[key] = self._grouped(q)
-            sums = grouped[key]
-            if sums is None:  # a tag or value the scan cannot check: the store names it
-                rest.append(i)
+            kept = self._kept(q.where)
+            if kept is None or any(g not in self._columns for g in q.group_by):
+                rest.append(i)  # a tag or value the scan cannot check: the store names it
                 continue
-            out[i] = _finish(sums, q)
+            key = (q.start, q.end, q.window, q.group_by, kept[0])
+            if key not in grouped:
+                grouped[key] = self._grouped(q, kept[1])
+            out[i] = _finish(grouped[key], q)
         for i, df in zip(rest, query_many(self._store, [queries[i] for i in rest]),
                          strict=True):
             out[i] = df
         return [df for df in out if df is not None]
 
-    def _grouped(self, q: Query) -> pd.DataFrame | None:
-        """Per window and group of ``q``: each kept field's sum, count and minimum."""
-        base, labels = self._base, self._labels
-        assert base is not None and labels is not None
-        start, end = pd.Timestamp(q.start).value, pd.Timestamp(q.end).value
-        rows = base[(base.time >= start) & (base.time < end)]
-        for tag, want in (q.where or {}).items():
+    def _kept(self, where: Mapping[str, str | Sequence[str]] | None
+              ) -> tuple[str, np.ndarray | None] | None:
+        """The series ``where`` keeps (None: all of them, as a filter every series passes
+        keeps them, so its answer is shared with the unfiltered query's), and a key naming
+        the filter; None for a tag or value the scan cannot check."""
+        assert self._labels is not None
+        keep: np.ndarray | None = None
+        for tag, want in (where or {}).items():
             accept = [want] if isinstance(want, str) else list(want)
-            if tag not in labels.columns or not all(isinstance(v, str) for v in accept):
+            if tag not in self._columns or not all(isinstance(v, str) for v in accept):
                 return None
-            keep = np.flatnonzero(labels[tag].isin(accept).to_numpy())
-            rows = rows[np.isin(rows.series.to_numpy(), keep)]
-        if any(g not in labels.columns for g in q.group_by):
-            return None
+            ranks, values = self._ranks(tag)
+            ok = np.asarray(values.isin(accept))[ranks]
+            keep = ok if keep is None else keep & ok
+        if keep is None or keep.all():
+            return "", None
+        return repr(sorted((where or {}).items())), keep
+
+    def _grouped(self, q: Query, keep: np.ndarray | None) -> pd.DataFrame:
+        """Per window and group of ``q`` over the series ``keep`` marks (None: all): each
+        kept field's sum, count and minimum."""
+        base = self._base
+        assert base is not None
+        start, end = pd.Timestamp(q.start).value, pd.Timestamp(q.end).value
+        time, series = base.time.to_numpy(), base.series.to_numpy()
+        inside = (time >= start) & (time < end)
+        if keep is not None:
+            inside &= keep[series]
+        rows = None if inside.all() else np.flatnonzero(inside)
+
+        def col(name: str) -> np.ndarray:
+            values = base[name].to_numpy()
+            return values if rows is None else values[rows]
+
+        time, series = col("time"), col("series")
         if q.window is None:
-            time = np.full(len(rows), start, dtype=np.int64)
+            window = np.zeros(len(time), np.int64)
         else:
-            w = pd.Timedelta(q.window).value
-            time = start + ((rows.time.to_numpy() - start) // w) * w
-        # Grouped by each label's rank among its values (integers sort as the strings do),
-        # in numpy; the strings come back only for the groups' rows.
-        series = rows.series.to_numpy()
-        parts = [time, *(self._ranks(g)[0][series] for g in q.group_by)]
-        group, first = _group_numbers(parts)
+            window = (time - start) // pd.Timedelta(q.window).value
+        # Groups numbered per series first (the index's thousands of label sets, not the
+        # scan's millions of rows), by each label's rank among its values, so integers
+        # sort as the strings do; a row's group is its window's and its series'.
+        owner, members = self._groups(q.group_by)
+        group, first = _dense(window * len(members) + owner[series])
         ngroups = len(first)
-        out = pd.DataFrame({"time": pd.to_datetime(time[first], unit="ns", utc=True)})
-        for col, part in zip(q.group_by, parts[1:], strict=True):
-            out[col] = self._ranks(col)[1].take(part[first])
+        times = start + window[first] * (0 if q.window is None
+                                         else pd.Timedelta(q.window).value)
+        out = pd.DataFrame({"time": pd.to_datetime(times, unit="ns", utc=True)})
+        named = members[owner[series[first]]]
+        for g in q.group_by:
+            ranks, values = self._ranks(g)
+            out[g] = values.take(ranks[named])
         for f in _SUMMED:
-            v = rows[f"{f}:sum"].to_numpy()
+            v = col(f"{f}:sum")
             has = ~np.isnan(v)
             total = np.bincount(group, weights=np.where(has, v, 0.0), minlength=ngroups)
             seen = np.bincount(group, weights=has, minlength=ngroups)
             out[f"{f}:sum"] = np.where(seen > 0, total, np.nan)  # NaN where all are NaN
-            out[f"{f}:n"] = np.bincount(group, weights=rows[f"{f}:n"].to_numpy(),
+            out[f"{f}:n"] = np.bincount(group, weights=col(f"{f}:n"),
                                         minlength=ngroups).astype(np.int64)
-        order = np.argsort(group, kind="stable")
-        starts = np.searchsorted(group[order], np.arange(ngroups))
         for f in _LEAST:
-            v = rows[f"{f}:min"].to_numpy()[order]
-            out[f"{f}:min"] = np.fmin.reduceat(v, starts) if len(v) else np.empty(0)
+            least = np.full(ngroups, np.nan)
+            np.fmin.at(least, group, col(f"{f}:min"))
+            out[f"{f}:min"] = least
         return out
+
+    def _groups(self, group_by: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Each series' group under ``group_by`` (numbered in the order of the labels'
+        values) and a series of each group, from the index alone."""
+        if group_by not in self._grouping:
+            assert self._labels is not None
+            n = len(self._labels)
+            if group_by:
+                self._grouping[group_by] = _group_numbers(
+                    [self._ranks(g)[0] for g in group_by])
+            else:
+                self._grouping[group_by] = (np.zeros(n, np.int64), np.zeros(min(n, 1), np.int64))
+        return self._grouping[group_by]
+
+
+def _hour_device_order(time: np.ndarray, series: np.ndarray, device: pd.Series) -> np.ndarray:
+    """The order of per-series rows by hour, device, then series (the index's rows, sorted
+    by their labels, so by the labels that change on the device): the order the store's
+    grouped answer (`_by_labels`) has, in which the groups' sums add up, so a sum over
+    the scan is the same to the last bit whichever way it was read."""
+    if not len(time):
+        return np.arange(0)
+    devices = pd.factorize(device, sort=True, use_na_sentinel=False)[0]
+    rank = np.empty(len(devices), np.int64)
+    rank[np.lexsort((np.arange(len(devices)), devices))] = np.arange(len(devices))
+    hour = (time - time.min()) // pd.Timedelta(_GRAIN).value
+    return np.argsort(hour * len(devices) + rank[series], kind="stable")
 
 
 def _varying_within(labels: pd.DataFrame, by: str) -> list[str]:
@@ -292,6 +372,24 @@ def _group_numbers(parts: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]
         key = key * span + codes
     _, first, group = np.unique(key, return_index=True, return_inverse=True)
     return group.astype(np.int64), first
+
+
+def _dense(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows numbered by their ``key`` (non-negative integers), the numbers in the keys'
+    order, and a row of each number: on a dense table of the keys where it is small,
+    else by sorting."""
+    if not len(key):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    size = int(key.max()) + 1
+    if size > 2 * len(key) + (1 << 16):
+        _, first, group = np.unique(key, return_index=True, return_inverse=True)
+        return group.astype(np.int64), first
+    row = np.full(size, -1, np.int64)
+    row[key] = np.arange(len(key))
+    cells = np.flatnonzero(row >= 0)
+    number = np.zeros(size, np.int64)
+    number[cells] = np.arange(len(cells))
+    return number[key], row[cells]
 
 
 def _finish(sums: pd.DataFrame, q: Query) -> pd.DataFrame:

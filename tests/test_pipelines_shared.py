@@ -24,13 +24,24 @@ PERIOD = Period(END - 5 * H, END)
 
 
 class CountingStore:
-    """The store, with every query it answers noted."""
+    """The store, with every query it answers noted (those it answers per series too);
+    ``per_series`` False hides the DuckDB store's per-series reads (`series_ids`,
+    `series_windows`), as any other store lacks them."""
 
-    def __init__(self, store: DuckDBStore) -> None:
+    def __init__(self, store: DuckDBStore, per_series: bool = True) -> None:
         self._store, self.url, self.queries = store, store.url, []
+        self.per_series = per_series
 
     def __getattr__(self, name: str):
+        if not self.per_series and name in ("series_ids", "series_windows"):
+            raise AttributeError(name)
         return getattr(self._store, name)
+
+    def series_windows(self, queries: list[Query]):
+        if not self.per_series:
+            raise AttributeError("series_windows")
+        self.queries.extend(queries)
+        return self._store.series_windows(queries)
 
     def query(self, q: Query) -> pd.DataFrame:
         self.queries.append(q)
@@ -65,20 +76,60 @@ def _queries(sites: list[str]) -> list[Query]:
     return out
 
 
-def test_answers_as_the_store_does(fleet_store):
+@pytest.mark.parametrize("per_series", [True, False], ids=["per-series", "grouped"])
+def test_answers_as_the_store_does(fleet_store, per_series):
     fleet, store = fleet_store
-    counting = CountingStore(store)
+    counting = CountingStore(store, per_series)
     shared = SharedScan(counting, PERIOD)
     queries = _queries(sorted(s.id for s in fleet.topology.sites[:3]))
     for q in queries:
         pd.testing.assert_frame_equal(shared.query(q).reset_index(drop=True),
                                       store.query(q).reset_index(drop=True),
                                       check_dtype=False, rtol=1e-12, atol=0)
-    # one SUM, one COUNT and one MIN by device (and labels that change on one) and hour,
-    # whatever was asked after
-    assert [(q.agg, q.group_by[0], q.window) for q in counting.queries] == [
-        (Aggregate.SUM, "device", H), (Aggregate.COUNT, "device", H),
-        (Aggregate.MIN, "device", H)]
+    # one SUM, one COUNT and one MIN by hour, whatever was asked after: per series where the
+    # store reads so, else by device (and the labels that change on one)
+    by = () if per_series else ("device",)
+    assert [(q.agg, q.group_by[:1], q.window) for q in counting.queries] == [
+        (Aggregate.SUM, by, H), (Aggregate.COUNT, by, H), (Aggregate.MIN, by, H)]
+
+
+def test_per_series_and_grouped_reads_give_the_same_sums_to_the_last_bit(fleet_store):
+    """The per-series scan adds its rows in the order of the store's grouped answer (hour,
+    device, series), so a sum comes out the same to the last bit either way."""
+    fleet, store = fleet_store
+    fast = SharedScan(CountingStore(store, per_series=True), PERIOD)
+    grouped = SharedScan(CountingStore(store, per_series=False), PERIOD)
+    sites = sorted(s.id for s in fleet.topology.sites[:3])
+    for q in _queries(sites):
+        pd.testing.assert_frame_equal(fast.query(q), grouped.query(q), check_exact=True)
+
+
+def test_the_store_per_series_read_by_hand(fleet_store):
+    """`series_windows`: one row per series and hour with its samples' sum, count and
+    minimum, checked against the raw samples in pandas; `series_ids` names the label sets
+    as `series` does."""
+    _, store = fleet_store
+    labels, ids = store.series_ids("accelerator")
+    pd.testing.assert_frame_equal(labels, store.series("accelerator"))
+    q = dict(start=PERIOD.start, end=PERIOD.end, window=H)
+    got = store.series_windows([
+        Query("accelerator", ("utilization_ratio",), agg=Aggregate.SUM, **q),
+        Query("accelerator", ("utilization_ratio",), agg=Aggregate.COUNT, **q),
+        Query("accelerator", ("health",), agg=Aggregate.MIN, **q)])
+    raw = store._con.execute(
+        "SELECT time, series_id, utilization_ratio, health FROM samples_accelerator").df()
+    t = pd.to_datetime(raw.time).dt.tz_localize(UTC)
+    raw = raw[(t >= PERIOD.start) & (t < PERIOD.end)]
+    raw["time"] = pd.to_datetime(raw.time).dt.floor("h").astype("datetime64[ns]")
+    by = raw.groupby(["series_id", "time"])
+    expected = pd.DataFrame({"s": by.utilization_ratio.sum(min_count=1),  # all NULL: NULL
+                             "n": by.utilization_ratio.count(), "m": by.health.min()})
+    rows = pd.DataFrame({"series_id": got["series_id"],
+                         "time": pd.to_datetime(got["time"], unit="ns"),
+                         "s": got["0:utilization_ratio"], "n": got["1:utilization_ratio"],
+                         "m": got["2:health"]}).set_index(["series_id", "time"]).sort_index()
+    pd.testing.assert_frame_equal(rows, expected, check_dtype=False, rtol=1e-12)
+    assert set(rows.index.get_level_values(0)) <= set(ids) and len(rows) > len(ids)
 
 
 def test_a_sum_read_by_hand(fleet_store):
@@ -162,7 +213,8 @@ def test_series_come_from_the_index_it_read(fleet_store):
                                   store.series("facility_power"))
 
 
-def test_a_device_with_two_series():
+@pytest.mark.parametrize("per_series", [True, False], ids=["per-series", "grouped"])
+def test_a_device_with_two_series(per_series):
     """A card moved to another node halfway (two series of one device): each series is a
     row of the scan, and sums by node and device come out as the store's. By hand: d1 sends
     0.2 every minute on n1 in the first hour and 0.6 on n2 in the second, d2 0.5 on n1."""
@@ -174,7 +226,7 @@ def test_a_device_with_two_series():
         "node": [*np.where(first, "n1", "n2"), *["n1"] * 120], "site": "s1",
         "utilization_ratio": [*np.where(first, 0.2, 0.6), *[0.5] * 120]})
     store.write("accelerator", frame)
-    counting = CountingStore(store)
+    counting = CountingStore(store, per_series)
     shared = SharedScan(counting, PERIOD)
     q = Query("accelerator", ("utilization_ratio",), PERIOD.start, PERIOD.end,
               group_by=("node", "device"), agg=Aggregate.SUM)
@@ -182,7 +234,7 @@ def test_a_device_with_two_series():
     assert got[["node", "device"]].values.tolist() == [["n1", "d1"], ["n1", "d2"], ["n2", "d1"]]
     assert got.utilization_ratio.tolist() == pytest.approx([60 * 0.2, 120 * 0.5, 60 * 0.6])
     pd.testing.assert_frame_equal(got, store.query(q), check_dtype=False)
-    assert counting.queries[0].group_by == ("device", "node")
+    assert counting.queries[0].group_by == (() if per_series else ("device", "node"))
 
 
 def test_a_scan_too_large_is_not_made(fleet_store):
