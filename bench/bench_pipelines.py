@@ -3,8 +3,9 @@
 The store is built first (not timed in the figure), then every pipeline runs in a fresh
 process so its wall time and peak RSS are its own. Two baselines in the same run: the five
 pipelines each reading the store on its own (as before the runner's shared scan,
-`computewatch.pipelines._shared`: one SUM and one COUNT per device and hour answer underuse's,
-surplus' and the sampling interval's queries), with the same findings required; and the naive way,
+`computewatch.pipelines._shared`: one SUM, COUNT and MIN per series and hour, read by series
+id without a label string per row, answer underuse's, surplus', anomaly's and the sampling
+interval's queries), with the same findings required; and the naive way,
 loading the raw samples into pandas and grouping them (hourly mean utilization per site) —
 on a 10% slice of the devices, since 144 M rows with labels do not fit comfortably in 24 GB;
 its time is scaled by 10 for the ratio, which flatters the baseline (grouping is not linear).

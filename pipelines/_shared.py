@@ -4,13 +4,21 @@ Underuse, surplus, anomaly and the sampling interval they share each ask the sto
 utilization and power sums, counts and means, and health minima, over the analysed period
 (or a baseline before it), grouped by site, by device or by site, ecosystem and model: on a
 national fleet each is a scan of every raw sample (144 M for 100,000 accelerators over a
-day). `SharedScan` wraps the run's store, reads the period once per series and hour (the
-store's `query_many`: one SUM, one COUNT and one MIN query by device and the labels that
-change on a device, a single scan in DuckDB), and answers those queries from that table:
-sums, counts and minima add up exactly, a mean is a ratio of them. A query that starts
-before the period is answered too when the store holds nothing before it. Whatever it cannot
-answer exactly (another measurement or field, a quantile, a window or range off the
+day). `SharedScan` wraps the run's store, reads the period once per series and hour (one
+SUM, one COUNT and one MIN query, a single scan in DuckDB), and answers those queries from
+that table: sums, counts and minima add up exactly, a mean is a ratio of them. A query that
+starts before the period is answered too when the store holds nothing before it. Whatever it
+cannot answer exactly (another measurement or field, a quantile, a window or range off the
 period's hourly grid, a baseline over data before the period) goes to the store unchanged.
+
+The read never turns a label into a string per row: DuckDB answers per series id
+(`DuckDBStore.series_ids`, `series_windows`), and a query's groups are numbered on the series
+index (hundreds of thousands of label sets) before its rows (millions) are summed by number;
+label strings are made for the answer's groups only. (Read by labels and matched back to the
+index, as any other store is, the strings were most of the scan's cost.) Rows are summed in
+the order the grouped read gives them, so either read gives the same sums to the last bit.
+A filter is checked on the index too; one that every series passes (surplus' list of every
+site) is dropped.
 
 Memory: series x hours rows of 48 bytes, the series as a row number of the store's series
 index (100,000 x 24 rows is about 115 MB), instead of one such frame per query; above
@@ -251,9 +259,9 @@ class SharedScan:
 
     def _kept(self, where: Mapping[str, str | Sequence[str]] | None
               ) -> tuple[str, np.ndarray | None] | None:
-        """The series ``where`` keeps (None: all of them, as a filter every series passes
-        keeps them, so its answer is shared with the unfiltered query's), and a key naming
-        the filter; None for a tag or value the scan cannot check."""
+        """A key naming the filter ``where`` and the series it keeps (None: all of them; a
+        filter every series passes keys as no filter), from each label's values, not its
+        rows; None for a tag or value the scan cannot check."""
         assert self._labels is not None
         keep: np.ndarray | None = None
         for tag, want in (where or {}).items():

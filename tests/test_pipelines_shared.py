@@ -4,6 +4,7 @@ exactly goes to the store unchanged."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -263,3 +264,37 @@ def test_the_runner_finds_the_same_with_and_without_it(fleet_store):
         return sorted((f.rule, f.subject, f.start, f.end, round(f.observed, 9)) for f in a.findings)
 
     assert key(shared) == key(alone) and len(shared.findings) > 0
+
+
+def test_over_rollups_the_store_is_asked_by_labels():
+    """A period the store keeps as hourly rollups only: `series_windows` declines (None) and
+    the scan reads by labels, with the answers the store gives. By hand: d1 sends 0.2 every
+    minute for two hours, d2 0.5."""
+    store = DuckDBStore(":memory:")
+    minutes = pd.date_range(PERIOD.start, periods=120, freq="min")
+    store.write("accelerator", pd.DataFrame({
+        "time": [*minutes, *minutes], "device": ["d1"] * 120 + ["d2"] * 120, "site": "s1",
+        "utilization_ratio": [0.2] * 120 + [0.5] * 120}))
+    store.refresh_rollups()
+    store.drop_before(END + timedelta(days=1))
+    span = Period(PERIOD.start, PERIOD.start + 2 * H)
+    sums = [Query("accelerator", ("utilization_ratio",), span.start, span.end, window=H,
+                  agg=Aggregate.SUM)]
+    assert store.series_windows(sums) is None
+    counting = CountingStore(store)
+    q = Query("accelerator", ("utilization_ratio",), span.start, span.end,
+              group_by=("device",), agg=Aggregate.SUM)
+    got = SharedScan(counting, span).query(q)
+    assert got.utilization_ratio.tolist() == pytest.approx([120 * 0.2, 120 * 0.5])
+    pd.testing.assert_frame_equal(got, store.query(q), check_dtype=False)
+    # the SUM, COUNT and MIN asked per series (declined), then by device
+    assert [q.group_by for q in counting.queries] == [()] * 3 + [("device",)] * 3
+
+
+def test_per_series_reads_take_alike_queries_only(fleet_store):
+    _, store = fleet_store
+    q = Query("accelerator", ("utilization_ratio",), PERIOD.start, PERIOD.end, window=H,
+              agg=Aggregate.SUM)
+    for other in (replace(q, window=2 * H), replace(q, agg=Aggregate.QUANTILE)):
+        with pytest.raises(ValueError, match="differ only in their fields"):
+            store.series_windows([q, other])
