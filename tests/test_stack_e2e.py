@@ -54,6 +54,7 @@ NOT_RUN = {"grafana"}  # no Grafana here
 # the test adds only where to listen and, for Alertmanager, no cluster gossip port.
 THIRD_PARTY = {
     "victoriametrics": (VICTORIA_METRICS, "/health", lambda port: []),
+    "victoriametrics-rollups": (VICTORIA_METRICS, "/health", lambda port: []),
     "prometheus": (PROMETHEUS, "/-/ready",
                    lambda port: [f"--web.listen-address=127.0.0.1:{port}"]),
     "alertmanager": (ALERTMANAGER, "/-/ready",
@@ -370,8 +371,10 @@ def test_the_compose_topology_runs_end_to_end(stack):
     assert len(agents) >= 2 and KILLED_AGENT in agents and len(responders) == len(agents)
     nodes = {a: simulated_node(services[a]) for a in agents}
 
-    # VictoriaMetrics, and a day of history in it (the stack having run for a while).
+    # VictoriaMetrics (raw samples, and the instance the pipelines read rollups from), and a
+    # day of history in it (the stack having run for a while).
     stack.start_third_party("victoriametrics")
+    stack.start_third_party("victoriametrics-rollups")
     pipelines = stack.argv("pipelines")
     store = pipelines[pipelines.index("--store") + 1]
     demo = subprocess.run([sys.executable, "-m", "computewatch", "demo", "--store", store,
