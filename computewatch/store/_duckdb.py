@@ -165,6 +165,15 @@ def _naive_utc(t: datetime) -> datetime:
     return t.astimezone(UTC).replace(tzinfo=None)
 
 
+def _bucket_sql(window: timedelta | None) -> str:
+    """The window start of row ``t`` as SQL (parameter: the buckets' origin, the query's
+    start); without a window, the start itself (one bucket for the whole range)."""
+    if window is None:
+        return "CAST(? AS TIMESTAMP)"
+    micros = int(window / timedelta(microseconds=1))
+    return f"time_bucket(INTERVAL ({micros}) MICROSECOND, t.time, CAST(? AS TIMESTAMP))"
+
+
 def _normalize(table: pa.Table, meas: catalog.Measurement) -> pa.Table:
     """Naive-UTC timestamps, string labels with '' for missing, float fields."""
     t = table.column(TIME)
@@ -477,11 +486,7 @@ class DuckDBStore:
                       where: list[str]) -> str:
         """A quantile over raw samples, in one step (parameters: bucket origin, start, end,
         then the ``where`` values)."""
-        if q.window is None:
-            bucket = "CAST(? AS TIMESTAMP)"
-        else:
-            micros = int(q.window / timedelta(microseconds=1))
-            bucket = f"time_bucket(INTERVAL ({micros}) MICROSECOND, t.time, CAST(? AS TIMESTAMP))"
+        bucket = _bucket_sql(q.window)
         series = _ident("series_" + meas.name)
         groups = "".join(f", s.{_ident(g)} AS {_ident(g)}" for g in q.group_by)
         aggs = ", ".join(f"{self._agg_sql(q, f, present)} AS {_ident(f)}" for f in q.fields)
@@ -1378,11 +1383,7 @@ class DuckDBStore:
         present = self._ensure(meas)
         rolled = self._rollup_tables(meas, set())
         fields = list(needed)
-        if q.window is None:
-            bucket = "CAST(? AS TIMESTAMP)"
-        else:
-            micros = int(q.window / timedelta(microseconds=1))
-            bucket = f"time_bucket(INTERVAL ({micros}) MICROSECOND, t.time, CAST(? AS TIMESTAMP))"
+        bucket = _bucket_sql(q.window)
         where, where_params = self._where(meas, q.where)
         samples = "samples_" + meas.name
         parts, params = [], []
@@ -1407,11 +1408,7 @@ class DuckDBStore:
         aggregates: `_query_rollups_many`)."""
         present = self._ensure(meas)
         start = _naive_utc(q.start)
-        if q.window is None:
-            bucket = "CAST(? AS TIMESTAMP)"
-        else:
-            micros = int(q.window / timedelta(microseconds=1))
-            bucket = f"time_bucket(INTERVAL ({micros}) MICROSECOND, t.time, CAST(? AS TIMESTAMP))"
+        bucket = _bucket_sql(q.window)
         where, where_params = self._where(meas, q.where)
         groups = "".join(f", s.{_ident(g)} AS {_ident(g)}" for g in q.group_by)
         join = (f"JOIN {_ident('series_' + meas.name)} s USING (series_id)"
