@@ -227,7 +227,10 @@ def test_sigkill_loses_nothing_that_was_appended(tmp_path, policy):
     assert acknowledged >= 300, "the writer never got going"
     with DiskQueue(tmp_path) as q:
         lines = drain(q)
-        assert q.stats().corrupt_segments == 0  # write() of a record is never torn by a kill
+        # Linux may cut a write() short when SIGKILL arrives mid-copy: at most the record
+        # in flight (never acknowledged) is torn, skipped and counted; nothing else.
+        stats = q.stats()
+        assert stats.corrupt_segments <= 1 and stats.dropped.get("corrupt", 0) <= 50
     values = [int(line.split(b"=")[1].split(b" ")[0]) for line in lines[::50]]
     assert values == list(range(len(values)))  # in order, nothing missing in between
     assert len(values) - 1 >= acknowledged  # every append that returned is there
