@@ -1412,6 +1412,8 @@ class DuckDBStore:
         """``_rollup_states``' rows grouped by window and ``group_by``, with ``columns``
         (``agg:field``, `_agg_columns`), in time and label order (as Arrow: labels arrive as
         the strings pandas keeps, not as Python objects)."""
+        if group_by and all(Aggregate(c.split(":", 1)[0]) in _SUMMED for c in columns):
+            return _summed_sets(reads, meas, [tuple(group_by)], columns)[tuple(group_by)]
         aggs = ", ".join(f"{_final_agg(c)} AS {_ident(c)}" for c in columns)
         groups = "".join(f", s.{_ident(g)} AS {_ident(g)}" for g in group_by)
         join = f"JOIN {_ident('series_' + meas.name)} s USING (series_id)" if group_by else ""
