@@ -322,19 +322,19 @@ def _summed_sets(reads: duckdb.DuckDBPyConnection, meas: catalog.Measurement,
         last[inverse] = np.arange(len(inverse))
         take = pa.array(last)
         cols = {name: rows.column(name).take(take) for name in ["time", *one]}
+        total = {c: _totals(values[c], inverse, len(groups)) for c in states}  # once a set
         for c in columns:
             agg, f = c.split(":", 1)
-            n, _ = _totals(values[ru.state_column(f, "n")], inverse, len(groups)) \
-                if agg != Aggregate.SUM else (None, None)
+            n, _ = total.get(ru.state_column(f, "n"), (None, None))
             if agg == Aggregate.COUNT:
                 cols[c] = pa.array(n.astype(np.int64))
                 continue
-            sums, some = _totals(values[ru.state_column(f, "sum")], inverse, len(groups))
+            sums, some = total[ru.state_column(f, "sum")]
             if agg == Aggregate.SUM:
                 cols[c] = pa.array(sums, mask=~some)
-            else:
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    cols[c] = pa.array(sums / n, mask=~some | (n == 0))
+                continue
+            with np.errstate(divide="ignore", invalid="ignore"):
+                cols[c] = pa.array(sums / n, mask=~some | (n == 0))
         out[tuple(one)] = pa.table(cols)
     return out
 
