@@ -14,18 +14,26 @@ user runs them (a subprocess each, Python's start-up included), aims 10 s and 2 
 in the same run: the year's utilization per site the naive way, every rollup row of the
 year read into pandas and grouped there.
 
-Where the month's time goes (issue 19): about 1.2 s of start-up, most of it pandas, DuckDB
-and pyarrow (a CSV report no longer imports Jinja2, the simulator or the pipelines it does
-not run); one scan of June's 3 M rollup rows into 387,000 per-series states; the report's
-four label sets over them (site; site and device; site and namespace; site, namespace, pod
-and device), now one GROUPING SETS statement asked ahead (`utilization.read_ahead`), not
-four joins and sorts; then pandas (PUE per meter, the 58 rows). Measured 6 December 2026
-on the 2-core machine under a load of 9 to 11 (other sessions' runs), interleaved with the
-code before, 5 rounds, user + sys CPU of the whole process, least: 3.74 s before, 2.81 s
-after (-25%); wall, least: 5.4 s before, 4.4 s after; quiet, the month was 2.8 s before,
-so about 2.1 s is to be expected: the 2 s aim is not shown met. Every run compiled no
-module (``PYTHONDONTWRITEBYTECODE`` unset, bytecode cached): with it set, as this sandbox
-sets it, each run also compiles some 50 modules, 0.2 s more.
+Where the month's time goes (issue 19): start-up (Python and the imports: pandas, pyarrow,
+DuckDB, numpy, Typer, pydantic; a CSV report imports no Jinja2, simulator, pipelines it does
+not run, nor the demo's progress bar); one scan of June's 3 M rollup rows into 387,000
+per-series states; the report's four label sets over them (site; site and device; site and
+namespace; site, namespace, pod and device), asked ahead (`utilization.read_ahead`): DuckDB
+joins the states with their labels once and numpy sums each set from the labels' ranks, in
+label order (`store._duckdb._summed_sets`; the GROUPING SETS statement with its ORDER BY of
+every row's label strings cost twice as much); the meters' last, highest and count from one
+scan (`pue._counter_buckets`); table look-ups from DuckDB's own catalogue functions; then
+pandas (PUE per meter, the 58 rows). Measured 6 December 2026, 09:45 to 09:57 UTC, on the
+2-core machine under a load of 4 to 6 (another session's tests), against the code before
+(main a2fec55) on the same store, CSV within 1e-14 relative (two runs of one code differ as
+much: DuckDB's parallel sums), HTML identical: instructions of the whole process
+(``valgrind --tool=callgrind``) 9.68 G before, 7.59 G after (-22%); user + sys CPU,
+interleaved, least of 6 rounds: 3.05 s before, 2.82 s after (every round lower, by 0.3 s on
+average; an earlier run that morning: 2.91 s before, 2.43 s after); wall under that
+load 4.1 s both.
+Quiet, the month was 2.3 s in this bench before; the 2 s aim is not shown met. Every run
+compiled no module (``PYTHONDONTWRITEBYTECODE`` unset, bytecode cached): with it set, as
+this sandbox sets it, each run also compiles some 50 modules, 0.2 s more.
 """
 
 from __future__ import annotations

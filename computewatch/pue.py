@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 
 from computewatch.i18n import N_
-from computewatch.store import Aggregate, Query, resolution
+from computewatch.store import Aggregate, Query, query_many, resolution
 
 if TYPE_CHECKING:  # annotations only: the agent's PUE collector needs none of them
     from computewatch.findings import Period
@@ -483,18 +483,18 @@ _READING_COLUMNS = ["time", *_PLACE, "joules", "peak", "watts"]
 def _counter_buckets(store: Store, start: datetime, end: datetime, where: Mapping,
                      bucket: timedelta) -> pd.DataFrame:
     """Each counter's last, highest and number of readings per ``bucket``, stamped at the
-    bucket's end (columns as `meter_readings` returns them, plus ``count``)."""
-    def query(agg: Aggregate) -> pd.DataFrame:
-        return store.query(Query("facility_power", ("joules_total",), start, end, where=where,
-                                 group_by=_PLACE, window=bucket, agg=agg))
-
-    last = query(Aggregate.LAST)
+    bucket's end (columns as `meter_readings` returns them, plus ``count``): three
+    aggregates asked together, so a store answers them from one scan (`query_many`)."""
+    last, peak, count = query_many(store, [
+        Query("facility_power", ("joules_total",), start, end, where=where, group_by=_PLACE,
+              window=bucket, agg=agg) for agg in (Aggregate.LAST, Aggregate.MAX,
+                                                  Aggregate.COUNT)])
     last = last[last.joules_total.notna()]
     if last.empty:
         return pd.DataFrame(columns=[*_READING_COLUMNS, "count"])
     out = last.rename(columns={"joules_total": "joules"})
-    for agg, name in ((Aggregate.MAX, "peak"), (Aggregate.COUNT, "count")):
-        out = out.merge(query(agg).rename(columns={"joules_total": name}),
+    for answer, name in ((peak, "peak"), (count, "count")):
+        out = out.merge(answer.rename(columns={"joules_total": name}),
                         on=["time", *_PLACE], how="left")
     return out.assign(time=out.time + bucket, watts=np.nan)[[*_READING_COLUMNS, "count"]]
 

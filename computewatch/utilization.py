@@ -363,11 +363,8 @@ def _levels(sites: pd.DataFrame, definition: Definition,
     for k, level in enumerate(LEVELS[1:]):
         members = pd.Series([p[k] for p in place.values()]).value_counts()
         d = sites[sites[level] != ""].assign(vw=lambda x: x.value * x.weight)
-        g = d.groupby(["time", level])
-        agg = pd.DataFrame({"vw": g.vw.sum(), "weight": g.weight.sum(),
-                            "accelerators": g.accelerators.sum(),
-                            "idle_hours": g.idle_hours.sum(),
-                            "completeness": g.completeness.sum()}).reset_index()
+        agg = d.groupby(["time", level])[  # one grouping for the five sums
+            ["vw", "weight", "accelerators", "idle_hours", "completeness"]].sum().reset_index()
         agg["value"] = agg.vw / agg.weight
         agg["completeness"] = agg.completeness / agg[level].map(members).astype(float)
         out[level] = agg.rename(columns={level: "subject"})[WINDOW_COLUMNS]

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from computewatch.cli._common import (
     DEFAULT_STORE,
@@ -94,6 +93,14 @@ def demo(
                 value=raw_hours))
         hours = 24 * days
     _check_size(sites, accelerators, hours, topo.accelerator_count)
+    from rich.progress import (  # here, not at import: only the demo draws a bar
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     st = open_store(store)
     console = err_console()
     try:
