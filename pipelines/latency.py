@@ -277,33 +277,42 @@ def _burn(running: tuple[np.ndarray, ...], window: timedelta, lookback: timedelt
     """(burn rate, evaluated) at each window over the ``lookback`` ending with it: bad
     probes / probes / the allowed share (``running``: `_running` of the SLO)."""
     k = window_count(lookback, window)
-    n_bad, n_all, n_win = (_lagged(c, k) for c in running)
+    bad, total, windows = running
+    evaluated = _lagged(windows, k) >= max(MIN_LOOKBACK_COVERAGE * k, 1)
+    rate = _lagged(bad, k)  # in place from here: links x windows arrays, the pipeline's peak
     with np.errstate(invalid="ignore", divide="ignore"):
-        rate = n_bad / n_all / allowed
-    return np.nan_to_num(rate), n_win >= max(MIN_LOOKBACK_COVERAGE * k, 1)
+        np.divide(rate, _lagged(total, k), out=rate)
+        np.divide(rate, allowed, out=rate)
+    return np.nan_to_num(rate, copy=False), evaluated
 
 
 def _alerts(links: _Links, loss_limit: float) -> dict[str, np.ndarray]:
     """Per window: the multiwindow alerts firing (either SLO), and the long windows' burn
-    rates of each SLO (``latency_fast``, ``loss_slow``, ...)."""
+    rates of each SLO (``latency_fast``, ``loss_slow``, ...). One SLO at a time: its
+    running sums (links x windows, three of them) are made once for its four look-backs
+    and dropped before the next SLO's are made."""
     grid, window = links.grid, links.grid.window
     sent = grid["samples"]
     scored = np.where(np.isnan(links.over), np.nan, sent)  # windows judged against this budget
-    slos = {slo: (_running(bad, total), allowed) for slo, (bad, total, allowed) in {
-        "latency": (scored - grid["replies_within_budget"], scored, 1.0 - P95),
-        "loss": (sent * grid["loss_ratio"], sent, loss_limit)}.items() if allowed > 0}
+    slos = {"latency": (lambda: (scored - grid["replies_within_budget"], scored), 1.0 - P95),
+            "loss": (lambda: (sent * grid["loss_ratio"], sent), loss_limit)}
     tol = 1 - 1e-9  # so a bad share of exactly 14.4 x the allowance meets 14.4 despite floats
-    out: dict[str, np.ndarray] = {}
-    for name, long, short, threshold in (("fast", FAST_LOOKBACK, FAST_SHORT, FAST_BURN),
-                                         ("slow", SLOW_LOOKBACK, SLOW_SHORT, SLOW_BURN)):
-        firing = np.zeros(sent.shape, dtype=bool)
-        for slo, (running, allowed) in slos.items():
+    speeds = (("fast", FAST_LOOKBACK, FAST_SHORT, FAST_BURN),
+              ("slow", SLOW_LOOKBACK, SLOW_SHORT, SLOW_BURN))
+    firing = {name: np.zeros(sent.shape, dtype=bool) for name, *_ in speeds}
+    rates: dict[str, np.ndarray] = {}
+    for slo, (counts, allowed) in slos.items():
+        if allowed <= 0:
+            continue
+        running = _running(*counts())
+        for name, long, short, threshold in speeds:
             rate, ok = _burn(running, window, long, allowed)
             short_rate, short_ok = _burn(running, window, short, allowed)
-            firing |= ok & short_ok & (rate >= threshold * tol) & (short_rate >= threshold * tol)
-            out[f"{slo}_{name}"] = rate
-        out[name] = firing
-    return out
+            firing[name] |= ok & short_ok & (rate >= threshold * tol) & (
+                short_rate >= threshold * tol)
+            rates[f"{slo}_{name}"] = rate
+        del running
+    return {**rates, **firing}
 
 
 # --- the per-minute percentiles of one incident, merged ---------------------------------------
