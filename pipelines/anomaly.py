@@ -372,16 +372,18 @@ def _judge_trailing(times: pd.DatetimeIndex, x: np.ndarray, judged: np.ndarray, 
     suspect = np.zeros(n, dtype=bool)
     spans: list[tuple[pd.Timestamp, pd.Timestamp, int]] = [(times[0], times[0], 0)] * n
     hours = _local_hours(times)
+    ns, back = times.as_unit("ns").asi8, pd.Timedelta(lookback).value  # integers: no boxing
     for j in np.flatnonzero(judged):
-        ok = (times < times[j]) & (times >= times[j] - lookback) & ~suspect
-        if ok.sum() < MIN_BASELINE_WINDOWS:
+        ok = (ns < ns[j]) & (ns >= ns[j] - back) & ~suspect
+        rows = np.flatnonzero(ok)
+        if len(rows) < MIN_BASELINE_WINDOWS:
             continue
         median, scale = _scale(x[ok], cards, _hour_seen(hours, ok, j))
         z[j] = np.nan_to_num((x[j] - median) / scale, nan=0.0)
         medians[j], scored[j] = median, True
         flagged[j] = np.abs(z[j]).max() >= Z_FLAG
         suspect[j] = np.abs(z[j]).max() >= Z_MOVED
-        spans[j] = (times[ok][0], times[ok][-1], int(ok.sum()))
+        spans[j] = (times[rows[0]], times[rows[-1]], len(rows))
     return z, medians, flagged, scored, spans
 
 
