@@ -15,8 +15,9 @@ precision, `computewatch.sim.scoring`), outside the timed part.
 To time only the pipelines on a store already built (``var/bench/pipelines.duckdb``):
 ``python -m bench.bench_pipelines --child pipelines 24 100000`` prints one JSON line (wall,
 CPU, peak RSS, findings and their scores). Last measured (6 December, under load 5 on the two
-cores, main's child and this code's interleaved, least of 3): 21.4 s CPU against main's 26.2 s,
-1.82 GB peak, the same 256 findings; see README "Performance" for where the time goes.
+cores, this child and the one of the code before, a2fec55, interleaved, least of 3): 21.4 s
+CPU against 26.2 s, 1.82 GB peak, the same 256 findings; see README "Performance" for where
+the time goes.
 """
 
 from __future__ import annotations
