@@ -147,10 +147,15 @@ class PairWindows:
         return self.values[field]
 
 
-def _combine(key: np.ndarray, values: np.ndarray, size: int, agg: Aggregate) -> np.ndarray:
+def _combine(key: np.ndarray, values: np.ndarray, size: int, agg: Aggregate, *,
+             distinct: bool = False) -> np.ndarray:
     """Values sharing a grid cell (``key``) combined by ``agg``; NaN in cells without one.
-    Most cells hold one series (one direction, one probe kind): those are placed directly."""
+    Most cells hold one series (one direction, one probe kind): those are placed directly,
+    as all are when the caller knows the keys ``distinct`` (checked once for all fields)."""
     out = np.full(size, np.nan)
+    if distinct:
+        out[key] = values
+        return out
     ok = ~np.isnan(values)
     key, values = key[ok], values[ok]
     count = np.bincount(key, minlength=size)
@@ -168,21 +173,106 @@ def _combine(key: np.ndarray, values: np.ndarray, size: int, agg: Aggregate) -> 
 
 
 
-def pair_windows(store: Store, start: datetime, end: datetime, window: timedelta,
-                 queries: dict[Aggregate, tuple[str, ...]]) -> PairWindows | None:
-    """One windowed query per aggregate (fields of ``link_latency``; one scan where the
-    store shares it, `query_many`), grouped by series and pooled into unordered pairs: sums
-    add, minima and maxima take the extreme, means the mean of the series. None when the
-    store holds no link data in [start, end)."""
-    frames = {}
+_Rows = tuple[np.ndarray, np.ndarray, pd.DataFrame, dict[str, np.ndarray]]
+"""One aggregate's answer per direction (a `LINK_LABELS` label set) and window: each row's
+window number from the grid's start and its direction's number, the directions' pairs
+(`PAIR_COLUMNS`, numbered so), and each field's values per row."""
+
+
+def _by_labels(store: Store, start: datetime, end: datetime, window: timedelta,
+               queries: dict[Aggregate, tuple[str, ...]]) -> dict[Aggregate, _Rows]:
+    """The rows asked of the store grouped by `LINK_LABELS` (one scan where the store shares
+    it, `query_many`); label strings are read per row, then numbered per direction."""
     asked = [Query("link_latency", fields, start, end, group_by=LINK_LABELS, window=window,
                    agg=agg) for agg, fields in queries.items()]
-    for agg, got in zip(queries, query_many(store, asked), strict=True):  # one scan
+    rows = {}
+    for agg, got in zip(queries, query_many(store, asked), strict=True):
         if len(got):
-            frames[agg] = (got, *_series_pairs(got))
+            cols = ((got.time - pd.Timestamp(start)) // pd.Timedelta(window)).to_numpy(
+                dtype=np.int64)
+            direction, pairs = _series_pairs(got)
+            rows[agg] = (cols, direction, pairs,
+                         {f: got[f].to_numpy(dtype=float) for f in queries[agg]})
+    return rows
+
+
+def _per_series(store: Store, start: datetime, end: datetime, window: timedelta,
+                queries: dict[Aggregate, tuple[str, ...]]) -> dict[Aggregate, _Rows] | None:
+    """The same rows from the store's per-series read (`DuckDBStore.series_ids`,
+    `series_windows`): series are mapped to their direction once, on the series index, and
+    their rows pooled per direction and window here, as the grouped query does (sums add,
+    minima and maxima take the extreme, a mean is its direction's sum over its count), so no
+    label string is read per row. None where the store cannot (no per-series read, a range
+    that reaches rollups, a series the index read did not hold): ask `_by_labels`."""
+    ids = getattr(store, "series_ids", None)
+    per_series = getattr(store, "series_windows", None)
+    if ids is None or per_series is None:
+        return None
+    asked, first = [], {}  # a mean is asked as a sum and a count
+    for agg, fields in queries.items():
+        first[agg] = len(asked)
+        for one in ((Aggregate.SUM, Aggregate.COUNT) if agg is Aggregate.MEAN else (agg,)):
+            asked.append(Query("link_latency", fields, start, end, window=window, agg=one))
+    got = per_series(asked)
+    if got is None:
+        return None
+    if not len(got["time"]):
+        return {}
+    labels, series_ids = ids("link_latency")
+    series = pd.Index(series_ids).get_indexer(got["series_id"])
+    if (series < 0).any():
+        return None
+    of_series, pairs = _series_pairs(labels.reset_index(drop=True))
+    # Only directions with data, numbered in the index's order (as the grouped read's are).
+    used = np.zeros(len(labels), dtype=bool)
+    used[series] = True
+    has = np.zeros(len(pairs), dtype=bool)
+    has[of_series[used]] = True
+    number = np.cumsum(has) - 1
+    direction = number[of_series[series]]
+    pairs = pairs[has].reset_index(drop=True)
+    step = window // timedelta(microseconds=1) * 1000
+    cols = (got["time"] - pd.Timestamp(start).as_unit("ns").value) // step
+    alone = np.bincount(of_series[used]).max() <= 1  # one series a direction: rows are cells
+    if alone:
+        cell, size = np.arange(len(cols)), len(cols)
+    else:
+        width = int(cols.max()) + 1
+        cells, cell = np.unique(direction * width + cols, return_inverse=True)
+        size, cols, direction = len(cells), cells % width, cells // width
+
+    def pooled(name: str, agg: Aggregate) -> np.ndarray:
+        v = got[name].astype(float)
+        return v if alone else _combine(cell, v, size, agg)
+
+    rows: dict[Aggregate, _Rows] = {}
+    for agg, fields in queries.items():
+        k = first[agg]
+        if agg is Aggregate.MEAN:
+            values = {}
+            for f in fields:
+                total, n = pooled(f"{k}:{f}", Aggregate.SUM), pooled(f"{k + 1}:{f}", Aggregate.SUM)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    values[f] = np.where(n > 0, total / n, np.nan)
+        else:
+            values = {f: pooled(f"{k}:{f}", agg) for f in fields}
+        rows[agg] = (cols, direction, pairs, values)
+    return rows
+
+
+def pair_windows(store: Store, start: datetime, end: datetime, window: timedelta,
+                 queries: dict[Aggregate, tuple[str, ...]]) -> PairWindows | None:
+    """The windowed aggregates ``queries`` asks (fields of ``link_latency``), per direction
+    (`LINK_LABELS`: probe kinds pooled as the store pools a group) and window, in one scan,
+    then pooled into unordered pairs: sums add, minima and maxima take the extreme, means
+    the mean of the directions' means. None when the store holds no link data in
+    [start, end)."""
+    frames = _per_series(store, start, end, window, queries)
+    if frames is None:
+        frames = _by_labels(store, start, end, window, queries)
     if not frames:
         return None
-    labels = (pd.concat([pairs for _, _, pairs in frames.values()])
+    labels = (pd.concat([pairs for _, _, pairs, _ in frames.values()])
               .drop_duplicates("pair").sort_values("pair").reset_index(drop=True))
     width = window_count(end - start, window)
     index = pd.Index(labels.pair)
@@ -192,15 +282,14 @@ def pair_windows(store: Store, start: datetime, end: datetime, window: timedelta
         if agg not in frames:
             values.update({f: np.full(shape, np.nan) for f in fields})
             continue
-        frame, row_series, pairs = frames[agg]
-        rows = index.get_indexer(pairs.pair)[row_series]
-        cols = ((frame.time - pd.Timestamp(start)) // pd.Timedelta(window)).to_numpy(
-            dtype=np.int64)
+        cols, direction, pairs, got = frames[agg]
+        rows = index.get_indexer(pairs.pair)[direction]
         inside = (cols >= 0) & (cols < width) & (rows >= 0)
         key = rows[inside] * width + cols[inside]
+        distinct = np.bincount(key, minlength=shape[0] * width).max(initial=0) <= 1
         for f in fields:
-            v = frame[f].to_numpy(dtype=float)[inside]
-            values[f] = _combine(key, v, shape[0] * width, agg).reshape(shape)
+            values[f] = _combine(key, got[f][inside], shape[0] * width, agg,
+                                 distinct=distinct).reshape(shape)
     return PairWindows(labels, start, window, values)
 
 

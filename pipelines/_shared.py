@@ -182,7 +182,7 @@ class SharedScan:
             columns[f"{f}:n"] = np.nan_to_num(parts[f"{f}:n"].astype(float)).astype(np.int32)
         for f in _LEAST:
             columns[f"{f}:min"] = parts[f"{f}:min"].astype(float)
-        self._base = pd.DataFrame(columns)
+        self._base = pd.DataFrame(columns, copy=False)  # fresh arrays: kept, not stacked
         self._labels = labels
         self._columns = set(labels.columns)
         self._usable = True

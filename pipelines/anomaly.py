@@ -294,19 +294,30 @@ def _accelerators(store: Store, span: Period) -> pd.Series:
 
 def _column_quartiles(base: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Median, 75th and 25th percentile of each column's non-NaN values (NaN for a column
-    without any: no link, no PUE). The same numbers as ``nanmedian`` and ``nanpercentile``
-    over axis 0, which strip the NaNs of each column and call these; a column at a time
-    costs a third less than their masked and per-axis machinery, and this runs for every
-    judged window of every site."""
-    k = base.shape[1]
-    median, q75, q25 = np.full(k, np.nan), np.full(k, np.nan), np.full(k, np.nan)
-    for c in range(k):
-        values = base[:, c]
-        values = values[~np.isnan(values)]
-        if values.size:
-            median[c] = np.median(values)
-            q75[c], q25[c] = np.percentile(values, [75, 25])
-    return median, q75, q25
+    without any: no link, no PUE). The same numbers as ``np.median`` and ``np.percentile``
+    (linear) of each column's values, by their formulas (the middle value, or the two
+    middle ones added and halved; ``(n - 1) q`` between two neighbours, interpolated from
+    the nearer one), on all columns at once: one sort instead of three calls a column,
+    which cost most of the anomaly pipeline's time, as this runs for every judged window
+    of every site."""
+    ordered = np.sort(base, axis=0)  # NaN last
+    n = np.maximum((~np.isnan(base)).sum(axis=0), 1)
+    cols = np.arange(base.shape[1])
+    hi = n // 2
+    middle = ordered[hi, cols]
+    median = np.where(n % 2 == 1, middle, (ordered[np.maximum(hi - 1, 0), cols] + middle) / 2)
+
+    def percentile(q: float) -> np.ndarray:
+        at = (n - 1) * q
+        below = np.floor(at)
+        top = at >= n - 1
+        i = np.where(top, n - 1, below.astype(np.intp))
+        a, b = ordered[i, cols], ordered[np.where(top, n - 1, i + 1), cols]
+        t = at - below
+        step = b - a
+        return np.where(t >= 0.5, b - step * (1 - t), a + step * t)
+
+    return median, percentile(0.75), percentile(0.25)
 
 
 def _scale(base: np.ndarray, cards: float, hour_seen: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -361,16 +372,18 @@ def _judge_trailing(times: pd.DatetimeIndex, x: np.ndarray, judged: np.ndarray, 
     suspect = np.zeros(n, dtype=bool)
     spans: list[tuple[pd.Timestamp, pd.Timestamp, int]] = [(times[0], times[0], 0)] * n
     hours = _local_hours(times)
+    ns, back = times.as_unit("ns").asi8, pd.Timedelta(lookback).value  # integers: no boxing
     for j in np.flatnonzero(judged):
-        ok = (times < times[j]) & (times >= times[j] - lookback) & ~suspect
-        if ok.sum() < MIN_BASELINE_WINDOWS:
+        ok = (ns < ns[j]) & (ns >= ns[j] - back) & ~suspect
+        rows = np.flatnonzero(ok)
+        if len(rows) < MIN_BASELINE_WINDOWS:
             continue
         median, scale = _scale(x[ok], cards, _hour_seen(hours, ok, j))
         z[j] = np.nan_to_num((x[j] - median) / scale, nan=0.0)
         medians[j], scored[j] = median, True
         flagged[j] = np.abs(z[j]).max() >= Z_FLAG
         suspect[j] = np.abs(z[j]).max() >= Z_MOVED
-        spans[j] = (times[ok][0], times[ok][-1], int(ok.sum()))
+        spans[j] = (times[rows[0]], times[rows[-1]], len(rows))
     return z, medians, flagged, scored, spans
 
 

@@ -228,13 +228,19 @@ def _fiber(grid: PairWindows, topology: Topology | None) -> np.ndarray:
 
 
 def _trailing(x: np.ndarray, k: int) -> np.ndarray:
-    """Sum over the last ``k`` windows up to and including each window, per row: the
-    running sum less the running sum ``k`` windows before (slices, not a gather of
-    columns: a month of links' windows is millions of cells, and this runs 26 times)."""
-    c = np.cumsum(x, axis=1)
-    out = c.copy()
-    if k < x.shape[1]:
-        out[:, k:] -= c[:, :x.shape[1] - k]
+    """Sum over the last ``k`` windows up to and including each window, per row."""
+    return _lagged(np.cumsum(x, axis=1), k)
+
+
+def _lagged(c: np.ndarray, k: int) -> np.ndarray:
+    """From running sums ``c`` (per row), the sums over the last ``k`` windows: the running
+    sum less the running sum ``k`` windows before (slices, not a gather of columns: a month
+    of links' windows is millions of cells)."""
+    if k >= c.shape[1]:
+        return c.copy()
+    out = np.empty_like(c)
+    out[:, :k] = c[:, :k]
+    np.subtract(c[:, k:], c[:, :c.shape[1] - k], out=out[:, k:])
     return out
 
 
@@ -258,42 +264,55 @@ def _episodes(flag: np.ndarray, bridged: int = BRIDGED_WINDOWS) -> list[tuple[in
 
 # --- burn rates ---------------------------------------------------------------------------
 
-def _burn(bad: np.ndarray, total: np.ndarray, window: timedelta, lookback: timedelta,
+def _running(bad: np.ndarray, total: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Running sums per row of an SLO's bad probes, probes and windows with probes: what
+    every look-back's burn rate (`_burn`) is taken from, summed once for all four."""
+    has = ~np.isnan(total) & ~np.isnan(bad) & (np.nan_to_num(total) > 0)
+    return tuple(np.cumsum(x, axis=1) for x in (np.where(has, bad, 0.0),
+                                                np.where(has, total, 0.0), has.astype(float)))
+
+
+def _burn(running: tuple[np.ndarray, ...], window: timedelta, lookback: timedelta,
           allowed: float) -> tuple[np.ndarray, np.ndarray]:
     """(burn rate, evaluated) at each window over the ``lookback`` ending with it: bad
-    probes / probes / the allowed share."""
+    probes / probes / the allowed share (``running``: `_running` of the SLO)."""
     k = window_count(lookback, window)
-    has = ~np.isnan(total) & ~np.isnan(bad) & (np.nan_to_num(total) > 0)
-    n_bad = _trailing(np.where(has, bad, 0.0), k)
-    n_all = _trailing(np.where(has, total, 0.0), k)
-    n_win = _trailing(has.astype(float), k)
+    bad, total, windows = running
+    evaluated = _lagged(windows, k) >= max(MIN_LOOKBACK_COVERAGE * k, 1)
+    rate = _lagged(bad, k)  # in place from here: links x windows arrays, the pipeline's peak
     with np.errstate(invalid="ignore", divide="ignore"):
-        rate = n_bad / n_all / allowed
-    return np.nan_to_num(rate), n_win >= max(MIN_LOOKBACK_COVERAGE * k, 1)
+        np.divide(rate, _lagged(total, k), out=rate)
+        np.divide(rate, allowed, out=rate)
+    return np.nan_to_num(rate, copy=False), evaluated
 
 
 def _alerts(links: _Links, loss_limit: float) -> dict[str, np.ndarray]:
     """Per window: the multiwindow alerts firing (either SLO), and the long windows' burn
-    rates of each SLO (``latency_fast``, ``loss_slow``, ...)."""
+    rates of each SLO (``latency_fast``, ``loss_slow``, ...). One SLO at a time: its
+    running sums (links x windows, three of them) are made once for its four look-backs
+    and dropped before the next SLO's are made."""
     grid, window = links.grid, links.grid.window
     sent = grid["samples"]
     scored = np.where(np.isnan(links.over), np.nan, sent)  # windows judged against this budget
-    slos = {"latency": (scored - grid["replies_within_budget"], scored, 1.0 - P95),
-            "loss": (sent * grid["loss_ratio"], sent, loss_limit)}
+    slos = {"latency": (lambda: (scored - grid["replies_within_budget"], scored), 1.0 - P95),
+            "loss": (lambda: (sent * grid["loss_ratio"], sent), loss_limit)}
     tol = 1 - 1e-9  # so a bad share of exactly 14.4 x the allowance meets 14.4 despite floats
-    out: dict[str, np.ndarray] = {}
-    for name, long, short, threshold in (("fast", FAST_LOOKBACK, FAST_SHORT, FAST_BURN),
-                                         ("slow", SLOW_LOOKBACK, SLOW_SHORT, SLOW_BURN)):
-        firing = np.zeros(sent.shape, dtype=bool)
-        for slo, (bad, total, allowed) in slos.items():
-            if allowed <= 0:
-                continue
-            rate, ok = _burn(bad, total, window, long, allowed)
-            short_rate, short_ok = _burn(bad, total, window, short, allowed)
-            firing |= ok & short_ok & (rate >= threshold * tol) & (short_rate >= threshold * tol)
-            out[f"{slo}_{name}"] = rate
-        out[name] = firing
-    return out
+    speeds = (("fast", FAST_LOOKBACK, FAST_SHORT, FAST_BURN),
+              ("slow", SLOW_LOOKBACK, SLOW_SHORT, SLOW_BURN))
+    firing = {name: np.zeros(sent.shape, dtype=bool) for name, *_ in speeds}
+    rates: dict[str, np.ndarray] = {}
+    for slo, (counts, allowed) in slos.items():
+        if allowed <= 0:
+            continue
+        running = _running(*counts())
+        for name, long, short, threshold in speeds:
+            rate, ok = _burn(running, window, long, allowed)
+            short_rate, short_ok = _burn(running, window, short, allowed)
+            firing[name] |= ok & short_ok & (rate >= threshold * tol) & (
+                short_rate >= threshold * tol)
+            rates[f"{slo}_{name}"] = rate
+        del running
+    return {**rates, **firing}
 
 
 # --- the per-minute percentiles of one incident, merged ---------------------------------------

@@ -8,12 +8,12 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
-from link_frames import BUDGET, T0, minutes
+from link_frames import BUDGET, T0, W, minutes
 
-from computewatch.compliance import COMPLIANCE_COLUMNS, window_compliance
+from computewatch.compliance import COMPLIANCE_COLUMNS, pair_windows, window_compliance
 from computewatch.findings import Period
 from computewatch.policy import load_policy
-from computewatch.store import DuckDBStore
+from computewatch.store import Aggregate, DuckDBStore
 
 TWO_HOURS = Period(T0, T0 + timedelta(hours=2))
 POLICY = load_policy()
@@ -82,3 +82,58 @@ def test_an_unknown_tier_is_not_scored_and_an_empty_store_has_no_rows(store):
     got = compliance(store, frame)
     assert np.isnan(got.loc[("x1", "x2")].budget_s)
     assert got.loc[("x1", "x2")].windows_with_data == 0
+
+
+class LabelsOnly:
+    """The store without its per-series read (`series_ids`, `series_windows`), as a server
+    store is: `pair_windows` asks it grouped by the link labels. Notes which reads ran."""
+
+    def __init__(self, store: DuckDBStore, per_series: bool) -> None:
+        self._store, self.url, self.per_series, self.asked = store, store.url, per_series, []
+
+    def __getattr__(self, name: str):
+        if name in ("series_ids", "series_windows"):
+            if not self.per_series:
+                raise AttributeError(name)
+            self.asked.append(name)
+        return getattr(self._store, name)
+
+    def query_many(self, queries):
+        self.asked.append("query_many")
+        return self._store.query_many(queries)
+
+
+@pytest.mark.parametrize("per_series", [True, False], ids=["per-series", "by-labels"])
+def test_pair_windows_pools_probe_kinds_per_direction_then_directions(store, per_series):
+    # a -> b: udp every minute at loss 1%, tcp in one minute of the first window only, at
+    # 3%; b -> a: udp at 5%. A direction's mean is over its minutes (the store's grouped
+    # mean): (5 x 1% + 3%) / 6; the link's is the mean of its two directions'.
+    tcp = minutes("a", "b", "national", [54, None], loss=0.03, rtt_min=0.001, probe="tcp")
+    store.write("link_latency", minutes("a", "b", "national", [60, 60], loss=0.01))
+    store.write("link_latency", tcp.iloc[:1])
+    store.write("link_latency", minutes("b", "a", "national", [57, 57], loss=0.05,
+                                        rtt_min=0.002))
+    asked = LabelsOnly(store, per_series)
+    grid = pair_windows(asked, T0, T0 + 2 * W, W, {
+        Aggregate.SUM: ("samples", "replies_within_budget"),
+        Aggregate.MEAN: ("loss_ratio",),
+        Aggregate.MIN: ("rtt_min_seconds",),
+        Aggregate.MAX: ("budget_seconds",)})
+    assert list(grid.links.pair) == ["a|b"]
+    assert grid.width == 2
+    np.testing.assert_array_equal(grid["samples"], [[11 * 60, 10 * 60]])
+    np.testing.assert_array_equal(grid["replies_within_budget"],
+                                  [[5 * 60 + 54 + 5 * 57, 5 * 60 + 5 * 57]])
+    np.testing.assert_allclose(grid["loss_ratio"],
+                               [[((5 * 0.01 + 0.03) / 6 + 0.05) / 2, (0.01 + 0.05) / 2]],
+                               rtol=1e-12)
+    np.testing.assert_array_equal(grid["rtt_min_seconds"], [[0.001, 0.002]])
+    np.testing.assert_array_equal(grid["budget_seconds"], [[BUDGET["national"]] * 2])
+    assert asked.asked == (["series_ids", "series_windows"] if per_series else ["query_many"])
+
+
+def test_pair_windows_of_an_empty_range_is_none(store):
+    store.write("link_latency", minutes("a", "b", "metro", [60]))
+    assert pair_windows(store, T0 + W, T0 + 3 * W, W, {Aggregate.SUM: ("samples",)}) is None
+    assert pair_windows(LabelsOnly(store, False), T0 + W, T0 + 3 * W, W,
+                        {Aggregate.SUM: ("samples",)}) is None

@@ -278,3 +278,26 @@ def test_site_anomaly_precision_against_the_truth(simulated, policy, record_prop
     record_property("site_anomaly_findings", len(judged))
     assert judged  # the run before the faults finds the cooling fault at least
     assert precision >= 0.9
+
+
+def test_column_quartiles_by_hand_and_as_numpy_gives_them():
+    # Column 0: 1, 3, 2, 10 -> sorted 1 2 3 10: median (2 + 3) / 2; the 75th percentile at
+    # 3 x 0.75 = 2.25, between 3 and 10: 3 + 7 x 0.25; the 25th at 0.75, between 1 and 2.
+    # Column 1 has no value; column 2 one.
+    nan = np.nan
+    base = np.array([[1.0, nan, 5.0], [3.0, nan, nan], [2.0, nan, nan], [10.0, nan, nan]])
+    median, q75, q25 = anomaly._column_quartiles(base)
+    np.testing.assert_array_equal(median, [2.5, nan, 5.0])
+    np.testing.assert_array_equal(q75, [4.75, nan, 5.0])
+    np.testing.assert_array_equal(q25, [1.75, nan, 5.0])
+    # Bitwise what np.median and np.percentile give each column's values, ties included.
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        base = np.round(rng.normal(size=(int(rng.integers(1, 30)), 6)), 1)
+        base[rng.random(base.shape) < 0.4] = nan
+        got = anomaly._column_quartiles(base)
+        for c in range(base.shape[1]):
+            values = base[:, c][~np.isnan(base[:, c])]
+            want = ([np.median(values), *np.percentile(values, [75, 25])] if values.size
+                    else [nan] * 3)
+            np.testing.assert_array_equal([g[c] for g in got], want)
