@@ -23,7 +23,23 @@ timed with ``gc.callbacks`` under load, 0.55 ms a cycle against 0.09 ms). On the
 batches alone, fresh copies each cycle, old and new steps interleaved in one process (least
 of 7, load 6): +0.67 ms before, +0.53 ms after; in the whole agent (least of 8, load 5 to 8)
 +1.06 and +1.02 ms, not told apart. What remains is one new `Sample` per sample of a held
-device (566 here): only labels given where the collectors build them would avoid it.
+device (566 here).
+Labels given where the collectors build them were tried and measured (6 December, branch
+``a20-hook``: a hook the agent installs in the NVML and Ascend collectors adds the holder's
+labels to a device's labels, and the relabel step only checks each label set against the
+answer in force, copying what a newer answer changes). The step alone then copies nothing
+(0.68 -> 0.18 ms CPU on the node's batches, least of 3x7 rounds, load 2.5), but the cycle
+is not cheaper: the copies carry the relabel cache's label tuples, the same objects every
+cycle, so the catalogue check's series look-up is an identity compare and the collectors'
+fresh tuples are freed at once, while samples born labelled carry fresh 13-pair tuples
+that the check compares pair by pair and the garbage collector traverses. Instructions
+per cycle (callgrind, deterministic where the machine was loaded): the cycle without the
+agent's threads over 80 cycles, plain 39.2 M, with the copies 45.2 M, with the hook
+46.2 M; the agent's cycle over 20 cycles, plain 41.5 M, copies 44.9 M, hook 45.7 M
+(+-0.6 M between runs). A gain needs label tuples kept across cycles where the collectors
+build them (interning them afterwards costs what it saves): a first try, the NVML
+collector's GPU fields only (each GPU's tuples kept while its labels are unchanged), gave
+plain 38.2 M, copies 42.8 M, hook 41.8 M (one run of 60 cycles, not yet a result).
 The extra RSS is grpcio's, which the issue requires: importing it maps about 6.4 MB of its
 library's code and makes 3.2 MB of Python objects (cygrpc imports asyncio and ssl, grpc
 imports grpc.aio), the protobuf runtime and the stubs 1.3 MB, and the first connection
@@ -33,6 +49,15 @@ touches 3.8 MB more of the library's code. Measured and of no effect on it: chan
 ``MALLOC_ARENA_MAX=2``, ``madvise(MADV_RANDOM)`` on the library; an open channel kept between
 Lists would save ~0.5 ms a List but costs ~1 ms of CPU a second idle (grpc's threads). grpc
 is imported only when the kubelet's socket exists.
+A List's own cost, measured again on 6 December against this bench's kubelet (100 Lists
+10 ms apart, least of 5 rounds, load 2.2): 1.18 ms of CPU through `PodResourcesClient.list`
+(0.08 ms of it system; about 0.2 ms, under cProfile, turns the answer into `Holding`s),
+1.04 ms for the call alone on a new channel, no less with the channel options above
+(1.37 ms), 0.57 ms on a channel kept open; in instructions (callgrind, 40 Lists, grpc's
+threads included) 1.45 M, 0.97 M, 0.96 M and 0.28 M. No lighter channel setup was found.
+In the agent a List every cycle adds 2.7 M instructions a cycle (callgrind, 20 cycles) but
+about 3.4 ms of CPU (quiet run): most of a List's cost there is not its own instructions
+but grpc's threads beside the collectors' (not pinned down).
 
 Baseline in the same run: what Telegraf's nvidia_smi input does each cycle, spawning a
 subprocess that prints a recorded ``nvidia-smi --query-gpu=... --format=csv`` (8 GPUs) and
