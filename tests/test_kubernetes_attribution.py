@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -650,3 +651,30 @@ def test_without_the_socket_grpc_is_not_loaded(sockdir):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60).stdout.split()
     assert out == ["absent", "False", "False"]
+
+
+def test_the_caches_stay_bounded_as_processes_come_and_go(ids, kubelet, sockdir):
+    """Under one steady answer a node's processes come and go for weeks; each pid is a label
+    set of its own, so the relabel cache and the fallback's pid -> pod map must not keep every
+    one a node ever ran, and the labels must stay right after they start again."""
+    from computewatch.collectors.kubernetes import _attribution
+
+    now = datetime(2026, 12, 6, tzinfo=UTC)
+
+    def batch(first: int, n: int = 100) -> list[Sample]:
+        return [Sample("accelerator_process", "used_memory_bytes", float(GIB),
+                       (("device", ids["gpu0"]), ("pid", str(pid)), ("vendor", "nvidia")), now)
+                for pid in range(first, first + n)]
+
+    for socket in (kubelet.socket, sockdir / "absent.sock"):  # the answer, then the fallback
+        attribution = PodAttribution({"node": "n1"}, PodResourcesClient(socket, 2.0),
+                                     proc_root=PROC)
+        attribution.collect()
+        peak = 0
+        for first in range(100_000, 100_000 + 3 * _attribution._CACHE_MAX, 100):
+            out = attribution.relabel(batch(first))
+            peak = max(peak, len(attribution._relabelled), len(attribution._pods))
+            if socket == kubelet.socket:
+                assert {_pod(dict(s.labels)) for s in out} == {("team-a", "train-0", "trainer")}
+        attribution.close()
+        assert peak <= _attribution._CACHE_MAX + 100, (socket, peak)

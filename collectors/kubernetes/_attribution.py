@@ -59,6 +59,11 @@ REASONS = ("absent", "unavailable", "timeout", "unimplemented", "error")
 """``agent.kubelet_errors_total{reason}``, each from the first cycle at 0."""
 
 _Labels = tuple[tuple[str, str], ...]
+_CACHE_MAX = 4096
+"""Label sets (and pids) the caches keep before they start again. A process's series has a
+label set of its own (its pid), so under one steady answer the caches would grow with every
+process a node ever ran; a node has tens to hundreds of label sets a cycle, so starting again
+costs one cycle's look-ups, seldom."""
 _DEVICE_MEASUREMENTS = frozenset({"accelerator", "accelerator_process"})
 _PUT_M, _PUT_F, _PUT_V, _PUT_L, _PUT_T = (
     getattr(Sample, f).__set__ for f in ("measurement", "field", "value", "labels", "time"))
@@ -233,6 +238,7 @@ class PodAttribution:
             samples.append(Sample("accelerator", "allocated", 1.0 if on else 0.0,
                                   s.labels if new is None else new, s.time))
         self._note(seen)
+        self._bound(cache)
         if health:  # a batch of the devices' collector (not one of meters or links)
             self._watch(procs, {device for _, (device, new, _) in health if new is not None},
                         {device for _, (device, _, _) in health})
@@ -271,7 +277,16 @@ class PodAttribution:
                     sorted({**dict(s.labels), "pod_uid": ref.uid}.items()))
             samples[i] = _with_labels(s, new)
         self._note(seen)
+        self._bound(cache)
         return samples
+
+    def _bound(self, cache: dict) -> None:
+        """Start the relabel cache and the pids' pods again once they pass `_CACHE_MAX`."""
+        with self._lock:
+            if len(cache) > _CACHE_MAX and self._relabelled is cache:
+                self._relabelled = {}
+            if len(self._pods) > _CACHE_MAX:
+                self._pods = {}
 
     def _note(self, seen: dict[str, str]) -> None:
         with self._lock:
