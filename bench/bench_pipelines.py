@@ -14,10 +14,11 @@ precision, `computewatch.sim.scoring`), outside the timed part.
 
 To time only the pipelines on a store already built (``var/bench/pipelines.duckdb``):
 ``python -m bench.bench_pipelines --child pipelines 24 100000`` prints one JSON line (wall,
-CPU, peak RSS, findings and their scores). Last measured (6 December, under load 5 on the two
-cores, this child and the one of the code before, a2fec55, interleaved, least of 3): 21.4 s
-CPU against 26.2 s, 1.82 GB peak, the same 256 findings; see README "Performance" for where
-the time goes.
+CPU, peak RSS, findings and their scores). Last measured: the whole bench, quiet (6 December,
+10:12 UTC, load 1.1): 16.3 s wall, 20.0 s CPU, 1.79 GB peak, each pipeline alone 55.8 s;
+under load 5 earlier that day, this child and the one of the code before (a2fec55)
+interleaved, least of 3: 21.4 s CPU against 26.2 s. README "Performance" says where the
+time goes.
 """
 
 from __future__ import annotations

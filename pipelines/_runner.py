@@ -25,7 +25,6 @@ Pipeline = Callable[[Store, Period, Policy, Topology], list[Finding]]
 """A pipeline's entry point: ``run(store, period, policy, topology) -> findings``."""
 
 
-
 class _Registry(Mapping[str, Pipeline]):
     """Pipeline name -> its module's ``run``, read-only; a module is imported when its
     pipeline is first looked up, so a run of some (a report over daily rollups runs none)
