@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import multiprocessing
 import re
 import socket
 import threading
@@ -114,12 +115,14 @@ class Misbehaving(asyncio.DatagramProtocol):
 
 @contextmanager
 def one_loop(*factories: Callable[[], asyncio.DatagramProtocol]) -> Iterator[list[int]]:
-    """Several responders on one `new_responder_loop` in one thread; yields their ports.
-
-    One thread, not one per responder: under CPU pressure, threads of this process would
-    queue for the GIL and their wait would show up in the RTTs."""
-    stop, bound = threading.Event(), threading.Event()
-    ports: list[int] = []
+    """Several responders on one `new_responder_loop` in a forked child process; yields their
+    ports. Not a thread of this process: the prober's thread and the responders' would queue
+    for the GIL (a switch waits up to 5 ms), and that wait would show up in the RTTs; a 0.5 ms
+    responder then missed the 1 ms metro budget at p95 now and then on a quiet 2-core machine.
+    Across a loopback between two processes, as between two sites, it does not."""
+    ctx = multiprocessing.get_context("fork")
+    stop = ctx.Event()
+    ports_in, ports_out = ctx.Pipe(duplex=False)
 
     def main() -> None:
         loop = new_responder_loop()
@@ -128,8 +131,7 @@ def one_loop(*factories: Callable[[], asyncio.DatagramProtocol]) -> Iterator[lis
             transport, _ = loop.run_until_complete(loop.create_datagram_endpoint(
                 factory, local_addr=("127.0.0.1", 0)))
             transports.append(transport)
-            ports.append(transport.get_extra_info("sockname")[1])
-        bound.set()
+        ports_out.send([t.get_extra_info("sockname")[1] for t in transports])
 
         async def until() -> None:
             while not stop.is_set():
@@ -141,14 +143,16 @@ def one_loop(*factories: Callable[[], asyncio.DatagramProtocol]) -> Iterator[lis
         loop.run_until_complete(asyncio.sleep(0))
         loop.close()
 
-    thread = threading.Thread(target=main, daemon=True)
-    thread.start()
-    assert bound.wait(5), "responders did not start"
+    child = ctx.Process(target=main, daemon=True)
+    child.start()
     try:
-        yield ports
+        assert ports_in.poll(5), "responders did not start"
+        yield ports_in.recv()
     finally:
         stop.set()
-        thread.join(5)
+        child.join(5)
+        if child.is_alive():
+            child.kill()
 
 
 def target(dst: str, port: int, tier: str, *, kind: str = "udp", fiber: float = 0.0,
