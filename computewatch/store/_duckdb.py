@@ -287,6 +287,11 @@ _SUMMED = frozenset({Aggregate.SUM, Aggregate.COUNT, Aggregate.MEAN})
 """The aggregates `_summed_sets` finishes with numpy: sums of the states ``n`` and ``sum``."""
 
 
+def _all_summed(columns: Sequence[str]) -> bool:
+    """Whether every ``agg:field`` column is one `_summed_sets` answers."""
+    return all(Aggregate(c.split(":", 1)[0]) in _SUMMED for c in columns)
+
+
 def _summed_sets(reads: duckdb.DuckDBPyConnection, meas: catalog.Measurement,
                  sets: Sequence[tuple[str, ...]], columns: Sequence[str]
                  ) -> dict[tuple[str, ...], pa.Table]:
@@ -1383,7 +1388,7 @@ class DuckDBStore:
         """`_group_states` of every label set in ``sets`` from one statement; each set's
         rows then put in time and label order apart (`_order`: each label ranked once for
         all the sets that have it)."""
-        if all(Aggregate(c.split(":", 1)[0]) in _SUMMED for c in columns):
+        if _all_summed(columns):
             return _summed_sets(reads, meas, sets, columns)
         labels = list(dict.fromkeys(g for one in sets for g in one))
         keys = ", ".join(f"s.{_ident(g)}" for g in labels)
@@ -1412,7 +1417,7 @@ class DuckDBStore:
         """``_rollup_states``' rows grouped by window and ``group_by``, with ``columns``
         (``agg:field``, `_agg_columns`), in time and label order (as Arrow: labels arrive as
         the strings pandas keeps, not as Python objects)."""
-        if group_by and all(Aggregate(c.split(":", 1)[0]) in _SUMMED for c in columns):
+        if group_by and _all_summed(columns):
             return _summed_sets(reads, meas, [tuple(group_by)], columns)[tuple(group_by)]
         aggs = ", ".join(f"{_final_agg(c)} AS {_ident(c)}" for c in columns)
         groups = "".join(f", s.{_ident(g)} AS {_ident(g)}" for g in group_by)
