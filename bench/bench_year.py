@@ -145,6 +145,7 @@ def build(path: Path = STORE) -> float:
                             ("min", np.broadcast_to(val, len(links))),
                             ("max", np.broadcast_to(val, len(links))))}}),
             grain=timedelta(days=1))
+    store.refresh_rollups()  # the months from the days (`computewatch.store._months`)
     store.close()
     return time.perf_counter() - t0
 
