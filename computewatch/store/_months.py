@@ -94,15 +94,16 @@ class MonthRollups:
             if name in self._months_clean or not self._table_exists(
                     ru.rollup_table(name, ru.DAY)):
                 continue
+            if self._table_exists(ru.rollup_table(name, ru.MONTH)) and not self._pending(name):
+                self._months_clean.add(name)  # a report's queries ask a few times each
+                continue
             meas = catalog.measurement(name)
             try:
                 self._con.execute("BEGIN")
                 daily = self._columns(ru.rollup_table(name, ru.DAY))
                 fields = self._rollup_tables(  # made here, as wide as the days, in an older store
                     meas, {f for f in meas.fields if ru.state_column(f, "n") in daily})
-                ranges = self._con.execute(
-                    f"SELECT lo, hi FROM {_PENDING} WHERE measurement = ?",
-                    [name]).fetchall() if self._table_exists(_PENDING) else []
+                ranges = self._pending(name)
                 for lo, hi in ru.coalesce(ranges):
                     self._merge_months(meas, [f for f in meas.fields if f in fields], lo, hi)
                 if ranges:
@@ -114,6 +115,13 @@ class MonthRollups:
                 raise StoreError(f"{self.url}: month rollup of {name!r} failed: {exc}") from None
             self._months_clean.add(name)
 
+    def _pending(self, measurement: str) -> list[tuple[datetime, datetime]]:
+        """The pending month ranges of ``measurement``."""
+        if not self._table_exists(_PENDING):
+            return []
+        return self._con.execute(f"SELECT lo, hi FROM {_PENDING} WHERE measurement = ?",
+                                 [measurement]).fetchall()
+
     def _merge_months(self, meas: catalog.Measurement, fields: list[str], lo: datetime,
                       hi: datetime) -> None:
         """The month rows of [lo, hi) (whole months) from the daily rows."""
@@ -122,9 +130,11 @@ class MonthRollups:
         if fields:
             cols = ", ".join(_q(c) for c, _ in ru.rollup_columns(fields))
             source = f"(SELECT * FROM {daily} WHERE time >= ? AND time < ?)"
+            merged = ru.merge_select(fields, source, "date_trunc('month', time)")
+            # in time order, so a month's rows share row groups and a scan of one month
+            # skips the others' by their time ranges
             self._con.execute(f"INSERT INTO {monthly} (time, series_id, {cols}) "
-                              + ru.merge_select(fields, source, "date_trunc('month', time)"),
-                              [lo, hi])
+                              f"SELECT * FROM ({merged}) ORDER BY time, series_id", [lo, hi])
         if not ru.sketched(meas):
             return
         ms, ds = (_q(ru.sketch_table(meas.name, g)) for g in (ru.MONTH, ru.DAY))
