@@ -1267,7 +1267,7 @@ class DuckDBStore(MonthRollups):
 
     def _plan(self, q: Query, meas: catalog.Measurement) -> list | None:
         """How a query reaching before the raw data is answered: (source, grain, lo, hi)
-        segments (daily rollups, hourly rollups, raw), or None for raw data alone."""
+        segments (month and daily rollups, hourly rollups, raw), or None for raw data alone."""
         if self._rolled_span(meas.name, ru.HOUR) is None and \
                 self._rolled_span(meas.name, ru.DAY) is None:
             return None

@@ -21,7 +21,9 @@ Maintenance: a write records the span it touched (``pending_rollups``, two times
 batch, so ingest pays almost nothing); `refresh` recomputes the touched hours from raw data
 and the days from the hours, so late and out-of-order data are rolled up exactly. It runs
 before retention deletes raw data, before any query that reads rollups, and on a schedule
-(`DuckDBStore.refresh_rollups`), which keeps each run small.
+(`DuckDBStore.refresh_rollups`), which keeps each run small. The embedded store also
+merges the days into UTC calendar months (`MONTH`, `computewatch.store._months`) on the same
+path, for queries of whole months in one window.
 """
 
 from __future__ import annotations
