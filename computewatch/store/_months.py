@@ -47,9 +47,11 @@ def floor_month(t: datetime) -> datetime:
 def ceil_month(t: datetime) -> datetime:
     """``t`` if it starts a month, else the start of the next one."""
     down = floor_month(t)
-    if down == t:
-        return t
-    return down.replace(year=down.year + down.month // 12, month=down.month % 12 + 1)
+    return t if down == t else _next_month(down)
+
+
+def _next_month(month: datetime) -> datetime:
+    return month.replace(year=month.year + month.month // 12, month=month.month % 12 + 1)
 
 
 def _q(name: str) -> str:
@@ -105,7 +107,10 @@ class MonthRollups:
                     meas, {f for f in meas.fields if ru.state_column(f, "n") in daily})
                 ranges = self._pending(name)
                 for lo, hi in ru.coalesce(ranges):
-                    self._merge_months(meas, [f for f in meas.fields if f in fields], lo, hi)
+                    while lo < hi:  # a month a time: a year's days at once held 2.7 GB
+                        self._merge_months(meas, [f for f in meas.fields if f in fields], lo,
+                                           _next_month(lo))
+                        lo = _next_month(lo)
                 if ranges:
                     self._con.execute(f"DELETE FROM {_PENDING} WHERE measurement = ?", [name])
                 self._con.execute("COMMIT")
