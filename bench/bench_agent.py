@@ -220,7 +220,7 @@ def _child_attributed(socket: str) -> None:
         client.list = counted  # type: ignore[method-assign]
         att = PodAttribution(node.labels, client, refresh_s=refresh_s, clock=lambda: clock[0])
         agent = Agent([Scheduled(att, config.interval), *build_collectors(config, node)], [],
-                      node.labels, relabel=att.relabel)
+                      node.labels, relabel=att.relabel, device_labels=att.device_labels)
         return agent, asked
 
     def timed(agent: Agent) -> tuple[list, float, float]:
@@ -256,7 +256,7 @@ def _child_attributed(socket: str) -> None:
         _, c, _ = timed(agent)
         cpu["default"].append(c)
         _, c, _ = timed(Agent(build_collectors(config, node), [], node.labels,
-                              relabel=cached.relabel))
+                              relabel=cached.relabel, device_labels=cached.device_labels))
         cpu["relabel"].append(c)
     cached.close()
     held = sum(1 for s in samples if s.name == "accelerator.allocated" and s.value == 1.0)

@@ -18,6 +18,12 @@ counters of its own (parse errors per source) may instead report them through an
 ``self_samples(time) -> list[Sample]`` method: the agent adds them to its own metrics every
 cycle, zeros included, so they are there from the first scrape and stay there while the
 device cannot be read.
+
+A collector that reads devices may also take a `DeviceLabels` hook through an optional
+``set_device_labels(hook)`` method: it passes each device's labels through the hook where it
+builds them, and gives every series of the device what the hook returns. The agent installs
+workload attribution's there, so a held device's samples are made with their pod's labels
+once instead of being copied with them after every run.
 """
 
 from __future__ import annotations
@@ -28,8 +34,17 @@ from typing import Protocol, runtime_checkable
 
 from computewatch.samples import Sample
 
-__all__ = ["Collector", "CollectorError", "DriverAbsent", "NoData", "ParseError", "ResultCode",
-           "placement_labels", "readings_or_no_data"]
+__all__ = ["Collector", "CollectorError", "DeviceLabels", "DriverAbsent", "NoData", "ParseError",
+           "ResultCode", "as_read", "placement_labels", "readings_or_no_data"]
+
+DeviceLabels = Callable[[dict[str, str]], dict[str, str]]
+"""A device's labels -> the labels its series carry: the same dict when nothing is added, else
+a new one (the hook never changes the dict it is given)."""
+
+
+def as_read(labels: dict[str, str]) -> dict[str, str]:
+    """The `DeviceLabels` hook of a collector no agent gave one: the labels as read."""
+    return labels
 
 
 class ResultCode(IntEnum):

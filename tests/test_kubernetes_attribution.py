@@ -678,3 +678,41 @@ def test_the_caches_stay_bounded_as_processes_come_and_go(ids, kubelet, sockdir)
                 assert {_pod(dict(s.labels)) for s in out} == {("team-a", "train-0", "trainer")}
         attribution.close()
         assert peak <= _attribution._CACHE_MAX + 100, (socket, peak)
+
+
+@pytest.mark.parametrize("fallback", [True, False])
+def test_a_batch_read_before_a_new_answer_is_labelled_by_the_new_one(
+        node, kubelet, ids, fallback):
+    """The collectors make a held device's samples with its pod's labels (the agent's hook),
+    but the List runs beside them: an answer that comes between a run's reading and its
+    relabelling must win, as if the samples had been read after it. train-0 moves from
+    GPU 0 to GPU 5; then the kubelet goes away (the fixture /proc has none of the
+    devices' processes, so the fallback names no pod either)."""
+    att = PodAttribution(node.labels, PodResourcesClient(kubelet.socket), proc_root=PROC,
+                         cgroup_fallback=fallback)
+    nvml = NvmlCollector(node.labels, nvml=_nvml(node))
+    nvml.set_device_labels(att.device_labels)
+    util = "accelerator.utilization_ratio"
+    att.collect()
+    stale = list(nvml.collect())
+    assert _pod(_by_device(stale, util)[ids["gpu0"]]) == ("team-a", "train-0", "trainer")
+    kubelet.lister.pods = [
+        ("team-a", "train-0", [("trainer", [("nvidia.com/gpu", [ids["gpu5"], ids["gpu2"]])])]),
+        *[p for p in _pods(ids) if p[1] != "train-0"]]
+    att.collect()
+    moved = att.relabel(stale)
+    stale = list(nvml.collect())  # read under the new answer, relabelled after the kubelet left
+    fresh = att.relabel(list(nvml.collect()))
+    assert _pod(_by_device(moved, util)[ids["gpu0"]]) == (None, None, None)
+    assert _pod(_by_device(moved, util)[ids["gpu5"]]) == ("team-a", "train-0", "trainer")
+
+    def series(batch: list[Sample]) -> list:
+        return sorted((s.name, s.labels) for s in batch if s.measurement == "accelerator")
+
+    assert series(moved) == series(fresh)
+    kubelet.stop()
+    att.collect()
+    gone = att.relabel(stale)
+    assert not [s for s in gone if s.label("pod") or s.label("namespace")]
+    assert series(gone) == series(att.relabel(list(nvml.collect())))
+    nvml.close()

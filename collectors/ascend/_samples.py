@@ -19,6 +19,7 @@ from computewatch.collectors import (
     ParseError,
     placement_labels,
 )
+from computewatch.collectors._base import DeviceLabels, as_read
 from computewatch.collectors.ascend._parse import ChipRow, ProcessRow, errors_or_raise, is_missing
 from computewatch.collectors.ascend._views import norm_key
 from computewatch.samples import Sample
@@ -74,9 +75,10 @@ DETAIL_SOURCE = "npu-smi info -t"
 
 
 def chip_labels(row: ChipRow, labels: Mapping[str, str], details: Mapping[str, str], *,
-                fallback_model: str | None = None, phy_id: int | None = None
-                ) -> dict[str, str]:
-    """The labels every sample of this chip carries; ``details`` keys as `norm_key` gives."""
+                fallback_model: str | None = None, phy_id: int | None = None,
+                device_labels: DeviceLabels = as_read) -> dict[str, str]:
+    """The labels every sample of this chip carries; ``details`` keys as `norm_key` gives;
+    through ``device_labels``, the collector's `DeviceLabels` hook."""
     kv = details
     node = labels["node"]
     lab = {**placement_labels(labels), "vendor": "huawei", "ecosystem": "cann",
@@ -92,22 +94,24 @@ def chip_labels(row: ChipRow, labels: Mapping[str, str], details: Mapping[str, s
         lab["phy_id"] = str(phy_id)
     if vd := vdie_id(kv.get("vdieid")):
         lab["vdie_id"] = vd
-    return lab
+    return device_labels(lab)
 
 
 def chip_samples(row: ChipRow, labels: Mapping[str, str],
                  details: Mapping[str, str] | None = None, *,
                  fallback_model: str | None = None, time: datetime | None = None,
                  errors: list[ParseError] | None = None, phy_id: int | None = None,
-                 normalized: bool = False) -> list[Sample]:
+                 normalized: bool = False, device_labels: DeviceLabels = as_read
+                 ) -> list[Sample]:
     """The ``accelerator`` samples of one chip: its table row, filled in from ``details``.
 
     ``labels`` are the placement labels (``node`` is required for the device id);
     ``details`` the chip's own values from its per-chip views (never its card's MCU);
     ``fallback_model`` the name from ``npu-smi info -m``, used when the table does not name
     the chip; ``phy_id`` npu-exporter's ``id``; ``normalized`` says the details' keys are
-    already `norm_key`'s. A detail value that is not a number, or an unknown health, gives
-    no sample and is reported to ``errors`` (raised when errors is None).
+    already `norm_key`'s; ``device_labels`` the collector's `DeviceLabels` hook. A detail
+    value that is not a number, or an unknown health, gives no sample and is reported to
+    ``errors`` (raised when errors is None).
     """
     time = time or datetime.now(UTC)
     kv: Mapping[str, str] = (details or {}) if normalized else {
@@ -124,7 +128,8 @@ def chip_samples(row: ChipRow, labels: Mapping[str, str],
                         DETAIL_SOURCE, f"{where}: {key} {kv[key]!r} is not a number"))
         return None
 
-    lab = chip_labels(row, labels, kv, fallback_model=fallback_model, phy_id=phy_id)
+    lab = chip_labels(row, labels, kv, fallback_model=fallback_model, phy_id=phy_id,
+                      device_labels=device_labels)
     if row.hbm_total_mb is not None:
         hbm_used, hbm_total = row.hbm_used_mb, row.hbm_total_mb
     else:

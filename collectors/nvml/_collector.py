@@ -17,7 +17,13 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from computewatch import catalog
-from computewatch.collectors._base import CollectorError, DriverAbsent, placement_labels
+from computewatch.collectors._base import (
+    CollectorError,
+    DeviceLabels,
+    DriverAbsent,
+    as_read,
+    placement_labels,
+)
 from computewatch.collectors.nvml._calls import Dev, DriverCalls
 from computewatch.collectors.nvml._events import XidEvents
 from computewatch.collectors.nvml._gpm import GpmReader, GpmTarget
@@ -156,6 +162,7 @@ class NvmlCollector:
         self._procs = ProcessReader(top_processes)
         self._mig_mode: dict[str, int] = {}
         self._labels: dict[str, dict[str, str]] = {}  # gpu index -> labels of its last series
+        self._device_labels: DeviceLabels = as_read
 
     # --- the collector protocol -----------------------------------------------------------
 
@@ -190,6 +197,10 @@ class NvmlCollector:
                 samples.append(Sample.of("accelerator.xid_errors_total", float(n),
                                          {**self._labels[idx], "xid": str(xid)}, now))
         return samples
+
+    def set_device_labels(self, hook: DeviceLabels) -> None:
+        """Pass each GPU's and MIG device's labels through ``hook`` (`DeviceLabels`)."""
+        self._device_labels = hook
 
     def self_samples(self, now: datetime) -> list[Sample]:
         """This collector's own error counters (NVML errors on single fields, by error): the
@@ -278,7 +289,8 @@ class NvmlCollector:
         labels = {**self._place, "vendor": "nvidia", "ecosystem": "cuda", "model": model,
                   "device": uuid or f"nvidia{i}", "index": dev.index, "pci_bus_id": pci,
                   "driver_version": session.driver_version}
-        labels = {k: v for k, v in labels.items() if v}
+        read = {k: v for k, v in labels.items() if v}  # a MIG device's start from these
+        labels = self._device_labels(read)
         self._labels[dev.index] = labels
         out: list[Sample] = []
         healthy = handle is not None
@@ -286,7 +298,7 @@ class NvmlCollector:
             self._xid.register(nv, self._calls, dev, handle)
             mig = self._mig_enabled(nv, dev, handle)  # first: a change resets what we skip
             healthy = self._gpu_fields(nv, session, dev, handle, labels, now, out)
-            migs = self._collect_migs(nv, session, dev, handle, labels, now, out,
+            migs = self._collect_migs(nv, session, dev, handle, read, now, out,
                                       gpm_targets) if mig else {}
             procs = self._procs.read(nv, self._calls, dev, handle)
             if procs is not None:
@@ -457,7 +469,9 @@ class NvmlCollector:
     def _collect_migs(self, nv: Any, session: _Session, parent: Dev, h: Any,
                       parent_labels: dict[str, str], now: datetime, out: list[Sample],
                       gpm_targets: list[GpmTarget]) -> dict[int, dict[str, str]]:
-        """Append each MIG device's series; return their labels by GPU instance id."""
+        """Append each MIG device's series; return their labels by GPU instance id.
+        ``parent_labels`` are the GPU's as read, not through the hook: a MIG device has a
+        holder of its own."""
         call = self._calls.call
         n = call(nv, parent, "mig_count", ("nvmlDeviceGetMaxMigDeviceCount",), h) or 0
         gpm = self._gpm.supported(nv, self._calls, parent, h)
@@ -486,6 +500,8 @@ class NvmlCollector:
                     labels["gpu_instance_profile"] = profile
             if instance is not None:
                 labels["gpu_instance_id"] = str(int(instance))
+            labels = self._device_labels(labels)
+            if instance is not None:
                 by_instance[int(instance)] = labels
                 if gpm:
                     gpm_targets.append(GpmTarget(dev, h, labels, int(instance)))
