@@ -42,7 +42,7 @@ from computewatch.collectors import (
     ResultCode,
     placement_labels,
 )
-from computewatch.collectors._base import DeviceLabels, as_read
+from computewatch.collectors._base import DeviceLabels, LabelSets, as_read
 from computewatch.collectors.ascend._calls import Call, CallQueue, Done, RunStats
 from computewatch.collectors.ascend._hccn import HCCN_QUERIES, network_samples, parse_hccn
 from computewatch.collectors.ascend._parse import (
@@ -180,6 +180,7 @@ class AscendCollector:
         self._mapping: list[ChipMapping] | None = None
         self._mapping_tries = 0
         self._device_labels: DeviceLabels = as_read
+        self._sets = LabelSets()  # each chip's label tuples, kept across runs
         for view in (*self.views, *self.slow_views, "power", *self.static_views):
             self._parse_errors[f"npu-smi info -t {view}"] += 0
         if self.detail and self._read_mapping:
@@ -525,7 +526,7 @@ class AscendCollector:
                 errs: list[ParseError] = []
                 out = chip_samples(r, self._labels, details, fallback_model=fallback, time=now,
                                    errors=errs, phy_id=phy, normalized=True,
-                                   device_labels=self._device_labels)
+                                   device_labels=self._device_labels, label_sets=self._sets)
                 for exc in errs:
                     self._count(exc.source, exc)
                 samples += out
@@ -536,15 +537,15 @@ class AscendCollector:
                 lab.pop("position", None)
                 first = first or lab
                 if details or card:
-                    samples.append(info_sample(lab, details, card, now))
+                    samples.append(info_sample(lab, details, card, now, self._sets))
                 if procs is not None and not _unreachable(r):
                     samples += process_samples(by_chip.get((r.npu_id, r.chip_id), ()), lab,
-                                               self.max_processes, now)
+                                               self.max_processes, now, self._sets)
                 if phy is not None and phy in self._network and self._fresh_network(phy):
-                    samples += network_samples(self._network[phy], lab, now)
+                    samples += network_samples(self._network[phy], lab, now, self._sets)
             if mcu and first is not None:
                 errs = []
-                samples += card_samples(npu, first, mcu, now, errs)
+                samples += card_samples(npu, first, mcu, now, errs, self._sets)
                 for exc in errs:
                     self._count(exc.source, exc)
         return samples

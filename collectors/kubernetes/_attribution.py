@@ -252,6 +252,7 @@ class PodAttribution:
                 for i, s in enumerate(samples):
                     if s.measurement in _DEVICE_MEASUREMENTS:
                         samples[i] = self._unheld(s, cache)
+                self._bound(cache)
             return samples
         health: list[tuple[Sample, tuple]] = []  # one per device: where allocated comes from
         procs: dict[str, set[str]] = {}  # device -> pids, for `_watch`
