@@ -48,7 +48,11 @@ def _fields(data: bytes, start: int, end: int,
     out = []
     i = start
     while i < end:
-        key, i = _varint(data, i)
+        key = data[i]  # one byte for field numbers below 16: the varint read inline
+        if key < 0x80:
+            i += 1
+        else:
+            key, i = _varint(data, i)
         number, kind = key >> 3, key & 7
         if number == 0:
             raise WireError("field number 0")
@@ -57,7 +61,11 @@ def _fields(data: bytes, start: int, end: int,
                 raise WireError(f"field {number}: an end of group with no start")
             return out, i
         if kind == 2:
-            n, i = _varint(data, i)
+            if i < end and data[i] < 0x80:  # a length below 128, read inline as well
+                n = data[i]
+                i += 1
+            else:
+                n, i = _varint(data, i)
             if i + n > end:
                 raise WireError(f"field {number}: {n} bytes past the message's end")
             out.append((number, i, i + n))
