@@ -12,21 +12,11 @@ at the next refresh, never after gRPC's reconnect backoff (up to 2 minutes).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
+from computewatch.collectors.kubernetes._wire import Holding, holdings
+
 __all__ = ["Holding", "KubeletUnavailable", "PodResourcesClient"]
-
-
-@dataclass(frozen=True, slots=True)
-class Holding:
-    """One device a container was allocated, as its device plugin names it."""
-
-    resource: str
-    device_id: str
-    namespace: str
-    pod: str
-    container: str
 
 
 class KubeletUnavailable(RuntimeError):
@@ -55,8 +45,6 @@ class PodResourcesClient:
         if not self.socket.exists():  # before grpc is imported: it costs about 10 MB of RSS
             raise KubeletUnavailable("absent", f"no kubelet socket at {self.socket}")
         import grpc
-
-        from computewatch.collectors.kubernetes._wire import holdings
 
         channel = grpc.insecure_channel(f"unix://{self.socket.absolute()}")
         try:

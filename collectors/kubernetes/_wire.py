@@ -17,9 +17,20 @@ failed List, as it would a message protobuf refused.
 
 from __future__ import annotations
 
-from computewatch.collectors.kubernetes._client import Holding
+from dataclasses import dataclass
 
-__all__ = ["WireError", "holdings"]
+__all__ = ["Holding", "WireError", "holdings"]
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """One device a container was allocated, as its device plugin names it."""
+
+    resource: str
+    device_id: str
+    namespace: str
+    pod: str
+    container: str
 
 
 class WireError(ValueError):
