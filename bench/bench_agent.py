@@ -44,7 +44,10 @@ bench, main and now alternated, 4 runs each (load 6 to 13, beside another helper
 as configured +2.60 to +4.58 ms before, +1.71 to +3.26 ms now (+0.75 ms in one run at load
 5); the relabel step alone +1.0 to +2.3 ms before, -0.40 to +2.0 ms now; peak RSS 73 MB
 (+12 to +13 MB) before, 71 to 72 MB (+10 to +11 MB) now. Not told apart from the load's
-noise; the instruction counts decide.
+noise; the instruction counts decide. This bench times several agents in one process,
+which may not be fair to the later ones: in one check (callgrind, 10 cycles of the hook's
+agent) the cycle took 65.1 M instructions after a plain agent had run 3 cycles and closed
+in the same process, 45.7 M without it; not explained yet.
 The List's answer is read by hand from the protobuf wire format (`_wire`), not through
 the generated classes: the agent loads grpc but not the protobuf runtime. RSS in a fresh
 interpreter with the agent's modules loaded: grpc and the stubs +14.8 MB at import, +19.0
