@@ -36,7 +36,9 @@ garbage collector traversed, where the relabel step's copies carried its cache's
 ones); with the kept tuples it does, and the plain agent gains as well. Instructions per
 cycle (callgrind, the cycle without the agent's threads, 20 cycles, the answer from a fake
 client): main as it was, plain 43.03 M, with the copies 46.35 M (+3.3 M); the hook on main
-51.11 M; now plain 39.19 M, copies 45.59 M, hook (as built) 40.15 M (+0.96 M). CPU per
+51.11 M; now plain 39.19 M, copies 45.59 M, hook (as built) 40.15 M (+0.96 M). A second
+round at load 9 (the counts move with the load, the npu-smi worker threads' GIL handoffs
+included): main 47.32 / 51.14 M (+3.8 M), now 43.68 / 45.68 M (+2.0 M). CPU per
 ``run_once`` cycle with the agent's threads, least of 5 alternating runs of 3x50 cycles
 (load 6 to 8): main plain 7.98 ms, copies 8.46 ms; now plain 6.93 ms, hook 6.49 ms, copies
 7.57 ms. The labels of a cycle's samples are those main gives, in all three ways. This
@@ -46,8 +48,8 @@ as configured +2.60 to +4.58 ms before, +1.71 to +3.26 ms now (+0.75 ms in one r
 (+12 to +13 MB) before, 71 to 72 MB (+10 to +11 MB) now. Not told apart from the load's
 noise; the instruction counts decide. This bench times several agents in one process,
 which may not be fair to the later ones: in one check (callgrind, 10 cycles of the hook's
-agent) the cycle took 65.1 M instructions after a plain agent had run 3 cycles and closed
-in the same process, 45.7 M without it; not explained yet.
+agent) the cycle took 65.1 and 67.0 M instructions after a plain agent had run 3 cycles
+and closed in the same process, 45.7 and 53.9 M without it; not explained yet.
 The List's answer is read by hand from the protobuf wire format (`_wire`), not through
 the generated classes: the agent loads grpc but not the protobuf runtime. RSS in a fresh
 interpreter with the agent's modules loaded: grpc and the stubs +14.8 MB at import, +19.0
