@@ -643,6 +643,13 @@ def test_a_pod_moved_to_another_device_is_relabelled_at_the_next_list(
     assert kubelet.lister.calls == 2
 
 
+def _fresh_interpreter(code: str) -> list[str]:
+    """What ``code`` prints, split into words, run in a fresh interpreter (this module has
+    imported grpc and protobuf itself)."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=60).stdout.split()
+
+
 def test_without_the_socket_grpc_is_not_loaded(sockdir):
     """A node with no kubelet socket pays nothing for grpc (about 10 MB of RSS once loaded):
     in a fresh interpreter, as this module has imported grpc itself."""
@@ -652,9 +659,7 @@ def test_without_the_socket_grpc_is_not_loaded(sockdir):
             f"try:\n    PodResourcesClient(Path({str(sockdir / 'kubelet.sock')!r})).list()\n"
             "except KubeletUnavailable as exc:\n    print(exc.reason)\n"
             "print('grpc' in sys.modules, 'google.protobuf' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=60).stdout.split()
-    assert out == ["absent", "False", "False"]
+    assert _fresh_interpreter(code) == ["absent", "False", "False"]
 
 
 def test_a_list_reads_its_answer_without_the_protobuf_runtime(kubelet):
@@ -666,9 +671,7 @@ def test_a_list_reads_its_answer_without_the_protobuf_runtime(kubelet):
             f"got = PodResourcesClient(Path({str(kubelet.socket)!r})).list()\n"
             "print(len(got), 'grpc' in sys.modules, 'google.protobuf' in sys.modules, "
             "any('_pb2' in m for m in sys.modules))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=60).stdout.split()
-    assert out == ["8", "True", "False", "False"]  # _pods: 8 (device, holder) pairs
+    assert _fresh_interpreter(code) == ["8", "True", "False", "False"]  # _pods: 8 pairs
 
 
 def test_the_caches_stay_bounded_as_processes_come_and_go(ids, kubelet, sockdir):
