@@ -62,6 +62,25 @@ __all__ = ["Agent", "RunResult", "Scheduled"]
 
 log = logging.getLogger(__name__)
 
+
+class _Episode:
+    """A step that may fail run after run: its traceback logged at the first failure of an
+    episode, not every cycle (an agent runs every 15 s for months)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        self.failing = False
+
+    def failed(self) -> None:
+        """Called in the ``except`` block of the failure."""
+        if not self.failing:
+            log.exception(self.message)
+            self.failing = True
+
+    def ended(self) -> None:
+        self.failing = False
+
+
 SELF = "agent"
 """Pseudo-collector name under which the agent's own metrics are exported."""
 
@@ -224,8 +243,8 @@ class Agent:
         self._lock = threading.Lock()
         self._outlets = [_Outlet(e, self._account) for e in self.exporters]
         self._relabel = relabel
-        self._relabel_failing = False
-        self._hook_failing = False
+        self._relabel_failures = _Episode("relabel step failed; samples go out without its labels")
+        self._hook_failures = _Episode("device labels hook failed; devices keep the labels read")
         if device_labels is not None:
             hook = self._guarded(device_labels)
             for c in collectors:
@@ -299,11 +318,9 @@ class Agent:
         try:
             out = self._relabel(samples)
         except Exception:
-            if not self._relabel_failing:
-                log.exception("relabel step failed; samples go out without its labels")
-                self._relabel_failing = True
+            self._relabel_failures.failed()
             return samples
-        self._relabel_failing = False
+        self._relabel_failures.ended()
         return out
 
     def _guarded(self, hook: DeviceLabels) -> DeviceLabels:
@@ -314,11 +331,9 @@ class Agent:
             try:
                 out = hook(labels)
             except Exception:
-                if not self._hook_failing:
-                    log.exception("device labels hook failed; devices keep the labels read")
-                    self._hook_failing = True
+                self._hook_failures.failed()
                 return labels
-            self._hook_failing = False
+            self._hook_failures.ended()
             return out
 
         return guarded

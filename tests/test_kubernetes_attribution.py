@@ -504,6 +504,36 @@ def test_a_failing_relabel_step_costs_its_labels_not_the_batch(node, caplog):
     assert len([r for r in caplog.records if "relabel" in r.getMessage()]) == 1
 
 
+def test_a_failing_device_labels_hook_costs_its_labels_not_the_run(node, caplog):
+    """The agent guards the hook it gives the collectors: a hook that raises leaves each
+    device with the labels read, the run whole, and one log line for the episode; a hook
+    that works again ends it, so the next failure is logged again."""
+    broken = [True]
+
+    def hook(labels):
+        if broken[0]:
+            raise RuntimeError("bug")
+        return {**labels, "pod": "p"}
+
+    labels = node.labels
+    agent = Agent([Scheduled(NvmlCollector(labels, nvml=_nvml(node)), 15.0, 10.0)], [],
+                  labels, device_labels=hook)
+    caplog.set_level(logging.WARNING)
+    try:
+        failed = [agent.run_once() for _ in range(2)]
+        broken[0] = False
+        healed = agent.run_once()
+        broken[0] = True
+        again = agent.run_once()
+    finally:
+        agent.close()
+    for batch in [*failed, healed, again]:
+        assert len(_by_device(batch, "accelerator.health")) == 10  # 8 GPUs + 2 MIG devices
+    assert not [s for b in failed for s in b if s.label("pod")]
+    assert {s.label("pod") for s in healed if s.name == "accelerator.health"} == {"p"}
+    assert len([r for r in caplog.records if "hook" in r.getMessage()]) == 2
+
+
 def test_a_stale_socket_left_by_a_stopped_kubelet_is_unavailable(node, sockdir):
     import socket as socketlib
 
