@@ -29,8 +29,8 @@ collector's next run, when the devices' processes change in a way the cached ans
 cover: a new process on a device the answer calls free (a pod may have been given it since),
 or the last process gone from a held one (its pod may have ended). So a pod that starts or
 stops work is labelled within one cycle, and one that only holds or releases an idle device
-within ``refresh_s``, while a List (about 1.2 ms of CPU: grpc opens a channel for it) runs
-about once a minute, not every cycle. Hinted Lists come at most every ``refresh_s / 4``.
+within ``refresh_s``, while a List (0.5 to 0.8 ms of CPU) runs about once a minute, not
+every cycle. Hinted Lists come at most every ``refresh_s / 4``.
 
 The attribution is the agent's first collector, so in ``run_once`` its answer is in before
 the devices' batches are relabelled; under ``run`` the batches of the agent's first cycle
