@@ -130,13 +130,10 @@ class PodResourcesClient:
             except OSError as exc:
                 raise _fail("unavailable", self.socket,
                             f"UNAVAILABLE connect: {exc.strerror or exc}") from None
-            status, message = self._call(conn, deadline)
+            message = self._call(conn, deadline)
         finally:
             conn.close()
-        return holdings(message) if status is None else self._refuse(*status)
-
-    def _refuse(self, code: str, details: str) -> list[Holding]:
-        raise _fail(_REASONS.get(code, "error"), self.socket, f"{code} {details}".rstrip())
+        return holdings(message)
 
     def _request(self) -> bytes:
         """The bytes of a call, the same for every call of this client: the connection
@@ -161,10 +158,9 @@ class PodResourcesClient:
                 _frame(_DATA, _END_STREAM, _STREAM, _EMPTY_REQUEST)))
         return self._bytes
 
-    def _call(self, conn: socket.socket, deadline: float
-              ) -> tuple[tuple[str, str] | None, bytes]:
-        """(None, the answer's message), or ((status name, details), b"") for a call the
-        kubelet answered with a gRPC status other than OK. The frames are read here (RFC
+    def _call(self, conn: socket.socket, deadline: float) -> bytes:
+        """The answer's message; a gRPC status other than OK raises `KubeletUnavailable`
+        with the status's reason. The frames are read here (RFC
         9113 section 4.1): the answer's HEADERS, CONTINUATION and DATA on the call's stream;
         the server's SETTINGS and PINGs acknowledged; RST_STREAM and a GOAWAY that drops the
         stream end the call; other frames and streams are skipped, as the RFC asks."""
@@ -234,8 +230,7 @@ class PodResourcesClient:
                         f"UNAVAILABLE {exc.strerror or exc}") from None
         return self._answer(headers, bytes(body))
 
-    def _answer(self, headers: dict[str, str], body: bytes
-                ) -> tuple[tuple[str, str] | None, bytes]:
+    def _answer(self, headers: dict[str, str], body: bytes) -> bytes:
         """The call's outcome from its headers and trailers (one map: a trailers-only
         answer has no others) and the DATA frames' bytes."""
         http = headers.get(":status", "")
@@ -249,7 +244,8 @@ class PodResourcesClient:
         code = (_CODES[int(code_number)] if code_number.isdigit()
                 and int(code_number) < len(_CODES) else f"code {code_number}")
         if code != "OK":
-            return (code, unquote(headers.get("grpc-message", ""))), b""
+            details = unquote(headers.get("grpc-message", ""))
+            raise _fail(_REASONS.get(code, "error"), self.socket, f"{code} {details}".rstrip())
         if len(body) < 5:
             raise _fail("error", self.socket, f"answer of {len(body)} bytes, no gRPC message")
         compressed, length = struct.unpack_from(">BI", body)
@@ -260,7 +256,7 @@ class PodResourcesClient:
         if length != len(body) - 5:
             raise _fail("error", self.socket, f"answer of {len(body) - 5} bytes where its "
                                               f"prefix says {length} (one message expected)")
-        return None, body[5:]
+        return body[5:]
 
     def close(self) -> None:
         """Nothing is held between calls; here for the agent's close."""

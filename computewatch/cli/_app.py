@@ -62,10 +62,7 @@ def application(command: str | None = None) -> typer.Typer:
     app.callback()(_root)
     for name, (module, function) in COMMANDS.items():
         if not known or name == command:
-            if name == function:
-                app.command()(_implementation(module, function))
-            else:
-                app.command(name)(_implementation(module, function))
+            app.command(name)(_implementation(module, function))
     for name, (help_text, subcommands) in GROUPS.items():
         if known and name != command:
             continue
