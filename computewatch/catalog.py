@@ -606,6 +606,12 @@ LABEL_SETS: dict[str, frozenset[str]] = {m.name: frozenset(m.labels) for m in CA
 """Each metric's allowed labels as a set, for validation on the agent's hot path."""
 
 
+RTT_HISTOGRAM = ("link_latency", "rtt_seconds_bucket")
+"""The probes' RTT histogram (measurement, field: cumulative replies per ``le`` bound): the
+one latency quantity whose quantiles merge over any span, so a month's p95 is read from it
+where a store keeps no quantile state of window p95s."""
+
+
 def metric(name: str) -> Metric:
     """Look a metric up by ``measurement.field``."""
     found = _BY_NAME.get(name)

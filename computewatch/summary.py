@@ -30,6 +30,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from computewatch import catalog
 from computewatch.findings import Period
 from computewatch.policy import Policy
 from computewatch.pue import meter_readings, windowed_pue
@@ -41,8 +42,8 @@ __all__ = ["LINK_P95_SOURCES", "NationalSummary", "national_summary"]
 
 log = logging.getLogger(__name__)
 
-HISTOGRAM = "rtt_seconds_bucket"
-"""The probes' RTT histogram (cumulative replies per ``le`` bound), mergeable over any span."""
+_, HISTOGRAM = catalog.RTT_HISTOGRAM
+"""The probes' RTT histogram field (cumulative replies per ``le`` bound)."""
 
 LINK_P95_SOURCES = {
     "window_p95": "the 95th percentile of the link's window p95 RTTs",

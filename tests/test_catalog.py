@@ -501,3 +501,12 @@ def test_infinite_readings_are_refused_even_for_open_ended_units() -> None:
     assert power.check(math.inf) is not None and "finite" in power.check(math.inf)
     assert catalog.metric("finding.observed").check(-math.inf) is not None
     assert power.check(1e12) is None
+
+
+def test_the_rtt_histogram_named_for_merged_quantiles_is_a_histogram_bucket_counter() -> None:
+    """Summary and the Prometheus rollups read quantiles beyond raw data from this field: it
+    must be a counter with an ``le`` bound, exposed as part of a Prometheus histogram."""
+    meas, field_ = catalog.RTT_HISTOGRAM
+    bucket = catalog.metric(f"{meas}.{field_}")
+    assert bucket.kind is Kind.COUNTER and "le" in bucket.labels
+    assert bucket.histogram == "link_latency_rtt_seconds" and field_.endswith("_bucket")

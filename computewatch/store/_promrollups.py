@@ -94,7 +94,7 @@ _STATES = {Aggregate.MEAN: ("sum", "count"), Aggregate.SUM: ("sum",),
 _AGG_OF = {"sum": Aggregate.SUM, "count": Aggregate.COUNT, "min": Aggregate.MIN,
            "max": Aggregate.MAX, "last": Aggregate.LAST}
 """The aggregate that reads one state from raw samples, or per group from its records."""
-_HISTOGRAMS = {"link_latency": "rtt_seconds_bucket"}
+_HISTOGRAMS = dict([catalog.RTT_HISTOGRAM])
 """The histogram whose quantile each measurement answers: the probers' RTT."""
 _MERGE = {"sum": "sum", "count": "sum", "min": "min", "max": "max", "last": "last"}
 """How the states of a window's rollup and raw parts merge (``last``: the later part's)."""
