@@ -170,7 +170,10 @@ def test_run_keeps_each_collector_on_its_grid():
     assert len(fast.times) in (10, 11) and len(slow.times) in (4, 5)
     t0 = fast.times[0]
     drift = [abs((ts - t0) - k * 0.1) for k, ts in enumerate(fast.times)]
-    assert max(drift) < 0.05  # on the grid, not accumulating 30 ms a run
+    # On the grid: a run may start late on a loaded machine (56 ms once, on 2 busy cores),
+    # but the lateness does not carry over; pushed back by each run's 30 ms of work, the
+    # k-th run would start 30k ms late (120 ms by the 4th, 270 ms by the 9th).
+    assert max(drift) < 0.1
 
 
 def test_duplicate_collector_names_are_refused():
