@@ -94,9 +94,7 @@ def _open_influxdb(url: str, create: bool) -> Store:
     return InfluxDBStore(url)
 
 
-def _open_duckdb(url: str, create: bool) -> Store:
-    from computewatch.store._duckdb import DuckDBStore
-
+def _open_duckdb(url: str, create: bool, read_only: bool = False) -> Store:
     try:
         parts = urlsplit(url)
     except ValueError as exc:
@@ -111,8 +109,8 @@ def _open_duckdb(url: str, create: bool) -> Store:
     if unknown:
         raise StoreURLError(f"{url}: unknown option {unknown[0]!r} (known: memory_limit)")
     try:
-        return DuckDBStore(path, create=create,
-                           memory_limit=options.get("memory_limit", [None])[-1])
+        return _duckdb_store(path, create, read_only,
+                             memory_limit=options.get("memory_limit", [None])[-1])
     except ValueError as exc:
         raise StoreURLError(f"{url}: {exc}") from None
 
@@ -125,17 +123,31 @@ _BACKENDS: dict[str, Callable[[str, bool], Store]] = {
 }
 
 
-def open_store(url: str = DEFAULT_URL, *, create: bool = True) -> Store:
+def _duckdb_store(path: str, create: bool, read_only: bool, *,
+                  memory_limit: str | None = None) -> Store:
+    """A DuckDB store: read-only where asked and the file exists (`open_reader`)."""
+    from computewatch.store._duckdb import DuckDBStore, open_reader
+
+    if read_only and path != ":memory:" and not create:
+        return open_reader(path, memory_limit=memory_limit)
+    return DuckDBStore(path, create=create, memory_limit=memory_limit)
+
+
+def open_store(url: str = DEFAULT_URL, *, create: bool = True, read_only: bool = False
+               ) -> Store:
     """Open the store a URL (or a plain DuckDB file path) names; an unknown scheme lists the
     known ones. With ``create=False`` a missing DuckDB file is a `StoreURLError`, not a new
     empty store: commands that only read must not leave files behind. A URL that cannot be
     used as written raises `StoreURLError` (bad input); a store that cannot be reached or
-    answers an error raises `StoreError` (a failure while running)."""
+    answers an error raises `StoreError` (a failure while running). ``read_only`` (with
+    ``create=False``): a DuckDB file is opened so that other readers can share it, unless
+    reading would write first (`computewatch.store._duckdb.open_reader`); the servers ignore
+    it."""
     if "://" not in url:
-        from computewatch.store._duckdb import DuckDBStore
-
-        return DuckDBStore(url, create=create)
+        return _duckdb_store(url, create, read_only)
     scheme = url.split("://", 1)[0].lower()
+    if scheme == "duckdb":
+        return _open_duckdb(url, create, read_only)
     factory = _BACKENDS.get(scheme)
     if factory is None:
         for ep in entry_points(group="computewatch.stores"):
