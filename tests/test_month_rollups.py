@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import duckdb
@@ -25,7 +26,7 @@ from computewatch.compliance import window_compliance
 from computewatch.findings import Period
 from computewatch.policy import load_policy
 from computewatch.pue import meter_readings, windowed_pue
-from computewatch.store import Aggregate, DuckDBStore, Query, StoreError
+from computewatch.store import Aggregate, DuckDBStore, Query, StoreError, most
 from computewatch.store._duckdb import open_reader
 from computewatch.store._rollups import DAY, MONTH, RELATIVE_ERROR
 from computewatch.utilization import utilization_totals
@@ -392,3 +393,19 @@ def test_a_read_only_store_with_raw_data_to_roll_up_refuses_the_read(span, tmp_p
     with open_reader(path) as store:
         assert not store.read_only
         pd.testing.assert_frame_equal(_one(store, *june), want)
+
+
+def test_the_most_samples_a_device_sent_in_a_day(span):
+    """`most` of a day's counts by device (the sampling interval's probe): every device
+    sent one sample each ten minutes, 144 a day; from rollups DuckDB finds it without the
+    groups' rows, from raw data the rows are read; another aggregate (a SUM) is read from
+    the rows too, the largest device-day sum of the generated numbers."""
+    q = Query("accelerator", ("utilization_ratio",), JUNE, JUNE + 3 * DAY,
+              group_by=("device",), window=DAY, agg=Aggregate.COUNT)
+    rolled, raw = span["stores"]["rolled"], span["stores"]["raw"]
+    assert rolled.most(q) == 144.0 and raw.most(q) is None
+    assert most(rolled, q) == most(raw, q) == 144.0
+    assert most(rolled, replace(q, agg=Aggregate.SUM)) == pytest.approx(max(
+        span["accelerator"][(span["accelerator"].time >= JUNE + d * DAY)
+                            & (span["accelerator"].time < JUNE + (d + 1) * DAY)]
+        .groupby("device").utilization_ratio.sum().max() for d in range(3)), rel=1e-12)
