@@ -55,7 +55,7 @@ from computewatch.errors import StoreURLError
 from computewatch.i18n import _
 from computewatch.samples import TIME
 from computewatch.store import _rollups as ru
-from computewatch.store._months import PENDING_MONTHS, MonthRollups
+from computewatch.store._months import PENDING_MONTHS, MonthRollups, ceil_month
 from computewatch.store._order import SeriesOrder, series_order
 from computewatch.store._protocol import (
     Aggregate,
@@ -1621,12 +1621,17 @@ class DuckDBStore(MonthRollups):
             parts.append(ru.raw_states(meas, fields, samples, present) if source == "raw"
                          else ru.rolled_states(fields, ru.rollup_table(meas.name, grain), rolled))
             params += [lo, hi]
-        merged = ", ".join(ru.merge_states(f, needed[f]) for f in fields)
+        # One month's month rows, one window: a row per series already (`_merge_months`
+        # groups them so), read as they are; anything else merged per series and window.
+        one = len(plan) == 1 and plan[0][1] == ru.MONTH and ceil_month(
+            plan[0][2] + timedelta(microseconds=1)) == plan[0][3]
+        merged = ", ".join((ru.one_state if one else ru.merge_states)(f, needed[f])
+                           for f in fields)
         match = (f" WHERE t.series_id IN (SELECT s.series_id FROM "
                  f"{_ident('series_' + meas.name)} s WHERE " + " AND ".join(where) + ")"
                  ) if where else ""
         sql = (f"SELECT {bucket} AS time, t.series_id, {merged} FROM "
-               f"({' UNION ALL '.join(parts)}) t{match} GROUP BY ALL")
+               f"({' UNION ALL '.join(parts)}) t{match}" + ("" if one else " GROUP BY ALL"))
         try:
             return self._arrow_reads().sql(
                 sql, params=[_naive_utc(q.start), *params, *where_params]).to_arrow_table()
