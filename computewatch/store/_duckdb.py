@@ -1867,7 +1867,6 @@ def open_reader(path: str | Path, *, memory_limit: str | None = None) -> DuckDBS
     try:
         return DuckDBStore(path, create=False, memory_limit=memory_limit)
     except StoreError as exc:
-        raise StoreError(_("{url}: has rollups to bring up to date before it is read, and "
-                           "another process has it open: run `computewatch rollup --store "
-                           "{url}` once it is free ({error})").format(
-                               url=store.url, error=exc)) from None
+        raise StoreError(f"{store.url}: has rollups to bring up to date before it is read, "
+                         f"and another process has it open: run `computewatch rollup --store "
+                         f"{store.url}` once it is free ({exc})") from None
