@@ -46,6 +46,7 @@ from computewatch.store import (
     Aggregate,
     Query,
     Store,
+    most,
     prefetch,
     query_many,
     resolution,
@@ -128,11 +129,10 @@ def _whole_hours(store: Store, lo: datetime, end: datetime,
     lo = pd.Timestamp(lo).floor(unit).to_pydatetime()  # hours on the clock, as data has
     if end - lo < unit:
         return timedelta(0)
-    counts = store.query(Query("accelerator", (_FIELD,), lo, end, where=dict(where or {}),
-                               group_by=("device",), window=unit, agg=Aggregate.COUNT))
-    whole = counts[counts.time + unit <= pd.Timestamp(end)]
-    most = float(whole[_FIELD].max()) if len(whole) else 0.0
-    return unit / most if most > 0 else timedelta(0)
+    whole = lo + (end - lo) // unit * unit  # the end of the last whole hour
+    top = most(store, Query("accelerator", (_FIELD,), lo, whole, where=dict(where or {}),
+                            group_by=("device",), window=unit, agg=Aggregate.COUNT))
+    return unit / top if top > 0 else timedelta(0)
 
 
 def _spacing(store: Store, lo: datetime, end: datetime, last: datetime,

@@ -3,12 +3,17 @@
 both ways, every ten minutes) read from raw data, from daily rollups and from month rows
 gives the same utilization, idle hours, PUE and compliance, each also computed here from the
 generated numbers; percentiles within the sketch's stated 1%. The month rows follow late
-data, retention and a store written before they existed.
+data, retention and a store written before they existed; a store opened read-only (reports
+side by side) where nothing is left to write, read-write or a clear error where something is.
 """
 
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import duckdb
@@ -21,7 +26,8 @@ from computewatch.compliance import window_compliance
 from computewatch.findings import Period
 from computewatch.policy import load_policy
 from computewatch.pue import meter_readings, windowed_pue
-from computewatch.store import Aggregate, DuckDBStore, Query
+from computewatch.store import Aggregate, DuckDBStore, Query, StoreError, most
+from computewatch.store._duckdb import open_reader
 from computewatch.store._rollups import DAY, MONTH, RELATIVE_ERROR
 from computewatch.utilization import utilization_totals
 
@@ -289,3 +295,117 @@ def test_a_store_from_before_month_rows_gets_them(span, tmp_path):
         june.groupby("site").utilization_ratio.sum().to_numpy(), rel=1e-12)
     assert _june_n(store) == len(june)
     store.close()
+
+
+# --- read-only opening (reports side by side) ------------------------------------------------
+
+
+def _copy_of_rolled(span, path) -> None:
+    span["stores"]["rolled"]._con.execute("CHECKPOINT")
+    shutil.copy(span["stores"]["rolled"].path, path)
+
+
+def _june_by_site(span) -> np.ndarray:
+    acc = span["accelerator"]
+    june = acc[(acc.time >= JUNE) & (acc.time < JULY)]
+    return june.groupby("site").utilization_ratio.sum().to_numpy()
+
+
+@contextmanager
+def _held_read_only(path):
+    """Another process with ``path`` open read-only (as a report has it) until the block
+    ends."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys\n"
+         f"con = duckdb.connect({str(path)!r}, read_only=True)\n"
+         "print('open', flush=True)\nsys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "open"
+        yield
+    finally:
+        proc.communicate("", timeout=60)
+
+
+def test_readers_share_a_store_with_nothing_to_write(span, tmp_path):
+    """Rollups up to date: `open_reader` opens the file read-only, beside another process
+    and another reader, and answers as the read-write store does; it writes nothing."""
+    path = tmp_path / "shared.duckdb"
+    _copy_of_rolled(span, path)
+    with _held_read_only(path):
+        one, two = open_reader(path), open_reader(path)
+        assert one.read_only and two.read_only
+        for store in (one, two):
+            got = _one(store, "accelerator", ("utilization_ratio",), JUNE, JULY,
+                       Aggregate.SUM, ("site",))
+            assert got.utilization_ratio.to_numpy() == pytest.approx(_june_by_site(span),
+                                                                     rel=1e-12)
+        with pytest.raises(duckdb.Error, match="read-only"):
+            one._con.execute("CREATE TABLE written (x INTEGER)")
+        one.close()
+        two.close()
+
+
+def test_a_store_with_rollups_to_write_is_opened_read_write_or_says_why(span, tmp_path):
+    """A store from before month rows (they are made on its first read): read-only it
+    refuses the read with what to run; `open_reader` opens it read-write and the read makes
+    them, as before; when another process has the file open, it says so and what to run."""
+    path = tmp_path / "older.duckdb"
+    _copy_of_rolled(span, path)
+    con = duckdb.connect(str(path))
+    for table in ("rollup_1mo_accelerator", "rollup_1mo_facility_power",
+                  "rollup_1mo_link_latency", "sketch_1mo_link_latency", "pending_months"):
+        con.execute(f"DROP TABLE {table}")
+    con.close()
+    with DuckDBStore(path, create=False, read_only=True) as store:
+        assert store.writes_pending()
+    with _held_read_only(path), pytest.raises(StoreError, match="computewatch rollup"):
+        open_reader(path)
+    store = open_reader(path)
+    assert not store.read_only
+    got = _one(store, "accelerator", ("utilization_ratio",), JUNE, JULY, Aggregate.SUM,
+               ("site",))
+    assert got.utilization_ratio.to_numpy() == pytest.approx(_june_by_site(span), rel=1e-12)
+    store.refresh_rollups()  # every measurement's months (`computewatch rollup`)
+    store.close()
+    with open_reader(path) as store:  # its months made: read-only from now on
+        assert store.read_only and _june_n(store) == 4 * 30 * 144
+
+
+def test_a_read_only_store_with_raw_data_to_roll_up_refuses_the_read(span, tmp_path):
+    """A late sample in an hour kept as rollups only waits for the refresh a read runs:
+    read-only, the read says so and what to run (it would answer without it); `open_reader`
+    takes the file read-write and answers as a read-write store (the report before) does."""
+    path, before = tmp_path / "late.duckdb", tmp_path / "as-before.duckdb"
+    _copy_of_rolled(span, path)
+    with DuckDBStore(path, create=False) as store:
+        store.write("accelerator", pd.DataFrame({
+            "time": [datetime(2026, 6, 15, 3, 2, tzinfo=UTC)], "hub": "h1", "cluster": "c1",
+            "site": "s1", "device": "s1-gpu0", "utilization_ratio": 1.0}))
+    shutil.copy(path, before)
+    june = ("accelerator", ("utilization_ratio",), JUNE, JULY, Aggregate.COUNT, ("site",))
+    with DuckDBStore(path, create=False, read_only=True) as store:
+        assert store.writes_pending()
+        with pytest.raises(StoreError, match="computewatch rollup"):
+            _one(store, *june)
+    with DuckDBStore(before, create=False) as store:
+        want = _one(store, *june)
+    with open_reader(path) as store:
+        assert not store.read_only
+        pd.testing.assert_frame_equal(_one(store, *june), want)
+
+
+def test_the_most_samples_a_device_sent_in_a_day(span):
+    """`most` of a day's counts by device (the sampling interval's probe): every device
+    sent one sample each ten minutes, 144 a day; from rollups DuckDB finds it without the
+    groups' rows, from raw data the rows are read; another aggregate (a SUM) is read from
+    the rows too, the largest device-day sum of the generated numbers."""
+    q = Query("accelerator", ("utilization_ratio",), JUNE, JUNE + 3 * DAY,
+              group_by=("device",), window=DAY, agg=Aggregate.COUNT)
+    rolled, raw = span["stores"]["rolled"], span["stores"]["raw"]
+    assert rolled.most(q) == 144.0 and raw.most(q) is None
+    assert most(rolled, q) == most(raw, q) == 144.0
+    assert most(rolled, replace(q, agg=Aggregate.SUM)) == pytest.approx(max(
+        span["accelerator"][(span["accelerator"].time >= JUNE + d * DAY)
+                            & (span["accelerator"].time < JUNE + (d + 1) * DAY)]
+        .groupby("device").utilization_ratio.sum().max() for d in range(3)), rel=1e-12)

@@ -238,7 +238,7 @@ PUBLIC: dict[str, set[str]] = {
         "Aggregate", "DEFAULT_URL", "DuckDBStore", "InfluxDBStore", "LineProtocolWriter",
         "NotRolledUp", "PrometheusStore", "Query", "Store", "StoreError", "StoreURLError",
         "VictoriaMetricsStore",
-        "WriteError", "WriteResult", "open_store", "prefetch", "query_many", "resolution",
+        "WriteError", "WriteResult", "most", "open_store", "prefetch", "query_many", "resolution",
         "side_by_side"},
     "computewatch.summary": {"LINK_P95_SOURCES", "NationalSummary", "national_summary"},
     "computewatch.thresholds": {

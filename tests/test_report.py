@@ -15,6 +15,7 @@ from html.parser import HTMLParser
 from importlib import resources
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pytest
 from markupsafe import escape
@@ -537,6 +538,25 @@ def test_a_csv_report_imports_no_plotting_templates_or_simulator(fleet_path):
     unwanted = {"matplotlib", "jinja2", "computewatch.reports._html",
                 "computewatch.reports._plots", "computewatch.sim"}
     assert not unwanted & modules
+
+
+def test_two_reports_of_one_file_run_at_once(fleet_path):
+    """A report only reads: it opens the file read-only, so two at once, beside a third
+    reader holding it open throughout, both succeed with the same rows (read-write, the
+    second was refused DuckDB's lock)."""
+    args = [sys.executable, "-m", "computewatch", "report", "--period", PERIOD, "--store",
+            f"duckdb:///{fleet_path}", "--format", "csv", "--out", "-", "--hub", "jjj"]
+    with duckdb.connect(str(fleet_path), read_only=True):  # another reader
+        procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for _ in range(2)]
+        outs = [proc.communicate(timeout=300) for proc in procs]
+    for proc, (_, err) in zip(procs, outs, strict=True):
+        assert proc.returncode == ExitStatus.OK, err
+    first, second = (list(csv.DictReader(io.StringIO(out))) for out, _ in outs)
+    assert [r["id"] for r in first] == [s.id for s in TOPO.sites_of_hub("jjj")] + ["jjj"]
+    bj = next(r for r in first if r["id"] == "bj-ai")
+    assert float(bj["utilization"]) == pytest.approx(np.mean(BJ_AI_HOURLY))
+    assert second == first
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -113,12 +113,13 @@ def output_format(text: str) -> OutputFormat:
             text=repr(text))) from None
 
 
-def open_existing(store: str) -> Store:
+def open_existing(store: str, *, read_only: bool = False) -> Store:
     """Open a store a read-only command reads: a missing DuckDB file is an error, not a new
-    empty store."""
+    empty store. ``read_only``: a DuckDB file that other readers can share (two reports at
+    once), unless its rollups must be brought up to date first (`open_store`)."""
     from computewatch.store import open_store
 
-    return open_store(store, create=False)
+    return open_store(store, create=False, read_only=read_only)
 
 
 def period_of(st: Store, since: str, until: str | None) -> Period:

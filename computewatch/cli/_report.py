@@ -85,7 +85,7 @@ def report(
     if out == "-" and fmt == "pdf":
         raise UserError(_("--format pdf cannot go to stdout; name a file with --out"))
     topo, pol = load_places(topology, policy)
-    st = open_existing(store)
+    st = open_existing(store, read_only=True)  # two reports of one file at once
     console = err_console()
     try:
         bounds = st.time_bounds("accelerator")

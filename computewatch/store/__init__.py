@@ -49,6 +49,7 @@ __all__ = [
     "VictoriaMetricsStore",
     "WriteError",
     "WriteResult",
+    "most",
     "open_store",
     "prefetch",
     "query_many",
@@ -94,9 +95,7 @@ def _open_influxdb(url: str, create: bool) -> Store:
     return InfluxDBStore(url)
 
 
-def _open_duckdb(url: str, create: bool) -> Store:
-    from computewatch.store._duckdb import DuckDBStore
-
+def _open_duckdb(url: str, create: bool, read_only: bool = False) -> Store:
     try:
         parts = urlsplit(url)
     except ValueError as exc:
@@ -111,8 +110,8 @@ def _open_duckdb(url: str, create: bool) -> Store:
     if unknown:
         raise StoreURLError(f"{url}: unknown option {unknown[0]!r} (known: memory_limit)")
     try:
-        return DuckDBStore(path, create=create,
-                           memory_limit=options.get("memory_limit", [None])[-1])
+        return _duckdb_store(path, create, read_only,
+                             memory_limit=options.get("memory_limit", [None])[-1])
     except ValueError as exc:
         raise StoreURLError(f"{url}: {exc}") from None
 
@@ -125,17 +124,31 @@ _BACKENDS: dict[str, Callable[[str, bool], Store]] = {
 }
 
 
-def open_store(url: str = DEFAULT_URL, *, create: bool = True) -> Store:
+def _duckdb_store(path: str, create: bool, read_only: bool, *,
+                  memory_limit: str | None = None) -> Store:
+    """A DuckDB store: read-only where asked and the file exists (`open_reader`)."""
+    from computewatch.store._duckdb import DuckDBStore, open_reader
+
+    if read_only and path != ":memory:" and not create:
+        return open_reader(path, memory_limit=memory_limit)
+    return DuckDBStore(path, create=create, memory_limit=memory_limit)
+
+
+def open_store(url: str = DEFAULT_URL, *, create: bool = True, read_only: bool = False
+               ) -> Store:
     """Open the store a URL (or a plain DuckDB file path) names; an unknown scheme lists the
     known ones. With ``create=False`` a missing DuckDB file is a `StoreURLError`, not a new
     empty store: commands that only read must not leave files behind. A URL that cannot be
     used as written raises `StoreURLError` (bad input); a store that cannot be reached or
-    answers an error raises `StoreError` (a failure while running)."""
+    answers an error raises `StoreError` (a failure while running). ``read_only`` (with
+    ``create=False``): a DuckDB file is opened so that other readers can share it, unless
+    reading would write first (`computewatch.store._duckdb.open_reader`); the servers ignore
+    it."""
     if "://" not in url:
-        from computewatch.store._duckdb import DuckDBStore
-
-        return DuckDBStore(url, create=create)
+        return _duckdb_store(url, create, read_only)
     scheme = url.split("://", 1)[0].lower()
+    if scheme == "duckdb":
+        return _open_duckdb(url, create, read_only)
     factory = _BACKENDS.get(scheme)
     if factory is None:
         for ep in entry_points(group="computewatch.stores"):
@@ -168,6 +181,19 @@ def query_many(store: Store, queries: Sequence[Query]) -> list[pd.DataFrame]:
     if many is not None:
         return many(queries)
     return [store.query(q) for q in queries]
+
+
+def most(store: Store, q: Query) -> float:
+    """The largest value of ``q``'s answer (0 when it has none; NaN values left out): a
+    store that finds it without handing over the groups' rows (DuckDB over rollups: the
+    sampling interval's probe, a day's counts of 100,000 devices) does; from any other store
+    ``q``'s rows are read and their largest taken."""
+    ask = getattr(store, "most", None)
+    got = ask(q) if ask is not None else None
+    if got is None:
+        rows = store.query(q)
+        got = float(rows[q.fields[0]].max()) if len(rows) else 0.0
+    return got
 
 
 def prefetch(store: Store, queries: Sequence[Query]) -> None:

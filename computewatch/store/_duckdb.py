@@ -55,7 +55,7 @@ from computewatch.errors import StoreURLError
 from computewatch.i18n import _
 from computewatch.samples import TIME
 from computewatch.store import _rollups as ru
-from computewatch.store._months import MonthRollups
+from computewatch.store._months import PENDING_MONTHS, MonthRollups, ceil_month
 from computewatch.store._order import SeriesOrder, series_order
 from computewatch.store._protocol import (
     Aggregate,
@@ -67,7 +67,8 @@ from computewatch.store._protocol import (
 )
 from computewatch.validation import Rejections, validate_frame
 
-__all__ = ["PARALLEL_ROWS", "RAW_RETENTION", "ROLLUP_PREFIXES", "DuckDBStore", "Expiry"]
+__all__ = ["PARALLEL_ROWS", "RAW_RETENTION", "ROLLUP_PREFIXES", "DuckDBStore", "Expiry",
+           "open_reader"]
 
 log = logging.getLogger(__name__)
 
@@ -373,12 +374,19 @@ class DuckDBStore(MonthRollups):
     ``memory_limit`` (e.g. ``"512MB"``) caps DuckDB's buffer pool, which otherwise keeps
     every block a scan read, up to 80% of RAM, in the process' resident memory; a scan of
     data beyond it reads the blocks again from the file (from the OS page cache when warm).
+
+    ``read_only`` opens an existing file so that other read-only processes can share it
+    (DuckDB admits any number of readers or one writer): for a store with nothing to write
+    before it is read (`writes_pending`; `open_reader` chooses). Its catalogue cannot change
+    while it is open, so it is read once.
     """
 
     def __init__(self, path: str | Path, *, rejections: Rejections | None = None,
                  threads: int | None = None, create: bool = True,
-                 memory_limit: str | None = None) -> None:
+                 memory_limit: str | None = None, read_only: bool = False) -> None:
         memory = str(path) == ":memory:"
+        if read_only and (memory or create):
+            raise ValueError("a read-only store opens an existing file (create=False)")
         self.path = str(path) if memory else str(Path(path).expanduser().resolve())
         self.url = self.path  # a plain path names a DuckDB store; messages show it absolute
         self.rejections = rejections or Rejections()
@@ -389,9 +397,10 @@ class DuckDBStore(MonthRollups):
                                       "--store").format(path=self.path))
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._con = duckdb.connect(self.path)
+            self._con = duckdb.connect(self.path, read_only=read_only)
         except duckdb.Error as exc:
             raise StoreError(f"{self.url}: cannot open: {exc}") from None
+        self.read_only = read_only
         self._threads = threads
         if threads:
             self._con.execute(f"SET threads = {int(threads)}")
@@ -414,6 +423,14 @@ class DuckDBStore(MonthRollups):
         self._states: dict[tuple, list[_States]] = {}
         self._known_tables: set[str] = set()  # tables known to exist (`_table_exists`)
         self._months_clean: set[str] = set()  # `computewatch.store._months`
+        # read-only: every table's columns, read once (`_table_exists`, `_columns`)
+        self._catalogue: dict[str, set[str]] | None = None
+        if read_only:
+            self._catalogue = {}
+            for table, column in self._con.execute(
+                    "SELECT table_name, column_name FROM duckdb_columns() "
+                    "WHERE database_name = current_database() AND NOT internal").fetchall():
+                self._catalogue.setdefault(table, set()).add(column)
 
     # -- schema ---------------------------------------------------------------------------
     def _ensure(self, meas: catalog.Measurement, fields: Sequence[str] = ()) -> set[str]:
@@ -424,6 +441,9 @@ class DuckDBStore(MonthRollups):
         Returns the field columns the samples table has.
         """
         have = self._fields.get(meas.name)
+        if have is None and self.read_only:  # `writes_pending` found nothing to add
+            have = self._columns("samples_" + meas.name) - {"time", "series_id"}
+            self._fields[meas.name] = have
         if have is None:
             labels = ", ".join(f"{_ident(lab)} VARCHAR" for lab in meas.labels)
             self._con.execute(
@@ -448,7 +468,10 @@ class DuckDBStore(MonthRollups):
 
     def _columns(self, table: str) -> set[str]:
         """The columns of ``table`` (from DuckDB's own catalogue function: the information
-        schema's view of it took 2.4 ms a call, this 0.8; a report asks about 15 times)."""
+        schema's view of it took 2.4 ms a call, this 0.8; a report asks about 15 times;
+        read-only, from the catalogue read at open)."""
+        if self._catalogue is not None:
+            return set(self._catalogue.get(table, ()))
         return {r[0] for r in self._con.execute(
             "SELECT column_name FROM duckdb_columns() WHERE table_name = ?",
             [table]).fetchall()}
@@ -747,6 +770,36 @@ class DuckDBStore(MonthRollups):
                 if all(plan is not None for plan in plans):
                     self._query_rollups_many(qs, meas, plans[0], answer=False)
 
+    def most(self, q: Query) -> float | None:
+        """`computewatch.store.most` of a COUNT over rollups: the states summed by window
+        and group and the largest kept in one statement, no label string leaving DuckDB
+        (the report's sampling-interval probe, a day's counts of 100,000 devices, cost
+        0.1 s to 0.2 s as rows); None (ask `query`) for raw data or another aggregate."""
+        check_query(q, self.url)
+        if q.agg != Aggregate.COUNT or not self._has(q.measurement):
+            return None
+        meas = catalog.measurement(q.measurement)
+        with self._lock:
+            plan = self._plan(q, meas)
+            if plan is None:
+                return None
+            (field,) = q.fields
+            states = self._rollup_states(q, meas, plan, {field: ["n"]}).rows
+            keys = "".join(f", s.{_ident(g)}" for g in q.group_by)
+            join = (f" JOIN {_ident('series_' + meas.name)} s USING (series_id)"
+                    if q.group_by else "")
+            reads = self._arrow_reads()
+            reads.register("_rollup_states", states)
+            try:
+                got = reads.sql(
+                    f"SELECT max(v) FROM (SELECT sum(t.{_ident(ru.state_column(field, 'n'))})"
+                    f" AS v FROM _rollup_states t{join} GROUP BY t.time{keys})").fetchall()
+            except duckdb.Error as exc:
+                raise StoreError(f"{self.url}: query on {meas.name!r} failed: {exc}") from None
+            finally:
+                reads.unregister("_rollup_states")
+        return float(got[0][0] or 0)
+
     def _query_fused(self, qs: list[Query]) -> list[pd.DataFrame]:
         """Queries alike but for their fields, aggregates and groups: over rollups one scan
         answers all of them (`_query_rollups_many`); over raw data one scan per grouping."""
@@ -925,7 +978,9 @@ class DuckDBStore(MonthRollups):
         """Whether ``table`` exists; a table found is remembered (the store drops none), as
         every query asks (a month's report about 50 times: 15 of them for pending rollups
         a store of rollups alone never has, 0.9 ms each from `duckdb_tables`, 2.2 from the
-        information schema)."""
+        information schema; read-only, from the catalogue read at open)."""
+        if self._catalogue is not None:
+            return table in self._catalogue
         if table in self._known_tables:
             return True
         found = bool(self._con.execute(
@@ -934,6 +989,34 @@ class DuckDBStore(MonthRollups):
         if found:
             self._known_tables.add(table)
         return found
+
+    def writes_pending(self) -> bool:
+        """Whether reading would write first (`_plan`'s refresh, `_ensure`, `_rollup_tables`):
+        raw data written before where raw data takes over from rollups and not yet rolled
+        up (the spans after it are read raw, as they are), days whose months are pending,
+        month rollups not yet made from a store's days, or tables older than the catalogue
+        (a label, or a rollup grain's table or column to add)."""
+        if self._table_exists("pending_rollups"):
+            for name, lo in self._con.execute("SELECT measurement, min(lo) FROM "
+                                              "pending_rollups GROUP BY ALL").fetchall():
+                boundary = self._coverage(name)[0] if self._has(name) else None
+                if boundary is not None and lo < boundary:
+                    return True
+        if self._table_exists(PENDING_MONTHS) and self._con.execute(
+                f"SELECT EXISTS (SELECT 1 FROM {PENDING_MONTHS})").fetchall()[0][0]:
+            return True
+        for meas in catalog.measurements():
+            series = "series_" + meas.name
+            if self._table_exists(series) and not set(meas.labels) <= self._columns(series):
+                return True
+            tables = [ru.rollup_table(meas.name, g) for g in (*ru.GRAINS, ru.MONTH)]
+            tables += [ru.sketch_table(meas.name, g) for g in (*ru.GRAINS, ru.MONTH)
+                       if ru.sketched(meas)]
+            made = [t for t in tables if self._table_exists(t)]
+            if made and (len(made) < len(tables) or len(
+                    {frozenset(self._columns(t)) for t in tables[:3]}) > 1):
+                return True
+        return False
 
     def refresh_rollups(self, measurement: str | None = None) -> int:
         """Roll up every span written since the last refresh (of one measurement, or all):
@@ -960,6 +1043,9 @@ class DuckDBStore(MonthRollups):
         if before is not None:
             sql, params = sql + " AND lo < ?", [*params, before]
         rows = self._con.execute(sql, params).fetchall()
+        if rows and self.read_only:
+            raise StoreError(f"{self.url}: opened read-only with raw data not yet rolled up; "
+                             "run `computewatch rollup` first")
         spans: dict[str, list[tuple[datetime, datetime]]] = {}
         for name, lo, hi in rows:
             spans.setdefault(name, []).append((_floor(lo, ru.HOUR), _floor(hi, ru.HOUR) + ru.HOUR))
@@ -987,6 +1073,11 @@ class DuckDBStore(MonthRollups):
         (kept per connection: the tables only ever widen)."""
         have = self._rolled.get(meas.name)
         if have is not None and fields <= have:
+            return have
+        if self.read_only:  # `writes_pending` found them made and as wide as the days
+            cols = self._columns(ru.rollup_table(meas.name, ru.HOUR))
+            have = {f for f in meas.fields if ru.state_column(f, "n") in cols}
+            self._rolled[meas.name] = have
             return have
         ordered = [f for f in meas.fields if f in fields]
         self._new_months(meas)
@@ -1530,12 +1621,17 @@ class DuckDBStore(MonthRollups):
             parts.append(ru.raw_states(meas, fields, samples, present) if source == "raw"
                          else ru.rolled_states(fields, ru.rollup_table(meas.name, grain), rolled))
             params += [lo, hi]
-        merged = ", ".join(ru.merge_states(f, needed[f]) for f in fields)
+        # One month's month rows, one window: a row per series already (`_merge_months`
+        # groups them so), read as they are; anything else merged per series and window.
+        one = len(plan) == 1 and plan[0][1] == ru.MONTH and ceil_month(
+            plan[0][2] + timedelta(microseconds=1)) == plan[0][3]
+        merged = ", ".join((ru.one_state if one else ru.merge_states)(f, needed[f])
+                           for f in fields)
         match = (f" WHERE t.series_id IN (SELECT s.series_id FROM "
                  f"{_ident('series_' + meas.name)} s WHERE " + " AND ".join(where) + ")"
                  ) if where else ""
         sql = (f"SELECT {bucket} AS time, t.series_id, {merged} FROM "
-               f"({' UNION ALL '.join(parts)}) t{match} GROUP BY ALL")
+               f"({' UNION ALL '.join(parts)}) t{match}" + ("" if one else " GROUP BY ALL"))
         try:
             return self._arrow_reads().sql(
                 sql, params=[_naive_utc(q.start), *params, *where_params]).to_arrow_table()
@@ -1756,3 +1852,21 @@ class DuckDBStore(MonthRollups):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def open_reader(path: str | Path, *, memory_limit: str | None = None) -> DuckDBStore:
+    """An existing store opened for a command that only reads it (a report): read-only, so
+    that several run side by side on one file (DuckDB's lock admits many readers or one
+    writer); read-write as before where reading would write first (`DuckDBStore.
+    writes_pending`: rollups to bring up to date), and if another process has the file open
+    then, a `StoreError` that says so."""
+    store = DuckDBStore(path, create=False, memory_limit=memory_limit, read_only=True)
+    if not store.writes_pending():
+        return store
+    store.close()
+    try:
+        return DuckDBStore(path, create=False, memory_limit=memory_limit)
+    except StoreError as exc:
+        raise StoreError(f"{store.url}: has rollups to bring up to date before it is read, "
+                         f"and another process has it open: run `computewatch rollup --store "
+                         f"{store.url}` once it is free ({exc})") from None

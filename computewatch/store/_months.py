@@ -34,9 +34,9 @@ from computewatch import catalog
 from computewatch.store import _rollups as ru
 from computewatch.store._protocol import Query, StoreError
 
-__all__ = ["MonthRollups", "ceil_month", "floor_month"]
+__all__ = ["PENDING_MONTHS", "MonthRollups", "ceil_month", "floor_month"]
 
-_PENDING = "pending_months"
+PENDING_MONTHS = "pending_months"
 
 
 def floor_month(t: datetime) -> datetime:
@@ -62,6 +62,7 @@ class MonthRollups:
     """The month grain's part of `DuckDBStore` (its connection, tables and rollup tables)."""
 
     url: str
+    read_only: bool
     _con: duckdb.DuckDBPyConnection
     _months_clean: set[str]  # measurements with no pending month (per connection)
     _table_exists: Callable[[str], bool]
@@ -72,9 +73,9 @@ class MonthRollups:
     def _mark_months(self, measurement: str, lo: datetime, hi: datetime) -> None:
         """Note the months of the days [lo, hi) (naive UTC) as changed (in the caller's
         transaction); `_refresh_months` merges them again."""
-        self._con.execute(f"CREATE TABLE IF NOT EXISTS {_PENDING} "
+        self._con.execute(f"CREATE TABLE IF NOT EXISTS {PENDING_MONTHS} "
                           "(measurement VARCHAR, lo TIMESTAMP, hi TIMESTAMP)")
-        self._con.execute(f"INSERT INTO {_PENDING} VALUES (?, ?, ?)",
+        self._con.execute(f"INSERT INTO {PENDING_MONTHS} VALUES (?, ?, ?)",
                           [measurement, floor_month(lo), ceil_month(hi)])
         self._months_clean.discard(measurement)
 
@@ -99,6 +100,9 @@ class MonthRollups:
             if self._table_exists(ru.rollup_table(name, ru.MONTH)) and not self._pending(name):
                 self._months_clean.add(name)  # a report's queries ask a few times each
                 continue
+            if self.read_only:
+                raise StoreError(f"{self.url}: opened read-only with {name!r} months to "
+                                 "merge from their days; run `computewatch rollup` first")
             meas = catalog.measurement(name)
             try:
                 self._con.execute("BEGIN")
@@ -112,7 +116,7 @@ class MonthRollups:
                                            _next_month(lo))
                         lo = _next_month(lo)
                 if ranges:
-                    self._con.execute(f"DELETE FROM {_PENDING} WHERE measurement = ?", [name])
+                    self._con.execute(f"DELETE FROM {PENDING_MONTHS} WHERE measurement = ?", [name])
                 self._con.execute("COMMIT")
             except duckdb.Error as exc:
                 self._con.execute("ROLLBACK")
@@ -122,9 +126,9 @@ class MonthRollups:
 
     def _pending(self, measurement: str) -> list[tuple[datetime, datetime]]:
         """The pending month ranges of ``measurement``."""
-        if not self._table_exists(_PENDING):
+        if not self._table_exists(PENDING_MONTHS):
             return []
-        return self._con.execute(f"SELECT lo, hi FROM {_PENDING} WHERE measurement = ?",
+        return self._con.execute(f"SELECT lo, hi FROM {PENDING_MONTHS} WHERE measurement = ?",
                                  [measurement]).fetchall()
 
     def _merge_months(self, meas: catalog.Measurement, fields: list[str], lo: datetime,
