@@ -8,6 +8,7 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import pytest
 import yaml
@@ -123,9 +124,14 @@ def test_demo_small_fleet_prints_the_national_summary(tmp_path):
             "idle_capacity_within_circle"} <= set(scores)
     assert scores["accelerator_lost"]["expected"] == 1
     assert set(scores["site_below_minimum"]) >= {"recall", "precision", "missed_items"}
-    # The summary command reads the same store back and agrees.
-    again = run("summary", "--store", store, "--since", "2h", "--format", "json")
+    # The summary command reads the same store back and agrees, and it and surplus only
+    # read: they share the file with another reader (read-write, DuckDB's lock refused them).
+    with duckdb.connect(str(tmp_path / "demo.duckdb"), read_only=True):
+        again = run("summary", "--store", store, "--since", "2h", "--format", "json")
+        near = run("surplus", "--near", "Shanghai", "--within", "20ms", "--store", store,
+                   "--since", "2h", "--format", "json")
     assert again.returncode == 0, again.stderr
+    assert near.returncode == 0, near.stderr
     national2 = next(r for r in json.loads(again.stdout)["rows"] if r["level"] == "national")
     assert national2["mean_utilization"] == pytest.approx(national["mean_utilization"],
                                                           rel=1e-9)

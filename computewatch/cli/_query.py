@@ -59,7 +59,7 @@ def summary(
 
     fmt = output_format(output)
     topo, pol = load_places(topology, policy)
-    st = open_existing(store)
+    st = open_existing(store, read_only=True)  # it only reads: others may read beside
     try:
         period = period_of(st, since, until)
         result = national_summary(st, topo, pol, period.start, period.end)
@@ -89,7 +89,7 @@ def surplus(
     fmt = output_format(output)
     topo, pol = load_places(topology, policy)
     within_s = parse_duration(within, "--within").total_seconds()
-    st = open_existing(store)
+    st = open_existing(store, read_only=True)  # it only reads: others may read beside
     try:
         period = period_of(st, since, until)
         try:
