@@ -4,7 +4,9 @@ Scheduling is kept apart from delivery. Each collector runs in its own worker th
 fixed grid (``start + k x interval`` on the monotonic clock, so runs never drift); a run that
 outlasts its timeout is abandoned and counted (a Python thread cannot be killed, so a hung
 collector keeps its worker and skips its later slots, counted as timeouts, until it
-returns), and never delays another collector. Each finished run's samples are validated
+returns), and never delays another collector. A collector that says it has nothing due
+(``due()``, workload attribution between its Lists) is not handed to its worker: its run is
+counted done at once, with no samples. Each finished run's samples are validated
 against the catalogue, then handed to every exporter; an exporter that fails is counted,
 never retried here (the durable buffer of the stores issue does that).
 
