@@ -24,9 +24,9 @@ ranged 7.4 to 11.4 ms over six such rounds of one run (quiet machine) and the di
 moved by 1 to 2 ms from run to run ("relabel alone" -1.42 ms in one, +1.51 ms in the next).
 One process was not fair to the agents made in it after another: counted by callgrind over
 the timed cycles alone (zeroed before them, dumped after, the agent's threads included), an
-agent in a fresh process ran 73.4 M instructions a cycle (plain) and 77.9 M (with
-attribution), and the same agent made after one of the other kind had run 5 cycles and closed
-in the process 94.9 M and 95.4 M (20 cycles at another load: 55.3 against 64.3 M, 63.2
+agent in a fresh process ran 73.4 M instructions a cycle (plain, main's code) and 75.7 M (as
+configured, this code), and the same agent made after one of the other kind had run 5 cycles
+and closed in the process 94.9 M and 95.4 M (20 cycles at another load: 55.3 against 64.3 M, 63.2
 against 71.1 M). Not from leftover threads (the same count of threads in both), nor the
 garbage collector (0.12 to 0.13 collections a cycle either way); not found further. In one
 process every agent but the first paid some of that, by the order they were made in, so each
@@ -52,7 +52,17 @@ it. After: the catalogue check 0.48 to 0.52 ms plain and 0.48 to 0.50 ms as conf
 samples 0.16 against 0.19 ms. Callgrind (as above, fresh processes; pairs run back to back,
 since the counts move with the load): before, plain 55.3 M and as configured 63.2 M a cycle
 (+8.0 M), then 73.4 and 77.9 M (+4.5 M); after, 53.8 and 57.3 M (+3.6 M), then 71.7 and 75.7
-M (+4.0 M). {FINAL}
+M (+4.0 M). Per thread after (fresh processes, 100 cycles, load 5 to 8): the attribution's
+worker 0.17 ms a cycle (the Lists alone), voluntary context switches +1.5 a cycle over the
+plain agent's (before +4 to +7), the main thread +0.07 and +0.24 ms. This bench's
+attribution figures, 6 rounds over 18:06 to 18:24 UTC (load 4.5 to 8.3, beside two other
+helpers), main (4c12803) with its one-process method, main with this method and this code
+with it, alternated in each round: as configured +1.53, +1.44, +1.61, +1.74, +1.41, +0.67 ms
+(main, one process; median +1.49), +1.15, +1.20, +1.21, +0.97, +0.98, +1.31 ms (main, a
+process each; median +1.18), +1.03, +0.70, +0.64, +1.05, +0.41, +0.60 ms (now; median +0.67);
+relabel alone +0.63 to +0.99, -0.33 to +0.69, +0.12 to +0.53 ms; a List every cycle +1.43 to
++2.33, +1.41 to +2.34, +1.14 to +1.92 ms; the plain agent 7.3 to 9.3, 7.2 to 8.8, 6.8 to 8.3
+ms a cycle; peak RSS 61 MB in all.
 What is left: the List (0.5 to 0.8 ms every 4th cycle), the relabel step, the hook (16 calls
 a cycle), the 16 ``allocated`` samples; by Python calls counted in every thread, the relabel
 step and hook add 920 calls to the plain cycle's 22,600 (4 %).
@@ -111,7 +121,8 @@ as configured +2.60 to +4.58 ms before, +1.71 to +3.26 ms now (+0.75 ms in one r
 noise; the instruction counts decide. This bench times several agents in one process,
 which may not be fair to the later ones: in one check (callgrind, 10 cycles of the hook's
 agent) the cycle took 65.1 and 67.0 M instructions after a plain agent had run 3 cycles
-and closed in the same process, 45.7 and 53.9 M without it; not explained yet.
+and closed in the same process, 45.7 and 53.9 M without it (confirmed later; each agent
+now has a process of its own, see above).
 The List's answer is read by hand from the protobuf wire format (`_wire`), not through
 the generated classes: the agent loads grpc but not the protobuf runtime. RSS in a fresh
 interpreter with the agent's modules loaded: grpc and the stubs +14.8 MB at import, +19.0
@@ -436,7 +447,8 @@ def main() -> None:
           f"by pods, {k['samples']} samples per cycle)")
     plain = k["cpu_plain"]
     row("CPU per cycle, the same agent without attribution", f"{plain * 1000:.1f} ms",
-        f"(baseline; the four alternated in blocks of {BLOCK} cycles, {k['cycles']} each)")
+        f"(baseline; four processes alternated in blocks of {BLOCK} cycles, {k['cycles']} "
+        "each)")
     row("CPU per cycle, List every cycle", f"{k['cpu_list'] * 1000:.1f} ms",
         f"({(k['cpu_list'] - plain) * 1000:+.2f} ms; an upper bound)")
     row("CPU per cycle, relabel only", f"{k['cpu_relabel'] * 1000:.1f} ms",
@@ -446,7 +458,7 @@ def main() -> None:
         f"({(k['cpu_default'] - plain) * 1000:+.2f} ms at a {k['interval']:g} s interval, "
         f"{k['lists']} Lists in {k['cycles']} cycles; aim <= +1 ms)")
     row("agent peak RSS with attribution", f"{k['rss']:.0f} MB",
-        f"({k['rss'] - r['rss']:+.0f} MB; aim <= +10 MB)")
+        f"({round(k['rss'] - r['rss']):+d} MB; aim <= +10 MB)")
 
 
 if __name__ == "__main__":
