@@ -8,20 +8,64 @@ collectors' own cost.
 The resident memory includes the simulator (the fleet the node is taken from); an agent on real
 hardware imports neither numpy's fleet arrays nor the simulator.
 
-With workload attribution (``kubernetes.enabled``), measured in a second fresh process
-against a kubelet PodResources server in a third (its CPU is not the agent's), every GPU and
-NPU held by a pod, so every accelerator series is relabelled: CPU per cycle with the List call
-in every cycle (an upper bound), as the node config schedules it (a List every ``refresh``,
-60 s, or sooner when a device's processes change: every 4th 15 s cycle here, counted), and
-with the relabel step alone; and the peak RSS after the agent's first Lists.
+With workload attribution (``kubernetes.enabled``), against a kubelet PodResources server in
+a process of its own (its CPU is not the agent's), every GPU and NPU held by a pod, so every
+accelerator series is relabelled: CPU per cycle with the List call in every cycle (an upper
+bound), as the node config schedules it (a List every ``refresh``, 60 s, or sooner when a
+device's processes change: every 4th 15 s cycle here, counted), and with the relabel step
+alone; and the as-configured agent's peak RSS after its cycles.
 
-How the four are timed (since 6 December, 15:20 UTC): all four agents alive in one process,
-each running 5 cycles in turn (the order turning each block), 200 cycles each, CPU summed per
-agent. Before, each agent ran 200 cycles in one stretch, 3 rounds, and the least of each was
-taken: the machine's speed drifts by a third within a minute, so the plain agent ranged 7.4 to
-11.4 ms over six such rounds of one run (quiet machine) and the differences moved by 1 to 2 ms
-from run to run ("relabel alone" -1.42 ms in one, +1.51 ms in the next). Alternated in blocks,
-two runs of each tree agree within 0.5 ms.
+How the four are timed (since 6 December, 18:30 UTC): each agent in a fresh process of its
+own (`_worker`), the four alive throughout and told in turn to run 5 cycles (the order turning
+each block), 200 cycles each; each counts its own process's CPU. From 15:20 UTC the four ran
+in one process, the same blocks, and before that each ran 200 cycles in one stretch, 3 rounds,
+the least taken: the machine's speed drifts by a third within a minute, so the plain agent
+ranged 7.4 to 11.4 ms over six such rounds of one run (quiet machine) and the differences
+moved by 1 to 2 ms from run to run ("relabel alone" -1.42 ms in one, +1.51 ms in the next).
+One process was not fair to the agents made in it after another: counted by callgrind over
+the timed cycles alone (zeroed before them, dumped after, the agent's threads included), an
+agent in a fresh process ran 73.4 M instructions a cycle (plain, main's code) and 75.7 M (as
+configured, this code), and the same agent made after one of the other kind had run 5 cycles
+and closed in the process 94.9 M and 95.4 M (20 cycles at another load: 55.3 against 64.3 M, 63.2
+against 71.1 M). Not from leftover threads (the same count of threads in both), nor the
+garbage collector (0.12 to 0.13 collections a cycle either way); not found further. In one
+process every agent but the first paid some of that, by the order they were made in, so each
+now has its own.
+
+Where the rest of "as configured" went (helper a23, 6 December 17:30 to 18:40 UTC, load 1 to
+12 beside two other helpers' runs). Each agent in a fresh process, 100 cycles, CPU per
+thread from ``/proc/self/task/*/schedstat``, context switches from each task's status: the
+plain agent's main thread 0.90 to 1.36 ms a cycle, as configured 1.29 to 2.74 ms; the
+attribution's own worker 0.22 to 0.34 ms (a List every 4th cycle, and between Lists a run
+with nothing to do, handed to that thread and waited for); 15 to 18 voluntary context
+switches a cycle plain, 19 to 23 as configured; the garbage collector 0.12 against 0.13
+collections a cycle (0.02 to 0.05 ms), not a cause. On the main thread, in one process, least
+of 7 rounds of each part (load 5 to 10): the catalogue check of the batches 0.49 to 0.53 ms
+plain, 0.65 to 0.97 ms as configured (its series cache hashed every sample's label tuple, 19
+pairs once the pod's are on), the agent's own samples 0.18 to 0.22 ms against 0.25 to 0.42
+ms (78 samples, their labels sorted afresh every cycle), the relabel step 0.12 to 0.20 ms.
+Cut: a collector with a ``due()`` answering no (the attribution between Lists) is not handed
+to its worker, its run counted done at once in the agent's thread; the agent's and the
+attribution's own samples take label tuples made once; the catalogue check looks a series up
+by its label tuple's identity (the collectors keep their tuples, `LabelSets`) before hashing
+it. After: the catalogue check 0.48 to 0.52 ms plain and 0.48 to 0.50 ms as configured, own
+samples 0.16 against 0.19 ms. Callgrind (as above, fresh processes; pairs run back to back,
+since the counts move with the load): before, plain 55.3 M and as configured 63.2 M a cycle
+(+8.0 M), then 73.4 and 77.9 M (+4.5 M); after, 53.8 and 57.3 M (+3.6 M), then 71.7 and 75.7
+M (+4.0 M). Per thread after (fresh processes, 100 cycles, load 5 to 8): the attribution's
+worker 0.17 ms a cycle (the Lists alone), voluntary context switches +1.5 a cycle over the
+plain agent's (before +4 to +7), the main thread +0.07 and +0.24 ms. This bench's
+attribution figures, 6 rounds over 18:06 to 18:24 UTC (load 4.5 to 8.3, beside two other
+helpers), main (4c12803) with its one-process method, main with this method and this code
+with it, alternated in each round: as configured +1.53, +1.44, +1.61, +1.74, +1.41, +0.67 ms
+(main, one process; median +1.49), +1.15, +1.20, +1.21, +0.97, +0.98, +1.31 ms (main, a
+process each; median +1.18), +1.03, +0.70, +0.64, +1.05, +0.41, +0.60 ms (now; median +0.67);
+relabel alone +0.63 to +0.99, -0.33 to +0.69, +0.12 to +0.53 ms; a List every cycle +1.43 to
++2.33, +1.41 to +2.34, +1.14 to +1.92 ms; the plain agent 7.3 to 9.3, 7.2 to 8.8, 6.8 to 8.3
+ms a cycle; peak RSS 61 MB in all.
+What is left: the List (0.5 to 0.8 ms every 4th cycle), the relabel step, the hook (16 calls
+a cycle), the 16 ``allocated`` samples; by Python calls counted in every thread, the relabel
+step and hook add 920 calls to the plain cycle's 22,600 (4 %).
 
 The List without grpcio (6 December, 15:20 UTC, quiet machine, load 0.3 to 1.2): the client
 now speaks gRPC's unary call over HTTP/2 itself (`collectors/kubernetes/_client.py`). CPU of
@@ -77,7 +121,8 @@ as configured +2.60 to +4.58 ms before, +1.71 to +3.26 ms now (+0.75 ms in one r
 noise; the instruction counts decide. This bench times several agents in one process,
 which may not be fair to the later ones: in one check (callgrind, 10 cycles of the hook's
 agent) the cycle took 65.1 and 67.0 M instructions after a plain agent had run 3 cycles
-and closed in the same process, 45.7 and 53.9 M without it; not explained yet.
+and closed in the same process, 45.7 and 53.9 M without it (confirmed later; each agent
+now has a process of its own, see above).
 The List's answer is read by hand from the protobuf wire format (`_wire`), not through
 the generated classes: the agent loads grpc but not the protobuf runtime. RSS in a fresh
 interpreter with the agent's modules loaded: grpc and the stubs +14.8 MB at import, +19.0
@@ -246,13 +291,20 @@ def _kubelet(socket: str) -> None:
     server.wait_for_termination()
 
 
-def _child_attributed(socket: str) -> None:
-    """Runs in a fresh interpreter: the agent with attribution on, against ``socket``.
+KINDS = ("plain", "list", "default", "relabel")
+"""The four agents of the attribution figures, each in a process of its own (`_worker`)."""
 
-    Three ways, each over the node's own collectors: the List in every cycle (an upper
-    bound), the agent's default (a List every ``kubernetes.refresh``, 60 s, and sooner when
-    a device's processes change; the attribution's clock moved 15 s a cycle, so this is the
-    real schedule, hints included), and the relabel step alone from one cached answer."""
+
+def _worker(kind: str, socket: str) -> None:
+    """Runs in a fresh interpreter: one agent of ``kind`` against ``socket``, its cycles run
+    a block at a time when the parent says so (a line ``run`` on stdin; the block's CPU,
+    this process's alone, comes back as a line), ``end`` for the figures.
+
+    The kinds, each over the node's own collectors: ``plain`` without attribution; ``list``
+    with a List in every cycle (an upper bound); ``default`` as the node config builds it
+    (a List every ``kubernetes.refresh``, 60 s, and sooner when a device's processes
+    change; the attribution's clock moved 15 s a cycle, so this is the real schedule,
+    hints included); ``relabel``, the relabel step and hook alone from one cached answer."""
     from computewatch.collectors.agent import Agent, Scheduled
     from computewatch.collectors.config import NodeConfig
     from computewatch.collectors.kubernetes import PodAttribution, PodResourcesClient
@@ -262,11 +314,20 @@ def _child_attributed(socket: str) -> None:
     node = simulated_node()
     config = NodeConfig.model_validate({"kubernetes": {"enabled": True,
                                                        "pod_resources_socket": socket}})
-
-    def attributed(refresh_s: float) -> tuple[Agent, list[int], list[float]]:
-        """The agent, the count of its Lists (its client's calls), and its own clock (moved
-        one interval a cycle)."""
-        client, asked, clock = PodResourcesClient(Path(socket)), [0], [0.0]
+    client, asked, clock = PodResourcesClient(Path(socket)), [0], [0.0]
+    if kind == "default":  # what the node config builds
+        built = build_agent(config, simulate=node, exporters=[])
+        assert built.collector_names == ["kubernetes", *(c.name for c in
+                                                         build_collectors(config, node))]
+        built.close()
+    if kind == "plain":
+        agent = Agent(build_collectors(config, node), [], node.labels)
+    elif kind == "relabel":  # an answer cached once: no List in the timed cycles
+        att = PodAttribution(node.labels, client)
+        att.collect()
+        agent = Agent(build_collectors(config, node), [], node.labels,
+                      relabel=att.relabel, device_labels=att.device_labels)
+    else:
         ask = client.list
 
         def counted():
@@ -274,79 +335,90 @@ def _child_attributed(socket: str) -> None:
             return ask()
 
         client.list = counted  # type: ignore[method-assign]
-        att = PodAttribution(node.labels, client, refresh_s=refresh_s, clock=lambda: clock[0])
+        att = PodAttribution(node.labels, client,
+                             refresh_s=config.kubernetes.refresh if kind == "default" else 0.0,
+                             clock=lambda: clock[0])
         agent = Agent([Scheduled(att, config.interval), *build_collectors(config, node)], [],
                       node.labels, relabel=att.relabel, device_labels=att.device_labels)
-        return agent, asked, clock
-
-    built = build_agent(config, simulate=node, exporters=[])  # what the node config builds
-    assert built.collector_names == ["kubernetes", *(c.name for c in
-                                                     build_collectors(config, node))]
-    built.close()
-    agent, asked, clock = attributed(config.kubernetes.refresh)
-    for _ in range(CYCLES // 4):
+    samples = agent.run_once()
+    clock[0] += config.interval
+    for _ in range(5):  # warm-up
         agent.run_once()
         clock[0] += config.interval
-    rss = _peak_rss_mb()  # one agent as configured, before the others are made
-    agent.close()
-    # an answer cached once, for the relabel step alone (no List in the timed cycles)
-    cached = PodAttribution(node.labels, PodResourcesClient(Path(socket)))
-    cached.collect()
-    listing, _, list_clock = attributed(0.0)
-    default, asked, clock = attributed(config.kubernetes.refresh)
-    agents = {
-        "plain": (Agent(build_collectors(config, node), [], node.labels), [0.0]),
-        "list": (listing, list_clock),
-        "default": (default, clock),
-        "relabel": (Agent(build_collectors(config, node), [], node.labels,
-                          relabel=cached.relabel, device_labels=cached.device_labels), [0.0]),
-    }
-    samples = agents["list"][0].run_once()
-    for agent, own in agents.values():  # warm-up
-        for _ in range(5):
-            agent.run_once()
-            own[0] += config.interval
     asked[0] = 0
-    # Alternated in short blocks, in a turning order, all four agents alive throughout: the
-    # machine's speed drifts by a third within a minute (other work, frequency, caches), and
-    # timing each agent's cycles in one stretch put that drift into the differences.
-    cpu = dict.fromkeys(agents, 0.0)
-    names = list(agents)
-    for block in range(CYCLES // BLOCK):
-        for name in names[block % 4:] + names[:block % 4]:
-            agent, own = agents[name]
-            c0 = _cpu()
-            for _ in range(BLOCK):
-                agent.run_once()
-                own[0] += config.interval
-            cpu[name] += _cpu() - c0
-    for agent, _ in agents.values():
-        agent.close()
-    cached.close()
-    cycles = CYCLES // BLOCK * BLOCK
     held = sum(1 for s in samples if s.name == "accelerator.allocated" and s.value == 1.0)
-    print(json.dumps({"samples": len(samples), "rss": rss, "held": held,
-                      **{f"cpu_{k}": v / cycles for k, v in cpu.items()},
-                      "lists": asked[0], "cycles": cycles,
-                      "refresh": config.kubernetes.refresh, "interval": config.interval}))
+    print(json.dumps({"samples": len(samples), "held": held, "interval": config.interval,
+                      "refresh": config.kubernetes.refresh}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "run":
+            break
+        c0 = _cpu()
+        for _ in range(BLOCK):
+            agent.run_once()
+            clock[0] += config.interval
+        print(_cpu() - c0, flush=True)
+    rss = _peak_rss_mb()
+    agent.close()
+    client.close()
+    print(json.dumps({"rss": rss, "lists": asked[0]}), flush=True)
 
 
 def _attributed() -> dict:
+    """The four agents (`KINDS`), each in its own process, against one kubelet in another
+    (its CPU is not the agents'), their cycles alternated in blocks of BLOCK."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="kl", dir="/tmp") as d:
         socket = f"{d}/kubelet.sock"
         kubelet = subprocess.Popen([sys.executable, "-m", "bench.bench_agent", "--kubelet",
                                     socket], stdout=subprocess.PIPE, text=True)
+        workers: dict[str, subprocess.Popen] = {}
         try:
             assert kubelet.stdout is not None and kubelet.stdout.readline().strip() == "ready"
-            proc = subprocess.run([sys.executable, "-m", "bench.bench_agent",
-                                   "--child-attributed", socket],
-                                  capture_output=True, text=True, check=True)
+            workers = {k: subprocess.Popen([sys.executable, "-m", "bench.bench_agent",
+                                            "--agent-worker", k, socket],
+                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                           text=True) for k in KINDS}
+            first = {k: json.loads(_line(w)) for k, w in workers.items()}
+            # Alternated in short blocks, in a turning order, all four processes alive
+            # throughout: the machine's speed drifts by a third within a minute (other
+            # work, frequency, caches), and timing each agent's cycles in one stretch put
+            # that drift into the differences.
+            cpu = dict.fromkeys(KINDS, 0.0)
+            for block in range(CYCLES // BLOCK):
+                for k in KINDS[block % 4:] + KINDS[:block % 4]:
+                    _say(workers[k], "run")
+                    cpu[k] += float(_line(workers[k]))
+            last = {}
+            for k, w in workers.items():
+                _say(w, "end")
+                last[k] = json.loads(_line(w))
+                w.wait(10)
         finally:
+            for w in workers.values():
+                if w.poll() is None:
+                    w.kill()
             kubelet.terminate()
             kubelet.wait(10)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    cycles = CYCLES // BLOCK * BLOCK
+    return {"samples": first["list"]["samples"], "held": first["list"]["held"],
+            "rss": last["default"]["rss"], "lists": last["default"]["lists"],
+            **{f"cpu_{k}": v / cycles for k, v in cpu.items()}, "cycles": cycles,
+            "refresh": first["default"]["refresh"], "interval": first["default"]["interval"]}
+
+
+def _say(worker: subprocess.Popen, line: str) -> None:
+    assert worker.stdin is not None
+    worker.stdin.write(line + "\n")
+    worker.stdin.flush()
+
+
+def _line(worker: subprocess.Popen) -> str:
+    assert worker.stdout is not None
+    line = worker.stdout.readline()
+    if not line:
+        raise RuntimeError(f"agent worker {worker.args} ended early (rc {worker.wait()})")
+    return line
 
 
 def main() -> None:
@@ -375,17 +447,18 @@ def main() -> None:
           f"by pods, {k['samples']} samples per cycle)")
     plain = k["cpu_plain"]
     row("CPU per cycle, the same agent without attribution", f"{plain * 1000:.1f} ms",
-        f"(baseline; the four alternated in blocks of {BLOCK} cycles, {k['cycles']} each)")
+        f"(baseline; four processes alternated in blocks of {BLOCK} cycles, {k['cycles']} "
+        "each)")
     row("CPU per cycle, List every cycle", f"{k['cpu_list'] * 1000:.1f} ms",
-        f"(+{(k['cpu_list'] - plain) * 1000:.2f} ms; an upper bound)")
+        f"({(k['cpu_list'] - plain) * 1000:+.2f} ms; an upper bound)")
     row("CPU per cycle, relabel only", f"{k['cpu_relabel'] * 1000:.1f} ms",
-        f"(+{(k['cpu_relabel'] - plain) * 1000:.2f} ms; the answer cached)")
+        f"({(k['cpu_relabel'] - plain) * 1000:+.2f} ms; the answer cached)")
     row(f"CPU per cycle, as configured (refresh {k['refresh']:g} s)",
         f"{k['cpu_default'] * 1000:.1f} ms",
-        f"(+{(k['cpu_default'] - plain) * 1000:.2f} ms at a {k['interval']:g} s interval, "
+        f"({(k['cpu_default'] - plain) * 1000:+.2f} ms at a {k['interval']:g} s interval, "
         f"{k['lists']} Lists in {k['cycles']} cycles; aim <= +1 ms)")
     row("agent peak RSS with attribution", f"{k['rss']:.0f} MB",
-        f"(+{k['rss'] - r['rss']:.0f} MB; aim <= +10 MB)")
+        f"({round(k['rss'] - r['rss']):+d} MB; aim <= +10 MB)")
 
 
 if __name__ == "__main__":
@@ -393,7 +466,7 @@ if __name__ == "__main__":
         _child()
     elif "--kubelet" in sys.argv:
         _kubelet(sys.argv[-1])
-    elif "--child-attributed" in sys.argv:
-        _child_attributed(sys.argv[-1])
+    elif "--agent-worker" in sys.argv:
+        _worker(sys.argv[-2], sys.argv[-1])
     else:
         main()

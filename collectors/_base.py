@@ -25,6 +25,11 @@ builds them, and gives every series of the device what the hook returns. The age
 workload attribution's there, so a held device's samples are made with their pod's labels
 once instead of being copied with them after every run.
 
+A collector whose runs mostly have nothing to do (workload attribution between its Lists) may
+say so through an optional ``due() -> bool`` method, cheap and without I/O: when it answers
+no, the agent counts the run as done, with no samples and a duration of 0, in its own thread
+instead of waking the collector's worker.
+
 `LabelSets` keeps a collector's label tuples from one run to the next, so that a series
 carries the same tuple object every cycle while its labels stay the same.
 """

@@ -4,7 +4,9 @@ Scheduling is kept apart from delivery. Each collector runs in its own worker th
 fixed grid (``start + k x interval`` on the monotonic clock, so runs never drift); a run that
 outlasts its timeout is abandoned and counted (a Python thread cannot be killed, so a hung
 collector keeps its worker and skips its later slots, counted as timeouts, until it
-returns), and never delays another collector. Each finished run's samples are validated
+returns), and never delays another collector. A collector that says it has nothing due
+(``due()``, workload attribution between its Lists) is not handed to its worker: its run is
+counted done at once, with no samples. Each finished run's samples are validated
 against the catalogue, then handed to every exporter; an exporter that fails is counted,
 never retried here (the durable buffer of the stores issue does that).
 
@@ -101,6 +103,11 @@ CLOSE_TIMEOUT_S = 3.0
 """How long `Agent.close` waits, all exporters and collectors together (the agent must
 stop within 5 s of a signal; this leaves the rest for the process to exit)."""
 
+_Labels = tuple[tuple[str, str], ...]
+_OWN_LABELS_MAX = 4096
+"""The agent's own series whose labels `Agent._own` keeps (collectors x error types,
+exporters x drop reasons: tens); past it they start again."""
+
 STOP_GRACE_S = 1.0
 """How long a stop waits for a collector run already under way (then `close`'s 3 s)."""
 
@@ -147,6 +154,8 @@ class _Slot:
         self.errors: Counter[str] = Counter({kind: 0 for kind in ERROR_TYPES.values()})
         self.collected = 0
         self.logged: ResultCode | None = None  # ABSENT or NO_DATA: logged once per episode
+        due = getattr(spec.collector, "due", None)
+        self.due: Callable[[], bool] | None = due if callable(due) else None
 
 
 class _Outlet:
@@ -243,6 +252,7 @@ class Agent:
         self._lock = threading.Lock()
         self._outlets = [_Outlet(e, self._account) for e in self.exporters]
         self._relabel = relabel
+        self._own_labels: dict[_Labels, _Labels] = {}
         self._relabel_failures = _Episode("relabel step failed; samples go out without its labels")
         self._hook_failures = _Episode("device labels hook failed; devices keep the labels read")
         if device_labels is not None:
@@ -273,7 +283,14 @@ class Agent:
     def _start(self, slot: _Slot) -> Future | None:
         if slot.inflight is not None and not slot.inflight.done():
             return None  # still hung in an earlier run
-        slot.inflight = slot.pool.submit(self._collect, slot.spec)
+        if slot.due is not None and not slot.due():
+            # nothing due (workload attribution between Lists): the run is done here, with
+            # no samples, rather than handed to its worker and waited for (a thread woken
+            # and two context switches every cycle for nothing)
+            slot.inflight = Future()
+            slot.inflight.set_result(RunResult(slot.spec.name, ResultCode.OK, 0.0))
+        else:
+            slot.inflight = slot.pool.submit(self._collect, slot.spec)
         return slot.inflight
 
     def _finish(self, slot: _Slot, fut: Future | None, deadline: float) -> RunResult:
@@ -339,40 +356,50 @@ class Agent:
         return guarded
 
     # -- self metrics ---------------------------------------------------------------------
+    def _own(self, field: str, value: float, extra: _Labels, now: datetime) -> Sample:
+        """One of the agent's own samples (``agent.<field>``), the placement labels and
+        ``extra`` on it; each series' sorted labels made once, not every cycle (the same ~60
+        series a cycle: sorting their labels each time cost twice making the samples)."""
+        labels = self._own_labels.get(extra)
+        if labels is None:
+            if len(self._own_labels) >= _OWN_LABELS_MAX:
+                self._own_labels = {}
+            labels = self._own_labels[extra] = tuple(sorted({**self.labels,
+                                                             **dict(extra)}.items()))
+        return Sample("agent", field, value, labels, now)
+
     def self_samples(self, now: datetime | None = None) -> list[Sample]:
         now = now or datetime.now(UTC)
         out: list[Sample] = []
+        own = self._own
         for name, slot in self._slots.items():
-            lab = {**self.labels, "collector": name}
+            lab = (("collector", name),)
             if slot.last is not None:
                 code = slot.last.code
-                out.append(Sample.of("agent.collector_up", float(code is ResultCode.OK), lab, now))
-                out.append(Sample.of("agent.collector_result_code", float(code), lab, now))
-                out.append(Sample.of("agent.collector_duration_seconds", slot.last.duration_s,
-                                     lab, now))
+                out.append(own("collector_up", float(code is ResultCode.OK), lab, now))
+                out.append(own("collector_result_code", float(code), lab, now))
+                out.append(own("collector_duration_seconds", slot.last.duration_s, lab, now))
             for kind, n in slot.errors.items():
-                out.append(Sample.of("agent.collector_errors_total", float(n),
-                                     {**lab, "error_type": kind}, now))
-            out.append(Sample.of("agent.samples_collected_total", float(slot.collected), lab,
-                                 now))
-            own = getattr(slot.spec.collector, "self_samples", None)
-            if callable(own):  # its counters, also while its runs fail
+                out.append(own("collector_errors_total", float(n),
+                               (*lab, ("error_type", kind)), now))
+            out.append(own("samples_collected_total", float(slot.collected), lab, now))
+            counters = getattr(slot.spec.collector, "self_samples", None)
+            if callable(counters):  # its counters, also while its runs fail
                 try:
-                    out.extend(own(now))
+                    out.extend(counters(now))
                 except Exception:
                     log.exception("collector %s failed to report on itself", name)
         with self._lock:
             for exp, n in self._exported.items():
-                out.append(Sample.of("agent.samples_exported_total", float(n),
-                                     {**self.labels, "exporter": exp}, now))
+                out.append(own("samples_exported_total", float(n), (("exporter", exp),), now))
             for (exp, reason), n in self._dropped.items():
-                out.append(Sample.of("agent.samples_dropped_total", float(n),
-                                     {**self.labels, "exporter": exp, "reason": reason}, now))
+                out.append(own("samples_dropped_total", float(n),
+                               (("exporter", exp), ("reason", reason)), now))
         for exporter in self.exporters:  # exporters with state of their own (a durable queue)
-            own = getattr(exporter, "self_samples", None)
-            if callable(own):
+            counters = getattr(exporter, "self_samples", None)
+            if callable(counters):
                 try:
-                    out.extend(own(self.labels, now))
+                    out.extend(counters(self.labels, now))
                 except Exception:
                     log.exception("exporter %s failed to report on itself", exporter.name)
         out.extend(self.rejections.as_samples(now))

@@ -204,8 +204,9 @@ def build_agent(config: NodeConfig, *, simulate: NodeSim | None = None,
 
 
 def build_attribution(config: NodeConfig, labels: dict[str, str]) -> Scheduled:
-    """The ``kubernetes`` collector: runs every ``interval`` (a few µs when nothing is due)
-    and asks the kubelet every ``refresh``, or sooner when the devices' processes change."""
+    """The ``kubernetes`` collector: the agent asks it every ``interval`` whether a List is
+    due (its ``due()``; its worker runs only then), every ``refresh`` or sooner when the
+    devices' processes change."""
     from computewatch.collectors.kubernetes import PodAttribution, PodResourcesClient
 
     k = config.kubernetes

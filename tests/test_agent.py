@@ -369,3 +369,39 @@ def test_label_sets_start_again_past_their_limit():
         assert sets.plus(base, (("pid", str(pid)),)) == (("device", "GPU-1"), ("pid", str(pid)))
         assert sets.of(("proc", pid), {"pid": str(pid)}) == (("pid", str(pid)),)
         assert len(sets._plus) <= 100 and len(sets._sets) <= 100
+
+
+def test_a_collector_with_nothing_due_is_not_run_in_its_worker():
+    class Sometimes:
+        """Due every other cycle; records the thread each run is made in."""
+
+        name = "sometimes"
+
+        def __init__(self) -> None:
+            self.asked, self.threads = 0, []
+
+        def due(self) -> bool:
+            self.asked += 1
+            return self.asked % 2 == 1
+
+        def collect(self):
+            self.threads.append(threading.current_thread().name)
+            return [Sample.of("accelerator.power_watts", 100.0, {"node": "n1", "device": "d0"})]
+
+    c = Sometimes()
+    agent = Agent([Scheduled(c)], [], LABELS)
+    try:
+        cycles = [agent.run_once() for _ in range(4)]
+    finally:
+        agent.close()
+    assert c.asked == 4
+    assert len(c.threads) == 2 and all(t.startswith("collect-sometimes") for t in c.threads)
+    power = [sample_value(s, "accelerator.power_watts") for s in cycles]
+    assert power == [100.0, None, 100.0, None]  # cycles 2 and 4: nothing due, no samples
+    # a run with nothing due is a run that went well: up, result code 0, duration 0
+    up = [sample_value(s, "agent.collector_up", {"collector": "sometimes"}) for s in cycles]
+    assert up == [1.0, 1.0, 1.0, 1.0]
+    assert sample_value(cycles[1], "agent.collector_duration_seconds",
+                        {"collector": "sometimes"}) == 0.0
+    assert sample_value(cycles[3], "agent.samples_collected_total",
+                        {"collector": "sometimes"}) == 2.0

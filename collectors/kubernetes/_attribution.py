@@ -70,6 +70,8 @@ _CACHE_MAX = 4096
 label set of its own (its pid), so under one steady answer the caches would grow with every
 process a node ever ran; a node has tens to hundreds of label sets a cycle, so starting again
 costs one cycle's look-ups, seldom."""
+_SOURCES = ("podresources", "cgroup")
+"""``agent.attributed_devices{source}``."""
 _DEVICE_MEASUREMENTS = frozenset({"accelerator", "accelerator_process"})
 _POD_NAMES = frozenset({"container", "namespace", "pod"})
 """The labels a holder gives; on a device's series they are this module's alone."""
@@ -88,6 +90,10 @@ def _with_labels(s: Sample, labels: tuple[tuple[str, str], ...]) -> Sample:
     _PUT_L(out, labels)
     _PUT_T(out, s.time)
     return out
+
+
+def _sorted(labels: Mapping[str, str]) -> _Labels:
+    return tuple(sorted(labels.items()))
 
 
 def _without_pods(labels: _Labels) -> _Labels:
@@ -144,11 +150,15 @@ class PodAttribution:
         self._attributed: dict[str, str] = {}  # device -> source of its pod labels
         self._own: PodRef | None = None  # the agent's own pod, never a device's holder
         self._stamped = False  # `device_labels` has given a device a holder's labels
+        # its own series' labels, made once (`self_samples`)
+        self._up_labels = _sorted(self._place)
+        self._reason_labels = {r: _sorted({**self._place, "reason": r}) for r in REASONS}
+        self._source_labels = {s: _sorted({**self._place, "source": s}) for s in _SOURCES}
 
     # -- the collector's part: refresh the cache ----------------------------------------------
     def collect(self) -> list[Sample]:
         """Ask the kubelet when due; its metrics are in `self_samples`, every cycle."""
-        if not self._due():
+        if not self.due():
             return []
         with self._lock:
             self._asked_at, self._hinted = self._clock(), False
@@ -175,7 +185,9 @@ class PodAttribution:
             self._failing = False
         return []
 
-    def _due(self) -> bool:
+    def due(self) -> bool:
+        """Whether a List is due: the agent runs the collector only then (`collect` itself
+        asks too), so the cycles between Lists wake no worker thread."""
         with self._lock:
             if self._asked_at is None:
                 return True
@@ -201,14 +213,18 @@ class PodAttribution:
         self._pods = {}
 
     def self_samples(self, now: datetime) -> list[Sample]:
+        """Its own series, every cycle (their labels made once, in ``__init__``)."""
         with self._lock:
-            out = [Sample.of("agent.kubelet_up", self._up, self._place, now)]
-            out += [Sample.of("agent.kubelet_errors_total", float(n),
-                              {**self._place, "reason": r}, now) for r, n in self._errors.items()]
+            out = [Sample("agent", "kubelet_up", self._up, self._up_labels, now)]
+            for r, n in self._errors.items():
+                labels = self._reason_labels.get(r)
+                if labels is None:  # a reason outside REASONS
+                    labels = self._reason_labels[r] = _sorted({**self._place, "reason": r})
+                out.append(Sample("agent", "kubelet_errors_total", float(n), labels, now))
             by_source = Counter(self._attributed.values())
-        for source in ("podresources", "cgroup"):
-            out.append(Sample.of("agent.attributed_devices", float(by_source[source]),
-                                 {**self._place, "source": source}, now))
+        for source, labels in self._source_labels.items():
+            out.append(Sample("agent", "attributed_devices", float(by_source[source]),
+                              labels, now))
         return out
 
     def close(self) -> None:
