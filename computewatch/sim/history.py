@@ -15,6 +15,11 @@ The models, kept simple and stated so the pipelines' results can be reasoned abo
   is free. One tenant at one site holds 4 cards of a node idle for 60% of the period (the
   ``tenant_idle`` incident). The truth records, as each hour is written, every (site,
   namespace)'s samples, their utilization sum and the samples of cards held idle.
+- Resolution: utilization is written in whole percent and temperature in whole degrees, as
+  NVML and npu-smi report them (power in 0.1 W, the counter in 0.1 J); the truth's
+  utilization sums are of the written values. Finer digits were noise no driver gives, and
+  they cost the store bytes: at this resolution a sealed hour of the demo's fleet takes
+  5.5 bytes per accelerator row as zstd Parquet against 6.9 (bench/bench_storage.py).
 - Power: idle + (TDP - idle) x utilization^0.85, with noise; the energy counter integrates it.
 - Facility: IT power = accelerator power x 1.6 (hosts, network, storage); facility power =
   IT x PUE, where PUE depends on the site's climate, the season and the time of day.
@@ -431,6 +436,7 @@ class History:
         self._energy = energy[-1].copy()
         ambient = np.array([p.ambient_c for p in f.sites])[f.device_site]
         temp = ambient + 8.0 + 45.0 * util + rng.normal(0.0, 1.5, (n_t, n_d))
+        shown = np.round(util, 2)  # what NVML and npu-smi report: whole percent
         mem_share = np.where(allocated, rng.uniform(0.5, 0.95, n_d), 0.0)
         mem_used = 512 * 2**20 + mem_share * f.device_memory_bytes
         mem_used = np.broadcast_to(np.minimum(mem_used, f.device_memory_bytes), (n_t, n_d))
@@ -446,7 +452,7 @@ class History:
         for s in range(len(f.sites)):  # a few dozen sites: one vector sum each
             site_it_w[:, s] = power[:, f.device_site == s].sum(axis=1)
         invalid = None if valid.all() else ~valid.ravel()
-        self._record_utilization(hour, np.round(util, 4), holder, valid)
+        self._record_utilization(hour, shown, holder, valid)
 
         def col(a: np.ndarray) -> pa.Array:
             return pa.array(np.ascontiguousarray(a).ravel(), pa.float64(), mask=invalid)
@@ -455,13 +461,13 @@ class History:
             TIME: pa.array(np.repeat(times, n_d), pa.timestamp("us", tz="UTC")),
             **self._acc_labels.table(n_t),
             **self._allocation_labels(hour, holder, pod_key),
-            "utilization_ratio": col(np.round(util, 4)),
+            "utilization_ratio": col(shown),
             "allocated": col((holder >= 0).astype(float)),
             "memory_used_bytes": col(np.broadcast_to(np.round(mem_used, -6), (n_t, n_d))),
             "memory_total_bytes": col(np.broadcast_to(f.device_memory_bytes, (n_t, n_d))),
             "power_watts": col(power),
             "energy_joules_total": col(np.round(energy, 1)),
-            "temperature_celsius": col(np.round(temp, 1)),
+            "temperature_celsius": col(np.round(temp)),  # whole degrees
             "health": pa.array(health.ravel(), pa.float64()),
         })
         return table, site_it_w * HOST_FACTOR
