@@ -1,0 +1,283 @@
+"""Sealed hours of raw samples: zstd Parquet files beside the DuckDB file.
+
+Why: DuckDB's own file keeps the demo's day at ~22 bytes per accelerator sample however the
+rows are ordered (its ALP and bit-packing gain little from coarse decimals, and its zstd
+reaches only strings), while the same rows as DuckDB's v2 Parquet with zstd, sorted by series
+and time, take ~5.5 (bench/bench_storage.py). So a complete hour of a measurement, once a
+newer hour has begun, is moved out of ``samples_<m>`` into one Parquet file,
+``<db>.parquet/<m>/<hour>.<generation>.parquet``; a store is the DuckDB file and that folder.
+
+- Reads see both as one relation (`Sealed.relation`): the live table UNION ALL BY NAME the
+  files the manifest lists (a file sealed before a field existed reads it as NULL).
+- Crash safety: a file is written under a temporary name and renamed, then ONE DuckDB
+  transaction records it in the manifest (``sealed_files``) and deletes its rows from the
+  live table. On open, files the manifest does not list (a crash between the rename and the
+  commit, or after a rewrite's commit) are removed; a listed file that is missing is an
+  error naming it.
+- Late rows for a sealed hour land in the live table, are read with it, and are merged into
+  a new generation of the hour's file at the next seal. ``delete`` and retention rewrite the
+  files they touch (or remove them whole).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import duckdb
+
+from computewatch.store._protocol import StoreError
+
+__all__ = ["MANIFEST", "Sealed"]
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "sealed_files"
+"""The table listing the sealed files: measurement, hour, file (relative to the folder),
+rows, first and last sample time."""
+HOUR = timedelta(hours=1)
+_PARQUET = "FORMAT parquet, COMPRESSION zstd, PARQUET_VERSION v2"
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class Sealed:
+    """The sealed files of one store (`DuckDBStore`): its connection does the SQL, under
+    the store's lock; a store in memory (``folder`` None) seals nothing."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, db_path: str, url: str, *,
+                 read_only: bool = False) -> None:
+        self.folder = None if db_path == ":memory:" else Path(db_path + ".parquet")
+        self.url = url
+        self.read_only = read_only
+        self._con = con
+        self._files: dict[str, list[tuple[datetime, str, int]]] | None = None
+        self._relations: dict[str, str] = {}
+        self._newest: dict[str, datetime] = {}  # each measurement's newest live hour
+
+    # -- the manifest ---------------------------------------------------------------------
+    def attach(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Use ``con`` from now on (the store reopened its file)."""
+        self._con = con
+        self._forget()
+
+    def _forget(self) -> None:
+        self._files = None
+        self._relations.clear()
+        self._newest.clear()
+
+    def files(self, measurement: str) -> list[tuple[datetime, str, int]]:
+        """(hour, file, rows) of the sealed files of ``measurement``, by hour."""
+        if self._files is None:
+            self._files = {}
+            if self.folder is not None and self._manifest_exists():
+                for m, hour, name, rows in self._con.execute(
+                        f"SELECT measurement, hour, file, rows FROM {MANIFEST} "
+                        "ORDER BY measurement, hour").fetchall():
+                    self._files.setdefault(m, []).append((hour, name, rows))
+        return self._files.get(measurement, [])
+
+    def _manifest_exists(self) -> bool:
+        return bool(self._con.execute("SELECT count(*) FROM duckdb_tables() WHERE "
+                                      "table_name = ?", [MANIFEST]).fetchall()[0][0])
+
+    def check(self) -> None:
+        """On open: a listed file that is missing is an error; a file not listed (left by a
+        crash before its manifest row committed, or after a rewrite's commit) is removed."""
+        if self.folder is None:
+            return
+        self._forget()
+        listed = set()
+        for m in self._measurements():
+            for _, name, _ in self.files(m):
+                path = self.folder / m / name
+                if not path.is_file():
+                    raise StoreError(f"{self.url}: sealed file {path} is listed in the store's "
+                                     f"manifest but missing; restore it (or the store from a "
+                                     f"backup holding both)")
+                listed.add(path)
+        if self.read_only or not self.folder.is_dir():
+            return
+        for path in self.folder.glob("*/*"):
+            if path not in listed:
+                log.warning("store %s: removing %s, a sealed file no manifest row lists "
+                            "(left by an interrupted seal)", self.url, path)
+                path.unlink()
+
+    def _measurements(self) -> list[str]:
+        self.files("")
+        return sorted(self._files or {})
+
+    def relation(self, measurement: str) -> str:
+        """SQL of the relation holding every raw sample of ``measurement``: the live table,
+        and the sealed files when there are any (rebuilt when they change)."""
+        live = _q("samples_" + measurement)
+        got = self._relations.get(measurement)
+        if got is None:
+            files = self.files(measurement)
+            if not files or self.folder is None:
+                got = live
+            else:
+                paths = ", ".join(_lit(str(self.folder / measurement / name))
+                                  for _, name, _ in files)
+                got = (f"(SELECT * FROM {live} UNION ALL BY NAME SELECT * FROM "
+                       f"read_parquet([{paths}], union_by_name = true))")
+            self._relations[measurement] = got
+        return got
+
+    def bounds(self, measurement: str) -> tuple[datetime, datetime] | None:
+        """The first and last hour sealed (the hour's start), or None."""
+        files = self.files(measurement)
+        return (files[0][0], files[-1][0]) if files else None
+
+    def disk_bytes(self) -> int:
+        """Bytes of the sealed files on disk."""
+        if self.folder is None or not self.folder.is_dir():
+            return 0
+        return sum(p.stat().st_size for p in self.folder.glob("*/*") if p.is_file())
+
+    # -- sealing --------------------------------------------------------------------------
+    def seal(self, measurement: str, columns: Sequence[str], lo: datetime, hi: datetime
+             ) -> int:
+        """After a write of samples in [lo, hi]: move the complete hours of ``measurement``
+        before its newest live hour into files (an hour already sealed gets a new file
+        holding both); returns rows moved. A write within the newest hour seals nothing."""
+        if self.folder is None or self.read_only:
+            return 0
+        known = self._newest.get(measurement)
+        if known is not None and known <= lo and hi < known + HOUR:
+            return 0
+        live = _q("samples_" + measurement)
+        newest = self._con.execute(f"SELECT date_trunc('hour', max(time)) FROM {live}"
+                                   ).fetchall()[0][0]
+        if newest is None:
+            return 0
+        self._newest[measurement] = newest
+        hours = [r[0] for r in self._con.execute(
+            f"SELECT DISTINCT date_trunc('hour', time) FROM {live} WHERE time < ? ORDER BY 1",
+            [newest]).fetchall()]
+        moved = 0
+        for hour in hours:
+            moved += self._seal_hour(measurement, hour, columns)
+        return moved
+
+    def _seal_hour(self, measurement: str, hour: datetime, columns: Sequence[str]) -> int:
+        live = _q("samples_" + measurement)
+        old = next((f for f in self.files(measurement) if f[0] == hour), None)
+        cols = ", ".join(_q(c) for c in ["time", "series_id", *columns])
+        source = f"SELECT {cols} FROM {live} WHERE time >= ? AND time < ?"
+        params: list = [hour, hour + HOUR]
+        if old is not None:
+            source += (f" UNION ALL BY NAME SELECT * FROM "
+                       f"read_parquet({_lit(str(self.folder / measurement / old[1]))})")
+        rows, name = self._write(measurement, hour, f"{source} ORDER BY series_id, time",
+                                 params)
+        try:
+            self._con.execute("BEGIN")
+            self._record(measurement, hour, name, rows)
+            self._con.execute(f"DELETE FROM {live} WHERE time >= ? AND time < ?",
+                              [hour, hour + HOUR])
+            self._con.execute("COMMIT")
+        except duckdb.Error as exc:
+            self._con.execute("ROLLBACK")
+            (self.folder / measurement / name).unlink(missing_ok=True)
+            raise StoreError(f"{self.url}: sealing {measurement!r} at {hour} failed: "
+                             f"{exc}") from None
+        finally:
+            self._forget()
+        if old is not None:
+            (self.folder / measurement / old[1]).unlink(missing_ok=True)
+        return rows - (old[2] if old is not None else 0)
+
+    @staticmethod
+    def _name(hour: datetime, old: tuple[datetime, str, int] | None) -> str:
+        generation = 0 if old is None else int(old[1].split(".")[1]) + 1
+        return f"{hour:%Y%m%dT%H}.{generation}.parquet"
+
+    def _write(self, measurement: str, hour: datetime, select: str, params: list
+               ) -> tuple[int, str]:
+        """Write the rows of ``select`` as the hour's next file (temporary name, fsync,
+        rename); returns its rows and name."""
+        old = next((f for f in self.files(measurement) if f[0] == hour), None)
+        final = self.folder / measurement / self._name(hour, old)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(final.name + ".tmp")
+        try:
+            rows = self._con.execute(f"COPY ({select}) TO {_lit(str(tmp))} ({_PARQUET})",
+                                     params).fetchall()[0][0]
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, final)
+        except (duckdb.Error, OSError) as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"{self.url}: writing {final} failed: {exc}") from None
+        return int(rows), final.name
+
+    def _record(self, measurement: str, hour: datetime, name: str, rows: int) -> None:
+        """Inside the caller's transaction: ``name`` is the hour's file (none if no rows)."""
+        self._con.execute(f"CREATE TABLE IF NOT EXISTS {MANIFEST} (measurement VARCHAR, "
+                          "hour TIMESTAMP, file VARCHAR, rows BIGINT)")
+        self._con.execute(f"DELETE FROM {MANIFEST} WHERE measurement = ? AND hour = ?",
+                          [measurement, hour])
+        if rows:
+            self._con.execute(f"INSERT INTO {MANIFEST} VALUES (?, ?, ?, ?)",
+                              [measurement, hour, name, rows])
+
+    # -- deletion and retention -----------------------------------------------------------
+    def delete(self, measurement: str, start: datetime, end: datetime, match: str,
+               params: Sequence) -> int:
+        """Rewrite the files holding samples in [start, end) whose series match ``match``
+        (SQL over ``series_id`` with ``params``; "" for all) without them; returns rows
+        deleted."""
+        deleted = 0
+        for hour, name, rows in list(self.files(measurement)):
+            if hour + HOUR <= start or hour >= end:
+                continue
+            path = self.folder / measurement / name
+            drop = f"time >= ? AND time < ?{match}"
+            if hour >= start and hour + HOUR <= end and not match:
+                kept = 0
+            else:
+                kept = self._con.execute(
+                    f"SELECT count(*) FROM read_parquet({_lit(str(path))}) WHERE NOT "
+                    f"({drop})", [start, end, *params]).fetchall()[0][0]
+            if kept == rows:
+                continue
+            deleted += rows - kept
+            self._replace(measurement, hour, (name, rows), kept,
+                          f"SELECT * FROM read_parquet({_lit(str(path))}) WHERE NOT ({drop})",
+                          [start, end, *params])
+        return deleted
+
+    def _replace(self, measurement: str, hour: datetime, old: tuple[str, int], kept: int,
+                 select: str, params: list) -> None:
+        """The hour's file becomes ``select``'s rows (``kept`` of them; none: removed)."""
+        name = self._write(measurement, hour, select, params)[1] if kept else old[0]
+        try:
+            self._con.execute("BEGIN")
+            self._record(measurement, hour, name, kept)
+            self._con.execute("COMMIT")
+        except duckdb.Error as exc:
+            self._con.execute("ROLLBACK")
+            raise StoreError(f"{self.url}: rewriting {measurement!r} at {hour} failed: "
+                             f"{exc}") from None
+        finally:
+            self._forget()
+        (self.folder / measurement / old[0]).unlink(missing_ok=True)
+
+    def drop_before(self, measurement: str, cutoff: datetime) -> int:
+        """Retention: remove the files wholly before ``cutoff`` and rewrite the one it
+        cuts; returns rows removed."""
+        return self.delete(measurement, datetime.min, cutoff, "", [])
