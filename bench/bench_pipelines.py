@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 import time
@@ -48,6 +49,7 @@ def build(accelerators: int, hours: int) -> float:
     STORE.parent.mkdir(parents=True, exist_ok=True)
     for p in (STORE, STORE.with_suffix(".duckdb.wal")):
         p.unlink(missing_ok=True)
+    shutil.rmtree(f"{STORE}.parquet", ignore_errors=True)  # its sealed hours
     t0 = time.perf_counter()
     fleet = build_fleet(load_topology(), sites=100, accelerators=accelerators, seed=0)
     with DuckDBStore(STORE) as store:
@@ -58,8 +60,6 @@ def build(accelerators: int, hours: int) -> float:
 
 def _child(kind: str, hours: int, accelerators: int) -> None:
     from datetime import timedelta
-
-    import duckdb
 
     from computewatch.findings import Period
     from computewatch.pipelines import run_pipelines
@@ -85,11 +85,11 @@ def _child(kind: str, hours: int, accelerators: int) -> None:
                                      registry=registry)
         n = len(analysis.findings)
     else:
-        con = duckdb.connect(str(STORE), read_only=True)
-        raw = con.execute(
-            "SELECT t.time, s.site, s.device, t.utilization_ratio FROM samples_accelerator t "
-            "JOIN series_accelerator s USING (series_id) WHERE hash(s.device) % 10 = 0").df()
-        con.close()
+        with DuckDBStore(STORE, read_only=True) as store:  # raw rows: live and sealed
+            raw = store._con.execute(
+                f"SELECT t.time, s.site, s.device, t.utilization_ratio FROM "
+                f"{store._raw('accelerator')} t JOIN series_accelerator s USING (series_id) "
+                "WHERE hash(s.device) % 10 = 0").df()
         raw["hour"] = raw.time.dt.floor("h")
         n = len(raw.groupby(["site", "hour"]).utilization_ratio.mean())
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0

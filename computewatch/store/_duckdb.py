@@ -503,7 +503,7 @@ class DuckDBStore:
         with self._lock:
             self._ensure(meas, fields)
             self._con.register("_label_sets", label_sets)
-            helper, appended, split = None, None, 0
+            helper, appended, split, written = None, None, 0, None
             try:
                 set_ids = self._con.execute(f"SELECT {sid} FROM _label_sets").fetchnumpy()
                 ids = np.repeat(next(iter(set_ids.values())).astype(np.uint64),
@@ -511,7 +511,7 @@ class DuckDBStore:
                 rows = pa.table({TIME: layout.apply(table.column(TIME)),
                                  **{f: layout.apply(table.column(f)) for f in fields},
                                  "series_id": pa.array(ids, pa.uint64())})
-                split = self._split(layout)
+                written, split = rows, self._split(layout)
                 if split:  # the second half appended by a second connection, at once
                     helper = self._helper_con()
                     helper.register("_incoming", rows.slice(split))
@@ -556,7 +556,7 @@ class DuckDBStore:
                     helper.unregister("_incoming")
             present, span = self._ensure(meas), pc.min_max(table.column(TIME))
             self._sealed.seal(meas.name, [f for f in meas.fields if f in present],
-                              span["min"].as_py(), span["max"].as_py())  # naive UTC
+                              span["min"].as_py(), span["max"].as_py(), written)
         return WriteResult(table.num_rows, rejected)
 
     def _split(self, layout: SeriesOrder) -> int:

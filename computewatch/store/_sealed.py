@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from computewatch.store._protocol import StoreError
 
@@ -63,6 +64,9 @@ class Sealed:
         self._files: dict[str, list[tuple[datetime, str, int]]] | None = None
         self._relations: dict[str, str] = {}
         self._newest: dict[str, datetime] = {}  # each measurement's newest live hour
+        # The last write of each measurement when it fell within one hour: (hour, its rows
+        # sorted by series and time), so sealing that hour needs neither a scan nor a sort.
+        self._last: dict[str, tuple[datetime, pa.Table]] = {}
 
     # -- the manifest ---------------------------------------------------------------------
     def attach(self, con: duckdb.DuckDBPyConnection) -> None:
@@ -146,16 +150,26 @@ class Sealed:
         return sum(p.stat().st_size for p in self.folder.glob("*/*") if p.is_file())
 
     # -- sealing --------------------------------------------------------------------------
-    def seal(self, measurement: str, columns: Sequence[str], lo: datetime, hi: datetime
-             ) -> int:
-        """After a write of samples in [lo, hi]: move the complete hours of ``measurement``
-        before its newest live hour into files (an hour already sealed gets a new file
-        holding both); returns rows moved. A write within the newest hour seals nothing."""
+    def seal(self, measurement: str, columns: Sequence[str], lo: datetime, hi: datetime,
+             rows: pa.Table) -> int:
+        """After a write of ``rows`` (sorted by series and time) in [lo, hi]: move the
+        complete hours of ``measurement`` before its newest live hour into files (an hour
+        already sealed gets a new file holding both); returns rows moved. A write within the
+        newest hour seals nothing."""
         if self.folder is None or self.read_only:
             return 0
+        moved = 0
         known = self._newest.get(measurement)
-        if known is not None and known <= lo and hi < known + HOUR:
-            return 0
+        if known is None or lo < known or hi >= known + HOUR:
+            moved = self._seal_complete(measurement, columns)
+        start = lo.replace(minute=0, second=0, microsecond=0)
+        if hi < start + HOUR:
+            self._last[measurement] = (start, rows)
+        else:
+            self._last.pop(measurement, None)
+        return moved
+
+    def _seal_complete(self, measurement: str, columns: Sequence[str]) -> int:
         live = _q("samples_" + measurement)
         newest = self._con.execute(f"SELECT date_trunc('hour', max(time)) FROM {live}"
                                    ).fetchall()[0][0]
@@ -174,13 +188,23 @@ class Sealed:
         live = _q("samples_" + measurement)
         old = next((f for f in self.files(measurement) if f[0] == hour), None)
         cols = ", ".join(_q(c) for c in ["time", "series_id", *columns])
-        source = f"SELECT {cols} FROM {live} WHERE time >= ? AND time < ?"
         params: list = [hour, hour + HOUR]
-        if old is not None:
-            source += (f" UNION ALL BY NAME SELECT * FROM "
-                       f"read_parquet({_lit(str(self.folder / measurement / old[1]))})")
-        rows, name = self._write(measurement, hour, f"{source} ORDER BY series_id, time",
-                                 params)
+        last = self._last.get(measurement)
+        if old is None and last is not None and last[0] == hour and self._con.execute(
+                f"SELECT count(*) FROM {live} WHERE time >= ? AND time < ?", params
+        ).fetchall()[0][0] == last[1].num_rows:  # the hour is one write's rows, in order
+            self._con.register("_sealing", last[1])
+            try:
+                rows, name = self._write(measurement, hour, "SELECT * FROM _sealing", [])
+            finally:
+                self._con.unregister("_sealing")
+        else:
+            source = f"SELECT {cols} FROM {live} WHERE time >= ? AND time < ?"
+            if old is not None:
+                source += (f" UNION ALL BY NAME SELECT * FROM "
+                           f"read_parquet({_lit(str(self.folder / measurement / old[1]))})")
+            rows, name = self._write(measurement, hour, f"{source} ORDER BY series_id, time",
+                                     params)
         try:
             self._con.execute("BEGIN")
             self._record(measurement, hour, name, rows)
@@ -212,8 +236,12 @@ class Sealed:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(final.name + ".tmp")
         try:
-            rows = self._con.execute(f"COPY ({select}) TO {_lit(str(tmp))} ({_PARQUET})",
-                                     params).fetchall()[0][0]
+            self._con.execute("SET enable_progress_bar = false")  # a long COPY draws one
+            try:
+                rows = self._con.execute(f"COPY ({select}) TO {_lit(str(tmp))} ({_PARQUET})",
+                                         params).fetchall()[0][0]
+            finally:
+                self._con.execute("RESET enable_progress_bar")
             fd = os.open(tmp, os.O_RDONLY)
             try:
                 os.fsync(fd)
@@ -242,6 +270,7 @@ class Sealed:
         (SQL over ``series_id`` with ``params``; "" for all) without them; returns rows
         deleted."""
         deleted = 0
+        self._last.pop(measurement, None)
         for hour, name, rows in list(self.files(measurement)):
             if hour + HOUR <= start or hour >= end:
                 continue
