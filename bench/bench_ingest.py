@@ -18,6 +18,12 @@ Wall time is the best of ``repeat`` runs (each into a fresh file): the 2-core ma
 shared, and the best run is the one least disturbed. The store's CPU seconds (all its
 threads) are printed too: on a loaded machine they compare two write paths where wall time
 cannot, though they do not show what two cores appending at once gain.
+
+Sealing (`computewatch.store._sealed`) is inside the timed path: each write that begins a new
+hour writes the hour before as zstd Parquet (3 of the 4 hours here). Measured 6 December
+12:32-12:36 (helper s21, load 9-11, best of 2, wall figures meaningless at that load): 0.803
+s CPU per M samples against 0.499 for the code before, so about 0.3 s per M samples is the
+Parquet writer's; the hour's Parquet is written from the write's own sorted Arrow rows.
 """
 
 from __future__ import annotations
