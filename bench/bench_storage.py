@@ -61,10 +61,11 @@ Both done (6 December, this helper s21; `computewatch/store/_sealed.py`): the fl
 at the drivers' resolution, and each complete hour sealed as DuckDB's v2 zstd Parquet beside
 the file, the last (open) hour and the bookkeeping left in the file. The store of the demo's
 day: 8.28 bytes per accelerator sample (336 MB: sealed hours 271 MB, file 65 MB; 8.45 before
-the hours were written from the write's Arrow rows) against 18.4 before; per hour sealed, accelerators 5.5-5.6, links 1.45, facility 0.05. Still above
-6: the links' times as integers (-0.9) and the counter as per-series deltas (-0.8, but
-every read of it would need a window sum) are not done, and the file keeps the open hour
-and the blocks the previous one freed (1.6).
+the hours were written from the write's Arrow rows) against 18.4 before; per hour sealed,
+accelerators 5.5-5.6, links 1.45, facility 0.05. Still above 6: the links' times as
+integers (-0.9) and the counter as per-series deltas (-0.8, but every read of it would need
+a window sum) are not done, and the file keeps the open hour and the blocks the previous one
+freed (1.6).
 
 VictoriaMetrics takes its data through line protocol encoded in Python, about 0.15 M values/s
 on the 2-core machine (90 s an hour of this fleet), so by default it loads the first
