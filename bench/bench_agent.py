@@ -24,40 +24,67 @@ batches alone, fresh copies each cycle, old and new steps interleaved in one pro
 of 7, load 6): +0.67 ms before, +0.53 ms after; in the whole agent (least of 8, load 5 to 8)
 +1.06 and +1.02 ms, not told apart. What remains is one new `Sample` per sample of a held
 device (566 here).
-Labels given where the collectors build them were tried and measured (6 December, branch
-``a20-hook``: a hook the agent installs in the NVML and Ascend collectors adds the holder's
-labels to a device's labels, and the relabel step only checks each label set against the
-answer in force, copying what a newer answer changes). The step alone then copies nothing
-(0.68 -> 0.18 ms CPU on the node's batches, least of 3x7 rounds, load 2.5), but the cycle
-is not cheaper: the copies carry the relabel cache's label tuples, the same objects every
-cycle, so the catalogue check's series look-up is an identity compare and the collectors'
-fresh tuples are freed at once, while samples born labelled carry fresh 13-pair tuples
-that the check compares pair by pair and the garbage collector traverses. Instructions
-per cycle (callgrind, deterministic where the machine was loaded): the cycle without the
-agent's threads over 80 cycles, plain 39.2 M, with the copies 45.2 M, with the hook
-46.2 M; the agent's cycle over 20 cycles, plain 41.5 M, copies 44.9 M, hook 45.7 M
-(+-0.6 M between runs). A gain needs label tuples kept across cycles where the collectors
-build them (interning them afterwards costs what it saves): a first try, the NVML
-collector's GPU fields only (each GPU's tuples kept while its labels are unchanged), gave
-plain 38.2 M, copies 42.8 M, hook 41.8 M (one run of 60 cycles, not yet a result).
-The extra RSS is grpcio's, which the issue requires: importing it maps about 6.4 MB of its
-library's code and makes 3.2 MB of Python objects (cygrpc imports asyncio and ssl, grpc
-imports grpc.aio), the protobuf runtime and the stubs 1.3 MB, and the first connection
-touches 3.8 MB more of the library's code. Measured and of no effect on it: channel options
-(no retries, no HTTP proxy, no service-config lookup, a local subchannel pool),
-``GRPC_POLL_STRATEGY=poll``, ``GRPC_ENABLE_FORK_SUPPORT=0``, ``GRPC_EXPERIMENTS``,
-``MALLOC_ARENA_MAX=2``, ``madvise(MADV_RANDOM)`` on the library; an open channel kept between
-Lists would save ~0.5 ms a List but costs ~1 ms of CPU a second idle (grpc's threads). grpc
-is imported only when the kubelet's socket exists.
-A List's own cost, measured again on 6 December against this bench's kubelet (100 Lists
-10 ms apart, least of 5 rounds, load 2.2): 1.18 ms of CPU through `PodResourcesClient.list`
-(0.08 ms of it system; about 0.2 ms, under cProfile, turns the answer into `Holding`s),
-1.04 ms for the call alone on a new channel, no less with the channel options above
-(1.37 ms), 0.57 ms on a channel kept open; in instructions (callgrind, 40 Lists, grpc's
-threads included) 1.45 M, 0.97 M, 0.96 M and 0.28 M. No lighter channel setup was found.
-In the agent a List every cycle adds 2.7 M instructions a cycle (callgrind, 20 cycles) but
-about 3.4 ms of CPU (quiet run): most of a List's cost there is not its own instructions
-but grpc's threads beside the collectors' (not pinned down).
+Labels given where the collectors build them (6 December, helpers a20 and a21): the agent
+installs workload attribution's `DeviceLabels` hook in the NVML and Ascend collectors, so a
+held device's samples are made with namespace/pod/container, and the relabel step only
+checks each label set against the answer in force (copying what a newer answer changes);
+and the collectors keep their label tuples across runs (`LabelSets`: per device, compared
+with the labels given, so a changed label makes a new tuple; 4,096 entries at most), so a
+series carries the same tuple object every cycle. The hook alone did not pay (its samples
+carried fresh 13-pair tuples that the catalogue check compared pair by pair and the
+garbage collector traversed, where the relabel step's copies carried its cache's shared
+ones); with the kept tuples it does, and the plain agent gains as well. Instructions per
+cycle (callgrind, the cycle without the agent's threads, 20 cycles, the answer from a fake
+client): main as it was, plain 43.03 M, with the copies 46.35 M (+3.3 M); the hook on main
+51.11 M; now plain 39.19 M, copies 45.59 M, hook (as built) 40.15 M (+0.96 M). A second
+round at load 9 (the counts move with the load, the npu-smi worker threads' GIL handoffs
+included): main 47.32 / 51.14 M (+3.8 M), now 43.68 / 45.68 M (+2.0 M). CPU per
+``run_once`` cycle with the agent's threads, least of 5 alternating runs of 3x50 cycles
+(load 6 to 8): main plain 7.98 ms, copies 8.46 ms; now plain 6.93 ms, hook 6.49 ms, copies
+7.57 ms. The labels of a cycle's samples are those main gives, in all three ways. This
+bench, main and now alternated, 4 runs each (load 6 to 13, beside another helper's runs):
+as configured +2.60 to +4.58 ms before, +1.71 to +3.26 ms now (+0.75 ms in one run at load
+5); the relabel step alone +1.0 to +2.3 ms before, -0.40 to +2.0 ms now; peak RSS 73 MB
+(+12 to +13 MB) before, 71 to 72 MB (+10 to +11 MB) now. Not told apart from the load's
+noise; the instruction counts decide. This bench times several agents in one process,
+which may not be fair to the later ones: in one check (callgrind, 10 cycles of the hook's
+agent) the cycle took 65.1 and 67.0 M instructions after a plain agent had run 3 cycles
+and closed in the same process, 45.7 and 53.9 M without it; not explained yet.
+The List's answer is read by hand from the protobuf wire format (`_wire`), not through
+the generated classes: the agent loads grpc but not the protobuf runtime. RSS in a fresh
+interpreter with the agent's modules loaded: grpc and the stubs +14.8 MB at import, +19.0
+MB after the first List; grpc alone +11.9 and +16.2 MB. The rest is grpcio's, which the
+issue requires: importing it maps about 6.4 MB of its library's code and makes 3.2 MB of
+Python objects (cygrpc imports asyncio and ssl, grpc imports grpc.aio), and the first
+connection touches 3.8 MB more of the library's code. Measured and of no effect on it:
+channel options (no retries, no HTTP proxy, no service-config lookup, a local subchannel
+pool), ``GRPC_POLL_STRATEGY=poll``, ``GRPC_ENABLE_FORK_SUPPORT=0``, ``GRPC_EXPERIMENTS``,
+``MALLOC_ARENA_MAX=2``, ``madvise(MADV_RANDOM)`` on the library. grpc is imported only
+when the kubelet's socket exists.
+Where a List's CPU goes (a21, against this bench's kubelet, load 5 to 9): grpc is
+initialised for the channel and shut down when it closes, so every List starts six
+threads (``grpc_global_timer``, four ``event_engine`` workers, ``lifeguard``) and ends
+them: about 55 to 65 context switches a List, 0.5 to 2 ms of it system time, and 0.4 to
+0.7 ms of CPU in those threads after the call returns, while they exit (gone within 10
+ms; measured over the first 0.5 s, main thread apart by its schedstat). After
+that the process costs what it does with grpc imported and no channel (the next 10 s of
+sleep: 0.26 to 0.35 ms, against 0.26 to 0.31 ms; the 1.5 to 5 ms measured before included
+the threads' exit). An unused channel held open keeps the threads (and grpc initialised):
+a List then costs ~2.2 ms instead of ~2.9 to 4.8 ms and 41 context switches, but the idle
+process 0.36 ms of CPU a second (5.4 ms a 15 s cycle, against a List every 4th cycle), so
+it is not done; ``GRPC_ENABLE_FORK_SUPPORT``, ``GRPC_POLL_STRATEGY`` (poll, epoll1) and
+``GRPC_EXPERIMENTS=-event_engine_client,-event_engine_dns,-event_engine_listener`` kept the
+threads and changed the per-List CPU by less than the runs' spread. A channel kept open
+between Lists would save ~0.5 ms a List but costs ~1 ms of CPU a second idle.
+Instructions a List (callgrind, 10 Lists 10 ms apart, grpc's threads included): 1.80 M
+decoding with the generated classes, 2.17 M with `_wire` (+0.37 M, about 0.1 ms; at a List
+every 4th cycle +0.09 M a cycle) for 2.9 MB less RSS: kept.
+Earlier figures (a20, 6 December): a List's own cost through `PodResourcesClient.list`
+1.18 ms of CPU (100 Lists 10 ms apart, least of 5 rounds, load 2.2; 0.08 ms of it system),
+1.04 ms for the call alone on a new channel, 0.57 ms on a channel kept open; in the agent
+a List every cycle added 2.7 M instructions a cycle but about 3.4 ms of CPU: kernel time
+and contention that callgrind does not count, to which the six thread starts and stops
+above, beside the collectors' threads, are the likely main part (not separated).
 
 Baseline in the same run: what Telegraf's nvidia_smi input does each cycle, spawning a
 subprocess that prints a recorded ``nvidia-smi --query-gpu=... --format=csv`` (8 GPUs) and
@@ -220,7 +247,7 @@ def _child_attributed(socket: str) -> None:
         client.list = counted  # type: ignore[method-assign]
         att = PodAttribution(node.labels, client, refresh_s=refresh_s, clock=lambda: clock[0])
         agent = Agent([Scheduled(att, config.interval), *build_collectors(config, node)], [],
-                      node.labels, relabel=att.relabel)
+                      node.labels, relabel=att.relabel, device_labels=att.device_labels)
         return agent, asked
 
     def timed(agent: Agent) -> tuple[list, float, float]:
@@ -256,7 +283,7 @@ def _child_attributed(socket: str) -> None:
         _, c, _ = timed(agent)
         cpu["default"].append(c)
         _, c, _ = timed(Agent(build_collectors(config, node), [], node.labels,
-                              relabel=cached.relabel))
+                              relabel=cached.relabel, device_labels=cached.device_labels))
         cpu["relabel"].append(c)
     cached.close()
     held = sum(1 for s in samples if s.name == "accelerator.allocated" and s.value == 1.0)

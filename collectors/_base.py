@@ -18,18 +18,83 @@ counters of its own (parse errors per source) may instead report them through an
 ``self_samples(time) -> list[Sample]`` method: the agent adds them to its own metrics every
 cycle, zeros included, so they are there from the first scrape and stay there while the
 device cannot be read.
+
+A collector that reads devices may also take a `DeviceLabels` hook through an optional
+``set_device_labels(hook)`` method: it passes each device's labels through the hook where it
+builds them, and gives every series of the device what the hook returns. The agent installs
+workload attribution's there, so a held device's samples are made with their pod's labels
+once instead of being copied with them after every run.
+
+`LabelSets` keeps a collector's label tuples from one run to the next, so that a series
+carries the same tuple object every cycle while its labels stay the same.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from enum import IntEnum
 from typing import Protocol, runtime_checkable
 
 from computewatch.samples import Sample
 
-__all__ = ["Collector", "CollectorError", "DriverAbsent", "NoData", "ParseError", "ResultCode",
-           "placement_labels", "readings_or_no_data"]
+__all__ = ["Collector", "CollectorError", "DeviceLabels", "DriverAbsent", "LabelSets", "NoData",
+           "ParseError", "ResultCode", "as_read", "placement_labels", "readings_or_no_data"]
+
+DeviceLabels = Callable[[dict[str, str]], dict[str, str]]
+"""A device's labels -> the labels its series carry: the same dict when nothing is added, else
+a new one (the hook never changes the dict it is given)."""
+
+
+def as_read(labels: dict[str, str]) -> dict[str, str]:
+    """The `DeviceLabels` hook of a collector no agent gave one: the labels as read."""
+    return labels
+
+
+Labels = tuple[tuple[str, str], ...]
+
+
+class LabelSets:
+    """A collector's label tuples (sorted, as `Sample` holds them), kept across its runs.
+
+    A series whose labels are unchanged gets last cycle's tuple object, not an equal new
+    one: the agent's catalogue check and the relabel step look a series up by its tuple,
+    and an identical key is found without comparing 13 label pairs; nor are a cycle's
+    hundreds of fresh pairs made and collected. A changed label (a new pod holds the
+    device, a new driver, a MIG layout) is seen by comparing the labels given with the
+    ones kept, so the tuple is made again. ``limit`` entries at most (processes' pids make
+    new label sets for as long as a node runs): past it they start again."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._limit = limit
+        self._sets: dict[Hashable, tuple[dict[str, str], Labels]] = {}
+        self._plus: dict[tuple[int, Labels], tuple[Labels, Labels]] = {}
+
+    def of(self, key: Hashable, labels: Mapping[str, str]) -> Labels:
+        """``labels`` sorted; the tuple kept under ``key`` (a device, say) while they are
+        the same labels."""
+        hit = self._sets.get(key)
+        if hit is not None and hit[0] == labels:
+            return hit[1]
+        out = tuple(sorted((k, str(v)) for k, v in labels.items()))
+        if len(self._sets) >= self._limit:
+            self._sets = {}
+        self._sets[key] = (dict(labels), out)
+        return out
+
+    def plus(self, base: Labels, extra: Labels) -> Labels:
+        """``base`` (a tuple `of` gave) with the ``extra`` pairs added or replaced, sorted;
+        the same tuple for the same ``base`` object and pairs. Keyed by the base's id, not
+        its 13 pairs' hash: the entry holds the base, so the id is not reused while the
+        entry lives."""
+        key = (id(base), extra)
+        hit = self._plus.get(key)
+        if hit is not None and hit[0] is base:
+            return hit[1]
+        out = tuple(sorted({**dict(base), **dict(extra)}.items()))
+        if len(self._plus) >= self._limit:
+            self._plus = {}
+        self._plus[key] = (base, out)
+        return out
 
 
 class ResultCode(IntEnum):

@@ -28,7 +28,10 @@ An optional ``relabel`` step (workload attribution: collectors/kubernetes) sees 
 samples before validation and may add labels and samples; it must not do I/O that can hang
 (its data is refreshed by a collector of its own), and a failure of it costs its labels,
 logged once, never the batch. It is given the agent's own list of the run's samples (never
-the collector's) and may rewrite it in place.
+the collector's) and may rewrite it in place. With it may come a `DeviceLabels` hook, which
+the agent gives every collector that takes one (``set_device_labels``), so that the labels the
+step would add are there when the samples are made; a failure of the hook costs its labels
+(the collector keeps the ones it read), logged once, never the run.
 """
 
 from __future__ import annotations
@@ -44,7 +47,13 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from computewatch.collectors._base import Collector, CollectorError, ResultCode, placement_labels
+from computewatch.collectors._base import (
+    Collector,
+    CollectorError,
+    DeviceLabels,
+    ResultCode,
+    placement_labels,
+)
 from computewatch.collectors.export import Exporter, ExportOutcome, ExportResult
 from computewatch.samples import Sample
 from computewatch.validation import Rejections, filter_samples
@@ -52,6 +61,25 @@ from computewatch.validation import Rejections, filter_samples
 __all__ = ["Agent", "RunResult", "Scheduled"]
 
 log = logging.getLogger(__name__)
+
+
+class _Episode:
+    """A step that may fail run after run: its traceback logged at the first failure of an
+    episode, not every cycle (an agent runs every 15 s for months)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        self.failing = False
+
+    def failed(self) -> None:
+        """Called in the ``except`` block of the failure."""
+        if not self.failing:
+            log.exception(self.message)
+            self.failing = True
+
+    def ended(self) -> None:
+        self.failing = False
+
 
 SELF = "agent"
 """Pseudo-collector name under which the agent's own metrics are exported."""
@@ -199,7 +227,8 @@ class Agent:
 
     def __init__(self, collectors: Sequence[Scheduled], exporters: Sequence[Exporter],
                  labels: dict[str, str], *, clock: Callable[[], float] = time.monotonic,
-                 relabel: Callable[[list[Sample]], list[Sample]] | None = None) -> None:
+                 relabel: Callable[[list[Sample]], list[Sample]] | None = None,
+                 device_labels: DeviceLabels | None = None) -> None:
         names = [c.name for c in collectors]
         if len(set(names)) != len(names):
             raise ValueError(f"collector names must be unique, got {names}")
@@ -214,7 +243,14 @@ class Agent:
         self._lock = threading.Lock()
         self._outlets = [_Outlet(e, self._account) for e in self.exporters]
         self._relabel = relabel
-        self._relabel_failing = False
+        self._relabel_failures = _Episode("relabel step failed; samples go out without its labels")
+        self._hook_failures = _Episode("device labels hook failed; devices keep the labels read")
+        if device_labels is not None:
+            hook = self._guarded(device_labels)
+            for c in collectors:
+                install = getattr(c.collector, "set_device_labels", None)
+                if callable(install):
+                    install(hook)
 
     @property
     def collector_names(self) -> list[str]:
@@ -282,12 +318,25 @@ class Agent:
         try:
             out = self._relabel(samples)
         except Exception:
-            if not self._relabel_failing:
-                log.exception("relabel step failed; samples go out without its labels")
-                self._relabel_failing = True
+            self._relabel_failures.failed()
             return samples
-        self._relabel_failing = False
+        self._relabel_failures.ended()
         return out
+
+    def _guarded(self, hook: DeviceLabels) -> DeviceLabels:
+        """``hook`` as the collectors call it: when it fails, the labels as they were read
+        (the relabel step still adds what it knows), logged once per episode."""
+
+        def guarded(labels: dict[str, str]) -> dict[str, str]:
+            try:
+                out = hook(labels)
+            except Exception:
+                self._hook_failures.failed()
+                return labels
+            self._hook_failures.ended()
+            return out
+
+        return guarded
 
     # -- self metrics ---------------------------------------------------------------------
     def self_samples(self, now: datetime | None = None) -> list[Sample]:

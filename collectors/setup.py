@@ -194,12 +194,13 @@ def build_agent(config: NodeConfig, *, simulate: NodeSim | None = None,
                                                  meters=_declared_meters(p.topology,
                                                                          labels["site"])),
                                     config.interval, config.timeout))
-    relabel = None
+    relabel = device_labels = None
     if config.kubernetes.enabled:
         attribution = build_attribution(config, labels)
         collectors.insert(0, attribution)  # first: its answer is in before the devices' runs
         relabel = attribution.collector.relabel  # type: ignore[attr-defined]
-    return Agent(collectors, exporters, labels, relabel=relabel)
+        device_labels = attribution.collector.device_labels  # type: ignore[attr-defined]
+    return Agent(collectors, exporters, labels, relabel=relabel, device_labels=device_labels)
 
 
 def build_attribution(config: NodeConfig, labels: dict[str, str]) -> Scheduled:

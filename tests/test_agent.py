@@ -331,3 +331,38 @@ def test_a_run_under_way_when_the_stop_comes_is_still_exported():
     agent.close()
     assert slow.runs == 1
     assert [len(b) for s, b in rec.batches if s == "slow"] == [1]
+
+
+def test_label_sets_keep_a_tuple_while_its_labels_stay_the_same():
+    """`LabelSets` gives the tuple `Sample.of` would make, the same object while a key's
+    labels are unchanged, a new one when a value changes; ``plus`` adds pairs in order."""
+    from computewatch.collectors._base import LabelSets
+
+    sets = LabelSets()
+    gpu = {"node": "n1", "device": "GPU-1", "index": "0"}
+    first = sets.of("0", gpu)
+    assert first == (("device", "GPU-1"), ("index", "0"), ("node", "n1"))
+    assert sets.of("0", dict(gpu)) is first  # an equal dict, not the same one
+    held = sets.of("0", {**gpu, "pod": "train-0"})
+    assert held == (("device", "GPU-1"), ("index", "0"), ("node", "n1"), ("pod", "train-0"))
+    assert sets.of("0", gpu) == first and sets.of("0", gpu) is not held
+    ecc = sets.plus(first, (("error_type", "corrected"),))
+    assert ecc == (("device", "GPU-1"), ("error_type", "corrected"), ("index", "0"),
+                   ("node", "n1"))
+    assert sets.plus(first, (("error_type", "corrected"),)) is ecc
+    assert sets.plus(first, (("index", "7"), ("pid", "12"))) == (
+        ("device", "GPU-1"), ("index", "7"), ("node", "n1"), ("pid", "12"))
+    assert sets.plus(tuple(first), (("error_type", "corrected"),)) == ecc
+
+
+def test_label_sets_start_again_past_their_limit():
+    """A process's series is a label set of its own: the sets must not keep every pid a
+    node ever ran, and still answer right after they start again."""
+    from computewatch.collectors._base import LabelSets
+
+    sets = LabelSets(limit=100)
+    base = sets.of("gpu", {"device": "GPU-1"})
+    for pid in range(1000):
+        assert sets.plus(base, (("pid", str(pid)),)) == (("device", "GPU-1"), ("pid", str(pid)))
+        assert sets.of(("proc", pid), {"pid": str(pid)}) == (("pid", str(pid)),)
+        assert len(sets._plus) <= 100 and len(sets._sets) <= 100

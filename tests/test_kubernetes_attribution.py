@@ -155,7 +155,10 @@ def _pods(ids: dict[str, str]) -> list:
 
 
 def _agent(node, socket: Path, *, timeout_s: float = 2.0, proc_root: Path = PROC,
-           nvml: FakeNvml | None = None, exporters=()) -> tuple[Agent, PodAttribution]:
+           nvml: FakeNvml | None = None, exporters=(),
+           hook: bool = True) -> tuple[Agent, PodAttribution]:
+    """The agent as `build_agent` makes it: the attribution's hook in the collectors
+    (``hook``; without it the relabel step copies every held device's samples)."""
     labels = node.labels
     attribution = PodAttribution(labels, PodResourcesClient(socket, timeout_s),
                                  proc_root=proc_root)
@@ -165,7 +168,8 @@ def _agent(node, socket: Path, *, timeout_s: float = 2.0, proc_root: Path = PROC
         Scheduled(AscendCollector(labels, run=FakeNpuSmi(node), hccn_run=FakeHccnTool(node)),
                   15.0, 10.0),
     ]
-    return Agent(collectors, list(exporters), labels, relabel=attribution.relabel), attribution
+    return Agent(collectors, list(exporters), labels, relabel=attribution.relabel,
+                 device_labels=attribution.device_labels if hook else None), attribution
 
 
 def _by_device(samples: list[Sample], name: str) -> dict[str, dict[str, str]]:
@@ -191,9 +195,9 @@ def kubelet(sockdir, ids) -> Iterator[Kubelet]:
     k.stop()
 
 
-@pytest.fixture
-def attributed(node, kubelet):
-    agent, _attribution = _agent(node, kubelet.socket)
+@pytest.fixture(params=[True, False], ids=["hook", "copies"])
+def attributed(node, kubelet, request):
+    agent, _attribution = _agent(node, kubelet.socket, hook=request.param)
     try:
         yield agent.run_once()
     finally:
@@ -500,6 +504,36 @@ def test_a_failing_relabel_step_costs_its_labels_not_the_batch(node, caplog):
     assert len([r for r in caplog.records if "relabel" in r.getMessage()]) == 1
 
 
+def test_a_failing_device_labels_hook_costs_its_labels_not_the_run(node, caplog):
+    """The agent guards the hook it gives the collectors: a hook that raises leaves each
+    device with the labels read, the run whole, and one log line for the episode; a hook
+    that works again ends it, so the next failure is logged again."""
+    broken = [True]
+
+    def hook(labels):
+        if broken[0]:
+            raise RuntimeError("bug")
+        return {**labels, "pod": "p"}
+
+    labels = node.labels
+    agent = Agent([Scheduled(NvmlCollector(labels, nvml=_nvml(node)), 15.0, 10.0)], [],
+                  labels, device_labels=hook)
+    caplog.set_level(logging.WARNING)
+    try:
+        failed = [agent.run_once() for _ in range(2)]
+        broken[0] = False
+        healed = agent.run_once()
+        broken[0] = True
+        again = agent.run_once()
+    finally:
+        agent.close()
+    for batch in [*failed, healed, again]:
+        assert len(_by_device(batch, "accelerator.health")) == 10  # 8 GPUs + 2 MIG devices
+    assert not [s for b in failed for s in b if s.label("pod")]
+    assert {s.label("pod") for s in healed if s.name == "accelerator.health"} == {"p"}
+    assert len([r for r in caplog.records if "hook" in r.getMessage()]) == 2
+
+
 def test_a_stale_socket_left_by_a_stopped_kubelet_is_unavailable(node, sockdir):
     import socket as socketlib
 
@@ -639,8 +673,15 @@ def test_a_pod_moved_to_another_device_is_relabelled_at_the_next_list(
     assert kubelet.lister.calls == 2
 
 
+def _fresh_interpreter(code: str) -> list[str]:
+    """What ``code`` prints, split into words, run in a fresh interpreter (this module has
+    imported grpc and protobuf itself)."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=60).stdout.split()
+
+
 def test_without_the_socket_grpc_is_not_loaded(sockdir):
-    """A node with no kubelet socket pays nothing for grpc (about 13 MB of RSS once loaded):
+    """A node with no kubelet socket pays nothing for grpc (about 10 MB of RSS once loaded):
     in a fresh interpreter, as this module has imported grpc itself."""
     code = ("import sys; from pathlib import Path\n"
             "from computewatch.collectors.kubernetes import KubeletUnavailable, "
@@ -648,9 +689,19 @@ def test_without_the_socket_grpc_is_not_loaded(sockdir):
             f"try:\n    PodResourcesClient(Path({str(sockdir / 'kubelet.sock')!r})).list()\n"
             "except KubeletUnavailable as exc:\n    print(exc.reason)\n"
             "print('grpc' in sys.modules, 'google.protobuf' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=60).stdout.split()
-    assert out == ["absent", "False", "False"]
+    assert _fresh_interpreter(code) == ["absent", "False", "False"]
+
+
+def test_a_list_reads_its_answer_without_the_protobuf_runtime(kubelet):
+    """The client reads the kubelet's answer by hand (`_wire`): a List loads grpc, not the
+    protobuf runtime or the generated stubs (about 1.5 to 3 MB more), in a fresh
+    interpreter."""
+    code = ("import sys; from pathlib import Path\n"
+            "from computewatch.collectors.kubernetes import PodResourcesClient\n"
+            f"got = PodResourcesClient(Path({str(kubelet.socket)!r})).list()\n"
+            "print(len(got), 'grpc' in sys.modules, 'google.protobuf' in sys.modules, "
+            "any('_pb2' in m for m in sys.modules))\n")
+    assert _fresh_interpreter(code) == ["8", "True", "False", "False"]  # _pods: 8 pairs
 
 
 def test_the_caches_stay_bounded_as_processes_come_and_go(ids, kubelet, sockdir):
@@ -678,3 +729,84 @@ def test_the_caches_stay_bounded_as_processes_come_and_go(ids, kubelet, sockdir)
                 assert {_pod(dict(s.labels)) for s in out} == {("team-a", "train-0", "trainer")}
         attribution.close()
         assert peak <= _attribution._CACHE_MAX + 100, (socket, peak)
+
+
+@pytest.mark.parametrize("fallback", [True, False])
+def test_a_batch_read_before_a_new_answer_is_labelled_by_the_new_one(
+        node, kubelet, ids, fallback):
+    """The collectors make a held device's samples with its pod's labels (the agent's hook),
+    but the List runs beside them: an answer that comes between a run's reading and its
+    relabelling must win, as if the samples had been read after it. train-0 moves from
+    GPU 0 to GPU 5; then the kubelet goes away (the fixture /proc has none of the
+    devices' processes, so the fallback names no pod either). The driver's clock stands
+    still: a reading in a new second would add an NVLink rate the first batch cannot have."""
+    att = PodAttribution(node.labels, PodResourcesClient(kubelet.socket), proc_root=PROC,
+                         cgroup_fallback=fallback)
+    still = datetime(2026, 12, 6, tzinfo=UTC)
+    nvml = NvmlCollector(node.labels, nvml=_nvml(node, clock=lambda: still))
+    nvml.set_device_labels(att.device_labels)
+    util = "accelerator.utilization_ratio"
+    att.collect()
+    stale = list(nvml.collect())
+    assert _pod(_by_device(stale, util)[ids["gpu0"]]) == ("team-a", "train-0", "trainer")
+    kubelet.lister.pods = [
+        ("team-a", "train-0", [("trainer", [("nvidia.com/gpu", [ids["gpu5"], ids["gpu2"]])])]),
+        *[p for p in _pods(ids) if p[1] != "train-0"]]
+    att.collect()
+    moved = att.relabel(stale)
+    stale = list(nvml.collect())  # read under the new answer, relabelled after the kubelet left
+    fresh = att.relabel(list(nvml.collect()))
+    assert _pod(_by_device(moved, util)[ids["gpu0"]]) == (None, None, None)
+    assert _pod(_by_device(moved, util)[ids["gpu5"]]) == ("team-a", "train-0", "trainer")
+
+    def series(batch: list[Sample]) -> list:
+        return sorted((s.name, s.labels) for s in batch if s.measurement == "accelerator")
+
+    assert series(moved) == series(fresh)
+    kubelet.stop()
+    att.collect()
+    gone = att.relabel(stale)
+    assert not [s for s in gone if s.label("pod") or s.label("namespace")]
+    assert series(gone) == series(att.relabel(list(nvml.collect())))
+    nvml.close()
+
+
+def test_a_series_keeps_its_label_tuple_until_its_holder_changes(node, kubelet, ids):
+    """With the hook, each series of the NVML and Ascend collectors carries last run's
+    label tuple object while its labels are unchanged (the agent's look-ups then compare
+    identities, bench/bench_agent.py), and a new one, with the new pod, once the kubelet
+    answers differently; its labels are those the relabel step gives the same batch read
+    without the hook."""
+    att = PodAttribution(node.labels, PodResourcesClient(kubelet.socket), proc_root=PROC)
+    still = datetime(2026, 12, 6, tzinfo=UTC)
+    nvml = NvmlCollector(node.labels, nvml=_nvml(node, clock=lambda: still))
+    npu = AscendCollector(node.labels, run=FakeNpuSmi(node), hccn_run=FakeHccnTool(node))
+    for c in (nvml, npu):
+        c.set_device_labels(att.device_labels)
+    att.collect()
+
+    def run() -> list[Sample]:
+        return [*nvml.collect(), *npu.collect()]
+
+    def series(batch: list[Sample]) -> list:
+        return sorted((s.name, s.labels) for s in batch if s.measurement.startswith("acc"))
+
+    first, second = run(), run()
+    assert first and all(a.labels is b.labels for a, b in zip(first, second, strict=True))
+    plain_nvml = NvmlCollector(node.labels, nvml=_nvml(node, clock=lambda: still))
+    plain_npu = AscendCollector(node.labels, run=FakeNpuSmi(node), hccn_run=FakeHccnTool(node))
+    copied = att.relabel([*plain_nvml.collect(), *plain_npu.collect()])
+    assert series(att.relabel(list(second))) == series(copied)
+    kubelet.lister.pods = [
+        ("team-a", "train-0", [("trainer", [("nvidia.com/gpu", [ids["gpu5"], ids["gpu2"]])])]),
+        *[p for p in _pods(ids) if p[1] != "train-0"]]
+    att.collect()
+    third = run()
+    util = {s.label("device"): s for s in third if s.name == "accelerator.utilization_ratio"}
+    before = {s.label("device"): s for s in second if s.name == "accelerator.utilization_ratio"}
+    assert _pod(dict(util[ids["gpu5"]].labels)) == ("team-a", "train-0", "trainer")
+    assert _pod(dict(util[ids["gpu0"]].labels)) == (None, None, None)
+    assert util[ids["gpu0"]].labels is not before[ids["gpu0"]].labels
+    assert util[ids["gpu3"]].labels is before[ids["gpu3"]].labels  # free before and after
+    for c in (nvml, npu, plain_nvml, plain_npu):
+        c.close()

@@ -42,6 +42,7 @@ from computewatch.collectors import (
     ResultCode,
     placement_labels,
 )
+from computewatch.collectors._base import DeviceLabels, LabelSets, as_read
 from computewatch.collectors.ascend._calls import Call, CallQueue, Done, RunStats
 from computewatch.collectors.ascend._hccn import HCCN_QUERIES, network_samples, parse_hccn
 from computewatch.collectors.ascend._parse import (
@@ -178,6 +179,8 @@ class AscendCollector:
         self._card_cache: dict[int, tuple[int, int, dict[str, str], dict[str, str]]] = {}
         self._mapping: list[ChipMapping] | None = None
         self._mapping_tries = 0
+        self._device_labels: DeviceLabels = as_read
+        self._sets = LabelSets()  # each chip's label tuples, kept across runs
         for view in (*self.views, *self.slow_views, "power", *self.static_views):
             self._parse_errors[f"npu-smi info -t {view}"] += 0
         if self.detail and self._read_mapping:
@@ -522,31 +525,37 @@ class AscendCollector:
                 phy = self._phy_id(r, len(chips))
                 errs: list[ParseError] = []
                 out = chip_samples(r, self._labels, details, fallback_model=fallback, time=now,
-                                   errors=errs, phy_id=phy, normalized=True)
+                                   errors=errs, phy_id=phy, normalized=True,
+                                   device_labels=self._device_labels, label_sets=self._sets)
                 for exc in errs:
                     self._count(exc.source, exc)
                 samples += out
                 lab = dict(out[0].labels) if out else chip_labels(
-                    r, self._labels, details, fallback_model=fallback, phy_id=phy)
+                    r, self._labels, details, fallback_model=fallback, phy_id=phy,
+                    device_labels=self._device_labels)
                 lab.pop("error_type", None)
                 lab.pop("position", None)
                 first = first or lab
                 if details or card:
-                    samples.append(info_sample(lab, details, card, now))
+                    samples.append(info_sample(lab, details, card, now, self._sets))
                 if procs is not None and not _unreachable(r):
                     samples += process_samples(by_chip.get((r.npu_id, r.chip_id), ()), lab,
-                                               self.max_processes, now)
+                                               self.max_processes, now, self._sets)
                 if phy is not None and phy in self._network and self._fresh_network(phy):
-                    samples += network_samples(self._network[phy], lab, now)
+                    samples += network_samples(self._network[phy], lab, now, self._sets)
             if mcu and first is not None:
                 errs = []
-                samples += card_samples(npu, first, mcu, now, errs)
+                samples += card_samples(npu, first, mcu, now, errs, self._sets)
                 for exc in errs:
                     self._count(exc.source, exc)
         return samples
 
     def _fresh_network(self, phy: int) -> bool:
         return self._cycle - self._network_cycle.get(phy, -10**9) < self._max_age("hccn")
+
+    def set_device_labels(self, hook: DeviceLabels) -> None:
+        """Pass each chip's labels through ``hook`` (`DeviceLabels`)."""
+        self._device_labels = hook
 
     # --- the collector's own counters (reported by the agent every cycle) ------------------
     def self_samples(self, time: datetime | None = None) -> list[Sample]:

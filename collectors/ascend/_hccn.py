@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from computewatch.collectors import ParseError
+from computewatch.collectors._base import LabelSets
 from computewatch.samples import Sample
 
 __all__ = ["HCCN_QUERIES", "network_samples", "parse_hccn"]
@@ -73,8 +74,8 @@ def parse_hccn(query: str, text: str, source: str) -> dict[str, float]:
 
 
 def network_samples(values: Mapping[str, float], lab: Mapping[str, str],
-                    time: datetime) -> list[Sample]:
-    base = tuple(sorted(lab.items()))
+                    time: datetime, label_sets: LabelSets | None = None) -> list[Sample]:
+    base = (label_sets or LabelSets()).of(lab["device"], lab)
     return [Sample("accelerator", field, v, base, time) for field, v in values.items()]
 
 

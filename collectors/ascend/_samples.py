@@ -19,6 +19,7 @@ from computewatch.collectors import (
     ParseError,
     placement_labels,
 )
+from computewatch.collectors._base import DeviceLabels, Labels, LabelSets, as_read
 from computewatch.collectors.ascend._parse import ChipRow, ProcessRow, errors_or_raise, is_missing
 from computewatch.collectors.ascend._views import norm_key
 from computewatch.samples import Sample
@@ -64,9 +65,10 @@ _ECC = {"single_bit": ("hbmsinglebiterrorcount", "hbmsinglebitaggregatetotalerrc
         "double_bit": ("hbmdoublebiterrorcount", "hbmdoublebitaggregatetotalerrcnt",
                        "hbmdoublebitisolatedpagescount")}
 
-def _series(lab: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-    """A chip's labels as `Sample` keeps them, sorted once for all of the chip's samples."""
-    return tuple(sorted((k, str(v)) for k, v in lab.items()))
+def _series(lab: Mapping[str, str], label_sets: LabelSets | None) -> Labels:
+    """A chip's labels as `Sample` keeps them, sorted once for all of the chip's samples and
+    kept across runs in ``label_sets`` (the collector's; None: made afresh)."""
+    return (label_sets or LabelSets()).of(lab["device"], lab)
 
 
 DETAIL_SOURCE = "npu-smi info -t"
@@ -74,9 +76,10 @@ DETAIL_SOURCE = "npu-smi info -t"
 
 
 def chip_labels(row: ChipRow, labels: Mapping[str, str], details: Mapping[str, str], *,
-                fallback_model: str | None = None, phy_id: int | None = None
-                ) -> dict[str, str]:
-    """The labels every sample of this chip carries; ``details`` keys as `norm_key` gives."""
+                fallback_model: str | None = None, phy_id: int | None = None,
+                device_labels: DeviceLabels = as_read) -> dict[str, str]:
+    """The labels every sample of this chip carries; ``details`` keys as `norm_key` gives;
+    through ``device_labels``, the collector's `DeviceLabels` hook."""
     kv = details
     node = labels["node"]
     lab = {**placement_labels(labels), "vendor": "huawei", "ecosystem": "cann",
@@ -92,22 +95,25 @@ def chip_labels(row: ChipRow, labels: Mapping[str, str], details: Mapping[str, s
         lab["phy_id"] = str(phy_id)
     if vd := vdie_id(kv.get("vdieid")):
         lab["vdie_id"] = vd
-    return lab
+    return device_labels(lab)
 
 
 def chip_samples(row: ChipRow, labels: Mapping[str, str],
                  details: Mapping[str, str] | None = None, *,
                  fallback_model: str | None = None, time: datetime | None = None,
                  errors: list[ParseError] | None = None, phy_id: int | None = None,
-                 normalized: bool = False) -> list[Sample]:
+                 normalized: bool = False, device_labels: DeviceLabels = as_read,
+                 label_sets: LabelSets | None = None) -> list[Sample]:
     """The ``accelerator`` samples of one chip: its table row, filled in from ``details``.
 
     ``labels`` are the placement labels (``node`` is required for the device id);
     ``details`` the chip's own values from its per-chip views (never its card's MCU);
     ``fallback_model`` the name from ``npu-smi info -m``, used when the table does not name
     the chip; ``phy_id`` npu-exporter's ``id``; ``normalized`` says the details' keys are
-    already `norm_key`'s. A detail value that is not a number, or an unknown health, gives
-    no sample and is reported to ``errors`` (raised when errors is None).
+    already `norm_key`'s; ``device_labels`` the collector's `DeviceLabels` hook;
+    ``label_sets`` the collector's `LabelSets` (None: tuples made afresh). A detail
+    value that is not a number, or an unknown health, gives no sample and is reported to
+    ``errors`` (raised when errors is None).
     """
     time = time or datetime.now(UTC)
     kv: Mapping[str, str] = (details or {}) if normalized else {
@@ -124,7 +130,8 @@ def chip_samples(row: ChipRow, labels: Mapping[str, str],
                         DETAIL_SOURCE, f"{where}: {key} {kv[key]!r} is not a number"))
         return None
 
-    lab = chip_labels(row, labels, kv, fallback_model=fallback_model, phy_id=phy_id)
+    lab = chip_labels(row, labels, kv, fallback_model=fallback_model, phy_id=phy_id,
+                      device_labels=device_labels)
     if row.hbm_total_mb is not None:
         hbm_used, hbm_total = row.hbm_used_mb, row.hbm_total_mb
     else:
@@ -180,20 +187,21 @@ def chip_samples(row: ChipRow, labels: Mapping[str, str],
     enabled = kv.get("hbmecc-enablestatus", "").strip().lower()
     if enabled in ("true", "false"):
         values["hbm_ecc_enabled"] = float(enabled == "true")
-    base = _series(lab)
+    sets = label_sets or LabelSets()
+    base = _series(lab, sets)
     out = [Sample("accelerator", f, float(v), base, time)
            for f, v in values.items() if v is not None]
     for kind, (now_key, total_key, pages_key) in _ECC.items():
         for field, key in (("hbm_ecc_errors", now_key), ("hbm_ecc_errors_total", total_key),
                            ("hbm_ecc_isolated_pages", pages_key)):
             if (v := pick((key,))) is not None:
-                out.append(Sample.of(f"accelerator.{field}", v,
-                                     {**lab, "error_type": kind}, time))
-    out += _error_codes(kv.get("errorcode"), lab, time, where, errors)
+                out.append(Sample("accelerator", field, v,
+                                  sets.plus(base, (("error_type", kind),)), time))
+    out += _error_codes(kv.get("errorcode"), base, sets, time, where, errors)
     return out
 
 
-def _error_codes(text: str | None, lab: Mapping[str, str], time: datetime, where: str,
+def _error_codes(text: str | None, base: Labels, sets: LabelSets, time: datetime, where: str,
                  errors: list[ParseError] | None) -> list[Sample]:
     """``Error Code : 80E01801 80CD8008`` (hex words; NA when none): one sample per code."""
     if is_missing(text):
@@ -207,25 +215,27 @@ def _error_codes(text: str | None, lab: Mapping[str, str], time: datetime, where
             errors_or_raise(errors, ParseError(
                 "npu-smi info -t health", f"{where}: error code {word!r} is not hexadecimal"))
             return []
-        out.append(Sample.of("accelerator.error_code", float(code),
-                             {**lab, "position": str(pos)}, time))
+        out.append(Sample("accelerator", "error_code", float(code),
+                          sets.plus(base, (("position", str(pos)),)), time))
     return out
 
 
 def info_sample(lab: Mapping[str, str], details: Mapping[str, str], card: Mapping[str, str],
-                time: datetime) -> Sample:
+                time: datetime, label_sets: LabelSets | None = None) -> Sample:
     """``accelerator.info`` = 1 with what the board and product views say about the chip."""
     extra = {"chip_name": details.get("chipname"), "chip_type": details.get("chiptype"),
              "chip_version": details.get("chipversion"),
              "serial_number": card.get("serialnumber"),
              "product_type": details.get("producttype") or card.get("producttype"),
              "firmware_version": details.get("firmwareversion") or card.get("firmwareversion")}
-    return Sample.of("accelerator.info", 1.0,
-                     {**lab, **{k: v for k, v in extra.items() if not is_missing(v)}}, time)
+    labels = {**lab, **{k: v for k, v in extra.items() if not is_missing(v)}}
+    return Sample("accelerator", "info", 1.0,
+                  (label_sets or LabelSets()).of(("info", lab["device"]), labels), time)
 
 
 def card_samples(npu_id: int, first: Mapping[str, str], mcu: Mapping[str, str],
-                 time: datetime, errors: list[ParseError] | None = None) -> list[Sample]:
+                 time: datetime, errors: list[ParseError] | None = None,
+                 label_sets: LabelSets | None = None) -> list[Sample]:
     """``accelerator_card`` from the card's MCU block: its power and board temperature.
 
     ``first`` are the labels of the card's first chip (placement, vendor, model, bus id).
@@ -234,6 +244,7 @@ def card_samples(npu_id: int, first: Mapping[str, str], mcu: Mapping[str, str],
                                                    "model", "ecosystem", "pci_bus_id",
                                                    "driver_version")}
     lab |= {"index": str(npu_id), "device": f"{first['node']}-npu{npu_id}"}
+    base = _series(lab, label_sets)
     out = []
     for field, keys in (("power_watts", _POWER_KEYS), ("temperature_celsius", _TEMP_KEYS)):
         for key in keys:
@@ -242,7 +253,7 @@ def card_samples(npu_id: int, first: Mapping[str, str], mcu: Mapping[str, str],
                 continue
             assert value is not None
             try:
-                out.append(Sample.of(f"accelerator_card.{field}", float(value), lab, time))
+                out.append(Sample("accelerator_card", field, float(value), base, time))
             except ValueError:
                 errors_or_raise(errors, ParseError(
                     "npu-smi info -t common", f"NPU {npu_id} MCU: {key} {value!r} is not a "
@@ -252,11 +263,12 @@ def card_samples(npu_id: int, first: Mapping[str, str], mcu: Mapping[str, str],
 
 
 def process_samples(procs: Iterable[ProcessRow], lab: Mapping[str, str], top_n: int,
-                    time: datetime) -> list[Sample]:
+                    time: datetime, label_sets: LabelSets | None = None) -> list[Sample]:
     """``accelerator.processes`` (all of them) and the top ``top_n`` by memory, per chip."""
     procs = list(procs)
-    out = [Sample("accelerator", "processes", float(len({p.pid for p in procs})), _series(lab),
-                  time)]
+    sets = label_sets or LabelSets()
+    base = _series(lab, sets)
+    out = [Sample("accelerator", "processes", float(len({p.pid for p in procs})), base, time)]
     # Largest first; the same pid on one chip (npu-smi lists one row per context) summed.
     by_pid: dict[int, tuple[str, float]] = {}
     for p in procs:
@@ -264,6 +276,6 @@ def process_samples(procs: Iterable[ProcessRow], lab: Mapping[str, str], top_n: 
         by_pid[p.pid] = (name or p.name, mem + (p.memory_mb or 0.0))
     ranked = sorted(by_pid.items(), key=lambda kv: (-kv[1][1], kv[0]))[:max(0, top_n)]
     for pid, (name, mem) in ranked:
-        out.append(Sample.of("accelerator_process.memory_used_bytes", mem * MIB,
-                             {**lab, "pid": str(pid), "process_name": name}, time))
+        out.append(Sample("accelerator_process", "memory_used_bytes", mem * MIB,
+                          sets.plus(base, (("pid", str(pid)), ("process_name", name))), time))
     return out

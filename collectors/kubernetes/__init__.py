@@ -7,8 +7,9 @@ agent's accelerator series with the pod that holds each device; where the socket
 reached, it traces the processes on a device to their pod's UID through /proc. This
 folder's README.md states the device ids, the labels and what the fallback can and cannot
 learn. Modules: `_config` (the node config's ``kubernetes`` section), `_client` (one List
-call), `_devices` (device plugins' ids against the agent's labels), `_cgroup` (a pid's pod),
-`_attribution` (the cache and the relabel step).
+call), `_wire` (its answer, read without the protobuf runtime), `_devices` (device plugins'
+ids against the agent's labels), `_cgroup` (a pid's pod), `_attribution` (the cache and the
+relabel step).
 """
 
 from __future__ import annotations

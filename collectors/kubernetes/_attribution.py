@@ -4,10 +4,16 @@ It plays two parts in the agent. As a collector (``kubernetes``, scheduled on it
 ``refresh`` interval and timeout like any other, in its own worker) it asks the kubelet's
 PodResources API and caches the answer; a kubelet that is down costs one log line per
 episode and a count in ``agent.kubelet_errors_total{reason}``, and never holds up another
-collector. As the agent's relabel step it adds ``namespace``, ``pod`` and ``container`` to
-every ``accelerator`` and ``accelerator_process`` sample of a held device, from the cache,
-with no I/O, and adds ``accelerator.allocated`` (1 held, 0 free) for every device that
-reports its ``accelerator.health`` (every GPU, MIG device and NPU chip does, each run).
+collector. As the collectors' `DeviceLabels` hook (`device_labels`, which the agent installs
+in the NVML and Ascend collectors) it adds ``namespace``, ``pod`` and ``container`` to a held
+device's labels where the collector builds them, from the cache, with no I/O, so every
+``accelerator`` and ``accelerator_process`` sample of the device is made with them. As the
+agent's relabel step it checks each batch's label sets against the answer in force then (a
+List may have come in between, as it runs beside the collectors' runs), copies the samples
+whose labels that answer changes (and those of a collector without the hook), adds
+``accelerator.allocated`` (1 held, 0 free) for every device that reports its
+``accelerator.health`` (every GPU, MIG device and NPU chip does, each run), and watches the
+devices' processes.
 
 Where the kubelet cannot be asked (no socket, an error), the last answer is dropped (a stale
 one would name pods that may be gone) and, unless turned off, the cgroup fallback runs: the
@@ -65,6 +71,8 @@ label set of its own (its pid), so under one steady answer the caches would grow
 process a node ever ran; a node has tens to hundreds of label sets a cycle, so starting again
 costs one cycle's look-ups, seldom."""
 _DEVICE_MEASUREMENTS = frozenset({"accelerator", "accelerator_process"})
+_POD_NAMES = frozenset({"container", "namespace", "pod"})
+"""The labels a holder gives; on a device's series they are this module's alone."""
 _PUT_M, _PUT_F, _PUT_V, _PUT_L, _PUT_T = (
     getattr(Sample, f).__set__ for f in ("measurement", "field", "value", "labels", "time"))
 
@@ -80,6 +88,13 @@ def _with_labels(s: Sample, labels: tuple[tuple[str, str], ...]) -> Sample:
     _PUT_L(out, labels)
     _PUT_T(out, s.time)
     return out
+
+
+def _without_pods(labels: _Labels) -> _Labels:
+    """``labels`` without a holder's pairs (an answer gone since the collector read the
+    device gave them); the same tuple when it has none."""
+    kept = tuple(p for p in labels if p[0] not in _POD_NAMES)
+    return kept if len(kept) < len(labels) else labels
 
 
 def holders_by_key(holdings: list[Holding]) -> dict[Key, _Labels]:
@@ -126,6 +141,7 @@ class PodAttribution:
         self._failing = False
         self._attributed: dict[str, str] = {}  # device -> source of its pod labels
         self._own: PodRef | None = None  # the agent's own pod, never a device's holder
+        self._stamped = False  # `device_labels` has given a device a holder's labels
 
     # -- the collector's part: refresh the cache ----------------------------------------------
     def collect(self) -> list[Sample]:
@@ -196,21 +212,48 @@ class PodAttribution:
     def close(self) -> None:
         self._client.close()
 
+    # -- the collectors' hook: a held device's samples are made with its pod's labels --------
+    def device_labels(self, labels: dict[str, str]) -> dict[str, str]:
+        """``labels`` with the holder's ``namespace``, ``pod`` and ``container`` from the
+        cached answer (a new dict), or ``labels`` itself when the device is not held or the
+        kubelet is not heard: the agent's `DeviceLabels` hook. Called from the collectors'
+        workers, so no lock: it reads the answer once (`collect` replaces it whole). Without
+        it the relabel step would copy every sample of a held device (566 a cycle on 8 GPUs
+        and 8 NPUs) to give it three labels."""
+        held = self._held
+        if not held:
+            return labels
+        who = self._holder(held, labels)
+        if not who:
+            return labels
+        self._stamped = True
+        out = dict(labels)
+        out.update(who)
+        return out
+
     # -- the relabel step: no I/O but the fallback's /proc reads ------------------------------
     def relabel(self, samples: list[Sample]) -> list[Sample]:
-        """``samples`` with pod labels on every held device's series, plus ``allocated``.
+        """``samples`` with pod labels on every held device's series (and none on a free
+        one's), plus ``allocated``.
 
-        In place: the agent hands over its own list of a run's batch, and each relabelled
-        sample takes its original's slot there, which frees the original at once. A cycle so
-        holds no more live objects than without attribution; a new list beside the old one
-        held ~570 more each cycle and ran the cyclic garbage collector about once a cycle,
-        not every 8th (bench/bench_agent.py says what that cost)."""
+        A sample made through `device_labels` with the answer still in force is kept as it
+        is; one whose labels that answer changes (or one of a collector without the hook) is
+        copied with the right labels, in place: the agent hands over its own list of a run's
+        batch, and each copy takes its original's slot there, which frees the original at
+        once. A cycle so holds no more live objects than without attribution; a new list
+        beside the old one held ~570 more each cycle and ran the cyclic garbage collector
+        about once a cycle, not every 8th (bench/bench_agent.py says what that cost)."""
         with self._lock:
             held, cache = self._held, self._relabelled
         if held is None:
-            if not self._fallback:
-                return samples
-            return self._relabel_from_cgroups(samples, cache)
+            if self._fallback:
+                return self._relabel_from_cgroups(samples, cache)
+            if self._stamped:  # a batch read while the last answer was in force
+                for i, s in enumerate(samples):
+                    if s.measurement in _DEVICE_MEASUREMENTS:
+                        samples[i] = self._unheld(s, cache)
+                self._bound(cache)
+            return samples
         health: list[tuple[Sample, tuple]] = []  # one per device: where allocated comes from
         procs: dict[str, set[str]] = {}  # device -> pids, for `_watch`
         seen_labels: object = None  # a device's samples share one labels tuple: hash it once
@@ -228,34 +271,44 @@ class PodAttribution:
                     health.append((s, hit))
             else:
                 procs.setdefault(hit[0], set()).add(s.label("pid") or "")
-            if hit[1] is not None:
-                samples[i] = _with_labels(s, hit[1])
-        parents_held = {parent for _, (_, new, parent) in health if new is not None and parent}
+            if hit[3] is not None:
+                samples[i] = _with_labels(s, hit[3])
+        parents_held = {parent for _, (_, on, parent, _) in health if on and parent}
         seen: dict[str, str] = {}
-        for s, (device, new, _) in health:
-            on = new is not None or device in parents_held
-            seen[device] = "podresources" if new is not None else ""
-            samples.append(Sample("accelerator", "allocated", 1.0 if on else 0.0,
+        for s, (device, on, _, new) in health:
+            seen[device] = "podresources" if on else ""
+            samples.append(Sample("accelerator", "allocated",
+                                  1.0 if on or device in parents_held else 0.0,
                                   s.labels if new is None else new, s.time))
         self._note(seen)
         self._bound(cache)
         if health:  # a batch of the devices' collector (not one of meters or links)
-            self._watch(procs, {device for _, (device, new, _) in health if new is not None},
-                        {device for _, (device, _, _) in health})
+            self._watch(procs, {device for _, (device, on, _, _) in health if on},
+                        {device for _, (device, _, _, _) in health})
         return samples
 
     def _resolve(self, held: dict[Key, _Labels],
-                 labels: _Labels) -> tuple[str, _Labels | None, str]:
-        """(device, the labels with its holder's or None when free, its parent when held).
-        The labelled set is made of the original pairs and the holder's, not copies."""
+                 labels: _Labels) -> tuple[str, bool, str, _Labels | None]:
+        """(device, whether it is held, its parent when held, the labels its samples must
+        carry, or None when they carry them already: with its holder's when held, without
+        any holder's when free). The labelled set is made of the original pairs and the
+        holder's, not copies."""
         lab = dict(labels)
         device = lab.get("device", "")
         extra = self._holder(held, lab)
+        kept = _without_pods(labels)
         if not extra:
-            return device, None, ""
-        names = {k for k, _ in extra}
-        return (device, tuple(sorted((*(p for p in labels if p[0] not in names), *extra))),
-                lab.get("parent", ""))
+            return device, False, "", None if kept is labels else kept
+        new = tuple(sorted((*kept, *extra)))
+        return device, True, lab.get("parent", ""), None if new == labels else new
+
+    @staticmethod
+    def _unheld(s: Sample, cache: dict) -> Sample:
+        """``s`` without a holder's labels (see `_without_pods`)."""
+        kept = cache.get(s.labels)
+        if kept is None:
+            kept = cache[s.labels] = _without_pods(s.labels)
+        return s if len(kept) == len(s.labels) else _with_labels(s, kept)
 
     def _relabel_from_cgroups(self, samples: list[Sample], cache: dict) -> list[Sample]:
         """``samples`` with ``pod_uid`` on the devices a pod's process runs on; in place, as
@@ -269,12 +322,14 @@ class PodAttribution:
             ref = owners.get(device)
             if ref is None:
                 seen.setdefault(device, "")
+                if self._stamped:
+                    samples[i] = self._unheld(s, cache)
                 continue
             seen[device] = "cgroup"
             new = cache.get((s.labels, ref.uid))
             if new is None:
                 new = cache[(s.labels, ref.uid)] = tuple(
-                    sorted({**dict(s.labels), "pod_uid": ref.uid}.items()))
+                    sorted({**dict(_without_pods(s.labels)), "pod_uid": ref.uid}.items()))
             samples[i] = _with_labels(s, new)
         self._note(seen)
         self._bound(cache)

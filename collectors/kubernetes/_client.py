@@ -12,21 +12,11 @@ at the next refresh, never after gRPC's reconnect backoff (up to 2 minutes).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
+from computewatch.collectors.kubernetes._wire import Holding, holdings
+
 __all__ = ["Holding", "KubeletUnavailable", "PodResourcesClient"]
-
-
-@dataclass(frozen=True, slots=True)
-class Holding:
-    """One device a container was allocated, as its device plugin names it."""
-
-    resource: str
-    device_id: str
-    namespace: str
-    pod: str
-    container: str
 
 
 class KubeletUnavailable(RuntimeError):
@@ -36,6 +26,9 @@ class KubeletUnavailable(RuntimeError):
         super().__init__(message)
         self.reason = reason
 
+
+_LIST = "/v1.PodResourcesLister/List"
+"""The method's path: the proto's package, service and rpc (``_podresources.proto``)."""
 
 _REASONS = {"UNAVAILABLE": "unavailable", "DEADLINE_EXCEEDED": "timeout",
             "UNIMPLEMENTED": "unimplemented"}
@@ -49,19 +42,16 @@ class PodResourcesClient:
         self.timeout_s = timeout_s
 
     def list(self) -> list[Holding]:
-        if not self.socket.exists():  # before grpc is imported: it costs about 13 MB of RSS
+        if not self.socket.exists():  # before grpc is imported: it costs about 10 MB of RSS
             raise KubeletUnavailable("absent", f"no kubelet socket at {self.socket}")
         import grpc
 
-        from computewatch.collectors.kubernetes import _podresources_pb2 as pb
-        from computewatch.collectors.kubernetes._podresources_pb2_grpc import (
-            PodResourcesListerStub,
-        )
-
         channel = grpc.insecure_channel(f"unix://{self.socket.absolute()}")
         try:
-            answer = PodResourcesListerStub(channel).List(pb.ListPodResourcesRequest(),
-                                                          timeout=self.timeout_s)
+            # the empty ListPodResourcesRequest is no bytes; the answer is read by `_wire`
+            call = channel.unary_unary(_LIST, response_deserializer=holdings,
+                                       _registered_method=True)
+            answer: list[Holding] = call(b"", timeout=self.timeout_s)
         except grpc.RpcError as exc:
             code = exc.code() if callable(getattr(exc, "code", None)) else None
             name = code.name if code is not None else "UNKNOWN"
@@ -71,9 +61,7 @@ class PodResourcesClient:
                                      f"{details}".rstrip()) from None
         finally:
             channel.close()
-        return [Holding(dev.resource_name, device_id, pod.namespace, pod.name, ctr.name)
-                for pod in answer.pod_resources for ctr in pod.containers
-                for dev in ctr.devices for device_id in dev.device_ids]
+        return answer
 
     def close(self) -> None:
         """Nothing is held between calls; here for the agent's close."""

@@ -8,7 +8,6 @@ decisions (units, health, MIG, failures) are stated in this folder's README.md.
 
 from __future__ import annotations
 
-import bisect
 import importlib
 import logging
 from collections.abc import Callable, Mapping
@@ -17,7 +16,15 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from computewatch import catalog
-from computewatch.collectors._base import CollectorError, DriverAbsent, placement_labels
+from computewatch.collectors._base import (
+    CollectorError,
+    DeviceLabels,
+    DriverAbsent,
+    Labels,
+    LabelSets,
+    as_read,
+    placement_labels,
+)
 from computewatch.collectors.nvml._calls import Dev, DriverCalls
 from computewatch.collectors.nvml._events import XidEvents
 from computewatch.collectors.nvml._gpm import GpmReader, GpmTarget
@@ -109,19 +116,6 @@ def _text(value: object) -> str:
     return str(value)
 
 
-def _with(base: tuple[tuple[str, str], ...], extra: dict[str, str]) -> tuple[tuple[str, str], ...]:
-    """Sorted labels plus a few more, without sorting them all again (a hot path: nine
-    throttle reasons and the error types of every GPU, every run)."""
-    out = base
-    for key, value in extra.items():
-        i = bisect.bisect_left(out, (key,))
-        if i < len(out) and out[i][0] == key:
-            out = (*out[:i], (key, value), *out[i + 1:])
-        else:
-            out = (*out[:i], (key, value), *out[i:])
-    return out
-
-
 def _mig_profile(name: str) -> str:
     """``NVIDIA H100 80GB HBM3 MIG 1g.10gb`` -> ``1g.10gb`` (what DCGM calls GPU_I_PROFILE)."""
     _, sep, profile = name.rpartition(" MIG ")
@@ -155,7 +149,9 @@ class NvmlCollector:
         self._gpm = GpmReader(gpm_warmup_s, sleep) if sleep else GpmReader(gpm_warmup_s)
         self._procs = ProcessReader(top_processes)
         self._mig_mode: dict[str, int] = {}
-        self._labels: dict[str, dict[str, str]] = {}  # gpu index -> labels of its last series
+        self._labels: dict[str, Labels] = {}  # gpu index -> labels of its last series
+        self._sets = LabelSets()
+        self._device_labels: DeviceLabels = as_read
 
     # --- the collector protocol -----------------------------------------------------------
 
@@ -178,18 +174,23 @@ class NvmlCollector:
         for i in range(count):
             samples += self._collect_gpu(nv, session, i, now, gpm_targets)
         for target, name, value in self._gpm.read(nv, self._calls, gpm_targets):
-            samples.append(Sample("accelerator", name, value, target.sorted_labels, now))
+            samples.append(Sample("accelerator", name, value, target.labels, now))
         self._procs.end_run()
         self._xid.drain(nv, self._calls)
         for idx, labels in self._labels.items():
             if self._xid.watched(idx):
-                samples.append(Sample.of("accelerator.last_xid",
-                                         float(self._xid.last.get(idx, 0)), labels, now))
+                samples.append(Sample("accelerator", "last_xid",
+                                      float(self._xid.last.get(idx, 0)), labels, now))
         for (idx, xid), n in sorted(self._xid.counts.items()):
             if idx in self._labels:
-                samples.append(Sample.of("accelerator.xid_errors_total", float(n),
-                                         {**self._labels[idx], "xid": str(xid)}, now))
+                samples.append(Sample("accelerator", "xid_errors_total", float(n),
+                                      self._sets.plus(self._labels[idx], (("xid", str(xid)),)),
+                                      now))
         return samples
+
+    def set_device_labels(self, hook: DeviceLabels) -> None:
+        """Pass each GPU's and MIG device's labels through ``hook`` (`DeviceLabels`)."""
+        self._device_labels = hook
 
     def self_samples(self, now: datetime) -> list[Sample]:
         """This collector's own error counters (NVML errors on single fields, by error): the
@@ -278,7 +279,8 @@ class NvmlCollector:
         labels = {**self._place, "vendor": "nvidia", "ecosystem": "cuda", "model": model,
                   "device": uuid or f"nvidia{i}", "index": dev.index, "pci_bus_id": pci,
                   "driver_version": session.driver_version}
-        labels = {k: v for k, v in labels.items() if v}
+        read = {k: v for k, v in labels.items() if v}  # a MIG device's start from these
+        labels = self._sets.of(dev.index, self._device_labels(read))
         self._labels[dev.index] = labels
         out: list[Sample] = []
         healthy = handle is not None
@@ -286,7 +288,7 @@ class NvmlCollector:
             self._xid.register(nv, self._calls, dev, handle)
             mig = self._mig_enabled(nv, dev, handle)  # first: a change resets what we skip
             healthy = self._gpu_fields(nv, session, dev, handle, labels, now, out)
-            migs = self._collect_migs(nv, session, dev, handle, labels, now, out,
+            migs = self._collect_migs(nv, session, dev, handle, read, now, out,
                                       gpm_targets) if mig else {}
             procs = self._procs.read(nv, self._calls, dev, handle)
             if procs is not None:
@@ -294,15 +296,15 @@ class NvmlCollector:
                 own = []
                 for p in procs:
                     by_instance.get(getattr(p, "gpuInstanceId", None), own).append(p)
-                out += self._procs.samples(nv, own, labels, now)
+                out += self._procs.samples(nv, own, labels, now, self._sets)
                 for gi, mig_labels in migs.items():
-                    out += self._procs.samples(nv, by_instance[gi], mig_labels, now)
+                    out += self._procs.samples(nv, by_instance[gi], mig_labels, now, self._sets)
             if not mig and not dev.lost and self._gpm.supported(nv, self._calls, dev, handle):
                 gpm_targets.append(GpmTarget(dev, handle, labels))
         if dev.lost:
             self._gpm.drop(nv, dev.index)
-        out.append(Sample.of("accelerator.health", 1.0 if healthy and not dev.lost else 0.0,
-                             labels, now))
+        out.append(Sample("accelerator", "health", 1.0 if healthy and not dev.lost else 0.0,
+                          labels, now))
         return out
 
     def _identity(self, nv: Any, session: _Session, dev: Dev,
@@ -322,13 +324,13 @@ class NvmlCollector:
         return ident
 
     def _gpu_fields(self, nv: Any, session: _Session, dev: Dev, h: Any,
-                    labels: dict[str, str], now: datetime, out: list[Sample]) -> bool:
+                    base: Labels, now: datetime, out: list[Sample]) -> bool:
         """Append the GPU's fields to ``out``; return False when they say it is unhealthy."""
-        base = tuple(sorted(labels.items()))  # sorted once per GPU, not once per sample
         call = self._calls.call
+        plus = self._sets.plus
 
         def emit(name: str, value: float, **extra: str) -> None:
-            lab = _with(base, extra) if extra else base
+            lab = plus(base, tuple(extra.items())) if extra else base
             out.append(Sample("accelerator", name, float(value), lab, now))
 
         healthy = True
@@ -456,12 +458,14 @@ class NvmlCollector:
 
     def _collect_migs(self, nv: Any, session: _Session, parent: Dev, h: Any,
                       parent_labels: dict[str, str], now: datetime, out: list[Sample],
-                      gpm_targets: list[GpmTarget]) -> dict[int, dict[str, str]]:
-        """Append each MIG device's series; return their labels by GPU instance id."""
+                      gpm_targets: list[GpmTarget]) -> dict[int, Labels]:
+        """Append each MIG device's series; return their labels by GPU instance id.
+        ``parent_labels`` are the GPU's as read, not through the hook: a MIG device has a
+        holder of its own."""
         call = self._calls.call
         n = call(nv, parent, "mig_count", ("nvmlDeviceGetMaxMigDeviceCount",), h) or 0
         gpm = self._gpm.supported(nv, self._calls, parent, h)
-        by_instance: dict[int, dict[str, str]] = {}
+        by_instance: dict[int, Labels] = {}
         for j in range(int(n)):
             if parent.lost:
                 break
@@ -486,12 +490,14 @@ class NvmlCollector:
                     labels["gpu_instance_profile"] = profile
             if instance is not None:
                 labels["gpu_instance_id"] = str(int(instance))
-                by_instance[int(instance)] = labels
+            base = self._sets.of(dev.index, self._device_labels(labels))
+            if instance is not None:
+                by_instance[int(instance)] = base
                 if gpm:
-                    gpm_targets.append(GpmTarget(dev, h, labels, int(instance)))
+                    gpm_targets.append(GpmTarget(dev, h, base, int(instance)))
 
-            def emit(metric: str, value: float, _labels: dict[str, str] = labels) -> None:
-                out.append(Sample.of(f"accelerator.{metric}", float(value), _labels, now))
+            def emit(metric: str, value: float, _labels: Labels = base) -> None:
+                out.append(Sample("accelerator", metric, float(value), _labels, now))
 
             self._common_fields(nv, session, dev, mh, emit)
             emit("health", 0.0 if dev.lost else 1.0)

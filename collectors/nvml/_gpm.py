@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from computewatch.collectors._base import Labels
 from computewatch.collectors.nvml._calls import Dev, DriverCalls
 
 __all__ = ["GPM_FIELDS", "GpmReader", "GpmTarget"]
@@ -47,17 +48,8 @@ class GpmTarget:
 
     dev: Dev
     handle: Any  # the GPU's handle, also for a MIG instance
-    labels: dict[str, str]
+    labels: Labels  # sorted, as its samples carry them
     gpu_instance: int | None = None
-
-    @property
-    def sorted_labels(self) -> tuple[tuple[str, str], ...]:
-        """The labels as a `Sample` holds them (sorted once per target)."""
-        if self._sorted is None:
-            self._sorted = tuple(sorted(self.labels.items()))
-        return self._sorted
-
-    _sorted: tuple[tuple[str, str], ...] | None = field(default=None, repr=False)
 
 
 @dataclass

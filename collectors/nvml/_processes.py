@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from computewatch.collectors._base import Labels, LabelSets
 from computewatch.collectors.nvml._calls import Dev, DriverCalls
 from computewatch.samples import Sample
 
@@ -38,22 +39,21 @@ class ProcessReader:
             self._seen.update(int(p.pid) for p in procs)
         return procs
 
-    def samples(self, nv: Any, procs: Iterable[Any], labels: dict[str, str],
-                now: datetime) -> list[Sample]:
+    def samples(self, nv: Any, procs: Iterable[Any], labels: Labels, now: datetime,
+                sets: LabelSets) -> list[Sample]:
         """``accelerator.processes`` (all of them) and, for the largest ``top``,
-        ``accelerator_process.memory_used_bytes{pid, process_name}``."""
+        ``accelerator_process.memory_used_bytes{pid, process_name}``; ``labels`` are the
+        device's, a process's are made from them through ``sets``."""
         procs = list(procs)
-        out = [Sample.of("accelerator.processes", float(len(procs)), labels, now)]
+        out = [Sample("accelerator", "processes", float(len(procs)), labels, now)]
         known = [p for p in procs if p.usedGpuMemory is not None]
         known.sort(key=lambda p: (-int(p.usedGpuMemory), int(p.pid)))
         for p in known[:self.top]:
             pid = int(p.pid)
-            extra = {"pid": str(pid)}
             name = self._name(nv, pid)
-            if name:
-                extra["process_name"] = name
-            out.append(Sample.of("accelerator_process.memory_used_bytes",
-                                 float(p.usedGpuMemory), {**labels, **extra}, now))
+            extra = (("pid", str(pid)), ("process_name", name)) if name else (("pid", str(pid)),)
+            out.append(Sample("accelerator_process", "memory_used_bytes",
+                              float(p.usedGpuMemory), sets.plus(labels, extra), now))
         return out
 
     def end_run(self) -> None:

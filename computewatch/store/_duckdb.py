@@ -65,6 +65,7 @@ from computewatch.errors import StoreURLError
 from computewatch.i18n import _
 from computewatch.samples import TIME
 from computewatch.store import _rollups as ru
+from computewatch.store._months import MonthRollups
 from computewatch.store._order import SeriesOrder, series_order
 from computewatch.store._protocol import (
     Aggregate,
@@ -223,6 +224,7 @@ def _per_row_buckets(rows: np.ndarray, k: np.ndarray, n: np.ndarray, n_rows: int
 
 _floor = ru.floor_time
 _ceil = ru.ceil_time
+_coalesce = ru.coalesce
 
 
 def _in_groups(queries: Sequence[Query], key: Callable[[int, Query], Hashable],
@@ -364,18 +366,7 @@ def _totals(state: tuple[np.ndarray, np.ndarray], inverse: np.ndarray, size: int
             np.bincount(inverse, weights=valid, minlength=size) > 0)
 
 
-def _coalesce(ranges: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
-    """Overlapping or touching [lo, hi) ranges merged."""
-    out: list[tuple[datetime, datetime]] = []
-    for lo, hi in sorted(ranges):
-        if out and lo <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], hi))
-        else:
-            out.append((lo, hi))
-    return out
-
-
-class DuckDBStore:
+class DuckDBStore(MonthRollups):
     """`Store` backed by a DuckDB file (``duckdb:///path.duckdb``, ``duckdb:///:memory:``).
 
     ``memory_limit`` (e.g. ``"512MB"``) caps DuckDB's buffer pool, which otherwise keeps
@@ -425,6 +416,7 @@ class DuckDBStore:
         # next query of the same range or of a range they partition; forgotten on any change.
         self._states: dict[tuple, list[_States]] = {}
         self._known_tables: set[str] = set()  # tables known to exist (`_table_exists`)
+        self._months_clean: set[str] = set()  # `computewatch.store._months`
 
     # -- schema ---------------------------------------------------------------------------
     def _ensure(self, meas: catalog.Measurement, fields: Sequence[str] = ()) -> set[str]:
@@ -964,7 +956,13 @@ class DuckDBStore:
             return self._refresh(measurement)
 
     def _refresh(self, measurement: str | None, before: datetime | None = None) -> int:
-        """Roll up the marked spans (of one measurement; those starting before ``before``)."""
+        """Roll up the marked spans (of one measurement; those starting before ``before``),
+        then the months whose days changed (`computewatch.store._months`)."""
+        hours = self._refresh_spans(measurement, before)
+        self._refresh_months(measurement)
+        return hours
+
+    def _refresh_spans(self, measurement: str | None, before: datetime | None) -> int:
         if not self._table_exists("pending_rollups"):
             return 0
         sql = "SELECT measurement, lo, hi FROM pending_rollups WHERE TRUE"
@@ -1003,7 +1001,8 @@ class DuckDBStore:
         if have is not None and fields <= have:
             return have
         ordered = [f for f in meas.fields if f in fields]
-        for grain in ru.GRAINS:
+        self._new_months(meas)
+        for grain in (*ru.GRAINS, ru.MONTH):
             table = _ident(ru.rollup_table(meas.name, grain))
             self._con.execute(f"CREATE TABLE IF NOT EXISTS {table} "
                               f"(time TIMESTAMP, series_id UBIGINT)")
@@ -1068,6 +1067,7 @@ class DuckDBStore:
             self._con.execute(f"INSERT INTO {_ident(daily)} (time, series_id, {cols}) "
                               + ru.merge_select(fields, source, "date_trunc('day', time)"),
                               [d0, d1])
+        self._mark_months(meas.name, d0, d1)
         sketched = [f for f in ru.sketched(meas) if f in fields]
         if not sketched:
             return
@@ -1168,6 +1168,7 @@ class DuckDBStore:
                                   f"SELECT {_ident(TIME)}, {sid}, {cols} FROM _incoming")
                 for f in sketches:
                     self._write_sketch(meas, f, sid, grain, table)
+                self._mark_months(meas.name, lo, hi + ru.DAY)
                 if grain == ru.DAY:
                     self._con.execute("COMMIT")
                     return table.num_rows
@@ -1290,7 +1291,7 @@ class DuckDBStore:
 
     def _plan(self, q: Query, meas: catalog.Measurement) -> list | None:
         """How a query reaching before the raw data is answered: (source, grain, lo, hi)
-        segments (daily rollups, hourly rollups, raw), or None for raw data alone."""
+        segments (month and daily rollups, hourly rollups, raw), or None for raw data alone."""
         if self._rolled_span(meas.name, ru.HOUR) is None and \
                 self._rolled_span(meas.name, ru.DAY) is None:
             return None
@@ -1319,7 +1320,7 @@ class DuckDBStore:
         days_end = _floor(rolled_end, ru.DAY)
         if start == _floor(start, ru.DAY) and (q.window is None or not q.window % ru.DAY) \
                 and days_end > start:
-            segments.append(("rollup", ru.DAY, start, days_end))
+            segments += self._day_segments(meas, q, start, days_end)
             start = days_end
         if rolled_end > start:
             segments.append(("rollup", ru.HOUR, start, rolled_end))
@@ -1701,6 +1702,7 @@ class DuckDBStore:
                             rollup_rows += self._con.execute(
                                 f"DELETE FROM {_ident(name)} WHERE time < ?",
                                 [_naive_utc(rollup_cutoff)]).fetchall()[0][0]
+                    self._expire_months(_naive_utc(rollup_cutoff))
                     for name in tables:
                         if name.startswith("series_"):
                             self._drop_unreferenced(name.removeprefix("series_"), tables)

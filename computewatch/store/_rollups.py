@@ -21,7 +21,9 @@ Maintenance: a write records the span it touched (``pending_rollups``, two times
 batch, so ingest pays almost nothing); `refresh` recomputes the touched hours from raw data
 and the days from the hours, so late and out-of-order data are rolled up exactly. It runs
 before retention deletes raw data, before any query that reads rollups, and on a schedule
-(`DuckDBStore.refresh_rollups`), which keeps each run small.
+(`DuckDBStore.refresh_rollups`), which keeps each run small. The embedded store also
+merges the days into UTC calendar months (`MONTH`, `computewatch.store._months`) on the same
+path, for queries of whole months in one window.
 """
 
 from __future__ import annotations
@@ -35,16 +37,20 @@ import numpy as np
 from computewatch import catalog
 from computewatch.store._protocol import Query, StoreError
 
-__all__ = ["DAY", "GAMMA", "GRAINS", "HOUR", "RELATIVE_ERROR", "SKETCH", "STATES", "ZERO_BUCKET",
-           "bucket_of", "bucket_sql", "ceil_time", "final_agg", "floor_time", "hourly_select",
-           "merge_select", "merge_states", "raw_boundary", "raw_sketch_rows", "raw_states",
-           "rolled_states", "rollup_columns", "rollup_table", "sketch_from_raw", "sketch_rows",
-           "sketch_table", "sketched", "state_column", "unaligned", "value_sql"]
+__all__ = ["DAY", "GAMMA", "GRAINS", "HOUR", "MONTH", "RELATIVE_ERROR", "SKETCH", "STATES",
+           "ZERO_BUCKET", "bucket_of", "bucket_sql", "ceil_time", "coalesce", "final_agg",
+           "floor_time", "hourly_select", "merge_select", "merge_states", "raw_boundary",
+           "raw_sketch_rows", "raw_states", "rolled_states", "rollup_columns", "rollup_table",
+           "sketch_from_raw", "sketch_rows", "sketch_table", "sketched", "state_column",
+           "unaligned", "value_sql"]
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 GRAINS = (DAY, HOUR)
 """The rollup grains, coarsest first (a query uses the coarsest its range aligns to)."""
+MONTH = "month"
+"""The UTC calendar month: a grain derived from the days (`computewatch.store._months`), not
+one written or rolled from raw data; named, as a month is no fixed duration."""
 
 RELATIVE_ERROR = 0.01
 """The sketch's bound: a quantile from rollups is within 1% of the raw ``quantile_cont``."""
@@ -74,6 +80,17 @@ def ceil_time(t: datetime, grain: timedelta) -> datetime:
     return down if down == t else down + grain
 
 
+def coalesce(ranges: Sequence[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    """Overlapping or touching [lo, hi) ranges merged."""
+    out: list[tuple[datetime, datetime]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
 def raw_boundary(rolled_from: datetime | None, raw_from: datetime | None,
                  never: datetime) -> datetime | None:
     """Where raw data takes over from rollups: the first whole hour of raw data, or None
@@ -99,16 +116,16 @@ def unaligned(source: str, measurement: str, q: Query, edge: datetime,
         f"{q.start.isoformat()}, end {q.end.isoformat()}, window {q.window})")
 
 
-def rollup_table(measurement: str, grain: timedelta) -> str:
+def rollup_table(measurement: str, grain: timedelta | str) -> str:
     return f"rollup_{_grain_name(grain)}_{measurement}"
 
 
-def sketch_table(measurement: str, grain: timedelta) -> str:
+def sketch_table(measurement: str, grain: timedelta | str) -> str:
     return f"sketch_{_grain_name(grain)}_{measurement}"
 
 
-def _grain_name(grain: timedelta) -> str:
-    return {HOUR: "1h", DAY: "1d"}[grain]
+def _grain_name(grain: timedelta | str) -> str:
+    return {HOUR: "1h", DAY: "1d", MONTH: "1mo"}[grain]
 
 
 def state_column(field: str, state: str) -> str:
