@@ -76,13 +76,15 @@ def test_answers_are_the_same_before_and_after_sealing(path):
     store.close()
 
 
-def test_a_late_row_for_a_sealed_hour_is_read_and_merged(path):
+def test_a_late_row_for_a_sealed_hour_is_read_and_becomes_a_part(path):
     store = _write(path, [0, 1, 2])
     late = pd.DataFrame({"time": [T0 + timedelta(minutes=45)], "site": ["bj-1"],
                          "device": ["a"], "utilization_ratio": [0.8]})
     store.write("accelerator", late)
-    # Hour 2 is the newest live hour, so the late row is merged into hour 0's next file.
-    assert _files(path) == ["20261001T00.1.parquet", "20261001T01.0.parquet"]
+    # Hour 2 is the newest live hour, so the late row is sealed at once, as hour 0's second
+    # part: the first is not rewritten.
+    assert _files(path) == ["20261001T00.0.parquet", "20261001T00.1.parquet",
+                            "20261001T01.0.parquet"]
     assert _live_rows(store) == 4
     assert _means(store, 3)[(0, "bj-1")] == round((0.1 + 0.2 + 0.8) / 3, 6)
     assert _means(store, 3, Aggregate.COUNT)[(0, "bj-1")] == 3

@@ -492,10 +492,13 @@ class DuckDBStore(MonthRollups):
         cols = ", ".join(_ident(f) for f in fields)
         insert = (f"INSERT INTO {samples_t} (time, series_id, {cols}) "
                   f"SELECT {_ident(TIME)}, series_id, {cols} FROM _incoming")
+        span = pc.min_max(table.column(TIME))
+        lo, hi = span["min"].as_py(), span["max"].as_py()
         with self._lock:
             self._ensure(meas, fields)
+            direct = self._sealed.direct(table.num_rows, lo, hi)
             self._con.register("_label_sets", label_sets)
-            helper, appended, split, written = None, None, 0, None
+            helper, appended, split, parts = None, None, 0, []
             try:
                 set_ids = self._con.execute(f"SELECT {sid} FROM _label_sets").fetchnumpy()
                 ids = np.repeat(next(iter(set_ids.values())).astype(np.uint64),
@@ -503,7 +506,10 @@ class DuckDBStore(MonthRollups):
                 rows = pa.table({TIME: layout.apply(table.column(TIME)),
                                  **{f: layout.apply(table.column(f)) for f in fields},
                                  "series_id": pa.array(ids, pa.uint64())})
-                written, split = rows, self._split(layout)
+                if direct:  # straight to Parquet parts, recorded in the transaction below
+                    parts = self._sealed.write_parts(meas.name, rows, lo, hi)
+                else:
+                    split = self._split(layout)
                 if split:  # the second half appended by a second connection, at once
                     helper = self._helper_con()
                     helper.register("_incoming", rows.slice(split))
@@ -516,7 +522,10 @@ class DuckDBStore(MonthRollups):
                     f"INSERT INTO {series_t} (series_id, {series_cols}) "
                     f"SELECT DISTINCT {sid}, {', '.join(label_exprs)} FROM _label_sets "
                     f"WHERE {sid} NOT IN (SELECT series_id FROM {series_t})")
-                self._con.execute(insert)
+                if direct:
+                    self._sealed.record_parts(meas.name, parts)
+                else:
+                    self._con.execute(insert)
                 self._mark_dirty(meas.name, table.column(TIME))
                 if appended is not None:
                     appended.result()
@@ -524,6 +533,7 @@ class DuckDBStore(MonthRollups):
             except BaseException as exc:
                 with contextlib.suppress(duckdb.Error):
                     self._con.execute("ROLLBACK")
+                self._sealed.discard(meas.name, parts)
                 if helper is not None:
                     with contextlib.suppress(BaseException):
                         if appended is not None:
@@ -546,9 +556,9 @@ class DuckDBStore(MonthRollups):
                                      f"{split} of {table.num_rows} rows: {exc}") from None
                 finally:
                     helper.unregister("_incoming")
-            present, span = self._ensure(meas), pc.min_max(table.column(TIME))
-            self._sealed.seal(meas.name, [f for f in meas.fields if f in present],
-                              span["min"].as_py(), span["max"].as_py(), written)
+            if not direct:
+                present = self._ensure(meas)
+                self._sealed.seal(meas.name, [f for f in meas.fields if f in present], lo, hi)
         return WriteResult(table.num_rows, rejected)
 
     def _split(self, layout: SeriesOrder) -> int:

@@ -3,20 +3,28 @@
 Why: DuckDB's own file keeps the demo's day at ~22 bytes per accelerator sample however the
 rows are ordered (its ALP and bit-packing gain little from coarse decimals, and its zstd
 reaches only strings), while the same rows as DuckDB's v2 Parquet with zstd, sorted by series
-and time, take ~5.5 (bench/bench_storage.py). So a complete hour of a measurement, once a
-newer hour has begun, is moved out of ``samples_<m>`` into one Parquet file,
-``<db>.parquet/<m>/<hour>.<generation>.parquet``; a store is the DuckDB file and that folder.
+and time, take ~5.5 (bench/bench_storage.py). So raw samples live in Parquet parts,
+``<db>.parquet/<m>/<hour>.<part>.parquet``, an hour holding one part or several; a store is
+the DuckDB file and that folder.
+
+- A large write spanning a good part of an hour (`direct`: the demo, the benches and
+  backfills write an hour of the fleet at a time) goes straight to one new part per hour it
+  touches: no insert into ``samples_<m>``, no delete, no freed blocks in the file.
+- Smaller writes (an agent's minutes) land in ``samples_<m>``; once a newer hour has begun,
+  each complete hour's rows there are moved into a new part of that hour.
+- A second writer or a late row adds a part; nothing is rewritten but by ``delete`` and
+  retention.
 
 - Reads see both as one relation (`Sealed.relation`): the live table UNION ALL BY NAME the
   files the manifest lists (a file sealed before a field existed reads it as NULL).
 - Crash safety: a file is written under a temporary name and renamed, then ONE DuckDB
   transaction records it in the manifest (``sealed_files``) and deletes its rows from the
-  live table. On open, files the manifest does not list (a crash between the rename and the
-  commit, or after a rewrite's commit) are removed; a listed file that is missing is an
-  error naming it.
-- Late rows for a sealed hour land in the live table, are read with it, and are merged into
-  a new generation of the hour's file at the next seal. ``delete`` and retention rewrite the
-  files they touch (or remove them whole).
+  live table (or, written directly, adds its series to the index). On open, files the
+  manifest does not list (a crash between the rename and the commit, or after a rewrite's
+  commit) are removed; a listed file that is missing is an error naming it.
+- Late rows for a sealed hour land in the live table, are read with it, and become a new
+  part of the hour at the next seal. ``delete`` and retention rewrite the files they touch
+  (or remove them whole).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from computewatch.store._protocol import StoreError
 
@@ -40,6 +49,10 @@ MANIFEST = "sealed_files"
 """The table listing the sealed files: measurement, hour, file (relative to the folder),
 rows, first and last sample time."""
 HOUR = timedelta(hours=1)
+DIRECT_ROWS = 10_000
+"""A write of at least this many rows whose times span at least `DIRECT_SPAN` goes straight
+to Parquet parts: at most a few parts an hour, each large enough to compress well."""
+DIRECT_SPAN = timedelta(minutes=15)
 _PARQUET = "FORMAT parquet, COMPRESSION zstd, PARQUET_VERSION v2"
 
 
@@ -49,6 +62,10 @@ def _q(name: str) -> str:
 
 def _lit(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+def _floor_hour(t: datetime) -> datetime:
+    return t.replace(minute=0, second=0, microsecond=0)
 
 
 class Sealed:
@@ -64,9 +81,6 @@ class Sealed:
         self._files: dict[str, list[tuple[datetime, str, int]]] | None = None
         self._relations: dict[str, str] = {}
         self._newest: dict[str, datetime] = {}  # each measurement's newest live hour
-        # The last write of each measurement when it fell within one hour: (hour, its rows
-        # sorted by series and time), so sealing that hour needs neither a scan nor a sort.
-        self._last: dict[str, tuple[datetime, pa.Table]] = {}
 
     # -- the manifest ---------------------------------------------------------------------
     def attach(self, con: duckdb.DuckDBPyConnection) -> None:
@@ -80,13 +94,14 @@ class Sealed:
         self._newest.clear()
 
     def files(self, measurement: str) -> list[tuple[datetime, str, int]]:
-        """(hour, file, rows) of the sealed files of ``measurement``, by hour."""
+        """(hour, file, rows) of the sealed files of ``measurement``, by hour (an hour
+        may have several parts)."""
         if self._files is None:
             self._files = {}
             if self.folder is not None and self._manifest_exists():
                 for m, hour, name, rows in self._con.execute(
                         f"SELECT measurement, hour, file, rows FROM {MANIFEST} "
-                        "ORDER BY measurement, hour").fetchall():
+                        "ORDER BY measurement, hour, file").fetchall():
                     self._files.setdefault(m, []).append((hour, name, rows))
         return self._files.get(measurement, [])
 
@@ -150,24 +165,62 @@ class Sealed:
         return sum(p.stat().st_size for p in self.folder.glob("*/*") if p.is_file())
 
     # -- sealing --------------------------------------------------------------------------
-    def seal(self, measurement: str, columns: Sequence[str], lo: datetime, hi: datetime,
-             rows: pa.Table) -> int:
-        """After a write of ``rows`` (sorted by series and time) in [lo, hi]: move the
-        complete hours of ``measurement`` before its newest live hour into files (an hour
-        already sealed gets a new file holding both); returns rows moved. A write within the
-        newest hour seals nothing."""
+    def direct(self, rows: int, lo: datetime, hi: datetime) -> bool:
+        """Whether a write of ``rows`` rows in [lo, hi] goes straight to Parquet parts."""
+        return (self.folder is not None and not self.read_only and rows >= DIRECT_ROWS
+                and hi - lo >= DIRECT_SPAN)
+
+    def write_parts(self, measurement: str, rows: pa.Table, lo: datetime, hi: datetime
+                    ) -> list[tuple[datetime, str, int]]:
+        """Write ``rows`` (sorted by series and time, all in [lo, hi]) as one new part per
+        hour they touch; returns (hour, file, rows) for `record_parts`, which the caller
+        runs inside its transaction (`discard` if that fails)."""
+        parts: list[tuple[datetime, str, int]] = []
+        hour = _floor_hour(lo)
+        times = rows.column("time")
+        try:
+            while hour <= hi:
+                chunk = rows if hour <= lo and hi < hour + HOUR else rows.filter(
+                    pc.and_(pc.greater_equal(times, pa.scalar(hour, times.type)),
+                            pc.less(times, pa.scalar(hour + HOUR, times.type))))
+                if chunk.num_rows:
+                    self._con.register("_part", chunk)
+                    try:
+                        n, name = self._write(measurement, hour, "SELECT * FROM _part", [],
+                                              taken=[p[1] for p in parts])
+                    finally:
+                        self._con.unregister("_part")
+                    parts.append((hour, name, n))
+                hour += HOUR
+        except BaseException:
+            self.discard(measurement, parts)
+            raise
+        return parts
+
+    def record_parts(self, measurement: str, parts: Sequence[tuple[datetime, str, int]]
+                     ) -> None:
+        """Inside the caller's transaction: list the parts `write_parts` wrote."""
+        for hour, name, n in parts:
+            self._record(measurement, hour, name, n)
+        self._forget()
+
+    def discard(self, measurement: str, parts: Sequence[tuple[datetime, str, int]]) -> None:
+        """Remove parts written but not recorded."""
+        for _, name, _ in parts:
+            (self.folder / measurement / name).unlink(missing_ok=True)
+        self._forget()
+
+    def seal(self, measurement: str, columns: Sequence[str], lo: datetime, hi: datetime
+             ) -> int:
+        """After a write into the live table in [lo, hi]: move the complete hours of
+        ``measurement`` before its newest live hour into new parts; returns rows moved. A
+        write within the newest hour seals nothing."""
         if self.folder is None or self.read_only:
             return 0
-        moved = 0
         known = self._newest.get(measurement)
         if known is None or lo < known or hi >= known + HOUR:
-            moved = self._seal_complete(measurement, columns)
-        start = lo.replace(minute=0, second=0, microsecond=0)
-        if hi < start + HOUR:
-            self._last[measurement] = (start, rows)
-        else:
-            self._last.pop(measurement, None)
-        return moved
+            return self._seal_complete(measurement, columns)
+        return 0
 
     def _seal_complete(self, measurement: str, columns: Sequence[str]) -> int:
         live = _q("samples_" + measurement)
@@ -186,25 +239,10 @@ class Sealed:
 
     def _seal_hour(self, measurement: str, hour: datetime, columns: Sequence[str]) -> int:
         live = _q("samples_" + measurement)
-        old = next((f for f in self.files(measurement) if f[0] == hour), None)
         cols = ", ".join(_q(c) for c in ["time", "series_id", *columns])
-        params: list = [hour, hour + HOUR]
-        last = self._last.get(measurement)
-        if old is None and last is not None and last[0] == hour and self._con.execute(
-                f"SELECT count(*) FROM {live} WHERE time >= ? AND time < ?", params
-        ).fetchall()[0][0] == last[1].num_rows:  # the hour is one write's rows, in order
-            self._con.register("_sealing", last[1])
-            try:
-                rows, name = self._write(measurement, hour, "SELECT * FROM _sealing", [])
-            finally:
-                self._con.unregister("_sealing")
-        else:
-            source = f"SELECT {cols} FROM {live} WHERE time >= ? AND time < ?"
-            if old is not None:
-                source += (f" UNION ALL BY NAME SELECT * FROM "
-                           f"read_parquet({_lit(str(self.folder / measurement / old[1]))})")
-            rows, name = self._write(measurement, hour, f"{source} ORDER BY series_id, time",
-                                     params)
+        rows, name = self._write(
+            measurement, hour, f"SELECT {cols} FROM {live} WHERE time >= ? AND time < ? "
+            "ORDER BY series_id, time", [hour, hour + HOUR])
         try:
             self._con.execute("BEGIN")
             self._record(measurement, hour, name, rows)
@@ -218,21 +256,21 @@ class Sealed:
                              f"{exc}") from None
         finally:
             self._forget()
-        if old is not None:
-            (self.folder / measurement / old[1]).unlink(missing_ok=True)
-        return rows - (old[2] if old is not None else 0)
+        return rows
 
-    @staticmethod
-    def _name(hour: datetime, old: tuple[datetime, str, int] | None) -> str:
-        generation = 0 if old is None else int(old[1].split(".")[1]) + 1
-        return f"{hour:%Y%m%dT%H}.{generation}.parquet"
+    def _name(self, measurement: str, hour: datetime, taken: Sequence[str]) -> str:
+        """The hour's next part: one past the highest listed (or ``taken``) part number."""
+        stem = f"{hour:%Y%m%dT%H}"
+        names = [f[1] for f in self.files(measurement) if f[0] == hour] + [
+            n for n in taken if n.startswith(stem + ".")]
+        part = 1 + max((int(n.split(".")[1]) for n in names), default=-1)
+        return f"{stem}.{part}.parquet"
 
-    def _write(self, measurement: str, hour: datetime, select: str, params: list
-               ) -> tuple[int, str]:
-        """Write the rows of ``select`` as the hour's next file (temporary name, fsync,
+    def _write(self, measurement: str, hour: datetime, select: str, params: list, *,
+               taken: Sequence[str] = ()) -> tuple[int, str]:
+        """Write the rows of ``select`` as the hour's next part (temporary name, fsync,
         rename); returns its rows and name."""
-        old = next((f for f in self.files(measurement) if f[0] == hour), None)
-        final = self.folder / measurement / self._name(hour, old)
+        final = self.folder / measurement / self._name(measurement, hour, taken)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(final.name + ".tmp")
         try:
@@ -253,12 +291,15 @@ class Sealed:
             raise StoreError(f"{self.url}: writing {final} failed: {exc}") from None
         return int(rows), final.name
 
-    def _record(self, measurement: str, hour: datetime, name: str, rows: int) -> None:
-        """Inside the caller's transaction: ``name`` is the hour's file (none if no rows)."""
+    def _record(self, measurement: str, hour: datetime, name: str, rows: int,
+                replaces: str | None = None) -> None:
+        """Inside the caller's transaction: ``name`` is a part of the hour (none if no
+        rows), in place of the part ``replaces``."""
         self._con.execute(f"CREATE TABLE IF NOT EXISTS {MANIFEST} (measurement VARCHAR, "
                           "hour TIMESTAMP, file VARCHAR, rows BIGINT)")
-        self._con.execute(f"DELETE FROM {MANIFEST} WHERE measurement = ? AND hour = ?",
-                          [measurement, hour])
+        if replaces is not None:
+            self._con.execute(f"DELETE FROM {MANIFEST} WHERE measurement = ? AND file = ?",
+                              [measurement, replaces])
         if rows:
             self._con.execute(f"INSERT INTO {MANIFEST} VALUES (?, ?, ?, ?)",
                               [measurement, hour, name, rows])
@@ -270,7 +311,6 @@ class Sealed:
         (SQL over ``series_id`` with ``params``; "" for all) without them; returns rows
         deleted."""
         deleted = 0
-        self._last.pop(measurement, None)
         for hour, name, rows in list(self.files(measurement)):
             if hour + HOUR <= start or hour >= end:
                 continue
@@ -292,11 +332,11 @@ class Sealed:
 
     def _replace(self, measurement: str, hour: datetime, old: tuple[str, int], kept: int,
                  select: str, params: list) -> None:
-        """The hour's file becomes ``select``'s rows (``kept`` of them; none: removed)."""
+        """The part ``old`` becomes ``select``'s rows (``kept`` of them; none: removed)."""
         name = self._write(measurement, hour, select, params)[1] if kept else old[0]
         try:
             self._con.execute("BEGIN")
-            self._record(measurement, hour, name, kept)
+            self._record(measurement, hour, name, kept, replaces=old[0])
             self._con.execute("COMMIT")
         except duckdb.Error as exc:
             self._con.execute("ROLLBACK")
