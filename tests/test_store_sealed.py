@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from computewatch.store import Aggregate, DuckDBStore, Query, StoreError
+from computewatch.store import Aggregate, DuckDBStore, Query, StoreError, _sealed
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -157,4 +157,72 @@ def test_a_store_in_memory_seals_nothing():
         store.write("accelerator", _hour(h))
     assert _live_rows(store) == 12
     assert _means(store, 3)[(2, "bj-1")] == 0.55
+    store.close()
+
+
+def _span(minutes: list[int], util: list[float]) -> pd.DataFrame:
+    """bj-1's card "a" at the given minutes after T0 with the given utilization."""
+    return pd.DataFrame({"time": [T0 + timedelta(minutes=m) for m in minutes],
+                         "site": ["bj-1"] * len(minutes), "device": ["a"] * len(minutes),
+                         "utilization_ratio": util})
+
+
+@pytest.fixture
+def direct_at_4_rows(monkeypatch):
+    """Writes of 4 rows or more spanning 15 minutes go straight to parts (the real
+    threshold, 10,000 rows, is the demo's and the benches' hour of a fleet)."""
+    monkeypatch.setattr(_sealed, "DIRECT_ROWS", 4)
+
+
+def test_a_large_write_goes_straight_to_one_part_per_hour(path, direct_at_4_rows):
+    store = DuckDBStore(path)
+    # 00:40, 00:50 | 01:00, 01:10: spans 30 minutes and two hours.
+    store.write("accelerator", _span([40, 50, 60, 70], [0.1, 0.3, 0.5, 0.9]))
+    assert _files(path) == ["20261001T00.0.parquet", "20261001T01.0.parquet"]
+    assert _live_rows(store) == 0
+    assert _means(store, 2) == {(0, "bj-1"): 0.2, (1, "bj-1"): 0.7}
+    # The series index has the card, and the rollups are computed from the parts.
+    assert store._con.execute("SELECT count(*) FROM series_accelerator").fetchall() == [(1,)]
+    store.refresh_rollups()
+    assert store._con.execute(
+        'SELECT time, "utilization_ratio:sum" FROM rollup_1h_accelerator ORDER BY time'
+    ).fetchall() == [(datetime(2026, 10, 1, 0), pytest.approx(0.4)),
+                     (datetime(2026, 10, 1, 1), pytest.approx(1.4))]
+    # A second large write into hour 1 adds a part; the first is not rewritten.
+    first = (path.parent / (path.name + ".parquet") / "accelerator" / "20261001T01.0.parquet"
+             ).stat().st_mtime_ns
+    store.write("accelerator", _span([80, 90, 100, 110], [0.2, 0.2, 0.2, 0.2]))
+    assert _files(path) == ["20261001T00.0.parquet", "20261001T01.0.parquet",
+                            "20261001T01.1.parquet"]
+    assert (path.parent / (path.name + ".parquet") / "accelerator" / "20261001T01.0.parquet"
+            ).stat().st_mtime_ns == first
+    assert _means(store, 2)[(1, "bj-1")] == round((0.5 + 0.9 + 4 * 0.2) / 6, 6)
+    # A small write stays live.
+    store.write("accelerator", _span([115], [0.8]))
+    assert _live_rows(store) == 1
+    # delete rewrites only the part holding the rows: 01:10's 0.9 goes.
+    assert store.delete("accelerator", T0 + timedelta(minutes=70),
+                        T0 + timedelta(minutes=71)) == 1
+    assert _files(path) == ["20261001T00.0.parquet", "20261001T01.1.parquet",
+                            "20261001T01.2.parquet"]
+    assert _means(store, 2)[(1, "bj-1")] == round((0.5 + 4 * 0.2 + 0.8) / 6, 6)
+    store.close()
+    store = DuckDBStore(path, read_only=True)
+    assert _means(store, 2) == {(0, "bj-1"): 0.2, (1, "bj-1"): round(2.1 / 6, 6)}
+    store.close()
+
+
+def test_a_direct_write_that_fails_leaves_no_part_and_no_rows(path, direct_at_4_rows,
+                                                              monkeypatch):
+    store = DuckDBStore(path)
+
+    def fail(*_a, **_k):
+        raise RuntimeError("disk gone")
+
+    monkeypatch.setattr(store, "_mark_dirty", fail)  # after the parts, before the commit
+    with pytest.raises(RuntimeError, match="disk gone"):
+        store.write("accelerator", _span([40, 50, 60, 70], [0.1, 0.3, 0.5, 0.9]))
+    assert _files(path) == []
+    assert store._con.execute("SELECT count(*) FROM series_accelerator").fetchall() == [(0,)]
+    assert _means(store, 2) == {}
     store.close()
