@@ -11,6 +11,12 @@ With complete hours sealed as zstd Parquet (helper s21, 6 December 12:42-12:49, 
 CPU (user + system) against 49.5, peak RSS 1.23 GB against 1.63; wall 192 s against 220 at
 that load, which says nothing of the quiet 30 s aim. The seals' Parquet writer (about 0.65
 s CPU an hour of this fleet) is most of the difference.
+With each hour's frames written straight to Parquet parts (helper s22, 6 December 15:44-15:48,
+load 5-8, `computewatch demo --hours 24 --no-analyze` under /usr/bin/time, main and this
+alternated, 2 rounds): CPU 36.4 / 33.9 s (main) against 38.1 / 36.2 s (this), +5 to 7%;
+peak RSS 1.52 / 1.54 GB against 1.03 / 1.07 GB; wall 70.1 / 45.8 s against 46.9 / 46.0 s at
+that load; the store 665 MB against 316 MB (file 13 MB, parts 303 MB: the demo's frames end
+on its start's minute, so each clock hour has two parts).
 """
 
 from __future__ import annotations

@@ -67,6 +67,34 @@ integers (-0.9) and the counter as per-series deltas (-0.8, but every read of it
 a window sum) are not done, and the file keeps the open hour and the blocks the previous one
 freed (1.6).
 
+Cheaper sealing (6 December, helper s22; `computewatch/store/_sealed.py`): a write of at
+least 10,000 rows spanning 15 minutes or more (the demo's, the benches' and backfills' hour
+of the fleet) goes straight to one new Parquet part per clock hour it touches, written by
+DuckDB's COPY from the write's sorted Arrow rows: no insert into ``samples_<m>``, no delete,
+no freed blocks. An hour may hold several parts (a late row, a second writer, or the demo's
+frames, which end on the minute the demo started and so cut every clock hour in two); only
+delete and retention rewrite one. The agent's minute writes still land in the table and
+are sealed, as a new part, once a newer hour has begun. Measured: 7.30 bytes per accelerator
+sample (296 MB: file 13 MB, parts 283 MB; 15:37 UTC, under load 4-8) against s21's 8.28 (the
+file's open hour and freed blocks are gone: 65 -> 13 MB); VictoriaMetrics' first hour in the
+same run 34.94 B (4.12 B per stored value). CPU of the writes (`bench ingest`'s 4.8 M rows,
+20,000 cards x 4 h, least of 2, load 3-4, main, s21 and this interleaved): main 0.449 /
+0.457, s21 0.688 / 0.660, this 0.396 / 0.429 s per M samples; wall 2.07-2.28 s (main),
+3.57-6.12 (s21), 2.28-2.61 (this).
+
+Parquet writers tried on one hour of the demo's fleet (1.69 M accelerator rows sorted as the
+store sorts them; bytes per accelerator row, CPU per M rows of the writer alone, load 3):
+DuckDB COPY, zstd (level 3) v2: accelerators 5.68 B, 0.30-0.33 s; level 1 5.71 B, 0.29 s;
+pyarrow ``write_table`` zstd 1 with dictionaries 6.39 B, 0.25 s; zstd 3 6.40 B, 0.30 s;
+per column (dictionary for the gauges, byte-stream split for power and the counter, v2
+pages) 6.40-6.65 B, 0.22-0.25 s; byte-stream split for every float 9.71 B; delta-encoded
+times no gain (6.43). Links (73,500 rows an hour) 1.46 B per accelerator row by DuckDB, 1.70
+to 1.83 by pyarrow. So DuckDB's COPY stays: pyarrow saves ~0.05 s per M rows and costs 0.7
+to 1 B. Left for 6 B (not done: each changes what a read must undo): the link fields as
+integer tenths of a microsecond (-0.9 B, exact only for values of 7 decimals, true of the
+simulator, not of a real prober) and the energy counter as per-series deltas (-0.8 B, every
+read of it a window sum).
+
 VictoriaMetrics takes its data through line protocol encoded in Python, about 0.15 M values/s
 on the 2-core machine (90 s an hour of this fleet), so by default it loads the first
 ``vm_hours`` (3) of the same day and its figure is per accelerator sample of those hours.
