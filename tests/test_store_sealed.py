@@ -181,6 +181,9 @@ def test_a_large_write_goes_straight_to_one_part_per_hour(path, direct_at_4_rows
     assert _files(path) == ["20261001T00.0.parquet", "20261001T01.0.parquet"]
     assert _live_rows(store) == 0
     assert _means(store, 2) == {(0, "bj-1"): 0.2, (1, "bj-1"): 0.7}
+    # The bounds come from the manifest's first and last times of the parts.
+    assert store.time_bounds("accelerator") == (T0 + timedelta(minutes=40),
+                                                T0 + timedelta(minutes=70))
     # The series index has the card, and the rollups are computed from the parts.
     assert store._con.execute("SELECT count(*) FROM series_accelerator").fetchall() == [(1,)]
     store.refresh_rollups()

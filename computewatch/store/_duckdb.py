@@ -912,8 +912,14 @@ class DuckDBStore(MonthRollups):
         if not self._has(measurement):
             return None
         with self._lock:
+            # The live table's bounds and the parts' from the manifest: min and max over
+            # the parts themselves would read every part's times (0.7 s on 144 M samples).
             lo, hi = self._con.execute(
-                f"SELECT min(time), max(time) FROM {self._raw(measurement)}").fetchall()[0]
+                f"SELECT min(time), max(time) FROM {_ident('samples_' + measurement)}"
+            ).fetchall()[0]
+            if (parts := self._sealed.span(measurement)) is not None:
+                lo = parts[0] if lo is None else min(lo, parts[0])
+                hi = parts[1] if hi is None else max(hi, parts[1])
             spans = [s for g in ru.GRAINS if (s := self._rolled_span(measurement, g))]
             if spans:  # rollups may reach further back than raw data
                 rolled, last = min(s[0] for s in spans), max(s[1] for s in spans)

@@ -305,13 +305,23 @@ class Sealed:
         """Inside the caller's transaction: ``name`` is a part of the hour (none if no
         rows), in place of the part ``replaces``."""
         self._con.execute(f"CREATE TABLE IF NOT EXISTS {MANIFEST} (measurement VARCHAR, "
-                          "hour TIMESTAMP, file VARCHAR, rows BIGINT)")
+                          "hour TIMESTAMP, file VARCHAR, rows BIGINT, first TIMESTAMP, "
+                          "last TIMESTAMP)")
         if replaces is not None:
             self._con.execute(f"DELETE FROM {MANIFEST} WHERE measurement = ? AND file = ?",
                               [measurement, replaces])
-        if rows:
-            self._con.execute(f"INSERT INTO {MANIFEST} VALUES (?, ?, ?, ?)",
+        if rows:  # its first and last time: `span` answers without reading the parts
+            path = _lit(str(self.folder / measurement / name))
+            self._con.execute(f"INSERT INTO {MANIFEST} SELECT ?, ?, ?, ?, min(time), "
+                              f"max(time) FROM read_parquet({path})",
                               [measurement, hour, name, rows])
+
+    def span(self, measurement: str) -> tuple[datetime, datetime] | None:
+        """The first and last sample time in the parts of ``measurement``, or None."""
+        if not self.files(measurement):
+            return None
+        return self._con.execute(f"SELECT min(first), max(last) FROM {MANIFEST} WHERE "
+                                 "measurement = ?", [measurement]).fetchall()[0]
 
     # -- deletion and retention -----------------------------------------------------------
     def delete(self, measurement: str, start: datetime, end: datetime, match: str,
