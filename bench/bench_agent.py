@@ -13,7 +13,35 @@ against a kubelet PodResources server in a third (its CPU is not the agent's), e
 NPU held by a pod, so every accelerator series is relabelled: CPU per cycle with the List call
 in every cycle (an upper bound), as the node config schedules it (a List every ``refresh``,
 60 s, or sooner when a device's processes change: every 4th 15 s cycle here, counted), and
-with the relabel step alone; and the peak RSS with grpc loaded.
+with the relabel step alone; and the peak RSS after the agent's first Lists.
+
+How the four are timed (since 6 December, 15:20 UTC): all four agents alive in one process,
+each running 5 cycles in turn (the order turning each block), 200 cycles each, CPU summed per
+agent. Before, each agent ran 200 cycles in one stretch, 3 rounds, and the least of each was
+taken: the machine's speed drifts by a third within a minute, so the plain agent ranged 7.4 to
+11.4 ms over six such rounds of one run (quiet machine) and the differences moved by 1 to 2 ms
+from run to run ("relabel alone" -1.42 ms in one, +1.51 ms in the next). Alternated in blocks,
+two runs of each tree agree within 0.5 ms.
+
+The List without grpcio (6 December, 15:20 UTC, quiet machine, load 0.3 to 1.2): the client
+now speaks gRPC's unary call over HTTP/2 itself (`collectors/kubernetes/_client.py`). CPU of
+one List against this bench's kubelet (100 Lists 10 ms apart, three rounds, in a fresh
+interpreter): grpcio's channel 2.5 to 3.4 ms; h2 (the pure-Python HTTP/2 library) 2.0 to 2.1
+ms; the frames read and written by the module, HPACK from `hpack`, 0.53 to 0.78 ms. RSS in that
+interpreter with the agent's modules imported, after the first List: +16.1 MB with grpcio,
++0.6 MB now. This bench, before and after alternated, two runs each: a List every cycle
++4.30 / +4.36 ms before, +2.10 / +2.18 ms after; relabel alone +0.83 / +1.45 ms and +0.77 /
++1.19 ms (unchanged code); as configured (50 Lists in 200 cycles) +1.96 / +1.96 ms before,
++0.96 / +1.46 ms after; peak RSS 71 MB (+10 MB) before, 61 MB (+0 MB) after. What is left is
+the relabel step and the hook (0.35 and 0.11 ms a cycle by thread CPU) and the 16
+``allocated`` samples and larger label sets they add to the cycle.
+A second check of h2 against the module's own framing (helper a22, 6 December 15:49 UTC,
+load 4.5 to 6.3; h2's client kept on branch a22-h2, which also handed the flow-control
+window back frame by frame): 200 Lists 10 ms apart against this bench's kubelet, each tree
+in a fresh interpreter, 4 rounds alternated: 0.74 to 0.84 ms of CPU a List here, 1.59 to
+1.96 ms with h2 (3 rounds at load 9: 0.58 to 0.63 against 1.39 to 1.72 ms); 5.5 to 7.3
+context switches a List in both; RSS +0.2 MB after the first List here (above the agent's
+modules), +0.7 MB with h2. So h2 stays out of the agent.
 
 The relabel step puts each relabelled sample in its original's place in the agent's own list
 of the run's batch, so the original is freed at once. Building a second list beside the first
@@ -107,7 +135,8 @@ from bench._util import row
 
 RECORDED = Path(__file__).parent / "data" / "nvidia-smi-query-gpu.csv"
 CYCLES = 200
-ROUNDS = 3  # of the attributed child's interleaved measurements
+BLOCK = 5
+"""Cycles each agent runs in turn when agents with and without attribution are compared."""
 
 
 def _cpu() -> float:
@@ -233,11 +262,11 @@ def _child_attributed(socket: str) -> None:
     node = simulated_node()
     config = NodeConfig.model_validate({"kubernetes": {"enabled": True,
                                                        "pod_resources_socket": socket}})
-    clock = [0.0]
 
-    def attributed(refresh_s: float) -> tuple[Agent, list[int]]:
-        """The agent, and the count of its Lists (its client's calls)."""
-        client, asked = PodResourcesClient(Path(socket)), [0]
+    def attributed(refresh_s: float) -> tuple[Agent, list[int], list[float]]:
+        """The agent, the count of its Lists (its client's calls), and its own clock (moved
+        one interval a cycle)."""
+        client, asked, clock = PodResourcesClient(Path(socket)), [0], [0.0]
         ask = client.list
 
         def counted():
@@ -248,48 +277,57 @@ def _child_attributed(socket: str) -> None:
         att = PodAttribution(node.labels, client, refresh_s=refresh_s, clock=lambda: clock[0])
         agent = Agent([Scheduled(att, config.interval), *build_collectors(config, node)], [],
                       node.labels, relabel=att.relabel, device_labels=att.device_labels)
-        return agent, asked
-
-    def timed(agent: Agent) -> tuple[list, float, float]:
-        out = agent.run_once()
-        for _ in range(5):
-            agent.run_once()
-            clock[0] += config.interval
-        c0, t0 = _cpu(), time.perf_counter()
-        for _ in range(CYCLES):
-            agent.run_once()
-            clock[0] += config.interval
-        cpu, wall = (_cpu() - c0) / CYCLES, (time.perf_counter() - t0) / CYCLES
-        agent.close()
-        return out, cpu, wall
+        return agent, asked, clock
 
     built = build_agent(config, simulate=node, exporters=[])  # what the node config builds
     assert built.collector_names == ["kubernetes", *(c.name for c in
                                                      build_collectors(config, node))]
     built.close()
-    agent, asked = attributed(config.kubernetes.refresh)
-    timed(agent)
-    rss = _peak_rss_mb()  # one agent as configured, before the rounds add more of them
+    agent, asked, clock = attributed(config.kubernetes.refresh)
+    for _ in range(CYCLES // 4):
+        agent.run_once()
+        clock[0] += config.interval
+    rss = _peak_rss_mb()  # one agent as configured, before the others are made
+    agent.close()
     # an answer cached once, for the relabel step alone (no List in the timed cycles)
     cached = PodAttribution(node.labels, PodResourcesClient(Path(socket)))
     cached.collect()
-    cpu: dict[str, list[float]] = {"plain": [], "list": [], "default": [], "relabel": []}
-    for _ in range(ROUNDS):  # interleaved, the least of each: the machine may be busy
-        _, c, wall = timed(Agent(build_collectors(config, node), [], node.labels))
-        cpu["plain"].append(c)
-        samples, c, _ = timed(attributed(0.0)[0])
-        cpu["list"].append(c)
-        agent, asked = attributed(config.kubernetes.refresh)
-        _, c, _ = timed(agent)
-        cpu["default"].append(c)
-        _, c, _ = timed(Agent(build_collectors(config, node), [], node.labels,
-                              relabel=cached.relabel, device_labels=cached.device_labels))
-        cpu["relabel"].append(c)
+    listing, _, list_clock = attributed(0.0)
+    default, asked, clock = attributed(config.kubernetes.refresh)
+    agents = {
+        "plain": (Agent(build_collectors(config, node), [], node.labels), [0.0]),
+        "list": (listing, list_clock),
+        "default": (default, clock),
+        "relabel": (Agent(build_collectors(config, node), [], node.labels,
+                          relabel=cached.relabel, device_labels=cached.device_labels), [0.0]),
+    }
+    samples = agents["list"][0].run_once()
+    for agent, own in agents.values():  # warm-up
+        for _ in range(5):
+            agent.run_once()
+            own[0] += config.interval
+    asked[0] = 0
+    # Alternated in short blocks, in a turning order, all four agents alive throughout: the
+    # machine's speed drifts by a third within a minute (other work, frequency, caches), and
+    # timing each agent's cycles in one stretch put that drift into the differences.
+    cpu = dict.fromkeys(agents, 0.0)
+    names = list(agents)
+    for block in range(CYCLES // BLOCK):
+        for name in names[block % 4:] + names[:block % 4]:
+            agent, own = agents[name]
+            c0 = _cpu()
+            for _ in range(BLOCK):
+                agent.run_once()
+                own[0] += config.interval
+            cpu[name] += _cpu() - c0
+    for agent, _ in agents.values():
+        agent.close()
     cached.close()
+    cycles = CYCLES // BLOCK * BLOCK
     held = sum(1 for s in samples if s.name == "accelerator.allocated" and s.value == 1.0)
-    print(json.dumps({"samples": len(samples), "wall": wall, "rss": rss, "held": held,
-                      **{f"cpu_{k}": min(v) for k, v in cpu.items()},
-                      "lists": asked[0], "cycles": CYCLES + 6,
+    print(json.dumps({"samples": len(samples), "rss": rss, "held": held,
+                      **{f"cpu_{k}": v / cycles for k, v in cpu.items()},
+                      "lists": asked[0], "cycles": cycles,
                       "refresh": config.kubernetes.refresh, "interval": config.interval}))
 
 
@@ -337,7 +375,7 @@ def main() -> None:
           f"by pods, {k['samples']} samples per cycle)")
     plain = k["cpu_plain"]
     row("CPU per cycle, the same agent without attribution", f"{plain * 1000:.1f} ms",
-        f"(baseline, interleaved with the three below, least of {ROUNDS} rounds each)")
+        f"(baseline; the four alternated in blocks of {BLOCK} cycles, {k['cycles']} each)")
     row("CPU per cycle, List every cycle", f"{k['cpu_list'] * 1000:.1f} ms",
         f"(+{(k['cpu_list'] - plain) * 1000:.2f} ms; an upper bound)")
     row("CPU per cycle, relabel only", f"{k['cpu_relabel'] * 1000:.1f} ms",
@@ -347,7 +385,7 @@ def main() -> None:
         f"(+{(k['cpu_default'] - plain) * 1000:.2f} ms at a {k['interval']:g} s interval, "
         f"{k['lists']} Lists in {k['cycles']} cycles; aim <= +1 ms)")
     row("agent peak RSS with attribution", f"{k['rss']:.0f} MB",
-        f"(+{k['rss'] - r['rss']:.0f} MB, grpc loaded; aim <= +10 MB)")
+        f"(+{k['rss'] - r['rss']:.0f} MB; aim <= +10 MB)")
 
 
 if __name__ == "__main__":

@@ -400,15 +400,15 @@ def _check_shape(root: yaml.Node, source: str) -> None:
     """Refuse nesting deeper than `MAX_DEPTH`, an alias that contains itself, and aliases
     that expand to more than `MAX_VALUES` values; one pass, no recursion."""
     size: dict[int, int] = {}  # expanded values under each node, memoized by node
-    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    # (node, depth, None) to visit; (node, depth, its children) once they are done
+    stack: list[tuple[yaml.Node, int, list[yaml.Node] | None]] = [(root, 1, None)]
     open_: set[int] = set()
     while stack:
         node, depth, done = stack.pop()
         key = id(node)
-        if done:
+        if done is not None:
             open_.discard(key)
-            children = _children(node)
-            total = 1 + sum(size[id(c)] for c in children)
+            total = 1 + sum(size[id(c)] for c in done)
             if total > MAX_VALUES:
                 raise ConfigError(source, f"the document expands to more than {MAX_VALUES:,} "
                                   "values (aliases repeated too often)",
@@ -423,9 +423,13 @@ def _check_shape(root: yaml.Node, source: str) -> None:
         if depth > MAX_DEPTH:
             raise ConfigError(source, f"nested deeper than {MAX_DEPTH} levels",
                               line=node.start_mark.line + 1)
+        children = _children(node)
+        if not children:  # a scalar (most nodes) or an empty collection: done at once
+            size[key] = 1
+            continue
         open_.add(key)
-        stack.append((node, depth, True))
-        stack.extend((c, depth + 1, False) for c in _children(node))
+        stack.append((node, depth, children))
+        stack.extend((c, depth + 1, None) for c in children)
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:

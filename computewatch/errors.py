@@ -12,7 +12,7 @@ that is unreachable, answers an error, refuses a write) is a failure while runni
 
 from __future__ import annotations
 
-__all__ = ["StoreError", "StoreURLError"]
+__all__ = ["NotRolledUp", "StoreError", "StoreURLError"]
 
 
 class StoreError(RuntimeError):
@@ -22,3 +22,9 @@ class StoreError(RuntimeError):
 class StoreURLError(StoreError, ValueError):
     """The URL or path names no usable store (a bad scheme, host, port or parameter, a
     missing file): the input is wrong, not the store."""
+
+
+class NotRolledUp(StoreError):
+    """The period reaches where a store keeps rollups that hold no state for the aggregate
+    asked (a server store's hourly records keep no quantile of a gauge): the caller may ask
+    a mergeable stand-in instead (the RTT's histogram), or report it missing."""

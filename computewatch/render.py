@@ -135,6 +135,11 @@ def render_summary(summary: NationalSummary, fmt: OutputFormat, out: TextIO,
         "part of the period every meter covers (pue_completeness in json and csv). Worst "
         "link: the largest 95th-percentile window p95 RTT relative to its tier budget (red: "
         "over budget).")) + "[/dim]")
+    if (summary.links.get("p95_source") == "probe_histogram").any():
+        console.print("[dim]" + escape(_(
+            "This period reaches where the store keeps hourly rollups, which hold no "
+            "percentile of window p95s: each link's p95 is the 95th percentile of its "
+            "probes' RTTs from their histogram, within one bucket's width.")) + "[/dim]")
 
 
 _COLOURS = {2: "red", 1: "yellow"}

@@ -13,12 +13,16 @@ Every figure is the core's one definition, the same the pipelines and the report
   the summary states a PUE below the completeness floor: its completeness says how much to
   trust it;
 - worst link: the link touching the hub whose 95th-percentile window p95 RTT is largest
-  relative to its tier budget.
+  relative to its tier budget; where the store keeps the period as rollups without a
+  quantile state of the window p95 (VictoriaMetrics and Prometheus beyond their raw data),
+  the 95th percentile of the probes' RTTs from their histogram, within one bucket's width
+  (``p95_source`` says which, `LINK_P95_SOURCES`).
 Every figure comes from windowed queries against the store, never from raw samples.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,11 +33,24 @@ import pandas as pd
 from computewatch.findings import Period
 from computewatch.policy import Policy
 from computewatch.pue import meter_readings, windowed_pue
-from computewatch.store import Aggregate, Query, Store
+from computewatch.store import Aggregate, NotRolledUp, Query, Store
 from computewatch.topology import Topology
 from computewatch.utilization import utilization_totals
 
-__all__ = ["NationalSummary", "national_summary"]
+__all__ = ["LINK_P95_SOURCES", "NationalSummary", "national_summary"]
+
+log = logging.getLogger(__name__)
+
+HISTOGRAM = "rtt_seconds_bucket"
+"""The probes' RTT histogram (cumulative replies per ``le`` bound), mergeable over any span."""
+
+LINK_P95_SOURCES = {
+    "window_p95": "the 95th percentile of the link's window p95 RTTs",
+    "probe_histogram": "the 95th percentile of the probes' RTTs from their histogram, within "
+                       "one bucket's width (the store keeps no quantile state of window p95s "
+                       "beyond its raw data)",
+}
+"""What a link's ``rtt_p95_seconds`` in the summary is, by its ``p95_source``."""
 
 
 @dataclass(frozen=True)
@@ -74,15 +91,35 @@ def _pue(readings: pd.DataFrame, policy: Policy, period: Period,
 
 
 def _links(store: Store, policy: Policy, start: datetime, end: datetime) -> pd.DataFrame:
+    """Every link's 95th percentile RTT over the period against its tier's budget, worst
+    first: the 95th percentile of its window p95s (``rtt_p95_seconds``), or, on a store whose
+    rollups keep no quantile state of that gauge (a server store before its raw data
+    begins), of the probes' own RTTs from their mergeable histogram (`LINK_P95_SOURCES`,
+    column ``p95_source``); no histogram either: no links, and a warning that says why."""
     by = ("src_site", "dst_site", "src_hub", "dst_hub", "tier")
-    p95 = store.query(Query("link_latency", ("rtt_p95_seconds",), start, end, group_by=by,
-                            agg=Aggregate.QUANTILE, quantile=0.95))
+    cols = [*by, "rtt_p95_seconds", "budget_s", "ratio", "p95_source"]
+    try:
+        p95 = store.query(Query("link_latency", ("rtt_p95_seconds",), start, end, group_by=by,
+                                agg=Aggregate.QUANTILE, quantile=0.95))
+        source = "window_p95"
+    except NotRolledUp as exc:
+        # Only a store that refuses so reads histograms (`PromRollups`): the embedded store
+        # would take the quantile of the bucket counters' values.
+        p95 = store.query(Query("link_latency", (HISTOGRAM,), start, end, group_by=by,
+                                agg=Aggregate.QUANTILE, quantile=0.95))
+        p95 = p95.rename(columns={HISTOGRAM: "rtt_p95_seconds"}).dropna(
+            subset=["rtt_p95_seconds"])
+        source = "probe_histogram"
+        if p95.empty:
+            log.warning("no link p95 in the summary: %s, and the store holds no RTT "
+                        "histogram (%s) for the period", exc, HISTOGRAM)
     if p95.empty:
-        return pd.DataFrame(columns=[*by, "rtt_p95_seconds", "budget_s", "ratio"])
+        return pd.DataFrame(columns=cols)
     p95 = p95.drop(columns="time")
     p95["budget_s"] = [policy.budget_rtt_s(t) for t in p95.tier]
     p95["ratio"] = p95.rtt_p95_seconds / p95.budget_s
-    return p95.sort_values("ratio", ascending=False, ignore_index=True)
+    p95["p95_source"] = source
+    return p95.sort_values("ratio", ascending=False, ignore_index=True)[cols]
 
 
 def national_summary(store: Store, topology: Topology, policy: Policy, start: datetime,
@@ -116,6 +153,7 @@ def national_summary(store: Store, topology: Topology, policy: Policy, start: da
             "worst_link_tier": worst.tier if worst is not None else "",
             "worst_link_p95_s": float(worst.rtt_p95_seconds) if worst is not None else np.nan,
             "worst_link_budget_s": float(worst.budget_s) if worst is not None else np.nan,
+            "worst_link_p95_source": worst.p95_source if worst is not None else "",
         }
 
     for hub in topology.hubs:

@@ -208,6 +208,11 @@ def _verdict(value: float, threshold: float, completeness: float, floor: float, 
     return "pass" if ok else "fail"
 
 
+_UTILIZATION_USED = ("value", "weight", "idle_hours", "completeness", "accelerators")
+"""The columns of the utilization windows `_utilization_row` reads (numbers only: picking a
+subject's rows with the label strings too cost the report more than the sums)."""
+
+
 def _utilization_row(frame: pd.DataFrame, n_windows: int,
                      by_quarter: bool = False) -> dict[str, float]:
     """A subject's period values from its windows; completeness the share of windows with
@@ -497,8 +502,8 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
 
     progress("allocation")
     per = allocation_totals(store, p.start, p.end, by=("site",), interval=step)
-    split = idle_split(store, p.start, p.end, by=("site",), interval=step,
-                       totals=per).set_index("site")
+    split = _split_rows(idle_split(store, p.start, p.end, by=("site",), interval=step,
+                                   totals=per).set_index("site"))
     namespaces = _namespaces(store, p, policy, topology, site_ids,
                              window if pieces is None else _one_window(store, p), step, per)
 
@@ -513,7 +518,8 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
     progress("tables")
     common = {"period": period.label, "period_start": period.start.isoformat(),
               "period_end": period.end.isoformat()}
-    util_of, hub_util_of = _rows_by(site_util, "subject"), _rows_by(by_level["hub"], "subject")
+    util_of = _rows_by(site_util, "subject", values=_UTILIZATION_USED)
+    hub_util_of = _rows_by(by_level["hub"], "subject", values=_UTILIZATION_USED)
     links_of_site = _rows_by(links, "src_site", "dst_site", values=_LINK_SUMS)
     links_of_hub = _rows_by(links, "src_hub", "dst_hub", values=_LINK_SUMS)
     pue_of = {"site": _first_by(site_pue, "site"), "hub": _first_by(hub_pue, "hub")}
@@ -527,7 +533,7 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
                "cluster": s.cluster or "", "region": region,
                "accelerators_installed": s.accelerator_count,
                **_utilization_row(util_of(s.id), n_windows, pieces is not None),
-               **_split_row(split, [s.id]),
+               **split([s.id]),
                "utilization_minimum": float(minimum.value),
                **_pue_row(pue_of["site"].get(s.id), twelve_of["site"], s.id, policy),
                "pue_target": float(policy.pue_target_entry(region, s.id).value),
@@ -546,7 +552,7 @@ def build_report(store: Store, topology: Topology, policy: Policy, period: Repor
                "cluster": "", "region": h.region,
                "accelerators_installed": sum(r["accelerators_installed"] for r in of_hub),
                **util,
-               **_split_row(split, [x["id"] for x in of_hub]),
+               **split([x["id"] for x in of_hub]),
                "utilization_minimum": float(minimum.value),
                **_pue_row(pue_of["hub"].get(h.id), twelve_of["hub"], h.id, policy),
                "pue_target": float(policy.pue_target_entry(h.region).value),
@@ -623,11 +629,19 @@ def _utilization_levels(store: Store, period: Period, topology: Topology,
     return {level: by_definition[chosen[level]][level] for level in chosen}
 
 
-def _split_row(split: pd.DataFrame, sites: list[str]) -> dict[str, float]:
-    """The allocated and free parts of the sites' idle accelerator-hours (0 without data)."""
-    got = split[split.index.isin(sites)]
-    return {"allocated_idle_hours": float(got.allocated_idle_hours.sum()),
-            "free_idle_hours": float(got.free_idle_hours.sum())}
+def _split_rows(split: pd.DataFrame) -> Callable[[Sequence[str]], dict[str, float]]:
+    """The allocated and free parts of some sites' idle accelerator-hours (0 without data),
+    summed as ``split[split.index.isin(sites)]`` sums them (``split``'s order, NaN as 0),
+    from positions found once: the report asks once per site and hub."""
+    at: dict[object, list[int]] = {}
+    for i, site in enumerate(split.index):
+        at.setdefault(site, []).append(i)
+    parts = {c: split[c].to_numpy(float) for c in ("allocated_idle_hours", "free_idle_hours")}
+
+    def row(sites: Sequence[str]) -> dict[str, float]:
+        rows = np.sort(np.array([i for s in set(sites) for i in at.get(s, ())], np.intp))
+        return {c: float(np.nansum(v[rows])) for c, v in parts.items()}
+    return row
 
 
 def _namespaces(store: Store, period: Period, policy: Policy, topology: Topology,

@@ -156,6 +156,29 @@ def test_usage_errors_exit_2():
     assert proc.returncode == ExitStatus.BAD_INPUT and "unknown store URL" in proc.stderr
 
 
+def test_a_command_loads_its_own_module_only_and_help_lists_them_all():
+    """A run imports the module of the command it names (`application`), not every
+    command's: in a fresh interpreter, ``report`` loads no other command's module; ``--help``
+    and a mistyped name still see every command (click suggests the right one)."""
+    code = ("import sys; from computewatch.cli import main\n"
+            "sys.argv = ['computewatch', '--lang', 'en', 'report', '--help']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m.rsplit('.', 1)[1] for m in sys.modules\n"
+            "             if m.startswith('computewatch.cli._') and m[17:] in\n"
+            "             ('_analyze', '_bridge', '_dashboards', '_demo', '_kubernetes',\n"
+            "              '_query', '_report', '_rollup', '_store')))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert "--period" in done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "['_report']"
+    listed = run("--help").stdout
+    for name in ("demo", "summary", "analyze", "report", "rollup", "alert-bridge", "topology",
+                 "dashboards", "kubernetes", "store"):
+        assert f"  {name} " in listed, name
+    typo = run("reprot", "--period", "2026-10")
+    assert typo.returncode == ExitStatus.BAD_INPUT and "report" in typo.stderr
+
+
 @pytest.mark.parametrize("command", [
     ("summary",), ("analyze",), ("report", "--period", "2026-10"),
     ("surplus", "--near", "Shanghai"), ("store", "expire"),

@@ -147,7 +147,7 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.durations": {
         "Duration", "Interval", "MAX_DURATION_S", "MIN_DURATION_S", "ShortInterval",
         "format_seconds", "parse_duration"},
-    "computewatch.errors": {"StoreError", "StoreURLError"},
+    "computewatch.errors": {"NotRolledUp", "StoreError", "StoreURLError"},
     "computewatch.finding_text": {
         "ACUTE_NAMES", "PIPELINE_NAMES", "RULE_TITLES", "SEVERITY_NAMES", "SUBJECT_TYPES",
         "TIER_NAMES",
@@ -236,10 +236,11 @@ PUBLIC: dict[str, set[str]] = {
     "computewatch.status": {"ExitStatus"},
     "computewatch.store": {
         "Aggregate", "DEFAULT_URL", "DuckDBStore", "InfluxDBStore", "LineProtocolWriter",
-        "PrometheusStore", "Query", "Store", "StoreError", "StoreURLError", "VictoriaMetricsStore",
+        "NotRolledUp", "PrometheusStore", "Query", "Store", "StoreError", "StoreURLError",
+        "VictoriaMetricsStore",
         "WriteError", "WriteResult", "open_store", "prefetch", "query_many", "resolution",
         "side_by_side"},
-    "computewatch.summary": {"NationalSummary", "national_summary"},
+    "computewatch.summary": {"LINK_P95_SOURCES", "NationalSummary", "national_summary"},
     "computewatch.thresholds": {
         "BUSY_LEVEL", "PUE_MIN_COMPLETENESS", "PUE_TARGET", "PlaceRule", "ROUTE_INFLATION_LIMIT",
         "RTT_BUDGET", "ThresholdRule", "UTILIZATION_MINIMUM", "pue_target_rules",

@@ -20,6 +20,7 @@ reply within 10 ms, 3 more within 20 and 2 more within 50 (distribution A), and 
 
 from __future__ import annotations
 
+import io
 import subprocess
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -35,6 +36,7 @@ from computewatch.errors import StoreURLError
 from computewatch.findings import Period
 from computewatch.lineprotocol import parse_rollups_url
 from computewatch.pue import meter_readings
+from computewatch.render import OutputFormat, render_summary
 from computewatch.rollup_rules import ROLLUP_RULES_FILE
 from computewatch.store import Aggregate, DuckDBStore, Query, StoreError, open_store, resolution
 from computewatch.store._promrollups import bucket_quantile
@@ -50,6 +52,7 @@ H = timedelta(hours=1)
 
 
 LES = ("0.01", "0.02", "0.05", "+Inf")
+HUB = "hub-x"  # the link's hubs and tier, for the summary
 A, B = (1, 4, 6, 6), (0, 2, 6, 6)  # cumulative replies a minute per bucket
 
 
@@ -60,6 +63,7 @@ def _histogram(times: pd.DatetimeIndex) -> pd.DataFrame:
     replies[0] = 0
     totals = np.cumsum(replies, axis=0)
     return pd.concat([pd.DataFrame({"time": times, "src_site": "a", "dst_site": "b",
+                                    "src_hub": HUB, "dst_hub": HUB, "tier": "regional",
                                     "le": le, "rtt_seconds_bucket": totals[:, j]})
                       for j, le in enumerate(LES)], ignore_index=True)
 
@@ -340,3 +344,31 @@ def test_utilization_totals_and_idle_hours_are_the_embedded_stores(stores):
     for name in ("victoriametrics", "prometheus"):
         got = utilization_totals(stores[name], T0, END, by=("device",))
         pd.testing.assert_frame_equal(got, want, check_dtype=False, rtol=1e-12, obj=name)
+
+
+@pytest.mark.slow
+def test_the_summary_reads_a_links_p95_from_the_probes_histogram_beyond_raw_data(stores):
+    """The records keep no quantile state of the window p95 gauge, so the summary asks the
+    probes' histogram (records and raw buckets merged) and says so; before, it failed."""
+    from computewatch.policy import load_policy
+    from computewatch.summary import national_summary
+    from computewatch.topology import load_topology
+
+    topology, policy = load_topology(), load_policy()
+    budget = policy.budget_rtt_s("regional")
+    got = national_summary(stores["victoriametrics"], topology, policy, T0, END)
+    want = _interpolated(0.95, 419, 120)  # 7 h of A from records (the first 0), 2 h of B raw
+    assert got.links.p95_source.tolist() == ["probe_histogram"]
+    assert got.links.rtt_p95_seconds.tolist() == pytest.approx([want])
+    national = got.rows.set_index("level").loc["national"]
+    assert national.worst_link == "a ↔ b"
+    assert national.worst_link_p95_s == pytest.approx(want)
+    assert national.worst_link_budget_s == budget
+    assert national.worst_link_p95_source == "probe_histogram"
+    table = io.StringIO()
+    render_summary(got, OutputFormat.TABLE, table)
+    assert "probes' RTTs from their histogram" in " ".join(table.getvalue().split())
+    # Prometheus holds no raw link data here: the records answer all nine hours
+    prom = national_summary(stores["prometheus"], topology, policy, T0, END)
+    assert prom.links.p95_source.tolist() == ["probe_histogram"]
+    assert prom.links.rtt_p95_seconds.tolist() == pytest.approx([_interpolated(0.95, 419, 120)])

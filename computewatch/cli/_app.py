@@ -1,44 +1,96 @@
-"""The `computewatch` Typer application: every command registered in one explicit list, and
-the one place where exceptions become exit codes (`ExitStatus`)."""
+"""The `computewatch` Typer application: every command registered from one explicit list, and
+the one place where exceptions become exit codes (`ExitStatus`).
+
+A run imports the module of the command it names only (`application`): each command's module
+brings its own imports, and registering them all cost a report about 0.1 s of its 2 s (the
+analysis schedule's among them). ``--help`` without a command, and a name that is no
+command's, register every command, so the list and click's suggestions are complete."""
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Annotated
+from functools import cache
+from importlib import import_module
+from typing import Annotated, Any
 
 import typer
 
-from computewatch.cli import (
-    _analyze,
-    _bridge,
-    _dashboards,
-    _demo,
-    _kubernetes,
-    _node,
-    _places,
-    _query,
-    _report,
-    _rollup,
-    _store,
-)
 from computewatch.cli._click_words import route_click_words
 from computewatch.cli._common import UserError, print_error
 from computewatch.cli._help import translate_help
 from computewatch.config import ConfigError
 from computewatch.status import ExitStatus
 
-__all__ = ["app", "main"]
+__all__ = ["COMMANDS", "GROUPS", "application", "main"]  # and `app`, made when asked
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  rich_markup_mode=None,
-                  help="Telemetry and observability for national compute networks.")
-topology_app = typer.Typer(no_args_is_help=True, help="Inspect and check topology files.")
-dashboards_app = typer.Typer(no_args_is_help=True,
-                             help="Build the Grafana dashboards and upload them.")
-kubernetes_app = typer.Typer(no_args_is_help=True,
-                             help="Build the generated files of the Kubernetes manifests.")
-store_app = typer.Typer(no_args_is_help=True, help="Look after a store: retention.")
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("_demo", "demo"), "summary": ("_query", "summary"),
+    "collect": ("_node", "collect"), "agent": ("_node", "agent"),
+    "responder": ("_node", "responder"), "analyze": ("_analyze", "analyze"),
+    "surplus": ("_query", "surplus"), "report": ("_report", "report"),
+    "rollup": ("_rollup", "rollup"), "alert-bridge": ("_bridge", "alert_bridge"),
+}
+"""Each command: the `computewatch.cli` module and function that implement it, in the order
+``--help`` lists them."""
+
+GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
+    "topology": ("Inspect and check topology files.",
+                 {"check": ("_places", "topology_check")}),
+    "dashboards": ("Build the Grafana dashboards and upload them.",
+                   {"build": ("_dashboards", "dashboards_build"),
+                    "push": ("_dashboards", "dashboards_push")}),
+    "kubernetes": ("Build the generated files of the Kubernetes manifests.",
+                   {"build": ("_kubernetes", "kubernetes_build")}),
+    "store": ("Look after a store: retention.", {"expire": ("_store", "store_expire")}),
+}
+"""Each command group: its help and its subcommands, listed after the commands."""
+
+
+def _implementation(module: str, name: str) -> Any:
+    return getattr(import_module(f"computewatch.cli.{module}"), name)
+
+
+@cache
+def application(command: str | None = None) -> typer.Typer:
+    """The app with ``command`` (a command or group name) registered, or every command
+    (None, or a name that is none of them)."""
+    known = command in COMMANDS or command in GROUPS
+    app = typer.Typer(add_completion=False, no_args_is_help=True,
+                      pretty_exceptions_enable=False, rich_markup_mode=None,
+                      help="Telemetry and observability for national compute networks.")
+    app.callback()(_root)
+    for name, (module, function) in COMMANDS.items():
+        if not known or name == command:
+            app.command(name)(_implementation(module, function))
+    for name, (help_text, subcommands) in GROUPS.items():
+        if known and name != command:
+            continue
+        group = typer.Typer(no_args_is_help=True, help=help_text)
+        app.add_typer(group, name=name)
+        for sub, (module, function) in subcommands.items():
+            group.command(sub)(_implementation(module, function))
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # every command: what the tests and the help extraction read
+        return application()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _command_named(argv: list[str]) -> str | None:
+    """The command (or group) ``argv`` names: its first word that is neither an option nor
+    the root's ``--lang`` value."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--lang":
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
 
 
 def _version(value: bool) -> None:
@@ -49,7 +101,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     version: Annotated[bool, typer.Option(
         "--version", callback=_version, is_eager=True,
@@ -65,21 +116,6 @@ def _root(
         set_language(resolve_language(lang))
     except LanguageError as exc:
         raise UserError(str(exc)) from None
-
-
-for command in (_demo.demo, _query.summary, _node.collect, _node.agent, _node.responder,
-                _analyze.analyze, _query.surplus, _report.report, _rollup.rollup):
-    app.command()(command)
-app.command("alert-bridge")(_bridge.alert_bridge)
-app.add_typer(topology_app, name="topology")
-topology_app.command("check")(_places.topology_check)
-app.add_typer(dashboards_app, name="dashboards")
-dashboards_app.command("build")(_dashboards.dashboards_build)
-dashboards_app.command("push")(_dashboards.dashboards_push)
-app.add_typer(kubernetes_app, name="kubernetes")
-kubernetes_app.command("build")(_kubernetes.kubernetes_build)
-app.add_typer(store_app, name="store")
-store_app.command("expire")(_store.store_expire)
 
 
 def _help_language(argv: list[str]) -> str:
@@ -109,9 +145,11 @@ def main() -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
-    sys.argv[1:] = _node.bare_simulate(sys.argv[1:])
+    from computewatch.cli._node import bare_simulate
+
+    sys.argv[1:] = bare_simulate(sys.argv[1:])
     try:
-        command = typer.main.get_command(app)
+        command = typer.main.get_command(application(_command_named(sys.argv[1:])))
         language = _help_language(sys.argv[1:])
         from computewatch.i18n import set_language
 

@@ -27,7 +27,7 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
-from computewatch.errors import StoreURLError
+from computewatch.errors import NotRolledUp, StoreURLError
 from computewatch.redact import redact_url
 from computewatch.store._protocol import Aggregate, Query, Store, StoreError, WriteResult
 
@@ -40,6 +40,7 @@ __all__ = [
     "DuckDBStore",
     "InfluxDBStore",
     "LineProtocolWriter",
+    "NotRolledUp",
     "PrometheusStore",
     "Query",
     "Store",

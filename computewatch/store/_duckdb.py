@@ -334,8 +334,7 @@ def _summed_sets(reads: duckdb.DuckDBPyConnection, meas: catalog.Measurement,
     ranks = {name: _ranks(rows.column(name)) for name in ["time", *labels]}
     out = {}
     for one in sets:
-        groups, inverse = np.unique(_combined([ranks[g] for g in ["time", *one]]),
-                                    return_inverse=True)
+        groups, inverse = _groups(_combined([ranks[g] for g in ["time", *one]]))
         last = np.empty(len(groups), np.int64)  # a row of each group, for its labels
         last[inverse] = np.arange(len(inverse))
         take = pa.array(last)
@@ -355,6 +354,19 @@ def _summed_sets(reads: duckdb.DuckDBPyConnection, meas: catalog.Measurement,
                 cols[c] = pa.array(sums / n, mask=~some | (n == 0))
         out[tuple(one)] = pa.table(cols)
     return out
+
+
+def _groups(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(key, return_inverse=True)`` of non-negative keys: where the keys span
+    little beside the rows (a site's or a site and namespace's groups), by marking the keys
+    present, not by sorting the rows."""
+    span = int(key.max()) + 1 if len(key) else 0
+    if span > 4 * len(key) + (1 << 16):
+        groups, inverse = np.unique(key, return_inverse=True)
+        return groups, inverse.ravel()
+    present = np.zeros(span, bool)
+    present[key] = True
+    return np.flatnonzero(present), (np.cumsum(present) - 1)[key]
 
 
 def _totals(state: tuple[np.ndarray, np.ndarray], inverse: np.ndarray, size: int

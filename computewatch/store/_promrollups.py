@@ -63,6 +63,7 @@ import numpy as np
 import pandas as pd
 
 from computewatch import catalog
+from computewatch.errors import NotRolledUp
 from computewatch.rollup_rules import ROLLED_UP, record_name, rolled_ops
 from computewatch.samples import TIME
 from computewatch.store import _rollups as ru
@@ -270,7 +271,7 @@ class PromRollups:
             if states is None or any(s not in ops for s in states):
                 hint = (f"; the RTT's quantiles are read from its histogram, "
                         f"{_HISTOGRAMS[meas.name]!r}" if meas.name in _HISTOGRAMS else "")
-                raise StoreError(
+                raise NotRolledUp(
                     f"{self.source}: {meas.name!r} before {boundary:%Y-%m-%d %H:%M} UTC is "
                     f"kept as hourly rollups, which cannot answer the {q.agg.value} of {f!r} "
                     f"(its rollups keep: {', '.join(ops) or 'nothing'}){hint}")
