@@ -8,6 +8,7 @@ import re
 import shutil
 from datetime import UTC, datetime, timedelta
 
+import duckdb
 import pandas as pd
 import pytest
 
@@ -228,4 +229,99 @@ def test_a_direct_write_that_fails_leaves_no_part_and_no_rows(path, direct_at_4_
     assert _files(path) == []
     assert store._con.execute("SELECT count(*) FROM series_accelerator").fetchall() == [(0,)]
     assert _means(store, 2) == {}
+    store.close()
+
+
+def _probes(minutes: list[int], rtt: list[float], jitter: list[float]) -> pd.DataFrame:
+    """One probed link (bj-1 to sh-1) at the given minutes after T0."""
+    n = len(minutes)
+    return pd.DataFrame({"time": [T0 + timedelta(minutes=m) for m in minutes],
+                         "src_site": ["bj-1"] * n, "dst_site": ["sh-1"] * n,
+                         "src_hub": ["north"] * n, "dst_hub": ["east"] * n,
+                         "tier": ["backbone"] * n, "probe": ["icmp"] * n,
+                         "rtt_min_seconds": rtt, "jitter_seconds": jitter,
+                         "samples": [60.0] * n})
+
+
+def _part_types(path, measurement: str) -> dict[str, str]:
+    """Each column's physical type in the measurement's one part."""
+    [part] = (path.parent / (path.name + ".parquet") / measurement).glob("*.parquet")
+    con = duckdb.connect()
+    return dict(con.execute("SELECT name, type FROM parquet_schema(?) WHERE type IS NOT NULL",
+                            [str(part)]).fetchall())
+
+
+def _raw_values(store: DuckDBStore, measurement: str, field: str) -> list[float]:
+    return [r[0] for r in store._con.execute(
+        f'SELECT "{field}" FROM {store._raw(measurement)} ORDER BY time').fetchall()]
+
+
+def test_probe_times_of_7_decimals_are_stored_as_integers_and_read_back_equal(
+        path, direct_at_4_rows):
+    rtt = [0.0003192, 0.0003204, 0.0012345, 0.0003166]  # tenths of a microsecond
+    jitter = [1 / 3, 0.0000123, 0.0000456, 0.0000789]  # a third has no exact decimals
+    store = DuckDBStore(path)
+    store.write("link_latency", _probes([0, 10, 20, 30], rtt, jitter))
+    types = _part_types(path, "link_latency")
+    # The round-trip times as integers; the jitter (1/3) and the whole counts as doubles.
+    assert (types["rtt_min_seconds"], types["jitter_seconds"], types["samples"]) == (
+        "INT32", "DOUBLE", "DOUBLE")
+    assert store._con.execute("SELECT scales FROM sealed_files").fetchall() == [
+        ('{"rtt_min_seconds": 7}',)]
+    # Read back: the very doubles written (== on floats: exact, not approximate).
+    assert _raw_values(store, "link_latency", "rtt_min_seconds") == rtt
+    assert _raw_values(store, "link_latency", "jitter_seconds") == jitter
+    got = store.query(Query("link_latency", ("rtt_min_seconds",), T0, T0 + H,
+                            agg=Aggregate.MAX))
+    assert list(got.rtt_min_seconds) == [0.0012345]
+    # delete rewrites the part, still scaled, the other values still exact.
+    assert store.delete("link_latency", T0 + timedelta(minutes=20),
+                        T0 + timedelta(minutes=21)) == 1
+    assert _part_types(path, "link_latency")["rtt_min_seconds"] == "INT32"
+    assert _raw_values(store, "link_latency", "rtt_min_seconds") == [
+        0.0003192, 0.0003204, 0.0003166]
+    store.close()
+    store = DuckDBStore(path, read_only=True)
+    assert _raw_values(store, "link_latency", "rtt_min_seconds") == [
+        0.0003192, 0.0003204, 0.0003166]
+    store.close()
+
+
+def test_a_value_inexact_past_the_rows_tried_keeps_its_field_as_doubles(
+        path, direct_at_4_rows, monkeypatch):
+    monkeypatch.setattr(_sealed, "_SAMPLE", 2)  # the first two rows say 4 decimals
+    rtt = [0.0001, 0.0002, 0.12345678912, 0.0004]
+    store = DuckDBStore(path)
+    store.write("link_latency", _probes([0, 10, 20, 30], rtt, [0.0] * 4))
+    assert _part_types(path, "link_latency")["rtt_min_seconds"] == "DOUBLE"
+    assert _raw_values(store, "link_latency", "rtt_min_seconds") == rtt
+    store.close()
+
+
+def test_a_sealed_hour_with_probe_times_is_scaled_too(path):
+    store = DuckDBStore(path)
+    store.write("link_latency", _probes([0], [0.0003192], [0.0]))
+    store.write("link_latency", _probes([60], [0.0004321], [0.0]))  # hour 0 sealed
+    assert _part_types(path, "link_latency")["rtt_min_seconds"] == "INT32"
+    assert _raw_values(store, "link_latency", "rtt_min_seconds") == [0.0003192, 0.0004321]
+    store.close()
+
+
+def test_a_query_over_a_range_reads_only_the_parts_overlapping_it(path, direct_at_4_rows):
+    store = DuckDBStore(path)
+    # Hours 0, 1 and 2, one part each: 0.1/0.3, 0.5/0.7, 0.2/0.4.
+    store.write("accelerator", _span([0, 30, 60, 90, 120, 150],
+                                     [0.1, 0.3, 0.5, 0.7, 0.2, 0.4]))
+    assert len(_files(path)) == 3
+    relation = store._raw("accelerator", datetime(2026, 10, 1, 1), datetime(2026, 10, 1, 2))
+    assert re.findall(r"T\d\d\.\d\.parquet", relation) == ["T01.0.parquet"]
+    got = store.query(Query("accelerator", ("utilization_ratio",), T0 + H, T0 + 2 * H,
+                            agg=Aggregate.MEAN))
+    assert list(got.utilization_ratio) == [pytest.approx(0.6)]
+    # A range ending where a part's first sample is does not name it; one past a part's
+    # last sample (01:30) does not either.
+    relation = store._raw("accelerator", datetime(2026, 10, 1, 1, 31),
+                          datetime(2026, 10, 1, 2))
+    assert "parquet" not in relation
+    assert _means(store, 3) == {(0, "bj-1"): 0.2, (1, "bj-1"): 0.6, (2, "bj-1"): 0.3}
     store.close()

@@ -177,6 +177,12 @@ def _naive_utc(t: datetime) -> datetime:
     return t.astimezone(UTC).replace(tzinfo=None)
 
 
+def _raw_span(plan: list) -> tuple[datetime | None, datetime | None]:
+    """The range a rollup plan's raw segments cover (None, None: none)."""
+    raw = [(lo, hi) for source, _, lo, hi in plan if source == "raw"]
+    return (min(r[0] for r in raw), max(r[1] for r in raw)) if raw else (None, None)
+
+
 def _bucket_sql(window: timedelta | None) -> str:
     """The window start of row ``t`` as SQL (parameter: the buckets' origin, the query's
     start); without a window, the start itself (one bucket for the whole range)."""
@@ -474,9 +480,15 @@ class DuckDBStore(MonthRollups):
     def _has(self, measurement: str) -> bool:
         return self._table_exists("samples_" + measurement)
 
-    def _raw(self, measurement: str) -> str:
-        """SQL of the relation of every raw sample: the live table and the sealed files."""
-        return self._sealed.relation(measurement)
+    def _raw(self, measurement: str, lo: datetime | None = None,
+             hi: datetime | None = None) -> str:
+        """SQL of the relation of every raw sample (those in [lo, hi) at least, when given):
+        the live table and the sealed parts (those overlapping the range)."""
+        return self._sealed.relation(measurement, lo, hi)
+
+    def _raw_for(self, q: Query) -> str:
+        """`_raw` over the range of ``q``."""
+        return self._raw(q.measurement, _naive_utc(q.start), _naive_utc(q.end))
 
     # -- write ----------------------------------------------------------------------------
     def write(self, measurement: str, frame: pa.Table | pd.DataFrame) -> WriteResult:
@@ -656,7 +668,7 @@ class DuckDBStore(MonthRollups):
         groups = "".join(f", s.{_ident(g)} AS {_ident(g)}" for g in q.group_by)
         aggs = ", ".join(f"{self._agg_sql(q, f, present)} AS {_ident(f)}" for f in q.fields)
         join = f"JOIN {series} s USING (series_id)" if where or q.group_by else ""
-        return (f"SELECT {bucket} AS time{groups}, {aggs} FROM {self._raw(meas.name)} "
+        return (f"SELECT {bucket} AS time{groups}, {aggs} FROM {self._raw_for(q)} "
                 f"t {join} WHERE t.time >= ? AND t.time < ?"
                 + "".join(f" AND {c}" for c in where) + " GROUP BY ALL ORDER BY ALL")
 
@@ -693,7 +705,7 @@ class DuckDBStore(MonthRollups):
         match = (f" AND t.series_id IN (SELECT s.series_id FROM {series} s{matching})"
                  if where else "")
         inner = (f"SELECT {window} AS _w, t.series_id, {', '.join(partial)} "
-                 f"FROM {self._raw(meas.name)} t "
+                 f"FROM {self._raw_for(q)} t "
                  f"WHERE t.time >= ? AND t.time < ?{match} GROUP BY ALL")
         time = f"make_timestamp({origin} + p._w * {width})"
         if not q.group_by:
@@ -906,7 +918,7 @@ class DuckDBStore(MonthRollups):
                      f"{_ident('series_' + meas.name)} s WHERE {' AND '.join(where)})"
                      if where else "")
             sql = (f"SELECT {window} AS _w, t.series_id, {aggs} "
-                   f"FROM {self._raw(meas.name)} t "
+                   f"FROM {self._raw_for(q)} t "
                    f"WHERE t.time >= ? AND t.time < ?{match} GROUP BY ALL")
             try:
                 rows = self._arrow_reads().sql(
@@ -1081,7 +1093,7 @@ class DuckDBStore(MonthRollups):
     def _roll_range(self, meas: catalog.Measurement, lo: datetime, hi: datetime) -> None:
         fields = [f for f in meas.fields if f in self._ensure(meas)]
         self._rollup_tables(meas, set(fields))
-        samples = self._raw(meas.name)
+        samples = self._raw(meas.name, lo, hi)
         hourly, daily = (ru.rollup_table(meas.name, g) for g in (ru.HOUR, ru.DAY))
         cols = ", ".join(_ident(c) for c, _ in ru.rollup_columns(fields))
         self._con.execute(f"DELETE FROM {_ident(hourly)} WHERE time >= ? AND time < ?", [lo, hi])
@@ -1564,7 +1576,7 @@ class DuckDBStore(MonthRollups):
         fields = list(needed)
         bucket = _bucket_sql(q.window)
         where, where_params = self._where(meas, q.where)
-        samples = self._raw(meas.name)
+        samples = self._raw(meas.name, *_raw_span(plan))
         parts, params = [], []
         for source, grain, lo, hi in plan:
             parts.append(ru.raw_states(meas, fields, samples, present) if source == "raw"
@@ -1593,7 +1605,7 @@ class DuckDBStore(MonthRollups):
         join = (f"JOIN {_ident('series_' + meas.name)} s USING (series_id)"
                 if where or q.group_by else "")
         filters = "".join(f" AND {c}" for c in where)
-        samples = self._raw(meas.name)
+        samples = self._raw(meas.name, *_raw_span(plan))
         out = None
         keys = [TIME, *q.group_by]
         for f in q.fields:
