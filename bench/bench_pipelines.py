@@ -39,6 +39,24 @@ the pipelines' Python, hold the difference. ``time_bounds`` (min and max over th
 relation, 0.7 s a call) now reads the manifest's first and last times; a round after it,
 the store rebuilt (206 s) and the test suite running beside (load 6-7): 27.6 s CPU against
 main's 25.4, wall 74.8 s against 75.5, the same findings and scores.
+With each query naming only the parts its range overlaps and the probes' times as integers
+(helper s23, 6 December; the store rebuilt with that code, 500 s under load 8 to 13): this
+child and main's (4c12803, on a copy of main's store) interleaved, 2 rounds, 18:02-18:07
+UTC, load 5 to 8: **CPU 22.3 / 24.4 s against main's 22.0 / 24.0 (+1.4%, +1.7%)**, wall
+53.6 / 38.1 s against 55.5 / 59.8, peak RSS 1.47 / 1.53 GB against 1.80; the same 256
+findings, observed values and scores identical. Where the difference was and is (every
+Arrow read timed, CPU of the whole process during it, one run each, s23's code on both
+stores, load 6 to 8): before the ranges, on s22's store, 26.9 s against 22.7, the shared
+scan's read 7.49 s against 4.97; now 25.7 s against 23.8, the shared scan 6.69 s against
+5.29, the links' read 1.19 s against 1.31 (integers, not byte-stream-split doubles). What the
+shared scan still pays is DuckDB's decoding of Parquet pages: on 8 parts (48 M rows), each
+column read alone, CPU least of 3, table against parts: time 0.155 / 0.243 s, series id
+0.248 / 0.378, utilization 0.159 / 0.252, power 0.175 / 0.310, health 0.004 / 0.208 (the
+table keeps a constant segment, the part a dictionary page per row group); the union with
+the live table costs nothing (read_parquet alone 6.9-7.8 s, with the union 7.0-7.3, the
+table 4.5-5.7, same session). Row groups of 0.5 to 2 M rows and zstd levels changed sizes
+by 2-5% and were not timed as a fix; pruning by range cannot help this read, which needs
+every hour of the period.
 """
 
 from __future__ import annotations

@@ -95,6 +95,26 @@ integer tenths of a microsecond (-0.9 B, exact only for values of 7 decimals, tr
 simulator, not of a real prober) and the energy counter as per-series deltas (-0.8 B, every
 read of it a window sum).
 
+Probe times as integers (6 December, helper s23; `computewatch/store/_sealed.py`,
+``SCALED_DIGITS``): a field whose values in a part are all exact at 4 to 9 decimals and
+within 32 bits (the probes' round-trip times, jitter, loss and fibre minimum: 7 decimals in
+the simulator) is written as integers (DuckDB's delta-packed INT32) and read back as the
+integer over 10^digits, the very doubles written (checked on every row when the part is
+written; a part holding a NaN or an inexact value keeps that field's doubles). One hour of
+the pipelines bench's links: 9.97 -> 3.96 MB (a round-trip time 6.4 -> 2.3 bytes a value).
+Measured, ``python -m bench storage 24 1``, 17:54-18:01 UTC under a load of 8 to 13:
+**6.42 bytes per accelerator sample** (261 MB: file 13 MB, parts 248 MB) against s22's 7.30
+(296 MB); VictoriaMetrics' first hour in the same run 22.07 B (2.60 B per stored value).
+**The 6-byte aim is still not met.** What is left above it is the energy counter, 2.5 bytes
+a row as byte-stream-split doubles (one hour of the pipelines bench, 6 M rows). Tried for
+it: integers in 0.1 J, which DuckDB packs as deltas across series boundaries, 3.6 B; high
+and low halves 2.5 to 2.8; a column continuous across series plus a per-series base 2.5;
+per-series deltas 1.75 B (-0.74), exact, but a read of the counter is then a window sum per
+series, 1.3 s CPU per 6 M rows against 0.003 s from the part (DuckDB drops the window
+where the counter is not read, so other fields cost nothing), and the hourly rollups read
+every field after every write, so the demo would pay it on its 40.6 M samples. zstd level 6
+-2.9% for about +10% of the write's CPU; row groups of 500,000 rows -2%. Neither was taken.
+
 VictoriaMetrics takes its data through line protocol encoded in Python, about 0.15 M values/s
 on the 2-core machine (90 s an hour of this fleet), so by default it loads the first
 ``vm_hours`` (3) of the same day and its figure is per accelerator sample of those hours.
