@@ -30,6 +30,13 @@ following it; measured 6 December 15:34 (load 3-4, main, s21 and this interleave
 of the 4.8 M rows, least of 2 each): 0.396 / 0.429 s CPU per M samples against main's
 0.449 / 0.457 and s21's 0.688 / 0.660; wall 2.28-2.61 s against main's 2.07-2.28 (the
 parts of one write are written one after another; main appends on two connections).
+
+With the probes' times as integers (helper s23, 6 December; each part's fields tried on
+2,048 rows for their decimals, 2% of the write's CPU in-process), this and main 4c12803
+alternated, ``python -m bench ingest``: 18:19-18:21 UTC, load 5-7: **0.392 s CPU per M
+samples against main's 0.406** (issue 12's shape 0.307 against 0.324); a round at load 7-8
+before it gave 0.503 against 0.429 (issue 12's shape 0.379 / 0.381): wall rates at these
+loads (1.0-2.1 M/s) say nothing of the 3 M/s aim.
 """
 
 from __future__ import annotations
