@@ -403,8 +403,9 @@ class DuckDBStore(MonthRollups):
                  threads: int | None = None, create: bool = True,
                  memory_limit: str | None = None, read_only: bool = False) -> None:
         memory = str(path) == ":memory:"
-        if read_only and (memory or create):
-            raise ValueError("a read-only store opens an existing file (create=False)")
+        if read_only and memory:
+            raise ValueError("a read-only store opens an existing file, not :memory:")
+        create = create and not read_only  # read-only creates nothing: a missing file is named
         self.path = str(path) if memory else str(Path(path).expanduser().resolve())
         self.url = self.path  # a plain path names a DuckDB store; messages show it absolute
         self.rejections = rejections or Rejections()
