@@ -12,14 +12,40 @@ Attributes load lazily, so the light health check does not import Typer and ever
 
 from __future__ import annotations
 
+import gc
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["app", "healthcheck", "main"]
+__all__ = ["app", "healthcheck", "main", "starting"]
+
+
+@contextmanager
+def starting(module: str) -> Iterator[None]:
+    """Imports without the cyclic garbage collector, then the objects they made moved out of
+    its sight (`gc.freeze`): modules live as long as the process, yet a month's report
+    (pandas, pyarrow, DuckDB, pydantic: some 100,000 objects) ran 258 collections, 0.1 to
+    0.15 s of CPU, mostly over them, and each full collection after walked them again (69
+    collections, 0.015 s, with this). Nothing is done where ``module`` (the imports' root) is
+    imported already: a second command in one process (the tests) freezes none of its data."""
+    if module in sys.modules:
+        yield
+        return
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if was:
+            gc.enable()
 
 
 def __getattr__(name: str) -> Any:
     if name in ("app", "main"):
-        from computewatch.cli import _app
+        with starting("computewatch.cli._app"):
+            from computewatch.cli import _app
 
         return getattr(_app, name)
     if name == "healthcheck":
