@@ -242,7 +242,7 @@ def test_start_up_imports_run_without_the_collector_and_are_frozen():
     made inside are frozen (a fresh interpreter, so this process' objects stay collectable).
     Around a module imported already it changes nothing: a second command in one process
     freezes none of that process' data."""
-    code = ("import gc, sys; from computewatch.cli import starting\n"
+    code = ("import gc, sys; from computewatch.cli._startup import starting\n"
             "before = gc.get_freeze_count()\n"
             "with starting('json'):\n    inside = gc.isenabled()\n    import json\n"
             "after = gc.get_freeze_count()\n"

@@ -59,7 +59,7 @@ def report(
     completeness, findings and the methodology with every threshold's source, in the language
     of --lang (the cover states the software version, the policy's version and SHA-256, the
     data window and its completeness)."""
-    from computewatch.cli import starting
+    from computewatch.cli._startup import starting
 
     with starting("computewatch.pipelines"):  # the imports of the report's start-up
         from zoneinfo import ZoneInfo
