@@ -98,8 +98,9 @@ them walking the 100,000 objects the imports made, 0.1 to 0.15 s of CPU; now 69,
 Instructions of the whole month's process (``valgrind --tool=callgrind``) 6.27 G before,
 6.02 G after (-4.1%; the collector's 282 M -> 43 M); user + sys CPU, interleaved, least of
 6: month 2.54 s before, 2.22 s after (wall 3.8 to 5.9 s, 3.4 to 5.7 s: the load), year
-5.45 s, 5.24 s (wall 8.9 to 13.0 s, 8.6 to 14.8 s). CSV identical under callgrind (one
-thread at a time; as run, within 2e-14 relative, as two runs of main differ), HTML
+5.45 s, 5.24 s (wall 8.9 to 13.0 s, 8.6 to 14.8 s); the month again at 21:30 (load 6),
+least of 6: 2.18 s, 1.85 s CPU (wall 3.07 to 5.37 s, 3.09 to 4.11 s). CSV identical under
+callgrind (one thread at a time; as run, within 2e-14 relative, as two runs of main differ), HTML
 identical. Tried and dropped: the state rows joined with the series' labels by numpy from
 the series table read once per read-only store (the scan of 400,000 series' labels, the
 sort of their ids and the takes of the label strings cost more than DuckDB's join, 0.2 s
