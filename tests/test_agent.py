@@ -371,23 +371,24 @@ def test_label_sets_start_again_past_their_limit():
         assert len(sets._plus) <= 100 and len(sets._sets) <= 100
 
 
+class Sometimes:
+    """Due every other run; records the thread each run is made in."""
+
+    name = "sometimes"
+
+    def __init__(self) -> None:
+        self.asked, self.threads = 0, []
+
+    def due(self) -> bool:
+        self.asked += 1
+        return self.asked % 2 == 1
+
+    def collect(self):
+        self.threads.append(threading.current_thread().name)
+        return [Sample.of("accelerator.power_watts", 100.0, {"node": "n1", "device": "d0"})]
+
+
 def test_a_collector_with_nothing_due_is_not_run_in_its_worker():
-    class Sometimes:
-        """Due every other cycle; records the thread each run is made in."""
-
-        name = "sometimes"
-
-        def __init__(self) -> None:
-            self.asked, self.threads = 0, []
-
-        def due(self) -> bool:
-            self.asked += 1
-            return self.asked % 2 == 1
-
-        def collect(self):
-            self.threads.append(threading.current_thread().name)
-            return [Sample.of("accelerator.power_watts", 100.0, {"node": "n1", "device": "d0"})]
-
     c = Sometimes()
     agent = Agent([Scheduled(c)], [], LABELS)
     try:
@@ -405,3 +406,26 @@ def test_a_collector_with_nothing_due_is_not_run_in_its_worker():
                         {"collector": "sometimes"}) == 0.0
     assert sample_value(cycles[3], "agent.samples_collected_total",
                         {"collector": "sometimes"}) == 2.0
+
+
+def test_run_counts_a_run_with_nothing_due_as_done():
+    """Under `Agent.run` too: a run with nothing due goes out at once, empty and up, and the
+    next slot runs the collector again in its worker."""
+    c, rec = Sometimes(), Recorder()
+    agent = Agent([Scheduled(c, 0.1, 1)], [rec], LABELS)
+    stop = threading.Event()
+    t = threading.Thread(target=agent.run, args=(stop,))
+    t.start()
+    time.sleep(0.65)
+    stop.set()
+    t.join(5)
+    agent.close()
+    runs = [batch for source, batch in rec.batches if source == "sometimes"]
+    assert len(runs) == c.asked >= 5
+    assert [len(batch) for batch in runs] == [1, 0] * (len(runs) // 2) + [1] * (len(runs) % 2)
+    assert len(c.threads) == (c.asked + 1) // 2
+    assert all(t.startswith("collect-sometimes") for t in c.threads)
+    own = [batch for source, batch in rec.batches if source == "agent"]
+    assert len(own) == len(runs)
+    assert all(sample_value(batch, "agent.collector_up", {"collector": "sometimes"}) == 1.0
+               for batch in own)
