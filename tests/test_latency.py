@@ -307,7 +307,7 @@ def test_histogram_is_cumulative_and_agrees_with_the_counts(run):
 def test_jitter_is_near_zero_for_a_constant_delay_and_large_for_a_jittery_one(run):
     constant = [run.results[dst].jitter_s for dst in DELAYS]
     jittery = run.results["jittery"].jitter_s
-    assert max(constant) < 0.001, constant  # typically 20-50 µs on loopback, 0.63 ms once under load
+    assert max(constant) < 0.001, constant  # 20-50 µs on loopback; 0.63 ms once under load
     # uniform 0..8 ms: E|U1 - U2| = 8/3 ms
     assert 0.0016 < jittery < 0.004
     assert jittery > 2 * max(constant)
