@@ -87,6 +87,19 @@ class Recorder:
         pass
 
 
+def run_for(agent: Agent, seconds: float) -> None:
+    """``agent.run`` in a thread of its own for ``seconds``, then stopped (it must end within
+    5 s) and closed."""
+    stop = threading.Event()
+    t = threading.Thread(target=agent.run, args=(stop,))
+    t.start()
+    time.sleep(seconds)
+    stop.set()
+    t.join(5)
+    assert not t.is_alive()
+    agent.close()
+
+
 def test_one_bad_collector_never_stops_the_others():
     hang = Hangs()
     rec = Recorder()
@@ -159,14 +172,7 @@ def test_run_keeps_each_collector_on_its_grid():
             return []
 
     fast, slow = Stamp("fast"), Stamp("slow")
-    agent = Agent([Scheduled(fast, 0.1, 1), Scheduled(slow, 0.25, 1)], [], LABELS)
-    stop = threading.Event()
-    t = threading.Thread(target=agent.run, args=(stop,))
-    t.start()
-    time.sleep(1.02)
-    stop.set()
-    t.join(5)
-    agent.close()
+    run_for(Agent([Scheduled(fast, 0.1, 1), Scheduled(slow, 0.25, 1)], [], LABELS), 1.02)
     assert len(fast.times) in (10, 11) and len(slow.times) in (4, 5)
     t0 = fast.times[0]
     drift = [abs((ts - t0) - k * 0.1) for k, ts in enumerate(fast.times)]
@@ -412,14 +418,7 @@ def test_run_counts_a_run_with_nothing_due_as_done():
     """Under `Agent.run` too: a run with nothing due goes out at once, empty and up, and the
     next slot runs the collector again in its worker."""
     c, rec = Sometimes(), Recorder()
-    agent = Agent([Scheduled(c, 0.1, 1)], [rec], LABELS)
-    stop = threading.Event()
-    t = threading.Thread(target=agent.run, args=(stop,))
-    t.start()
-    time.sleep(0.65)
-    stop.set()
-    t.join(5)
-    agent.close()
+    run_for(Agent([Scheduled(c, 0.1, 1)], [rec], LABELS), 0.65)
     runs = [batch for source, batch in rec.batches if source == "sometimes"]
     assert len(runs) == c.asked >= 5
     assert [len(batch) for batch in runs] == [1, 0] * (len(runs) // 2) + [1] * (len(runs) % 2)
