@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_STORE", "CompatOpt", "ConfigOpt", "FormatOpt", "Opening", "PolicyOpt",
            "SimulateOpt", "StoreOpt", "TopologyOpt", "UserError", "err_console", "load_places",
            "open_existing", "output_format", "parse_duration", "parse_time", "period_of",
-           "print_error"]
+           "print_error", "spinner"]
 
 DEFAULT_STORE = "var/demo.duckdb"
 """The demo's store, a plain path (a DuckDB file) relative to the working directory."""
@@ -54,6 +54,22 @@ class UserError(Exception):
 
 def err_console() -> Console:
     return Console(stderr=True)
+
+
+class _Quiet:
+    """`spinner`'s stand-in: takes a status's updates and shows nothing."""
+
+    def update(self, *_args: object, **_kwargs: object) -> None:
+        return None
+
+
+def spinner(console: Console, text: str) -> AbstractContextManager[Any]:
+    """``console.status(text)``, where rich shows one (a terminal, Jupyter); elsewhere a
+    stand-in, since rich's transient status shows nothing there: its Live display, spinner
+    and refresh thread are then neither imported nor started (a CSV report under a script)."""
+    if console.is_terminal or console.is_jupyter:
+        return console.status(text)
+    return nullcontext(_Quiet())
 
 
 def print_error(exc: BaseException | str) -> None:

@@ -20,6 +20,7 @@ from computewatch.cli._common import (
     err_console,
     load_places,
     print_error,
+    spinner,
 )
 from computewatch.status import ExitStatus
 
@@ -121,15 +122,15 @@ def report(
                     + ("the others need hourly windows" if not only else
                        "latency and anomaly at hourly windows: computewatch analyze")
                     + ")"))))
-            with console.status("report") as status:
+            with spinner(console, "report") as shown:
                 analysis = run_pipelines(  # read-only: the report's findings are not stored
                     st, rp.period, pol, topo, write=False, only=only,
-                    progress=lambda name: status.update(f"report: findings: {name}"))
+                    progress=lambda name: shown.update(f"report: findings: {name}"))
                 result = build_report(st, topo, pol, rp, analysis, hub=hub, province=province,
                                       definition=definition,
                                       policy_name=str(policy) if policy else SHIPPED_POLICY,
                                       policy_digest=policy_sha256(policy),
-                                      progress=lambda step: status.update(f"report: {step}"))
+                                      progress=lambda step: shown.update(f"report: {step}"))
         except ValueError as exc:  # a bad period, hub or definition; an empty period
             raise UserError(str(exc)) from None
     finally:
