@@ -247,6 +247,16 @@ def _ranks(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, int]:
     return rank[encoded.indices.to_numpy(zero_copy_only=False)], len(order)
 
 
+def _ranks_of(table: pa.Table, names: Sequence[str]) -> dict[str, tuple[np.ndarray, int]]:
+    """`_ranks` of each of ``table``'s columns ``names``, two at a time: Arrow ranks them
+    outside the GIL, and a month's report ranks five columns of 387,000 rows, one of them
+    100,000 device names (0.08 to 0.13 s one after another, 0.06 to 0.07 s two at a time,
+    measured under a load of 3)."""
+    with ThreadPoolExecutor(2) as pool:
+        return dict(zip(names, pool.map(lambda name: _ranks(table.column(name)), names),
+                        strict=True))
+
+
 def _combined(ranks: Sequence[tuple[np.ndarray, int]], rows: np.ndarray | None = None
               ) -> np.ndarray:
     """One integer per row (of ``rows``, default all) that sorts as the `_ranks` of its keys,
@@ -321,7 +331,7 @@ def _summed_sets(reads: duckdb.DuckDBPyConnection, meas: catalog.Measurement,
         col = rows.column(c)
         values[c] = (pc.fill_null(col, 0).cast(pa.float64()).to_numpy(),
                      pc.is_valid(col).to_numpy(zero_copy_only=False))
-    ranks = {name: _ranks(rows.column(name)) for name in ["time", *labels]}
+    ranks = _ranks_of(rows, ["time", *labels])
     out = {}
     for one in sets:
         groups, inverse = _groups(_combined([ranks[g] for g in ["time", *one]]))
@@ -1506,7 +1516,7 @@ class DuckDBStore(MonthRollups):
             + f" FROM _rollup_states t JOIN {_ident('series_' + meas.name)} s "
             f"USING (series_id) GROUP BY GROUPING SETS ({grouping})").to_arrow_table()
         numbers = rows.column("_set").to_numpy()
-        ranks = {name: _ranks(rows.column(name)) for name in ["time", *labels]}
+        ranks = _ranks_of(rows, ["time", *labels])
         out = {}
         for one in sets:  # GROUPING's bit is set for each label the set leaves out
             bits = sum(1 << (len(labels) - 1 - i) for i, g in enumerate(labels)
