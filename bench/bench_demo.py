@@ -5,10 +5,31 @@ Runs `computewatch demo` as a user would (a subprocess), and reports its wall ti
 peak RSS against the issue's budget (60 s, 3 GB on the 2-core machine). The baseline in the
 same run is the simulator alone (generating the frames without storing them), so the ratio
 shows what the store and the summary add on top of producing the data.
+
+With complete hours sealed as zstd Parquet (helper s21, 6 December 12:42-12:49, load 10-11,
+`computewatch demo --no-analyze` under /usr/bin/time, the code before right after): 74.0 s
+CPU (user + system) against 49.5, peak RSS 1.23 GB against 1.63; wall 192 s against 220 at
+that load, which says nothing of the quiet 30 s aim. The seals' Parquet writer (about 0.65
+s CPU an hour of this fleet) is most of the difference.
+With each hour's frames written straight to Parquet parts (helper s22, 6 December 15:44-15:48,
+load 5-8, `computewatch demo --hours 24 --no-analyze` under /usr/bin/time, main and this
+alternated, 2 rounds): CPU 36.4 / 33.9 s (main) against 38.1 / 36.2 s (this), +5 to 7%;
+peak RSS 1.52 / 1.54 GB against 1.03 / 1.07 GB; wall 70.1 / 45.8 s against 46.9 / 46.0 s at
+that load; the store 665 MB against 316 MB (file 13 MB, parts 303 MB: the demo's frames end
+on its start's minute, so each clock hour has two parts).
+With the probes' times as integers and reads naming only the parts their range overlaps
+(helper s23, 6 December, ``python -m bench demo`` under /usr/bin/time, so CPU includes the
+bench's simulator-alone baseline; this and main 4c12803 alternated, the quick suite running
+beside): 18:37-18:39 UTC, load 3-4: wall 43.5 s against main's 41.3, CPU 44.4 s against
+44.0, peak RSS 1,016 MB against 1,540; under load 6-8 earlier (18:13-18:32) the wall was 83
+to 124 s against 59 to 78 and CPU +13 to +19%, sys time +3 to +6 s (the parts' fsyncs and
+page cache beside the suite's disk traffic). s22 and this back to back (18:34-18:36, load
+3.5): 53.0 / 52.7 s wall, 48.9 / 47.9 s CPU: this change costs the demo nothing.
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -25,6 +46,7 @@ def main(hours: int = 24) -> Path:
     STORE.parent.mkdir(parents=True, exist_ok=True)
     for p in (STORE, STORE.with_suffix(".duckdb.wal")):
         p.unlink(missing_ok=True)
+    shutil.rmtree(f"{STORE}.parquet", ignore_errors=True)  # its sealed hours
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "computewatch", "demo", "--hours", str(hours), "--no-analyze",

@@ -1,0 +1,476 @@
+"""Sealed hours of raw samples: zstd Parquet files beside the DuckDB file.
+
+Why: DuckDB's own file keeps the demo's day at ~22 bytes per accelerator sample however the
+rows are ordered (its ALP and bit-packing gain little from coarse decimals, and its zstd
+reaches only strings), while the same rows as DuckDB's v2 Parquet with zstd, sorted by series
+and time, take ~5.5 (bench/bench_storage.py). So raw samples live in Parquet parts,
+``<db>.parquet/<m>/<hour>.<part>.parquet``, an hour holding one part or several; a store is
+the DuckDB file and that folder.
+
+- A large write spanning a good part of an hour (`direct`: the demo, the benches and
+  backfills write an hour of the fleet at a time) goes straight to one new part per hour it
+  touches: no insert into ``samples_<m>``, no delete, no freed blocks in the file.
+- Smaller writes (an agent's minutes) land in ``samples_<m>``; once a newer hour has begun,
+  each complete hour's rows there are moved into a new part of that hour.
+- A second writer or a late row adds a part; nothing is rewritten but by ``delete`` and
+  retention.
+
+- Reads see both as one relation (`Sealed.relation`): the live table UNION ALL BY NAME the
+  files the manifest lists (a file sealed before a field existed reads it as NULL); a
+  query over a time range names only the parts whose first and last times (the manifest's)
+  overlap it.
+- A field whose values in a part are exact at 4 to 9 decimals (the probes' round-trip
+  times) is stored there as integers and read back divided (`SCALED_DIGITS`): the same
+  doubles, 60% fewer bytes for the links.
+- Crash safety: a file is written under a temporary name and renamed, then ONE DuckDB
+  transaction records it in the manifest (``sealed_files``) and deletes its rows from the
+  live table (or, written directly, adds its series to the index). On open, files the
+  manifest does not list (a crash between the rename and the commit, or after a rewrite's
+  commit) are removed; a listed file that is missing is an error naming it.
+- Late rows for a sealed hour land in the live table, are read with it, and become a new
+  part of the hour at the next seal. ``delete`` and retention rewrite the files they touch
+  (or remove them whole).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from computewatch.store._protocol import StoreError
+
+__all__ = ["MANIFEST", "Sealed"]
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "sealed_files"
+"""The table listing the sealed files: measurement, hour, file (relative to the folder),
+rows, first and last sample time."""
+HOUR = timedelta(hours=1)
+DIRECT_ROWS = 10_000
+"""A write of at least this many rows whose times span at least `DIRECT_SPAN` goes straight
+to Parquet parts: at most a few parts an hour, each large enough to compress well."""
+DIRECT_SPAN = timedelta(minutes=15)
+_PARQUET = "FORMAT parquet, COMPRESSION zstd, PARQUET_VERSION v2"
+SCALED_DIGITS = range(4, 10)
+"""A field whose values in a part are all exact at 4 to 9 decimals (and whose values times
+10^digits stay within 32 bits) is stored as those integers (`_scales`). Why: a double with
+that many decimals has a noisy mantissa that neither dictionary pages nor zstd shrink (the
+probes' round-trip times, 6.4 bytes a value as byte-stream-split doubles), while DuckDB's
+delta-packed integers take about 2.3; values of fewer decimals (utilization in whole
+percent, power in tenths of a watt) already compress as dictionaries, and a larger counter
+(the energy counter's 33 bits) packs worse as integers than as doubles (measured: 3.6
+against 2.5 bytes a row), so both stay doubles and their reads divide nothing."""
+_LIMIT = 2 ** 31 - 1
+"""Scaled values stay within (-_LIMIT, _LIMIT): INTEGER columns."""
+_SAMPLE = 2048
+"""Rows a part's fields are first tried on for their decimals; the whole part is then
+checked at the digits found."""
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _decoded(scales: str) -> str:
+    """The ``REPLACE`` clause turning a part's scaled fields (``scales``, as `_scales`
+    gives) back into the doubles written: the integer over 10^digits, a division IEEE
+    rounds to the same double the write checked."""
+    if not scales:
+        return ""
+    return "REPLACE (" + ", ".join(
+        f"CAST({_q(field)} AS DOUBLE) / CAST({10 ** digits} AS DOUBLE) AS {_q(field)}"
+        for field, digits in json.loads(scales).items()) + ") "
+
+
+def _digits(values: np.ndarray) -> int | None:
+    """The fewest decimals at which every value is exact, if they are `SCALED_DIGITS` and
+    the values so scaled fit in 32 bits; else None."""
+    if not len(values) or not np.isfinite(values).all():
+        return None
+    for digits in range(SCALED_DIGITS.stop):
+        scale = float(10 ** digits)
+        whole = np.rint(values * scale)
+        if np.array_equal(whole / scale, values):
+            return digits if digits in SCALED_DIGITS and np.abs(whole).max() < _LIMIT else None
+    return None
+
+
+def _floor_hour(t: datetime) -> datetime:
+    return t.replace(minute=0, second=0, microsecond=0)
+
+
+class Sealed:
+    """The sealed files of one store (`DuckDBStore`): its connection does the SQL, under
+    the store's lock; a store in memory (``folder`` None) seals nothing."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, db_path: str, url: str, *,
+                 read_only: bool = False) -> None:
+        self.folder = None if db_path == ":memory:" else Path(db_path + ".parquet")
+        self.url = url
+        self.read_only = read_only
+        self._con = con
+        self._cache_footers()
+        self._files: dict[str, list[tuple[datetime, str, int]]] | None = None
+        self._spans: dict[tuple[str, str], tuple[datetime, datetime, str]] = {}
+        self._relations: dict[str, str] = {}
+        self._newest: dict[str, datetime] = {}  # each measurement's newest live hour
+
+    # -- the manifest ---------------------------------------------------------------------
+    def attach(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Use ``con`` from now on (the store reopened its file)."""
+        self._con = con
+        self._cache_footers()
+        self._forget()
+
+    def _cache_footers(self) -> None:
+        """Keep the parts' footers in memory: every query over the relation binds all of
+        them and prunes row groups by their statistics (32 ms a query over 24 parts
+        uncached, 3 ms cached; a part is never changed in place)."""
+        if self.folder is not None:
+            self._con.execute("SET parquet_metadata_cache = true")
+
+    def _forget(self) -> None:
+        self._files = None
+        self._spans.clear()
+        self._relations.clear()
+        self._newest.clear()
+
+    def files(self, measurement: str) -> list[tuple[datetime, str, int]]:
+        """(hour, file, rows) of the sealed files of ``measurement``, by hour (an hour
+        may have several parts)."""
+        if self._files is None:
+            self._files = {}
+            if self.folder is not None and self._manifest_exists():
+                scales = "scales" if self._has_scales() else "''"
+                for m, hour, name, rows, first, last, scaled in self._con.execute(
+                        f"SELECT measurement, hour, file, rows, first, last, {scales} "
+                        f"FROM {MANIFEST} ORDER BY measurement, hour, file").fetchall():
+                    self._files.setdefault(m, []).append((hour, name, rows))
+                    self._spans[m, name] = (first, last, scaled or "")
+        return self._files.get(measurement, [])
+
+    def _manifest_exists(self) -> bool:
+        return bool(self._con.execute("SELECT count(*) FROM duckdb_tables() WHERE "
+                                      "table_name = ?", [MANIFEST]).fetchall()[0][0])
+
+    def _meta(self, measurement: str, name: str) -> tuple[datetime, datetime, str]:
+        """The first and last sample time of a listed part, and its scales."""
+        self.files(measurement)
+        return self._spans[measurement, name]
+
+    def _has_scales(self) -> bool:
+        """Whether the manifest has its ``scales`` column (a store sealed before it has none:
+        its parts hold every field as written)."""
+        return bool(self._con.execute("SELECT count(*) FROM duckdb_columns() WHERE "
+                                      "table_name = ? AND column_name = 'scales'",
+                                      [MANIFEST]).fetchall()[0][0])
+
+    def check(self) -> None:
+        """On open: a listed file that is missing is an error; a file not listed (left by a
+        crash before its manifest row committed, or after a rewrite's commit) is removed."""
+        if self.folder is None:
+            return
+        self._forget()
+        listed = set()
+        for m in self._measurements():
+            for _, name, _ in self.files(m):
+                path = self.folder / m / name
+                if not path.is_file():
+                    raise StoreError(f"{self.url}: sealed file {path} is listed in the store's "
+                                     f"manifest but missing; restore it (or the store from a "
+                                     f"backup holding both)")
+                listed.add(path)
+        if self.read_only or not self.folder.is_dir():
+            return
+        for path in self.folder.glob("*/*"):
+            if path not in listed:
+                log.warning("store %s: removing %s, a sealed file no manifest row lists "
+                            "(left by an interrupted seal)", self.url, path)
+                path.unlink()
+
+    def _measurements(self) -> list[str]:
+        self.files("")
+        return sorted(self._files or {})
+
+    def relation(self, measurement: str, lo: datetime | None = None,
+                 hi: datetime | None = None) -> str:
+        """SQL of the relation holding every raw sample of ``measurement`` (in [lo, hi) when
+        given: only the parts whose first and last times overlap it are read): the live
+        table, and the sealed parts when there are any, their scaled fields decoded.
+
+        Why the range: a query binds and opens every part its relation names, and DuckDB's
+        own pruning by the footers' statistics still reads each footer (a refresh of one
+        hour's rollups named the day's parts)."""
+        key = f"{measurement}|{lo}|{hi}"
+        got = self._relations.get(key)
+        if got is None:
+            live = _q("samples_" + measurement)
+            groups: dict[str, list[str]] = {}
+            for _, name, _ in self.files(measurement) if self.folder is not None else ():
+                first, last, scales = self._meta(measurement, name)
+                if (hi is None or first < hi) and (lo is None or last >= lo):
+                    groups.setdefault(scales, []).append(
+                        _lit(str(self.folder / measurement / name)))
+            got = live
+            if groups:
+                reads = " UNION ALL BY NAME ".join(
+                    f"SELECT * {_decoded(scales)}FROM read_parquet([{', '.join(paths)}], "
+                    "union_by_name = true)" for scales, paths in groups.items())
+                got = f"(SELECT * FROM {live} UNION ALL BY NAME {reads})"
+            if lo is None and hi is None:  # ranged ones are cheap to make, and many
+                self._relations[key] = got
+        return got
+
+    def bounds(self, measurement: str) -> tuple[datetime, datetime] | None:
+        """The first and last hour sealed (the hour's start), or None."""
+        files = self.files(measurement)
+        return (files[0][0], files[-1][0]) if files else None
+
+    def disk_bytes(self) -> int:
+        """Bytes of the sealed files on disk."""
+        if self.folder is None or not self.folder.is_dir():
+            return 0
+        return sum(p.stat().st_size for p in self.folder.glob("*/*") if p.is_file())
+
+    # -- sealing --------------------------------------------------------------------------
+    def direct(self, rows: int, lo: datetime, hi: datetime) -> bool:
+        """Whether a write of ``rows`` rows in [lo, hi] goes straight to Parquet parts."""
+        return (self.folder is not None and not self.read_only and rows >= DIRECT_ROWS
+                and hi - lo >= DIRECT_SPAN)
+
+    def write_parts(self, measurement: str, rows: pa.Table, lo: datetime, hi: datetime
+                    ) -> list[tuple[datetime, str, int, str]]:
+        """Write ``rows`` (sorted by series and time, all in [lo, hi]) as one new part per
+        hour they touch; returns (hour, file, rows, scales) for `record_parts`, which the caller
+        runs inside its transaction (`discard` if that fails)."""
+        parts: list[tuple[datetime, str, int, str]] = []
+        hour = _floor_hour(lo)
+        times = rows.column("time")
+        try:
+            while hour <= hi:
+                chunk = rows if hour <= lo and hi < hour + HOUR else rows.filter(
+                    pc.and_(pc.greater_equal(times, pa.scalar(hour, times.type)),
+                            pc.less(times, pa.scalar(hour + HOUR, times.type))))
+                if chunk.num_rows:
+                    self._con.register("_part", chunk)
+                    try:
+                        n, name, scales = self._write(measurement, hour,
+                                                      "SELECT * FROM _part", [],
+                                              taken=[p[1] for p in parts])
+                    finally:
+                        self._con.unregister("_part")
+                    parts.append((hour, name, n, scales))
+                hour += HOUR
+        except BaseException:
+            self.discard(measurement, parts)
+            raise
+        return parts
+
+    def record_parts(self, measurement: str, parts: Sequence[tuple[datetime, str, int]]
+                     ) -> None:
+        """Inside the caller's transaction: list the parts `write_parts` wrote."""
+        for hour, name, n, scales in parts:
+            self._record(measurement, hour, name, n, scales)
+        self._forget()
+
+    def discard(self, measurement: str, parts: Sequence[tuple[datetime, str, int]]) -> None:
+        """Remove parts written but not recorded."""
+        for _, name, *_ in parts:
+            (self.folder / measurement / name).unlink(missing_ok=True)
+        self._forget()
+
+    def seal(self, measurement: str, columns: Sequence[str], lo: datetime, hi: datetime
+             ) -> int:
+        """After a write into the live table in [lo, hi]: move the complete hours of
+        ``measurement`` before its newest live hour into new parts; returns rows moved. A
+        write within the newest hour seals nothing."""
+        if self.folder is None or self.read_only:
+            return 0
+        known = self._newest.get(measurement)
+        if known is None or lo < known or hi >= known + HOUR:
+            return self._seal_complete(measurement, columns)
+        return 0
+
+    def _seal_complete(self, measurement: str, columns: Sequence[str]) -> int:
+        live = _q("samples_" + measurement)
+        newest = self._con.execute(f"SELECT date_trunc('hour', max(time)) FROM {live}"
+                                   ).fetchall()[0][0]
+        if newest is None:
+            return 0
+        self._newest[measurement] = newest
+        hours = [r[0] for r in self._con.execute(
+            f"SELECT DISTINCT date_trunc('hour', time) FROM {live} WHERE time < ? ORDER BY 1",
+            [newest]).fetchall()]
+        moved = 0
+        for hour in hours:
+            moved += self._seal_hour(measurement, hour, columns)
+        return moved
+
+    def _seal_hour(self, measurement: str, hour: datetime, columns: Sequence[str]) -> int:
+        live = _q("samples_" + measurement)
+        cols = ", ".join(_q(c) for c in ["time", "series_id", *columns])
+        rows, name, scales = self._write(
+            measurement, hour, f"SELECT {cols} FROM {live} WHERE time >= ? AND time < ? "
+            "ORDER BY series_id, time", [hour, hour + HOUR])
+        try:
+            self._con.execute("BEGIN")
+            self._record(measurement, hour, name, rows, scales)
+            self._con.execute(f"DELETE FROM {live} WHERE time >= ? AND time < ?",
+                              [hour, hour + HOUR])
+            self._con.execute("COMMIT")
+        except duckdb.Error as exc:
+            self._con.execute("ROLLBACK")
+            (self.folder / measurement / name).unlink(missing_ok=True)
+            raise StoreError(f"{self.url}: sealing {measurement!r} at {hour} failed: "
+                             f"{exc}") from None
+        finally:
+            self._forget()
+        return rows
+
+    def _name(self, measurement: str, hour: datetime, taken: Sequence[str]) -> str:
+        """The hour's next part: one past the highest listed (or ``taken``) part number."""
+        stem = f"{hour:%Y%m%dT%H}"
+        names = [f[1] for f in self.files(measurement) if f[0] == hour] + [
+            n for n in taken if n.startswith(stem + ".")]
+        part = 1 + max((int(n.split(".")[1]) for n in names), default=-1)
+        return f"{stem}.{part}.parquet"
+
+    def _write(self, measurement: str, hour: datetime, select: str, params: list, *,
+               taken: Sequence[str] = ()) -> tuple[int, str, str]:
+        """Write the rows of ``select`` as the hour's next part (temporary name, fsync,
+        rename), its scaled fields as integers; returns its rows, name and scales."""
+        final = self.folder / measurement / self._name(measurement, hour, taken)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(final.name + ".tmp")
+        try:
+            scales = self._scales(select, params)
+            if scales:
+                select = "SELECT * REPLACE (" + ", ".join(
+                    f"CAST(round({_q(f)} * {10 ** d}) AS INTEGER) AS {_q(f)}"
+                    for f, d in json.loads(scales).items()) + f") FROM ({select})"
+            self._con.execute("SET enable_progress_bar = false")  # a long COPY draws one
+            try:
+                rows = self._con.execute(f"COPY ({select}) TO {_lit(str(tmp))} ({_PARQUET})",
+                                         params).fetchall()[0][0]
+            finally:
+                self._con.execute("RESET enable_progress_bar")
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, final)
+        except (duckdb.Error, OSError) as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"{self.url}: writing {final} failed: {exc}") from None
+        return int(rows), final.name, scales
+
+    def _scales(self, select: str, params: list) -> str:
+        """The fields of ``select``'s rows to store as integers, with their decimals (JSON,
+        "" for none; `SCALED_DIGITS` says which): tried on the first rows, then checked on
+        every row in one scan (a NULL stays NULL; -0.0 reads back as 0.0, equal to it)."""
+        sample = self._con.execute(f"SELECT * FROM ({select}) LIMIT {_SAMPLE}", params
+                                   ).fetchnumpy()
+        found = {}
+        for name, values in sample.items():
+            if values.dtype == np.float64:
+                digits = _digits(np.ma.compressed(values))
+                if digits is not None:
+                    found[name] = digits
+        if not found:
+            return ""
+        checks = ", ".join(
+            f"bool_and({_q(f)} IS NULL OR (abs({_q(f)}) * {10 ** d} < {_LIMIT} AND "
+            f"round({_q(f)} * {10 ** d}) / {10 ** d} = {_q(f)}))"
+            for f, d in found.items())
+        exact = self._con.execute(f"SELECT {checks} FROM ({select})", params).fetchall()[0]
+        return json.dumps({f: d for (f, d), ok in zip(found.items(), exact, strict=True)
+                           if ok}) if any(exact) else ""
+
+    def _record(self, measurement: str, hour: datetime, name: str, rows: int, scales: str,
+                replaces: str | None = None) -> None:
+        """Inside the caller's transaction: ``name`` is a part of the hour (none if no
+        rows), its fields scaled by ``scales``, in place of the part ``replaces``."""
+        self._con.execute(f"CREATE TABLE IF NOT EXISTS {MANIFEST} (measurement VARCHAR, "
+                          "hour TIMESTAMP, file VARCHAR, rows BIGINT, first TIMESTAMP, "
+                          "last TIMESTAMP, scales VARCHAR)")
+        self._con.execute(f"ALTER TABLE {MANIFEST} ADD COLUMN IF NOT EXISTS scales VARCHAR")
+        if replaces is not None:
+            self._con.execute(f"DELETE FROM {MANIFEST} WHERE measurement = ? AND file = ?",
+                              [measurement, replaces])
+        if rows:  # its first and last time: `span` answers without reading the parts
+            path = _lit(str(self.folder / measurement / name))
+            self._con.execute(f"INSERT INTO {MANIFEST} (measurement, hour, file, rows, first, "
+                              f"last, scales) SELECT ?, ?, ?, ?, min(time), max(time), ? "
+                              f"FROM read_parquet({path})",
+                              [measurement, hour, name, rows, scales])
+
+    def span(self, measurement: str) -> tuple[datetime, datetime] | None:
+        """The first and last sample time in the parts of ``measurement``, or None."""
+        if not self.files(measurement):
+            return None
+        return self._con.execute(f"SELECT min(first), max(last) FROM {MANIFEST} WHERE "
+                                 "measurement = ?", [measurement]).fetchall()[0]
+
+    # -- deletion and retention -----------------------------------------------------------
+    def delete(self, measurement: str, start: datetime, end: datetime, match: str,
+               params: Sequence) -> int:
+        """Rewrite the files holding samples in [start, end) whose series match ``match``
+        (SQL over ``series_id`` with ``params``; "" for all) without them; returns rows
+        deleted."""
+        deleted = 0
+        for hour, name, rows in list(self.files(measurement)):
+            if hour + HOUR <= start or hour >= end:
+                continue
+            path = self.folder / measurement / name
+            drop = f"time >= ? AND time < ?{match}"
+            if hour >= start and hour + HOUR <= end and not match:
+                kept = 0
+            else:
+                kept = self._con.execute(
+                    f"SELECT count(*) FROM read_parquet({_lit(str(path))}) WHERE NOT "
+                    f"({drop})", [start, end, *params]).fetchall()[0][0]
+            if kept == rows:
+                continue
+            deleted += rows - kept
+            decoded = _decoded(self._meta(measurement, name)[2])
+            self._replace(measurement, hour, (name, rows), kept,
+                          f"SELECT * {decoded}FROM read_parquet({_lit(str(path))}) "
+                          f"WHERE NOT ({drop})", [start, end, *params])
+        return deleted
+
+    def _replace(self, measurement: str, hour: datetime, old: tuple[str, int], kept: int,
+                 select: str, params: list) -> None:
+        """The part ``old`` becomes ``select``'s rows (``kept`` of them; none: removed)."""
+        name, scales = self._write(measurement, hour, select, params)[1:] if kept else (
+            old[0], "")
+        try:
+            self._con.execute("BEGIN")
+            self._record(measurement, hour, name, kept, scales, replaces=old[0])
+            self._con.execute("COMMIT")
+        except duckdb.Error as exc:
+            self._con.execute("ROLLBACK")
+            raise StoreError(f"{self.url}: rewriting {measurement!r} at {hour} failed: "
+                             f"{exc}") from None
+        finally:
+            self._forget()
+        (self.folder / measurement / old[0]).unlink(missing_ok=True)
+
+    def drop_before(self, measurement: str, cutoff: datetime) -> int:
+        """Retention: remove the files wholly before ``cutoff`` and rewrite the one it
+        cuts; returns rows removed."""
+        return self.delete(measurement, datetime.min, cutoff, "", [])
