@@ -9,6 +9,7 @@ import shutil
 from datetime import UTC, datetime, timedelta
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -47,6 +48,16 @@ def _live_rows(store: DuckDBStore) -> int:
 @pytest.fixture
 def path(tmp_path):
     return tmp_path / "s.duckdb"
+
+
+REAL_PART_ROWS = _sealed.PART_ROWS
+
+
+@pytest.fixture(autouse=True)
+def parts_of_one_row(monkeypatch):
+    """The tests below write a few rows an hour: a part of one row or more, so that each
+    complete hour is sealed on its own (the real threshold is tried by the sparse tests)."""
+    monkeypatch.setattr(_sealed, "PART_ROWS", 1)
 
 
 def _write(path, hours) -> DuckDBStore:
@@ -324,4 +335,78 @@ def test_a_query_over_a_range_reads_only_the_parts_overlapping_it(path, direct_a
                           datetime(2026, 10, 1, 2))
     assert "parquet" not in relation
     assert _means(store, 3) == {(0, "bj-1"): 0.2, (1, "bj-1"): 0.6, (2, "bj-1"): 0.3}
+    store.close()
+
+
+def test_a_year_of_hourly_sparse_rows_makes_a_handful_of_parts_and_reads_back(
+        path, monkeypatch):
+    # 20 meters read hourly for a year (175,200 rows), written in one frame as `demo --days
+    # 365` backfills: no hour holds a part's worth, so the rows are sealed in runs of
+    # consecutive hours of `PART_ROWS` rows together, not one part an hour (8,760).
+    monkeypatch.setattr(_sealed, "PART_ROWS", REAL_PART_ROWS)
+    meters, hours = 20, 8760
+    times = pd.date_range(T0, periods=hours, freq="1h", tz="UTC")
+    frame = pd.DataFrame({
+        "time": np.tile(times, meters),
+        "site": np.repeat([f"m-{i:02d}" for i in range(meters)], hours),
+        "meter": "main", "scope": "facility",
+        # A counter in whole joules climbing by a different step a meter and hour.
+        "joules_total": (np.arange(meters * hours) * 1000.0 + np.repeat(np.arange(meters),
+                                                                       hours)),
+        "watts": np.tile(np.arange(hours) % 97, meters) * 10.0})
+    store = DuckDBStore(path)
+    store.write("facility_power", frame)
+    files = sorted(p.name for p in (path.parent / (path.name + ".parquet") / "facility_power")
+                   .glob("*"))
+    assert 1 <= len(files) <= 5
+    # Every row read back exactly, from the parts and the live table together.
+    got = store._con.execute(
+        "SELECT s.site, t.time, t.joules_total, t.watts FROM "
+        f"{store._raw('facility_power')} t JOIN series_facility_power s USING (series_id) "
+        "ORDER BY s.site, t.time").fetchall()
+    want = frame.sort_values(["site", "time"])
+    assert [r[0] for r in got] == list(want.site)
+    assert [r[1] for r in got] == [t.to_pydatetime().replace(tzinfo=None) for t in want.time]
+    assert [r[2] for r in got] == list(want.joules_total)
+    assert [r[3] for r in got] == list(want.watts)
+    # A query across parts and live rows: each meter's last counter reading.
+    last = store.query(Query("facility_power", ("joules_total",), T0, T0 + hours * H,
+                             group_by=("site",), agg=Aggregate.LAST))
+    assert dict(zip(last.site, last.joules_total, strict=True)) == {
+        f"m-{i:02d}": ((i + 1) * hours - 1) * 1000.0 + i for i in range(meters)}
+    parts = len(files)
+    # Two more months written a day at a time (480 rows a write) add no part an hour
+    # either: the year's 75,200 rows short of a second part, and these 28,800, make one
+    # more once together they reach 100,000.
+    for day in range(60):
+        store.write("facility_power", frame.assign(
+            time=frame.time + pd.Timedelta(days=365)).iloc[
+                [i * hours + h for i in range(meters) for h in range(day * 24, day * 24 + 24)]])
+    assert len(list((path.parent / (path.name + ".parquet") / "facility_power").glob("*"))
+               ) == parts + 1
+    assert store._con.execute(f"SELECT count(*) FROM {store._raw('facility_power')}"
+                              ).fetchall() == [(meters * (hours + 60 * 24),)]
+    store.close()
+
+
+def test_a_write_sends_only_its_dense_hours_to_parts(path, direct_at_4_rows, monkeypatch):
+    monkeypatch.setattr(_sealed, "PART_ROWS", 3)
+    store = DuckDBStore(path)
+    # Hour 0 holds 3 rows (a part), hour 1 one (live: the newest hour).
+    store.write("accelerator", _span([0, 20, 40, 60], [0.1, 0.2, 0.3, 0.4]))
+    assert _files(path) == ["20261001T00.0.parquet"]
+    assert _live_rows(store) == 1
+    # Hour 1 now holds two live rows, hour 2 one: neither a part alone; once hour 3 begins,
+    # the two hours together hold 3: one part named by hour 1, spanning both.
+    store.write("accelerator", _span([70, 130], [0.5, 0.6]))
+    assert _live_rows(store) == 3
+    store.write("accelerator", _span([180], [0.7]))
+    assert _files(path) == ["20261001T00.0.parquet", "20261001T01.0.parquet"]
+    assert _live_rows(store) == 1
+    assert _means(store, 4) == {(0, "bj-1"): 0.2, (1, "bj-1"): 0.45, (2, "bj-1"): 0.6,
+                                (3, "bj-1"): 0.7}
+    # delete of hour 2 rewrites the two-hour part without it.
+    assert store.delete("accelerator", T0 + 2 * H, T0 + 3 * H) == 1
+    assert _files(path) == ["20261001T00.0.parquet", "20261001T01.1.parquet"]
+    assert _means(store, 4) == {(0, "bj-1"): 0.2, (1, "bj-1"): 0.45, (3, "bj-1"): 0.7}
     store.close()

@@ -550,8 +550,8 @@ class DuckDBStore(MonthRollups):
                 rows = pa.table({TIME: layout.apply(table.column(TIME)),
                                  **{f: layout.apply(table.column(f)) for f in fields},
                                  "series_id": pa.array(ids, pa.uint64())})
-                if direct:  # straight to Parquet parts, recorded in the transaction below
-                    parts = self._sealed.write_parts(meas.name, rows, lo, hi)
+                if direct:  # dense hours straight to Parquet parts, recorded below; the
+                    parts, rows = self._sealed.write_parts(meas.name, rows)  # rest live
                 else:
                     split = self._split(layout)
                 if split:  # the second half appended by a second connection, at once
@@ -566,9 +566,8 @@ class DuckDBStore(MonthRollups):
                     f"INSERT INTO {series_t} (series_id, {series_cols}) "
                     f"SELECT DISTINCT {sid}, {', '.join(label_exprs)} FROM _label_sets "
                     f"WHERE {sid} NOT IN (SELECT series_id FROM {series_t})")
-                if direct:
-                    self._sealed.record_parts(meas.name, parts)
-                else:
+                self._sealed.record_parts(meas.name, parts)
+                if rows.num_rows:
                     self._con.execute(insert)
                 self._mark_dirty(meas.name, table.column(TIME))
                 if appended is not None:
@@ -600,7 +599,7 @@ class DuckDBStore(MonthRollups):
                                      f"{split} of {table.num_rows} rows: {exc}") from None
                 finally:
                     helper.unregister("_incoming")
-            if not direct:
+            if rows.num_rows:
                 present = self._ensure(meas)
                 self._sealed.seal(meas.name, [f for f in meas.fields if f in present], lo, hi)
         return WriteResult(table.num_rows, rejected)

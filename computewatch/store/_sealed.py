@@ -7,11 +7,19 @@ and time, take ~5.5 (bench/bench_storage.py). So raw samples live in Parquet par
 ``<db>.parquet/<m>/<hour>.<part>.parquet``, an hour holding one part or several; a store is
 the DuckDB file and that folder.
 
-- A large write spanning a good part of an hour (`direct`: the demo, the benches and
-  backfills write an hour of the fleet at a time) goes straight to one new part per hour it
-  touches: no insert into ``samples_<m>``, no delete, no freed blocks in the file.
-- Smaller writes (an agent's minutes) land in ``samples_<m>``; once a newer hour has begun,
-  each complete hour's rows there are moved into a new part of that hour.
+- Parts are sized by rows, not by hours (`PART_ROWS`): a part holds at least that many rows
+  (but for ``delete`` and retention's rewrites). A large write spanning a good part of an
+  hour (`direct`: the demo, the benches and backfills write an hour of the fleet at a time)
+  sends each clock hour in which it holds `PART_ROWS` rows or more straight to a new part of
+  that hour: no insert into ``samples_<m>``, no delete, no freed blocks in the file. Its
+  other rows (sparse hours: a year of hourly meter readings in one frame) land in
+  ``samples_<m>`` with the smaller writes (an agent's minutes).
+- Once a newer hour has begun, the live table's complete hours are moved into parts, oldest
+  first, one part per run of consecutive hours holding `PART_ROWS` rows together (a dense
+  hour alone; a day or a month of sparse rows; a run still short of it stays live). Why:
+  every part costs every later query and write that names it (a footer bound, a file
+  opened), so a year of hourly rows as one part an hour (8,760) made every step after it
+  slow, and a part of a few rows compresses no better than the table.
 - A second writer or a late row adds a part; nothing is rewritten but by ``delete`` and
   retention.
 
@@ -44,7 +52,6 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from computewatch.store._protocol import StoreError
 
@@ -56,9 +63,14 @@ MANIFEST = "sealed_files"
 """The table listing the sealed files: measurement, hour, file (relative to the folder),
 rows, first and last sample time."""
 HOUR = timedelta(hours=1)
-DIRECT_ROWS = 10_000
-"""A write of at least this many rows whose times span at least `DIRECT_SPAN` goes straight
-to Parquet parts: at most a few parts an hour, each large enough to compress well."""
+PART_ROWS = 100_000
+"""The fewest rows a part is made of (but for rewrites). Chosen by measurement (bench/
+bench_storage.py's docstring): it is DuckDB's row group (122,880 rows) within a fifth, so a
+part is about one row group; a query pays about 1 ms CPU a part named, and parts smaller
+than this compress worse (the demo's links: PART_BYTES_NOTE)."""
+DIRECT_ROWS = PART_ROWS
+"""A write of at least this many rows whose times span at least `DIRECT_SPAN` may hold a
+clock hour of `PART_ROWS` rows (fewer cannot): its dense hours go straight to parts."""
 DIRECT_SPAN = timedelta(minutes=15)
 _PARQUET = "FORMAT parquet, COMPRESSION zstd, PARQUET_VERSION v2"
 SCALED_DIGITS = range(4, 10)
@@ -109,10 +121,6 @@ def _digits(values: np.ndarray) -> int | None:
     return None
 
 
-def _floor_hour(t: datetime) -> datetime:
-    return t.replace(minute=0, second=0, microsecond=0)
-
-
 class Sealed:
     """The sealed files of one store (`DuckDBStore`): its connection does the SQL, under
     the store's lock; a store in memory (``folder`` None) seals nothing."""
@@ -150,8 +158,9 @@ class Sealed:
         self._newest.clear()
 
     def files(self, measurement: str) -> list[tuple[datetime, str, int]]:
-        """(hour, file, rows) of the sealed files of ``measurement``, by hour (an hour
-        may have several parts)."""
+        """(hour, file, rows) of the sealed files of ``measurement``, by hour: a part's first
+        hour (an hour may have several parts, a part several hours: the manifest's first and
+        last times say which)."""
         if self._files is None:
             self._files = {}
             if self.folder is not None and self._manifest_exists():
@@ -235,11 +244,6 @@ class Sealed:
                 self._relations[key] = got
         return got
 
-    def bounds(self, measurement: str) -> tuple[datetime, datetime] | None:
-        """The first and last hour sealed (the hour's start), or None."""
-        files = self.files(measurement)
-        return (files[0][0], files[-1][0]) if files else None
-
     def disk_bytes(self) -> int:
         """Bytes of the sealed files on disk."""
         if self.folder is None or not self.folder.is_dir():
@@ -252,43 +256,53 @@ class Sealed:
         return (self.folder is not None and not self.read_only and rows >= DIRECT_ROWS
                 and hi - lo >= DIRECT_SPAN)
 
-    def write_parts(self, measurement: str, rows: pa.Table, lo: datetime, hi: datetime
-                    ) -> list[tuple[datetime, str, int, str]]:
-        """Write ``rows`` (sorted by series and time, all in [lo, hi]) as one new part per
-        hour they touch; returns (hour, file, rows, scales) for `record_parts`, which the caller
-        runs inside its transaction (`discard` if that fails)."""
-        parts: list[tuple[datetime, str, int, str]] = []
-        hour = _floor_hour(lo)
+    def write_parts(self, measurement: str, rows: pa.Table
+                    ) -> tuple[list[tuple[datetime, str, int, str]], pa.Table]:
+        """Write the clock hours of ``rows`` (sorted by series and time) holding `PART_ROWS`
+        rows or more as one new part each; returns (hour, file, rows, scales) for
+        `record_parts`, which the caller runs inside its transaction (`discard` if that
+        fails), and the other rows, in the same order, for the live table."""
         times = rows.column("time")
+        per_hour = 3_600 * {"s": 1, "ms": 10 ** 3, "us": 10 ** 6, "ns": 10 ** 9}[
+            times.type.unit]
+        hours = np.asarray(times.cast(pa.int64())) // per_hour
+        first = int(hours.min())
+        counts = np.bincount(hours - first)
+        dense = counts >= PART_ROWS
+        if not dense.any():
+            return [], rows
+        in_dense = dense[hours - first]
+        parts: list[tuple[datetime, str, int, str]] = []
         try:
-            while hour <= hi:
-                chunk = rows if hour <= lo and hi < hour + HOUR else rows.filter(
-                    pc.and_(pc.greater_equal(times, pa.scalar(hour, times.type)),
-                            pc.less(times, pa.scalar(hour + HOUR, times.type))))
-                if chunk.num_rows:
-                    self._con.register("_part", chunk)
-                    try:
-                        n, name, scales = self._write(measurement, hour,
-                                                      "SELECT * FROM _part", [],
-                                              taken=[p[1] for p in parts])
-                    finally:
-                        self._con.unregister("_part")
-                    parts.append((hour, name, n, scales))
-                hour += HOUR
+            for h in np.flatnonzero(dense):
+                chunk = rows if counts[h] == rows.num_rows else rows.filter(
+                    pa.array(hours == first + h))
+                hour = datetime(1970, 1, 1) + timedelta(hours=int(first + h))
+                self._con.register("_part", chunk)
+                try:
+                    n, name, scales = self._write(measurement, hour, "SELECT * FROM _part",
+                                                  [], taken=[p[1] for p in parts])
+                finally:
+                    self._con.unregister("_part")
+                parts.append((hour, name, n, scales))
         except BaseException:
             self.discard(measurement, parts)
             raise
-        return parts
+        return parts, rows.filter(pa.array(~in_dense))
 
-    def record_parts(self, measurement: str, parts: Sequence[tuple[datetime, str, int]]
-                     ) -> None:
+    def record_parts(self, measurement: str,
+                     parts: Sequence[tuple[datetime, str, int, str]]) -> None:
         """Inside the caller's transaction: list the parts `write_parts` wrote."""
+        if not parts:
+            return
         for hour, name, n, scales in parts:
             self._record(measurement, hour, name, n, scales)
         self._forget()
 
-    def discard(self, measurement: str, parts: Sequence[tuple[datetime, str, int]]) -> None:
+    def discard(self, measurement: str, parts: Sequence[tuple]) -> None:
         """Remove parts written but not recorded."""
+        if not parts:
+            return
         for _, name, *_ in parts:
             (self.folder / measurement / name).unlink(missing_ok=True)
         self._forget()
@@ -296,8 +310,9 @@ class Sealed:
     def seal(self, measurement: str, columns: Sequence[str], lo: datetime, hi: datetime
              ) -> int:
         """After a write into the live table in [lo, hi]: move the complete hours of
-        ``measurement`` before its newest live hour into new parts; returns rows moved. A
-        write within the newest hour seals nothing."""
+        ``measurement`` before its newest live hour into new parts of `PART_ROWS` rows or
+        more (`_seal_complete`); returns rows moved. A write within the newest hour seals
+        nothing."""
         if self.folder is None or self.read_only:
             return 0
         known = self._newest.get(measurement)
@@ -312,30 +327,33 @@ class Sealed:
         if newest is None:
             return 0
         self._newest[measurement] = newest
-        hours = [r[0] for r in self._con.execute(
-            f"SELECT DISTINCT date_trunc('hour', time) FROM {live} WHERE time < ? ORDER BY 1",
-            [newest]).fetchall()]
-        moved = 0
-        for hour in hours:
-            moved += self._seal_hour(measurement, hour, columns)
+        moved, start, held = 0, None, 0
+        for hour, n in self._con.execute(
+                f"SELECT date_trunc('hour', time) AS h, count(*) FROM {live} WHERE time < ? "
+                "GROUP BY h ORDER BY h", [newest]).fetchall():
+            start, held = start or hour, held + n
+            if held >= PART_ROWS:  # these hours together make a part
+                moved += self._seal_hours(measurement, start, hour + HOUR, columns)
+                start, held = None, 0
         return moved
 
-    def _seal_hour(self, measurement: str, hour: datetime, columns: Sequence[str]) -> int:
+    def _seal_hours(self, measurement: str, lo: datetime, hi: datetime,
+                    columns: Sequence[str]) -> int:
+        """Move the live rows of the hours [lo, hi) into one new part, named by ``lo``."""
         live = _q("samples_" + measurement)
         cols = ", ".join(_q(c) for c in ["time", "series_id", *columns])
         rows, name, scales = self._write(
-            measurement, hour, f"SELECT {cols} FROM {live} WHERE time >= ? AND time < ? "
-            "ORDER BY series_id, time", [hour, hour + HOUR])
+            measurement, lo, f"SELECT {cols} FROM {live} WHERE time >= ? AND time < ? "
+            "ORDER BY series_id, time", [lo, hi])
         try:
             self._con.execute("BEGIN")
-            self._record(measurement, hour, name, rows, scales)
-            self._con.execute(f"DELETE FROM {live} WHERE time >= ? AND time < ?",
-                              [hour, hour + HOUR])
+            self._record(measurement, lo, name, rows, scales)
+            self._con.execute(f"DELETE FROM {live} WHERE time >= ? AND time < ?", [lo, hi])
             self._con.execute("COMMIT")
         except duckdb.Error as exc:
             self._con.execute("ROLLBACK")
             (self.folder / measurement / name).unlink(missing_ok=True)
-            raise StoreError(f"{self.url}: sealing {measurement!r} at {hour} failed: "
+            raise StoreError(f"{self.url}: sealing {measurement!r} at {lo} failed: "
                              f"{exc}") from None
         finally:
             self._forget()
@@ -434,11 +452,12 @@ class Sealed:
         deleted."""
         deleted = 0
         for hour, name, rows in list(self.files(measurement)):
-            if hour + HOUR <= start or hour >= end:
+            first, last, scales = self._meta(measurement, name)  # a part may span hours
+            if last < start or first >= end:
                 continue
             path = self.folder / measurement / name
             drop = f"time >= ? AND time < ?{match}"
-            if hour >= start and hour + HOUR <= end and not match:
+            if first >= start and last < end and not match:
                 kept = 0
             else:
                 kept = self._con.execute(
@@ -447,7 +466,7 @@ class Sealed:
             if kept == rows:
                 continue
             deleted += rows - kept
-            decoded = _decoded(self._meta(measurement, name)[2])
+            decoded = _decoded(scales)
             self._replace(measurement, hour, (name, rows), kept,
                           f"SELECT * {decoded}FROM read_parquet({_lit(str(path))}) "
                           f"WHERE NOT ({drop})", [start, end, *params])
