@@ -27,10 +27,12 @@ first commit stores nothing; one of the second commit alone (the disk filling up
 the two) is reported as a StoreError naming the rows stored, as the line-protocol stores
 report a write cut short.
 
-Sealed hours (`computewatch.store._sealed`, issue 19): once a newer hour has begun, each
-complete hour of raw samples leaves ``samples_m`` for one zstd Parquet file (v2, sorted by
-series and time) in ``<file>.parquet/<m>/``, recorded in the ``sealed_files`` manifest in
-the same transaction that deletes its rows; every read of raw samples (`_raw`) sees the live
+Sealed hours (`computewatch.store._sealed`, issue 19): once a newer hour has begun, the
+complete hours of raw samples leave ``samples_m`` for zstd Parquet parts (v2, sorted by
+series and time) in ``<file>.parquet/<m>/``, one part per run of hours holding 100,000 rows
+or more (`_sealed.PART_ROWS`; a write's hours that dense go straight to parts), recorded in
+the ``sealed_files`` manifest in the same transaction that deletes its rows; sparse rows
+stay in the table until they make a part. Every read of raw samples (`_raw`) sees the live
 table and the sealed files as one relation, rollups included. Why: DuckDB's own file keeps an
 hour of the demo's fleet at ~22 bytes per accelerator row even at the drivers' resolution
 (its zstd reaches only strings), the same rows as zstd Parquet 5.6. A store is now the file
