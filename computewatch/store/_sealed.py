@@ -274,7 +274,9 @@ class Sealed:
         dense = counts >= PART_ROWS
         if not dense.any():
             return [], rows
-        in_dense = dense[hours - first]
+        # The rows of sparse hours stay live (none, most often: no filter then).
+        rest = rows.slice(0, 0) if dense[counts > 0].all() else rows.filter(
+            pa.array(~dense[hours - first]))
         parts: list[tuple[datetime, str, int, str]] = []
         try:
             for h in np.flatnonzero(dense):
@@ -291,7 +293,7 @@ class Sealed:
         except BaseException:
             self.discard(measurement, parts)
             raise
-        return parts, rows.filter(pa.array(~in_dense))
+        return parts, rest
 
     def record_parts(self, measurement: str,
                      parts: Sequence[tuple[datetime, str, int, str]]) -> None:
