@@ -25,6 +25,13 @@ beside): 18:37-18:39 UTC, load 3-4: wall 43.5 s against main's 41.3, CPU 44.4 s 
 to 124 s against 59 to 78 and CPU +13 to +19%, sys time +3 to +6 s (the parts' fsyncs and
 page cache beside the suite's disk traffic). s22 and this back to back (18:34-18:36, load
 3.5): 53.0 / 52.7 s wall, 48.9 / 47.9 s CPU: this change costs the demo nothing.
+With parts sized by rows (helper s24, 6 December 21:22-21:27 UTC, load 5 to 6, ``python -m
+bench demo`` under /usr/bin/time, main c0bab86 and this alternated, 2 rounds): CPU (user +
+system, the simulator-alone baseline included) 51.6 / 44.1 s (main) against 52.1 / 57.5 s
+(this; the second round's system time 13.8 s against 6.0: fsyncs and page cache under that
+load); wall 92.7 / 62.2 s against 84.3 / 90.0; peak RSS 1.53 / 1.57 GB against 1.02 / 1.04
+GB; the store 635 MiB against 273 MiB (file 18, parts 255). The 30 s aim cannot be judged
+at that load.
 """
 
 from __future__ import annotations

@@ -37,6 +37,14 @@ alternated, ``python -m bench ingest``: 18:19-18:21 UTC, load 5-7: **0.392 s CPU
 samples against main's 0.406** (issue 12's shape 0.307 against 0.324); a round at load 7-8
 before it gave 0.503 against 0.429 (issue 12's shape 0.379 / 0.381): wall rates at these
 loads (1.0-2.1 M/s) say nothing of the 3 M/s aim.
+
+With parts sized by rows (helper s24, 6 December; these hour-long writes hold one dense
+clock hour each, so they still go straight to one part; the hour split costs 5 ms CPU per
+1.2 M rows), this and main c0bab86 alternated, ``python -m bench ingest``, 21:31-21:34 UTC,
+load 2.7 to 4.5: **0.534 / 0.440 s CPU per M samples against main's 0.447 / 0.445**; wall
+2.61 / 2.12 M samples/s against 2.11 / 3.20. Two rounds before (21:18-21:22, load 4.5 to
+6.5, the code before its no-filter fast path): 0.534 / 0.520 against 0.483 / 0.409. Not
+settled at these loads: a quiet run is wanted for the 3 M/s aim.
 """
 
 from __future__ import annotations

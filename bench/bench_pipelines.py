@@ -57,6 +57,14 @@ the live table costs nothing (read_parquet alone 6.9-7.8 s, with the union 7.0-7
 table 4.5-5.7, same session). Row groups of 0.5 to 2 M rows and zstd levels changed sizes
 by 2-5% and were not timed as a fix; pruning by range cannot help this read, which needs
 every hour of the period.
+With parts sized by rows (helper s24, 6 December; the store rebuilt with that code, 517 s
+wall under load 7 to 8: file 29 MB, parts 840 MB, the accelerators and links one part an
+hour, the facility meters 3 parts and a live run): this child and main's (c0bab86, on a copy
+of main's store) interleaved, 2 rounds, 21:15-21:19 UTC, load 6 to 8: **CPU 33.3 / 31.1 s
+against main's 27.9 / 26.8 (+19%, +16%): not within 5%**, wall 51.5 / 51.9 s against 64.2 /
+45.4, peak RSS 1.58 / 1.49 GB against 1.84 / 1.79; 256 findings, their scores identical. The
+read path is s23's (the parts an hour, as s23's store had them, but for the meters'); s23
+measured +1.4 / +1.7% at a similar load, so how much of this is the load is not known.
 """
 
 from __future__ import annotations
