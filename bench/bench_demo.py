@@ -31,7 +31,9 @@ system, the simulator-alone baseline included) 51.6 / 44.1 s (main) against 52.1
 (this; the second round's system time 13.8 s against 6.0: fsyncs and page cache under that
 load); wall 92.7 / 62.2 s against 84.3 / 90.0; peak RSS 1.53 / 1.57 GB against 1.02 / 1.04
 GB; the store 635 MiB against 273 MiB (file 18, parts 255). The 30 s aim cannot be judged
-at that load.
+at that load. A third round as the load fell (21:45-21:46, load 1.3 to 1.4, this first):
+**demo 32.6 s wall against main's 29.6**, CPU 48.9 s against 45.6 (+7%), peak RSS 1,032 MB
+against 1,510.
 """
 
 from __future__ import annotations

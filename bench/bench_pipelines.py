@@ -65,6 +65,10 @@ against main's 27.9 / 26.8 (+19%, +16%): not within 5%**, wall 51.5 / 51.9 s aga
 45.4, peak RSS 1.58 / 1.49 GB against 1.84 / 1.79; 256 findings, their scores identical. The
 read path is s23's (the parts an hour, as s23's store had them, but for the meters'); s23
 measured +1.4 / +1.7% at a similar load, so how much of this is the load is not known.
+Two more rounds as the load fell (21:43-21:45, load 1.4 to 2.0; main first, then this first):
+23.7 / 26.5 s CPU against main's 26.0 / 19.8 (wall 18.2 / 21.0 s against 21.2 / 16.0): over
+the 4 rounds main 19.8-27.9 s, this 23.7-33.3 s; least of 4 **+20%**, medians +9%. The
+5% aim is not shown; the spread between runs of one code is wider than the difference.
 """
 
 from __future__ import annotations
