@@ -280,24 +280,29 @@ class Agent:
             return RunResult(spec.name, ResultCode.ERROR, self._clock() - t0, [],
                              f"{type(exc).__name__}: {exc}")
 
-    def _start(self, slot: _Slot) -> Future | None:
+    def _start(self, slot: _Slot) -> Future | RunResult | None:
+        """The run begun: its future, or its result when it has nothing due, or None while
+        an earlier run is still hung."""
         if slot.inflight is not None and not slot.inflight.done():
             return None  # still hung in an earlier run
         if slot.due is not None and not slot.due():
             # nothing due (workload attribution between Lists): the run is done here, with
             # no samples, rather than handed to its worker and waited for (a thread woken
-            # and two context switches every cycle for nothing)
-            slot.inflight = Future()
-            slot.inflight.set_result(RunResult(slot.spec.name, ResultCode.OK, 0.0))
-        else:
-            slot.inflight = slot.pool.submit(self._collect, slot.spec)
+            # and two context switches every cycle for nothing); nor is a Future made for
+            # it (its lock and condition cost ten times the result)
+            slot.inflight = None
+            return RunResult(slot.spec.name, ResultCode.OK, 0.0)
+        slot.inflight = slot.pool.submit(self._collect, slot.spec)
         return slot.inflight
 
-    def _finish(self, slot: _Slot, fut: Future | None, deadline: float) -> RunResult:
+    def _finish(self, slot: _Slot, fut: Future | RunResult | None,
+                deadline: float) -> RunResult:
         spec = slot.spec
         if fut is None:
             result = RunResult(spec.name, ResultCode.TIMEOUT, spec.timeout_s, [],
                                f"previous run still busy after {spec.timeout_s:g} s")
+        elif isinstance(fut, RunResult):
+            result = fut
         else:
             try:
                 result = fut.result(timeout=max(0.0, deadline - self._clock()))
@@ -452,7 +457,7 @@ class Agent:
         """Run until ``stop`` is set; each collector on its own drift-free grid."""
         t0 = self._clock()
         due = {name: t0 for name in self._slots}
-        pending: dict[str, tuple[Future | None, float]] = {}
+        pending: dict[str, tuple[Future | RunResult | None, float]] = {}
         while not stop.is_set():
             now = self._clock()
             for name, slot in self._slots.items():
@@ -461,7 +466,8 @@ class Agent:
                     k = int((now - t0) // slot.spec.interval_s) + 1
                     due[name] = t0 + k * slot.spec.interval_s  # the grid, not now + interval
             for name, (fut, deadline) in list(pending.items()):
-                if fut is None or fut.done() or self._clock() >= deadline:
+                if (fut is None or isinstance(fut, RunResult) or fut.done()
+                        or self._clock() >= deadline):
                     result = self._finish(self._slots[name], fut, deadline)
                     del pending[name]
                     self._submit(name, result.samples)
@@ -470,7 +476,8 @@ class Agent:
             stop.wait(min(max(0.0, wake - self._clock()), 0.05 if pending else 1.0))
         self._finish_in_flight(pending)
 
-    def _finish_in_flight(self, pending: dict[str, tuple[Future | None, float]]) -> None:
+    def _finish_in_flight(self,
+                          pending: dict[str, tuple[Future | RunResult | None, float]]) -> None:
         """A run that was under way when ``stop`` came has read its devices already: wait
         for it (at most STOP_GRACE_S, the stop must stay prompt) and queue what it read, so
         that a stop between a run's reading and its export loses nothing unseen."""

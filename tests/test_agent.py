@@ -87,6 +87,19 @@ class Recorder:
         pass
 
 
+def run_for(agent: Agent, seconds: float) -> None:
+    """``agent.run`` in a thread of its own for ``seconds``, then stopped (it must end within
+    5 s) and closed."""
+    stop = threading.Event()
+    t = threading.Thread(target=agent.run, args=(stop,))
+    t.start()
+    time.sleep(seconds)
+    stop.set()
+    t.join(5)
+    assert not t.is_alive()
+    agent.close()
+
+
 def test_one_bad_collector_never_stops_the_others():
     hang = Hangs()
     rec = Recorder()
@@ -159,14 +172,7 @@ def test_run_keeps_each_collector_on_its_grid():
             return []
 
     fast, slow = Stamp("fast"), Stamp("slow")
-    agent = Agent([Scheduled(fast, 0.1, 1), Scheduled(slow, 0.25, 1)], [], LABELS)
-    stop = threading.Event()
-    t = threading.Thread(target=agent.run, args=(stop,))
-    t.start()
-    time.sleep(1.02)
-    stop.set()
-    t.join(5)
-    agent.close()
+    run_for(Agent([Scheduled(fast, 0.1, 1), Scheduled(slow, 0.25, 1)], [], LABELS), 1.02)
     assert len(fast.times) in (10, 11) and len(slow.times) in (4, 5)
     t0 = fast.times[0]
     drift = [abs((ts - t0) - k * 0.1) for k, ts in enumerate(fast.times)]
@@ -371,23 +377,24 @@ def test_label_sets_start_again_past_their_limit():
         assert len(sets._plus) <= 100 and len(sets._sets) <= 100
 
 
+class Sometimes:
+    """Due every other run; records the thread each run is made in."""
+
+    name = "sometimes"
+
+    def __init__(self) -> None:
+        self.asked, self.threads = 0, []
+
+    def due(self) -> bool:
+        self.asked += 1
+        return self.asked % 2 == 1
+
+    def collect(self):
+        self.threads.append(threading.current_thread().name)
+        return [Sample.of("accelerator.power_watts", 100.0, {"node": "n1", "device": "d0"})]
+
+
 def test_a_collector_with_nothing_due_is_not_run_in_its_worker():
-    class Sometimes:
-        """Due every other cycle; records the thread each run is made in."""
-
-        name = "sometimes"
-
-        def __init__(self) -> None:
-            self.asked, self.threads = 0, []
-
-        def due(self) -> bool:
-            self.asked += 1
-            return self.asked % 2 == 1
-
-        def collect(self):
-            self.threads.append(threading.current_thread().name)
-            return [Sample.of("accelerator.power_watts", 100.0, {"node": "n1", "device": "d0"})]
-
     c = Sometimes()
     agent = Agent([Scheduled(c)], [], LABELS)
     try:
@@ -405,3 +412,19 @@ def test_a_collector_with_nothing_due_is_not_run_in_its_worker():
                         {"collector": "sometimes"}) == 0.0
     assert sample_value(cycles[3], "agent.samples_collected_total",
                         {"collector": "sometimes"}) == 2.0
+
+
+def test_run_counts_a_run_with_nothing_due_as_done():
+    """Under `Agent.run` too: a run with nothing due goes out at once, empty and up, and the
+    next slot runs the collector again in its worker."""
+    c, rec = Sometimes(), Recorder()
+    run_for(Agent([Scheduled(c, 0.1, 1)], [rec], LABELS), 0.65)
+    runs = [batch for source, batch in rec.batches if source == "sometimes"]
+    assert len(runs) == c.asked >= 5
+    assert [len(batch) for batch in runs] == [1, 0] * (len(runs) // 2) + [1] * (len(runs) % 2)
+    assert len(c.threads) == (c.asked + 1) // 2
+    assert all(t.startswith("collect-sometimes") for t in c.threads)
+    own = [batch for source, batch in rec.batches if source == "agent"]
+    assert len(own) == len(runs)
+    assert all(sample_value(batch, "agent.collector_up", {"collector": "sometimes"}) == 1.0
+               for batch in own)

@@ -24,6 +24,12 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
                           text=True, cwd=cwd, timeout=300)
 
 
+def _in_a_fresh_interpreter(code: str) -> subprocess.CompletedProcess:
+    """``code`` run by a new Python: what it imports is not already in this process."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+
+
 def _broken_topology(tmp_path: Path, edit) -> Path:
     doc = yaml.safe_load(SHIPPED.read_text(encoding="utf-8"))
     edit(doc)
@@ -173,8 +179,7 @@ def test_a_command_loads_its_own_module_only_and_help_lists_them_all():
             "             if m.startswith('computewatch.cli._') and m[17:] in\n"
             "             ('_analyze', '_bridge', '_dashboards', '_demo', '_kubernetes',\n"
             "              '_query', '_report', '_rollup', '_store')))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, check=True)
+    done = _in_a_fresh_interpreter(code)
     assert "--period" in done.stdout
     assert done.stdout.strip().splitlines()[-1] == "['_report']"
     listed = run("--help").stdout
@@ -235,3 +240,19 @@ def test_demo_refuses_to_empty_a_store_it_did_not_make(tmp_path):
     proc = run("demo", "--sites", "10", "--accelerators", "100", "--hours", "1", "--replace",
                "--store", f"duckdb:///{path}", "--truth", str(tmp_path / "t.json"))
     assert proc.returncode == 0, proc.stderr
+
+
+def test_start_up_imports_run_without_the_collector_and_are_frozen():
+    """`starting`: inside, the cyclic collector is off; after, it is on again and the objects
+    made inside are frozen (a fresh interpreter, so this process' objects stay collectable).
+    Around a module imported already it changes nothing: a second command in one process
+    freezes none of that process' data."""
+    code = ("import gc, sys; from computewatch.cli._startup import starting\n"
+            "before = gc.get_freeze_count()\n"
+            "with starting('json'):\n    inside = gc.isenabled()\n    import json\n"
+            "after = gc.get_freeze_count()\n"
+            "with starting('json'):\n    again = gc.isenabled()\n"
+            "print(before == 0, inside, gc.isenabled(), after > before,\n"
+            "      again, gc.get_freeze_count() == after)\n")
+    done = _in_a_fresh_interpreter(code)
+    assert done.stdout.split() == ["True", "False", "True", "True", "True", "True"]

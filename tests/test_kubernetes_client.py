@@ -107,6 +107,25 @@ def test_an_answer_larger_than_http2s_default_window_is_read_whole(serve):
     assert time.monotonic() - started < 5
 
 
+def test_each_list_reads_the_answer_in_force(serve):
+    """The client keeps the last answer's decoding for an answer the same byte for byte: a
+    changed answer must still be read anew, and each List's list is the caller's own."""
+    lister = _Lister(_pods(3))
+    client = PodResourcesClient(serve(lister))
+    first = client.list()
+    again = client.list()
+    assert _got(first) == _got(again) == _want(3)
+    again.clear()  # the caller's to change: the next List still gives the whole answer
+    assert _got(client.list()) == _want(3)
+    lister.answer = _pods(5)
+    assert _got(client.list()) == _want(5)
+    lister.answer = pb.ListPodResourcesResponse()
+    assert client.list() == []
+    lister.answer = _pods(3)
+    assert _got(client.list()) == _want(3)
+    assert _got(client.list()) == _want(3)
+
+
 def test_an_empty_answer_holds_nothing(serve):
     assert PodResourcesClient(serve(_Lister(pb.ListPodResourcesResponse()))).list() == []
 

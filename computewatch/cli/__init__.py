@@ -5,7 +5,8 @@ imports it. One module per command group, each thin (parse, call the package, re
   agent, responder), `_analyze`, `_report`, `_places` (topology check), `_dashboards`,
   `_bridge` (alert-bridge), `_healthcheck` (the image's ``computewatch-healthcheck``);
 - `_common`: options and helpers every command shares; `_signals`: the one run-until-signalled
-  helper of the long-running commands; `_app`: the registry and the exit-code mapping.
+  helper of the long-running commands; `_startup`: a command's imports without the cyclic
+  garbage collector; `_app`: the registry and the exit-code mapping.
 
 Attributes load lazily, so the light health check does not import Typer and every command.
 """
@@ -19,7 +20,10 @@ __all__ = ["app", "healthcheck", "main"]
 
 def __getattr__(name: str) -> Any:
     if name in ("app", "main"):
-        from computewatch.cli import _app
+        from computewatch.cli._startup import starting
+
+        with starting("computewatch.cli._app"):
+            from computewatch.cli import _app
 
         return getattr(_app, name)
     if name == "healthcheck":

@@ -59,24 +59,27 @@ def report(
     completeness, findings and the methodology with every threshold's source, in the language
     of --lang (the cover states the software version, the policy's version and SHA-256, the
     data window and its completeness)."""
-    from zoneinfo import ZoneInfo
+    from computewatch.cli._startup import starting
 
-    from computewatch.i18n import _
-    from computewatch.pipelines import run_pipelines
-    from computewatch.policy import policy_sha256
-    from computewatch.pue import CHINA_TZ
-    from computewatch.reports import (
-        REPORT_FORMATS,
-        SHIPPED_POLICY,
-        ChromiumMissingError,
-        PdfError,
-        build_report,
-        check_scope,
-        parse_period,
-        readable_period,
-        write_report,
-    )
-    from computewatch.store import resolution
+    with starting("computewatch.pipelines"):  # the imports of the report's start-up
+        from zoneinfo import ZoneInfo
+
+        from computewatch.i18n import _
+        from computewatch.pipelines import run_pipelines
+        from computewatch.policy import policy_sha256
+        from computewatch.pue import CHINA_TZ
+        from computewatch.reports import (
+            REPORT_FORMATS,
+            SHIPPED_POLICY,
+            ChromiumMissingError,
+            PdfError,
+            build_report,
+            check_scope,
+            parse_period,
+            readable_period,
+            write_report,
+        )
+        from computewatch.store import resolution
 
     fmt = output.lower()
     if fmt not in REPORT_FORMATS:
