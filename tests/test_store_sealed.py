@@ -410,3 +410,77 @@ def test_a_write_sends_only_its_dense_hours_to_parts(path, direct_at_4_rows, mon
     assert _files(path) == ["20261001T00.0.parquet", "20261001T01.1.parquet"]
     assert _means(store, 4) == {(0, "bj-1"): 0.2, (1, "bj-1"): 0.45, (3, "bj-1"): 0.7}
     store.close()
+
+
+def _energy(minutes: list[int], a: list[float], b: list[float | None]) -> pd.DataFrame:
+    """bj-1's cards "a" and "b" at the given minutes after T0 with these energy counters."""
+    n = len(minutes)
+    return pd.DataFrame({"time": [T0 + timedelta(minutes=m) for m in minutes] * 2,
+                         "site": ["bj-1"] * 2 * n, "device": ["a"] * n + ["b"] * n,
+                         "energy_joules_total": [*a, *b]})
+
+
+def _counter(store: DuckDBStore) -> dict[str, list[float]]:
+    got: dict[str, list[float]] = {}
+    for device, value in store._con.execute(
+            f"SELECT s.device, r.energy_joules_total FROM {store._raw('accelerator')} r "
+            "JOIN series_accelerator s USING (series_id) ORDER BY s.device, r.time"
+    ).fetchall():
+        got.setdefault(device, []).append(value)
+    return got
+
+
+def test_the_energy_counter_is_stored_as_deltas_and_read_back_equal(path, direct_at_4_rows):
+    # Card a counts in tenths of a joule and is reset at minute 30 (back to 7.5); card b
+    # counts past 2^32 tenths. Hour 1 (minutes 60, 70) is a second part.
+    a = [1_000.1, 1_060.3, 1_120.0, 7.5, 67.9, 128.2]
+    b = [500_000_000.2, 500_000_600.4, 500_001_200.6, 500_001_800.8, 500_002_400.9,
+         500_003_001.0]
+    store = DuckDBStore(path)
+    store.write("accelerator", _energy([0, 10, 20, 30, 60, 70], a, b))
+    assert _files(path) == ["20261001T00.0.parquet", "20261001T01.0.parquet"]
+    part = path.parent / (path.name + ".parquet") / "accelerator" / "20261001T00.0.parquet"
+    con = duckdb.connect()
+    assert con.execute("SELECT type FROM parquet_schema(?) WHERE name = "
+                       "'energy_joules_total'", [str(part)]).fetchall() == [("INT64",)]
+    # Stored: the first row's tenths, then each row's tenths less the row before it.
+    stored = [r[0] for r in con.execute(
+        "SELECT energy_joules_total FROM read_parquet(?)", [str(part)]).fetchall()]
+    assert stored == [10_001, 602, 597, -11_125, 4_999_999_927, 6_002, 6_002, 6_002]
+    assert store._con.execute("SELECT DISTINCT scales FROM sealed_files").fetchall() == [
+        ('{"energy_joules_total": {"delta": 1}}',)]
+    # Read back: the very doubles written, the reset too, each part from its own first row.
+    assert _counter(store) == {"a": a, "b": b}
+    got = store.query(Query("accelerator", ("energy_joules_total",), T0, T0 + 2 * H,
+                            group_by=("device",), window=H, agg=Aggregate.MAX))
+    assert sorted(zip(got.device, got.energy_joules_total, strict=True)) == [
+        ("a", 128.2), ("a", 1_120.0), ("b", 500_001_800.8), ("b", 500_003_001.0)]
+    # Rollups from the parts: card a's hour 0 sums its four readings.
+    store.refresh_rollups()
+    assert store._con.execute(
+        'SELECT "energy_joules_total:last" FROM rollup_1h_accelerator r JOIN '
+        "series_accelerator s USING (series_id) WHERE s.device = 'a' ORDER BY time"
+    ).fetchall() == [(7.5,), (128.2,)]
+    # delete rewrites the part, still as deltas, the rest exact (minute 10 goes).
+    assert store.delete("accelerator", T0 + timedelta(minutes=10),
+                        T0 + timedelta(minutes=11)) == 2
+    assert _counter(store) == {"a": [a[0], *a[2:]], "b": [b[0], *b[2:]]}
+    store.close()
+    store = DuckDBStore(path, read_only=True)
+    assert _counter(store) == {"a": [a[0], *a[2:]], "b": [b[0], *b[2:]]}
+    store.close()
+
+
+def test_a_counter_with_a_gap_or_no_exact_decimals_stays_doubles(path, direct_at_4_rows):
+    store = DuckDBStore(path)
+    # Card b misses a reading (NULL): a running sum would carry on past it.
+    store.write("accelerator", _energy([0, 10, 20, 30], [1.5, 2.5, 3.5, 4.5],
+                                       [1.0, None, 3.0, 4.0]))
+    third = [1 / 3, 2 / 3, 1.0, 4 / 3]  # no decimals at which a third is exact
+    store.write("accelerator", _energy([60, 70, 80, 90], third, third))
+    assert store._con.execute("SELECT scales FROM sealed_files ORDER BY hour").fetchall() == [
+        ("",), ("",)]
+    got = _counter(store)
+    assert got["a"] == [1.5, 2.5, 3.5, 4.5, *third]
+    assert got["b"][0] == 1.0 and got["b"][1] is None and got["b"][2:] == [3.0, 4.0, *third]
+    store.close()
