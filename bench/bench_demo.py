@@ -34,6 +34,17 @@ GB; the store 635 MiB against 273 MiB (file 18, parts 255). The 30 s aim cannot 
 at that load. A third round as the load fell (21:45-21:46, load 1.3 to 1.4, this first):
 **demo 32.6 s wall against main's 29.6**, CPU 48.9 s against 45.6 (+7%), peak RSS 1,032 MB
 against 1,510.
+With the energy counter as deltas and a direct write's hours picked by DuckDB (helper s25,
+6 December 22:39-22:43 UTC, load 1.4-1.6, ``computewatch demo --no-analyze`` under
+/usr/bin/time, this, s24 and main da2dd8b interleaved, 2 rounds): CPU (user + system)
+45.9 / 44.3 s against s24's 41.5 / 40.6 and main's 35.4 / 34.2; user alone 34.4 / 35.1
+against 33.6 / 32.5 and 28.6 / 27.7; wall 40.9 / 39.9 against 34.5 / 33.6 and 28.2 / 27.4;
+peak RSS 1.01 / 0.99 GB against 1.08 / 1.03 and 1.58 / 1.54. cProfile of the demo (22:19,
+main against s24): the parts' COPY 13.2 s against main's inserts 16.8, but s24 adds the
+Arrow filters of each write's two clock hours (2.4 s; now DuckDB's range scans, no gain
+measurable at this noise) and about 3.7 s of system time (page faults: its RSS is 0.5 GB
+lower, so memory is returned and faulted in again each hour; not confirmed). **The 30 s
+aim is not met** with parts (main meets it).
 """
 
 from __future__ import annotations
