@@ -143,6 +143,11 @@ def _reason_code(reason: str) -> str:
     return reason if re.fullmatch(r"[a-z][a-z0-9_]{0,39}", reason or "") else "export_failed"
 
 
+_Started = Future | RunResult | None
+"""A run begun (`Agent._start`): its future, its result at once when nothing was due, or None
+while an earlier run is still hung."""
+
+
 class _Slot:
     """Per-collector state: its worker, the run in flight and its counters."""
 
@@ -280,9 +285,8 @@ class Agent:
             return RunResult(spec.name, ResultCode.ERROR, self._clock() - t0, [],
                              f"{type(exc).__name__}: {exc}")
 
-    def _start(self, slot: _Slot) -> Future | RunResult | None:
-        """The run begun: its future, or its result when it has nothing due, or None while
-        an earlier run is still hung."""
+    def _start(self, slot: _Slot) -> _Started:
+        """The run begun (`_Started`)."""
         if slot.inflight is not None and not slot.inflight.done():
             return None  # still hung in an earlier run
         if slot.due is not None and not slot.due():
@@ -295,8 +299,7 @@ class Agent:
         slot.inflight = slot.pool.submit(self._collect, slot.spec)
         return slot.inflight
 
-    def _finish(self, slot: _Slot, fut: Future | RunResult | None,
-                deadline: float) -> RunResult:
+    def _finish(self, slot: _Slot, fut: _Started, deadline: float) -> RunResult:
         spec = slot.spec
         if fut is None:
             result = RunResult(spec.name, ResultCode.TIMEOUT, spec.timeout_s, [],
@@ -457,7 +460,7 @@ class Agent:
         """Run until ``stop`` is set; each collector on its own drift-free grid."""
         t0 = self._clock()
         due = {name: t0 for name in self._slots}
-        pending: dict[str, tuple[Future | RunResult | None, float]] = {}
+        pending: dict[str, tuple[_Started, float]] = {}
         while not stop.is_set():
             now = self._clock()
             for name, slot in self._slots.items():
@@ -476,8 +479,7 @@ class Agent:
             stop.wait(min(max(0.0, wake - self._clock()), 0.05 if pending else 1.0))
         self._finish_in_flight(pending)
 
-    def _finish_in_flight(self,
-                          pending: dict[str, tuple[Future | RunResult | None, float]]) -> None:
+    def _finish_in_flight(self, pending: dict[str, tuple[_Started, float]]) -> None:
         """A run that was under way when ``stop`` came has read its devices already: wait
         for it (at most STOP_GRACE_S, the stop must stay prompt) and queue what it read, so
         that a stop between a run's reading and its export loses nothing unseen."""
