@@ -471,16 +471,40 @@ def test_the_energy_counter_is_stored_as_deltas_and_read_back_equal(path, direct
     store.close()
 
 
-def test_a_counter_with_a_gap_or_no_exact_decimals_stays_doubles(path, direct_at_4_rows):
+def _stored_counter(path, name: str) -> list[int | None]:
+    part = path.parent / (path.name + ".parquet") / "accelerator" / name
+    return [r[0] for r in duckdb.connect().execute(
+        "SELECT energy_joules_total FROM read_parquet(?)", [str(part)]).fetchall()]
+
+
+def test_a_counter_with_missing_readings_is_stored_as_deltas_its_nulls_kept(
+        path, direct_at_4_rows):
+    # Card a misses its first and third readings and is reset at minute 30 (back to 1.0);
+    # card b misses the last reading of hour 0 and the first of hour 1 (a second part).
+    a = [None, 100.5, None, 1.0, 5.5, None]
+    b = [2.0, 3.5, 4.5, None, None, 7.5]
     store = DuckDBStore(path)
-    # Card b misses a reading (NULL): a running sum would carry on past it.
-    store.write("accelerator", _energy([0, 10, 20, 30], [1.5, 2.5, 3.5, 4.5],
-                                       [1.0, None, 3.0, 4.0]))
+    store.write("accelerator", _energy([0, 10, 20, 30, 60, 70], a, b))
+    assert store._con.execute("SELECT DISTINCT scales FROM sealed_files").fetchall() == [
+        ('{"energy_joules_total": {"delta": 1}}',)]
+    # Each reading's tenths less the previous reading's in the part (a NULL skipped and
+    # kept), the part's first reading as it is.
+    assert _stored_counter(path, "20261001T00.0.parquet") == [
+        None, 1_005, None, -995, 20 - 10, 15, 10, None]
+    assert _stored_counter(path, "20261001T01.0.parquet") == [55, None, None, 75 - 55]
+    assert _counter(store) == {"a": a, "b": b}
+    # delete rewrites the part, still as deltas (minute 10 goes).
+    assert store.delete("accelerator", T0 + timedelta(minutes=10),
+                        T0 + timedelta(minutes=11)) == 2
+    assert _stored_counter(path, "20261001T00.1.parquet") == [None, None, 10, 10, 25, None]
+    assert _counter(store) == {"a": [None, None, *a[3:]], "b": [b[0], *b[2:]]}
+    store.close()
+
+
+def test_a_counter_with_no_exact_decimals_stays_doubles(path, direct_at_4_rows):
     third = [1 / 3, 2 / 3, 1.0, 4 / 3]  # no decimals at which a third is exact
-    store.write("accelerator", _energy([60, 70, 80, 90], third, third))
-    assert store._con.execute("SELECT scales FROM sealed_files ORDER BY hour").fetchall() == [
-        ("",), ("",)]
-    got = _counter(store)
-    assert got["a"] == [1.5, 2.5, 3.5, 4.5, *third]
-    assert got["b"][0] == 1.0 and got["b"][1] is None and got["b"][2:] == [3.0, 4.0, *third]
+    store = DuckDBStore(path)
+    store.write("accelerator", _energy([0, 10, 20, 30], third, [1.0, None, 3.0, 4.0]))
+    assert store._con.execute("SELECT scales FROM sealed_files").fetchall() == [("",)]
+    assert _counter(store) == {"a": third, "b": [1.0, None, 3.0, 4.0]}
     store.close()

@@ -77,7 +77,7 @@ from computewatch.store._protocol import (
     check_query,
     check_where,
 )
-from computewatch.store._sealed import Sealed
+from computewatch.store._sealed import Sealed, hour_units
 from computewatch.validation import Rejections, validate_frame
 
 __all__ = ["PARALLEL_ROWS", "RAW_RETENTION", "ROLLUP_PREFIXES", "DuckDBStore", "Expiry",
@@ -528,7 +528,12 @@ class DuckDBStore(MonthRollups):
         # The same hash input whichever labels a frame carries: absent labels are ''.
         label_exprs = [_ident(lab) if lab in labels else "''" for lab in meas.labels]
         sid = f"hash({', '.join(label_exprs)})"
-        layout = series_order(table, labels)
+        span = pc.min_max(table.column(TIME))
+        lo, hi = span["min"].as_py(), span["max"].as_py()
+        direct = self._sealed.direct(table.num_rows, lo, hi)
+        # Rows going straight to parts: each clock hour's rows first (a part is a slice).
+        layout = series_order(table, labels, hour_units(table.column(TIME).type)
+                              if direct else None)
         # One row per label set, in series order: the series index sees thousands of rows,
         # and only those are hashed; each sample gets its set's id by repetition.
         label_sets = table.select(labels).take(pa.array(layout.first)) if labels \
@@ -538,11 +543,8 @@ class DuckDBStore(MonthRollups):
         cols = ", ".join(_ident(f) for f in fields)
         insert = (f"INSERT INTO {samples_t} (time, series_id, {cols}) "
                   f"SELECT {_ident(TIME)}, series_id, {cols} FROM _incoming")
-        span = pc.min_max(table.column(TIME))
-        lo, hi = span["min"].as_py(), span["max"].as_py()
         with self._lock:
             self._ensure(meas, fields)
-            direct = self._sealed.direct(table.num_rows, lo, hi)
             self._con.register("_label_sets", label_sets)
             helper, appended, split, parts = None, None, 0, []
             try:

@@ -49,11 +49,12 @@ the DuckDB file and that folder.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -63,7 +64,7 @@ import pyarrow as pa
 from computewatch import catalog
 from computewatch.store._protocol import StoreError
 
-__all__ = ["MANIFEST", "Sealed"]
+__all__ = ["MANIFEST", "Sealed", "hour_units"]
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +103,16 @@ checked at the digits found."""
 _DELTA_LIMIT = 2 ** 53
 """A counter stored as deltas is exact at its decimals with values times 10^digits below
 this (a double holds every integer up to it)."""
-_RUNNING = "sum({}) OVER (ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
+_RUNNING = ("CASE WHEN {0} IS NOT NULL THEN sum({0}) OVER (ROWS BETWEEN UNBOUNDED PRECEDING "
+            "AND CURRENT ROW) END")
 """A counter's value from its deltas: the running sum in the file's order, which DuckDB
 streams (no partition, no sort: +0.03 s CPU per M rows against 0.2 s for a window by
-series)."""
+series); a missing reading (NULL) stays NULL, and the sum skips it."""
+
+
+def hour_units(time_type: pa.DataType) -> int:
+    """An hour in the units of a time column of ``time_type``."""
+    return 3_600 * {"s": 1, "ms": 10 ** 3, "us": 10 ** 6, "ns": 10 ** 9}[time_type.unit]
 
 
 def _q(name: str) -> str:
@@ -165,15 +172,65 @@ def _digits(values: np.ndarray, allowed: range = SCALED_DIGITS, limit: int = _LI
     return None
 
 
-def _encoded(field: str, stored: int | dict[str, int]) -> str:
-    """The SQL storing ``field`` as `_scales` chose: its integer at the decimals, or, for a
-    counter, that integer less the previous row's (the file's first row: the integer
-    itself), in the order the rows are written."""
-    whole = f"CAST(round({_q(field)} * {10 ** _digits_of(stored)}) AS " + (
-        "BIGINT)" if isinstance(stored, dict) else "INTEGER)")
-    if isinstance(stored, dict):
-        return f"{whole} - coalesce(lag({whole}) OVER (), 0) AS {_q(field)}"
-    return f"{whole} AS {_q(field)}"
+def _field_values(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray | None]:
+    """A double column's values, the NULLs left out, and which rows they are (None: all)."""
+    values = column.to_numpy()
+    if not column.null_count:
+        return values, None
+    keep = column.is_valid().to_numpy(zero_copy_only=False)
+    return values[keep], keep
+
+
+def _encoded(values: np.ndarray, keep: np.ndarray | None, stored: int | dict[str, int]
+             ) -> pa.Array | None:
+    """``values`` (a part's, NULLs left out: `_field_values`) as `_scales` chose, if every
+    one is exact at its decimals (and within bounds; else None): the integers, or, for a
+    counter, each one less the one before (the first: the integer itself), in the order of
+    the rows, a NULL (not in ``keep``) kept NULL. Computed here, not in the COPY's SQL: a
+    ``lag`` window over a write ran on one core and held every row (the demo's day: +4 s
+    wall)."""
+    counter = isinstance(stored, dict)
+    scale, bound = float(10 ** _digits_of(stored)), _DELTA_LIMIT if counter else _LIMIT
+    whole = values * scale  # two arrays in all: each fresh one costs its page faults
+    np.rint(whole, out=whole)
+    spare = whole / scale
+    if not len(values) or not np.array_equal(spare, values) or not (
+            -bound < whole.min() and whole.max() < bound):
+        return None
+    if counter:  # the integers into the spare array, their differences into the first
+        ints, whole_ints = spare.view(np.int64), whole.view(np.int64)
+        np.copyto(ints, whole, casting="unsafe")
+        whole_ints[0] = ints[0]
+        np.subtract(ints[1:], ints[:-1], out=whole_ints[1:])
+        ints = whole_ints
+    else:
+        ints = whole.astype(np.int32)
+    if keep is None:
+        return pa.array(ints)
+    every = np.zeros(len(keep), ints.dtype)
+    every[keep] = ints
+    return pa.array(every, mask=~keep)
+
+
+def _scales(measurement: str, head: pa.Table) -> dict[str, int | dict[str, int]]:
+    """The fields to store as integers, with their decimals (`SCALED_DIGITS` says
+    which), and the counters to store as deltas (``{"delta": digits}``: the catalogue's
+    counters exact at 0 to 9 decimals), as the part's first rows (``head``) say, NULLs
+    aside; `_encoded` then checks every row. A NULL stays NULL; -0.0 reads back as 0.0,
+    equal to it."""
+    counters = _counters(measurement)
+    found: dict[str, int | dict[str, int]] = {}
+    for name in head.column_names:
+        if head.schema.field(name).type != pa.float64():
+            continue
+        known = _field_values(head.column(name))[0]
+        if name in counters:
+            digits = _digits(known, range(SCALED_DIGITS.stop), _DELTA_LIMIT)
+            if digits is not None:
+                found[name] = {"delta": digits}
+        elif (digits := _digits(known)) is not None:
+            found[name] = digits
+    return found
 
 
 def _counters(measurement: str) -> frozenset[str]:
@@ -321,44 +378,31 @@ class Sealed:
 
     def write_parts(self, measurement: str, rows: pa.Table
                     ) -> tuple[list[tuple[datetime, str, int, str]], pa.Table]:
-        """Write the clock hours of ``rows`` (sorted by series and time) holding `PART_ROWS`
-        rows or more as one new part each; returns (hour, file, rows, scales) for
+        """Write the clock hours of ``rows`` (sorted by hour, then series and time:
+        `series_order` with a period of `hour_units`) holding `PART_ROWS` rows or more as
+        one new part each, a slice of the rows; returns (hour, file, rows, scales) for
         `record_parts`, which the caller runs inside its transaction (`discard` if that
         fails), and the other rows, in the same order, for the live table."""
         times = rows.column("time")
-        per_hour = 3_600 * {"s": 1, "ms": 10 ** 3, "us": 10 ** 6, "ns": 10 ** 9}[
-            times.type.unit]
-        hours = np.asarray(times.cast(pa.int64())) // per_hour
-        first = int(hours.min())
-        counts = np.bincount(hours - first)
-        dense = counts >= PART_ROWS
-        if not dense.any():
-            return [], rows
-        # The rows of sparse hours stay live (none, most often: no filter then).
-        rest = rows.slice(0, 0) if dense[counts > 0].all() else rows.filter(
-            pa.array(~dense[hours - first]))
-        # Each dense hour is picked by DuckDB in its scan of the whole write (a time range;
-        # the order kept): an Arrow filter per hour copied every column of the write once
-        # per hour (the demo's writes span two clock hours: 2.4 s of its CPU).
+        hours = np.asarray(times.cast(pa.int64())) // hour_units(times.type)
+        if (hours[1:] < hours[:-1]).any():
+            raise ValueError("write_parts: rows not sorted by hour")
+        edges = [0, *(np.flatnonzero(hours[1:] != hours[:-1]) + 1).tolist(), len(hours)]
         parts: list[tuple[datetime, str, int, str]] = []
-        self._con.register("_part", rows)
+        rest = []  # the rows of sparse hours stay live
         try:
-            for h in np.flatnonzero(dense):
-                hour = datetime(1970, 1, 1) + timedelta(hours=int(first + h))
-                select, params = "SELECT * FROM _part", []
-                if counts[h] != rows.num_rows:
-                    select += " WHERE time >= ? AND time < ?"
-                    start = hour if times.type.tz is None else hour.replace(tzinfo=UTC)
-                    params = [start, start + HOUR]
-                n, name, scales = self._write(measurement, hour, select, params,
+            for a, b in itertools.pairwise(edges):
+                if b - a < PART_ROWS:
+                    rest.append(rows.slice(a, b - a))
+                    continue
+                hour = datetime(1970, 1, 1) + timedelta(hours=int(hours[a]))
+                n, name, scales = self._write(measurement, hour, rows.slice(a, b - a),
                                               taken=[p[1] for p in parts])
                 parts.append((hour, name, n, scales))
         except BaseException:
             self.discard(measurement, parts)
             raise
-        finally:
-            self._con.unregister("_part")
-        return parts, rest
+        return parts, pa.concat_tables(rest) if rest else rows.slice(0, 0)
 
     def record_parts(self, measurement: str,
                      parts: Sequence[tuple[datetime, str, int, str]]) -> None:
@@ -412,9 +456,9 @@ class Sealed:
         """Move the live rows of the hours [lo, hi) into one new part, named by ``lo``."""
         live = _q("samples_" + measurement)
         cols = ", ".join(_q(c) for c in ["time", "series_id", *columns])
-        rows, name, scales = self._write(
-            measurement, lo, f"SELECT {cols} FROM {live} WHERE time >= ? AND time < ? "
-            "ORDER BY series_id, time", [lo, hi])
+        rows, name, scales = self._write(measurement, lo, self._con.sql(
+            f"SELECT {cols} FROM {live} WHERE time >= ? AND time < ? ORDER BY series_id, time",
+            params=[lo, hi]).to_arrow_table())
         try:
             self._con.execute("BEGIN")
             self._record(measurement, lo, name, rows, scales)
@@ -437,23 +481,27 @@ class Sealed:
         part = 1 + max((int(n.split(".")[1]) for n in names), default=-1)
         return f"{stem}.{part}.parquet"
 
-    def _write(self, measurement: str, hour: datetime, select: str, params: list, *,
+    def _write(self, measurement: str, hour: datetime, rows: pa.Table, *,
                taken: Sequence[str] = ()) -> tuple[int, str, str]:
-        """Write the rows of ``select`` as the hour's next part (temporary name, fsync,
-        rename), its scaled fields as integers; returns its rows, name and scales."""
+        """Write ``rows`` as the hour's next part (temporary name, fsync, rename), in their
+        order, its scaled fields as integers and its counters as deltas (`_scales`,
+        `_encoded`: numpy on the rows in memory, once per field chosen); returns its rows,
+        name and scales."""
         final = self.folder / measurement / self._name(measurement, hour, taken)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(final.name + ".tmp")
+        scales: dict[str, int | dict[str, int]] = {}
+        for f, stored in _scales(measurement, rows.slice(0, _SAMPLE)).items():
+            encoded = _encoded(*_field_values(rows.column(f)), stored)
+            if encoded is not None:  # else a value past the rows tried is not exact
+                rows = rows.set_column(rows.schema.get_field_index(f), f, encoded)
+                scales[f] = stored
+        self._con.register("_part", rows)
         try:
-            scales = self._scales(measurement, select, params)
-            if scales:
-                select = "SELECT * REPLACE (" + ", ".join(
-                    _encoded(f, d) for f, d in json.loads(scales).items()
-                ) + f") FROM ({select})"
             self._con.execute("SET enable_progress_bar = false")  # a long COPY draws one
             try:
-                rows = self._con.execute(f"COPY ({select}) TO {_lit(str(tmp))} ({_PARQUET})",
-                                         params).fetchall()[0][0]
+                n = self._con.execute(f"COPY (SELECT * FROM _part) TO {_lit(str(tmp))} ({_PARQUET})"
+                                      ).fetchall()[0][0]
             finally:
                 self._con.execute("RESET enable_progress_bar")
             fd = os.open(tmp, os.O_RDONLY)
@@ -465,43 +513,9 @@ class Sealed:
         except (duckdb.Error, OSError) as exc:
             tmp.unlink(missing_ok=True)
             raise StoreError(f"{self.url}: writing {final} failed: {exc}") from None
-        return int(rows), final.name, scales
-
-    def _scales(self, measurement: str, select: str, params: list) -> str:
-        """The fields of ``select``'s rows to store as integers, with their decimals (JSON,
-        "" for none; `SCALED_DIGITS` says which), and the counters to store as deltas
-        (``{"delta": digits}``: the catalogue's counters, every value exact at 0 to 9
-        decimals, no NULL or NaN): tried on the first rows, then checked on every row in one
-        scan (a NULL stays NULL; -0.0 reads back as 0.0, equal to it)."""
-        sample = self._con.execute(f"SELECT * FROM ({select}) LIMIT {_SAMPLE}", params
-                                   ).fetchnumpy()
-        counters = _counters(measurement)
-        found: dict[str, int | dict[str, int]] = {}
-        for name, values in sample.items():
-            if values.dtype != np.float64:
-                continue
-            if name in counters:
-                digits = None if np.ma.is_masked(values) else _digits(
-                    np.asarray(values), range(SCALED_DIGITS.stop), _DELTA_LIMIT)
-                if digits is not None:
-                    found[name] = {"delta": digits}
-                continue
-            digits = _digits(np.ma.compressed(values))
-            if digits is not None:
-                found[name] = digits
-        if not found:
-            return ""
-        checks = ", ".join(
-            f"bool_and({_q(f)} IS NOT NULL AND isfinite({_q(f)}) AND "
-            f"abs({_q(f)}) * {10 ** _digits_of(d)} < {_DELTA_LIMIT} AND "
-            f"round({_q(f)} * {10 ** d['delta']}) / {10 ** d['delta']} = {_q(f)})"
-            if isinstance(d, dict) else
-            f"bool_and({_q(f)} IS NULL OR (abs({_q(f)}) * {10 ** d} < {_LIMIT} AND "
-            f"round({_q(f)} * {10 ** d}) / {10 ** d} = {_q(f)}))"
-            for f, d in found.items())
-        exact = self._con.execute(f"SELECT {checks} FROM ({select})", params).fetchall()[0]
-        return json.dumps({f: d for (f, d), ok in zip(found.items(), exact, strict=True)
-                           if ok}) if any(exact) else ""
+        finally:
+            self._con.unregister("_part")
+        return int(n), final.name, json.dumps(scales) if scales else ""
 
     def _record(self, measurement: str, hour: datetime, name: str, rows: int, scales: str,
                 replaces: str | None = None) -> None:
@@ -558,8 +572,8 @@ class Sealed:
     def _replace(self, measurement: str, hour: datetime, old: tuple[str, int], kept: int,
                  select: str, params: list) -> None:
         """The part ``old`` becomes ``select``'s rows (``kept`` of them; none: removed)."""
-        name, scales = self._write(measurement, hour, select, params)[1:] if kept else (
-            old[0], "")
+        name, scales = self._write(measurement, hour, self._con.sql(
+            select, params=params).to_arrow_table())[1:] if kept else (old[0], "")
         try:
             self._con.execute("BEGIN")
             self._record(measurement, hour, name, kept, scales, replaces=old[0])
