@@ -106,6 +106,7 @@ def test_a_period_puts_each_periods_rows_first_in_series_order(time_major):
     assert (layout.blocks is not None) == time_major
     assert sorted(layout.apply(frame.column("row")).to_pylist()[:4]) == [0, 1, 2, 3]
     assert runs(layout) == [[(0, 2), (1,), (3,)], [(4, 6), (5, 7)]]
+    assert layout.edges == (0, 4, 8)
     # Without a period: each series' rows together, in time order.
     assert sorted(runs(_order.series_order(frame, ["device", "pod"]))[0]) == [
         (0, 2, 4, 6), (1,), (3, 5, 7)]

@@ -555,7 +555,7 @@ class DuckDBStore(MonthRollups):
                                  **{f: layout.apply(table.column(f)) for f in fields},
                                  "series_id": pa.array(ids, pa.uint64())})
                 if direct:  # dense hours straight to Parquet parts, recorded below; the
-                    parts, rows = self._sealed.write_parts(meas.name, rows)  # rest live
+                    parts, rows = self._sealed.write_parts(meas.name, rows, layout.edges)
                 else:
                     split = self._split(layout)
                 if split:  # the second half appended by a second connection, at once

@@ -44,7 +44,8 @@ class SeriesOrder:
     reorder is a transposition, of each run of timestamps ``cuts`` bound), else ``order``
     (row indices); ``starts`` are where each series begins in the new order, ``first`` the
     original row of each series' first sample (series in their new order; a series split
-    by a period has a run in each)."""
+    by a period has a run in each); ``edges`` where each period begins in the new order,
+    and ``n`` (asked for a period; else none)."""
 
     n: int
     starts: np.ndarray
@@ -52,6 +53,7 @@ class SeriesOrder:
     blocks: tuple[int, int] | None = None
     order: np.ndarray | None = None
     cuts: tuple[int, ...] = ()
+    edges: tuple[int, ...] = ()
 
     def indices(self) -> np.ndarray:
         if self.order is not None:
@@ -121,7 +123,8 @@ def series_order(table: pa.Table, labels: Sequence[str], period: int | None = No
     times = table.column(TIME).combine_chunks().cast(pa.int64()).to_numpy(zero_copy_only=False)
     if not labels:
         order = np.argsort(times, kind="stable")
-        return SeriesOrder(n, np.zeros(min(n, 1), np.int64), order[:1], order=order)
+        return SeriesOrder(n, np.zeros(min(n, 1), np.int64), order[:1], order=order,
+                           edges=() if period is None else _edges(times[order] // period))
     codes = _codes(table, labels)
     blocks = _blocks(times, n) if n else None
     if blocks is not None:
@@ -144,7 +147,8 @@ def series_order(table: pa.Table, labels: Sequence[str], period: int | None = No
             starts.append(a * s + at)
             first.append((a + at % (b - a)) * s + at // (b - a))  # its original row
         return SeriesOrder(n, np.concatenate(starts), np.concatenate(first), blocks=blocks,
-                           cuts=tuple(cuts))
+                           cuts=tuple(cuts),
+                           edges=() if period is None else tuple(c * s for c in cuts))
     keys = np.zeros(n, np.uint64)
     for c in codes:
         keys ^= c.astype(np.uint64)
@@ -171,4 +175,10 @@ def series_order(table: pa.Table, labels: Sequence[str], period: int | None = No
         keys = frame.groupby(list(frame.columns), sort=False).ngroup().to_numpy().astype(
             np.uint64)
     starts = np.flatnonzero(np.concatenate(([n > 0], change)))
-    return SeriesOrder(n, starts, order[starts], order=order)
+    return SeriesOrder(n, starts, order[starts], order=order,
+                       edges=() if periods is None else _edges(periods[order]))
+
+
+def _edges(periods: np.ndarray) -> tuple[int, ...]:
+    """Where each period begins in ``periods`` (sorted), and their length."""
+    return (0, *(np.flatnonzero(periods[1:] != periods[:-1]) + 1).tolist(), len(periods))

@@ -11,8 +11,9 @@ the DuckDB file and that folder.
   (but for ``delete`` and retention's rewrites). A large write spanning a good part of an
   hour (`direct`: the demo, the benches and backfills write an hour of the fleet at a time)
   sends each clock hour in which it holds `PART_ROWS` rows or more straight to a new part of
-  that hour: no insert into ``samples_<m>``, no delete, no freed blocks in the file. Its
-  other rows (sparse hours: a year of hourly meter readings in one frame) land in
+  that hour: no insert into ``samples_<m>``, no delete, no freed blocks in the file. Such
+  a write's rows are laid out hour by hour (`write_parts`), so a part is a slice of them.
+  Its other rows (sparse hours: a year of hourly meter readings in one frame) land in
   ``samples_<m>`` with the smaller writes (an agent's minutes).
 - Once a newer hour has begun, the live table's complete hours are moved into parts, oldest
   first, one part per run of consecutive hours holding `PART_ROWS` rows together (a dense
@@ -30,13 +31,17 @@ the DuckDB file and that folder.
 - A field whose values in a part are exact at 4 to 9 decimals (the probes' round-trip
   times) is stored there as integers and read back divided (`SCALED_DIGITS`): the same
   doubles, 60% fewer bytes for the links. A counter of the catalogue exact at 0 to 9
-  decimals with no gap (the energy counter, in tenths of a joule) is stored as the
-  differences of those integers from row to row in the file's order (the first row's is
-  the integer itself; across a series boundary or a reset the difference is simply large),
-  and read back as their running sum in the file's order divided: the same doubles, 2.75 ->
-  1.99 bytes a row for the counter (one hour of the demo's accelerators). Why not a sum per
-  series: a window by series costs a sort, 0.2 s CPU per M rows read; the running sum in the
-  file's order streams, 0.03 s; DuckDB reads a file in order and applies no filter below it.
+  decimals (the energy counter, in tenths of a joule) is stored as the differences of
+  those integers from reading to reading in the file's order (the first reading's is the
+  integer itself; across a series boundary or a reset the difference is simply large; a
+  missing reading stays NULL and the next one's difference is from the reading before it),
+  and read back as their running sum in the file's order divided (NULL where NULL): the
+  same doubles, 2.75 -> 1.99 bytes a row for the counter (one hour of the demo's
+  accelerators). Why not a sum per series: a window by series costs a sort, 0.2 s CPU per M
+  rows read; the running sum in the file's order streams, 0.03 s; DuckDB reads a file in
+  order and applies no filter below it, and drops the sum from a read not asking for the
+  counter (its filters and projection then reach the file as for any part). The integers
+  and differences are computed in numpy on the part's rows before its COPY (`_encoded`).
 - Crash safety: a file is written under a temporary name and renamed, then ONE DuckDB
   transaction records it in the manifest (``sealed_files``) and deletes its rows from the
   live table (or, written directly, adds its series to the index). On open, files the
@@ -181,33 +186,37 @@ def _field_values(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray | Non
     return values[keep], keep
 
 
-def _encoded(values: np.ndarray, keep: np.ndarray | None, stored: int | dict[str, int]
-             ) -> pa.Array | None:
+def _encoded(values: np.ndarray, keep: np.ndarray | None, stored: int | dict[str, int],
+             scratch: np.ndarray) -> pa.Array | None:
     """``values`` (a part's, NULLs left out: `_field_values`) as `_scales` chose, if every
     one is exact at its decimals (and within bounds; else None): the integers, or, for a
     counter, each one less the one before (the first: the integer itself), in the order of
-    the rows, a NULL (not in ``keep``) kept NULL. Computed here, not in the COPY's SQL: a
-    ``lag`` window over a write ran on one core and held every row (the demo's day: +4 s
-    wall)."""
-    counter = isinstance(stored, dict)
+    the rows, a NULL (not in ``keep``) kept NULL. The result lives in ``scratch`` (doubles:
+    two per value, and one per row when some are NULL; `Sealed._scratch`).
+    Computed here, not in the COPY's SQL: a ``lag`` window over a write ran on one core and
+    held every row (the demo's day: +4 s wall)."""
+    n, counter = len(values), isinstance(stored, dict)
     scale, bound = float(10 ** _digits_of(stored)), _DELTA_LIMIT if counter else _LIMIT
-    whole = values * scale  # two arrays in all: each fresh one costs its page faults
+    whole, spare = scratch[:n], scratch[n:2 * n]
+    np.multiply(values, scale, out=whole)
     np.rint(whole, out=whole)
-    spare = whole / scale
-    if not len(values) or not np.array_equal(spare, values) or not (
+    np.divide(whole, scale, out=spare)
+    if not n or not np.array_equal(spare, values) or not (
             -bound < whole.min() and whole.max() < bound):
         return None
-    if counter:  # the integers into the spare array, their differences into the first
+    if counter:  # the integers into the spare half, their differences into the first
         ints, whole_ints = spare.view(np.int64), whole.view(np.int64)
         np.copyto(ints, whole, casting="unsafe")
         whole_ints[0] = ints[0]
         np.subtract(ints[1:], ints[:-1], out=whole_ints[1:])
         ints = whole_ints
     else:
-        ints = whole.astype(np.int32)
+        ints = spare.view(np.int32)[:n]
+        np.copyto(ints, whole, casting="unsafe")
     if keep is None:
         return pa.array(ints)
-    every = np.zeros(len(keep), ints.dtype)
+    every = scratch[2 * n:2 * n + len(keep)].view(ints.dtype)[:len(keep)]
+    every[:] = 0
     every[keep] = ints
     return pa.array(every, mask=~keep)
 
@@ -257,6 +266,7 @@ class Sealed:
         self._spans: dict[tuple[str, str], tuple[datetime, datetime, str]] = {}
         self._relations: dict[str, str] = {}
         self._newest: dict[str, datetime] = {}  # each measurement's newest live hour
+        self._buffers: list[np.ndarray] = []  # `_scratch`
 
     # -- the manifest ---------------------------------------------------------------------
     def attach(self, con: duckdb.DuckDBPyConnection) -> None:
@@ -376,18 +386,15 @@ class Sealed:
         return (self.folder is not None and not self.read_only and rows >= DIRECT_ROWS
                 and hi - lo >= DIRECT_SPAN)
 
-    def write_parts(self, measurement: str, rows: pa.Table
+    def write_parts(self, measurement: str, rows: pa.Table, edges: Sequence[int]
                     ) -> tuple[list[tuple[datetime, str, int, str]], pa.Table]:
         """Write the clock hours of ``rows`` (sorted by hour, then series and time:
-        `series_order` with a period of `hour_units`) holding `PART_ROWS` rows or more as
-        one new part each, a slice of the rows; returns (hour, file, rows, scales) for
-        `record_parts`, which the caller runs inside its transaction (`discard` if that
-        fails), and the other rows, in the same order, for the live table."""
+        `series_order` with a period of `hour_units`; each hour begins at one of ``edges``)
+        holding `PART_ROWS` rows or more as one new part each, a slice of the rows; returns
+        (hour, file, rows, scales) for `record_parts`, which the caller runs inside its
+        transaction (`discard` if that fails), and the other rows, in the same order, for
+        the live table."""
         times = rows.column("time")
-        hours = np.asarray(times.cast(pa.int64())) // hour_units(times.type)
-        if (hours[1:] < hours[:-1]).any():
-            raise ValueError("write_parts: rows not sorted by hour")
-        edges = [0, *(np.flatnonzero(hours[1:] != hours[:-1]) + 1).tolist(), len(hours)]
         parts: list[tuple[datetime, str, int, str]] = []
         rest = []  # the rows of sparse hours stay live
         try:
@@ -395,7 +402,8 @@ class Sealed:
                 if b - a < PART_ROWS:
                     rest.append(rows.slice(a, b - a))
                     continue
-                hour = datetime(1970, 1, 1) + timedelta(hours=int(hours[a]))
+                hour = datetime(1970, 1, 1) + timedelta(
+                    hours=times[a].cast(pa.int64()).as_py() // hour_units(times.type))
                 n, name, scales = self._write(measurement, hour, rows.slice(a, b - a),
                                               taken=[p[1] for p in parts])
                 parts.append((hour, name, n, scales))
@@ -459,6 +467,7 @@ class Sealed:
         rows, name, scales = self._write(measurement, lo, self._con.sql(
             f"SELECT {cols} FROM {live} WHERE time >= ? AND time < ? ORDER BY series_id, time",
             params=[lo, hi]).to_arrow_table())
+        self._buffers.clear()  # an agent's store seals an hour at a time: keep nothing
         try:
             self._con.execute("BEGIN")
             self._record(measurement, lo, name, rows, scales)
@@ -492,7 +501,8 @@ class Sealed:
         tmp = final.with_name(final.name + ".tmp")
         scales: dict[str, int | dict[str, int]] = {}
         for f, stored in _scales(measurement, rows.slice(0, _SAMPLE)).items():
-            encoded = _encoded(*_field_values(rows.column(f)), stored)
+            encoded = _encoded(*_field_values(rows.column(f)), stored,
+                               self._scratch(len(scales), 3 * rows.num_rows))
             if encoded is not None:  # else a value past the rows tried is not exact
                 rows = rows.set_column(rows.schema.get_field_index(f), f, encoded)
                 scales[f] = stored
@@ -516,6 +526,18 @@ class Sealed:
         finally:
             self._con.unregister("_part")
         return int(n), final.name, json.dumps(scales) if scales else ""
+
+    def _scratch(self, i: int, n: int) -> np.ndarray:
+        """The ``i``-th encoded field's memory for `_encoded` in a part: ``n`` doubles or
+        more, the same for every part of a run of direct writes (its values are read by the
+        part's COPY, then free; a seal or a rewrite lets it go). Why: a fresh array is
+        faulted in and zeroed by the kernel for every part (perf of the demo's writes: ~0.2 s
+        of system time every 6 hours for the counter's two arrays a part)."""
+        while len(self._buffers) <= i:
+            self._buffers.append(np.empty(0))
+        if len(self._buffers[i]) < n:
+            self._buffers[i] = np.empty(n)
+        return self._buffers[i]
 
     def _record(self, measurement: str, hour: datetime, name: str, rows: int, scales: str,
                 replaces: str | None = None) -> None:
@@ -574,6 +596,7 @@ class Sealed:
         """The part ``old`` becomes ``select``'s rows (``kept`` of them; none: removed)."""
         name, scales = self._write(measurement, hour, self._con.sql(
             select, params=params).to_arrow_table())[1:] if kept else (old[0], "")
+        self._buffers.clear()
         try:
             self._con.execute("BEGIN")
             self._record(measurement, hour, name, kept, scales, replaces=old[0])
