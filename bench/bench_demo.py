@@ -45,6 +45,22 @@ Arrow filters of each write's two clock hours (2.4 s; now DuckDB's range scans, 
 measurable at this noise) and about 3.7 s of system time (page faults: its RSS is 0.5 GB
 lower, so memory is returned and faulted in again each hour; not confirmed). **The 30 s
 aim is not met** with parts (main meets it).
+With the counter's deltas in numpy and each clock hour of a write laid out as one slice
+(helper s26, 7 December; `computewatch/store/_sealed.py` ``_encoded``, `_order` ``period``):
+s25's write-time ``lag`` window ran on one core over every write (its +4 s was mostly wall:
+user +1.4 s over s24). The write path alone (6 h of the demo's frames simulated once and
+written as the demo writes them, 5 rounds interleaved, 00:28-00:31 UTC, load 3-4; CPU
+user+sys, least / median): main 5.62 / 6.14 s, s25 6.56 / 7.55, this 5.58 / 6.74; wall least
+5.95 / 7.59 / 6.07. The summary's reads: main 0.96, s25 1.24, this 1.07 s CPU (least of 5).
+``computewatch demo --no-analyze`` under /usr/bin/time, main, s25 and this interleaved, 3
+rounds (00:04-00:35 UTC, load 1.6-4.4, too noisy to settle a second): wall 38.1 / 37.1 /
+39.1, 45.9 / 33.7 / 35.4 (main) against 48.9 / 36.4 / 50.7, 49.2 / 51.0 / 40.2 (s25) and
+48.8 / 44.0 / 44.3, 43.6 / 41.9 / 34.6 (this); CPU (user + system) main 32.1-39.2, s25
+40.6-47.6, this 39.6-45.2, of which system time main 4.3-8.8, s25 7.0-11.2, this 8.8-10.8;
+peak RSS 1.50-1.57 / 1.00-1.03 / 1.00-1.06 GB. Where the rest goes (perf, 6 h of writes): the
+kernel zeroing fresh pages for DuckDB's Parquet writer (its row-group buffers, freed and
+faulted in again each part: +350,000 minor faults a day over main) and the Parquet encoding
+itself; not fsync (7 calls for 3 h). **The 30 s aim is still not met** with parts.
 """
 
 from __future__ import annotations
