@@ -36,7 +36,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 
 from computewatch.findings import Period
@@ -410,7 +412,7 @@ def utilization_windows(store: Store, period: Period, topology: Topology, *,
         busy_level=busy_level, interval=interval)[definition]
 
 
-def window_totals(windows: pd.DataFrame) -> tuple[float, float]:
+def window_totals(windows: pd.DataFrame | Windows) -> tuple[float, float]:
     """(value, idle accelerator-hours) of some `utilization_windows` rows of one subject.
 
     The value is the weight-weighted mean of the windows' values; windows without data (NaN)
@@ -418,7 +420,21 @@ def window_totals(windows: pd.DataFrame) -> tuple[float, float]:
     by the underuse episodes and the report's period totals, so both state one number.
     (Completeness depends on the span's length, windows without rows included: see
     `utilization_windows`' ``completeness`` and its callers.)
+
+    ``windows`` is a frame or its columns as arrays (`Windows`: the report's per-subject
+    rows, picked without a frame each); NaN is skipped as pandas' ``sum`` skips it, and the
+    sums are numpy's over the same values in the same order, so either gives the same bits.
     """
-    weight = float(windows.weight.sum())
-    observed = float((windows.value * windows.weight).sum() / weight) if weight else float("nan")
-    return observed, float(windows.idle_hours.sum())
+    value, weight = np.asarray(windows.value), np.asarray(windows.weight)
+    total = float(np.nansum(weight))
+    observed = float(np.nansum(value * weight) / total) if total else float("nan")
+    return observed, float(np.nansum(np.asarray(windows.idle_hours)))
+
+
+class Windows(Protocol):
+    """The columns of `utilization_windows` rows that `window_totals` reads, as a frame or
+    as arrays have them."""
+
+    value: Any
+    weight: Any
+    idle_hours: Any

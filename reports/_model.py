@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -213,33 +214,37 @@ _UTILIZATION_USED = ("value", "weight", "idle_hours", "completeness", "accelerat
 subject's rows with the label strings too cost the report more than the sums)."""
 
 
-def _utilization_row(frame: pd.DataFrame, n_windows: int,
+def _utilization_row(frame: SimpleNamespace, n_windows: int,
                      by_quarter: bool = False) -> dict[str, float]:
-    """A subject's period values from its windows; completeness the share of windows with
-    data (quarter windows: the share of each the samples cover, `_site_completeness`)."""
-    if frame.empty:
+    """A subject's period values from its windows (`_rows_by`'s arrays); completeness the
+    share of windows with data (quarter windows: the share of each the samples cover,
+    `_site_completeness`)."""
+    if not len(frame.value):
         return {"utilization": np.nan, "idle_accelerator_hours": 0.0,
                 "utilization_completeness": 0.0, "accelerators": 0}
     value, idle = window_totals(frame)
-    covered = frame.completeness.fillna(0.0).sum() if by_quarter else frame.value.notna().sum()
+    covered = np.nansum(frame.completeness) if by_quarter else \
+        np.count_nonzero(~np.isnan(frame.value))
     return {"utilization": value, "idle_accelerator_hours": idle,
             "utilization_completeness": float(covered) / n_windows,
-            "accelerators": int(frame.accelerators.max())}
+            "accelerators": int(np.nanmax(frame.accelerators))}
 
 
 def _rows_by(frame: pd.DataFrame, *columns: str,
-             values: Sequence[str] | None = None) -> Callable[[str], pd.DataFrame]:
-    """``frame``'s rows (its ``values`` columns; default all) whose value in any of
+             values: Sequence[str]) -> Callable[[str], SimpleNamespace]:
+    """``frame``'s ``values`` columns, as arrays, at the rows whose value in any of
     ``columns`` is the key asked, in ``frame``'s order, as a boolean mask per key selects
     them, but from positions found once: the report asks once per site and hub (a month's
-    link windows are 36,750 rows)."""
+    link windows are 36,750 rows), and sums them with numpy as pandas would (NaN skipped,
+    the same values in the same order), without a frame per key (0.1 s of a month's 2 s)."""
     where = [frame.groupby(c, sort=False, observed=True).indices if len(frame) else {}
              for c in columns]
-    picked = frame if values is None else frame[list(values)]
+    arrays = {c: frame[c].to_numpy() for c in values}
 
-    def rows(key: str) -> pd.DataFrame:
+    def rows(key: str) -> SimpleNamespace:
         hits = [idx[key] for idx in where if key in idx]
-        return picked.iloc[np.unique(np.concatenate(hits))] if hits else picked.iloc[0:0]
+        at = np.unique(np.concatenate(hits)) if hits else np.empty(0, np.intp)
+        return SimpleNamespace(**{c: a[at] for c, a in arrays.items()})
     return rows
 
 
@@ -325,12 +330,12 @@ _LINK_SUMS = ("windows", "windows_with_data", "windows_within_budget", "probes",
 """The columns of the link windows `_latency_row` sums."""
 
 
-def _latency_row(links: pd.DataFrame) -> dict[str, float]:
-    windows = int(links.windows.sum()) if len(links) else 0
-    has = int(links.windows_with_data.sum()) if len(links) else 0
-    within = int(links.windows_within_budget.sum()) if len(links) else 0
-    probes = float(links.probes.sum()) if len(links) else 0.0
-    probes_within = float(links.probes_within_budget.sum()) if len(links) else 0.0
+def _latency_row(links: SimpleNamespace) -> dict[str, float]:
+    """A subject's link windows (`_rows_by`'s arrays) summed."""
+    windows, has, within = (int(np.nansum(links.windows)), int(np.nansum(links.windows_with_data)),
+                            int(np.nansum(links.windows_within_budget)))
+    probes = float(np.nansum(links.probes))
+    probes_within = float(np.nansum(links.probes_within_budget))
     return {"link_windows": windows, "link_windows_with_data": has,
             "link_windows_within_budget": within, "link_probes": probes,
             "link_probes_within_budget": probes_within,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from datetime import timedelta
@@ -201,6 +202,80 @@ def test_read_only_commands_never_create_a_store(tmp_path, command):
         assert proc.returncode == ExitStatus.BAD_INPUT, proc.stderr
         assert f"{missing}: no such store" in proc.stderr and "Traceback" not in proc.stderr
         assert not missing.exists() and not missing.parent.exists()
+
+
+def test_a_report_names_its_bad_format_and_topology_before_a_missing_store(tmp_path):
+    """The report opens its store in a thread while it imports (`Opening`), but says what
+    was wrong in the order it did: the format, then the topology, then the store; none of
+    them leaves a file behind."""
+    missing = tmp_path / "nosuch.duckdb"
+    fmt = run("report", "--period", "2026-10", "--store", str(missing), "--format", "xls",
+              cwd=tmp_path)
+    assert fmt.returncode == ExitStatus.BAD_INPUT
+    assert fmt.stderr == "error: bad --format 'xls': one of html, pdf, csv\n"
+    topo = run("report", "--period", "2026-10", "--store", str(missing), "--topology",
+               str(tmp_path / "nosuch.yaml"), cwd=tmp_path)
+    assert topo.returncode == ExitStatus.BAD_INPUT
+    assert topo.stderr == f"error: {tmp_path / 'nosuch.yaml'}: file not found\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_opening_abandoned_closes_its_store_and_one_kept_is_open(tmp_path):
+    """`Opening.guard`: a command that fails before it asks for its store closes the store
+    the thread opened (DuckDB refuses a read-write connection beside a read-only one in one
+    process), and drops the opening's own error; `result` raises that error where asked."""
+    from computewatch.cli._common import Opening, UserError
+    from computewatch.store import StoreError, StoreURLError
+
+    path = tmp_path / "s.duckdb"
+    DuckDBStore(path).close()
+    opening = Opening(str(path))
+    with pytest.raises(UserError), opening.guard():
+        raise UserError("bad input found first")
+    DuckDBStore(path).close()  # read-write: the read-only store is closed
+    kept = Opening(str(path)).result()
+    with pytest.raises(StoreError, match="cannot open"):
+        DuckDBStore(path)
+    kept.close()
+    failed = Opening(str(tmp_path / "nosuch.duckdb"))
+    with pytest.raises(UserError), failed.guard():
+        raise UserError("bad input found first")
+    with pytest.raises(StoreURLError, match="no such store"):
+        Opening(str(tmp_path / "nosuch.duckdb")).result()
+
+
+def test_a_status_is_shown_on_a_terminal_only():
+    """`spinner`: rich's status where rich shows one; elsewhere a stand-in that takes the
+    updates and writes nothing (a scripted report imports no Live display)."""
+    import io
+
+    from rich.console import Console
+    from rich.status import Status
+
+    from computewatch.cli._common import spinner
+
+    piped = io.StringIO()
+    with spinner(Console(file=piped), "report") as shown:
+        shown.update("report: pue")
+    assert not isinstance(shown, Status) and piped.getvalue() == ""
+    with spinner(Console(file=io.StringIO(), force_terminal=True), "report") as shown:
+        assert isinstance(shown, Status)
+
+
+def test_start_up_loads_openblas_with_one_thread_and_puts_the_environment_back():
+    """`starting` sets OPENBLAS_NUM_THREADS=1 for the imports where nothing set it, and
+    removes it after (child processes see the environment as it was); a value the user set
+    is left as it is."""
+    code = ("import os; from computewatch.cli._startup import starting\n"
+            "with starting('json'):\n    inside = os.environ.get('OPENBLAS_NUM_THREADS')\n"
+            "print(inside, os.environ.get('OPENBLAS_NUM_THREADS'))\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=120, check=True, env=env)
+    assert plain.stdout.split() == ["1", "None"]
+    mine = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True, env={**env, "OPENBLAS_NUM_THREADS": "4"})
+    assert mine.stdout.split() == ["4", "4"]
 
 
 @pytest.mark.slow  # a small demo end to end (~3 s)

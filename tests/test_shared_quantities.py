@@ -252,3 +252,17 @@ def test_a_gap_before_the_last_hour_does_not_stretch_the_sampling_interval():
          "device": "d0", "utilization_ratio": 0.25}
         for h in range(0, 24, 2) for m in range(0, 60, 10)]))
     assert sampling_interval(store, T0, T0 + timedelta(hours=24)) == timedelta(minutes=10)
+
+
+def test_window_totals_of_arrays_are_the_frames_to_the_bit():
+    """The report sums a subject's windows from arrays (`_rows_by`), underuse from a frame:
+    the same numbers, NaN skipped. By hand: weights 2 + 2 (the NaN one counts for nothing),
+    values 0.5 and 0.25 weighted: (1.0 + 0.5) / 4; idle 1 + 2 hours."""
+    from types import SimpleNamespace
+
+    frame = pd.DataFrame({"value": [0.5, np.nan, 0.25], "weight": [2.0, np.nan, 2.0],
+                          "idle_hours": [1.0, 2.0, np.nan]})
+    arrays = SimpleNamespace(**{c: frame[c].to_numpy() for c in frame})
+    assert window_totals(frame) == window_totals(arrays) == (0.375, 3.0)
+    empty = window_totals(frame.iloc[0:0])
+    assert np.isnan(empty[0]) and empty[1] == 0.0

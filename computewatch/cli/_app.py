@@ -18,7 +18,6 @@ import typer
 
 from computewatch.cli._click_words import route_click_words
 from computewatch.cli._common import UserError, print_error
-from computewatch.cli._help import translate_help
 from computewatch.config import ConfigError
 from computewatch.status import ExitStatus
 
@@ -154,7 +153,9 @@ def main() -> None:
         from computewatch.i18n import set_language
 
         set_language(language)  # a usage error can come before the root callback sets it
-        if language != "en":
+        if language != "en":  # click's own package comes with the help's translation only
+            from computewatch.cli._help import translate_help
+
             translate_help(command)
         route_click_words()  # click's own words (Usage, Error, Missing option) too
         command()  # usage errors are click's: it prints them and exits with code 2

@@ -12,14 +12,15 @@ import typer
 
 from computewatch.cli._common import (
     DEFAULT_STORE,
+    Opening,
     PolicyOpt,
     StoreOpt,
     TopologyOpt,
     UserError,
     err_console,
     load_places,
-    open_existing,
     print_error,
+    spinner,
 )
 from computewatch.status import ExitStatus
 
@@ -62,33 +63,36 @@ def report(
     from computewatch.cli._startup import starting
 
     with starting("computewatch.pipelines"):  # the imports of the report's start-up
-        from zoneinfo import ZoneInfo
+        opening = Opening(store)  # read-only: two reports of one file at once
+        with opening.guard():
+            from zoneinfo import ZoneInfo
 
-        from computewatch.i18n import _
-        from computewatch.pipelines import run_pipelines
-        from computewatch.policy import policy_sha256
-        from computewatch.pue import CHINA_TZ
-        from computewatch.reports import (
-            REPORT_FORMATS,
-            SHIPPED_POLICY,
-            ChromiumMissingError,
-            PdfError,
-            build_report,
-            check_scope,
-            parse_period,
-            readable_period,
-            write_report,
-        )
-        from computewatch.store import resolution
+            from computewatch.i18n import _
+            from computewatch.pipelines import run_pipelines
+            from computewatch.policy import policy_sha256
+            from computewatch.pue import CHINA_TZ
+            from computewatch.reports import (
+                REPORT_FORMATS,
+                SHIPPED_POLICY,
+                ChromiumMissingError,
+                PdfError,
+                build_report,
+                check_scope,
+                parse_period,
+                readable_period,
+                write_report,
+            )
+            from computewatch.store import resolution
 
-    fmt = output.lower()
-    if fmt not in REPORT_FORMATS:
-        raise UserError(_("bad --format {value}: one of {choices}").format(
-            value=repr(output), choices=", ".join(REPORT_FORMATS)))
-    if out == "-" and fmt == "pdf":
-        raise UserError(_("--format pdf cannot go to stdout; name a file with --out"))
-    topo, pol = load_places(topology, policy)
-    st = open_existing(store, read_only=True)  # two reports of one file at once
+    with opening.guard():
+        fmt = output.lower()
+        if fmt not in REPORT_FORMATS:
+            raise UserError(_("bad --format {value}: one of {choices}").format(
+                value=repr(output), choices=", ".join(REPORT_FORMATS)))
+        if out == "-" and fmt == "pdf":
+            raise UserError(_("--format pdf cannot go to stdout; name a file with --out"))
+        topo, pol = load_places(topology, policy)
+    st = opening.result()
     console = err_console()
     try:
         bounds = st.time_bounds("accelerator")
@@ -118,15 +122,15 @@ def report(
                     + ("the others need hourly windows" if not only else
                        "latency and anomaly at hourly windows: computewatch analyze")
                     + ")"))))
-            with console.status("report") as status:
+            with spinner(console, "report") as shown:
                 analysis = run_pipelines(  # read-only: the report's findings are not stored
                     st, rp.period, pol, topo, write=False, only=only,
-                    progress=lambda name: status.update(f"report: findings: {name}"))
+                    progress=lambda name: shown.update(f"report: findings: {name}"))
                 result = build_report(st, topo, pol, rp, analysis, hub=hub, province=province,
                                       definition=definition,
                                       policy_name=str(policy) if policy else SHIPPED_POLICY,
                                       policy_digest=policy_sha256(policy),
-                                      progress=lambda step: status.update(f"report: {step}"))
+                                      progress=lambda step: shown.update(f"report: {step}"))
         except ValueError as exc:  # a bad period, hub or definition; an empty period
             raise UserError(str(exc)) from None
     finally:

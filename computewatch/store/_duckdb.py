@@ -266,6 +266,16 @@ def _ranks(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, int]:
     return rank[encoded.indices.to_numpy(zero_copy_only=False)], len(order)
 
 
+def _ranks_of(table: pa.Table, names: Sequence[str], pool: ThreadPoolExecutor
+              ) -> dict[str, tuple[np.ndarray, int]]:
+    """`_ranks` of each of ``table``'s columns ``names``, in ``pool``'s threads: Arrow ranks
+    them outside the GIL, and a month's report ranks five columns of 387,000 rows, one of
+    them 100,000 device names (0.08 to 0.13 s one after another, 0.06 to 0.07 s two at a
+    time, measured under a load of 3)."""
+    return dict(zip(names, pool.map(lambda name: _ranks(table.column(name)), names),
+                    strict=True))
+
+
 def _combined(ranks: Sequence[tuple[np.ndarray, int]], rows: np.ndarray | None = None
               ) -> np.ndarray:
     """One integer per row (of ``rows``, default all) that sorts as the `_ranks` of its keys,
@@ -340,29 +350,32 @@ def _summed_sets(reads: duckdb.DuckDBPyConnection, meas: catalog.Measurement,
         col = rows.column(c)
         values[c] = (pc.fill_null(col, 0).cast(pa.float64()).to_numpy(),
                      pc.is_valid(col).to_numpy(zero_copy_only=False))
-    ranks = {name: _ranks(rows.column(name)) for name in ["time", *labels]}
-    out = {}
-    for one in sets:
-        groups, inverse = _groups(_combined([ranks[g] for g in ["time", *one]]))
-        last = np.empty(len(groups), np.int64)  # a row of each group, for its labels
-        last[inverse] = np.arange(len(inverse))
-        take = pa.array(last)
-        cols = {name: rows.column(name).take(take) for name in ["time", *one]}
-        total = {c: _totals(values[c], inverse, len(groups)) for c in states}  # once a set
-        for c in columns:
-            agg, f = c.split(":", 1)
-            n, _ = total.get(ru.state_column(f, "n"), (None, None))
-            if agg == Aggregate.COUNT:
-                cols[c] = pa.array(n.astype(np.int64))
-                continue
-            sums, some = total[ru.state_column(f, "sum")]
-            if agg == Aggregate.SUM:
-                cols[c] = pa.array(sums, mask=~some)
-                continue
-            with np.errstate(divide="ignore", invalid="ignore"):
-                cols[c] = pa.array(sums / n, mask=~some | (n == 0))
-        out[tuple(one)] = pa.table(cols)
-    return out
+    made = []
+    with ThreadPoolExecutor(2) as pool:  # Arrow's ranks and takes, outside the GIL
+        ranks = _ranks_of(rows, ["time", *labels], pool)
+        for one in sets:
+            groups, inverse = _groups(_combined([ranks[g] for g in ["time", *one]]))
+            last = np.empty(len(groups), np.int64)  # a row of each group, for its labels
+            last[inverse] = np.arange(len(inverse))
+            take = pa.array(last)  # each set's labels taken while numpy sums the states
+            taken = {name: pool.submit(rows.column(name).take, take) for name in ["time", *one]}
+            cols: dict[str, pa.Array] = {}
+            total = {c: _totals(values[c], inverse, len(groups)) for c in states}  # once a set
+            for c in columns:
+                agg, f = c.split(":", 1)
+                n, _ = total.get(ru.state_column(f, "n"), (None, None))
+                if agg == Aggregate.COUNT:
+                    cols[c] = pa.array(n.astype(np.int64))
+                    continue
+                sums, some = total[ru.state_column(f, "sum")]
+                if agg == Aggregate.SUM:
+                    cols[c] = pa.array(sums, mask=~some)
+                    continue
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    cols[c] = pa.array(sums / n, mask=~some | (n == 0))
+            made.append((tuple(one), taken, cols))
+    return {one: pa.table({**{name: got.result() for name, got in taken.items()}, **cols})
+            for one, taken, cols in made}
 
 
 def _groups(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -1557,7 +1570,8 @@ class DuckDBStore(MonthRollups):
             + f" FROM _rollup_states t JOIN {_ident('series_' + meas.name)} s "
             f"USING (series_id) GROUP BY GROUPING SETS ({grouping})").to_arrow_table()
         numbers = rows.column("_set").to_numpy()
-        ranks = {name: _ranks(rows.column(name)) for name in ["time", *labels]}
+        with ThreadPoolExecutor(2) as pool:
+            ranks = _ranks_of(rows, ["time", *labels], pool)
         out = {}
         for one in sets:  # GROUPING's bit is set for each label the set leaves out
             bits = sum(1 << (len(labels) - 1 - i) for i, g in enumerate(labels)
