@@ -214,20 +214,20 @@ _UTILIZATION_USED = ("value", "weight", "idle_hours", "completeness", "accelerat
 subject's rows with the label strings too cost the report more than the sums)."""
 
 
-def _utilization_row(frame: SimpleNamespace, n_windows: int,
+def _utilization_row(windows: SimpleNamespace, n_windows: int,
                      by_quarter: bool = False) -> dict[str, float]:
     """A subject's period values from its windows (`_rows_by`'s arrays); completeness the
     share of windows with data (quarter windows: the share of each the samples cover,
     `_site_completeness`)."""
-    if not len(frame.value):
+    if not len(windows.value):
         return {"utilization": np.nan, "idle_accelerator_hours": 0.0,
                 "utilization_completeness": 0.0, "accelerators": 0}
-    value, idle = window_totals(frame)
-    covered = np.nansum(frame.completeness) if by_quarter else \
-        np.count_nonzero(~np.isnan(frame.value))
+    value, idle = window_totals(windows)
+    covered = np.nansum(windows.completeness) if by_quarter else \
+        np.count_nonzero(~np.isnan(windows.value))
     return {"utilization": value, "idle_accelerator_hours": idle,
             "utilization_completeness": float(covered) / n_windows,
-            "accelerators": int(np.nanmax(frame.accelerators))}
+            "accelerators": int(np.nanmax(windows.accelerators))}
 
 
 def _rows_by(frame: pd.DataFrame, *columns: str,
