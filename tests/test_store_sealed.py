@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import duckdb
@@ -51,6 +53,7 @@ def path(tmp_path):
 
 
 REAL_PART_ROWS = _sealed.PART_ROWS
+PARQUET = _sealed._PARQUET
 
 
 @pytest.fixture(autouse=True)
@@ -190,6 +193,7 @@ def test_a_large_write_goes_straight_to_one_part_per_hour(path, direct_at_4_rows
     store = DuckDBStore(path)
     # 00:40, 00:50 | 01:00, 01:10: spans 30 minutes and two hours.
     store.write("accelerator", _span([40, 50, 60, 70], [0.1, 0.3, 0.5, 0.9]))
+    store.flush()  # its parts are written in the background
     assert _files(path) == ["20261001T00.0.parquet", "20261001T01.0.parquet"]
     assert _live_rows(store) == 0
     assert _means(store, 2) == {(0, "bj-1"): 0.2, (1, "bj-1"): 0.7}
@@ -207,6 +211,7 @@ def test_a_large_write_goes_straight_to_one_part_per_hour(path, direct_at_4_rows
     first = (path.parent / (path.name + ".parquet") / "accelerator" / "20261001T01.0.parquet"
              ).stat().st_mtime_ns
     store.write("accelerator", _span([80, 90, 100, 110], [0.2, 0.2, 0.2, 0.2]))
+    store.flush()  # its parts are written in the background
     assert _files(path) == ["20261001T00.0.parquet", "20261001T01.0.parquet",
                             "20261001T01.1.parquet"]
     assert (path.parent / (path.name + ".parquet") / "accelerator" / "20261001T01.0.parquet"
@@ -235,11 +240,71 @@ def test_a_direct_write_that_fails_leaves_no_part_and_no_rows(path, direct_at_4_
         raise RuntimeError("disk gone")
 
     monkeypatch.setattr(store, "_mark_dirty", fail)  # after the parts, before the commit
+    # The write returns while its parts are written; its commit, and the failure, come
+    # when the store is next used.
+    store.write("accelerator", _span([40, 50, 60, 70], [0.1, 0.3, 0.5, 0.9]))
     with pytest.raises(RuntimeError, match="disk gone"):
-        store.write("accelerator", _span([40, 50, 60, 70], [0.1, 0.3, 0.5, 0.9]))
+        store.flush()
     assert _files(path) == []
     assert store._con.execute("SELECT count(*) FROM series_accelerator").fetchall() == [(0,)]
     assert _means(store, 2) == {}
+    store.close()
+
+
+
+def test_rows_written_to_parts_in_the_background_are_read_at_once(path, direct_at_4_rows):
+    store = DuckDBStore(path)
+    store.write("accelerator", _span([40, 50, 60, 70], [0.1, 0.3, 0.5, 0.9]))
+    # No flush: the query waits for the parts and the write's commit.
+    assert _means(store, 2) == {(0, "bj-1"): 0.2, (1, "bj-1"): 0.7}
+    store.write("accelerator", _span([80, 90, 100, 110], [0.2, 0.2, 0.2, 0.2]))
+    assert store.time_bounds("accelerator") == (T0 + timedelta(minutes=40),
+                                                T0 + timedelta(minutes=110))
+    store.write("accelerator", _span([120, 130, 140, 150], [0.4, 0.4, 0.4, 0.4]))
+    store.close()  # commits the last write
+    store = DuckDBStore(path, read_only=True)
+    assert _means(store, 3) == {(0, "bj-1"): 0.2, (1, "bj-1"): round((0.5 + 0.9 + 4 * 0.2) / 6, 6),
+                                (2, "bj-1"): 0.4}
+    store.close()
+
+
+def test_a_part_that_fails_in_the_background_is_raised_on_the_next_read_naming_it(
+        path, direct_at_4_rows, monkeypatch):
+    store = DuckDBStore(path)
+    store.write("accelerator", _span([0, 10], [0.3, 0.5]))  # live: a small write
+    monkeypatch.setattr(_sealed, "_PARQUET", "FORMAT parquet, COMPRESSION no_such_codec")
+    store.write("accelerator", _span([40, 50, 60, 70], [0.1, 0.3, 0.5, 0.9]))
+    with pytest.raises(StoreError, match=r"writing \S+20261001T00\.0\.parquet failed"):
+        _means(store, 2)
+    # The write is dropped whole (no file, its rows unread); the store goes on.
+    assert _files(path) == []
+    assert _means(store, 2) == {(0, "bj-1"): 0.4}
+    monkeypatch.setattr(_sealed, "_PARQUET", PARQUET)
+    store.write("accelerator", _span([40, 50, 60, 70], [0.1, 0.3, 0.5, 0.9]))
+    assert _means(store, 2) == {(0, "bj-1"): (0.3 + 0.5 + 0.1 + 0.3) / 4, (1, "bj-1"): 0.7}
+    store.close()
+    # A failure the next use does not meet (the last write before close) is raised there.
+    store = DuckDBStore(path)
+    monkeypatch.setattr(_sealed, "_PARQUET", "FORMAT parquet, COMPRESSION no_such_codec")
+    store.write("accelerator", _span([180, 190, 200, 210], [0.1, 0.3, 0.5, 0.7]))
+    with pytest.raises(StoreError, match=r"20261001T03\.0\.parquet"):
+        store.close()
+    assert _files(path) == ["20261001T00.0.parquet", "20261001T01.0.parquet"]
+
+
+def test_a_process_that_exits_without_closing_its_store_commits_its_last_write(path):
+    script = (
+        "import sys; from datetime import datetime, timedelta, UTC; import pandas as pd\n"
+        "from computewatch.store import DuckDBStore, _sealed\n"
+        "_sealed.DIRECT_ROWS, _sealed.PART_ROWS = 4, 1\n"
+        "t0 = datetime(2026, 10, 1, tzinfo=UTC)\n"
+        "store = DuckDBStore(sys.argv[1])\n"
+        "store.write('accelerator', pd.DataFrame({'time': [t0 + timedelta(minutes=m) for m "
+        "in (40, 50, 60, 70)], 'site': 'bj-1', 'device': 'a', "
+        "'utilization_ratio': [0.1, 0.3, 0.5, 0.9]}))\n")
+    subprocess.run([sys.executable, "-c", script, str(path)], check=True, timeout=120)
+    store = DuckDBStore(path, read_only=True)
+    assert _means(store, 2) == {(0, "bj-1"): 0.2, (1, "bj-1"): 0.7}
     store.close()
 
 
@@ -273,6 +338,7 @@ def test_probe_times_of_7_decimals_are_stored_as_integers_and_read_back_equal(
     jitter = [1 / 3, 0.0000123, 0.0000456, 0.0000789]  # a third has no exact decimals
     store = DuckDBStore(path)
     store.write("link_latency", _probes([0, 10, 20, 30], rtt, jitter))
+    store.flush()  # its parts are written in the background
     types = _part_types(path, "link_latency")
     # The round-trip times as integers; the jitter (1/3) and the whole counts as doubles.
     assert (types["rtt_min_seconds"], types["jitter_seconds"], types["samples"]) == (
@@ -304,6 +370,7 @@ def test_a_value_inexact_past_the_rows_tried_keeps_its_field_as_doubles(
     rtt = [0.0001, 0.0002, 0.12345678912, 0.0004]
     store = DuckDBStore(path)
     store.write("link_latency", _probes([0, 10, 20, 30], rtt, [0.0] * 4))
+    store.flush()  # its parts are written in the background
     assert _part_types(path, "link_latency")["rtt_min_seconds"] == "DOUBLE"
     assert _raw_values(store, "link_latency", "rtt_min_seconds") == rtt
     store.close()
@@ -323,6 +390,7 @@ def test_a_query_over_a_range_reads_only_the_parts_overlapping_it(path, direct_a
     # Hours 0, 1 and 2, one part each: 0.1/0.3, 0.5/0.7, 0.2/0.4.
     store.write("accelerator", _span([0, 30, 60, 90, 120, 150],
                                      [0.1, 0.3, 0.5, 0.7, 0.2, 0.4]))
+    store.flush()  # its parts are written in the background
     assert len(_files(path)) == 3
     relation = store._raw("accelerator", datetime(2026, 10, 1, 1), datetime(2026, 10, 1, 2))
     assert re.findall(r"T\d\d\.\d\.parquet", relation) == ["T01.0.parquet"]
@@ -394,6 +462,7 @@ def test_a_write_sends_only_its_dense_hours_to_parts(path, direct_at_4_rows, mon
     store = DuckDBStore(path)
     # Hour 0 holds 3 rows (a part), hour 1 one (live: the newest hour).
     store.write("accelerator", _span([0, 20, 40, 60], [0.1, 0.2, 0.3, 0.4]))
+    store.flush()  # its parts are written in the background
     assert _files(path) == ["20261001T00.0.parquet"]
     assert _live_rows(store) == 1
     # Hour 1 now holds two live rows, hour 2 one: neither a part alone; once hour 3 begins,
@@ -438,6 +507,7 @@ def test_the_energy_counter_is_stored_as_deltas_and_read_back_equal(path, direct
          500_003_001.0]
     store = DuckDBStore(path)
     store.write("accelerator", _energy([0, 10, 20, 30, 60, 70], a, b))
+    store.flush()  # its parts are written in the background
     assert _files(path) == ["20261001T00.0.parquet", "20261001T01.0.parquet"]
     part = path.parent / (path.name + ".parquet") / "accelerator" / "20261001T00.0.parquet"
     con = duckdb.connect()
@@ -485,6 +555,7 @@ def test_a_counter_with_missing_readings_is_stored_as_deltas_its_nulls_kept(
     b = [2.0, 3.5, 4.5, None, None, 7.5]
     store = DuckDBStore(path)
     store.write("accelerator", _energy([0, 10, 20, 30, 60, 70], a, b))
+    store.flush()  # its parts are written in the background
     assert store._con.execute("SELECT DISTINCT scales FROM sealed_files").fetchall() == [
         ('{"energy_joules_total": {"delta": 1}}',)]
     # Each reading's tenths less the previous reading's in the part (a NULL skipped and
@@ -505,6 +576,20 @@ def test_a_counter_with_no_exact_decimals_stays_doubles(path, direct_at_4_rows):
     third = [1 / 3, 2 / 3, 1.0, 4 / 3]  # no decimals at which a third is exact
     store = DuckDBStore(path)
     store.write("accelerator", _energy([0, 10, 20, 30], third, [1.0, None, 3.0, 4.0]))
+    store.flush()  # its parts are written in the background
     assert store._con.execute("SELECT scales FROM sealed_files").fetchall() == [("",)]
     assert _counter(store) == {"a": third, "b": [1.0, None, 3.0, 4.0]}
+    store.close()
+
+
+def test_a_series_dropped_by_retention_is_indexed_again_when_written_again(path):
+    store = DuckDBStore(path)
+    store.write("accelerator", _span([0, 30], [0.1, 0.3]))
+    assert _means(store, 1) == {(0, "bj-1"): 0.2}
+    # No rollups refer to the card: retention drops its samples and its series.
+    store.drop_before(T0 + 2 * H)
+    assert store._con.execute("SELECT count(*) FROM series_accelerator").fetchall() == [(0,)]
+    store.write("accelerator", _span([180, 190], [0.5, 0.7]))
+    assert store._con.execute("SELECT count(*) FROM series_accelerator").fetchall() == [(1,)]
+    assert _means(store, 4) == {(3, "bj-1"): 0.6}
     store.close()

@@ -192,7 +192,7 @@ def _encoded(values: np.ndarray, keep: np.ndarray | None, stored: int | dict[str
     one is exact at its decimals (and within bounds; else None): the integers, or, for a
     counter, each one less the one before (the first: the integer itself), in the order of
     the rows, a NULL (not in ``keep``) kept NULL. The result lives in ``scratch`` (doubles:
-    two per value, and one per row when some are NULL; `Sealed._scratch`).
+    two per value, and one per row when some are NULL; `_scratch`).
     Computed here, not in the COPY's SQL: a ``lag`` window over a write ran on one core and
     held every row (the demo's day: +4 s wall)."""
     n, counter = len(values), isinstance(stored, dict)
@@ -251,6 +251,19 @@ def _counters(measurement: str) -> frozenset[str]:
     return frozenset(f for f in meas.fields if meas.metric(f).kind is catalog.Kind.COUNTER)
 
 
+def _scratch(buffers: list[np.ndarray], i: int, n: int) -> np.ndarray:
+    """The ``i``-th encoded field's memory for `_encoded` in a part: ``n`` doubles or more,
+    kept in ``buffers`` and the same for every part of a run of direct writes (its values
+    are read by the part's COPY, then free; a seal or a rewrite lets the store's go). Why: a
+    fresh array is faulted in and zeroed by the kernel for every part (perf of the demo's
+    writes: ~0.2 s of system time every 6 hours for the counter's two arrays a part)."""
+    while len(buffers) <= i:
+        buffers.append(np.empty(0))
+    if len(buffers[i]) < n:
+        buffers[i] = np.empty(n)
+    return buffers[i]
+
+
 class Sealed:
     """The sealed files of one store (`DuckDBStore`): its connection does the SQL, under
     the store's lock; a store in memory (``folder`` None) seals nothing."""
@@ -266,7 +279,7 @@ class Sealed:
         self._spans: dict[tuple[str, str], tuple[datetime, datetime, str]] = {}
         self._relations: dict[str, str] = {}
         self._newest: dict[str, datetime] = {}  # each measurement's newest live hour
-        self._buffers: list[np.ndarray] = []  # `_scratch`
+        self._buffers: list[np.ndarray] = []  # `_scratch` of seals and rewrites
 
     # -- the manifest ---------------------------------------------------------------------
     def attach(self, con: duckdb.DuckDBPyConnection) -> None:
@@ -386,31 +399,45 @@ class Sealed:
         return (self.folder is not None and not self.read_only and rows >= DIRECT_ROWS
                 and hi - lo >= DIRECT_SPAN)
 
-    def write_parts(self, measurement: str, rows: pa.Table, edges: Sequence[int]
-                    ) -> tuple[list[tuple[datetime, str, int, str]], pa.Table]:
-        """Write the clock hours of ``rows`` (sorted by hour, then series and time:
-        `series_order` with a period of `hour_units`; each hour begins at one of ``edges``)
-        holding `PART_ROWS` rows or more as one new part each, a slice of the rows; returns
-        (hour, file, rows, scales) for `record_parts`, which the caller runs inside its
-        transaction (`discard` if that fails), and the other rows, in the same order, for
-        the live table."""
+    def plan_parts(self, measurement: str, rows: pa.Table, edges: Sequence[int]
+                   ) -> tuple[list[tuple[datetime, str, int, int]], pa.Table]:
+        """The clock hours of ``rows`` (sorted by hour, then series and time: `series_order`
+        with a period of `hour_units`; each hour begins at one of ``edges``) holding
+        `PART_ROWS` rows or more, each (hour, its new part's name, first row, rows) for
+        `write_planned`, and the other rows, in the same order, for the live table. Named
+        here, in the caller's thread: a name comes from the manifest."""
         times = rows.column("time")
-        parts: list[tuple[datetime, str, int, str]] = []
+        planned: list[tuple[datetime, str, int, int]] = []
         rest = []  # the rows of sparse hours stay live
+        for a, b in itertools.pairwise(edges):
+            if b - a < PART_ROWS:
+                rest.append(rows.slice(a, b - a))
+                continue
+            hour = datetime(1970, 1, 1) + timedelta(
+                hours=times[a].cast(pa.int64()).as_py() // hour_units(times.type))
+            planned.append((hour, self._name(measurement, hour, [p[1] for p in planned]),
+                            a, b - a))
+        return planned, pa.concat_tables(rest) if rest else rows.slice(0, 0)
+
+    def write_planned(self, con: duckdb.DuckDBPyConnection, measurement: str, rows: pa.Table,
+                      planned: Sequence[tuple[datetime, str, int, int]],
+                      buffers: list[np.ndarray]) -> list[tuple[datetime, str, int, str]]:
+        """Write the parts `plan_parts` named, each a slice of ``rows``, by ``con`` with
+        ``buffers`` as scratch (`_scratch`): safe in another thread while the store's own
+        connection works, as it touches nothing else of this object. Returns (hour, file,
+        rows, scales) for `record_parts`, which the caller runs inside its transaction
+        (`discard` if that fails); on failure removes the parts it wrote."""
+        parts: list[tuple[datetime, str, int, str]] = []
         try:
-            for a, b in itertools.pairwise(edges):
-                if b - a < PART_ROWS:
-                    rest.append(rows.slice(a, b - a))
-                    continue
-                hour = datetime(1970, 1, 1) + timedelta(
-                    hours=times[a].cast(pa.int64()).as_py() // hour_units(times.type))
-                n, name, scales = self._write(measurement, hour, rows.slice(a, b - a),
-                                              taken=[p[1] for p in parts])
-                parts.append((hour, name, n, scales))
+            for hour, name, a, n in planned:
+                written, scales = self._write(self.folder / measurement / name, measurement,
+                                              rows.slice(a, n), con, buffers)
+                parts.append((hour, name, written, scales))
         except BaseException:
-            self.discard(measurement, parts)
+            for _, name, *_ in parts:
+                (self.folder / measurement / name).unlink(missing_ok=True)
             raise
-        return parts, pa.concat_tables(rest) if rest else rows.slice(0, 0)
+        return parts
 
     def record_parts(self, measurement: str,
                      parts: Sequence[tuple[datetime, str, int, str]]) -> None:
@@ -464,9 +491,10 @@ class Sealed:
         """Move the live rows of the hours [lo, hi) into one new part, named by ``lo``."""
         live = _q("samples_" + measurement)
         cols = ", ".join(_q(c) for c in ["time", "series_id", *columns])
-        rows, name, scales = self._write(measurement, lo, self._con.sql(
+        name = self._name(measurement, lo, ())
+        rows, scales = self._write(self.folder / measurement / name, measurement, self._con.sql(
             f"SELECT {cols} FROM {live} WHERE time >= ? AND time < ? ORDER BY series_id, time",
-            params=[lo, hi]).to_arrow_table())
+            params=[lo, hi]).to_arrow_table(), self._con, self._buffers)
         self._buffers.clear()  # an agent's store seals an hour at a time: keep nothing
         try:
             self._con.execute("BEGIN")
@@ -490,30 +518,29 @@ class Sealed:
         part = 1 + max((int(n.split(".")[1]) for n in names), default=-1)
         return f"{stem}.{part}.parquet"
 
-    def _write(self, measurement: str, hour: datetime, rows: pa.Table, *,
-               taken: Sequence[str] = ()) -> tuple[int, str, str]:
-        """Write ``rows`` as the hour's next part (temporary name, fsync, rename), in their
-        order, its scaled fields as integers and its counters as deltas (`_scales`,
-        `_encoded`: numpy on the rows in memory, once per field chosen); returns its rows,
-        name and scales."""
-        final = self.folder / measurement / self._name(measurement, hour, taken)
+    def _write(self, final: Path, measurement: str, rows: pa.Table,
+               con: duckdb.DuckDBPyConnection, buffers: list[np.ndarray]) -> tuple[int, str]:
+        """Write ``rows`` as the part ``final`` by ``con`` (temporary name, fsync, rename),
+        in their order, its scaled fields as integers and its counters as deltas (`_scales`,
+        `_encoded`: numpy on the rows in memory, once per field chosen, in ``buffers``);
+        returns its rows and scales."""
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(final.name + ".tmp")
         scales: dict[str, int | dict[str, int]] = {}
         for f, stored in _scales(measurement, rows.slice(0, _SAMPLE)).items():
             encoded = _encoded(*_field_values(rows.column(f)), stored,
-                               self._scratch(len(scales), 3 * rows.num_rows))
+                               _scratch(buffers, len(scales), 3 * rows.num_rows))
             if encoded is not None:  # else a value past the rows tried is not exact
                 rows = rows.set_column(rows.schema.get_field_index(f), f, encoded)
                 scales[f] = stored
-        self._con.register("_part", rows)
+        con.register("_part", rows)
         try:
-            self._con.execute("SET enable_progress_bar = false")  # a long COPY draws one
+            con.execute("SET enable_progress_bar = false")  # a long COPY draws one
             try:
-                n = self._con.execute(f"COPY (SELECT * FROM _part) TO {_lit(str(tmp))} ({_PARQUET})"
-                                      ).fetchall()[0][0]
+                n = con.execute(f"COPY (SELECT * FROM _part) TO {_lit(str(tmp))} ({_PARQUET})"
+                                ).fetchall()[0][0]
             finally:
-                self._con.execute("RESET enable_progress_bar")
+                con.execute("RESET enable_progress_bar")
             fd = os.open(tmp, os.O_RDONLY)
             try:
                 os.fsync(fd)
@@ -524,20 +551,8 @@ class Sealed:
             tmp.unlink(missing_ok=True)
             raise StoreError(f"{self.url}: writing {final} failed: {exc}") from None
         finally:
-            self._con.unregister("_part")
-        return int(n), final.name, json.dumps(scales) if scales else ""
-
-    def _scratch(self, i: int, n: int) -> np.ndarray:
-        """The ``i``-th encoded field's memory for `_encoded` in a part: ``n`` doubles or
-        more, the same for every part of a run of direct writes (its values are read by the
-        part's COPY, then free; a seal or a rewrite lets it go). Why: a fresh array is
-        faulted in and zeroed by the kernel for every part (perf of the demo's writes: ~0.2 s
-        of system time every 6 hours for the counter's two arrays a part)."""
-        while len(self._buffers) <= i:
-            self._buffers.append(np.empty(0))
-        if len(self._buffers[i]) < n:
-            self._buffers[i] = np.empty(n)
-        return self._buffers[i]
+            con.unregister("_part")
+        return int(n), json.dumps(scales) if scales else ""
 
     def _record(self, measurement: str, hour: datetime, name: str, rows: int, scales: str,
                 replaces: str | None = None) -> None:
@@ -594,8 +609,11 @@ class Sealed:
     def _replace(self, measurement: str, hour: datetime, old: tuple[str, int], kept: int,
                  select: str, params: list) -> None:
         """The part ``old`` becomes ``select``'s rows (``kept`` of them; none: removed)."""
-        name, scales = self._write(measurement, hour, self._con.sql(
-            select, params=params).to_arrow_table())[1:] if kept else (old[0], "")
+        name, scales = old[0], ""
+        if kept:
+            name = self._name(measurement, hour, ())
+            scales = self._write(self.folder / measurement / name, measurement, self._con.sql(
+                select, params=params).to_arrow_table(), self._con, self._buffers)[1]
         self._buffers.clear()
         try:
             self._con.execute("BEGIN")
