@@ -626,22 +626,28 @@ class DuckDBStore(MonthRollups):
             finally:
                 self._con.unregister("_label_sets")
             set_ids = next(iter(set_ids.values())).astype(np.uint64)
-            ids = np.repeat(set_ids, layout.lengths())
             # Only the label sets the series index lacks are offered to it: its anti-join
             # over every set of the demo's hour (28,000 sets of 12 labels) took 0.06 s.
             fresh = ~np.isin(set_ids, self._known_series(meas.name))
             new_sets = label_sets.filter(pa.array(fresh)) if not fresh.all() else label_sets
-            rows = pa.table({TIME: layout.apply(table.column(TIME)),
-                             **{f: layout.apply(table.column(f)) for f in fields},
-                             "series_id": pa.array(ids, pa.uint64())})
 
-            def commit(parts: list, rows: pa.Table, split: int) -> None:
+            def laid_out(times: pa.Array) -> pa.Table:
+                """The rows in the layout's order (``times`` already moved), with their
+                series' ids: for a write all to parts, made in the parts' thread."""
+                return pa.table({TIME: times, **{f: layout.apply(table.column(f))
+                                                 for f in fields},
+                                 "series_id": pa.array(np.repeat(set_ids, layout.lengths()),
+                                                       pa.uint64())})
+
+            def commit(parts: list, rows: pa.Table | None, split: int) -> None:
                 """The write's one transaction: its new series, its parts (written), its
                 live rows (two connections for a large write: `_split`), its span to roll
                 up; then the live table's complete hours are sealed."""
                 helper, appended = None, None
                 self._con.register("_label_sets", new_sets)
                 try:
+                    if rows is None:  # all of it in parts
+                        rows = pa.table({TIME: pa.array([], pa.timestamp("us"))})
                     if split:  # the second half appended by a second connection, at once
                         helper = self._helper_con()
                         helper.register("_incoming", rows.slice(split))
@@ -697,17 +703,24 @@ class DuckDBStore(MonthRollups):
                     self._sealed.seal(meas.name, [f for f in meas.fields if f in present],
                                       lo, hi)
 
+            times = layout.apply(table.column(TIME))
             if not direct:
-                commit([], rows, self._split(layout))
+                commit([], laid_out(times), self._split(layout))
                 return WriteResult(total, rejected)
-            planned, rest = self._sealed.plan_parts(meas.name, rows, layout.edges)
+            planned, sparse = self._sealed.plan_parts(meas.name, times, layout.edges)
+            rows, rest = None, None
+            if sparse:  # its sparse hours' rows go live
+                rows = laid_out(times)
+                rest = pa.concat_tables([rows.slice(a, n) for a, n in sparse])
             if not planned:
                 commit([], rest, 0)
                 return WriteResult(total, rejected)
             # Dense hours to Parquet parts in the background; the next use of the store
             # (`_settle`) waits for them and commits the write.
-            job = self._parts_pool().submit(self._sealed.write_planned, self._parts_con(),
-                                            meas.name, rows, planned, self._part_buffers)
+            con = self._parts_con()  # made here: the store's connection is this thread's
+            job = self._parts_pool().submit(lambda: self._sealed.write_planned(
+                con, meas.name, rows if rows is not None else laid_out(times), planned,
+                self._part_buffers))
             self._writing[meas.name] = (job, lambda parts: commit(parts, rest, 0))
             _unsettled.add(self)
         return WriteResult(total, rejected)

@@ -399,25 +399,24 @@ class Sealed:
         return (self.folder is not None and not self.read_only and rows >= DIRECT_ROWS
                 and hi - lo >= DIRECT_SPAN)
 
-    def plan_parts(self, measurement: str, rows: pa.Table, edges: Sequence[int]
-                   ) -> tuple[list[tuple[datetime, str, int, int]], pa.Table]:
-        """The clock hours of ``rows`` (sorted by hour, then series and time: `series_order`
-        with a period of `hour_units`; each hour begins at one of ``edges``) holding
-        `PART_ROWS` rows or more, each (hour, its new part's name, first row, rows) for
-        `write_planned`, and the other rows, in the same order, for the live table. Named
-        here, in the caller's thread: a name comes from the manifest."""
-        times = rows.column("time")
+    def plan_parts(self, measurement: str, times: pa.Array, edges: Sequence[int]
+                   ) -> tuple[list[tuple[datetime, str, int, int]], list[tuple[int, int]]]:
+        """The clock hours of a write's ``times`` (in its rows' order: by hour, then series
+        and time, `series_order` with a period of `hour_units`; each hour begins at one of
+        ``edges``) holding `PART_ROWS` rows or more, each (hour, its new part's name, first
+        row, rows) for `write_planned`, and the other hours' (first row, rows), for the
+        live table. Named here, in the caller's thread: a name comes from the manifest."""
         planned: list[tuple[datetime, str, int, int]] = []
-        rest = []  # the rows of sparse hours stay live
+        sparse = []  # the rows of sparse hours stay live
         for a, b in itertools.pairwise(edges):
             if b - a < PART_ROWS:
-                rest.append(rows.slice(a, b - a))
+                sparse.append((a, b - a))
                 continue
             hour = datetime(1970, 1, 1) + timedelta(
                 hours=times[a].cast(pa.int64()).as_py() // hour_units(times.type))
             planned.append((hour, self._name(measurement, hour, [p[1] for p in planned]),
                             a, b - a))
-        return planned, pa.concat_tables(rest) if rest else rows.slice(0, 0)
+        return planned, sparse
 
     def write_planned(self, con: duckdb.DuckDBPyConnection, measurement: str, rows: pa.Table,
                       planned: Sequence[tuple[datetime, str, int, int]],
