@@ -14,7 +14,10 @@ the DuckDB file and that folder.
   that hour: no insert into ``samples_<m>``, no delete, no freed blocks in the file. Such
   a write's rows are laid out hour by hour (`write_parts`), so a part is a slice of them.
   Its other rows (sparse hours: a year of hourly meter readings in one frame) land in
-  ``samples_<m>`` with the smaller writes (an agent's minutes).
+  ``samples_<m>`` with the smaller writes (an agent's minutes). The store writes such parts
+  on a second connection in a thread (`write_planned`) while the caller goes on, and commits
+  the write when it is next used (`DuckDBStore._settle`): the names are given first, in the
+  caller's thread (`plan_parts`).
 - Once a newer hour has begun, the live table's complete hours are moved into parts, oldest
   first, one part per run of consecutive hours holding `PART_ROWS` rows together (a dense
   hour alone; a day or a month of sparse rows; a run still short of it stays live). Why:
