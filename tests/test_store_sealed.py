@@ -593,3 +593,24 @@ def test_a_series_dropped_by_retention_is_indexed_again_when_written_again(path)
     assert store._con.execute("SELECT count(*) FROM series_accelerator").fetchall() == [(1,)]
     assert _means(store, 4) == {(3, "bj-1"): 0.6}
     store.close()
+
+
+def test_small_writes_look_for_hours_to_seal_only_once_a_part_could_be_made(
+        path, monkeypatch):
+    monkeypatch.setattr(_sealed, "PART_ROWS", 5)
+    store = DuckDBStore(path)
+    looks = []
+    seal_complete = store._sealed._seal_complete
+    monkeypatch.setattr(store._sealed, "_seal_complete",
+                        lambda *a: looks.append(1) or seal_complete(*a))
+    # Two rows an hour. Hour 0: a first look. Hour 1: 4 rows live, no part possible, no
+    # look. Hour 2: 6 rows live, a look, but hours 0 and 1 hold 4: no part. Hour 3: hours
+    # 0 to 2 hold 6: one part, named by hour 0, and 2 rows stay live.
+    for h, util in enumerate([(0.1, 0.3), (0.5, 0.7), (0.2, 0.4), (0.6, 0.8)]):
+        store.write("accelerator", _span([60 * h, 60 * h + 30], list(util)))
+    assert len(looks) == 3
+    assert _files(path) == ["20261001T00.0.parquet"]
+    assert _live_rows(store) == 2
+    assert _means(store, 4) == {(0, "bj-1"): 0.2, (1, "bj-1"): 0.6, (2, "bj-1"): 0.3,
+                                (3, "bj-1"): 0.7}
+    store.close()

@@ -648,6 +648,7 @@ class DuckDBStore(MonthRollups):
                 try:
                     if rows is None:  # all of it in parts
                         rows = pa.table({TIME: pa.array([], pa.timestamp("us"))})
+                    live = rows.num_rows
                     if split:  # the second half appended by a second connection, at once
                         helper = self._helper_con()
                         helper.register("_incoming", rows.slice(split))
@@ -698,10 +699,10 @@ class DuckDBStore(MonthRollups):
                                          ) from None
                     finally:
                         helper.unregister("_incoming")
-                if rows.num_rows:
+                if live:
                     present = self._ensure(meas)
                     self._sealed.seal(meas.name, [f for f in meas.fields if f in present],
-                                      lo, hi)
+                                      lo, hi, live)
 
             times = layout.apply(table.column(TIME))
             if not direct:

@@ -282,6 +282,7 @@ class Sealed:
         self._spans: dict[tuple[str, str], tuple[datetime, datetime, str]] = {}
         self._relations: dict[str, str] = {}
         self._newest: dict[str, datetime] = {}  # each measurement's newest live hour
+        self._held: dict[str, int] = {}  # its live rows, at most (`seal`)
         self._buffers: list[np.ndarray] = []  # `_scratch` of seals and rewrites
 
     # -- the manifest ---------------------------------------------------------------------
@@ -303,6 +304,7 @@ class Sealed:
         self._spans.clear()
         self._relations.clear()
         self._newest.clear()
+        self._held.clear()
 
     def files(self, measurement: str) -> list[tuple[datetime, str, int]]:
         """(hour, file, rows) of the sealed files of ``measurement``, by hour: a part's first
@@ -458,17 +460,25 @@ class Sealed:
             (self.folder / measurement / name).unlink(missing_ok=True)
         self._forget()
 
-    def seal(self, measurement: str, columns: Sequence[str], lo: datetime, hi: datetime
-             ) -> int:
-        """After a write into the live table in [lo, hi]: move the complete hours of
-        ``measurement`` before its newest live hour into new parts of `PART_ROWS` rows or
-        more (`_seal_complete`); returns rows moved. A write within the newest hour seals
-        nothing."""
+    def seal(self, measurement: str, columns: Sequence[str], lo: datetime, hi: datetime,
+             rows: int) -> int:
+        """After a write of ``rows`` rows into the live table in [lo, hi]: move the complete
+        hours of ``measurement`` before its newest live hour into new parts of `PART_ROWS`
+        rows or more (`_seal_complete`); returns rows moved. A write within the newest hour
+        seals nothing, nor does one while the live table holds fewer than `PART_ROWS` rows
+        in all (counted since the last look: no run of hours can make a part). Why: the two
+        queries of a look cost 7 ms, and a store fed hour by hour in small writes (a test's
+        432) looked after each."""
         if self.folder is None or self.read_only:
             return 0
-        known = self._newest.get(measurement)
+        known, held = self._newest.get(measurement), self._held.get(measurement)
+        if held is not None:
+            held = self._held[measurement] = held + rows
         if known is None or lo < known or hi >= known + HOUR:
-            return self._seal_complete(measurement, columns)
+            if known is None or held is None or held >= PART_ROWS:
+                return self._seal_complete(measurement, columns)
+            self._newest[measurement] = max(known, hi.replace(minute=0, second=0,
+                                                              microsecond=0))
         return 0
 
     def _seal_complete(self, measurement: str, columns: Sequence[str]) -> int:
@@ -477,15 +487,18 @@ class Sealed:
                                    ).fetchall()[0][0]
         if newest is None:
             return 0
-        self._newest[measurement] = newest
-        moved, start, held = 0, None, 0
+        moved, start, held, total = 0, None, 0, 0
         for hour, n in self._con.execute(
-                f"SELECT date_trunc('hour', time) AS h, count(*) FROM {live} WHERE time < ? "
-                "GROUP BY h ORDER BY h", [newest]).fetchall():
+                f"SELECT date_trunc('hour', time) AS h, count(*) FROM {live} "
+                "GROUP BY h ORDER BY h").fetchall():
+            total += n
+            if hour >= newest:
+                continue
             start, held = start or hour, held + n
             if held >= PART_ROWS:  # these hours together make a part
                 moved += self._seal_hours(measurement, start, hour + HOUR, columns)
                 start, held = None, 0
+        self._newest[measurement], self._held[measurement] = newest, total - moved
         return moved
 
     def _seal_hours(self, measurement: str, lo: datetime, hi: datetime,
