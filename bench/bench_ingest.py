@@ -18,6 +18,33 @@ Wall time is the best of ``repeat`` runs (each into a fresh file): the 2-core ma
 shared, and the best run is the one least disturbed. The store's CPU seconds (all its
 threads) are printed too: on a loaded machine they compare two write paths where wall time
 cannot, though they do not show what two cores appending at once gain.
+
+Sealing (`computewatch.store._sealed`) is inside the timed path: each write that begins a new
+hour writes the hour before as zstd Parquet (3 of the 4 hours here). Measured 6 December
+12:32-12:36 (helper s21, load 9-11, best of 2, wall figures meaningless at that load): 0.803
+s CPU per M samples against 0.499 for the code before, so about 0.3 s per M samples is the
+Parquet writer's; the hour's Parquet is written from the write's own sorted Arrow rows.
+Now (helper s22) each of these hour-long writes goes straight to a Parquet part (no insert
+into the table, no delete), so the Parquet writer replaces DuckDB's append instead of
+following it; measured 6 December 15:34 (load 3-4, main, s21 and this interleaved, 2 rounds
+of the 4.8 M rows, least of 2 each): 0.396 / 0.429 s CPU per M samples against main's
+0.449 / 0.457 and s21's 0.688 / 0.660; wall 2.28-2.61 s against main's 2.07-2.28 (the
+parts of one write are written one after another; main appends on two connections).
+
+With the probes' times as integers (helper s23, 6 December; each part's fields tried on
+2,048 rows for their decimals, 2% of the write's CPU in-process), this and main 4c12803
+alternated, ``python -m bench ingest``: 18:19-18:21 UTC, load 5-7: **0.392 s CPU per M
+samples against main's 0.406** (issue 12's shape 0.307 against 0.324); a round at load 7-8
+before it gave 0.503 against 0.429 (issue 12's shape 0.379 / 0.381): wall rates at these
+loads (1.0-2.1 M/s) say nothing of the 3 M/s aim.
+
+With parts sized by rows (helper s24, 6 December; these hour-long writes hold one dense
+clock hour each, so they still go straight to one part; the hour split costs 5 ms CPU per
+1.2 M rows), this and main c0bab86 alternated, ``python -m bench ingest``, 21:31-21:34 UTC,
+load 2.7 to 4.5: **0.534 / 0.440 s CPU per M samples against main's 0.447 / 0.445**; wall
+2.61 / 2.12 M samples/s against 2.11 / 3.20. Two rounds before (21:18-21:22, load 4.5 to
+6.5, the code before its no-filter fast path): 0.534 / 0.520 against 0.483 / 0.409. Not
+settled at these loads: a quiet run is wanted for the 3 M/s aim.
 """
 
 from __future__ import annotations

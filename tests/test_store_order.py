@@ -77,6 +77,42 @@ def test_a_hash_collision_falls_back_to_exact_series(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("time_major", [True, False])
+def test_a_period_puts_each_periods_rows_first_in_series_order(time_major):
+    """Four minutes of two devices (rows 0-7: minute by minute, gpu0 then gpu1), gpu1's pod
+    changing after minute 0, in periods of two minutes. Expected by hand: period 0's gpu0
+    (rows 0, 2), gpu1 under pod a (1) and under pod b (3), then period 1's gpu0 (4, 6)
+    and gpu1 (5, 7); a series begins at each of those runs."""
+    rows = np.arange(8)
+    if not time_major:  # the same rows, shuffled: sorted, not transposed
+        rows = np.array([5, 2, 7, 0, 3, 6, 1, 4])
+    minute, device = rows // 2, rows % 2
+    frame = pa.table({
+        "time": pa.array([T0 + timedelta(minutes=int(m)) for m in minute],
+                         pa.timestamp("us", tz="UTC")),
+        "device": [f"gpu{d}" for d in device],
+        "pod": ["" if d == 0 else "a" if m == 0 else "b" for m, d in zip(minute, device,
+                                                                           strict=True)],
+        "row": rows,
+    })
+    def runs(layout: _order.SeriesOrder) -> list[list[tuple[int, ...]]]:
+        """Each period's runs (rows), sorted (shuffled rows order the series by hash)."""
+        moved = layout.apply(frame.column("row")).to_pylist()
+        got = [tuple(moved[a:b]) for a, b in zip(layout.starts, [*layout.starts[1:], 8],
+                                                 strict=True)]
+        assert [r[0] for r in got] == rows[layout.first].tolist()
+        return [sorted(r for r in got if r[0] < 4), sorted(r for r in got if r[0] >= 4)]
+
+    layout = _order.series_order(frame, ["device", "pod"], period=120 * 10 ** 6)
+    assert (layout.blocks is not None) == time_major
+    assert sorted(layout.apply(frame.column("row")).to_pylist()[:4]) == [0, 1, 2, 3]
+    assert runs(layout) == [[(0, 2), (1,), (3,)], [(4, 6), (5, 7)]]
+    assert layout.edges == (0, 4, 8)
+    # Without a period: each series' rows together, in time order.
+    assert sorted(runs(_order.series_order(frame, ["device", "pod"]))[0]) == [
+        (0, 2, 4, 6), (1,), (3, 5, 7)]
+
+
+@pytest.mark.parametrize("time_major", [True, False])
 def test_a_large_write_is_stored_whole_by_two_connections(tmp_path, time_major):
     """More rows than `PARALLEL_ROWS`: both halves land, every value with its series and
     time (counted and summed per device against the frame), in one series index."""

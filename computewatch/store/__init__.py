@@ -21,6 +21,7 @@ Third-party backends can register through the ``computewatch.stores`` entry-poin
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from importlib.metadata import entry_points
@@ -33,6 +34,15 @@ from computewatch.store._protocol import Aggregate, Query, Store, StoreError, Wr
 
 if TYPE_CHECKING:
     import pandas as pd
+
+DUCKDB_ALLOCATOR = "dirty_decay_ms:10000,muzzy_decay_ms:10000"
+"""DuckDB's allocator (its own jemalloc) settings, read once when DuckDB loads, so set here,
+before any backend imports it (a value the user set is kept). Why: by default it hands freed
+pages back to the kernel after a second, and a store writing Parquet parts an hour at a time
+(the demo) faulted them in again for every part: 0.8 M minor faults and 7-10 s of system
+time over the demo's day against 0.5 M and 3-4 s for DuckDB's own tables; with ten seconds
+the faults fall to main's (bench/bench_demo.py). Idle memory still goes back, later."""
+os.environ.setdefault("DUCKDB_JE_MALLOC_CONF", DUCKDB_ALLOCATOR)
 
 __all__ = [
     "DEFAULT_URL",

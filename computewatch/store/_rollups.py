@@ -174,6 +174,8 @@ def rollup_columns(fields: Sequence[str]) -> list[tuple[str, str]]:
 
 def hourly_select(fields: Sequence[str], samples: str) -> str:
     """SELECT of hourly state rows from raw samples in ``[?, ?)`` (hour-aligned bounds).
+    ``samples`` here and below is SQL of a relation: the store's live table and its sealed
+    files (`computewatch.store._sealed`).
     ``arg_max`` skips NULL values, so ``last`` is the last reading the field had."""
     aggs = []
     for f in fields:
@@ -186,7 +188,7 @@ def hourly_select(fields: Sequence[str], samples: str) -> str:
                  f"max(CASE WHEN {c} IS NOT NULL THEN time END) "
                  f"AS {_q(state_column(f, 'last_time'))}"]
     return (f"SELECT time_bucket(INTERVAL 1 HOUR, time) AS time, series_id, {', '.join(aggs)} "
-            f"FROM {_q(samples)} WHERE time >= ? AND time < ? GROUP BY ALL")
+            f"FROM {samples} WHERE time >= ? AND time < ? GROUP BY ALL")
 
 
 _MERGE = {"n": "sum({c})", "sum": "sum({c})", "min": "min({c})", "max": "max({c})",
@@ -240,7 +242,7 @@ def raw_states(meas: catalog.Measurement, fields: Sequence[str], samples: str,
         cols += [f"CAST({c} IS NOT NULL AS BIGINT) AS {_q(state_column(f, 'n'))}",
                  *(f"{c} AS {_q(state_column(f, s))}" for s in ("sum", "min", "max", "last")),
                  f"CASE WHEN {c} IS NOT NULL THEN time END AS {_q(state_column(f, 'last_time'))}"]
-    return (f"SELECT time, series_id, {', '.join(cols)} FROM {_q(samples)} "
+    return (f"SELECT time, series_id, {', '.join(cols)} FROM {samples} "
             f"WHERE time >= ? AND time < ?")
 
 
@@ -275,7 +277,7 @@ def sketch_from_raw(field: str, samples: str) -> str:
     """SELECT of hourly sketch rows of ``field`` from raw samples in ``[?, ?)``."""
     c = _q(field)
     return (f"SELECT date_trunc('hour', time) AS time, series_id, '{field}' AS field, "
-            f"{bucket_sql(c)} AS k, count(*) AS n FROM {_q(samples)} "
+            f"{bucket_sql(c)} AS k, count(*) AS n FROM {samples} "
             f"WHERE time >= ? AND time < ? AND {c} IS NOT NULL GROUP BY ALL")
 
 
@@ -289,4 +291,4 @@ def raw_sketch_rows(field: str, samples: str) -> str:
     """Raw samples of ``field`` in ``[?, ?)`` as sketch rows of one count each."""
     c = _q(field)
     return (f"SELECT time, series_id, {bucket_sql(c)} AS k, CAST(1 AS BIGINT) AS n "
-            f"FROM {_q(samples)} WHERE time >= ? AND time < ? AND {c} IS NOT NULL")
+            f"FROM {samples} WHERE time >= ? AND time < ? AND {c} IS NOT NULL")
