@@ -586,6 +586,9 @@ class DuckDBStore(MonthRollups):
 
     # -- write ----------------------------------------------------------------------------
     def write(self, measurement: str, frame: pa.Table | pd.DataFrame) -> WriteResult:
+        """Store one frame. A large one whose clock hours go to Parquet parts may return
+        before they are written: the store's next use (or `flush`, `close`, the process'
+        exit) commits it, and raises there if a part failed (`_settle`)."""
         table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(
             frame, preserve_index=False)
         before = self.rejections.total()
