@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from store_files import copy_store, remove_store
 
 from computewatch.sim import build_fleet, simulate
 from computewatch.sim.fleet import Fleet
@@ -99,10 +99,10 @@ def simulated_store(simulated_day: SimulatedDay,
                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[DuckDBStore]:
     """This module's own copy of the simulated day's store (writes stay in the module)."""
     path = tmp_path_factory.mktemp("simulated-copy") / "day.duckdb"
-    shutil.copyfile(simulated_day.path, path)
+    copy_store(simulated_day.path, path)
     store = DuckDBStore(path)
     try:
         yield store
     finally:
         store.close()
-        path.unlink()  # 110 MB a copy
+        remove_store(path)  # 110 MB a copy

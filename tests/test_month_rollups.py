@@ -20,6 +20,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from store_files import copy_store
 
 from computewatch import catalog
 from computewatch.compliance import window_compliance
@@ -257,7 +258,7 @@ def test_a_late_write_into_a_day_rolls_its_month_again(span, tmp_path):
 def test_retention_keeps_month_rows_and_cuts_the_month_it_falls_in(span, tmp_path):
     path = tmp_path / "kept.duckdb"
     span["stores"]["rolled"]._con.execute("CHECKPOINT")
-    shutil.copy(span["stores"]["rolled"].path, path)
+    copy_store(span["stores"]["rolled"].path, path)
     acc = span["accelerator"]
     store = DuckDBStore(path)
     store.expire(raw=timedelta(days=1), now=END + timedelta(days=30))
@@ -280,7 +281,7 @@ def test_retention_keeps_month_rows_and_cuts_the_month_it_falls_in(span, tmp_pat
 def test_a_store_from_before_month_rows_gets_them(span, tmp_path):
     path = tmp_path / "older.duckdb"
     span["stores"]["rolled"]._con.execute("CHECKPOINT")
-    shutil.copy(span["stores"]["rolled"].path, path)
+    copy_store(span["stores"]["rolled"].path, path)
     con = duckdb.connect(str(path))
     for table in ("rollup_1mo_accelerator", "rollup_1mo_facility_power",
                   "rollup_1mo_link_latency", "sketch_1mo_link_latency", "pending_months"):
@@ -302,7 +303,7 @@ def test_a_store_from_before_month_rows_gets_them(span, tmp_path):
 
 def _copy_of_rolled(span, path) -> None:
     span["stores"]["rolled"]._con.execute("CHECKPOINT")
-    shutil.copy(span["stores"]["rolled"].path, path)
+    copy_store(span["stores"]["rolled"].path, path)
 
 
 def _june_by_site(span) -> np.ndarray:

@@ -8,12 +8,12 @@ three seeds: every rule of the pipelines scored here at recall 100% and precisio
 from __future__ import annotations
 
 import math
-import shutil
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from conftest import DEMO_SEEDS
+from store_files import copy_store, remove_store
 
 from computewatch.findings import Finding, Period, Severity
 from computewatch.pipelines import run_pipelines
@@ -265,12 +265,12 @@ def analyses(demo_days, tmp_path_factory):
     out = {}
     for seed, day in demo_days.items():
         path = tmp_path_factory.mktemp(f"scoring-{seed}") / "day.duckdb"
-        shutil.copyfile(day.path, path)
+        copy_store(day.path, path)
         period = Period(day.history.start, day.history.end)
         with DuckDBStore(path) as store:
             out[seed] = (day, run_pipelines(store, period, load_policy(), day.fleet.topology,
                                             only=SCORED_PIPELINES, write=False))
-        path.unlink()
+        remove_store(path)
     return out
 
 
