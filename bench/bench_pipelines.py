@@ -69,6 +69,12 @@ Two more rounds as the load fell (21:43-21:45, load 1.4 to 2.0; main first, then
 23.7 / 26.5 s CPU against main's 26.0 / 19.8 (wall 18.2 / 21.0 s against 21.2 / 16.0): over
 the 4 rounds main 19.8-27.9 s, this 23.7-33.3 s; least of 4 **+20%**, medians +9%. The
 5% aim is not shown; the spread between runs of one code is wider than the difference.
+With s27's parts on main (7 December 04:12-04:18 UTC, load 1.2 to 1.6, a slow phase: the
+store rebuilt in 100 s, 31 MB file and 734 MB parts), this child against the code before
+(ba0481c, DuckDB tables, on its own store), interleaved, 4 rounds: wall 17.9 / 20.4 / 21.1 /
+22.2 s against 24.9 / 21.3 / 20.9 / 19.9, CPU 22.7-27.1 s against 24.5-27.2, peak RSS
+1,556-1,602 MB against 1,802-1,829; 256 findings, every rule 100% recall and precision on
+both. Equal within the noise; neither holds 20 s in every round of that phase (15.3 s quiet).
 """
 
 from __future__ import annotations
