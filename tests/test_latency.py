@@ -2,7 +2,9 @@
 
 One module-scoped run probes six local responders at a 10 ms interval for one 5 s window (500
 probes each) through `LatencyCollector`; most tests assert on that run. Drops are seeded, so
-the loss each responder produces is the same on every run.
+the loss each responder produces is the same on every run. The window is taken once the
+machine is quiet, and again (up to three times) when other processes held the cores during
+it (`machine_load`): the round trips measured are this machine's own timing.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import re
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 from docstring_metrics import documented_fields, readme_metrics
+from machine_load import Busy, busy_meter, wait_for_quiet
 
 import computewatch.collectors.latency as latency_module
 from computewatch import catalog
@@ -170,13 +174,21 @@ class Run:
     drift: list[float]
     skipped: int
     errors: dict[str, int]
+    load: list[str]
+    """How busy the machine was during each window taken (the last is the one tested)."""
 
 
 DELAYS = {"d0p2": 0.0002, "d3": 0.003, "d12": 0.012, "d30": 0.030}
+ATTEMPTS, OTHERS_MAX_CORES = 3, 0.5
+"""A window during which other processes held more than half a core on average is taken
+again, up to three times: the RTTs and the schedule are this machine's own timing, and CI's
+2-core runner once added 0.3-0.5 ms to every probe while something else ran
+(`machine_load`)."""
 
 
-@pytest.fixture(scope="module")
-def run() -> Iterator[Run]:
+def probe_window() -> tuple[Run, Busy]:
+    """One window of the six responders, in a fresh child process (so the misbehaving one's
+    count and the seeded drops start over), taken once the machine is quiet."""
     with one_loop(lambda: Responder(0.0002, 0.05, seed=6), lambda: Responder(0.003, 0.05, seed=7),
                   lambda: Responder(0.012, 0.05, seed=11), lambda: Responder(0.030, 0.05, seed=25),
                   lambda: Responder(0.001, jitter_s=0.008, seed=1), Misbehaving,
@@ -191,18 +203,36 @@ def run() -> Iterator[Run]:
         ]
         collector = LatencyCollector(LABELS, targets, window_s=WINDOW_S, interval_s=INTERVAL_S,
                                      timeout_s=TIMEOUT_S, align_windows=False)
-        try:
-            assert collector.collect() is not None  # starts the prober
-            deadline = time.monotonic() + WINDOW_S + 10
-            while len(collector.prober.latest()) < len(targets):
-                assert time.monotonic() < deadline, "no complete window in time"
-                time.sleep(0.05)
-            samples = collector.collect()
-        finally:
-            collector.close()
-        prober = collector.prober
-        yield Run({r.target.dst_site: r for r in prober.latest()}, samples, list(prober.drift),
-                  prober.skipped, prober.errors())
+        wait_for_quiet(OTHERS_MAX_CORES, limit_s=30)
+        with busy_meter() as busy:
+            try:
+                assert collector.collect() is not None  # starts the prober
+                deadline = time.monotonic() + WINDOW_S + 10
+                while len(collector.prober.latest()) < len(targets):
+                    assert time.monotonic() < deadline, "no complete window in time"
+                    time.sleep(0.05)
+                samples = collector.collect()
+            finally:
+                collector.close()
+    prober = collector.prober
+    return Run({r.target.dst_site: r for r in prober.latest()}, samples, list(prober.drift),
+               prober.skipped, prober.errors(), []), busy
+
+
+@pytest.fixture(scope="module")
+def run() -> Run:
+    load = []
+    for attempt in range(1, ATTEMPTS + 1):
+        result, busy = probe_window()
+        load.append(str(busy))
+        if busy.others <= OTHERS_MAX_CORES:
+            break
+        warnings.warn(f"test_latency: probe window {attempt} of {ATTEMPTS} ran beside other "
+                      f"work ({busy}); taken again" if attempt < ATTEMPTS else
+                      f"test_latency: every probe window ran beside other work ({load})",
+                      stacklevel=1)
+    result.load = load
+    return result
 
 
 @pytest.mark.slow  # reads the module's real-time probe run (~6 s)
