@@ -337,6 +337,22 @@ def test_sketch_lists_with_zero_and_repeated_values(tmp_path):
     store.close()
 
 
+@pytest.mark.parametrize("far", [2 ** 30, 2 ** 61])  # one int64 key; too wide for one
+def test_sketch_entries_add_up_per_row_and_bucket(far):
+    """Entries of the same row and bucket add up, in (row, bucket) order, whichever way they
+    are summed: a dense grid, or sorted on a key (here, buckets far apart)."""
+    from computewatch.store._duckdb import _per_row_buckets
+    from computewatch.store._rollups import ZERO_BUCKET
+
+    rows = np.array([0, 2, 0, 2, 0, 2, 2])
+    k = np.array([5, 5, far, ZERO_BUCKET, 5, 5, far])
+    n = np.array([1, 2, 3, 4, 5, 6, 7])
+    got = [a.tolist() for a in _per_row_buckets(rows, k, n, 3)]
+    assert got == [[0, 0, 2, 2, 2], [5, far, ZERO_BUCKET, 5, far], [6, 3, 4, 8, 7]]
+    dense = [a.tolist() for a in _per_row_buckets(rows, np.array([5, 5, 6, 4, 5, 5, 6]), n, 3)]
+    assert dense == [[0, 0, 2, 2, 2], [5, 6, 4, 5, 6], [6, 3, 4, 8, 7]]
+
+
 def test_the_numpy_bucketing_is_the_sqls():
     """Sketch lists are bucketed in numpy, raw samples in SQL: the same bucket for every
     value, bucket edges, zero and negatives included."""

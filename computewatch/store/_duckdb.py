@@ -218,9 +218,11 @@ def _normalize(table: pa.Table, meas: catalog.Measurement) -> pa.Table:
 
 def _per_row_buckets(rows: np.ndarray, k: np.ndarray, n: np.ndarray, n_rows: int
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sketch entries (row, bucket, count) summed per row and bucket: on a dense grid of
-    rows x the buckets in use where that is small (a backfill's links span a few hundred
-    buckets), else by sorting."""
+    """Sketch entries (row, bucket, count) summed per row and bucket, in (row, bucket)
+    order: on a dense grid of rows x the buckets in use where that is small (a backfill's
+    links span a few hundred buckets), else by sorting one int64 key per entry (numpy's
+    `unique` over two stacked columns sorts them as opaque records, about 20x slower: 21 of
+    a 40-day demo's 100 s)."""
     if not len(k):
         return rows, k, n
     lo = int(k.min())
@@ -229,8 +231,13 @@ def _per_row_buckets(rows: np.ndarray, k: np.ndarray, n: np.ndarray, n_rows: int
         total = np.bincount(rows * span + (k - lo), weights=n, minlength=n_rows * span)
         cells = np.flatnonzero(total)
         return cells // span, cells % span + lo, total[cells].astype(np.int64)
-    keys, inverse = np.unique(np.stack([rows, k]), axis=1, return_inverse=True)
-    return keys[0], keys[1], np.bincount(inverse.ravel(), weights=n).astype(np.int64)
+    if n_rows * span < 1 << 62:
+        order = np.argsort(rows.astype(np.int64) * span + (k.astype(np.int64) - lo))
+    else:  # a key would not fit in 63 bits
+        order = np.lexsort((k, rows))
+    r, b = rows[order], k[order]
+    first = np.flatnonzero(np.r_[True, (r[1:] != r[:-1]) | (b[1:] != b[:-1])])
+    return r[first], b[first], np.add.reduceat(n[order].astype(np.int64), first)
 
 
 _floor = ru.floor_time
