@@ -36,12 +36,13 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# The whole suite (what .ci/run calls): the quick tests on two workers (a module stays on one
-# worker, so its servers start once), then the tests marked slow one at a time, since several
-# time real clocks (probe schedules, a two-minute outage) and must not share the cores.
+# The whole suite (what .ci/run calls): every test but those marked realtime on two workers (a
+# module stays on one worker, so its servers start once), then the realtime ones one at a time,
+# since they time real clocks (probe schedules, rate limits, a two-minute outage) and must not
+# share the cores.
 test: $(STAMP) debs lint
-	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadfile --durations=10
-	$(BIN)/python -m pytest -q -m slow --durations=25
+	$(BIN)/python -m pytest -q -m "not realtime" -n 2 --dist loadfile --durations=15
+	$(BIN)/python -m pytest -q -m realtime --durations=15
 
 # The edit-test loop: all but the tests marked slow (long end-to-end runs), on two workers;
 # a module stays on one worker, so its servers start once.

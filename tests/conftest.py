@@ -11,7 +11,9 @@ and the others wait and read it.
 
 Every test that uses the simulated day is marked `slow` here (one rule, not a mark per test):
 simulating, storing and running pipelines over a day is end-to-end work that `make test` runs
-and `make test-fast` leaves out.
+and `make test-fast` leaves out. So is every test marked `realtime` (it times real clocks:
+probe round trips, rate limits, an outage, agents scraped as they run): `make test` runs those
+last, one at a time, and everything else on two workers.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ DEMO_SEEDS = (1, 2, 3)
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if {"simulated_day", "demo_days"} & set(getattr(item, "fixturenames", ())):
+        if {"simulated_day", "demo_days"} & set(getattr(item, "fixturenames", ())) \
+                or item.get_closest_marker("realtime"):
             item.add_marker(pytest.mark.slow)
 
 

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from computewatch.store import Aggregate, DuckDBStore, Query
 
-pytestmark = pytest.mark.slow  # a real agent process serving and storing (~5 s)
+pytestmark = pytest.mark.realtime  # a real agent process serving and storing (~5 s)
 
 
 def free_port() -> int:

@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 
-pytestmark = pytest.mark.slow  # a real agent process (~8 s)
+pytestmark = pytest.mark.realtime  # a real agent process (~8 s)
 
 STOP_WITHIN_S = 5.0
 

@@ -307,7 +307,7 @@ def test_sliding_window_never_allows_more_than_n_per_window():
     assert len(sent) == 100
 
 
-@pytest.mark.slow  # rate limits in real time
+@pytest.mark.realtime  # rate limits in real time
 def test_rate_limit_queues_messages_and_loses_none(sinks, bridge_for):
     sink = sinks("dingtalk", secret=SECRET)
     bridge = bridge_for({"d": signed("dingtalk", sink.url, "rate_limit: {messages: 3, per: 1s}")})
@@ -404,7 +404,7 @@ def test_shutdown_dead_letters_what_it_could_not_deliver(sinks, bridge_for, tmp_
     assert len(dead) >= 3 and {r["reason"] for r in dead} == {"shutdown"}
 
 
-@pytest.mark.slow  # retries in real time
+@pytest.mark.realtime  # retries in real time
 def test_a_full_queue_answers_503_so_alertmanager_retries(sinks, bridge_for):
     sink = sinks("wecom").behave(hang_s=1.0)
     bridge = bridge_for({"w": f'{{kind: wecom, url: "{sink.url}"}}'},

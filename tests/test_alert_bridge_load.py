@@ -13,7 +13,7 @@ import pytest
 
 from bench.bench_bridge import run_load
 
-pytestmark = pytest.mark.slow  # three processes for about 10 s
+pytestmark = pytest.mark.realtime  # three processes for about 10 s
 
 
 def test_every_accepted_notification_is_delivered_or_dead_lettered_under_slow_clients(

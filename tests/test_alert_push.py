@@ -204,7 +204,7 @@ def analyze(store: str, *args: str, **kw) -> subprocess.Popen | subprocess.Compl
     return subprocess.run(argv, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.slow  # analyze, then a push to a real Alertmanager (~4 s)
+@pytest.mark.realtime  # analyze, then a push to a real Alertmanager (~4 s)
 def test_analyze_alert_pushes_the_current_findings(alertmanager, store):
     proc = analyze(store, "--alert", alertmanager.url)
     assert proc.returncode == ExitStatus.OK, proc.stderr
@@ -230,7 +230,7 @@ def test_analyze_alert_to_a_dead_alertmanager_exits_1(store):
     assert "cannot reach Alertmanager" in proc.stderr and "Traceback" not in proc.stderr
 
 
-@pytest.mark.slow  # analyze --every against a real Alertmanager, in real time (~5 s)
+@pytest.mark.realtime  # analyze --every against a real Alertmanager, in real time (~5 s)
 def test_analyze_every_runs_on_schedule_and_refreshes_endsat(tmp_path, store):
     # An Alertmanager of its own: a firing alert's endsAt only ever moves later, so alerts
     # an earlier test pushed with a 1 h hold would hide the refresh.
@@ -286,7 +286,7 @@ def test_each_alert_names_its_root_cause_group_and_incident():
     assert "group" not in finding_labels(cooling)  # only when given
 
 
-@pytest.mark.slow  # a simulated day's pipelines, then a real Alertmanager (~30 s)
+@pytest.mark.realtime  # a simulated day's pipelines, then a real Alertmanager (~30 s)
 def test_a_simulated_day_arrives_in_at_most_30_notifications(tmp_path, simulated_day,
                                                              simulated_store):
     # The shipped alertmanager.yml, its bridge URLs pointed at a closed port and its token

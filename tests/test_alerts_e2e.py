@@ -23,7 +23,7 @@ import requests
 from alert_sinks import Sink
 from servers import free_port, start_alertmanager, start_prometheus
 
-pytestmark = pytest.mark.slow  # Prometheus, Alertmanager and the bridge end to end (~12 s)
+pytestmark = pytest.mark.realtime  # Prometheus, Alertmanager and the bridge end to end (~12 s)
 
 TOKEN = "e2e-bridge-token"
 SECRET = "SECe2e-signing-key"

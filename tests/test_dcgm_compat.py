@@ -231,7 +231,7 @@ def _all_value(values: list[str]) -> str:
     return "(" + "|".join(escaped) + ")"
 
 
-@pytest.mark.slow
+@pytest.mark.realtime
 def test_dashboard_12239_queries_through_a_real_prometheus(fleet, tmp_path):
     node = mixed_node(fleet, gpus=GPUS, npus=0)
     collector = NvmlCollector(node.labels, FakeNvml(node), gpm_warmup_s=0.05)

@@ -290,7 +290,7 @@ def test_the_agent_reports_the_buffer_with_its_labels(tmp_path):
         agent.close(1)
 
 
-@pytest.mark.slow  # a real agent writing to VictoriaMetrics (~8 s)
+@pytest.mark.realtime  # a real agent writing to VictoriaMetrics (~8 s)
 def test_a_real_agent_writes_to_victoriametrics_and_shows_its_buffer(vm, tmp_path):
     port = free_port()
     config = tmp_path / "node.yaml"

@@ -379,7 +379,7 @@ def test_the_pod_resources_socket_is_where_the_kubelet_serves_it():
         assert mounts["/var/lib/kubelet/pod-resources"]["readOnly"] is True
 
 
-@pytest.mark.slow  # a real agent process (~5 s)
+@pytest.mark.realtime  # a real agent process (~5 s)
 def test_the_agent_runs_as_the_daemonset_starts_it(tmp_path):
     """The DaemonSet's arguments and environment, with its ConfigMap's node.yaml: the series
     carry the Kubernetes node name (COMPUTEWATCH_NODE, from spec.nodeName), not the host name,

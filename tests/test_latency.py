@@ -235,7 +235,7 @@ def run() -> Run:
     return result
 
 
-@pytest.mark.slow  # reads the module's real-time probe run (~6 s)
+@pytest.mark.realtime  # reads the module's real-time probe run (~6 s)
 @pytest.mark.parametrize("dst", sorted(DELAYS))
 def test_median_rtt_is_the_responders_delay(run, dst):
     r = run.results[dst]
@@ -245,7 +245,7 @@ def test_median_rtt_is_the_responders_delay(run, dst):
     assert r.rtt_min_s >= DELAYS[dst]  # a reply never leaves before its delay
 
 
-@pytest.mark.slow  # reads the module's real-time probe run (~6 s)
+@pytest.mark.realtime  # reads the module's real-time probe run (~6 s)
 @pytest.mark.parametrize("dst", sorted(DELAYS))
 def test_loss_is_the_responders_drop_ratio(run, dst):
     r = run.results[dst]
@@ -255,7 +255,7 @@ def test_loss_is_the_responders_drop_ratio(run, dst):
     assert r.late == r.duplicates == r.reordered == 0
 
 
-@pytest.mark.slow  # reads the module's real-time probe run (~6 s)
+@pytest.mark.realtime  # reads the module's real-time probe run (~6 s)
 def test_tier_budgets_come_from_the_policy_and_flag_violations(run):
     assert BUDGET == {"metro": 0.001, "regional": 0.005, "national": 0.020}
     within = {dst: run.results[dst].within_budget for dst in DELAYS}
@@ -267,7 +267,7 @@ def test_tier_budgets_come_from_the_policy_and_flag_violations(run):
         assert sample_value(run.samples, "link_latency.rtt_p95_seconds", lab) == r.rtt_p95_s
 
 
-@pytest.mark.slow  # reads the module's real-time probe run (~6 s)
+@pytest.mark.realtime  # reads the module's real-time probe run (~6 s)
 def test_window_samples_carry_the_catalogue_fields_and_labels(run):
     r = run.results["d0p2"]
     lab = {"src_site": "bj-ai", "dst_site": "d0p2", "src_hub": "jjj", "dst_hub": "jjj",
@@ -288,7 +288,7 @@ def test_window_samples_carry_the_catalogue_fields_and_labels(run):
         check_sample(s)  # every sample is one the catalogue accepts
 
 
-@pytest.mark.slow  # reads the module's real-time probe run (~6 s)
+@pytest.mark.realtime  # reads the module's real-time probe run (~6 s)
 def test_route_inflation_is_min_rtt_over_fiber_and_nan_on_loopback(run):
     r = run.results["d0p2"]
     assert r.route_inflation == pytest.approx(r.rtt_min_s / 0.0001)
@@ -298,7 +298,7 @@ def test_route_inflation_is_min_rtt_over_fiber_and_nan_on_loopback(run):
                                    {"dst_site": "d3"}))
 
 
-@pytest.mark.slow  # reads the module's real-time probe run (~6 s)
+@pytest.mark.realtime  # reads the module's real-time probe run (~6 s)
 def test_percentiles_are_exact_over_the_windows_replies(run):
     r = run.results["jittery"]
     values = np.array(r.rtts)
@@ -307,7 +307,7 @@ def test_percentiles_are_exact_over_the_windows_replies(run):
     assert (r.rtt_min_s, r.rtt_max_s) == (values.min(), values.max())
 
 
-@pytest.mark.slow  # reads the module's real-time probe run (~6 s)
+@pytest.mark.realtime  # reads the module's real-time probe run (~6 s)
 def test_histogram_is_cumulative_and_agrees_with_the_counts(run):
     les = ["5e-05", "0.0001", "0.0002"]
     assert [s.label("le") for s in run.samples
@@ -333,7 +333,7 @@ def test_histogram_is_cumulative_and_agrees_with_the_counts(run):
     assert d12["0.0256"] == d12["+Inf"]
 
 
-@pytest.mark.slow  # reads the module's real-time probe run (~6 s)
+@pytest.mark.realtime  # reads the module's real-time probe run (~6 s)
 def test_jitter_is_near_zero_for_a_constant_delay_and_large_for_a_jittery_one(run):
     constant = [run.results[dst].jitter_s for dst in DELAYS]
     jittery = run.results["jittery"].jitter_s
@@ -343,7 +343,7 @@ def test_jitter_is_near_zero_for_a_constant_delay_and_large_for_a_jittery_one(ru
     assert jittery > 2 * max(constant)
 
 
-@pytest.mark.slow  # reads the module's real-time probe run (~6 s)
+@pytest.mark.realtime  # reads the module's real-time probe run (~6 s)
 def test_duplicates_and_reordering_are_counted(run):
     r = run.results["misbehaving"]
     assert r.duplicates == PROBES // 10
@@ -356,7 +356,7 @@ def test_duplicates_and_reordering_are_counted(run):
     assert sample_value(exported, "link_latency.late") == 0
 
 
-@pytest.mark.slow  # reads the module's real-time probe run (~6 s)
+@pytest.mark.realtime  # reads the module's real-time probe run (~6 s)
 def test_the_schedule_does_not_drift(run):
     drift = np.array(run.drift)
     assert len(drift) >= 6 * PROBES
@@ -386,7 +386,7 @@ def free_closed_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow  # counts probes sent in real time; a busy CPU skips ticks
+@pytest.mark.realtime  # counts probes sent in real time; a busy CPU skips ticks
 def test_tcp_connect_probe_and_a_closed_port():
     server = socket.create_server(("127.0.0.1", 0), backlog=128)
     stop = threading.Event()
@@ -429,7 +429,7 @@ def icmp_allowed() -> bool:
         return False
 
 
-@pytest.mark.slow  # counts probes sent in real time; a busy CPU skips ticks
+@pytest.mark.realtime  # counts probes sent in real time; a busy CPU skips ticks
 def test_icmp_echo_to_loopback_or_one_clear_disabled_message(caplog):
     with served(responder()) as port:
         prober, results = probe_once([target("icmp", 0, "metro", kind="icmp"),

@@ -14,7 +14,7 @@ import yaml
 
 from computewatch.store import Aggregate, DuckDBStore, Query
 
-pytestmark = pytest.mark.slow  # an agent probing real responders over time (~7 s)
+pytestmark = pytest.mark.realtime  # an agent probing real responders over time (~7 s)
 
 TOPOLOGY = {
     "hubs": [{"id": "jjj", "name": "Beijing-Tianjin-Hebei", "name_zh": "京津冀",

@@ -149,7 +149,7 @@ def test_client_certificates_when_required(pki):
         exporter.close()
 
 
-@pytest.mark.slow  # a real Prometheus scraping for a few seconds
+@pytest.mark.realtime  # a real Prometheus scraping for a few seconds
 def test_a_real_prometheus_scrapes_with_tls_and_basic_auth_and_a_wrong_password_gets_401(
         pki, tmp_path):
     work, server, _, _ = pki

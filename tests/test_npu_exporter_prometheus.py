@@ -39,7 +39,7 @@ def query(url: str, expr: str) -> list[dict]:
     return body["data"]["result"]
 
 
-@pytest.mark.slow  # three agents and a real Prometheus (~10 s)
+@pytest.mark.realtime  # three agents and a real Prometheus (~10 s)
 def test_npu_exporter_queries_through_prometheus(tmp_path):
     fleet = build_fleet(load_topology())
     cfg = NodeConfig.model_validate({"interval": 1, "collectors": {

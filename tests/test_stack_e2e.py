@@ -45,7 +45,7 @@ from servers import ALERTMANAGER, PROMETHEUS, VICTORIA_METRICS, Server, free_por
 
 from computewatch.cli import _healthcheck as healthcheck  # computewatch-healthcheck
 
-pytestmark = pytest.mark.slow  # the whole compose topology as real processes (~40 s)
+pytestmark = pytest.mark.realtime  # the whole compose topology as real processes (~40 s)
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"

@@ -162,7 +162,7 @@ def test_bad_urls_are_named(url, message):
         PrometheusStore(url)
 
 
-@pytest.mark.slow  # a real agent scraped by a real Prometheus (~8 s)
+@pytest.mark.realtime  # a real agent scraped by a real Prometheus (~8 s)
 def test_reads_what_prometheus_scraped_from_a_running_agent(tmp_path):
     """A real agent (simulated drivers), scraped every second; its own DuckDB store is the
     reference for the values that do not change between cycles."""
