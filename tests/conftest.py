@@ -12,8 +12,10 @@ and the others wait and read it.
 Every test that uses the simulated day is marked `slow` here (one rule, not a mark per test):
 simulating, storing and running pipelines over a day is end-to-end work that `make test` runs
 and `make test-fast` leaves out. So is every test marked `realtime` (it times real clocks:
-probe round trips, rate limits, an outage, agents scraped as they run): `make test` runs those
-last, one at a time, and everything else on two workers.
+probe round trips, rate limits, agents scraped as they run): `make test` runs everything else
+on two workers, then those one at a time, while a second pytest runs the few marked
+`mostly_waits` beside them (a two-minute outage at 0.12 cores: its clock is minutes, and it
+asserts counts, not round trips; `mostly_waits` implies `realtime`).
 """
 
 from __future__ import annotations
@@ -44,8 +46,11 @@ DEMO_SEEDS = (1, 2, 3)
 --hours 24 --seed S`): `demo_days` holds one stored day of each."""
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
+        if item.get_closest_marker("mostly_waits"):
+            item.add_marker(pytest.mark.realtime)
         if {"simulated_day", "demo_days"} & set(getattr(item, "fixturenames", ())) \
                 or item.get_closest_marker("realtime"):
             item.add_marker(pytest.mark.slow)

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from servers import free_port, start_victoriametrics
 from vmexport import exported, wait_for_count
 
-pytestmark = pytest.mark.realtime  # a VictoriaMetrics outage and a killed agent (~2 min)
+pytestmark = pytest.mark.mostly_waits  # an outage and a killed agent, in real time (~2 min)
 
 RATE = 2000  # series, one sample each per 1 s run
 RUN_S = 120
@@ -93,7 +93,7 @@ def at(t0: float, second: float) -> None:
     time.sleep(max(0.0, t0 + second - time.monotonic()))
 
 
-@pytest.mark.realtime
+@pytest.mark.mostly_waits
 def test_an_outage_and_a_killed_agent_lose_nothing(tmp_path):
     vm = start_victoriametrics(tmp_path / "vm")
     agent_port = free_port()
