@@ -1,6 +1,8 @@
 """`computewatch rollup`: roll up what was written to an embedded store since the last run,
-once or on a schedule (``--every``), so that rollups are current without any query paying
-for them. VictoriaMetrics and Prometheus roll up through recording rules instead."""
+or the raw hours an InfluxDB 2 store closed since the last run
+(`computewatch.store._influxrollups`), once or on a schedule (``--every``), so that rollups
+are current without any query paying for them. VictoriaMetrics and Prometheus roll up
+through recording rules instead."""
 
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ def rollup(
     every: Annotated[str | None, typer.Option(
         help="Run again on this schedule until signalled (e.g. 5m); default: once.")] = None,
 ) -> None:
-    """Roll up the raw data written since the last run into hourly and daily rollups."""
+    """Roll up the raw data written since the last run into hourly and daily rollups
+    (an embedded or InfluxDB 2 store; VictoriaMetrics and Prometheus: recording rules)."""
     from computewatch.cli._signals import run_until_signalled
     from computewatch.rollup_rules import ROLLUP_RULES_FILE
     from computewatch.schedule import run_every
