@@ -142,6 +142,9 @@ def test_flux_of_the_last_rolled_hour_and_of_a_rollup_read():
         assert ROLLUP_READ in srv.queries
         assert got.utilization_ratio.tolist() == [0.5]  # (0.5 + 0.25 + 0.75) / 3
         assert not any("aggregateWindow" in q for q in srv.queries)  # no raw data left
+        series = store.series("accelerator", {"site": ["s1", "s2"]})
+        assert sorted(zip(series.site, series.device, strict=True)) == [("s1", "a"),
+                                                                        ("s2", "b")]
 
 
 def _every_quarter_hour(frame: pd.DataFrame) -> pd.DataFrame:

@@ -26,8 +26,7 @@ def rollup(
     every: Annotated[str | None, typer.Option(
         help="Run again on this schedule until signalled (e.g. 5m); default: once.")] = None,
 ) -> None:
-    """Roll up the raw data written since the last run into hourly and daily rollups
-    (an embedded or InfluxDB 2 store; VictoriaMetrics and Prometheus: recording rules)."""
+    """Roll up the raw data written since the last run into hourly and daily rollups."""
     from computewatch.cli._signals import run_until_signalled
     from computewatch.rollup_rules import ROLLUP_RULES_FILE
     from computewatch.schedule import run_every

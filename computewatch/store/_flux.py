@@ -115,9 +115,10 @@ def flux_query(q: Query, bucket: str, predicates: Sequence[str]) -> str:
 
 
 def flux_series(meas: catalog.Measurement, bucket: str, predicates: Sequence[str],
-                start: datetime, end: datetime) -> str:
-    """One row per label set: the first value of each series, tags kept."""
-    lines = _source(bucket, meas.name, start, end)
+                start: datetime, end: datetime, name: str | None = None) -> str:
+    """One row per label set: the first value of each series, tags kept (of the
+    measurement ``name``, its rollups', where given)."""
+    lines = _source(bucket, name or meas.name, start, end)
     lines += [f"  |> filter(fn: (r) => {p})" for p in predicates]
     tags = ", ".join(flux_string(t) for t in meas.labels)
     lines += [f"  |> group(columns: [{tags}])", "  |> first()",

@@ -84,8 +84,9 @@ from computewatch.store._influx3 import (
     sql_series,
     sql_time_bounds,
 )
-from computewatch.store._influxrollups import InfluxRollups
+from computewatch.store._influxrollups import InfluxRollups, rollup_measurement
 from computewatch.store._protocol import Aggregate, Query, StoreError, WriteResult, check_query
+from computewatch.store._rollups import HOUR
 from computewatch.validation import Rejections
 
 __all__ = ["InfluxDBStore", "InfluxSettings", "parse_influx_url"]
@@ -253,12 +254,18 @@ class InfluxDBStore:
 
     def series(self, measurement: str,
                where: Mapping[str, str | Sequence[str]] | None = None) -> pd.DataFrame:
+        """The label sets of the raw data, and in InfluxDB 2 those only rollups hold where
+        they reach back before it (a card gone since, as the embedded store keeps them)."""
         meas = catalog.measurement(measurement)
         columns = list(meas.labels)
         if self.settings.version == "2":
             predicates = tag_filter(meas, where, self.url)
             rows = [] if predicates is None else self._flux(
                 flux_series(meas, self.settings.bucket, predicates, EARLIEST, LATEST))
+            if predicates is not None and self._rollups.coverage(meas)[0] is not None:
+                rows += self._flux(flux_series(  # series only rollups still hold
+                    meas, self.settings.rollups, predicates, EARLIEST, LATEST,
+                    name=rollup_measurement(meas.name, HOUR)))
         else:
             have = self._columns(measurement)
             text = sql_series(meas, have, where, EARLIEST, LATEST, self.url) if have else None
