@@ -27,7 +27,7 @@ from computewatch.store import Aggregate, DuckDBStore, Query, StoreError, resolu
 from computewatch.store import _influxrollups as ir
 from computewatch.store._influxdb import InfluxDBStore
 from computewatch.store._rollups import GAMMA, ZERO_BUCKET
-from computewatch.store._staterows import hour_sketches, hour_states
+from computewatch.store._staterows import hour_sketches, hour_states, sketch_quantile
 from computewatch.utilization import utilization_totals
 from tests.influx_wire import fake_influx2
 from tests.test_rollups import MONTH, T0, T1, _accelerators, _links, _meters
@@ -69,6 +69,12 @@ def test_states_of_a_hand_built_hour():
         (pd.Timestamp(H), ZERO_BUCKET, 1), (pd.Timestamp(H), -264, 1),
         (pd.Timestamp(H), -229, 1), (pd.Timestamp(H), -195, 1),
         (pd.Timestamp(H + HOUR), -34, 1)]
+    # The median of hour H's four: rank 0.5 x 3 = 1.5 between buckets -264 and -229, read
+    # back as 2 gamma^k / (gamma + 1) = 0.0050406192 and 0.0101507974 (the raw median of
+    # 0, 0.005, 0.0101, 0.02 is 0.00755; this is 0.6% above it).
+    med = sketch_quantile(sk[sk.time == pd.Timestamp(H)], ["meter"], 0.5)
+    assert med.value.tolist() == pytest.approx([(0.0050406192 + 0.0101507974) / 2], rel=1e-8)
+    assert sketch_quantile(sk.iloc[:0], ["meter"], 0.5).empty
 
 
 # -- (b) the rollup rows as line protocol ------------------------------------------------------
@@ -251,6 +257,20 @@ def test_p95_is_within_the_sketch_error(month, name, window):
 @pytest.mark.slow  # the month's rollups through the stand-in server (about 90 s)
 def test_before_the_raw_data_a_query_needs_whole_hours(month):
     by_duckdb.test_a_query_before_the_raw_data_must_be_in_whole_hours(month)
+
+
+def test_rollups_that_match_nothing_answer_an_empty_frame():
+    """As the raw data does: the report's pipelines ask for sites with no data."""
+    with fake_influx2() as srv, InfluxDBStore(_url(srv)) as store:
+        store.write("accelerator", ACC)
+        store.refresh_rollups(now=LATER)
+        store.drop_before(LATER)
+        for agg in (Aggregate.MEAN, Aggregate.COUNT, Aggregate.LAST):
+            q = Query("accelerator", ("utilization_ratio",), H, H + 2 * HOUR,
+                      where={"device": "nowhere"}, group_by=("site",), window=HOUR, agg=agg)
+            got = store.query(q)
+            assert got.empty and list(got.columns) == ["time", "site", "utilization_ratio"]
+            assert str(got.time.dtype) == "datetime64[us, UTC]"
 
 
 # -- late data, retention -----------------------------------------------------------------------

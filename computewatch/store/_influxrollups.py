@@ -97,7 +97,8 @@ def _frame(rows: list[dict], tags: Sequence[str]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=["_time", "_field", "_value", *tags])
     df = df.rename(columns={"_time": TIME, "_field": FIELD, "_value": VALUE})
     df[TIME] = pd.to_datetime(df[TIME], utc=True).dt.as_unit("us")
-    df[VALUE] = pd.to_numeric(df[VALUE], errors="coerce")
+    df[VALUE] = pd.to_numeric(df[VALUE], errors="coerce").astype("float64")
+    df[FIELD] = df[FIELD].astype("str")
     for t in tags:
         df[t] = df[t].fillna("").astype("str")
     return df
@@ -225,7 +226,10 @@ class InfluxRollups:
                                          lo, hi, wanted, predicates, meas.labels)), meas.labels)
         keys = [TIME, *meas.labels, FIELD]
         if df.empty:
-            return pd.DataFrame(columns=[*keys, *ru.STATES])
+            return df[keys].assign(
+                **{s: pd.Series([], dtype="int64" if s == "n" else "float64")
+                   for s in ru.STATES if s != "last_time"},
+                last_time=pd.Series([], dtype="datetime64[us, UTC]"))
         split = df[FIELD].str.rsplit(":", n=1, expand=True)
         df = df.assign(**{FIELD: split[0], "_state": split[1]})
         out = df.set_index([*keys, "_state"])[VALUE].unstack("_state")

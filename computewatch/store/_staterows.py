@@ -41,8 +41,8 @@ def merge_states(rows: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     ``max`` of theirs, ``last`` the one with the latest ``last_time`` (as the embedded
     store's ``arg_max``), ``last_time`` the latest."""
     by = [*keys, FIELD]
-    if rows.empty:
-        return pd.DataFrame(columns=[*by, *ru.STATES])
+    if rows.empty:  # the columns' types kept, for the frames it is merged with
+        return rows.reindex(columns=[*by, *ru.STATES])
     ordered = rows.sort_values("last_time", kind="stable", na_position="first")
     g = ordered.groupby(by, sort=True, dropna=False)
     out = g.agg(n=("n", "sum"), sum=("sum", "sum"), min=("min", "min"), max=("max", "max"),
@@ -71,7 +71,7 @@ def merge_sketches(rows: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     """Sketch rows summed per ``keys``, field and bucket."""
     by = [*keys, FIELD, K]
     if rows.empty:
-        return pd.DataFrame(columns=[*by, "n"])
+        return rows.reindex(columns=[*by, "n"]).astype({K: "int64", "n": "int64"})
     return rows.groupby(by, sort=True, dropna=False)["n"].sum().astype("int64").reset_index()
 
 
@@ -81,6 +81,8 @@ def sketch_quantile(rows: pd.DataFrame, keys: Sequence[str], phi: float) -> pd.D
     embedded store's SQL over its sketches does (``quantile_cont``'s interpolation)."""
     by = [*keys, FIELD]
     rows = merge_sketches(rows, keys).sort_values([*by, K], ignore_index=True)
+    if rows.empty:
+        return rows[by].assign(**{VALUE: pd.Series([], dtype="float64")})
     g = rows.groupby(by, sort=False, dropna=False)["n"]
     cum, tot = g.cumsum(), g.transform("sum")
     rank = phi * (tot - 1)
