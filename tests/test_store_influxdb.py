@@ -56,6 +56,13 @@ class _Influx(BaseHTTPRequestHandler):
         srv = self.server
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         text = body.get("query") or body.get("q")
+        if '_rollup_1h")' in text:  # where rollups begin (tests/test_influx_rollups.py): none
+            srv.rollups_asked.append(text)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/csv")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         srv.seen.append((self.path, dict(self.headers), body))
         name = next((f for key, f in srv.answers if key in text), None)
         if name is None:
@@ -78,7 +85,7 @@ class _Influx(BaseHTTPRequestHandler):
 def influx(monkeypatch):
     monkeypatch.setenv("CW_TEST_INFLUX_TOKEN", "s3cret")
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Influx)
-    srv.seen, srv.answers = [], []
+    srv.seen, srv.answers, srv.rollups_asked = [], [], []
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield srv
     srv.shutdown()
@@ -122,6 +129,9 @@ def test_flux_query_text_and_annotated_csv_answer(influx):
     assert body["query"] == FLUX_MEAN
     assert body["dialect"]["annotations"] == ["datatype", "group", "default"]
     pd.testing.assert_frame_equal(got, EXPECTED)
+    # asked first whether rollups hold anything before the raw data: none here
+    [asked] = influx.rollups_asked
+    assert 'r._measurement == "accelerator_rollup_1h"' in asked
 
 
 @pytest.mark.parametrize(("agg", "fn"), [

@@ -1,6 +1,8 @@
 """`computewatch rollup`: roll up what was written to an embedded store since the last run,
-once or on a schedule (``--every``), so that rollups are current without any query paying
-for them. VictoriaMetrics and Prometheus roll up through recording rules instead."""
+or the raw hours an InfluxDB 2 store closed since the last run
+(`computewatch.store._influxrollups`), once or on a schedule (``--every``), so that rollups
+are current without any query paying for them. VictoriaMetrics and Prometheus roll up
+through recording rules instead."""
 
 from __future__ import annotations
 

@@ -125,7 +125,7 @@ def parse_vm_url(url: str) -> tuple[VMEndpoints, float]:
 
 
 _INFLUX_PARAMS = {"org", "bucket", "database", "version", "query", "token_env", "token_file",
-                 "tls", "timeout"}
+                 "tls", "timeout", "rollups"}
 _LANGUAGES = {"2": ("flux",), "3": ("sql", "influxql")}
 
 
@@ -133,10 +133,11 @@ class InfluxSettings:
     """What an ``influxdb://`` URL says; `parse_influx_url` builds it."""
 
     def __init__(self, base: str, org: str | None, bucket: str, version: str, language: str,
-                 token: str | None, timeout_s: float) -> None:
+                 token: str | None, timeout_s: float, rollups: str | None = None) -> None:
         self.base, self.org, self.bucket = base, org, bucket
         self.version, self.language = version, language
         self.token, self.timeout_s = token, timeout_s
+        self.rollups = rollups or bucket  # the rollup measurements' bucket: ``rollups=NAME``
 
 
 def _token(url: str, params: Mapping[str, str]) -> str | None:
@@ -184,7 +185,8 @@ def parse_influx_url(url: str) -> InfluxSettings:
         raise _bad(url, "InfluxDB 2 needs an organization; add &org=NAME")
     http, timeout_s = _http_and_timeout(url, params)
     base = f"{http}://{parts.netloc}{parts.path.rstrip('/')}"
-    return InfluxSettings(base, org, bucket, version, language, _token(url, params), timeout_s)
+    return InfluxSettings(base, org, bucket, version, language, _token(url, params), timeout_s,
+                          params.get("rollups"))
 
 
 _PROMETHEUS_PARAMS = {"tls", "timeout", "rollups"}

@@ -24,7 +24,7 @@ from computewatch.samples import TIME
 from computewatch.store._protocol import StoreError, WriteResult
 from computewatch.validation import Rejections, validate_frame
 
-__all__ = ["ATTEMPTS", "BACKOFF_S", "BODY_BYTES", "lp_table", "post_with_retries",
+__all__ = ["ATTEMPTS", "BACKOFF_S", "BODY_BYTES", "lp_table", "post_table", "post_with_retries",
            "write_frame"]
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,14 @@ def write_frame(writer: Writer, measurement: str, frame: pa.Table | pd.DataFrame
     if table.num_rows == 0 or len(table.column_names) <= 1:
         return WriteResult(0, rejected)
     table = lp_table(table, catalog.measurement(measurement))
+    written, refused = post_table(writer, measurement, table, rejections, source, precision)
+    return WriteResult(written, rejected + refused)
+
+
+def post_table(writer: Writer, measurement: str, table: pa.Table, rejections: Rejections,
+               source: str, precision: str) -> tuple[int, int]:
+    """Encode a table as `encode_frame` wants it in bodies of about `BODY_BYTES` and post
+    each with retries; (lines written, values refused). Rollup rows go this way too."""
     n_fields = len(table.column_names) - 1
     rows = max(100, BODY_BYTES // (100 + 30 * n_fields))  # a guess until a body is measured
     written, offset, refused = 0, 0, 0
@@ -104,4 +112,4 @@ def write_frame(writer: Writer, measurement: str, frame: pa.Table | pd.DataFrame
         offset += chunk.num_rows
         if encoded.payload:  # size the next body from this one's bytes per row
             rows = max(100, int(BODY_BYTES * chunk.num_rows / len(encoded.payload)))
-    return WriteResult(written, rejected + refused)
+    return written, refused

@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from computewatch import catalog
 from computewatch.store._protocol import Aggregate, Query, check_where
 
-__all__ = ["duration", "flux_query", "flux_series", "flux_string", "flux_time",
+__all__ = ["duration", "flux_query", "flux_rows", "flux_series", "flux_string", "flux_time",
            "flux_time_bounds", "tag_filter"]
 
 _FN = {Aggregate.MEAN: "mean", Aggregate.MIN: "min", Aggregate.MAX: "max",
@@ -115,9 +115,10 @@ def flux_query(q: Query, bucket: str, predicates: Sequence[str]) -> str:
 
 
 def flux_series(meas: catalog.Measurement, bucket: str, predicates: Sequence[str],
-                start: datetime, end: datetime) -> str:
-    """One row per label set: the first value of each series, tags kept."""
-    lines = _source(bucket, meas.name, start, end)
+                start: datetime, end: datetime, name: str | None = None) -> str:
+    """One row per label set: the first value of each series, tags kept (of the
+    measurement ``name``, its rollups', where given)."""
+    lines = _source(bucket, name or meas.name, start, end)
     lines += [f"  |> filter(fn: (r) => {p})" for p in predicates]
     tags = ", ".join(flux_string(t) for t in meas.labels)
     lines += [f"  |> group(columns: [{tags}])", "  |> first()",
@@ -125,10 +126,23 @@ def flux_series(meas: catalog.Measurement, bucket: str, predicates: Sequence[str
     return "\n".join(lines)
 
 
-def flux_time_bounds(meas: catalog.Measurement, bucket: str, start: datetime,
-                     end: datetime) -> str:
+def flux_time_bounds(measurement: str, bucket: str, start: datetime, end: datetime) -> str:
     """First and last sample time of a measurement (two tables, ``min`` and ``max``)."""
-    base = "\n".join(_source(bucket, meas.name, start, end))
+    base = "\n".join(_source(bucket, measurement, start, end))
     return (f"data = {base}\n  |> keep(columns: [\"_time\"])\n  |> group()\n"
             'data |> min(column: "_time") |> yield(name: "first")\n'
             'data |> max(column: "_time") |> yield(name: "last")')
+
+
+def flux_rows(bucket: str, measurement: str, start: datetime, end: datetime,
+              fields: str | None, predicates: Sequence[str], tags: Sequence[str]) -> str:
+    """Every value in ``[start, end)`` as it is stored, one row per value (time, field,
+    value and ``tags``): ``fields`` a predicate on ``r._field`` (None: every field),
+    ``predicates`` as `tag_filter` gives them. Rollups read raw hours and rollup rows so."""
+    lines = _source(bucket, measurement, start, end)
+    if fields is not None:
+        lines.append(f"  |> filter(fn: (r) => {fields})")
+    lines += [f"  |> filter(fn: (r) => {p})" for p in predicates]
+    keep = ", ".join(flux_string(c) for c in ["_time", "_field", "_value", *tags])
+    lines.append(f"  |> keep(columns: [{keep}])")
+    return "\n".join(lines)

@@ -3,7 +3,8 @@
 ``influxdb://host:8086?org=ops&bucket=telemetry`` (version 2, Flux), or
 ``influxdb://host:8181?bucket=telemetry&version=3`` (version 3: ``bucket`` is the database;
 ``database=`` is accepted too; reads in SQL, ``&query=influxql`` for InfluxQL). Also
-``&tls=1`` (https), ``&timeout=30s``, and the token: ``&token_env=NAME`` (an environment
+``&tls=1`` (https), ``&timeout=30s``, ``&rollups=BUCKET`` (where the rollups live, below),
+and the token: ``&token_env=NAME`` (an environment
 variable; default ``INFLUX_TOKEN`` when it is set) or ``&token_file=/path``. A token in the
 URL itself is refused: URLs end up in logs and shell history.
 
@@ -17,8 +18,23 @@ precision (the embedded store's resolution).
 What is exact and what approximate is stated in those modules: in short, everything except a
 quantile in InfluxDB 3 other than the median.
 
-**Retention**: version 2 deletes with ``/api/v2/delete`` (every sample before the cutoff, per
-measurement); `InfluxDBStore.drop_before` returns the number of field values it deleted
+**Rollups** (version 2; `computewatch.store._influxrollups`): `InfluxDBStore.refresh_rollups`
+(``computewatch rollup``, once or ``--every``) reads the raw hours closed since the last run
+(and the last two again, for late samples), computes per series and hour the embedded
+store's mergeable states (n, sum, min, max, last and its time; DDSketch buckets of the
+latency percentiles) and writes them as line protocol to ``<measurement>_rollup_1h``,
+``<measurement>_rollup_1d`` (a UTC day from its hours once it is over) and
+``<measurement>_sketch_1h`` / ``_1d``: in the store's bucket, or in the bucket
+``&rollups=NAME`` names (one with a longer retention period). Not InfluxDB tasks: the same
+computation as the embedded store's, so the same answers. `InfluxDBStore.query` answers the
+part of a range before the raw data from them (means, sums, counts, minima, maxima and last
+values exact; a latency quantile within 1%), and `InfluxDBStore.resolution` and
+`InfluxDBStore.time_bounds` say so; a query there needs whole hours. InfluxDB 3 has no
+rollups: ``refresh_rollups`` refuses, naming the version, and reads are raw data only.
+
+**Retention**: version 2 deletes with ``/api/v2/delete`` (every raw sample before the cutoff,
+per measurement; the rollup measurements stay); where rollups are kept, `drop_before` rolls
+up what it is about to delete first. It returns the number of field values it deleted
 (InfluxDB counts values, not rows). InfluxDB 3 deletes whole tables or databases only: there
 ``drop_before`` refuses, and the database's retention period does the job.
 
@@ -26,7 +42,12 @@ measurement); `InfluxDBStore.drop_before` returns the number of field values it 
 tested against a real VictoriaMetrics' ``/api/v2/write`` and read back from it; the query
 translation is tested by serving answers in the InfluxDB wire formats (Flux annotated CSV,
 InfluxDB 3 JSON) from a local HTTP server and checking the query text sent and the frame
-parsed. Nothing has been run against a live InfluxDB.
+parsed. The rollups are tested on a hand-built hour (states and line protocol checked by
+hand) and, end to end, on a hand-built month through ``tests/influx_wire.py``: a local
+stand-in for InfluxDB 2's write, Flux query and delete API that models the documented
+semantics of the few query shapes sent, with the embedded store's raw answers as the
+reference (tests/test_influx_rollups.py). Nothing has been run against a live InfluxDB, and
+no Flux task was written: none could be run here.
 """
 
 from __future__ import annotations
@@ -63,7 +84,9 @@ from computewatch.store._influx3 import (
     sql_series,
     sql_time_bounds,
 )
+from computewatch.store._influxrollups import InfluxRollups, rollup_measurement
 from computewatch.store._protocol import Aggregate, Query, StoreError, WriteResult, check_query
+from computewatch.store._rollups import HOUR
 from computewatch.validation import Rejections
 
 __all__ = ["InfluxDBStore", "InfluxSettings", "parse_influx_url"]
@@ -99,6 +122,13 @@ def _finish(df: pd.DataFrame, q: Query) -> pd.DataFrame:
     return df.sort_values(keys, ignore_index=True)[[*keys, *q.fields]]
 
 
+def _bounds(first: object, last: object) -> tuple[datetime, datetime] | None:
+    if first is None:
+        return None
+    return (pd.Timestamp(first).tz_localize(None).tz_localize(UTC).to_pydatetime(),
+            pd.Timestamp(last).tz_localize(None).tz_localize(UTC).to_pydatetime())
+
+
 class InfluxDBStore:
     """`Store` on InfluxDB 2 or 3; see the module docstring."""
 
@@ -112,9 +142,16 @@ class InfluxDBStore:
         if s.token:
             self._http.headers["Authorization"] = f"Token {s.token}"
         self._client: InfluxDBClient | None = None
+        self._rollup_writer = self._writer if s.rollups == s.bucket else LineProtocolWriter(
+            s.base, token=s.token, org=s.org, bucket=s.rollups, timeout_s=s.timeout_s)
+        self._rollups = InfluxRollups(
+            source=self.url, bucket=s.bucket, rollups=s.rollups, flux=self._flux,
+            bounds=self._flux_bounds, raw_query=self._raw_flux, writer=self._rollup_writer,
+            rejections=self.rejections)
 
     # -- writes ---------------------------------------------------------------------------
     def write(self, measurement: str, frame: pa.Table | pd.DataFrame) -> WriteResult:
+        self._rollups.forget()
         return write_frame(self._writer, measurement, frame, self.rejections, self.url, "us")
 
     # -- transport ------------------------------------------------------------------------
@@ -168,6 +205,17 @@ class InfluxDBStore:
         predicates = tag_filter(meas, q.where, self.url)
         if predicates is None:
             return _empty(q)
+        rolled = self._rollups.query(q, meas, predicates)
+        if rolled is not None:
+            return _finish(rolled, q)
+        return self._raw_flux(q, predicates)
+
+    def _raw_flux(self, q: Query, predicates: Sequence[str] | None = None) -> pd.DataFrame:
+        """``q`` over raw data alone (``predicates``: its tag filters, when known)."""
+        if predicates is None:
+            predicates = tag_filter(catalog.measurement(q.measurement), q.where, self.url)
+            if predicates is None:
+                return _empty(q)
         rows = self._flux(flux_query(q, self.settings.bucket, predicates))
         if not rows:
             return _empty(q)
@@ -206,12 +254,18 @@ class InfluxDBStore:
 
     def series(self, measurement: str,
                where: Mapping[str, str | Sequence[str]] | None = None) -> pd.DataFrame:
+        """The label sets of the raw data, and in InfluxDB 2 those only rollups hold where
+        they reach back before it (a card gone since, as the embedded store keeps them)."""
         meas = catalog.measurement(measurement)
         columns = list(meas.labels)
         if self.settings.version == "2":
             predicates = tag_filter(meas, where, self.url)
             rows = [] if predicates is None else self._flux(
                 flux_series(meas, self.settings.bucket, predicates, EARLIEST, LATEST))
+            if predicates is not None and self._rollups.coverage(meas)[0] is not None:
+                rows += self._flux(flux_series(  # series only rollups still hold
+                    meas, self.settings.rollups, predicates, EARLIEST, LATEST,
+                    name=rollup_measurement(meas.name, HOUR)))
         else:
             have = self._columns(measurement)
             text = sql_series(meas, have, where, EARLIEST, LATEST, self.url) if have else None
@@ -219,21 +273,47 @@ class InfluxDBStore:
         seen = {tuple(str(r.get(c) or "") for c in columns) for r in rows}
         return pd.DataFrame(sorted(seen), columns=columns, dtype="str")
 
+    def _flux_bounds(self, measurement: str, bucket: str) -> tuple[datetime, datetime] | None:
+        """The first and last time of a measurement (raw or rollup) in ``bucket``."""
+        rows = self._flux(flux_time_bounds(measurement, bucket, EARLIEST, LATEST))
+        got = {r.get("result"): r.get("_time") for r in rows}
+        return _bounds(got.get("first"), got.get("last"))
+
     def time_bounds(self, measurement: str) -> tuple[datetime, datetime] | None:
+        """The first and last sample time; in InfluxDB 2 the first reaches back to where
+        rollups begin, before the raw data."""
         meas = catalog.measurement(measurement)
         if self.settings.version == "2":
-            rows = self._flux(flux_time_bounds(meas, self.settings.bucket, EARLIEST, LATEST))
-            got = {r.get("result"): r.get("_time") for r in rows}
-            first, last = got.get("first"), got.get("last")
+            return self._rollups.time_bounds(
+                meas, self._flux_bounds(meas.name, self.settings.bucket))
         else:
             if not self._columns(measurement):
                 return None
             rows = self._v3(sql_time_bounds(measurement), "sql")
-            first, last = (rows[0].get("first"), rows[0].get("last")) if rows else (None, None)
-        if first is None:
-            return None
-        return (pd.Timestamp(first).tz_localize(None).tz_localize(UTC).to_pydatetime(),
-                pd.Timestamp(last).tz_localize(None).tz_localize(UTC).to_pydatetime())
+            return _bounds(*((rows[0].get("first"), rows[0].get("last")) if rows
+                             else (None, None)))
+
+    def resolution(self, measurement: str, start: datetime) -> timedelta:
+        """The finest window a query from ``start`` can ask for: an hour where rollups
+        answer it (InfluxDB 2, before the raw data), else zero (any window)."""
+        if self.settings.version != "2":
+            return timedelta(0)
+        return self._rollups.resolution(measurement, start)
+
+    # -- rollups (computewatch.store._influxrollups) -------------------------------------
+    def refresh_rollups(self, measurement: str | None = None, *,
+                        now: datetime | None = None) -> int:
+        """Roll up the raw hours closed since the last run into the hourly and daily rollup
+        measurements (`computewatch.store._influxrollups`); the hours rolled. InfluxDB 2
+        only."""
+        self._v2_only("rollups")
+        return self._rollups.refresh(measurement, now=now)
+
+    def _v2_only(self, what: str) -> None:
+        if self.settings.version != "2":
+            raise StoreError(f"{self.url}: {what} are computed for InfluxDB 2 only; on "
+                             f"InfluxDB {self.settings.version} computewatch keeps no rollups "
+                             "(the reads there are raw data only)")
 
     # -- retention ------------------------------------------------------------------------
     def drop_before(self, cutoff: datetime) -> int:
@@ -241,6 +321,7 @@ class InfluxDBStore:
             raise StoreError(f"{self.url}: InfluxDB 3 deletes whole tables or databases only; "
                              "set the database's retention period instead (not deleting "
                              f"samples before {cutoff.isoformat()})")
+        self._rollups.refresh(rolled_only=True)  # what is about to go is rolled up first
         deleted = 0
         for meas in catalog.measurements():
             count = self._flux("\n".join([
@@ -264,10 +345,13 @@ class InfluxDBStore:
                 raise StoreError(f"{self.url}: delete of {meas.name!r} before {cutoff} "
                                  f"failed: HTTP {r.status_code}: {r.text[:300]}")
             deleted += n
+        self._rollups.forget()
         return deleted
 
     def close(self) -> None:
         self._writer.close()
+        if self._rollup_writer is not self._writer:
+            self._rollup_writer.close()
         self._http.close()
         if self._client is not None:
             self._client.close()

@@ -78,7 +78,8 @@ from computewatch.store._promql import (
 )
 from computewatch.store._protocol import Aggregate, Query, StoreError, check_query
 
-__all__ = ["COVERAGE_TTL_S", "PromAPIReads", "PromRollups", "bucket_quantile"]
+__all__ = ["AGG_STATES", "COVERAGE_TTL_S", "STATE_AGG", "PromAPIReads", "PromRollups",
+           "bucket_quantile", "finish_states", "raw_spans"]
 
 COVERAGE_TTL_S = 300.0
 """How long a measurement's raw boundary is kept before it is looked up again (retention
@@ -87,11 +88,11 @@ moves it on by whole parts, days at a time)."""
 _NEVER = datetime.max.replace(tzinfo=UTC)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
-_STATES = {Aggregate.MEAN: ("sum", "count"), Aggregate.SUM: ("sum",),
+AGG_STATES = {Aggregate.MEAN: ("sum", "count"), Aggregate.SUM: ("sum",),
            Aggregate.COUNT: ("count",), Aggregate.MIN: ("min",), Aggregate.MAX: ("max",),
            Aggregate.LAST: ("last",)}
 """The rolled-up states each aggregate is finished from (`rolled_ops` names)."""
-_AGG_OF = {"sum": Aggregate.SUM, "count": Aggregate.COUNT, "min": Aggregate.MIN,
+STATE_AGG = {"sum": Aggregate.SUM, "count": Aggregate.COUNT, "min": Aggregate.MIN,
            "max": Aggregate.MAX, "last": Aggregate.LAST}
 """The aggregate that reads one state from raw samples, or per group from its records."""
 _HISTOGRAMS = dict([catalog.RTT_HISTOGRAM])
@@ -148,7 +149,7 @@ def bucket_quantile(phi: float, les: pd.Series, counts: pd.Series) -> float:
     return lower + (float(upper[i]) - lower) * (rank - below) / (float(cum[i]) - below)
 
 
-def _raw_spans(q: Query, boundary: datetime) -> Iterator[tuple[datetime, datetime,
+def raw_spans(q: Query, boundary: datetime) -> Iterator[tuple[datetime, datetime,
                                                                 timedelta | None,
                                                                 datetime | None]]:
     """The raw part of a query reaching before ``boundary``: (start, end, window, stamp)
@@ -166,6 +167,33 @@ def _raw_spans(q: Query, boundary: datetime) -> Iterator[tuple[datetime, datetim
         yield boundary, min(rest, q.end), None, first
     if rest < q.end:
         yield rest, q.end, q.window, None
+
+
+def finish_states(q: Query, states: tuple[str, ...], parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The parts' states (columns ``field:state``, per window and group; a later part's
+    ``last`` over an earlier one's) merged per window and group, then the aggregate finished."""
+    keys = [TIME, *q.group_by]
+    rows = pd.concat([p for p in parts if len(p)] or parts[:1], ignore_index=True)
+    grouped = rows.groupby(keys, sort=True, as_index=False)
+    merged = rows[keys].drop_duplicates().sort_values(keys, ignore_index=True)
+    for col in rows.columns.difference(keys):
+        how = _MERGE[col.rsplit(":", 1)[1]]
+        merged_col = (grouped[col].sum(min_count=1) if how == "sum"
+                      else grouped[col].agg(how))
+        merged = merged.merge(merged_col, on=keys, how="left")
+    out = merged[keys].copy()
+    for f in q.fields:
+        if q.agg is Aggregate.MEAN:
+            n = merged[f"{f}:count"]
+            out[f] = merged[f"{f}:sum"] / n.where(n > 0)
+        elif q.agg is Aggregate.COUNT:
+            out[f] = merged[f"{f}:count"].fillna(0).astype("int64")
+        else:
+            out[f] = merged[f"{f}:{states[0]}"]
+    if q.agg is not Aggregate.COUNT:
+        out = out[out[list(q.fields)].notna().any(axis=1)]
+    out[TIME] = out[TIME].dt.as_unit("us")
+    return out.reset_index(drop=True)
 
 
 class PromRollups:
@@ -265,7 +293,7 @@ class PromRollups:
         if histogram:
             return self._quantiles(q, meas, boundary, label_matchers)
         assert boundary is not None
-        states = _STATES.get(q.agg)
+        states = AGG_STATES.get(q.agg)
         for f in q.fields:
             ops = rolled_ops(meas.metric(f))
             if states is None or any(s not in ops for s in states):
@@ -283,7 +311,7 @@ class PromRollups:
                            partial(_rolled_expression, api=self.rolled)),
             self._builders(q, meas, states, lambda m, s: selector(m.prometheus, label_matchers),
                            partial(expression, dialect=self.raw.dialect)))
-        return self._finish(q, states, parts)
+        return finish_states(q, states, parts)
 
     def _parts(self, q: Query, boundary: datetime | None,
                rolled: Mapping[str, Callable[[int], str]],
@@ -298,7 +326,7 @@ class PromRollups:
                      for ev in evaluations(rolled_q, left_open=self.rolled.left_open,
                                            source=self.source)]
             parts.append(self.rolled.answer(rolled_q, rolled, plans))
-            spans = _raw_spans(q, boundary)
+            spans = raw_spans(q, boundary)
         for lo, hi, window, stamp in spans:
             raw_q = replace(q, start=lo, end=hi, window=window)
             part = self.raw.answer(raw_q, raw, list(evaluations(
@@ -342,35 +370,9 @@ class PromRollups:
                   series: Callable[[catalog.Metric, str], str],
                   build: Callable[..., str]) -> dict[str, Callable[[int], str]]:
         """``field:state`` -> the expression (given a range) of that state per group."""
-        return {f"{f}:{s}": partial(build, replace(q, agg=_AGG_OF[s]),
+        return {f"{f}:{s}": partial(build, replace(q, agg=STATE_AGG[s]),
                                     series(meas.metric(f), s))
                 for f in q.fields for s in states}
-
-    @staticmethod
-    def _finish(q: Query, states: tuple[str, ...], parts: list[pd.DataFrame]) -> pd.DataFrame:
-        """The parts' states merged per window and group, then the aggregate finished."""
-        keys = [TIME, *q.group_by]
-        rows = pd.concat([p for p in parts if len(p)] or parts[:1], ignore_index=True)
-        grouped = rows.groupby(keys, sort=True, as_index=False)
-        merged = rows[keys].drop_duplicates().sort_values(keys, ignore_index=True)
-        for col in rows.columns.difference(keys):
-            how = _MERGE[col.rsplit(":", 1)[1]]
-            merged_col = (grouped[col].sum(min_count=1) if how == "sum"
-                          else grouped[col].agg(how))
-            merged = merged.merge(merged_col, on=keys, how="left")
-        out = merged[keys].copy()
-        for f in q.fields:
-            if q.agg is Aggregate.MEAN:
-                n = merged[f"{f}:count"]
-                out[f] = merged[f"{f}:sum"] / n.where(n > 0)
-            elif q.agg is Aggregate.COUNT:
-                out[f] = merged[f"{f}:count"].fillna(0).astype("int64")
-            else:
-                out[f] = merged[f"{f}:{states[0]}"]
-        if q.agg is not Aggregate.COUNT:
-            out = out[out[list(q.fields)].notna().any(axis=1)]
-        out[TIME] = out[TIME].dt.as_unit("us")
-        return out.reset_index(drop=True)
 
 
 class PromAPIReads:

@@ -39,10 +39,10 @@ from computewatch.store._protocol import Query, StoreError
 
 __all__ = ["DAY", "GAMMA", "GRAINS", "HOUR", "MONTH", "RELATIVE_ERROR", "SKETCH", "STATES",
            "ZERO_BUCKET", "bucket_of", "bucket_sql", "ceil_time", "coalesce", "final_agg",
-           "floor_time", "hourly_select", "merge_select", "merge_states", "one_state",
+           "floor_time", "grain_name", "hourly_select", "merge_select", "merge_states", "one_state",
            "raw_boundary", "raw_sketch_rows", "raw_states", "rolled_states", "rollup_columns",
            "rollup_table", "sketch_from_raw", "sketch_rows", "sketch_table", "sketched",
-           "state_column", "unaligned", "value_sql"]
+           "state_column", "unaligned", "value_of", "value_sql"]
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -117,14 +117,14 @@ def unaligned(source: str, measurement: str, q: Query, edge: datetime,
 
 
 def rollup_table(measurement: str, grain: timedelta | str) -> str:
-    return f"rollup_{_grain_name(grain)}_{measurement}"
+    return f"rollup_{grain_name(grain)}_{measurement}"
 
 
 def sketch_table(measurement: str, grain: timedelta | str) -> str:
-    return f"sketch_{_grain_name(grain)}_{measurement}"
+    return f"sketch_{grain_name(grain)}_{measurement}"
 
 
-def _grain_name(grain: timedelta | str) -> str:
+def grain_name(grain: timedelta | str) -> str:
     return {HOUR: "1h", DAY: "1d", MONTH: "1mo"}[grain]
 
 
@@ -154,6 +154,14 @@ def bucket_of(values: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         k = np.ceil(np.log(values) / _LOG_GAMMA)
     return np.where(values > 0, k, ZERO_BUCKET).astype(np.int64)
+
+
+def value_of(k: np.ndarray) -> np.ndarray:
+    """`value_sql` in numpy: the value each sketch bucket ``k`` is read back as."""
+    k = np.asarray(k, dtype=np.int64)
+    with np.errstate(over="ignore"):
+        v = 2 * np.exp(k * _LOG_GAMMA) / (GAMMA + 1)
+    return np.where(k == ZERO_BUCKET, 0.0, v)
 
 
 def value_sql(bucket: str) -> str:
