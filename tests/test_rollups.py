@@ -437,11 +437,16 @@ def test_the_rollup_command_rolls_up_what_was_written_since_its_last_run(tmp_pat
         return subprocess.run([sys.executable, "-m", "computewatch", "rollup", *args],
                               capture_output=True, text=True, timeout=120)
 
-    first, again = run("--store", str(path)), run("--store", str(path))
+    beat, no_beat = tmp_path / "rollup.heartbeat", tmp_path / "failed.heartbeat"
+    before = datetime.now(UTC)
+    first = run("--store", str(path))
+    again = run("--store", str(path), "--heartbeat", str(beat))
     assert first.returncode == 0 and f"rolled up 3 hours of {path}" in first.stdout
     assert again.returncode == 0 and "rolled up 0 hours" in again.stdout
-    vm = run("--store", "victoriametrics://127.0.0.1:9")
+    assert before <= datetime.fromisoformat(beat.read_text().strip()) <= datetime.now(UTC)
+    vm = run("--store", "victoriametrics://127.0.0.1:9", "--heartbeat", str(no_beat))
     assert vm.returncode == 2 and "deploy/rollups/computewatch-rollups.yml" in vm.stderr
+    assert not no_beat.exists()
     store = DuckDBStore(path)
     store.drop_before(T0 + timedelta(days=1))
     got = store.query(Query("accelerator", ("utilization_ratio",), T0,

@@ -6,6 +6,7 @@ through recording rules instead."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -25,11 +26,14 @@ def rollup(
     store: StoreOpt = DEFAULT_STORE,
     every: Annotated[str | None, typer.Option(
         help="Run again on this schedule until signalled (e.g. 5m); default: once.")] = None,
+    heartbeat: Annotated[Path | None, typer.Option(
+        help="After each run that succeeds, write the time to this file (for a health "
+        "check: computewatch-healthcheck file://PATH?max_age=...).")] = None,
 ) -> None:
     """Roll up the raw data written since the last run into hourly and daily rollups."""
     from computewatch.cli._signals import run_until_signalled
     from computewatch.rollup_rules import ROLLUP_RULES_FILE
-    from computewatch.schedule import run_every
+    from computewatch.schedule import run_every, write_heartbeat
 
     interval = parse_duration(every, "--every", minimum=1.0) if every else None
     st = open_existing(store)
@@ -42,6 +46,8 @@ def rollup(
     def once() -> None:
         hours = refresh()
         typer.echo(f"rolled up {hours} hours of {st.url}")
+        if heartbeat is not None:
+            write_heartbeat(heartbeat)
 
     try:
         if interval is None:
