@@ -18,12 +18,12 @@ __all__ = ["Busy", "busy_meter", "wait_for_quiet"]
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _ticks() -> tuple[int, int]:
-    """(busy, total) jiffies of all cores together; iowait counts as idle."""
+def _busy_ticks() -> int:
+    """Busy jiffies of all cores together since boot (idle and iowait left out)."""
     with open("/proc/stat") as f:
-        user, nice, system, idle, iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
-    busy = user + nice + system + irq + softirq + steal
-    return busy, busy + idle + iowait
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(
+            int, f.readline().split()[1:9])
+    return user + nice + system + irq + softirq + steal
 
 
 def _own_cpu_s() -> float:
@@ -51,21 +51,21 @@ class Busy:
 def busy_meter() -> Iterator[Busy]:
     """``with busy_meter() as busy: ...``; ``busy`` holds the span's figures at the end."""
     busy = Busy()
-    wall0, own0, (busy0, _) = time.monotonic(), _own_cpu_s(), _ticks()
+    wall0, own0, busy0 = time.monotonic(), _own_cpu_s(), _busy_ticks()
     try:
         yield busy
     finally:
         wall = max(time.monotonic() - wall0, 1e-3)
-        busy.machine = (_ticks()[0] - busy0) / _TICKS / wall
+        busy.machine = (_busy_ticks() - busy0) / _TICKS / wall
         busy.own = (_own_cpu_s() - own0) / wall
 
 
-def wait_for_quiet(max_cores: float = 0.5, limit_s: float = 60.0, step_s: float = 0.5) -> Busy:
+def wait_for_quiet(max_cores: float, limit_s: float, step_s: float = 0.5) -> None:
     """Wait until other processes hold at most ``max_cores`` for ``step_s``, or ``limit_s``
-    has passed; return the last span's figures (so a caller can say how busy it was)."""
+    has passed (the caller measures its own span and judges it)."""
     deadline = time.monotonic() + limit_s
-    while True:
+    while time.monotonic() < deadline:
         with busy_meter() as busy:
             time.sleep(step_s)
-        if busy.others <= max_cores or time.monotonic() >= deadline:
-            return busy
+        if busy.others <= max_cores:
+            return
